@@ -1,0 +1,165 @@
+"""The Quart-Trio application: blueprints, authentication, rate limits and error handling.
+
+``create_app(sup, api_token)`` builds the ASGI app around a running supervisor; it starts no
+task of its own (Hypercorn, started by ``api.server.serve``, runs it). Under ``/api/whatsapp``
+every route needs a credential (``X-API-TOKEN``) except the OpenAPI document; a request is
+authenticated, then charged to its credential's token bucket, then dispatched. Route modules
+owned by other parts of wasup are registered when they exist.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from typing import Any
+
+from quart import Quart, Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from api import errors
+from api.auth import authenticate
+from api.errors import ApiError
+from api.state import ApiSettings, AppState, current_state
+
+log = logging.getLogger("wasup.api")
+
+API_PREFIX = "/api/whatsapp"
+
+#: Route modules registered under API_PREFIX when importable (each exposes a Blueprint ``bp``).
+#: Imported explicitly by name; a module that is not there yet is skipped.
+ROUTE_MODULES = (
+    "api.routes_devices",
+    "api.routes_messages",
+    "api.routes_webhooks",
+    "api.routes_ai",
+)
+
+#: Endpoints that need no credential.
+PUBLIC_ENDPOINTS = frozenset({"openapi.openapi_json"})
+
+
+def _is_simulator(sup: Any) -> bool:
+    try:
+        from supervisor.engines.simulator import SimulatorEngine
+    except ImportError:
+        return False
+    return isinstance(getattr(sup, "engine", None), SimulatorEngine)
+
+
+def create_app(sup: Any, api_token: str, settings: ApiSettings | None = None) -> QuartTrio:
+    """Build the app serving ``sup``; ``api_token`` is the operator token.
+
+    Raises ValueError for an empty token. Route modules that fail to import for any reason other
+    than being absent make this raise (a broken module must not be silently skipped).
+    """
+    settings = settings or ApiSettings()
+    app = QuartTrio("wasup", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.strict_slashes = False
+    app.extensions["wasup"] = AppState.build(sup, api_token, settings)
+
+    errors.register(app)
+
+    for name in ROUTE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            log.debug("route module %s not present", name)
+            continue
+        app.register_blueprint(module.bp, url_prefix=API_PREFIX)
+
+    simulator = settings.simulator_routes
+    if simulator is None:
+        simulator = _is_simulator(sup)
+    if simulator:
+        from api.routes_simulator import bp as simulator_bp
+
+        app.register_blueprint(simulator_bp, url_prefix=API_PREFIX)
+
+    from api.openapi import bp as openapi_bp
+
+    app.register_blueprint(openapi_bp, url_prefix=API_PREFIX)
+
+    try:
+        ws = importlib.import_module("api.ws")
+    except ModuleNotFoundError as exc:
+        if exc.name != "api.ws":
+            raise
+    else:
+        register_ws = getattr(ws, "register", None)
+        if register_ws is not None:
+            register_ws(app)
+        elif hasattr(ws, "bp"):
+            app.register_blueprint(ws.bp)
+
+    app.before_request(_authenticate)
+    app.after_request(_add_rate_limit_headers)
+    return app
+
+
+async def _authenticate() -> None:
+    """Authenticate and rate-limit every request that reached a route."""
+    if request.url_rule is None:  # no route: routing answers 404 / 405
+        return
+    length = request.content_length
+    state = current_state()
+    if length is not None and length > state.settings.max_body:
+        raise RequestEntityTooLarge()
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    principal = await authenticate(state, request.headers.get("X-API-TOKEN"))
+    if principal is None:
+        decision = state.auth_limiter.hit(f"addr:{_client_address()}")
+        if not decision.allowed:
+            raise ApiError(
+                429, "RATE_LIMIT_EXCEEDED", "too many failed authentications, slow down",
+                headers=state.auth_limiter.headers(decision),
+            )
+        raise ApiError(401, "AUTHENTICATION_FAILED", "missing or invalid X-API-TOKEN")
+    decision = state.limiter.hit(principal.credential_id)
+    headers = state.limiter.headers(decision)
+    g.rate_limit_headers = headers
+    if not decision.allowed:
+        raise ApiError(429, "RATE_LIMIT_EXCEEDED", "too many requests", headers=headers)
+    g.principal = principal
+
+
+def _client_address() -> str:
+    client = request.scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+async def _add_rate_limit_headers(response: Response) -> Response:
+    headers: dict[str, str] | None = g.get("rate_limit_headers")
+    if headers:
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)
+    return response
+
+
+def routes(app: Quart) -> set[tuple[str, str]]:
+    """The (METHOD, OpenAPI path) pairs ``app`` serves, for comparison with the spec."""
+    served: set[tuple[str, str]] = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static" or getattr(rule, "websocket", False):
+            continue
+        path = _ARG_RE.sub(lambda m: "{" + _camel(m.group(1)) + "}", rule.rule)
+        for method in rule.methods or ():
+            if method in {"HEAD", "OPTIONS"}:
+                continue
+            served.add((method, path))
+    return served
+
+
+_ARG_RE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

@@ -1,0 +1,232 @@
+"""``wasup serve``: the command line.
+
+Every option has an environment variable (the flag wins over the variable)::
+
+    --host                   WASUP_HOST                   127.0.0.1
+    --port                   WASUP_PORT                   3001
+    --data-dir               WASUP_DATA_DIR               ./data
+    --engine                 WASUP_ENGINE                 whatsmeow  (or simulator)
+    --max-concurrent-logins  WASUP_MAX_CONCURRENT_LOGINS  5
+    --rate-limit             WASUP_RATE_LIMIT             50   requests/second per credential
+    --rate-burst             WASUP_RATE_BURST             100
+    --log-level              WASUP_LOG_LEVEL              info
+                             WASUP_API_TOKEN              operator token (see below)
+                             WASUP_WEBHOOK_ALLOW_NETWORKS comma-separated CIDRs
+
+The operator token comes from ``WASUP_API_TOKEN``. When that is unset, the first start
+generates one, stores it in ``<data-dir>/api_token`` (mode 0600) and prints it once; later
+starts read it from there and print only where it is.
+
+SIGINT or SIGTERM start a graceful shutdown (requests in flight finish, actors stop newest
+first, the database closes); anything left after ``SHUTDOWN_DEADLINE`` seconds is cancelled.
+A second signal cancels at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from api.ratelimit import RateLimitPolicy
+from api.state import ApiSettings
+
+log = logging.getLogger("wasup.cli")
+
+SHUTDOWN_DEADLINE = 15.0
+TOKEN_FILE = "api_token"
+ENGINES = ("whatsmeow", "simulator")
+
+
+@attrs.frozen
+class ServeOptions:
+    host: str
+    port: int
+    data_dir: Path
+    engine: str
+    max_concurrent_logins: int
+    rate_limit: float
+    rate_burst: int
+    log_level: str
+    webhook_allow_networks: tuple[str, ...]
+
+
+def _env(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name)
+    return default if value is None or value == "" else value
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wasup", description="Self-hosted WhatsApp gateway (HTTP + WebSocket)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default=_env(env, "WASUP_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=_env(env, "WASUP_PORT", "3001"))
+    serve.add_argument("--data-dir", type=Path, default=_env(env, "WASUP_DATA_DIR", "./data"))
+    serve.add_argument(
+        "--engine", choices=ENGINES, default=_env(env, "WASUP_ENGINE", "whatsmeow")
+    )
+    serve.add_argument(
+        "--max-concurrent-logins",
+        type=int,
+        default=_env(env, "WASUP_MAX_CONCURRENT_LOGINS", "5"),
+    )
+    serve.add_argument("--rate-limit", type=float, default=_env(env, "WASUP_RATE_LIMIT", "50"))
+    serve.add_argument("--rate-burst", type=int, default=_env(env, "WASUP_RATE_BURST", "100"))
+    serve.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=_env(env, "WASUP_LOG_LEVEL", "info").lower(),
+    )
+    return parser
+
+
+def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> ServeOptions:
+    """Options from ``argv`` and ``env``; exits with status 2 and a message when invalid."""
+    parser = build_parser(env)
+    args = parser.parse_args(list(argv))
+    # argparse applies `type` to string defaults too, so env values are converted (or refused).
+    if args.engine not in ENGINES:
+        parser.error(f"WASUP_ENGINE must be one of {', '.join(ENGINES)}")
+    if not 0 <= args.port <= 65535:
+        parser.error("port must be between 0 and 65535")
+    if args.max_concurrent_logins < 1:
+        parser.error("max-concurrent-logins must be at least 1")
+    if args.rate_limit <= 0 or args.rate_burst < 1:
+        parser.error("rate-limit must be positive and rate-burst at least 1")
+    networks = tuple(
+        part.strip()
+        for part in env.get("WASUP_WEBHOOK_ALLOW_NETWORKS", "").split(",")
+        if part.strip()
+    )
+    return ServeOptions(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        engine=args.engine,
+        max_concurrent_logins=args.max_concurrent_logins,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        log_level=args.log_level,
+        webhook_allow_networks=networks,
+    )
+
+
+def load_or_create_token(data_dir: Path, env: Mapping[str, str]) -> tuple[str, bool]:
+    """The operator token and whether it was generated just now.
+
+    ``WASUP_API_TOKEN`` wins. Otherwise ``<data_dir>/api_token`` is read, or created with
+    mode 0600 (exclusively, so two first starts cannot both write one). Raises OSError when
+    the data directory cannot be created or the file cannot be read or written.
+    """
+    token = env.get("WASUP_API_TOKEN", "").strip()
+    if token:
+        return token, False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        stored = path.read_text(encoding="utf-8").strip()
+        if not stored:
+            raise OSError(f"{path} is empty: delete it to generate a new token") from None
+        return stored, False
+    token = "wasup_" + secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(token + "\n")
+    return token, True
+
+
+async def run_server(options: ServeOptions, token: str) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully within SHUTDOWN_DEADLINE."""
+    from api.server import serve
+    from supervisor.config import Config
+
+    config = Config(
+        data_dir=options.data_dir,
+        engine=options.engine,
+        max_concurrent_logins=options.max_concurrent_logins,
+        webhook_allow_networks=options.webhook_allow_networks,
+    )
+    settings = ApiSettings(
+        rate_limit=RateLimitPolicy(rate=options.rate_limit, burst=options.rate_burst)
+    )
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    if not stop.is_set():
+                        log.info(
+                            "%s received: shutting down (deadline %g s)",
+                            signal.Signals(signum).name,
+                            SHUTDOWN_DEADLINE,
+                        )
+                        stop.set()
+                        nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_DEADLINE
+                    else:
+                        log.warning("second signal: stopping now")
+                        nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_signals)
+            await serve(
+                config,
+                token,
+                host=options.host,
+                port=options.port,
+                settings=settings,
+                shutdown_trigger=stop.wait,
+            )
+            nursery.cancel_scope.cancel()
+    log.info("wasup stopped")
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Entry point of the ``wasup`` console script; returns the exit status."""
+    env = os.environ if env is None else env
+    options = parse_options(sys.argv[1:] if argv is None else argv, env)
+    logging.basicConfig(
+        level=options.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        token, generated = load_or_create_token(options.data_dir, env)
+    except OSError as exc:
+        print(f"wasup: cannot load the operator token: {exc}", file=sys.stderr)
+        return 1
+    if generated:
+        print(
+            "wasup: generated an operator token (shown only this once; also stored in "
+            f"{options.data_dir / TOKEN_FILE}):\n\n    {token}\n",
+            flush=True,
+        )
+    elif not env.get("WASUP_API_TOKEN"):
+        print(f"wasup: operator token is in {options.data_dir / TOKEN_FILE}", flush=True)
+    try:
+        trio.run(run_server, options, token)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"wasup: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _unused(*_: Any) -> None:  # keeps `Any` imported for annotations in subclasses
+    return None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

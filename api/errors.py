@@ -1,0 +1,120 @@
+"""Error responses: the one place that maps exceptions to HTTP statuses and codes.
+
+Every error leaves wasup as ``{"success": false, "error": "<message>", "code": "<CODE>"}``
+(plus ``field`` for a 400 that can name one). :func:`register` installs handlers so that no
+request, however malformed, gets an HTML page, a traceback or a bare 500: unexpected
+exceptions are logged (without request data) and answered with a generic 500 envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from quart import Quart, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from supervisor.errors import InvalidRequest, MailboxFull, WasupError
+
+log = logging.getLogger("wasup.api")
+
+#: Codes for statuses werkzeug raises itself (routing, body size, protocol errors).
+HTTP_CODES: dict[int, str] = {
+    400: "INVALID_REQUEST",
+    401: "AUTHENTICATION_FAILED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
+    409: "DEVICE_CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    414: "URI_TOO_LONG",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMIT_EXCEEDED",
+    431: "HEADERS_TOO_LARGE",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+HTTP_MESSAGES: dict[int, str] = {
+    400: "bad request",
+    404: "no such route",
+    405: "method not allowed on this route",
+    413: "request body too large (limit 1 MiB)",
+}
+
+
+class ApiError(Exception):
+    """An error answered as is: ``status``, ``code``, message and extra headers."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    field: str | None = None,
+) -> Response:
+    body: dict[str, Any] = {"success": False, "error": message, "code": code}
+    if field is not None:
+        body["field"] = field
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def retry_after(seconds: float) -> str:
+    """A Retry-After value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds)))
+
+
+def response_for(exc: BaseException) -> Response:
+    """The error envelope for any exception (the mapping lives here and nowhere else)."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, str(exc), headers=exc.headers)
+    if isinstance(exc, InvalidRequest):
+        return error_response(400, exc.code, str(exc), field=exc.field)
+    if isinstance(exc, MailboxFull):
+        return error_response(
+            503, exc.code, str(exc), headers={"Retry-After": retry_after(exc.retry_after)}
+        )
+    if isinstance(exc, WasupError):
+        if exc.status >= 500 and type(exc) is WasupError:
+            log.error("wasup error without a status: %r", exc)
+        return error_response(exc.status, exc.code, str(exc) or exc.code.lower())
+    if isinstance(exc, HTTPException):
+        status = exc.code or 500
+        headers: dict[str, str] = {}
+        for name, value in exc.get_headers():
+            if name.lower() in {"allow", "retry-after"}:
+                headers[name] = value
+        message = HTTP_MESSAGES.get(status) or (exc.description or exc.name).lower()
+        return error_response(
+            status, HTTP_CODES.get(status, "INVALID_REQUEST" if status < 500 else "INTERNAL_ERROR"),
+            message, headers=headers,
+        )
+    log.error("unhandled error in a request", exc_info=exc)
+    return error_response(500, "INTERNAL_ERROR", "internal error")
+
+
+def register(app: Quart) -> None:
+    """Install the handlers that turn every exception into the JSON envelope."""
+
+    @app.errorhandler(HTTPException)
+    async def _http(exc: HTTPException) -> Response:
+        return response_for(exc)
+
+    @app.errorhandler(Exception)
+    async def _any(exc: Exception) -> Response:
+        return response_for(exc)

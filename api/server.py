@@ -1,0 +1,189 @@
+"""Run wasup: the root nursery with the supervisor, background services and Hypercorn.
+
+Usage::
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve, config, api_token)    # ready: port bound
+        print(server.url)                                          # http://127.0.0.1:3001
+        ...
+        server.shutdown()                                          # graceful stop
+
+Nursery tree: ``open_supervisor`` (actors, engine, database) encloses a nursery running the
+background services (webhook dispatcher, auto-reply: each started when its module provides
+``run(sup, *, task_status)``) and Hypercorn, which serves HTTP and the WebSocket on one port.
+
+Shutdown: when ``shutdown_trigger`` returns (or :meth:`Server.shutdown` is called) Hypercorn
+stops accepting, lets requests in flight finish for ``graceful_timeout`` seconds, then the
+background services are cancelled and the supervisor stops every actor, newest first, and
+closes the engine and the database. A caller wanting a hard deadline on all of that sets it on
+the enclosing cancel scope (``wasup serve`` does). Errors of any child propagate out of
+:func:`serve` (as an ExceptionGroup from the nursery) after the others are cancelled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import attrs
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from api.app import API_PREFIX, create_app
+from api.state import ApiSettings
+from supervisor.config import Config
+from supervisor.supervisor import DeviceSupervisor, open_supervisor
+
+log = logging.getLogger("wasup.server")
+
+#: Modules whose ``run(sup, *, task_status)`` is started next to Hypercorn, when present.
+BACKGROUND_SERVICES = ("supervisor.webhooks.dispatcher", "supervisor.autoreply")
+
+#: Access log line: no query string (it may carry ``?token=``), no headers.
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(D)sus'
+
+GRACEFUL_TIMEOUT = 5.0
+
+
+@attrs.define(eq=False)
+class Server:
+    """What :func:`serve` reports once it is ready."""
+
+    host: str
+    port: int
+    sup: DeviceSupervisor
+    app: Any
+    _stop: trio.Event
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.url + API_PREFIX
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url.removeprefix("http") + "/"
+
+    def shutdown(self) -> None:
+        """Start a graceful shutdown (returns at once; :func:`serve` returns when done)."""
+        self._stop.set()
+
+
+class _RedactFilter(logging.Filter):
+    """Replace tokens and device keys in log records (defence in depth for the access log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            from api.ws import redact
+        except ImportError:  # pragma: no cover - api.ws is part of wasup
+            return True
+        message = record.getMessage()
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_REDACT = _RedactFilter()
+
+
+def hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
+    """Hypercorn's configuration for wasup: one insecure bind, redacted logs."""
+    config = hypercorn.config.Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    access = logging.getLogger("wasup.access")
+    if _REDACT not in access.filters:
+        access.addFilter(_REDACT)
+    config.accesslog = access
+    config.errorlog = logging.getLogger("wasup.http")
+    config.access_log_format = ACCESS_LOG_FORMAT
+    config.graceful_timeout = GRACEFUL_TIMEOUT
+    config.include_server_header = False
+    try:
+        from api.ws import configure_hypercorn
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        configure_hypercorn(config)
+    return config
+
+
+_BIND_RE = re.compile(r"^https?://(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:]+)):(?P<port>\d+)$")
+
+
+def _parse_bind(bind: str) -> tuple[str, int]:
+    match = _BIND_RE.match(bind)
+    if match is None:
+        raise RuntimeError(f"cannot parse hypercorn bind {bind!r}")
+    return match["v6"] or match["host"], int(match["port"])
+
+
+async def serve(
+    config: Config,
+    api_token: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 3001,
+    settings: ApiSettings | None = None,
+    engine: Any = None,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve wasup until ``shutdown_trigger`` returns or :meth:`Server.shutdown` is called.
+
+    Reports a :class:`Server` (with the port actually bound, useful with ``port=0``) through
+    ``task_status`` once the socket listens and every stored device has been restored.
+    Errors: binding the port (OSError) or opening the database fail before ``started``.
+    """
+    stop = trio.Event()
+    async with open_supervisor(config, engine=engine) as sup:
+        app = create_app(sup, api_token, settings)
+        hconfig = hypercorn_config(host, port)
+        async with trio.open_nursery() as nursery:
+            for name in BACKGROUND_SERVICES:
+                run = _service(name)
+                if run is not None:
+                    await nursery.start(partial(run, sup))
+
+            async def trigger() -> None:
+                async with trio.open_nursery() as race:
+                    async def first(fn: Callable[[], Awaitable[Any]]) -> None:
+                        await fn()
+                        race.cancel_scope.cancel()
+
+                    race.start_soon(first, stop.wait)
+                    if shutdown_trigger is not None:
+                        race.start_soon(first, shutdown_trigger)
+
+            async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
+                await hypercorn.trio.serve(  # type: ignore[call-arg]
+                    app, hconfig, shutdown_trigger=trigger, task_status=task_status
+                )
+                log.info("http server stopped")
+                nursery.cancel_scope.cancel()
+
+            binds: list[str] = await nursery.start(run_http)
+            bound_host, bound_port = _parse_bind(binds[0])
+            server = Server(host=bound_host, port=bound_port, sup=sup, app=app, stop=stop)
+            log.info("wasup listening on %s (engine %s)", server.url, config.engine)
+            task_status.started(server)
+
+
+def _service(name: str) -> Callable[..., Awaitable[None]] | None:
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return None
+    run = getattr(module, "run", None)
+    return run if callable(run) else None

@@ -1,0 +1,70 @@
+"""What the HTTP and WebSocket layers share: the supervisor, settings and credential checks.
+
+``create_app`` stores one :class:`AppState` on the app (``app.extensions["wasup"]``); route
+modules reach it through :func:`current_state` inside a request or WebSocket context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from quart import current_app
+
+from api.ratelimit import RateLimiter, RateLimitPolicy
+
+if TYPE_CHECKING:
+    from supervisor.supervisor import DeviceSupervisor
+
+MIB = 1024 * 1024
+
+
+@attrs.frozen
+class ApiSettings:
+    """Knobs of the HTTP layer (the supervisor has its own :class:`supervisor.config.Config`)."""
+
+    #: Per-credential token bucket.
+    rate_limit: RateLimitPolicy = attrs.field(factory=RateLimitPolicy)
+    #: Failed authentications per client address (slows down token guessing).
+    auth_failure_limit: RateLimitPolicy = attrs.field(
+        factory=lambda: RateLimitPolicy(rate=5.0, burst=50, name="auth")
+    )
+    #: How long POST /devices and POST /login wait for the first QR code before answering
+    #: ``qrCode: null``.
+    qr_wait: float = 2.0
+    #: Largest accepted request body, in bytes (larger: 413).
+    max_body: int = MIB
+    #: Serve the simulator control routes (only meaningful with the simulator engine).
+    simulator_routes: bool | None = None  # None: when the engine is the simulator
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+@attrs.define(eq=False)
+class AppState:
+    sup: DeviceSupervisor
+    settings: ApiSettings
+    operator_digest: bytes
+    limiter: RateLimiter
+    auth_limiter: RateLimiter
+
+    @classmethod
+    def build(cls, sup: Any, api_token: str, settings: ApiSettings) -> AppState:
+        if not api_token:
+            raise ValueError("the operator token must not be empty")
+        return cls(
+            sup=sup,
+            settings=settings,
+            operator_digest=token_digest(api_token),
+            limiter=RateLimiter(settings.rate_limit),
+            auth_limiter=RateLimiter(settings.auth_failure_limit),
+        )
+
+
+def current_state() -> AppState:
+    """The :class:`AppState` of the app serving the current request or WebSocket."""
+    state: AppState = current_app.extensions["wasup"]
+    return state

@@ -1,0 +1,287 @@
+"""Validation at the HTTP edge: request bodies, query strings and path parameters.
+
+One cattrs converter for this boundary turns a JSON body into a frozen request value: it refuses
+unknown fields, missing required fields and wrong JSON types (no coercion: ``123`` is not a
+string, ``true`` is not a number). Formats (lengths, phone numbers, user ids) are checked after
+structuring, by hand, field by field.
+
+Error handling: every function here raises :class:`supervisor.errors.InvalidRequest` whose
+``field`` names the offending field (``alias``, ``query.limit``, ``body``...) and whose message
+is short and lower-case; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+from cattrs.gen import make_dict_structure_fn, override
+
+from supervisor.errors import InvalidRequest
+
+T = TypeVar("T")
+
+#: Limits shared with docs/openapi.yaml (keep the two in step).
+ALIAS_MAX = 100
+BUSINESS_TYPE_MAX = 50
+DESCRIPTION_MAX = 500
+PUSH_NAME_MAX = 100
+TEXT_MAX = 4096
+USER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+PHONE_RE = re.compile(r"\+[0-9]{7,15}")
+ALNUM_RE = re.compile(r"[A-Za-z0-9]")
+PAIR_CODE_RE = re.compile(r"[A-Z0-9]{4}-?[A-Z0-9]{4}")
+STATUSES = ("pending", "qr_timeout", "connecting", "connected", "disconnected", "logged_out")
+PAGE_MAX = 1_000_000
+LIMIT_DEFAULT = 50
+LIMIT_MAX = 100
+
+
+# -- request values ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class CreateDevice:
+    user_id: str
+    alias: str
+    business_type: str | None = None
+    phone_number: str | None = None
+    description: str | None = None
+
+
+@attrs.frozen
+class UpdateDevice:
+    """Only the fields present in the body are changed; ``None`` clears an optional field."""
+
+    alias: str | None = None
+    business_type: str | None = None
+    phone_number: str | None = None
+    description: str | None = None
+    present: frozenset[str] = frozenset()
+
+    def changes(self) -> dict[str, Any]:
+        """The keyword arguments for ``sup.update_device`` (only what the client sent)."""
+        return {name: getattr(self, name) for name in sorted(self.present)}
+
+
+@attrs.frozen
+class SimScan:
+    phone_number: str | None = None
+    push_name: str | None = None
+    code: str | None = None
+
+
+@attrs.frozen
+class SimMessage:
+    sender: str
+    text: str
+
+
+@attrs.frozen
+class ListQuery:
+    status: str | None
+    page: int
+    limit: int
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.limit
+
+
+# -- the converter ----------------------------------------------------------------------------
+
+converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+
+
+def _strict_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError("must be a string")
+    return value
+
+
+converter.register_structure_hook(str, _strict_str)
+
+# JSON field name -> attribute name, per request value.
+_RENAMES: dict[type, dict[str, str]] = {
+    CreateDevice: {"userId": "user_id", "businessType": "business_type",
+                   "phoneNumber": "phone_number"},
+    UpdateDevice: {"businessType": "business_type", "phoneNumber": "phone_number"},
+    SimScan: {"phoneNumber": "phone_number", "pushName": "push_name"},
+    SimMessage: {"from": "sender"},
+}
+_JSON_NAMES: dict[type, dict[str, str]] = {
+    cls: {attr: key for key, attr in names.items()} for cls, names in _RENAMES.items()
+}
+
+for _cls, _names in _RENAMES.items():
+    converter.register_structure_hook(
+        _cls,
+        make_dict_structure_fn(
+            _cls,
+            converter,
+            _cattrs_forbid_extra_keys=True,
+            present=override(omit=True),
+            **{attr: override(rename=key) for key, attr in _names.items()},
+        )
+        if _cls is UpdateDevice
+        else make_dict_structure_fn(
+            _cls,
+            converter,
+            _cattrs_forbid_extra_keys=True,
+            **{attr: override(rename=key) for key, attr in _names.items()},
+        ),
+    )
+
+
+def _format(exc: BaseException, _type: type | None) -> str:
+    if isinstance(exc, KeyError):
+        return "is required"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return "unknown field"
+    if isinstance(exc, TypeError) and str(exc) == "must be a string":
+        return "must be a string"
+    if isinstance(exc, TypeError | ValueError) and _type is not None:
+        name = getattr(_type, "__name__", str(_type))
+        return f"must be of type {name}"
+    return "is invalid"
+
+
+def _invalid_from(exc: BaseException, cls: type) -> InvalidRequest:
+    """The first problem of a cattrs error as an :class:`InvalidRequest` naming its field."""
+    if isinstance(exc, ForbiddenExtraKeysError):
+        extra = sorted(exc.extra_fields)[0]
+        return InvalidRequest(f"{extra}: unknown field", field=extra)
+    messages = cattrs.transform_error(exc, format_exception=_format)
+    first = messages[0] if messages else "body is invalid"
+    text, _, path = first.rpartition(" @ ")
+    field = path.removeprefix("$").lstrip(".") or "body"
+    if text == "unknown field" and isinstance(exc, ClassValidationError):
+        for sub in exc.exceptions:
+            if isinstance(sub, ForbiddenExtraKeysError):
+                field = sorted(sub.extra_fields)[0]
+    # cattrs names attributes after their renamed JSON key already; map any leftover back.
+    field = _JSON_NAMES.get(cls, {}).get(field, field)
+    return InvalidRequest(f"{field}: {text}", field=field)
+
+
+def parse_json(data: bytes) -> Any:
+    """Decode a request body. Raises InvalidRequest(field="body") on bad UTF-8 or JSON."""
+    if not data.strip():
+        raise InvalidRequest("body: a JSON object is required", field="body")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidRequest("body: malformed JSON", field="body") from exc
+
+
+def structure(body: Any, cls: type[T]) -> T:
+    """Structure a decoded JSON body into ``cls``; raises InvalidRequest naming the field."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: must be a JSON object", field="body")
+    try:
+        return converter.structure(body, cls)
+    except (ClassValidationError, ForbiddenExtraKeysError) as exc:
+        raise _invalid_from(exc, cls) from None
+
+
+# -- format checks ----------------------------------------------------------------------------
+
+
+def _bounded(field: str, value: str | None, maximum: int, *, allow_empty: bool = False) -> None:
+    if value is None:
+        return
+    if not value and not allow_empty:
+        raise InvalidRequest(f"{field}: must not be empty", field=field)
+    if len(value) > maximum:
+        raise InvalidRequest(f"{field}: must be at most {maximum} characters", field=field)
+
+
+def check_alias(alias: str, field: str = "alias") -> None:
+    _bounded(field, alias, ALIAS_MAX)
+    if not ALNUM_RE.search(alias):
+        raise InvalidRequest(f"{field}: must contain a letter or a digit", field=field)
+
+
+def check_phone(value: str | None, field: str = "phoneNumber") -> None:
+    if value is not None and not PHONE_RE.fullmatch(value):
+        raise InvalidRequest(
+            f"{field}: must be + followed by 7 to 15 digits, like +1234567890", field=field
+        )
+
+
+def check_user_id(value: str, field: str = "userId") -> None:
+    if not USER_ID_RE.fullmatch(value):
+        raise InvalidRequest(
+            f"{field}: must be 1 to 64 letters, digits, '_', '.' or '-', starting with a letter "
+            "or digit",
+            field=field,
+        )
+
+
+def create_device(body: Any) -> CreateDevice:
+    req = structure(body, CreateDevice)
+    check_user_id(req.user_id)
+    check_alias(req.alias)
+    _bounded("businessType", req.business_type, BUSINESS_TYPE_MAX)
+    check_phone(req.phone_number)
+    _bounded("description", req.description, DESCRIPTION_MAX, allow_empty=True)
+    return req
+
+
+def update_device(body: Any) -> UpdateDevice:
+    req = structure(body, UpdateDevice)
+    assert isinstance(body, dict)  # structure() checked it
+    present = frozenset(_RENAMES[UpdateDevice].get(key, key) for key in body)
+    if not present:
+        raise InvalidRequest("body: at least one field to change is required", field="body")
+    if "alias" in present:
+        if req.alias is None:
+            raise InvalidRequest("alias: must be a string", field="alias")
+        check_alias(req.alias)
+    _bounded("businessType", req.business_type, BUSINESS_TYPE_MAX)
+    check_phone(req.phone_number)
+    _bounded("description", req.description, DESCRIPTION_MAX, allow_empty=True)
+    return attrs.evolve(req, present=present)
+
+
+def sim_scan(body: Any) -> SimScan:
+    req = structure(body, SimScan)
+    check_phone(req.phone_number)
+    _bounded("pushName", req.push_name, PUSH_NAME_MAX)
+    if req.code is not None and not PAIR_CODE_RE.fullmatch(req.code):
+        raise InvalidRequest("code: must be a pair code like ABCD-EFGH", field="code")
+    return req
+
+
+def sim_message(body: Any) -> SimMessage:
+    req = structure(body, SimMessage)
+    check_phone(req.sender, "from")
+    _bounded("text", req.text, TEXT_MAX)
+    return req
+
+
+def _int_param(args: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = args.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,9}", raw):
+        raise InvalidRequest(f"{name}: must be an integer", field=name)
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise InvalidRequest(f"{name}: must be between {lo} and {hi}", field=name)
+    return value
+
+
+def list_query(args: Mapping[str, str]) -> ListQuery:
+    """``status``, ``page`` (from 1) and ``limit`` (1 to 100, default 50) of a list request."""
+    status = args.get("status")
+    if status is not None and status not in STATUSES:
+        raise InvalidRequest(f"status: must be one of {', '.join(STATUSES)}", field="status")
+    page = _int_param(args, "page", 1, 1, PAGE_MAX)
+    limit = _int_param(args, "limit", LIMIT_DEFAULT, 1, LIMIT_MAX)
+    return ListQuery(status=status, page=page, limit=limit)

@@ -1,0 +1,392 @@
+"""The WebSocket event stream at ``/`` (same port as the HTTP API).
+
+Usage (the seed's form, a header, or a subprotocol for browsers)::
+
+    ws://HOST:PORT/?token=TOKEN
+    ws://HOST:PORT/                  with  X-API-TOKEN: TOKEN
+    ws://HOST:PORT/                  with  Sec-WebSocket-Protocol: TOKEN   (or "wasup, TOKEN")
+
+Optional query filters: ``sessionId`` (a session id or numeric device id; repeat the
+parameter or give a comma list) and ``events`` (a comma list of event types). Every message
+is one event, ``{"type", "sessionId", "data", "timestamp"}`` exactly as
+:meth:`supervisor.events.Event.to_json` builds it. The operator token sees every device; a
+device API key sees its own device only. The server never reads what the client sends: it
+is discarded.
+
+Close codes:
+
+- handshake refused with HTTP 401 (no or bad credential) or 400 (bad filter), as the JSON
+  error envelope the HTTP API uses;
+- 1013 "subscriber too slow": the connection fell more than its queue
+  (``WASUP_WS_QUEUE_SIZE`` events) behind and the event bus dropped it; reconnect;
+- 1001 "server shutting down": the event bus closed the subscription.
+
+Resource handling: each connection holds one bounded subscription on the event bus, which
+never blocks a publisher; it is dropped when full. Nothing else is buffered: a send goes
+straight to the socket, and a send that makes no progress for ``WASUP_WS_SEND_TIMEOUT``
+seconds (a peer that stopped reading, so TCP backpressure holds the write) aborts the TCP
+connection, because Hypercorn's socket write cannot be cancelled and the close frame would
+queue behind it. Keep-alive pings are sent by Hypercorn (:func:`configure_hypercorn`); a peer
+that answers nothing for ``read_timeout`` is closed there.
+
+Credentials never reach a log line: the token is neither logged nor echoed in errors (when
+the subprotocol carried it and the client also offered ``wasup``, ``wasup`` is echoed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import socket
+from collections.abc import Iterable, Mapping
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+from quart import Blueprint, Response, current_app, websocket
+
+from api.auth import authenticate
+from api.errors import error_response
+from api.state import current_state
+from supervisor.events import EVENT_TYPES, Event, Subscription
+
+log = logging.getLogger("wasup.api.ws")
+
+bp = Blueprint("ws", __name__)
+
+#: Quart config keys (app.config) and their defaults.
+QUEUE_SIZE_KEY = "WASUP_WS_QUEUE_SIZE"
+SEND_TIMEOUT_KEY = "WASUP_WS_SEND_TIMEOUT"
+DEFAULT_QUEUE_SIZE = 256
+DEFAULT_SEND_TIMEOUT = 30.0
+DEFAULT_PING_INTERVAL = 25.0
+
+#: The subprotocol name a browser may offer next to its token, so that the token itself is
+#: not echoed back in the handshake response.
+SUBPROTOCOL = "wasup"
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+
+_MAX_FILTER_VALUES = 100
+_MAX_FILTER_LENGTH = 200
+_MAX_OFFERED_PROTOCOLS = 8
+
+
+class FilterError(Exception):
+    """A query filter is malformed; ``field`` names the parameter."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@attrs.frozen
+class StreamFilter:
+    """What one connection asked to see, on top of what its credential allows.
+
+    ``refs`` holds session ids and numeric device ids (as strings); ``None`` means all.
+    """
+
+    refs: frozenset[str] | None = None
+    types: frozenset[str] | None = None
+
+    @classmethod
+    def from_query(cls, args: Any) -> StreamFilter:
+        """Parse ``sessionId`` and ``events`` from a query multidict.
+
+        Raises :class:`FilterError` for an unknown event type, too many values or an
+        over-long one; empty values are ignored.
+        """
+        refs = _split(_getlist(args, "sessionId"), "sessionId")
+        types = _split(_getlist(args, "events"), "events")
+        if types is not None:
+            unknown = sorted(types - EVENT_TYPES)
+            if unknown:
+                raise FilterError(f"unknown event type: {unknown[0]}", "events")
+        return cls(refs=refs, types=types)
+
+    def matches(self, event: Event) -> bool:
+        if self.refs is None:
+            return True
+        return event.session_id in self.refs or str(event.device_id) in self.refs
+
+
+def _getlist(args: Any, name: str) -> list[str]:
+    if hasattr(args, "getlist"):
+        return list(args.getlist(name))
+    value = args.get(name)
+    return [] if value is None else [value]
+
+
+def _split(values: Iterable[str], field: str) -> frozenset[str] | None:
+    items = [part.strip() for value in values for part in value.split(",")]
+    items = [item for item in items if item]
+    if not items:
+        return None
+    if len(items) > _MAX_FILTER_VALUES:
+        raise FilterError(f"too many values (at most {_MAX_FILTER_VALUES})", field)
+    if any(len(item) > _MAX_FILTER_LENGTH for item in items):
+        raise FilterError(f"value too long (at most {_MAX_FILTER_LENGTH} characters)", field)
+    return frozenset(items)
+
+
+@attrs.frozen
+class Offer:
+    """The credentials a handshake carries: token candidates, in order of precedence.
+
+    Each candidate is ``(token, subprotocol to echo or None)``.
+    """
+
+    candidates: tuple[tuple[str, str | None], ...]
+
+    @classmethod
+    def from_handshake(
+        cls, args: Mapping[str, str], headers: Mapping[str, str], subprotocols: list[str]
+    ) -> Offer:
+        candidates: list[tuple[str, str | None]] = []
+        query = args.get("token")
+        if query:
+            candidates.append((query, None))
+        header = headers.get("X-API-TOKEN")
+        if header:
+            candidates.append((header.strip(), None))
+        if not candidates:
+            offered = [p.strip() for p in subprotocols[:_MAX_OFFERED_PROTOCOLS] if p.strip()]
+            echo_name = SUBPROTOCOL in offered
+            for proto in offered:
+                if proto != SUBPROTOCOL:
+                    candidates.append((proto, SUBPROTOCOL if echo_name else proto))
+        return cls(tuple(candidates))
+
+
+@bp.websocket("/")
+async def events_socket() -> Response | None:
+    """Stream events to one client until it leaves, falls behind, or the server stops.
+
+    Error handling: a bad or missing credential answers the handshake with 401, a bad filter
+    with 400 (both as the JSON error envelope). After the handshake nothing is raised to
+    Quart: the connection ends with a close code (see the module docstring).
+    """
+    ws = websocket._get_current_object()  # type: ignore[attr-defined]
+    offer = Offer.from_handshake(ws.args, ws.headers, ws.requested_subprotocols)
+    state = current_state()
+    principal = None
+    chosen: str | None = None
+    for token, echo in offer.candidates:
+        principal = await authenticate(state, token)
+        if principal is not None:
+            chosen = echo
+            break
+    if principal is None:
+        log.info("websocket refused: no valid credential (from %s)", _peer(ws))
+        # Failed attempts share the HTTP layer's per-address budget against token guessing.
+        decision = state.auth_limiter.hit(f"addr:{_client_address(ws)}")
+        if not decision.allowed:
+            return error_response(
+                429, "RATE_LIMIT_EXCEEDED", "too many failed authentications, slow down",
+                headers=state.auth_limiter.headers(decision),
+            )
+        message = "invalid api token" if offer.candidates else "missing api token"
+        return error_response(401, "AUTHENTICATION_FAILED", message)
+    try:
+        stream_filter = StreamFilter.from_query(ws.args)
+    except FilterError as exc:
+        return error_response(400, "INVALID_REQUEST", str(exc), field=exc.field)
+
+    config = current_app.config
+    queue_size = int(config.get(QUEUE_SIZE_KEY, DEFAULT_QUEUE_SIZE))
+    send_timeout = float(config.get(SEND_TIMEOUT_KEY, DEFAULT_SEND_TIMEOUT))
+    device_ids = None if principal.device_id is None else frozenset({principal.device_id})
+    bus = state.sup.bus
+    # Subscribe before accepting: nothing published after the handshake is missed.
+    subscription = bus.subscribe(
+        device_ids=device_ids, types=stream_filter.types, maxsize=queue_size
+    )
+    async with subscription:
+        await ws.accept(subprotocol=chosen)
+        log.info(
+            "websocket opened for %s from %s (sessions=%s, events=%s)",
+            principal.credential_id,
+            _peer(ws),
+            ",".join(sorted(stream_filter.refs)) if stream_filter.refs else "all",
+            ",".join(sorted(stream_filter.types)) if stream_filter.types else "all",
+        )
+        stream = _Stream(ws=ws, subscription=subscription, stream_filter=stream_filter)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_discard_incoming, ws)
+                if send_timeout > 0 and math.isfinite(send_timeout):
+                    nursery.start_soon(stream.watch_sends, send_timeout)
+                code, reason = await stream.pump()
+                nursery.cancel_scope.cancel()
+        finally:
+            log.info(
+                "websocket closed for %s after %d events: %s",
+                principal.credential_id,
+                stream.sent,
+                stream.outcome,
+            )
+    if not stream.aborted:
+        await _close(ws, code, reason)
+    return None
+
+
+@attrs.define(eq=False)
+class _Stream:
+    """One connection's pump from its subscription to its socket, with a stall watchdog."""
+
+    ws: Any
+    subscription: Subscription
+    stream_filter: StreamFilter
+    sent: int = 0
+    outcome: str = "client left"
+    aborted: bool = False
+    _send_started: float | None = None
+
+    async def pump(self) -> tuple[int, str]:
+        """Send events until the subscription ends; returns the close code and reason."""
+        async for event in self.subscription:
+            if not self.stream_filter.matches(event):
+                continue
+            text = json.dumps(event.to_json(), separators=(",", ":"))
+            self._send_started = trio.current_time()
+            try:
+                await self.ws.send(text)
+            finally:
+                self._send_started = None
+            self.sent += 1
+        if self.aborted:
+            return CLOSE_GOING_AWAY, "send stalled"
+        if self.subscription.overflowed:
+            self.outcome = "subscriber too slow (closed with 1013)"
+            return CLOSE_TRY_AGAIN_LATER, "subscriber too slow"
+        self.outcome = "server shutting down (closed with 1001)"
+        return CLOSE_GOING_AWAY, "server shutting down"
+
+    async def watch_sends(self, stall_after: float) -> None:
+        """Abort the connection when one send has made no progress for ``stall_after`` s.
+
+        Hypercorn writes to the socket under a cancel shield, so a peer that never reads
+        would hold the pump (and its task) forever; closing the socket is the only way out.
+        Checks every ``stall_after / 2`` seconds, so a stall is caught within 1.5 x that.
+        """
+        while True:
+            await trio.sleep(stall_after / 2)
+            started = self._send_started
+            if started is not None and trio.current_time() - started >= stall_after:
+                self.aborted = True
+                self.outcome = f"send stalled for {stall_after:g} s, connection aborted"
+                self.subscription.close()
+                if not abort_transport(self.ws):
+                    log.warning("websocket send stalled but its socket could not be found")
+                return
+
+
+async def _discard_incoming(ws: Any) -> None:
+    """Read and drop client messages, so the peer's pongs/closes keep flowing."""
+    try:
+        while True:
+            await ws.receive()
+    except Exception:  # the connection is gone; the pump learns it through cancellation
+        return
+
+
+async def _close(ws: Any, code: int, reason: str) -> None:
+    try:
+        await ws.close(code, reason)
+    except Exception:  # already closed (by the peer or Hypercorn): nothing left to say
+        pass
+
+
+def _client_address(ws: Any) -> str:
+    client = ws.scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _peer(ws: Any) -> str:
+    client = ws.scope.get("client") if hasattr(ws, "scope") else None
+    if client:
+        return f"{client[0]}:{client[1]}"
+    return "unknown"
+
+
+def abort_transport(ws: Any) -> bool:
+    """Reset the TCP connection under ``ws``; True when a socket was found and shut.
+
+    Finds the :class:`trio.SocketStream` by walking from the ASGI ``send`` callable through
+    Hypercorn's objects (bound methods, partials and their ``send``/``stream`` attributes),
+    sets ``SO_LINGER`` to 0 (so the close discards unsent data with a RST rather than
+    holding it for a reader that never comes) and shuts the socket down, which wakes the
+    blocked write with an error that Hypercorn handles as a closed connection.
+    """
+    stream = _find_socket_stream(getattr(ws, "_send", None))
+    if stream is None:
+        return False
+    sock = stream.socket
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    except OSError:
+        pass
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    return True
+
+
+def _find_socket_stream(start: Any, depth: int = 10) -> trio.SocketStream | None:
+    seen: set[int] = set()
+    frontier = [start]
+    for _ in range(depth):
+        following: list[Any] = []
+        for obj in frontier:
+            if obj is None or id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, trio.SocketStream):
+                return obj
+            if isinstance(obj, trio.SSLStream):
+                following.append(obj.transport_stream)
+                continue
+            if isinstance(obj, partial):
+                following.append(obj.func)
+                following.extend(obj.args)
+                continue
+            owner = getattr(obj, "__self__", None)
+            if owner is not None:
+                following.append(owner)
+                continue
+            for name in ("stream", "send"):
+                following.append(getattr(obj, name, None))
+        frontier = following
+    return None
+
+
+def configure_hypercorn(config: Any, *, ping_interval: float = DEFAULT_PING_INTERVAL) -> None:
+    """Turn on WebSocket keep-alive in a :class:`hypercorn.config.Config`.
+
+    Hypercorn sends a ping every ``ping_interval`` seconds; a live client answers with a
+    pong, which counts as data read, so ``read_timeout`` (two intervals and ten seconds)
+    closes peers that went silent. ``read_timeout`` also bounds how long an HTTP client may
+    stay silent mid-request, which is far above any wasup handler's deadline.
+    """
+    if ping_interval <= 0:
+        config.websocket_ping_interval = None
+        return
+    config.websocket_ping_interval = ping_interval
+    config.read_timeout = math.ceil(2 * ping_interval + 10)
+
+
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:token|api_key|apikey|key)=)[^&\s\"']*")
+_DEVICE_KEY = re.compile(r"dev_[A-Za-z0-9_\-]{8,}")
+
+
+def redact(text: str) -> str:
+    """``text`` with query-string tokens and device keys replaced by ``***``."""
+    text = _SECRET_QUERY.sub(r"\1***", text)
+    return _DEVICE_KEY.sub("dev_***", text)

@@ -1,0 +1,375 @@
+"""The database: one SQLite connection, owned by one thread, reached from Trio with group commit.
+
+Synopsis::
+
+    async with open_database(data_dir / "wasup.db") as db:
+        row = await db.run(lambda conn: devices.get_device(conn, 42))
+
+Why one thread: SQLite connections are not to be shared between threads (``check_same_thread``
+stays on), and a single writer never meets ``SQLITE_BUSY`` from itself. It also keeps wasup
+clear of the WAL-reset race of SQLite before 3.51.3.
+
+Group commit: the thread takes everything queued (up to ``max_batch`` jobs), opens one
+transaction, runs each job inside its own ``SAVEPOINT``, commits once (one fsync with
+``synchronous=FULL``) and then wakes every caller of the batch. A job that raises is rolled back
+to its savepoint alone; its neighbours in the batch still commit. A caller resumes only after
+the COMMIT that holds its work has returned, so an acknowledged write survives the process being
+killed.
+
+Nothing here touches SQLite on the Trio thread: callers only append to a
+``queue.SimpleQueue`` and wait on a ``trio.Event``; the thread wakes them with one
+``TrioToken.run_sync_soon`` call per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import attrs
+import trio
+import trio.testing
+
+from storage.errors import DatabaseClosed, TransactionFailed
+from storage.migrations import MIGRATIONS, Migration, migrate
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Default upper bound on jobs per transaction: large enough to amortize the fsync, small
+#: enough that the first caller of a batch is not kept waiting for long.
+DEFAULT_MAX_BATCH = 2000
+
+_SAVEPOINT = "wasup_job"
+
+
+@attrs.frozen
+class DatabaseStatistics:
+    """A snapshot of the database thread's counters (``Database.statistics()``).
+
+    ``jobs``: jobs run so far (including failed ones); ``failed_jobs``: jobs whose function
+    raised (or whose transaction failed); ``commits``: transactions committed; ``batches``:
+    transactions attempted; ``largest_batch``: most jobs in one transaction; ``queued``: jobs
+    submitted and not yet taken by the thread.
+    """
+
+    jobs: int
+    failed_jobs: int
+    commits: int
+    batches: int
+    largest_batch: int
+    queued: int
+
+
+class _Job(Generic[T]):
+    """One unit of work and, once the thread is done with it, its result."""
+
+    __slots__ = ("done", "error", "fn", "value")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
+        self.fn = fn
+        self.done = trio.Event()
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+
+class _Close:
+    """Queue sentinel: finish what is queued before me, then close."""
+
+
+_CLOSE = _Close()
+
+
+@attrs.define(eq=False)
+class Database:
+    """A SQLite database reached through its own thread. Create with :func:`open_database`.
+
+    The connection is in autocommit mode (``isolation_level=None``; the thread manages the
+    transactions), has ``row_factory = sqlite3.Row``, and runs with ``journal_mode=WAL``,
+    ``synchronous=FULL``, ``busy_timeout=5000`` and ``foreign_keys=ON``.
+    """
+
+    path: Path
+    max_batch: int
+    _token: trio.lowlevel.TrioToken
+    _migrations: list[Migration]
+    _queue: queue.SimpleQueue[_Job[Any] | _Close] = attrs.field(factory=queue.SimpleQueue)
+    _thread: threading.Thread | None = None
+    _ready: _Job[None] | None = None
+    _closing: bool = False
+    _dead: bool = False
+    # Counters, written only by the database thread.
+    _jobs: int = 0
+    _failed_jobs: int = 0
+    _commits: int = 0
+    _batches: int = 0
+    _largest_batch: int = 0
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in the database thread inside a transaction; return its result.
+
+        ``fn`` must not commit, roll back, ``executescript`` or change the connection's settings;
+        it may use its own nested savepoints. It should return plain values (rows, attrs
+        records), not cursors. It runs in a foreign thread: it must not touch Trio.
+
+        Resumes only after the COMMIT that includes ``fn``'s work (group commit: many callers
+        share it).
+
+        Error handling: if ``fn`` raises, only its own work is rolled back and the exception is
+        re-raised here. If the transaction cannot begin or commit, ``TransactionFailed`` is
+        raised and nothing ``fn`` wrote is stored. ``DatabaseClosed`` if the database is closing
+        or its thread died; in that case ``fn`` was never run.
+
+        Cancellation: once submitted, ``fn`` runs and commits regardless. A caller cancelled
+        while waiting gets ``trio.Cancelled`` and loses only the answer: its work may well be
+        committed (and an exception from it is dropped). Shield the call
+        (``with trio.CancelScope(shield=True)``) where the caller must know.
+        """
+        if self._closing or self._dead:
+            raise DatabaseClosed("database is closed")
+        job: _Job[T] = _Job(fn)
+        self._queue.put(job)
+        if _holds_virtual_time():
+            # Under an autojumping MockClock the run loop counts as idle while this thread
+            # works, and virtual time would leap past every timeout meanwhile. Keep the loop
+            # busy until the job is done so virtual time stands still (tests only).
+            while not job.done.is_set():
+                await trio.lowlevel.checkpoint()
+        await job.done.wait()
+        if job.error is not None:
+            error, job.error = job.error, None  # drop the reference: no cycle via traceback
+            raise error
+        return job.value  # type: ignore[return-value]  # None only for a job returning None
+
+    def statistics(self) -> DatabaseStatistics:
+        """Counters of the database thread; cheap, and safe to call from Trio at any time."""
+        return DatabaseStatistics(
+            jobs=self._jobs,
+            failed_jobs=self._failed_jobs,
+            commits=self._commits,
+            batches=self._batches,
+            largest_batch=self._largest_batch,
+            queued=self._queue.qsize(),
+        )
+
+    # -- lifecycle (Trio side) ---------------------------------------------------------------
+
+    def _start(self) -> _Job[None]:
+        self._ready = ready = _Job[None](lambda conn: None)
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"wasup-sqlite:{self.path.name}", daemon=True
+        )
+        self._thread.start()
+        return ready
+
+    async def _aclose(self) -> None:
+        """Finish queued work, commit, close the connection, join the thread. Idempotent."""
+        if not self._closing:
+            self._closing = True
+            self._queue.put(_CLOSE)
+        if self._thread is not None:
+            # join() blocks, so do it off the Trio thread; the thread is finishing anyway.
+            await trio.to_thread.run_sync(self._thread.join)
+
+    # -- the database thread -----------------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        assert self._ready is not None
+        conn: sqlite3.Connection | None = None
+        try:
+            try:
+                conn = self._connect()
+            except BaseException as exc:
+                self._ready.error = exc
+                return
+            finally:
+                self._wake([self._ready])
+            self._serve(conn)
+        except BaseException:
+            log.exception("database thread crashed: %s", self.path)
+        finally:
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    log.exception("closing database failed: %s", self.path)
+            self._call_soon(self._on_thread_exit)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"cannot use WAL journal mode (got {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA foreign_keys = ON")
+            before, after = migrate(conn, self._migrations)
+            if before != after:
+                log.info("database %s migrated from version %d to %d", self.path, before, after)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        while True:
+            item = self._queue.get()
+            batch: list[_Job[Any]] = []
+            closing = False
+            while True:
+                if isinstance(item, _Close):
+                    closing = True
+                    break
+                batch.append(item)
+                if len(batch) >= self.max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._run_batch(conn, batch)
+            if closing:
+                return
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
+        self._batches += 1
+        self._largest_batch = max(self._largest_batch, len(batch))
+        first = 0  # index of the first job of the open transaction
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for i, job in enumerate(batch):
+                if not self._run_job(conn, job):
+                    # The transaction vanished during the job: SQLite rolled it back (disk
+                    # full, I/O error) or the job ended it. Either way the earlier jobs of this
+                    # transaction cannot be promised as stored.
+                    self._fail(batch[first:i], "transaction ended by another job")
+                    first = i + 1
+                    conn.execute("BEGIN IMMEDIATE")
+            conn.execute("COMMIT")
+            self._commits += 1
+        except Exception as exc:
+            # BEGIN, COMMIT or a savepoint statement failed: nothing of the open transaction
+            # is stored, and the jobs that had succeeded learn so.
+            log.error("database transaction failed (%d jobs): %s", len(batch) - first, exc)
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("rollback failed")
+            self._fail(batch[first:], f"transaction failed: {exc}", exc)
+        finally:
+            self._jobs += len(batch)
+            self._wake(batch)
+
+    def _fail(
+        self, jobs: list[_Job[Any]], message: str, cause: BaseException | None = None
+    ) -> None:
+        for job in jobs:
+            if job.error is None:
+                failure = TransactionFailed(message)
+                failure.__cause__ = cause
+                job.error = failure
+                job.value = None
+                self._failed_jobs += 1
+
+    def _run_job(self, conn: sqlite3.Connection, job: _Job[Any]) -> bool:
+        """Run one job in a savepoint; False if the transaction did not survive it."""
+        conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+        try:
+            value = job.fn(conn)
+        except BaseException as exc:
+            # Delivered to the caller, as trio.to_thread does; the thread carries on.
+            job.error = exc
+            self._failed_jobs += 1
+            if not conn.in_transaction:
+                return False
+            conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+            conn.execute(f"RELEASE {_SAVEPOINT}")
+            return True
+        if not conn.in_transaction:
+            job.error = sqlite3.ProgrammingError("a database job must not end the transaction")
+            self._failed_jobs += 1
+            return False
+        conn.execute(f"RELEASE {_SAVEPOINT}")
+        job.value = value
+        return True
+
+    def _wake(self, jobs: list[_Job[Any]]) -> None:
+        self._call_soon(_set_all, jobs)
+
+    def _call_soon(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            self._token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            pass  # nobody left to wake
+
+    def _on_thread_exit(self) -> None:
+        # Runs on the Trio thread, so no `run` can slip a job in between these lines.
+        self._dead = True
+        stranded: list[_Job[Any]] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Job):
+                item.error = DatabaseClosed("database thread stopped")
+                stranded.append(item)
+        _set_all(stranded)
+
+
+def _holds_virtual_time() -> bool:
+    clock = trio.lowlevel.current_clock()
+    return isinstance(clock, trio.testing.MockClock) and clock.autojump_threshold != math.inf
+
+
+def _set_all(jobs: list[_Job[Any]]) -> None:
+    for job in jobs:
+        job.done.set()
+
+
+@asynccontextmanager
+async def open_database(
+    path: Path | str,
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    migrations: list[Migration] | None = None,
+) -> AsyncIterator[Database]:
+    """Open (creating if needed) the SQLite database at ``path`` and apply pending migrations.
+
+    Resource handling: starts the database thread, which opens the connection and migrates
+    before this yields. On exit (normal, error or cancellation) the database stops accepting
+    new work, finishes and commits every job already queued, closes the connection and joins
+    the thread; this shutdown is shielded from cancellation.
+
+    Error handling: a connection, PRAGMA or migration failure is raised from here (``sqlite3``
+    errors or ``MigrationError``); the thread is gone by then.
+    """
+    db = Database(
+        path=Path(path),
+        max_batch=max_batch,
+        token=trio.lowlevel.current_trio_token(),
+        migrations=list(MIGRATIONS if migrations is None else migrations),
+    )
+    ready = db._start()
+    try:
+        await ready.done.wait()
+        if ready.error is not None:
+            error, ready.error = ready.error, None
+            raise error
+        yield db
+    finally:
+        with trio.CancelScope(shield=True):
+            await db._aclose()

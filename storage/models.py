@@ -1,0 +1,131 @@
+"""Frozen values for rows the storage layer hands out.
+
+Rows come back from SQLite as ``sqlite3.Row`` (the connection's ``row_factory``); the named
+constructors turn them into these values, so nothing outside ``storage`` sees a cursor or a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class DeviceRow:
+    """One device as stored. Timestamps are ISO strings like ``2025-06-19T12:00:00.000Z``."""
+
+    id: int
+    session_id: str
+    user_id: str
+    alias: str
+    business_type: str | None
+    phone_number: str | None
+    description: str | None
+    status: str
+    status_reason: str | None
+    created_at: str
+    updated_at: str
+    last_connection: str | None
+    paired: bool
+    push_name: str | None
+    platform: str | None
+    jid: str | None
+    last_seen: str | None
+    battery: int | None
+    messages_sent: int
+    messages_received: int
+    last_activity: str | None
+    api_key_hash: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> DeviceRow:
+        """Build from a ``devices`` row (``sqlite3.Row`` or any mapping with the column names)."""
+        return cls(
+            id=row["id"],
+            session_id=row["session_id"],
+            user_id=row["user_id"],
+            alias=row["alias"],
+            business_type=row["business_type"],
+            phone_number=row["phone_number"],
+            description=row["description"],
+            status=row["status"],
+            status_reason=row["status_reason"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            last_connection=row["last_connection"],
+            paired=bool(row["paired"]),
+            push_name=row["push_name"],
+            platform=row["platform"],
+            jid=row["jid"],
+            last_seen=row["last_seen"],
+            battery=row["battery"],
+            messages_sent=row["messages_sent"],
+            messages_received=row["messages_received"],
+            last_activity=row["last_activity"],
+            api_key_hash=row["api_key_hash"],
+        )
+
+    @classmethod
+    def from_values(cls, values: Sequence[Any]) -> DeviceRow:
+        """Build from column values in ``DEVICE_COLUMNS`` order (the fast path for queries
+        that select ``DEVICE_COLUMNS``; name lookups on ``sqlite3.Row`` are slow)."""
+        v = tuple(values)
+        return cls(*v[:12], bool(v[12]), *v[13:])  # type: ignore[call-arg]  # values come from the DB row
+
+
+#: ``DeviceRow``'s fields, which are also the ``devices`` columns, in order.
+DEVICE_COLUMNS = tuple(f.name for f in attrs.fields(DeviceRow))
+assert DEVICE_COLUMNS[12] == "paired"
+
+#: Columns of ``devices`` that ``update_device`` / ``record_transition`` may change.
+MUTABLE_DEVICE_FIELDS = frozenset(
+    f.name for f in attrs.fields(DeviceRow) if f.name not in {"id", "created_at"}
+)
+
+
+@attrs.frozen
+class HistoryRow:
+    """One change of a device's status. ``from_status`` is None for the row written at creation."""
+
+    from_status: str | None
+    to_status: str
+    reason: str | None
+    at: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> HistoryRow:
+        return cls(
+            from_status=row["from_status"],
+            to_status=row["to_status"],
+            reason=row["reason"],
+            at=row["at"],
+        )
+
+
+@attrs.frozen
+class MessageRow:
+    """One message sent (``direction == "out"``) or received (``"in"``) by a device."""
+
+    device_id: int
+    message_id: str
+    chat: str
+    direction: str
+    text: str | None
+    status: str | None
+    at: str
+    sender: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> MessageRow:
+        return cls(
+            device_id=row["device_id"],
+            message_id=row["message_id"],
+            chat=row["chat"],
+            direction=row["direction"],
+            text=row["text"],
+            status=row["status"],
+            at=row["at"],
+            sender=row["sender"],
+        )

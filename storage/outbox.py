@@ -1,0 +1,346 @@
+"""The webhook outbox: one row per event to deliver, and one attempts row per try.
+
+Plain functions over a ``sqlite3.Connection``, called inside ``Database.run`` (so inside a
+transaction). :func:`enqueue_events` is called by the device actor in the same transaction as
+the state change or message that caused the events: an event is stored for delivery if and
+only if its cause is stored. The dispatcher (``supervisor.webhooks.dispatcher``) claims due
+rows, delivers them and records each attempt here; nothing about a delivery lives anywhere
+else, so a process killed at any point resumes from these tables (at-least-once).
+
+Row life: ``pending`` (``next_attempt_at`` says when) → ``delivered`` | ``failed`` (retries
+exhausted) | ``disabled`` (the endpoint was disabled or removed). A redelivery puts any row
+back to ``pending``.
+
+The device's webhook settings (``settings`` kind ``"webhook"``, shape in
+``supervisor.webhooks.settings``) are read here with one primary-key lookup, never cached, so
+the same-transaction rule also covers a settings change.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+WEBHOOK_KIND = "webhook"
+STATUSES = ("pending", "delivered", "failed", "disabled")
+
+
+@attrs.frozen
+class Due:
+    """A claimed outbox row with what its delivery needs (read in the claiming transaction)."""
+
+    id: str
+    device_id: int
+    event_type: str
+    payload: str
+    attempts: int
+    created_at: str
+    url: str
+    secrets: tuple[str, ...]
+
+
+def _new_id() -> str:
+    return "msg_" + secrets.token_urlsafe(16)
+
+
+def _epoch(timestamp: Any) -> float:
+    """Epoch of an envelope's ISO timestamp (the actor took it from Trio's clock)."""
+    if isinstance(timestamp, str):
+        try:
+            return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return time.time()
+
+
+def get_webhook_settings(conn: sqlite3.Connection, device_id: int) -> dict[str, Any] | None:
+    """The device's stored webhook settings, or None (one primary-key lookup)."""
+    row = conn.execute(
+        "SELECT value FROM settings WHERE device_id = ? AND kind = ?", (device_id, WEBHOOK_KIND)
+    ).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def put_webhook_settings(conn: sqlite3.Connection, device_id: int, value: dict[str, Any]) -> None:
+    """Store the device's webhook settings (replacing them).
+
+    Error handling: ``sqlite3.IntegrityError`` if the device does not exist.
+    """
+    conn.execute(
+        "INSERT INTO settings (device_id, kind, value) VALUES (?, ?, ?) "
+        "ON CONFLICT (device_id, kind) DO UPDATE SET value = excluded.value",
+        (device_id, WEBHOOK_KIND, json.dumps(value, separators=(",", ":"))),
+    )
+
+
+def body_of(envelope: dict[str, Any]) -> str:
+    """The exact JSON body sent (and signed) for an event envelope: ``{type, timestamp,
+    sessionId, data}``. Stored as is, so every retry sends the same bytes."""
+    body = {
+        "type": envelope["type"],
+        "timestamp": envelope.get("timestamp"),
+        "sessionId": envelope.get("sessionId"),
+        "data": envelope.get("data", {}),
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def enqueue_events(
+    conn: sqlite3.Connection,
+    device_id: int,
+    events: Sequence[dict[str, Any]],
+    *,
+    now: float | None = None,
+) -> int:
+    """Store the events the device's webhook wants; return how many rows were written.
+
+    ``events`` are envelopes ``{"type", "sessionId", "data", "timestamp"}``. Call inside the
+    transaction that stores their cause. Cheap when the device has no webhook: one indexed
+    lookup and no write. Each row gets a fresh ``webhook-id`` and is due at once (``now``,
+    default: the first event's timestamp).
+
+    Error handling: ``sqlite3`` errors propagate (and roll back the caller's work with it).
+    """
+    if not events:
+        return 0
+    settings = get_webhook_settings(conn, device_id)
+    if not settings or not settings.get("enabled", True) or not settings.get("url"):
+        return 0
+    wanted = set(settings.get("events") or ())
+    rows = []
+    for envelope in events:
+        kind = envelope.get("type")
+        if kind not in wanted:
+            continue
+        at = _epoch(envelope.get("timestamp")) if now is None else now
+        created = envelope.get("timestamp")
+        if not isinstance(created, str):
+            created = _iso(at)
+        rows.append((_new_id(), device_id, kind, body_of(envelope), created, at))
+    if rows:
+        conn.executemany(
+            "INSERT INTO webhook_outbox "
+            "(id, device_id, event_type, payload, created_at, next_attempt_at, attempts, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, 0, 'pending')",
+            rows,
+        )
+    return len(rows)
+
+
+def _iso(epoch: float) -> str:
+    dt = datetime.fromtimestamp(epoch, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def claim_due(
+    conn: sqlite3.Connection,
+    *,
+    now: float,
+    limit: int,
+    exclude: Iterable[str] = (),
+) -> list[Due]:
+    """Up to ``limit`` pending rows due at ``now`` (earliest first), leaving out ``exclude``
+    (the rows already in flight), each with the device's current URL and active secrets.
+
+    Nothing is written for a claimed row: the dispatcher keeps its in-flight set in memory,
+    and a process that dies mid-delivery finds the row still due at the next start, which is
+    what makes delivery at-least-once. Rows of a device whose webhook is gone or disabled
+    become ``disabled`` instead.
+    """
+    skip = set(exclude)
+    if limit <= 0:
+        return []
+    rows = conn.execute(
+        "SELECT id, device_id, event_type, payload, attempts, created_at FROM webhook_outbox "
+        "WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+        (now, limit + len(skip)),
+    ).fetchall()
+    settings_cache: dict[int, dict[str, Any] | None] = {}
+    claimed: list[Due] = []
+    for row in rows:
+        outbox_id, device_id = row[0], row[1]
+        if outbox_id in skip:
+            continue
+        if device_id not in settings_cache:
+            settings_cache[device_id] = get_webhook_settings(conn, device_id)
+        settings = settings_cache[device_id]
+        if not settings or not settings.get("enabled", True) or not settings.get("url"):
+            conn.execute(
+                "UPDATE webhook_outbox SET status = 'disabled' WHERE id = ?", (outbox_id,)
+            )
+            continue
+        usable = [
+            s["secret"]
+            for s in settings.get("secrets", [])
+            if s.get("expiresAt") is None or s["expiresAt"] > now
+        ]
+        claimed.append(
+            Due(
+                id=outbox_id,
+                device_id=device_id,
+                event_type=row[2],
+                payload=row[3],
+                attempts=row[4],
+                created_at=row[5],
+                url=settings["url"],
+                secrets=tuple(usable),
+            )
+        )
+        if len(claimed) >= limit:
+            break
+    return claimed
+
+
+def next_due(conn: sqlite3.Connection, exclude: Iterable[str] = ()) -> float | None:
+    """When the earliest pending row not in ``exclude`` is due (epoch), or None."""
+    skip = set(exclude)
+    for row in conn.execute(
+        "SELECT id, next_attempt_at FROM webhook_outbox WHERE status = 'pending' "
+        "ORDER BY next_attempt_at LIMIT ?",
+        (len(skip) + 1,),
+    ):
+        if row[0] not in skip:
+            return float(row[1])
+    return None
+
+
+def record_attempt(
+    conn: sqlite3.Connection,
+    outbox_id: str,
+    *,
+    at: str,
+    status_code: int | None,
+    error: str | None,
+    duration_ms: float,
+    status: str,
+    next_attempt_at: float | None = None,
+) -> bool:
+    """Append an attempt and move the row to ``status`` (``pending`` with ``next_attempt_at``
+    for a retry). Returns False if the row is gone (device deleted meanwhile)."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown outbox status {status!r}")
+    cur = conn.execute(
+        "UPDATE webhook_outbox SET attempts = attempts + 1, status = ?, "
+        "next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
+        (status, next_attempt_at, outbox_id),
+    )
+    if cur.rowcount == 0:
+        return False
+    conn.execute(
+        "INSERT INTO webhook_attempts (outbox_id, at, status_code, error, duration_ms) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (outbox_id, at, status_code, error, round(duration_ms, 1)),
+    )
+    return True
+
+
+def note_endpoint_result(
+    conn: sqlite3.Connection, device_id: int, *, ok: bool, now: float
+) -> float | None:
+    """Track how long the device's endpoint has been failing: a success clears it, a failure
+    starts the clock if it is not running. Returns ``failingSince`` (epoch) or None."""
+    settings = get_webhook_settings(conn, device_id)
+    if settings is None:
+        return None
+    since = settings.get("failingSince")
+    if ok:
+        if since is not None:
+            settings["failingSince"] = None
+            put_webhook_settings(conn, device_id, settings)
+        return None
+    if since is None:
+        settings["failingSince"] = since = now
+        put_webhook_settings(conn, device_id, settings)
+    return float(since)
+
+
+def disable_endpoint(conn: sqlite3.Connection, device_id: int, *, reason: str, at: str) -> bool:
+    """Disable the device's webhook and mark its pending rows ``disabled``. Returns True if
+    this call disabled it (False if it was disabled already or is gone)."""
+    settings = get_webhook_settings(conn, device_id)
+    if settings is None or not settings.get("enabled", True):
+        return False
+    settings.update(enabled=False, disabledReason=reason, disabledAt=at)
+    put_webhook_settings(conn, device_id, settings)
+    conn.execute(
+        "UPDATE webhook_outbox SET status = 'disabled' WHERE device_id = ? AND status = 'pending'",
+        (device_id,),
+    )
+    return True
+
+
+def _delivery(conn: sqlite3.Connection, row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+    attempts = [
+        {"at": a[0], "statusCode": a[1], "error": a[2], "durationMs": a[3]}
+        for a in conn.execute(
+            "SELECT at, status_code, error, duration_ms FROM webhook_attempts "
+            "WHERE outbox_id = ? ORDER BY id",
+            (row[0],),
+        )
+    ]
+    return {
+        "id": row[0],
+        "eventType": row[2],
+        "status": row[6],
+        "attempts": row[5],
+        "createdAt": row[3],
+        "nextAttemptAt": _iso(row[4]) if row[6] == "pending" else None,
+        "payload": json.loads(row[7]),
+        "attemptLog": attempts,
+    }
+
+
+_COLUMNS = "id, device_id, event_type, created_at, next_attempt_at, attempts, status, payload"
+
+
+def list_deliveries(
+    conn: sqlite3.Connection,
+    device_id: int,
+    *,
+    status: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], int]:
+    """The device's deliveries, newest first, each with its attempts; and the total count."""
+    where = "device_id = ?"
+    params: list[Any] = [device_id]
+    if status is not None:
+        where += " AND status = ?"
+        params.append(status)
+    total = conn.execute(f"SELECT COUNT(*) FROM webhook_outbox WHERE {where}", params).fetchone()
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM webhook_outbox WHERE {where} "
+        "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    ).fetchall()
+    return [_delivery(conn, r) for r in rows], int(total[0])
+
+
+def get_delivery(conn: sqlite3.Connection, device_id: int, outbox_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM webhook_outbox WHERE id = ? AND device_id = ?",
+        (outbox_id, device_id),
+    ).fetchone()
+    return None if row is None else _delivery(conn, row)
+
+
+def redeliver(
+    conn: sqlite3.Connection, device_id: int, outbox_id: str, *, now: float
+) -> dict[str, Any] | None:
+    """Put a delivery back to ``pending``, due at ``now``, with a fresh retry schedule (the
+    attempt log and the ``webhook-id`` are kept). None if there is no such delivery."""
+    cur = conn.execute(
+        "UPDATE webhook_outbox SET status = 'pending', attempts = 0, next_attempt_at = ? "
+        "WHERE id = ? AND device_id = ?",
+        (now, outbox_id, device_id),
+    )
+    if cur.rowcount == 0:
+        return None
+    return get_delivery(conn, device_id, outbox_id)

@@ -1,0 +1,58 @@
+"""wasup's configuration: one frozen value, built by the CLI from flags and ``WASUP_*``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from .policy import Backoff
+
+
+@attrs.frozen
+class Config:
+    data_dir: Path = attrs.field(default=Path("./data"), converter=Path)
+    engine: str = "whatsmeow"
+    max_concurrent_logins: int = 5
+    # QR codes: the first shows for 60 s, each next one for 20 s, at most 3 of them.
+    qr_first_timeout: float = 60.0
+    qr_next_timeout: float = 20.0
+    qr_max_attempts: int = 3
+    # Reconnect backoff (a timeout of the disconnected state).
+    backoff_base: float = 2.0
+    backoff_factor: float = 2.0
+    backoff_cap: float = 300.0
+    backoff_jitter: float = 0.2
+    # How long a login handshake (connecting, or pairing until the first QR) may take.
+    connect_timeout: float = 60.0
+    mailbox_size: int = 64
+    call_timeout: float = 10.0
+    # Crash restarts of a device actor: at most `restart_intensity` in `restart_period` seconds.
+    restart_intensity: int = 5
+    restart_period: float = 60.0
+    restart_backoff_base: float = 0.5
+    restart_backoff_cap: float = 30.0
+    seed: int | None = None
+    simulator_seed: int = 0
+    simulator_latency: float = 0.5
+    webhook_allow_networks: tuple[str, ...] = ()
+    event_queue_size: int = 256
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "wasup.db"
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(
+            base=self.backoff_base,
+            factor=self.backoff_factor,
+            cap=self.backoff_cap,
+            jitter=self.backoff_jitter,
+        )
+
+    @property
+    def restart_backoff(self) -> Backoff:
+        return Backoff(
+            base=self.restart_backoff_base, factor=2.0, cap=self.restart_backoff_cap, jitter=0.2
+        )

@@ -1,0 +1,171 @@
+"""Events and the EventBus that fans them out to subscribers.
+
+Usage::
+
+    async with bus.subscribe(types=frozenset({"device_connected"})) as sub:
+        async for event in sub:
+            ...
+        if sub.overflowed:
+            ...  # this subscriber fell behind and was dropped
+
+Resource handling: every subscriber has a bounded queue. :meth:`EventBus.publish` is
+synchronous and never blocks: an event goes into each matching subscriber's queue with
+``send_nowait``; a subscriber whose queue is full is dropped on the spot (its iteration ends
+and ``overflowed`` is set), so a slow consumer can neither stall an actor nor make memory grow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+log = logging.getLogger("wasup.events")
+
+#: Every event type wasup publishes (the WebSocket and webhook catalogue).
+EVENT_TYPES = frozenset(
+    {
+        "qr_code",
+        "qr_timeout",
+        "device_connected",
+        "device_disconnected",
+        "device_logged_out",
+        "device_status",
+        "message_received",
+        "message_sent",
+        "message_status",
+    }
+)
+
+
+@attrs.frozen
+class Event:
+    """One thing that happened to one device.
+
+    ``data`` may hold a zero-argument callable under a key (for costly parts such as the QR
+    PNG); :meth:`to_json` calls it, so the cost is paid only when somebody reads the event.
+    """
+
+    type: str
+    session_id: str
+    device_id: int
+    data: Mapping[str, Any]
+    timestamp: str
+
+    def resolved_data(self) -> dict[str, Any]:
+        return {k: (v() if callable(v) else v) for k, v in self.data.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        """The envelope sent on the WebSocket and in webhooks."""
+        return {
+            "type": self.type,
+            "sessionId": self.session_id,
+            "data": self.resolved_data(),
+            "timestamp": self.timestamp,
+        }
+
+
+@attrs.define(eq=False)
+class Subscription:
+    """A subscriber's view of the bus; use as an async context manager, then iterate."""
+
+    _bus: EventBus
+    device_ids: frozenset[int] | None
+    types: frozenset[str] | None
+    _send: trio.MemorySendChannel[Event]
+    _receive: trio.MemoryReceiveChannel[Event]
+    overflowed: bool = False
+
+    def wants(self, event: Event) -> bool:
+        return (self.device_ids is None or event.device_id in self.device_ids) and (
+            self.types is None or event.type in self.types
+        )
+
+    def _offer(self, event: Event) -> bool:
+        """Queue ``event``; False when the subscriber is full and has been dropped."""
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self.overflowed = True
+            self._send.close()
+            return False
+        except trio.ClosedResourceError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._bus._subscribers.discard(self)
+        self._send.close()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self._receive.aclose()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        async for event in self._receive:
+            yield event
+
+    async def receive(self) -> Event:
+        """The next event; raises ``trio.EndOfChannel`` once dropped or closed."""
+        return await self._receive.receive()
+
+
+@attrs.define(eq=False)
+class EventBus:
+    """Fans events out to subscribers through bounded queues."""
+
+    default_maxsize: int = 256
+    _subscribers: set[Subscription] = attrs.field(factory=set)
+    _taps: list[Callable[[Event], None]] = attrs.field(factory=list)
+    published: int = 0
+    dropped_subscribers: int = 0
+
+    def subscribe(
+        self,
+        *,
+        device_ids: frozenset[int] | None = None,
+        types: frozenset[str] | None = None,
+        maxsize: int | None = None,
+    ) -> Subscription:
+        send, receive = trio.open_memory_channel[Event](maxsize or self.default_maxsize)
+        sub = Subscription(self, device_ids, types, send, receive)
+        self._subscribers.add(sub)
+        return sub
+
+    def tap(self, fn: Callable[[Event], None]) -> None:
+        """Call ``fn(event)`` synchronously for every event (it must be quick and not raise)."""
+        self._taps.append(fn)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def has_subscribers(self) -> bool:
+        return bool(self._subscribers) or bool(self._taps)
+
+    def publish(self, event: Event) -> None:
+        self.published += 1
+        for fn in self._taps:
+            try:
+                fn(event)
+            except Exception:
+                log.exception("event tap failed for %s", event.type)
+        if not self._subscribers:
+            return
+        for sub in list(self._subscribers):
+            if sub.wants(event) and not sub._offer(event):
+                self._subscribers.discard(sub)
+                self.dropped_subscribers += 1
+                log.warning(
+                    "event subscriber dropped: it fell behind (queue of %d full)",
+                    sub._send.statistics().max_buffer_size,
+                )

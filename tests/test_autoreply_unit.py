@@ -1,0 +1,251 @@
+"""Auto-reply's pure parts: settings validation, chat addresses, the rate window, the pause
+book and prompt building. No I/O."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from supervisor import autoreply as ar
+from supervisor.autoreply import AiSettings, PauseBook, SlidingWindow, Turn, apply_update
+from supervisor.errors import InvalidRequest
+
+KEY = "sk-test-SECRET-0123456789"
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def test_seed_example_is_accepted() -> None:
+    s = apply_update(
+        AiSettings(),
+        {"enabled": True, "provider": "openai", "model": "gpt-3.5-turbo", "autoReply": True},
+    )
+    assert s.active
+    assert s.base_url == ar.DEFAULT_BASE_URL
+    assert s.api_key is None
+    assert s.public()["apiKeySet"] is False
+
+
+def test_full_body_round_trips_and_hides_the_key() -> None:
+    body = {
+        "enabled": True,
+        "provider": "openai",
+        "model": "llama3",
+        "autoReply": True,
+        "systemPrompt": "You are helpful.\nBe brief.",
+        "baseUrl": "http://127.0.0.1:11434/v1",
+        "apiKey": KEY,
+        "maxRepliesPerMinute": 3,
+        "operatorPauseSeconds": 120,
+        "historyLimit": 4,
+        "timeoutSeconds": 5.5,
+        "maxTokens": 200,
+        "temperature": 0.2,
+    }
+    s = apply_update(AiSettings(), body)
+    public = s.public()
+    assert "apiKey" not in public
+    assert public["apiKeySet"] is True
+    assert KEY not in repr(s)
+    assert KEY not in repr(public)
+    stored = s.to_stored()
+    assert stored["apiKey"] == KEY
+    assert "apiKeySet" not in stored
+    assert AiSettings.from_stored(stored) == s
+    assert set(stored) == ar.FIELDS
+
+
+def test_absent_fields_are_kept_and_null_resets() -> None:
+    s = apply_update(AiSettings(), {"enabled": True, "model": "m", "apiKey": KEY})
+    s2 = apply_update(s, {"enabled": False})
+    assert s2.api_key == KEY and s2.model == "m" and not s2.enabled
+    s3 = apply_update(s2, {"apiKey": None, "baseUrl": None})
+    assert s3.api_key is None
+    assert s3.base_url == ar.DEFAULT_BASE_URL
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"enabled": "yes"}, "enabled"),
+        ({"enabled": 1}, "enabled"),
+        ({"autoReply": None, "enabled": True}, "model"),  # enabled without a model
+        ({"provider": "anthropic"}, "provider"),
+        ({"model": ""}, "model"),
+        ({"model": 5}, "model"),
+        ({"model": "x" * 201}, "model"),
+        ({"systemPrompt": 3}, "systemPrompt"),
+        ({"systemPrompt": "a\x00b"}, "systemPrompt"),
+        ({"baseUrl": "ftp://example.com"}, "baseUrl"),
+        ({"baseUrl": "example.com/v1"}, "baseUrl"),
+        ({"baseUrl": "https://user:pw@example.com/v1"}, "baseUrl"),
+        ({"baseUrl": "https://example.com:99999/v1"}, "baseUrl"),
+        ({"baseUrl": "https://exa mple.com/v1"}, "baseUrl"),
+        ({"apiKey": ""}, "apiKey"),
+        ({"apiKey": 12}, "apiKey"),
+        ({"apiKey": "sk-abc\r\nX-Evil: 1"}, "apiKey"),
+        ({"maxRepliesPerMinute": 0}, "maxRepliesPerMinute"),
+        ({"maxRepliesPerMinute": 2.5}, "maxRepliesPerMinute"),
+        ({"maxRepliesPerMinute": True}, "maxRepliesPerMinute"),
+        ({"operatorPauseSeconds": -1}, "operatorPauseSeconds"),
+        ({"operatorPauseSeconds": float("nan")}, "operatorPauseSeconds"),
+        ({"historyLimit": 1000}, "historyLimit"),
+        ({"timeoutSeconds": 0}, "timeoutSeconds"),
+        ({"maxTokens": 0}, "maxTokens"),
+        ({"temperature": 3}, "temperature"),
+        ({"surprise": 1}, "surprise"),
+        ({"enabled": True, "provider": "openai", "model": "m", "api_key": "x"}, "api_key"),
+    ],
+)
+def test_bad_fields_are_named(body: dict, field: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        apply_update(AiSettings(), body)
+    assert info.value.field == field
+    assert str(info.value).startswith(field)
+
+
+@pytest.mark.parametrize("body", [[], "x", None, 3])
+def test_body_must_be_an_object(body: object) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        apply_update(AiSettings(), body)
+    assert info.value.field == "body"
+
+
+def test_bad_api_key_is_not_echoed() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        apply_update(AiSettings(), {"apiKey": "sk-SECRET with space"})
+    assert "SECRET" not in str(info.value)
+
+
+def test_invalid_stored_settings_mean_disabled() -> None:
+    assert AiSettings.from_stored({"enabled": "maybe"}) == AiSettings()
+    assert AiSettings.from_stored(None) == AiSettings()
+    assert not AiSettings.from_stored({"enabled": True, "autoReply": True}).active  # no model
+
+
+# -- chats ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("jid", "kind"),
+    [
+        ("491701234567@s.whatsapp.net", "direct"),
+        ("491701234567@c.us", "direct"),
+        ("12345678901234@lid", "direct"),
+        ("+49 170 1234567", "direct"),
+        ("120363025246125486@g.us", "group"),
+        ("status@broadcast", "broadcast"),
+        ("1234567890@broadcast", "broadcast"),
+        ("120363xyz@newsletter", "other"),
+        ("nobody", "other"),
+    ],
+)
+def test_chat_kind(jid: str, kind: str) -> None:
+    assert ar.chat_kind(jid) == kind
+
+
+def test_chat_key_normalises_forms_of_one_chat() -> None:
+    forms = ["+49 170 1234567", "491701234567@c.us", "491701234567:12@s.whatsapp.net",
+             "491701234567@S.WHATSAPP.NET"]
+    assert {ar.chat_key(f) for f in forms} == {"491701234567@s.whatsapp.net"}
+    assert ar.chat_key("1@g.us") != ar.chat_key("1@s.whatsapp.net")
+
+
+# -- rate window ------------------------------------------------------------------------------
+
+
+def test_sliding_window_exact_times() -> None:
+    w = SlidingWindow()
+    assert [w.try_acquire(t, 3) for t in (0.0, 1.0, 2.0, 3.0)] == [True, True, True, False]
+    assert w.next_free(3.0, 3) == 60.0
+    assert not w.try_acquire(59.999, 3)
+    assert w.try_acquire(60.0, 3)  # the slot taken at 0 expired
+    assert not w.try_acquire(60.5, 3)
+    assert w.try_acquire(61.0, 3)
+    assert not w.idle(62.0)
+    assert w.idle(200.0)
+
+
+def test_sliding_window_limit_change_applies_at_once() -> None:
+    w = SlidingWindow()
+    for t in range(5):
+        assert w.try_acquire(float(t), 10)
+    assert not w.try_acquire(6.0, 5)
+    assert w.try_acquire(6.0, 6)
+
+
+# -- pause ------------------------------------------------------------------------------------
+
+
+def test_pause_book() -> None:
+    p = PauseBook()
+    p.operator_sent(1, "+49 170 1234567", now=100.0)
+    assert p.is_paused(1, "491701234567@s.whatsapp.net", 100.0, 600)
+    assert p.is_paused(1, "491701234567@s.whatsapp.net", 699.9, 600)
+    assert not p.is_paused(1, "491701234567@s.whatsapp.net", 700.0, 600)
+    assert not p.is_paused(2, "491701234567@s.whatsapp.net", 200.0, 600)  # other device
+    assert not p.is_paused(1, "491709999999@s.whatsapp.net", 200.0, 600)  # other chat
+    assert not p.is_paused(1, "491701234567@s.whatsapp.net", 100.0, 0)  # pause off
+    p.prune(now=100.0 + ar.MAX_PAUSE_SECONDS)
+    assert len(p) == 0
+
+
+# -- prompt -----------------------------------------------------------------------------------
+
+
+def test_build_messages_roles_order_and_dedup() -> None:
+    rows = [
+        {"message_id": "a", "direction": "in", "text": "hi"},
+        {"message_id": "b", "direction": "out", "text": "hello, how can I help?"},
+        {"message_id": "c", "direction": "out", "text": None},  # media: skipped
+        {"message_id": "d", "direction": "in", "text": "price?"},
+    ]
+    turns = ar.turns_from_history(rows)
+    msgs = ar.build_messages("Be brief.", turns, "price?", "d")
+    assert msgs == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello, how can I help?"},
+        {"role": "user", "content": "price?"},
+    ]
+
+
+def test_build_messages_limits() -> None:
+    turns = [Turn("user" if i % 2 == 0 else "assistant", f"m{i}", str(i)) for i in range(20)]
+    msgs = ar.build_messages("", turns, "now", "x", history_limit=3)
+    assert [m["content"] for m in msgs] == ["m17", "m18", "m19", "now"]  # no system prompt
+    assert ar.build_messages("s", turns, "now", history_limit=0) == [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "now"},
+    ]
+    big = [Turn("user", "x" * 600, str(i)) for i in range(5)]
+    msgs = ar.build_messages("", big, "now", history_limit=5, max_history_chars=1300)
+    assert len(msgs) == 3  # only the two newest fit
+
+
+def test_build_messages_drops_incoming_without_id() -> None:
+    turns = [Turn("assistant", "hello"), Turn("user", "same text")]
+    msgs = ar.build_messages("", turns, "same text")
+    assert [m["content"] for m in msgs] == ["hello", "same text"]
+
+
+def test_completions_url() -> None:
+    assert ar.completions_url("http://h/v1") == "http://h/v1/chat/completions"
+    assert ar.completions_url("http://h/v1/") == "http://h/v1/chat/completions"
+    assert ar.completions_url("http://h/v1/chat/completions") == "http://h/v1/chat/completions"
+
+
+async def test_message_age_uses_trio_clock(autojump_clock: trio.testing.MockClock) -> None:
+    from supervisor import clock
+
+    now = clock.now_epoch()
+    assert ar._age(now) == pytest.approx(0, abs=1e-3)
+    assert ar._age(clock.iso(now - 120)) == pytest.approx(120, abs=0.01)
+    assert ar._age((now - 30) * 1000) == pytest.approx(30, abs=0.01)
+    await trio.sleep(50)
+    assert ar._age(now) == pytest.approx(50, abs=1e-3)
+    assert ar._age(0) is None
+    assert ar._age("garbage") is None
+    assert ar._age(None) is None
+    assert ar._age(True) is None
