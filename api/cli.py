@@ -32,8 +32,6 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
 import attrs
 import trio
 
@@ -218,14 +216,17 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         trio.run(run_server, options, token)
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
-        print(f"wasup: {exc}", file=sys.stderr)
+    except (OSError, ExceptionGroup) as exc:
+        # A port in use or an unwritable data directory is an operator error, not a crash.
+        found = exc.subgroup(OSError) if isinstance(exc, ExceptionGroup) else exc
+        if found is None:
+            raise
+        first = found
+        while isinstance(first, ExceptionGroup):
+            first = first.exceptions[0]
+        print(f"wasup: {first}", file=sys.stderr)
         return 1
     return 0
-
-
-def _unused(*_: Any) -> None:  # keeps `Any` imported for annotations in subclasses
-    return None
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ class Server:
     port: int
     sup: DeviceSupervisor
     app: Any
-    _stop: trio.Event
+    api_token: str = attrs.field(repr=False)
+    _stop: trio.Event = attrs.field(repr=False)
 
     @property
     def url(self) -> str:
@@ -173,7 +174,9 @@ async def serve(
 
             binds: list[str] = await nursery.start(run_http)
             bound_host, bound_port = _parse_bind(binds[0])
-            server = Server(host=bound_host, port=bound_port, sup=sup, app=app, stop=stop)
+            server = Server(
+                host=bound_host, port=bound_port, sup=sup, app=app, api_token=api_token, stop=stop
+            )
             log.info("wasup listening on %s (engine %s)", server.url, config.engine)
             task_status.started(server)
 

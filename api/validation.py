@@ -33,7 +33,7 @@ DESCRIPTION_MAX = 500
 PUSH_NAME_MAX = 100
 TEXT_MAX = 4096
 USER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-PHONE_RE = re.compile(r"\+[0-9]{7,15}")
+PHONE_RE = re.compile(r"\+[1-9][0-9]{6,14}")
 ALNUM_RE = re.compile(r"[A-Za-z0-9]")
 PAIR_CODE_RE = re.compile(r"[A-Z0-9]{4}-?[A-Z0-9]{4}")
 STATUSES = ("pending", "qr_timeout", "connecting", "connected", "disconnected", "logged_out")
@@ -80,6 +80,11 @@ class SimScan:
 class SimMessage:
     sender: str
     text: str
+
+
+@attrs.frozen
+class Empty:
+    """A body that must be empty or ``{}``."""
 
 
 @attrs.frozen
@@ -210,7 +215,7 @@ def check_alias(alias: str, field: str = "alias") -> None:
 def check_phone(value: str | None, field: str = "phoneNumber") -> None:
     if value is not None and not PHONE_RE.fullmatch(value):
         raise InvalidRequest(
-            f"{field}: must be + followed by 7 to 15 digits, like +1234567890", field=field
+            f"{field}: must be + and 7 to 15 digits (E.164, no leading 0), like +1234567890", field=field
         )
 
 

@@ -22,11 +22,13 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
+
+from storage.settings import get_settings, put_settings
 
 WEBHOOK_KIND = "webhook"
 STATUSES = ("pending", "delivered", "failed", "disabled")
@@ -62,25 +64,18 @@ def _epoch(timestamp: Any) -> float:
 
 def get_webhook_settings(conn: sqlite3.Connection, device_id: int) -> dict[str, Any] | None:
     """The device's stored webhook settings, or None (one primary-key lookup)."""
-    row = conn.execute(
-        "SELECT value FROM settings WHERE device_id = ? AND kind = ?", (device_id, WEBHOOK_KIND)
-    ).fetchone()
-    return None if row is None else json.loads(row[0])
+    return get_settings(conn, device_id, WEBHOOK_KIND)
 
 
 def put_webhook_settings(conn: sqlite3.Connection, device_id: int, value: dict[str, Any]) -> None:
     """Store the device's webhook settings (replacing them).
 
-    Error handling: ``sqlite3.IntegrityError`` if the device does not exist.
+    Error handling: ``storage.errors.NotFound`` if the device does not exist.
     """
-    conn.execute(
-        "INSERT INTO settings (device_id, kind, value) VALUES (?, ?, ?) "
-        "ON CONFLICT (device_id, kind) DO UPDATE SET value = excluded.value",
-        (device_id, WEBHOOK_KIND, json.dumps(value, separators=(",", ":"))),
-    )
+    put_settings(conn, device_id, WEBHOOK_KIND, value)
 
 
-def body_of(envelope: dict[str, Any]) -> str:
+def body_of(envelope: Mapping[str, Any]) -> str:
     """The exact JSON body sent (and signed) for an event envelope: ``{type, timestamp,
     sessionId, data}``. Stored as is, so every retry sends the same bytes."""
     body = {
@@ -95,16 +90,18 @@ def body_of(envelope: dict[str, Any]) -> str:
 def enqueue_events(
     conn: sqlite3.Connection,
     device_id: int,
-    events: Sequence[dict[str, Any]],
+    events: Sequence[Mapping[str, Any] | Any],
     *,
     now: float | None = None,
 ) -> int:
     """Store the events the device's webhook wants; return how many rows were written.
 
-    ``events`` are envelopes ``{"type", "sessionId", "data", "timestamp"}``. Call inside the
-    transaction that stores their cause. Cheap when the device has no webhook: one indexed
-    lookup and no write. Each row gets a fresh ``webhook-id`` and is due at once (``now``,
-    default: the first event's timestamp).
+    ``events`` are envelopes ``{"type", "sessionId", "data", "timestamp"}``, or objects with a
+    ``type`` attribute and a ``to_json()`` method returning one (``supervisor.events.Event``:
+    then ``to_json()``, which may render a QR image, runs only for events the webhook wants).
+    Call inside the transaction that stores their cause. Cheap when the device has no
+    webhook: one primary-key lookup and no write. Each row gets a fresh ``webhook-id`` and is
+    due at once (``now``, default: the event's own timestamp).
 
     Error handling: ``sqlite3`` errors propagate (and roll back the caller's work with it).
     """
@@ -115,10 +112,17 @@ def enqueue_events(
         return 0
     wanted = set(settings.get("events") or ())
     rows = []
-    for envelope in events:
-        kind = envelope.get("type")
-        if kind not in wanted:
-            continue
+    for event in events:
+        if isinstance(event, Mapping):
+            kind = event.get("type")
+            if kind not in wanted:
+                continue
+            envelope: Mapping[str, Any] = event
+        else:
+            kind = event.type
+            if kind not in wanted:
+                continue
+            envelope = event.to_json()
         at = _epoch(envelope.get("timestamp")) if now is None else now
         created = envelope.get("timestamp")
         if not isinstance(created, str):
@@ -172,9 +176,7 @@ def claim_due(
             settings_cache[device_id] = get_webhook_settings(conn, device_id)
         settings = settings_cache[device_id]
         if not settings or not settings.get("enabled", True) or not settings.get("url"):
-            conn.execute(
-                "UPDATE webhook_outbox SET status = 'disabled' WHERE id = ?", (outbox_id,)
-            )
+            conn.execute("UPDATE webhook_outbox SET status = 'disabled' WHERE id = ?", (outbox_id,))
             continue
         usable = [
             s["secret"]

@@ -388,6 +388,11 @@ class DeviceActor:
                 events.append(self._show_qr(action, at))
             elif isinstance(action, sm.Emit):
                 events.append(self._event(action.type, dict(action.data), at))
+        if self.qr is not None and any(e.type == "qr_code" for e in events):
+            if self.sup.bus.has_subscribers() or self.id in self.sup._webhook_devices:
+                # Somebody will read the PNG: render it in a worker thread now, so that neither
+                # the Trio thread nor the database thread pays for it later.
+                await self.qr.render()
         if persist:
             fields = self._fields
             self._fields = {}

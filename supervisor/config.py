@@ -32,6 +32,7 @@ class Config:
     restart_period: float = 60.0
     restart_backoff_base: float = 0.5
     restart_backoff_cap: float = 30.0
+    restart_backoff_jitter: float = 0.2
     seed: int | None = None
     simulator_seed: int = 0
     simulator_latency: float = 0.5
@@ -54,5 +55,8 @@ class Config:
     @property
     def restart_backoff(self) -> Backoff:
         return Backoff(
-            base=self.restart_backoff_base, factor=2.0, cap=self.restart_backoff_cap, jitter=0.2
+            base=self.restart_backoff_base,
+            factor=2.0,
+            cap=self.restart_backoff_cap,
+            jitter=self.restart_backoff_jitter,
         )

@@ -150,7 +150,8 @@ class EventBus:
         return len(self._subscribers)
 
     def has_subscribers(self) -> bool:
-        return bool(self._subscribers) or bool(self._taps)
+        """Whether any subscriber (not counting taps) would receive events now."""
+        return bool(self._subscribers)
 
     def publish(self, event: Event) -> None:
         self.published += 1

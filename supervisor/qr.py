@@ -24,6 +24,7 @@ import qrcode.constants
 import trio
 from qrcode.image.pure import PyPNGImage
 
+from supervisor import threads
 from supervisor.clock import iso
 
 #: Pixels per QR module and the quiet zone in modules (4 is the minimum the standard asks).
@@ -160,7 +161,7 @@ class QrAttempt:
         except LookupError:
             limiter = trio.CapacityLimiter(1)
             _render_limiter.set(limiter)
-        return await trio.to_thread.run_sync(
+        return await threads.run_sync(
             render_data_url, self.qr_string, limiter=limiter, abandon_on_cancel=True
         )
 

@@ -118,7 +118,7 @@ def normalize(
     if unknown:
         raise InvalidRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
     try:
-        url = str(ssrf.parse_url(body.get("url")))
+        url = str(ssrf.parse_url(body.get("url")))  # parse_url rejects a non-string
     except ValueError as exc:
         raise InvalidRequest(str(exc), field="url") from exc
     events = expand_events(body.get("events"))

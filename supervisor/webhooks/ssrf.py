@@ -172,7 +172,7 @@ async def checked_addresses(
     return addresses
 
 
-def parse_url(url: str) -> httpx.URL:
+def parse_url(url: Any) -> httpx.URL:
     """Check the shape of a webhook URL: absolute http(s), a host, no credentials.
 
     Error handling: ``ValueError`` with a short message.
@@ -245,7 +245,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         self,
         host: str,
         port: int,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's backend signature
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
@@ -273,7 +273,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     async def connect_unix_socket(
         self,
         path: str,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's backend signature
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         raise RefusedConnect("unix sockets are not allowed")

@@ -1,0 +1,138 @@
+"""Webhook settings, the delivery log, redelivery and the test event (under ``/api/whatsapp``).
+
+- ``PUT /devices/{deviceId}/settings/webhook``: ``{"url", "events", "secret", "rotateSecret",
+  "enabled"}``; the URL is checked against the SSRF rules (400 if refused). A generated secret
+  is in this response only.
+- ``GET /devices/{deviceId}/settings/webhook``: the settings without secrets.
+- ``GET /devices/{deviceId}/webhook/deliveries?status=&page=&limit=``: newest first, each
+  with its attempts.
+- ``GET /devices/{deviceId}/webhook/deliveries/{deliveryId}``: one delivery.
+- ``POST /devices/{deviceId}/webhook/deliveries/{deliveryId}/redeliver``: due again now,
+  fresh retry schedule, same ``webhook-id`` (202).
+- ``POST /devices/{deviceId}/settings/webhook/test``: one signed ``webhook_test`` event sent
+  now; the answer says what the endpoint did.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from quart import Blueprint, Response, request
+
+import storage.outbox as outbox
+from api.auth import resolve_device
+from api.errors import ApiError
+from api.routes_devices import ok, read_body
+from api.state import current_state
+from supervisor import clock
+from supervisor.errors import DeviceConflict, InvalidRequest
+from supervisor.webhooks import settings as webhook_settings
+from supervisor.webhooks import ssrf
+from supervisor.webhooks.dispatcher import send_test_event
+
+bp = Blueprint("webhooks", __name__)
+
+_LIMIT_MAX = 100
+_LIMIT_DEFAULT = 50
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or not lo <= int(raw) <= hi:
+        raise InvalidRequest(f"{name}: must be an integer from {lo} to {hi}", field=name)
+    return int(raw)
+
+
+def _allow_networks() -> tuple[ssrf.IPNetwork, ...]:
+    config = current_state().sup.config
+    return ssrf.parse_networks(getattr(config, "webhook_allow_networks", ()) or ())
+
+
+async def _settings_of(device_id: int) -> dict[str, Any] | None:
+    result: dict[str, Any] | None = await current_state().sup.get_settings(
+        str(device_id), "webhook"
+    )
+    return result
+
+
+@bp.put("/devices/<device_id>/settings/webhook")
+async def put_webhook(device_id: str) -> Response:
+    row = await resolve_device(device_id)
+    body = await read_body()
+    sup = current_state().sup
+    existing = await _settings_of(row.id)
+    stored, generated = webhook_settings.normalize(body, existing, now=clock.now_epoch())
+    await webhook_settings.check_url(stored["url"], _allow_networks())
+    await sup.put_settings(str(row.id), "webhook", stored)
+    message = "Webhook settings updated."
+    if generated is not None:
+        message += " Store the secret now: it is not shown again."
+    return ok(webhook_settings.public_view(stored, generated), message)
+
+
+@bp.get("/devices/<device_id>/settings/webhook")
+async def get_webhook(device_id: str) -> Response:
+    row = await resolve_device(device_id)
+    stored = await _settings_of(row.id)
+    if stored is None:
+        raise ApiError(404, "NOT_FOUND", "no webhook configured for this device")
+    return ok(webhook_settings.public_view(stored))
+
+
+@bp.post("/devices/<device_id>/settings/webhook/test")
+async def test_webhook(device_id: str) -> Response:
+    row = await resolve_device(device_id)
+    stored = await _settings_of(row.id)
+    if stored is None or not stored.get("url"):
+        raise DeviceConflict("no webhook configured for this device")
+    result = await send_test_event(current_state().sup.config, stored, row.session_id)
+    message = "Test event delivered." if result["delivered"] else "Test event not delivered."
+    return ok(result, message)
+
+
+@bp.get("/devices/<device_id>/webhook/deliveries")
+async def list_deliveries(device_id: str) -> Response:
+    row = await resolve_device(device_id)
+    status = request.args.get("status")
+    if status is not None and status not in outbox.STATUSES:
+        raise InvalidRequest(
+            f"status: must be one of {', '.join(outbox.STATUSES)}", field="status"
+        )
+    page = _int_arg("page", 1, 1, 1_000_000)
+    limit = _int_arg("limit", _LIMIT_DEFAULT, 1, _LIMIT_MAX)
+    items, total = await current_state().sup.db.run(
+        lambda c: outbox.list_deliveries(
+            c, row.id, status=status, offset=(page - 1) * limit, limit=limit
+        )
+    )
+    return ok(items, pagination={"total": total, "page": page, "limit": limit})
+
+
+@bp.get("/devices/<device_id>/webhook/deliveries/<delivery_id>")
+async def get_delivery(device_id: str, delivery_id: str) -> Response:
+    row = await resolve_device(device_id)
+    item = await current_state().sup.db.run(
+        lambda c: outbox.get_delivery(c, row.id, delivery_id)
+    )
+    if item is None:
+        raise ApiError(404, "NOT_FOUND", "no such delivery")
+    return ok(item)
+
+
+@bp.post("/devices/<device_id>/webhook/deliveries/<delivery_id>/redeliver")
+async def redeliver(device_id: str, delivery_id: str) -> Response:
+    row = await resolve_device(device_id)
+    sup = current_state().sup
+    stored = await _settings_of(row.id)
+    if stored is None or not stored.get("enabled", True):
+        raise DeviceConflict("the webhook is disabled: put the settings again to enable it")
+    now = clock.now_epoch()
+    item = await sup.db.run(lambda c: outbox.redeliver(c, row.id, delivery_id, now=now))
+    if item is None:
+        raise ApiError(404, "NOT_FOUND", "no such delivery")
+    for listener in list(sup.outbox_listeners):
+        listener()
+    return ok(item, "Redelivery scheduled.", status=202)

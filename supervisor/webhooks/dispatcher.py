@@ -1,0 +1,478 @@
+"""The webhook dispatcher: the actor that drains the persisted outbox.
+
+Synopsis::
+
+    dispatcher = WebhookDispatcher(sup.db, sup.config, bus=sup.bus)
+    sup.outbox_listeners.append(dispatcher.notify)
+    await nursery.start(dispatcher.run)
+
+How it works: the outbox table (``storage.outbox``) is the only state. The loop claims the
+rows that are due, delivers each in its own task (at most ``concurrency`` at once, a
+``trio.CapacityLimiter``), records the attempt and the row's next state in one transaction,
+then sleeps until the next row is due or :meth:`WebhookDispatcher.notify` says new rows were
+committed. A row in flight is remembered in memory only: if the process dies, the row is
+still due at the next start and is sent again (at-least-once; receivers deduplicate on
+``webhook-id``, which is the same on every attempt).
+
+Outcome of one attempt (:func:`classify`):
+
+- 2xx: delivered.
+- 410 Gone: the endpoint is disabled (its pending rows become ``disabled``), with a
+  ``webhook_disabled`` event.
+- anything else (other statuses, 3xx — redirects are never followed —, timeouts, refused or
+  failed connections, a refused address): retried on :data:`SCHEDULE` (Svix's: immediately,
+  5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; each delay with ±``jitter``), not before a
+  ``Retry-After`` the endpoint sent; after the last attempt the row is ``failed``.
+- an endpoint that has been failing without a single success for :data:`DISABLE_AFTER`
+  (5 days) is disabled, with a ``webhook_disabled`` event.
+
+Time comes from Trio's clock only (``supervisor.clock``), so tests run the whole schedule on
+the MockClock.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import json
+import logging
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+import storage.outbox as outbox
+from supervisor import clock
+from supervisor.webhooks import signing, ssrf
+
+log = logging.getLogger("wasup.webhooks")
+
+#: Delay before attempt n+1 after n failed attempts (seconds): Svix's schedule.
+SCHEDULE: tuple[float, ...] = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+#: An endpoint failing this long with no success in between is disabled (seconds).
+DISABLE_AFTER = 5 * 24 * 3600.0
+#: Longest Retry-After honoured (seconds); longer values are cut to this.
+MAX_RETRY_AFTER = 36000.0
+DEFAULT_TIMEOUT = 15.0
+DEFAULT_CONCURRENCY = 32
+#: At most this much of a response body is read (and then discarded).
+_MAX_BODY = 64 * 1024
+USER_AGENT = "wasup-webhooks/1"
+
+
+@attrs.frozen
+class AttemptResult:
+    """What one HTTP attempt came to: a status code or an error, and how long it took."""
+
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "delivered": self.ok,
+            "statusCode": self.status_code,
+            "error": self.error,
+            "durationMs": round(self.duration_ms, 1),
+        }
+
+
+@attrs.frozen
+class DispatcherStatistics:
+    """``WebhookDispatcher.statistics()``: attempts made, by outcome, and rows in flight."""
+
+    in_flight: int
+    attempts: int
+    delivered: int
+    failed_attempts: int
+    disabled_endpoints: int
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - now
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def retry_delay(
+    failed_attempts: int,
+    *,
+    retry_after: float | None = None,
+    jitter: float = 0.1,
+    rng: random.Random | None = None,
+) -> float | None:
+    """Delay before the next attempt after ``failed_attempts`` failures, or None when the
+    schedule is exhausted. Jitter spreads the delay by ±``jitter`` of itself; a Retry-After
+    makes it at least that long."""
+    if failed_attempts >= len(SCHEDULE):
+        return None
+    delay = SCHEDULE[failed_attempts]
+    if delay and jitter:
+        delay *= 1.0 + (rng or random).uniform(-jitter, jitter)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def classify(result: AttemptResult) -> str:
+    """``"delivered"``, ``"gone"`` (410: disable the endpoint) or ``"retry"``."""
+    if result.ok:
+        return "delivered"
+    if result.status_code == 410:
+        return "gone"
+    return "retry"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError) and "refused" in text.lower() and "allowed" not in text:
+        return f"connection refused: {text}"
+    return text[:500]
+
+
+async def attempt(
+    client: httpx.AsyncClient,
+    url: str,
+    msg_id: str,
+    body: bytes,
+    secrets: tuple[str, ...] | list[str],
+    *,
+    attempt_timeout: float = DEFAULT_TIMEOUT,
+) -> AttemptResult:
+    """POST one signed delivery and report what happened. Never raises for a failed delivery
+    (timeouts, refused addresses, connection errors, non-2xx all come back as a result).
+
+    The ``webhook-timestamp`` is this attempt's time; the ``webhook-id`` is the caller's.
+    """
+    now = clock.now_epoch()
+    start = trio.current_time()
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    try:
+        headers = signing.sign_headers(msg_id, int(now), body, secrets)
+    except ValueError as exc:
+        return AttemptResult(None, str(exc), 0.0)
+    headers["content-type"] = "application/json"
+    headers["user-agent"] = USER_AGENT
+    try:
+        with trio.fail_after(attempt_timeout):
+            async with client.stream("POST", url, content=body, headers=headers) as response:
+                status = response.status_code
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read >= _MAX_BODY:
+                        break
+                retry_after = parse_retry_after(response.headers.get("retry-after"), now)
+                if 300 <= status < 400:
+                    error = "redirect not followed"
+                    location = response.headers.get("location")
+                    if location:
+                        error += f" (location: {location[:200]})"
+                elif not 200 <= status < 300:
+                    error = f"http status {status}"
+    except trio.TooSlowError:
+        error = f"timed out after {attempt_timeout:g} s"
+    except httpx.HTTPError as exc:
+        error = _describe(exc)
+    except OSError as exc:
+        error = _describe(exc)
+    duration = (trio.current_time() - start) * 1000.0
+    return AttemptResult(status, error, duration, retry_after)
+
+
+def _host(url: str) -> str:
+    """The host part of a URL, for logs (a query string can carry a token)."""
+    try:
+        return httpx.URL(url).host
+    except Exception:
+        return "?"
+
+
+@attrs.define(eq=False)
+class WebhookDispatcher:
+    """Delivers the outbox. Start :meth:`run` in a nursery; call :meth:`notify` after a commit
+    that wrote outbox rows.
+
+    ``http_client_factory`` builds the ``httpx.AsyncClient`` (default: :func:`ssrf.open_client`
+    with ``config.webhook_allow_networks``); tests pass one with a fake resolver. ``bus``: an
+    ``EventBus`` for ``webhook_disabled`` events. ``timeout`` (per attempt), ``concurrency``,
+    ``jitter`` default to the config's ``webhook_timeout`` / ``webhook_concurrency`` /
+    ``webhook_jitter`` when it has them, else 15 s / 32 / 0.1.
+    """
+
+    db: Any
+    config: Any
+    http_client_factory: Callable[[], httpx.AsyncClient] | None = attrs.field(
+        default=None, kw_only=True
+    )
+    bus: Any = attrs.field(default=None, kw_only=True)
+    timeout: float | None = attrs.field(default=None, kw_only=True)
+    concurrency: int | None = attrs.field(default=None, kw_only=True)
+    jitter: float | None = attrs.field(default=None, kw_only=True)
+    rng: random.Random = attrs.field(factory=random.Random, kw_only=True)
+    _wake: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _in_flight: set[str] = attrs.field(factory=set, init=False)
+    _attempts: int = attrs.field(default=0, init=False)
+    _delivered: int = attrs.field(default=0, init=False)
+    _failed: int = attrs.field(default=0, init=False)
+    _disabled: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.timeout is None:
+            self.timeout = float(getattr(self.config, "webhook_timeout", DEFAULT_TIMEOUT))
+        if self.concurrency is None:
+            self.concurrency = int(getattr(self.config, "webhook_concurrency", DEFAULT_CONCURRENCY))
+        if self.jitter is None:
+            self.jitter = float(getattr(self.config, "webhook_jitter", 0.1))
+
+    @property
+    def allow_networks(self) -> tuple[ssrf.IPNetwork, ...]:
+        return ssrf.parse_networks(getattr(self.config, "webhook_allow_networks", ()) or ())
+
+    def make_client(self) -> httpx.AsyncClient:
+        if self.http_client_factory is not None:
+            return self.http_client_factory()
+        assert self.timeout is not None and self.concurrency is not None
+        return ssrf.open_client(
+            self.allow_networks, timeout=self.timeout, max_connections=self.concurrency
+        )
+
+    def notify(self) -> None:
+        """New outbox rows were committed: look now. Sync, never blocks; safe before ``run``."""
+        self._wake.set()
+
+    def statistics(self) -> DispatcherStatistics:
+        return DispatcherStatistics(
+            in_flight=len(self._in_flight),
+            attempts=self._attempts,
+            delivered=self._delivered,
+            failed_attempts=self._failed,
+            disabled_endpoints=self._disabled,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver until cancelled.
+
+        Error handling: a failed delivery is recorded, never raised. A database error in the
+        loop is logged and the loop tries again a second later; a delivery cancelled by
+        shutdown leaves its row due, to be sent after the next start.
+        """
+        assert self.concurrency is not None
+        limiter = trio.CapacityLimiter(self.concurrency)
+        async with self.make_client() as client, trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                # A fresh Event before looking, so a notify() during the scan is not lost.
+                self._wake = trio.Event()
+                free = self.concurrency - len(self._in_flight)
+                now = clock.now_epoch()
+                in_flight = set(self._in_flight)
+                try:
+                    due, upcoming = await self.db.run(
+                        functools.partial(self._scan, now=now, free=free, in_flight=in_flight)
+                    )
+                except Exception:
+                    log.exception("webhook outbox scan failed; retrying in 1 s")
+                    await trio.sleep(1.0)
+                    continue
+                for row in due:
+                    self._in_flight.add(row.id)
+                    nursery.start_soon(self._deliver, client, limiter, row)
+                if len(due) < free and upcoming is None:
+                    wait = math.inf
+                elif len(due) < free and upcoming is not None:
+                    wait = max(upcoming - clock.now_epoch(), 0.0)
+                else:
+                    # Every slot is busy: a finishing delivery wakes us.
+                    wait = math.inf
+                if due and wait == 0:
+                    await trio.lowlevel.checkpoint()
+                    continue
+                if wait == 0:
+                    # Due rows exist but every one of them is in flight.
+                    wait = 1.0
+                with trio.move_on_after(wait):
+                    await self._wake.wait()
+
+    @staticmethod
+    def _scan(
+        conn: Any, *, now: float, free: int, in_flight: set[str]
+    ) -> tuple[list[outbox.Due], float | None]:
+        due = outbox.claim_due(conn, now=now, limit=free, exclude=in_flight)
+        upcoming = outbox.next_due(conn, exclude=in_flight | {d.id for d in due})
+        return due, upcoming
+
+    async def _deliver(
+        self, client: httpx.AsyncClient, limiter: trio.CapacityLimiter, row: outbox.Due
+    ) -> None:
+        try:
+            async with limiter:
+                assert self.timeout is not None
+                result = await attempt(
+                    client,
+                    row.url,
+                    row.id,
+                    row.payload.encode("utf-8"),
+                    row.secrets,
+                    attempt_timeout=self.timeout,
+                )
+                await self._record(row, result)
+        except Exception:
+            log.exception("webhook delivery %s failed unexpectedly", row.id)
+        finally:
+            self._in_flight.discard(row.id)
+            self._wake.set()
+
+    async def _record(self, row: outbox.Due, result: AttemptResult) -> None:
+        self._attempts += 1
+        now = clock.now_epoch()
+        at = clock.iso(now - result.duration_ms / 1000.0)
+        verdict = classify(result)
+        delay: float | None = None
+        if verdict == "delivered":
+            status, self._delivered = "delivered", self._delivered + 1
+        elif verdict == "gone":
+            status, self._failed = "disabled", self._failed + 1
+        else:
+            self._failed += 1
+            assert self.jitter is not None
+            delay = retry_delay(
+                row.attempts + 1, retry_after=result.retry_after, jitter=self.jitter, rng=self.rng
+            )
+            status = "failed" if delay is None else "pending"
+        next_at = None if delay is None else now + delay
+
+        def write(conn: Any) -> str | None:
+            if not outbox.record_attempt(
+                conn,
+                row.id,
+                at=at,
+                status_code=result.status_code,
+                error=result.error,
+                duration_ms=result.duration_ms,
+                status=status,
+                next_attempt_at=next_at,
+            ):
+                return None
+            if verdict == "gone":
+                reason = "endpoint answered 410 gone"
+            else:
+                since = outbox.note_endpoint_result(conn, row.device_id, ok=result.ok, now=now)
+                if since is None or now - since < DISABLE_AFTER:
+                    return None
+                reason = "endpoint failing for 5 days"
+            if outbox.disable_endpoint(conn, row.device_id, reason=reason, at=clock.iso(now)):
+                return reason
+            return None
+
+        # Shielded: the attempt happened, so its record must not be lost to a cancellation
+        # between submitting the write and learning that it committed.
+        with trio.CancelScope(shield=True):
+            disabled_reason = await self.db.run(write)
+        if result.ok:
+            log.info("webhook %s delivered to %s (%s)", row.id, _host(row.url), result.status_code)
+        else:
+            log.warning(
+                "webhook %s to %s failed (attempt %d): %s%s",
+                row.id,
+                _host(row.url),
+                row.attempts + 1,
+                result.error or result.status_code,
+                "" if delay is None else f"; next in {delay:.0f} s",
+            )
+        if disabled_reason is not None:
+            self._disabled += 1
+            self._announce_disabled(row, disabled_reason)
+
+    def _announce_disabled(self, row: outbox.Due, reason: str) -> None:
+        try:
+            session_id = str(json.loads(row.payload).get("sessionId") or "")
+        except ValueError:
+            session_id = ""
+        log.warning(
+            "webhook of device %s (%s) disabled: %s", row.device_id, _host(row.url), reason
+        )
+        if self.bus is None:
+            return
+        from supervisor.events import Event
+
+        self.bus.publish(
+            Event(
+                type="webhook_disabled",
+                session_id=session_id,
+                device_id=row.device_id,
+                data={"url": row.url, "reason": reason},
+                timestamp=clock.now_iso(),
+            )
+        )
+
+
+async def send_test_event(
+    config: Any,
+    settings: dict[str, Any],
+    session_id: str,
+    *,
+    client: httpx.AsyncClient | None = None,
+    attempt_timeout: float | None = None,
+) -> dict[str, Any]:
+    """Send one signed ``webhook_test`` event to the device's endpoint now (no outbox row, no
+    retry) and report the outcome: ``{"webhookId", "delivered", "statusCode", "error",
+    "durationMs"}``. The SSRF guard applies as for any delivery."""
+    from supervisor.webhooks.settings import active_secrets
+
+    now = clock.now_epoch()
+    msg_id = signing.new_message_id()
+    body = outbox.body_of(
+        {
+            "type": "webhook_test",
+            "timestamp": clock.iso(now),
+            "sessionId": session_id,
+            "data": {"message": "wasup webhook test"},
+        }
+    ).encode("utf-8")
+    timeout = attempt_timeout
+    if timeout is None:
+        timeout = float(getattr(config, "webhook_timeout", DEFAULT_TIMEOUT))
+    secrets = active_secrets(settings, now)
+    if client is None:
+        allow = ssrf.parse_networks(getattr(config, "webhook_allow_networks", ()) or ())
+        async with ssrf.open_client(allow, timeout=timeout, max_connections=1) as own:
+            result = await attempt(own, settings["url"], msg_id, body, secrets, attempt_timeout=timeout)
+    else:
+        result = await attempt(client, settings["url"], msg_id, body, secrets, attempt_timeout=timeout)
+    return {"webhookId": msg_id, **result.to_json()}
+
+
+async def run(sup: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Background service for ``api.server.serve``: a dispatcher over ``sup``'s database,
+    woken through ``sup.outbox_listeners``, announcing on ``sup.bus``. Runs until cancelled."""
+    dispatcher = WebhookDispatcher(sup.db, sup.config, bus=getattr(sup, "bus", None))
+    sup.outbox_listeners.append(dispatcher.notify)
+    try:
+        await dispatcher.run(task_status=task_status)
+    finally:
+        if dispatcher.notify in sup.outbox_listeners:
+            sup.outbox_listeners.remove(dispatcher.notify)

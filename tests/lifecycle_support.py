@@ -1,0 +1,74 @@
+"""Helpers for the lifecycle tests: a supervisor on the simulator, and an event recorder."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+import storage
+from supervisor.config import Config
+from supervisor.engines.simulator import SimulatorEngine
+from supervisor.events import Event
+from supervisor.supervisor import DeviceSupervisor, open_supervisor
+
+
+def sim_config(data_dir: Path, **overrides: Any) -> Config:
+    base: dict[str, Any] = dict(
+        data_dir=data_dir,
+        engine="simulator",
+        simulator_latency=0.5,
+        backoff_jitter=0.0,
+        restart_backoff_jitter=0.0,
+        seed=1,
+    )
+    base.update(overrides)
+    return Config(**base)
+
+
+@attrs.define
+class Recorder:
+    """Every event published on the bus, with the virtual time it was published at."""
+
+    events: list[tuple[float, Event]] = attrs.field(factory=list)
+
+    def __call__(self, event: Event) -> None:
+        self.events.append((trio.current_time(), event))
+
+    def of(self, device_id: int, *types: str) -> list[tuple[float, Event]]:
+        return [
+            (t, e) for t, e in self.events if e.device_id == device_id and (not types or e.type in types)
+        ]
+
+    def statuses(self, device_id: int) -> list[tuple[float, str, str | None]]:
+        return [(t, e.data["to"], e.data["reason"]) for t, e in self.of(device_id, "device_status")]
+
+
+@asynccontextmanager
+async def simulated(config: Config) -> AsyncIterator[tuple[DeviceSupervisor, SimulatorEngine, Recorder]]:
+    recorder = Recorder()
+    async with open_supervisor(config) as sup:
+        sup.bus.tap(recorder)
+        assert isinstance(sup.engine, SimulatorEngine)
+        yield sup, sup.engine, recorder
+
+
+async def settle() -> None:
+    """Wait until every task is blocked (virtual time does not move meanwhile)."""
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def wait_status(sup: DeviceSupervisor, device_id: int, status: str, within: float = 600) -> float:
+    """Wait (in virtual time) until the device reaches ``status``; returns the time it did."""
+    with trio.fail_after(within):
+        while sup.rows[device_id].status != status:
+            await trio.sleep(0.01)
+    return trio.current_time()
+
+
+async def stored_row(sup: DeviceSupervisor, device_id: int) -> storage.DeviceRow | None:
+    return await sup.db.run(lambda c: storage.get_device(c, device_id))

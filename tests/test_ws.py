@@ -1,0 +1,458 @@
+"""The WebSocket event stream, end to end over real sockets.
+
+Testing rules (as trio-websocket's own suite): servers listen on 127.0.0.1 port 0 and are
+started here; every I/O test has an absolute Trio-clock deadline (``fail_after``); tests
+that wait on a timeout (keep-alive pings, a stalled send) run on the autojump MockClock, so
+25 s of pinging takes no real time. Those tests publish synthetic events straight onto the
+bus rather than driving devices, so that no database thread is in flight while the clock
+jumps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import hypercorn.config
+import hypercorn.trio
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+import wsproto
+import wsproto.events
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+
+from api import ws as api_ws
+from api.app import create_app
+from api.state import ApiSettings
+from api.ws import StreamFilter, configure_hypercorn, redact
+from supervisor.clock import now_iso
+from supervisor.config import Config
+from supervisor.events import Event
+from supervisor.supervisor import DeviceSupervisor, open_supervisor
+
+TOKEN = "op-token-for-ws-tests-0123456789"
+TIMEOUT = 30  # seconds of Trio clock for any one I/O test
+ENVELOPE_KEYS = {"type", "sessionId", "data", "timestamp"}
+
+
+@attrs.frozen
+class Server:
+    sup: DeviceSupervisor
+    http_url: str
+    ws_url: str
+
+    def client(self, token: str = TOKEN) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.http_url + "/api/whatsapp", headers={"X-API-TOKEN": token}
+        )
+
+
+@asynccontextmanager
+async def serve(
+    tmp_path: Path,
+    *,
+    queue_size: int = 256,
+    send_timeout: float = 30.0,
+    ping_interval: float = 25.0,
+) -> AsyncIterator[Server]:
+    config = Config(data_dir=tmp_path / "data", engine="simulator", simulator_latency=0.05)
+    async with open_supervisor(config) as sup:
+        app = create_app(sup, TOKEN, ApiSettings())
+        app.config[api_ws.QUEUE_SIZE_KEY] = queue_size
+        app.config[api_ws.SEND_TIMEOUT_KEY] = send_timeout
+        hconfig = hypercorn.config.Config()
+        hconfig.bind = ["127.0.0.1:0"]
+        hconfig.errorlog = None
+        configure_hypercorn(hconfig, ping_interval=ping_interval)
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(partial(hypercorn.trio.serve, app, hconfig))
+            http_url = binds[0]
+            yield Server(sup=sup, http_url=http_url, ws_url=http_url.replace("http", "ws", 1))
+            nursery.cancel_scope.cancel()
+
+
+async def next_event(conn: trio_websocket.WebSocketConnection) -> dict[str, Any]:
+    message = await conn.get_message()
+    event = json.loads(message)
+    assert set(event) == ENVELOPE_KEYS
+    return event
+
+
+async def wait_for(
+    conn: trio_websocket.WebSocketConnection, type_: str, session_id: str | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The first event of ``type_`` (for ``session_id``) and every event before it."""
+    seen = []
+    while True:
+        event = await next_event(conn)
+        seen.append(event)
+        if event["type"] == type_ and (session_id is None or event["sessionId"] == session_id):
+            return event, seen
+
+
+async def create_device(client: httpx.AsyncClient, alias: str) -> dict[str, Any]:
+    response = await client.post("/devices", json={"userId": "user123", "alias": alias})
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+async def scan(client: httpx.AsyncClient, device_id: int | str) -> None:
+    response = await client.post(f"/simulator/devices/{device_id}/scan", json={})
+    assert response.status_code == 200, response.text
+
+
+def synthetic(i: int, size: int = 0, device_id: int = 1) -> Event:
+    return Event(
+        type="message_received",
+        session_id=f"user_bench_device_{device_id}",
+        device_id=device_id,
+        data={"messageId": f"m{i}", "from": "1@s.whatsapp.net", "chat": "1@s.whatsapp.net",
+              "text": "x" * size, "timestamp": now_iso()},
+        timestamp=now_iso(),
+    )
+
+
+@contextmanager
+def jumping(clock: trio.testing.MockClock) -> Iterator[None]:
+    """Autojump only inside: opening and closing the database waits on a thread, which the
+    autojump clock would mistake for idleness and jump past; outside, time runs as usual."""
+    clock.rate, clock.autojump_threshold = 0.0, 0.0
+    try:
+        yield
+    finally:
+        clock.rate, clock.autojump_threshold = 1.0, math.inf
+
+
+@pytest.fixture
+def mock_clock() -> trio.testing.MockClock:
+    """A MockClock that runs at real speed until a test turns autojump on with ``jumping``."""
+    return trio.testing.MockClock(rate=1.0)
+
+
+# -- pure parts -------------------------------------------------------------------------------
+
+
+def test_filter_parsing() -> None:
+    f = StreamFilter.from_query({"sessionId": "a, b,,", "events": "qr_code,device_connected"})
+    assert f.refs == frozenset({"a", "b"})
+    assert f.types == frozenset({"qr_code", "device_connected"})
+    assert StreamFilter.from_query({}) == StreamFilter(None, None)
+    with pytest.raises(api_ws.FilterError) as exc:
+        StreamFilter.from_query({"events": "qr_code,nope"})
+    assert exc.value.field == "events"
+    event = synthetic(1, device_id=7)
+    assert StreamFilter(refs=frozenset({"7"})).matches(event)
+    assert StreamFilter(refs=frozenset({event.session_id})).matches(event)
+    assert not StreamFilter(refs=frozenset({"8"})).matches(event)
+
+
+def test_redact() -> None:
+    line = '127.0.0.1:5 - - "GET /?token=s3cret&sessionId=x 1.1" 101 "dev_abcdefghijklmnop"'
+    out = redact(line)
+    assert "s3cret" not in out and "abcdefghijklmnop" not in out
+    assert "sessionId=x" in out
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+
+async def test_token_in_query_header_and_subprotocol(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server:
+            async with open_websocket_url(f"{server.ws_url}/?token={TOKEN}") as conn:
+                assert conn.subprotocol is None
+            async with open_websocket_url(
+                server.ws_url + "/", extra_headers=[(b"X-API-TOKEN", TOKEN.encode())]
+            ) as conn:
+                assert conn.subprotocol is None
+            # A browser offers the token as a subprotocol; the server must echo one it offered.
+            async with open_websocket_url(server.ws_url + "/", subprotocols=[TOKEN]) as conn:
+                assert conn.subprotocol == TOKEN
+            async with open_websocket_url(
+                server.ws_url + "/", subprotocols=["wasup", TOKEN]
+            ) as conn:
+                assert conn.subprotocol == "wasup"  # the secret is not reflected
+            async with server.client() as client:
+                device = await create_device(client, "Auth Check")
+            async with open_websocket_url(
+                server.ws_url + "/", subprotocols=[device["apiKey"]]
+            ) as conn:
+                assert conn.subprotocol == device["apiKey"]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "kwargs", "message"),
+    [
+        ("/", {}, "missing api token"),
+        ("/?token=wrong", {}, "invalid api token"),
+        ("/", {"extra_headers": [(b"X-API-TOKEN", b"wrong")]}, "invalid api token"),
+        ("/", {"subprotocols": ["wrong"]}, "invalid api token"),
+        ("/?token=dev_notakeyatall0000000000000000", {}, "invalid api token"),
+    ],
+)
+async def test_unauthenticated_handshake_is_refused(
+    tmp_path: Path, suffix: str, kwargs: dict[str, Any], message: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server:
+            with pytest.raises(ConnectionRejected) as exc:
+                async with open_websocket_url(server.ws_url + suffix, **kwargs):
+                    pass  # pragma: no cover
+            assert exc.value.status_code == 401
+            assert exc.value.body is not None
+            body = json.loads(exc.value.body)
+            assert body == {"success": False, "error": message, "code": "AUTHENTICATION_FAILED"}
+            assert server.sup.bus.subscriber_count == 0
+
+
+async def test_bad_filter_is_refused(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server:
+            with pytest.raises(ConnectionRejected) as exc:
+                async with open_websocket_url(f"{server.ws_url}/?token={TOKEN}&events=bogus"):
+                    pass  # pragma: no cover
+            assert exc.value.status_code == 400
+            assert exc.value.body is not None
+            body = json.loads(exc.value.body)
+            assert body["code"] == "INVALID_REQUEST" and body["field"] == "events"
+
+
+# -- the seed's flow --------------------------------------------------------------------------
+
+
+async def test_seed_flow_qr_then_connected(tmp_path: Path) -> None:
+    """The seed's DeviceMonitor: ws://host:port?token=..., create over HTTP, qr_code, scan,
+    device_connected; every message is the envelope {type, sessionId, data, timestamp}."""
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server, server.client() as client:
+            # The seed writes `ws://localhost:3001?token=...` (no slash before the query).
+            async with open_websocket_url(f"{server.ws_url}?token={TOKEN}") as conn:
+                device = await create_device(client, "Business Account 1")
+                session_id = device["sessionId"]
+                assert session_id == "user_user123_device_business-account-1"
+                qr, _ = await wait_for(conn, "qr_code", session_id)
+                assert qr["data"]["qrCode"].startswith("data:image/png;base64,")
+                assert qr["data"]["attempt"] == 1
+                assert set(qr["data"]) >= {"qrCode", "qrString", "expiresAt", "attempt",
+                                           "maxAttempts"}
+                assert qr["timestamp"].endswith("Z")
+                await scan(client, device["id"])
+                connected, before = await wait_for(conn, "device_connected", session_id)
+                assert connected["sessionId"] == session_id
+                statuses = [e["data"]["to"] for e in before if e["type"] == "device_status"]
+                assert statuses[-1:] == ["connected"]
+                response = await client.get(f"/devices/{session_id}")
+                assert response.json()["data"]["status"] == "connected"
+
+
+async def test_device_key_sees_only_its_device(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server, server.client() as client:
+            mine = await create_device(client, "Mine")
+            other = await create_device(client, "Other")
+            url = f"{server.ws_url}/?token={mine['apiKey']}"
+            async with open_websocket_url(url) as conn:
+                # The other device's events come first; the key must not see them.
+                await scan(client, other["id"])
+                async with open_websocket_url(f"{server.ws_url}/?token={TOKEN}") as operator:
+                    await wait_for(operator, "device_connected", other["sessionId"])
+                await scan(client, mine["id"])
+                _, seen = await wait_for(conn, "device_connected", mine["sessionId"])
+                assert {e["sessionId"] for e in seen} == {mine["sessionId"]}
+            # Asking for the other device by filter does not widen what the key may see.
+            url = (
+                f"{server.ws_url}/?token={other['apiKey']}"
+                f"&sessionId={mine['sessionId']},{other['sessionId']}&events=device_disconnected"
+            )
+            async with open_websocket_url(url) as conn:
+                await client.post(f"/simulator/devices/{mine['id']}/disconnect", json={})
+                await client.post(f"/simulator/devices/{other['id']}/disconnect", json={})
+                event = await next_event(conn)
+                assert event["sessionId"] == other["sessionId"]
+
+
+async def test_filters_by_session_and_event_type(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server, server.client() as client:
+            a = await create_device(client, "Alpha")
+            b = await create_device(client, "Beta")
+            url = (
+                f"{server.ws_url}/?token={TOKEN}&sessionId={a['sessionId']},nobody"
+                "&events=device_connected,device_disconnected"
+            )
+            async with open_websocket_url(url) as conn, open_websocket_url(
+                f"{server.ws_url}/?token={TOKEN}&sessionId={b['id']}&events=device_connected"
+            ) as by_id:
+                await scan(client, b["id"])
+                await scan(client, a["id"])
+                event = await next_event(conn)
+                assert (event["type"], event["sessionId"]) == ("device_connected", a["sessionId"])
+                event = await next_event(by_id)
+                assert (event["type"], event["sessionId"]) == ("device_connected", b["sessionId"])
+                await client.post(f"/simulator/devices/{a['id']}/disconnect", json={})
+                event = await next_event(conn)
+                assert event["type"] == "device_disconnected"
+                assert event["sessionId"] == a["sessionId"]
+                assert "reason" in event["data"]
+
+
+# -- slow consumers ---------------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class Collector:
+    """Reads a connection in the background, so that it keeps up."""
+
+    received: list[dict[str, Any]] = attrs.field(factory=list)
+    _changed: trio.Event = attrs.field(factory=trio.Event)
+
+    async def run(self, conn: trio_websocket.WebSocketConnection) -> None:
+        try:
+            while True:
+                self.received.append(json.loads(await conn.get_message()))
+                self._changed.set()
+                self._changed = trio.Event()
+        except ConnectionClosed:
+            return
+
+    async def wait(self, predicate: Any) -> None:
+        while not predicate(self.received):
+            await self._changed.wait()
+
+
+async def _flood_until_dropped(server: Server, size: int, limit: int = 5000) -> int:
+    """Publish events (letting every task run in between) until the bus drops a subscriber."""
+    bus = server.sup.bus
+    dropped = bus.dropped_subscribers
+    for i in range(limit):
+        bus.publish(synthetic(i, size))
+        await trio.testing.wait_all_tasks_blocked()
+        if bus.dropped_subscribers > dropped:
+            return i + 1
+    raise AssertionError("no subscriber was dropped")
+
+
+async def test_slow_consumer_is_closed_with_1013(tmp_path: Path) -> None:
+    """A client that stops reading fills its socket, then its bounded queue; the bus drops
+    it and it is closed with 1013 once the server can write again. The other subscriber and
+    the actors are not held up."""
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path, queue_size=8, send_timeout=0) as server:
+            url = f"{server.ws_url}/?token={TOKEN}"
+            async with server.client() as client, open_websocket_url(
+                url
+            ) as slow, open_websocket_url(url) as fast, trio.open_nursery() as nursery:
+                collector = Collector()
+                received = collector.received
+                nursery.start_soon(collector.run, fast)
+                published = await _flood_until_dropped(server, size=16_000)
+                assert server.sup.bus.subscriber_count == 1  # the fast one
+                # The actors go on: a device is created, pairs and connects meanwhile.
+                device = await create_device(client, "Still Working")
+                await scan(client, device["id"])
+                with trio.fail_after(10):
+                    await collector.wait(lambda events: any(
+                        e["type"] == "device_connected" and e["sessionId"] == device["sessionId"]
+                        for e in events
+                    ))
+                assert [e["data"]["messageId"] for e in received[:published]] == [
+                    f"m{i}" for i in range(published)
+                ]
+                # The slow client reads at last: what was in flight, then the close code.
+                got = 0
+                with pytest.raises(ConnectionClosed) as exc:
+                    while True:
+                        await slow.get_message()
+                        got += 1
+                assert exc.value.reason.code == 1013
+                assert exc.value.reason.reason == "subscriber too slow"
+                assert got < published
+                nursery.cancel_scope.cancel()
+
+
+async def test_client_that_never_reads_is_aborted(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """Hypercorn's socket write cannot be cancelled, so a peer that never reads would pin its
+    connection forever: the send watchdog resets the connection after the send timeout."""
+    with trio.fail_after(TIMEOUT * 10):
+        async with serve(tmp_path, queue_size=8, send_timeout=0) as server:
+            url = f"{server.ws_url}/?token={TOKEN}"
+            async with open_websocket_url(url) as stuck, open_websocket_url(
+                url
+            ) as fast, trio.open_nursery() as nursery:
+                collector = Collector()
+                received = collector.received
+                nursery.start_soon(collector.run, fast)
+                with jumping(mock_clock):
+                    published = await _flood_until_dropped(server, size=16_000)
+                    await trio.sleep(60)  # virtual: the watchdog fires within 45 s
+                    assert server.sup.bus.subscriber_count == 1
+                    server.sup.bus.publish(synthetic(published, 10))
+                    with trio.fail_after(5):
+                        await collector.wait(lambda events: len(events) > published)
+                    assert received[-1]["data"]["messageId"] == f"m{published}"
+                    # The stuck client finds its connection reset (no close frame could go out).
+                    with pytest.raises(ConnectionClosed) as exc:
+                        while True:
+                            await stuck.get_message()
+                    assert exc.value.reason.code == 1006
+                nursery.cancel_scope.cancel()
+
+
+# -- keep-alive -------------------------------------------------------------------------------
+
+
+async def _ws_handshake(port: int) -> tuple[trio.SocketStream, wsproto.WSConnection]:
+    """A bare wsproto client, so the test sees (and may ignore) the server's pings."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    request = wsproto.events.Request(host="127.0.0.1", target=f"/?token={TOKEN}")
+    await stream.send_all(client.send(request))
+    while True:
+        client.receive_data(await stream.receive_some())
+        if any(isinstance(e, wsproto.events.AcceptConnection) for e in client.events()):
+            return stream, client
+
+
+async def test_server_pings_and_closes_a_silent_peer(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """Hypercorn pings every interval; a peer that answers nothing is closed after
+    ``read_timeout`` (2 intervals + 10 s = 60 s). A peer that answers stays."""
+    with trio.fail_after(TIMEOUT * 10):
+        async with serve(tmp_path, ping_interval=25) as server:
+            port = int(server.http_url.rsplit(":", 1)[1])
+            silent, silent_ws = await _ws_handshake(port)
+            polite, polite_ws = await _ws_handshake(port)
+            with jumping(mock_clock):
+                start = trio.current_time()
+                pings = 0
+                while pings < 4:  # the polite peer answers four pings (75 s and more)
+                    polite_ws.receive_data(await polite.receive_some())
+                    for event in polite_ws.events():
+                        if isinstance(event, wsproto.events.Ping):
+                            pings += 1
+                            await polite.send_all(polite_ws.send(event.response()))
+                assert 75 <= trio.current_time() - start <= 110
+                # The silent peer got pings too, never answered, and was closed at 60 s.
+                got_pings = 0
+                while data := await silent.receive_some():
+                    silent_ws.receive_data(data)
+                    got_pings += sum(
+                        isinstance(e, wsproto.events.Ping) for e in silent_ws.events()
+                    )
+                assert got_pings >= 1
+                assert server.sup.bus.subscriber_count == 1
+            await polite.aclose()
+            await silent.aclose()
