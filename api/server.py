@@ -164,6 +164,10 @@ async def serve(
                     race.start_soon(first, stop.wait)
                     if shutdown_trigger is not None:
                         race.start_soon(first, shutdown_trigger)
+                # WebSocket clients get 1001 "server shutting down" within the grace period.
+                from api.ws import close_streams
+
+                close_streams(app)
 
             async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
                 await hypercorn.trio.serve(  # type: ignore[call-arg]

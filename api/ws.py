@@ -217,6 +217,8 @@ async def events_socket() -> Response | None:
             ",".join(sorted(stream_filter.types)) if stream_filter.types else "all",
         )
         stream = _Stream(ws=ws, subscription=subscription, stream_filter=stream_filter)
+        streams = _streams(current_app)
+        streams.add(stream)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_discard_incoming, ws)
@@ -225,6 +227,7 @@ async def events_socket() -> Response | None:
                 code, reason = await stream.pump()
                 nursery.cancel_scope.cancel()
         finally:
+            streams.discard(stream)
             log.info(
                 "websocket closed for %s after %d events: %s",
                 principal.credential_id,
@@ -234,6 +237,24 @@ async def events_socket() -> Response | None:
     if not stream.aborted:
         await _close(ws, code, reason)
     return None
+
+
+def _streams(app: Any) -> set[_Stream]:
+    streams: set[_Stream] = app.extensions.setdefault("wasup.ws", set())
+    return streams
+
+
+def open_streams(app: Any) -> int:
+    """How many WebSocket connections ``app`` is streaming events to."""
+    return len(_streams(app))
+
+
+def close_streams(app: Any) -> None:
+    """End every stream of ``app``: each connection is closed with 1001 "server shutting
+    down" once its pending send is done. Call it when a graceful shutdown starts, so that
+    clients learn why instead of being cut off when the grace period ends."""
+    for stream in list(_streams(app)):
+        stream.subscription.close()
 
 
 @attrs.define(eq=False)

@@ -137,13 +137,7 @@ class Database:
             raise DatabaseClosed("database is closed")
         job: _Job[T] = _Job(fn)
         self._queue.put(job)
-        if _holds_virtual_time():
-            # Under an autojumping MockClock the run loop counts as idle while this thread
-            # works, and virtual time would leap past every timeout meanwhile. Keep the loop
-            # busy until the job is done so virtual time stands still (tests only).
-            while not job.done.is_set():
-                await trio.lowlevel.checkpoint()
-        await job.done.wait()
+        await _wait_done(job)
         if job.error is not None:
             error, job.error = job.error, None  # drop the reference: no cycle via traceback
             raise error
@@ -176,6 +170,9 @@ class Database:
             self._closing = True
             self._queue.put(_CLOSE)
         if self._thread is not None:
+            if _holds_virtual_time():
+                while self._thread.is_alive():  # see _wait_done
+                    await trio.lowlevel.checkpoint()
             # join() blocks, so do it off the Trio thread; the thread is finishing anyway.
             await trio.to_thread.run_sync(self._thread.join)
 
@@ -330,6 +327,16 @@ class Database:
         _set_all(stranded)
 
 
+async def _wait_done(job: _Job[Any]) -> None:
+    if _holds_virtual_time():
+        # Under an autojumping MockClock the run loop counts as idle while the database thread
+        # works, and virtual time would leap past every timeout meanwhile. Keep the loop busy
+        # until the job is done so virtual time stands still (tests only; costs CPU).
+        while not job.done.is_set():
+            await trio.lowlevel.checkpoint()
+    await job.done.wait()
+
+
 def _holds_virtual_time() -> bool:
     clock = trio.lowlevel.current_clock()
     return isinstance(clock, trio.testing.MockClock) and clock.autojump_threshold != math.inf
@@ -365,7 +372,7 @@ async def open_database(
     )
     ready = db._start()
     try:
-        await ready.done.wait()
+        await _wait_done(ready)
         if ready.error is not None:
             error, ready.error = ready.error, None
             raise error

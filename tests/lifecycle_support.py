@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -62,12 +62,19 @@ async def settle() -> None:
     await trio.testing.wait_all_tasks_blocked()
 
 
-async def wait_status(sup: DeviceSupervisor, device_id: int, status: str, within: float = 600) -> float:
-    """Wait (in virtual time) until the device reaches ``status``; returns the time it did."""
+async def wait_until(
+    sup: DeviceSupervisor, device_id: int, check: Callable[[storage.DeviceRow], bool], within: float = 600
+) -> None:
+    """Wait (in virtual time) until ``check(row)`` holds for the device's record."""
     with trio.fail_after(within):
-        while sup.rows[device_id].status != status:
-            await trio.sleep(0.01)
-    return trio.current_time()
+        async with sup.bus.subscribe(device_ids=frozenset({device_id})) as sub:
+            while not check(sup.rows[device_id]):
+                await sub.receive()
+
+
+async def wait_status(sup: DeviceSupervisor, device_id: int, status: str, within: float = 600) -> None:
+    """Wait (in virtual time) until the device's status is ``status``."""
+    await wait_until(sup, device_id, lambda row: row.status == status, within)
 
 
 async def stored_row(sup: DeviceSupervisor, device_id: int) -> storage.DeviceRow | None:

@@ -3,6 +3,7 @@ backoff schedule, and restart intensity within a period (simulator engine, MockC
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,12 @@ import trio
 
 from supervisor.clock import now_epoch, parse_iso
 
-from .lifecycle_support import settle, sim_config, simulated, stored_row, wait_status
+from .lifecycle_support import settle, sim_config, simulated, stored_row, wait_status, wait_until
 
 
 async def test_qr_codes_rotate_then_time_out_at_exact_times(autojump_clock, tmp_path: Path) -> None:
     config = sim_config(tmp_path, qr_first_timeout=60, qr_next_timeout=20, qr_max_attempts=3)
-    async with simulated(config) as (sup, engine, rec):
+    async with simulated(config) as (sup, _engine, rec):
         t0 = trio.current_time()
         row, _ = await sup.create_device("u1", "Shop")
         await wait_status(sup, row.id, "qr_timeout")
@@ -42,7 +43,7 @@ async def test_qr_codes_rotate_then_time_out_at_exact_times(autojump_clock, tmp_
 
 
 async def test_current_qr_follows_rotation(autojump_clock, tmp_path: Path) -> None:
-    async with simulated(sim_config(tmp_path)) as (sup, engine, rec):
+    async with simulated(sim_config(tmp_path)) as (sup, _engine, _rec):
         row, _ = await sup.create_device("u1", "Shop")
         first = await sup.wait_qr(row.id, 5)
         assert first is not None and first.attempt == 1
@@ -119,7 +120,7 @@ async def test_backoff_jitter_stays_within_bounds(autojump_clock, tmp_path: Path
         sts = rec.statuses(device)[2:]
         waits = [
             b[0] - a[0]
-            for a, b in zip(sts, sts[1:], strict=False)
+            for a, b in itertools.pairwise(sts)
             if a[1] == "disconnected" and b[1] == "connecting"
         ]
         nominal = [4, 8, 16, 16, 16, 16]
@@ -161,9 +162,7 @@ async def test_crash_restarts_then_parks_on_intensity(autojump_clock, tmp_path: 
         await engine.drop(device)
         row = sup.get(device)
         await wait_status(sup, device, "disconnected")
-        with trio.fail_after(120):
-            while sup.get(device).status_reason != "crash_loop":
-                await trio.sleep(0.01)
+        await wait_until(sup, device, lambda r: r.status_reason == "crash_loop", 120)
         t_parked = rec.statuses(device)[-1][0]
         # Backoff 2 s, then connect crashes at once; restarts after 1, 2, 4 s (each restart
         # retries the connect, which crashes again); the 4th crash exceeds 3 in 60 s.

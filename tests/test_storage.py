@@ -623,3 +623,17 @@ async def test_messages(db_path: Path) -> None:
                     c, 99, message_id="x", chat="c", direction="in", text=None, status=None, at=NOW
                 )
             )
+
+
+async def test_virtual_time_stands_still_while_the_thread_works(
+    autojump_clock: trio.testing.MockClock, db_path: Path
+) -> None:
+    # Without care the autojumping clock would see an idle run loop while the database thread
+    # works and leap to the next deadline: every DB call would look like it took ages.
+    async with open_database(db_path) as db, trio.open_nursery() as nursery:
+        start = trio.current_time()
+        nursery.start_soon(trio.sleep, 100)
+        for n in range(20):
+            await db.run(functools.partial(new_device, n=n))
+        assert trio.current_time() == start
+        nursery.cancel_scope.cancel()

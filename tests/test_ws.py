@@ -11,17 +11,15 @@ jumps.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import attrs
 import httpx
-import hypercorn.config
-import hypercorn.trio
 import pytest
 import trio
 import trio.testing
@@ -31,13 +29,11 @@ import wsproto.events
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from api import ws as api_ws
-from api.app import create_app
-from api.state import ApiSettings
-from api.ws import StreamFilter, configure_hypercorn, redact
+from api.ws import StreamFilter, redact
 from supervisor.clock import now_iso
-from supervisor.config import Config
 from supervisor.events import Event
-from supervisor.supervisor import DeviceSupervisor, open_supervisor
+from supervisor.supervisor import DeviceSupervisor
+from tests.conftest import running_server
 
 TOKEN = "op-token-for-ws-tests-0123456789"
 TIMEOUT = 30  # seconds of Trio clock for any one I/O test
@@ -47,6 +43,7 @@ ENVELOPE_KEYS = {"type", "sessionId", "data", "timestamp"}
 @attrs.frozen
 class Server:
     sup: DeviceSupervisor
+    app: Any
     http_url: str
     ws_url: str
 
@@ -58,26 +55,19 @@ class Server:
 
 @asynccontextmanager
 async def serve(
-    tmp_path: Path,
-    *,
-    queue_size: int = 256,
-    send_timeout: float = 30.0,
-    ping_interval: float = 25.0,
+    tmp_path: Path, *, queue_size: int = 256, send_timeout: float = 30.0
 ) -> AsyncIterator[Server]:
-    config = Config(data_dir=tmp_path / "data", engine="simulator", simulator_latency=0.05)
-    async with open_supervisor(config) as sup:
-        app = create_app(sup, TOKEN, ApiSettings())
-        app.config[api_ws.QUEUE_SIZE_KEY] = queue_size
-        app.config[api_ws.SEND_TIMEOUT_KEY] = send_timeout
-        hconfig = hypercorn.config.Config()
-        hconfig.bind = ["127.0.0.1:0"]
-        hconfig.errorlog = None
-        configure_hypercorn(hconfig, ping_interval=ping_interval)
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(partial(hypercorn.trio.serve, app, hconfig))
-            http_url = binds[0]
-            yield Server(sup=sup, http_url=http_url, ws_url=http_url.replace("http", "ws", 1))
-            nursery.cancel_scope.cancel()
+    """wasup as ``wasup serve`` runs it (``api.server.serve``: Hypercorn configured with
+    keep-alive pings every 25 s and redacted logs), with the simulator engine."""
+    async with running_server(
+        tmp_path / "data", api_token=TOKEN, simulator_latency=0.05
+    ) as server:
+        server.app.config[api_ws.QUEUE_SIZE_KEY] = queue_size
+        server.app.config[api_ws.SEND_TIMEOUT_KEY] = send_timeout
+        yield Server(
+            sup=server.sup, app=server.app, http_url=server.url,
+            ws_url=server.url.replace("http", "ws", 1),
+        )
 
 
 async def next_event(conn: trio_websocket.WebSocketConnection) -> dict[str, Any]:
@@ -356,6 +346,8 @@ async def test_slow_consumer_is_closed_with_1013(tmp_path: Path) -> None:
                 received = collector.received
                 nursery.start_soon(collector.run, fast)
                 published = await _flood_until_dropped(server, size=16_000)
+                # More than the queue holds: the pump sent until TCP pushed back first.
+                assert published > 8 + 1
                 assert server.sup.bus.subscriber_count == 1  # the fast one
                 # The actors go on: a device is created, pairs and connects meanwhile.
                 device = await create_device(client, "Still Working")
@@ -386,7 +378,7 @@ async def test_client_that_never_reads_is_aborted(
     """Hypercorn's socket write cannot be cancelled, so a peer that never reads would pin its
     connection forever: the send watchdog resets the connection after the send timeout."""
     with trio.fail_after(TIMEOUT * 10):
-        async with serve(tmp_path, queue_size=8, send_timeout=0) as server:
+        async with serve(tmp_path, queue_size=8, send_timeout=10) as server:
             url = f"{server.ws_url}/?token={TOKEN}"
             async with open_websocket_url(url) as stuck, open_websocket_url(
                 url
@@ -396,7 +388,11 @@ async def test_client_that_never_reads_is_aborted(
                 nursery.start_soon(collector.run, fast)
                 with jumping(mock_clock):
                     published = await _flood_until_dropped(server, size=16_000)
-                    await trio.sleep(60)  # virtual: the watchdog fires within 45 s
+                    assert api_ws.open_streams(server.app) == 2  # one stuck in its send
+                    # The watchdog fires within 15 s (virtual), well before Hypercorn's
+                    # read timeout (60 s), which could not help: it waits for the stuck send.
+                    await trio.sleep(20)
+                    assert api_ws.open_streams(server.app) == 1
                     assert server.sup.bus.subscriber_count == 1
                     server.sup.bus.publish(synthetic(published, 10))
                     with trio.fail_after(5):
@@ -431,7 +427,7 @@ async def test_server_pings_and_closes_a_silent_peer(
     """Hypercorn pings every interval; a peer that answers nothing is closed after
     ``read_timeout`` (2 intervals + 10 s = 60 s). A peer that answers stays."""
     with trio.fail_after(TIMEOUT * 10):
-        async with serve(tmp_path, ping_interval=25) as server:
+        async with serve(tmp_path) as server:
             port = int(server.http_url.rsplit(":", 1)[1])
             silent, silent_ws = await _ws_handshake(port)
             polite, polite_ws = await _ws_handshake(port)
@@ -456,3 +452,47 @@ async def test_server_pings_and_closes_a_silent_peer(
                 assert server.sup.bus.subscriber_count == 1
             await polite.aclose()
             await silent.aclose()
+
+
+# -- shutdown and logs ------------------------------------------------------------------------
+
+
+async def test_graceful_shutdown_closes_with_1001(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running_server(tmp_path / "data", api_token=TOKEN) as server:
+            async with open_websocket_url(f"{server.ws_url}?token={TOKEN}") as conn:
+                server.shutdown()
+                with pytest.raises(ConnectionClosed) as exc:
+                    await conn.get_message()
+                assert exc.value.reason.code == 1001
+                assert exc.value.reason.reason == "server shutting down"
+
+
+async def test_tokens_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server, server.client() as client:
+            device = await create_device(client, "Quiet")
+            key = device["apiKey"]
+            for url, kwargs in [
+                (f"{server.ws_url}/?token={TOKEN}&events=qr_code", {}),
+                (f"{server.ws_url}/?token={key}", {}),
+                (server.ws_url + "/", {"subprotocols": [key]}),
+                (server.ws_url + "/", {"extra_headers": [(b"X-API-TOKEN", TOKEN.encode())]}),
+            ]:
+                async with open_websocket_url(url, **kwargs):
+                    pass
+            with pytest.raises(ConnectionRejected):
+                async with open_websocket_url(f"{server.ws_url}/?token={key}x"):
+                    pass  # pragma: no cover
+    access = [r for r in caplog.records if r.name == "wasup.access"]
+    assert len(access) >= 5  # one per handshake
+    opened = [r for r in caplog.records if r.getMessage().startswith("websocket opened")]
+    assert len(opened) == 4
+    assert any("device:" in r.getMessage() for r in opened)
+    for record in caplog.records:
+        if not record.name.startswith(("wasup", "hypercorn", "quart", "supervisor", "api")):
+            continue  # the test's own clients (httpx, trio-websocket) log their URLs
+        text = record.getMessage() + str(record.exc_info or "")
+        assert TOKEN not in text
+        assert key[4:] not in text

@@ -4,7 +4,7 @@ The receiver speaks HTTP/1.1 through h11, answers each request with the next ent
 script (or 200 when the script is empty) and closes the connection. Script entries:
 
 - ``500``, ``(302, {"location": "http://169.254.169.254/"})``: a status and headers;
-- ``"hang"``: never answer (the sender's timeout fires);
+- ``"hang"``: never answer (the sender's timeout fires and it closes the connection);
 - ``"close"``: close the connection without answering.
 
 ``await receiver.down()`` closes the listening socket (connection refused) and
@@ -74,7 +74,10 @@ class Receiver:
             listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
             self.port = listeners[0].socket.getsockname()[1]
             try:
-                await trio.serve_listeners(self._handle, listeners, task_status=task_status)
+                # Handlers live in the outer nursery: down() stops accepting, not answering.
+                await trio.serve_listeners(
+                    self._handle, listeners, handler_nursery=self.nursery, task_status=task_status
+                )
             finally:
                 with trio.CancelScope(shield=True):
                     for listener in listeners:
@@ -113,7 +116,10 @@ class Receiver:
             self._arrived.set()
             action = self.script.popleft() if self.script else 200
             if action == "hang":
-                await trio.sleep_forever()
+                # Never answer; return once the sender gives up and closes the connection.
+                while await stream.receive_some(65536):
+                    pass
+                return
             if action == "close":
                 return
             status, headers = (action, {}) if isinstance(action, int) else action

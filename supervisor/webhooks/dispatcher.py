@@ -146,8 +146,10 @@ def classify(result: AttemptResult) -> str:
 
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.ConnectError) and "refused" in text.lower() and "allowed" not in text:
-        return f"connection refused: {text}"
+    if isinstance(exc, httpx.ConnectError) and not isinstance(exc.__cause__, ssrf.RefusedConnect):
+        text = f"connection failed: {text}"
+    elif isinstance(exc, httpx.TimeoutException):
+        text = f"timed out: {text}"
     return text[:500]
 
 

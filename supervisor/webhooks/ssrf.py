@@ -42,7 +42,12 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
-_BENCHMARK = ipaddress.IPv4Network("198.18.0.0/15")
+#: Special-purpose IPv4 blocks that Python's ``is_private`` / ``is_global`` miss in some
+#: versions (IANA special-purpose registry): IETF protocol assignments, benchmarking.
+_SPECIAL_V4 = (
+    ipaddress.IPv4Network("192.0.0.0/24"),
+    ipaddress.IPv4Network("198.18.0.0/15"),
+)
 
 
 class AddressRefused(ValueError):
@@ -108,7 +113,7 @@ def refusal(ip: IPAddress, allow: Sequence[IPNetwork] = ()) -> str | None:
         return "multicast"
     if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
         return "shared address space (cgnat)"
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _BENCHMARK:
+    if isinstance(ip, ipaddress.IPv4Address) and any(ip in net for net in _SPECIAL_V4):
         return "reserved"
     if ip.is_private:
         return "private"

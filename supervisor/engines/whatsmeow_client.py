@@ -1,0 +1,402 @@
+"""The thin, blocking layer between wasup and neonize's Go library (neonize 0.5.2, pinned).
+
+Everything in this module blocks and is meant to run in a worker thread
+(``trio.to_thread.run_sync`` under the engine's limiter), never on the Trio thread.
+
+One :class:`GoClient` is one whatsmeow client: one call of neonize's Go ``Neonize()`` on a
+thread of its own, from the connection's start until ``Stop``. wasup calls ``Neonize()``
+itself (the same arguments ``NewClient.connect`` passes) rather than through ``connect``,
+because ``connect`` parks a second thread per client that polls every 0.2 s, and because wasup
+wants its own callbacks. The API calls (send, pair phone, logout) go through neonize's
+``NewClient`` methods.
+
+Why :data:`GATE`: the Go side keeps its clients, cancel functions and event channels in plain
+maps, shared by every client and guarded by no lock; a Go map written while another goroutine
+reads it kills the whole process ("concurrent map read and map write"). Writes happen when a
+client starts (the first moments of ``Neonize()``) and in ``Stop``; reads in every other call.
+So starting and stopping take the gate exclusively, the other calls share it. A start holds the
+gate until Go signals that it is past its map writes (the first QR code, status, event, or the
+call returning) or ``hold`` seconds passed. Right after a successful pairing the Go side reads
+the maps once more, outside any call of ours; the status callback for ``success`` fences that
+read with the gate too (until the next event, at most :data:`FENCE_SECONDS`).
+
+Known limits of neonize 0.5.2 (not fixable from Python, see docs/engine-events.md):
+
+* a pairing that is stopped before the phone scans never returns from ``Neonize()`` (Go waits
+  on a QR channel that whatsmeow does not close after a local disconnect, and then spins in
+  ``FetchMe`` while the store has no account): its thread is parked for good. The thread is a
+  daemon thread, so it does not hold up the process's exit; :attr:`GoClient.parked` says so.
+* every ``Neonize()`` call opens a SQLite container that it never closes: one file
+  descriptor per connection attempt. The engine's preflight (a DNS lookup and TCP connect
+  before calling Go) keeps offline retries from reaching Go at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import logging
+import os
+import socket
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+from neonize._binder import func_callback_bytes, func_callback_bytes2, func_string, gocode
+from neonize.client import NewClient
+from neonize.proto.Neonize_pb2 import JID
+from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
+from neonize.utils.enum import ClientName, ClientType
+from neonize.utils.log import log_whatsmeow
+
+log = logging.getLogger("wasup.engine.whatsmeow")
+
+#: Seconds the gate stays fenced after a pairing succeeded (see the module docstring).
+FENCE_SECONDS = 2.0
+#: whatsmeow's log level for the Go side (its messages reach the ``whatsmeow.*`` loggers).
+GO_LOG_LEVEL = b"WARN"
+
+_uuids = itertools.count(1)
+
+
+class GoGate:
+    """A readers-writer lock for calls into Go (writers first, so a stop is never starved).
+
+    A plain threading primitive: it is taken only in worker threads and Go callbacks.
+    :meth:`release_exclusive` may be called from another thread than the one that acquired.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    def acquire_exclusive(self, timeout: float | None = None) -> bool:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                ok = self._cond.wait_for(lambda: not self._writer and self._readers == 0, timeout)
+            finally:
+                self._writers_waiting -= 1
+            if ok:
+                self._writer = True
+            return ok
+
+    def release_exclusive(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        self.acquire_exclusive()
+        try:
+            yield
+        finally:
+            self.release_exclusive()
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer and self._writers_waiting == 0)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+
+#: One gate for the process: neonize's maps are global to the loaded library.
+GATE = GoGate()
+
+
+# -- credentials: whatsmeow's SQLite store, one file per device --------------------------------
+
+
+def store_path(data_dir: Path, device_id: int) -> Path:
+    return data_dir / "whatsmeow" / f"{device_id}.db"
+
+
+def prepare_store(path: Path) -> None:
+    """Create the store's directory (0700) and an empty file (0600) for whatsmeow to fill.
+
+    SQLite keeps an existing file's mode and gives its journal the same, so credentials are
+    never readable by other users.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def wipe_store(path: Path) -> None:
+    """Delete the store and its journals; missing files are fine."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
+def has_credentials(path: Path) -> bool:
+    """True when the store holds a paired account (whatsmeow's ``whatsmeow_device`` row)."""
+    if not path.exists():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        row = conn.execute("SELECT count(*) FROM whatsmeow_device").fetchone()
+        return bool(row and row[0])
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
+def preflight(host: str, port: int = 443, timeout: float = 10.0) -> str | None:
+    """Resolve ``host`` and open (then close) a TCP connection to it.
+
+    Returns None when WhatsApp is reachable, else a ``statusReason`` such as
+    ``unreachable: lookup web.whatsapp.com: name or service not known``.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        detail = (exc.strerror or str(exc)).lower()
+        return f"unreachable: lookup {host}: {detail}"
+    last: OSError | None = None
+    for family, type_, proto, _name, addr in infos[:4]:
+        try:
+            with socket.socket(family, type_, proto) as sock:
+                sock.settimeout(timeout)
+                sock.connect(addr)
+            return None
+        except OSError as exc:
+            last = exc
+    detail = "timed out" if isinstance(last, TimeoutError) else (
+        (last.strerror or str(last)).lower() if last else "no address"
+    )
+    return f"unreachable: connect to {host}:{port}: {detail}"
+
+
+# -- recipients --------------------------------------------------------------------------------
+
+
+def recipient_jid(to: str) -> JID | None:
+    """``+15551234567`` / ``15551234567`` / ``15551234567@s.whatsapp.net`` / ``...@g.us``
+    as a JID, or None when ``to`` is neither a phone number nor a JID."""
+    to = to.strip()
+    if "@" in to:
+        user, _, server = to.partition("@")
+        user = user.split(":")[0]
+        if not user or server not in {"s.whatsapp.net", "g.us", "lid", "broadcast", "newsletter"}:
+            return None
+        if not all(ch.isdigit() or ch == "-" for ch in user):
+            return None
+        return JID(User=user, Server=server, Device=0, RawAgent=0, Integrator=0, IsEmpty=False)
+    digits = "".join(ch for ch in to if ch.isdigit())
+    if to.lstrip("+").replace(" ", "").replace("-", "") != digits or not 7 <= len(digits) <= 15:
+        return None
+    return JID(User=digits, Server="s.whatsapp.net", Device=0, RawAgent=0, Integrator=0,
+               IsEmpty=False)
+
+
+# -- one Go client -----------------------------------------------------------------------------
+
+GoQr = Callable[[str], None]
+GoStatus = Callable[[str], None]
+GoEvent = Callable[[int, bytes], None]
+GoExit = Callable[[str], None]
+
+
+@attrs.define(eq=False)
+class GoClient:
+    """One whatsmeow client, alive from :meth:`start` until :meth:`stop`.
+
+    The four callbacks run on Go's threads (``on_exit`` on the client's own thread): they
+    must only hand their argument over and return, and never raise.
+
+    Resource handling: the client's thread (``wasup-wm-<device>``) ends when ``Neonize()``
+    returns, which it does after :meth:`stop` for a connected client or at once when the
+    connection fails; a pairing stopped before the scan stays parked (see module docstring).
+    """
+
+    device_id: int
+    db_path: Path
+    pairing: bool
+    on_qr: GoQr
+    on_status: GoStatus
+    on_event: GoEvent
+    on_exit: GoExit
+    uuid: bytes = attrs.field(init=False)
+    started: threading.Event = attrs.field(init=False, factory=threading.Event)
+    exited: threading.Event = attrs.field(init=False, factory=threading.Event)
+    stopped: bool = attrs.field(init=False, default=False)
+    thread: threading.Thread | None = attrs.field(init=False, default=None)
+    _api: NewClient | None = attrs.field(init=False, default=None)
+    _refs: tuple[object, ...] = attrs.field(init=False, default=())
+    _fenced: bool = attrs.field(init=False, default=False)
+    _fence_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+
+    def __attrs_post_init__(self) -> None:
+        self.uuid = f"wasup-{self.device_id}-{next(_uuids)}".encode()
+
+    @property
+    def parked(self) -> bool:
+        """Stopped, but Go never returned from ``Neonize()`` (its thread is left behind)."""
+        return self.stopped and not self.exited.is_set()
+
+    @property
+    def api(self) -> NewClient:
+        if self._api is None:
+            client = NewClient(str(self.db_path), uuid=self.uuid.decode())
+            # Its finalizer would Stop() this uuid from whichever thread collects it, outside
+            # the gate: wasup stops its clients itself.
+            client._stop_finalizer.detach()
+            self._api = client
+        return self._api
+
+    # -- lifecycle (exclusive) ---------------------------------------------------------------
+
+    def start(self, hold: float, gate: GoGate = GATE) -> None:
+        """Start ``Neonize()`` on a new thread; return once Go is past its map writes.
+
+        Error handling: nothing raises here; a failed connection shows up as ``on_exit``.
+        """
+        props = DeviceProps(os="wasup", platformType=DeviceProps.CHROME).SerializeToString()
+        subscribed = bytearray(sorted(SUBSCRIBED_EVENTS))
+        self._refs = (
+            func_string(self._go_qr),
+            func_string(self._go_status),
+            func_callback_bytes(self._go_event),
+            func_callback_bytes2(log_whatsmeow),
+            (ctypes.c_char * len(subscribed)).from_buffer(subscribed),
+            subscribed,
+            props,
+        )
+        qr_cb, status_cb, event_cb, log_cb, subs, _, _ = self._refs
+        db = str(self.db_path).encode()
+
+        def run() -> None:
+            error = ""
+            try:
+                raw = gocode.Neonize(
+                    db, self.uuid, b"", 0, int(self.pairing), GO_LOG_LEVEL,
+                    qr_cb, status_cb, event_cb, log_cb, subs, len(subscribed),
+                    props, len(props), b"", 0, None,
+                )
+                error = raw.decode(errors="replace") if raw else ""
+            except Exception as exc:  # a broken library must not kill the thread silently
+                error = f"neonize failed: {exc}"
+            finally:
+                self.exited.set()
+                self.started.set()
+                self._unfence()
+                self._call(self.on_exit, error)
+
+        self.thread = threading.Thread(
+            target=run, name=f"wasup-wm-{self.device_id}", daemon=True
+        )
+        gate.acquire_exclusive()
+        try:
+            self.thread.start()
+            self.started.wait(hold)
+        finally:
+            gate.release_exclusive()
+
+    def stop(self, gate: GoGate = GATE) -> None:
+        """Cancel the client at Go (disconnect, forget it); idempotent."""
+        with gate.exclusive():
+            if self.stopped or self.thread is None:
+                self.stopped = True
+                return
+            self.stopped = True
+            gocode.Stop(self.uuid)
+
+    def join(self, timeout: float) -> bool:
+        """Wait until ``Neonize()`` returned; False if it did not within ``timeout``."""
+        return self.exited.wait(timeout)
+
+    def logout(self, gate: GoGate = GATE) -> None:
+        """Log out at WhatsApp. Raises neonize's LogoutError when WhatsApp refuses."""
+        with gate.exclusive():
+            if self.stopped:
+                raise RuntimeError("client stopped")
+            self.api.logout()
+
+    # -- calls (shared) ----------------------------------------------------------------------
+
+    def send_text(self, jid: JID, text: str, gate: GoGate = GATE) -> str:
+        """Send a text message; returns its id. Raises neonize's SendMessageError."""
+        with gate.shared():
+            if self.stopped:
+                raise RuntimeError("client stopped")
+            response = self.api.send_message(jid, text)
+        return str(response.ID)
+
+    def pair_phone(self, phone: str, gate: GoGate = GATE) -> str:
+        """Ask WhatsApp for a pair code for ``phone`` (digits only). Raises PairPhoneError."""
+        with gate.shared():
+            if self.stopped:
+                raise RuntimeError("client stopped")
+            return str(
+                self.api.PairPhone(phone, True, ClientName.LINUX, ClientType.CHROME)
+            )
+
+    # -- Go callbacks ------------------------------------------------------------------------
+
+    def _go_qr(self, _uuid: int, data: int) -> None:
+        self.started.set()
+        try:
+            code = ctypes.string_at(data).decode(errors="replace")
+        except Exception:
+            return
+        self._call(self.on_qr, code)
+
+    def _go_status(self, _uuid: int, data: int) -> None:
+        self.started.set()
+        try:
+            status = ctypes.string_at(data).decode(errors="replace")
+        except Exception:
+            return
+        if status == "success":
+            # Go reads its maps once more before the next event: fence that read.
+            if GATE.acquire_exclusive(timeout=10.0):
+                with self._fence_lock:
+                    self._fenced = True
+                timer = threading.Timer(FENCE_SECONDS, self._unfence)
+                timer.daemon = True
+                timer.start()
+        self._call(self.on_status, status)
+
+    def _go_event(self, _uuid: bytes, data: int, size: int, code: int) -> None:
+        self.started.set()
+        self._unfence()
+        try:
+            payload = ctypes.string_at(data, size) if size > 0 else b""
+        except Exception:
+            return
+        self._call(self.on_event, code, payload)
+
+    def _unfence(self) -> None:
+        with self._fence_lock:
+            fenced, self._fenced = self._fenced, False
+        if fenced:
+            GATE.release_exclusive()
+
+    @staticmethod
+    def _call(fn: Callable[..., None], *args: object) -> None:
+        try:
+            fn(*args)
+        except Exception:  # a callback must never raise into ctypes
+            log.exception("whatsmeow callback failed")
+
+
+#: neonize's event codes wasup subscribes to (see neonize.events.EVENT_TO_INT).
+SUBSCRIBED_EVENTS = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 17, 18})

@@ -1,0 +1,412 @@
+"""The webhook dispatcher against a scripted receiver on 127.0.0.1, in virtual time.
+
+Rules: servers on 127.0.0.1, port 0; time is the autojump MockClock, so the retry schedule
+(27 hours of it) runs in well under a second and is asserted to the millisecond.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from standardwebhooks.webhooks import Webhook
+
+import storage.outbox as outbox
+from storage.db import open_database
+from supervisor import clock
+from supervisor.config import Config
+from supervisor.webhooks.dispatcher import SCHEDULE, WebhookDispatcher, retry_delay
+from tests.webhook_support import (
+    add_device,
+    configure,
+    enqueue,
+    envelope,
+    signed_by,
+    start_receiver,
+)
+
+ALLOW_LOOPBACK = Config(webhook_allow_networks=("127.0.0.0/8",))
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def publish(self, event: Any) -> None:
+        self.events.append(event)
+
+
+@asynccontextmanager
+async def running(
+    db: Any, *, jitter: float = 0.0, bus: Any = None, **kwargs: Any
+) -> AsyncIterator[WebhookDispatcher]:
+    dispatcher = WebhookDispatcher(db, ALLOW_LOOPBACK, jitter=jitter, bus=bus, **kwargs)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(dispatcher.run)
+        yield dispatcher
+        nursery.cancel_scope.cancel()
+
+
+async def wait_for(predicate: Any, step: float = 1.0) -> None:
+    while not await predicate():
+        await trio.sleep(step)
+
+
+async def delivery(db: Any, device_id: int, outbox_id: str) -> dict[str, Any]:
+    item = await db.run(lambda c: outbox.get_delivery(c, device_id, outbox_id))
+    assert item is not None
+    return item
+
+
+async def only_id(db: Any, device_id: int) -> str:
+    items, total = await db.run(lambda c: outbox.list_deliveries(c, device_id))
+    assert total == 1
+    return str(items[0]["id"])
+
+
+async def test_delivery_is_signed_per_standard_webhooks(tmp_path: Path, autojump_clock: Any) -> None:
+    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery)
+        device_id, session_id = await add_device(db)
+        stored, secret = await configure(db, device_id, receiver.url)
+        assert secret is not None and secret.startswith("whsec_")
+        event = envelope(session_id, text="héllo")
+        async with running(db) as dispatcher:
+            assert await enqueue(db, device_id, event) == 1
+            dispatcher.notify()
+            await receiver.wait_requests(1)
+            outbox_id = await only_id(db, device_id)
+            await wait_for(lambda: _status_is(db, device_id, outbox_id, "delivered"))
+        request = receiver.requests[0]
+        assert request.method == "POST" and request.target == "/hook"
+        assert request.headers["content-type"] == "application/json"
+        assert request.headers["webhook-id"] == outbox_id
+        # No virtual time has passed: the package's full verify (timestamp window included).
+        payload = Webhook(secret).verify(request.body, request.headers)
+        assert payload == {
+            "type": "message_received",
+            "timestamp": event["timestamp"],
+            "sessionId": session_id,
+            "data": {"text": "héllo"},
+        }
+        item = await delivery(db, device_id, outbox_id)
+        assert item["attempts"] == 1
+        assert [a["statusCode"] for a in item["attemptLog"]] == [200]
+        nursery.cancel_scope.cancel()
+
+
+async def _status_is(db: Any, device_id: int, outbox_id: str, status: str) -> bool:
+    return (await delivery(db, device_id, outbox_id))["status"] == status
+
+
+async def test_rotation_window_signs_with_old_and_new(tmp_path: Path, autojump_clock: Any) -> None:
+    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery)
+        device_id, session_id = await add_device(db)
+        _, old = await configure(db, device_id, receiver.url)
+        _, new = await configure(db, device_id, receiver.url, rotateSecret=True)
+        user_secret = "webhook_secret"  # the seed's example: a plain string, signs as UTF-8
+        assert old and new and old != new
+        async with running(db) as dispatcher:
+            await enqueue(db, device_id, envelope(session_id))
+            dispatcher.notify()
+            await receiver.wait_requests(1)
+            assert len(receiver.requests[0].headers["webhook-signature"].split(" ")) == 2
+            assert signed_by(old, receiver.requests[0])
+            assert signed_by(new, receiver.requests[0])
+            # A day later the old secret has expired: only the new one signs.
+            await trio.sleep(24 * 3600 + 1)
+            await enqueue(db, device_id, envelope(session_id))
+            dispatcher.notify()
+            await receiver.wait_requests(2)
+            assert len(receiver.requests[1].headers["webhook-signature"].split(" ")) == 1
+            assert signed_by(new, receiver.requests[1])
+            assert not signed_by(old, receiver.requests[1])
+            # A caller-chosen plain secret.
+            await configure(db, device_id, receiver.url, secret=user_secret)
+            await enqueue(db, device_id, envelope(session_id))
+            dispatcher.notify()
+            await receiver.wait_requests(3)
+            assert signed_by(user_secret.encode(), receiver.requests[2])
+            assert signed_by(new, receiver.requests[2])  # still inside its rotation window
+        nursery.cancel_scope.cancel()
+
+
+async def test_retry_schedule_in_virtual_time(tmp_path: Path, autojump_clock: Any) -> None:
+    """5xx, timeout, 3xx (to the metadata address), 429 with Retry-After, connection refused,
+    then success: each retry at exactly the scheduled time, and the event arrives signed."""
+    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+        receiver = await start_receiver(
+            nursery,
+            500,
+            "hang",
+            (302, {"location": "http://169.254.169.254/latest/meta-data/"}),
+            (429, {"retry-after": "9000"}),
+            200,
+        )
+        device_id, session_id = await add_device(db)
+        _, secret = await configure(db, device_id, receiver.url)
+        assert secret is not None
+        event = envelope(session_id, "device_status", **{"from": "connecting", "to": "connected"})
+        async with running(db) as dispatcher:
+            await enqueue(db, device_id, event)
+            t0 = trio.current_time()
+            dispatcher.notify()
+            await receiver.wait_requests(4)
+            await receiver.down()  # the fifth attempt finds the port closed
+            await wait_for(_attempts_at_least(dispatcher, 5), step=60)
+            await receiver.up()
+            outbox_id = await only_id(db, device_id)
+            await wait_for(lambda: _status_is(db, device_id, outbox_id, "delivered"), step=60)
+
+        # Attempt 1 at once; 500 -> 5 s; timeout after 15 s -> 5 min; 302 -> 30 min;
+        # 429 Retry-After 9000 s beats the 2 h step; refused -> 5 h; then 200.
+        expected = [0.0, 5.0, 5 + 15 + 300, 320 + 1800, 2120 + 9000, 11120 + 18000]
+        arrived = [r.at - t0 for r in receiver.requests]
+        assert arrived == pytest.approx([t for i, t in enumerate(expected) if i != 4], abs=1e-6)
+        item = await delivery(db, device_id, outbox_id)
+        log = item["attemptLog"]
+        assert [a["statusCode"] for a in log] == [500, None, 302, 429, None, 200]
+        assert "timed out" in log[1]["error"]
+        assert "redirect not followed" in log[2]["error"]
+        assert "169.254.169.254" in log[2]["error"]
+        assert log[4]["error"]  # connection refused
+        starts = [clock.parse_iso(a["at"]) for a in log]
+        assert [s - starts[0] for s in starts] == pytest.approx(expected, abs=0.002)
+        # Every attempt carried the same webhook-id and body, each signed for its own time.
+        assert {r.headers["webhook-id"] for r in receiver.requests} == {outbox_id}
+        assert {r.body for r in receiver.requests} == {receiver.requests[0].body}
+        assert all(signed_by(secret, r) for r in receiver.requests)
+        stamps = [int(r.headers["webhook-timestamp"]) for r in receiver.requests]
+        assert stamps == sorted(stamps) and stamps[-1] - stamps[0] >= 29000
+        assert json.loads(receiver.requests[-1].body)["data"] == {
+            "from": "connecting",
+            "to": "connected",
+        }
+        nursery.cancel_scope.cancel()
+
+
+def _attempts_at_least(dispatcher: WebhookDispatcher, n: int) -> Any:
+    async def check() -> bool:
+        return dispatcher.statistics().attempts >= n
+
+    return check
+
+
+async def test_schedule_exhausted_marks_failed(tmp_path: Path, autojump_clock: Any) -> None:
+    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery, *[503] * 20)
+        device_id, session_id = await add_device(db)
+        await configure(db, device_id, receiver.url)
+        async with running(db) as dispatcher:
+            await enqueue(db, device_id, envelope(session_id))
+            t0 = trio.current_time()
+            dispatcher.notify()
+            outbox_id = await only_id(db, device_id)
+            await wait_for(lambda: _status_is(db, device_id, outbox_id, "failed"), step=600)
+        assert len(receiver.requests) == len(SCHEDULE) == 8
+        gaps = [b.at - a.at for a, b in zip(receiver.requests, receiver.requests[1:], strict=False)]
+        assert gaps == pytest.approx(list(SCHEDULE[1:]), abs=1e-6)
+        assert receiver.requests[-1].at - t0 == pytest.approx(sum(SCHEDULE))
+        nursery.cancel_scope.cancel()
+
+
+def test_jitter_stays_within_bounds() -> None:
+    import random
+
+    rng = random.Random(1)
+    for failures in range(1, len(SCHEDULE)):
+        for _ in range(50):
+            delay = retry_delay(failures, jitter=0.1, rng=rng)
+            assert delay is not None
+            assert SCHEDULE[failures] * 0.9 <= delay <= SCHEDULE[failures] * 1.1
+    assert retry_delay(0, jitter=0.1) == 0.0
+    assert retry_delay(len(SCHEDULE)) is None
+    assert retry_delay(1, retry_after=60.0, jitter=0.0) == 60.0
+
+
+async def test_gone_disables_endpoint_with_event(tmp_path: Path, autojump_clock: Any) -> None:
+    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery, "hang", 410)
+        device_id, session_id = await add_device(db)
+        await configure(db, device_id, receiver.url)
+        bus = FakeBus()
+        async with running(db, bus=bus, concurrency=1) as dispatcher:
+            # Two events: the first hangs (and times out), then the second gets 410.
+            await enqueue(db, device_id, envelope(session_id), envelope(session_id))
+            dispatcher.notify()
+            await wait_for(_attempts_at_least(dispatcher, 2))
+            await trio.sleep(1)
+        items, _ = await db.run(lambda c: outbox.list_deliveries(c, device_id))
+        assert sorted(i["status"] for i in items) == ["disabled", "disabled"]
+        settings = await db.run(lambda c: outbox.get_webhook_settings(c, device_id))
+        assert settings["enabled"] is False
+        assert "410" in settings["disabledReason"]
+        assert [e.type for e in bus.events] == ["webhook_disabled"]
+        assert bus.events[0].session_id == session_id
+        # A disabled webhook takes no new events.
+        assert await enqueue(db, device_id, envelope(session_id)) == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_endpoint_failing_for_five_days_is_disabled(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery)
+        await receiver.down()
+        device_id, session_id = await add_device(db)
+        await configure(db, device_id, receiver.url)
+        bus = FakeBus()
+        async with running(db, bus=bus) as dispatcher:
+            for _day in range(7):
+                await enqueue(db, device_id, envelope(session_id))
+                dispatcher.notify()
+                await trio.sleep(24 * 3600)
+        settings = await db.run(lambda c: outbox.get_webhook_settings(c, device_id))
+        assert settings["enabled"] is False
+        assert "5 days" in settings["disabledReason"]
+        assert [e.type for e in bus.events] == ["webhook_disabled"]
+        disabled_at = clock.parse_iso(settings["disabledAt"])
+        assert disabled_at - settings["failingSince"] >= 5 * 24 * 3600 - 0.01
+        items, _ = await db.run(lambda c: outbox.list_deliveries(c, device_id))
+        assert "pending" not in {i["status"] for i in items}
+        nursery.cancel_scope.cancel()
+
+
+async def test_success_resets_failure_clock(tmp_path: Path, autojump_clock: Any) -> None:
+    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery, 500)
+        device_id, session_id = await add_device(db)
+        await configure(db, device_id, receiver.url)
+        async with running(db) as dispatcher:
+            await enqueue(db, device_id, envelope(session_id))
+            dispatcher.notify()
+            await receiver.wait_requests(1)
+            await trio.sleep(1)
+            settings = await db.run(lambda c: outbox.get_webhook_settings(c, device_id))
+            assert settings["failingSince"] is not None
+            await receiver.wait_requests(2)
+            await trio.sleep(1)
+        settings = await db.run(lambda c: outbox.get_webhook_settings(c, device_id))
+        assert settings["failingSince"] is None and settings["enabled"] is True
+        nursery.cancel_scope.cancel()
+
+
+async def test_bounded_concurrency_and_all_arrive_after_recovery(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery, *["hang"] * 10)
+        device_id, session_id = await add_device(db)
+        _, secret = await configure(db, device_id, receiver.url)
+        assert secret is not None
+        events = [envelope(session_id, n=i) for i in range(25)]
+        async with running(db, concurrency=4, timeout=15.0) as dispatcher:
+            await enqueue(db, device_id, *events)
+            dispatcher.notify()
+            outbox_ids = {
+                i["id"]
+                for i in (await db.run(lambda c: outbox.list_deliveries(c, device_id)))[0]
+            }
+
+            async def all_delivered() -> bool:
+                _, n = await db.run(
+                    lambda c: outbox.list_deliveries(c, device_id, status="delivered")
+                )
+                return bool(n == 25)
+
+            await wait_for(all_delivered, step=5)
+        assert receiver.max_in_progress <= 4
+        delivered = {r.headers["webhook-id"]: r for r in receiver.requests}
+        assert set(delivered) == outbox_ids
+        assert all(signed_by(secret, r) for r in receiver.requests)
+        assert sorted(json.loads(r.body)["data"]["n"] for r in delivered.values()) == list(
+            range(25)
+        )
+        nursery.cancel_scope.cancel()
+
+
+async def test_restart_resumes_in_flight_and_pending(tmp_path: Path, autojump_clock: Any) -> None:
+    """A dispatcher stopped mid-delivery (as in a crash) leaves the rows due; the next one
+    delivers them all: nothing is lost, at-least-once."""
+    path = tmp_path / "wasup.db"
+    async with trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery, "hang", "hang", "hang")
+        async with open_database(path) as db:
+            device_id, session_id = await add_device(db)
+            _, secret = await configure(db, device_id, receiver.url)
+            async with running(db) as dispatcher:
+                await enqueue(db, device_id, *[envelope(session_id, n=i) for i in range(3)])
+                dispatcher.notify()
+                await receiver.wait_requests(3)
+            # cancelled while all three were waiting for an answer
+        async with open_database(path) as db:
+            items, _ = await db.run(lambda c: outbox.list_deliveries(c, device_id))
+            assert {i["status"] for i in items} == {"pending"}
+            async with running(db) as dispatcher:
+
+                async def done() -> bool:
+                    _, n = await db.run(
+                        lambda c: outbox.list_deliveries(c, device_id, status="delivered")
+                    )
+                    return bool(n == 3)
+
+                await wait_for(done)
+        ids = [r.headers["webhook-id"] for r in receiver.requests]
+        assert len(ids) == 6 and set(ids[:3]) == set(ids[3:])
+        nursery.cancel_scope.cancel()
+
+
+async def test_removed_settings_and_deleted_device(tmp_path: Path, autojump_clock: Any) -> None:
+    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery, "hang")
+        device_id, session_id = await add_device(db)
+        await configure(db, device_id, receiver.url, enabled=True)
+        async with running(db) as dispatcher:
+            await enqueue(db, device_id, envelope(session_id))
+            dispatcher.notify()
+            await receiver.wait_requests(1)
+            # The device is deleted while its delivery is in flight: no crash, row gone.
+            from storage import devices
+
+            await db.run(lambda c: devices.delete_device(c, device_id))
+            await trio.sleep(30)
+            assert dispatcher.statistics().in_flight == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_enqueue_filters_by_settings(tmp_path: Path) -> None:
+    async with open_database(tmp_path / "wasup.db") as db:
+        device_id, session_id = await add_device(db)
+        # No settings: nothing written.
+        assert await enqueue(db, device_id, envelope(session_id)) == 0
+        await configure(db, device_id, "https://hooks.example/x", events=["status"])
+        kinds = ["message_received", "device_status", "device_connected", "message_status"]
+        assert await enqueue(db, device_id, *[envelope(session_id, k) for k in kinds]) == 2
+        await configure(db, device_id, "https://hooks.example/x", events=["message"])
+        assert await enqueue(db, device_id, *[envelope(session_id, k) for k in kinds]) == 2
+
+        class Lazy:
+            """An Event-like object: to_json is only called for wanted events."""
+
+            calls = 0
+
+            def __init__(self, type_: str) -> None:
+                self.type = type_
+
+            def to_json(self) -> dict[str, Any]:
+                Lazy.calls += 1
+                return envelope(session_id, self.type)
+
+        assert await db.run(
+            lambda c: outbox.enqueue_events(c, device_id, [Lazy("qr_code"), Lazy("message_sent")])
+        ) == 1
+        assert Lazy.calls == 1
+        await configure(db, device_id, "https://hooks.example/x", enabled=False)
+        assert await enqueue(db, device_id, envelope(session_id)) == 0
