@@ -64,10 +64,31 @@ async def serve(
     ) as server:
         server.app.config[api_ws.QUEUE_SIZE_KEY] = queue_size
         server.app.config[api_ws.SEND_TIMEOUT_KEY] = send_timeout
-        yield Server(
-            sup=server.sup, app=server.app, http_url=server.url,
-            ws_url=server.url.replace("http", "ws", 1),
-        )
+        try:
+            yield Server(
+                sup=server.sup, app=server.app, http_url=server.url,
+                ws_url=server.url.replace("http", "ws", 1),
+            )
+        except trio.Cancelled as exc:
+            # The server's nursery is cancelled when it shuts down and would swallow this:
+            # make a test body that was cut short fail loudly instead (a deadline, or a stray
+            # Cancelled from a client library).
+            raise AssertionError("the test body was cancelled") from exc
+
+
+@asynccontextmanager
+async def connect(url: str, **kwargs: Any) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """``open_websocket_url``, plus one ping round trip before the body.
+
+    Hypercorn pings as soon as it accepts. If the client closed while that ping was still
+    unanswered, trio-websocket's reader would fail to pong in the closing state and let a
+    stray ``Cancelled`` escape (a client-side bug), which a surrounding nursery could swallow,
+    silently skipping the rest of a test. After our own ping returns, the server's ping has
+    been answered.
+    """
+    async with open_websocket_url(url, **kwargs) as conn:
+        await conn.ping()
+        yield conn
 
 
 async def next_event(conn: trio_websocket.WebSocketConnection) -> dict[str, Any]:
@@ -159,22 +180,22 @@ def test_redact() -> None:
 async def test_token_in_query_header_and_subprotocol(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
         async with serve(tmp_path) as server:
-            async with open_websocket_url(f"{server.ws_url}/?token={TOKEN}") as conn:
+            async with connect(f"{server.ws_url}/?token={TOKEN}") as conn:
                 assert conn.subprotocol is None
-            async with open_websocket_url(
+            async with connect(
                 server.ws_url + "/", extra_headers=[(b"X-API-TOKEN", TOKEN.encode())]
             ) as conn:
                 assert conn.subprotocol is None
             # A browser offers the token as a subprotocol; the server must echo one it offered.
-            async with open_websocket_url(server.ws_url + "/", subprotocols=[TOKEN]) as conn:
+            async with connect(server.ws_url + "/", subprotocols=[TOKEN]) as conn:
                 assert conn.subprotocol == TOKEN
-            async with open_websocket_url(
+            async with connect(
                 server.ws_url + "/", subprotocols=["wasup", TOKEN]
             ) as conn:
                 assert conn.subprotocol == "wasup"  # the secret is not reflected
             async with server.client() as client:
                 device = await create_device(client, "Auth Check")
-            async with open_websocket_url(
+            async with connect(
                 server.ws_url + "/", subprotocols=[device["apiKey"]]
             ) as conn:
                 assert conn.subprotocol == device["apiKey"]
@@ -226,7 +247,7 @@ async def test_seed_flow_qr_then_connected(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
         async with serve(tmp_path) as server, server.client() as client:
             # The seed writes `ws://localhost:3001?token=...` (no slash before the query).
-            async with open_websocket_url(f"{server.ws_url}?token={TOKEN}") as conn:
+            async with connect(f"{server.ws_url}?token={TOKEN}") as conn:
                 device = await create_device(client, "Business Account 1")
                 session_id = device["sessionId"]
                 assert session_id == "user_user123_device_business-account-1"
@@ -251,10 +272,10 @@ async def test_device_key_sees_only_its_device(tmp_path: Path) -> None:
             mine = await create_device(client, "Mine")
             other = await create_device(client, "Other")
             url = f"{server.ws_url}/?token={mine['apiKey']}"
-            async with open_websocket_url(url) as conn:
+            async with connect(url) as conn:
                 # The other device's events come first; the key must not see them.
                 await scan(client, other["id"])
-                async with open_websocket_url(f"{server.ws_url}/?token={TOKEN}") as operator:
+                async with connect(f"{server.ws_url}/?token={TOKEN}") as operator:
                     await wait_for(operator, "device_connected", other["sessionId"])
                 await scan(client, mine["id"])
                 _, seen = await wait_for(conn, "device_connected", mine["sessionId"])
@@ -264,7 +285,7 @@ async def test_device_key_sees_only_its_device(tmp_path: Path) -> None:
                 f"{server.ws_url}/?token={other['apiKey']}"
                 f"&sessionId={mine['sessionId']},{other['sessionId']}&events=device_disconnected"
             )
-            async with open_websocket_url(url) as conn:
+            async with connect(url) as conn:
                 await client.post(f"/simulator/devices/{mine['id']}/disconnect", json={})
                 await client.post(f"/simulator/devices/{other['id']}/disconnect", json={})
                 event = await next_event(conn)
@@ -280,7 +301,7 @@ async def test_filters_by_session_and_event_type(tmp_path: Path) -> None:
                 f"{server.ws_url}/?token={TOKEN}&sessionId={a['sessionId']},nobody"
                 "&events=device_connected,device_disconnected"
             )
-            async with open_websocket_url(url) as conn, open_websocket_url(
+            async with connect(url) as conn, connect(
                 f"{server.ws_url}/?token={TOKEN}&sessionId={b['id']}&events=device_connected"
             ) as by_id:
                 await scan(client, b["id"])
@@ -339,9 +360,9 @@ async def test_slow_consumer_is_closed_with_1013(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
         async with serve(tmp_path, queue_size=8, send_timeout=0) as server:
             url = f"{server.ws_url}/?token={TOKEN}"
-            async with server.client() as client, open_websocket_url(
+            async with server.client() as client, connect(
                 url
-            ) as slow, open_websocket_url(url) as fast, trio.open_nursery() as nursery:
+            ) as slow, connect(url) as fast, trio.open_nursery() as nursery:
                 collector = Collector()
                 received = collector.received
                 nursery.start_soon(collector.run, fast)
@@ -380,7 +401,7 @@ async def test_client_that_never_reads_is_aborted(
     with trio.fail_after(TIMEOUT * 10):
         async with serve(tmp_path, queue_size=8, send_timeout=10) as server:
             url = f"{server.ws_url}/?token={TOKEN}"
-            async with open_websocket_url(url) as stuck, open_websocket_url(
+            async with connect(url) as stuck, connect(
                 url
             ) as fast, trio.open_nursery() as nursery:
                 collector = Collector()
@@ -460,7 +481,7 @@ async def test_server_pings_and_closes_a_silent_peer(
 async def test_graceful_shutdown_closes_with_1001(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
         async with running_server(tmp_path / "data", api_token=TOKEN) as server:
-            async with open_websocket_url(f"{server.ws_url}?token={TOKEN}") as conn:
+            async with connect(f"{server.ws_url}?token={TOKEN}") as conn:
                 server.shutdown()
                 with pytest.raises(ConnectionClosed) as exc:
                     await conn.get_message()
@@ -480,7 +501,7 @@ async def test_tokens_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFixt
                 (server.ws_url + "/", {"subprotocols": [key]}),
                 (server.ws_url + "/", {"extra_headers": [(b"X-API-TOKEN", TOKEN.encode())]}),
             ]:
-                async with open_websocket_url(url, **kwargs):
+                async with connect(url, **kwargs):
                     pass
             with pytest.raises(ConnectionRejected):
                 async with open_websocket_url(f"{server.ws_url}/?token={key}x"):

@@ -1,0 +1,118 @@
+"""Boot restore: a supervisor with many devices in mixed states is cancelled abruptly
+mid-stream; a new one on the same database brings every device back as it was persisted, and
+the connected ones reconnect by themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+import storage
+from supervisor.state import LEGAL, Status
+from supervisor.supervisor import open_supervisor
+
+from .lifecycle_support import sim_config, simulated, wait_status, wait_until
+
+
+async def test_restart_restores_every_device(autojump_clock, tmp_path: Path) -> None:
+    config = sim_config(tmp_path, max_concurrent_logins=3, backoff_base=5)
+    groups: dict[str, list[int]] = {
+        k: [] for k in ("connected", "pending", "qr_timeout", "logged_out", "cancelled", "flapping", "inflight")
+    }
+    with trio.CancelScope() as abrupt:
+        async with simulated(config) as (sup, engine, _rec):
+            for group, n in (("connected", 8), ("logged_out", 5), ("cancelled", 5), ("flapping", 5)):
+                for i in range(n):
+                    row, _ = await sup.create_device("u1", f"{group} {i}")
+                    groups[group].append(row.id)
+            for ids in groups.values():
+                for device in ids:
+                    await sup.wait_qr(device, 30)
+                    await engine.scan(device)
+            for ids in groups.values():
+                for device in ids:
+                    await wait_status(sup, device, "connected")
+            for device in groups["logged_out"]:
+                await sup.logout(device)
+            for device in groups["cancelled"]:
+                await sup.cancel(device)
+            for i in range(5):
+                row, _ = await sup.create_device("u2", f"timeout {i}")
+                groups["qr_timeout"].append(row.id)
+            await trio.sleep(120)  # their QR codes run out
+            for i in range(6):
+                row, _ = await sup.create_device("u2", f"pending {i}")
+                groups["pending"].append(row.id)
+            for device in groups["pending"]:
+                await sup.wait_qr(device, 30)
+            await engine.set_reachable(False)
+            for device in groups["flapping"]:
+                await engine.drop(device)
+            await trio.sleep(3)
+            # Mid-stream: fresh devices still in their handshakes, a scan's connect in flight.
+            for i in range(6):
+                row, _ = await sup.create_device("u3", f"inflight {i}")
+                groups["inflight"].append(row.id)
+            await engine.set_reachable(True)
+            await sup.wait_qr(groups["pending"][0], 5)
+            await engine.scan(groups["pending"][0])
+            groups["inflight"].append(groups["pending"].pop(0))
+            await trio.sleep(0.2)
+            abrupt.cancel()
+    assert abrupt.cancelled_caught
+
+    async with storage.open_database(config.database_path) as db:
+        before = {r.id: r for r in await db.run(storage.all_devices)}
+    assert len(before) == sum(len(v) for v in groups.values())
+    for device in groups["qr_timeout"]:
+        assert before[device].status == "qr_timeout"
+    for device in groups["flapping"]:
+        assert before[device].status in ("disconnected", "connecting")
+
+    async with simulated(config) as (sup, engine, rec):
+        # Every stored device has an actor again; the ones an operator or WhatsApp ended stay so.
+        assert set(sup.rows) == set(before)
+        await trio.sleep(1)
+        for device in groups["qr_timeout"]:
+            assert sup.get(device).status == "qr_timeout"
+        for device in groups["logged_out"]:
+            row = sup.get(device)
+            assert (row.status, row.status_reason, row.paired) == ("logged_out", "logout", False)
+        for device in groups["cancelled"]:
+            assert (sup.get(device).status, sup.get(device).status_reason) == ("disconnected", "cancelled")
+        # Pending ones pair again, from a new first QR code.
+        for device in groups["pending"]:
+            qr = await sup.wait_qr(device, 30)
+            assert qr is not None and qr.attempt == 1
+        # Connected, connecting and network-disconnected devices reconnect by themselves,
+        # through the login limiter.
+        for device in groups["connected"] + groups["flapping"]:
+            await wait_status(sup, device, "connected", within=120)
+        for device in groups["inflight"]:
+            await wait_until(sup, device, lambda r: r.status in ("connected", "pending"), 120)
+        await trio.sleep(600)
+        for device in groups["qr_timeout"] + groups["logged_out"]:
+            assert rec.of(device, "device_status") == []
+        for device in groups["cancelled"]:
+            assert sup.get(device).status_reason == "cancelled"
+        # Only legal transitions, across both runs.
+        for device in before:
+            history = await sup.history(device)
+            for h in history:
+                if h.from_status is not None:
+                    assert (Status(h.from_status), Status(h.to_status)) in LEGAL
+
+
+async def test_open_and_close_keeps_connected_devices_connected(autojump_clock, tmp_path: Path) -> None:
+    config = sim_config(tmp_path)
+    async with simulated(config) as (sup, engine, _rec):
+        row, _ = await sup.create_device("u1", "Shop")
+        await sup.wait_qr(row.id, 5)
+        await engine.scan(row.id, "+15550009999", "Shop")
+        await wait_status(sup, row.id, "connected")
+    for _ in range(3):
+        async with open_supervisor(config) as sup:
+            await wait_status(sup, row.id, "connected")
+            restored = sup.get(row.id)
+            assert restored.jid == "15550009999@s.whatsapp.net" and restored.paired
