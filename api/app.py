@@ -105,12 +105,16 @@ def create_app(sup: Any, api_token: str, settings: ApiSettings | None = None) ->
 
 async def _authenticate() -> None:
     """Authenticate and rate-limit every request that reached a route."""
-    if request.url_rule is None:  # no route: routing answers 404 / 405
-        return
-    length = request.content_length
     state = current_state()
+    length = request.content_length
     if length is not None and length > state.settings.max_body:
         raise RequestEntityTooLarge()
+    # Read the body now, whatever happens next: Hypercorn stalls a keep-alive connection whose
+    # previous request left a large body unread (the next request then never gets an answer).
+    # Bounded by MAX_CONTENT_LENGTH (413 beyond it).
+    await request.get_data()
+    if request.url_rule is None:  # no route: routing answers 404 / 405
+        return
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
     principal = await authenticate(state, request.headers.get("X-API-TOKEN"))

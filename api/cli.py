@@ -32,6 +32,7 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
 import attrs
 import trio
 

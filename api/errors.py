@@ -99,6 +99,9 @@ def response_for(exc: BaseException) -> Response:
         for name, value in exc.get_headers():
             if name.lower() in {"allow", "retry-after"}:
                 headers[name] = value
+        if status == 413:
+            # The rest of the body was never read: the connection cannot carry another request.
+            headers["Connection"] = "close"
         message = HTTP_MESSAGES.get(status) or (exc.description or exc.name).lower()
         return error_response(
             status, HTTP_CODES.get(status, "INVALID_REQUEST" if status < 500 else "INTERNAL_ERROR"),

@@ -7,6 +7,7 @@ never answered here: ``api.errors`` maps them.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
@@ -15,6 +16,7 @@ from api import validation
 from api.auth import current_principal, require_operator, resolve_device
 from api.state import current_state
 from storage.models import DeviceRow
+from supervisor.errors import DeviceNotFound
 from supervisor.qr import QrAttempt
 
 bp = Blueprint("devices", __name__)
@@ -125,7 +127,7 @@ def ok(data: Any, message: str | None = None, status: int = 200, **extra: Any) -
 
 async def read_body() -> Any:
     """The decoded JSON body (InvalidRequest on malformed JSON; 413 if too large)."""
-    data = await request.get_data(cache=False)
+    data = await request.get_data()
     assert isinstance(data, bytes)
     return validation.parse_json(data)
 
@@ -152,10 +154,8 @@ async def create_device() -> Response:
     )
     attempt = await sup.wait_qr(row.session_id, state.settings.qr_wait)
     qr_code = await _qr_url(attempt)
-    try:
+    with contextlib.suppress(DeviceNotFound):  # deleted meanwhile: answer what was created
         row = sup.get(row.session_id)
-    except Exception:  # noqa: BLE001 -- deleted meanwhile: answer what was created
-        pass
     return ok(
         created_json(row, api_key, qr_code),
         "Device created successfully. Scan QR code to authenticate.",

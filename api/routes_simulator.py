@@ -29,7 +29,7 @@ bp = Blueprint("simulator", __name__)
 
 
 async def _body_or_empty() -> Any:
-    data = await request.get_data(cache=False)
+    data = await request.get_data()
     assert isinstance(data, bytes)
     return {} if not data.strip() else validation.parse_json(data)
 

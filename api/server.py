@@ -170,7 +170,7 @@ async def serve(
                 close_streams(app)
 
             async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
-                await hypercorn.trio.serve(  # type: ignore[call-arg]
+                await hypercorn.trio.serve(
                     app, hconfig, shutdown_trigger=trigger, task_status=task_status
                 )
                 log.info("http server stopped")

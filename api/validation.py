@@ -123,24 +123,18 @@ _JSON_NAMES: dict[type, dict[str, str]] = {
     cls: {attr: key for key, attr in names.items()} for cls, names in _RENAMES.items()
 }
 
-for _cls, _names in _RENAMES.items():
-    converter.register_structure_hook(
-        _cls,
-        make_dict_structure_fn(
-            _cls,
-            converter,
-            _cattrs_forbid_extra_keys=True,
-            present=override(omit=True),
-            **{attr: override(rename=key) for key, attr in _names.items()},
+def _register_renames() -> None:
+    for cls, names in _RENAMES.items():
+        overrides: dict[str, Any] = {attr: override(rename=key) for key, attr in names.items()}
+        if cls is UpdateDevice:
+            overrides["present"] = override(omit=True)
+        hook: Any = make_dict_structure_fn(
+            cls, converter, _cattrs_forbid_extra_keys=True, **overrides
         )
-        if _cls is UpdateDevice
-        else make_dict_structure_fn(
-            _cls,
-            converter,
-            _cattrs_forbid_extra_keys=True,
-            **{attr: override(rename=key) for key, attr in _names.items()},
-        ),
-    )
+        converter.register_structure_hook(cls, hook)
+
+
+_register_renames()
 
 
 def _format(exc: BaseException, _type: type | None) -> str:
@@ -241,7 +235,8 @@ def create_device(body: Any) -> CreateDevice:
 def update_device(body: Any) -> UpdateDevice:
     req = structure(body, UpdateDevice)
     assert isinstance(body, dict)  # structure() checked it
-    present = frozenset(_RENAMES[UpdateDevice].get(key, key) for key in body)
+    names = _RENAMES[UpdateDevice]
+    present = frozenset(names.get(str(key), str(key)) for key in body)
     if not present:
         raise InvalidRequest("body: at least one field to change is required", field="body")
     if "alias" in present:

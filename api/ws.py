@@ -15,10 +15,12 @@ is discarded.
 
 Close codes:
 
-- handshake refused with HTTP 401 (no or bad credential) or 400 (bad filter), as the JSON
-  error envelope the HTTP API uses;
+- handshake refused with HTTP 401 (no or bad credential), 400 (bad filter) or 429 (the
+  credential's rate limit: a handshake costs one request), as the JSON error envelope the
+  HTTP API uses;
 - 1013 "subscriber too slow": the connection fell more than its queue
-  (``WASUP_WS_QUEUE_SIZE`` events) behind and the event bus dropped it; reconnect;
+  (``Config.event_queue_size`` events, 256 by default) behind and the event bus dropped it;
+  reconnect (and catch up over HTTP);
 - 1001 "server shutting down": the event bus closed the subscription.
 
 Resource handling: each connection holds one bounded subscription on the event bus, which
@@ -40,6 +42,7 @@ import logging
 import math
 import re
 import socket
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from functools import partial
 from typing import Any
@@ -57,10 +60,10 @@ log = logging.getLogger("wasup.api.ws")
 
 bp = Blueprint("ws", __name__)
 
-#: Quart config keys (app.config) and their defaults.
+#: Quart config keys (app.config). The queue size defaults to the event bus's
+#: (``Config.event_queue_size``, 256 events).
 QUEUE_SIZE_KEY = "WASUP_WS_QUEUE_SIZE"
 SEND_TIMEOUT_KEY = "WASUP_WS_SEND_TIMEOUT"
-DEFAULT_QUEUE_SIZE = 256
 DEFAULT_SEND_TIMEOUT = 30.0
 DEFAULT_PING_INTERVAL = 25.0
 
@@ -198,14 +201,23 @@ async def events_socket() -> Response | None:
     except FilterError as exc:
         return error_response(400, "INVALID_REQUEST", str(exc), field=exc.field)
 
+    decision = state.limiter.hit(principal.credential_id)
+    if not decision.allowed:
+        return error_response(
+            429, "RATE_LIMIT_EXCEEDED", "too many requests",
+            headers=state.limiter.headers(decision),
+        )
+
     config = current_app.config
-    queue_size = int(config.get(QUEUE_SIZE_KEY, DEFAULT_QUEUE_SIZE))
+    queue_size = config.get(QUEUE_SIZE_KEY)  # None: the bus's (Config.event_queue_size)
     send_timeout = float(config.get(SEND_TIMEOUT_KEY, DEFAULT_SEND_TIMEOUT))
     device_ids = None if principal.device_id is None else frozenset({principal.device_id})
     bus = state.sup.bus
     # Subscribe before accepting: nothing published after the handshake is missed.
     subscription = bus.subscribe(
-        device_ids=device_ids, types=stream_filter.types, maxsize=queue_size
+        device_ids=device_ids,
+        types=stream_filter.types,
+        maxsize=None if queue_size is None else int(queue_size),
     )
     async with subscription:
         await ws.accept(subprotocol=chosen)
@@ -274,7 +286,7 @@ class _Stream:
         async for event in self.subscription:
             if not self.stream_filter.matches(event):
                 continue
-            text = json.dumps(event.to_json(), separators=(",", ":"))
+            text = encode(event)
             self._send_started = trio.current_time()
             try:
                 await self.ws.send(text)
@@ -306,6 +318,26 @@ class _Stream:
                 if not abort_transport(self.ws):
                     log.warning("websocket send stalled but its socket could not be found")
                 return
+
+
+_encoded: OrderedDict[int, tuple[Event, str]] = OrderedDict()
+_ENCODED_MAX = 64
+
+
+def encode(event: Event) -> str:
+    """The event's JSON text, encoded once however many connections send it.
+
+    Remembers the last few events by identity (holding them, so an id cannot be reused).
+    """
+    key = id(event)
+    hit = _encoded.get(key)
+    if hit is not None and hit[0] is event:
+        return hit[1]
+    text = json.dumps(event.to_json(), separators=(",", ":"), ensure_ascii=False)
+    _encoded[key] = (event, text)
+    if len(_encoded) > _ENCODED_MAX:
+        _encoded.popitem(last=False)
+    return text
 
 
 async def _discard_incoming(ws: Any) -> None:

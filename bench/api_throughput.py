@@ -10,7 +10,8 @@ the simulator engine, the per-credential rate limit raised out of the way, and
 ``--devices`` devices created directly through the supervisor (they stay in their pairing
 cycle, as on a real gateway). The load comes from ``--clients`` other processes
 (``--load``), each an httpx client with keep-alive connections, ``--connections`` in all,
-running one endpoint at a time for ``--duration`` seconds (at most ``--max-requests``):
+running one endpoint at a time for ``--duration`` seconds in all (at most ``--max-requests``
+per turn), the endpoints taking turns over ``--rounds`` rounds:
 
 - ``bare``: ``GET /api/whatsapp/_bench/bare``, a route this script adds to the app in the
   server process only (wasup itself has no such route). It goes through everything a real
@@ -99,7 +100,7 @@ async def run_server(args: argparse.Namespace) -> None:
             flush=True,
         )
         # Serve until the parent closes our stdin.
-        await trio.wrap_file(sys.stdin).read()
+        await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
         server.shutdown()
 
 
@@ -164,15 +165,15 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-def drive(args: argparse.Namespace, url: str, token: str, endpoint: str, sessions_file: str
-          ) -> dict[str, Any]:
-    """Run ``endpoint`` from ``args.clients`` load processes at once; merged figures."""
+def drive(args: argparse.Namespace, url: str, token: str, endpoint: str, sessions_file: str,
+          duration: float) -> dict[str, Any]:
+    """Run ``endpoint`` from ``args.clients`` load processes at once; their raw results."""
     per_client = max(1, args.connections // args.clients)
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, "--load", "--url", url, "--token", token,
              "--endpoint", endpoint, "--sessions-file", sessions_file,
-             "--connections", str(per_client), "--duration", str(args.duration),
+             "--connections", str(per_client), "--duration", str(duration),
              "--max-requests", str(max(1, args.max_requests // args.clients))],
             stdout=subprocess.PIPE, text=True,
         )
@@ -184,13 +185,25 @@ def drive(args: argparse.Namespace, url: str, token: str, endpoint: str, session
         if proc.returncode != 0:
             raise SystemExit(f"load process for {endpoint} failed ({proc.returncode})")
         results.append(json.loads(out.strip().splitlines()[-1]))
-    latencies = sorted(x for r in results for x in r["latencies"])
-    count = sum(r["count"] for r in results)
-    elapsed = max(r["elapsed"] for r in results)
+    # The processes ran side by side: their counts add up over the longest one's time.
+    return {
+        "count": sum(r["count"] for r in results),
+        "elapsed": max(r["elapsed"] for r in results),
+        "latencies": [x for r in results for x in r["latencies"]],
+        "errors": [r["errors"] for r in results],
+    }
+
+
+def merge(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures over every round of one endpoint."""
+    latencies = sorted(x for r in rounds for x in r["latencies"])
+    count = sum(r["count"] for r in rounds)
+    elapsed = sum(r["elapsed"] for r in rounds)
     errors: dict[str, int] = {}
-    for r in results:
-        for key, n in r["errors"].items():
-            errors[key] = errors.get(key, 0) + n
+    for r in rounds:
+        for per_process in r["errors"]:
+            for key, n in per_process.items():
+                errors[key] = errors.get(key, 0) + n
     return {
         "rps": count / elapsed if elapsed > 0 else 0.0,
         "count": count,
@@ -219,16 +232,25 @@ def main_parent(args: argparse.Namespace) -> int:
             Path(sessions_file).write_text(json.dumps(sessions))
             print(f"server {url}: {len(sessions)} simulator devices created in "
                   f"{ready['create_s']} s; {args.clients} load processes, "
-                  f"{args.connections} keep-alive connections, {args.duration} s per endpoint")
+                  f"{args.connections} keep-alive connections, {args.duration} s per endpoint "
+                  f"in {args.rounds} rounds")
             figures: dict[str, dict[str, Any]] = {}
             labels = {
                 "bare": f"GET {BARE_PATH} (bench-only route: auth + rate limit + JSON, no work)",
                 "device": "GET /api/whatsapp/devices/{id} (1,000 devices, round robin)",
                 "sessions": "GET /api/whatsapp/sessions (all devices in one body)",
             }
+            # Endpoints take turns, round after round, so that a change in the machine's load
+            # during the run weighs on each of them alike.
+            runs: dict[str, list[dict[str, Any]]] = {endpoint: [] for endpoint in ENDPOINTS}
+            for _ in range(args.rounds):
+                for endpoint in ENDPOINTS:
+                    runs[endpoint].append(
+                        drive(args, url, token, endpoint, sessions_file,
+                              args.duration / args.rounds)
+                    )
             for endpoint in ENDPOINTS:
-                result = drive(args, url, token, endpoint, sessions_file)
-                figures[endpoint] = result
+                result = figures[endpoint] = merge(runs[endpoint])
                 print(f"{endpoint:9s} {result['rps']:9.1f} req/s  p50 {result['p50_ms']:7.2f} ms"
                       f"  p99 {result['p99_ms']:7.2f} ms  n={result['count']}"
                       f"{'  errors=' + json.dumps(result['errors']) if result['errors'] else ''}"
@@ -261,6 +283,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)

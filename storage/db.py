@@ -19,6 +19,9 @@ killed.
 Nothing here touches SQLite on the Trio thread: callers only append to a
 ``queue.SimpleQueue`` and wait on a ``trio.Event``; the thread wakes them with one
 ``TrioToken.run_sync_soon`` call per batch.
+
+Tests on an autojumping ``MockClock``: a waiting caller keeps the run loop busy (checkpoints in
+a loop) until its job is done, so virtual time does not leap ahead while the thread works.
 """
 
 from __future__ import annotations

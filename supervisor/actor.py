@@ -389,7 +389,7 @@ class DeviceActor:
             elif isinstance(action, sm.Emit):
                 events.append(self._event(action.type, dict(action.data), at))
         if self.qr is not None and any(e.type == "qr_code" for e in events):
-            if self.sup.bus.has_subscribers() or self.id in self.sup._webhook_devices:
+            if self.sup.bus.wants("qr_code", self.id) or self.id in self.sup._webhook_devices:
                 # Somebody will read the PNG: render it in a worker thread now, so that neither
                 # the Trio thread nor the database thread pays for it later.
                 await self.qr.render()
@@ -455,8 +455,14 @@ class DeviceActor:
         return Event(type_, self.row.session_id, self.id, data, at)
 
     def _enqueue(self, conn: Any, events: list[Event]) -> None:
-        if events:
-            if storage.outbox.enqueue_events(conn, self.id, [e.to_json() for e in events]):
+        """Write the webhook outbox rows for ``events``, inside the caller's transaction.
+
+        Webhook settings change only through this actor (``put_settings``), so the
+        supervisor's set of devices with webhook settings is exact here, and a device without
+        them costs no query at all.
+        """
+        if events and self.id in self.sup._webhook_devices:
+            if storage.outbox.enqueue_events(conn, self.id, events):
                 self.sup._outbox_written = True
 
     def _publish(self, events: list[Event]) -> None:

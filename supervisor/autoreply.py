@@ -42,8 +42,9 @@ import json
 import logging
 import math
 import re
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import attrs
@@ -53,6 +54,7 @@ from prometheus_client import Counter
 
 from supervisor import clock
 from supervisor.errors import DeviceNotFound, InvalidRequest, WasupError
+from supervisor.webhooks import ssrf
 
 log = logging.getLogger("wasup.autoreply")
 
@@ -114,6 +116,9 @@ class AiSettings:
     timeout_seconds: float = 30.0
     max_tokens: int | None = None
     temperature: float | None = None
+    #: The base URL was set by a device key, not the operator: the provider is then reached
+    #: only through the SSRF guard (see ``supervisor.webhooks.ssrf``). Not part of the API.
+    guarded: bool = False
 
     @property
     def active(self) -> bool:
@@ -129,8 +134,12 @@ class AiSettings:
         """
         if not value:
             return cls()
+        fields = dict(value)
+        guarded = fields.pop("guarded", False) is True
         try:
-            return apply_update(cls(), value, require_model=False)
+            return attrs.evolve(
+                apply_update(cls(), fields, require_model=False), guarded=guarded
+            )
         except InvalidRequest as exc:
             log.warning("stored ai settings are invalid (%s), auto-reply is off", exc)
             return cls()
@@ -140,6 +149,7 @@ class AiSettings:
         out = self.public()
         del out["apiKeySet"]
         out["apiKey"] = self.api_key
+        out["guarded"] = self.guarded
         return out
 
     def public(self) -> dict[str, Any]:
@@ -184,13 +194,17 @@ def _text(field: str, value: Any, *, max_len: int, min_len: int = 0) -> str:
 
 
 def _number(field: str, value: Any, lo: float, hi: float, *, integer: bool) -> Any:
-    if isinstance(value, bool) or not (
-        isinstance(value, int) or (not integer and isinstance(value, float))
-    ):
-        kind = "an integer" if integer else "a number"
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRequest(f"{field}: must be {kind}", field)
     number = float(value)
-    if not math.isfinite(number) or not lo <= number <= hi:
+    if not math.isfinite(number):
+        raise InvalidRequest(f"{field}: must be {kind}", field)
+    if integer:
+        if not number.is_integer():  # JSON has one number type: 5.0 is the integer 5
+            raise InvalidRequest(f"{field}: must be {kind}", field)
+        value = int(value)
+    if not lo <= number <= hi:
         raise InvalidRequest(f"{field}: must be between {lo:g} and {hi:g}", field)
     return value
 
@@ -440,9 +454,15 @@ def build_messages(
     ``history_limit`` earlier turns of the chat (oldest first, the newest kept when the text
     budget runs out), then the incoming message as the last user turn.
 
-    The incoming message is taken out of ``history`` (by id) if storage already has it.
+    If storage already has the incoming message (found by id), it and everything after it
+    are left out of the history.
     """
-    earlier = [t for t in history if message_id is None or t.message_id != message_id]
+    ids = [t.message_id for t in history]
+    if message_id is not None and message_id in ids:
+        # what arrived after the incoming message is not part of the question being answered
+        earlier = list(history[: ids.index(message_id)])
+    else:
+        earlier = list(history)
     if message_id is None and earlier and earlier[-1].role == "user" and earlier[-1].text == text:
         earlier.pop()  # storage already has the incoming message, no id to match it by
     earlier = earlier[-history_limit:] if history_limit > 0 else []
@@ -572,6 +592,13 @@ class SupervisorLike(Protocol):
     def recent_messages(self, device_id: int, chat: str, limit: int) -> Any: ...
 
 
+if TYPE_CHECKING:
+    from supervisor.supervisor import DeviceSupervisor
+
+    def _conforms(sup: DeviceSupervisor) -> SupervisorLike:  # mypy checks the protocol
+        return sup
+
+
 @attrs.frozen
 class AutoReplyStatistics:
     """Counters since the service was made (``in_flight``/``pending``: right now)."""
@@ -623,9 +650,17 @@ class AutoReply:
     _pending: int = attrs.field(init=False, default=0)
     _in_flight: int = attrs.field(init=False, default=0)
     _client: httpx.AsyncClient | None = attrs.field(init=False, default=None)
+    _guarded_client: httpx.AsyncClient | None = attrs.field(init=False, default=None)
+    _idle: trio.Event = attrs.field(init=False, factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
         self._limiter = trio.CapacityLimiter(self.max_concurrent)
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no reply is waiting or under way (messages still queued on the bus
+        subscription are not counted)."""
+        await self._idle.wait()
 
     # -- observation -------------------------------------------------------------------------
 
@@ -657,19 +692,21 @@ class AutoReply:
         If the bus ends the subscription for another reason (shutdown), run waits for the
         replies under way and returns.
         """
+        config = getattr(self.sup, "config", None)
+        allow = ssrf.parse_networks(getattr(config, "webhook_allow_networks", ()) or ())
         async with httpx.AsyncClient(
             follow_redirects=False,
             trust_env=self.trust_env,
             limits=httpx.Limits(max_connections=self.max_concurrent, max_keepalive_connections=8),
-        ) as client:
-            self._client = client
+        ) as client, ssrf.open_client(allow, max_connections=self.max_concurrent) as guarded:
+            self._client, self._guarded_client = client, guarded
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._prune_loop)
                     await self._consume(nursery, task_status)
                     nursery.cancel_scope.cancel()  # only the prune loop is left
             finally:
-                self._client = None
+                self._client = self._guarded_client = None
 
     async def _consume(
         self, nursery: trio.Nursery, task_status: trio.TaskStatus[None]
@@ -731,6 +768,8 @@ class AutoReply:
         chat: str = data.get("chat") or data["from"]  # _screen checked it is a string
         sender = data.get("from")
         message_id = data.get("messageId")
+        if self._pending == 0:
+            self._idle = trio.Event()
         self._pending += 1
         nursery.start_soon(
             self._reply_task,
@@ -787,6 +826,8 @@ class AutoReply:
             log.exception("auto-reply failed for device %s", session_id)
         finally:
             self._pending -= 1
+            if self._pending == 0:
+                self._idle.set()
         self._count(outcome)
 
     async def _reply(
@@ -842,8 +883,9 @@ class AutoReply:
                     message_id,
                     history_limit=settings.history_limit,
                 )
-                assert self._client is not None
-                reply = await chat_completion(self._client, settings, messages)
+                client = self._guarded_client if settings.guarded else self._client
+                assert client is not None, "AutoReply.run is not running"
+                reply = await chat_completion(client, settings, messages)
             except ProviderTimeout:
                 log.warning(
                     "ai provider timed out after %gs for device %s (model %s)",
@@ -886,6 +928,28 @@ class AutoReply:
         if inspect.isawaitable(rows):
             rows = await rows
         return turns_from_history(rows)
+
+
+_services: weakref.WeakKeyDictionary[Any, AutoReply] = weakref.WeakKeyDictionary()
+
+
+async def run(
+    sup: SupervisorLike, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run auto-reply for ``sup`` until cancelled (``api.server.serve`` starts this next to
+    Hypercorn). The running service is found again with :func:`service_for`."""
+    service = AutoReply(sup)
+    _services[sup] = service
+    try:
+        await service.run(task_status=task_status)
+    finally:
+        if _services.get(sup) is service:
+            del _services[sup]
+
+
+def service_for(sup: Any) -> AutoReply | None:
+    """The :class:`AutoReply` that :func:`run` is running for ``sup``, if any."""
+    return _services.get(sup)
 
 
 def _age(timestamp: Any) -> float | None:

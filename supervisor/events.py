@@ -153,6 +153,14 @@ class EventBus:
         """Whether any subscriber (not counting taps) would receive events now."""
         return bool(self._subscribers)
 
+    def wants(self, type_: str, device_id: int) -> bool:
+        """Whether any subscriber would receive an event of this type for this device."""
+        return any(
+            (sub.device_ids is None or device_id in sub.device_ids)
+            and (sub.types is None or type_ in sub.types)
+            for sub in self._subscribers
+        )
+
     def publish(self, event: Event) -> None:
         self.published += 1
         for fn in self._taps:

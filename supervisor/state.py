@@ -415,6 +415,8 @@ def transition(state: DeviceState, event: Event) -> tuple[DeviceState, list[Acti
                 return state, []
             banned = attrs.evolve(state, ban_until=until)
             if s is Status.DISCONNECTED:
+                if state.reason in HOLDING_REASONS:  # cancelled or parked: no reconnect by itself
+                    return banned, [Persist()]
                 return banned, [Persist(), SetTimeout("backoff", attempt=state.reconnect_attempt, not_before=until)]
             return _to_disconnected(banned, "temporary_ban")
 

@@ -65,17 +65,34 @@ def hash_key(key: str) -> str:
 
 @attrs.define(eq=False)
 class DbCredentialStore:
-    """Engine credentials in the ``credentials`` table (used by the simulator engine)."""
+    """Engine credentials in the ``credentials`` table (used by the simulator engine).
+
+    Credentials just written, or preloaded at boot, are kept in memory until they are read
+    once: the connect that follows a scan or a restore then needs no query of its own, and
+    nothing stays in memory after it.
+    """
 
     db: storage.Database
+    _fresh: dict[int, bytes] = attrs.field(factory=dict)
+
+    async def preload(self) -> None:
+        rows = await self.db.run(
+            lambda c: c.execute("SELECT device_id, data FROM credentials").fetchall()
+        )
+        self._fresh.update((r[0], bytes(r[1])) for r in rows)
 
     async def get(self, device_id: int) -> bytes | None:
+        data = self._fresh.pop(device_id, None)
+        if data is not None:
+            return data
         return await self.db.run(lambda c: storage.get_credentials(c, device_id))
 
     async def put(self, device_id: int, data: bytes) -> None:
         await self.db.run(lambda c: storage.put_credentials(c, device_id, data))
+        self._fresh[device_id] = data
 
     async def delete(self, device_id: int) -> None:
+        self._fresh.pop(device_id, None)
         await self.db.run(lambda c: storage.delete_credentials(c, device_id))
 
 
@@ -459,6 +476,9 @@ async def open_supervisor(
                     rng=random.Random(config.seed),
                     backoff=config.backoff,
                 )
+                credentials = getattr(the_engine, "credentials", None)
+                if isinstance(credentials, DbCredentialStore):
+                    await credentials.preload()
                 await sup._restore()
                 try:
                     yield sup

@@ -23,6 +23,7 @@ class FakeProvider:
     requests: list[dict[str, Any]] = attrs.field(factory=list)
     script: collections.deque[tuple[Any, ...]] = attrs.field(factory=collections.deque)
     port: int = 0
+    _changed: trio.Event = attrs.field(factory=trio.Event)
 
     @property
     def base_url(self) -> str:
@@ -37,7 +38,7 @@ class FakeProvider:
 
     async def wait_requests(self, n: int) -> None:
         while len(self.requests) < n:
-            await trio.sleep(0.01)
+            await self._changed.wait()
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -66,6 +67,8 @@ class FakeProvider:
                     "json": json.loads(body) if body else None,
                 }
                 self.requests.append(record)
+                self._changed.set()
+                self._changed = trio.Event()
                 action = self.script.popleft() if self.script else ("echo",)
                 status, payload = 200, b""
                 if action[0] == "hang":

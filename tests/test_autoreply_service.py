@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from supervisor import clock
@@ -32,6 +33,8 @@ OWN = "491709999999@s.whatsapp.net"
 
 @pytest.fixture
 def clock_() -> trio.testing.MockClock:
+    """pytest-trio runs a test on a Clock among the *test's* own arguments, so every test
+    here takes ``clock_`` (the fixtures' clock dependency alone would not count)."""
     return trio.testing.MockClock(autojump_threshold=0.02)
 
 
@@ -53,6 +56,7 @@ class FakeSup:
     messages: list[dict[str, Any]] = attrs.field(factory=list)
     sent: list[dict[str, Any]] = attrs.field(factory=list)
     fail_send: bool = False
+    _changed: trio.Event = attrs.field(factory=trio.Event)
     _ids: Any = attrs.field(factory=itertools.count)
 
     def add(self, device_id: int, settings: dict[str, Any] | None = None) -> Dev:
@@ -70,21 +74,23 @@ class FakeSup:
 
     async def get_settings(self, ref: str, kind: str) -> dict[str, Any] | None:
         self.get(ref)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return self.settings.get(ref)
 
     async def recent_messages(self, device_id: int, chat: str, limit: int) -> list[dict]:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         rows = [m for m in self.messages if m["device_id"] == device_id and m["chat"] == chat]
         return rows[-limit:]
 
     async def send_message(self, ref: str, to: str, text: str, origin: str = "api") -> dict:
         dev = self.get(ref)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         if self.fail_send:
             raise DeviceConflict("device is not connected")
         mid = f"out{next(self._ids)}"
         self.sent.append({"device": dev.id, "to": to, "text": text, "origin": origin})
+        self._changed.set()
+        self._changed = trio.Event()
         self.messages.append(
             {"device_id": dev.id, "message_id": mid, "chat": to, "direction": "out", "text": text}
         )
@@ -94,6 +100,10 @@ class FakeSup:
                   clock.now_iso())
         )
         return {"messageId": mid, "to": to, "status": "sent"}
+
+    async def wait_sent(self, n: int) -> None:
+        while len(self.sent) < n:
+            await self._changed.wait()
 
     def receive(self, dev: Dev, chat: str, text: str, **extra: Any) -> str:
         """An incoming message: stored first (as the actor does), then published."""
@@ -127,16 +137,15 @@ class Harness:
         )
 
     async def settle(self) -> None:
-        """Let every reply under way finish (virtual time moves as needed)."""
-        for _ in range(1000):
-            await trio.sleep(0.05)
-            if self.auto.statistics().pending == 0:
-                return
-        raise AssertionError("replies never settled")
+        """Let the service take every published event, then every reply finish (virtual
+        time moves as needed)."""
+        await trio.testing.wait_all_tasks_blocked(0.001)
+        await self.auto.wait_idle()
 
 
 @pytest.fixture
 async def h(clock_: trio.testing.MockClock) -> AsyncIterator[Harness]:
+    assert trio.lowlevel.current_clock() is clock_, "the test must take clock_ itself"
     async with trio.open_nursery() as nursery:
         provider = await FakeProvider().start(nursery)
         sup = FakeSup()
@@ -146,7 +155,7 @@ async def h(clock_: trio.testing.MockClock) -> AsyncIterator[Harness]:
         nursery.cancel_scope.cancel()
 
 
-async def test_reply_carries_model_prompt_history(h: Harness, caplog: Any) -> None:
+async def test_reply_carries_model_prompt_history(clock_: trio.testing.MockClock, h: Harness, caplog: Any) -> None:
     caplog.set_level(logging.DEBUG)
     dev = h.dev(historyLimit=10)
     h.sup.messages.append(
@@ -178,7 +187,7 @@ async def test_reply_carries_model_prompt_history(h: Harness, caplog: Any) -> No
     assert KEY not in caplog.text
 
 
-async def test_rate_cap_per_chat_per_minute(h: Harness) -> None:
+async def test_rate_cap_per_chat_per_minute(clock_: trio.testing.MockClock, h: Harness) -> None:
     dev = h.dev(maxRepliesPerMinute=3)
     t0 = trio.current_time()
     for i in range(5):
@@ -204,7 +213,7 @@ async def test_rate_cap_per_chat_per_minute(h: Harness) -> None:
     assert len(h.provider.requests) == 5
 
 
-async def test_operator_message_pauses_the_chat(h: Harness) -> None:
+async def test_operator_message_pauses_the_chat(clock_: trio.testing.MockClock, h: Harness) -> None:
     dev = h.dev(operatorPauseSeconds=300)
     await h.sup.send_message(dev.session_id, to="+49 170 1111111", text="a human here")
     await trio.sleep(0.1)
@@ -227,7 +236,7 @@ async def test_operator_message_pauses_the_chat(h: Harness) -> None:
                               "origin": "autoreply"}
 
 
-async def test_operator_stepping_in_while_provider_thinks_wins(h: Harness) -> None:
+async def test_operator_stepping_in_while_provider_thinks_wins(clock_: trio.testing.MockClock, h: Harness) -> None:
     dev = h.dev()
     h.provider.script.append(("hang",))
     h.sup.receive(dev, ALICE, "question")
@@ -238,7 +247,7 @@ async def test_operator_stepping_in_while_provider_thinks_wins(h: Harness) -> No
 
 
 async def test_provider_errors_are_counted_and_service_goes_on(
-    h: Harness, caplog: Any
+    clock_: trio.testing.MockClock, h: Harness, caplog: Any
 ) -> None:
     caplog.set_level(logging.DEBUG)
     dev = h.dev(timeoutSeconds=7)
@@ -263,11 +272,8 @@ async def test_provider_errors_are_counted_and_service_goes_on(
     assert "status 500" in caplog.text
 
 
-async def test_unreachable_provider_and_failed_send(h: Harness) -> None:
-    dev = h.dev(baseUrl="http://127.0.0.1:9/v1")  # discard port: nothing listens
-    h.sup.devices.clear()
-    h.sup.settings.clear()
-    dev = h.sup.add(1, ai(baseUrl="http://127.0.0.1:1/v1"))
+async def test_unreachable_provider_and_failed_send(clock_: trio.testing.MockClock, h: Harness) -> None:
+    dev = h.sup.add(1, ai(baseUrl="http://127.0.0.1:1/v1"))  # nothing listens on port 1
     h.sup.receive(dev, ALICE, "hello")
     await h.settle()
     assert h.auto.statistics().provider_error == 1
@@ -279,25 +285,27 @@ async def test_unreachable_provider_and_failed_send(h: Harness) -> None:
     assert h.auto.statistics().send_failed == 1
 
 
-async def test_hanging_provider_does_not_block_other_devices(h: Harness) -> None:
+async def test_hanging_provider_does_not_block_other_devices(clock_: trio.testing.MockClock, h: Harness) -> None:
     slow = h.dev(1, timeoutSeconds=30)
     fast = h.dev(2)
-    h.provider.script.extend([("hang",), ("hang",), ("hang",)])
+    h.provider.script.extend([("hang",), ("hang",)])
     for i in range(3):
         h.sup.receive(slow, ALICE, f"slow {i}")
     await h.provider.wait_requests(2)  # per-device concurrency: 2 in flight, 1 waiting
     assert h.auto.statistics().in_flight == 2
     t0 = trio.current_time()
     h.sup.receive(fast, ALICE, "fast")
-    while not h.sup.sent:
-        await trio.sleep(0.01)
+    await h.sup.wait_sent(1)
     assert trio.current_time() - t0 < 1
     assert h.sup.sent == [{"device": 2, "to": ALICE, "text": "echo: fast", "origin": "autoreply"}]
     await h.settle()
-    assert h.auto.statistics().provider_timeout == 3
+    assert 29 < trio.current_time() - t0 < 31
+    assert h.auto.statistics().provider_timeout == 2
+    assert h.sup.sent[-1] == {"device": 1, "to": ALICE, "text": "echo: slow 2",
+                              "origin": "autoreply"}
 
 
-async def test_groups_broadcasts_own_and_disabled_are_ignored(h: Harness) -> None:
+async def test_groups_broadcasts_own_and_disabled_are_ignored(clock_: trio.testing.MockClock, h: Harness) -> None:
     dev = h.dev(1)
     h.sup.receive(dev, "120363025246125486@g.us", "group chat", sender=ALICE)
     h.sup.receive(dev, "status@broadcast", "a status update", sender=ALICE)
@@ -324,7 +332,7 @@ async def test_groups_broadcasts_own_and_disabled_are_ignored(h: Harness) -> Non
     assert s.considered == 12
 
 
-async def test_resubscribes_after_falling_behind(h: Harness, caplog: Any) -> None:
+async def test_resubscribes_after_falling_behind(clock_: trio.testing.MockClock, h: Harness, caplog: Any) -> None:
     dev = h.dev(maxRepliesPerMinute=1)
     for i in range(400):  # no checkpoint: the subscriber's queue (256) overflows
         h.sup.bus.publish(Event("message_sent", dev.session_id, dev.id,
@@ -346,14 +354,15 @@ async def test_busy_bound_drops_instead_of_queueing(clock_: trio.testing.MockClo
         dev = sup.add(1, ai(baseUrl=provider.base_url))
         for i in range(5):
             sup.receive(dev, f"49170000000{i}@s.whatsapp.net", "hi")
-        await trio.sleep(1)
+        await trio.testing.wait_all_tasks_blocked(0.001)
+        await auto.wait_idle()
         s = auto.statistics()
         assert s.busy == 3
         assert len(sup.sent) == 2
         nursery.cancel_scope.cancel()
 
 
-async def test_deleted_device_is_skipped(h: Harness) -> None:
+async def test_deleted_device_is_skipped(clock_: trio.testing.MockClock, h: Harness) -> None:
     dev = h.dev()
     del h.sup.devices[dev.session_id]
     h.sup.receive(dev, ALICE, "hi")
@@ -361,13 +370,14 @@ async def test_deleted_device_is_skipped(h: Harness) -> None:
     assert h.auto.statistics().disabled == 1
 
 
-async def test_prune_forgets_idle_state(h: Harness) -> None:
+async def test_prune_forgets_idle_state(clock_: trio.testing.MockClock, h: Harness) -> None:
     dev = h.dev(operatorPauseSeconds=10)
     await h.sup.send_message(dev.session_id, to=BOB, text="op")
     h.sup.receive(dev, ALICE, "hi")
     await h.settle()
     assert h.auto._windows and len(h.auto._pauses) == 1
-    await trio.sleep(86400 + 120)
+    clock_.jump(86400 + 120)
+    h.auto.prune()
     assert not h.auto._windows
     assert len(h.auto._pauses) == 0
     assert not h.auto._device_limiters

@@ -53,7 +53,8 @@ def test_full_body_round_trips_and_hides_the_key() -> None:
     assert stored["apiKey"] == KEY
     assert "apiKeySet" not in stored
     assert AiSettings.from_stored(stored) == s
-    assert set(stored) == ar.FIELDS
+    assert set(stored) == ar.FIELDS | {"guarded"}
+    assert AiSettings.from_stored({**stored, "guarded": True}).guarded
 
 
 def test_absent_fields_are_kept_and_null_resets() -> None:
@@ -110,6 +111,12 @@ def test_body_must_be_an_object(body: object) -> None:
     with pytest.raises(InvalidRequest) as info:
         apply_update(AiSettings(), body)
     assert info.value.field == "body"
+
+
+def test_integral_floats_are_integers() -> None:
+    s = apply_update(AiSettings(), {"maxRepliesPerMinute": 4.0, "historyLimit": 0.0})
+    assert s.max_replies_per_minute == 4 and isinstance(s.max_replies_per_minute, int)
+    assert s.history_limit == 0
 
 
 def test_bad_api_key_is_not_echoed() -> None:
@@ -209,6 +216,12 @@ def test_build_messages_roles_order_and_dedup() -> None:
         {"role": "assistant", "content": "hello, how can I help?"},
         {"role": "user", "content": "price?"},
     ]
+
+
+def test_build_messages_cuts_history_at_the_incoming_message() -> None:
+    turns = [Turn("user", "a", "1"), Turn("user", "b", "2"), Turn("user", "c", "3")]
+    msgs = ar.build_messages("", turns, "b", "2")
+    assert [m["content"] for m in msgs] == ["a", "b"]
 
 
 def test_build_messages_limits() -> None:

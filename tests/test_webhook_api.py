@@ -58,10 +58,12 @@ async def test_settings_deliveries_redeliver_and_test(tmp_path: Path) -> None:
             # The phone scans: device_status / device_connected events go out, signed.
             r = await api.post(f"/simulator/devices/{sid}/scan", json={})
             assert r.status_code == 200, r.text
+            n = 0
             while not any(
                 json.loads(q.body)["type"] == "device_connected" for q in receiver.requests
             ):
-                await trio.sleep(0.02)
+                n += 1
+                await receiver.wait_requests(n)
             for request in receiver.requests:
                 body = Webhook(secret).verify(request.body, request.headers)
                 assert body["sessionId"] == sid

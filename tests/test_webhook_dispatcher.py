@@ -53,7 +53,9 @@ async def running(
 
 
 async def wait_for(predicate: Any, step: float = 1.0) -> None:
-    while not await predicate():
+    """Poll ``predicate`` every ``step`` seconds of virtual time (the database has no
+    change notification to wait on)."""
+    while not await predicate():  # noqa: ASYNC110
         await trio.sleep(step)
 
 
@@ -73,7 +75,7 @@ async def test_delivery_is_signed_per_standard_webhooks(tmp_path: Path, autojump
     async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
         receiver = await start_receiver(nursery)
         device_id, session_id = await add_device(db)
-        stored, secret = await configure(db, device_id, receiver.url)
+        _, secret = await configure(db, device_id, receiver.url)
         assert secret is not None and secret.startswith("whsec_")
         event = envelope(session_id, text="héllo")
         async with running(db) as dispatcher:
@@ -340,7 +342,7 @@ async def test_restart_resumes_in_flight_and_pending(tmp_path: Path, autojump_cl
         receiver = await start_receiver(nursery, "hang", "hang", "hang")
         async with open_database(path) as db:
             device_id, session_id = await add_device(db)
-            _, secret = await configure(db, device_id, receiver.url)
+            await configure(db, device_id, receiver.url)
             async with running(db) as dispatcher:
                 await enqueue(db, device_id, *[envelope(session_id, n=i) for i in range(3)])
                 dispatcher.notify()
@@ -410,3 +412,19 @@ async def test_enqueue_filters_by_settings(tmp_path: Path) -> None:
         assert Lazy.calls == 1
         await configure(db, device_id, "https://hooks.example/x", enabled=False)
         assert await enqueue(db, device_id, envelope(session_id)) == 0
+
+
+def test_parse_retry_after() -> None:
+    from supervisor.webhooks.dispatcher import MAX_RETRY_AFTER, parse_retry_after
+
+    now = 1_750_000_000.0
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after(" 0 ", now) == 0.0
+    assert parse_retry_after("-5", now) == 0.0
+    assert parse_retry_after("99999999", now) == MAX_RETRY_AFTER
+    http_date = "Sun, 15 Jun 2025 15:08:20 GMT"  # now + 100 s
+    assert parse_retry_after(http_date, now) == pytest.approx(100.0)
+    assert parse_retry_after(http_date, now + 200) == 0.0
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after("nan", now) is None
+    assert parse_retry_after(None, now) is None

@@ -7,7 +7,11 @@ Names are resolved by a fake resolver (no DNS); the only sockets are on 127.0.0.
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import socket
+import ssl
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -265,3 +269,53 @@ def test_unix_socket_and_proxy_env_are_ignored(monkeypatch: pytest.MonkeyPatch) 
     client = ssrf.open_client(())
     assert isinstance(client._transport, ssrf.GuardedTransport)  # type: ignore[attr-defined]
     assert client._mounts == {}  # type: ignore[attr-defined]
+
+
+def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}",
+            "-addext", f"subjectAltName=DNS:{name}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_https_keeps_the_name_for_sni_and_certificate(tmp_path: Path) -> None:
+    """https to a name that resolves to 127.0.0.1: the socket goes to the checked address,
+    TLS is verified against the name (SNI + certificate), and a certificate for another name
+    fails."""
+    cert, key = _self_signed(tmp_path, "hooks.test")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    sni: list[str | None] = []
+    server_ctx.sni_callback = lambda sock, name, ctx: sni.append(name)  # type: ignore[assignment]
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    async with trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery)
+
+        async def tls_handler(stream: trio.SocketStream) -> None:
+            await receiver._handle(trio.SSLStream(stream, server_ctx, server_side=True))  # type: ignore[arg-type]
+
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        nursery.start_soon(trio.serve_listeners, tls_handler, listeners)
+        resolver = fake_resolver({"hooks.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
+        allow = ssrf.parse_networks(["127.0.0.0/8"])
+        async with ssrf.open_client(allow, resolver=resolver, verify=client_ctx) as client:
+            good = await attempt(
+                client, f"https://hooks.test:{port}/hook", "msg_1", b"{}", ["x" * 10]
+            )
+            bad = await attempt(
+                client, f"https://other.test:{port}/hook", "msg_2", b"{}", ["x" * 10]
+            )
+        assert good.ok, good
+        assert receiver.requests[0].headers["host"] == f"hooks.test:{port}"
+        assert sni[0] == "hooks.test"
+        assert not bad.ok and "certificate" in (bad.error or "").lower()
+        nursery.cancel_scope.cancel()

@@ -205,7 +205,7 @@ async def test_fifty_create_delete_cycles_leave_nothing_behind(tmp_path: Path) -
 async def test_offline_cycles_with_preflight_hold_no_file_descriptors(tmp_path: Path) -> None:
     engine = WhatsmeowEngine(tmp_path)
     fds, threads = open_fds(), python_threads()
-    for i in range(50):
+    for i in range(20):
         session = engine.session(i, f"s{i}", Sink())
         with pytest.raises(EngineError):
             await session.start_pairing()
@@ -223,7 +223,7 @@ def fake_go(monkeypatch: pytest.MonkeyPatch) -> list[wc.GoClient]:
     started: list[wc.GoClient] = []
 
     def start(self: wc.GoClient, hold: float, gate: wc.GoGate = wc.GATE) -> None:
-        self.thread = threading.Thread(target=lambda: None)
+        self.launched = True
         started.append(self)
 
     def stop(self: wc.GoClient, gate: wc.GoGate = wc.GATE) -> None:
@@ -234,6 +234,14 @@ def fake_go(monkeypatch: pytest.MonkeyPatch) -> list[wc.GoClient]:
     monkeypatch.setattr(wc.GoClient, "stop", stop)
     monkeypatch.setattr(wc, "preflight", lambda host, port=443, timeout=10.0: None)
     return started
+
+
+async def until(cond: Callable[[], bool]) -> None:
+    with trio.fail_after(5):
+        for _ in range(5000):
+            if cond():
+                return
+            await trio.sleep(0.001)
 
 
 async def from_go(fn: Callable[..., None], *args: Any) -> None:
@@ -256,8 +264,7 @@ async def pairing_session(tmp_path: Path, fake_go: list[wc.GoClient]) -> tuple[
     session = engine.session(1, "s1", sink)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session.start_pairing)
-        while not fake_go:
-            await trio.sleep(0.001)
+        await until(lambda: bool(fake_go))
         await from_go(fake_go[-1].on_qr, "2@first,k1,k2,k3")
     return session, sink, fake_go[-1]
 
@@ -317,8 +324,7 @@ async def test_connected_session_sends_and_receives(tmp_path: Path, fake_go: Any
     assert info.value.reason == "not_connected"
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session.connect)
-        while not fake_go:
-            await trio.sleep(0.001)
+        await until(lambda: bool(fake_go))
         await from_go(fake_go[0].on_event, 3, event_bytes(nz.Connected(status=True)))
     sent: list[tuple[str, str]] = []
 

@@ -122,7 +122,7 @@ class WhatsmeowSession:
         """
         await self.stop()
         store = self.store
-        await self._thread(lambda: (wc.wipe_store(store), wc.prepare_store(store)))
+        await self._thread(lambda: wc.reset_store(store))
         await self._preflight()
         link = await self._start(pairing=True)
         await self._wait(link, lambda: link.shown > 0, starter=True)

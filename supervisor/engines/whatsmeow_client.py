@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
+import trio
 from neonize._binder import func_callback_bytes, func_callback_bytes2, func_string, gocode
 from neonize.client import NewClient
 from neonize.proto.Neonize_pb2 import JID
@@ -142,6 +143,12 @@ def wipe_store(path: Path) -> None:
             os.unlink(f"{path}{suffix}")
 
 
+def reset_store(path: Path) -> None:
+    """An empty store (0600) for a new pairing: the old credentials wiped."""
+    wipe_store(path)
+    prepare_store(path)
+
+
 def has_credentials(path: Path) -> bool:
     """True when the store holds a paired account (whatsmeow's ``whatsmeow_device`` row)."""
     if not path.exists():
@@ -222,8 +229,8 @@ class GoClient:
     The four callbacks run on Go's threads (``on_exit`` on the client's own thread): they
     must only hand their argument over and return, and never raise.
 
-    Resource handling: the client's thread (``wasup-wm-<device>``) ends when ``Neonize()``
-    returns, which it does after :meth:`stop` for a connected client or at once when the
+    Resource handling: the client's thread (``wasup-wm-<device>`` while it runs, then back
+    in Trio's thread cache) is free again when ``Neonize()`` returns, which it does after :meth:`stop` for a connected client or at once when the
     connection fails; a pairing stopped before the scan stays parked (see module docstring).
     """
 
@@ -238,7 +245,7 @@ class GoClient:
     started: threading.Event = attrs.field(init=False, factory=threading.Event)
     exited: threading.Event = attrs.field(init=False, factory=threading.Event)
     stopped: bool = attrs.field(init=False, default=False)
-    thread: threading.Thread | None = attrs.field(init=False, default=None)
+    launched: bool = attrs.field(init=False, default=False)
     _api: NewClient | None = attrs.field(init=False, default=None)
     _refs: tuple[object, ...] = attrs.field(init=False, default=())
     _fenced: bool = attrs.field(init=False, default=False)
@@ -300,12 +307,14 @@ class GoClient:
                 self._unfence()
                 self._call(self.on_exit, error)
 
-        self.thread = threading.Thread(
-            target=run, name=f"wasup-wm-{self.device_id}", daemon=True
-        )
         gate.acquire_exclusive()
         try:
-            self.thread.start()
+            # A thread from Trio's cache (named while it runs): a thread per attempt would
+            # give the C allocator a new arena each time, and memory would fragment.
+            trio.lowlevel.start_thread_soon(
+                run, lambda _outcome: None, name=f"wasup-wm-{self.device_id}"
+            )
+            self.launched = True
             self.started.wait(hold)
         finally:
             gate.release_exclusive()
@@ -313,7 +322,7 @@ class GoClient:
     def stop(self, gate: GoGate = GATE) -> None:
         """Cancel the client at Go (disconnect, forget it); idempotent."""
         with gate.exclusive():
-            if self.stopped or self.thread is None:
+            if self.stopped or not self.launched:
                 self.stopped = True
                 return
             self.stopped = True

@@ -58,6 +58,8 @@ DISABLE_AFTER = 5 * 24 * 3600.0
 #: Longest Retry-After honoured (seconds); longer values are cut to this.
 MAX_RETRY_AFTER = 36000.0
 DEFAULT_TIMEOUT = 15.0
+#: How long a row whose attempt could not be recorded stays out of the scans (seconds).
+ERROR_PAUSE = 30.0
 DEFAULT_CONCURRENCY = 32
 #: At most this much of a response body is read (and then discarded).
 _MAX_BODY = 64 * 1024
@@ -145,7 +147,13 @@ def classify(result: AttemptResult) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    """A short, readable reason for a failed attempt (httpx often wraps the real one)."""
+    text = str(exc)
+    inner: BaseException | None = exc
+    while not text and inner is not None:
+        inner = inner.__cause__ or inner.__context__
+        text = str(inner) if inner is not None else ""
+    text = text or type(exc).__name__
     if isinstance(exc, httpx.ConnectError) and not isinstance(exc.__cause__, ssrf.RefusedConnect):
         text = f"connection failed: {text}"
     elif isinstance(exc, httpx.TimeoutException):
@@ -197,10 +205,13 @@ async def attempt(
                     error = f"http status {status}"
     except trio.TooSlowError:
         error = f"timed out after {attempt_timeout:g} s"
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
         error = _describe(exc)
-    except OSError as exc:
-        error = _describe(exc)
+    except Exception as exc:
+        # Still an attempt that failed: it must be recorded (and retried on the schedule),
+        # never leave its row due at once for the next scan.
+        log.exception("webhook %s: unexpected error while sending", msg_id)
+        error = f"internal error: {type(exc).__name__}"
     duration = (trio.current_time() - start) * 1000.0
     return AttemptResult(status, error, duration, retry_after)
 
@@ -343,7 +354,11 @@ class WebhookDispatcher:
                 )
                 await self._record(row, result)
         except Exception:
+            # Recording failed (the database is closing or broken): the row is still due.
+            # Keep it out of the scans for a while, or it would be sent again at once, and
+            # again, as fast as the loop can go.
             log.exception("webhook delivery %s failed unexpectedly", row.id)
+            await trio.sleep(ERROR_PAUSE)
         finally:
             self._in_flight.discard(row.id)
             self._wake.set()
@@ -462,9 +477,13 @@ async def send_test_event(
     if client is None:
         allow = ssrf.parse_networks(getattr(config, "webhook_allow_networks", ()) or ())
         async with ssrf.open_client(allow, timeout=timeout, max_connections=1) as own:
-            result = await attempt(own, settings["url"], msg_id, body, secrets, attempt_timeout=timeout)
+            result = await attempt(
+                own, settings["url"], msg_id, body, secrets, attempt_timeout=timeout
+            )
     else:
-        result = await attempt(client, settings["url"], msg_id, body, secrets, attempt_timeout=timeout)
+        result = await attempt(
+            client, settings["url"], msg_id, body, secrets, attempt_timeout=timeout
+        )
     return {"webhookId": msg_id, **result.to_json()}
 
 

@@ -187,14 +187,18 @@ def active_secrets(settings: dict[str, Any], now: float) -> list[str]:
     ]
 
 
-def public_view(settings: dict[str, Any], new_secret: str | None = None) -> dict[str, Any]:
-    """What the API shows: never a stored secret; ``secret`` only right after generating it."""
+def public_view(
+    settings: dict[str, Any], new_secret: str | None = None, *, now: float | None = None
+) -> dict[str, Any]:
+    """What the API shows: never a stored secret; ``secret`` only right after generating it.
+    ``activeSecrets`` counts the secrets signing at ``now`` (default: the current time)."""
+    active = active_secrets(settings, clock.now_epoch() if now is None else now)
     view: dict[str, Any] = {
         "url": settings.get("url"),
         "events": list(settings.get("events", [])),
         "enabled": bool(settings.get("enabled", True)),
-        "secretSet": bool(settings.get("secrets")),
-        "activeSecrets": len(settings.get("secrets", [])),
+        "secretSet": bool(active),
+        "activeSecrets": len(active),
         "disabledReason": settings.get("disabledReason"),
         "disabledAt": settings.get("disabledAt"),
     }

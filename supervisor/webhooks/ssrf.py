@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -296,7 +297,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         allow: Sequence[IPNetwork],
         *,
         resolver: Resolver = system_resolver,
-        verify: bool = True,
+        verify: ssl.SSLContext | bool = True,
         max_connections: int = 100,
     ) -> None:
         super().__init__(verify=verify, trust_env=False)
@@ -317,11 +318,15 @@ def open_client(
     resolver: Resolver = system_resolver,
     timeout: float = 15.0,
     max_connections: int = 100,
+    verify: ssl.SSLContext | bool = True,
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` for webhook deliveries: SSRF-guarded, no redirects followed,
-    no proxies, ``timeout`` per network operation. Use as ``async with``."""
+    no proxies, ``timeout`` per network operation, TLS certificates verified (against the
+    system's CA store, or ``verify`` when it is an ``ssl.SSLContext``). Use as ``async with``."""
     return httpx.AsyncClient(
-        transport=GuardedTransport(allow, resolver=resolver, max_connections=max_connections),
+        transport=GuardedTransport(
+            allow, resolver=resolver, max_connections=max_connections, verify=verify
+        ),
         follow_redirects=False,
         trust_env=False,
         timeout=httpx.Timeout(timeout),

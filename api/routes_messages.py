@@ -1,0 +1,144 @@
+"""Pairing by phone code and sending messages (under ``/api/whatsapp``), on either engine.
+
+::
+
+    POST /devices/{deviceId}/pair-code  {"phoneNumber": "+15551234567"}
+        -> 200 {"success": true, "data": {"sessionId", "code": "ABCD-EFGH", "expiresAt"}}
+    POST /devices/{deviceId}/messages   {"to": "+15551234567" | "<jid>", "text": "hello"}
+        -> 200 {"success": true, "data": {"messageId", "to", "status": "sent", "timestamp"}}
+
+The operator token or the device's own API key may call both. ``to`` is a phone number (E.164,
+``+`` optional, spaces and dashes allowed) or a WhatsApp JID (``...@s.whatsapp.net``, ``...@g.us``)
+and is normalized to the JID before sending; ``data.to`` is that JID.
+
+Errors: 400 INVALID_REQUEST naming the field (``phoneNumber``, ``to``, ``text``, ``body``);
+404 for an unknown device; 409 DEVICE_CONFLICT for a pair code while the device is not
+pending (or its pairing connection is not up yet) and for a message while it is not
+connected; 502 ENGINE_ERROR when WhatsApp refuses a pair code.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+from quart import Blueprint, Response
+
+from api import validation
+from api.auth import resolve_device
+from api.routes_devices import ok, read_body
+from api.state import current_state
+from supervisor.errors import DeviceConflict, EngineError, InvalidRequest
+
+bp = Blueprint("messages", __name__)
+
+#: Limits shared with docs/openapi.yaml.
+TO_MAX = 100
+TEXT_MAX = validation.TEXT_MAX
+PAIR_PHONE_RE = re.compile(r"\+?[1-9][0-9]{6,14}")
+_JID_RE = re.compile(r"([0-9]{5,20}(?:-[0-9]{5,20})?)(?::[0-9]{1,3})?@(s\.whatsapp\.net|g\.us)")
+_PHONE_CHARS_RE = re.compile(r"\+?[0-9][0-9 \-]{5,30}")
+
+#: Engine reasons that mean "the device is not pairing (yet)": 409, not 502.
+_NOT_PAIRING = frozenset({"not_pairing", "pairing_not_ready"})
+
+
+@attrs.frozen
+class PairCodeRequest:
+    phone_number: str
+
+
+@attrs.frozen
+class SendMessageRequest:
+    to: str
+    text: str
+
+
+def normalize_recipient(to: str) -> str:
+    """``to`` as a JID: ``+1 555-123-4567`` -> ``15551234567@s.whatsapp.net``.
+
+    Raises InvalidRequest(field="to") for anything that is neither a phone number nor a
+    user or group JID.
+    """
+    value = to.strip()
+    if len(value) > TO_MAX:
+        raise InvalidRequest(f"to: must be at most {TO_MAX} characters", field="to")
+    m = _JID_RE.fullmatch(value)
+    if m:
+        return f"{m.group(1)}@{m.group(2)}"
+    if _PHONE_CHARS_RE.fullmatch(value):
+        digits = re.sub(r"[^0-9]", "", value)
+        if 7 <= len(digits) <= 15 and digits[0] != "0":
+            return f"{digits}@s.whatsapp.net"
+    raise InvalidRequest(
+        "to: must be a phone number like +15551234567 or a whatsapp jid like "
+        "15551234567@s.whatsapp.net",
+        field="to",
+    )
+
+
+def pair_code_request(body: Any) -> str:
+    """The phone number of a pair-code request, as digits (no ``+``)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: must be a JSON object", field="body")
+    for key in sorted(body):
+        if key != "phoneNumber":
+            raise InvalidRequest(f"{key}: unknown field", field=key)
+    value = body.get("phoneNumber")
+    if value is None:
+        raise InvalidRequest("phoneNumber: is required", field="phoneNumber")
+    if not isinstance(value, str):
+        raise InvalidRequest("phoneNumber: must be a string", field="phoneNumber")
+    phone = PairCodeRequest(value).phone_number.strip()
+    if not PAIR_PHONE_RE.fullmatch(phone):
+        raise InvalidRequest(
+            "phoneNumber: must be 7 to 15 digits with the country code (E.164), like +15551234567",
+            field="phoneNumber",
+        )
+    return phone.lstrip("+")
+
+
+def send_message_request(body: Any) -> tuple[str, str]:
+    """``(jid, text)`` of a send request."""
+    req = validation.structure(body, SendMessageRequest)
+    to = normalize_recipient(req.to)
+    if not req.text.strip():
+        raise InvalidRequest("text: must not be empty", field="text")
+    if len(req.text) > TEXT_MAX:
+        raise InvalidRequest(f"text: must be at most {TEXT_MAX} characters", field="text")
+    return to, req.text
+
+
+@bp.post("/devices/<device_id>/pair-code")
+async def pair_code(device_id: str) -> Response:
+    row = await resolve_device(device_id)
+    phone = pair_code_request(await read_body())
+    try:
+        code, expires_at = await current_state().sup.request_pair_code(str(row.id), phone)
+    except EngineError as exc:
+        if exc.reason in _NOT_PAIRING:
+            raise DeviceConflict(
+                "device is not ready to pair: wait until it shows a qr code, then ask again"
+            ) from exc
+        if exc.reason == "invalid_phone_number":
+            raise InvalidRequest(f"phoneNumber: {exc}", field="phoneNumber") from exc
+        raise
+    return ok(
+        {"sessionId": row.session_id, "code": code, "expiresAt": expires_at},
+        "Enter this code on the phone: WhatsApp > Linked devices > Link with phone number.",
+    )
+
+
+@bp.post("/devices/<device_id>/messages")
+async def send_message(device_id: str) -> Response:
+    row = await resolve_device(device_id)
+    to, text = send_message_request(await read_body())
+    result = await current_state().sup.send_message(str(row.id), to, text, origin="api")
+    data = {
+        "messageId": result["messageId"],
+        "to": result.get("to", to),
+        "status": result.get("status", "sent"),
+        "timestamp": result.get("timestamp"),
+    }
+    return ok(data, "Message sent.")

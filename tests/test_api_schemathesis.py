@@ -1,0 +1,101 @@
+"""Schemathesis (``--checks all``) against a live wasup on 127.0.0.1, three ways: with the
+operator token, with one device's API key against another device, and unauthenticated.
+
+Each run is the schemathesis CLI in a subprocess (its own threads and event loop stay out of
+the Trio run), with a bounded number of examples and one worker. Zero failures are required.
+Real time: these tests do not use the autojump clock.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import trio
+
+from api.ratelimit import RateLimitPolicy
+from api.server import Server
+from api.state import ApiSettings
+from tests.conftest import TEST_TOKEN, api_client, running_server
+
+SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
+# Generous limits: schemathesis is one fast client; rate limiting has its own tests.
+SETTINGS = ApiSettings(
+    rate_limit=RateLimitPolicy(rate=10_000, burst=100_000),
+    auth_failure_limit=RateLimitPolicy(rate=10_000, burst=100_000, name="auth"),
+    qr_wait=0.2,
+)
+MAX_EXAMPLES = "5"
+
+
+async def run_schemathesis(
+    server: Server,
+    tmp: Path,
+    name: str,
+    *,
+    token: str | None,
+    config: str = "",
+    phases: str = "examples,coverage,fuzzing,stateful",
+) -> tuple[int, str]:
+    args = [SCHEMATHESIS]
+    if config:
+        path = tmp / f"{name}.toml"
+        path.write_text(config)
+        args += ["--config-file", str(path)]
+    args += [
+        "run", server.api_url + "/openapi.json",
+        "--checks", "all",
+        "--max-examples", MAX_EXAMPLES,
+        "--workers", "1",
+        "--seed", "7",
+        "--no-shrink",
+        "--phases", phases,
+        "--request-timeout", "10",
+        # Webhook operations make the server resolve and reach the URLs they are given (and
+        # the dispatcher deliver to them): not something a test may do outside 127.0.0.1.
+        # tests/test_webhook_* cover them with a fake resolver.
+        "--exclude-path-regex", "webhook",
+    ]
+    if token is not None:
+        args += ["-H", f"X-API-TOKEN: {token}"]
+    result = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
+    return result.returncode, (result.stdout + result.stderr).decode(errors="replace")
+
+
+async def test_schemathesis_operator_token(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "data", settings=SETTINGS) as server:
+        code, output = await run_schemathesis(server, tmp_path, "operator", token=TEST_TOKEN)
+    assert code == 0, output[-6000:]
+
+
+async def test_schemathesis_device_key_on_other_device_and_unauthenticated(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "data", settings=SETTINGS) as server:
+        async with api_client(server) as api:
+            a = (await api.post("/devices", json={"userId": "alice", "alias": "A"})).json()["data"]
+            b = (await api.post("/devices", json={"userId": "bob", "alias": "B"})).json()["data"]
+            pinned = (
+                "[parameters]\n"
+                f'"path.deviceId" = "{b["sessionId"]}"\n'
+                f'"path.sessionId" = "{b["sessionId"]}"\n'
+                '"path.userId" = "bob"\n'
+            )
+            results: dict[str, tuple[int, str]] = {}
+
+            # Every answer here is 404 / 403 / 401 whatever the body, so the coverage phase's
+            # thousands of body mutations would test nothing more: examples and fuzzing only.
+            async def run(name: str, token: str | None, config: str) -> None:
+                results[name] = await run_schemathesis(
+                    server, tmp_path, name, token=token, config=config,
+                    phases="examples,fuzzing,stateful",
+                )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run, "cross", a["apiKey"], pinned)
+                nursery.start_soon(run, "anonymous", None, "")
+
+            for code, output in results.values():
+                assert code == 0, output[-6000:]
+            # Bob's device was never touched through Alice's key.
+            after = (await api.get(f"/devices/{b['sessionId']}")).json()["data"]
+            assert after["alias"] == "B"
+            assert after["id"] == b["id"]
