@@ -18,7 +18,7 @@ from quart import Quart, Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from api import errors
+from api import errors, metrics
 from api.auth import authenticate
 from api.errors import ApiError
 from api.state import ApiSettings, AppState, current_state
@@ -37,7 +37,7 @@ ROUTE_MODULES = (
 )
 
 #: Endpoints that need no credential.
-PUBLIC_ENDPOINTS = frozenset({"openapi.openapi_json"})
+PUBLIC_ENDPOINTS = frozenset({"openapi.openapi_json", "meta.health", "metrics.metrics_text"})
 
 
 def _is_simulator(sup: Any) -> bool:
@@ -85,6 +85,9 @@ def create_app(sup: Any, api_token: str, settings: ApiSettings | None = None) ->
     from api.openapi import bp as openapi_bp
 
     app.register_blueprint(openapi_bp, url_prefix=API_PREFIX)
+    metrics.install(app, sup)
+    app.register_blueprint(metrics.health_bp, url_prefix=API_PREFIX)
+    app.register_blueprint(metrics.metrics_bp)
 
     try:
         ws = importlib.import_module("api.ws")

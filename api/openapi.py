@@ -63,12 +63,14 @@ def _served(simulator: bool) -> dict[str, Any]:
 def spec_routes(spec: dict[str, Any], prefix: str = "/api/whatsapp") -> set[tuple[str, str]]:
     """(METHOD, path) pairs the spec describes, with the server prefix applied."""
     methods = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
-    return {
-        (method.upper(), prefix + path)
-        for path, item in spec.get("paths", {}).items()
-        for method in item
-        if method in methods
-    }
+    pairs: set[tuple[str, str]] = set()
+    for path, item in spec.get("paths", {}).items():
+        base = prefix
+        servers = item.get("servers")
+        if servers:  # a path served outside the API prefix (GET /metrics)
+            base = str(servers[0]["url"]).rstrip("/")
+        pairs.update((m.upper(), base + path) for m in item if m in methods)
+    return pairs
 
 
 @bp.get("/openapi.json")

@@ -21,7 +21,9 @@ Close codes:
 - 1013 "subscriber too slow": the connection fell more than its queue
   (``Config.event_queue_size`` events, 256 by default) behind and the event bus dropped it;
   reconnect (and catch up over HTTP);
-- 1001 "server shutting down": the event bus closed the subscription.
+- 1008 "credential no longer valid": the device of the API key was deleted;
+- 1001 "server shutting down": a graceful shutdown began (:func:`close_streams`), or the
+  event bus closed the subscription; handshakes during a shutdown are answered 503.
 
 Resource handling: each connection holds one bounded subscription on the event bus, which
 never blocks a publisher; it is dropped when full. Nothing else is buffered: a send goes
@@ -54,6 +56,7 @@ from quart import Blueprint, Response, current_app, websocket
 from api.auth import authenticate
 from api.errors import error_response
 from api.state import current_state
+from supervisor.errors import DeviceNotFound
 from supervisor.events import EVENT_TYPES, Event, Subscription
 
 log = logging.getLogger("wasup.api.ws")
@@ -74,6 +77,9 @@ SUBPROTOCOL = "wasup"
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
+
+#: How often a device key's stream checks that its device still exists, in seconds.
+REVALIDATE_INTERVAL = 30.0
 
 _MAX_FILTER_VALUES = 100
 _MAX_FILTER_LENGTH = 200
@@ -201,6 +207,10 @@ async def events_socket() -> Response | None:
     except FilterError as exc:
         return error_response(400, "INVALID_REQUEST", str(exc), field=exc.field)
 
+    if current_app.extensions.get(_CLOSING_KEY):
+        return error_response(
+            503, "SERVICE_UNAVAILABLE", "server shutting down", headers={"Retry-After": "5"}
+        )
     decision = state.limiter.hit(principal.credential_id)
     if not decision.allowed:
         return error_response(
@@ -236,6 +246,8 @@ async def events_socket() -> Response | None:
                 nursery.start_soon(_discard_incoming, ws)
                 if send_timeout > 0 and math.isfinite(send_timeout):
                     nursery.start_soon(stream.watch_sends, send_timeout)
+                if principal.device_id is not None:
+                    nursery.start_soon(stream.watch_device, state.sup, principal.device_id)
                 code, reason = await stream.pump()
                 nursery.cancel_scope.cancel()
         finally:
@@ -251,6 +263,9 @@ async def events_socket() -> Response | None:
     return None
 
 
+_CLOSING_KEY = "wasup.ws.closing"
+
+
 def _streams(app: Any) -> set[_Stream]:
     streams: set[_Stream] = app.extensions.setdefault("wasup.ws", set())
     return streams
@@ -264,7 +279,9 @@ def open_streams(app: Any) -> int:
 def close_streams(app: Any) -> None:
     """End every stream of ``app``: each connection is closed with 1001 "server shutting
     down" once its pending send is done. Call it when a graceful shutdown starts, so that
-    clients learn why instead of being cut off when the grace period ends."""
+    clients learn why instead of being cut off when the grace period ends. Handshakes after
+    this call are answered 503."""
+    app.extensions[_CLOSING_KEY] = True
     for stream in list(_streams(app)):
         stream.subscription.close()
 
@@ -279,6 +296,7 @@ class _Stream:
     sent: int = 0
     outcome: str = "client left"
     aborted: bool = False
+    revoked: bool = False
     _send_started: float | None = None
 
     async def pump(self) -> tuple[int, str]:
@@ -295,6 +313,9 @@ class _Stream:
             self.sent += 1
         if self.aborted:
             return CLOSE_GOING_AWAY, "send stalled"
+        if self.revoked:
+            self.outcome = "device deleted (closed with 1008)"
+            return CLOSE_POLICY_VIOLATION, "credential no longer valid"
         if self.subscription.overflowed:
             self.outcome = "subscriber too slow (closed with 1013)"
             return CLOSE_TRY_AGAIN_LATER, "subscriber too slow"
@@ -317,6 +338,20 @@ class _Stream:
                 self.subscription.close()
                 if not abort_transport(self.ws):
                     log.warning("websocket send stalled but its socket could not be found")
+                return
+
+    async def watch_device(self, sup: Any, device_id: int) -> None:
+        """End the stream once the device of its API key is deleted (the key died with it).
+
+        Checks the supervisor's in-memory records every ``REVALIDATE_INTERVAL`` seconds.
+        """
+        while True:
+            await trio.sleep(REVALIDATE_INTERVAL)
+            try:
+                sup.get(device_id)
+            except DeviceNotFound:
+                self.revoked = True
+                self.subscription.close()
                 return
 
 

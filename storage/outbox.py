@@ -149,9 +149,13 @@ def claim_due(
     now: float,
     limit: int,
     exclude: Iterable[str] = (),
+    busy: Mapping[int, int] | None = None,
+    per_device: int | None = None,
 ) -> list[Due]:
     """Up to ``limit`` pending rows due at ``now`` (earliest first), leaving out ``exclude``
     (the rows already in flight), each with the device's current URL and active secrets.
+    With ``per_device``, no device gets more than that many rows in flight, counting the
+    ``busy`` ones (device id -> rows in flight): one slow endpoint cannot take every slot.
 
     Nothing is written for a claimed row: the dispatcher keeps its in-flight set in memory,
     and a process that dies mid-delivery finds the row still due at the next start, which is
@@ -161,16 +165,22 @@ def claim_due(
     skip = set(exclude)
     if limit <= 0:
         return []
+    taken = dict(busy or {})
+    full = [d for d, n in taken.items() if per_device is not None and n >= per_device]
     rows = conn.execute(
         "SELECT id, device_id, event_type, payload, attempts, created_at FROM webhook_outbox "
-        "WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-        (now, limit + len(skip)),
+        "WHERE status = 'pending' AND next_attempt_at <= ? "
+        "AND device_id NOT IN (SELECT value FROM json_each(?)) "
+        "ORDER BY next_attempt_at LIMIT ?",
+        (now, json.dumps(full), limit + len(skip)),
     ).fetchall()
     settings_cache: dict[int, dict[str, Any] | None] = {}
     claimed: list[Due] = []
     for row in rows:
         outbox_id, device_id = row[0], row[1]
         if outbox_id in skip:
+            continue
+        if per_device is not None and taken.get(device_id, 0) >= per_device:
             continue
         if device_id not in settings_cache:
             settings_cache[device_id] = get_webhook_settings(conn, device_id)
@@ -183,6 +193,7 @@ def claim_due(
             for s in settings.get("secrets", [])
             if s.get("expiresAt") is None or s["expiresAt"] > now
         ]
+        taken[device_id] = taken.get(device_id, 0) + 1
         claimed.append(
             Due(
                 id=outbox_id,
@@ -200,13 +211,17 @@ def claim_due(
     return claimed
 
 
-def next_due(conn: sqlite3.Connection, exclude: Iterable[str] = ()) -> float | None:
-    """When the earliest pending row not in ``exclude`` is due (epoch), or None."""
+def next_due(
+    conn: sqlite3.Connection, exclude: Iterable[str] = (), exclude_devices: Iterable[int] = ()
+) -> float | None:
+    """When the earliest pending row is due (epoch), leaving out the rows in ``exclude`` and
+    the devices in ``exclude_devices``; None if there is none."""
     skip = set(exclude)
     for row in conn.execute(
         "SELECT id, next_attempt_at FROM webhook_outbox WHERE status = 'pending' "
+        "AND device_id NOT IN (SELECT value FROM json_each(?)) "
         "ORDER BY next_attempt_at LIMIT ?",
-        (len(skip) + 1,),
+        (json.dumps(sorted(set(exclude_devices))), len(skip) + 1),
     ):
         if row[0] not in skip:
             return float(row[1])

@@ -238,7 +238,7 @@ class DeviceActor:
 
         def job(c: Any) -> DeviceRow:
             storage.insert_message(
-                c, device_id=self.id, message_id=message_id, chat=to, direction="out", text=text,
+                c, self.id, message_id=message_id, chat=to, direction="out", text=text,
                 status="sent", at=at,
             )
             row = storage.increment_stats(c, self.id, sent=1, at=at)
@@ -292,17 +292,24 @@ class DeviceActor:
         }
         events = [self._event("message_received", data, at)]
 
-        def job(c: Any) -> DeviceRow:
-            storage.insert_message(
-                c, device_id=self.id, message_id=ev.message_id, sender=ev.sender, chat=ev.chat,
-                direction="out" if ev.from_me else "in", text=ev.text, status="received", at=at,
-            )
+        def job(c: Any) -> DeviceRow | None:
+            try:
+                storage.insert_message(
+                    c, self.id, message_id=ev.message_id, sender=ev.sender, chat=ev.chat,
+                    direction="out" if ev.from_me else "in", text=ev.text, status="received",
+                    at=at,
+                )
+            except storage.Conflict:
+                return None  # WhatsApp delivered this message before: nothing new
             row = storage.increment_stats(c, self.id, received=0 if ev.from_me else 1, at=at)
             self._enqueue(c, events)
             return row
 
-        self.row = await self.sup.db.run(job)
-        self.sup._remember(self.row)
+        row = await self.sup.db.run(job)
+        if row is None:
+            return
+        self.row = row
+        self.sup._remember(row)
         self._publish(events)
 
     async def _message_status(self, message_id: str, status: str) -> None:

@@ -199,6 +199,7 @@ class DeviceSupervisor:
                         await actor.run(first)
                         return  # a normal exit: the device was deleted
                     except Exception:
+                        child.actor = None
                         self.crashes += 1
                         child.restarts += 1
                         log.exception("device %s: actor crashed", row.session_id)

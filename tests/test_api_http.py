@@ -441,3 +441,28 @@ def test_wasup_serve_prints_token_once_and_stops_on_sigterm(tmp_path: Path) -> N
         assert "wasup stopped" in output
         assert (token in output) == (run == 0), output  # printed on the first start only
     assert oct((data / "api_token").stat().st_mode & 0o777) == "0o600"
+
+
+async def test_health_and_metrics(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "data") as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            r = await client.get("/api/whatsapp/health")
+            assert r.json() == {"success": True, "data": {"status": "ok"}}
+            created = await client.post(
+                "/api/whatsapp/devices",
+                json={"userId": "u", "alias": "a"},
+                headers={"X-API-TOKEN": TEST_TOKEN},
+            )
+            key = created.json()["data"]["apiKey"]
+            assert (await client.get("/metrics")).status_code == 401
+            r = await client.get("/metrics", headers={"X-API-TOKEN": key})
+            assert (r.status_code, r.json()["code"]) == (403, "FORBIDDEN")
+            for headers in ({"X-API-TOKEN": TEST_TOKEN},
+                            {"Authorization": f"Bearer {TEST_TOKEN}"}):
+                r = await client.get("/metrics", headers=headers)
+                assert r.status_code == 200
+                assert r.headers["content-type"].startswith("text/plain")
+            text = r.text
+    assert 'wasup_devices{status="pending"} 1.0' in text
+    assert 'route="/api/whatsapp/devices",status="201"' in text
+    assert "wasup_http_request_duration_seconds_bucket" in text

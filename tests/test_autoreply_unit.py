@@ -73,6 +73,11 @@ def test_absent_fields_are_kept_and_null_resets() -> None:
         ({"enabled": 1}, "enabled"),
         ({"autoReply": None, "enabled": True}, "model"),  # enabled without a model
         ({"provider": "anthropic"}, "provider"),
+        ({"provider": {}}, "provider"),
+        ({"provider": ["openai"]}, "provider"),
+        ({"baseUrl": "https://\u00a8:29/x"}, "baseUrl"),
+        ({"baseUrl": "http://[::1]:8080/v1"}, "baseUrl"),
+        ({"baseUrl": "http://h/v1#frag"}, "baseUrl"),
         ({"model": ""}, "model"),
         ({"model": 5}, "model"),
         ({"model": "x" * 201}, "model"),

@@ -428,3 +428,26 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after("nan", now) is None
     assert parse_retry_after(None, now) is None
+
+
+async def test_a_slow_endpoint_does_not_starve_the_others(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+        slow = await start_receiver(nursery, *["hang"] * 100)
+        fast = await start_receiver(nursery)
+        slow_id, slow_sid = await add_device(db, "slow")
+        fast_id, fast_sid = await add_device(db, "fast")
+        await configure(db, slow_id, slow.url)
+        await configure(db, fast_id, fast.url)
+        async with running(db, concurrency=4, per_device=2) as dispatcher:
+            await enqueue(db, slow_id, *[envelope(slow_sid, n=i) for i in range(20)])
+            await trio.sleep(0.01)  # the slow device's rows are due first
+            await enqueue(db, fast_id, *[envelope(fast_sid, n=i) for i in range(3)])
+            t0 = trio.current_time()
+            dispatcher.notify()
+            await fast.wait_requests(3)
+            # Served at once, while the slow endpoint holds its two slots for 15 s each.
+            assert trio.current_time() - t0 < 1.0
+            assert slow.max_in_progress == 2
+        nursery.cancel_scope.cancel()

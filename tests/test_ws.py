@@ -513,6 +513,28 @@ async def test_server_pings_and_closes_a_silent_peer(
             await silent.aclose()
 
 
+async def test_deleted_device_key_stream_is_closed(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """A device key's stream re-checks its device every 30 s (virtual here)."""
+    with trio.fail_after(TIMEOUT * 10):
+        async with serve(tmp_path) as server, server.client() as client:
+            device = await create_device(client, "Short Lived")
+            async with connect(f"{server.ws_url}/?token={device['apiKey']}") as conn:
+                response = await client.delete(f"/devices/{device['id']}")
+                assert response.status_code == 200
+                with jumping(mock_clock):
+                    with pytest.raises(ConnectionClosed) as exc:
+                        while True:  # events from before the deletion, then the close
+                            await conn.get_message()
+                    assert close_reason(exc) == (1008, "credential no longer valid")
+            # The key is dead for new connections too.
+            with pytest.raises(ConnectionRejected) as rejected:
+                async with open_websocket_url(f"{server.ws_url}/?token={device['apiKey']}"):
+                    pass  # pragma: no cover
+            assert rejected.value.status_code == 401
+
+
 # -- shutdown and logs ------------------------------------------------------------------------
 
 

@@ -61,6 +61,8 @@ DEFAULT_TIMEOUT = 15.0
 #: How long a row whose attempt could not be recorded stays out of the scans (seconds).
 ERROR_PAUSE = 30.0
 DEFAULT_CONCURRENCY = 32
+#: At most this many deliveries to one device's endpoint at once.
+DEFAULT_PER_DEVICE = 8
 #: At most this much of a response body is read (and then discarded).
 _MAX_BODY = 64 * 1024
 USER_AGENT = "wasup-webhooks/1"
@@ -231,9 +233,11 @@ class WebhookDispatcher:
 
     ``http_client_factory`` builds the ``httpx.AsyncClient`` (default: :func:`ssrf.open_client`
     with ``config.webhook_allow_networks``); tests pass one with a fake resolver. ``bus``: an
-    ``EventBus`` for ``webhook_disabled`` events. ``timeout`` (per attempt), ``concurrency``,
-    ``jitter`` default to the config's ``webhook_timeout`` / ``webhook_concurrency`` /
-    ``webhook_jitter`` when it has them, else 15 s / 32 / 0.1.
+    ``EventBus`` for ``webhook_disabled`` events. ``timeout`` (per attempt), ``concurrency``
+    (deliveries at once), ``per_device`` (at once to one device's endpoint) and ``jitter``
+    default to the config's ``webhook_timeout`` / ``webhook_concurrency`` /
+    ``webhook_endpoint_concurrency`` / ``webhook_jitter`` when it has them, else 15 s / 32 /
+    8 / 0.1.
     """
 
     db: Any
@@ -245,9 +249,11 @@ class WebhookDispatcher:
     timeout: float | None = attrs.field(default=None, kw_only=True)
     concurrency: int | None = attrs.field(default=None, kw_only=True)
     jitter: float | None = attrs.field(default=None, kw_only=True)
+    per_device: int | None = attrs.field(default=None, kw_only=True)
     rng: random.Random = attrs.field(factory=random.Random, kw_only=True)
     _wake: trio.Event = attrs.field(factory=trio.Event, init=False)
     _in_flight: set[str] = attrs.field(factory=set, init=False)
+    _busy: dict[int, int] = attrs.field(factory=dict, init=False)  # device -> rows in flight
     _attempts: int = attrs.field(default=0, init=False)
     _delivered: int = attrs.field(default=0, init=False)
     _failed: int = attrs.field(default=0, init=False)
@@ -260,6 +266,10 @@ class WebhookDispatcher:
             self.concurrency = int(getattr(self.config, "webhook_concurrency", DEFAULT_CONCURRENCY))
         if self.jitter is None:
             self.jitter = float(getattr(self.config, "webhook_jitter", 0.1))
+        if self.per_device is None:
+            self.per_device = int(
+                getattr(self.config, "webhook_endpoint_concurrency", DEFAULT_PER_DEVICE)
+            )
 
     @property
     def allow_networks(self) -> tuple[ssrf.IPNetwork, ...]:
@@ -303,9 +313,12 @@ class WebhookDispatcher:
                 free = self.concurrency - len(self._in_flight)
                 now = clock.now_epoch()
                 in_flight = set(self._in_flight)
+                busy = dict(self._busy)
                 try:
                     due, upcoming = await self.db.run(
-                        functools.partial(self._scan, now=now, free=free, in_flight=in_flight)
+                        functools.partial(
+                            self._scan, now=now, free=free, in_flight=in_flight, busy=busy
+                        )
                     )
                 except Exception:
                     log.exception("webhook outbox scan failed; retrying in 1 s")
@@ -313,6 +326,7 @@ class WebhookDispatcher:
                     continue
                 for row in due:
                     self._in_flight.add(row.id)
+                    self._busy[row.device_id] = self._busy.get(row.device_id, 0) + 1
                     nursery.start_soon(self._deliver, client, limiter, row)
                 if len(due) < free and upcoming is None:
                     wait = math.inf
@@ -330,12 +344,20 @@ class WebhookDispatcher:
                 with trio.move_on_after(wait):
                     await self._wake.wait()
 
-    @staticmethod
     def _scan(
-        conn: Any, *, now: float, free: int, in_flight: set[str]
+        self, conn: Any, *, now: float, free: int, in_flight: set[str], busy: dict[int, int]
     ) -> tuple[list[outbox.Due], float | None]:
-        due = outbox.claim_due(conn, now=now, limit=free, exclude=in_flight)
-        upcoming = outbox.next_due(conn, exclude=in_flight | {d.id for d in due})
+        due = outbox.claim_due(
+            conn, now=now, limit=free, exclude=in_flight, busy=busy, per_device=self.per_device
+        )
+        taken = dict(busy)
+        for row in due:
+            taken[row.device_id] = taken.get(row.device_id, 0) + 1
+        assert self.per_device is not None
+        full = [d for d, n in taken.items() if n >= self.per_device]
+        upcoming = outbox.next_due(
+            conn, exclude=in_flight | {d.id for d in due}, exclude_devices=full
+        )
         return due, upcoming
 
     async def _deliver(
@@ -361,6 +383,11 @@ class WebhookDispatcher:
             await trio.sleep(ERROR_PAUSE)
         finally:
             self._in_flight.discard(row.id)
+            left = self._busy.get(row.device_id, 1) - 1
+            if left > 0:
+                self._busy[row.device_id] = left
+            else:
+                self._busy.pop(row.device_id, None)
             self._wake.set()
 
     async def _record(self, row: outbox.Due, result: AttemptResult) -> None:

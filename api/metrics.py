@@ -1,0 +1,127 @@
+"""Health and Prometheus metrics.
+
+``GET /api/whatsapp/health`` answers ``{"success": true, "data": {"status": "ok"}}`` without a
+credential (for load balancers; it says nothing about devices). ``GET /metrics`` is the
+Prometheus text format and needs the operator token, as ``X-API-TOKEN`` or
+``Authorization: Bearer <token>`` (what Prometheus' ``authorization`` scrape setting sends)::
+
+    wasup_http_requests_total{method,route,status}     counter
+    wasup_http_request_duration_seconds{route}         histogram
+    wasup_devices{status}                              gauge, per device status
+    wasup_logins_in_flight                             gauge
+    wasup_actor_crashes                                gauge (crash restarts since start)
+
+Each app has its own registry, so several apps in one process (tests) do not collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from quart import Blueprint, Quart, Response, current_app, g, request
+
+from api.auth import authenticate
+from api.errors import ApiError
+from api.routes_devices import ok
+from api.state import current_state
+
+STATUSES = ("pending", "qr_timeout", "connecting", "connected", "disconnected", "logged_out")
+
+health_bp = Blueprint("meta", __name__)
+metrics_bp = Blueprint("metrics", __name__)
+
+
+class _SupervisorCollector(Collector):
+    def __init__(self, sup: Any) -> None:
+        self.sup = sup
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            stats = self.sup.statistics()
+        except Exception:  # a broken scrape must not break the endpoint
+            return
+        devices = GaugeMetricFamily("wasup_devices", "Devices per status", labels=["status"])
+        by_status = stats.get("by_status", {})
+        for status in STATUSES:
+            devices.add_metric([status], float(by_status.get(status, 0)))
+        yield devices
+        yield GaugeMetricFamily(
+            "wasup_logins_in_flight",
+            "Devices in a login handshake now",
+            value=float(stats.get("logins_in_flight", 0)),
+        )
+        yield GaugeMetricFamily(
+            "wasup_actor_crashes",
+            "Device actor crashes since start",
+            value=float(stats.get("crashes", 0)),
+        )
+
+
+class Metrics:
+    """The registry and HTTP instruments of one app."""
+
+    def __init__(self, sup: Any) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "wasup_http_requests",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "wasup_http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        if hasattr(sup, "statistics"):
+            self.registry.register(_SupervisorCollector(sup))
+
+
+def install(app: Quart, sup: Any) -> None:
+    """Register the health and metrics routes and the request instruments on ``app``."""
+    metrics = Metrics(sup)
+    app.extensions["wasup.metrics"] = metrics
+
+    @app.before_request
+    async def _start_timer() -> None:
+        g.metrics_start = trio.current_time()
+
+    @app.after_request
+    async def _observe(response: Response) -> Response:
+        rule = request.url_rule
+        route = rule.rule if rule is not None else "unmatched"
+        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        start = g.get("metrics_start")
+        if start is not None:
+            metrics.duration.labels(route).observe(trio.current_time() - start)
+        return response
+
+
+@health_bp.get("/health")
+async def health() -> Response:
+    return ok({"status": "ok"})
+
+
+@metrics_bp.get("/metrics")
+async def metrics_text() -> Response:
+    state = current_state()
+    token = request.headers.get("X-API-TOKEN")
+    if token is None:
+        auth = request.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            token = auth[7:].strip()
+    principal = await authenticate(state, token)
+    if principal is None:
+        raise ApiError(401, "AUTHENTICATION_FAILED", "missing or invalid X-API-TOKEN")
+    if not principal.is_operator:
+        raise ApiError(403, "FORBIDDEN", "metrics need the operator token")
+    metrics: Metrics = current_app.extensions["wasup.metrics"]
+    return Response(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
