@@ -79,15 +79,24 @@ class Server:
         self._stop.set()
 
 
+_NO_RESPONSE = re.compile(r'" - - \d+us$')
+
+
 class _RedactFilter(logging.Filter):
-    """Replace tokens and device keys in log records (defence in depth for the access log)."""
+    """Replace tokens and device keys in log records (defence in depth for the access log).
+
+    Also drops the "- -" line Hypercorn logs for every request when the stream closes just
+    before its own access line with the status (one request, one line).
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _NO_RESPONSE.search(message):
+            return False
         try:
             from api.ws import redact
         except ImportError:  # pragma: no cover - api.ws is part of wasup
             return True
-        message = record.getMessage()
         redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, None

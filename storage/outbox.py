@@ -44,8 +44,9 @@ class Due:
     payload: str
     attempts: int
     created_at: str
-    url: str
-    secrets: tuple[str, ...]
+    # Kept out of repr: a query string may carry a token, and secrets are secrets.
+    url: str = attrs.field(repr=False)
+    secrets: tuple[str, ...] = attrs.field(repr=False)
 
 
 def _new_id() -> str:

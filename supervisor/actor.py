@@ -97,6 +97,19 @@ def state_from_row(row: DeviceRow, max_qr_attempts: int) -> sm.DeviceState:
     )
 
 
+def _immediate_backoff(actions: list[sm.Action]) -> sm.SetTimeout | None:
+    """The backoff timeout among ``actions`` that is due at once (attempt 0, no ban), if any."""
+    for action in actions:
+        if (
+            isinstance(action, sm.SetTimeout)
+            and action.kind == "backoff"
+            and action.attempt == 0
+            and action.not_before is None
+        ):
+            return action
+    return None
+
+
 _TIMEOUT_EVENTS: dict[str, sm.Event] = {
     "qr": sm.QrExpired(),
     "backoff": sm.BackoffElapsed(),
@@ -328,20 +341,30 @@ class DeviceActor:
     async def _apply(self, event: sm.Event) -> None:
         old = self.state
         new, actions = sm.transition(old, event)
-        self.state = new
-        if new != old:
+        steps = [(old, new, actions)]
+        # A reconnect due at once (after a restart) is applied now, so both changes of status
+        # are stored in one transaction instead of two.
+        while (immediate := _immediate_backoff(steps[-1][2])) is not None:
+            before = steps[-1][1]
+            rest = [a for a in steps[-1][2] if a is not immediate]
+            steps[-1] = (steps[-1][0], before, rest)
+            after, more = sm.transition(before, sm.BackoffElapsed())
+            steps.append((before, after, more))
+        self.state = steps[-1][1]
+        if self.state != old:
             self.deadline, self.timeout_kind = math.inf, None
-        batch: list[sm.Action] = []
-        for action in actions:
-            if isinstance(action, sm.Persist | sm.Emit | sm.ShowQr):
-                batch.append(action)
-                continue
-            if batch:
-                await self._flush(old, batch)
-                batch = []
-            await self._act(action)
+        batch: list[tuple[sm.Action, sm.DeviceState, sm.DeviceState]] = []
+        for before, after, step_actions in steps:
+            for action in step_actions:
+                if isinstance(action, sm.Persist | sm.Emit | sm.ShowQr):
+                    batch.append((action, before, after))
+                    continue
+                if batch:
+                    await self._flush(batch)
+                    batch = []
+                await self._act(action)
         if batch:
-            await self._flush(old, batch)
+            await self._flush(batch)
 
     async def _act(self, action: sm.Action) -> None:
         cfg = self.sup.config
@@ -383,14 +406,21 @@ class DeviceActor:
     def _arm(self, kind: str, deadline: float) -> None:
         self.timeout_kind, self.deadline = kind, deadline
 
-    async def _flush(self, old: sm.DeviceState, batch: list[sm.Action]) -> None:
-        """Persist the new state and its events in one transaction, then publish the events."""
+    async def _flush(self, batch: list[tuple[sm.Action, sm.DeviceState, sm.DeviceState]]) -> None:
+        """Persist the state changes and their events in one transaction, then publish them.
+
+        ``batch`` holds each action with the states before and after the transition that
+        produced it; every change of status gets its history row.
+        """
         at = now_iso()
         events: list[Event] = []
+        changes: list[tuple[sm.DeviceState, sm.DeviceState]] = []
         persist = False
-        for action in batch:
+        for action, before, after in batch:
             if isinstance(action, sm.Persist):
                 persist = True
+                if before.status is not after.status:
+                    changes.append((before, after))
             elif isinstance(action, sm.ShowQr):
                 events.append(self._show_qr(action, at))
             elif isinstance(action, sm.Emit):
@@ -401,33 +431,33 @@ class DeviceActor:
                 # the Trio thread nor the database thread pays for it later.
                 await self.qr.render()
         if persist:
+            final = batch[-1][2]
             fields = self._fields
             self._fields = {}
-            fields.update(paired=self.state.paired, status_reason=self.state.reason)
-            if self.state.status is sm.Status.CONNECTED and old.status is not sm.Status.CONNECTED:
+            fields.update(paired=final.paired, status_reason=final.reason)
+            if any(after.status is sm.Status.CONNECTED for _, after in changes):
                 fields.update(last_connection=at, last_seen=at)
-            if self.state.status is sm.Status.LOGGED_OUT:
+            if final.status is sm.Status.LOGGED_OUT:
                 fields.update(jid=None)
-            changed = old.status is not self.state.status
 
             def job(c: Any) -> DeviceRow:
-                if changed:
+                row = None
+                for before, after in changes:
                     row = storage.record_transition(
-                        c, self.id, from_status=old.status.value,
-                        to_status=self.state.status.value, reason=self.state.reason, at=at,
-                        **fields,
+                        c, self.id, from_status=before.status.value,
+                        to_status=after.status.value, reason=after.reason, at=at, **fields,
                     )
-                else:
+                if row is None:
                     row = storage.update_device(c, self.id, updated_at=at, **fields)
                 self._enqueue(c, events)
                 return row
 
             self.row = await self.sup.db.run(job)
             self.sup._remember(self.row)
-            if changed:
+            for before, after in changes:
                 log.info(
-                    "device %s: %s -> %s (%s)", self.row.session_id, old.status.value,
-                    self.state.status.value, self.state.reason or "-",
+                    "device %s: %s -> %s (%s)", self.row.session_id, before.status.value,
+                    after.status.value, after.reason or "-",
                 )
         elif events and self.id in self.sup._webhook_devices:
             await self.sup.db.run(lambda c: self._enqueue(c, events))

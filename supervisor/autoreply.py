@@ -220,8 +220,9 @@ _PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4
 #: IDN host in its punycode form), a host name or IPv4 address (no IPv6 literal: use a name),
 #: no credentials, no fragment.
 BASE_URL_PATTERN = (
-    r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::" + _PORT + r")?"
-    r"(?:/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*)?(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*)?$"
+    r"^https?://[A-Za-z0-9.-]+(?::" + _PORT + r")?"
+    r"(?:/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*)?"
+    r"(?:\?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*)?$"
 )
 _BASE_URL_RE = re.compile(BASE_URL_PATTERN)
 
