@@ -106,7 +106,9 @@ class _RedactFilter(logging.Filter):
 _REDACT = _RedactFilter()
 
 
-def hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
+def hypercorn_config(
+    host: str, port: int, *, graceful_timeout: float = GRACEFUL_TIMEOUT
+) -> hypercorn.config.Config:
     """Hypercorn's configuration for wasup: one insecure bind, redacted logs."""
     config = hypercorn.config.Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -116,7 +118,7 @@ def hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
     config.accesslog = access
     config.errorlog = logging.getLogger("wasup.http")
     config.access_log_format = ACCESS_LOG_FORMAT
-    config.graceful_timeout = GRACEFUL_TIMEOUT
+    config.graceful_timeout = graceful_timeout
     config.include_server_header = False
     try:
         from api.ws import configure_hypercorn
@@ -156,8 +158,9 @@ async def serve(
     """
     stop = trio.Event()
     async with open_supervisor(config, engine=engine) as sup:
+        settings = settings or ApiSettings()
         app = create_app(sup, api_token, settings)
-        hconfig = hypercorn_config(host, port)
+        hconfig = hypercorn_config(host, port, graceful_timeout=settings.graceful_timeout)
         async with trio.open_nursery() as nursery:
             for name in BACKGROUND_SERVICES:
                 run = _service(name)

@@ -35,6 +35,8 @@ class ApiSettings:
     qr_wait: float = 2.0
     #: Largest accepted request body, in bytes (larger: 413).
     max_body: int = MIB
+    #: Seconds Hypercorn lets requests in flight finish when shutting down.
+    graceful_timeout: float = 5.0
     #: Serve the simulator control routes (only meaningful with the simulator engine).
     simulator_routes: bool | None = None  # None: when the engine is the simulator
 

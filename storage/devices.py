@@ -144,7 +144,7 @@ def update_device(conn: sqlite3.Connection, device_id: int, **fields: Any) -> De
     (per user), ``session_id`` or ``api_key_hash`` is taken; ``TypeError`` for an unknown field.
     """
     if fields:
-        _update(conn, device_id, fields)
+        return _update(conn, device_id, fields)
     return _require(conn, device_id)
 
 
@@ -169,7 +169,7 @@ def record_transition(
     an unknown field.
     """
     fields = {**extra_fields, "status": str(to_status), "status_reason": reason, "updated_at": at}
-    _update(conn, device_id, fields)
+    row = _update(conn, device_id, fields)
     _append_history(
         conn,
         device_id,
@@ -178,7 +178,7 @@ def record_transition(
         reason,
         at,
     )
-    return _require(conn, device_id)
+    return row
 
 
 def history(conn: sqlite3.Connection, device_id: int) -> list[HistoryRow]:
@@ -198,14 +198,14 @@ def increment_stats(
 
     Error handling: ``NotFound`` if there is no such device.
     """
-    cursor = conn.execute(
+    rows = conn.execute(
         "UPDATE devices SET messages_sent = messages_sent + ?,"
-        " messages_received = messages_received + ?, last_activity = ? WHERE id = ?",
+        f" messages_received = messages_received + ?, last_activity = ? WHERE id = ? RETURNING {_COLS}",
         (sent, received, at, device_id),
-    )
-    if cursor.rowcount == 0:
+    ).fetchall()
+    if not rows:
         raise NotFound(f"device {device_id} not found")
-    return _require(conn, device_id)
+    return DeviceRow.from_values(rows[0])
 
 
 def delete_device(conn: sqlite3.Connection, device_id: int) -> bool:
@@ -229,7 +229,8 @@ def _require(conn: sqlite3.Connection, device_id: int) -> DeviceRow:
     return row
 
 
-def _update(conn: sqlite3.Connection, device_id: int, fields: dict[str, Any]) -> None:
+def _update(conn: sqlite3.Connection, device_id: int, fields: dict[str, Any]) -> DeviceRow:
+    """Set ``fields`` and return the row as it is afterwards (one statement, ``RETURNING``)."""
     unknown = set(fields) - MUTABLE_DEVICE_FIELDS
     if unknown:
         raise TypeError(f"unknown or read-only device fields: {', '.join(sorted(unknown))}")
@@ -237,13 +238,15 @@ def _update(conn: sqlite3.Connection, device_id: int, fields: dict[str, Any]) ->
     assignments = ", ".join(f"{name} = ?" for name in fields)
     values = [_column_value(v) for v in fields.values()]
     try:
-        cursor = conn.execute(
-            f"UPDATE devices SET {assignments} WHERE id = ?", [*values, device_id]
-        )
+        rows = conn.execute(
+            f"UPDATE devices SET {assignments} WHERE id = ? RETURNING {_COLS}",
+            [*values, device_id],
+        ).fetchall()
     except sqlite3.IntegrityError as exc:
         raise translate_integrity_error(exc) from None
-    if cursor.rowcount == 0:
+    if not rows:
         raise NotFound(f"device {device_id} not found")
+    return DeviceRow.from_values(rows[0])
 
 
 def _column_value(value: Any) -> Any:

@@ -42,7 +42,13 @@ async def running_server(
     engine: Any = None,
     **config_fields: Any,
 ) -> AsyncIterator[Server]:
-    """Serve wasup for the body of the ``async with``, then shut it down gracefully."""
+    """Serve wasup for the body of the ``async with``, then shut it down gracefully.
+
+    Without ``settings``, the defaults but a 1 s graceful timeout: Hypercorn's WebSocket ping
+    task keeps a closed WebSocket's connection alive until that timeout on shutdown.
+    """
+    if settings is None:
+        settings = ApiSettings(graceful_timeout=1.0)
     config_fields.setdefault("engine", "simulator")
     config_fields.setdefault("simulator_latency", 0.01)
     config = Config(data_dir=data_dir, **config_fields)

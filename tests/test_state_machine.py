@@ -327,6 +327,14 @@ TIMEOUT_EVENT: dict[str, sm.Event] = {
     "backoff": sm.BackoffElapsed(),
     "handshake": HandshakeTimedOut(),
 }
+ENGINE_EVENTS = st.one_of(
+    st.sampled_from([QrReady("2@abc,def,ghi,jkl"), QrReady("2@xyz,uvw,rst,opq")]),
+    st.just(Scanned()),
+    st.just(EngineConnected()),
+    st.sampled_from(CONNECTION_LOST_REASONS).map(ConnectionLost),
+    st.sampled_from(UNLINK_REASONS).map(Unlinked),
+    st.sampled_from([1_750_000_000.0, 1_750_003_600.0]).map(lambda t: Banned("temporary_ban", t)),
+)
 #: Where each kind of state timeout may be armed (DESIGN.md, and STYLE.md's gen_statem note).
 TIMEOUT_STATUSES = {"qr": {P}, "backoff": {D}, "handshake": {P, C}}
 
@@ -454,57 +462,24 @@ class DeviceMachine(RuleBasedStateMachine):
                 event = Login()
             self._step(event)
 
-    # -- commands ----------------------------------------------------------------------------
+    # -- commands (rules are few and broad, so that each kind of step comes up often) ---------
 
-    @rule()
-    def login(self) -> None:
-        self._step(Login())
+    @rule(command=st.sampled_from([Login(), Logout(), Cancel()]))
+    def command(self, command: sm.Event) -> None:
+        self._step(command)
 
-    @rule()
-    def logout(self) -> None:
-        self._step(Logout())
-
-    @rule()
-    def cancel(self) -> None:
-        self._step(Cancel())
-
-    @rule()
-    def restart(self) -> None:
-        """The process restarts (or the actor crashed and is restarted): Start from the row."""
+    @rule(parked=st.booleans())
+    def restart(self, parked: bool) -> None:
+        """The actor is rebuilt from the database: ``Start`` after a restart (boot or crash),
+        ``CrashLoop`` when the supervisor parks a device that crashed too often."""
         self._restart()
-        self._step(Start())
-
-    @rule()
-    def crash_loop(self) -> None:
-        """The actor crashed too often: the supervisor parks it from the row."""
-        self._restart()
-        self._step(CrashLoop())
+        self._step(CrashLoop() if parked else Start())
 
     # -- engine events -----------------------------------------------------------------------
 
-    @rule(code=st.sampled_from(["2@abc,def,ghi,jkl", "2@xyz,uvw,rst,opq"]))
-    def qr_ready(self, code: str) -> None:
-        self._step(QrReady(code))
-
-    @rule()
-    def scanned(self) -> None:
-        self._step(Scanned())
-
-    @rule()
-    def engine_connected(self) -> None:
-        self._step(EngineConnected())
-
-    @rule(reason=st.sampled_from(CONNECTION_LOST_REASONS))
-    def connection_lost(self, reason: str) -> None:
-        self._step(ConnectionLost(reason))
-
-    @rule(reason=st.sampled_from(UNLINK_REASONS))
-    def unlinked(self, reason: str) -> None:
-        self._step(Unlinked(reason))
-
-    @rule(until=st.sampled_from([1_750_000_000.0, 1_750_003_600.0]))
-    def banned(self, until: float) -> None:
-        self._step(Banned("temporary_ban", until))
+    @rule(event=ENGINE_EVENTS)
+    def engine_event(self, event: sm.Event) -> None:
+        self._step(event)
 
     # -- state timeouts ----------------------------------------------------------------------
 
