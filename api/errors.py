@@ -14,6 +14,7 @@ from typing import Any
 
 from quart import Quart, Response, jsonify
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing.exceptions import WebsocketMismatch
 
 from supervisor.errors import InvalidRequest, MailboxFull, WasupError
 
@@ -103,6 +104,8 @@ def response_for(exc: BaseException) -> Response:
             # The rest of the body was never read: the connection cannot carry another request.
             headers["Connection"] = "close"
         message = HTTP_MESSAGES.get(status) or (exc.description or exc.name).lower()
+        if isinstance(exc, WebsocketMismatch):
+            message = "this is the WebSocket event stream: connect with ws://HOST:PORT/?token=..."
         return error_response(
             status, HTTP_CODES.get(status, "INVALID_REQUEST" if status < 500 else "INTERNAL_ERROR"),
             message, headers=headers,

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 description of the HTTP API, served at ``/api/whatsapp/openapi.json``.
 
-The source is ``docs/openapi.yaml`` (in a checkout or an editable install) or the copy shipped
-as package data next to this module (``api/openapi.yaml``). It is loaded once per process.
+The source is ``docs/openapi.yaml``; ``api/openapi.yaml`` (a symlink to it in the repository,
+package data in a wheel) is read first, ``docs/`` next to the package as a fallback. It is loaded once per process.
 When the simulator routes are not registered, their paths are left out of the served document,
 so the document always describes exactly what this server answers.
 """
@@ -24,7 +24,8 @@ SIMULATOR_PREFIX = "/simulator/"
 
 def _candidates() -> list[Path]:
     here = Path(__file__).resolve().parent
-    return [here.parent / "docs" / "openapi.yaml", here / "openapi.yaml"]
+    # api/openapi.yaml is a symlink to docs/openapi.yaml in a checkout, a copy in a wheel.
+    return [here / "openapi.yaml", here.parent / "docs" / "openapi.yaml"]
 
 
 @functools.cache

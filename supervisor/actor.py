@@ -203,6 +203,8 @@ class DeviceActor:
             self._cancel_ops()
             await self.session.delete()
             await self.sup.db.run(lambda c: storage.delete_device(c, self.id))
+            self.sup._forget(self.id)
+            log.info("device %s deleted", self.row.session_id)
             return None
         if op == "update":
             (fields,) = args

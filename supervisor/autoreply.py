@@ -7,8 +7,8 @@ Synopsis::
     auto.statistics()                  # AutoReplyStatistics(replied=..., provider_errors=...)
 
 A device opts in with its AI settings (``PUT /devices/{id}/settings/ai``, stored under the
-``"ai"`` settings kind, see :class:`AiSettings`): when they are ``enabled`` with ``autoReply``
-and a ``model``, every incoming text message in a one-to-one chat gets a reply generated from
+``"ai"`` settings kind, see :class:`AiSettings`): when they are ``enabled`` with ``autoReply``,
+every incoming text message in a one-to-one chat gets a reply generated from
 the system prompt and the recent conversation of that chat, sent through the device with
 ``origin="autoreply"``.
 
@@ -58,6 +58,7 @@ from supervisor.webhooks import ssrf
 log = logging.getLogger("wasup.autoreply")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL = "gpt-4o-mini"
 PROVIDERS = frozenset({"openai"})
 RATE_PERIOD = 60.0  # seconds: the rate cap is "per chat per minute"
 MAX_PAUSE_SECONDS = 86400.0
@@ -104,7 +105,7 @@ class AiSettings:
 
     enabled: bool = False
     provider: str = "openai"
-    model: str | None = None
+    model: str = DEFAULT_MODEL
     auto_reply: bool = False
     system_prompt: str = ""
     base_url: str = DEFAULT_BASE_URL
@@ -122,7 +123,7 @@ class AiSettings:
     @property
     def active(self) -> bool:
         """True when incoming messages should be answered."""
-        return self.enabled and self.auto_reply and bool(self.model)
+        return self.enabled and self.auto_reply
 
     @classmethod
     def from_stored(cls, value: Mapping[str, Any] | None) -> AiSettings:
@@ -137,7 +138,7 @@ class AiSettings:
         guarded = fields.pop("guarded", False) is True
         try:
             return attrs.evolve(
-                apply_update(cls(), fields, require_model=False), guarded=guarded
+                apply_update(cls(), fields), guarded=guarded
             )
         except InvalidRequest as exc:
             log.warning("stored ai settings are invalid (%s), auto-reply is off", exc)
@@ -245,53 +246,47 @@ def _api_key(value: Any) -> str:
     return value
 
 
-#: API field -> (attribute, validator, nullable)
-_FIELDS: dict[str, tuple[str, Any, bool]] = {
-    "enabled": ("enabled", lambda v: _bool("enabled", v), False),
-    "provider": ("provider", _provider, False),
-    "model": ("model", lambda v: _text("model", v, min_len=1, max_len=200), True),
-    "autoReply": ("auto_reply", lambda v: _bool("autoReply", v), False),
-    "systemPrompt": ("system_prompt", lambda v: _text("systemPrompt", v, max_len=8000), False),
-    "baseUrl": ("base_url", _base_url, False),
-    "apiKey": ("api_key", _api_key, True),
+#: API field -> (attribute, validator); ``null`` always means the default
+_FIELDS: dict[str, tuple[str, Any]] = {
+    "enabled": ("enabled", lambda v: _bool("enabled", v)),
+    "provider": ("provider", _provider),
+    "model": ("model", lambda v: _text("model", v, min_len=1, max_len=200)),
+    "autoReply": ("auto_reply", lambda v: _bool("autoReply", v)),
+    "systemPrompt": ("system_prompt", lambda v: _text("systemPrompt", v, max_len=8000)),
+    "baseUrl": ("base_url", _base_url),
+    "apiKey": ("api_key", _api_key),
     "maxRepliesPerMinute": (
         "max_replies_per_minute",
         lambda v: _number("maxRepliesPerMinute", v, 1, 60, integer=True),
-        False,
     ),
     "operatorPauseSeconds": (
         "operator_pause_seconds",
         lambda v: _number("operatorPauseSeconds", v, 0, MAX_PAUSE_SECONDS, integer=False),
-        False,
     ),
     "historyLimit": (
         "history_limit",
         lambda v: _number("historyLimit", v, 0, 100, integer=True),
-        False,
     ),
     "timeoutSeconds": (
         "timeout_seconds",
         lambda v: _number("timeoutSeconds", v, 1, 300, integer=False),
-        False,
     ),
-    "maxTokens": ("max_tokens", lambda v: _number("maxTokens", v, 1, 32768, integer=True), True),
+    "maxTokens": ("max_tokens", lambda v: _number("maxTokens", v, 1, 32768, integer=True)),
     "temperature": (
         "temperature",
         lambda v: _number("temperature", v, 0, 2, integer=False),
-        True,
     ),
 }
 FIELDS = frozenset(_FIELDS)
 
 
-def apply_update(
-    current: AiSettings, body: Any, *, require_model: bool = True
-) -> AiSettings:
+def apply_update(current: AiSettings, body: Any) -> AiSettings:
     """Apply a ``PUT /settings/ai`` body to the current settings and return the new ones.
 
     Fields that are absent keep their current value (so switching ``enabled`` off does not
     forget the key); ``null`` resets a field to its default (``"apiKey": null`` removes the
-    key). When the result is enabled, a ``model`` is required.
+    key). There are no rules across fields: every field has a usable default (the model
+    included), so a body is valid or not whatever is stored.
 
     Error handling: raises :class:`InvalidRequest` naming the first wrong field (unknown
     fields included); the message never contains the API key.
@@ -304,18 +299,9 @@ def apply_update(
     defaults = AiSettings()
     changes: dict[str, Any] = {}
     for name, value in body.items():
-        attr, validate, nullable = _FIELDS[name]
-        if value is None:
-            if not nullable and getattr(defaults, attr) is not None:
-                changes[attr] = getattr(defaults, attr)
-            else:
-                changes[attr] = None
-            continue
-        changes[attr] = validate(value)
-    result = attrs.evolve(current, **changes)
-    if require_model and result.enabled and not result.model:
-        raise InvalidRequest("model: required when enabled", "model")
-    return result
+        attr, validate = _FIELDS[name]
+        changes[attr] = getattr(defaults, attr) if value is None else validate(value)
+    return attrs.evolve(current, **changes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,8 +508,6 @@ async def chat_completion(
     :class:`ProviderError` for a refused connection, a non-2xx status, a body over 1 MiB, bad
     JSON or a response without text content. No message contains the API key or the URL.
     """
-    if not settings.model:
-        raise ProviderError("no model configured")
     body: dict[str, Any] = {"model": settings.model, "messages": messages}
     if settings.max_tokens is not None:
         body["max_tokens"] = settings.max_tokens
@@ -571,14 +555,6 @@ async def chat_completion(
 
 # --------------------------------------------------------------------------------------------
 # The service
-
-
-class _Subscription(Protocol):
-    overflowed: bool
-
-    async def __aenter__(self) -> Any: ...
-    async def __aexit__(self, *exc: object) -> Any: ...
-    def __aiter__(self) -> Any: ...
 
 
 class SupervisorLike(Protocol):
@@ -707,14 +683,12 @@ class AutoReply:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._prune_loop)
-                    await self._consume(nursery, task_status)
+                    await self._consume(task_status)
                     nursery.cancel_scope.cancel()  # only the prune loop is left
             finally:
                 self._client = self._guarded_client = None
 
-    async def _consume(
-        self, nursery: trio.Nursery, task_status: trio.TaskStatus[None]
-    ) -> None:
+    async def _consume(self, task_status: trio.TaskStatus[None]) -> None:
         started = False
         async with trio.open_nursery() as replies:
             while True:

@@ -102,7 +102,7 @@ def make_engine(config: Config, db: storage.Database) -> eng.Engine:
 
         return SimulatorEngine(
             DbCredentialStore(db), seed=config.simulator_seed,
-            handshake_latency=config.simulator_latency,
+            handshake_latency=config.simulator_latency, instance=secrets.token_hex(4),
         )
     if config.engine == "whatsmeow":
         from .engines.whatsmeow import WhatsmeowEngine
@@ -197,7 +197,10 @@ class DeviceSupervisor:
                     child.actor = actor
                     try:
                         await actor.run(first)
-                        return  # a normal exit: the device was deleted
+                        if child.spec.restart is not RestartType.PERMANENT or child.id not in self.rows:
+                            return  # a normal exit: the device was deleted
+                        first = sm.Start()
+                        continue
                     except Exception:
                         child.actor = None
                         self.crashes += 1

@@ -389,6 +389,9 @@ async def test_openapi_served(tmp_path: Path) -> None:
     async with running_server(tmp_path / "data") as server:
         async with httpx.AsyncClient(base_url=server.api_url) as client:
             r = await client.get("/openapi.json")  # no credential needed
+            plain = await client.get(server.url + "/")  # the WebSocket endpoint, over HTTP
+            assert (plain.status_code, plain.json()["code"]) == (400, "INVALID_REQUEST")
+            assert "WebSocket" in plain.json()["error"]
     assert r.status_code == 200
     spec = r.json()
     assert spec["openapi"].startswith("3.1")

@@ -215,7 +215,7 @@ async def test_settings_validation_and_access(tmp_path: Path) -> None:
             ({"enabled": "yes"}, "enabled"),
             ({"provider": "acme"}, "provider"),
             ({"baseUrl": "ftp://x"}, "baseUrl"),
-            ({"enabled": True, "autoReply": True}, "model"),
+            ({"model": ""}, "model"),
             ({"apiKey": 5}, "apiKey"),
             ({"maxRepliesPerMinute": 0}, "maxRepliesPerMinute"),
             ({"model": "m", "colour": "red"}, "colour"),

@@ -61,9 +61,10 @@ def test_absent_fields_are_kept_and_null_resets() -> None:
     s = apply_update(AiSettings(), {"enabled": True, "model": "m", "apiKey": KEY})
     s2 = apply_update(s, {"enabled": False})
     assert s2.api_key == KEY and s2.model == "m" and not s2.enabled
-    s3 = apply_update(s2, {"apiKey": None, "baseUrl": None})
+    s3 = apply_update(s2, {"apiKey": None, "baseUrl": None, "model": None, "enabled": None})
     assert s3.api_key is None
     assert s3.base_url == ar.DEFAULT_BASE_URL
+    assert s3.model == ar.DEFAULT_MODEL and s3.enabled is False
 
 
 @pytest.mark.parametrize(
@@ -71,7 +72,6 @@ def test_absent_fields_are_kept_and_null_resets() -> None:
     [
         ({"enabled": "yes"}, "enabled"),
         ({"enabled": 1}, "enabled"),
-        ({"autoReply": None, "enabled": True}, "model"),  # enabled without a model
         ({"provider": "anthropic"}, "provider"),
         ({"provider": {}}, "provider"),
         ({"provider": ["openai"]}, "provider"),
@@ -133,7 +133,8 @@ def test_bad_api_key_is_not_echoed() -> None:
 def test_invalid_stored_settings_mean_disabled() -> None:
     assert AiSettings.from_stored({"enabled": "maybe"}) == AiSettings()
     assert AiSettings.from_stored(None) == AiSettings()
-    assert not AiSettings.from_stored({"enabled": True, "autoReply": True}).active  # no model
+    s = AiSettings.from_stored({"enabled": True, "autoReply": True})
+    assert s.active and s.model == ar.DEFAULT_MODEL
 
 
 # -- chats ------------------------------------------------------------------------------------

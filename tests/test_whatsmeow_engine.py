@@ -439,3 +439,44 @@ def test_recipient_jid(to: str, jid: str) -> None:
                                 "1" * 16, "@s.whatsapp.net"])
 def test_recipient_jid_rejects(to: str) -> None:
     assert wc.recipient_jid(to) is None
+
+
+def test_end_of_qr_channel_fences_go_map_read_until_next_event() -> None:
+    statuses: list[str] = []
+    client = wc.GoClient(1, Path("/nonexistent"), True, on_qr=lambda _c: None,
+                         on_status=statuses.append, on_event=lambda _c, _d: None,
+                         on_exit=lambda _e: None)
+    client.launched = True
+    client._go_status(0, ctypes_string(b"success"))
+    assert statuses == ["success"]
+    assert not wc.GATE.acquire_exclusive(timeout=0.05)  # fenced: Go is about to read its maps
+    client._go_event(b"x", 0, 0, 0)  # the next event: Go is past the read
+    assert wc.GATE.acquire_exclusive(timeout=1)
+    wc.GATE.release_exclusive()
+
+
+def test_end_of_qr_channel_after_stop_parks_go_instead_of_crashing() -> None:
+    statuses: list[str] = []
+    client = wc.GoClient(1, Path("/nonexistent"), True, on_qr=lambda _c: None,
+                         on_status=statuses.append, on_event=lambda _c, _d: None,
+                         on_exit=lambda _e: None)
+    client.launched = client.stopped = True
+    data = ctypes_string(b"timeout")
+    go = threading.Thread(target=client._go_status, args=(0, data), daemon=True)
+    go.start()
+    go.join(0.2)
+    assert go.is_alive()  # parked: Go never gets to dereference the deleted client
+    assert statuses == ["timeout"]
+    assert wc.GATE.acquire_exclusive(timeout=1)  # and the gate is free
+    wc.GATE.release_exclusive()
+
+
+_keep: list[object] = []
+
+
+def ctypes_string(value: bytes) -> int:
+    import ctypes
+
+    buf = ctypes.create_string_buffer(value)
+    _keep.append(buf)
+    return ctypes.addressof(buf)

@@ -102,3 +102,31 @@ async def test_create_cancel_delete_cycles_leave_no_thread_or_go_client(tmp_path
         stats = engine.statistics()
         assert (stats.sessions, stats.live_clients, stats.parked_threads) == (0, 0, 0)
         assert not any((config.data_dir / "whatsmeow").glob("*.db"))
+
+
+async def test_http_server_on_whatsmeow_offline(tmp_path: Path) -> None:
+    """``wasup serve``'s default engine, over HTTP: readable reason, server responsive."""
+    from .conftest import api_client, running_server
+
+    engine = WhatsmeowEngine(tmp_path / "data")  # the default engine, preflight on
+    async with running_server(tmp_path / "data", engine=engine) as server, \
+            api_client(server) as api:
+        r = await api.post("/devices", json={"userId": "u1", "alias": "Real"})
+        assert r.status_code == 201, r.text
+        sid = r.json()["data"]["sessionId"]
+        with trio.fail_after(10):
+            while True:
+                r = await api.get(f"/devices/{sid}")
+                data = r.json()["data"]
+                if data["status"] == "disconnected":
+                    break
+                await trio.sleep(0.02)
+        assert data["statusReason"].startswith("unreachable: lookup web.whatsapp.com")
+        r = await api.post(f"/devices/{sid}/messages", json={"to": "15557654321", "text": "x"})
+        assert r.status_code == 409
+        r = await api.post(f"/devices/{sid}/pair-code", json={"phoneNumber": "+15551234567"})
+        assert r.status_code == 409
+        r = await api.get("/sessions")
+        assert r.status_code == 200
+        r = await api.delete(f"/devices/{sid}")
+        assert r.status_code == 200

@@ -551,6 +551,18 @@ async def test_graceful_shutdown_closes_with_1001(tmp_path: Path) -> None:
     assert checked  # the server's nursery, cancelled once it stops, did not cut us short
 
 
+async def test_handshake_during_shutdown_is_refused(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server:
+            api_ws.close_streams(server.app)  # what a graceful shutdown does first
+            with pytest.raises(ConnectionRejected) as exc:
+                async with open_websocket_url(f"{server.ws_url}/?token={TOKEN}"):
+                    pass  # pragma: no cover
+            assert exc.value.status_code == 503
+            assert exc.value.body is not None
+            assert json.loads(exc.value.body)["code"] == "SERVICE_UNAVAILABLE"
+
+
 async def test_tokens_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     with trio.fail_after(TIMEOUT):

@@ -244,7 +244,7 @@ class SimulatorSession:
         self._maybe_crash("send_message")
         if self.state is not SessionState.CONNECTED:
             raise EngineError("not_connected", recoverable=True)
-        message_id = "3EB0" + self._random_bytes("message_id", 8).hex().upper()
+        message_id = "3EB0" + self._random_bytes("message_id" + self.engine.instance, 8).hex().upper()
         sent = SentMessage(message_id, to_jid, text, now_epoch())
         self.engine._sent.setdefault(self.device_id, []).append(sent)
         return message_id
@@ -334,6 +334,9 @@ class SimulatorEngine:
     credentials: CredentialStore
     seed: int = attrs.field(default=0, kw_only=True)
     handshake_latency: float = attrs.field(default=0.5, kw_only=True)
+    #: Mixed into message ids: a process gives its engine a fresh one, so message ids stay
+    #: unique across restarts (tests keep the default and get the same ids every run).
+    instance: str = attrs.field(default="", kw_only=True)
     name: str = attrs.field(default="simulator", init=False)
     reachable: bool = attrs.field(default=True, init=False)
     _sessions: dict[int, SimulatorSession] = attrs.field(factory=dict, init=False)
@@ -517,7 +520,7 @@ class SimulatorEngine:
                 raise InvalidRequest("a group message needs a chat ending in @g.us", "chat")
         elif chat is None:
             chat = sender_jid
-        message_id = "3A" + session._random_bytes("incoming_id", 9).hex().upper()
+        message_id = "3A" + session._random_bytes("incoming_id" + self.instance, 9).hex().upper()
         session.sink(
             MessageReceived(
                 message_id=message_id,

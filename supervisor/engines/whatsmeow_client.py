@@ -374,9 +374,16 @@ class GoClient:
             status = ctypes.string_at(data).decode(errors="replace")
         except Exception:
             return
-        if status == "success":
-            # Go reads its maps once more before the next event: fence that read.
+        if status != "err-scanned-without-multidevice":
+            # The QR channel is closing: right after this callback Go leaves the pairing loop
+            # and reads its maps (FetchMe). Fence that read with the gate. If wasup already
+            # stopped this client, the map entry is gone and Go would dereference nil and
+            # take the whole process down: keep this thread here instead (parked).
             if GATE.acquire_exclusive(timeout=10.0):
+                if self.stopped:
+                    GATE.release_exclusive()
+                    self._call(self.on_status, status)
+                    threading.Event().wait()  # parked for good, see the module docstring
                 with self._fence_lock:
                     self._fenced = True
                 timer = threading.Timer(FENCE_SECONDS, self._unfence)
