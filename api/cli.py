@@ -9,6 +9,7 @@ Every option has an environment variable (the flag wins over the variable)::
     --max-concurrent-logins  WASUP_MAX_CONCURRENT_LOGINS  5
     --rate-limit             WASUP_RATE_LIMIT             50   requests/second per credential
     --rate-burst             WASUP_RATE_BURST             100
+    --qr-wait                WASUP_QR_WAIT                2    seconds POST /devices waits for a QR
     --log-level              WASUP_LOG_LEVEL              info
                              WASUP_API_TOKEN              operator token (see below)
                              WASUP_WEBHOOK_ALLOW_NETWORKS comma-separated CIDRs
@@ -55,6 +56,7 @@ class ServeOptions:
     max_concurrent_logins: int
     rate_limit: float
     rate_burst: int
+    qr_wait: float
     log_level: str
     webhook_allow_networks: tuple[str, ...]
 
@@ -83,6 +85,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     serve.add_argument("--rate-limit", type=float, default=_env(env, "WASUP_RATE_LIMIT", "50"))
     serve.add_argument("--rate-burst", type=int, default=_env(env, "WASUP_RATE_BURST", "100"))
+    serve.add_argument("--qr-wait", type=float, default=_env(env, "WASUP_QR_WAIT", "2"))
     serve.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
@@ -104,6 +107,8 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> ServeOptions:
         parser.error("max-concurrent-logins must be at least 1")
     if args.rate_limit <= 0 or args.rate_burst < 1:
         parser.error("rate-limit must be positive and rate-burst at least 1")
+    if not 0 <= args.qr_wait <= 60:
+        parser.error("qr-wait must be between 0 and 60 seconds")
     networks = tuple(
         part.strip()
         for part in env.get("WASUP_WEBHOOK_ALLOW_NETWORKS", "").split(",")
@@ -117,6 +122,7 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> ServeOptions:
         max_concurrent_logins=args.max_concurrent_logins,
         rate_limit=args.rate_limit,
         rate_burst=args.rate_burst,
+        qr_wait=args.qr_wait,
         log_level=args.log_level,
         webhook_allow_networks=networks,
     )
@@ -159,7 +165,8 @@ async def run_server(options: ServeOptions, token: str) -> None:
         webhook_allow_networks=options.webhook_allow_networks,
     )
     settings = ApiSettings(
-        rate_limit=RateLimitPolicy(rate=options.rate_limit, burst=options.rate_burst)
+        rate_limit=RateLimitPolicy(rate=options.rate_limit, burst=options.rate_burst),
+        qr_wait=options.qr_wait,
     )
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

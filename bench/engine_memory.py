@@ -141,7 +141,7 @@ def measure_bare(n: int, data_dir: Path) -> dict[str, Any]:
         try:
             client.connect()
         except NeonizeError as exc:
-            errors.add(str(exc)[-60:])
+            errors.add(str(exc).split("dial tcp: ")[-1])
         client.stop()
         clients.append(client)
 

@@ -7,8 +7,9 @@ first time it is needed in a run, and then advanced by Trio's clock.
 
 from __future__ import annotations
 
+import math
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 import trio
 
@@ -31,10 +32,24 @@ def now_epoch() -> float:
     return _anchor[2] + (t - _anchor[1])
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, for reuse
+
+
 def iso(epoch: float) -> str:
     """Format an epoch as the API does: ``2025-06-19T12:00:00.000Z``."""
-    dt = datetime.fromtimestamp(epoch, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    global _second
+    # Round to the microsecond as datetime.fromtimestamp does, then truncate to milliseconds.
+    frac, whole_f = math.modf(epoch)
+    micros = round(frac * 1_000_000)
+    whole = int(whole_f)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    millis = micros // 1000
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{millis:03d}Z"
 
 
 def now_iso() -> str:

@@ -69,11 +69,12 @@ async def wait_for(predicate: Any) -> None:
             await trio.sleep(0.01)
 
 
-async def settle(server: Server) -> None:
-    """The service took every published event and finished every reply."""
-    await trio.sleep(0.05)
+async def settle(server: Server, received: int) -> None:
+    """The service has looked at ``received`` incoming messages and finished every reply."""
+    auto = service(server)
+    await wait_for(lambda: auto.statistics().considered >= received)
     with trio.fail_after(DEADLINE):
-        await service(server).wait_idle()
+        await auto.wait_idle()
 
 
 async def test_auto_reply_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -91,7 +92,10 @@ async def test_auto_reply_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFi
                 return [m.text for m in engine.sent_messages(dev_id)
                         if to is None or m.to_jid == jid(to)]
 
+            sent = [0]  # incoming messages so far
+
             async def incoming(sender: str, text: str) -> None:
+                sent[0] += 1
                 r = await api.post(f"/simulator/devices/{sid}/messages",
                                    json={"from": sender, "text": text})
                 assert r.status_code == 200, r.text
@@ -145,16 +149,17 @@ async def test_auto_reply_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFi
             # -- rate cap: 3 per chat per minute --------------------------------------------
             for i in range(3):
                 await incoming(ALICE, f"more {i}")
-            await settle(server)
+            await settle(server, sent[0])
             assert len(replies(ALICE)) == 3
             assert service(server).statistics().rate_limited == 2
 
             # -- groups, broadcasts and own messages are ignored ---------------------------
             await engine.incoming_message(dev_id, ALICE, "group hello", chat="12036302@g.us")
+            sent[0] += 1
             r = await api.get(f"/devices/{sid}")
             own = r.json()["data"]["phoneNumber"]
             await incoming(own, "note to self")
-            await settle(server)
+            await settle(server, sent[0])
             stats = service(server).statistics()
             assert stats.ignored_group == 1
             assert stats.ignored_own == 1
@@ -165,7 +170,7 @@ async def test_auto_reply_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFi
             assert r.status_code == 200, r.text
             await trio.sleep(0.05)
             await incoming(BOB, "hello Ann, is this a bot?")
-            await settle(server)
+            await settle(server, sent[0])
             assert replies(BOB) == ["Hi, Ann here"]
             assert service(server).statistics().paused == 1
             await trio.sleep(1.1)  # operatorPauseSeconds
@@ -177,7 +182,7 @@ async def test_auto_reply_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFi
             provider.script.extend([("status", 500), ("garbage",)])
             await incoming(CAROL, "one")
             await incoming(CAROL, "two")
-            await settle(server)
+            await settle(server, sent[0])
             assert service(server).statistics().provider_error == 2
             assert replies(CAROL) == []
             await incoming(CAROL, "three")
@@ -189,7 +194,7 @@ async def test_auto_reply_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFi
             assert r.json()["data"]["apiKeySet"] is True
             n = len(provider.requests)
             await incoming(CAROL, "four")
-            await settle(server)
+            await settle(server, sent[0])
             assert len(provider.requests) == n
 
             responses.append((await api.get(f"/devices/{sid}")).text)

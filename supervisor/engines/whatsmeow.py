@@ -179,7 +179,11 @@ class WhatsmeowSession:
         await self._wait(link, lambda: link.connected, starter=True)
 
     async def send_message(self, to_jid: str, text: str) -> str:
-        """Send a text message to a phone number or JID; returns WhatsApp's message id."""
+        """Send a text message to a phone number or JID; returns WhatsApp's message id.
+
+        Raises EngineError ``not_connected``, ``invalid_recipient`` or ``send_failed: ...``.
+        Cancelling the caller does not unsend: the worker thread finishes the send.
+        """
         link = self._link
         if link is None or not link.connected or link.exit_error is not None or link.failure:
             raise EngineError("not_connected", message="the device is not connected")

@@ -14,7 +14,8 @@ Why :data:`GATE`: the Go side keeps its clients, cancel functions and event chan
 maps, shared by every client and guarded by no lock; a Go map written while another goroutine
 reads it kills the whole process ("concurrent map read and map write"). Writes happen when a
 client starts (the first moments of ``Neonize()``) and in ``Stop``; reads in every other call.
-So starting and stopping take the gate exclusively, the other calls share it. A start holds the
+So starting, stopping and logging out take the gate exclusively, the other calls share it
+(a stop waits for the sends in flight; a waiting stop goes before new sends). A start holds the
 gate until Go signals that it is past its map writes (the first QR code, status, event, or the
 call returning) or ``hold`` seconds passed. Right after a successful pairing the Go side reads
 the maps once more, outside any call of ours; the status callback for ``success`` fences that
@@ -61,6 +62,12 @@ FENCE_SECONDS = 2.0
 GO_LOG_LEVEL = b"WARN"
 
 _uuids = itertools.count(1)
+
+#: Go's loggers keep this callback past the end of ``Neonize()`` (the SQLite container is never
+#: closed, whatsmeow's goroutines may log while shutting down): one for the process, never
+#: freed. The other callbacks are only called from within ``Neonize()`` and live with the
+#: client (a parked client is kept for good, see :attr:`GoClient.parked`).
+_LOG_CB = func_callback_bytes2(log_whatsmeow)
 
 
 class GoGate:
@@ -282,7 +289,7 @@ class GoClient:
             func_string(self._go_qr),
             func_string(self._go_status),
             func_callback_bytes(self._go_event),
-            func_callback_bytes2(log_whatsmeow),
+            _LOG_CB,
             (ctypes.c_char * len(subscribed)).from_buffer(subscribed),
             subscribed,
             props,
