@@ -39,6 +39,7 @@ import trio
 
 from api.ratelimit import RateLimitPolicy
 from api.state import ApiSettings
+from supervisor.runtime import tune_gc
 
 log = logging.getLogger("wasup.cli")
 
@@ -220,6 +221,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         )
     elif not env.get("WASUP_API_TOKEN"):
         print(f"wasup: operator token is in {options.data_dir / TOKEN_FILE}", flush=True)
+    tune_gc()
     try:
         trio.run(run_server, options, token)
     except KeyboardInterrupt:
