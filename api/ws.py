@@ -16,8 +16,9 @@ is discarded.
 Close codes:
 
 - handshake refused with HTTP 401 (no or bad credential), 400 (bad filter) or 429 (the
-  credential's rate limit: a handshake costs one request), as the JSON error envelope the
-  HTTP API uses;
+  credential's rate limit: a handshake costs one request; or more than
+  ``WASUP_WS_MAX_PER_CREDENTIAL`` connections, 64 by default, open at once), as the JSON
+  error envelope the HTTP API uses;
 - 1013 "subscriber too slow": the connection fell more than its queue
   (``Config.event_queue_size`` events, 256 by default) behind and the event bus dropped it;
   reconnect (and catch up over HTTP);
@@ -28,10 +29,11 @@ Close codes:
 Resource handling: each connection holds one bounded subscription on the event bus, which
 never blocks a publisher; it is dropped when full. Nothing else is buffered: a send goes
 straight to the socket, and a send that makes no progress for ``WASUP_WS_SEND_TIMEOUT``
-seconds (a peer that stopped reading, so TCP backpressure holds the write) aborts the TCP
-connection, because Hypercorn's socket write cannot be cancelled and the close frame would
-queue behind it. Keep-alive pings are sent by Hypercorn (:func:`configure_hypercorn`); a peer
-that answers nothing for ``read_timeout`` is closed there.
+seconds (30 by default: a peer that stopped reading, so TCP backpressure holds the write)
+aborts the TCP connection, because Hypercorn's socket write cannot be cancelled and the
+close frame would queue behind it. Keep-alive pings are sent by Hypercorn (:func:`configure_hypercorn`, every
+``WASUP_WS_PING_INTERVAL`` seconds, 25 by default); a peer that answers nothing for
+``read_timeout`` (two intervals and ten seconds) is closed there.
 
 Credentials never reach a log line: the token is neither logged nor echoed in errors (when
 the subprotocol carried it and the client also offered ``wasup``, ``wasup`` is echoed).
@@ -42,6 +44,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import socket
 from collections import OrderedDict
@@ -63,11 +66,15 @@ log = logging.getLogger("wasup.api.ws")
 
 bp = Blueprint("ws", __name__)
 
-#: Quart config keys (app.config). The queue size defaults to the event bus's
+#: Settings, read from the app's config (``app.config[KEY]``) or else the environment
+#: variable of the same name. The queue size defaults to the event bus's
 #: (``Config.event_queue_size``, 256 events).
 QUEUE_SIZE_KEY = "WASUP_WS_QUEUE_SIZE"
 SEND_TIMEOUT_KEY = "WASUP_WS_SEND_TIMEOUT"
+PING_INTERVAL_KEY = "WASUP_WS_PING_INTERVAL"
+MAX_PER_CREDENTIAL_KEY = "WASUP_WS_MAX_PER_CREDENTIAL"
 DEFAULT_SEND_TIMEOUT = 30.0
+DEFAULT_MAX_PER_CREDENTIAL = 64
 DEFAULT_PING_INTERVAL = 25.0
 
 #: The subprotocol name a browser may offer next to its token, so that the token itself is
@@ -218,9 +225,16 @@ async def events_socket() -> Response | None:
             headers=state.limiter.headers(decision),
         )
 
-    config = current_app.config
-    queue_size = config.get(QUEUE_SIZE_KEY)  # None: the bus's (Config.event_queue_size)
-    send_timeout = float(config.get(SEND_TIMEOUT_KEY, DEFAULT_SEND_TIMEOUT))
+    queue_size = _setting(QUEUE_SIZE_KEY, None)  # None: the bus's (Config.event_queue_size)
+    send_timeout = float(_setting(SEND_TIMEOUT_KEY, DEFAULT_SEND_TIMEOUT))
+    most = int(_setting(MAX_PER_CREDENTIAL_KEY, DEFAULT_MAX_PER_CREDENTIAL))
+    mine = sum(1 for s in _streams(current_app) if s.credential_id == principal.credential_id)
+    if mine >= most:
+        return error_response(
+            429, "RATE_LIMIT_EXCEEDED",
+            f"too many websocket connections for this credential (at most {most})",
+            headers={"Retry-After": "5"},
+        )
     device_ids = None if principal.device_id is None else frozenset({principal.device_id})
     bus = state.sup.bus
     # Subscribe before accepting: nothing published after the handshake is missed.
@@ -229,19 +243,24 @@ async def events_socket() -> Response | None:
         types=stream_filter.types,
         maxsize=None if queue_size is None else int(queue_size),
     )
+    stream = _Stream(
+        ws=ws,
+        subscription=subscription,
+        stream_filter=stream_filter,
+        credential_id=principal.credential_id,
+    )
+    streams = _streams(current_app)
+    streams.add(stream)  # counted from here on: no checkpoint since the check above
     async with subscription:
-        await ws.accept(subprotocol=chosen)
-        log.info(
-            "websocket opened for %s from %s (sessions=%s, events=%s)",
-            principal.credential_id,
-            _peer(ws),
-            ",".join(sorted(stream_filter.refs)) if stream_filter.refs else "all",
-            ",".join(sorted(stream_filter.types)) if stream_filter.types else "all",
-        )
-        stream = _Stream(ws=ws, subscription=subscription, stream_filter=stream_filter)
-        streams = _streams(current_app)
-        streams.add(stream)
         try:
+            await ws.accept(subprotocol=chosen)
+            log.info(
+                "websocket opened for %s from %s (sessions=%s, events=%s)",
+                principal.credential_id,
+                _peer(ws),
+                ",".join(sorted(stream_filter.refs)) if stream_filter.refs else "all",
+                ",".join(sorted(stream_filter.types)) if stream_filter.types else "all",
+            )
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_discard_incoming, ws)
                 if send_timeout > 0 and math.isfinite(send_timeout):
@@ -264,6 +283,14 @@ async def events_socket() -> Response | None:
 
 
 _CLOSING_KEY = "wasup.ws.closing"
+
+
+def _setting(key: str, default: Any) -> Any:
+    """``key`` from the app's config, else from the environment, else ``default``."""
+    value = current_app.config.get(key)
+    if value is None:
+        value = os.environ.get(key) or None
+    return default if value is None else value
 
 
 def _streams(app: Any) -> set[_Stream]:
@@ -293,6 +320,7 @@ class _Stream:
     ws: Any
     subscription: Subscription
     stream_filter: StreamFilter
+    credential_id: str
     sent: int = 0
     outcome: str = "client left"
     aborted: bool = False
@@ -455,14 +483,18 @@ def _find_socket_stream(start: Any, depth: int = 10) -> trio.SocketStream | None
     return None
 
 
-def configure_hypercorn(config: Any, *, ping_interval: float = DEFAULT_PING_INTERVAL) -> None:
+def configure_hypercorn(config: Any, *, ping_interval: float | None = None) -> None:
     """Turn on WebSocket keep-alive in a :class:`hypercorn.config.Config`.
 
+    ``ping_interval`` defaults to ``WASUP_WS_PING_INTERVAL`` from the environment, else 25 s;
+    0 turns pings (and the read timeout) off.
     Hypercorn sends a ping every ``ping_interval`` seconds; a live client answers with a
     pong, which counts as data read, so ``read_timeout`` (two intervals and ten seconds)
     closes peers that went silent. ``read_timeout`` also bounds how long an HTTP client may
     stay silent mid-request, which is far above any wasup handler's deadline.
     """
+    if ping_interval is None:
+        ping_interval = float(os.environ.get(PING_INTERVAL_KEY) or DEFAULT_PING_INTERVAL)
     if ping_interval <= 0:
         config.websocket_ping_interval = None
         return

@@ -208,9 +208,12 @@ class DeviceActor:
             return None
         if op == "update":
             (fields,) = args
-            self.row = await self.sup.db.run(
-                lambda c: storage.update_device(c, self.id, **fields, updated_at=now_iso())
-            )
+            try:
+                self.row = await self.sup.db.run(
+                    lambda c: storage.update_device(c, self.id, **fields, updated_at=now_iso())
+                )
+            except storage.Conflict as exc:
+                raise DeviceConflict(f"another device of this user has that {exc.field or 'value'}") from None
             self.sup._remember(self.row)
             return self.row
         if op == "put_settings":

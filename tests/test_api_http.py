@@ -469,3 +469,16 @@ async def test_health_and_metrics(tmp_path: Path) -> None:
     assert 'wasup_devices{status="pending"} 1.0' in text
     assert 'route="/api/whatsapp/devices",status="201"' in text
     assert "wasup_http_request_duration_seconds_bucket" in text
+
+
+async def test_rename_to_an_alias_in_use_is_409(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "data") as server, api_client(server) as api:
+        first = (await api.post("/devices", json={"userId": "u", "alias": "Foo"})).json()["data"]
+        assert (await api.put(f"/devices/{first['id']}", json={"alias": "Bar"})).status_code == 200
+        other = (await api.post("/devices", json={"userId": "u", "alias": "Baz"})).json()["data"]
+        # "Bar" is taken by the first device (whose sessionId still says "foo").
+        r = await api.put(f"/devices/{other['id']}", json={"alias": "Bar"})
+        assert (r.status_code, r.json()["code"]) == (409, "DEVICE_CONFLICT")
+        # Nothing changed, and the device's actor is still there to answer.
+        again = await api.get(f"/devices/{other['id']}")
+        assert (again.status_code, again.json()["data"]["alias"]) == (200, "Baz")

@@ -444,16 +444,17 @@ class DeviceMachine(RuleBasedStateMachine):
 
     # -- the happy path (so that connected and later QR attempts are reached often) -----------
 
-    @rule(steps=st.integers(1, 4))
-    def progress(self, steps: int) -> None:
-        """Take up to ``steps`` steps towards ``connected``: what an operator and a phone do."""
+    @rule(steps=st.integers(1, 4), wait=st.booleans())
+    def progress(self, steps: int, wait: bool) -> None:
+        """Take up to ``steps`` steps towards ``connected``: what an operator and a phone do
+        (when disconnected: ``wait`` for the backoff, or log in at once)."""
         for _ in range(steps):
             s = self.state
             if s.status is P:
                 event: sm.Event = QrReady("2@next") if s.qr_attempt == 0 else Scanned()
             elif s.status is C:
                 event = EngineConnected()
-            elif s.status is D and self.timer == "backoff":
+            elif s.status is D and self.timer == "backoff" and wait:
                 self.timer = None
                 event = sm.BackoffElapsed()
             elif s.status is K:

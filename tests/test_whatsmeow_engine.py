@@ -197,7 +197,7 @@ async def test_fifty_create_delete_cycles_leave_nothing_behind(tmp_path: Path) -
         assert not wc.store_path(tmp_path, i).exists()
     assert python_threads() == py_before
     # Go keeps a few OS threads around for reuse; it must not grow with the cycles.
-    assert os_threads() <= os_before + 4
+    assert os_threads() <= os_before + 8
     stats = engine.statistics()
     assert (stats.sessions, stats.live_clients, stats.parked_threads) == (0, 0, 0)
 

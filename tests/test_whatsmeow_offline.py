@@ -4,7 +4,7 @@ schedule and never faster, the supervisor stays responsive, and create/cancel/de
 leave no thread and no Go client behind.
 
 The engine's preflight is off here, so every attempt goes through neonize and whatsmeow.
-Threads do real work, so the MockClock jumps only after 0.3 s of real idleness (not at once).
+Threads do real work, so the MockClock jumps only after 0.5 s of real idleness (not at once).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_offline_device_backs_off_on_schedule_and_stays_responsive(tmp_path: Pat
         stored = await sup_history_reason(config)
         assert stored == REASON
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0.3))
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0.5))
 
 
 async def sup_history_reason(config: Config) -> str | None:

@@ -66,21 +66,29 @@ def jid(user: str, server: str = "s.whatsapp.net") -> nz.JID:
     return nz.JID(User=user, Server=server, Device=0, RawAgent=0, Integrator=0, IsEmpty=False)
 
 
+EMITTED: list[str] = []  # the wasup event types of the last through_state_machine call
+
+
 def through_state_machine(status: sm.Status, events: list[EngineEvent]) -> sm.DeviceState:
-    """Feed the engine events to the state machine the way the actor does."""
+    """Feed the engine events to the state machine the way the actor does; the wasup events
+    it publishes (``device_status``, ``device_connected``...) are left in :data:`EMITTED`."""
     state = sm.DeviceState(status=status, paired=status is not sm.Status.PENDING)
+    EMITTED.clear()
     for ev in events:
         match ev:
             case Connected():
-                state, _ = sm.transition(state, sm.EngineConnected())
+                state, actions = sm.transition(state, sm.EngineConnected())
             case Paired():
-                state, _ = sm.transition(state, sm.Scanned())
+                state, actions = sm.transition(state, sm.Scanned())
             case Disconnected(reason=r, recoverable=True):
-                state, _ = sm.transition(state, sm.ConnectionLost(r))
+                state, actions = sm.transition(state, sm.ConnectionLost(r))
             case Disconnected(reason=r) | LoggedOut(reason=r):
-                state, _ = sm.transition(state, sm.Unlinked(r))
+                state, actions = sm.transition(state, sm.Unlinked(r))
             case TemporaryBan(reason=r, until_epoch=u):
-                state, _ = sm.transition(state, sm.Banned(r, u))
+                state, actions = sm.transition(state, sm.Banned(r, u))
+            case _:
+                actions = []
+        EMITTED.extend(a.type for a in actions if isinstance(a, sm.Emit))
     return state
 
 
@@ -93,6 +101,7 @@ def test_connected_carries_push_name_and_platform() -> None:
     assert events == [Connected(push_name="Ana", platform="android")]
     state = through_state_machine(sm.Status.CONNECTING, events)
     assert (state.status, state.reason) == (sm.Status.CONNECTED, None)
+    assert EMITTED == ["device_status", "device_connected"]
 
 
 def test_connected_without_account_info() -> None:
@@ -104,6 +113,7 @@ def test_disconnected_is_recoverable() -> None:
     assert events == [Disconnected("connection_lost", recoverable=True)]
     state = through_state_machine(sm.Status.CONNECTED, events)
     assert (state.status, state.reason) == (sm.Status.DISCONNECTED, "connection_lost")
+    assert EMITTED == ["device_status", "device_disconnected"]
 
 
 def test_keepalive_timeout_below_threshold_changes_nothing() -> None:
@@ -115,6 +125,7 @@ def test_keepalive_timeout_at_threshold_is_a_lost_connection() -> None:
     assert events == [Disconnected("keepalive_timeout", recoverable=True)]
     state = through_state_machine(sm.Status.CONNECTED, events)
     assert (state.status, state.reason) == (sm.Status.DISCONNECTED, "keepalive_timeout")
+    assert EMITTED == ["device_status", "device_disconnected"]
 
 
 def test_keepalive_restored_changes_nothing() -> None:
@@ -138,6 +149,7 @@ def test_logged_out_is_final(reason: int, expected: str) -> None:
     assert events == [LoggedOut(expected)]
     state = through_state_machine(sm.Status.CONNECTED, events)
     assert (state.status, state.reason, state.paired) == (sm.Status.LOGGED_OUT, expected, False)
+    assert EMITTED == ["device_status", "device_logged_out"]
 
 
 def test_logged_out_without_reason() -> None:
@@ -149,6 +161,7 @@ def test_stream_replaced_is_final() -> None:
     assert events == [LoggedOut("stream_replaced")]
     state = through_state_machine(sm.Status.CONNECTED, events)
     assert (state.status, state.reason) == (sm.Status.LOGGED_OUT, "stream_replaced")
+    assert EMITTED == ["device_status", "device_logged_out"]
 
 
 def test_client_outdated_is_final() -> None:
@@ -156,12 +169,11 @@ def test_client_outdated_is_final() -> None:
     assert events == [LoggedOut("client_outdated")]
     state = through_state_machine(sm.Status.CONNECTING, events)
     assert (state.status, state.reason) == (sm.Status.LOGGED_OUT, "client_outdated")
+    assert EMITTED == ["device_status", "device_logged_out"]
 
 
 def test_temporary_ban_waits_until_expiry() -> None:
-    ev = nz.TemporaryBan(Code=nz.TemporaryBan.SENT_TO_TOO_MANY_PEOPLE if hasattr(
-        nz.TemporaryBan, "SENT_TO_TOO_MANY_PEOPLE") else nz.TemporaryBan.SEND_TO_TOO_MANY_PEOPLE,
-        Expire=7200)
+    ev = nz.TemporaryBan(Code=nz.TemporaryBan.SEND_TO_TOO_MANY_PEOPLE, Expire=7200)
     events = tr(ev)
     assert events == [TemporaryBan("temporary_ban: send_to_too_many_people", NOW + 7200)]
     old = sm.DeviceState(status=sm.Status.CONNECTED, paired=True)
@@ -170,6 +182,8 @@ def test_temporary_ban_waits_until_expiry() -> None:
         sm.Status.DISCONNECTED, "temporary_ban", NOW + 7200
     )
     assert sm.SetTimeout("backoff", attempt=1, not_before=NOW + 7200) in actions
+    emitted = [a.type for a in actions if isinstance(a, sm.Emit)]
+    assert emitted == ["device_status", "device_disconnected"]
 
 
 @pytest.mark.parametrize(
@@ -187,6 +201,7 @@ def test_connect_failure_final(reason: int, expected: str) -> None:
     assert events == [LoggedOut(expected)]
     state = through_state_machine(sm.Status.CONNECTING, events)
     assert (state.status, state.reason) == (sm.Status.LOGGED_OUT, expected)
+    assert EMITTED == ["device_status", "device_logged_out"]
 
 
 def test_connect_failure_temp_banned_without_expiry() -> None:
@@ -208,6 +223,7 @@ def test_connect_failure_recoverable(reason: int, expected: str) -> None:
     assert events == [Disconnected(expected, recoverable=True)]
     state = through_state_machine(sm.Status.CONNECTING, events)
     assert (state.status, state.reason) == (sm.Status.DISCONNECTED, expected)
+    assert EMITTED == ["device_status", "device_disconnected"]
 
 
 def test_stream_error_changes_nothing() -> None:
@@ -225,6 +241,7 @@ def test_pair_success_is_paired() -> None:
     assert events == [Paired("15551234567@s.whatsapp.net", "15551234567", None, "android")]
     state = through_state_machine(sm.Status.PENDING, events)
     assert (state.status, state.paired) == (sm.Status.CONNECTING, True)
+    assert EMITTED == ["device_status"]
 
 
 def test_pair_error_starts_over() -> None:
@@ -233,6 +250,7 @@ def test_pair_error_starts_over() -> None:
     assert events == [Disconnected("pair_error: bad signature", recoverable=True)]
     state = through_state_machine(sm.Status.PENDING, events)
     assert (state.status, state.reason) == (sm.Status.DISCONNECTED, "pair_error: bad signature")
+    assert EMITTED == ["device_status", "device_disconnected"]
 
 
 @pytest.mark.parametrize(

@@ -274,6 +274,24 @@ async def test_handshake_is_rate_limited_per_credential(tmp_path: Path) -> None:
             assert json.loads(exc.value.body)["code"] == "RATE_LIMIT_EXCEEDED"
 
 
+async def test_connections_per_credential_are_capped(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server, server.client() as client:
+            server.app.config[api_ws.MAX_PER_CREDENTIAL_KEY] = 2
+            device = await create_device(client, "Capped")
+            url = f"{server.ws_url}/?token={TOKEN}"
+            async with connect(url), connect(url):
+                with pytest.raises(ConnectionRejected) as exc:
+                    async with open_websocket_url(url):
+                        pass  # pragma: no cover
+                assert exc.value.status_code == 429
+                # Another credential has its own allowance.
+                async with connect(f"{server.ws_url}/?token={device['apiKey']}"):
+                    assert api_ws.open_streams(server.app) == 3
+            async with connect(url):  # the slots are free again
+                pass
+
+
 # -- the seed's flow --------------------------------------------------------------------------
 
 
@@ -300,6 +318,19 @@ async def test_seed_flow_qr_then_connected(tmp_path: Path) -> None:
                 assert statuses[-1:] == ["connected"]
                 response = await client.get(f"/devices/{session_id}")
                 assert response.json()["data"]["status"] == "connected"
+                # An incoming message: the seed's message_received.
+                response = await client.post(
+                    f"/simulator/devices/{device['id']}/messages",
+                    json={"from": "+15550001111", "text": "hello wasup"},
+                )
+                assert response.status_code == 200, response.text
+                received, _ = await wait_for(conn, "message_received", session_id)
+                assert received["data"]["text"] == "hello wasup"
+                assert set(received["data"]) >= {"messageId", "from", "chat", "text", "timestamp"}
+                # The phone unlinks the device: device_logged_out.
+                await client.post(f"/simulator/devices/{device['id']}/unlink", json={})
+                logged_out, _ = await wait_for(conn, "device_logged_out", session_id)
+                assert "reason" in logged_out["data"]
 
 
 async def test_device_key_sees_only_its_device(tmp_path: Path) -> None:
