@@ -85,6 +85,9 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 
+#: Largest message a client may send (it is read and discarded), in bytes.
+MAX_CLIENT_MESSAGE = 64 * 1024
+
 #: How often a device key's stream checks that its device still exists, in seconds.
 REVALIDATE_INTERVAL = 30.0
 
@@ -493,6 +496,8 @@ def configure_hypercorn(config: Any, *, ping_interval: float | None = None) -> N
     closes peers that went silent. ``read_timeout`` also bounds how long an HTTP client may
     stay silent mid-request, which is far above any wasup handler's deadline.
     """
+    # The server discards what clients send; no reason to let one buffer 16 MiB frames.
+    config.websocket_max_message_size = MAX_CLIENT_MESSAGE
     if ping_interval is None:
         ping_interval = float(os.environ.get(PING_INTERVAL_KEY) or DEFAULT_PING_INTERVAL)
     if ping_interval <= 0:

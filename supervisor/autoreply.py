@@ -4,7 +4,9 @@ Synopsis::
 
     auto = AutoReply(sup)
     await nursery.start(auto.run)      # subscribed to the event bus once this returns
-    auto.statistics()                  # AutoReplyStatistics(replied=..., provider_errors=...)
+    auto.statistics()                  # AutoReplyStatistics(replied=..., provider_error=...)
+
+    await nursery.start(run, sup)      # the same, as api.server starts it; service_for(sup)
 
 A device opts in with its AI settings (``PUT /devices/{id}/settings/ai``, stored under the
 ``"ai"`` settings kind, see :class:`AiSettings`): when they are ``enabled`` with ``autoReply``,
@@ -37,7 +39,6 @@ Time is read only through ``trio.current_time()`` (rate windows, pauses) and
 from __future__ import annotations
 
 import collections
-import inspect
 import json
 import logging
 import math
@@ -569,7 +570,7 @@ class SupervisorLike(Protocol):
 
     async def send_message(self, ref: str, to: str, text: str, origin: str = ...) -> Any: ...
 
-    def recent_messages(self, device_id: int, chat: str, limit: int) -> Any: ...
+    async def recent_messages(self, device_id: int, chat: str, limit: int) -> Any: ...
 
 
 if TYPE_CHECKING:
@@ -902,10 +903,7 @@ class AutoReply:
         message may be among them)."""
         if limit <= 0:
             return []
-        rows = self.sup.recent_messages(device_id, chat, limit + 1)
-        if inspect.isawaitable(rows):
-            rows = await rows
-        return turns_from_history(rows)
+        return turns_from_history(await self.sup.recent_messages(device_id, chat, limit + 1))
 
 
 _services: weakref.WeakKeyDictionary[Any, AutoReply] = weakref.WeakKeyDictionary()

@@ -3,6 +3,8 @@ book and prompt building. No I/O."""
 
 from __future__ import annotations
 
+import hypothesis
+import hypothesis.strategies as st
 import pytest
 import trio
 
@@ -268,3 +270,33 @@ async def test_message_age_uses_trio_clock(autojump_clock: trio.testing.MockCloc
     assert ar._age("garbage") is None
     assert ar._age(None) is None
     assert ar._age(True) is None
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    limit=st.integers(1, 6),
+    gaps=st.lists(st.floats(0, 40, allow_nan=False), max_size=60),
+)
+def test_sliding_window_against_a_model(limit: int, gaps: list[float]) -> None:
+    """Never more than ``limit`` grants in any 60 s, and a request is refused only when
+    ``limit`` grants already fall in the 60 s before it."""
+    w = SlidingWindow()
+    granted: list[float] = []
+    now = 0.0
+    for gap in gaps:
+        now += gap
+        recent = [t for t in granted if t > now - ar.RATE_PERIOD]
+        assert w.try_acquire(now, limit) == (len(recent) < limit)
+        if len(recent) < limit:
+            granted.append(now)
+    for t in granted:
+        assert sum(1 for u in granted if t <= u < t + ar.RATE_PERIOD) <= limit
+
+
+def test_prometheus_counter_counts_outcomes() -> None:
+    before = ar.AUTOREPLY_TOTAL.labels("paused")._value.get()
+    auto = ar.AutoReply(sup=None)  # type: ignore[arg-type]
+    auto._count("paused")
+    auto._count("paused")
+    assert ar.AUTOREPLY_TOTAL.labels("paused")._value.get() == before + 2
+    assert auto.statistics().paused == 2

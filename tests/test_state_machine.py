@@ -354,7 +354,6 @@ class DeviceMachine(RuleBasedStateMachine):
         self.state = DeviceState(P)
         self.persisted: tuple[Status, str | None, bool] = (P, None, False)
         self.timer: str | None = None
-        self.ever_paired = False
 
     @initialize(max_qr=st.integers(1, 4))
     def new_device(self, max_qr: int) -> None:
@@ -400,7 +399,6 @@ class DeviceMachine(RuleBasedStateMachine):
                 self.timer = action.kind
             elif isinstance(action, ShowQr) and action.restart_timer:
                 self.timer = "qr"
-        self.ever_paired |= new.paired
 
     def _check_step(
         self, old: DeviceState, event: sm.Event, new: DeviceState, actions: list[sm.Action]
@@ -719,6 +717,50 @@ def test_beyond_table(
     before: DeviceState, event: sm.Event, after: DeviceState, actions: list[sm.Action]
 ) -> None:
     assert sm.transition(before, event) == (after, actions)
+
+
+ENGINE_AND_TIMEOUTS: list[sm.Event] = [
+    QrReady("q"),
+    Scanned(),
+    EngineConnected(),
+    ConnectionLost("connection_lost"),
+    Unlinked("unlinked_from_phone"),
+    Banned("temporary_ban", 99.0),
+    QrExpired(),
+    sm.BackoffElapsed(),
+    HandshakeTimedOut(),
+]
+#: Events no row of the table applies to, per status: they are stale and change nothing.
+STALE: dict[Status, set[type]] = {
+    P: {EngineConnected, sm.BackoffElapsed, HandshakeTimedOut},  # a QR code is on show
+    Q: {type(e) for e in ENGINE_AND_TIMEOUTS},
+    C: {QrReady, Scanned, QrExpired, sm.BackoffElapsed},
+    K: {QrReady, Scanned, EngineConnected, QrExpired, sm.BackoffElapsed, HandshakeTimedOut},
+    D: {QrReady, Scanned, EngineConnected, ConnectionLost, QrExpired, HandshakeTimedOut},
+    L: {type(e) for e in ENGINE_AND_TIMEOUTS},
+}
+SAMPLE_STATES = {
+    P: dev(P, qr_attempt=1),
+    Q: dev(Q, reason="qr_expired"),
+    C: dev(C, paired=True),
+    K: dev(K, paired=True),
+    D: dev(D, reason="connection_lost", paired=True, reconnect_attempt=1),
+    L: dev(L, reason="logout"),
+}
+
+
+@pytest.mark.parametrize(
+    ("status", "event"),
+    [
+        pytest.param(s, e, id=f"{s.value}-{type(e).__name__}")
+        for s in Status
+        for e in ENGINE_AND_TIMEOUTS
+        if type(e) in STALE[s]
+    ],
+)
+def test_stale_events_change_nothing(status: Status, event: sm.Event) -> None:
+    state = SAMPLE_STATES[status]
+    assert sm.transition(state, event) == (state, [])
 
 
 @pytest.mark.parametrize(

@@ -186,6 +186,30 @@ def test_encode_once_per_event() -> None:
     assert encode(twin) == text and encode(twin) is not text
 
 
+def test_abort_transport_without_a_socket_reports_false() -> None:
+    class NotHypercorn:
+        _send = None
+
+    assert api_ws.abort_transport(NotHypercorn()) is False
+
+
+async def test_client_messages_are_discarded(tmp_path: Path) -> None:
+    """The stream ignores what a client sends (within 64 KiB), and a bigger frame closes the
+    connection with 1009 instead of being buffered."""
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server:
+            async with connect(f"{server.ws_url}/?token={TOKEN}") as conn:
+                for _ in range(50):  # more than Quart's inbox of 10 would hold
+                    await conn.send_message('{"type":"ping"}')
+                server.sup.bus.publish(synthetic(1))
+                event = await next_event(conn)
+                assert event["data"]["messageId"] == "m1"
+                await conn.send_message("x" * (api_ws.MAX_CLIENT_MESSAGE + 1))
+                with pytest.raises(ConnectionClosed) as exc:
+                    await conn.get_message()
+                assert close_reason(exc)[0] == 1009
+
+
 def test_redact() -> None:
     line = '127.0.0.1:5 - - "GET /?token=s3cret&sessionId=x 1.1" 101 "dev_abcdefghijklmnop"'
     out = redact(line)
