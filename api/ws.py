@@ -35,8 +35,11 @@ close frame would queue behind it. Keep-alive pings are sent by Hypercorn (:func
 ``WASUP_WS_PING_INTERVAL`` seconds, 25 by default); a peer that answers nothing for
 ``read_timeout`` (two intervals and ten seconds) is closed there.
 
-Credentials never reach a log line: the token is neither logged nor echoed in errors (when
-the subprotocol carried it and the client also offered ``wasup``, ``wasup`` is echoed).
+Subprotocols: a client that offers ``wasup`` gets ``wasup`` back, however it authenticated
+(browsers fail a handshake that offered protocols and got none); a token offered as a
+subprotocol is echoed only when ``wasup`` was not offered next to it.
+
+Credentials never reach a log line: the token is neither logged nor echoed in errors.
 """
 
 from __future__ import annotations
@@ -201,6 +204,8 @@ async def events_socket() -> Response | None:
         if principal is not None:
             chosen = echo
             break
+    if chosen is None and SUBPROTOCOL in ws.requested_subprotocols:
+        chosen = SUBPROTOCOL  # a browser that offered protocols needs one of them echoed
     if principal is None:
         log.info("websocket refused: no valid credential (from %s)", _peer(ws))
         # Failed attempts share the HTTP layer's per-address budget against token guessing.

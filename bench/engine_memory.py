@@ -61,7 +61,9 @@ def measure_wasup(n: int, data_dir: Path, preflight: bool) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         config = Config(
             data_dir=data_dir, engine="whatsmeow", backoff_base=3600.0, backoff_cap=3600.0,
-            backoff_jitter=0.0, connect_timeout=600.0, max_concurrent_logins=5,
+            backoff_jitter=0.0, connect_timeout=600.0,
+            # One handshake at a time, as the bare clients below connect one after another.
+            max_concurrent_logins=1,
         )
         engine = WhatsmeowEngine(data_dir, preflight_host="web.whatsapp.com" if preflight else None)
         async with open_supervisor(config, engine=engine) as sup:

@@ -1,11 +1,13 @@
 """The WebSocket event stream, end to end over real sockets.
 
 Testing rules (as trio-websocket's own suite): servers listen on 127.0.0.1 port 0 and are
-started here; every I/O test has an absolute Trio-clock deadline (``fail_after``); tests
-that wait on a timeout (keep-alive pings, a stalled send) run on the autojump MockClock, so
-25 s of pinging takes no real time. Those tests publish synthetic events straight onto the
-bus rather than driving devices, so that no database thread is in flight while the clock
-jumps.
+started here (``api.server.serve``, as ``wasup serve`` runs it); every I/O test has an
+absolute Trio-clock deadline (``fail_after``); tests that wait on a timeout (keep-alive
+pings, a stalled send, a device key's revalidation) use a MockClock that runs at real speed
+while the server starts and stops, and autojumps only inside ``jumping(...)``: starting and
+stopping wait on the database thread, which autojump would take for idleness and jump past.
+Inside, no database work is in flight (the flooding tests publish synthetic events straight
+onto the bus), so 25 s of pinging takes no real time.
 """
 
 from __future__ import annotations
@@ -236,6 +238,8 @@ async def test_token_in_query_header_and_subprotocol(tmp_path: Path) -> None:
                 server.ws_url + "/", subprotocols=["wasup", TOKEN]
             ) as conn:
                 assert conn.subprotocol == "wasup"  # the secret is not reflected
+            async with connect(f"{server.ws_url}/?token={TOKEN}", subprotocols=["wasup"]) as conn:
+                assert conn.subprotocol == "wasup"
             async with server.client() as client:
                 device = await create_device(client, "Auth Check")
             async with connect(
