@@ -11,6 +11,10 @@ Every option has an environment variable (the flag wins over the variable)::
     --rate-burst             WASUP_RATE_BURST             100
     --qr-wait                WASUP_QR_WAIT                2    seconds POST /devices waits for a QR
     --log-level              WASUP_LOG_LEVEL              info
+    --ws-ping-interval       WASUP_WS_PING_INTERVAL       25   seconds between keep-alive pings (0: none)
+    --ws-send-timeout        WASUP_WS_SEND_TIMEOUT        30   seconds a stalled send may take (0: no limit)
+    --ws-max-per-credential  WASUP_WS_MAX_PER_CREDENTIAL  64   open WebSocket connections per credential
+    --ws-queue-size          WASUP_WS_QUEUE_SIZE          256  events buffered per WebSocket connection
                              WASUP_API_TOKEN              operator token (see below)
                              WASUP_WEBHOOK_ALLOW_NETWORKS comma-separated CIDRs
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import secrets
 import signal
@@ -39,6 +44,7 @@ import trio
 
 from api.ratelimit import RateLimitPolicy
 from api.state import ApiSettings
+from api.ws import DEFAULT_MAX_PER_CREDENTIAL, DEFAULT_PING_INTERVAL, DEFAULT_SEND_TIMEOUT
 from supervisor.runtime import tune_gc
 
 log = logging.getLogger("wasup.cli")
@@ -60,6 +66,10 @@ class ServeOptions:
     qr_wait: float
     log_level: str
     webhook_allow_networks: tuple[str, ...]
+    ws_ping_interval: float = DEFAULT_PING_INTERVAL
+    ws_send_timeout: float = DEFAULT_SEND_TIMEOUT
+    ws_max_per_credential: int = DEFAULT_MAX_PER_CREDENTIAL
+    ws_queue_size: int | None = None  # None: the event bus's (Config.event_queue_size)
 
 
 def _env(env: Mapping[str, str], name: str, default: str) -> str:
@@ -92,6 +102,23 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         default=_env(env, "WASUP_LOG_LEVEL", "info").lower(),
     )
+    serve.add_argument(
+        "--ws-ping-interval",
+        type=float,
+        default=_env(env, "WASUP_WS_PING_INTERVAL", f"{DEFAULT_PING_INTERVAL:g}"),
+    )
+    serve.add_argument(
+        "--ws-send-timeout",
+        type=float,
+        default=_env(env, "WASUP_WS_SEND_TIMEOUT", f"{DEFAULT_SEND_TIMEOUT:g}"),
+    )
+    serve.add_argument(
+        "--ws-max-per-credential",
+        type=int,
+        default=_env(env, "WASUP_WS_MAX_PER_CREDENTIAL", str(DEFAULT_MAX_PER_CREDENTIAL)),
+    )
+    # No default of its own: unset, the event bus's (Config.event_queue_size) applies.
+    serve.add_argument("--ws-queue-size", type=int, default=env.get("WASUP_WS_QUEUE_SIZE") or None)
     return parser
 
 
@@ -110,6 +137,14 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> ServeOptions:
         parser.error("rate-limit must be positive and rate-burst at least 1")
     if not 0 <= args.qr_wait <= 60:
         parser.error("qr-wait must be between 0 and 60 seconds")
+    if not (math.isfinite(args.ws_ping_interval) and args.ws_ping_interval >= 0):
+        parser.error("ws-ping-interval must be 0 (no pings) or a positive number of seconds")
+    if not (math.isfinite(args.ws_send_timeout) and args.ws_send_timeout >= 0):
+        parser.error("ws-send-timeout must be 0 (no limit) or a positive number of seconds")
+    if args.ws_max_per_credential < 1:
+        parser.error("ws-max-per-credential must be at least 1")
+    if args.ws_queue_size is not None and args.ws_queue_size < 1:
+        parser.error("ws-queue-size must be at least 1")
     networks = tuple(
         part.strip()
         for part in env.get("WASUP_WEBHOOK_ALLOW_NETWORKS", "").split(",")
@@ -126,6 +161,22 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> ServeOptions:
         qr_wait=args.qr_wait,
         log_level=args.log_level,
         webhook_allow_networks=networks,
+        ws_ping_interval=args.ws_ping_interval,
+        ws_send_timeout=args.ws_send_timeout,
+        ws_max_per_credential=args.ws_max_per_credential,
+        ws_queue_size=args.ws_queue_size,
+    )
+
+
+def api_settings(options: ServeOptions) -> ApiSettings:
+    """The HTTP and WebSocket layers' settings from the command line's ``options``."""
+    return ApiSettings(
+        rate_limit=RateLimitPolicy(rate=options.rate_limit, burst=options.rate_burst),
+        qr_wait=options.qr_wait,
+        ws_queue_size=options.ws_queue_size,
+        ws_send_timeout=options.ws_send_timeout,
+        ws_ping_interval=options.ws_ping_interval,
+        ws_max_per_credential=options.ws_max_per_credential,
     )
 
 
@@ -165,10 +216,7 @@ async def run_server(options: ServeOptions, token: str) -> None:
         max_concurrent_logins=options.max_concurrent_logins,
         webhook_allow_networks=options.webhook_allow_networks,
     )
-    settings = ApiSettings(
-        rate_limit=RateLimitPolicy(rate=options.rate_limit, burst=options.rate_burst),
-        qr_wait=options.qr_wait,
-    )
+    settings = api_settings(options)
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

@@ -107,9 +107,17 @@ _REDACT = _RedactFilter()
 
 
 def hypercorn_config(
-    host: str, port: int, *, graceful_timeout: float = GRACEFUL_TIMEOUT
+    host: str,
+    port: int,
+    *,
+    graceful_timeout: float = GRACEFUL_TIMEOUT,
+    ws_ping_interval: float | None = None,
 ) -> hypercorn.config.Config:
-    """Hypercorn's configuration for wasup: one insecure bind, redacted logs."""
+    """Hypercorn's configuration for wasup: one insecure bind, redacted logs.
+
+    ``ws_ping_interval`` (None: ``WASUP_WS_PING_INTERVAL``, else 25 s) is the WebSocket
+    keep-alive interval, see :func:`api.ws.configure_hypercorn`.
+    """
     config = hypercorn.config.Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     access = logging.getLogger("wasup.access")
@@ -125,7 +133,7 @@ def hypercorn_config(
     except ImportError:  # pragma: no cover
         pass
     else:
-        configure_hypercorn(config)
+        configure_hypercorn(config, ping_interval=ws_ping_interval)
     return config
 
 
@@ -160,7 +168,12 @@ async def serve(
     async with open_supervisor(config, engine=engine) as sup:
         settings = settings or ApiSettings()
         app = create_app(sup, api_token, settings)
-        hconfig = hypercorn_config(host, port, graceful_timeout=settings.graceful_timeout)
+        hconfig = hypercorn_config(
+            host,
+            port,
+            graceful_timeout=settings.graceful_timeout,
+            ws_ping_interval=settings.ws_ping_interval,
+        )
         async with trio.open_nursery() as nursery:
             for name in BACKGROUND_SERVICES:
                 run = _service(name)

@@ -39,6 +39,16 @@ class ApiSettings:
     graceful_timeout: float = 5.0
     #: Serve the simulator control routes (only meaningful with the simulator engine).
     simulator_routes: bool | None = None  # None: when the engine is the simulator
+    #: WebSocket knobs (see :mod:`api.ws`); ``None`` leaves each to its ``WASUP_WS_…``
+    #: environment variable, else the built-in default.
+    #: Events buffered per connection before a slow one is closed with 1013.
+    ws_queue_size: int | None = None
+    #: Seconds one send may make no progress before the connection is aborted (0: never).
+    ws_send_timeout: float | None = None
+    #: Seconds between keep-alive pings (0: no pings).
+    ws_ping_interval: float | None = None
+    #: Connections one credential may hold open at once.
+    ws_max_per_credential: int | None = None
 
 
 def token_digest(token: str) -> bytes:

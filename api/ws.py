@@ -69,7 +69,8 @@ log = logging.getLogger("wasup.api.ws")
 
 bp = Blueprint("ws", __name__)
 
-#: Settings, read from the app's config (``app.config[KEY]``) or else the environment
+#: Settings, read from the app's config (``app.config[KEY]``, set from ``ApiSettings`` by
+#: :func:`register`, i.e. by ``wasup serve``'s ``--ws-…`` flags) or else the environment
 #: variable of the same name. The queue size defaults to the event bus's
 #: (``Config.event_queue_size``, 256 events).
 QUEUE_SIZE_KEY = "WASUP_WS_QUEUE_SIZE"
@@ -291,6 +292,29 @@ async def events_socket() -> Response | None:
 
 
 _CLOSING_KEY = "wasup.ws.closing"
+
+#: ``app.config`` key of each :class:`api.state.ApiSettings` WebSocket field.
+_SETTING_FIELDS = (
+    (QUEUE_SIZE_KEY, "ws_queue_size"),
+    (SEND_TIMEOUT_KEY, "ws_send_timeout"),
+    (PING_INTERVAL_KEY, "ws_ping_interval"),
+    (MAX_PER_CREDENTIAL_KEY, "ws_max_per_credential"),
+)
+
+
+def register(app: Any) -> None:
+    """Serve the event stream on ``app`` (``create_app`` calls this).
+
+    Copies the WebSocket fields of the app's :class:`api.state.ApiSettings` that are not
+    ``None`` into ``app.config``, where they win over the ``WASUP_WS_…`` environment
+    variables. (The ping interval reaches Hypercorn through :func:`configure_hypercorn`.)
+    """
+    app.register_blueprint(bp)
+    settings = getattr(app.extensions.get("wasup"), "settings", None)
+    for key, name in _SETTING_FIELDS:
+        value = getattr(settings, name, None)
+        if value is not None:
+            app.config[key] = value
 
 
 def _setting(key: str, default: Any) -> Any:

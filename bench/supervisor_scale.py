@@ -25,9 +25,11 @@ import gc
 import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +37,28 @@ import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds per thread name (Linux), to tell the Trio thread from the database's."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name.split(":")[0] for t in threading.enumerate()}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = names.get(int(tid), "other")
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def rss_bytes() -> int:
@@ -82,6 +106,7 @@ async def run_devices(n: int, max_logins: int, data_dir: Path) -> dict:
         gc.collect()
         base = rss_bytes()
         t0 = time.perf_counter()
+        c0 = cpu_seconds()
         ids: list[int] = []
 
         async def create(i: int) -> None:
@@ -102,14 +127,18 @@ async def run_devices(n: int, max_logins: int, data_dir: Path) -> dict:
             nursery.start_soon(pair_all)
             await _all_connected(sub, ids)
         result["pair_all_s"] = time.perf_counter() - t0
+        result["pair_cpu_s"] = cpu_seconds() - c0
+        result["pair_threads"] = thread_cpu()
         gc.collect()
         result["bytes_per_device"] = (rss_bytes() - base) / n
         assert all(sup.rows[i].status == "connected" for i in ids)
     bus = EventBus()
     t1 = time.perf_counter()
+    c1 = cpu_seconds()
     async with _subscribe(bus, n) as sub, open_supervisor(config, bus=bus) as sup:
         await _all_connected(sub, ids)
         result["restore_all_s"] = time.perf_counter() - t1
+        result["restore_cpu_s"] = cpu_seconds() - c1
         assert len(sup.rows) == n
         result["db"] = str(sup.db.statistics())
     return result
@@ -174,12 +203,13 @@ def main() -> None:
     n = args.devices
     ratio = devices["bytes_per_device"] / bare["bytes_per_bare_task"]
     print(f"devices:                 {n} (max_concurrent_logins={args.max_concurrent_logins})")
-    print(f"pair all:                {devices['pair_all_s']:.2f} s")
-    print(f"restore and reconnect:   {devices['restore_all_s']:.2f} s")
+    print(f"pair all:                {devices['pair_all_s']:.2f} s (CPU {devices['pair_cpu_s']:.2f} s)")
+    print(f"restore and reconnect:   {devices['restore_all_s']:.2f} s (CPU {devices['restore_cpu_s']:.2f} s)")
     print(f"RSS per device:          {devices['bytes_per_device']:.0f} B")
     print(f"RSS per bare Trio task:  {bare['bytes_per_bare_task']:.0f} B")
     print(f"ratio device/bare task:  {ratio:.2f}")
     print(f"database:                {devices['db']}")
+    print(f"CPU by thread (pairing): {devices['pair_threads']}")
     print(json.dumps({
         "devices": n,
         "pair_all_s": round(devices["pair_all_s"], 3),

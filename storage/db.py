@@ -246,10 +246,56 @@ class Database:
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
         self._batches += 1
         self._largest_batch = max(self._largest_batch, len(batch))
-        first = 0  # index of the first job of the open transaction
+        done = 0
+        try:
+            done = self._run_optimistic(conn, batch)
+            if done < len(batch):
+                self._run_careful(conn, batch, done)
+        finally:
+            self._jobs += len(batch)
+            self._wake(batch)
+
+    def _run_optimistic(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> int:
+        """Run the whole batch in one transaction without savepoints; how many jobs are done.
+
+        Jobs rarely fail, and every statement costs this thread a trip for the GIL, so the
+        batch first runs without a savepoint per job. If a job raises, the transaction is rolled
+        back whole and 0 is returned: :meth:`_run_careful` then runs every job again, each in
+        its own savepoint, so the failure stays the failing job's alone.
+        """
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for i, job in enumerate(batch):
+        except Exception:
+            return 0
+        for i, job in enumerate(batch):
+            try:
+                job.value = job.fn(conn)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                return 0
+            if not conn.in_transaction:
+                # The job ended the transaction itself: what came before it is not promised.
+                job.value = None
+                job.error = sqlite3.ProgrammingError("a database job must not end the transaction")
+                self._failed_jobs += 1
+                self._fail(batch[:i], "transaction ended by another job")
+                return i + 1
+        try:
+            conn.execute("COMMIT")
+        except Exception:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return 0
+        self._commits += 1
+        return len(batch)
+
+    def _run_careful(self, conn: sqlite3.Connection, batch: list[_Job[Any]], start: int) -> None:
+        """Run ``batch[start:]`` with a savepoint per job, so one failing job fails alone."""
+        first = start  # index of the first job of the open transaction
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for i, job in enumerate(batch[start:], start):
                 if not self._run_job(conn, job):
                     # The transaction vanished during the job: SQLite rolled it back (disk
                     # full, I/O error) or the job ended it. Either way the earlier jobs of this
@@ -269,9 +315,6 @@ class Database:
                 except sqlite3.Error:
                     log.exception("rollback failed")
             self._fail(batch[first:], f"transaction failed: {exc}", exc)
-        finally:
-            self._jobs += len(batch)
-            self._wake(batch)
 
     def _fail(
         self, jobs: list[_Job[Any]], message: str, cause: BaseException | None = None
