@@ -29,22 +29,9 @@ from typing import Any
 
 from supervisor import clock
 from supervisor.errors import InvalidRequest
+from supervisor.events import EVENT_TYPES
 from supervisor.webhooks import signing, ssrf
 
-#: Event types a webhook can carry (the WebSocket's catalogue).
-EVENT_TYPES: frozenset[str] = frozenset(
-    {
-        "qr_code",
-        "qr_timeout",
-        "device_connected",
-        "device_disconnected",
-        "device_logged_out",
-        "device_status",
-        "message_received",
-        "message_sent",
-        "message_status",
-    }
-)
 EVENT_GROUPS: dict[str, frozenset[str]] = {
     "message": frozenset({"message_received", "message_sent", "message_status"}),
     "status": frozenset(
