@@ -365,7 +365,16 @@ def transition(state: DeviceState, event: Event) -> tuple[DeviceState, list[Acti
                     *_status_changed(state, new),
                     Emit("device_disconnected", (("reason", "crash_loop"),)),
                 ]
-            return attrs.evolve(state, reason="crash_loop", qr_attempt=0), [StopEngine(), Persist()]
+            if s is Status.DISCONNECTED:
+                # Parked while waiting to reconnect: say so, it will not reconnect on its own.
+                new = attrs.evolve(state, reason="crash_loop", qr_attempt=0)
+                return new, [
+                    StopEngine(),
+                    Persist(),
+                    Emit("device_disconnected", (("reason", "crash_loop"),)),
+                ]
+            # qr_timeout, logged_out: no session to park; the device stays as it is.
+            return state, [StopEngine()]
 
         case QrReady(code=code):
             if s is not Status.PENDING:

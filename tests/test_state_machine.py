@@ -257,7 +257,12 @@ class Model:
                         D, "crash_loop", ("device_disconnected", (("reason", "crash_loop"),))
                     )
                     return Expect(emits=tuple(emits), stop_engine=True)
-                self.reason = "crash_loop"
+                if s is D:
+                    self.reason = "crash_loop"
+                    return Expect(
+                        emits=(("device_disconnected", (("reason", "crash_loop"),)),),
+                        stop_engine=True,
+                    )
                 return Expect(stop_engine=True)
             case QrReady():
                 if s is not P:
@@ -685,7 +690,7 @@ BEYOND_TABLE: list[Row] = [
      dev(D, reason="crash_loop", paired=True),
      [StopEngine(), *changed(K, D, "crash_loop"), disc("crash_loop")]),
     ("crash loop while disconnected", dev(D, reason="connection_lost", paired=True), CrashLoop(),
-     dev(D, reason="crash_loop", paired=True), [StopEngine(), Persist()]),
+     dev(D, reason="crash_loop", paired=True), [StopEngine(), Persist(), disc("crash_loop")]),
     # Timeouts of a handshake.
     ("handshake timeout", dev(C, paired=True), HandshakeTimedOut(),
      dev(D, reason="handshake_timeout", paired=True, reconnect_attempt=1),
