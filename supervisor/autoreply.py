@@ -605,6 +605,7 @@ class AutoReplyStatistics:
 
 
 _EVENT_TYPES = frozenset({"message_received", "message_sent"})
+_QUEUE_SIZE = 4096
 
 
 @attrs.define(eq=False)
@@ -693,7 +694,11 @@ class AutoReply:
         started = False
         async with trio.open_nursery() as replies:
             while True:
-                subscription = self.sup.bus.subscribe(device_ids=None, types=_EVENT_TYPES)
+                # Every device's messages come through this one subscriber: give it room for
+                # bursts (it only hands each event to a task, so it drains fast).
+                subscription = self.sup.bus.subscribe(
+                    device_ids=None, types=_EVENT_TYPES, maxsize=_QUEUE_SIZE
+                )
                 async with subscription:
                     if not started:
                         task_status.started()

@@ -334,7 +334,9 @@ async def test_groups_broadcasts_own_and_disabled_are_ignored(clock_: trio.testi
 
 async def test_resubscribes_after_falling_behind(clock_: trio.testing.MockClock, h: Harness, caplog: Any) -> None:
     dev = h.dev(maxRepliesPerMinute=1)
-    for i in range(400):  # no checkpoint: the subscriber's queue (256) overflows
+    from supervisor.autoreply import _QUEUE_SIZE
+
+    for i in range(_QUEUE_SIZE + 100):  # no checkpoint: the subscriber's queue overflows
         h.sup.bus.publish(Event("message_sent", dev.session_id, dev.id,
                                 {"to": BOB, "origin": "autoreply", "messageId": str(i)}, ""))
     await trio.sleep(0.1)
