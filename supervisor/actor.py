@@ -152,6 +152,9 @@ class DeviceActor:
                         await self._apply(_TIMEOUT_EVENTS[kind])
                     continue
                 await self._dispatch(message)
+                # Not kept while waiting for the next one: an OpFailed's traceback holds the
+                # failed operation's frames (its engine client among them).
+                del message
         finally:
             self._cancel_ops()
             with trio.CancelScope(shield=True), trio.move_on_after(5):

@@ -24,6 +24,7 @@ import logging
 import random
 import re
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -122,6 +123,7 @@ class Child:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     actor: DeviceActor | None = None
     restarts: int = 0
+    overflow: deque[Message] | None = None  # engine events waiting for room in the mailbox
 
 
 @attrs.define(eq=False)
@@ -232,14 +234,35 @@ class DeviceSupervisor:
         child = self.children.get(device_id)
         if child is None:
             return
+        if child.overflow is not None:
+            child.overflow.append(message)  # behind the ones already waiting, in order
+            return
         try:
             child.send.send_nowait(message)
         except trio.WouldBlock:
             # The mailbox is full of commands and events: keep the engine event anyway, in order
             # behind what is queued, rather than lose a message.
-            self.ops_nursery.start_soon(child.send.send, message)
+            child.overflow = deque([message])
+            self.ops_nursery.start_soon(self._drain_overflow, child)
         except trio.ClosedResourceError:
             pass
+
+    async def _drain_overflow(self, child: Child) -> None:
+        """Feed a child's overflowed engine events into its mailbox as room appears, in order."""
+        overflow = child.overflow
+        assert overflow is not None
+        try:
+            while overflow:
+                with trio.move_on_after(self.config.call_timeout * 6) as scope:
+                    await child.send.send(overflow[0])
+                if scope.cancelled_caught:
+                    log.error("device %d: mailbox stuck, %d engine events dropped", child.id, len(overflow))
+                    return
+                overflow.popleft()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the device is gone
+        finally:
+            child.overflow = None
 
     def _notify_outbox(self) -> None:
         if self._outbox_written:
