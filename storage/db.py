@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import sqlite3
 import threading
@@ -204,7 +205,13 @@ class Database:
             self._call_soon(self._on_thread_exit)
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The database holds webhook secrets and provider keys: a new one is readable by its
+        # owner only (SQLite gives its -wal and -shm files the same permissions).
+        try:
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        except OSError:
+            pass  # sqlite3.connect below reports why the path cannot be opened
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.row_factory = sqlite3.Row

@@ -487,7 +487,7 @@ async def open_supervisor(
     On exit every actor is stopped (newest first), then the engine and the database are closed;
     every acknowledged write is committed by then.
     """
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     async with storage.open_database(config.database_path) as db:
         the_engine = engine if engine is not None else make_engine(config, db)
         try:

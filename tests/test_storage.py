@@ -13,6 +13,7 @@ import functools
 import os
 import signal
 import sqlite3
+import stat
 import sys
 import textwrap
 import threading
@@ -637,3 +638,11 @@ async def test_virtual_time_stands_still_while_the_thread_works(
             await db.run(functools.partial(new_device, n=n))
         assert trio.current_time() == start
         nursery.cancel_scope.cancel()
+
+
+async def test_new_database_is_private_to_its_owner(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "wasup.db"
+    async with open_database(path) as db:
+        await db.run(lambda c: c.execute("SELECT 1").fetchall())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
