@@ -85,7 +85,14 @@ class OpFailed:
     error: BaseException
 
 
-Message = Call | OpFailed | eng.EngineEvent
+@attrs.frozen
+class Timeout:
+    """The state timeout armed with ``token`` is due (see :meth:`DeviceSupervisor.arm_timer`)."""
+
+    token: int
+
+
+Message = Call | OpFailed | Timeout | eng.EngineEvent
 
 
 def state_from_row(row: DeviceRow, max_qr_attempts: int) -> sm.DeviceState:
@@ -126,6 +133,7 @@ class DeviceActor:
     receive: trio.MemoryReceiveChannel[Message]
     deadline: float = math.inf
     timeout_kind: str | None = None
+    timer_token: int = 0
     qr: QrAttempt | None = None
     qr_changed: trio.Event | None = None
     generation: int = 0
@@ -144,13 +152,7 @@ class DeviceActor:
         try:
             await self._apply(first)
             while not self.stopped:
-                with trio.move_on_at(self.deadline) as cs:
-                    message = await self.receive.receive()
-                if cs.cancelled_caught:
-                    kind, self.deadline, self.timeout_kind = self.timeout_kind, math.inf, None
-                    if kind is not None:
-                        await self._apply(_TIMEOUT_EVENTS[kind])
-                    continue
+                message = await self.receive.receive()
                 await self._dispatch(message)
                 # Not kept while waiting for the next one: an OpFailed's traceback holds the
                 # failed operation's frames (its engine client among them).
@@ -176,6 +178,11 @@ class DeviceActor:
                 raise
             else:
                 message.reply.set(result)
+        elif isinstance(message, Timeout):
+            if message.token != self.timer_token or self.timeout_kind is None:
+                return  # disarmed since, by a change of state
+            kind, self.deadline, self.timeout_kind = self.timeout_kind, math.inf, None
+            await self._apply(_TIMEOUT_EVENTS[kind])
         elif isinstance(message, OpFailed):
             if message.generation != self.generation:
                 return  # from an operation that was stopped since
@@ -360,7 +367,7 @@ class DeviceActor:
             steps.append((before, after, more))
         self.state = steps[-1][1]
         if self.state != old:
-            self.deadline, self.timeout_kind = math.inf, None
+            self._disarm()
         batch: list[tuple[sm.Action, sm.DeviceState, sm.DeviceState]] = []
         for before, after, step_actions in steps:
             for action in step_actions:
@@ -412,7 +419,12 @@ class DeviceActor:
                 raise AssertionError(f"unhandled action {action!r}")
 
     def _arm(self, kind: str, deadline: float) -> None:
+        """Arm the state timeout: a :class:`Timeout` comes through the mailbox when it is due."""
         self.timeout_kind, self.deadline = kind, deadline
+        self.timer_token = self.sup.arm_timer(self.id, deadline)
+
+    def _disarm(self) -> None:
+        self.deadline, self.timeout_kind, self.timer_token = math.inf, None, 0
 
     async def _flush(self, batch: list[tuple[sm.Action, sm.DeviceState, sm.DeviceState]]) -> None:
         """Persist the state changes and their events in one transaction, then publish them.

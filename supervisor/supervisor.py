@@ -19,13 +19,16 @@ and :class:`ActorTimeout` when it does not answer within ``call_timeout`` (504).
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
+import itertools
 import logging
+import math
 import random
 import re
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,7 +40,7 @@ from storage.models import DeviceRow
 
 from . import engine as eng
 from . import state as sm
-from .actor import Call, DeviceActor, Message, Reply, state_from_row
+from .actor import Call, DeviceActor, Message, Reply, Timeout, state_from_row
 from .clock import now_iso
 from .config import Config
 from .errors import ActorTimeout, DeviceConflict, DeviceNotFound, MailboxFull
@@ -144,6 +147,9 @@ class DeviceSupervisor:
     _by_session: dict[str, int] = attrs.field(factory=dict)
     _by_key_hash: dict[str, int] = attrs.field(factory=dict)
     _webhook_devices: set[int] = attrs.field(factory=set)
+    _timers: list[tuple[float, int, int]] = attrs.field(factory=list)  # (deadline, token, device)
+    _timer_tokens: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
+    _timer_scope: trio.CancelScope | None = None
     _outbox_written: bool = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -264,6 +270,32 @@ class DeviceSupervisor:
         finally:
             child.overflow = None
 
+    def arm_timer(self, device_id: int, deadline: float) -> int:
+        """Post ``Timeout(token)`` to the device's actor at ``deadline``; returns the token.
+
+        One task keeps every device's state timeout in a heap, so an actor waits on its mailbox
+        alone. A timeout is never taken back: an actor that changed state since ignores it.
+        """
+        token = next(self._timer_tokens)
+        heapq.heappush(self._timers, (deadline, token, device_id))
+        scope = self._timer_scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+        return token
+
+    async def _run_timers(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        timers = self._timers
+        while True:
+            now = trio.current_time()
+            while timers and timers[0][0] <= now:
+                _, token, device_id = heapq.heappop(timers)
+                self.post(device_id, Timeout(token))
+            with trio.CancelScope(deadline=timers[0][0] if timers else math.inf) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+
     def _notify_outbox(self) -> None:
         if self._outbox_written:
             self._outbox_written = False
@@ -355,6 +387,12 @@ class DeviceSupervisor:
     async def wait_qr(self, ref: str | int, within: float) -> QrAttempt | None:
         """The device's QR code, waiting up to ``within`` seconds for the first one to be ready;
         None if there is none by then (or the device left ``pending``)."""
+        actor = self._child(ref).actor
+        if actor is not None:
+            qr = actor.current_qr()
+            if qr is not None or actor.state.status is not sm.Status.PENDING:
+                await trio.lowlevel.checkpoint()
+                return qr
         with trio.move_on_after(within):
             while True:
                 child = self._child(ref)
@@ -506,6 +544,7 @@ async def open_supervisor(
                 credentials = getattr(the_engine, "credentials", None)
                 if isinstance(credentials, DbCredentialStore):
                     await credentials.preload()
+                await ops_nursery.start(sup._run_timers)
                 await sup._restore()
                 try:
                     yield sup

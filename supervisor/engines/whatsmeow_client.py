@@ -46,7 +46,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
-import trio
 from neonize._binder import func_callback_bytes, func_callback_bytes2, func_string, gocode
 from neonize.client import NewClient
 from neonize.proto.Neonize_pb2 import JID
@@ -236,9 +235,15 @@ class GoClient:
     The four callbacks run on Go's threads (``on_exit`` on the client's own thread): they
     must only hand their argument over and return, and never raise.
 
-    Resource handling: the client's thread (``wasup-wm-<device>`` while it runs, then back
-    in Trio's thread cache) is free again when ``Neonize()`` returns, which it does after :meth:`stop` for a connected client or at once when the
-    connection fails; a pairing stopped before the scan stays parked (see module docstring).
+    Resource handling: the client's thread (``wasup-wm-<device>``, a daemon thread of its
+    own) ends when ``Neonize()`` returns, which it does after :meth:`stop` for a connected
+    client or at once when the connection fails; :meth:`join` waits for that. A pairing
+    stopped before the scan stays parked (see module docstring). The thread is not taken from
+    Trio's cache on purpose: the C allocator gives every thread a cache of freed blocks
+    (tcache) that the thread keeps until it ends, and Go's SQLite work inside ``Neonize()``
+    fills it; a cached thread would carry that memory (measured: about 200 KiB per worker
+    thread that ever ran ``Neonize()``) for as long as it idles, while a thread that ends
+    hands it back and its arena goes to the next thread.
     """
 
     device_id: int
@@ -256,6 +261,7 @@ class GoClient:
     _api: NewClient | None = attrs.field(init=False, default=None)
     _refs: tuple[object, ...] = attrs.field(init=False, default=())
     _fenced: bool = attrs.field(init=False, default=False)
+    _thread: threading.Thread | None = attrs.field(init=False, default=None)
     _fence_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
 
     def __attrs_post_init__(self) -> None:
@@ -314,13 +320,11 @@ class GoClient:
                 self._unfence()
                 self._call(self.on_exit, error)
 
+        thread = threading.Thread(target=run, name=f"wasup-wm-{self.device_id}", daemon=True)
         gate.acquire_exclusive()
         try:
-            # A thread from Trio's cache (named while it runs): a thread per attempt would
-            # give the C allocator a new arena each time, and memory would fragment.
-            trio.lowlevel.start_thread_soon(
-                run, lambda _outcome: None, name=f"wasup-wm-{self.device_id}"
-            )
+            thread.start()
+            self._thread = thread
             self.launched = True
             self.started.wait(hold)
         finally:
@@ -336,8 +340,18 @@ class GoClient:
             gocode.Stop(self.uuid)
 
     def join(self, timeout: float) -> bool:
-        """Wait until ``Neonize()`` returned; False if it did not within ``timeout``."""
-        return self.exited.wait(timeout)
+        """Wait until ``Neonize()`` returned and its thread ended; False if it did not
+        within ``timeout`` (each)."""
+        if not self.exited.wait(timeout):
+            return False
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        if thread.is_alive():
+            return False
+        self._thread = None
+        return True
 
     def logout(self, gate: GoGate = GATE) -> None:
         """Log out at WhatsApp. Raises neonize's LogoutError when WhatsApp refuses."""
