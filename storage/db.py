@@ -76,11 +76,12 @@ class DatabaseStatistics:
 class _Job(Generic[T]):
     """One unit of work and, once the thread is done with it, its result."""
 
-    __slots__ = ("done", "error", "fn", "value")
+    __slots__ = ("done", "error", "fn", "value", "waiter")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
         self.fn = fn
-        self.done = trio.Event()
+        self.done = False  # set on the Trio thread, with the waiter woken
+        self.waiter: trio.lowlevel.Task | None = None
         self.value: T | None = None
         self.error: BaseException | None = None
 
@@ -385,9 +386,19 @@ async def _wait_done(job: _Job[Any]) -> None:
         # Under an autojumping MockClock the run loop counts as idle while the database thread
         # works, and virtual time would leap past every timeout meanwhile. Keep the loop busy
         # until the job is done so virtual time stands still (tests only; costs CPU).
-        while not job.done.is_set():
+        while not job.done:
             await trio.lowlevel.checkpoint()
-    await job.done.wait()
+    if job.done:
+        await trio.lowlevel.checkpoint()
+        return
+    # A one-shot wait, cheaper than a trio.Event: _set_all reschedules this task.
+    job.waiter = trio.lowlevel.current_task()
+
+    def abort(_: object) -> trio.lowlevel.Abort:
+        job.waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 def _holds_virtual_time() -> bool:
@@ -397,7 +408,10 @@ def _holds_virtual_time() -> bool:
 
 def _set_all(jobs: list[_Job[Any]]) -> None:
     for job in jobs:
-        job.done.set()
+        job.done = True
+        waiter, job.waiter = job.waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
 
 
 @asynccontextmanager
