@@ -170,8 +170,6 @@ def child(part: str, n: int, max_logins: int) -> None:
     from supervisor.runtime import tune_gc
 
     tune_gc()  # as `wasup serve` does
-    if os.environ.get("SWITCH"):
-        sys.setswitchinterval(float(os.environ["SWITCH"]))
     if part == "bare":
         out = trio.run(run_bare, n)
     else:
