@@ -134,9 +134,22 @@ def _v1_initial(conn: sqlite3.Connection) -> None:
     execute_all(conn, _V1)
 
 
+def _v2_reconnect_state(conn: sqlite3.Connection) -> None:
+    """Where a device's reconnect backoff stands, so a restart neither resets the schedule nor
+    tries before a temporary ban from WhatsApp ends."""
+    execute_all(
+        conn,
+        [
+            "ALTER TABLE devices ADD COLUMN ban_until REAL",
+            "ALTER TABLE devices ADD COLUMN reconnect_attempt INTEGER NOT NULL DEFAULT 0",
+        ],
+    )
+
+
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.
 MIGRATIONS: list[Migration] = [
     _v1_initial,
+    _v2_reconnect_state,
 ]
 
 

@@ -38,6 +38,8 @@ class DeviceRow:
     messages_received: int
     last_activity: str | None
     api_key_hash: str
+    ban_until: float | None = None  # epoch before which WhatsApp refuses the account
+    reconnect_attempt: int = 0  # consecutive failed connects, for the backoff schedule
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> DeviceRow:
@@ -65,6 +67,8 @@ class DeviceRow:
             messages_received=row["messages_received"],
             last_activity=row["last_activity"],
             api_key_hash=row["api_key_hash"],
+            ban_until=row["ban_until"],
+            reconnect_attempt=row["reconnect_attempt"],
         )
 
     @classmethod

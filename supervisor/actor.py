@@ -101,6 +101,8 @@ def state_from_row(row: DeviceRow, max_qr_attempts: int) -> sm.DeviceState:
         reason=row.status_reason,
         paired=row.paired,
         max_qr_attempts=max_qr_attempts,
+        reconnect_attempt=row.reconnect_attempt,
+        ban_until=row.ban_until,
     )
 
 
@@ -454,7 +456,12 @@ class DeviceActor:
             final = batch[-1][2]
             fields = self._fields
             self._fields = {}
-            fields.update(paired=final.paired, status_reason=final.reason)
+            fields.update(
+                paired=final.paired,
+                status_reason=final.reason,
+                ban_until=final.ban_until,
+                reconnect_attempt=final.reconnect_attempt,
+            )
             if any(after.status is sm.Status.CONNECTED for _, after in changes):
                 fields.update(last_connection=at, last_seen=at)
             if final.status is sm.Status.LOGGED_OUT:

@@ -187,7 +187,7 @@ class DeviceSupervisor:
 
     async def _run_child(self, child: Child) -> None:
         """Run one device's actor, restarting it after a crash as its child spec says."""
-        intensity = RestartIntensity(child.spec.intensity, child.spec.period)
+        intensity: RestartIntensity | None = None  # made at the first crash, if ever
         first: sm.Event = sm.Start()
         try:
             with child.scope:
@@ -202,6 +202,7 @@ class DeviceSupervisor:
                         session=self.engine.session(row.id, row.session_id, self._sink(child.id)),
                         receive=child.receive,
                     )
+                    del row  # the actor keeps the current row; this one goes stale
                     child.actor = actor
                     try:
                         await actor.run(first)
@@ -213,16 +214,18 @@ class DeviceSupervisor:
                         child.actor = None
                         self.crashes += 1
                         child.restarts += 1
-                        log.exception("device %s: actor crashed", row.session_id)
+                        log.exception("device %s: actor crashed", actor.row.session_id)
                     if child.spec.restart is RestartType.TEMPORARY:
                         return
+                    if intensity is None:
+                        intensity = RestartIntensity(child.spec.intensity, child.spec.period)
                     if intensity.record(trio.current_time()):
                         await trio.sleep(child.spec.backoff.delay(intensity.recent, self.rng))
                         first = sm.Start()
                     else:
                         log.error(
                             "device %s: %d crashes within %.0f s, parked as crash_loop",
-                            row.session_id, intensity.recent, child.spec.period,
+                            actor.row.session_id, intensity.recent, child.spec.period,
                         )
                         intensity.reset()
                         first = sm.CrashLoop()

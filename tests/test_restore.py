@@ -116,3 +116,25 @@ async def test_open_and_close_keeps_connected_devices_connected(autojump_clock, 
             await wait_status(sup, row.id, "connected")
             restored = sup.get(row.id)
             assert restored.jid == "15550009999@s.whatsapp.net" and restored.paired
+
+
+async def test_a_temporary_ban_outlives_a_restart(autojump_clock, tmp_path: Path) -> None:
+    config = sim_config(tmp_path, backoff_base=2)
+    async with simulated(config) as (sup, engine, rec):
+        row, _ = await sup.create_device("u1", "Banned")
+        await sup.wait_qr(row.id, 5)
+        await engine.scan(row.id)
+        await wait_status(sup, row.id, "connected")
+        ban_ends = trio.current_time() + 600
+        until = await engine.temporary_ban(row.id, 600)
+        await wait_status(sup, row.id, "disconnected")
+        assert sup.get(row.id).status_reason == "temporary_ban"
+        assert sup.get(row.id).ban_until == until
+        await trio.sleep(10)
+    # A new process: wasup still knows when the ban ends and does not try before.
+    async with simulated(config) as (sup, _engine, rec):
+        await wait_status(sup, row.id, "connected", within=1000)
+        first_try = rec.statuses(row.id)[0]
+        assert first_try[1] == "connecting"
+        assert first_try[0] >= ban_ends - 1e-6
+        assert sup.get(row.id).ban_until is None  # cleared once connected

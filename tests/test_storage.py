@@ -156,7 +156,7 @@ async def test_failed_migration_is_rolled_back(db_path: Path) -> None:
         conn.execute("CREATE TABLE half (x INTEGER)")
         raise RuntimeError("boom")
 
-    with pytest.raises(MigrationError, match="version 2"):
+    with pytest.raises(MigrationError, match=f"version {len(MIGRATIONS) + 1}"):
         async with open_database(db_path, migrations=[*MIGRATIONS, broken]):
             pass
     async with open_database(db_path) as db:
