@@ -259,12 +259,17 @@ class WhatsmeowSession:
 
     async def _release(self, link: _Link) -> None:
         client = link.client
-        with trio.CancelScope(shield=True):
-            await self._thread(client.stop)
+        wait = not link.pairing or link.paired
+
+        def stop_and_join() -> None:
+            client.stop()
             # A connected client returns from Go promptly after Stop; a pairing stopped
             # before the scan never does (neonize 0.5.2), so do not wait for that one.
-            if not link.pairing or link.paired or client.exited.is_set():
-                await self._thread(lambda: client.join(JOIN_TIMEOUT))
+            if wait or client.exited.is_set():
+                client.join(JOIN_TIMEOUT)
+
+        with trio.CancelScope(shield=True):
+            await self._thread(stop_and_join)  # one worker thread hop, not two
         if client.parked:
             log.warning(
                 "device %s: whatsmeow pairing client parked inside neonize (known limit)",
