@@ -74,8 +74,8 @@ def device_json(row: DeviceRow) -> dict[str, Any]:
     }
 
 
-def list_item_json(row: DeviceRow) -> dict[str, Any]:
-    """One entry of GET /users/{userId}/devices."""
+def _summary_json(row: DeviceRow) -> dict[str, Any]:
+    """What every device listing shows of a device."""
     return {
         "id": row.id,
         "sessionId": row.session_id,
@@ -85,6 +85,13 @@ def list_item_json(row: DeviceRow) -> dict[str, Any]:
         "status": row.status,
         "statusReason": row.status_reason,
         "lastConnection": row.last_connection,
+    }
+
+
+def list_item_json(row: DeviceRow) -> dict[str, Any]:
+    """One entry of GET /users/{userId}/devices."""
+    return {
+        **_summary_json(row),
         "messagesSent": row.messages_sent,
         "businessType": row.business_type,
     }
@@ -93,15 +100,8 @@ def list_item_json(row: DeviceRow) -> dict[str, Any]:
 def session_json(row: DeviceRow) -> dict[str, Any]:
     """One entry of GET /sessions."""
     return {
-        "id": row.id,
-        "sessionId": row.session_id,
-        "userId": row.user_id,
-        "alias": row.alias,
-        "phoneNumber": row.phone_number,
-        "status": row.status,
-        "statusReason": row.status_reason,
+        **_summary_json(row),
         "isConnected": row.status == "connected",
-        "lastConnection": row.last_connection,
         "updatedAt": row.updated_at,
     }
 
