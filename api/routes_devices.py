@@ -47,16 +47,9 @@ def created_json(row: DeviceRow, api_key: str, qr_code: str | None) -> dict[str,
 def device_json(row: DeviceRow) -> dict[str, Any]:
     """GET /devices/{deviceId} ``data``: the record with connectionInfo and statistics."""
     return {
-        "id": row.id,
-        "sessionId": row.session_id,
-        "userId": row.user_id,
-        "alias": row.alias,
-        "phoneNumber": row.phone_number,
+        **_summary_json(row),
         "businessType": row.business_type,
         "description": row.description,
-        "status": row.status,
-        "statusReason": row.status_reason,
-        "lastConnection": row.last_connection,
         "createdAt": row.created_at,
         "updatedAt": row.updated_at,
         "connectionInfo": {

@@ -406,10 +406,9 @@ class DeviceActor:
                 except EngineError as exc:
                     log.warning("device %s: logout at whatsapp failed (%s); credentials wiped",
                                 self.row.session_id, exc.reason)
-            case sm.SetTimeout(kind="qr", attempt=attempt):
+            case sm.SetTimeout(kind="qr"):
                 self._arm("qr", now + cfg.qr_next_timeout)
-                if self.qr is not None:  # the next code is not there yet: keep showing none
-                    self.qr = None
+                self.qr = None  # the expired code is off show until the next one comes
             case sm.SetTimeout(kind="backoff", attempt=attempt, not_before=not_before):
                 at = now + self.sup.backoff.delay(attempt, self.sup.rng)
                 if not_before is not None:

@@ -390,26 +390,30 @@ class DeviceSupervisor:
     async def wait_qr(self, ref: str | int, within: float) -> QrAttempt | None:
         """The device's QR code, waiting up to ``within`` seconds for the first one to be ready;
         None if there is none by then (or the device left ``pending``)."""
-        actor = self._child(ref).actor
-        if actor is not None:
-            qr = actor.current_qr()
-            if qr is not None or actor.state.status is not sm.Status.PENDING:
-                await trio.lowlevel.checkpoint()
-                return qr
+        done, qr = self._qr_settled(ref)
+        if done:  # the common case needs no cancel scope
+            await trio.lowlevel.checkpoint()
+            return qr
         with trio.move_on_after(within):
-            while True:
-                child = self._child(ref)
-                actor = child.actor
-                if actor is not None:
-                    qr = actor.current_qr()
-                    if qr is not None or actor.state.status is not sm.Status.PENDING:
-                        return qr
+            while not done:
+                actor = self._child(ref).actor
+                if actor is None:  # restarting after a crash
+                    await trio.sleep(0.05)
+                else:
                     if actor.qr_changed is None:
                         actor.qr_changed = trio.Event()
                     await actor.qr_changed.wait()
-                else:
-                    await trio.sleep(0.05)
+                done, qr = self._qr_settled(ref)
+            return qr
         return None
+
+    def _qr_settled(self, ref: str | int) -> tuple[bool, QrAttempt | None]:
+        """(True, the QR) once a QR is on show or the device left ``pending``; else (False, None)."""
+        actor = self._child(ref).actor
+        if actor is None:
+            return False, None
+        qr = actor.current_qr()
+        return qr is not None or actor.state.status is not sm.Status.PENDING, qr
 
     def current_qr(self, ref: str | int) -> QrAttempt:
         child = self._child(ref)
