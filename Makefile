@@ -14,7 +14,7 @@ run: $(STAMP)
 	$(VENV)/bin/wasup serve
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check supervisor api storage tests bench
+	$(VENV)/bin/ruff check common supervisor api storage tests bench
 	$(VENV)/bin/mypy
 
 test: lint

@@ -214,7 +214,7 @@ async def run_server(options: ServeOptions, token: str) -> None:
         data_dir=options.data_dir,
         engine=options.engine,
         max_concurrent_logins=options.max_concurrent_logins,
-        webhook_allow_networks=options.webhook_allow_networks,
+        allow_networks=options.webhook_allow_networks,
     )
     settings = api_settings(options)
     stop = trio.Event()

@@ -49,8 +49,7 @@ async def put_ai(device_id: str) -> Response:
         if current_principal().is_operator:
             new = attrs.evolve(new, guarded=False)
         else:
-            config = sup.config
-            allow = ssrf.parse_networks(getattr(config, "webhook_allow_networks", ()) or ())
+            allow = sup.config.allow_networks
             try:
                 await ssrf.check_url(new.base_url, allow)
             except ValueError as exc:

@@ -25,7 +25,7 @@ from api.auth import resolve_device
 from api.errors import ApiError
 from api.routes_devices import ok, read_body
 from api.state import current_state
-from supervisor import clock
+from common import clock
 from supervisor.errors import DeviceConflict, InvalidRequest
 from supervisor.webhooks import settings as webhook_settings
 from supervisor.webhooks import ssrf
@@ -47,8 +47,7 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 
 
 def _allow_networks() -> tuple[ssrf.IPNetwork, ...]:
-    config = current_state().sup.config
-    return ssrf.parse_networks(getattr(config, "webhook_allow_networks", ()) or ())
+    return current_state().sup.config.allow_networks
 
 
 async def _settings_of(device_id: int) -> dict[str, Any] | None:

@@ -19,15 +19,14 @@ the same-transaction rule also covers a settings change.
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
+from common.clock import iso, now_epoch, parse_iso
+from common.ids import new_message_id
 from storage.settings import get_settings, put_settings
 
 WEBHOOK_KIND = "webhook"
@@ -49,18 +48,14 @@ class Due:
     secrets: tuple[str, ...] = attrs.field(repr=False)
 
 
-def _new_id() -> str:
-    return "msg_" + secrets.token_urlsafe(16)
-
-
 def _epoch(timestamp: Any) -> float:
     """Epoch of an envelope's ISO timestamp (the actor took it from Trio's clock)."""
     if isinstance(timestamp, str):
         try:
-            return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+            return parse_iso(timestamp)
         except ValueError:
             pass
-    return time.time()
+    return now_epoch()
 
 
 def get_webhook_settings(conn: sqlite3.Connection, device_id: int) -> dict[str, Any] | None:
@@ -127,8 +122,8 @@ def enqueue_events(
         at = _epoch(envelope.get("timestamp")) if now is None else now
         created = envelope.get("timestamp")
         if not isinstance(created, str):
-            created = _iso(at)
-        rows.append((_new_id(), device_id, kind, body_of(envelope), created, at))
+            created = iso(at)
+        rows.append((new_message_id(), device_id, kind, body_of(envelope), created, at))
     if rows:
         conn.executemany(
             "INSERT INTO webhook_outbox "
@@ -137,11 +132,6 @@ def enqueue_events(
             rows,
         )
     return len(rows)
-
-
-def _iso(epoch: float) -> str:
-    dt = datetime.fromtimestamp(epoch, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def claim_due(
@@ -309,7 +299,7 @@ def _delivery(conn: sqlite3.Connection, row: sqlite3.Row | tuple[Any, ...]) -> d
         "status": row[6],
         "attempts": row[5],
         "createdAt": row[3],
-        "nextAttemptAt": _iso(row[4]) if row[6] == "pending" else None,
+        "nextAttemptAt": iso(row[4]) if row[6] == "pending" else None,
         "payload": json.loads(row[7]),
         "attemptLog": attempts,
     }

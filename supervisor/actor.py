@@ -28,11 +28,11 @@ import trio
 
 import storage
 import storage.outbox
+from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
 from . import engine as eng
 from . import state as sm
-from .clock import iso, now_epoch, now_iso
 from .errors import DeviceConflict, EngineError, MailboxFull, WasupError
 from .events import Event
 from .qr import QrAttempt

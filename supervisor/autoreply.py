@@ -52,7 +52,8 @@ import httpx
 import trio
 from prometheus_client import Counter
 
-from supervisor import clock
+from common import clock
+from supervisor.config import Config
 from supervisor.errors import DeviceNotFound, InvalidRequest, WasupError
 from supervisor.webhooks import ssrf
 
@@ -564,6 +565,9 @@ class SupervisorLike(Protocol):
     @property
     def bus(self) -> Any: ...
 
+    @property
+    def config(self) -> Config: ...
+
     def get(self, ref: str) -> Any: ...
 
     async def get_settings(self, ref: str, kind: str) -> Any: ...
@@ -674,8 +678,7 @@ class AutoReply:
         If the bus ends the subscription for another reason (shutdown), run waits for the
         replies under way and returns.
         """
-        config = getattr(self.sup, "config", None)
-        allow = ssrf.parse_networks(getattr(config, "webhook_allow_networks", ()) or ())
+        allow = self.sup.config.allow_networks
         async with httpx.AsyncClient(
             follow_redirects=False,
             trust_env=self.trust_env,

@@ -1,4 +1,15 @@
-"""wasup's configuration: one frozen value, built by the CLI from flags and ``WASUP_*``."""
+"""wasup's configuration: one frozen value with frozen sub-records, built once by the CLI.
+
+Usage::
+
+    config = Config(engine="simulator", allow_networks=["127.0.0.0/8"])
+    config.webhooks.timeout          # 15.0
+    config.allow_networks            # (IPv4Network('127.0.0.0/8'),)
+
+Every consumer takes the record it needs (``config.webhooks``, ``config.autoreply``), typed;
+nothing reads a field that may be absent. Error handling: a value that cannot be a network in
+``allow_networks`` raises ``ValueError`` naming it, when the Config is built.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +18,31 @@ from pathlib import Path
 import attrs
 
 from .policy import Backoff
+from .webhooks.ssrf import IPNetwork, parse_networks
+
+
+@attrs.frozen
+class WebhookConfig:
+    """The webhook dispatcher's knobs."""
+
+    #: Seconds one delivery attempt may take.
+    timeout: float = 15.0
+    #: Deliveries in flight at once, over every device.
+    concurrency: int = 32
+    #: Deliveries in flight at once to one device's endpoint.
+    endpoint_concurrency: int = 8
+    #: Fraction of random spread on each retry delay.
+    jitter: float = 0.1
+
+
+@attrs.frozen
+class AutoReplyConfig:
+    """The AI auto-reply service's knobs."""
+
+    #: Events buffered for the service before it is dropped as slow and resubscribes.
+    queue_size: int = 4096
+    #: Replies being generated at once, over every device.
+    max_concurrent: int = 16
 
 
 @attrs.frozen
@@ -36,8 +72,11 @@ class Config:
     seed: int | None = None
     simulator_seed: int = 0
     simulator_latency: float = 0.5
-    webhook_allow_networks: tuple[str, ...] = ()
+    #: Private networks the SSRF guard lets outbound requests reach (webhooks, AI providers).
+    allow_networks: tuple[IPNetwork, ...] = attrs.field(default=(), converter=parse_networks)
     event_queue_size: int = 256
+    webhooks: WebhookConfig = attrs.field(factory=WebhookConfig)
+    autoreply: AutoReplyConfig = attrs.field(factory=AutoReplyConfig)
 
     @property
     def database_path(self) -> Path:

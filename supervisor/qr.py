@@ -24,8 +24,8 @@ import qrcode.constants
 import trio
 from qrcode.image.pure import PyPNGImage
 
+from common.clock import iso
 from supervisor import threads
-from supervisor.clock import iso
 
 #: Pixels per QR module and the quiet zone in modules (4 is the minimum the standard asks).
 BOX_SIZE = 10

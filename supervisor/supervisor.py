@@ -36,12 +36,12 @@ import attrs
 import trio
 
 import storage
+from common.clock import now_iso
 from storage.models import DeviceRow
 
 from . import engine as eng
 from . import state as sm
 from .actor import Call, DeviceActor, Message, Reply, Timeout, state_from_row
-from .clock import now_iso
 from .config import Config
 from .errors import ActorTimeout, DeviceConflict, DeviceNotFound, MailboxFull
 from .events import EventBus

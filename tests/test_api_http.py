@@ -46,7 +46,7 @@ def served(server: Server, rule: str) -> bool:
 
 async def test_seed_journey(tmp_path: Path) -> None:
     async with running_server(
-        tmp_path / "data", webhook_allow_networks=("127.0.0.0/8",)
+        tmp_path / "data", allow_networks=("127.0.0.0/8",)
     ) as server, api_client(server) as api, open_websocket_url(
         server.ws_url + f"?token={TEST_TOKEN}"
     ) as ws:

@@ -272,7 +272,7 @@ async def test_device_key_base_url_goes_through_the_ssrf_guard(tmp_path: Path) -
     async with trio.open_nursery() as nursery:
         provider = await FakeProvider().start(nursery)
         async with running_server(
-            tmp_path / "data", webhook_allow_networks=("127.0.0.0/8",)
+            tmp_path / "data", allow_networks=("127.0.0.0/8",)
         ) as server, api_client(server) as api:
             engine = server.sup.engine
             assert isinstance(engine, SimulatorEngine)

@@ -19,8 +19,9 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from supervisor import clock
+from common import clock
 from supervisor.autoreply import AutoReply
+from supervisor.config import Config
 from supervisor.errors import DeviceConflict, DeviceNotFound
 from supervisor.events import Event, EventBus
 from tests.autoreply_support import FakeProvider
@@ -51,6 +52,7 @@ class FakeSup:
     recent_messages. Sending records the message and publishes ``message_sent``."""
 
     bus: EventBus = attrs.field(factory=EventBus)
+    config: Config = attrs.field(factory=Config)
     devices: dict[str, Dev] = attrs.field(factory=dict)
     settings: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     messages: list[dict[str, Any]] = attrs.field(factory=list)

@@ -258,7 +258,7 @@ def test_completions_url() -> None:
 
 
 async def test_message_age_uses_trio_clock(autojump_clock: trio.testing.MockClock) -> None:
-    from supervisor import clock
+    from common import clock
 
     now = clock.now_epoch()
     assert ar._age(now) == pytest.approx(0, abs=1e-3)

@@ -8,7 +8,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor.clock import iso, now_epoch, parse_iso
+from common.clock import iso, now_epoch, parse_iso
 
 
 @given(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervisor.clock import now_epoch, parse_iso
+from common.clock import now_epoch, parse_iso
 
 from .lifecycle_support import settle, sim_config, simulated, stored_row, wait_status, wait_until
 

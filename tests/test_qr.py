@@ -16,8 +16,8 @@ import qrcode
 import qrcode.constants
 import trio
 
+from common.clock import iso
 from supervisor import qr as qr_module
-from supervisor.clock import iso
 from supervisor.qr import BORDER, BOX_SIZE, QrAttempt, render_cache
 
 QR_STRING = (

@@ -24,7 +24,7 @@ async def setup(tmp_path: Path, *script: Any) -> AsyncIterator[tuple[httpx.Async
     async with trio.open_nursery() as nursery:
         receiver = await start_receiver(nursery, *script)
         async with running_server(
-            tmp_path / "data", webhook_allow_networks=("127.0.0.0/8",)
+            tmp_path / "data", allow_networks=("127.0.0.0/8",)
         ) as server, api_client(server) as api:
             r = await api.post("/devices", json={"userId": "u1", "alias": "Shop"})
             assert r.status_code == 201, r.text

@@ -17,8 +17,8 @@ import trio
 from standardwebhooks.webhooks import Webhook
 
 import storage.outbox as outbox
+from common import clock
 from storage.db import open_database
-from supervisor import clock
 from supervisor.config import Config
 from supervisor.webhooks.dispatcher import SCHEDULE, WebhookDispatcher, retry_delay
 from tests.webhook_support import (
@@ -30,7 +30,7 @@ from tests.webhook_support import (
     start_receiver,
 )
 
-ALLOW_LOOPBACK = Config(webhook_allow_networks=("127.0.0.0/8",))
+ALLOW_LOOPBACK = Config(allow_networks=("127.0.0.0/8",))
 
 
 class FakeBus:

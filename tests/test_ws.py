@@ -34,7 +34,7 @@ from api import ws as api_ws
 from api.ratelimit import RateLimitPolicy
 from api.state import ApiSettings
 from api.ws import StreamFilter, encode, redact
-from supervisor.clock import now_iso
+from common.clock import now_iso
 from supervisor.events import Event
 from supervisor.supervisor import DeviceSupervisor
 from tests.conftest import running_server

@@ -25,8 +25,8 @@ import trio
 from standardwebhooks.webhooks import Webhook
 
 import storage.outbox as outbox
+from common import clock
 from storage import devices
-from supervisor import clock
 from supervisor.webhooks import settings as webhook_settings
 
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 import trio
 
-from supervisor.clock import now_epoch
+from common.clock import now_epoch
 from supervisor.engine import (
     Connected,
     Disconnected,

@@ -45,7 +45,7 @@ import trio
 from neonize.events import INT_TO_EVENT
 from neonize.proto.Neonize_pb2 import Device
 
-from supervisor.clock import now_epoch
+from common.clock import now_epoch
 from supervisor.engine import (
     Connected,
     Disconnected,

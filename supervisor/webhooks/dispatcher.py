@@ -46,7 +46,9 @@ import httpx
 import trio
 
 import storage.outbox as outbox
-from supervisor import clock
+from common import clock
+from common.ids import new_message_id
+from supervisor.config import Config
 from supervisor.webhooks import signing, ssrf
 
 log = logging.getLogger("wasup.webhooks")
@@ -232,16 +234,14 @@ class WebhookDispatcher:
     that wrote outbox rows.
 
     ``http_client_factory`` builds the ``httpx.AsyncClient`` (default: :func:`ssrf.open_client`
-    with ``config.webhook_allow_networks``); tests pass one with a fake resolver. ``bus``: an
+    with ``config.allow_networks``); tests pass one with a fake resolver. ``bus``: an
     ``EventBus`` for ``webhook_disabled`` events. ``timeout`` (per attempt), ``concurrency``
     (deliveries at once), ``per_device`` (at once to one device's endpoint) and ``jitter``
-    default to the config's ``webhook_timeout`` / ``webhook_concurrency`` /
-    ``webhook_endpoint_concurrency`` / ``webhook_jitter`` when it has them, else 15 s / 32 /
-    8 / 0.1.
+    default to ``config.webhooks``.
     """
 
     db: Any
-    config: Any
+    config: Config
     http_client_factory: Callable[[], httpx.AsyncClient] | None = attrs.field(
         default=None, kw_only=True
     )
@@ -260,20 +260,19 @@ class WebhookDispatcher:
     _disabled: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
+        knobs = self.config.webhooks
         if self.timeout is None:
-            self.timeout = float(getattr(self.config, "webhook_timeout", DEFAULT_TIMEOUT))
+            self.timeout = knobs.timeout
         if self.concurrency is None:
-            self.concurrency = int(getattr(self.config, "webhook_concurrency", DEFAULT_CONCURRENCY))
+            self.concurrency = knobs.concurrency
         if self.jitter is None:
-            self.jitter = float(getattr(self.config, "webhook_jitter", 0.1))
+            self.jitter = knobs.jitter
         if self.per_device is None:
-            self.per_device = int(
-                getattr(self.config, "webhook_endpoint_concurrency", DEFAULT_PER_DEVICE)
-            )
+            self.per_device = knobs.endpoint_concurrency
 
     @property
     def allow_networks(self) -> tuple[ssrf.IPNetwork, ...]:
-        return ssrf.parse_networks(getattr(self.config, "webhook_allow_networks", ()) or ())
+        return self.config.allow_networks
 
     def make_client(self) -> httpx.AsyncClient:
         if self.http_client_factory is not None:
@@ -488,7 +487,7 @@ async def send_test_event(
     from supervisor.webhooks.settings import active_secrets
 
     now = clock.now_epoch()
-    msg_id = signing.new_message_id()
+    msg_id = new_message_id()
     body = outbox.body_of(
         {
             "type": "webhook_test",
@@ -499,11 +498,10 @@ async def send_test_event(
     ).encode("utf-8")
     timeout = attempt_timeout
     if timeout is None:
-        timeout = float(getattr(config, "webhook_timeout", DEFAULT_TIMEOUT))
+        timeout = config.webhooks.timeout
     secrets = active_secrets(settings, now)
     if client is None:
-        allow = ssrf.parse_networks(getattr(config, "webhook_allow_networks", ()) or ())
-        async with ssrf.open_client(allow, timeout=timeout, max_connections=1) as own:
+        async with ssrf.open_client(config.allow_networks, timeout=timeout, max_connections=1) as own:
             result = await attempt(
                 own, settings["url"], msg_id, body, secrets, attempt_timeout=timeout
             )

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from supervisor import clock
+from common import clock
 from supervisor.errors import InvalidRequest
 from supervisor.events import EVENT_TYPES
 from supervisor.webhooks import signing, ssrf

@@ -32,11 +32,6 @@ def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(SECRET_BYTES)).decode("ascii")
 
 
-def new_message_id() -> str:
-    """A fresh ``webhook-id``: ``msg_`` + 128 random bits (URL-safe, no padding)."""
-    return "msg_" + _secrets.token_urlsafe(16)
-
-
 def secret_key(secret: str) -> bytes:
     """The HMAC key of ``secret``.
 

@@ -7,12 +7,12 @@ operator's own network (the cloud metadata service at 169.254.169.254, a databas
 unspecified, multicast or not globally routable, or an IPv6 address that embeds such an IPv4
 address (``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``); then connect to the
 address that was checked, so a DNS answer that changes between the check and the connection
-(DNS rebinding) changes nothing. Networks listed in ``Config.webhook_allow_networks``
+(DNS rebinding) changes nothing. Networks listed in ``Config.allow_networks``
 (``WASUP_WEBHOOK_ALLOW_NETWORKS``) are allowed anyway.
 
 Synopsis::
 
-    allow = parse_networks(config.webhook_allow_networks)
+    allow = config.allow_networks
     async with open_client(allow) as client:       # an httpx.AsyncClient
         response = await client.post(url, content=body)   # redirects are never followed
 
