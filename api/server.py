@@ -37,7 +37,8 @@ import trio
 from api.app import API_PREFIX, create_app
 from api.state import ApiSettings
 from supervisor.config import Config
-from supervisor.supervisor import DeviceSupervisor, open_supervisor
+from supervisor.devices import Devices
+from supervisor.supervisor import open_supervisor
 
 log = logging.getLogger("wasup.server")
 
@@ -56,7 +57,7 @@ class Server:
 
     host: str
     port: int
-    sup: DeviceSupervisor
+    sup: Devices
     app: Any
     api_token: str = attrs.field(repr=False)
     _stop: trio.Event = attrs.field(repr=False)

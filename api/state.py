@@ -15,7 +15,7 @@ from quart import current_app
 from api.ratelimit import RateLimiter, RateLimitPolicy
 
 if TYPE_CHECKING:
-    from supervisor.supervisor import DeviceSupervisor
+    from supervisor.devices import Devices
 
 MIB = 1024 * 1024
 
@@ -57,7 +57,7 @@ def token_digest(token: str) -> bytes:
 
 @attrs.define(eq=False)
 class AppState:
-    sup: DeviceSupervisor
+    sup: Devices
     settings: ApiSettings
     operator_digest: bytes
     limiter: RateLimiter

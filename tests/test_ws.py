@@ -36,7 +36,7 @@ from api.state import ApiSettings
 from api.ws import StreamFilter, encode, redact
 from common.clock import now_iso
 from supervisor.events import Event
-from supervisor.supervisor import DeviceSupervisor
+from supervisor.devices import Devices
 from tests.conftest import running_server
 
 TOKEN = "op-token-for-ws-tests-0123456789"
@@ -46,7 +46,7 @@ ENVELOPE_KEYS = {"type", "sessionId", "data", "timestamp"}
 
 @attrs.frozen
 class Server:
-    sup: DeviceSupervisor
+    sup: Devices
     app: Any
     http_url: str
     ws_url: str
