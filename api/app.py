@@ -20,7 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from api import errors, metrics
 from api.auth import authenticate
-from api.errors import ApiError
+from api.errors import rate_limited, unauthenticated
 from api.state import ApiSettings, AppState, current_state
 
 log = logging.getLogger("wasup.api")
@@ -124,16 +124,15 @@ async def _authenticate() -> None:
     if principal is None:
         decision = state.auth_limiter.hit(f"addr:{_client_address()}")
         if not decision.allowed:
-            raise ApiError(
-                429, "RATE_LIMIT_EXCEEDED", "too many failed authentications, slow down",
-                headers=state.auth_limiter.headers(decision),
+            raise rate_limited(
+                state.auth_limiter.headers(decision), "too many failed authentications, slow down"
             )
-        raise ApiError(401, "AUTHENTICATION_FAILED", "missing or invalid X-API-TOKEN")
+        raise unauthenticated()
     decision = state.limiter.hit(principal.credential_id)
     headers = state.limiter.headers(decision)
     g.rate_limit_headers = headers
     if not decision.allowed:
-        raise ApiError(429, "RATE_LIMIT_EXCEEDED", "too many requests", headers=headers)
+        raise rate_limited(headers)
     g.principal = principal
 
 

@@ -20,7 +20,7 @@ from typing import Literal
 import attrs
 from quart import g
 
-from api.errors import ApiError
+from api.errors import forbidden, unauthenticated
 from api.state import AppState, current_state, token_digest
 from storage.models import DeviceRow
 from supervisor.errors import DeviceNotFound
@@ -72,7 +72,7 @@ def current_principal() -> Principal:
     """
     principal: Principal | None = g.get("principal")
     if principal is None:
-        raise ApiError(401, "AUTHENTICATION_FAILED", "missing or invalid X-API-TOKEN")
+        raise unauthenticated()
     return principal
 
 
@@ -80,7 +80,7 @@ def require_operator() -> Principal:
     """The current principal if it is the operator; ApiError 403 FORBIDDEN otherwise."""
     principal = current_principal()
     if not principal.is_operator:
-        raise ApiError(403, "FORBIDDEN", "this operation needs the operator token")
+        raise forbidden("this operation needs the operator token")
     return principal
 
 

@@ -66,18 +66,6 @@ _TIMEOUT_EVENTS: dict[sm.TimeoutKind, sm.Event] = {
 _QR_KINDS = (sm.TimeoutKind.QR_FIRST, sm.TimeoutKind.QR_NEXT)
 
 
-def state_from_row(row: DeviceRow, max_qr_attempts: int) -> sm.DeviceState:
-    """The state a device's actor starts from: :meth:`DeviceState.restore` of its row."""
-    return sm.DeviceState.restore(
-        status=sm.Status(row.status),
-        reason=row.status_reason,
-        paired=row.paired,
-        reconnect_attempt=row.reconnect_attempt,
-        ban_until=row.ban_until,
-        max_qr_attempts=max_qr_attempts,
-    )
-
-
 @attrs.define(eq=False, slots=True)
 class DeviceActor:
     """One device's actor; made by the supervisor, run until the device is deleted or crashes."""

@@ -26,9 +26,11 @@ import logging
 import attrs
 import trio
 
+from storage.models import DeviceRow
+
 from . import engine as eng
 from . import state as sm
-from .actor import EVENTS_PER_COMMAND, DeviceActor, state_from_row
+from .actor import EVENTS_PER_COMMAND, DeviceActor
 from .context import ActorContext
 from .errors import DeviceNotFound
 from .inbox import Event, Inbox
@@ -36,6 +38,18 @@ from .policy import ChildSpec, RestartIntensity, RestartType
 from .view import DeviceShown, DeviceView
 
 log = logging.getLogger("wasup.supervisor")
+
+
+def state_from_row(row: DeviceRow, max_qr_attempts: int) -> sm.DeviceState:
+    """The state a device's actor starts from: :meth:`DeviceState.restore` of its row."""
+    return sm.DeviceState.restore(
+        status=sm.Status(row.status),
+        reason=row.status_reason,
+        paired=row.paired,
+        reconnect_attempt=row.reconnect_attempt,
+        ban_until=row.ban_until,
+        max_qr_attempts=max_qr_attempts,
+    )
 
 
 @attrs.define(eq=False, slots=True)

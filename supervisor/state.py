@@ -19,43 +19,10 @@ from enum import StrEnum
 
 import attrs
 
-
-class Status(StrEnum):
-    PENDING = "pending"
-    QR_TIMEOUT = "qr_timeout"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
-    LOGGED_OUT = "logged_out"
-
-
-#: States with a live or wanted session: logout and cancel apply to these.
-ACTIVE = frozenset({Status.PENDING, Status.CONNECTING, Status.CONNECTED, Status.DISCONNECTED})
-
-#: Reasons for ``disconnected`` that wasup never retries on its own (an operator's login does).
-HOLDING_REASONS = frozenset({"cancelled", "crash_loop"})
-
-#: The legal changes of status, from DESIGN.md's table (``restore`` and ``crash_loop`` included,
-#: which only ever move along these same edges).
-LEGAL = frozenset(
-    {
-        (Status.PENDING, Status.QR_TIMEOUT),
-        (Status.PENDING, Status.CONNECTING),
-        (Status.PENDING, Status.DISCONNECTED),
-        (Status.PENDING, Status.LOGGED_OUT),
-        (Status.CONNECTING, Status.CONNECTED),
-        (Status.CONNECTING, Status.DISCONNECTED),
-        (Status.CONNECTING, Status.LOGGED_OUT),
-        (Status.CONNECTED, Status.DISCONNECTED),
-        (Status.CONNECTED, Status.LOGGED_OUT),
-        (Status.DISCONNECTED, Status.CONNECTING),
-        (Status.DISCONNECTED, Status.PENDING),
-        (Status.DISCONNECTED, Status.LOGGED_OUT),
-        (Status.DISCONNECTED, Status.QR_TIMEOUT),
-        (Status.QR_TIMEOUT, Status.PENDING),
-        (Status.LOGGED_OUT, Status.PENDING),
-    }
-)
+from .status import ACTIVE as ACTIVE
+from .status import HOLDING_REASONS as HOLDING_REASONS
+from .status import LEGAL as LEGAL
+from .status import Status as Status
 
 
 class InvalidCommand(Exception):
@@ -114,17 +81,17 @@ class Start:
 
 @attrs.frozen
 class Login:
-    pass
+    """An operator asks to log in (pair, or connect with stored credentials)."""
 
 
 @attrs.frozen
 class Logout:
-    pass
+    """An operator asks to log out at WhatsApp and wipe the credentials."""
 
 
 @attrs.frozen
 class Cancel:
-    pass
+    """An operator asks to stop the session."""
 
 
 @attrs.frozen
@@ -185,12 +152,12 @@ class Banned:
 
 @attrs.frozen
 class QrExpired:
-    pass
+    """The QR code on show expired."""
 
 
 @attrs.frozen
 class BackoffElapsed:
-    pass
+    """The reconnect delay is over."""
 
 
 @attrs.frozen
@@ -249,22 +216,22 @@ EventSpec = Emit | ShowQr
 
 @attrs.frozen
 class StartPairing:
-    pass
+    """Connect without credentials: QR codes follow."""
 
 
 @attrs.frozen
 class NextQr:
-    pass
+    """Ask the engine for the next QR code."""
 
 
 @attrs.frozen
 class Connect:
-    pass
+    """Connect with the stored credentials."""
 
 
 @attrs.frozen
 class StopEngine:
-    pass
+    """Drop the connection."""
 
 
 @attrs.frozen

@@ -12,9 +12,9 @@ import trio
 
 import storage
 from supervisor.config import Config
+from supervisor.devices import Devices
 from supervisor.engines.simulator import SimulatorEngine
 from supervisor.events import Event
-from supervisor.devices import Devices
 from supervisor.supervisor import open_supervisor
 
 

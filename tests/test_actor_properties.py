@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 import storage
 from supervisor import engine as eng
+from supervisor.devices import Devices
 from supervisor.engines.simulator import SimulatorEngine
 from supervisor.errors import WasupError
 from supervisor.state import LEGAL, Status
-from supervisor.devices import Devices
 from supervisor.supervisor import DbCredentialStore, open_supervisor
 
 from .lifecycle_support import Recorder, settle, sim_config

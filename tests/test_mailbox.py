@@ -19,7 +19,7 @@ async def test_full_command_inbox_is_refused_and_engine_events_still_arrive(
     autojump_clock, tmp_path: Path
 ) -> None:
     config = sim_config(tmp_path, mailbox_size=2, call_timeout=30, simulator_latency=5.0)
-    async with simulated(config) as (sup, engine, rec):
+    async with simulated(config) as (sup, _engine, rec):
         row, _ = await sup.create_device("u1", "Busy")
         assert await sup.wait_qr(row.id, 30) is not None
         answers: list[object] = []

@@ -35,8 +35,8 @@ from api.ratelimit import RateLimitPolicy
 from api.state import ApiSettings
 from api.ws import StreamFilter, encode, redact
 from common.clock import now_iso
-from supervisor.events import Event
 from supervisor.devices import Devices
+from supervisor.events import Event
 from tests.conftest import running_server
 
 TOKEN = "op-token-for-ws-tests-0123456789"
