@@ -9,8 +9,8 @@ Usage::
         server.shutdown()                                          # graceful stop
 
 Nursery tree: ``open_supervisor`` (actors, engine, database) encloses a nursery running the
-background services (webhook dispatcher, auto-reply: each started when its module provides
-``run(sup, *, task_status)``) and Hypercorn, which serves HTTP and the WebSocket on one port.
+background services (the webhook dispatcher, then auto-reply, built here and exposed as
+``Server.dispatcher`` and ``Server.autoreply``) and Hypercorn, which serves HTTP and the WebSocket on one port.
 
 Shutdown: when ``shutdown_trigger`` returns (or :meth:`Server.shutdown` is called) Hypercorn
 stops accepting, lets requests in flight finish for ``graceful_timeout`` seconds, then the
@@ -22,11 +22,9 @@ the enclosing cancel scope (``wasup serve`` does). Errors of any child propagate
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 import attrs
@@ -36,13 +34,12 @@ import trio
 
 from api.app import API_PREFIX, create_app
 from api.state import ApiSettings
+from supervisor.autoreply import AutoReply
 from supervisor.config import Config
 from supervisor.supervisor import DeviceSupervisor, open_supervisor
+from supervisor.webhooks.dispatcher import WebhookDispatcher
 
 log = logging.getLogger("wasup.server")
-
-#: Modules whose ``run(sup, *, task_status)`` is started next to Hypercorn, when present.
-BACKGROUND_SERVICES = ("supervisor.webhooks.dispatcher", "supervisor.autoreply")
 
 #: Access log line: no query string (it may carry ``?token=``), no headers.
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(D)sus'
@@ -58,6 +55,8 @@ class Server:
     port: int
     sup: DeviceSupervisor
     app: Any
+    dispatcher: WebhookDispatcher
+    autoreply: AutoReply
     api_token: str = attrs.field(repr=False)
     _stop: trio.Event = attrs.field(repr=False)
 
@@ -167,7 +166,11 @@ async def serve(
     stop = trio.Event()
     async with open_supervisor(config, engine=engine) as sup:
         settings = settings or ApiSettings()
+        dispatcher = WebhookDispatcher(sup.db, config, bus=sup.bus)
+        sup.outbox_listeners.append(dispatcher.notify)
+        autoreply = AutoReply(sup)
         app = create_app(sup, api_token, settings)
+        app.extensions["wasup"].autoreply = autoreply
         hconfig = hypercorn_config(
             host,
             port,
@@ -175,10 +178,8 @@ async def serve(
             ws_ping_interval=settings.ws_ping_interval,
         )
         async with trio.open_nursery() as nursery:
-            for name in BACKGROUND_SERVICES:
-                run = _service(name)
-                if run is not None:
-                    await nursery.start(partial(run, sup))
+            await nursery.start(dispatcher.run)
+            await nursery.start(autoreply.run)
 
             async def trigger() -> None:
                 async with trio.open_nursery() as race:
@@ -204,18 +205,15 @@ async def serve(
             binds: list[str] = await nursery.start(run_http)
             bound_host, bound_port = _parse_bind(binds[0])
             server = Server(
-                host=bound_host, port=bound_port, sup=sup, app=app, api_token=api_token, stop=stop
+                host=bound_host,
+                port=bound_port,
+                sup=sup,
+                app=app,
+                dispatcher=dispatcher,
+                autoreply=autoreply,
+                api_token=api_token,
+                stop=stop,
             )
             log.info("wasup listening on %s (engine %s)", server.url, config.engine)
             task_status.started(server)
 
-
-def _service(name: str) -> Callable[..., Awaitable[None]] | None:
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return None
-    run = getattr(module, "run", None)
-    return run if callable(run) else None
