@@ -7,7 +7,7 @@ modules reach it through :func:`current_state` inside a request or WebSocket con
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 from quart import current_app
@@ -67,7 +67,7 @@ class AppState:
     autoreply: AutoReply | None = None
 
     @classmethod
-    def build(cls, sup: Any, api_token: str, settings: ApiSettings) -> AppState:
+    def build(cls, sup: DeviceSupervisor, api_token: str, settings: ApiSettings) -> AppState:
         if not api_token:
             raise ValueError("the operator token must not be empty")
         return cls(
