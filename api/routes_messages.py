@@ -9,7 +9,8 @@
 
 The operator token or the device's own API key may call both. ``to`` is a phone number (E.164,
 ``+`` optional, spaces and dashes allowed) or a WhatsApp JID (``...@s.whatsapp.net``, ``...@g.us``)
-and is normalized to the JID before sending; ``data.to`` is that JID.
+in the strict spellings of :mod:`supervisor.jid`, and is normalized to the canonical JID before
+sending; ``data.to`` is that JID.
 
 Errors: 400 INVALID_REQUEST naming the field (``phoneNumber``, ``to``, ``text``, ``body``);
 404 for an unknown device; 409 DEVICE_CONFLICT for a pair code while the device is not
@@ -30,6 +31,7 @@ from api.auth import resolve_device
 from api.routes_devices import ok, read_body
 from api.state import current_state
 from supervisor.errors import DeviceConflict, EngineError, InvalidRequest
+from supervisor.jid import InvalidJid, Jid, JidKind
 
 bp = Blueprint("messages", __name__)
 
@@ -37,16 +39,11 @@ bp = Blueprint("messages", __name__)
 TO_MAX = 100
 TEXT_MAX = validation.TEXT_MAX
 PAIR_PHONE_RE = re.compile(r"\+?[1-9][0-9]{6,14}")
-_JID_RE = re.compile(r"([0-9]{5,20}(?:-[0-9]{5,20})?)(?::[0-9]{1,3})?@(s\.whatsapp\.net|g\.us)")
-_PHONE_CHARS_RE = re.compile(r"\+?[0-9][0-9 \-]{5,30}")
+#: What a message may be sent to: a person's number or a group.
+RECIPIENT_KINDS = frozenset({JidKind.USER, JidKind.GROUP})
 
 #: Engine reasons that mean "the device is not pairing (yet)": 409, not 502.
 _NOT_PAIRING = frozenset({"not_pairing", "pairing_not_ready"})
-
-
-@attrs.frozen
-class PairCodeRequest:
-    phone_number: str
 
 
 @attrs.frozen
@@ -55,27 +52,26 @@ class SendMessageRequest:
     text: str
 
 
-def normalize_recipient(to: str) -> str:
-    """``to`` as a JID: ``+1 555-123-4567`` -> ``15551234567@s.whatsapp.net``.
+def normalize_recipient(to: str) -> Jid:
+    """``to`` as a Jid: ``+1 555-123-4567`` -> ``15551234567@s.whatsapp.net``.
 
     Raises InvalidRequest(field="to") for anything that is neither a phone number nor a
-    user or group JID.
+    user or group JID in the strict spellings.
     """
     value = to.strip()
     if len(value) > TO_MAX:
         raise InvalidRequest(f"to: must be at most {TO_MAX} characters", field="to")
-    m = _JID_RE.fullmatch(value)
-    if m:
-        return f"{m.group(1)}@{m.group(2)}"
-    if _PHONE_CHARS_RE.fullmatch(value):
-        digits = re.sub(r"[^0-9]", "", value)
-        if 7 <= len(digits) <= 15 and digits[0] != "0":
-            return f"{digits}@s.whatsapp.net"
-    raise InvalidRequest(
-        "to: must be a phone number like +15551234567 or a whatsapp jid like "
-        "15551234567@s.whatsapp.net",
-        field="to",
-    )
+    try:
+        jid = Jid.parse(value, strict=True)
+    except InvalidJid:
+        jid = None
+    if jid is None or jid.kind not in RECIPIENT_KINDS:
+        raise InvalidRequest(
+            "to: must be a phone number like +15551234567 or a whatsapp jid like "
+            "15551234567@s.whatsapp.net",
+            field="to",
+        )
+    return jid
 
 
 def pair_code_request(body: Any) -> str:
@@ -90,7 +86,7 @@ def pair_code_request(body: Any) -> str:
         raise InvalidRequest("phoneNumber: is required", field="phoneNumber")
     if not isinstance(value, str):
         raise InvalidRequest("phoneNumber: must be a string", field="phoneNumber")
-    phone = PairCodeRequest(value).phone_number.strip()
+    phone = value.strip()
     if not PAIR_PHONE_RE.fullmatch(phone):
         raise InvalidRequest(
             "phoneNumber: must be 7 to 15 digits with the country code (E.164), like +15551234567",
@@ -99,7 +95,7 @@ def pair_code_request(body: Any) -> str:
     return phone.lstrip("+")
 
 
-def send_message_request(body: Any) -> tuple[str, str]:
+def send_message_request(body: Any) -> tuple[Jid, str]:
     """``(jid, text)`` of a send request."""
     req = validation.structure(body, SendMessageRequest)
     to = normalize_recipient(req.to)
@@ -134,10 +130,10 @@ async def pair_code(device_id: str) -> Response:
 async def send_message(device_id: str) -> Response:
     row = await resolve_device(device_id)
     to, text = send_message_request(await read_body())
-    result = await current_state().sup.send_message(str(row.id), to, text, origin="api")
+    result = await current_state().sup.send_message(str(row.id), to.canonical, text, origin="api")
     data = {
         "messageId": result["messageId"],
-        "to": result.get("to", to),
+        "to": result.get("to", to.canonical),
         "status": result.get("status", "sent"),
         "timestamp": result.get("timestamp"),
     }

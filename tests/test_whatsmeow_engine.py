@@ -36,6 +36,7 @@ from supervisor.engine import (
 from supervisor.engines import whatsmeow_client as wc
 from supervisor.engines.whatsmeow import WhatsmeowEngine, WhatsmeowSession
 from supervisor.errors import EngineError
+from supervisor.jid import Jid
 
 from .test_whatsmeow_translate import complete
 
@@ -430,15 +431,10 @@ def test_gate_exclusive_excludes_shared_and_writers_go_first() -> None:
         ("15551234567:3@s.whatsapp.net", "15551234567@s.whatsapp.net"),
     ],
 )
-def test_recipient_jid(to: str, jid: str) -> None:
-    parsed = wc.recipient_jid(to)
-    assert parsed is not None and f"{parsed.User}@{parsed.Server}" == jid
-
-
-@pytest.mark.parametrize("to", ["", "abc", "123", "1555@example.com", "+1555abc4567",
-                                "1" * 16, "@s.whatsapp.net"])
-def test_recipient_jid_rejects(to: str) -> None:
-    assert wc.recipient_jid(to) is None
+def test_neonize_jid(to: str, jid: str) -> None:
+    parsed = wc.neonize_jid(Jid.parse(to))
+    assert f"{parsed.User}@{parsed.Server}" == jid
+    assert parsed.Device == 0 and not parsed.IsEmpty
 
 
 def test_end_of_qr_channel_fences_go_map_read_until_next_event() -> None:

@@ -58,6 +58,7 @@ from supervisor.engine import (
     TemporaryBan,
 )
 from supervisor.errors import DeviceConflict, DeviceNotFound, EngineError, InvalidRequest
+from supervisor.jid import InvalidJid, Jid, JidKind
 
 #: whatsmeow's pair-code alphabet: no 0/O, no I, no U (32 characters, so 5 bits each).
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
@@ -68,8 +69,6 @@ FAULT_OPS = frozenset(
 #: Receipt statuses :meth:`SimulatorEngine.ack` accepts.
 ACK_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
 PLATFORM = "android"
-
-_PHONE_RE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
 
 
 class SimulatedCrash(RuntimeError):
@@ -199,9 +198,10 @@ class SimulatorSession:
         self._maybe_crash("request_pair_code")
         if self.state is not SessionState.PAIRING:
             raise EngineError("not_pairing", recoverable=True)
-        digits = _phone_digits(phone_number)
-        if digits is None:
-            raise EngineError("invalid_phone_number", recoverable=True)
+        try:
+            digits = Jid.phone(phone_number).user
+        except InvalidJid:
+            raise EngineError("invalid_phone_number", recoverable=True) from None
         epoch = self.epoch
         await self._handshake(epoch)
         if self.state is not SessionState.PAIRING:
@@ -409,9 +409,12 @@ class SimulatorEngine:
             )
         digits = None
         if phone_number is not None:
-            digits = _phone_digits(phone_number)
-            if digits is None:
-                raise InvalidRequest(f"invalid phone number: {phone_number!r}", "phoneNumber")
+            try:
+                digits = Jid.phone(phone_number).user
+            except InvalidJid:
+                raise InvalidRequest(
+                    f"invalid phone number: {phone_number!r}", "phoneNumber"
+                ) from None
         if code is not None:
             if session.pair_code is None:
                 raise DeviceConflict(f"device {device_id} has no pair code issued")
@@ -512,11 +515,12 @@ class SimulatorEngine:
         session = self.get_session(device_id)
         if session.state is not SessionState.CONNECTED:
             raise DeviceConflict(f"device {device_id} is not connected")
-        sender_jid = _to_jid(sender)
-        if sender_jid is None:
-            raise InvalidRequest(f"invalid sender: {sender!r}", "from")
+        try:
+            sender_jid = Jid.parse(sender).canonical
+        except InvalidJid:
+            raise InvalidRequest(f"invalid sender: {sender!r}", "from") from None
         if is_group:
-            if chat is None or not chat.endswith("@g.us"):
+            if chat is None or not _is_group(chat):
                 raise InvalidRequest("a group message needs a chat ending in @g.us", "chat")
         elif chat is None:
             chat = sender_jid
@@ -601,19 +605,11 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _phone_digits(phone_number: str) -> str | None:
-    cleaned = re.sub(r"[\s\-().]", "", phone_number)
-    if not _PHONE_RE.match(cleaned):
-        return None
-    return cleaned.lstrip("+")
-
-
-def _to_jid(who: str) -> str | None:
-    if "@" in who:
-        user, _, server = who.partition("@")
-        return who if user and server else None
-    digits = _phone_digits(who)
-    return None if digits is None else f"{digits}@s.whatsapp.net"
+def _is_group(chat: str) -> bool:
+    try:
+        return Jid.parse(chat).kind is JidKind.GROUP
+    except InvalidJid:
+        return False
 
 
 def _normalize_code(code: str) -> str:

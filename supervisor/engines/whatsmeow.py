@@ -36,7 +36,6 @@ The translation of whatsmeow's events is in :mod:`supervisor.engines.whatsmeow_t
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +56,7 @@ from supervisor.engine import (
     TemporaryBan,
 )
 from supervisor.errors import EngineError
+from supervisor.jid import InvalidJid, Jid
 
 from . import whatsmeow_client as wc
 from .whatsmeow_translate import connect_error_reason, translate, translate_pairing_status
@@ -143,9 +143,10 @@ class WhatsmeowSession:
         Raises EngineError ``pairing_not_ready`` before the first QR code (whatsmeow needs
         the pairing connection), ``pair_code_failed: ...`` when WhatsApp refuses.
         """
-        digits = re.sub(r"\D", "", phone_number)
-        if not 7 <= len(digits) <= 15:
-            raise EngineError("invalid_phone_number", message="phone number must have 7 to 15 digits")
+        try:
+            digits = Jid.phone(phone_number).user
+        except InvalidJid:
+            raise EngineError("invalid_phone_number", message="phone number must have 7 to 15 digits") from None
         link = self._link
         if link is None or not link.pairing or link.shown == 0 or link.paired or link.exit_error is not None:
             raise EngineError("pairing_not_ready", message="the device is not ready to pair yet")
@@ -187,9 +188,10 @@ class WhatsmeowSession:
         link = self._link
         if link is None or not link.connected or link.exit_error is not None or link.failure:
             raise EngineError("not_connected", message="the device is not connected")
-        jid = wc.recipient_jid(to_jid)
-        if jid is None:
-            raise EngineError("invalid_recipient", message=f"not a phone number or jid: {to_jid!r}")
+        try:
+            jid = wc.neonize_jid(Jid.parse(to_jid))
+        except InvalidJid:
+            raise EngineError("invalid_recipient", message=f"not a phone number or jid: {to_jid!r}") from None
         try:
             return await self._thread(lambda: link.client.send_text(jid, text), abandon=True)
         except Exception as exc:

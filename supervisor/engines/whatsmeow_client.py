@@ -53,6 +53,8 @@ from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DevicePr
 from neonize.utils.enum import ClientName, ClientType
 from neonize.utils.log import log_whatsmeow
 
+from supervisor.jid import Jid
+
 log = logging.getLogger("wasup.engine.whatsmeow")
 
 #: Seconds the gate stays fenced after a pairing succeeded (see the module docstring).
@@ -201,22 +203,9 @@ def preflight(host: str, port: int = 443, timeout: float = 10.0) -> str | None:
 # -- recipients --------------------------------------------------------------------------------
 
 
-def recipient_jid(to: str) -> JID | None:
-    """``+15551234567`` / ``15551234567`` / ``15551234567@s.whatsapp.net`` / ``...@g.us``
-    as a JID, or None when ``to`` is neither a phone number nor a JID."""
-    to = to.strip()
-    if "@" in to:
-        user, _, server = to.partition("@")
-        user = user.split(":")[0]
-        if not user or server not in {"s.whatsapp.net", "g.us", "lid", "broadcast", "newsletter"}:
-            return None
-        if not all(ch.isdigit() or ch == "-" for ch in user):
-            return None
-        return JID(User=user, Server=server, Device=0, RawAgent=0, Integrator=0, IsEmpty=False)
-    digits = "".join(ch for ch in to if ch.isdigit())
-    if to.lstrip("+").replace(" ", "").replace("-", "") != digits or not 7 <= len(digits) <= 15:
-        return None
-    return JID(User=digits, Server="s.whatsapp.net", Device=0, RawAgent=0, Integrator=0,
+def neonize_jid(jid: Jid) -> JID:
+    """``jid`` as neonize's protobuf JID (no device: a message goes to every device)."""
+    return JID(User=jid.user, Server=jid.server, Device=0, RawAgent=0, Integrator=0,
                IsEmpty=False)
 
 
