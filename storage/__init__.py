@@ -15,7 +15,7 @@ depends on them (and on :class:`Store`), never on SQLite. The repositories are t
 that speaks SQL. ``storage`` imports nothing from ``supervisor`` or ``api``.
 """
 
-from storage.db import Database, DatabaseStatistics, open_database
+from storage.db import Database, open_database
 from storage.errors import (
     Conflict,
     DatabaseClosed,
@@ -37,7 +37,14 @@ from storage.interface import (
     SettingsRepository,
     Store,
 )
-from storage.models import OUTBOX_STATUSES, DeviceRow, Due, HistoryRow, MessageRow
+from storage.models import (
+    OUTBOX_STATUSES,
+    DatabaseStatistics,
+    DeviceRow,
+    Due,
+    HistoryRow,
+    MessageRow,
+)
 
 __all__ = [
     "OUTBOX_STATUSES",

@@ -46,6 +46,7 @@ from common.virtual_time import holds_virtual_time
 from storage.errors import DatabaseClosed, TransactionFailed
 from storage.interface import Repositories
 from storage.migrations import MIGRATIONS, Migration, migrate
+from storage.models import DatabaseStatistics
 from storage.repositories import SqliteRepositories, wrap
 
 log = logging.getLogger(__name__)
@@ -57,24 +58,6 @@ T = TypeVar("T")
 DEFAULT_MAX_BATCH = 2000
 
 _SAVEPOINT = "wasup_job"
-
-
-@attrs.frozen
-class DatabaseStatistics:
-    """A snapshot of the database thread's counters (``Database.statistics()``).
-
-    ``jobs``: jobs run so far (including failed ones); ``failed_jobs``: jobs whose function
-    raised (or whose transaction failed); ``commits``: transactions committed; ``batches``:
-    transactions attempted; ``largest_batch``: most jobs in one transaction; ``queued``: jobs
-    submitted and not yet taken by the thread.
-    """
-
-    jobs: int
-    failed_jobs: int
-    commits: int
-    batches: int
-    largest_batch: int
-    queued: int
 
 
 class _Job(Generic[T]):

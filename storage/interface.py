@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-from storage.models import DeviceRow, Due, HistoryRow, MessageRow
+from storage.models import DatabaseStatistics, DeviceRow, Due, HistoryRow, MessageRow
 
 T = TypeVar("T")
 
@@ -414,5 +414,12 @@ class Store(Protocol):
 
         Raises: what ``job`` raised (its work rolled back); ``TransactionFailed``;
         ``DatabaseClosed``.
+        """
+        ...
+
+    def statistics(self) -> DatabaseStatistics:
+        """Counters of the database's work so far; cheap, safe to call from Trio at any time.
+
+        Raises: nothing.
         """
         ...

@@ -153,3 +153,21 @@ class Due:
     # Kept out of repr: a query string may carry a token, and secrets are secrets.
     url: str = attrs.field(repr=False)
     secrets: tuple[str, ...] = attrs.field(repr=False)
+
+
+@attrs.frozen
+class DatabaseStatistics:
+    """A snapshot of the database's counters (``Store.statistics()``).
+
+    ``jobs``: jobs run so far (including failed ones); ``failed_jobs``: jobs whose function
+    raised (or whose transaction failed); ``commits``: transactions committed; ``batches``:
+    transactions attempted; ``largest_batch``: most jobs in one transaction; ``queued``: jobs
+    submitted and not yet taken by the thread.
+    """
+
+    jobs: int
+    failed_jobs: int
+    commits: int
+    batches: int
+    largest_batch: int
+    queued: int

@@ -76,7 +76,7 @@ class DbCredentialStore:
     nothing stays in memory after it.
     """
 
-    db: storage.Database
+    db: storage.Store
     _fresh: dict[int, bytes] = attrs.field(factory=dict)
 
     async def preload(self) -> None:
@@ -97,7 +97,7 @@ class DbCredentialStore:
         await self.db.run(lambda r: r.credentials.delete(device_id))
 
 
-def make_engine(config: Config, db: storage.Database) -> eng.Engine:
+def make_engine(config: Config, db: storage.Store) -> eng.Engine:
     if config.engine == "simulator":
         from .engines.simulator import SimulatorEngine
 
@@ -129,7 +129,7 @@ class Child:
 @attrs.define(eq=False)
 class DeviceSupervisor:
     config: Config
-    db: storage.Database
+    db: storage.Store
     engine: eng.Engine
     bus: EventBus
     nursery: trio.Nursery
