@@ -3,56 +3,49 @@
 ``create_app(sup, api_token)`` builds the ASGI app around a running supervisor; it starts no
 task of its own (Hypercorn, started by ``api.server.serve``, runs it). Under ``/api/whatsapp``
 every route needs a credential (``X-API-TOKEN``) except the OpenAPI document; a request is
-authenticated, then charged to its credential's token bucket, then dispatched. Route modules
-owned by other parts of wasup are registered when they exist.
+authenticated, then charged to its credential's token bucket, then dispatched.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
-from typing import Any
 
 from quart import Quart, Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from api import errors, metrics
+from api import (
+    errors,
+    metrics,
+    openapi,
+    routes_ai,
+    routes_devices,
+    routes_messages,
+    routes_simulator,
+    routes_webhooks,
+    ws,
+)
 from api.auth import authenticate
 from api.errors import ApiError
 from api.state import ApiSettings, AppState, current_state
+from supervisor.engines.simulator import SimulatorEngine
+from supervisor.supervisor import DeviceSupervisor
 
 log = logging.getLogger("wasup.api")
 
 API_PREFIX = "/api/whatsapp"
 
-#: Route modules registered under API_PREFIX when importable (each exposes a Blueprint ``bp``).
-#: Imported explicitly by name; a module that is not there yet is skipped.
-ROUTE_MODULES = (
-    "api.routes_devices",
-    "api.routes_messages",
-    "api.routes_webhooks",
-    "api.routes_ai",
-)
-
 #: Endpoints that need no credential.
 PUBLIC_ENDPOINTS = frozenset({"openapi.openapi_json", "meta.health", "metrics.metrics_text"})
 
 
-def _is_simulator(sup: Any) -> bool:
-    try:
-        from supervisor.engines.simulator import SimulatorEngine
-    except ImportError:
-        return False
-    return isinstance(getattr(sup, "engine", None), SimulatorEngine)
-
-
-def create_app(sup: Any, api_token: str, settings: ApiSettings | None = None) -> QuartTrio:
+def create_app(
+    sup: DeviceSupervisor, api_token: str, settings: ApiSettings | None = None
+) -> QuartTrio:
     """Build the app serving ``sup``; ``api_token`` is the operator token.
 
-    Raises ValueError for an empty token. Route modules that fail to import for any reason other
-    than being absent make this raise (a broken module must not be silently skipped).
+    Raises ValueError for an empty token.
     """
     settings = settings or ApiSettings()
     app = QuartTrio("wasup", static_folder=None)
@@ -64,42 +57,20 @@ def create_app(sup: Any, api_token: str, settings: ApiSettings | None = None) ->
 
     errors.register(app)
 
-    for name in ROUTE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            log.debug("route module %s not present", name)
-            continue
-        app.register_blueprint(module.bp, url_prefix=API_PREFIX)
-
+    app.register_blueprint(routes_devices.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_messages.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_webhooks.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_ai.bp, url_prefix=API_PREFIX)
     simulator = settings.simulator_routes
     if simulator is None:
-        simulator = _is_simulator(sup)
+        simulator = isinstance(sup.engine, SimulatorEngine)
     if simulator:
-        from api.routes_simulator import bp as simulator_bp
-
-        app.register_blueprint(simulator_bp, url_prefix=API_PREFIX)
-
-    from api.openapi import bp as openapi_bp
-
-    app.register_blueprint(openapi_bp, url_prefix=API_PREFIX)
+        app.register_blueprint(routes_simulator.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(openapi.bp, url_prefix=API_PREFIX)
     metrics.install(app, sup)
     app.register_blueprint(metrics.health_bp, url_prefix=API_PREFIX)
     app.register_blueprint(metrics.metrics_bp)
-
-    try:
-        ws = importlib.import_module("api.ws")
-    except ModuleNotFoundError as exc:
-        if exc.name != "api.ws":
-            raise
-    else:
-        register_ws = getattr(ws, "register", None)
-        if register_ws is not None:
-            register_ws(app)
-        elif hasattr(ws, "bp"):
-            app.register_blueprint(ws.bp)
+    ws.register(app)
 
     app.before_request(_authenticate)
     app.after_request(_add_rate_limit_headers)

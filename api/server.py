@@ -1,48 +1,57 @@
-"""Run wasup: the root nursery with the supervisor, background services and Hypercorn.
+"""The composition root: :func:`serve` builds every wasup service and runs them in one order.
 
 Usage::
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(serve, config, api_token)    # ready: port bound
         print(server.url)                                          # http://127.0.0.1:3001
-        ...
+        server.dispatcher.statistics(); server.autoreply.statistics()
         server.shutdown()                                          # graceful stop
 
-Nursery tree: ``open_supervisor`` (actors, engine, database) encloses a nursery running the
-background services (webhook dispatcher, auto-reply: each started when its module provides
-``run(sup, *, task_status)``) and Hypercorn, which serves HTTP and the WebSocket on one port.
+Start order, each ready before the next starts (OTP's children in order; hypercorn's
+``trio/run.py`` and trio's ``serve_listeners``)::
 
-Shutdown: when ``shutdown_trigger`` returns (or :meth:`Server.shutdown` is called) Hypercorn
-stops accepting, lets requests in flight finish for ``graceful_timeout`` seconds, then the
-background services are cancelled and the supervisor stops every actor, newest first, and
+    open_supervisor (database, engine, actors)
+      -> WebhookDispatcher (woken through sup.outbox_listeners)
+        -> AutoReply
+          -> create_app -> Hypercorn (HTTP and the WebSocket on one port)
+
+Shutdown runs the same chain in reverse: when ``shutdown_trigger`` returns (or
+:meth:`Server.shutdown` is called) WebSocket streams are closed with 1001, Hypercorn stops
+accepting and lets requests in flight finish for ``graceful_timeout`` seconds; then auto-reply
+is cancelled, then the dispatcher, then the supervisor stops every actor, newest first, and
 closes the engine and the database. A caller wanting a hard deadline on all of that sets it on
-the enclosing cancel scope (``wasup serve`` does). Errors of any child propagate out of
-:func:`serve` (as an ExceptionGroup from the nursery) after the others are cancelled.
+the enclosing cancel scope (``wasup serve`` does).
+
+Error handling: an error in any service cancels the others and propagates out of :func:`serve`
+(as an ExceptionGroup from the nurseries).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
 import hypercorn.config
 import hypercorn.trio
 import trio
+from quart_trio import QuartTrio
 
 from api.app import API_PREFIX, create_app
+from api.logging import REDACT
 from api.state import ApiSettings
+from api.ws import close_streams, configure_hypercorn
+from supervisor.autoreply import AutoReply
 from supervisor.config import Config
+from supervisor.engine import Engine
 from supervisor.supervisor import DeviceSupervisor, open_supervisor
+from supervisor.webhooks.dispatcher import WebhookDispatcher
 
 log = logging.getLogger("wasup.server")
-
-#: Modules whose ``run(sup, *, task_status)`` is started next to Hypercorn, when present.
-BACKGROUND_SERVICES = ("supervisor.webhooks.dispatcher", "supervisor.autoreply")
 
 #: Access log line: no query string (it may carry ``?token=``), no headers.
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(D)sus'
@@ -52,12 +61,14 @@ GRACEFUL_TIMEOUT = 5.0
 
 @attrs.define(eq=False)
 class Server:
-    """What :func:`serve` reports once it is ready."""
+    """What :func:`serve` reports once it is ready: the bound address and every service."""
 
     host: str
     port: int
     sup: DeviceSupervisor
-    app: Any
+    dispatcher: WebhookDispatcher
+    autoreply: AutoReply
+    app: QuartTrio
     api_token: str = attrs.field(repr=False)
     _stop: trio.Event = attrs.field(repr=False)
 
@@ -79,33 +90,6 @@ class Server:
         self._stop.set()
 
 
-_NO_RESPONSE = re.compile(r'" - - \d+us$')
-
-
-class _RedactFilter(logging.Filter):
-    """Replace tokens and device keys in log records (defence in depth for the access log).
-
-    Also drops the "- -" line Hypercorn logs for every request when the stream closes just
-    before its own access line with the status (one request, one line).
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if _NO_RESPONSE.search(message):
-            return False
-        try:
-            from api.ws import redact
-        except ImportError:  # pragma: no cover - api.ws is part of wasup
-            return True
-        redacted = redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-_REDACT = _RedactFilter()
-
-
 def hypercorn_config(
     host: str,
     port: int,
@@ -121,19 +105,14 @@ def hypercorn_config(
     config = hypercorn.config.Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     access = logging.getLogger("wasup.access")
-    if _REDACT not in access.filters:
-        access.addFilter(_REDACT)
+    if REDACT not in access.filters:
+        access.addFilter(REDACT)
     config.accesslog = access
     config.errorlog = logging.getLogger("wasup.http")
     config.access_log_format = ACCESS_LOG_FORMAT
     config.graceful_timeout = graceful_timeout
     config.include_server_header = False
-    try:
-        from api.ws import configure_hypercorn
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        configure_hypercorn(config, ping_interval=ws_ping_interval)
+    configure_hypercorn(config, ping_interval=ws_ping_interval)
     return config
 
 
@@ -147,6 +126,16 @@ def _parse_bind(bind: str) -> tuple[str, int]:
     return match["v6"] or match["host"], int(match["port"])
 
 
+@asynccontextmanager
+async def _running(run: Callable[..., Awaitable[None]]) -> AsyncIterator[None]:
+    """Run the service ``run`` (started with ``nursery.start``, so it is ready) for the body
+    of the ``async with``; cancel it when the body is done."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run)
+        yield
+        nursery.cancel_scope.cancel()
+
+
 async def serve(
     config: Config,
     api_token: str,
@@ -154,7 +143,7 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 3001,
     settings: ApiSettings | None = None,
-    engine: Any = None,
+    engine: Engine | None = None,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -162,60 +151,59 @@ async def serve(
 
     Reports a :class:`Server` (with the port actually bound, useful with ``port=0``) through
     ``task_status`` once the socket listens and every stored device has been restored.
-    Errors: binding the port (OSError) or opening the database fail before ``started``.
+
+    Error handling: binding the port (OSError) or opening the database fail before
+    ``started``; later errors of any service end the others and propagate.
+    Resource handling: every service is stopped, in reverse order of start, before this returns.
     """
+    settings = settings or ApiSettings()
     stop = trio.Event()
     async with open_supervisor(config, engine=engine) as sup:
-        settings = settings or ApiSettings()
+        dispatcher = WebhookDispatcher(sup.db, config, bus=sup.bus)
+        sup.outbox_listeners.append(dispatcher.notify)
+        autoreply = AutoReply(sup)
         app = create_app(sup, api_token, settings)
+        app.extensions["wasup"].autoreply = autoreply  # told when AI settings are stored
         hconfig = hypercorn_config(
             host,
             port,
             graceful_timeout=settings.graceful_timeout,
             ws_ping_interval=settings.ws_ping_interval,
         )
-        async with trio.open_nursery() as nursery:
-            for name in BACKGROUND_SERVICES:
-                run = _service(name)
-                if run is not None:
-                    await nursery.start(partial(run, sup))
 
-            async def trigger() -> None:
-                async with trio.open_nursery() as race:
-                    async def first(fn: Callable[[], Awaitable[Any]]) -> None:
-                        await fn()
-                        race.cancel_scope.cancel()
+        async def trigger() -> None:
+            async with trio.open_nursery() as race:
 
-                    race.start_soon(first, stop.wait)
-                    if shutdown_trigger is not None:
-                        race.start_soon(first, shutdown_trigger)
-                # WebSocket clients get 1001 "server shutting down" within the grace period.
-                from api.ws import close_streams
+                async def first(fn: Callable[[], Awaitable[Any]]) -> None:
+                    await fn()
+                    race.cancel_scope.cancel()
 
-                close_streams(app)
+                race.start_soon(first, stop.wait)
+                if shutdown_trigger is not None:
+                    race.start_soon(first, shutdown_trigger)
+            # WebSocket clients get 1001 "server shutting down" within the grace period.
+            close_streams(app)
 
-            async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
-                await hypercorn.trio.serve(
-                    app, hconfig, shutdown_trigger=trigger, task_status=task_status
-                )
-                log.info("http server stopped")
-                nursery.cancel_scope.cancel()
+        async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
+            await hypercorn.trio.serve(app, hconfig, shutdown_trigger=trigger, task_status=task_status)
+            log.info("http server stopped")
 
-            binds: list[str] = await nursery.start(run_http)
-            bound_host, bound_port = _parse_bind(binds[0])
-            server = Server(
-                host=bound_host, port=bound_port, sup=sup, app=app, api_token=api_token, stop=stop
-            )
-            log.info("wasup listening on %s (engine %s)", server.url, config.engine)
-            task_status.started(server)
-
-
-def _service(name: str) -> Callable[..., Awaitable[None]] | None:
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return None
-    run = getattr(module, "run", None)
-    return run if callable(run) else None
+        try:
+            async with _running(dispatcher.run), _running(autoreply.run):
+                async with trio.open_nursery() as http:
+                    binds: list[str] = await http.start(run_http)
+                    bound_host, bound_port = _parse_bind(binds[0])
+                    server = Server(
+                        host=bound_host,
+                        port=bound_port,
+                        sup=sup,
+                        dispatcher=dispatcher,
+                        autoreply=autoreply,
+                        app=app,
+                        api_token=api_token,
+                        stop=stop,
+                    )
+                    log.info("wasup listening on %s (engine %s)", server.url, config.engine)
+                    task_status.started(server)
+        finally:
+            sup.outbox_listeners.remove(dispatcher.notify)

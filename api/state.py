@@ -7,7 +7,7 @@ modules reach it through :func:`current_state` inside a request or WebSocket con
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 from quart import current_app
@@ -15,6 +15,7 @@ from quart import current_app
 from api.ratelimit import RateLimiter, RateLimitPolicy
 
 if TYPE_CHECKING:
+    from supervisor.autoreply import AutoReply
     from supervisor.supervisor import DeviceSupervisor
 
 MIB = 1024 * 1024
@@ -62,9 +63,11 @@ class AppState:
     operator_digest: bytes
     limiter: RateLimiter
     auth_limiter: RateLimiter
+    #: Told when a device's AI settings are stored (None: auto-reply does not run).
+    autoreply: AutoReply | None = None
 
     @classmethod
-    def build(cls, sup: Any, api_token: str, settings: ApiSettings) -> AppState:
+    def build(cls, sup: DeviceSupervisor, api_token: str, settings: ApiSettings) -> AppState:
         if not api_token:
             raise ValueError("the operator token must not be empty")
         return cls(

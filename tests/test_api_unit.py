@@ -159,6 +159,7 @@ async def test_rate_limiter_uses_trio_clock(autojump_clock: trio.testing.MockClo
 class _FakeSup:
     def __init__(self) -> None:
         self.keys: dict[str, Any] = {}
+        self.engine = object()  # not the simulator
 
     async def device_for_key(self, key: str) -> Any:
         return self.keys.get(key)

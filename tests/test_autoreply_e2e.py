@@ -19,7 +19,6 @@ import pytest
 import trio
 
 from api.server import Server
-from supervisor import autoreply
 from supervisor.autoreply import AutoReply
 from supervisor.engines.simulator import SimulatorEngine
 from tests.autoreply_support import FakeProvider
@@ -56,9 +55,7 @@ async def connected_device(api: httpx.AsyncClient, alias: str) -> dict[str, Any]
 
 
 def service(server: Server) -> AutoReply:
-    found = autoreply.service_for(server.sup)
-    assert found is not None, "api.server.serve did not start supervisor.autoreply.run"
-    return found
+    return server.autoreply
 
 
 async def wait_for(predicate: Any) -> None:
