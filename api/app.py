@@ -26,8 +26,7 @@ from api import (
     routes_webhooks,
     ws,
 )
-from api.auth import authenticate
-from api.errors import ApiError
+from api.auth import authenticate, charge, refuse
 from api.state import ApiSettings, AppState, current_state
 from supervisor.engines.simulator import SimulatorEngine
 from supervisor.supervisor import DeviceSupervisor
@@ -93,18 +92,8 @@ async def _authenticate() -> None:
         return
     principal = await authenticate(state, request.headers.get("X-API-TOKEN"))
     if principal is None:
-        decision = state.auth_limiter.hit(f"addr:{_client_address()}")
-        if not decision.allowed:
-            raise ApiError(
-                429, "RATE_LIMIT_EXCEEDED", "too many failed authentications, slow down",
-                headers=state.auth_limiter.headers(decision),
-            )
-        raise ApiError(401, "AUTHENTICATION_FAILED", "missing or invalid X-API-TOKEN")
-    decision = state.limiter.hit(principal.credential_id)
-    headers = state.limiter.headers(decision)
-    g.rate_limit_headers = headers
-    if not decision.allowed:
-        raise ApiError(429, "RATE_LIMIT_EXCEEDED", "too many requests", headers=headers)
+        refuse(state, _client_address())
+    g.rate_limit_headers = charge(state, principal)
     g.principal = principal
 
 
