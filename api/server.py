@@ -174,6 +174,7 @@ async def serve(
         sup.outbox_listeners.append(dispatcher.notify)
         autoreply = AutoReply(sup)
         app = create_app(sup, api_token, settings)
+        app.extensions["wasup"].autoreply = autoreply  # told when AI settings are stored
         hconfig = hypercorn_config(
             host,
             port,

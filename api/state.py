@@ -15,6 +15,7 @@ from quart import current_app
 from api.ratelimit import RateLimiter, RateLimitPolicy
 
 if TYPE_CHECKING:
+    from supervisor.autoreply import AutoReply
     from supervisor.supervisor import DeviceSupervisor
 
 MIB = 1024 * 1024
@@ -70,6 +71,8 @@ class AppState:
     operator_digest: bytes
     limiter: RateLimiter
     auth_limiter: RateLimiter
+    #: Told when a device's AI settings are stored (None: auto-reply does not run).
+    autoreply: AutoReply | None = None
 
     @classmethod
     def build(cls, sup: DeviceSupervisor, api_token: str, settings: ApiSettings) -> AppState:

@@ -43,6 +43,12 @@ class AutoReplyConfig:
     queue_size: int = 4096
     #: Replies being generated at once, over every device.
     max_concurrent: int = 16
+    #: Replies being generated at once for one device.
+    per_device: int = 2
+    #: Replies waiting or under way before new messages are dropped (counted as busy).
+    max_pending: int = 256
+    #: Seconds after which an incoming message is too old to answer (offline backlog).
+    max_message_age: float = 600.0
 
 
 @attrs.frozen

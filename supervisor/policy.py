@@ -1,7 +1,8 @@
 """Restart and retry policy as data: child specs, restart intensity, backoff.
 
 Modelled on OTP's supervisor: a :class:`ChildSpec` says how a child is restarted, and a
-:class:`RestartIntensity` counts restarts inside a sliding window. Reconnect backoff (network
+:class:`RestartIntensity` counts restarts inside a :class:`SlidingWindow` (the one sliding-window
+count of wasup, also behind auto-reply's per-chat rate cap). Reconnect backoff (network
 flaps) and crash restarts are kept apart: the first is a state timeout of ``disconnected`` in
 the device state machine, the second is the supervisor's business, so a flapping network never
 spends a device's crash budget.
@@ -64,6 +65,56 @@ class ChildSpec:
 
 
 @attrs.define(eq=False)
+class SlidingWindow:
+    """Times of the events in the last ``period`` seconds (times come from the caller).
+
+    The one sliding-window count in wasup: restart intensity and auto-reply's per-chat rate
+    cap both use it. An event at ``t`` leaves the window at ``t + period``.
+    """
+
+    period: float
+    _times: deque[float] = attrs.field(factory=deque)
+
+    def _expire(self, now: float) -> None:
+        while self._times and self._times[0] <= now - self.period:
+            self._times.popleft()
+
+    def count(self, now: float) -> int:
+        """Events inside the window at ``now``."""
+        self._expire(now)
+        return len(self._times)
+
+    def add(self, now: float) -> int:
+        """Note an event at ``now``; return the events inside the window, this one included."""
+        self._times.append(now)
+        return self.count(now)
+
+    def try_acquire(self, now: float, limit: int) -> bool:
+        """Note an event and return True, or return False when ``limit`` are in the window."""
+        if self.count(now) >= limit:
+            return False
+        self._times.append(now)
+        return True
+
+    def next_free(self, now: float, limit: int) -> float:
+        """When the window next holds fewer than ``limit`` events (``now`` if it does)."""
+        if self.count(now) < limit:
+            return now
+        return self._times[len(self._times) - limit] + self.period
+
+    def idle(self, now: float) -> bool:
+        """True when the window is empty at ``now``."""
+        return self.count(now) == 0
+
+    def __len__(self) -> int:
+        """Events noted and not yet expired by a call (no clock read)."""
+        return len(self._times)
+
+    def clear(self) -> None:
+        self._times.clear()
+
+
+@attrs.define(eq=False)
 class RestartIntensity:
     """Counts restarts in a sliding window of ``period`` seconds.
 
@@ -73,17 +124,17 @@ class RestartIntensity:
 
     intensity: int
     period: float
-    _times: deque[float] = attrs.field(factory=deque)
+    _window: SlidingWindow = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._window = SlidingWindow(self.period)
 
     def record(self, now: float) -> bool:
-        self._times.append(now)
-        while self._times and self._times[0] <= now - self.period:
-            self._times.popleft()
-        return len(self._times) <= self.intensity
+        return self._window.add(now) <= self.intensity
 
     @property
     def recent(self) -> int:
-        return len(self._times)
+        return len(self._window)
 
     def reset(self) -> None:
-        self._times.clear()
+        self._window.clear()

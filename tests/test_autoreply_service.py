@@ -20,8 +20,9 @@ import trio.lowlevel
 import trio.testing
 
 from common import clock
-from supervisor.autoreply import AutoReply
-from supervisor.config import Config
+from storage.models import MessageRow
+from supervisor.autoreply import AiSettings, AutoReply
+from supervisor.config import AutoReplyConfig, Config
 from supervisor.errors import DeviceConflict, DeviceNotFound
 from supervisor.events import Event, EventBus
 from tests.autoreply_support import FakeProvider
@@ -55,7 +56,7 @@ class FakeSup:
     config: Config = attrs.field(factory=Config)
     devices: dict[str, Dev] = attrs.field(factory=dict)
     settings: dict[str, dict[str, Any]] = attrs.field(factory=dict)
-    messages: list[dict[str, Any]] = attrs.field(factory=list)
+    messages: list[MessageRow] = attrs.field(factory=list)
     sent: list[dict[str, Any]] = attrs.field(factory=list)
     fail_send: bool = False
     _changed: trio.Event = attrs.field(factory=trio.Event)
@@ -79,9 +80,9 @@ class FakeSup:
         await trio.lowlevel.checkpoint()
         return self.settings.get(ref)
 
-    async def recent_messages(self, device_id: int, chat: str, limit: int) -> list[dict]:
+    async def recent_messages(self, device_id: int, chat: str, limit: int) -> list[MessageRow]:
         await trio.lowlevel.checkpoint()
-        rows = [m for m in self.messages if m["device_id"] == device_id and m["chat"] == chat]
+        rows = [m for m in self.messages if m.device_id == device_id and m.chat == chat]
         return rows[-limit:]
 
     async def send_message(self, ref: str, to: str, text: str, origin: str = "api") -> dict:
@@ -93,9 +94,7 @@ class FakeSup:
         self.sent.append({"device": dev.id, "to": to, "text": text, "origin": origin})
         self._changed.set()
         self._changed = trio.Event()
-        self.messages.append(
-            {"device_id": dev.id, "message_id": mid, "chat": to, "direction": "out", "text": text}
-        )
+        self.messages.append(message(dev.id, mid, to, "out", text))
         self.bus.publish(
             Event("message_sent", dev.session_id, dev.id,
                   {"messageId": mid, "to": to, "text": text, "status": "sent", "origin": origin},
@@ -110,13 +109,17 @@ class FakeSup:
     def receive(self, dev: Dev, chat: str, text: str, **extra: Any) -> str:
         """An incoming message: stored first (as the actor does), then published."""
         mid = f"in{next(self._ids)}"
-        self.messages.append(
-            {"device_id": dev.id, "message_id": mid, "chat": chat, "direction": "in", "text": text}
-        )
+        self.messages.append(message(dev.id, mid, chat, "in", text))
         data = {"messageId": mid, "from": extra.pop("sender", chat), "chat": chat, "text": text,
                 "timestamp": clock.now_iso(), **extra}
         self.bus.publish(Event("message_received", dev.session_id, dev.id, data, clock.now_iso()))
         return mid
+
+
+def message(
+    device_id: int, message_id: str, chat: str, direction: str, text: str | None
+) -> MessageRow:
+    return MessageRow(device_id, message_id, chat, direction, text, None, clock.now_iso())
 
 
 def ai(**overrides: Any) -> dict[str, Any]:
@@ -160,13 +163,9 @@ async def h(clock_: trio.testing.MockClock) -> AsyncIterator[Harness]:
 async def test_reply_carries_model_prompt_history(clock_: trio.testing.MockClock, h: Harness, caplog: Any) -> None:
     caplog.set_level(logging.DEBUG)
     dev = h.dev(historyLimit=10)
-    h.sup.messages.append(
-        {"device_id": 1, "message_id": "old1", "chat": ALICE, "direction": "in", "text": "hi"})
-    h.sup.messages.append(
-        {"device_id": 1, "message_id": "old2", "chat": ALICE, "direction": "out",
-         "text": "hello! how can I help?"})
-    h.sup.messages.append(  # another chat: not in the prompt
-        {"device_id": 1, "message_id": "x", "chat": BOB, "direction": "in", "text": "secret bob"})
+    h.sup.messages.append(message(1, "old1", ALICE, "in", "hi"))
+    h.sup.messages.append(message(1, "old2", ALICE, "out", "hello! how can I help?"))
+    h.sup.messages.append(message(1, "x", BOB, "in", "secret bob"))  # another chat: not in it
     h.sup.receive(dev, ALICE, "do you ship to Berlin?")
     await h.settle()
 
@@ -336,9 +335,7 @@ async def test_groups_broadcasts_own_and_disabled_are_ignored(clock_: trio.testi
 
 async def test_resubscribes_after_falling_behind(clock_: trio.testing.MockClock, h: Harness, caplog: Any) -> None:
     dev = h.dev(maxRepliesPerMinute=1)
-    from supervisor.autoreply import _QUEUE_SIZE
-
-    for i in range(_QUEUE_SIZE + 100):  # no checkpoint: the subscriber's queue overflows
+    for i in range(h.sup.config.autoreply.queue_size + 100):  # no checkpoint: the subscriber's queue overflows
         h.sup.bus.publish(Event("message_sent", dev.session_id, dev.id,
                                 {"to": BOB, "origin": "autoreply", "messageId": str(i)}, ""))
     await trio.sleep(0.1)
@@ -352,8 +349,8 @@ async def test_resubscribes_after_falling_behind(clock_: trio.testing.MockClock,
 async def test_busy_bound_drops_instead_of_queueing(clock_: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
         provider = await FakeProvider().start(nursery)
-        sup = FakeSup()
-        auto = AutoReply(sup, trust_env=False, max_pending=2)
+        sup = FakeSup(config=Config(autoreply=AutoReplyConfig(max_pending=2)))
+        auto = AutoReply(sup, trust_env=False)
         await nursery.start(auto.run)
         dev = sup.add(1, ai(baseUrl=provider.base_url))
         for i in range(5):
@@ -379,9 +376,33 @@ async def test_prune_forgets_idle_state(clock_: trio.testing.MockClock, h: Harne
     await h.sup.send_message(dev.session_id, to=BOB, text="op")
     h.sup.receive(dev, ALICE, "hi")
     await h.settle()
-    assert h.auto._windows and len(h.auto._pauses) == 1
+    assert len(h.auto.rates) == 1 and len(h.auto.pauses) == 1
     clock_.jump(86400 + 120)
     h.auto.prune()
-    assert not h.auto._windows
-    assert len(h.auto._pauses) == 0
-    assert not h.auto._device_limiters
+    assert len(h.auto.rates) == 0
+    assert len(h.auto.pauses) == 0
+    assert h.auto.tracked_devices() == 0
+
+
+async def test_settings_are_read_once_then_replaced_when_put(
+    clock_: trio.testing.MockClock, h: Harness
+) -> None:
+    dev = h.dev()
+    h.sup.receive(dev, ALICE, "one")
+    await h.settle()
+    # Storage changing behind the service's back is not re-read for every message...
+    h.sup.settings[dev.session_id] = ai(baseUrl=h.provider.base_url, model="other-model")
+    h.sup.receive(dev, BOB, "two")
+    await h.settle()
+    assert [r["json"]["model"] for r in h.provider.requests] == ["test-model", "test-model"]
+    # ...the API tells the service when it stored new settings.
+    new = AiSettings.from_stored(h.sup.settings[dev.session_id])
+    h.auto.settings_changed(dev.id, new)
+    h.sup.receive(dev, ALICE, "three")
+    await h.settle()
+    assert h.provider.requests[-1]["json"]["model"] == "other-model"
+    h.auto.settings_changed(dev.id, attrs.evolve(new, enabled=False))
+    h.sup.receive(dev, BOB, "four")
+    await h.settle()
+    assert len(h.provider.requests) == 3
+    assert h.auto.statistics().disabled == 1

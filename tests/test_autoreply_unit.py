@@ -1,18 +1,37 @@
-"""Auto-reply's pure parts: settings validation, chat addresses, the rate window, the pause
-book and prompt building. No I/O."""
+"""Auto-reply's pure parts: settings validation (at the API edge) and their stored form, chat
+addresses, the rate window, the pause book and prompt building. No I/O."""
 
 from __future__ import annotations
+
+import types
 
 import hypothesis
 import hypothesis.strategies as st
 import pytest
 import trio
 
-from supervisor import autoreply as ar
-from supervisor.autoreply import AiSettings, PauseBook, SlidingWindow, Turn, apply_update
+from api.routes_ai import parse_put_ai
+from storage.models import MessageRow
+from supervisor.autoreply import guards, prompt, provider, service
+from supervisor.autoreply import settings as ai_settings
+from supervisor.autoreply.guards import PauseBook, RateBook
+from supervisor.autoreply.prompt import Turn
+from supervisor.autoreply.settings import AiSettings
+from supervisor.config import Config
 from supervisor.errors import InvalidRequest
+from supervisor.policy import RestartIntensity, SlidingWindow
 
 KEY = "sk-test-SECRET-0123456789"
+API_FIELDS = frozenset({
+    "enabled", "provider", "model", "autoReply", "systemPrompt", "baseUrl", "apiKey",
+    "maxRepliesPerMinute", "operatorPauseSeconds", "historyLimit", "timeoutSeconds",
+    "maxTokens", "temperature",
+})
+
+
+def apply_update(current: AiSettings, body: object) -> AiSettings:
+    """What PUT /settings/ai does to the stored settings."""
+    return parse_put_ai(body).apply(current)
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -24,7 +43,7 @@ def test_seed_example_is_accepted() -> None:
         {"enabled": True, "provider": "openai", "model": "gpt-3.5-turbo", "autoReply": True},
     )
     assert s.active
-    assert s.base_url == ar.DEFAULT_BASE_URL
+    assert s.base_url == ai_settings.DEFAULT_BASE_URL
     assert s.api_key is None
     assert s.public()["apiKeySet"] is False
 
@@ -55,7 +74,7 @@ def test_full_body_round_trips_and_hides_the_key() -> None:
     assert stored["apiKey"] == KEY
     assert "apiKeySet" not in stored
     assert AiSettings.from_stored(stored) == s
-    assert set(stored) == ar.FIELDS | {"guarded"}
+    assert set(stored) == API_FIELDS | {"guarded"}
     assert AiSettings.from_stored({**stored, "guarded": True}).guarded
 
 
@@ -65,8 +84,8 @@ def test_absent_fields_are_kept_and_null_resets() -> None:
     assert s2.api_key == KEY and s2.model == "m" and not s2.enabled
     s3 = apply_update(s2, {"apiKey": None, "baseUrl": None, "model": None, "enabled": None})
     assert s3.api_key is None
-    assert s3.base_url == ar.DEFAULT_BASE_URL
-    assert s3.model == ar.DEFAULT_MODEL and s3.enabled is False
+    assert s3.base_url == ai_settings.DEFAULT_BASE_URL
+    assert s3.model == ai_settings.DEFAULT_MODEL and s3.enabled is False
 
 
 @pytest.mark.parametrize(
@@ -136,7 +155,7 @@ def test_invalid_stored_settings_mean_disabled() -> None:
     assert AiSettings.from_stored({"enabled": "maybe"}) == AiSettings()
     assert AiSettings.from_stored(None) == AiSettings()
     s = AiSettings.from_stored({"enabled": True, "autoReply": True})
-    assert s.active and s.model == ar.DEFAULT_MODEL
+    assert s.active and s.model == ai_settings.DEFAULT_MODEL
 
 
 # -- chats ------------------------------------------------------------------------------------
@@ -157,21 +176,21 @@ def test_invalid_stored_settings_mean_disabled() -> None:
     ],
 )
 def test_chat_kind(jid: str, kind: str) -> None:
-    assert ar.chat_kind(jid) == kind
+    assert guards.chat_kind(jid) == kind
 
 
 def test_chat_key_normalises_forms_of_one_chat() -> None:
     forms = ["+49 170 1234567", "491701234567@c.us", "491701234567:12@s.whatsapp.net",
              "491701234567@S.WHATSAPP.NET"]
-    assert {ar.chat_key(f) for f in forms} == {"491701234567@s.whatsapp.net"}
-    assert ar.chat_key("1@g.us") != ar.chat_key("1@s.whatsapp.net")
+    assert {guards.chat_key(f) for f in forms} == {"491701234567@s.whatsapp.net"}
+    assert guards.chat_key("1@g.us") != guards.chat_key("1@s.whatsapp.net")
 
 
 # -- rate window ------------------------------------------------------------------------------
 
 
 def test_sliding_window_exact_times() -> None:
-    w = SlidingWindow()
+    w = SlidingWindow(guards.RATE_PERIOD)
     assert [w.try_acquire(t, 3) for t in (0.0, 1.0, 2.0, 3.0)] == [True, True, True, False]
     assert w.next_free(3.0, 3) == 60.0
     assert not w.try_acquire(59.999, 3)
@@ -183,7 +202,7 @@ def test_sliding_window_exact_times() -> None:
 
 
 def test_sliding_window_limit_change_applies_at_once() -> None:
-    w = SlidingWindow()
+    w = SlidingWindow(guards.RATE_PERIOD)
     for t in range(5):
         assert w.try_acquire(float(t), 10)
     assert not w.try_acquire(6.0, 5)
@@ -202,7 +221,7 @@ def test_pause_book() -> None:
     assert not p.is_paused(2, "491701234567@s.whatsapp.net", 200.0, 600)  # other device
     assert not p.is_paused(1, "491709999999@s.whatsapp.net", 200.0, 600)  # other chat
     assert not p.is_paused(1, "491701234567@s.whatsapp.net", 100.0, 0)  # pause off
-    p.prune(now=100.0 + ar.MAX_PAUSE_SECONDS)
+    p.prune(now=100.0 + ai_settings.MAX_PAUSE_SECONDS)
     assert len(p) == 0
 
 
@@ -211,13 +230,13 @@ def test_pause_book() -> None:
 
 def test_build_messages_roles_order_and_dedup() -> None:
     rows = [
-        {"message_id": "a", "direction": "in", "text": "hi"},
-        {"message_id": "b", "direction": "out", "text": "hello, how can I help?"},
-        {"message_id": "c", "direction": "out", "text": None},  # media: skipped
-        {"message_id": "d", "direction": "in", "text": "price?"},
+        MessageRow(1, "a", "c", "in", "hi", None, ""),
+        MessageRow(1, "b", "c", "out", "hello, how can I help?", "sent", ""),
+        MessageRow(1, "c", "c", "out", None, "sent", ""),  # media: skipped
+        MessageRow(1, "d", "c", "in", "price?", None, ""),
     ]
-    turns = ar.turns_from_history(rows)
-    msgs = ar.build_messages("Be brief.", turns, "price?", "d")
+    turns = prompt.turns_from_history(rows)
+    msgs = prompt.build_messages("Be brief.", turns, "price?", "d")
     assert msgs == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "hi"},
@@ -228,48 +247,48 @@ def test_build_messages_roles_order_and_dedup() -> None:
 
 def test_build_messages_cuts_history_at_the_incoming_message() -> None:
     turns = [Turn("user", "a", "1"), Turn("user", "b", "2"), Turn("user", "c", "3")]
-    msgs = ar.build_messages("", turns, "b", "2")
+    msgs = prompt.build_messages("", turns, "b", "2")
     assert [m["content"] for m in msgs] == ["a", "b"]
 
 
 def test_build_messages_limits() -> None:
     turns = [Turn("user" if i % 2 == 0 else "assistant", f"m{i}", str(i)) for i in range(20)]
-    msgs = ar.build_messages("", turns, "now", "x", history_limit=3)
+    msgs = prompt.build_messages("", turns, "now", "x", history_limit=3)
     assert [m["content"] for m in msgs] == ["m17", "m18", "m19", "now"]  # no system prompt
-    assert ar.build_messages("s", turns, "now", history_limit=0) == [
+    assert prompt.build_messages("s", turns, "now", history_limit=0) == [
         {"role": "system", "content": "s"},
         {"role": "user", "content": "now"},
     ]
     big = [Turn("user", "x" * 600, str(i)) for i in range(5)]
-    msgs = ar.build_messages("", big, "now", history_limit=5, max_history_chars=1300)
+    msgs = prompt.build_messages("", big, "now", history_limit=5, max_history_chars=1300)
     assert len(msgs) == 3  # only the two newest fit
 
 
 def test_build_messages_drops_incoming_without_id() -> None:
     turns = [Turn("assistant", "hello"), Turn("user", "same text")]
-    msgs = ar.build_messages("", turns, "same text")
+    msgs = prompt.build_messages("", turns, "same text")
     assert [m["content"] for m in msgs] == ["hello", "same text"]
 
 
 def test_completions_url() -> None:
-    assert ar.completions_url("http://h/v1") == "http://h/v1/chat/completions"
-    assert ar.completions_url("http://h/v1/") == "http://h/v1/chat/completions"
-    assert ar.completions_url("http://h/v1/chat/completions") == "http://h/v1/chat/completions"
+    assert provider.completions_url("http://h/v1") == "http://h/v1/chat/completions"
+    assert provider.completions_url("http://h/v1/") == "http://h/v1/chat/completions"
+    assert provider.completions_url("http://h/v1/chat/completions") == "http://h/v1/chat/completions"
 
 
 async def test_message_age_uses_trio_clock(autojump_clock: trio.testing.MockClock) -> None:
     from common import clock
 
     now = clock.now_epoch()
-    assert ar._age(now) == pytest.approx(0, abs=1e-3)
-    assert ar._age(clock.iso(now - 120)) == pytest.approx(120, abs=0.01)
-    assert ar._age((now - 30) * 1000) == pytest.approx(30, abs=0.01)
+    assert service._age(now) == pytest.approx(0, abs=1e-3)
+    assert service._age(clock.iso(now - 120)) == pytest.approx(120, abs=0.01)
+    assert service._age((now - 30) * 1000) == pytest.approx(30, abs=0.01)
     await trio.sleep(50)
-    assert ar._age(now) == pytest.approx(50, abs=1e-3)
-    assert ar._age(0) is None
-    assert ar._age("garbage") is None
-    assert ar._age(None) is None
-    assert ar._age(True) is None
+    assert service._age(now) == pytest.approx(50, abs=1e-3)
+    assert service._age(0) is None
+    assert service._age("garbage") is None
+    assert service._age(None) is None
+    assert service._age(True) is None
 
 
 @hypothesis.settings(max_examples=200, deadline=None)
@@ -280,23 +299,54 @@ async def test_message_age_uses_trio_clock(autojump_clock: trio.testing.MockCloc
 def test_sliding_window_against_a_model(limit: int, gaps: list[float]) -> None:
     """Never more than ``limit`` grants in any 60 s, and a request is refused only when
     ``limit`` grants already fall in the 60 s before it."""
-    w = SlidingWindow()
+    w = SlidingWindow(guards.RATE_PERIOD)
     granted: list[float] = []
     now = 0.0
     for gap in gaps:
         now += gap
-        recent = [t for t in granted if t > now - ar.RATE_PERIOD]
+        recent = [t for t in granted if t > now - guards.RATE_PERIOD]
         assert w.try_acquire(now, limit) == (len(recent) < limit)
         if len(recent) < limit:
             granted.append(now)
     for t in granted:
-        assert sum(1 for u in granted if t <= u < t + ar.RATE_PERIOD) <= limit
+        assert sum(1 for u in granted if t <= u < t + guards.RATE_PERIOD) <= limit
 
 
 def test_prometheus_counter_counts_outcomes() -> None:
-    before = ar.AUTOREPLY_TOTAL.labels("paused")._value.get()
-    auto = ar.AutoReply(sup=None)  # type: ignore[arg-type]
+    before = service.AUTOREPLY_TOTAL.labels("paused")._value.get()
+    auto = service.AutoReply(sup=types.SimpleNamespace(config=Config()))
     auto._count("paused")
     auto._count("paused")
-    assert ar.AUTOREPLY_TOTAL.labels("paused")._value.get() == before + 2
+    assert service.AUTOREPLY_TOTAL.labels("paused")._value.get() == before + 2
     assert auto.statistics().paused == 2
+
+
+def test_rate_book_keys_chats_by_their_canonical_address() -> None:
+    rates = RateBook()
+    assert rates.try_acquire(1, "+49 170 1234567", 0.0, 2)
+    assert rates.try_acquire(1, "491701234567@c.us", 1.0, 2)
+    assert not rates.try_acquire(1, "491701234567:3@s.whatsapp.net", 2.0, 2)
+    assert rates.try_acquire(2, "491701234567@c.us", 2.0, 2)  # another device
+    assert len(rates) == 2
+    rates.prune(62.0)
+    assert len(rates) == 0
+
+
+def test_restart_intensity_counts_in_the_same_window() -> None:
+    intensity = RestartIntensity(intensity=2, period=10.0)
+    assert intensity.record(0.0) and intensity.record(1.0)
+    assert not intensity.record(2.0)  # a third restart inside 10 s
+    assert intensity.record(11.5)  # the restarts at 0 and 1 left the window
+    assert intensity.recent == 2
+    intensity.reset()
+    assert intensity.recent == 0
+
+
+def test_stored_form_is_type_checked_not_coerced() -> None:
+    assert AiSettings.from_stored({"historyLimit": "10"}) == AiSettings()
+    assert AiSettings.from_stored({"maxRepliesPerMinute": True}) == AiSettings()
+    assert AiSettings.from_stored({"enabled": True, "model": None}).model == (
+        ai_settings.DEFAULT_MODEL
+    )
+    stored = apply_update(AiSettings(), {"operatorPauseSeconds": 120}).to_stored()
+    assert stored["operatorPauseSeconds"] == 120 and isinstance(stored["operatorPauseSeconds"], int)

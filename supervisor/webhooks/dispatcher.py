@@ -511,14 +511,3 @@ async def send_test_event(
         )
     return {"webhookId": msg_id, **result.to_json()}
 
-
-async def run(sup: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Background service for ``api.server.serve``: a dispatcher over ``sup``'s database,
-    woken through ``sup.outbox_listeners``, announcing on ``sup.bus``. Runs until cancelled."""
-    dispatcher = WebhookDispatcher(sup.db, sup.config, bus=getattr(sup, "bus", None))
-    sup.outbox_listeners.append(dispatcher.notify)
-    try:
-        await dispatcher.run(task_status=task_status)
-    finally:
-        if dispatcher.notify in sup.outbox_listeners:
-            sup.outbox_listeners.remove(dispatcher.notify)
