@@ -28,6 +28,7 @@ from api import (
 )
 from api.auth import authenticate, charge, refuse
 from api.state import ApiSettings, AppState, current_state
+from supervisor.autoreply import AutoReply
 from supervisor.engines.simulator import SimulatorEngine
 from supervisor.supervisor import DeviceSupervisor
 
@@ -40,9 +41,14 @@ PUBLIC_ENDPOINTS = frozenset({"openapi.openapi_json", "meta.health", "metrics.me
 
 
 def create_app(
-    sup: DeviceSupervisor, api_token: str, settings: ApiSettings | None = None
+    sup: DeviceSupervisor,
+    api_token: str,
+    settings: ApiSettings | None = None,
+    *,
+    autoreply: AutoReply | None = None,
 ) -> QuartTrio:
-    """Build the app serving ``sup``; ``api_token`` is the operator token.
+    """Build the app serving ``sup``; ``api_token`` is the operator token; ``autoreply`` (if
+    it runs) is told when a device's AI settings are stored.
 
     Raises ValueError for an empty token.
     """
@@ -52,7 +58,7 @@ def create_app(
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.strict_slashes = False
-    app.extensions["wasup"] = AppState.build(sup, api_token, settings)
+    app.extensions["wasup"] = AppState.build(sup, api_token, settings, autoreply=autoreply)
 
     errors.register(app)
 

@@ -173,8 +173,7 @@ async def serve(
         dispatcher = WebhookDispatcher(sup.db, config, bus=sup.bus)
         sup.outbox_listeners.append(dispatcher.notify)
         autoreply = AutoReply(sup)
-        app = create_app(sup, api_token, settings)
-        app.extensions["wasup"].autoreply = autoreply  # told when AI settings are stored
+        app = create_app(sup, api_token, settings, autoreply=autoreply)
         hconfig = hypercorn_config(
             host,
             port,

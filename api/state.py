@@ -75,7 +75,15 @@ class AppState:
     autoreply: AutoReply | None = None
 
     @classmethod
-    def build(cls, sup: DeviceSupervisor, api_token: str, settings: ApiSettings) -> AppState:
+    def build(
+        cls,
+        sup: DeviceSupervisor,
+        api_token: str,
+        settings: ApiSettings,
+        *,
+        autoreply: AutoReply | None = None,
+    ) -> AppState:
+        """The state of one app; raises ValueError for an empty operator token."""
         if not api_token:
             raise ValueError("the operator token must not be empty")
         return cls(
@@ -84,6 +92,7 @@ class AppState:
             operator_digest=token_digest(api_token),
             limiter=RateLimiter(settings.rate_limit),
             auth_limiter=RateLimiter(settings.auth_failure_limit),
+            autoreply=autoreply,
         )
 
 
