@@ -79,8 +79,7 @@ def status_and_code(exc: BaseException) -> tuple[int, str] | None:
 
 
 class ApiError(Exception):
-    """An HTTP-only error (401, 403, 429) answered as is; made by :func:`unauthenticated`,
-    :func:`forbidden` and :func:`rate_limited`."""
+    """An HTTP-only error answered as is (401, 403, 429: :mod:`api.auth` makes those)."""
 
     def __init__(
         self, status: int, code: str, message: str, headers: dict[str, str] | None = None
@@ -89,21 +88,6 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.headers = headers or {}
-
-
-def unauthenticated() -> ApiError:
-    """401: the request carries no valid credential."""
-    return ApiError(401, "AUTHENTICATION_FAILED", "missing or invalid X-API-TOKEN")
-
-
-def forbidden(message: str) -> ApiError:
-    """403: the credential is valid but may not do this (``message`` says what it lacks)."""
-    return ApiError(403, "FORBIDDEN", message)
-
-
-def rate_limited(headers: dict[str, str], message: str = "too many requests") -> ApiError:
-    """429: over a rate limit; ``headers`` carry Retry-After and the limit."""
-    return ApiError(429, "RATE_LIMIT_EXCEEDED", message, headers=headers)
 
 
 def error_response(

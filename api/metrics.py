@@ -25,8 +25,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from quart import Blueprint, Quart, Response, current_app, g, request
 
-from api.auth import authenticate
-from api.errors import forbidden, unauthenticated
+from api.auth import NOT_AUTHENTICATED, authenticate
+from api.errors import ApiError
 from api.routes_devices import ok
 from api.state import current_state
 from supervisor.devices import Devices, DevicesStatistics
@@ -118,8 +118,8 @@ async def metrics_text() -> Response:
             token = auth[7:].strip()
     principal = await authenticate(state, token)
     if principal is None:
-        raise unauthenticated()
+        raise ApiError(401, "AUTHENTICATION_FAILED", NOT_AUTHENTICATED)
     if not principal.is_operator:
-        raise forbidden("metrics need the operator token")
+        raise ApiError(403, "FORBIDDEN", "metrics need the operator token")
     metrics: Metrics = current_app.extensions["wasup.metrics"]
     return Response(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)

@@ -38,7 +38,6 @@ import attrs
 import trio
 
 import storage
-import storage.outbox
 from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
@@ -162,7 +161,7 @@ class DeviceActor:
                 case cmd.UpdateDevice(fields=fields):
                     reply.set(await self._update(fields))
                 case cmd.PutSettings(kind=kind, value=value):
-                    await self.ctx.db.run(lambda c: storage.put_settings(c, self.id, kind, value))
+                    await self.ctx.db.run(lambda r: r.settings.put(self.id, kind, value))
                     if kind == "webhook":
                         self.ctx.directory.set_webhook(self.id)
                     reply.set(value)
@@ -187,14 +186,14 @@ class DeviceActor:
         self.stopped = True
         self._cancel_ops()
         await self.session.delete()
-        await self.ctx.db.run(lambda c: storage.delete_device(c, self.id))
+        await self.ctx.db.run(lambda r: r.devices.delete(self.id))
         self.ctx.directory.drop(self.id)
         log.info("device %s deleted", self.row.session_id)
 
     async def _update(self, fields: Mapping[str, Any]) -> DeviceRow:
         try:
             self.row = await self.ctx.db.run(
-                lambda c: storage.update_device(c, self.id, **fields, updated_at=now_iso())
+                lambda r: r.devices.update(self.id, **fields, updated_at=now_iso())
             )
         except storage.Conflict as exc:
             raise DeviceConflict(f"another device of this user has that {exc.field or 'value'}") from None
@@ -222,13 +221,13 @@ class DeviceActor:
         data = {"messageId": message_id, "to": to, "text": text, "status": "sent", "origin": origin}
         events = [self._event("message_sent", data, at)]
 
-        def job(c: Any) -> DeviceRow:
-            storage.insert_message(
-                c, self.id, message_id=message_id, chat=to, direction="out", text=text,
+        def job(r: storage.Repositories) -> DeviceRow:
+            r.messages.insert(
+                self.id, message_id=message_id, chat=to, direction="out", text=text,
                 status="sent", at=at,
             )
-            row = storage.increment_stats(c, self.id, sent=1, at=at)
-            self._enqueue(c, events)
+            row = r.devices.increment_stats(self.id, sent=1, at=at)
+            self._enqueue(r, events)
             return row
 
         self._stored(await self.ctx.db.run(job))
@@ -269,17 +268,17 @@ class DeviceActor:
         }
         events = [self._event("message_received", data, at)]
 
-        def job(c: Any) -> DeviceRow | None:
+        def job(r: storage.Repositories) -> DeviceRow | None:
             try:
-                storage.insert_message(
-                    c, self.id, message_id=ev.message_id, sender=ev.sender, chat=ev.chat,
+                r.messages.insert(
+                    self.id, message_id=ev.message_id, sender=ev.sender, chat=ev.chat,
                     direction="out" if ev.from_me else "in", text=ev.text, status="received",
                     at=at,
                 )
             except storage.Conflict:
                 return None  # WhatsApp delivered this message before: nothing new
-            row = storage.increment_stats(c, self.id, received=0 if ev.from_me else 1, at=at)
-            self._enqueue(c, events)
+            row = r.devices.increment_stats(self.id, received=0 if ev.from_me else 1, at=at)
+            self._enqueue(r, events)
             return row
 
         row = await self.ctx.db.run(job)
@@ -292,9 +291,9 @@ class DeviceActor:
         at = now_iso()
         events = [self._event("message_status", {"messageId": message_id, "status": status}, at)]
 
-        def job(c: Any) -> None:
-            storage.update_message_status(c, self.id, message_id, status)
-            self._enqueue(c, events)
+        def job(r: storage.Repositories) -> None:
+            r.messages.update_status(self.id, message_id, status)
+            self._enqueue(r, events)
 
         await self.ctx.db.run(job)
         self._publish(events)
@@ -333,14 +332,14 @@ class DeviceActor:
         if any(s.persist for s in steps):
             await self._persist(steps, events, at)
         elif events and self.ctx.directory.has_webhook(self.id):
-            await self.ctx.db.run(lambda c: self._enqueue(c, events))
+            await self.ctx.db.run(lambda r: self._enqueue(r, events))
         self._publish(events)
         self._show()
 
     async def _persist(self, steps: list[sm.Step], events: list[Event], at: str) -> None:
         """The one database job of a step: its state, history rows and outbox rows."""
         final = self.state
-        fields: dict[str, object] = {}
+        fields: dict[str, storage.ColumnValue] = {}
         for s in steps:
             if (r := s.reported) is not None:
                 reported = {"jid": r.jid, "phone_number": r.phone_number, "push_name": r.push_name,
@@ -358,16 +357,16 @@ class DeviceActor:
         if final.status is sm.Status.LOGGED_OUT:
             fields.update(jid=None)
 
-        def job(c: Any) -> DeviceRow:
+        def job(r: storage.Repositories) -> DeviceRow:
             row = None
             for change in changes:
-                row = storage.record_transition(
-                    c, self.id, from_status=change.before.value, to_status=change.after.value,
+                row = r.devices.record_transition(
+                    self.id, from_status=change.before.value, to_status=change.after.value,
                     reason=change.reason, at=at, **fields,
                 )
             if row is None:
-                row = storage.update_device(c, self.id, updated_at=at, **fields)
-            self._enqueue(c, events)
+                row = r.devices.update(self.id, updated_at=at, **fields)
+            self._enqueue(r, events)
             return row
 
         self._stored(await self.ctx.db.run(job))
@@ -457,7 +456,7 @@ class DeviceActor:
         self.row = row
         self.ctx.directory.put(row)
 
-    def _enqueue(self, conn: Any, events: list[Event]) -> None:
+    def _enqueue(self, repos: storage.Repositories, events: list[Event]) -> None:
         """Write the webhook outbox rows for ``events``, inside the caller's transaction.
 
         Webhook settings change only through this actor (``PutSettings``), so the directory's
@@ -465,7 +464,7 @@ class DeviceActor:
         query at all.
         """
         if events and self.ctx.directory.has_webhook(self.id):
-            if storage.outbox.enqueue_events(conn, self.id, events):
+            if repos.outbox.enqueue_events(self.id, events):
                 self.ctx.outbox.written = True
 
     def _publish(self, events: list[Event]) -> None:

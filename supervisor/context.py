@@ -41,7 +41,7 @@ class ActorContext:
     """The services every device actor shares."""
 
     config: Config
-    db: storage.Database
+    db: storage.Store
     bus: EventBus
     directory: DeviceDirectory
     timers: Timers

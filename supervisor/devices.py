@@ -82,7 +82,7 @@ class Devices:
     """The facade over the directory and the supervised actors; see the module docstring."""
 
     config: Config
-    db: storage.Database
+    db: storage.Store
     engine: eng.Engine
     bus: EventBus
     directory: DeviceDirectory
@@ -160,8 +160,8 @@ class Devices:
         now = now_iso()
         try:
             row = await self.db.run(
-                lambda c: storage.insert_device(
-                    c, user_id=user_id, alias=alias, session_id=session_id,
+                lambda r: r.devices.insert(
+                    user_id=user_id, alias=alias, session_id=session_id,
                     business_type=business_type, phone_number=phone_number,
                     description=description, api_key_hash=hash_key(api_key),
                     status=sm.Status.PENDING.value, now=now,
@@ -274,7 +274,7 @@ class Devices:
         """
         device_id = self.resolve(ref)
         result: dict[str, Any] | None = await self.db.run(
-            lambda c: storage.get_settings(c, device_id, kind)
+            lambda r: r.settings.get(device_id, kind)
         )
         return result
 
@@ -332,7 +332,7 @@ class Devices:
         Raises: nothing.
         """
         result: list[Any] = await self.db.run(
-            lambda c: storage.recent_messages(c, device_id, chat, limit)
+            lambda r: r.messages.recent(device_id, chat, limit)
         )
         return result
 
@@ -342,7 +342,7 @@ class Devices:
         Raises: DeviceNotFound.
         """
         device_id = self.resolve(ref)
-        result: list[Any] = await self.db.run(lambda c: storage.history(c, device_id))
+        result: list[Any] = await self.db.run(lambda r: r.history.of(device_id))
         return result
 
     def statistics(self) -> DevicesStatistics:

@@ -50,31 +50,28 @@ class DbCredentialStore:
     nothing stays in memory after it.
     """
 
-    db: storage.Database
+    db: storage.Store
     _fresh: dict[int, bytes] = attrs.field(factory=dict)
 
     async def preload(self) -> None:
-        rows = await self.db.run(
-            lambda c: c.execute("SELECT device_id, data FROM credentials").fetchall()
-        )
-        self._fresh.update((r[0], bytes(r[1])) for r in rows)
+        self._fresh.update(await self.db.run(lambda r: r.credentials.all()))
 
     async def get(self, device_id: int) -> bytes | None:
         data = self._fresh.pop(device_id, None)
         if data is not None:
             return data
-        return await self.db.run(lambda c: storage.get_credentials(c, device_id))
+        return await self.db.run(lambda r: r.credentials.get(device_id))
 
     async def put(self, device_id: int, data: bytes) -> None:
-        await self.db.run(lambda c: storage.put_credentials(c, device_id, data))
+        await self.db.run(lambda r: r.credentials.put(device_id, data))
         self._fresh[device_id] = data
 
     async def delete(self, device_id: int) -> None:
         self._fresh.pop(device_id, None)
-        await self.db.run(lambda c: storage.delete_credentials(c, device_id))
+        await self.db.run(lambda r: r.credentials.delete(device_id))
 
 
-def make_engine(config: Config, db: storage.Database) -> eng.Engine:
+def make_engine(config: Config, db: storage.Store) -> eng.Engine:
     if config.engine == "simulator":
         from .engines.simulator import SimulatorEngine
 
@@ -133,12 +130,10 @@ async def open_supervisor(
                 await the_engine.aclose()
 
 
-async def _restore(db: storage.Database, directory: DeviceDirectory, supervisor: DeviceSupervisor) -> None:
+async def _restore(db: storage.Store, directory: DeviceDirectory, supervisor: DeviceSupervisor) -> None:
     """Start an actor for every stored device (boot restore)."""
-    rows = await db.run(storage.all_devices)
-    hooks = await db.run(
-        lambda c: [r[0] for r in c.execute("SELECT device_id FROM settings WHERE kind = 'webhook'")]
-    )
+    rows = await db.run(lambda r: r.devices.all())
+    hooks = await db.run(lambda r: r.settings.devices_with("webhook"))
     for row in rows:
         directory.put(row)
     for device_id in hooks:

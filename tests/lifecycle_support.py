@@ -79,4 +79,4 @@ async def wait_status(sup: Devices, device_id: int, status: str, within: float =
 
 
 async def stored_row(sup: Devices, device_id: int) -> storage.DeviceRow | None:
-    return await sup.db.run(lambda c: storage.get_device(c, device_id))
+    return await sup.db.run(lambda r: r.devices.get(device_id))
