@@ -28,6 +28,7 @@ import storage.outbox as outbox
 from common import clock
 from storage import devices
 from supervisor.webhooks import settings as webhook_settings
+from supervisor.webhooks.settings import WebhookSettings
 
 
 @attrs.frozen
@@ -174,9 +175,12 @@ async def configure(
 ) -> tuple[dict[str, Any], str | None]:
     """Store webhook settings as the API would (no SSRF check); return (stored, new secret)."""
     existing = await db.run(lambda c: outbox.get_webhook_settings(c, device_id))
-    stored, generated = webhook_settings.normalize(
-        {"url": url, **body}, existing, now=clock.now_epoch()
+    settings, generated = webhook_settings.normalize(
+        {"url": url, **body},
+        None if existing is None else WebhookSettings.from_stored(existing),
+        now=clock.now_epoch(),
     )
+    stored = settings.to_stored()
     await db.run(lambda c: outbox.put_webhook_settings(c, device_id, stored))
     return stored, generated
 
