@@ -7,7 +7,9 @@ shares one. Usage::
 
     attempt = QrAttempt.expiring(code, attempt=1, max_attempts=3, expires_at_epoch=deadline)
     url = await attempt.render()     # off the Trio thread the first time, cached after
-    body = attempt.to_json()          # the GET /qr shape (renders on the calling thread)
+    body = attempt.to_json(url)       # the QR JSON of GET /qr and of the qr_code event
+
+:meth:`QrAttempt.to_json` is the only place that shape is built.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import base64
 import io
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TypeVar
 
 import attrs
 import qrcode
@@ -34,6 +36,10 @@ BORDER = 4
 # Rendering is CPU-bound; one worker thread at a time keeps a burst of new devices from
 # occupying every worker thread Trio has. One limiter per Trio run.
 _render_limiter: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("qr_render")
+
+#: What stands for the PNG in :meth:`QrAttempt.to_json`: the data URL, or something that
+#: produces it later (the ``qr_code`` event holds a zero-argument callable).
+DataUrl = TypeVar("DataUrl")
 
 
 def render_png(qr_string: str) -> bytes:
@@ -165,10 +171,12 @@ class QrAttempt:
             render_data_url, self.qr_string, limiter=limiter, abandon_on_cancel=True
         )
 
-    def to_json(self) -> dict[str, Any]:
-        """The ``GET /qr`` body: qrCode, qrString, expiresAt, attempt, maxAttempts."""
+    def to_json(self, data_url: DataUrl) -> dict[str, DataUrl | str | int]:
+        """The QR JSON (``GET /qr`` and the ``qr_code`` event): qrCode, qrString,
+        expiresAt, attempt, maxAttempts; ``qrCode`` is ``data_url`` as given (see
+        :meth:`render` and :attr:`data_url` for the rendering)."""
         return {
-            "qrCode": self.data_url,
+            "qrCode": data_url,
             "qrString": self.qr_string,
             "expiresAt": self.expires_at,
             "attempt": self.attempt,

@@ -121,13 +121,14 @@ async def test_render_in_thread_matches_and_caches():
 
 def test_to_json_has_the_get_qr_shape():
     a = attempt()
-    assert a.to_json() == {
+    assert a.to_json(a.data_url) == {
         "qrCode": a.data_url,
         "qrString": QR_STRING,
         "expiresAt": iso(1750334700.0),
         "attempt": 1,
         "maxAttempts": 3,
     }
+    assert a.to_json(None)["qrCode"] is None  # the caller says what stands for the PNG
     assert a.expires_at == "2025-06-19T12:05:00.000Z"
     assert a.expires_at_epoch == 1750334700.0
 

@@ -14,12 +14,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
 from supervisor.errors import InvalidRequest
 from supervisor.webhooks import settings as webhook_settings
-from supervisor.webhooks import ssrf
+from supervisor.webhooks import ssrf, transport
 from supervisor.webhooks.dispatcher import attempt
 from tests.webhook_support import start_receiver
 
@@ -233,7 +234,7 @@ async def test_delivery_time_refusal_is_a_clear_failure() -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_redirect_to_metadata_is_not_followed() -> None:
+async def test_redirect_to_metadata_is_not_followed(monkeypatch: pytest.MonkeyPatch) -> None:
     async with trio.open_nursery() as nursery:
         receiver = await start_receiver(
             nursery,
@@ -243,16 +244,14 @@ async def test_redirect_to_metadata_is_not_followed() -> None:
         resolver = fake_resolver({})
         allow = ssrf.parse_networks(["127.0.0.0/8"])
         connects: list[str] = []
-        backend = ssrf.GuardedBackend(allow, resolver)
-        original = backend.connect_tcp
+        original = ssrf.GuardedBackend.connect_tcp
 
-        async def spy(host: str, port: int, **kwargs: Any) -> Any:
+        async def spy(self: ssrf.GuardedBackend, host: str, port: int, **kwargs: Any) -> Any:
             connects.append(host)
-            return await original(host, port, **kwargs)
+            return await original(self, host, port, **kwargs)
 
-        backend.connect_tcp = spy  # type: ignore[method-assign]
+        monkeypatch.setattr(ssrf.GuardedBackend, "connect_tcp", spy)
         async with ssrf.open_client(allow, resolver=resolver) as client:
-            client._transport._pool._network_backend = backend  # type: ignore[attr-defined]
             first = await attempt(client, receiver.url, "msg_1", b"{}", ["x" * 10])
             second = await attempt(client, receiver.url, "msg_2", b"{}", ["x" * 10])
         assert first.status_code == 302 and not first.ok
@@ -267,7 +266,7 @@ def test_unix_socket_and_proxy_env_are_ignored(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("HTTP_PROXY", "http://10.0.0.1:3128")
     monkeypatch.setenv("HTTPS_PROXY", "http://10.0.0.1:3128")
     client = ssrf.open_client(())
-    assert isinstance(client._transport, ssrf.GuardedTransport)  # type: ignore[attr-defined]
+    assert isinstance(client._transport, transport.BackendTransport)  # type: ignore[attr-defined]
     assert client._mounts == {}  # type: ignore[attr-defined]
 
 
@@ -319,3 +318,52 @@ async def test_https_keeps_the_name_for_sni_and_certificate(tmp_path: Path) -> N
         assert sni[0] == "hooks.test"
         assert not bad.ok and "certificate" in (bad.error or "").lower()
         nursery.cancel_scope.cancel()
+
+
+# -- the transport's contract with httpx (supervisor/webhooks/transport.py) -----------------
+
+
+def test_httpcore_errors_become_the_httpx_errors_httpx_itself_raises() -> None:
+    from httpx._transports.default import _load_httpcore_exceptions  # the private original
+
+    assert transport.HTTPCORE_TO_HTTPX == _load_httpcore_exceptions()
+    for httpcore_exc in transport.HTTPCORE_TO_HTTPX:
+        with pytest.raises(httpx.HTTPError) as info, transport.httpx_errors():
+            raise httpcore_exc("boom")
+        with pytest.raises(httpx.HTTPError) as theirs:
+            with httpx._transports.default.map_httpcore_exceptions():
+                raise httpcore_exc("boom")
+        assert type(info.value) is type(theirs.value) and str(info.value) == "boom"
+    with pytest.raises(KeyError), transport.httpx_errors():
+        raise KeyError("not httpcore's")
+
+
+async def test_a_refused_connect_is_an_httpx_connect_error() -> None:
+    async with ssrf.open_client(()) as client:
+        with pytest.raises(httpx.ConnectError, match="loopback"):
+            await client.get("http://127.0.0.1:1/")
+
+
+async def test_a_failing_response_stream_raises_httpx_errors() -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        await stream.receive_some()
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        nursery.start_soon(trio.serve_listeners, handler, listeners)
+        allow = ssrf.parse_networks(["127.0.0.0/8"])
+        async with ssrf.open_client(allow) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get(f"http://127.0.0.1:{port}/")
+        nursery.cancel_scope.cancel()
+
+
+def test_an_unchecked_httpx_version_refuses_to_import() -> None:
+    transport.check_versions(transport.HTTPX_VERSION, "1.0.9")
+    with pytest.raises(ImportError, match="re-verify HTTPCORE_TO_HTTPX"):
+        transport.check_versions("0.29.0", "1.0.9")
+    with pytest.raises(ImportError, match=r"found httpx 0\.28\.1 and httpcore 2\.0\.0"):
+        transport.check_versions(transport.HTTPX_VERSION, "2.0.0")

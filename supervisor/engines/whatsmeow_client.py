@@ -1,4 +1,5 @@
-"""The thin, blocking layer between wasup and neonize's Go library (neonize 0.5.2, pinned).
+"""The thin, blocking layer between wasup and neonize's Go library (neonize 0.5.2, pinned;
+its private parts are reached only through :mod:`supervisor.engines.neonize_go`).
 
 Everything in this module blocks and is meant to run in a worker thread
 (``trio.to_thread.run_sync`` under the engine's limiter), never on the Trio thread.
@@ -46,7 +47,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
-from neonize._binder import func_callback_bytes, func_callback_bytes2, func_string, gocode
 from neonize.client import NewClient
 from neonize.proto.Neonize_pb2 import JID
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
@@ -54,6 +54,8 @@ from neonize.utils.enum import ClientName, ClientType
 from neonize.utils.log import log_whatsmeow
 
 from supervisor.jid import Jid
+
+from . import neonize_go
 
 log = logging.getLogger("wasup.engine.whatsmeow")
 
@@ -68,7 +70,7 @@ _uuids = itertools.count(1)
 #: closed, whatsmeow's goroutines may log while shutting down): one for the process, never
 #: freed. The other callbacks are only called from within ``Neonize()`` and live with the
 #: client (a parked client is kept for good, see :attr:`GoClient.parked`).
-_LOG_CB = func_callback_bytes2(log_whatsmeow)
+_LOG_CB = neonize_go.log_callback(log_whatsmeow)
 
 
 class GoGate:
@@ -264,11 +266,9 @@ class GoClient:
     @property
     def api(self) -> NewClient:
         if self._api is None:
-            client = NewClient(str(self.db_path), uuid=self.uuid.decode())
-            # Its finalizer would Stop() this uuid from whichever thread collects it, outside
-            # the gate: wasup stops its clients itself.
-            client._stop_finalizer.detach()
-            self._api = client
+            # Without neonize's finalizer, which would Stop() this uuid from whichever thread
+            # collects it, outside the gate: wasup stops its clients itself.
+            self._api = neonize_go.api_client(str(self.db_path), self.uuid.decode())
         return self._api
 
     # -- lifecycle (exclusive) ---------------------------------------------------------------
@@ -280,27 +280,20 @@ class GoClient:
         """
         props = DeviceProps(os="wasup", platformType=DeviceProps.CHROME).SerializeToString()
         subscribed = bytearray(sorted(SUBSCRIBED_EVENTS))
-        self._refs = (
-            func_string(self._go_qr),
-            func_string(self._go_status),
-            func_callback_bytes(self._go_event),
-            _LOG_CB,
-            (ctypes.c_char * len(subscribed)).from_buffer(subscribed),
-            subscribed,
-            props,
-        )
-        qr_cb, status_cb, event_cb, log_cb, subs, _, _ = self._refs
+        qr_cb = neonize_go.string_callback(self._go_qr)
+        status_cb = neonize_go.string_callback(self._go_status)
+        event_cb = neonize_go.event_callback(self._go_event)
+        self._refs = (qr_cb, status_cb, event_cb, subscribed, props)
         db = str(self.db_path).encode()
 
         def run() -> None:
             error = ""
             try:
-                raw = gocode.Neonize(
-                    db, self.uuid, b"", 0, int(self.pairing), GO_LOG_LEVEL,
-                    qr_cb, status_cb, event_cb, log_cb, subs, len(subscribed),
-                    props, len(props), b"", 0, None,
+                error = neonize_go.run_client(
+                    db=db, uuid=self.uuid, pairing=self.pairing, log_level=GO_LOG_LEVEL,
+                    on_qr=qr_cb, on_status=status_cb, on_event=event_cb, on_log=_LOG_CB,
+                    subscribed=subscribed, device_props=props,
                 )
-                error = raw.decode(errors="replace") if raw else ""
             except Exception as exc:  # a broken library must not kill the thread silently
                 error = f"neonize failed: {exc}"
             finally:
@@ -326,7 +319,7 @@ class GoClient:
                 self.stopped = True
                 return
             self.stopped = True
-            gocode.Stop(self.uuid)
+            neonize_go.stop_client(self.uuid)
 
     def join(self, timeout: float) -> bool:
         """Wait until ``Neonize()`` returned and its thread ended; False if it did not

@@ -17,7 +17,8 @@ Synopsis::
         response = await client.post(url, content=body)   # redirects are never followed
 
 The client does the resolve-check-connect in its network backend (:class:`GuardedBackend`),
-below httpx and httpcore, so the URL, the ``Host`` header, TLS SNI and certificate checks all
+below httpx and httpcore (the transport that plugs a backend into httpx is
+:mod:`supervisor.webhooks.transport`), so the URL, the ``Host`` header, TLS SNI and certificate checks all
 keep the name while the socket goes to the checked address. It ignores proxy environment
 variables (a proxy would make the check meaningless).
 """
@@ -33,6 +34,8 @@ from typing import Any
 import httpcore
 import httpx
 import trio
+
+from supervisor.webhooks.transport import BackendTransport
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -288,30 +291,6 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await trio.sleep(seconds)
 
 
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """``httpx.AsyncHTTPTransport`` whose connections go through :class:`GuardedBackend`,
-    never through a proxy."""
-
-    def __init__(
-        self,
-        allow: Sequence[IPNetwork],
-        *,
-        resolver: Resolver = system_resolver,
-        verify: ssl.SSLContext | bool = True,
-        max_connections: int = 100,
-    ) -> None:
-        super().__init__(verify=verify, trust_env=False)
-        # httpx 0.28 has no parameter for httpcore's network backend; replace the pool it built
-        # with the same pool over ours (the rest of the transport only calls the pool).
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
-            max_connections=max_connections,
-            max_keepalive_connections=min(20, max_connections),
-            keepalive_expiry=5.0,
-            network_backend=GuardedBackend(allow, resolver),
-        )
-
-
 def open_client(
     allow: Sequence[IPNetwork],
     *,
@@ -324,8 +303,8 @@ def open_client(
     no proxies, ``timeout`` per network operation, TLS certificates verified (against the
     system's CA store, or ``verify`` when it is an ``ssl.SSLContext``). Use as ``async with``."""
     return httpx.AsyncClient(
-        transport=GuardedTransport(
-            allow, resolver=resolver, max_connections=max_connections, verify=verify
+        transport=BackendTransport(
+            GuardedBackend(allow, resolver), max_connections=max_connections, verify=verify
         ),
         follow_redirects=False,
         trust_env=False,
