@@ -26,9 +26,9 @@ from api import (
     routes_webhooks,
     ws,
 )
-from api.auth import authenticate
-from api.errors import ApiError
+from api.auth import authenticate, charge, refuse
 from api.state import ApiSettings, AppState, current_state
+from supervisor.autoreply import AutoReply
 from supervisor.engines.simulator import SimulatorEngine
 from supervisor.supervisor import DeviceSupervisor
 
@@ -41,9 +41,14 @@ PUBLIC_ENDPOINTS = frozenset({"openapi.openapi_json", "meta.health", "metrics.me
 
 
 def create_app(
-    sup: DeviceSupervisor, api_token: str, settings: ApiSettings | None = None
+    sup: DeviceSupervisor,
+    api_token: str,
+    settings: ApiSettings | None = None,
+    *,
+    autoreply: AutoReply | None = None,
 ) -> QuartTrio:
-    """Build the app serving ``sup``; ``api_token`` is the operator token.
+    """Build the app serving ``sup``; ``api_token`` is the operator token; ``autoreply`` (if
+    it runs) is told when a device's AI settings are stored.
 
     Raises ValueError for an empty token.
     """
@@ -53,7 +58,7 @@ def create_app(
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.strict_slashes = False
-    app.extensions["wasup"] = AppState.build(sup, api_token, settings)
+    app.extensions["wasup"] = AppState.build(sup, api_token, settings, autoreply=autoreply)
 
     errors.register(app)
 
@@ -93,18 +98,8 @@ async def _authenticate() -> None:
         return
     principal = await authenticate(state, request.headers.get("X-API-TOKEN"))
     if principal is None:
-        decision = state.auth_limiter.hit(f"addr:{_client_address()}")
-        if not decision.allowed:
-            raise ApiError(
-                429, "RATE_LIMIT_EXCEEDED", "too many failed authentications, slow down",
-                headers=state.auth_limiter.headers(decision),
-            )
-        raise ApiError(401, "AUTHENTICATION_FAILED", "missing or invalid X-API-TOKEN")
-    decision = state.limiter.hit(principal.credential_id)
-    headers = state.limiter.headers(decision)
-    g.rate_limit_headers = headers
-    if not decision.allowed:
-        raise ApiError(429, "RATE_LIMIT_EXCEEDED", "too many requests", headers=headers)
+        refuse(state, _client_address())
+    g.rate_limit_headers = charge(state, principal)
     g.principal = principal
 
 

@@ -15,7 +15,7 @@ Usage in a route::
 from __future__ import annotations
 
 import hmac
-from typing import Literal
+from typing import Literal, NoReturn
 
 import attrs
 from quart import g
@@ -65,6 +65,39 @@ async def authenticate(app_state: AppState, token: str | None) -> Principal | No
     return Principal(kind="device", device_id=row.id, credential_id=f"device:{row.id}")
 
 
+#: The 401 sentence of an HTTP request without a valid ``X-API-TOKEN``.
+NOT_AUTHENTICATED = "missing or invalid X-API-TOKEN"
+
+
+def refuse(app_state: AppState, address: str, message: str = NOT_AUTHENTICATED) -> NoReturn:
+    """Refuse a caller from ``address`` that has no valid credential (HTTP and WebSocket alike).
+
+    Failed attempts are charged to the address's budget against token guessing.
+
+    Raises: ApiError 429 RATE_LIMIT_EXCEEDED when that budget is spent, else ApiError 401
+    AUTHENTICATION_FAILED with ``message``.
+    """
+    decision = app_state.auth_limiter.hit(f"addr:{address}")
+    if not decision.allowed:
+        raise ApiError(
+            429, "RATE_LIMIT_EXCEEDED", "too many failed authentications, slow down",
+            headers=app_state.auth_limiter.headers(decision),
+        )
+    raise ApiError(401, "AUTHENTICATION_FAILED", message)
+
+
+def charge(app_state: AppState, principal: Principal) -> dict[str, str]:
+    """Charge one request to ``principal``'s token bucket; returns the RateLimit headers.
+
+    Raises: ApiError 429 RATE_LIMIT_EXCEEDED (with those headers) when the bucket is empty.
+    """
+    decision = app_state.limiter.hit(principal.credential_id)
+    headers = app_state.limiter.headers(decision)
+    if not decision.allowed:
+        raise ApiError(429, "RATE_LIMIT_EXCEEDED", "too many requests", headers=headers)
+    return headers
+
+
 def current_principal() -> Principal:
     """The principal of the current request (set by the app's authentication hook).
 
@@ -72,7 +105,7 @@ def current_principal() -> Principal:
     """
     principal: Principal | None = g.get("principal")
     if principal is None:
-        raise ApiError(401, "AUTHENTICATION_FAILED", "missing or invalid X-API-TOKEN")
+        raise ApiError(401, "AUTHENTICATION_FAILED", NOT_AUTHENTICATED)
     return principal
 
 

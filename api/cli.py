@@ -43,8 +43,9 @@ import attrs
 import trio
 
 from api.ratelimit import RateLimitPolicy
-from api.state import ApiSettings
-from api.ws import DEFAULT_MAX_PER_CREDENTIAL, DEFAULT_PING_INTERVAL, DEFAULT_SEND_TIMEOUT
+from api.server import serve
+from api.state import ApiSettings, WsSettings
+from supervisor.config import Config
 from supervisor.runtime import tune_gc
 
 log = logging.getLogger("wasup.cli")
@@ -52,6 +53,7 @@ log = logging.getLogger("wasup.cli")
 SHUTDOWN_DEADLINE = 15.0
 TOKEN_FILE = "api_token"
 ENGINES = ("whatsmeow", "simulator")
+WS_DEFAULTS = WsSettings()
 
 
 @attrs.frozen
@@ -66,9 +68,9 @@ class ServeOptions:
     qr_wait: float
     log_level: str
     webhook_allow_networks: tuple[str, ...]
-    ws_ping_interval: float = DEFAULT_PING_INTERVAL
-    ws_send_timeout: float = DEFAULT_SEND_TIMEOUT
-    ws_max_per_credential: int = DEFAULT_MAX_PER_CREDENTIAL
+    ws_ping_interval: float = WS_DEFAULTS.ping_interval
+    ws_send_timeout: float = WS_DEFAULTS.send_timeout
+    ws_max_per_credential: int = WS_DEFAULTS.max_per_credential
     ws_queue_size: int | None = None  # None: the event bus's (Config.event_queue_size)
 
 
@@ -105,17 +107,17 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     serve.add_argument(
         "--ws-ping-interval",
         type=float,
-        default=_env(env, "WASUP_WS_PING_INTERVAL", f"{DEFAULT_PING_INTERVAL:g}"),
+        default=_env(env, "WASUP_WS_PING_INTERVAL", f"{WS_DEFAULTS.ping_interval:g}"),
     )
     serve.add_argument(
         "--ws-send-timeout",
         type=float,
-        default=_env(env, "WASUP_WS_SEND_TIMEOUT", f"{DEFAULT_SEND_TIMEOUT:g}"),
+        default=_env(env, "WASUP_WS_SEND_TIMEOUT", f"{WS_DEFAULTS.send_timeout:g}"),
     )
     serve.add_argument(
         "--ws-max-per-credential",
         type=int,
-        default=_env(env, "WASUP_WS_MAX_PER_CREDENTIAL", str(DEFAULT_MAX_PER_CREDENTIAL)),
+        default=_env(env, "WASUP_WS_MAX_PER_CREDENTIAL", str(WS_DEFAULTS.max_per_credential)),
     )
     # No default of its own: unset, the event bus's (Config.event_queue_size) applies.
     serve.add_argument("--ws-queue-size", type=int, default=env.get("WASUP_WS_QUEUE_SIZE") or None)
@@ -173,10 +175,12 @@ def api_settings(options: ServeOptions) -> ApiSettings:
     return ApiSettings(
         rate_limit=RateLimitPolicy(rate=options.rate_limit, burst=options.rate_burst),
         qr_wait=options.qr_wait,
-        ws_queue_size=options.ws_queue_size,
-        ws_send_timeout=options.ws_send_timeout,
-        ws_ping_interval=options.ws_ping_interval,
-        ws_max_per_credential=options.ws_max_per_credential,
+        ws=WsSettings(
+            queue_size=options.ws_queue_size,
+            send_timeout=options.ws_send_timeout,
+            ping_interval=options.ws_ping_interval,
+            max_per_credential=options.ws_max_per_credential,
+        ),
     )
 
 
@@ -207,9 +211,6 @@ def load_or_create_token(data_dir: Path, env: Mapping[str, str]) -> tuple[str, b
 
 async def run_server(options: ServeOptions, token: str) -> None:
     """Serve until SIGINT/SIGTERM, then shut down gracefully within SHUTDOWN_DEADLINE."""
-    from api.server import serve
-    from supervisor.config import Config
-
     config = Config(
         data_dir=options.data_dir,
         engine=options.engine,

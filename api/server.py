@@ -30,6 +30,7 @@ Error handling: an error in any service cancels the others and propagates out of
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -43,8 +44,8 @@ from quart_trio import QuartTrio
 
 from api.app import API_PREFIX, create_app
 from api.logging import REDACT
-from api.state import ApiSettings
-from api.ws import close_streams, configure_hypercorn
+from api.state import ApiSettings, WsSettings
+from api.ws import MAX_CLIENT_MESSAGE, close_streams
 from supervisor.autoreply import AutoReply
 from supervisor.config import Config
 from supervisor.engine import Engine
@@ -95,13 +96,17 @@ def hypercorn_config(
     port: int,
     *,
     graceful_timeout: float = GRACEFUL_TIMEOUT,
-    ws_ping_interval: float | None = None,
+    ws: WsSettings | None = None,
 ) -> hypercorn.config.Config:
-    """Hypercorn's configuration for wasup: one insecure bind, redacted logs.
+    """Hypercorn's configuration for wasup: one insecure bind, redacted logs, WebSocket
+    keep-alive.
 
-    ``ws_ping_interval`` (None: ``WASUP_WS_PING_INTERVAL``, else 25 s) is the WebSocket
-    keep-alive interval, see :func:`api.ws.configure_hypercorn`.
+    Hypercorn sends a ping every ``ws.ping_interval`` seconds (0: none); a live client answers
+    with a pong, which counts as data read, so ``read_timeout`` (two intervals and ten seconds)
+    closes peers that went silent. ``read_timeout`` also bounds how long an HTTP client may
+    stay silent mid-request, which is far above any wasup handler's deadline.
     """
+    ws = ws or WsSettings()
     config = hypercorn.config.Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     access = logging.getLogger("wasup.access")
@@ -112,7 +117,13 @@ def hypercorn_config(
     config.access_log_format = ACCESS_LOG_FORMAT
     config.graceful_timeout = graceful_timeout
     config.include_server_header = False
-    configure_hypercorn(config, ping_interval=ws_ping_interval)
+    # The server discards what clients send; no reason to let one buffer 16 MiB frames.
+    config.websocket_max_message_size = MAX_CLIENT_MESSAGE
+    if ws.ping_interval > 0:
+        config.websocket_ping_interval = ws.ping_interval
+        config.read_timeout = math.ceil(2 * ws.ping_interval + 10)
+    else:
+        config.websocket_ping_interval = None
     return config
 
 
@@ -162,13 +173,12 @@ async def serve(
         dispatcher = WebhookDispatcher(sup.db, config, bus=sup.bus)
         sup.outbox_listeners.append(dispatcher.notify)
         autoreply = AutoReply(sup)
-        app = create_app(sup, api_token, settings)
-        app.extensions["wasup"].autoreply = autoreply  # told when AI settings are stored
+        app = create_app(sup, api_token, settings, autoreply=autoreply)
         hconfig = hypercorn_config(
             host,
             port,
             graceful_timeout=settings.graceful_timeout,
-            ws_ping_interval=settings.ws_ping_interval,
+            ws=settings.ws,
         )
 
         async def trigger() -> None:

@@ -22,6 +22,22 @@ MIB = 1024 * 1024
 
 
 @attrs.frozen
+class WsSettings:
+    """Knobs of the WebSocket event stream (``wasup serve``'s ``--ws-…`` flags, see
+    :mod:`api.ws`)."""
+
+    #: Events buffered per connection before a slow one is closed with 1013
+    #: (None: the event bus's, ``Config.event_queue_size``).
+    queue_size: int | None = None
+    #: Seconds one send may make no progress before the connection is aborted (0: never).
+    send_timeout: float = 30.0
+    #: Seconds between keep-alive pings (0: no pings).
+    ping_interval: float = 25.0
+    #: Connections one credential may hold open at once.
+    max_per_credential: int = 64
+
+
+@attrs.frozen
 class ApiSettings:
     """Knobs of the HTTP layer (the supervisor has its own :class:`supervisor.config.Config`)."""
 
@@ -40,16 +56,8 @@ class ApiSettings:
     graceful_timeout: float = 5.0
     #: Serve the simulator control routes (only meaningful with the simulator engine).
     simulator_routes: bool | None = None  # None: when the engine is the simulator
-    #: WebSocket knobs (see :mod:`api.ws`); ``None`` leaves each to its ``WASUP_WS_…``
-    #: environment variable, else the built-in default.
-    #: Events buffered per connection before a slow one is closed with 1013.
-    ws_queue_size: int | None = None
-    #: Seconds one send may make no progress before the connection is aborted (0: never).
-    ws_send_timeout: float | None = None
-    #: Seconds between keep-alive pings (0: no pings).
-    ws_ping_interval: float | None = None
-    #: Connections one credential may hold open at once.
-    ws_max_per_credential: int | None = None
+    #: The WebSocket event stream's knobs.
+    ws: WsSettings = attrs.field(factory=WsSettings)
 
 
 def token_digest(token: str) -> bytes:
@@ -67,7 +75,15 @@ class AppState:
     autoreply: AutoReply | None = None
 
     @classmethod
-    def build(cls, sup: DeviceSupervisor, api_token: str, settings: ApiSettings) -> AppState:
+    def build(
+        cls,
+        sup: DeviceSupervisor,
+        api_token: str,
+        settings: ApiSettings,
+        *,
+        autoreply: AutoReply | None = None,
+    ) -> AppState:
+        """The state of one app; raises ValueError for an empty operator token."""
         if not api_token:
             raise ValueError("the operator token must not be empty")
         return cls(
@@ -76,6 +92,7 @@ class AppState:
             operator_digest=token_digest(api_token),
             limiter=RateLimiter(settings.rate_limit),
             auth_limiter=RateLimiter(settings.auth_failure_limit),
+            autoreply=autoreply,
         )
 
 

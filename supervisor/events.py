@@ -16,6 +16,8 @@ and ``overflowed`` is set), so a slow consumer can neither stall an actor nor ma
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -47,6 +49,7 @@ class Event:
 
     ``data`` may hold a zero-argument callable under a key (for costly parts such as the QR
     PNG); :meth:`to_json` calls it, so the cost is paid only when somebody reads the event.
+    :attr:`json_text` is that envelope encoded, once, however many subscribers send it.
     """
 
     type: str
@@ -67,21 +70,54 @@ class Event:
             "timestamp": self.timestamp,
         }
 
+    @functools.cached_property
+    def json_text(self) -> str:
+        """:meth:`to_json` as compact JSON text, encoded on first use and then kept."""
+        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
+
+
+@attrs.frozen
+class DeviceSelection:
+    """Devices a subscriber picked by numeric id or by session id.
+
+    A session id matches whichever device carries it when the event is published, so a
+    subscriber may name a device before it is created.
+    """
+
+    ids: frozenset[int] = frozenset()
+    session_ids: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, refs: frozenset[str]) -> DeviceSelection:
+        """Numeric ids (ASCII digits) and session ids, from references a client gave."""
+        ids = frozenset(int(ref) for ref in refs if ref.isascii() and ref.isdigit())
+        return cls(ids=ids, session_ids=frozenset(ref for ref in refs if not ref.isdigit()))
+
+    def matches(self, event: Event) -> bool:
+        return event.device_id in self.ids or event.session_id in self.session_ids
+
 
 @attrs.define(eq=False)
 class Subscription:
-    """A subscriber's view of the bus; use as an async context manager, then iterate."""
+    """A subscriber's view of the bus; use as an async context manager, then iterate.
+
+    It receives the events that pass all three filters: ``device_ids`` (None: any device),
+    ``selection`` (None: any device) and ``types`` (None: any type).
+    """
 
     _bus: EventBus
     device_ids: frozenset[int] | None
     types: frozenset[str] | None
     _send: trio.MemorySendChannel[Event]
     _receive: trio.MemoryReceiveChannel[Event]
+    selection: DeviceSelection | None = None
     overflowed: bool = False
 
     def wants(self, event: Event) -> bool:
-        return (self.device_ids is None or event.device_id in self.device_ids) and (
-            self.types is None or event.type in self.types
+        return (
+            (self.device_ids is None or event.device_id in self.device_ids)
+            and (self.types is None or event.type in self.types)
+            and (self.selection is None or self.selection.matches(event))
         )
 
     def _offer(self, event: Event) -> bool:
@@ -134,10 +170,13 @@ class EventBus:
         *,
         device_ids: frozenset[int] | None = None,
         types: frozenset[str] | None = None,
+        selection: DeviceSelection | None = None,
         maxsize: int | None = None,
     ) -> Subscription:
+        """A new subscription; events are filtered here, before they take room in its queue
+        (see :class:`Subscription` for the filters)."""
         send, receive = trio.open_memory_channel[Event](maxsize or self.default_maxsize)
-        sub = Subscription(self, device_ids, types, send, receive)
+        sub = Subscription(self, device_ids, types, send, receive, selection)
         self._subscribers.add(sub)
         return sub
 
@@ -154,7 +193,8 @@ class EventBus:
         return bool(self._subscribers)
 
     def wants(self, type_: str, device_id: int) -> bool:
-        """Whether any subscriber would receive an event of this type for this device."""
+        """Whether any subscriber might receive an event of this type for this device (a
+        subscriber's ``selection`` is not consulted: it may name the device by session id)."""
         return any(
             (sub.device_ids is None or device_id in sub.device_ids)
             and (sub.types is None or type_ in sub.types)

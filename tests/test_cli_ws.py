@@ -17,6 +17,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 from api import ws as api_ws
 from api.cli import api_settings, parse_options
 from api.server import hypercorn_config
+from api.state import WsSettings
 from tests.conftest import TEST_TOKEN, running_server
 
 WS_ENV = {
@@ -29,12 +30,12 @@ WS_ENV = {
 
 def test_defaults() -> None:
     opts = parse_options(["serve"], {})
-    assert opts.ws_ping_interval == api_ws.DEFAULT_PING_INTERVAL == 25.0
-    assert opts.ws_send_timeout == api_ws.DEFAULT_SEND_TIMEOUT == 30.0
-    assert opts.ws_max_per_credential == api_ws.DEFAULT_MAX_PER_CREDENTIAL == 64
+    assert (opts.ws_ping_interval, opts.ws_send_timeout) == (25.0, 30.0)
+    assert opts.ws_max_per_credential == 64
     assert opts.ws_queue_size is None  # the event bus's own (Config.event_queue_size)
-    settings = api_settings(opts)
-    assert settings.ws_queue_size is None
+    assert api_settings(opts).ws == WsSettings() == WsSettings(
+        queue_size=None, send_timeout=30.0, ping_interval=25.0, max_per_credential=64
+    )
 
 
 def test_env_vars_and_flags_with_flags_winning() -> None:
@@ -53,9 +54,9 @@ def test_env_vars_and_flags_with_flags_winning() -> None:
     )
     assert (opts.ws_ping_interval, opts.ws_send_timeout) == (0.0, 5.0)
     assert (opts.ws_max_per_credential, opts.ws_queue_size) == (1, 8)
-    settings = api_settings(opts)
-    assert (settings.ws_ping_interval, settings.ws_send_timeout) == (0.0, 5.0)
-    assert (settings.ws_max_per_credential, settings.ws_queue_size) == (1, 8)
+    assert api_settings(opts).ws == WsSettings(
+        queue_size=8, send_timeout=5.0, ping_interval=0.0, max_per_credential=1
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,14 +78,14 @@ def test_invalid_values_are_refused(argv: list[str], env: dict[str, str]) -> Non
 
 
 def test_ping_interval_reaches_hypercorn(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = hypercorn_config("127.0.0.1", 0, ws_ping_interval=40.0)
+    config = hypercorn_config("127.0.0.1", 0, ws=WsSettings(ping_interval=40.0))
     assert config.websocket_ping_interval == 40.0
     assert config.read_timeout == 90  # two intervals and ten seconds
-    assert hypercorn_config("127.0.0.1", 0, ws_ping_interval=0.0).websocket_ping_interval is None
-    # Left unset (None), the environment variable still applies.
+    assert config.websocket_max_message_size == api_ws.MAX_CLIENT_MESSAGE
+    no_pings = hypercorn_config("127.0.0.1", 0, ws=WsSettings(ping_interval=0.0))
+    assert no_pings.websocket_ping_interval is None
+    # The environment is read once, by the command line: not here.
     monkeypatch.setenv("WASUP_WS_PING_INTERVAL", "7")
-    assert hypercorn_config("127.0.0.1", 0).websocket_ping_interval == 7.0
-    monkeypatch.delenv("WASUP_WS_PING_INTERVAL")
     assert hypercorn_config("127.0.0.1", 0).websocket_ping_interval == 25.0
 
 
@@ -94,13 +95,12 @@ async def test_flags_reach_the_running_stream(tmp_path: Path) -> None:
     )
     # A short grace period, as every in-process server of the suite (see tests/conftest.py).
     settings = attrs.evolve(api_settings(opts), graceful_timeout=1.0)
+    # The flags win, the variables fill in the rest.
+    assert settings.ws == WsSettings(
+        queue_size=32, send_timeout=9.0, ping_interval=40.0, max_per_credential=1
+    )
     with trio.fail_after(30):
         async with running_server(tmp_path / "data", settings=settings) as server:
-            config = server.app.config
-            assert config[api_ws.MAX_PER_CREDENTIAL_KEY] == 1  # the flag
-            assert config[api_ws.SEND_TIMEOUT_KEY] == 9.0  # the flag
-            assert config[api_ws.QUEUE_SIZE_KEY] == 32  # the variable
-            assert config[api_ws.PING_INTERVAL_KEY] == 40.0  # the variable
             url = server.url.replace("http", "ws", 1) + f"/?token={TEST_TOKEN}"
             async with open_websocket_url(url) as conn:
                 await conn.ping()

@@ -29,13 +29,18 @@ import trio_websocket
 import wsproto
 import wsproto.events
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+from werkzeug.datastructures import MultiDict
 
 from api import ws as api_ws
+from api.logging import redact
 from api.ratelimit import RateLimitPolicy
-from api.state import ApiSettings
-from api.ws import StreamFilter, encode, redact
+from api.state import ApiSettings, WsSettings
+from api.ws import transport
+from api.ws.endpoint import streams_of
+from api.ws.handshake import StreamFilter
 from common.clock import now_iso
-from supervisor.events import Event
+from supervisor.errors import InvalidRequest
+from supervisor.events import DeviceSelection, Event
 from supervisor.supervisor import DeviceSupervisor
 from tests.conftest import running_server
 
@@ -59,16 +64,23 @@ class Server:
 
 @asynccontextmanager
 async def serve(
-    tmp_path: Path, *, queue_size: int = 256, send_timeout: float = 30.0, **config: Any
+    tmp_path: Path,
+    *,
+    queue_size: int = 256,
+    send_timeout: float = 30.0,
+    max_per_credential: int = 64,
+    settings: ApiSettings | None = None,
+    **config: Any,
 ) -> AsyncIterator[Server]:
     """wasup as ``wasup serve`` runs it (``api.server.serve``: Hypercorn configured with
     keep-alive pings every 25 s and redacted logs), with the simulator engine; the queue
     size is the configuration's ``event_queue_size``."""
+    settings = settings or ApiSettings(graceful_timeout=1.0)
+    ws = WsSettings(send_timeout=send_timeout, max_per_credential=max_per_credential)
     async with running_server(
         tmp_path / "data", api_token=TOKEN, simulator_latency=0.05,
-        event_queue_size=queue_size, **config,
+        event_queue_size=queue_size, settings=attrs.evolve(settings, ws=ws), **config,
     ) as server:
-        server.app.config[api_ws.SEND_TIMEOUT_KEY] = send_timeout
         try:
             yield Server(
                 sup=server.sup, app=server.app, http_url=server.url,
@@ -166,33 +178,56 @@ def mock_clock() -> trio.testing.MockClock:
 
 
 def test_filter_parsing() -> None:
-    f = StreamFilter.from_query({"sessionId": "a, b,,", "events": "qr_code,device_connected"})
+    f = StreamFilter.from_query(
+        MultiDict({"sessionId": "a, b,,", "events": "qr_code,device_connected"})
+    )
     assert f.refs == frozenset({"a", "b"})
     assert f.types == frozenset({"qr_code", "device_connected"})
-    assert StreamFilter.from_query({}) == StreamFilter(None, None)
-    with pytest.raises(api_ws.FilterError) as exc:
-        StreamFilter.from_query({"events": "qr_code,nope"})
+    assert StreamFilter.from_query(MultiDict()) == StreamFilter(None, None)
+    with pytest.raises(InvalidRequest) as exc:
+        StreamFilter.from_query(MultiDict({"events": "qr_code,nope"}))
     assert exc.value.field == "events"
+
+
+def test_filter_selects_by_id_and_session_id() -> None:
+    f = StreamFilter.from_query(MultiDict({"sessionId": "7,user_a_device_b,\u00b3"}))
+    assert f.selection == DeviceSelection(
+        ids=frozenset({7}), session_ids=frozenset({"user_a_device_b"})
+    )
     event = synthetic(1, device_id=7)
-    assert StreamFilter(refs=frozenset({"7"})).matches(event)
-    assert StreamFilter(refs=frozenset({event.session_id})).matches(event)
-    assert not StreamFilter(refs=frozenset({"8"})).matches(event)
+    assert f.selection is not None and f.selection.matches(event)
+    assert f.selection.matches(attrs.evolve(event, device_id=9, session_id="user_a_device_b"))
+    assert not f.selection.matches(attrs.evolve(event, device_id=3))  # not "³"
+    assert StreamFilter().selection is None
 
 
-def test_encode_once_per_event() -> None:
+def test_event_is_encoded_once() -> None:
     event = synthetic(1, 3)
-    text = encode(event)
+    text = event.json_text
     assert json.loads(text) == event.to_json()
-    assert encode(event) is text
+    assert event.json_text is text
     twin = attrs.evolve(event)
-    assert encode(twin) == text and encode(twin) is not text
+    assert twin.json_text == text and twin.json_text is not text
 
 
-def test_abort_transport_without_a_socket_reports_false() -> None:
+def test_abort_without_a_socket_reports_false() -> None:
     class NotHypercorn:
         _send = None
 
-    assert api_ws.abort_transport(NotHypercorn()) is False
+    assert transport.abort(NotHypercorn()) is False  # type: ignore[arg-type]
+
+
+async def test_find_socket_stream_under_hypercorn(tmp_path: Path) -> None:
+    """The contract of api.ws.transport with Quart 0.22.0 and Hypercorn 0.18.0: from a
+    connection's Websocket, the walk reaches the TCP socket of exactly that connection."""
+    assert transport.VERIFIED == {"quart": "0.22.0", "hypercorn": "0.18.0"}
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server:
+            async with connect(f"{server.ws_url}/?token={TOKEN}") as conn:
+                (stream,) = streams_of(server.app).streams
+                found = transport.find_socket_stream(stream.ws)
+                assert isinstance(found, trio.SocketStream)
+                assert found.socket.getpeername()[1] == conn.local.port
 
 
 async def test_client_messages_are_discarded(tmp_path: Path) -> None:
@@ -304,8 +339,7 @@ async def test_handshake_is_rate_limited_per_credential(tmp_path: Path) -> None:
 
 async def test_connections_per_credential_are_capped(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
-        async with serve(tmp_path) as server, server.client() as client:
-            server.app.config[api_ws.MAX_PER_CREDENTIAL_KEY] = 2
+        async with serve(tmp_path, max_per_credential=2) as server, server.client() as client:
             device = await create_device(client, "Capped")
             url = f"{server.ws_url}/?token={TOKEN}"
             async with connect(url), connect(url):
@@ -410,6 +444,65 @@ async def test_filters_by_session_and_event_type(tmp_path: Path) -> None:
                 assert event["type"] == "device_disconnected"
                 assert event["sessionId"] == a["sessionId"]
                 assert "reason" in event["data"]
+
+
+async def test_filtered_connection_is_not_dropped_for_other_devices(tmp_path: Path) -> None:
+    """A connection filtered to one device subscribes to that device only: a flood of other
+    devices' events, far beyond its queue, neither reaches it nor gets it dropped as slow."""
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path, queue_size=8) as server, server.client() as client:
+            mine = await create_device(client, "Mine")
+            url = (
+                f"{server.ws_url}/?token={TOKEN}&sessionId={mine['sessionId']}"
+                "&events=message_status"
+            )
+            async with connect(url) as conn:
+                bus = server.sup.bus
+                dropped = bus.dropped_subscribers
+                for i in range(100):  # published back to back: no chance to read in between
+                    bus.publish(synthetic(i, device_id=mine["id"] + 1000))
+                bus.publish(
+                    attrs.evolve(synthetic(100, device_id=mine["id"]), session_id=mine["sessionId"])
+                )
+                event = await next_event(conn)
+                assert event["data"]["messageId"] == "m100"
+                assert bus.dropped_subscribers == dropped
+
+
+async def test_filter_naming_no_device_is_accepted(tmp_path: Path) -> None:
+    """References to no device (non-ASCII digits among them) select nothing, no error."""
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server, server.client() as client:
+            mine = await create_device(client, "Mine")
+            url = f"{server.ws_url}/?token={TOKEN}&sessionId=%C2%B3,nobody,{mine['id']}"
+            async with connect(url) as conn:
+                server.sup.bus.publish(synthetic(1, device_id=mine["id"] + 1))
+                server.sup.bus.publish(synthetic(2, device_id=mine["id"]))
+                event = await next_event(conn)
+                assert event["data"]["messageId"] == "m2"
+
+
+async def test_one_encoding_for_many_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event sent to several connections is encoded to JSON once."""
+    encoded: list[Event] = []
+    to_json = Event.to_json
+
+    def counting(self: Event) -> dict[str, Any]:
+        encoded.append(self)
+        return to_json(self)
+
+    monkeypatch.setattr(Event, "to_json", counting)
+    event = synthetic(1)
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server:
+            url = f"{server.ws_url}/?token={TOKEN}&events=message_status"
+            async with connect(url) as a, connect(url) as b, connect(url) as c:
+                server.sup.bus.publish(event)
+                for conn in (a, b, c):
+                    assert (await next_event(conn))["data"]["messageId"] == "m1"
+    assert sum(1 for e in encoded if e is event) == 1
 
 
 # -- slow consumers ---------------------------------------------------------------------------

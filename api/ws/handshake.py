@@ -1,0 +1,183 @@
+"""The WebSocket handshake: who is connecting and what they asked to see.
+
+An :class:`Offer` lists the token candidates a handshake carries (query, header, subprotocols);
+:func:`admit` authenticates them through :mod:`api.auth`, the same code as HTTP, and parses the
+query filters into a :class:`StreamFilter`. Every refusal is an exception that
+:func:`api.errors.response_for` turns into the HTTP error envelope, as for any HTTP request.
+
+Usage::
+
+    admitted = await admit(state, Handshake.of(ws), closing=streams.closing)
+    bus.subscribe(device_ids=admitted.device_ids, selection=admitted.stream_filter.selection)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+from quart.wrappers import Websocket
+from werkzeug.datastructures import Headers, MultiDict
+
+from api.auth import Principal, authenticate, charge, refuse
+from api.errors import ApiError
+from api.state import AppState
+from supervisor.errors import InvalidRequest
+from supervisor.events import EVENT_TYPES, DeviceSelection
+
+#: The subprotocol name a browser may offer next to its token, so that the token itself is
+#: not echoed back in the handshake response.
+SUBPROTOCOL = "wasup"
+
+MAX_FILTER_VALUES = 100
+MAX_FILTER_LENGTH = 200
+MAX_OFFERED_PROTOCOLS = 8
+
+
+@attrs.frozen
+class Handshake:
+    """What wasup reads from a WebSocket handshake (the query, headers, offered protocols)."""
+
+    args: MultiDict[str, str]
+    headers: Headers
+    subprotocols: tuple[str, ...]
+    client_address: str
+
+    @classmethod
+    def of(cls, ws: Websocket) -> Handshake:
+        client = ws.scope.get("client")
+        return cls(
+            args=ws.args,
+            headers=ws.headers,
+            subprotocols=tuple(ws.requested_subprotocols),
+            client_address=str(client[0]) if client else "unknown",
+        )
+
+
+@attrs.frozen
+class StreamFilter:
+    """What one connection asked to see, on top of what its credential allows.
+
+    ``refs`` holds session ids and numeric device ids (as strings); ``None`` means all.
+    """
+
+    refs: frozenset[str] | None = None
+    types: frozenset[str] | None = None
+
+    @classmethod
+    def from_query(cls, args: MultiDict[str, str]) -> StreamFilter:
+        """Parse ``sessionId`` and ``events`` (each repeated or a comma list; empty values are
+        ignored).
+
+        Raises: InvalidRequest (naming the parameter) for an unknown event type, too many
+        values or an over-long one.
+        """
+        refs = _split(args.getlist("sessionId"), "sessionId")
+        types = _split(args.getlist("events"), "events")
+        if types is not None:
+            unknown = sorted(types - EVENT_TYPES)
+            if unknown:
+                raise InvalidRequest(f"unknown event type: {unknown[0]}", "events")
+        return cls(refs=refs, types=types)
+
+    @property
+    def selection(self) -> DeviceSelection | None:
+        """The devices ``refs`` name, for the bus to filter by (None: every device)."""
+        return None if self.refs is None else DeviceSelection.of(self.refs)
+
+
+def _split(values: Iterable[str], field: str) -> frozenset[str] | None:
+    items = [part.strip() for value in values for part in value.split(",")]
+    items = [item for item in items if item]
+    if not items:
+        return None
+    if len(items) > MAX_FILTER_VALUES:
+        raise InvalidRequest(f"too many values (at most {MAX_FILTER_VALUES})", field)
+    if any(len(item) > MAX_FILTER_LENGTH for item in items):
+        raise InvalidRequest(f"value too long (at most {MAX_FILTER_LENGTH} characters)", field)
+    return frozenset(items)
+
+
+@attrs.frozen
+class Offer:
+    """The credentials a handshake carries: token candidates, in order of precedence.
+
+    Each candidate is ``(token, subprotocol to echo or None)``. A token offered as a
+    subprotocol is echoed only when ``wasup`` was not offered next to it.
+    """
+
+    candidates: tuple[tuple[str, str | None], ...]
+
+    @classmethod
+    def from_handshake(cls, handshake: Handshake) -> Offer:
+        candidates: list[tuple[str, str | None]] = []
+        query = handshake.args.get("token")
+        if query:
+            candidates.append((query, None))
+        header = handshake.headers.get("X-API-TOKEN")
+        if header:
+            candidates.append((header.strip(), None))
+        if not candidates:
+            offered = [
+                p.strip() for p in handshake.subprotocols[:MAX_OFFERED_PROTOCOLS] if p.strip()
+            ]
+            echo_name = SUBPROTOCOL in offered
+            for proto in offered:
+                if proto != SUBPROTOCOL:
+                    candidates.append((proto, SUBPROTOCOL if echo_name else proto))
+        return cls(tuple(candidates))
+
+
+@attrs.frozen
+class Admitted:
+    """An accepted handshake: who, which subprotocol to echo, and what they want to see."""
+
+    principal: Principal
+    subprotocol: str | None
+    stream_filter: StreamFilter
+
+    @property
+    def device_ids(self) -> frozenset[int] | None:
+        """The devices the credential may see (None: all)."""
+        device_id = self.principal.device_id
+        return None if device_id is None else frozenset({device_id})
+
+
+async def admit(state: AppState, handshake: Handshake, *, closing: bool) -> Admitted:
+    """Authenticate ``handshake`` and parse its filters, in the order the API documents.
+
+    Raises: ApiError 401/429 from :mod:`api.auth` (no valid credential; failed attempts share
+    the HTTP per-address budget), InvalidRequest for a bad filter, ApiError 503 while the
+    server shuts down (``closing``), ApiError 429 from the credential's rate limit (a
+    handshake costs one request).
+    """
+    offer = Offer.from_handshake(handshake)
+    principal: Principal | None = None
+    chosen: str | None = None
+    for token, echo in offer.candidates:
+        principal = await authenticate(state, token)
+        if principal is not None:
+            chosen = echo
+            break
+    if principal is None:
+        message = "invalid api token" if offer.candidates else "missing api token"
+        refuse(state, handshake.client_address, message)
+    if chosen is None and SUBPROTOCOL in handshake.subprotocols:
+        chosen = SUBPROTOCOL  # a browser that offered protocols needs one of them echoed
+    stream_filter = StreamFilter.from_query(handshake.args)
+    if closing:
+        raise ApiError(
+            503, "SERVICE_UNAVAILABLE", "server shutting down", headers={"Retry-After": "5"}
+        )
+    charge(state, principal)
+    return Admitted(principal=principal, subprotocol=chosen, stream_filter=stream_filter)
+
+
+def connection_cap(most: int) -> ApiError:
+    """The 429 for a credential already holding ``most`` open connections."""
+    return ApiError(
+        429, "RATE_LIMIT_EXCEEDED",
+        f"too many websocket connections for this credential (at most {most})",
+        headers={"Retry-After": "5"},
+    )
+
