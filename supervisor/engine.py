@@ -4,7 +4,9 @@ An engine makes one :class:`EngineSession` per device. The session's methods are
 by that device's actor, one at a time except :meth:`EngineSession.stop`, which may interrupt
 another call. What the engine learns on its own (a QR code, a scan, a dropped connection, a
 message) it reports as an :data:`EngineEvent` through the ``sink`` it was given; ``sink`` is a
-plain function, called on the Trio thread, that never blocks.
+plain function, called on the Trio thread, that never blocks: it puts the event into the
+device's bounded event inbox, and when that is full the device is disconnected and reconnects
+to resynchronise (see :mod:`supervisor.actor`), so an engine never waits on wasup.
 
 Error handling: a session method raises :class:`supervisor.errors.EngineError` for failures the
 state machine understands (unreachable, refused, logged out). Any other exception is a crash:
