@@ -49,7 +49,7 @@ class Dev:
 
 @attrs.define(eq=False)
 class FakeSup:
-    """What AutoReply needs of DeviceSupervisor: bus, get, get_settings, send_message,
+    """What AutoReply needs of the Devices facade: bus, get, get_settings, send_message,
     recent_messages. Sending records the message and publishes ``message_sent``."""
 
     bus: EventBus = attrs.field(factory=EventBus)
