@@ -90,16 +90,27 @@ class DeviceSupervisor:
         """The device's child, or None."""
         return self.children.get(device_id)
 
-    async def start_child(self, device_id: int, status: sm.Status) -> Child:
-        """Start the device's actor; returns once it runs (its first step may be under way)."""
+    def _child_for(self, device_id: int, status: sm.Status) -> Child:
         size = self.ctx.config.mailbox_size
         child = Child(
             device_id, self.spec(device_id), Inbox(size, size * EVENTS_PER_COMMAND),
             DeviceView(DeviceShown(status)),
         )
         self.children[device_id] = child
+        return child
+
+    async def start_child(self, device_id: int, status: sm.Status) -> Child:
+        """Start the device's actor; returns once it runs (its first step may be under way)."""
+        child = self._child_for(device_id, status)
         await self.nursery.start(self._run_child, child, name=f"device-{device_id}")
         return child
+
+    def restore_children(self, devices: list[tuple[int, sm.Status]]) -> None:
+        """Start the actors of stored devices all at once (boot restore): their first steps
+        then share database commits instead of waiting for each other."""
+        for device_id, status in devices:
+            child = self._child_for(device_id, status)
+            self.nursery.start_soon(self._run_child, child, name=f"device-{device_id}")
 
     def deliver(self, device_id: int, event: Event) -> None:
         """Hand an event to the device's actor; never blocks (see :class:`Inbox`)."""

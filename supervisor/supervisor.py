@@ -139,6 +139,5 @@ async def _restore(db: storage.Store, directory: DeviceDirectory, supervisor: De
     for device_id in hooks:
         if device_id in directory:
             directory.set_webhook(device_id)
-    for row in rows:
-        await supervisor.start_child(row.id, sm.Status(row.status))
+    supervisor.restore_children([(row.id, sm.Status(row.status)) for row in rows])
     log.info("restored %d devices", len(rows))
