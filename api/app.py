@@ -29,8 +29,8 @@ from api import (
 from api.auth import authenticate, charge, refuse
 from api.state import ApiSettings, AppState, current_state
 from supervisor.autoreply import AutoReply
+from supervisor.devices import Devices
 from supervisor.engines.simulator import SimulatorEngine
-from supervisor.supervisor import DeviceSupervisor
 
 log = logging.getLogger("wasup.api")
 
@@ -41,7 +41,7 @@ PUBLIC_ENDPOINTS = frozenset({"openapi.openapi_json", "meta.health", "metrics.me
 
 
 def create_app(
-    sup: DeviceSupervisor,
+    sup: Devices,
     api_token: str,
     settings: ApiSettings | None = None,
     *,
