@@ -181,16 +181,7 @@ async def delete_device(device_id: str) -> Response:
 async def get_qr(device_id: str) -> Response:
     row = await resolve_device(device_id)
     attempt = current_state().sup.current_qr(str(row.id))
-    qr_code = await attempt.render()
-    return ok(
-        {
-            "qrCode": qr_code,
-            "qrString": attempt.qr_string,
-            "expiresAt": attempt.expires_at,
-            "attempt": attempt.attempt,
-            "maxAttempts": attempt.max_attempts,
-        }
-    )
+    return ok(attempt.to_json(await attempt.render()))
 
 
 @bp.post("/devices/<device_id>/login")

@@ -103,8 +103,8 @@ async def list_deliveries(device_id: str) -> Response:
     page = _int_arg("page", 1, 1, 1_000_000)
     limit = _int_arg("limit", _LIMIT_DEFAULT, 1, _LIMIT_MAX)
     items, total = await current_state().sup.db.run(
-        lambda c: outbox.list_deliveries(
-            c, row.id, status=status, offset=(page - 1) * limit, limit=limit
+        lambda r: r.outbox.list_deliveries(
+            row.id, status=status, offset=(page - 1) * limit, limit=limit
         )
     )
     return ok(items, pagination={"total": total, "page": page, "limit": limit})
@@ -114,7 +114,7 @@ async def list_deliveries(device_id: str) -> Response:
 async def get_delivery(device_id: str, delivery_id: str) -> Response:
     row = await resolve_device(device_id)
     item = await current_state().sup.db.run(
-        lambda c: outbox.get_delivery(c, row.id, delivery_id)
+        lambda r: r.outbox.get_delivery(row.id, delivery_id)
     )
     if item is None:
         raise ApiError(404, "NOT_FOUND", "no such delivery")
@@ -129,7 +129,7 @@ async def redeliver(device_id: str, delivery_id: str) -> Response:
     if stored is None or not stored.get("enabled", True):
         raise DeviceConflict("the webhook is disabled: put the settings again to enable it")
     now = clock.now_epoch()
-    item = await sup.db.run(lambda c: outbox.redeliver(c, row.id, delivery_id, now=now))
+    item = await sup.db.run(lambda r: r.outbox.redeliver(row.id, delivery_id, now=now))
     if item is None:
         raise ApiError(404, "NOT_FOUND", "no such delivery")
     for listener in list(sup.outbox_listeners):

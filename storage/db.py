@@ -3,7 +3,10 @@
 Synopsis::
 
     async with open_database(data_dir / "wasup.db") as db:
-        row = await db.run(lambda conn: devices.get_device(conn, 42))
+        row = await db.run(lambda repos: repos.devices.get(42))
+
+``Database`` is the SQLite :class:`storage.interface.Store`: a job receives the repositories
+(:mod:`storage.repositories`), bound to the transaction it runs in.
 
 Why one thread: SQLite connections are not to be shared between threads (``check_same_thread``
 stays on), and a single writer never meets ``SQLITE_BUSY`` from itself. It also keeps wasup
@@ -27,7 +30,6 @@ a loop) until its job is done, so virtual time does not leap ahead while the thr
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
 import sqlite3
@@ -39,10 +41,13 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
-import trio.testing
 
+from common.virtual_time import holds_virtual_time
 from storage.errors import DatabaseClosed, TransactionFailed
+from storage.interface import Repositories
 from storage.migrations import MIGRATIONS, Migration, migrate
+from storage.models import DatabaseStatistics
+from storage.repositories import SqliteRepositories, wrap
 
 log = logging.getLogger(__name__)
 
@@ -55,30 +60,12 @@ DEFAULT_MAX_BATCH = 2000
 _SAVEPOINT = "wasup_job"
 
 
-@attrs.frozen
-class DatabaseStatistics:
-    """A snapshot of the database thread's counters (``Database.statistics()``).
-
-    ``jobs``: jobs run so far (including failed ones); ``failed_jobs``: jobs whose function
-    raised (or whose transaction failed); ``commits``: transactions committed; ``batches``:
-    transactions attempted; ``largest_batch``: most jobs in one transaction; ``queued``: jobs
-    submitted and not yet taken by the thread.
-    """
-
-    jobs: int
-    failed_jobs: int
-    commits: int
-    batches: int
-    largest_batch: int
-    queued: int
-
-
 class _Job(Generic[T]):
     """One unit of work and, once the thread is done with it, its result."""
 
     __slots__ = ("done", "error", "fn", "value", "waiter")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
+    def __init__(self, fn: Callable[[Repositories], T]) -> None:
         self.fn = fn
         self.done = False  # set on the Trio thread, with the waiter woken
         self.waiter: trio.lowlevel.Task | None = None
@@ -99,7 +86,8 @@ class Database:
 
     The connection is in autocommit mode (``isolation_level=None``; the thread manages the
     transactions), has ``row_factory = sqlite3.Row``, and runs with ``journal_mode=WAL``,
-    ``synchronous=FULL``, ``busy_timeout=5000`` and ``foreign_keys=ON``.
+    ``synchronous=FULL``, ``busy_timeout=5000`` and ``foreign_keys=ON``. Jobs reach it only
+    through the repositories.
     """
 
     path: Path
@@ -118,12 +106,12 @@ class Database:
     _batches: int = 0
     _largest_batch: int = 0
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` in the database thread inside a transaction; return its result.
+    async def run(self, fn: Callable[[Repositories], T]) -> T:
+        """Run ``fn(repos)`` in the database thread inside a transaction; return its result.
 
-        ``fn`` must not commit, roll back, ``executescript`` or change the connection's settings;
-        it may use its own nested savepoints. It should return plain values (rows, attrs
-        records), not cursors. It runs in a foreign thread: it must not touch Trio.
+        ``repos`` holds every repository, bound to this transaction: the calls ``fn`` makes are
+        stored together or not at all. ``fn`` should return plain values (rows, attrs records)
+        and must not keep ``repos``. It runs in a foreign thread: it must not touch Trio.
 
         Resumes only after the COMMIT that includes ``fn``'s work (group commit: many callers
         share it).
@@ -162,7 +150,7 @@ class Database:
     # -- lifecycle (Trio side) ---------------------------------------------------------------
 
     def _start(self) -> _Job[None]:
-        self._ready = ready = _Job[None](lambda conn: None)
+        self._ready = ready = _Job[None](lambda repos: None)
         self._thread = threading.Thread(
             target=self._thread_main, name=f"wasup-sqlite:{self.path.name}", daemon=True
         )
@@ -175,7 +163,7 @@ class Database:
             self._closing = True
             self._queue.put(_CLOSE)
         if self._thread is not None:
-            if _holds_virtual_time():
+            if holds_virtual_time():
                 while self._thread.is_alive():  # see _wait_done
                     await trio.lowlevel.checkpoint()
             # join() blocks, so do it off the Trio thread; the thread is finishing anyway.
@@ -188,13 +176,13 @@ class Database:
         conn: sqlite3.Connection | None = None
         try:
             try:
-                conn = self._connect()
+                conn, repos = self._connect()
             except BaseException as exc:
                 self._ready.error = exc
                 return
             finally:
                 self._wake([self._ready])
-            self._serve(conn)
+            self._serve(conn, repos)
         except BaseException:
             log.exception("database thread crashed: %s", self.path)
         finally:
@@ -205,7 +193,7 @@ class Database:
                     log.exception("closing database failed: %s", self.path)
             self._call_soon(self._on_thread_exit)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> tuple[sqlite3.Connection, SqliteRepositories]:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The database holds webhook secrets and provider keys: a new one is readable by its
         # owner only (SQLite gives its -wal and -shm files the same permissions).
@@ -222,15 +210,16 @@ class Database:
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA busy_timeout = 5000")
             conn.execute("PRAGMA foreign_keys = ON")
-            before, after = migrate(conn, self._migrations)
+            db = wrap(conn)
+            before, after = migrate(db, self._migrations)
             if before != after:
                 log.info("database %s migrated from version %d to %d", self.path, before, after)
         except BaseException:
             conn.close()
             raise
-        return conn
+        return conn, SqliteRepositories.bind(db)
 
-    def _serve(self, conn: sqlite3.Connection) -> None:
+    def _serve(self, conn: sqlite3.Connection, repos: SqliteRepositories) -> None:
         while True:
             item = self._queue.get()
             batch: list[_Job[Any]] = []
@@ -247,23 +236,27 @@ class Database:
                 except queue.Empty:
                     break
             if batch:
-                self._run_batch(conn, batch)
+                self._run_batch(conn, repos, batch)
             if closing:
                 return
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
+    def _run_batch(
+        self, conn: sqlite3.Connection, repos: SqliteRepositories, batch: list[_Job[Any]]
+    ) -> None:
         self._batches += 1
         self._largest_batch = max(self._largest_batch, len(batch))
         done = 0
         try:
-            done = self._run_optimistic(conn, batch)
+            done = self._run_optimistic(conn, repos, batch)
             if done < len(batch):
-                self._run_careful(conn, batch, done)
+                self._run_careful(conn, repos, batch, done)
         finally:
             self._jobs += len(batch)
             self._wake(batch)
 
-    def _run_optimistic(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> int:
+    def _run_optimistic(
+        self, conn: sqlite3.Connection, repos: SqliteRepositories, batch: list[_Job[Any]]
+    ) -> int:
         """Run the whole batch in one transaction without savepoints; how many jobs are done.
 
         Jobs rarely fail, and every statement costs this thread a trip for the GIL, so the
@@ -277,7 +270,7 @@ class Database:
             return 0
         for i, job in enumerate(batch):
             try:
-                job.value = job.fn(conn)
+                job.value = job.fn(repos)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -298,13 +291,19 @@ class Database:
         self._commits += 1
         return len(batch)
 
-    def _run_careful(self, conn: sqlite3.Connection, batch: list[_Job[Any]], start: int) -> None:
+    def _run_careful(
+        self,
+        conn: sqlite3.Connection,
+        repos: SqliteRepositories,
+        batch: list[_Job[Any]],
+        start: int,
+    ) -> None:
         """Run ``batch[start:]`` with a savepoint per job, so one failing job fails alone."""
         first = start  # index of the first job of the open transaction
         try:
             conn.execute("BEGIN IMMEDIATE")
             for i, job in enumerate(batch[start:], start):
-                if not self._run_job(conn, job):
+                if not self._run_job(conn, repos, job):
                     # The transaction vanished during the job: SQLite rolled it back (disk
                     # full, I/O error) or the job ended it. Either way the earlier jobs of this
                     # transaction cannot be promised as stored.
@@ -335,11 +334,13 @@ class Database:
                 job.value = None
                 self._failed_jobs += 1
 
-    def _run_job(self, conn: sqlite3.Connection, job: _Job[Any]) -> bool:
+    def _run_job(
+        self, conn: sqlite3.Connection, repos: SqliteRepositories, job: _Job[Any]
+    ) -> bool:
         """Run one job in a savepoint; False if the transaction did not survive it."""
         conn.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
-            value = job.fn(conn)
+            value = job.fn(repos)
         except BaseException as exc:
             # Delivered to the caller, as trio.to_thread does; the thread carries on.
             job.error = exc
@@ -382,7 +383,7 @@ class Database:
 
 
 async def _wait_done(job: _Job[Any]) -> None:
-    if _holds_virtual_time():
+    if holds_virtual_time():
         # Under an autojumping MockClock the run loop counts as idle while the database thread
         # works, and virtual time would leap past every timeout meanwhile. Keep the loop busy
         # until the job is done so virtual time stands still (tests only; costs CPU).
@@ -399,11 +400,6 @@ async def _wait_done(job: _Job[Any]) -> None:
         return trio.lowlevel.Abort.SUCCEEDED
 
     await trio.lowlevel.wait_task_rescheduled(abort)
-
-
-def _holds_virtual_time() -> bool:
-    clock = trio.lowlevel.current_clock()
-    return isinstance(clock, trio.testing.MockClock) and clock.autojump_threshold != math.inf
 
 
 def _set_all(jobs: list[_Job[Any]]) -> None:

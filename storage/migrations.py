@@ -6,26 +6,36 @@ append a function to the list; never edit one that has shipped. ``migrate`` runs
 together with the bump of ``user_version``, so a crash mid-way leaves the database at the last
 completed version and the next start resumes from there.
 
-A migration is a plain function over the connection that issues SQL with ``conn.execute``. It
-must not commit or roll back, and must not use ``executescript`` (which commits first).
+A migration is a plain function over a ``sqlite_utils.Database``. New migrations use
+sqlite-utils for what it does well: ``db.create_table(...)``, ``db[table].add_column(...)``,
+``db[table].create_index(...)``; each of these runs inside the migration's transaction (sqlite-utils
+commits only when no transaction is open). A migration must not commit or roll back, and must not
+use ``executescript`` (which commits first) or ``Table.transform`` on a table that others
+reference with ``ON DELETE CASCADE`` (sqlite-utils refuses that inside a transaction).
+
+Migrations 1 and 2 have shipped and stay the SQL text they were: CHECK constraints, ``ON DELETE
+CASCADE``, ``AUTOINCREMENT``, composite ``UNIQUE`` and ``WITHOUT ROWID`` have no public
+sqlite-utils equivalent, and a database made by an earlier wasup must have exactly this schema.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
+
+import sqlite_utils
 
 from storage.errors import MigrationError
 
-Migration = Callable[[sqlite3.Connection], None]
+Migration = Callable[[sqlite_utils.Database], None]
 
 
-def execute_all(conn: sqlite3.Connection, statements: Sequence[str]) -> None:
+def execute_all(db: sqlite_utils.Database, statements: Sequence[str]) -> None:
     """Run each statement in turn, inside the caller's transaction."""
     for statement in statements:
-        conn.execute(statement)
+        db.execute(statement)
 
 
+#: The device statuses the schema accepts; a test checks this equals ``supervisor.state.Status``.
 _STATUSES = "'pending', 'qr_timeout', 'connecting', 'connected', 'disconnected', 'logged_out'"
 
 _V1 = [
@@ -128,17 +138,17 @@ _V1 = [
 ]
 
 
-def _v1_initial(conn: sqlite3.Connection) -> None:
+def _v1_initial(db: sqlite_utils.Database) -> None:
     """Every table of the contract: devices (with the API-key hash), settings, state history,
     credentials, messages, webhook outbox and webhook attempts."""
-    execute_all(conn, _V1)
+    execute_all(db, _V1)
 
 
-def _v2_reconnect_state(conn: sqlite3.Connection) -> None:
+def _v2_reconnect_state(db: sqlite_utils.Database) -> None:
     """Where a device's reconnect backoff stands, so a restart neither resets the schedule nor
     tries before a temporary ban from WhatsApp ends."""
     execute_all(
-        conn,
+        db,
         [
             "ALTER TABLE devices ADD COLUMN ban_until REAL",
             "ALTER TABLE devices ADD COLUMN reconnect_attempt INTEGER NOT NULL DEFAULT 0",
@@ -153,12 +163,13 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+def schema_version(db: sqlite_utils.Database) -> int:
+    """The schema version the database is at (``PRAGMA user_version``)."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
 def migrate(
-    conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS
+    db: sqlite_utils.Database, migrations: Sequence[Migration] = MIGRATIONS
 ) -> tuple[int, int]:
     """Apply the pending migrations in order; return ``(version_before, version_after)``.
 
@@ -170,7 +181,8 @@ def migrate(
     ``MigrationError`` (earlier migrations stay committed). A database whose version is newer
     than ``len(migrations)`` raises ``MigrationError`` without touching anything.
     """
-    before = schema_version(conn)
+    conn = db.conn
+    before = schema_version(db)
     if before > len(migrations):
         raise MigrationError(
             f"database schema version {before} is newer than this wasup ({len(migrations)})"
@@ -178,7 +190,9 @@ def migrate(
     for version in range(before + 1, len(migrations) + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            migrations[version - 1](conn)
+            migrations[version - 1](db)
+            if not conn.in_transaction:
+                raise RuntimeError("the migration ended its own transaction")
             # PRAGMA takes no parameters; version is an int we computed.
             conn.execute(f"PRAGMA user_version = {int(version)}")
             conn.execute("COMMIT")

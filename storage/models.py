@@ -1,7 +1,7 @@
 """Frozen values for rows the storage layer hands out.
 
-Rows come back from SQLite as ``sqlite3.Row`` (the connection's ``row_factory``); the named
-constructors turn them into these values, so nothing outside ``storage`` sees a cursor or a row.
+Rows come back from the backend as mappings or value tuples; the named constructors turn them into
+these values, so nothing outside ``storage`` sees a cursor or a row.
 """
 
 from __future__ import annotations
@@ -133,3 +133,41 @@ class MessageRow:
             at=row["at"],
             sender=row["sender"],
         )
+
+
+#: The states of a webhook outbox row: ``pending`` (due at ``next_attempt_at``), ``delivered``,
+#: ``failed`` (retries exhausted), ``disabled`` (the endpoint was disabled or removed).
+OUTBOX_STATUSES = ("pending", "delivered", "failed", "disabled")
+
+
+@attrs.frozen
+class Due:
+    """A claimed outbox row with what its delivery needs (read in the claiming transaction)."""
+
+    id: str
+    device_id: int
+    event_type: str
+    payload: str
+    attempts: int
+    created_at: str
+    # Kept out of repr: a query string may carry a token, and secrets are secrets.
+    url: str = attrs.field(repr=False)
+    secrets: tuple[str, ...] = attrs.field(repr=False)
+
+
+@attrs.frozen
+class DatabaseStatistics:
+    """A snapshot of the database's counters (``Store.statistics()``).
+
+    ``jobs``: jobs run so far (including failed ones); ``failed_jobs``: jobs whose function
+    raised (or whose transaction failed); ``commits``: transactions committed; ``batches``:
+    transactions attempted; ``largest_batch``: most jobs in one transaction; ``queued``: jobs
+    submitted and not yet taken by the thread.
+    """
+
+    jobs: int
+    failed_jobs: int
+    commits: int
+    batches: int
+    largest_batch: int
+    queued: int

@@ -1,11 +1,12 @@
-"""The webhook outbox: one row per event to deliver, and one attempts row per try.
+"""The webhook outbox in SQLite: one row per event to deliver, and one attempts row per try.
 
-Plain functions over a ``sqlite3.Connection``, called inside ``Database.run`` (so inside a
-transaction). :func:`enqueue_events` is called by the device actor in the same transaction as
-the state change or message that caused the events: an event is stored for delivery if and
-only if its cause is stored. The dispatcher (``supervisor.webhooks.dispatcher``) claims due
-rows, delivers them and records each attempt here; nothing about a delivery lives anywhere
-else, so a process killed at any point resumes from these tables (at-least-once).
+The ``outbox`` repository, bound to the database thread's connection and called inside
+``Database.run`` (so inside a transaction). :meth:`SqliteOutbox.enqueue_events` is called by the
+device actor in the same transaction as the state change or message that caused the events: an
+event is stored for delivery if and only if its cause is stored. The dispatcher
+(``supervisor.webhooks.dispatcher``) claims due rows, delivers them and records each attempt
+here; nothing about a delivery lives anywhere else, so a process killed at any point resumes from
+these tables (at-least-once).
 
 Row life: ``pending`` (``next_attempt_at`` says when) → ``delivered`` | ``failed`` (retries
 exhausted) | ``disabled`` (the endpoint was disabled or removed). A redelivery puts any row
@@ -14,64 +15,34 @@ back to ``pending``.
 The device's webhook settings (``settings`` kind ``"webhook"``, shape in
 ``supervisor.webhooks.settings``) are read here with one primary-key lookup, never cached, so
 the same-transaction rule also covers a settings change.
+
+Enqueue, claim and attempt run per event and per delivery, and keep prepared SQL:
+``json_each`` and arithmetic updates have no sqlite-utils equivalent, and its inserts cost
+about ten times a prepared one (see ``storage.devices``). The delivery views use sqlite-utils.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
+import sqlite_utils
 
 from common.clock import iso, now_epoch, parse_iso
 from common.ids import new_message_id
-from storage.settings import get_settings, put_settings
+from storage.interface import OutboundEvent
+from storage.models import OUTBOX_STATUSES, Due
+from storage.settings import SqliteSettings
+
+__all__ = ["STATUSES", "WEBHOOK_KIND", "Due", "SqliteOutbox", "body_of"]
 
 WEBHOOK_KIND = "webhook"
-STATUSES = ("pending", "delivered", "failed", "disabled")
+STATUSES = OUTBOX_STATUSES
 
 
-@attrs.frozen
-class Due:
-    """A claimed outbox row with what its delivery needs (read in the claiming transaction)."""
-
-    id: str
-    device_id: int
-    event_type: str
-    payload: str
-    attempts: int
-    created_at: str
-    # Kept out of repr: a query string may carry a token, and secrets are secrets.
-    url: str = attrs.field(repr=False)
-    secrets: tuple[str, ...] = attrs.field(repr=False)
-
-
-def _epoch(timestamp: Any) -> float:
-    """Epoch of an envelope's ISO timestamp (the actor took it from Trio's clock)."""
-    if isinstance(timestamp, str):
-        try:
-            return parse_iso(timestamp)
-        except ValueError:
-            pass
-    return now_epoch()
-
-
-def get_webhook_settings(conn: sqlite3.Connection, device_id: int) -> dict[str, Any] | None:
-    """The device's stored webhook settings, or None (one primary-key lookup)."""
-    return get_settings(conn, device_id, WEBHOOK_KIND)
-
-
-def put_webhook_settings(conn: sqlite3.Connection, device_id: int, value: dict[str, Any]) -> None:
-    """Store the device's webhook settings (replacing them).
-
-    Error handling: ``storage.errors.NotFound`` if the device does not exist.
-    """
-    put_settings(conn, device_id, WEBHOOK_KIND, value)
-
-
-def body_of(envelope: Mapping[str, Any]) -> str:
+def body_of(envelope: Mapping[str, object]) -> str:
     """The exact JSON body sent (and signed) for an event envelope: ``{type, timestamp,
     sessionId, data}``. Stored as is, so every retry sends the same bytes."""
     body = {
@@ -83,272 +54,313 @@ def body_of(envelope: Mapping[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def enqueue_events(
-    conn: sqlite3.Connection,
-    device_id: int,
-    events: Sequence[Mapping[str, Any] | Any],
-    *,
-    now: float | None = None,
-) -> int:
-    """Store the events the device's webhook wants; return how many rows were written.
-
-    ``events`` are envelopes ``{"type", "sessionId", "data", "timestamp"}``, or objects with a
-    ``type`` attribute and a ``to_json()`` method returning one (``supervisor.events.Event``:
-    then ``to_json()``, which may render a QR image, runs only for events the webhook wants).
-    Call inside the transaction that stores their cause. Cheap when the device has no
-    webhook: one primary-key lookup and no write. Each row gets a fresh ``webhook-id`` and is
-    due at once (``now``, default: the event's own timestamp).
-
-    Error handling: ``sqlite3`` errors propagate (and roll back the caller's work with it).
-    """
-    if not events:
-        return 0
-    settings = get_webhook_settings(conn, device_id)
-    if not settings or not settings.get("enabled", True) or not settings.get("url"):
-        return 0
-    wanted = set(settings.get("events") or ())
-    rows = []
-    for event in events:
-        if isinstance(event, Mapping):
-            kind = event.get("type")
-            if kind not in wanted:
-                continue
-            envelope: Mapping[str, Any] = event
-        else:
-            kind = event.type
-            if kind not in wanted:
-                continue
-            envelope = event.to_json()
-        at = _epoch(envelope.get("timestamp")) if now is None else now
-        created = envelope.get("timestamp")
-        if not isinstance(created, str):
-            created = iso(at)
-        rows.append((new_message_id(), device_id, kind, body_of(envelope), created, at))
-    if rows:
-        conn.executemany(
-            "INSERT INTO webhook_outbox "
-            "(id, device_id, event_type, payload, created_at, next_attempt_at, attempts, status) "
-            "VALUES (?, ?, ?, ?, ?, ?, 0, 'pending')",
-            rows,
-        )
-    return len(rows)
-
-
-def claim_due(
-    conn: sqlite3.Connection,
-    *,
-    now: float,
-    limit: int,
-    exclude: Iterable[str] = (),
-    busy: Mapping[int, int] | None = None,
-    per_device: int | None = None,
-) -> list[Due]:
-    """Up to ``limit`` pending rows due at ``now`` (earliest first), leaving out ``exclude``
-    (the rows already in flight), each with the device's current URL and active secrets.
-    With ``per_device``, no device gets more than that many rows in flight, counting the
-    ``busy`` ones (device id -> rows in flight): one slow endpoint cannot take every slot.
-
-    Nothing is written for a claimed row: the dispatcher keeps its in-flight set in memory,
-    and a process that dies mid-delivery finds the row still due at the next start, which is
-    what makes delivery at-least-once. Rows of a device whose webhook is gone or disabled
-    become ``disabled`` instead.
-    """
-    skip = set(exclude)
-    if limit <= 0:
-        return []
-    taken = dict(busy or {})
-    full = [d for d, n in taken.items() if per_device is not None and n >= per_device]
-    rows = conn.execute(
-        "SELECT id, device_id, event_type, payload, attempts, created_at FROM webhook_outbox "
-        "WHERE status = 'pending' AND next_attempt_at <= ? "
-        "AND device_id NOT IN (SELECT value FROM json_each(?)) "
-        "ORDER BY next_attempt_at LIMIT ?",
-        (now, json.dumps(full), limit + len(skip)),
-    ).fetchall()
-    settings_cache: dict[int, dict[str, Any] | None] = {}
-    claimed: list[Due] = []
-    for row in rows:
-        outbox_id, device_id = row[0], row[1]
-        if outbox_id in skip:
-            continue
-        if per_device is not None and taken.get(device_id, 0) >= per_device:
-            continue
-        if device_id not in settings_cache:
-            settings_cache[device_id] = get_webhook_settings(conn, device_id)
-        settings = settings_cache[device_id]
-        if not settings or not settings.get("enabled", True) or not settings.get("url"):
-            conn.execute("UPDATE webhook_outbox SET status = 'disabled' WHERE id = ?", (outbox_id,))
-            continue
-        usable = [
-            s["secret"]
-            for s in settings.get("secrets", [])
-            if s.get("expiresAt") is None or s["expiresAt"] > now
-        ]
-        taken[device_id] = taken.get(device_id, 0) + 1
-        claimed.append(
-            Due(
-                id=outbox_id,
-                device_id=device_id,
-                event_type=row[2],
-                payload=row[3],
-                attempts=row[4],
-                created_at=row[5],
-                url=settings["url"],
-                secrets=tuple(usable),
-            )
-        )
-        if len(claimed) >= limit:
-            break
-    return claimed
-
-
-def next_due(
-    conn: sqlite3.Connection, exclude: Iterable[str] = (), exclude_devices: Iterable[int] = ()
-) -> float | None:
-    """When the earliest pending row is due (epoch), leaving out the rows in ``exclude`` and
-    the devices in ``exclude_devices``; None if there is none."""
-    skip = set(exclude)
-    for row in conn.execute(
-        "SELECT id, next_attempt_at FROM webhook_outbox WHERE status = 'pending' "
-        "AND device_id NOT IN (SELECT value FROM json_each(?)) "
-        "ORDER BY next_attempt_at LIMIT ?",
-        (json.dumps(sorted(set(exclude_devices))), len(skip) + 1),
-    ):
-        if row[0] not in skip:
-            return float(row[1])
-    return None
-
-
-def record_attempt(
-    conn: sqlite3.Connection,
-    outbox_id: str,
-    *,
-    at: str,
-    status_code: int | None,
-    error: str | None,
-    duration_ms: float,
-    status: str,
-    next_attempt_at: float | None = None,
-) -> bool:
-    """Append an attempt and move the row to ``status`` (``pending`` with ``next_attempt_at``
-    for a retry). Returns False if the row is gone (device deleted meanwhile)."""
-    if status not in STATUSES:
-        raise ValueError(f"unknown outbox status {status!r}")
-    cur = conn.execute(
-        "UPDATE webhook_outbox SET attempts = attempts + 1, status = ?, "
-        "next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
-        (status, next_attempt_at, outbox_id),
-    )
-    if cur.rowcount == 0:
-        return False
-    conn.execute(
-        "INSERT INTO webhook_attempts (outbox_id, at, status_code, error, duration_ms) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (outbox_id, at, status_code, error, round(duration_ms, 1)),
-    )
-    return True
-
-
-def note_endpoint_result(
-    conn: sqlite3.Connection, device_id: int, *, ok: bool, now: float
-) -> float | None:
-    """Track how long the device's endpoint has been failing: a success clears it, a failure
-    starts the clock if it is not running. Returns ``failingSince`` (epoch) or None."""
-    settings = get_webhook_settings(conn, device_id)
-    if settings is None:
-        return None
-    since = settings.get("failingSince")
-    if ok:
-        if since is not None:
-            settings["failingSince"] = None
-            put_webhook_settings(conn, device_id, settings)
-        return None
-    if since is None:
-        settings["failingSince"] = since = now
-        put_webhook_settings(conn, device_id, settings)
-    return float(since)
-
-
-def disable_endpoint(conn: sqlite3.Connection, device_id: int, *, reason: str, at: str) -> bool:
-    """Disable the device's webhook and mark its pending rows ``disabled``. Returns True if
-    this call disabled it (False if it was disabled already or is gone)."""
-    settings = get_webhook_settings(conn, device_id)
-    if settings is None or not settings.get("enabled", True):
-        return False
-    settings.update(enabled=False, disabledReason=reason, disabledAt=at)
-    put_webhook_settings(conn, device_id, settings)
-    conn.execute(
-        "UPDATE webhook_outbox SET status = 'disabled' WHERE device_id = ? AND status = 'pending'",
-        (device_id,),
-    )
-    return True
-
-
-def _delivery(conn: sqlite3.Connection, row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
-    attempts = [
-        {"at": a[0], "statusCode": a[1], "error": a[2], "durationMs": a[3]}
-        for a in conn.execute(
-            "SELECT at, status_code, error, duration_ms FROM webhook_attempts "
-            "WHERE outbox_id = ? ORDER BY id",
-            (row[0],),
-        )
-    ]
-    return {
-        "id": row[0],
-        "eventType": row[2],
-        "status": row[6],
-        "attempts": row[5],
-        "createdAt": row[3],
-        "nextAttemptAt": iso(row[4]) if row[6] == "pending" else None,
-        "payload": json.loads(row[7]),
-        "attemptLog": attempts,
-    }
+def _epoch(timestamp: object) -> float:
+    """Epoch of an envelope's ISO timestamp (the actor took it from Trio's clock)."""
+    if isinstance(timestamp, str):
+        try:
+            return parse_iso(timestamp)
+        except ValueError:
+            pass
+    return now_epoch()
 
 
 _COLUMNS = "id, device_id, event_type, created_at, next_attempt_at, attempts, status, payload"
 
 
-def list_deliveries(
-    conn: sqlite3.Connection,
-    device_id: int,
-    *,
-    status: str | None = None,
-    offset: int = 0,
-    limit: int = 50,
-) -> tuple[list[dict[str, Any]], int]:
-    """The device's deliveries, newest first, each with its attempts; and the total count."""
-    where = "device_id = ?"
-    params: list[Any] = [device_id]
-    if status is not None:
-        where += " AND status = ?"
-        params.append(status)
-    total = conn.execute(f"SELECT COUNT(*) FROM webhook_outbox WHERE {where}", params).fetchone()
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM webhook_outbox WHERE {where} "
-        "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
-        [*params, limit, offset],
-    ).fetchall()
-    return [_delivery(conn, r) for r in rows], int(total[0])
+@attrs.define(eq=False)
+class SqliteOutbox:
+    """The ``webhook_outbox`` and ``webhook_attempts`` tables."""
 
+    _db: sqlite_utils.Database
+    _settings: SqliteSettings
 
-def get_delivery(conn: sqlite3.Connection, device_id: int, outbox_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM webhook_outbox WHERE id = ? AND device_id = ?",
-        (outbox_id, device_id),
-    ).fetchone()
-    return None if row is None else _delivery(conn, row)
+    def get_webhook_settings(self, device_id: int) -> dict[str, Any] | None:
+        """The device's stored webhook settings, or None (one primary-key lookup)."""
+        return self._settings.get(device_id, WEBHOOK_KIND)
 
+    def put_webhook_settings(self, device_id: int, value: dict[str, Any]) -> None:
+        """Store the device's webhook settings (replacing them).
 
-def redeliver(
-    conn: sqlite3.Connection, device_id: int, outbox_id: str, *, now: float
-) -> dict[str, Any] | None:
-    """Put a delivery back to ``pending``, due at ``now``, with a fresh retry schedule (the
-    attempt log and the ``webhook-id`` are kept). None if there is no such delivery."""
-    cur = conn.execute(
-        "UPDATE webhook_outbox SET status = 'pending', attempts = 0, next_attempt_at = ? "
-        "WHERE id = ? AND device_id = ?",
-        (now, outbox_id, device_id),
-    )
-    if cur.rowcount == 0:
+        Error handling: ``storage.errors.NotFound`` if the device does not exist.
+        """
+        self._settings.put(device_id, WEBHOOK_KIND, value)
+
+    def enqueue_events(
+        self,
+        device_id: int,
+        events: Sequence[Mapping[str, object] | OutboundEvent],
+        *,
+        now: float | None = None,
+    ) -> int:
+        """Store the events the device's webhook wants; return how many rows were written.
+
+        ``events`` are envelopes ``{"type", "sessionId", "data", "timestamp"}``, or
+        :class:`~storage.interface.OutboundEvent` objects (``supervisor.events.Event``: then
+        ``to_json()``, which may render a QR image, runs only for events the webhook wants).
+        Call inside the transaction that stores their cause. Cheap when the device has no
+        webhook: one primary-key lookup and no write. Each row gets a fresh ``webhook-id`` and
+        is due at once (``now``, default: the event's own timestamp).
+
+        Error handling: ``sqlite3`` errors propagate (and roll back the caller's work with it).
+        """
+        if not events:
+            return 0
+        settings = self.get_webhook_settings(device_id)
+        if not settings or not settings.get("enabled", True) or not settings.get("url"):
+            return 0
+        wanted = set(settings.get("events") or ())
+        rows = []
+        for event in events:
+            if isinstance(event, Mapping):
+                kind = event.get("type")
+                if kind not in wanted:
+                    continue
+                envelope: Mapping[str, object] = event
+            else:
+                kind = event.type
+                if kind not in wanted:
+                    continue
+                envelope = event.to_json()
+            at = _epoch(envelope.get("timestamp")) if now is None else now
+            created = envelope.get("timestamp")
+            if not isinstance(created, str):
+                created = iso(at)
+            rows.append((new_message_id(), device_id, kind, body_of(envelope), created, at))
+        if rows:
+            # Prepared SQL: in the transaction of every state change and message.
+            self._db.conn.executemany(
+                "INSERT INTO webhook_outbox "
+                "(id, device_id, event_type, payload, created_at, next_attempt_at, attempts,"
+                " status) VALUES (?, ?, ?, ?, ?, ?, 0, 'pending')",
+                rows,
+            )
+        return len(rows)
+
+    def claim_due(
+        self,
+        *,
+        now: float,
+        limit: int,
+        exclude: Iterable[str] = (),
+        busy: Mapping[int, int] | None = None,
+        per_device: int | None = None,
+    ) -> list[Due]:
+        """Up to ``limit`` pending rows due at ``now`` (earliest first), leaving out ``exclude``
+        (the rows already in flight), each with the device's current URL and active secrets.
+        With ``per_device``, no device gets more than that many rows in flight, counting the
+        ``busy`` ones (device id -> rows in flight): one slow endpoint cannot take every slot.
+
+        Nothing is written for a claimed row: the dispatcher keeps its in-flight set in memory,
+        and a process that dies mid-delivery finds the row still due at the next start, which
+        is what makes delivery at-least-once. Rows of a device whose webhook is gone or
+        disabled become ``disabled`` instead.
+        """
+        skip = set(exclude)
+        if limit <= 0:
+            return []
+        taken = dict(busy or {})
+        full = [d for d, n in taken.items() if per_device is not None and n >= per_device]
+        conn = self._db.conn
+        # Prepared SQL: the dispatcher's loop; the device filter goes through json_each, which
+        # sqlite-utils has no call for.
+        rows = conn.execute(
+            "SELECT id, device_id, event_type, payload, attempts, created_at FROM webhook_outbox "
+            "WHERE status = 'pending' AND next_attempt_at <= ? "
+            "AND device_id NOT IN (SELECT value FROM json_each(?)) "
+            "ORDER BY next_attempt_at LIMIT ?",
+            (now, json.dumps(full), limit + len(skip)),
+        ).fetchall()
+        settings_cache: dict[int, dict[str, Any] | None] = {}
+        claimed: list[Due] = []
+        for row in rows:
+            outbox_id, device_id = row[0], row[1]
+            if outbox_id in skip:
+                continue
+            if per_device is not None and taken.get(device_id, 0) >= per_device:
+                continue
+            if device_id not in settings_cache:
+                settings_cache[device_id] = self.get_webhook_settings(device_id)
+            settings = settings_cache[device_id]
+            if not settings or not settings.get("enabled", True) or not settings.get("url"):
+                conn.execute(
+                    "UPDATE webhook_outbox SET status = 'disabled' WHERE id = ?", (outbox_id,)
+                )
+                continue
+            usable = [
+                s["secret"]
+                for s in settings.get("secrets", [])
+                if s.get("expiresAt") is None or s["expiresAt"] > now
+            ]
+            taken[device_id] = taken.get(device_id, 0) + 1
+            claimed.append(
+                Due(
+                    id=outbox_id,
+                    device_id=device_id,
+                    event_type=row[2],
+                    payload=row[3],
+                    attempts=row[4],
+                    created_at=row[5],
+                    url=settings["url"],
+                    secrets=tuple(usable),
+                )
+            )
+            if len(claimed) >= limit:
+                break
+        return claimed
+
+    def next_due(
+        self, exclude: Iterable[str] = (), exclude_devices: Iterable[int] = ()
+    ) -> float | None:
+        """When the earliest pending row is due (epoch), leaving out the rows in ``exclude``
+        and the devices in ``exclude_devices``; None if there is none."""
+        skip = set(exclude)
+        # Prepared SQL: with every claim (json_each, as in claim_due).
+        for row in self._db.conn.execute(
+            "SELECT id, next_attempt_at FROM webhook_outbox WHERE status = 'pending' "
+            "AND device_id NOT IN (SELECT value FROM json_each(?)) "
+            "ORDER BY next_attempt_at LIMIT ?",
+            (json.dumps(sorted(set(exclude_devices))), len(skip) + 1),
+        ):
+            if row[0] not in skip:
+                return float(row[1])
         return None
-    return get_delivery(conn, device_id, outbox_id)
+
+    def record_attempt(
+        self,
+        outbox_id: str,
+        *,
+        at: str,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: float,
+        status: str,
+        next_attempt_at: float | None = None,
+    ) -> bool:
+        """Append an attempt and move the row to ``status`` (``pending`` with
+        ``next_attempt_at`` for a retry). Returns False if the row is gone (device deleted
+        meanwhile)."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown outbox status {status!r}")
+        conn = self._db.conn
+        # Prepared SQL: once per delivery; an arithmetic update has no sqlite-utils equivalent.
+        cur = conn.execute(
+            "UPDATE webhook_outbox SET attempts = attempts + 1, status = ?, "
+            "next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
+            (status, next_attempt_at, outbox_id),
+        )
+        if cur.rowcount == 0:
+            return False
+        conn.execute(
+            "INSERT INTO webhook_attempts (outbox_id, at, status_code, error, duration_ms) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (outbox_id, at, status_code, error, round(duration_ms, 1)),
+        )
+        return True
+
+    def note_endpoint_result(self, device_id: int, *, ok: bool, now: float) -> float | None:
+        """Track how long the device's endpoint has been failing: a success clears it, a
+        failure starts the clock if it is not running. Returns ``failingSince`` (epoch) or
+        None."""
+        settings = self.get_webhook_settings(device_id)
+        if settings is None:
+            return None
+        since = settings.get("failingSince")
+        if ok:
+            if since is not None:
+                settings["failingSince"] = None
+                self.put_webhook_settings(device_id, settings)
+            return None
+        if since is None:
+            settings["failingSince"] = since = now
+            self.put_webhook_settings(device_id, settings)
+        return float(since)
+
+    def disable_endpoint(self, device_id: int, *, reason: str, at: str) -> bool:
+        """Disable the device's webhook and mark its pending rows ``disabled``. Returns True if
+        this call disabled it (False if it was disabled already or is gone)."""
+        settings = self.get_webhook_settings(device_id)
+        if settings is None or not settings.get("enabled", True):
+            return False
+        settings.update(enabled=False, disabledReason=reason, disabledAt=at)
+        self.put_webhook_settings(device_id, settings)
+        # An update of many rows by a condition: sqlite-utils updates one row by primary key.
+        self._db.conn.execute(
+            "UPDATE webhook_outbox SET status = 'disabled' WHERE device_id = ? AND status = 'pending'",
+            (device_id,),
+        )
+        return True
+
+    def list_deliveries(
+        self,
+        device_id: int,
+        *,
+        status: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The device's deliveries, newest first, each with its attempts; and the total count."""
+        where = "device_id = ?"
+        params: list[object] = [device_id]
+        if status is not None:
+            where += " AND status = ?"
+            params.append(status)
+        table = self._db.table("webhook_outbox")
+        total = table.count_where(where, params)
+        rows = table.rows_where(
+            where,
+            params,
+            select=_COLUMNS,
+            order_by="created_at DESC, rowid DESC",
+            limit=max(0, int(limit)),
+            offset=max(0, int(offset)),
+        )
+        return [self._delivery(r) for r in list(rows)], int(total)
+
+    def get_delivery(self, device_id: int, outbox_id: str) -> dict[str, Any] | None:
+        """One delivery of the device with its attempts, or None."""
+        rows = self._db.table("webhook_outbox").rows_where(
+            "id = ? AND device_id = ?", [outbox_id, device_id], select=_COLUMNS
+        )
+        for row in list(rows):
+            return self._delivery(row)
+        return None
+
+    def redeliver(self, device_id: int, outbox_id: str, *, now: float) -> dict[str, Any] | None:
+        """Put a delivery back to ``pending``, due at ``now``, with a fresh retry schedule (the
+        attempt log and the ``webhook-id`` are kept). None if there is no such delivery."""
+        # The row must belong to the device: a condition beyond the primary key, which
+        # Table.update does not take.
+        cur = self._db.conn.execute(
+            "UPDATE webhook_outbox SET status = 'pending', attempts = 0, next_attempt_at = ? "
+            "WHERE id = ? AND device_id = ?",
+            (now, outbox_id, device_id),
+        )
+        if cur.rowcount == 0:
+            return None
+        return self.get_delivery(device_id, outbox_id)
+
+    def _delivery(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        attempts = [
+            {
+                "at": a["at"],
+                "statusCode": a["status_code"],
+                "error": a["error"],
+                "durationMs": a["duration_ms"],
+            }
+            for a in self._db.table("webhook_attempts").rows_where(
+                "outbox_id = ?",
+                [row["id"]],
+                select="at, status_code, error, duration_ms",
+                order_by="id",
+            )
+        ]
+        return {
+            "id": row["id"],
+            "eventType": row["event_type"],
+            "status": row["status"],
+            "attempts": row["attempts"],
+            "createdAt": row["created_at"],
+            "nextAttemptAt": iso(row["next_attempt_at"]) if row["status"] == "pending" else None,
+            "payload": json.loads(row["payload"]),
+            "attemptLog": attempts,
+        }

@@ -27,7 +27,6 @@ import attrs
 import trio
 
 import storage
-import storage.outbox
 from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
@@ -214,7 +213,7 @@ class DeviceActor:
             self.stopped = True
             self._cancel_ops()
             await self.session.delete()
-            await self.sup.db.run(lambda c: storage.delete_device(c, self.id))
+            await self.sup.db.run(lambda r: r.devices.delete(self.id))
             self.sup._forget(self.id)
             log.info("device %s deleted", self.row.session_id)
             return None
@@ -222,7 +221,7 @@ class DeviceActor:
             (fields,) = args
             try:
                 self.row = await self.sup.db.run(
-                    lambda c: storage.update_device(c, self.id, **fields, updated_at=now_iso())
+                    lambda r: r.devices.update(self.id, **fields, updated_at=now_iso())
                 )
             except storage.Conflict as exc:
                 raise DeviceConflict(f"another device of this user has that {exc.field or 'value'}") from None
@@ -230,7 +229,7 @@ class DeviceActor:
             return self.row
         if op == "put_settings":
             kind, value = args
-            await self.sup.db.run(lambda c: storage.put_settings(c, self.id, kind, value))
+            await self.sup.db.run(lambda r: r.settings.put(self.id, kind, value))
             if kind == "webhook":
                 self.sup._webhook_devices.add(self.id)
             return value
@@ -266,13 +265,13 @@ class DeviceActor:
         data = {"messageId": message_id, "to": to, "text": text, "status": "sent", "origin": origin}
         events = [self._event("message_sent", data, at)]
 
-        def job(c: Any) -> DeviceRow:
-            storage.insert_message(
-                c, self.id, message_id=message_id, chat=to, direction="out", text=text,
+        def job(r: storage.Repositories) -> DeviceRow:
+            r.messages.insert(
+                self.id, message_id=message_id, chat=to, direction="out", text=text,
                 status="sent", at=at,
             )
-            row = storage.increment_stats(c, self.id, sent=1, at=at)
-            self._enqueue(c, events)
+            row = r.devices.increment_stats(self.id, sent=1, at=at)
+            self._enqueue(r, events)
             return row
 
         self.row = await self.sup.db.run(job)
@@ -322,17 +321,17 @@ class DeviceActor:
         }
         events = [self._event("message_received", data, at)]
 
-        def job(c: Any) -> DeviceRow | None:
+        def job(r: storage.Repositories) -> DeviceRow | None:
             try:
-                storage.insert_message(
-                    c, self.id, message_id=ev.message_id, sender=ev.sender, chat=ev.chat,
+                r.messages.insert(
+                    self.id, message_id=ev.message_id, sender=ev.sender, chat=ev.chat,
                     direction="out" if ev.from_me else "in", text=ev.text, status="received",
                     at=at,
                 )
             except storage.Conflict:
                 return None  # WhatsApp delivered this message before: nothing new
-            row = storage.increment_stats(c, self.id, received=0 if ev.from_me else 1, at=at)
-            self._enqueue(c, events)
+            row = r.devices.increment_stats(self.id, received=0 if ev.from_me else 1, at=at)
+            self._enqueue(r, events)
             return row
 
         row = await self.sup.db.run(job)
@@ -346,9 +345,9 @@ class DeviceActor:
         at = now_iso()
         events = [self._event("message_status", {"messageId": message_id, "status": status}, at)]
 
-        def job(c: Any) -> None:
-            storage.update_message_status(c, self.id, message_id, status)
-            self._enqueue(c, events)
+        def job(r: storage.Repositories) -> None:
+            r.messages.update_status(self.id, message_id, status)
+            self._enqueue(r, events)
 
         await self.sup.db.run(job)
         self._publish(events)
@@ -466,16 +465,16 @@ class DeviceActor:
             if final.status is sm.Status.LOGGED_OUT:
                 fields.update(jid=None)
 
-            def job(c: Any) -> DeviceRow:
+            def job(r: storage.Repositories) -> DeviceRow:
                 row = None
                 for before, after in changes:
-                    row = storage.record_transition(
-                        c, self.id, from_status=before.status.value,
+                    row = r.devices.record_transition(
+                        self.id, from_status=before.status.value,
                         to_status=after.status.value, reason=after.reason, at=at, **fields,
                     )
                 if row is None:
-                    row = storage.update_device(c, self.id, updated_at=at, **fields)
-                self._enqueue(c, events)
+                    row = r.devices.update(self.id, updated_at=at, **fields)
+                self._enqueue(r, events)
                 return row
 
             self.row = await self.sup.db.run(job)
@@ -486,7 +485,7 @@ class DeviceActor:
                     after.status.value, after.reason or "-",
                 )
         elif events and self.id in self.sup._webhook_devices:
-            await self.sup.db.run(lambda c: self._enqueue(c, events))
+            await self.sup.db.run(lambda r: self._enqueue(r, events))
         self._publish(events)
 
     def _show_qr(self, action: sm.ShowQr, at: str) -> Event:
@@ -517,7 +516,7 @@ class DeviceActor:
     def _event(self, type_: str, data: dict[str, Any], at: str) -> Event:
         return Event(type_, self.row.session_id, self.id, data, at)
 
-    def _enqueue(self, conn: Any, events: list[Event]) -> None:
+    def _enqueue(self, repos: storage.Repositories, events: list[Event]) -> None:
         """Write the webhook outbox rows for ``events``, inside the caller's transaction.
 
         Webhook settings change only through this actor (``put_settings``), so the
@@ -525,7 +524,7 @@ class DeviceActor:
         them costs no query at all.
         """
         if events and self.id in self.sup._webhook_devices:
-            if storage.outbox.enqueue_events(conn, self.id, events):
+            if repos.outbox.enqueue_events(self.id, events):
                 self.sup._outbox_written = True
 
     def _publish(self, events: list[Event]) -> None:

@@ -76,31 +76,28 @@ class DbCredentialStore:
     nothing stays in memory after it.
     """
 
-    db: storage.Database
+    db: storage.Store
     _fresh: dict[int, bytes] = attrs.field(factory=dict)
 
     async def preload(self) -> None:
-        rows = await self.db.run(
-            lambda c: c.execute("SELECT device_id, data FROM credentials").fetchall()
-        )
-        self._fresh.update((r[0], bytes(r[1])) for r in rows)
+        self._fresh.update(await self.db.run(lambda r: r.credentials.all()))
 
     async def get(self, device_id: int) -> bytes | None:
         data = self._fresh.pop(device_id, None)
         if data is not None:
             return data
-        return await self.db.run(lambda c: storage.get_credentials(c, device_id))
+        return await self.db.run(lambda r: r.credentials.get(device_id))
 
     async def put(self, device_id: int, data: bytes) -> None:
-        await self.db.run(lambda c: storage.put_credentials(c, device_id, data))
+        await self.db.run(lambda r: r.credentials.put(device_id, data))
         self._fresh[device_id] = data
 
     async def delete(self, device_id: int) -> None:
         self._fresh.pop(device_id, None)
-        await self.db.run(lambda c: storage.delete_credentials(c, device_id))
+        await self.db.run(lambda r: r.credentials.delete(device_id))
 
 
-def make_engine(config: Config, db: storage.Database) -> eng.Engine:
+def make_engine(config: Config, db: storage.Store) -> eng.Engine:
     if config.engine == "simulator":
         from .engines.simulator import SimulatorEngine
 
@@ -132,7 +129,7 @@ class Child:
 @attrs.define(eq=False)
 class DeviceSupervisor:
     config: Config
-    db: storage.Database
+    db: storage.Store
     engine: eng.Engine
     bus: EventBus
     nursery: trio.Nursery
@@ -306,10 +303,8 @@ class DeviceSupervisor:
                 fn()
 
     async def _restore(self) -> int:
-        rows = await self.db.run(storage.all_devices)
-        hooks = await self.db.run(
-            lambda c: [r[0] for r in c.execute("SELECT device_id FROM settings WHERE kind = 'webhook'")]
-        )
+        rows = await self.db.run(lambda r: r.devices.all())
+        hooks = await self.db.run(lambda r: r.settings.devices_with("webhook"))
         self._webhook_devices.update(hooks)
         for row in rows:
             self._start_child(row)
@@ -374,8 +369,8 @@ class DeviceSupervisor:
         now = now_iso()
         try:
             row = await self.db.run(
-                lambda c: storage.insert_device(
-                    c, user_id=user_id, alias=alias, session_id=session_id,
+                lambda r: r.devices.insert(
+                    user_id=user_id, alias=alias, session_id=session_id,
                     business_type=business_type, phone_number=phone_number,
                     description=description, api_key_hash=hash_key(api_key),
                     status=sm.Status.PENDING.value, now=now,
@@ -471,7 +466,7 @@ class DeviceSupervisor:
     async def get_settings(self, ref: str | int, kind: str) -> dict[str, Any] | None:
         device_id = self.resolve(ref)
         result: dict[str, Any] | None = await self.db.run(
-            lambda c: storage.get_settings(c, device_id, kind)
+            lambda r: r.settings.get(device_id, kind)
         )
         return result
 
@@ -502,13 +497,13 @@ class DeviceSupervisor:
 
     async def recent_messages(self, device_id: int, chat: str, limit: int = 20) -> list[Any]:
         result: list[Any] = await self.db.run(
-            lambda c: storage.recent_messages(c, device_id, chat, limit)
+            lambda r: r.messages.recent(device_id, chat, limit)
         )
         return result
 
     async def history(self, ref: str | int) -> list[Any]:
         device_id = self.resolve(ref)
-        result: list[Any] = await self.db.run(lambda c: storage.history(c, device_id))
+        result: list[Any] = await self.db.run(lambda r: r.history.of(device_id))
         return result
 
     def statistics(self) -> dict[str, Any]:

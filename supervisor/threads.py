@@ -8,19 +8,14 @@ still; with any other clock it is plain ``trio.to_thread.run_sync``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TypeVar
 
 import trio
-import trio.testing
+
+from common.virtual_time import holds_virtual_time
 
 T = TypeVar("T")
-
-
-def holds_virtual_time() -> bool:
-    clock = trio.lowlevel.current_clock()
-    return isinstance(clock, trio.testing.MockClock) and clock.autojump_threshold != math.inf
 
 
 async def run_sync(

@@ -78,4 +78,4 @@ async def wait_status(sup: DeviceSupervisor, device_id: int, status: str, within
 
 
 async def stored_row(sup: DeviceSupervisor, device_id: int) -> storage.DeviceRow | None:
-    return await sup.db.run(lambda c: storage.get_device(c, device_id))
+    return await sup.db.run(lambda r: r.devices.get(device_id))

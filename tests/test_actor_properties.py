@@ -100,10 +100,12 @@ async def check_invariants(
         if event.type == "qr_code":
             assert 1 <= event.data["attempt"] <= max_attempts
 
-    def read(c: Any) -> list[tuple[storage.DeviceRow, list[storage.HistoryRow], bytes | None]]:
+    def read(
+        r: storage.Repositories,
+    ) -> list[tuple[storage.DeviceRow, list[storage.HistoryRow], bytes | None]]:
         return [
-            (row, storage.history(c, row.id), storage.get_credentials(c, row.id))
-            for row in storage.all_devices(c)
+            (row, r.history.of(row.id), r.credentials.get(row.id))
+            for row in r.devices.all()
         ]
 
     stored = await sup.db.run(read)
@@ -182,7 +184,7 @@ async def run_steps(steps: list[tuple[str, Any]], data_dir: Path) -> None:
                 await check_invariants(sup, engine, rec, config.qr_max_attempts)
     # The database, reopened cold, agrees with what the actors last persisted.
     async with storage.open_database(config.database_path) as db:
-        rows = await db.run(storage.all_devices)
+        rows = await db.run(lambda r: r.devices.all())
         assert {r.id: r.status for r in rows} == {r.id: r.status for r in sup.rows.values()}
 
 

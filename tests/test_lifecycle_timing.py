@@ -141,7 +141,7 @@ async def test_logout_and_unlink_are_final(autojump_clock, tmp_path: Path) -> No
         for device, reason in ((a, "logout"), (b, "unlinked_from_phone")):
             row = sup.get(device)
             assert (row.status, row.status_reason, row.paired) == ("logged_out", reason, False)
-            assert await sup.db.run(lambda c, d=device: __import__("storage").get_credentials(c, d)) is None
+            assert await sup.db.run(lambda r, d=device: r.credentials.get(d)) is None
             assert [s for _, s, _ in rec.statuses(device)][-1] == "logged_out"
         assert len(rec.of(a, "device_logged_out")) == 1
 

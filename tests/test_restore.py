@@ -63,7 +63,7 @@ async def test_restart_restores_every_device(autojump_clock, tmp_path: Path) -> 
     assert abrupt.cancelled_caught
 
     async with storage.open_database(config.database_path) as db:
-        before = {r.id: r for r in await db.run(storage.all_devices)}
+        before = {r.id: r for r in await db.run(lambda r: r.devices.all())}
     assert len(before) == sum(len(v) for v in groups.values())
     for device in groups["qr_timeout"]:
         assert before[device].status == "qr_timeout"

@@ -1,7 +1,9 @@
 """Tests for storage/: the database thread with group commit, migrations, and the repositories.
 
-Rules: every test uses its own database under ``tmp_path``; SQLite is reached only through
-``Database.run`` (never on the Trio thread), except in the child process of the kill test.
+Rules: every test uses its own database under ``tmp_path``; it writes only through
+``Database.run`` and the repositories. To look at the tables themselves a test opens its own
+read connection on the file (:func:`peek`; WAL lets it read beside the writer); only the tests
+of the writer connection's own settings reach that connection (:func:`writer`).
 Where a test needs several jobs in one batch, it parks the database thread on a gate job
 (a ``threading.Event``) while it queues them: no sleeps, no timing assumptions.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import enum
 import functools
 import os
+import re
 import signal
 import sqlite3
 import stat
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlite_utils
 import trio
 import trio.testing
 
@@ -31,16 +35,19 @@ from storage import (
     DatabaseClosed,
     MigrationError,
     NotFound,
+    Repositories,
     open_database,
 )
 from storage.migrations import MIGRATIONS
+from storage.repositories import SqliteRepositories
+from supervisor.state import Status as DeviceStatus
 
 NOW = "2025-06-19T12:00:00.000Z"
 LATER = "2025-06-19T12:05:00.000Z"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def new_device(conn: sqlite3.Connection, n: int | str = 1, **over: Any) -> storage.DeviceRow:
+def new_device(r: Repositories, n: int | str = 1, **over: Any) -> storage.DeviceRow:
     args: dict[str, Any] = dict(
         user_id="u1",
         alias=f"Shop {n}",
@@ -53,11 +60,26 @@ def new_device(conn: sqlite3.Connection, n: int | str = 1, **over: Any) -> stora
         now=NOW,
     )
     args.update(over)
-    return storage.insert_device(conn, **args)
+    return r.devices.insert(**args)
 
 
-def count(conn: sqlite3.Connection, table: str) -> int:
-    return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+def peek(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a query on a read connection of its own (sees what is committed)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def count(path: Path, table: str) -> int:
+    return int(peek(path, f"SELECT count(*) FROM {table}")[0][0])
+
+
+def writer(r: Repositories) -> sqlite3.Connection:
+    """The database thread's own connection (for tests of its settings and guards only)."""
+    assert isinstance(r, SqliteRepositories)
+    return r.devices._db.conn
 
 
 class Gate:
@@ -67,7 +89,7 @@ class Gate:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def job(self, conn: sqlite3.Connection) -> None:
+    def job(self, r: Repositories) -> None:
         self.entered.set()
         assert self.release.wait(10), "gate never opened"
 
@@ -88,9 +110,9 @@ def db_path(tmp_path: Path) -> Path:
 async def test_pragmas_are_on(db_path: Path) -> None:
     async with open_database(db_path) as db:
 
-        def pragmas(conn: sqlite3.Connection) -> dict[str, Any]:
+        def pragmas(r: Repositories) -> dict[str, Any]:
             return {
-                name: conn.execute(f"PRAGMA {name}").fetchone()[0]
+                name: writer(r).execute(f"PRAGMA {name}").fetchone()[0]
                 for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
             }
 
@@ -101,10 +123,8 @@ async def test_pragmas_are_on(db_path: Path) -> None:
             "busy_timeout": 5000,
         }
         # Foreign keys are enforced, not just declared.
-        with pytest.raises(sqlite3.IntegrityError):
-            await db.run(
-                lambda c: c.execute("INSERT INTO credentials (device_id, data) VALUES (99, x'00')")
-            )
+        with pytest.raises(NotFound):
+            await db.run(lambda r: r.credentials.put(99, b"\x00"))
 
 
 async def test_migrations_set_user_version_and_are_idempotent(db_path: Path) -> None:
@@ -118,31 +138,32 @@ async def test_migrations_set_user_version_and_are_idempotent(db_path: Path) -> 
         "webhook_attempts",
     }
 
-    def schema(conn: sqlite3.Connection) -> tuple[int, set[str]]:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    def schema() -> tuple[int, set[str]]:
+        version = peek(db_path, "PRAGMA user_version")[0][0]
+        names = {r[0] for r in peek(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
         return version, names
 
     async with open_database(db_path) as db:
-        version, names = await db.run(schema)
+        version, names = schema()
         assert version == len(MIGRATIONS)
         assert tables <= names
         await db.run(new_device)
     async with open_database(db_path) as db:  # reopen: nothing re-applied, nothing lost
-        assert (await db.run(schema))[0] == len(MIGRATIONS)
-        assert await db.run(lambda c: count(c, "devices")) == 1
+        assert schema()[0] == len(MIGRATIONS)
+        assert count(db_path, "devices") == 1
 
     # Appending a migration applies exactly that one, once.
     calls = []
 
-    def v_next(conn: sqlite3.Connection) -> None:
+    def v_next(db: sqlite_utils.Database) -> None:
         calls.append(1)
-        conn.execute("CREATE TABLE extra (x INTEGER)")
+        db.create_table("extra", {"x": int})
+        db.table("devices").add_column("nickname", str)
 
     extended = [*MIGRATIONS, v_next]
     for _ in range(2):
         async with open_database(db_path, migrations=extended) as db:
-            assert (await db.run(schema))[0] == len(extended)
+            assert schema()[0] == len(extended)
     assert calls == [1]
 
     # This wasup is now older than the database: refuse, touch nothing.
@@ -152,20 +173,16 @@ async def test_migrations_set_user_version_and_are_idempotent(db_path: Path) -> 
 
 
 async def test_failed_migration_is_rolled_back(db_path: Path) -> None:
-    def broken(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE half (x INTEGER)")
+    def broken(db: sqlite_utils.Database) -> None:
+        db.create_table("half", {"x": int})
         raise RuntimeError("boom")
 
     with pytest.raises(MigrationError, match=f"version {len(MIGRATIONS) + 1}"):
         async with open_database(db_path, migrations=[*MIGRATIONS, broken]):
             pass
-    async with open_database(db_path) as db:
-        version = await db.run(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
-        half = await db.run(
-            lambda c: c.execute("SELECT count(*) FROM sqlite_master WHERE name='half'").fetchone()
-        )
-        assert version == len(MIGRATIONS)
-        assert half[0] == 0
+    async with open_database(db_path):
+        assert peek(db_path, "PRAGMA user_version")[0][0] == len(MIGRATIONS)
+        assert peek(db_path, "SELECT count(*) FROM sqlite_master WHERE name='half'")[0][0] == 0
 
 
 async def test_open_failure_is_raised(tmp_path: Path) -> None:
@@ -173,6 +190,218 @@ async def test_open_failure_is_raised(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.Error):
         async with open_database(tmp_path / "adir"):
             pass
+
+
+# -- databases made by earlier wasup versions -------------------------------------------------
+
+#: The schema of version 1 exactly as wasup wrote it (``sqlite_master``), frozen here so that a
+#: change to a shipped migration fails the tests below.
+SCHEMA_V1 = """
+CREATE TABLE devices (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    business_type TEXT,
+    phone_number TEXT,
+    description TEXT,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'qr_timeout', 'connecting', 'connected', 'disconnected', 'logged_out')),
+    status_reason TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    last_connection TEXT,
+    paired INTEGER NOT NULL DEFAULT 0 CHECK (paired IN (0, 1)),
+    push_name TEXT,
+    platform TEXT,
+    jid TEXT,
+    last_seen TEXT,
+    battery INTEGER,
+    messages_sent INTEGER NOT NULL DEFAULT 0,
+    messages_received INTEGER NOT NULL DEFAULT 0,
+    last_activity TEXT,
+    api_key_hash TEXT NOT NULL UNIQUE
+);
+
+CREATE UNIQUE INDEX devices_user_alias ON devices (user_id, alias);
+
+CREATE INDEX devices_status ON devices (status);
+
+CREATE TABLE settings (
+    device_id INTEGER NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL CHECK (json_valid(value)),
+    PRIMARY KEY (device_id, kind)
+) WITHOUT ROWID;
+
+CREATE TABLE state_history (
+    id INTEGER PRIMARY KEY,
+    device_id INTEGER NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    from_status TEXT,
+    to_status TEXT NOT NULL,
+    reason TEXT,
+    at TEXT NOT NULL
+);
+
+CREATE INDEX state_history_device ON state_history (device_id, id);
+
+CREATE TABLE credentials (
+    device_id INTEGER PRIMARY KEY REFERENCES devices (id) ON DELETE CASCADE,
+    data BLOB NOT NULL
+);
+
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    device_id INTEGER NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    message_id TEXT NOT NULL,
+    chat TEXT NOT NULL,
+    sender TEXT,
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    text TEXT,
+    status TEXT,
+    at TEXT NOT NULL,
+    UNIQUE (device_id, message_id)
+);
+
+CREATE INDEX messages_chat ON messages (device_id, chat, id);
+
+CREATE TABLE webhook_outbox (
+    id TEXT PRIMARY KEY,
+    device_id INTEGER NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'delivered', 'failed', 'disabled'))
+);
+
+CREATE INDEX webhook_outbox_due ON webhook_outbox (status, next_attempt_at);
+
+CREATE INDEX webhook_outbox_device ON webhook_outbox (device_id);
+
+CREATE TABLE webhook_attempts (
+    id INTEGER PRIMARY KEY,
+    outbox_id TEXT NOT NULL REFERENCES webhook_outbox (id) ON DELETE CASCADE,
+    at TEXT NOT NULL,
+    status_code INTEGER,
+    error TEXT,
+    duration_ms REAL
+);
+
+CREATE INDEX webhook_attempts_outbox ON webhook_attempts (outbox_id);
+"""
+
+#: What migration 2 adds.
+SCHEMA_V2 = """
+ALTER TABLE devices ADD COLUMN ban_until REAL;
+ALTER TABLE devices ADD COLUMN reconnect_attempt INTEGER NOT NULL DEFAULT 0;
+"""
+
+OLD_ROWS = """
+INSERT INTO devices (id, session_id, user_id, alias, business_type, status, status_reason,
+    created_at, updated_at, paired, jid, messages_sent, api_key_hash)
+    VALUES (7, 'user_u1_device_shop', 'u1', 'Shop', 'retail', 'connected', 'engine_connected',
+    '2025-06-19T12:00:00.000Z', '2025-06-19T12:05:00.000Z', 1, '1555@s.whatsapp.net', 3, 'h7');
+INSERT INTO state_history (device_id, from_status, to_status, reason, at)
+    VALUES (7, NULL, 'pending', 'created', '2025-06-19T12:00:00.000Z'),
+           (7, 'pending', 'connected', 'engine_connected', '2025-06-19T12:05:00.000Z');
+INSERT INTO settings (device_id, kind, value)
+    VALUES (7, 'webhook', '{"url":"https://hooks.example/x","events":["message_received"]}');
+INSERT INTO credentials (device_id, data) VALUES (7, x'00ff');
+INSERT INTO messages (device_id, message_id, chat, sender, direction, text, status, at)
+    VALUES (7, 'm1', 'c1', NULL, 'out', 'hello', 'read', '2025-06-19T12:06:00.000Z');
+INSERT INTO webhook_outbox (id, device_id, event_type, payload, created_at, next_attempt_at,
+    attempts, status)
+    VALUES ('msg_1', 7, 'message_received', '{"type":"message_received"}',
+    '2025-06-19T12:06:00.000Z', 0, 1, 'delivered');
+INSERT INTO webhook_attempts (outbox_id, at, status_code, error, duration_ms)
+    VALUES ('msg_1', '2025-06-19T12:06:01.000Z', 200, NULL, 12.5);
+"""
+
+
+def old_database(path: Path, version: int) -> None:
+    """A database as an earlier wasup left it at schema ``version``, with a row in each table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.executescript(SCHEMA_V1 + (SCHEMA_V2 if version >= 2 else "") + OLD_ROWS)
+        conn.execute(f"PRAGMA user_version = {version}")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_database_of_an_earlier_wasup_opens_with_nothing_lost(
+    db_path: Path, version: int
+) -> None:
+    old_database(db_path, version)
+    async with open_database(db_path) as db:
+        assert peek(db_path, "PRAGMA user_version")[0][0] == len(MIGRATIONS)
+        row = await db.run(lambda r: r.devices.get("user_u1_device_shop"))
+        assert row is not None
+        assert (row.id, row.status, row.paired, row.jid, row.messages_sent) == (
+            7,
+            "connected",
+            True,
+            "1555@s.whatsapp.net",
+            3,
+        )
+        assert (row.ban_until, row.reconnect_attempt) == (None, 0)
+        assert [h.to_status for h in await db.run(lambda r: r.history.of(7))] == [
+            "pending",
+            "connected",
+        ]
+        assert await db.run(lambda r: r.credentials.get(7)) == b"\x00\xff"
+        hook = await db.run(lambda r: r.settings.get(7, "webhook"))
+        assert hook == {"url": "https://hooks.example/x", "events": ["message_received"]}
+        message = await db.run(lambda r: r.messages.get(7, "m1"))
+        assert message is not None and message.text == "hello" and message.status == "read"
+        (delivery,), total = await db.run(lambda r: r.outbox.list_deliveries(7))
+        assert total == 1 and delivery["status"] == "delivered"
+        assert delivery["attemptLog"] == [
+            {"at": "2025-06-19T12:06:01.000Z", "statusCode": 200, "error": None, "durationMs": 12.5}
+        ]
+        # And the upgraded database takes the columns of the later schema.
+        row = await db.run(
+            lambda r: r.devices.record_transition(
+                7,
+                from_status="connected",
+                to_status="disconnected",
+                reason="banned",
+                at=LATER,
+                ban_until=1.5e9,
+                reconnect_attempt=2,
+            )
+        )
+        assert (row.ban_until, row.reconnect_attempt) == (1.5e9, 2)
+
+
+async def test_a_new_database_has_the_shipped_schema(db_path: Path, tmp_path: Path) -> None:
+    def schema(path: Path) -> list[tuple[str, str]]:
+        return [
+            (name, " ".join(sql.split()))  # the same statements, however indented
+            for name, sql in peek(path, "SELECT name, sql FROM sqlite_master ORDER BY name")
+            if sql is not None and name != "sqlite_sequence"
+        ]
+
+    async with open_database(db_path):
+        pass
+    shipped = tmp_path / "shipped.db"
+    conn = sqlite3.connect(shipped, isolation_level=None)
+    conn.executescript(SCHEMA_V1 + SCHEMA_V2)
+    conn.close()
+    assert schema(db_path) == schema(shipped)
+
+
+async def test_schema_accepts_exactly_the_statuses_of_the_state_machine(db_path: Path) -> None:
+    async with open_database(db_path):
+        pass
+    ((sql,),) = peek(db_path, "SELECT sql FROM sqlite_master WHERE name = 'devices'")
+    match = re.search(r"CHECK \(status IN \(([^)]*)\)\)", sql)
+    assert match is not None
+    allowed = {value.strip().strip("'") for value in match.group(1).split(",")}
+    assert allowed == {s.value for s in DeviceStatus}
 
 
 # -- the database thread: group commit, failures, close, cancellation --------------------------
@@ -186,9 +415,9 @@ async def test_failing_job_rolls_back_alone_within_its_batch(db_path: Path) -> N
         results: dict[str, Any] = {}
 
         async def submit(name: str, fail: bool) -> None:
-            def job(conn: sqlite3.Connection) -> int:
-                row = new_device(conn, name)
-                storage.put_settings(conn, row.id, "ai", {"on": True})
+            def job(r: Repositories) -> int:
+                row = new_device(r, name)
+                r.settings.put(row.id, "ai", {"on": True})
                 if fail:
                     raise ValueError(f"job {name} failed")
                 return row.id
@@ -210,12 +439,78 @@ async def test_failing_job_rolls_back_alone_within_its_batch(db_path: Path) -> N
     assert isinstance(results["b"], ValueError)
     assert str(results["b"]) == "job b failed"
     async with open_database(db_path) as db:
-        sessions = await db.run(
-            lambda c: [r[0] for r in c.execute("SELECT session_id FROM devices ORDER BY id")]
-        )
+        sessions = [row.session_id for row in await db.run(lambda r: r.devices.all())]
         assert sorted(sessions) == ["user_u1_device_shop-a", "user_u1_device_shop-c"]
-        assert await db.run(lambda c: count(c, "settings")) == 2
-        assert await db.run(lambda c: count(c, "state_history")) == 2
+        assert count(db_path, "settings") == 2
+        assert count(db_path, "state_history") == 2
+
+
+async def test_repository_calls_keep_the_batch_transaction(db_path: Path) -> None:
+    # The repositories use sqlite-utils, whose writes wrap themselves in a savepoint: neither a
+    # call that succeeds nor one that fails inside the library may commit or roll back the
+    # transaction the batch shares. A job that catches a Conflict keeps its other writes; a job
+    # that fails loses all of its own and nothing of its neighbours'.
+    async with open_database(db_path) as db:
+        keeper = await db.run(lambda r: new_device(r, "keeper"))
+        async with trio.open_nursery() as nursery:
+            gate = Gate()
+            await gate.close(db, nursery)
+            before = db.statistics()
+            results: dict[str, Any] = {}
+
+            def still_open(r: Repositories) -> None:
+                assert writer(r).in_transaction
+
+            def catches_conflict(r: Repositories) -> int:
+                row = new_device(r, "a")
+                still_open(r)
+                with pytest.raises(Conflict):
+                    new_device(r, "a")  # rolled back inside the library, to its own savepoint
+                still_open(r)
+                r.credentials.put(row.id, b"a")
+                r.settings.put(row.id, "ai", {"on": True})
+                assert r.settings.delete(row.id, "ai") is True
+                assert r.settings.delete(row.id, "ai") is False
+                still_open(r)
+                return row.id
+
+            def fails(r: Repositories) -> None:
+                row = new_device(r, "b")
+                r.credentials.put(row.id, b"b")
+                r.settings.put(keeper.id, "ai", {"by": "b"})
+                assert r.devices.delete(keeper.id) is True
+                still_open(r)
+                raise ValueError("b failed")
+
+            def after_the_failure(r: Repositories) -> int:
+                row = new_device(r, "c")
+                r.credentials.put(row.id, b"c")
+                still_open(r)
+                return row.id
+
+            async def submit(name: str, job: Any) -> None:
+                try:
+                    results[name] = await db.run(job)
+                except ValueError as exc:
+                    results[name] = exc
+
+            for name, job in [("a", catches_conflict), ("b", fails), ("c", after_the_failure)]:
+                nursery.start_soon(submit, name, job)
+            await trio.testing.wait_all_tasks_blocked()
+            assert db.statistics().queued == 3
+            gate.release.set()
+
+        after = db.statistics()
+        assert after.batches - before.batches == 1
+        assert after.failed_jobs - before.failed_jobs == 1
+        assert isinstance(results["b"], ValueError)
+        sessions = {row.session_id for row in await db.run(lambda r: r.devices.all())}
+        assert sessions == {f"user_u1_device_shop-{n}" for n in ("keeper", "a", "c")}
+        assert await db.run(lambda r: r.credentials.all()) == {
+            results["a"]: b"a",
+            results["c"]: b"c",
+        }
+        assert await db.run(lambda r: r.settings.get(keeper.id, "ai")) is None
 
 
 async def test_group_commit_batches_concurrent_callers(db_path: Path) -> None:
@@ -224,7 +519,7 @@ async def test_group_commit_batches_concurrent_callers(db_path: Path) -> None:
         ids: list[int] = []
 
         async def one(n: int) -> None:
-            row = await db.run(lambda c: new_device(c, n))
+            row = await db.run(lambda r: new_device(r, n))
             ids.append(row.id)
 
         async with trio.open_nursery() as nursery:
@@ -236,7 +531,7 @@ async def test_group_commit_batches_concurrent_callers(db_path: Path) -> None:
         commits = after.commits - before.commits
         assert 1 <= commits <= 100, commits  # one fsync serves many callers
         assert sorted(ids) == list(range(1, 1001))
-        assert await db.run(lambda c: count(c, "devices")) == 1000
+        assert count(db_path, "devices") == 1000
 
 
 async def test_max_batch_bounds_a_transaction(db_path: Path) -> None:
@@ -257,7 +552,7 @@ async def test_close_finishes_queued_work(db_path: Path) -> None:
             await gate.close(db, nursery)
 
             async def one(n: int) -> None:
-                await db.run(lambda c: new_device(c, n))
+                await db.run(lambda r: new_device(r, n))
                 done.append(n)
 
             for n in range(20):
@@ -266,10 +561,10 @@ async def test_close_finishes_queued_work(db_path: Path) -> None:
             gate.release.set()
         # Leaving the block waited for the queued jobs and their commit.
         with pytest.raises(DatabaseClosed):
-            await db.run(lambda c: None)
+            await db.run(lambda r: None)
     assert sorted(done) == list(range(20))
     async with open_database(db_path) as db:
-        assert await db.run(lambda c: count(c, "devices")) == 20
+        assert count(db_path, "devices") == 20
 
 
 async def test_cancelled_caller_work_still_commits(db_path: Path) -> None:
@@ -278,13 +573,13 @@ async def test_cancelled_caller_work_still_commits(db_path: Path) -> None:
             await db.run(new_device)  # submitted, then cancelled while waiting
         assert scope.cancelled_caught
         # The job ran and committed anyway (documented): the next job sees it.
-        assert await db.run(lambda c: storage.get_device(c, 1)) is not None
+        assert await db.run(lambda r: r.devices.get(1)) is not None
 
 
 async def test_job_that_ends_the_transaction_is_refused(db_path: Path) -> None:
     async with open_database(db_path) as db:
         with pytest.raises(sqlite3.ProgrammingError, match="must not end the transaction"):
-            await db.run(lambda c: c.execute("COMMIT"))
+            await db.run(lambda r: writer(r).execute("COMMIT"))
         # The thread carries on.
         row = await db.run(new_device)
         assert row.id == 1
@@ -293,23 +588,23 @@ async def test_job_that_ends_the_transaction_is_refused(db_path: Path) -> None:
 async def test_data_survives_close_and_reopen(db_path: Path) -> None:
     async with open_database(db_path) as db:
         row = await db.run(new_device)
-        await db.run(lambda c: storage.put_credentials(c, row.id, b"\x00secret\xff"))
+        await db.run(lambda r: r.credentials.put(row.id, b"\x00secret\xff"))
     async with open_database(db_path) as db:
-        assert await db.run(lambda c: storage.get_device(c, row.session_id)) == row
-        assert await db.run(lambda c: storage.get_credentials(c, row.id)) == b"\x00secret\xff"
+        assert await db.run(lambda r: r.devices.get(row.session_id)) == row
+        assert await db.run(lambda r: r.credentials.get(row.id)) == b"\x00secret\xff"
 
 
 CHILD = """
 import sys, trio
-from storage import open_database, insert_device
+from storage import open_database
 
 async def main(path):
     async with open_database(path) as db:
         n = 0
         while True:
             n += 1
-            await db.run(lambda c: insert_device(
-                c, user_id="u", alias=f"a{n}", session_id=f"s{n}", business_type=None,
+            await db.run(lambda r: r.devices.insert(
+                user_id="u", alias=f"a{n}", session_id=f"s{n}", business_type=None,
                 phone_number=None, description=None, api_key_hash=f"h{n}", status="pending",
                 now="2025-06-19T12:00:00.000Z"))
             print("ok", n, flush=True)
@@ -342,9 +637,7 @@ async def test_acknowledged_writes_survive_sigkill(db_path: Path, tmp_path: Path
             await proc.stdout.aclose()
     assert proc.returncode == -signal.SIGKILL
     async with open_database(db_path) as db:
-        stored = set(
-            await db.run(lambda c: [r[0] for r in c.execute("SELECT session_id FROM devices")])
-        )
+        stored = {row.session_id for row in await db.run(lambda r: r.devices.all())}
     assert {f"s{n}" for n in acked} <= stored
 
 
@@ -359,19 +652,19 @@ class Status(enum.StrEnum):  # stands in for supervisor.state.Status (storage mu
 
 async def test_insert_and_get_device(db_path: Path) -> None:
     async with open_database(db_path) as db:
-        row = await db.run(lambda c: new_device(c, 1, status=Status.PENDING))
+        row = await db.run(lambda r: new_device(r, 1, status=Status.PENDING))
         assert row.id == 1
         assert row.status == "pending" and type(row.status) is str
         assert row.created_at == row.updated_at == NOW
         assert row.paired is False and row.messages_sent == 0 and row.battery is None
-        assert await db.run(lambda c: storage.get_device(c, 1)) == row
-        assert await db.run(lambda c: storage.get_device(c, "1")) == row
-        assert await db.run(lambda c: storage.get_device(c, row.session_id)) == row
-        assert await db.run(lambda c: storage.get_device_by_key_hash(c, "hash-1")) == row
-        assert await db.run(lambda c: storage.get_device(c, 2)) is None
-        assert await db.run(lambda c: storage.get_device(c, "nope")) is None
-        assert await db.run(lambda c: storage.get_device_by_key_hash(c, "x")) is None
-        hist = await db.run(lambda c: storage.history(c, row.id))
+        assert await db.run(lambda r: r.devices.get(1)) == row
+        assert await db.run(lambda r: r.devices.get("1")) == row
+        assert await db.run(lambda r: r.devices.get(row.session_id)) == row
+        assert await db.run(lambda r: r.devices.get_by_key_hash("hash-1")) == row
+        assert await db.run(lambda r: r.devices.get(2)) is None
+        assert await db.run(lambda r: r.devices.get("nope")) is None
+        assert await db.run(lambda r: r.devices.get_by_key_hash("x")) is None
+        hist = await db.run(lambda r: r.history.of(row.id))
         assert hist == [storage.HistoryRow(None, "pending", "created", NOW)]
 
 
@@ -387,22 +680,22 @@ async def test_duplicates_conflict_and_lose_nothing(db_path: Path) -> None:
             with pytest.raises(Conflict) as info:
                 await db.run(functools.partial(new_device, n=1, **over))
             assert info.value.field == field
-        assert await db.run(storage.all_devices) == [first]
-        assert await db.run(lambda c: count(c, "state_history")) == 1
+        assert await db.run(lambda r: r.devices.all()) == [first]
+        assert count(db_path, "state_history") == 1
         # The same alias for another user is fine.
         other = await db.run(
-            lambda c: new_device(c, 1, user_id="u2", session_id="s2", api_key_hash="h2")
+            lambda r: new_device(r, 1, user_id="u2", session_id="s2", api_key_hash="h2")
         )
         assert other.id == 2
 
 
 async def test_update_device(db_path: Path) -> None:
     async with open_database(db_path) as db:
-        a = await db.run(lambda c: new_device(c, 1))
-        await db.run(lambda c: new_device(c, 2))
+        a = await db.run(lambda r: new_device(r, 1))
+        await db.run(lambda r: new_device(r, 2))
         row = await db.run(
-            lambda c: storage.update_device(
-                c, a.id, alias="Renamed", description="d", battery=80, updated_at=LATER
+            lambda r: r.devices.update(
+                a.id, alias="Renamed", description="d", battery=80, updated_at=LATER
             )
         )
         assert (row.alias, row.description, row.battery, row.updated_at) == (
@@ -412,21 +705,20 @@ async def test_update_device(db_path: Path) -> None:
             LATER,
         )
         with pytest.raises(Conflict) as info:
-            await db.run(lambda c: storage.update_device(c, a.id, alias="Shop 2"))
+            await db.run(lambda r: r.devices.update(a.id, alias="Shop 2"))
         assert info.value.field == "alias"
         with pytest.raises(NotFound):
-            await db.run(lambda c: storage.update_device(c, 99, alias="x"))
+            await db.run(lambda r: r.devices.update(99, alias="x"))
         with pytest.raises(TypeError, match="created_at"):
-            await db.run(lambda c: storage.update_device(c, a.id, created_at=LATER))
-        assert await db.run(lambda c: storage.get_device(c, a.id)) == row
+            await db.run(lambda r: r.devices.update(a.id, created_at=LATER))
+        assert await db.run(lambda r: r.devices.get(a.id)) == row
 
 
 async def test_record_transition_updates_and_appends_history(db_path: Path) -> None:
     async with open_database(db_path) as db:
         a = await db.run(new_device)
         row = await db.run(
-            lambda c: storage.record_transition(
-                c,
+            lambda r: r.devices.record_transition(
                 a.id,
                 from_status=Status.PENDING,
                 to_status=Status.CONNECTING,
@@ -440,36 +732,35 @@ async def test_record_transition_updates_and_appends_history(db_path: Path) -> N
         assert (row.status, row.status_reason, row.updated_at) == ("connecting", "scanned", LATER)
         assert row.paired is True and row.jid == "123@s.whatsapp.net" and row.push_name == "Ann"
         assert row.created_at == NOW
-        hist = await db.run(lambda c: storage.history(c, a.id))
+        hist = await db.run(lambda r: r.history.of(a.id))
         assert hist[-1] == storage.HistoryRow("pending", "connecting", "scanned", LATER)
         assert len(hist) == 2
         # Unknown device: NotFound, and no orphan history row.
         with pytest.raises(NotFound):
             await db.run(
-                lambda c: storage.record_transition(
-                    c, 99, from_status="pending", to_status="connected", reason=None, at=LATER
+                lambda r: r.devices.record_transition(
+                    99, from_status="pending", to_status="connected", reason=None, at=LATER
                 )
             )
         # The schema refuses a status outside the six.
         with pytest.raises(sqlite3.IntegrityError):
             await db.run(
-                lambda c: storage.record_transition(
-                    c, a.id, from_status="connecting", to_status="bogus", reason=None, at=LATER
+                lambda r: r.devices.record_transition(
+                    a.id, from_status="connecting", to_status="bogus", reason=None, at=LATER
                 )
             )
-        assert len(await db.run(lambda c: storage.history(c, a.id))) == 2
+        assert len(await db.run(lambda r: r.history.of(a.id))) == 2
 
 
 async def test_list_and_count_devices(db_path: Path) -> None:
     async with open_database(db_path) as db:
 
-        def populate(conn: sqlite3.Connection) -> None:
+        def populate(r: Repositories) -> None:
             for n in range(1, 8):
                 user = "u1" if n <= 5 else "u2"
-                row = new_device(conn, n, user_id=user)
+                row = new_device(r, n, user_id=user)
                 if n % 2 == 0:
-                    storage.record_transition(
-                        conn,
+                    r.devices.record_transition(
                         row.id,
                         from_status="pending",
                         to_status="connected",
@@ -478,26 +769,26 @@ async def test_list_and_count_devices(db_path: Path) -> None:
                     )
 
         await db.run(populate)
-        rows, total = await db.run(lambda c: storage.list_devices(c, offset=0, limit=3))
+        rows, total = await db.run(lambda r: r.devices.page(offset=0, limit=3))
         assert [r.id for r in rows] == [1, 2, 3] and total == 7
         rows, total = await db.run(
-            lambda c: storage.list_devices(c, user_id="u1", status="connected", offset=1, limit=10)
+            lambda r: r.devices.page(user_id="u1", status="connected", offset=1, limit=10)
         )
         assert [r.id for r in rows] == [4] and total == 2
-        rows, total = await db.run(lambda c: storage.list_devices(c, user_id="nobody"))
+        rows, total = await db.run(lambda r: r.devices.page(user_id="nobody"))
         assert rows == [] and total == 0
-        assert await db.run(storage.count_by_status) == {"pending": 4, "connected": 3}
-        assert [r.id for r in await db.run(storage.all_devices)] == list(range(1, 8))
+        assert await db.run(lambda r: r.devices.count_by_status()) == {"pending": 4, "connected": 3}
+        assert [r.id for r in await db.run(lambda r: r.devices.all())] == list(range(1, 8))
 
 
 async def test_increment_stats(db_path: Path) -> None:
     async with open_database(db_path) as db:
         a = await db.run(new_device)
-        await db.run(lambda c: storage.increment_stats(c, a.id, sent=2, at=NOW))
-        row = await db.run(lambda c: storage.increment_stats(c, a.id, received=3, at=LATER))
+        await db.run(lambda r: r.devices.increment_stats(a.id, sent=2, at=NOW))
+        row = await db.run(lambda r: r.devices.increment_stats(a.id, received=3, at=LATER))
         assert (row.messages_sent, row.messages_received, row.last_activity) == (2, 3, LATER)
         with pytest.raises(NotFound):
-            await db.run(lambda c: storage.increment_stats(c, 99, sent=1, at=NOW))
+            await db.run(lambda r: r.devices.increment_stats(99, sent=1, at=NOW))
 
 
 async def test_delete_cascades(db_path: Path) -> None:
@@ -511,42 +802,34 @@ async def test_delete_cascades(db_path: Path) -> None:
         "webhook_attempts",
     ]
 
-    def populate(conn: sqlite3.Connection) -> int:
-        row = new_device(conn)
-        storage.put_settings(conn, row.id, "webhook", {"url": "https://example.com/h"})
-        storage.put_credentials(conn, row.id, b"creds")
-        storage.insert_message(
-            conn,
-            row.id,
-            message_id="m1",
-            chat="c",
-            direction="in",
-            text="hi",
-            status=None,
-            at=NOW,
+    def populate(r: Repositories) -> int:
+        row = new_device(r)
+        r.settings.put(
+            row.id, "webhook", {"url": "https://example.com/h", "events": ["device_connected"]}
         )
-        conn.execute(
-            "INSERT INTO webhook_outbox (id, device_id, event_type, payload, created_at,"
-            " next_attempt_at) VALUES ('msg_1', ?, 'device_connected', '{}', ?, 0)",
-            (row.id, NOW),
+        r.credentials.put(row.id, b"creds")
+        r.messages.insert(
+            row.id, message_id="m1", chat="c", direction="in", text="hi", status=None, at=NOW
         )
-        conn.execute(
-            "INSERT INTO webhook_attempts (outbox_id, at, status_code) VALUES ('msg_1', ?, 500)",
-            (NOW,),
+        envelope = {"type": "device_connected", "sessionId": row.session_id, "data": {}}
+        assert r.outbox.enqueue_events(row.id, [envelope], now=0) == 1
+        (due,) = r.outbox.claim_due(now=0, limit=1)
+        r.outbox.record_attempt(
+            due.id, at=NOW, status_code=500, error=None, duration_ms=1, status="pending"
         )
         return row.id
 
     async with open_database(db_path) as db:
         device_id = await db.run(populate)
-        other = await db.run(lambda c: new_device(c, 2).id)
-        counts = await db.run(lambda c: {t: count(c, t) for t in tables})
+        other = await db.run(lambda r: new_device(r, 2).id)
+        counts = {t: count(db_path, t) for t in tables}
         assert all(counts.values()), counts
-        assert await db.run(lambda c: storage.delete_device(c, device_id)) is True
-        assert await db.run(lambda c: storage.delete_device(c, device_id)) is False
-        left = await db.run(lambda c: {t: count(c, t) for t in tables})
+        assert await db.run(lambda r: r.devices.delete(device_id)) is True
+        assert await db.run(lambda r: r.devices.delete(device_id)) is False
+        left = {t: count(db_path, t) for t in tables}
         assert left == {t: 1 if t in ("devices", "state_history") else 0 for t in tables}
         # Ids are never reused after a delete.
-        assert await db.run(lambda c: new_device(c, 3).id) == other + 1
+        assert await db.run(lambda r: new_device(r, 3).id) == other + 1
 
 
 # -- settings, credentials, messages -----------------------------------------------------------
@@ -555,41 +838,42 @@ async def test_delete_cascades(db_path: Path) -> None:
 async def test_settings_roundtrip(db_path: Path) -> None:
     async with open_database(db_path) as db:
         a = await db.run(new_device)
-        assert await db.run(lambda c: storage.get_settings(c, a.id, "ai")) is None
+        assert await db.run(lambda r: r.settings.get(a.id, "ai")) is None
         value = {"enabled": True, "model": "m", "nested": {"x": [1, 2]}}
-        await db.run(lambda c: storage.put_settings(c, a.id, "ai", value))
-        await db.run(lambda c: storage.put_settings(c, a.id, "ai", {**value, "enabled": False}))
-        assert await db.run(lambda c: storage.get_settings(c, a.id, "ai")) == {
+        await db.run(lambda r: r.settings.put(a.id, "ai", value))
+        await db.run(lambda r: r.settings.put(a.id, "ai", {**value, "enabled": False}))
+        assert await db.run(lambda r: r.settings.get(a.id, "ai")) == {
             **value,
             "enabled": False,
         }
-        assert await db.run(lambda c: storage.get_settings(c, a.id, "webhook")) is None
+        assert await db.run(lambda r: r.settings.get(a.id, "webhook")) is None
+        assert await db.run(lambda r: r.settings.devices_with("ai")) == [a.id]
+        assert await db.run(lambda r: r.settings.devices_with("webhook")) == []
         with pytest.raises(NotFound):
-            await db.run(lambda c: storage.put_settings(c, 99, "ai", value))
-        assert await db.run(lambda c: storage.delete_settings(c, a.id, "ai")) is True
-        assert await db.run(lambda c: storage.get_settings(c, a.id, "ai")) is None
+            await db.run(lambda r: r.settings.put(99, "ai", value))
+        assert await db.run(lambda r: r.settings.delete(a.id, "ai")) is True
+        assert await db.run(lambda r: r.settings.get(a.id, "ai")) is None
 
 
 async def test_credentials_roundtrip(db_path: Path) -> None:
     async with open_database(db_path) as db:
         a = await db.run(new_device)
-        assert await db.run(lambda c: storage.get_credentials(c, a.id)) is None
-        await db.run(lambda c: storage.put_credentials(c, a.id, b"one"))
-        await db.run(lambda c: storage.put_credentials(c, a.id, b"two"))
-        assert await db.run(lambda c: storage.get_credentials(c, a.id)) == b"two"
-        assert await db.run(lambda c: storage.delete_credentials(c, a.id)) is True
-        assert await db.run(lambda c: storage.delete_credentials(c, a.id)) is False
+        assert await db.run(lambda r: r.credentials.get(a.id)) is None
+        await db.run(lambda r: r.credentials.put(a.id, b"one"))
+        await db.run(lambda r: r.credentials.put(a.id, b"two"))
+        assert await db.run(lambda r: r.credentials.get(a.id)) == b"two"
+        assert await db.run(lambda r: r.credentials.delete(a.id)) is True
+        assert await db.run(lambda r: r.credentials.delete(a.id)) is False
         with pytest.raises(NotFound):
-            await db.run(lambda c: storage.put_credentials(c, 99, b"x"))
+            await db.run(lambda r: r.credentials.put(99, b"x"))
 
 
 async def test_messages(db_path: Path) -> None:
     async with open_database(db_path) as db:
         a = await db.run(new_device)
 
-        def add(conn: sqlite3.Connection, n: int, chat: str = "chat1") -> storage.MessageRow:
-            return storage.insert_message(
-                conn,
+        def add(r: Repositories, n: int, chat: str = "chat1") -> storage.MessageRow:
+            return r.messages.insert(
                 a.id,
                 message_id=f"m{n}",
                 chat=chat,
@@ -600,28 +884,28 @@ async def test_messages(db_path: Path) -> None:
                 sender="s",
             )
 
-        first = await db.run(lambda c: add(c, 1))
+        first = await db.run(lambda r: add(r, 1))
         for n in range(2, 7):
             await db.run(functools.partial(add, n=n))
-        await db.run(lambda c: add(c, 7, chat="chat2"))
-        assert await db.run(lambda c: storage.get_message(c, a.id, "m1")) == first
+        await db.run(lambda r: add(r, 7, chat="chat2"))
+        assert await db.run(lambda r: r.messages.get(a.id, "m1")) == first
         with pytest.raises(Conflict) as info:
-            await db.run(lambda c: add(c, 1))
+            await db.run(lambda r: add(r, 1))
         assert info.value.field == "message_id"
 
-        recent = await db.run(lambda c: storage.recent_messages(c, a.id, "chat1", 3))
+        recent = await db.run(lambda r: r.messages.recent(a.id, "chat1", 3))
         assert [m.message_id for m in recent] == ["m4", "m5", "m6"]  # the last 3, oldest first
 
         def status(s: str) -> Any:
-            return db.run(lambda c: storage.update_message_status(c, a.id, "m1", s))
+            return db.run(lambda r: r.messages.update_status(a.id, "m1", s))
 
         assert (await status("read")).status == "read"
         assert (await status("delivered")).status == "read"  # a late receipt never goes back
-        assert await db.run(lambda c: storage.update_message_status(c, a.id, "zz", "read")) is None
+        assert await db.run(lambda r: r.messages.update_status(a.id, "zz", "read")) is None
         with pytest.raises(NotFound):
             await db.run(
-                lambda c: storage.insert_message(
-                    c, 99, message_id="x", chat="c", direction="in", text=None, status=None, at=NOW
+                lambda r: r.messages.insert(
+                    99, message_id="x", chat="c", direction="in", text=None, status=None, at=NOW
                 )
             )
 
@@ -643,6 +927,6 @@ async def test_virtual_time_stands_still_while_the_thread_works(
 async def test_new_database_is_private_to_its_owner(tmp_path: Path) -> None:
     path = tmp_path / "data" / "wasup.db"
     async with open_database(path) as db:
-        await db.run(lambda c: c.execute("SELECT 1").fetchall())
+        await db.run(lambda r: r.devices.all())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

@@ -16,7 +16,6 @@ import pytest
 import trio
 from standardwebhooks.webhooks import Webhook
 
-import storage.outbox as outbox
 from common import clock
 from storage.db import open_database
 from supervisor.config import Config
@@ -60,13 +59,13 @@ async def wait_for(predicate: Any, step: float = 1.0) -> None:
 
 
 async def delivery(db: Any, device_id: int, outbox_id: str) -> dict[str, Any]:
-    item = await db.run(lambda c: outbox.get_delivery(c, device_id, outbox_id))
+    item = await db.run(lambda r: r.outbox.get_delivery(device_id, outbox_id))
     assert item is not None
     return item
 
 
 async def only_id(db: Any, device_id: int) -> str:
-    items, total = await db.run(lambda c: outbox.list_deliveries(c, device_id))
+    items, total = await db.run(lambda r: r.outbox.list_deliveries(device_id))
     assert total == 1
     return str(items[0]["id"])
 
@@ -244,9 +243,9 @@ async def test_gone_disables_endpoint_with_event(tmp_path: Path, autojump_clock:
             dispatcher.notify()
             await wait_for(_attempts_at_least(dispatcher, 2))
             await trio.sleep(1)
-        items, _ = await db.run(lambda c: outbox.list_deliveries(c, device_id))
+        items, _ = await db.run(lambda r: r.outbox.list_deliveries(device_id))
         assert sorted(i["status"] for i in items) == ["disabled", "disabled"]
-        settings = await db.run(lambda c: outbox.get_webhook_settings(c, device_id))
+        settings = await db.run(lambda r: r.outbox.get_webhook_settings(device_id))
         assert settings["enabled"] is False
         assert "410" in settings["disabledReason"]
         assert [e.type for e in bus.events] == ["webhook_disabled"]
@@ -270,13 +269,13 @@ async def test_endpoint_failing_for_five_days_is_disabled(
                 await enqueue(db, device_id, envelope(session_id))
                 dispatcher.notify()
                 await trio.sleep(24 * 3600)
-        settings = await db.run(lambda c: outbox.get_webhook_settings(c, device_id))
+        settings = await db.run(lambda r: r.outbox.get_webhook_settings(device_id))
         assert settings["enabled"] is False
         assert "5 days" in settings["disabledReason"]
         assert [e.type for e in bus.events] == ["webhook_disabled"]
         disabled_at = clock.parse_iso(settings["disabledAt"])
         assert disabled_at - settings["failingSince"] >= 5 * 24 * 3600 - 0.01
-        items, _ = await db.run(lambda c: outbox.list_deliveries(c, device_id))
+        items, _ = await db.run(lambda r: r.outbox.list_deliveries(device_id))
         assert "pending" not in {i["status"] for i in items}
         nursery.cancel_scope.cancel()
 
@@ -291,11 +290,11 @@ async def test_success_resets_failure_clock(tmp_path: Path, autojump_clock: Any)
             dispatcher.notify()
             await receiver.wait_requests(1)
             await trio.sleep(1)
-            settings = await db.run(lambda c: outbox.get_webhook_settings(c, device_id))
+            settings = await db.run(lambda r: r.outbox.get_webhook_settings(device_id))
             assert settings["failingSince"] is not None
             await receiver.wait_requests(2)
             await trio.sleep(1)
-        settings = await db.run(lambda c: outbox.get_webhook_settings(c, device_id))
+        settings = await db.run(lambda r: r.outbox.get_webhook_settings(device_id))
         assert settings["failingSince"] is None and settings["enabled"] is True
         nursery.cancel_scope.cancel()
 
@@ -314,12 +313,12 @@ async def test_bounded_concurrency_and_all_arrive_after_recovery(
             dispatcher.notify()
             outbox_ids = {
                 i["id"]
-                for i in (await db.run(lambda c: outbox.list_deliveries(c, device_id)))[0]
+                for i in (await db.run(lambda r: r.outbox.list_deliveries(device_id)))[0]
             }
 
             async def all_delivered() -> bool:
                 _, n = await db.run(
-                    lambda c: outbox.list_deliveries(c, device_id, status="delivered")
+                    lambda r: r.outbox.list_deliveries(device_id, status="delivered")
                 )
                 return bool(n == 25)
 
@@ -349,13 +348,13 @@ async def test_restart_resumes_in_flight_and_pending(tmp_path: Path, autojump_cl
                 await receiver.wait_requests(3)
             # cancelled while all three were waiting for an answer
         async with open_database(path) as db:
-            items, _ = await db.run(lambda c: outbox.list_deliveries(c, device_id))
+            items, _ = await db.run(lambda r: r.outbox.list_deliveries(device_id))
             assert {i["status"] for i in items} == {"pending"}
             async with running(db) as dispatcher:
 
                 async def done() -> bool:
                     _, n = await db.run(
-                        lambda c: outbox.list_deliveries(c, device_id, status="delivered")
+                        lambda r: r.outbox.list_deliveries(device_id, status="delivered")
                     )
                     return bool(n == 3)
 
@@ -375,9 +374,7 @@ async def test_removed_settings_and_deleted_device(tmp_path: Path, autojump_cloc
             dispatcher.notify()
             await receiver.wait_requests(1)
             # The device is deleted while its delivery is in flight: no crash, row gone.
-            from storage import devices
-
-            await db.run(lambda c: devices.delete_device(c, device_id))
+            await db.run(lambda r: r.devices.delete(device_id))
             await trio.sleep(30)
             assert dispatcher.statistics().in_flight == 0
         nursery.cancel_scope.cancel()
@@ -407,7 +404,7 @@ async def test_enqueue_filters_by_settings(tmp_path: Path) -> None:
                 return envelope(session_id, self.type)
 
         assert await db.run(
-            lambda c: outbox.enqueue_events(c, device_id, [Lazy("qr_code"), Lazy("message_sent")])
+            lambda r: r.outbox.enqueue_events(device_id, [Lazy("qr_code"), Lazy("message_sent")])
         ) == 1
         assert Lazy.calls == 1
         await configure(db, device_id, "https://hooks.example/x", enabled=False)

@@ -24,9 +24,8 @@ import h11
 import trio
 from standardwebhooks.webhooks import Webhook
 
-import storage.outbox as outbox
 from common import clock
-from storage import devices
+from storage import Repositories
 from supervisor.webhooks import settings as webhook_settings
 
 
@@ -151,9 +150,8 @@ async def add_device(db: Any, alias: str = "shop") -> tuple[int, str]:
     """Insert a device straight into storage; return (id, session_id)."""
     session_id = f"user_u1_device_{alias}"
 
-    def insert(conn: Any) -> int:
-        row = devices.insert_device(
-            conn,
+    def insert(r: Repositories) -> int:
+        row = r.devices.insert(
             user_id="u1",
             alias=alias,
             session_id=session_id,
@@ -173,11 +171,11 @@ async def configure(
     db: Any, device_id: int, url: str, **body: Any
 ) -> tuple[dict[str, Any], str | None]:
     """Store webhook settings as the API would (no SSRF check); return (stored, new secret)."""
-    existing = await db.run(lambda c: outbox.get_webhook_settings(c, device_id))
+    existing = await db.run(lambda r: r.outbox.get_webhook_settings(device_id))
     stored, generated = webhook_settings.normalize(
         {"url": url, **body}, existing, now=clock.now_epoch()
     )
-    await db.run(lambda c: outbox.put_webhook_settings(c, device_id, stored))
+    await db.run(lambda r: r.outbox.put_webhook_settings(device_id, stored))
     return stored, generated
 
 
@@ -191,7 +189,7 @@ def envelope(session_id: str, type_: str = "message_received", **data: Any) -> d
 
 
 async def enqueue(db: Any, device_id: int, *events: dict[str, Any]) -> int:
-    return int(await db.run(lambda c: outbox.enqueue_events(c, device_id, list(events))))
+    return int(await db.run(lambda r: r.outbox.enqueue_events(device_id, list(events))))
 
 
 def signed_by(secret: str | bytes, request: Received) -> bool:

@@ -35,6 +35,7 @@ The translation of whatsmeow's events is in :mod:`supervisor.engines.whatsmeow_t
 
 from __future__ import annotations
 
+import enum
 import logging
 from pathlib import Path
 from typing import Any
@@ -76,17 +77,52 @@ class EngineStatistics:
     parked_threads: int
 
 
+class LinkState(enum.Enum):
+    """How far one Go client got. It only moves forward; how it ended is apart from it
+    (:attr:`_Link.failure`, :attr:`_Link.exit_error`), so a failed link still says whether it
+    had paired."""
+
+    STARTING = "starting"  # Go is starting; a pairing link has shown no QR code yet
+    SHOWING_QR = "showing_qr"  # pairing: a QR code was reported, the phone may scan
+    PAIRED = "paired"  # the phone scanned; the pairing connection carries on to connected
+    CONNECTED = "connected"  # WhatsApp accepted the login
+
+
+@attrs.frozen
+class GoQr:
+    code: str
+
+
+@attrs.frozen
+class GoStatus:
+    status: str
+
+
+@attrs.frozen
+class GoEvent:
+    code: int
+    data: bytes
+
+
+@attrs.frozen
+class GoExit:
+    error: str
+
+
+#: What a Go callback hands over to Trio.
+GoCallback = GoQr | GoStatus | GoEvent | GoExit
+
+
 @attrs.define(eq=False)
 class _Link:
     """What the Trio side knows about one Go client (one connection attempt)."""
 
     client: wc.GoClient
     pairing: bool
+    state: LinkState = LinkState.STARTING
     codes: list[str] = attrs.field(factory=list)
     shown: int = 0  # codes[:shown] have been reported
     want_qr: bool = False
-    paired: bool = False
-    connected: bool = False
     me: Device | None = None
     exit_error: str | None = None  # set once Neonize() returned ("" = cleanly)
     failure: EngineError | None = None  # a final or connection-ending event arrived
@@ -96,6 +132,16 @@ class _Link:
     def poke(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
+
+    @property
+    def paired(self) -> bool:
+        """The phone scanned (or the link logged in with stored credentials)."""
+        return self.state in (LinkState.PAIRED, LinkState.CONNECTED)
+
+    @property
+    def live(self) -> bool:
+        """Neither failed nor returned from Go."""
+        return self.exit_error is None and self.failure is None
 
 
 @attrs.define(eq=False)
@@ -125,7 +171,7 @@ class WhatsmeowSession:
         await self._thread(lambda: wc.reset_store(store))
         await self._preflight()
         link = await self._start(pairing=True)
-        await self._wait(link, lambda: link.shown > 0, starter=True)
+        await self._wait(link, lambda: link.state is not LinkState.STARTING, starter=True)
 
     async def next_qr(self) -> None:
         """Report the next of whatsmeow's QR codes: at once if it arrived, else when it does."""
@@ -148,7 +194,9 @@ class WhatsmeowSession:
         except InvalidJid:
             raise EngineError("invalid_phone_number", message="phone number must have 7 to 15 digits") from None
         link = self._link
-        if link is None or not link.pairing or link.shown == 0 or link.paired or link.exit_error is not None:
+        if link is None or not link.pairing or link.state is not LinkState.SHOWING_QR or (
+            link.exit_error is not None
+        ):
             raise EngineError("pairing_not_ready", message="the device is not ready to pair yet")
         try:
             code = await self._thread(lambda: link.client.pair_phone(digits), abandon=True)
@@ -165,10 +213,8 @@ class WhatsmeowSession:
         ``connect_failed: ...`` (recoverable), or the reason of a final event (logged out...).
         """
         link = self._link
-        if link is not None and link.exit_error is None and link.failure is None and (
-            link.paired or link.connected
-        ):
-            await self._wait(link, lambda: link.connected)
+        if link is not None and link.live and link.paired:
+            await self._wait(link, lambda: link.state is LinkState.CONNECTED)
             return
         await self.stop()
         store = self.store
@@ -177,7 +223,7 @@ class WhatsmeowSession:
                               message="no stored whatsapp credentials for this device")
         await self._preflight()
         link = await self._start(pairing=False)
-        await self._wait(link, lambda: link.connected, starter=True)
+        await self._wait(link, lambda: link.state is LinkState.CONNECTED, starter=True)
 
     async def send_message(self, to_jid: str, text: str) -> str:
         """Send a text message to a phone number or JID; returns WhatsApp's message id.
@@ -186,7 +232,7 @@ class WhatsmeowSession:
         Cancelling the caller does not unsend: the worker thread finishes the send.
         """
         link = self._link
-        if link is None or not link.connected or link.exit_error is not None or link.failure:
+        if link is None or link.state is not LinkState.CONNECTED or not link.live:
             raise EngineError("not_connected", message="the device is not connected")
         try:
             jid = wc.neonize_jid(Jid.parse(to_jid))
@@ -205,7 +251,7 @@ class WhatsmeowSession:
         """
         link, self._link = self._link, None
         error: str | None = None
-        if link is not None and link.connected and link.exit_error is None and not link.failure:
+        if link is not None and link.state is LinkState.CONNECTED and link.live:
             try:
                 await self._thread(link.client.logout)
             except Exception as exc:
@@ -238,17 +284,14 @@ class WhatsmeowSession:
             self._token = trio.lowlevel.current_trio_token()
         holder: list[_Link] = []
 
-        def post(kind: str, *payload: Any) -> None:
-            self._post(holder, kind, payload)
-
         client = wc.GoClient(
             self.device_id,
             self.store,
             pairing,
-            on_qr=lambda code: post("qr", code),
-            on_status=lambda status: post("status", status),
-            on_event=lambda code, data: post("event", code, data),
-            on_exit=lambda error: post("exit", error),
+            on_qr=lambda code: self._post(holder, GoQr(code)),
+            on_status=lambda status: self._post(holder, GoStatus(status)),
+            on_event=lambda code, data: self._post(holder, GoEvent(code, data)),
+            on_exit=lambda error: self._post(holder, GoExit(error)),
         )
         # waiting=1: the caller waits on this link (see _wait(starter=True)), so a failure that
         # arrives before it does is raised to it rather than reported as an event too.
@@ -312,60 +355,58 @@ class WhatsmeowSession:
 
     # -- from Go threads to Trio -------------------------------------------------------------
 
-    def _post(self, holder: list[_Link], kind: str, payload: tuple[Any, ...]) -> None:
+    def _post(self, holder: list[_Link], what: GoCallback) -> None:
         """Runs on a Go thread: hand over and return; never raises, never blocks."""
         token = self._token
         if token is None or not holder:
             return
         try:
-            token.run_sync_soon(self._deliver, holder[0], kind, payload)
+            token.run_sync_soon(self._deliver, holder[0], what)
         except Exception:  # trio.RunFinishedError: the process is shutting down
             pass
 
-    def _deliver(self, link: _Link, kind: str, payload: tuple[Any, ...]) -> None:
+    def _deliver(self, link: _Link, what: GoCallback) -> None:
         """Runs on the Trio thread (a ``run_sync_soon`` callback): must never raise."""
         try:
-            self._handle(link, kind, payload)
+            self._handle(link, what)
         except Exception:
-            log.exception("device %s: whatsmeow event %s not handled", self.session_id, kind)
+            log.exception("device %s: whatsmeow callback %r not handled", self.session_id, what)
 
-    def _handle(self, link: _Link, kind: str, payload: tuple[Any, ...]) -> None:
+    def _handle(self, link: _Link, what: GoCallback) -> None:
         current = self._link is link
-        if kind == "exit":
-            (error,) = payload
-            link.exit_error = error
-            link.poke()
-            if current and not link.waiting and not link.client.stopped:
-                # The connection ended on its own while nobody waited for it. The link stays
-                # until stop() (which the actor calls on Disconnected) releases it at Go.
-                self._emit(link, Disconnected(connect_error_reason(error or "connection closed")))
-            return
-        if not current:
-            return  # from a client that was stopped since
-        if kind == "qr":
-            (code,) = payload
-            link.codes.append(code)
-            if link.shown == 0 or link.want_qr:
-                self._show_latest(link)
-            return
-        if kind == "status":
-            (status,) = payload
-            log.debug("device %s: pairing status %s", self.session_id, status)
-            self._emit_all(link, translate_pairing_status(status))
-            return
-        code, data = payload
-        cls = INT_TO_EVENT.get(code)
-        if cls is None:
-            return
-        message = cls.FromString(data)
-        if code == 0:
-            link.me = message
-            return
-        self._emit_all(link, translate(message, now=now_epoch(), me=link.me))
+        match what:
+            case GoExit(error=error):
+                link.exit_error = error
+                link.poke()
+                if current and not link.waiting and not link.client.stopped:
+                    # The connection ended on its own while nobody waited for it. The link
+                    # stays until stop() (which the actor calls on Disconnected) releases it.
+                    reason = connect_error_reason(error or "connection closed")
+                    self._emit(link, Disconnected(reason))
+            case _ if not current:
+                pass  # from a client that was stopped since
+            case GoQr(code=code):
+                link.codes.append(code)
+                if link.shown == 0 or link.want_qr:
+                    self._show_latest(link)
+            case GoStatus(status=status):
+                log.debug("device %s: pairing status %s", self.session_id, status)
+                self._emit_all(link, translate_pairing_status(status))
+            case GoEvent(code=code, data=data):
+                cls = INT_TO_EVENT.get(code)
+                if cls is None:
+                    return
+                message = cls.FromString(data)
+                if code == 0:
+                    link.me = message
+                    return
+                self._emit_all(link, translate(message, now=now_epoch(), me=link.me))
 
     def _show_latest(self, link: _Link) -> None:
         link.shown = len(link.codes)
         link.want_qr = False
+        if link.state is LinkState.STARTING:
+            link.state = LinkState.SHOWING_QR
         link.poke()
         self.sink(QrCode(link.codes[-1]))
 
@@ -376,9 +417,9 @@ class WhatsmeowSession:
     def _emit(self, link: _Link, event: EngineEvent) -> None:
         match event:
             case Paired():
-                link.paired = True
+                link.state = LinkState.PAIRED
             case Connected():
-                link.connected = True
+                link.state = LinkState.CONNECTED
             case Disconnected(reason=reason, recoverable=recoverable):
                 link.failure = EngineError(reason, recoverable)
             case LoggedOut(reason=reason):

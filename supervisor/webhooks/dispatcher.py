@@ -48,6 +48,7 @@ import trio
 import storage.outbox as outbox
 from common import clock
 from common.ids import new_message_id
+from storage.interface import Repositories
 from supervisor.config import Config
 from supervisor.webhooks import signing, ssrf
 
@@ -344,18 +345,24 @@ class WebhookDispatcher:
                     await self._wake.wait()
 
     def _scan(
-        self, conn: Any, *, now: float, free: int, in_flight: set[str], busy: dict[int, int]
+        self,
+        repos: Repositories,
+        *,
+        now: float,
+        free: int,
+        in_flight: set[str],
+        busy: dict[int, int],
     ) -> tuple[list[outbox.Due], float | None]:
-        due = outbox.claim_due(
-            conn, now=now, limit=free, exclude=in_flight, busy=busy, per_device=self.per_device
+        due = repos.outbox.claim_due(
+            now=now, limit=free, exclude=in_flight, busy=busy, per_device=self.per_device
         )
         taken = dict(busy)
         for row in due:
             taken[row.device_id] = taken.get(row.device_id, 0) + 1
         assert self.per_device is not None
         full = [d for d, n in taken.items() if n >= self.per_device]
-        upcoming = outbox.next_due(
-            conn, exclude=in_flight | {d.id for d in due}, exclude_devices=full
+        upcoming = repos.outbox.next_due(
+            exclude=in_flight | {d.id for d in due}, exclude_devices=full
         )
         return due, upcoming
 
@@ -408,9 +415,8 @@ class WebhookDispatcher:
             status = "failed" if delay is None else "pending"
         next_at = None if delay is None else now + delay
 
-        def write(conn: Any) -> str | None:
-            if not outbox.record_attempt(
-                conn,
+        def write(repos: Repositories) -> str | None:
+            if not repos.outbox.record_attempt(
                 row.id,
                 at=at,
                 status_code=result.status_code,
@@ -423,11 +429,11 @@ class WebhookDispatcher:
             if verdict == "gone":
                 reason = "endpoint answered 410 gone"
             else:
-                since = outbox.note_endpoint_result(conn, row.device_id, ok=result.ok, now=now)
+                since = repos.outbox.note_endpoint_result(row.device_id, ok=result.ok, now=now)
                 if since is None or now - since < DISABLE_AFTER:
                     return None
                 reason = "endpoint failing for 5 days"
-            if outbox.disable_endpoint(conn, row.device_id, reason=reason, at=clock.iso(now)):
+            if repos.outbox.disable_endpoint(row.device_id, reason=reason, at=clock.iso(now)):
                 return reason
             return None
 

@@ -1,0 +1,425 @@
+"""The storage interface: the repositories the core reads and writes through, as typed protocols.
+
+Synopsis::
+
+    row = await store.run(lambda repos: repos.devices.record_transition(
+        device_id, from_status="connecting", to_status="connected",
+        reason="engine_connected", at=now, paired=True, last_connection=now))
+
+``Store.run(job)`` runs ``job(repos)`` inside one transaction of the backend and returns its
+result after the commit. ``repos`` is a :class:`Repositories`: every repository in it is bound to
+that transaction, so several writes in one job (a state change, its history row and the outbox
+rows of its events) are stored together or not at all. A job must not keep ``repos`` beyond its
+own call, and it runs off the Trio thread: it must not touch Trio.
+
+The repositories are the only layer that speaks SQL; nothing above ``storage`` sees a connection,
+a cursor or a statement. The SQLite backend (:mod:`storage.db` with :mod:`storage.repositories`)
+implements these protocols; another backend implements the same ones, and the core does not
+change.
+
+Errors every repository may raise (``storage.errors``): ``Conflict`` for a unique value already
+taken, ``NotFound`` for a missing device; a backend's own errors propagate as they are and roll
+the job back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+from storage.models import DatabaseStatistics, DeviceRow, Due, HistoryRow, MessageRow
+
+T = TypeVar("T")
+
+#: A value a device column holds: text, a number, a flag or nothing.
+ColumnValue = str | int | float | bool | None
+
+#: A JSON object as stored (settings documents, delivery views). Its shape belongs to the caller;
+#: storage keeps it as text and gives it back parsed.
+JsonObject = dict[str, Any]
+
+
+class OutboundEvent(Protocol):
+    """An event the webhook outbox may store: its ``type``, and its envelope on demand.
+
+    ``to_json()`` returns ``{"type", "sessionId", "data", "timestamp"}``; it is called only for
+    the events a device's webhook wants (it may render a QR image).
+    """
+
+    @property
+    def type(self) -> str: ...
+
+    def to_json(self) -> Mapping[str, object]: ...
+
+
+class DeviceRepository(Protocol):
+    """Devices (``DeviceRow``) with their status; each status change logs a history row."""
+
+    def insert(
+        self,
+        *,
+        user_id: str,
+        alias: str,
+        session_id: str,
+        business_type: str | None,
+        phone_number: str | None,
+        description: str | None,
+        api_key_hash: str,
+        status: str,
+        now: str,
+    ) -> DeviceRow:
+        """Store a new device and its first history row (``None -> status``, ``"created"``).
+
+        Raises: ``Conflict`` (``field`` ``"session_id"``, ``"alias"`` or ``"api_key_hash"``).
+        """
+        ...
+
+    def get(self, ref: str | int) -> DeviceRow | None:
+        """The device with numeric id ``ref``, or session id ``ref`` (then an id of ASCII digits).
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def get_by_key_hash(self, key_hash: str) -> DeviceRow | None:
+        """The device whose ``api_key_hash`` equals ``key_hash``.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def all(self) -> list[DeviceRow]:
+        """Every device, ordered by id.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def page(
+        self,
+        *,
+        user_id: str | None = None,
+        status: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[DeviceRow], int]:
+        """One page of devices by id, filtered by owner and/or status, and the matching total.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def count_by_status(self) -> dict[str, int]:
+        """Number of devices per status; statuses with no device are absent.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def update(self, device_id: int, **fields: ColumnValue) -> DeviceRow:
+        """Set the given columns (any ``DeviceRow`` field but ``id``, ``created_at``).
+
+        Raises: ``NotFound``; ``Conflict`` for a taken alias, session id or key hash;
+        ``TypeError`` for an unknown field.
+        """
+        ...
+
+    def record_transition(
+        self,
+        device_id: int,
+        *,
+        from_status: str | None,
+        to_status: str,
+        reason: str | None,
+        at: str,
+        **extra_fields: ColumnValue,
+    ) -> DeviceRow:
+        """Set ``status``, ``status_reason``, ``updated_at`` and ``extra_fields``; log the change.
+
+        Raises: ``NotFound`` (nothing written); ``TypeError`` for an unknown field.
+        """
+        ...
+
+    def increment_stats(
+        self, device_id: int, *, sent: int = 0, received: int = 0, at: str
+    ) -> DeviceRow:
+        """Add to the message counters and set ``last_activity = at``.
+
+        Raises: ``NotFound``.
+        """
+        ...
+
+    def delete(self, device_id: int) -> bool:
+        """Remove the device and everything that belongs to it; False if there was none.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+
+class HistoryRepository(Protocol):
+    """The status changes of each device, in order."""
+
+    def of(self, device_id: int) -> list[HistoryRow]:
+        """The device's status changes, oldest first (empty for an unknown device).
+
+        Raises: nothing of its own.
+        """
+        ...
+
+
+class MessageRepository(Protocol):
+    """Messages a device sent or received."""
+
+    def insert(
+        self,
+        device_id: int,
+        *,
+        message_id: str,
+        chat: str,
+        direction: str,
+        text: str | None,
+        status: str | None,
+        at: str,
+        sender: str | None = None,
+    ) -> MessageRow:
+        """Store one message (``direction`` ``"in"`` or ``"out"``) and return it.
+
+        Raises: ``Conflict`` (``field="message_id"``) for a redelivery; ``NotFound``.
+        """
+        ...
+
+    def get(self, device_id: int, message_id: str) -> MessageRow | None:
+        """The device's message with this id, or None.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def update_status(self, device_id: int, message_id: str, status: str) -> MessageRow | None:
+        """Record a receipt, never moving a message back along the receipt order.
+
+        Raises: nothing of its own (None for an unknown message).
+        """
+        ...
+
+    def recent(self, device_id: int, chat: str, limit: int = 20) -> list[MessageRow]:
+        """The last ``limit`` messages of one chat, oldest first.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+
+class SettingsRepository(Protocol):
+    """Per-device settings documents, one per ``kind`` (``"ai"``, ``"webhook"``)."""
+
+    def get(self, device_id: int, kind: str) -> JsonObject | None:
+        """The stored document of this kind, or None.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def put(self, device_id: int, kind: str, value: JsonObject) -> None:
+        """Replace the document of this kind (insert or overwrite).
+
+        Raises: ``NotFound``; ``TypeError`` / ``ValueError`` if ``value`` is not JSON.
+        """
+        ...
+
+    def delete(self, device_id: int, kind: str) -> bool:
+        """Remove the document of this kind; False if there was none.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def devices_with(self, kind: str) -> list[int]:
+        """The ids of the devices that have a document of this kind.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+
+class CredentialRepository(Protocol):
+    """Each device's engine credentials: an opaque blob."""
+
+    def get(self, device_id: int) -> bytes | None:
+        """The device's credentials, or None.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def put(self, device_id: int, data: bytes) -> None:
+        """Store (or replace) the device's credentials.
+
+        Raises: ``NotFound``.
+        """
+        ...
+
+    def delete(self, device_id: int) -> bool:
+        """Wipe the device's credentials; False if there were none.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def all(self) -> dict[int, bytes]:
+        """Every device's credentials, by device id.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+
+class OutboxRepository(Protocol):
+    """The webhook outbox: one row per event to deliver, one attempt row per try."""
+
+    def get_webhook_settings(self, device_id: int) -> JsonObject | None:
+        """The device's webhook settings document, or None.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def put_webhook_settings(self, device_id: int, value: JsonObject) -> None:
+        """Store the device's webhook settings document.
+
+        Raises: ``NotFound``.
+        """
+        ...
+
+    def enqueue_events(
+        self,
+        device_id: int,
+        events: Sequence[Mapping[str, object] | OutboundEvent],
+        *,
+        now: float | None = None,
+    ) -> int:
+        """Store the events the device's webhook wants; how many rows were written.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def claim_due(
+        self,
+        *,
+        now: float,
+        limit: int,
+        exclude: Iterable[str] = (),
+        busy: Mapping[int, int] | None = None,
+        per_device: int | None = None,
+    ) -> list[Due]:
+        """Up to ``limit`` pending rows due at ``now``, with their URL and active secrets.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def next_due(
+        self, exclude: Iterable[str] = (), exclude_devices: Iterable[int] = ()
+    ) -> float | None:
+        """When the earliest pending row is due (epoch), or None.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def record_attempt(
+        self,
+        outbox_id: str,
+        *,
+        at: str,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: float,
+        status: str,
+        next_attempt_at: float | None = None,
+    ) -> bool:
+        """Append an attempt and move the row to ``status``; False if the row is gone.
+
+        Raises: ``ValueError`` for an unknown status.
+        """
+        ...
+
+    def note_endpoint_result(self, device_id: int, *, ok: bool, now: float) -> float | None:
+        """Track since when the device's endpoint fails; ``failingSince`` or None.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def disable_endpoint(self, device_id: int, *, reason: str, at: str) -> bool:
+        """Disable the device's webhook and its pending rows; True if this call did.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def list_deliveries(
+        self, device_id: int, *, status: str | None = None, offset: int = 0, limit: int = 50
+    ) -> tuple[list[JsonObject], int]:
+        """The device's deliveries, newest first, with their attempts; and the total.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def get_delivery(self, device_id: int, outbox_id: str) -> JsonObject | None:
+        """One delivery of the device with its attempts, or None.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def redeliver(self, device_id: int, outbox_id: str, *, now: float) -> JsonObject | None:
+        """Put a delivery back to ``pending``, due at ``now``; None if there is none.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+
+class Repositories(Protocol):
+    """Every repository, bound to one transaction (what a :meth:`Store.run` job receives)."""
+
+    @property
+    def devices(self) -> DeviceRepository: ...
+
+    @property
+    def history(self) -> HistoryRepository: ...
+
+    @property
+    def messages(self) -> MessageRepository: ...
+
+    @property
+    def settings(self) -> SettingsRepository: ...
+
+    @property
+    def credentials(self) -> CredentialRepository: ...
+
+    @property
+    def outbox(self) -> OutboxRepository: ...
+
+
+class Store(Protocol):
+    """A database the core runs jobs against (``storage.db.Database`` for SQLite)."""
+
+    async def run(self, job: Callable[[Repositories], T]) -> T:
+        """Run ``job(repos)`` in one transaction; return its result after the commit.
+
+        Raises: what ``job`` raised (its work rolled back); ``TransactionFailed``;
+        ``DatabaseClosed``.
+        """
+        ...
+
+    def statistics(self) -> DatabaseStatistics:
+        """Counters of the database's work so far; cheap, safe to call from Trio at any time.
+
+        Raises: nothing.
+        """
+        ...
