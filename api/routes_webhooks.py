@@ -11,6 +11,11 @@
   fresh retry schedule, same ``webhook-id`` (202).
 - ``POST /devices/{deviceId}/settings/webhook/test``: one signed ``webhook_test`` event sent
   now; the answer says what the endpoint did.
+
+Webhook settings are :class:`~supervisor.webhooks.settings.WebhookSettings` records; this module
+is where they become JSON (:func:`public_view`: never a stored secret). Delivery ids are the
+``msg_`` ids of :func:`common.ids.new_message_id`: anything else in the path is no such delivery
+(404), whatever its characters.
 """
 
 from __future__ import annotations
@@ -29,12 +34,15 @@ from common import clock
 from supervisor.errors import DeviceConflict, InvalidRequest
 from supervisor.webhooks import settings as webhook_settings
 from supervisor.webhooks import ssrf
-from supervisor.webhooks.dispatcher import send_test_event
+from supervisor.webhooks.dispatcher import TestDelivery, send_test_event
+from supervisor.webhooks.settings import WEBHOOK_KIND, WebhookSettings
 
 bp = Blueprint("webhooks", __name__)
 
 _LIMIT_MAX = 100
 _LIMIT_DEFAULT = 50
+#: What a delivery id looks like: ``msg_`` and URL-safe base64 (see common.ids).
+_DELIVERY_ID = re.compile(r"msg_[A-Za-z0-9_-]{1,64}")
 
 
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
@@ -50,11 +58,48 @@ def _allow_networks() -> tuple[ssrf.IPNetwork, ...]:
     return current_state().sup.config.allow_networks
 
 
-async def _settings_of(device_id: int) -> dict[str, Any] | None:
-    result: dict[str, Any] | None = await current_state().sup.get_settings(
-        str(device_id), "webhook"
-    )
-    return result
+async def _settings_of(device_id: int) -> WebhookSettings | None:
+    stored = await current_state().sup.get_settings(str(device_id), WEBHOOK_KIND)
+    return None if stored is None else WebhookSettings.from_stored(stored)
+
+
+def _delivery_id(raw: str) -> str:
+    """The delivery id of a path, or 404: only ``msg_`` ids name a delivery."""
+    if not _DELIVERY_ID.fullmatch(raw):
+        raise ApiError(404, "NOT_FOUND", "no such delivery")
+    return raw
+
+
+def public_view(
+    settings: WebhookSettings, new_secret: str | None = None, *, now: float | None = None
+) -> dict[str, Any]:
+    """What the API shows: never a stored secret; ``secret`` only right after generating it.
+    ``activeSecrets`` counts the secrets signing at ``now`` (default: the current time)."""
+    active = settings.active_secrets(clock.now_epoch() if now is None else now)
+    view: dict[str, Any] = {
+        "url": settings.url,
+        "events": list(settings.events),
+        "enabled": settings.enabled,
+        "secretSet": bool(active),
+        "activeSecrets": len(active),
+        "disabledReason": settings.disabled_reason,
+        "disabledAt": settings.disabled_at,
+    }
+    if new_secret is not None:
+        view["secret"] = new_secret
+    return view
+
+
+def delivery_test_view(test: TestDelivery) -> dict[str, Any]:
+    """The answer of the test route: the ``webhook-id`` and what the endpoint did."""
+    result = test.result
+    return {
+        "webhookId": test.webhook_id,
+        "delivered": result.ok,
+        "statusCode": result.status_code,
+        "error": result.error,
+        "durationMs": round(result.duration_ms, 1),
+    }
 
 
 @bp.put("/devices/<device_id>/settings/webhook")
@@ -63,13 +108,13 @@ async def put_webhook(device_id: str) -> Response:
     body = await read_body()
     sup = current_state().sup
     existing = await _settings_of(row.id)
-    stored, generated = webhook_settings.normalize(body, existing, now=clock.now_epoch())
-    await webhook_settings.check_url(stored["url"], _allow_networks())
-    await sup.put_settings(str(row.id), "webhook", stored)
+    settings, generated = webhook_settings.normalize(body, existing, now=clock.now_epoch())
+    await webhook_settings.check_url(settings.url, _allow_networks())
+    await sup.put_settings(str(row.id), WEBHOOK_KIND, settings.to_stored())
     message = "Webhook settings updated."
     if generated is not None:
         message += " Store the secret now: it is not shown again."
-    return ok(webhook_settings.public_view(stored, generated), message)
+    return ok(public_view(settings, generated), message)
 
 
 @bp.get("/devices/<device_id>/settings/webhook")
@@ -78,18 +123,18 @@ async def get_webhook(device_id: str) -> Response:
     stored = await _settings_of(row.id)
     if stored is None:
         raise ApiError(404, "NOT_FOUND", "no webhook configured for this device")
-    return ok(webhook_settings.public_view(stored))
+    return ok(public_view(stored))
 
 
 @bp.post("/devices/<device_id>/settings/webhook/test")
 async def test_webhook(device_id: str) -> Response:
     row = await resolve_device(device_id)
     stored = await _settings_of(row.id)
-    if stored is None or not stored.get("url"):
+    if stored is None or not stored.url:
         raise DeviceConflict("no webhook configured for this device")
-    result = await send_test_event(current_state().sup.config, stored, row.session_id)
-    message = "Test event delivered." if result["delivered"] else "Test event not delivered."
-    return ok(result, message)
+    test = await send_test_event(current_state().sup.config, stored, row.session_id)
+    message = "Test event delivered." if test.result.ok else "Test event not delivered."
+    return ok(delivery_test_view(test), message)
 
 
 @bp.get("/devices/<device_id>/webhook/deliveries")
@@ -113,8 +158,9 @@ async def list_deliveries(device_id: str) -> Response:
 @bp.get("/devices/<device_id>/webhook/deliveries/<delivery_id>")
 async def get_delivery(device_id: str, delivery_id: str) -> Response:
     row = await resolve_device(device_id)
+    outbox_id = _delivery_id(delivery_id)
     item = await current_state().sup.db.run(
-        lambda r: r.outbox.get_delivery(row.id, delivery_id)
+        lambda r: r.outbox.get_delivery(row.id, outbox_id)
     )
     if item is None:
         raise ApiError(404, "NOT_FOUND", "no such delivery")
@@ -126,10 +172,11 @@ async def redeliver(device_id: str, delivery_id: str) -> Response:
     row = await resolve_device(device_id)
     sup = current_state().sup
     stored = await _settings_of(row.id)
-    if stored is None or not stored.get("enabled", True):
+    if stored is None or not stored.enabled:
         raise DeviceConflict("the webhook is disabled: put the settings again to enable it")
+    outbox_id = _delivery_id(delivery_id)
     now = clock.now_epoch()
-    item = await sup.db.run(lambda r: r.outbox.redeliver(row.id, delivery_id, now=now))
+    item = await sup.db.run(lambda r: r.outbox.redeliver(row.id, outbox_id, now=now))
     if item is None:
         raise ApiError(404, "NOT_FOUND", "no such delivery")
     for listener in list(sup.outbox_listeners):

@@ -19,6 +19,7 @@ from supervisor.autoreply.prompt import Turn
 from supervisor.autoreply.settings import AiSettings
 from supervisor.config import Config
 from supervisor.errors import InvalidRequest
+from supervisor.jid import Jid
 from supervisor.policy import RestartIntensity, SlidingWindow
 
 KEY = "sk-test-SECRET-0123456789"
@@ -162,28 +163,49 @@ def test_invalid_stored_settings_mean_disabled() -> None:
 
 
 @pytest.mark.parametrize(
-    ("jid", "kind"),
+    ("chat", "outcome"),
     [
-        ("491701234567@s.whatsapp.net", "direct"),
-        ("491701234567@c.us", "direct"),
-        ("12345678901234@lid", "direct"),
-        ("+49 170 1234567", "direct"),
-        ("120363025246125486@g.us", "group"),
-        ("status@broadcast", "broadcast"),
-        ("1234567890@broadcast", "broadcast"),
-        ("120363xyz@newsletter", "other"),
-        ("nobody", "other"),
+        ("491701234567@s.whatsapp.net", None),
+        ("491701234567@c.us", None),
+        ("12345678901234@lid", None),
+        ("+49 170 1234567", None),
+        ("120363025246125486@g.us", "ignored_group"),
+        ("status@broadcast", "ignored_broadcast"),
+        ("1234567890@broadcast", "ignored_broadcast"),
+        ("120363xyz@newsletter", "ignored_other"),
+        ("120363025246125486@newsletter", "ignored_other"),
+        ("nobody", "ignored_other"),
+        ("", "ignored_other"),
     ],
 )
-def test_chat_kind(jid: str, kind: str) -> None:
-    assert guards.chat_kind(jid) == kind
+def test_screen_by_kind_of_chat(chat: str, outcome: str | None) -> None:
+    result = guards.screen({"chat": chat, "from": chat, "text": "hi"}, max_age=600.0)
+    if outcome is None:
+        assert isinstance(result, Jid) and result == Jid.parse(chat)
+    else:
+        assert result == outcome
 
 
-def test_chat_key_normalises_forms_of_one_chat() -> None:
+def test_screen_flags_and_senders() -> None:
+    alice = "491701234567@s.whatsapp.net"
+    assert guards.screen({"chat": alice, "text": "hi", "isGroup": True}, 600) == "ignored_group"
+    assert guards.screen({"chat": alice, "text": "x", "isBroadcast": True}, 600) == (
+        "ignored_broadcast"
+    )
+    assert guards.screen({"chat": alice, "from": "status@broadcast", "text": "x"}, 600) == (
+        "ignored_broadcast"
+    )
+    assert guards.screen({"chat": alice, "text": "x", "fromMe": True}, 600) == "ignored_own"
+    assert guards.screen({"chat": alice, "text": "  "}, 600) == "ignored_other"
+    assert guards.screen({"chat": alice, "text": "x", "timestamp": 1.0}, 600) == "ignored_stale"
+
+
+def test_one_chat_whatever_its_spelling() -> None:
     forms = ["+49 170 1234567", "491701234567@c.us", "491701234567:12@s.whatsapp.net",
              "491701234567@S.WHATSAPP.NET"]
-    assert {guards.chat_key(f) for f in forms} == {"491701234567@s.whatsapp.net"}
-    assert guards.chat_key("1@g.us") != guards.chat_key("1@s.whatsapp.net")
+    assert {guards.parse_address(f) for f in forms} == {Jid.parse("491701234567@s.whatsapp.net")}
+    assert guards.parse_address("12345@g.us") != guards.parse_address("12345@s.whatsapp.net")
+    assert guards.parse_address("nobody") is None and guards.parse_address(None) is None
 
 
 # -- rate window ------------------------------------------------------------------------------
@@ -214,13 +236,13 @@ def test_sliding_window_limit_change_applies_at_once() -> None:
 
 def test_pause_book() -> None:
     p = PauseBook()
-    p.operator_sent(1, "+49 170 1234567", now=100.0)
-    assert p.is_paused(1, "491701234567@s.whatsapp.net", 100.0, 600)
-    assert p.is_paused(1, "491701234567@s.whatsapp.net", 699.9, 600)
-    assert not p.is_paused(1, "491701234567@s.whatsapp.net", 700.0, 600)
-    assert not p.is_paused(2, "491701234567@s.whatsapp.net", 200.0, 600)  # other device
-    assert not p.is_paused(1, "491709999999@s.whatsapp.net", 200.0, 600)  # other chat
-    assert not p.is_paused(1, "491701234567@s.whatsapp.net", 100.0, 0)  # pause off
+    p.operator_sent(1, Jid.parse("+49 170 1234567"), now=100.0)
+    assert p.is_paused(1, Jid.parse("491701234567@s.whatsapp.net"), 100.0, 600)
+    assert p.is_paused(1, Jid.parse("491701234567@s.whatsapp.net"), 699.9, 600)
+    assert not p.is_paused(1, Jid.parse("491701234567@s.whatsapp.net"), 700.0, 600)
+    assert not p.is_paused(2, Jid.parse("491701234567@s.whatsapp.net"), 200.0, 600)  # other device
+    assert not p.is_paused(1, Jid.parse("491709999999@s.whatsapp.net"), 200.0, 600)  # other chat
+    assert not p.is_paused(1, Jid.parse("491701234567@s.whatsapp.net"), 100.0, 0)  # pause off
     p.prune(now=100.0 + ai_settings.MAX_PAUSE_SECONDS)
     assert len(p) == 0
 
@@ -280,15 +302,15 @@ async def test_message_age_uses_trio_clock(autojump_clock: trio.testing.MockCloc
     from common import clock
 
     now = clock.now_epoch()
-    assert service._age(now) == pytest.approx(0, abs=1e-3)
-    assert service._age(clock.iso(now - 120)) == pytest.approx(120, abs=0.01)
-    assert service._age((now - 30) * 1000) == pytest.approx(30, abs=0.01)
+    assert guards._age(now) == pytest.approx(0, abs=1e-3)
+    assert guards._age(clock.iso(now - 120)) == pytest.approx(120, abs=0.01)
+    assert guards._age((now - 30) * 1000) == pytest.approx(30, abs=0.01)
     await trio.sleep(50)
-    assert service._age(now) == pytest.approx(50, abs=1e-3)
-    assert service._age(0) is None
-    assert service._age("garbage") is None
-    assert service._age(None) is None
-    assert service._age(True) is None
+    assert guards._age(now) == pytest.approx(50, abs=1e-3)
+    assert guards._age(0) is None
+    assert guards._age("garbage") is None
+    assert guards._age(None) is None
+    assert guards._age(True) is None
 
 
 @hypothesis.settings(max_examples=200, deadline=None)
@@ -323,10 +345,10 @@ def test_prometheus_counter_counts_outcomes() -> None:
 
 def test_rate_book_keys_chats_by_their_canonical_address() -> None:
     rates = RateBook()
-    assert rates.try_acquire(1, "+49 170 1234567", 0.0, 2)
-    assert rates.try_acquire(1, "491701234567@c.us", 1.0, 2)
-    assert not rates.try_acquire(1, "491701234567:3@s.whatsapp.net", 2.0, 2)
-    assert rates.try_acquire(2, "491701234567@c.us", 2.0, 2)  # another device
+    assert rates.try_acquire(1, Jid.parse("+49 170 1234567"), 0.0, 2)
+    assert rates.try_acquire(1, Jid.parse("491701234567@c.us"), 1.0, 2)
+    assert not rates.try_acquire(1, Jid.parse("491701234567:3@s.whatsapp.net"), 2.0, 2)
+    assert rates.try_acquire(2, Jid.parse("491701234567@c.us"), 2.0, 2)  # another device
     assert len(rates) == 2
     rates.prune(62.0)
     assert len(rates) == 0

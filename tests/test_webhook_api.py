@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from standardwebhooks.webhooks import Webhook
 
@@ -140,3 +141,39 @@ async def test_refused_urls_and_access(tmp_path: Path) -> None:
             assert r.status_code == 404
             r = await api.get(f"/devices/{sid}/webhook/deliveries", headers=headers)
             assert r.status_code == 200 and r.json()["data"] == []
+
+
+async def test_delivery_ids_that_are_not_ids_are_not_found(tmp_path: Path) -> None:
+    """A delivery id is a ``msg_`` id; any other path segment (non-ASCII digits, bytes that
+    are not UTF-8, a long one) is no such delivery with the error envelope, never a 500."""
+    with trio.fail_after(DEADLINE):
+        async with setup(tmp_path) as (api, receiver, device):
+            sid = device["sessionId"]
+            r = await api.put(f"/devices/{sid}/settings/webhook", json={"url": receiver.url})
+            assert r.status_code == 200, r.text
+            base = f"/devices/{sid}/webhook/deliveries"
+            for raw in ("%F0%9D%A9%BB3", "%C2%B3", "3", "%FF", "msg_" + "a" * 500, "msg_%00"):
+                for method, path in (("GET", f"{base}/{raw}"), ("POST", f"{base}/{raw}/redeliver")):
+                    r = await api.request(method, path)
+                    assert r.status_code == 404, (method, raw, r.text)
+                    body = r.json()
+                    assert body["success"] is False and body["code"] == "NOT_FOUND", body
+
+
+@pytest.mark.xfail(reason="device references are resolved by the device directory", strict=False)
+async def test_device_ids_of_non_ascii_digits_are_not_found(tmp_path: Path) -> None:
+    """``³`` and ``𝩻3`` are not numeric device ids: 404 with the envelope on every webhook
+    route, never a 500."""
+    with trio.fail_after(DEADLINE):
+        async with setup(tmp_path) as (api, _receiver, _device):
+            for dev in ("%C2%B3", "%F0%9D%A9%BB3"):
+                for method, path in (
+                    ("GET", f"/devices/{dev}/webhook/deliveries"),
+                    ("GET", f"/devices/{dev}/webhook/deliveries/msg_x"),
+                    ("POST", f"/devices/{dev}/webhook/deliveries/%F0%9D%A9%BB3/redeliver"),
+                    ("GET", f"/devices/{dev}/settings/webhook"),
+                    ("GET", f"/devices/{dev}/settings/ai"),
+                ):
+                    r = await api.request(method, path)
+                    assert r.status_code == 404, (method, path, r.text)
+                    assert r.json()["success"] is False

@@ -27,6 +27,7 @@ from tests.webhook_support import (
     envelope,
     signed_by,
     start_receiver,
+    stored_settings,
 )
 
 ALLOW_LOOPBACK = Config(allow_networks=("127.0.0.0/8",))
@@ -245,9 +246,9 @@ async def test_gone_disables_endpoint_with_event(tmp_path: Path, autojump_clock:
             await trio.sleep(1)
         items, _ = await db.run(lambda r: r.outbox.list_deliveries(device_id))
         assert sorted(i["status"] for i in items) == ["disabled", "disabled"]
-        settings = await db.run(lambda r: r.outbox.get_webhook_settings(device_id))
-        assert settings["enabled"] is False
-        assert "410" in settings["disabledReason"]
+        settings = await stored_settings(db, device_id)
+        assert settings.enabled is False
+        assert "410" in (settings.disabled_reason or "")
         assert [e.type for e in bus.events] == ["webhook_disabled"]
         assert bus.events[0].session_id == session_id
         # A disabled webhook takes no new events.
@@ -269,12 +270,13 @@ async def test_endpoint_failing_for_five_days_is_disabled(
                 await enqueue(db, device_id, envelope(session_id))
                 dispatcher.notify()
                 await trio.sleep(24 * 3600)
-        settings = await db.run(lambda r: r.outbox.get_webhook_settings(device_id))
-        assert settings["enabled"] is False
-        assert "5 days" in settings["disabledReason"]
+        settings = await stored_settings(db, device_id)
+        assert settings.enabled is False
+        assert "5 days" in (settings.disabled_reason or "")
         assert [e.type for e in bus.events] == ["webhook_disabled"]
-        disabled_at = clock.parse_iso(settings["disabledAt"])
-        assert disabled_at - settings["failingSince"] >= 5 * 24 * 3600 - 0.01
+        assert settings.disabled_at is not None and settings.failing_since is not None
+        disabled_at = clock.parse_iso(settings.disabled_at)
+        assert disabled_at - settings.failing_since >= 5 * 24 * 3600 - 0.01
         items, _ = await db.run(lambda r: r.outbox.list_deliveries(device_id))
         assert "pending" not in {i["status"] for i in items}
         nursery.cancel_scope.cancel()
@@ -290,12 +292,12 @@ async def test_success_resets_failure_clock(tmp_path: Path, autojump_clock: Any)
             dispatcher.notify()
             await receiver.wait_requests(1)
             await trio.sleep(1)
-            settings = await db.run(lambda r: r.outbox.get_webhook_settings(device_id))
-            assert settings["failingSince"] is not None
+            settings = await stored_settings(db, device_id)
+            assert settings.failing_since is not None
             await receiver.wait_requests(2)
             await trio.sleep(1)
-        settings = await db.run(lambda r: r.outbox.get_webhook_settings(device_id))
-        assert settings["failingSince"] is None and settings["enabled"] is True
+        settings = await stored_settings(db, device_id)
+        assert settings.failing_since is None and settings.enabled is True
         nursery.cancel_scope.cancel()
 
 

@@ -1,13 +1,16 @@
-"""Webhook settings normalisation, secrets and Standard Webhooks signatures (pure code)."""
+"""Webhook settings normalisation, their stored form, secrets and Standard Webhooks signatures
+(pure code)."""
 
 from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
 
+import attrs
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from api.routes_webhooks import public_view
 from supervisor.errors import InvalidRequest
 from supervisor.webhooks import settings as ws
 from supervisor.webhooks import signing
@@ -27,8 +30,8 @@ def test_seed_example_groups() -> None:
         {"url": URL, "events": ["message", "status"], "secret": "webhook_secret"}, None, now=0.0
     )
     assert generated is None
-    assert set(stored["events"]) == ws.EVENT_TYPES
-    assert stored["secrets"] == [{"secret": "webhook_secret", "expiresAt": None}]
+    assert set(stored.events) == ws.EVENT_TYPES
+    assert stored.to_stored()["secrets"] == [{"secret": "webhook_secret", "expiresAt": None}]
     assert ws.expand_events(["message"]) == ["message_received", "message_sent", "message_status"]
     assert "device_connected" in ws.expand_events(["status"])
     assert ws.expand_events(["qr_code", "device_status"]) == ["device_status", "qr_code"]
@@ -60,33 +63,58 @@ def test_invalid_bodies_name_the_field(body: dict[str, object], field: str) -> N
 def test_secret_generated_once_then_kept_and_rotated() -> None:
     first, secret = ws.normalize({"url": URL}, None, now=100.0)
     assert secret is not None
-    view = ws.public_view(first, secret)
+    view = public_view(first, secret)
     assert view["secret"] == secret and view["secretSet"] is True
-    assert "secret" not in ws.public_view(first)
-    assert secret not in repr(ws.public_view(first))
+    assert "secret" not in public_view(first)
+    assert secret not in repr(public_view(first))
+    assert secret not in repr(first)
 
     again, none = ws.normalize({"url": URL, "events": ["message"]}, first, now=200.0)
-    assert none is None and ws.active_secrets(again, 200.0) == [secret]
+    assert none is None and again.active_secrets(200.0) == (secret,)
 
     rotated, new = ws.normalize({"url": URL, "rotateSecret": True}, again, now=300.0)
     assert new is not None and new != secret
-    assert ws.active_secrets(rotated, 300.0) == [new, secret]
-    assert ws.active_secrets(rotated, 300.0 + ws.ROTATION_WINDOW + 1) == [new]
+    assert rotated.active_secrets(300.0) == (new, secret)
+    assert rotated.active_secrets(300.0 + ws.ROTATION_WINDOW + 1) == (new,)
 
     chosen, none = ws.normalize({"url": URL, "secret": "my-own-secret"}, rotated, now=400.0)
     assert none is None
-    assert ws.active_secrets(chosen, 400.0) == ["my-own-secret", new, secret]
+    assert chosen.active_secrets(400.0) == ("my-own-secret", new, secret)
     # The earlier secret keeps its own (earlier) expiry.
-    assert ws.active_secrets(chosen, 300.0 + ws.ROTATION_WINDOW + 1) == ["my-own-secret", new]
+    assert chosen.active_secrets(300.0 + ws.ROTATION_WINDOW + 1) == ("my-own-secret", new)
 
 
 def test_put_again_reenables_a_disabled_webhook() -> None:
     stored, _ = ws.normalize({"url": URL}, None, now=0.0)
-    stored.update(enabled=False, disabledReason="endpoint answered 410 gone")
+    stored = attrs.evolve(stored, enabled=False, disabled_reason="endpoint answered 410 gone")
     again, _ = ws.normalize({"url": URL}, stored, now=1.0)
-    assert again["enabled"] is True and again["disabledReason"] is None
+    assert again.enabled is True and again.disabled_reason is None
     off, _ = ws.normalize({"url": URL, "enabled": False}, stored, now=1.0)
-    assert off["enabled"] is False
+    assert off.enabled is False and off.disabled_reason == "disabled by request"
+
+
+def test_stored_form_round_trips_with_its_json_names() -> None:
+    settings, secret = ws.normalize({"url": URL, "events": ["message"]}, None, now=0.0)
+    rotated, new = ws.normalize(
+        {"url": URL, "events": ["message"], "rotateSecret": True}, settings, now=10.0
+    )
+    stored = rotated.to_stored()
+    assert stored == {
+        "url": URL,
+        "events": ["message_received", "message_sent", "message_status"],
+        "secrets": [
+            {"secret": new, "expiresAt": None},
+            {"secret": secret, "expiresAt": 10.0 + ws.ROTATION_WINDOW},
+        ],
+        "enabled": True,
+        "disabledReason": None,
+        "disabledAt": None,
+        "failingSince": None,
+    }
+    assert ws.WebhookSettings.from_stored(stored) == rotated
+    # A document written before failingSince existed still reads.
+    del stored["failingSince"]
+    assert ws.WebhookSettings.from_stored(stored) == rotated
 
 
 @pytest.mark.parametrize("secret", [signing.generate_secret(), "webhook_secret"])

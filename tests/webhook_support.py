@@ -27,6 +27,7 @@ from standardwebhooks.webhooks import Webhook
 from common import clock
 from storage import Repositories
 from supervisor.webhooks import settings as webhook_settings
+from supervisor.webhooks.settings import WebhookSettings
 
 
 @attrs.frozen
@@ -172,11 +173,21 @@ async def configure(
 ) -> tuple[dict[str, Any], str | None]:
     """Store webhook settings as the API would (no SSRF check); return (stored, new secret)."""
     existing = await db.run(lambda r: r.outbox.get_webhook_settings(device_id))
-    stored, generated = webhook_settings.normalize(
-        {"url": url, **body}, existing, now=clock.now_epoch()
+    settings, generated = webhook_settings.normalize(
+        {"url": url, **body},
+        None if existing is None else WebhookSettings.from_stored(existing),
+        now=clock.now_epoch(),
     )
+    stored = settings.to_stored()
     await db.run(lambda r: r.outbox.put_webhook_settings(device_id, stored))
     return stored, generated
+
+
+async def stored_settings(db: Any, device_id: int) -> WebhookSettings:
+    """The device's webhook settings as stored."""
+    stored = await db.run(lambda r: r.outbox.get_webhook_settings(device_id))
+    assert stored is not None
+    return WebhookSettings.from_stored(stored)
 
 
 def envelope(session_id: str, type_: str = "message_received", **data: Any) -> dict[str, Any]:

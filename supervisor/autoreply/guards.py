@@ -1,77 +1,52 @@
-"""Auto-reply's guard rails per chat: the operator pause and the rate cap.
+"""Auto-reply's guard rails: which messages may be answered, the operator pause, the rate cap.
 
 Synopsis::
 
+    screen(event.data, max_age=600.0)                      # Jid of the chat, or "ignored_group"...
+
     pauses = PauseBook()
-    pauses.operator_sent(device_id, chat, now)              # an operator wrote to the chat
-    pauses.is_paused(device_id, chat, now, pause=600.0)     # True for the next 600 s
+    pauses.operator_sent(device_id, jid, now)               # an operator wrote to the chat
+    pauses.is_paused(device_id, jid, now, pause=600.0)      # True for the next 600 s
 
     rates = RateBook()
-    rates.try_acquire(device_id, chat, now, limit=5)        # False: 5 replies in the last 60 s
+    rates.try_acquire(device_id, jid, now, limit=5)         # False: 5 replies in the last 60 s
 
-Chats are keyed by their canonical address (:func:`chat_key`), so ``+1 234``, ``1234@c.us``
-and ``1234:7@s.whatsapp.net`` share one pause and one window. Times come from the caller
+Chats are :class:`~supervisor.jid.Jid` values, equal whatever spelling they were parsed from, so
+``+1 555 123 4567``, ``15551234567@c.us`` and ``15551234567:7@s.whatsapp.net`` share one pause
+and one window. Times come from the caller
 (``trio.current_time()`` in the service); both books forget idle chats in ``prune``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import attrs
 
+from common import clock
 from supervisor.autoreply.settings import MAX_PAUSE_SECONDS
+from supervisor.jid import InvalidJid, Jid, JidKind
 from supervisor.policy import SlidingWindow
 
 #: Seconds of the rate window: the rate cap is "per chat per minute".
 RATE_PERIOD = 60.0
 
 
-def chat_kind(jid: str) -> str:
-    """``"direct"``, ``"group"``, ``"broadcast"`` or ``"other"`` (channels, unknown servers).
-
-    A bare phone number counts as direct.
-    """
-    jid = jid.strip().lower()
-    if "@" not in jid:
-        return "direct" if any(c.isdigit() for c in jid) else "other"
-    server = jid.rsplit("@", 1)[1]
-    if server in ("s.whatsapp.net", "c.us", "lid"):
-        return "direct"
-    if server == "g.us":
-        return "group"
-    if server == "broadcast":
-        return "broadcast"
-    return "other"
-
-
-def chat_key(jid: str) -> str:
-    """A canonical form of a chat address, so that ``+1 234``, ``1234@c.us`` and
-    ``1234:7@s.whatsapp.net`` all name the same chat."""
-    jid = jid.strip().lower()
-    if "@" not in jid:
-        digits = "".join(c for c in jid if c.isdigit())
-        return f"{digits}@s.whatsapp.net"
-    user, server = jid.rsplit("@", 1)
-    user = user.split(":", 1)[0]
-    if server in ("s.whatsapp.net", "c.us"):
-        user = user.split(".", 1)[0]
-        server = "s.whatsapp.net"
-    return f"{user}@{server}"
-
-
 @attrs.define(eq=False)
 class PauseBook:
     """When an operator last wrote to each chat; a chat is paused for a while after that."""
 
-    _last: dict[tuple[int, str], float] = attrs.field(factory=dict)
+    _last: dict[tuple[int, Jid], float] = attrs.field(factory=dict)
 
-    def operator_sent(self, device_id: int, chat: str, now: float) -> None:
-        self._last[(device_id, chat_key(chat))] = now
+    def operator_sent(self, device_id: int, chat: Jid, now: float) -> None:
+        self._last[(device_id, chat)] = now
 
-    def paused_until(self, device_id: int, chat: str, pause: float) -> float | None:
-        at = self._last.get((device_id, chat_key(chat)))
+    def paused_until(self, device_id: int, chat: Jid, pause: float) -> float | None:
+        at = self._last.get((device_id, chat))
         return None if at is None else at + pause
 
-    def is_paused(self, device_id: int, chat: str, now: float, pause: float) -> bool:
+    def is_paused(self, device_id: int, chat: Jid, now: float, pause: float) -> bool:
         until = self.paused_until(device_id, chat, pause)
         return until is not None and now < until
 
@@ -89,12 +64,12 @@ class RateBook:
     """Replies per chat in a sliding window of ``period`` seconds (one window per chat)."""
 
     period: float = RATE_PERIOD
-    _windows: dict[tuple[int, str], SlidingWindow] = attrs.field(factory=dict)
+    _windows: dict[tuple[int, Jid], SlidingWindow] = attrs.field(factory=dict)
 
-    def try_acquire(self, device_id: int, chat: str, now: float, limit: int) -> bool:
+    def try_acquire(self, device_id: int, chat: Jid, now: float, limit: int) -> bool:
         """Count a reply in the chat and return True, or False when ``limit`` are counted in
         the window already (a changed limit applies at once)."""
-        key = (device_id, chat_key(chat))
+        key = (device_id, chat)
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = SlidingWindow(self.period)
@@ -107,3 +82,64 @@ class RateBook:
 
     def __len__(self) -> int:
         return len(self._windows)
+
+
+def screen(data: Mapping[str, Any], max_age: float) -> Jid | str:
+    """The chat of a received message (its event data) that auto-reply may answer, settings
+    aside; else the outcome saying why not (``ignored_group``, ``ignored_broadcast``,
+    ``ignored_own``, ``ignored_other``, ``ignored_stale``)."""
+    chat = data.get("chat") or data.get("from")
+    text = data.get("text")
+    if not isinstance(chat, str) or not chat.strip():
+        return "ignored_other"
+    if data.get("fromMe") is True:
+        return "ignored_own"
+    jid = parse_address(chat)
+    kind = None if jid is None else jid.kind
+    sender = parse_address(data.get("from"))
+    if sender is not None and sender.kind is JidKind.BROADCAST:
+        kind = JidKind.BROADCAST
+    if data.get("isGroup") is True:
+        kind = JidKind.GROUP
+    if data.get("isBroadcast") is True:
+        kind = JidKind.BROADCAST
+    if kind is JidKind.GROUP:
+        return "ignored_group"
+    if kind is JidKind.BROADCAST:
+        return "ignored_broadcast"
+    if jid is None or not jid.kind.is_direct or not isinstance(text, str) or not text.strip():
+        return "ignored_other"
+    age = _age(data.get("timestamp"))
+    if age is not None and age > max_age:
+        return "ignored_stale"
+    return jid
+
+
+def parse_address(address: object) -> Jid | None:
+    """The Jid of an address from an event or a device row, None if it is none."""
+    if not isinstance(address, str):
+        return None
+    try:
+        return Jid.parse(address)
+    except InvalidJid:
+        return None
+
+
+def _age(timestamp: object) -> float | None:
+    """Seconds since a message timestamp (epoch seconds or ISO string), None if unknown."""
+    if isinstance(timestamp, bool):
+        return None
+    if isinstance(timestamp, int | float):
+        epoch = float(timestamp)
+        if epoch > 1e12:  # milliseconds
+            epoch /= 1000.0
+    elif isinstance(timestamp, str) and timestamp:
+        try:
+            epoch = clock.parse_iso(timestamp)
+        except ValueError:
+            return None
+    else:
+        return None
+    if epoch <= 0:
+        return None
+    return clock.now_epoch() - epoch

@@ -37,7 +37,7 @@ most ``queue_size`` events; a subscription the bus drops for being slow is logge
 (events in the gap are missed, by design).
 
 Time is read only through ``trio.current_time()`` (rate windows, pauses) and
-:mod:`common.clock` (message age).
+:mod:`common.clock` (message age, in :func:`~supervisor.autoreply.guards.screen`).
 """
 
 from __future__ import annotations
@@ -45,22 +45,22 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 import httpx
 import trio
 from prometheus_client import Counter
 
-from common import clock
 from storage.models import MessageRow
-from supervisor.autoreply.guards import RATE_PERIOD, PauseBook, RateBook, chat_key, chat_kind
+from supervisor.autoreply.guards import RATE_PERIOD, PauseBook, RateBook, parse_address, screen
 from supervisor.autoreply.prompt import Turn, build_messages, turns_from_history
 from supervisor.autoreply.provider import ProviderError, ProviderTimeout, chat_completion
 from supervisor.autoreply.settings import AiSettings
 from supervisor.config import Config
 from supervisor.errors import DeviceNotFound, WasupError
 from supervisor.events import Event, EventBus
+from supervisor.jid import Jid
 from supervisor.webhooks import ssrf
 
 log = logging.getLogger("wasup.autoreply")
@@ -139,6 +139,20 @@ class AutoReplyStatistics:
     resubscribes: int
     pending: int
     in_flight: int
+
+
+@attrs.frozen
+class Incoming:
+    """A received message that may be answered: ``chat`` as the event named it (the reply goes
+    there), ``jid`` the same chat parsed."""
+
+    device_id: int
+    session_id: str
+    chat: str
+    jid: Jid
+    sender: Jid | None
+    text: str
+    message_id: str | None
 
 
 _EVENT_TYPES = frozenset({"message_received", "message_sent"})
@@ -284,80 +298,44 @@ class AutoReply:
     def _dispatch(self, event: Event, nursery: trio.Nursery) -> None:
         data = event.data if isinstance(event.data, Mapping) else {}
         if event.type == "message_sent":
-            to = data.get("to")
-            if data.get("origin") == "api" and isinstance(to, str):
+            to = parse_address(data.get("to"))
+            if data.get("origin") == "api" and to is not None:
                 self.pauses.operator_sent(event.device_id, to, trio.current_time())
             return
         if event.type != "message_received":
             return
         self._count("considered")
-        outcome = self._screen(data)
-        if outcome is not None:
-            self._count(outcome)
+        jid = screen(data, self.sup.config.autoreply.max_message_age)
+        if isinstance(jid, str):
+            self._count(jid)
             return
         if self._pending >= self.sup.config.autoreply.max_pending:
             self._count("busy")
             log.warning("auto-reply busy, dropping message for device %s", event.session_id)
             return
-        chat: str = data.get("chat") or data["from"]  # _screen checked it is a string
-        sender = data.get("from")
         message_id = data.get("messageId")
+        incoming = Incoming(
+            device_id=event.device_id,
+            session_id=event.session_id,
+            chat=data.get("chat") or data["from"],  # screen() checked it is a string
+            jid=jid,
+            sender=parse_address(data.get("from")),
+            text=str(data["text"]),
+            message_id=message_id if isinstance(message_id, str) else None,
+        )
         if self._pending == 0:
             self._idle = trio.Event()
         self._pending += 1
-        nursery.start_soon(
-            self._reply_task,
-            event.device_id,
-            event.session_id,
-            chat,
-            sender if isinstance(sender, str) else None,
-            str(data["text"]),
-            message_id if isinstance(message_id, str) else None,
-        )
-
-    def _screen(self, data: Mapping[str, Any]) -> str | None:
-        """Why a received message is not answered, or None if it may be (settings aside)."""
-        chat = data.get("chat") or data.get("from")
-        text = data.get("text")
-        if not isinstance(chat, str) or not chat.strip():
-            return "ignored_other"
-        if data.get("fromMe") is True:
-            return "ignored_own"
-        kind = chat_kind(chat)
-        sender = data.get("from")
-        if isinstance(sender, str) and chat_kind(sender) == "broadcast":
-            kind = "broadcast"
-        if data.get("isGroup") is True:
-            kind = "group"
-        if data.get("isBroadcast") is True:
-            kind = "broadcast"
-        if kind == "group":
-            return "ignored_group"
-        if kind == "broadcast":
-            return "ignored_broadcast"
-        if kind != "direct" or not isinstance(text, str) or not text.strip():
-            return "ignored_other"
-        age = _age(data.get("timestamp"))
-        if age is not None and age > self.sup.config.autoreply.max_message_age:
-            return "ignored_stale"
-        return None
+        nursery.start_soon(self._reply_task, incoming)
 
     # -- per reply (own task) ----------------------------------------------------------------
 
-    async def _reply_task(
-        self,
-        device_id: int,
-        session_id: str,
-        chat: str,
-        sender: str | None,
-        text: str,
-        message_id: str | None,
-    ) -> None:
+    async def _reply_task(self, incoming: Incoming) -> None:
         try:
-            outcome = await self._reply(device_id, session_id, chat, sender, text, message_id)
+            outcome = await self._reply(incoming)
         except Exception:
             outcome = "internal_error"
-            log.exception("auto-reply failed for device %s", session_id)
+            log.exception("auto-reply failed for device %s", incoming.session_id)
         finally:
             self._pending -= 1
             if self._pending == 0:
@@ -376,15 +354,8 @@ class AutoReply:
             settings = self._settings.setdefault(device_id, loaded)
         return settings
 
-    async def _reply(
-        self,
-        device_id: int,
-        session_id: str,
-        chat: str,
-        sender: str | None,
-        text: str,
-        message_id: str | None,
-    ) -> str:
+    async def _reply(self, incoming: Incoming) -> str:
+        device_id, session_id, chat = incoming.device_id, incoming.session_id, incoming.chat
         try:
             settings = await self._settings_of(device_id, session_id)
             device = self.sup.get(session_id)
@@ -393,14 +364,16 @@ class AutoReply:
             return "disabled"
         if not settings.active:
             return "disabled"
-        own = device.jid
-        if own and sender and chat_key(sender) == chat_key(own):
+        own = parse_address(device.jid)
+        if own is not None and incoming.sender == own:
             return "ignored_own"
 
         now = trio.current_time()
-        if self.pauses.is_paused(device_id, chat, now, settings.operator_pause_seconds):
+        if self.pauses.is_paused(device_id, incoming.jid, now, settings.operator_pause_seconds):
             return "paused"
-        if not self.rates.try_acquire(device_id, chat, now, settings.max_replies_per_minute):
+        if not self.rates.try_acquire(
+            device_id, incoming.jid, now, settings.max_replies_per_minute
+        ):
             log.info(
                 "auto-reply rate cap reached for device %s chat %s (%d per minute)",
                 session_id,
@@ -421,8 +394,8 @@ class AutoReply:
                 messages = build_messages(
                     settings.system_prompt,
                     history,
-                    text,
-                    message_id,
+                    incoming.text,
+                    incoming.message_id,
                     history_limit=settings.history_limit,
                 )
                 client = self._guarded_client if settings.guarded else self._client
@@ -448,7 +421,7 @@ class AutoReply:
                 self._in_flight -= 1
 
         if self.pauses.is_paused(
-            device_id, chat, trio.current_time(), settings.operator_pause_seconds
+            device_id, incoming.jid, trio.current_time(), settings.operator_pause_seconds
         ):
             return "paused"  # an operator stepped in while the provider was thinking
         try:
@@ -467,23 +440,3 @@ class AutoReply:
         if limit <= 0:
             return []
         return turns_from_history(await self.sup.recent_messages(device_id, chat, limit + 1))
-
-
-def _age(timestamp: object) -> float | None:
-    """Seconds since a message timestamp (epoch seconds or ISO string), None if unknown."""
-    if isinstance(timestamp, bool):
-        return None
-    if isinstance(timestamp, int | float):
-        epoch = float(timestamp)
-        if epoch > 1e12:  # milliseconds
-            epoch /= 1000.0
-    elif isinstance(timestamp, str) and timestamp:
-        try:
-            epoch = clock.parse_iso(timestamp)
-        except ValueError:
-            return None
-    else:
-        return None
-    if epoch <= 0:
-        return None
-    return clock.now_epoch() - epoch

@@ -39,7 +39,6 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 import httpx
@@ -48,9 +47,11 @@ import trio
 import storage.outbox as outbox
 from common import clock
 from common.ids import new_message_id
-from storage.interface import Repositories
+from storage.interface import Repositories, Store
 from supervisor.config import Config
+from supervisor.events import Event, EventBus
 from supervisor.webhooks import signing, ssrf
+from supervisor.webhooks.settings import WebhookSettings
 
 log = logging.getLogger("wasup.webhooks")
 
@@ -84,13 +85,15 @@ class AttemptResult:
     def ok(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "delivered": self.ok,
-            "statusCode": self.status_code,
-            "error": self.error,
-            "durationMs": round(self.duration_ms, 1),
-        }
+
+@attrs.frozen
+class TestDelivery:
+    """What :func:`send_test_event` sent (its ``webhook-id``) and what came of it."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    webhook_id: str
+    result: AttemptResult
 
 
 @attrs.frozen
@@ -241,12 +244,12 @@ class WebhookDispatcher:
     default to ``config.webhooks``.
     """
 
-    db: Any
+    db: Store
     config: Config
     http_client_factory: Callable[[], httpx.AsyncClient] | None = attrs.field(
         default=None, kw_only=True
     )
-    bus: Any = attrs.field(default=None, kw_only=True)
+    bus: EventBus | None = attrs.field(default=None, kw_only=True)
     timeout: float | None = attrs.field(default=None, kw_only=True)
     concurrency: int | None = attrs.field(default=None, kw_only=True)
     jitter: float | None = attrs.field(default=None, kw_only=True)
@@ -466,8 +469,6 @@ class WebhookDispatcher:
         )
         if self.bus is None:
             return
-        from supervisor.events import Event
-
         self.bus.publish(
             Event(
                 type="webhook_disabled",
@@ -480,18 +481,19 @@ class WebhookDispatcher:
 
 
 async def send_test_event(
-    config: Any,
-    settings: dict[str, Any],
+    config: Config,
+    settings: WebhookSettings,
     session_id: str,
     *,
     client: httpx.AsyncClient | None = None,
     attempt_timeout: float | None = None,
-) -> dict[str, Any]:
+) -> TestDelivery:
     """Send one signed ``webhook_test`` event to the device's endpoint now (no outbox row, no
-    retry) and report the outcome: ``{"webhookId", "delivered", "statusCode", "error",
-    "durationMs"}``. The SSRF guard applies as for any delivery."""
-    from supervisor.webhooks.settings import active_secrets
+    retry) and report the outcome. The SSRF guard applies as for any delivery.
 
+    Error handling: never raises for a failed delivery (see :func:`attempt`).
+    Resource handling: without ``client``, a one-connection guarded client lives for this call.
+    """
     now = clock.now_epoch()
     msg_id = new_message_id()
     body = outbox.body_of(
@@ -502,18 +504,11 @@ async def send_test_event(
             "data": {"message": "wasup webhook test"},
         }
     ).encode("utf-8")
-    timeout = attempt_timeout
-    if timeout is None:
-        timeout = config.webhooks.timeout
-    secrets = active_secrets(settings, now)
+    timeout = config.webhooks.timeout if attempt_timeout is None else attempt_timeout
+    secrets = settings.active_secrets(now)
     if client is None:
         async with ssrf.open_client(config.allow_networks, timeout=timeout, max_connections=1) as own:
-            result = await attempt(
-                own, settings["url"], msg_id, body, secrets, attempt_timeout=timeout
-            )
+            result = await attempt(own, settings.url, msg_id, body, secrets, attempt_timeout=timeout)
     else:
-        result = await attempt(
-            client, settings["url"], msg_id, body, secrets, attempt_timeout=timeout
-        )
-    return {"webhookId": msg_id, **result.to_json()}
-
+        result = await attempt(client, settings.url, msg_id, body, secrets, attempt_timeout=timeout)
+    return TestDelivery(msg_id, result)

@@ -1,8 +1,15 @@
-"""A device's webhook settings: validation, normalisation, secrets, and the stored shape.
+"""A device's webhook settings: the frozen :class:`WebhookSettings` and its stored form.
+
+Synopsis::
+
+    settings, generated = normalize(body, existing, now=clock.now_epoch())   # PUT body
+    stored = settings.to_stored()                 # the "webhook" settings kind
+    settings = WebhookSettings.from_stored(stored)
+    settings.active_secrets(now)                  # ("whsec_new", "whsec_old")
 
 The API takes ``{"url", "events", "secret", "rotateSecret", "enabled"}``
 (``PUT /devices/{deviceId}/settings/webhook``); what is stored (``settings`` kind
-``"webhook"``) is::
+``"webhook"``), through the one converter :data:`stored_converter`, is::
 
     {"url": "https://app.example/hooks",
      "events": ["device_connected", "message_received", ...],   # concrete types, sorted
@@ -24,14 +31,20 @@ returned once in the response and never again. Giving a different secret, or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from common import clock
 from supervisor.errors import InvalidRequest
 from supervisor.events import EVENT_TYPES
 from supervisor.webhooks import signing, ssrf
 
+#: The settings kind the webhook settings are stored under.
+WEBHOOK_KIND = "webhook"
 EVENT_GROUPS: dict[str, frozenset[str]] = {
     "message": frozenset({"message_received", "message_sent", "message_status"}),
     "status": frozenset(
@@ -52,6 +65,93 @@ ROTATION_WINDOW = 24 * 3600.0
 _MIN_SECRET = 8
 _MAX_SECRET = 512
 _FIELDS = frozenset({"url", "events", "secret", "rotateSecret", "enabled"})
+
+
+@attrs.frozen
+class Secret:
+    """A signing secret; ``expires_at`` (epoch) is None for the current one."""
+
+    secret: str = attrs.field(repr=False)
+    expires_at: float | None = None
+
+    def active(self, now: float) -> bool:
+        """True if this secret signs a delivery made at ``now``."""
+        return self.expires_at is None or self.expires_at > now
+
+
+@attrs.frozen
+class WebhookSettings:
+    """A device's webhook: where to, which events, the signing secrets, and whether it is
+    enabled (and if not, why and since when, as an ISO time)."""
+
+    url: str
+    events: tuple[str, ...] = tuple(sorted(EVENT_TYPES))
+    secrets: tuple[Secret, ...] = ()
+    enabled: bool = True
+    disabled_reason: str | None = None
+    disabled_at: str | None = None
+    #: Epoch of the first failure since the last success (None: not failing).
+    failing_since: float | None = None
+
+    @classmethod
+    def from_stored(cls, value: Mapping[str, Any]) -> WebhookSettings:
+        """The settings from their stored dict.
+
+        Error handling: raises ``cattrs`` validation errors for a dict that is not a stored
+        form (they are written only by :meth:`to_stored`).
+        """
+        return stored_converter.structure(value, cls)
+
+    def to_stored(self) -> dict[str, Any]:
+        """The dict stored in the settings table."""
+        stored: dict[str, Any] = stored_converter.unstructure(self)
+        return stored
+
+    def active_secrets(self, now: float) -> tuple[str, ...]:
+        """Secrets that sign a delivery made at ``now``: the current one and those still inside
+        their rotation window, current first."""
+        return tuple(s.secret for s in self.secrets if s.active(now))
+
+    @property
+    def delivering(self) -> bool:
+        """True when events are stored for delivery (enabled, with a URL)."""
+        return self.enabled and bool(self.url)
+
+
+def _make_stored_converter() -> cattrs.Converter:
+    converter = cattrs.Converter()
+    converter.register_structure_hook(
+        Secret, make_dict_structure_fn(Secret, converter, expires_at=override(rename="expiresAt"))
+    )
+    converter.register_unstructure_hook(
+        Secret,
+        make_dict_unstructure_fn(Secret, converter, expires_at=override(rename="expiresAt")),
+    )
+    # Any: cattrs types **overrides as its keyword flags' type
+    renames: dict[str, Any] = {
+        "disabled_reason": override(rename="disabledReason"),
+        "disabled_at": override(rename="disabledAt"),
+        "failing_since": override(rename="failingSince"),
+    }
+    converter.register_structure_hook(
+        WebhookSettings, make_dict_structure_fn(WebhookSettings, converter, **renames)
+    )
+    # Lists, not tuples, in the stored JSON (and in the dicts handed around before it).
+    converter.register_unstructure_hook(
+        WebhookSettings,
+        make_dict_unstructure_fn(
+            WebhookSettings,
+            converter,
+            events=override(unstruct_hook=list),
+            secrets=override(unstruct_hook=lambda s: [converter.unstructure(x) for x in s]),
+            **renames,
+        ),
+    )
+    return converter
+
+
+#: The one converter between :class:`WebhookSettings` and its stored form.
+stored_converter = _make_stored_converter()
 
 
 def expand_events(events: Any) -> list[str]:
@@ -89,9 +189,9 @@ def _check_secret(secret: Any) -> str:
 
 
 def normalize(
-    body: Any, existing: dict[str, Any] | None, *, now: float
-) -> tuple[dict[str, Any], str | None]:
-    """Validate a request body against the stored settings; return ``(stored, new_secret)``.
+    body: Any, existing: WebhookSettings | None, *, now: float
+) -> tuple[WebhookSettings, str | None]:
+    """Validate a PUT body against the stored settings; return ``(settings, new_secret)``.
 
     ``new_secret`` is the generated secret to show once, or None when the caller gave the
     secret or the current one is kept. Pure: no I/O (the URL's addresses are checked by
@@ -116,9 +216,8 @@ def normalize(
     if not isinstance(rotate, bool):
         raise InvalidRequest("rotateSecret must be true or false", field="rotateSecret")
 
-    old = [dict(s) for s in (existing or {}).get("secrets", [])]
-    old = [s for s in old if s.get("expiresAt") is None or s["expiresAt"] > now]
-    current = old[0]["secret"] if old else None
+    old = [s for s in (existing.secrets if existing else ()) if s.active(now)]
+    current = old[0].secret if old else None
     generated: str | None = None
     if "secret" in body and body["secret"] is not None:
         if rotate:
@@ -129,26 +228,25 @@ def normalize(
     else:
         new_secret = current
     if new_secret == current:
-        secrets = old
+        secrets = tuple(old)
     else:
         # The replaced secret keeps signing for the rotation window; older ones keep theirs.
         retired = [
-            {"secret": s["secret"], "expiresAt": s.get("expiresAt") or now + ROTATION_WINDOW}
+            Secret(s.secret, s.expires_at or now + ROTATION_WINDOW)
             for s in old
-            if s["secret"] != new_secret
+            if s.secret != new_secret
         ]
-        secrets = [{"secret": new_secret, "expiresAt": None}, *retired]
+        secrets = (Secret(new_secret), *retired)
 
-    stored: dict[str, Any] = {
-        "url": url,
-        "events": events,
-        "secrets": secrets,
-        "enabled": enabled,
-        "disabledReason": None if enabled else "disabled by request",
-        "disabledAt": None if enabled else clock.iso(now),
-        "failingSince": None,
-    }
-    return stored, generated
+    settings = WebhookSettings(
+        url=url,
+        events=tuple(events),
+        secrets=secrets,
+        enabled=enabled,
+        disabled_reason=None if enabled else "disabled by request",
+        disabled_at=None if enabled else clock.iso(now),
+    )
+    return settings, generated
 
 
 async def check_url(
@@ -162,33 +260,3 @@ async def check_url(
         await ssrf.check_url(url, allow, resolver)
     except ValueError as exc:
         raise InvalidRequest(str(exc), field="url") from exc
-
-
-def active_secrets(settings: dict[str, Any], now: float) -> list[str]:
-    """Secrets that sign a delivery made at ``now``: the current one and those still inside
-    their rotation window."""
-    return [
-        s["secret"]
-        for s in settings.get("secrets", [])
-        if s.get("expiresAt") is None or s["expiresAt"] > now
-    ]
-
-
-def public_view(
-    settings: dict[str, Any], new_secret: str | None = None, *, now: float | None = None
-) -> dict[str, Any]:
-    """What the API shows: never a stored secret; ``secret`` only right after generating it.
-    ``activeSecrets`` counts the secrets signing at ``now`` (default: the current time)."""
-    active = active_secrets(settings, clock.now_epoch() if now is None else now)
-    view: dict[str, Any] = {
-        "url": settings.get("url"),
-        "events": list(settings.get("events", [])),
-        "enabled": bool(settings.get("enabled", True)),
-        "secretSet": bool(active),
-        "activeSecrets": len(active),
-        "disabledReason": settings.get("disabledReason"),
-        "disabledAt": settings.get("disabledAt"),
-    }
-    if new_secret is not None:
-        view["secret"] = new_secret
-    return view
