@@ -29,8 +29,8 @@ from api import (
 from api.auth import authenticate, charge, refuse
 from api.state import ApiSettings, AppState, current_state
 from supervisor.autoreply import AutoReply
+from supervisor.devices import Devices
 from supervisor.engines.simulator import SimulatorEngine
-from supervisor.supervisor import DeviceSupervisor
 
 log = logging.getLogger("wasup.api")
 
@@ -52,7 +52,7 @@ PUBLIC_ENDPOINTS = frozenset(
 
 
 def create_app(
-    sup: DeviceSupervisor,
+    sup: Devices,
     api_token: str,
     settings: ApiSettings | None = None,
     *,

@@ -16,7 +16,17 @@ from quart import Quart, Response, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
-from supervisor.errors import InvalidRequest, MailboxFull, WasupError
+from supervisor.errors import (
+    Busy,
+    DeviceConflict,
+    DeviceNotFound,
+    EngineError,
+    EngineRefused,
+    InvalidRequest,
+    Restarting,
+    Unresponsive,
+    WasupError,
+)
 
 log = logging.getLogger("wasup.api")
 
@@ -45,8 +55,31 @@ HTTP_MESSAGES: dict[int, str] = {
 }
 
 
+#: THE table from wasup's exceptions to HTTP status and error code (the most derived type wins).
+ERRORS: dict[type[Exception], tuple[int, str]] = {
+    InvalidRequest: (400, "INVALID_REQUEST"),
+    DeviceNotFound: (404, "DEVICE_NOT_FOUND"),
+    DeviceConflict: (409, "DEVICE_CONFLICT"),
+    EngineError: (502, "ENGINE_ERROR"),
+    EngineRefused: (502, "ENGINE_ERROR"),
+    Busy: (503, "SERVICE_UNAVAILABLE"),
+    Restarting: (503, "SERVICE_UNAVAILABLE"),
+    Unresponsive: (504, "GATEWAY_TIMEOUT"),
+    WasupError: (500, "INTERNAL_ERROR"),
+}
+
+
+def status_and_code(exc: BaseException) -> tuple[int, str] | None:
+    """The status and code :data:`ERRORS` gives ``exc``'s type, or None if it has none."""
+    for cls in type(exc).__mro__:
+        entry = ERRORS.get(cls)
+        if entry is not None:
+            return entry
+    return None
+
+
 class ApiError(Exception):
-    """An error answered as is: ``status``, ``code``, message and extra headers."""
+    """An HTTP-only error answered as is (401, 403, 429: :mod:`api.auth` makes those)."""
 
     def __init__(
         self, status: int, code: str, message: str, headers: dict[str, str] | None = None
@@ -80,20 +113,26 @@ def retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
+def _domain_headers(exc: BaseException) -> dict[str, str] | None:
+    """The headers a domain error adds: Retry-After when it says when to try again."""
+    if isinstance(exc, Busy | Restarting):
+        return {"Retry-After": retry_after(exc.retry_after)}
+    return None
+
+
 def response_for(exc: BaseException) -> Response:
     """The error envelope for any exception (the mapping lives here and nowhere else)."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, str(exc), headers=exc.headers)
-    if isinstance(exc, InvalidRequest):
-        return error_response(400, exc.code, str(exc), field=exc.field)
-    if isinstance(exc, MailboxFull):
-        return error_response(
-            503, exc.code, str(exc), headers={"Retry-After": retry_after(exc.retry_after)}
-        )
-    if isinstance(exc, WasupError):
-        if exc.status >= 500 and type(exc) is WasupError:
+    entry = status_and_code(exc)
+    if entry is not None:
+        status, code = entry
+        if type(exc) is WasupError:
             log.error("wasup error without a status: %r", exc)
-        return error_response(exc.status, exc.code, str(exc) or exc.code.lower())
+        field = exc.field if isinstance(exc, InvalidRequest) else None
+        return error_response(
+            status, code, str(exc) or code.lower(), headers=_domain_headers(exc), field=field
+        )
     if isinstance(exc, HTTPException):
         status = exc.code or 500
         headers: dict[str, str] = {}

@@ -17,7 +17,6 @@ Each app has its own registry, so several apps in one process (tests) do not col
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -26,47 +25,47 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from quart import Blueprint, Quart, Response, current_app, g, request
 
-from api.auth import authenticate
+from api.auth import NOT_AUTHENTICATED, authenticate
 from api.errors import ApiError
 from api.routes_devices import ok
 from api.state import current_state
-
-STATUSES = ("pending", "qr_timeout", "connecting", "connected", "disconnected", "logged_out")
+from supervisor.devices import Devices, DevicesStatistics
+from supervisor.state import Status
 
 health_bp = Blueprint("meta", __name__)
 metrics_bp = Blueprint("metrics", __name__)
 
 
-class _SupervisorCollector(Collector):
-    def __init__(self, sup: Any) -> None:
-        self.sup = sup
+def families(stats: DevicesStatistics) -> Iterator[GaugeMetricFamily]:
+    """The device gauges for one :class:`DevicesStatistics`."""
+    devices = GaugeMetricFamily("wasup_devices", "Devices per status", labels=["status"])
+    for status in Status:
+        devices.add_metric([status.value], float(stats.by_status.get(status.value, 0)))
+    yield devices
+    yield GaugeMetricFamily(
+        "wasup_logins_in_flight",
+        "Devices in a login handshake now",
+        value=float(stats.logins_in_flight),
+    )
+    yield GaugeMetricFamily(
+        "wasup_actor_crashes",
+        "Device actor crashes since start",
+        value=float(stats.crashes),
+    )
+
+
+class _DevicesCollector(Collector):
+    def __init__(self, devices: Devices) -> None:
+        self.devices = devices
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            stats = self.sup.statistics()
-        except Exception:  # a broken scrape must not break the endpoint
-            return
-        devices = GaugeMetricFamily("wasup_devices", "Devices per status", labels=["status"])
-        by_status = stats.get("by_status", {})
-        for status in STATUSES:
-            devices.add_metric([status], float(by_status.get(status, 0)))
-        yield devices
-        yield GaugeMetricFamily(
-            "wasup_logins_in_flight",
-            "Devices in a login handshake now",
-            value=float(stats.get("logins_in_flight", 0)),
-        )
-        yield GaugeMetricFamily(
-            "wasup_actor_crashes",
-            "Device actor crashes since start",
-            value=float(stats.get("crashes", 0)),
-        )
+        return families(self.devices.statistics())
 
 
 class Metrics:
     """The registry and HTTP instruments of one app."""
 
-    def __init__(self, sup: Any) -> None:
+    def __init__(self, devices: Devices) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "wasup_http_requests",
@@ -81,13 +80,12 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        if hasattr(sup, "statistics"):
-            self.registry.register(_SupervisorCollector(sup))
+        self.registry.register(_DevicesCollector(devices))
 
 
-def install(app: Quart, sup: Any) -> None:
+def install(app: Quart, devices: Devices) -> None:
     """Register the health and metrics routes and the request instruments on ``app``."""
-    metrics = Metrics(sup)
+    metrics = Metrics(devices)
     app.extensions["wasup.metrics"] = metrics
 
     @app.before_request
@@ -120,7 +118,7 @@ async def metrics_text() -> Response:
             token = auth[7:].strip()
     principal = await authenticate(state, token)
     if principal is None:
-        raise ApiError(401, "AUTHENTICATION_FAILED", "missing or invalid X-API-TOKEN")
+        raise ApiError(401, "AUTHENTICATION_FAILED", NOT_AUTHENTICATED)
     if not principal.is_operator:
         raise ApiError(403, "FORBIDDEN", "metrics need the operator token")
     metrics: Metrics = current_app.extensions["wasup.metrics"]

@@ -30,7 +30,7 @@ from api import validation
 from api.auth import resolve_device
 from api.routes_devices import ok, read_body
 from api.state import current_state
-from supervisor.errors import DeviceConflict, EngineError, InvalidRequest
+from supervisor.errors import InvalidRequest
 from supervisor.jid import InvalidJid, Jid, JidKind
 
 bp = Blueprint("messages", __name__)
@@ -41,10 +41,6 @@ TEXT_MAX = validation.TEXT_MAX
 PAIR_PHONE_RE = re.compile(r"\+?[1-9][0-9]{6,14}")
 #: What a message may be sent to: a person's number or a group.
 RECIPIENT_KINDS = frozenset({JidKind.USER, JidKind.GROUP})
-
-#: Engine reasons that mean "the device is not pairing (yet)": 409, not 502.
-_NOT_PAIRING = frozenset({"not_pairing", "pairing_not_ready"})
-
 
 @attrs.frozen
 class SendMessageRequest:
@@ -110,16 +106,7 @@ def send_message_request(body: Any) -> tuple[Jid, str]:
 async def pair_code(device_id: str) -> Response:
     row = await resolve_device(device_id)
     phone = pair_code_request(await read_body())
-    try:
-        code, expires_at = await current_state().sup.request_pair_code(str(row.id), phone)
-    except EngineError as exc:
-        if exc.reason in _NOT_PAIRING:
-            raise DeviceConflict(
-                "device is not ready to pair: wait until it shows a qr code, then ask again"
-            ) from exc
-        if exc.reason == "invalid_phone_number":
-            raise InvalidRequest(f"phoneNumber: {exc}", field="phoneNumber") from exc
-        raise
+    code, expires_at = await current_state().sup.request_pair_code(str(row.id), phone)
     return ok(
         {"sessionId": row.session_id, "code": code, "expiresAt": expires_at},
         "Enter this code on the phone: WhatsApp > Linked devices > Link with phone number.",

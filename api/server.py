@@ -48,8 +48,9 @@ from api.state import ApiSettings, WsSettings
 from api.ws import MAX_CLIENT_MESSAGE, close_streams
 from supervisor.autoreply import AutoReply
 from supervisor.config import Config
+from supervisor.devices import Devices
 from supervisor.engine import Engine
-from supervisor.supervisor import DeviceSupervisor, open_supervisor
+from supervisor.supervisor import open_supervisor
 from supervisor.webhooks.dispatcher import WebhookDispatcher
 
 log = logging.getLogger("wasup.server")
@@ -66,7 +67,7 @@ class Server:
 
     host: str
     port: int
-    sup: DeviceSupervisor
+    sup: Devices
     dispatcher: WebhookDispatcher
     autoreply: AutoReply
     app: QuartTrio

@@ -16,7 +16,7 @@ from api.ratelimit import RateLimiter, RateLimitPolicy
 
 if TYPE_CHECKING:
     from supervisor.autoreply import AutoReply
-    from supervisor.supervisor import DeviceSupervisor
+    from supervisor.devices import Devices
 
 MIB = 1024 * 1024
 
@@ -66,7 +66,7 @@ def token_digest(token: str) -> bytes:
 
 @attrs.define(eq=False)
 class AppState:
-    sup: DeviceSupervisor
+    sup: Devices
     settings: ApiSettings
     operator_digest: bytes
     limiter: RateLimiter
@@ -77,7 +77,7 @@ class AppState:
     @classmethod
     def build(
         cls,
-        sup: DeviceSupervisor,
+        sup: Devices,
         api_token: str,
         settings: ApiSettings,
         *,

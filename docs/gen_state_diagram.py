@@ -62,12 +62,10 @@ class GenerationError(Exception):
 
 
 def restored(state: sm.DeviceState) -> sm.DeviceState:
-    """The state an actor starts from after a restart: only persisted fields survive."""
-    return sm.DeviceState(
-        status=state.status,
-        reason=state.reason,
-        paired=state.paired,
-        max_qr_attempts=state.max_qr_attempts,
+    """The state an actor starts from after a restart (:meth:`DeviceState.restore`)."""
+    return sm.DeviceState.restore(
+        state.status, state.reason, state.paired, state.reconnect_attempt, state.ban_until,
+        state.max_qr_attempts,
     )
 
 
@@ -84,15 +82,20 @@ def _key(state: sm.DeviceState) -> tuple[object, ...]:
 
 
 @attrs.frozen
-class Step:
+class Taken:
+    """One event applied to one state: the step, or the refusal."""
+
     before: sm.DeviceState
     event: sm.Event
-    after: sm.DeviceState | None  # None: refused with InvalidCommand
-    actions: tuple[sm.Action, ...]
+    step: sm.Step | None  # None: refused with InvalidCommand
     refusal: str | None = None
 
+    @property
+    def after(self) -> sm.DeviceState | None:
+        return None if self.step is None else self.step.state
 
-def explore(max_qr_attempts: int = 2) -> Iterator[Step]:
+
+def explore(max_qr_attempts: int = 2) -> Iterator[Taken]:
     """Every step from every state reachable from a new device (finite, deterministic)."""
     start = sm.DeviceState(sm.Status.PENDING, max_qr_attempts=max_qr_attempts)
     seen = {_key(start)}
@@ -103,11 +106,12 @@ def explore(max_qr_attempts: int = 2) -> Iterator[Step]:
         candidates += [(restored(state), e) for e in RESTART_EVENTS]
         for before, event in candidates:
             try:
-                after, actions = sm.transition(before, event)
+                step = sm.transition(before, event)
             except sm.InvalidCommand as exc:
-                yield Step(before, event, None, (), refusal=str(exc))
+                yield Taken(before, event, None, refusal=str(exc))
                 continue
-            yield Step(before, event, after, tuple(actions))
+            yield Taken(before, event, step)
+            after = step.state
             if _key(after) not in seen:
                 seen.add(_key(after))
                 queue.append(after)
@@ -122,33 +126,44 @@ class Edge:
     effects: frozenset[str]
 
 
-def _effects(actions: tuple[sm.Action, ...]) -> set[str]:
-    """What the actor does for ``actions``, in the words the tables use."""
+#: The tables' words for each kind of state timeout.
+TIMER_NAMES = {
+    sm.TimeoutKind.QR_FIRST: "qr timer",
+    sm.TimeoutKind.QR_NEXT: "qr timer",
+    sm.TimeoutKind.BACKOFF: "backoff timer",
+    sm.TimeoutKind.HANDSHAKE: "handshake timer",
+}
+
+
+def _effects(step: sm.Step) -> set[str]:
+    """What the actor does for ``step``, in the words the tables use (``device_status`` comes
+    with every change of status: not worth a mention per row)."""
     out: set[str] = set()
-    for action in actions:
-        match action:
-            case sm.Persist():
-                pass
-            case sm.Emit(type="device_status"):
-                pass  # every change of status emits it: not worth a mention per row
+    for spec in step.events:
+        match spec:
             case sm.Emit(type=kind):
                 out.add(f"`{kind}` event")
-            case sm.SetTimeout(kind=kind):
-                out.add(f"{kind} timer")
-            case _:
-                out.add(type(action).__name__)
+            case sm.ShowQr():
+                out.add("ShowQr")
+    if step.engine is not None:
+        out.add(type(step.engine).__name__)
+    if step.timeout is not None:
+        out.add(TIMER_NAMES[step.timeout.kind])
+    if step.then is not None:
+        out.add(f"then `{type(step.then).__name__}`")
     return out
 
 
 def edges() -> list[Edge]:
     """The changes of status, one per (from, event, to), ordered as ``Status`` and the events."""
     found: dict[tuple[sm.Status, str, sm.Status], tuple[set[str], set[str]]] = {}
-    for step in explore():
-        if step.after is not None and step.after.status is not step.before.status:
-            key = (step.before.status, type(step.event).__name__, step.after.status)
+    for taken in explore():
+        step = taken.step
+        if step is not None and step.state.status is not taken.before.status:
+            key = (taken.before.status, type(taken.event).__name__, step.state.status)
             reasons, effects = found.setdefault(key, (set(), set()))
-            reasons.add(step.after.reason or "-")
-            effects |= _effects(step.actions)
+            reasons.add(step.state.reason or "-")
+            effects |= _effects(step)
     taken = {(s, t) for s, _, t in found}
     if extra := taken - sm.LEGAL:
         raise GenerationError(f"status changes missing from LEGAL: {sorted(extra)}")
@@ -174,16 +189,16 @@ def command_results() -> dict[sm.Status, dict[str, str]]:
     """
     names = [type(c).__name__ for c in COMMANDS]
     seen: dict[tuple[sm.Status, str], dict[str, set[bool]]] = defaultdict(dict)
-    for step in explore():
-        name = type(step.event).__name__
+    for taken in explore():
+        name = type(taken.event).__name__
         if name not in names:
             continue
-        before = step.before
-        if step.after is None:
-            outcome = f"409: {step.refusal}"
-        elif step.after.status is not before.status:
-            outcome = f"→ `{step.after.status.value}`"
-        elif step.after != before or step.actions:
+        before, step = taken.before, taken.step
+        if step is None:
+            outcome = f"409: {taken.refusal}"
+        elif step.state.status is not before.status:
+            outcome = f"→ `{step.state.status.value}`"
+        elif step != sm.Step(before):
             outcome = f"stays `{before.status.value}`"
         else:
             outcome = "no change"

@@ -1,6 +1,7 @@
-"""wasup's exception tree: small and flat, each error knowing its API status and code.
+"""wasup's domain errors: small and flat, each docstring naming who raises it.
 
-The API maps these to responses in one place (``api.errors``); nothing else decides a status.
+They say what went wrong in wasup's own terms and nothing about HTTP: ``api.errors`` holds the
+one table from these types to statuses and codes.
 """
 
 from __future__ import annotations
@@ -9,15 +10,9 @@ from __future__ import annotations
 class WasupError(Exception):
     """Base of every error wasup raises on purpose."""
 
-    code = "INTERNAL_ERROR"
-    status = 500
-
 
 class InvalidRequest(WasupError):
-    """The request is malformed; ``field`` names the part that is wrong, when there is one."""
-
-    code = "INVALID_REQUEST"
-    status = 400
+    """Raised by request validation when a request is malformed; ``field`` names the part."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -25,47 +20,59 @@ class InvalidRequest(WasupError):
 
 
 class DeviceNotFound(WasupError):
-    code = "DEVICE_NOT_FOUND"
-    status = 404
+    """Raised by the device directory when a reference names no device."""
 
     def __init__(self, ref: object = None) -> None:
         super().__init__("device not found" if ref is None else f"device {ref} not found")
 
 
 class DeviceConflict(WasupError):
-    """The device exists already, or is in a state where the operation makes no sense."""
-
-    code = "DEVICE_CONFLICT"
-    status = 409
+    """Raised by the devices facade and the actor when the device exists already, or is in a
+    state where the operation makes no sense."""
 
 
-class MailboxFull(WasupError):
-    """The device's mailbox is full: backpressure, try again after ``retry_after`` seconds."""
-
-    code = "SERVICE_UNAVAILABLE"
-    status = 503
+class Busy(WasupError):
+    """Raised by the devices facade when the device's command inbox is full: try again after
+    ``retry_after`` seconds."""
 
     def __init__(self, message: str = "device is busy, try again shortly", retry_after: float = 1.0):
         super().__init__(message)
         self.retry_after = retry_after
 
 
-class ActorTimeout(WasupError):
-    """The device's actor did not answer within the deadline."""
+class Restarting(WasupError):
+    """Raised by the devices facade when the device's actor crashed while handling the command
+    and is being restarted: try again after ``retry_after`` seconds."""
 
-    code = "GATEWAY_TIMEOUT"
-    status = 504
+    def __init__(
+        self, message: str = "device restarted after an internal error", retry_after: float = 1.0
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unresponsive(WasupError):
+    """Raised by the devices facade when the device's actor did not answer within the call
+    timeout."""
+
+
+class EngineRefused(WasupError):
+    """Raised by the devices facade when the engine refused a request for a reason wasup has no
+    better name for; ``reason`` is machine-readable."""
+
+    def __init__(self, reason: str, recoverable: bool = True, message: str | None = None) -> None:
+        super().__init__(message or reason)
+        self.reason = reason
+        self.recoverable = recoverable
 
 
 class EngineError(WasupError):
-    """An engine operation failed in a way the state machine understands (not a crash).
+    """Raised by an engine session when an operation failed in a way the state machine
+    understands (not a crash).
 
     ``reason`` is machine-readable (it becomes ``statusReason``); ``recoverable`` says whether
     wasup may retry on its own.
     """
-
-    code = "ENGINE_ERROR"
-    status = 502
 
     def __init__(self, reason: str, recoverable: bool = True, message: str | None = None) -> None:
         super().__init__(message or reason)

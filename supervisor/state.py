@@ -1,8 +1,9 @@
 """The device state machine: a pure function over frozen values.
 
-``transition(state, event) -> (state, actions)`` is the whole of a device's lifecycle logic.
-It performs no I/O and reads no clock; :mod:`supervisor.actor` interprets the actions it
-returns (persist, emit, start a login, set a state timeout). The table in DESIGN.md is
+``transition(state, event) -> Step`` is the whole of a device's lifecycle logic. It performs
+no I/O and reads no clock; :mod:`supervisor.actor` carries out the :class:`Step` it returns
+(an engine operation, one database job, the events to publish, a state timeout).
+:meth:`DeviceState.restore` is the one definition of what a restart keeps. The table in DESIGN.md is
 implemented here row by row and nowhere else; the tests drive this function against a model.
 
 Error handling: a *command* that makes no sense in the current state (logout of a device that
@@ -18,43 +19,10 @@ from enum import StrEnum
 
 import attrs
 
-
-class Status(StrEnum):
-    PENDING = "pending"
-    QR_TIMEOUT = "qr_timeout"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
-    LOGGED_OUT = "logged_out"
-
-
-#: States with a live or wanted session: logout and cancel apply to these.
-ACTIVE = frozenset({Status.PENDING, Status.CONNECTING, Status.CONNECTED, Status.DISCONNECTED})
-
-#: Reasons for ``disconnected`` that wasup never retries on its own (an operator's login does).
-HOLDING_REASONS = frozenset({"cancelled", "crash_loop"})
-
-#: The legal changes of status, from DESIGN.md's table (``restore`` and ``crash_loop`` included,
-#: which only ever move along these same edges).
-LEGAL = frozenset(
-    {
-        (Status.PENDING, Status.QR_TIMEOUT),
-        (Status.PENDING, Status.CONNECTING),
-        (Status.PENDING, Status.DISCONNECTED),
-        (Status.PENDING, Status.LOGGED_OUT),
-        (Status.CONNECTING, Status.CONNECTED),
-        (Status.CONNECTING, Status.DISCONNECTED),
-        (Status.CONNECTING, Status.LOGGED_OUT),
-        (Status.CONNECTED, Status.DISCONNECTED),
-        (Status.CONNECTED, Status.LOGGED_OUT),
-        (Status.DISCONNECTED, Status.CONNECTING),
-        (Status.DISCONNECTED, Status.PENDING),
-        (Status.DISCONNECTED, Status.LOGGED_OUT),
-        (Status.DISCONNECTED, Status.QR_TIMEOUT),
-        (Status.QR_TIMEOUT, Status.PENDING),
-        (Status.LOGGED_OUT, Status.PENDING),
-    }
-)
+from .status import ACTIVE as ACTIVE
+from .status import HOLDING_REASONS as HOLDING_REASONS
+from .status import LEGAL as LEGAL
+from .status import Status as Status
 
 
 class InvalidCommand(Exception):
@@ -78,6 +46,30 @@ class DeviceState:
     reconnect_attempt: int = 0
     ban_until: float | None = None
 
+    @classmethod
+    def restore(
+        cls,
+        status: Status,
+        reason: str | None,
+        paired: bool,
+        reconnect_attempt: int,
+        ban_until: float | None,
+        max_qr_attempts: int,
+    ) -> DeviceState:
+        """The state an actor starts from after a restart: what the database keeps.
+
+        Status, reason, whether credentials are stored, the backoff position and a temporary
+        ban survive; the QR attempt does not (pairing starts over).
+        """
+        return cls(
+            status=status,
+            reason=reason,
+            paired=paired,
+            max_qr_attempts=max_qr_attempts,
+            reconnect_attempt=reconnect_attempt,
+            ban_until=ban_until,
+        )
+
 
 # -- events: commands ------------------------------------------------------------------------
 
@@ -89,17 +81,17 @@ class Start:
 
 @attrs.frozen
 class Login:
-    pass
+    """An operator asks to log in (pair, or connect with stored credentials)."""
 
 
 @attrs.frozen
 class Logout:
-    pass
+    """An operator asks to log out at WhatsApp and wipe the credentials."""
 
 
 @attrs.frozen
 class Cancel:
-    pass
+    """An operator asks to stop the session."""
 
 
 @attrs.frozen
@@ -117,12 +109,20 @@ class QrReady:
 
 @attrs.frozen
 class Scanned:
-    """The phone scanned the QR code or entered the pair code."""
+    """The phone scanned the QR code or entered the pair code; the account as reported."""
+
+    jid: str = ""
+    phone_number: str = ""
+    push_name: str | None = None
+    platform: str | None = None
 
 
 @attrs.frozen
 class EngineConnected:
-    pass
+    """The handshake finished; the push name and platform if the engine reported them."""
+
+    push_name: str | None = None
+    platform: str | None = None
 
 
 @attrs.frozen
@@ -152,12 +152,12 @@ class Banned:
 
 @attrs.frozen
 class QrExpired:
-    pass
+    """The QR code on show expired."""
 
 
 @attrs.frozen
 class BackoffElapsed:
-    pass
+    """The reconnect delay is over."""
 
 
 @attrs.frozen
@@ -182,49 +182,56 @@ Event = (
     | HandshakeTimedOut
 )
 
-# -- actions ---------------------------------------------------------------------------------
+# -- what a transition does: the Step -------------------------------------------------------
 
 
 @attrs.frozen
-class Persist:
-    """Store the new state (and a history row when the status changed)."""
+class StatusChange:
+    """The status changed: a history row and a ``device_status`` event."""
+
+    before: Status
+    after: Status
+    reason: str | None
 
 
 @attrs.frozen
 class Emit:
-    """Publish an event of ``type`` (``qr_code`` events are built by the actor from the QR)."""
+    """Publish an event of ``type`` with ``data``."""
 
     type: str
     data: tuple[tuple[str, object], ...] = ()
 
 
 @attrs.frozen
+class ShowQr:
+    """A QR code is now on show as attempt ``attempt`` (the actor builds the ``qr_code`` event)."""
+
+    code: str
+    attempt: int
+
+
+#: An event to publish (besides ``device_status``, which comes from the ``StatusChange``).
+EventSpec = Emit | ShowQr
+
+
+@attrs.frozen
 class StartPairing:
-    pass
+    """Connect without credentials: QR codes follow."""
 
 
 @attrs.frozen
 class NextQr:
-    pass
-
-
-@attrs.frozen
-class ShowQr:
-    """A QR code is now on show as attempt ``attempt``; ``restart_timer`` starts its expiry."""
-
-    code: str
-    attempt: int
-    restart_timer: bool
+    """Ask the engine for the next QR code."""
 
 
 @attrs.frozen
 class Connect:
-    pass
+    """Connect with the stored credentials."""
 
 
 @attrs.frozen
 class StopEngine:
-    pass
+    """Drop the connection."""
 
 
 @attrs.frozen
@@ -233,59 +240,114 @@ class EngineLogout:
 
 
 @attrs.frozen
-class SetTimeout:
-    """Arm the state timeout (any change of state disarms the previous one).
+class Reported:
+    """Account fields the engine reported, to store with the step.
 
-    kind ``qr``: first or next QR expiry; ``backoff``: reconnect delay for ``attempt``
-    (``attempt == 0`` means at once), not before ``not_before``; ``handshake``: connect timeout.
+    From a pairing (``pairing=True``) every field is stored, an unknown one as None; from a
+    connect only those reported (not None) are.
     """
 
-    kind: str
+    jid: str | None = None
+    phone_number: str | None = None
+    push_name: str | None = None
+    platform: str | None = None
+    pairing: bool = False
+
+
+#: The one engine operation a step may ask for.
+EngineOp = StartPairing | NextQr | Connect | StopEngine | EngineLogout
+
+
+class TimeoutKind(StrEnum):
+    """Which state timeout to arm: each fires its own event."""
+
+    QR_FIRST = "qr_first"  # the first QR code's expiry: QrExpired
+    QR_NEXT = "qr_next"  # a later QR code's expiry: QrExpired
+    BACKOFF = "backoff"  # the reconnect delay of ``disconnected``: BackoffElapsed
+    HANDSHAKE = "handshake"  # connecting, or pairing until the first QR: HandshakeTimedOut
+
+
+@attrs.frozen
+class StateTimeout:
+    """Arm the state timeout (any change of state disarms the previous one).
+
+    For ``BACKOFF``: the delay for reconnect ``attempt``, not before the epoch ``not_before``.
+    """
+
+    kind: TimeoutKind
     attempt: int = 0
-    first: bool = False
     not_before: float | None = None
 
 
-Action = (
-    Persist | Emit | StartPairing | NextQr | ShowQr | Connect | StopEngine | EngineLogout | SetTimeout
-)
+@attrs.frozen
+class Step:
+    """What one transition does, in a fixed shape.
+
+    The actor carries it out in one order: the ``engine`` operation, then one database job
+    (the state when ``persist``, the history row of ``change``, the outbox rows), then the
+    events are published (``device_status`` of ``change`` first, then ``events``); the
+    ``timeout`` is armed and ``then`` is applied at once, as the next event, into the same
+    database job.
+    """
+
+    state: DeviceState
+    change: StatusChange | None = None
+    persist: bool = False
+    events: tuple[EventSpec, ...] = ()
+    engine: EngineOp | None = None
+    timeout: StateTimeout | None = None
+    then: Event | None = None
+    reported: Reported | None = None
 
 
-def _status_changed(old: DeviceState, new: DeviceState) -> list[Action]:
-    data: tuple[tuple[str, object], ...] = (
-        ("from", old.status.value),
-        ("to", new.status.value),
-        ("reason", new.reason),
+def _changed(
+    old: DeviceState, new: DeviceState, *events: EventSpec, engine: EngineOp | None = None,
+    timeout: StateTimeout | None = None, then: Event | None = None,
+) -> Step:
+    """A step that stores ``new``, with a history row and ``device_status`` if the status moved."""
+    change = StatusChange(old.status, new.status, new.reason) if old.status is not new.status else None
+    return Step(new, change, True, events, engine, timeout, then)
+
+
+def _backoff(attempt: int, not_before: float | None) -> StateTimeout | None:
+    return None if attempt == 0 and not_before is None else StateTimeout(
+        TimeoutKind.BACKOFF, attempt, not_before
     )
-    return [Persist(), Emit("device_status", data)]
 
 
-def _to_disconnected(state: DeviceState, reason: str) -> tuple[DeviceState, list[Action]]:
+def _reconnect(state: DeviceState, *events: EventSpec, engine: EngineOp | None = None) -> Step:
+    """Wait for the backoff of ``state``; attempt 0 (no ban) reconnects at once (``then``)."""
+    timeout = _backoff(state.reconnect_attempt, state.ban_until)
+    then = BackoffElapsed() if timeout is None else None
+    return Step(state, None, False, events, engine, timeout, then)
+
+
+_HANDSHAKE = StateTimeout(TimeoutKind.HANDSHAKE)
+
+
+def _to_disconnected(state: DeviceState, reason: str) -> Step:
     attempt = state.reconnect_attempt + 1
     new = attrs.evolve(
         state, status=Status.DISCONNECTED, reason=reason, qr_attempt=0, reconnect_attempt=attempt
     )
-    return new, [
-        StopEngine(),
-        *_status_changed(state, new),
-        Emit("device_disconnected", (("reason", reason),)),
-        SetTimeout("backoff", attempt=attempt, not_before=state.ban_until),
-    ]
+    return _changed(
+        state, new, Emit("device_disconnected", (("reason", reason),)), engine=StopEngine(),
+        timeout=StateTimeout(TimeoutKind.BACKOFF, attempt, state.ban_until),
+    )
 
 
-def _begin(state: DeviceState, reason: str | None = None) -> tuple[DeviceState, list[Action]]:
+def _begin(state: DeviceState, reason: str | None = None) -> Step:
     """Start a login: connect with credentials when paired, else start pairing."""
     if state.paired:
         new = attrs.evolve(state, status=Status.CONNECTING, reason=reason, qr_attempt=0)
-        return new, [*_status_changed(state, new), Connect(), SetTimeout("handshake")]
+        return _changed(state, new, engine=Connect(), timeout=_HANDSHAKE)
     new = attrs.evolve(state, status=Status.PENDING, reason=reason, qr_attempt=0)
-    acts: list[Action] = [StartPairing(), SetTimeout("handshake")]
-    if new.status != state.status:
-        acts[:0] = _status_changed(state, new)
-    return new, acts
+    if new.status is state.status:
+        return Step(new, engine=StartPairing(), timeout=_HANDSHAKE)
+    return _changed(state, new, engine=StartPairing(), timeout=_HANDSHAKE)
 
 
-def _logged_out(state: DeviceState, reason: str) -> tuple[DeviceState, list[Action]]:
+def _logged_out(state: DeviceState, reason: str) -> Step:
     new = attrs.evolve(
         state,
         status=Status.LOGGED_OUT,
@@ -295,37 +357,32 @@ def _logged_out(state: DeviceState, reason: str) -> tuple[DeviceState, list[Acti
         reconnect_attempt=0,
         ban_until=None,
     )
-    return new, [
-        EngineLogout(),
-        *_status_changed(state, new),
-        Emit("device_logged_out", (("reason", reason),)),
-    ]
+    return _changed(
+        state, new, Emit("device_logged_out", (("reason", reason),)), engine=EngineLogout()
+    )
 
 
-def transition(state: DeviceState, event: Event) -> tuple[DeviceState, list[Action]]:
-    """Apply ``event`` to ``state``; return the new state and the actions to carry out."""
+def transition(state: DeviceState, event: Event) -> Step:
+    """Apply ``event`` to ``state``; return the new state and what to do, as a :class:`Step`."""
     s = state.status
     match event:
         case Start():
             if s is Status.PENDING:
-                return attrs.evolve(state, qr_attempt=0), [StartPairing(), SetTimeout("handshake")]
+                return Step(attrs.evolve(state, qr_attempt=0), engine=StartPairing(), timeout=_HANDSHAKE)
             if s is Status.CONNECTING:
                 if state.paired:
-                    return state, [Connect(), SetTimeout("handshake")]
+                    return Step(state, engine=Connect(), timeout=_HANDSHAKE)
                 return _to_disconnected(state, "restart")
             if s is Status.CONNECTED:
                 # The process that held this connection is gone: report it, reconnect at once.
                 new = attrs.evolve(state, status=Status.DISCONNECTED, reason="restart")
-                return new, [
-                    *_status_changed(state, new),
-                    Emit("device_disconnected", (("reason", "restart"),)),
-                    SetTimeout("backoff", attempt=0),
-                ]
+                return _changed(
+                    state, new, Emit("device_disconnected", (("reason", "restart"),)),
+                    then=BackoffElapsed(),
+                )
             if s is Status.DISCONNECTED and state.reason not in HOLDING_REASONS:
-                return state, [
-                    SetTimeout("backoff", attempt=state.reconnect_attempt, not_before=state.ban_until)
-                ]
-            return state, []
+                return _reconnect(state)
+            return Step(state)
 
         case Login():
             if s in (Status.QR_TIMEOUT, Status.LOGGED_OUT):
@@ -334,7 +391,7 @@ def transition(state: DeviceState, event: Event) -> tuple[DeviceState, list[Acti
                 if state.reason == "temporary_ban" and state.ban_until is not None:
                     raise InvalidCommand("device is temporarily banned by whatsapp")
                 return _begin(attrs.evolve(state, reconnect_attempt=0))
-            return state, []  # pending, connecting, connected: idempotent
+            return Step(state)  # pending, connecting, connected: idempotent
 
         case Logout():
             if s not in ACTIVE:
@@ -348,95 +405,100 @@ def transition(state: DeviceState, event: Event) -> tuple[DeviceState, list[Acti
             new = attrs.evolve(
                 state, status=target, reason="cancelled", qr_attempt=0, reconnect_attempt=0
             )
-            acts: list[Action] = [StopEngine()]
-            if new.status != s:
-                acts += _status_changed(state, new)
-                if target is Status.DISCONNECTED:
-                    acts.append(Emit("device_disconnected", (("reason", "cancelled"),)))
-            else:
-                acts.append(Persist())
-            return new, acts
+            if new.status != s and target is Status.DISCONNECTED:
+                return _changed(
+                    state, new, Emit("device_disconnected", (("reason", "cancelled"),)),
+                    engine=StopEngine(),
+                )
+            return _changed(state, new, engine=StopEngine())
 
         case CrashLoop():
             if s in (Status.PENDING, Status.CONNECTING, Status.CONNECTED):
                 new = attrs.evolve(state, status=Status.DISCONNECTED, reason="crash_loop", qr_attempt=0)
-                return new, [
-                    StopEngine(),
-                    *_status_changed(state, new),
-                    Emit("device_disconnected", (("reason", "crash_loop"),)),
-                ]
+                return _changed(
+                    state, new, Emit("device_disconnected", (("reason", "crash_loop"),)),
+                    engine=StopEngine(),
+                )
             if s is Status.DISCONNECTED:
                 # Parked while waiting to reconnect: say so, it will not reconnect on its own.
                 new = attrs.evolve(state, reason="crash_loop", qr_attempt=0)
-                return new, [
-                    StopEngine(),
-                    Persist(),
-                    Emit("device_disconnected", (("reason", "crash_loop"),)),
-                ]
+                return _changed(
+                    state, new, Emit("device_disconnected", (("reason", "crash_loop"),)),
+                    engine=StopEngine(),
+                )
             # qr_timeout, logged_out: no session to park; the device stays as it is.
-            return state, [StopEngine()]
+            return Step(state, engine=StopEngine())
 
         case QrReady(code=code):
             if s is not Status.PENDING:
-                return state, []
+                return Step(state)
             if state.qr_attempt == 0:
                 new = attrs.evolve(state, qr_attempt=1)
-                return new, [ShowQr(code, 1, restart_timer=True)]
-            return state, [ShowQr(code, state.qr_attempt, restart_timer=False)]
+                return Step(new, events=(ShowQr(code, 1),), timeout=StateTimeout(TimeoutKind.QR_FIRST))
+            return Step(state, events=(ShowQr(code, state.qr_attempt),))
 
         case QrExpired():
             if s is not Status.PENDING:
-                return state, []
+                return Step(state)
             if state.qr_attempt >= state.max_qr_attempts:
                 new = attrs.evolve(state, status=Status.QR_TIMEOUT, reason="qr_expired", qr_attempt=0)
-                return new, [StopEngine(), *_status_changed(state, new), Emit("qr_timeout")]
+                return _changed(state, new, Emit("qr_timeout"), engine=StopEngine())
             new = attrs.evolve(state, qr_attempt=state.qr_attempt + 1)
-            return new, [NextQr(), SetTimeout("qr", attempt=new.qr_attempt)]
+            return Step(
+                new, engine=NextQr(), timeout=StateTimeout(TimeoutKind.QR_NEXT, new.qr_attempt)
+            )
 
-        case Scanned():
+        case Scanned(jid=jid, phone_number=phone, push_name=push_name, platform=platform):
             if s is not Status.PENDING:
-                return state, []
+                return Step(state)
             new = attrs.evolve(
                 state, status=Status.CONNECTING, reason=None, paired=True, qr_attempt=0
             )
-            return new, [*_status_changed(state, new), Connect(), SetTimeout("handshake")]
+            step = _changed(state, new, engine=Connect(), timeout=_HANDSHAKE)
+            return attrs.evolve(step, reported=Reported(jid, phone, push_name, platform, pairing=True))
 
-        case EngineConnected():
+        case EngineConnected(push_name=push_name, platform=platform):
             if s is not Status.CONNECTING:
-                return state, []
+                return Step(state)
             new = attrs.evolve(
                 state, status=Status.CONNECTED, reason=None, reconnect_attempt=0, ban_until=None
             )
-            return new, [*_status_changed(state, new), Emit("device_connected")]
+            step = _changed(state, new, Emit("device_connected"))
+            if push_name is None and platform is None:
+                return step
+            return attrs.evolve(step, reported=Reported(push_name=push_name, platform=platform))
 
         case ConnectionLost(reason=reason):
             if s not in (Status.PENDING, Status.CONNECTING, Status.CONNECTED):
-                return state, []
+                return Step(state)
             return _to_disconnected(state, reason)
 
         case HandshakeTimedOut():
             if s is Status.CONNECTING or (s is Status.PENDING and state.qr_attempt == 0):
                 return _to_disconnected(state, "handshake_timeout")
-            return state, []
+            return Step(state)
 
         case Banned(reason=reason, until=until):
             if s not in ACTIVE:
-                return state, []
+                return Step(state)
             banned = attrs.evolve(state, ban_until=until)
             if s is Status.DISCONNECTED:
                 if state.reason in HOLDING_REASONS:  # cancelled or parked: no reconnect by itself
-                    return banned, [Persist()]
-                return banned, [Persist(), SetTimeout("backoff", attempt=state.reconnect_attempt, not_before=until)]
+                    return Step(banned, persist=True)
+                return Step(
+                    banned, persist=True,
+                    timeout=StateTimeout(TimeoutKind.BACKOFF, state.reconnect_attempt, until),
+                )
             return _to_disconnected(banned, "temporary_ban")
 
         case Unlinked(reason=reason):
             if s not in ACTIVE:
-                return state, []
+                return Step(state)
             return _logged_out(state, reason)
 
         case BackoffElapsed():
             if s is not Status.DISCONNECTED or state.reason in HOLDING_REASONS:
-                return state, []
+                return Step(state)
             return _begin(attrs.evolve(state, ban_until=None))
 
     raise InvalidCommand(f"unknown event {event!r}")

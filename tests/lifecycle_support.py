@@ -12,9 +12,10 @@ import trio
 
 import storage
 from supervisor.config import Config
+from supervisor.devices import Devices
 from supervisor.engines.simulator import SimulatorEngine
 from supervisor.events import Event
-from supervisor.supervisor import DeviceSupervisor, open_supervisor
+from supervisor.supervisor import open_supervisor
 
 
 def sim_config(data_dir: Path, **overrides: Any) -> Config:
@@ -49,7 +50,7 @@ class Recorder:
 
 
 @asynccontextmanager
-async def simulated(config: Config) -> AsyncIterator[tuple[DeviceSupervisor, SimulatorEngine, Recorder]]:
+async def simulated(config: Config) -> AsyncIterator[tuple[Devices, SimulatorEngine, Recorder]]:
     recorder = Recorder()
     async with open_supervisor(config) as sup:
         sup.bus.tap(recorder)
@@ -63,7 +64,7 @@ async def settle() -> None:
 
 
 async def wait_until(
-    sup: DeviceSupervisor, device_id: int, check: Callable[[storage.DeviceRow], bool], within: float = 600
+    sup: Devices, device_id: int, check: Callable[[storage.DeviceRow], bool], within: float = 600
 ) -> None:
     """Wait (in virtual time) until ``check(row)`` holds for the device's record."""
     with trio.fail_after(within):
@@ -72,10 +73,10 @@ async def wait_until(
                 await sub.receive()
 
 
-async def wait_status(sup: DeviceSupervisor, device_id: int, status: str, within: float = 600) -> None:
+async def wait_status(sup: Devices, device_id: int, status: str, within: float = 600) -> None:
     """Wait (in virtual time) until the device's status is ``status``."""
     await wait_until(sup, device_id, lambda row: row.status == status, within)
 
 
-async def stored_row(sup: DeviceSupervisor, device_id: int) -> storage.DeviceRow | None:
+async def stored_row(sup: Devices, device_id: int) -> storage.DeviceRow | None:
     return await sup.db.run(lambda r: r.devices.get(device_id))

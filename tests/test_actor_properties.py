@@ -22,10 +22,11 @@ from hypothesis import strategies as st
 
 import storage
 from supervisor import engine as eng
+from supervisor.devices import Devices
 from supervisor.engines.simulator import SimulatorEngine
 from supervisor.errors import WasupError
 from supervisor.state import LEGAL, Status
-from supervisor.supervisor import DbCredentialStore, DeviceSupervisor, open_supervisor
+from supervisor.supervisor import DbCredentialStore, open_supervisor
 
 from .lifecycle_support import Recorder, settle, sim_config
 
@@ -93,7 +94,7 @@ step = st.one_of(
 
 
 async def check_invariants(
-    sup: DeviceSupervisor, engine: CountingEngine, rec: Recorder, max_attempts: int
+    sup: Devices, engine: CountingEngine, rec: Recorder, max_attempts: int
 ) -> None:
     assert engine.counter.peak <= MAX_LOGINS
     for _, event in rec.events:
@@ -111,7 +112,7 @@ async def check_invariants(
     stored = await sup.db.run(read)
     assert {row.id for row, _, _ in stored} == set(sup.rows)
     for row, history, credentials in stored:
-        child = sup.children[row.id]
+        child = sup.supervisor.children[row.id]
         actor = child.actor
         assert row.status == sup.rows[row.id].status
         if actor is not None:  # None while a crashed actor waits for its restart

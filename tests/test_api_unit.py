@@ -20,11 +20,14 @@ from api.openapi import load_spec, spec_routes
 from api.ratelimit import RateLimiter, RateLimitPolicy
 from api.state import ApiSettings, AppState
 from supervisor.errors import (
-    ActorTimeout,
+    Busy,
     DeviceConflict,
     DeviceNotFound,
+    EngineError,
+    EngineRefused,
     InvalidRequest,
-    MailboxFull,
+    Restarting,
+    Unresponsive,
 )
 
 # -- validation -------------------------------------------------------------------------------
@@ -194,8 +197,11 @@ async def test_error_mapping() -> None:
             (InvalidRequest("alias: bad", field="alias"), 400, "INVALID_REQUEST"),
             (DeviceNotFound("x"), 404, "DEVICE_NOT_FOUND"),
             (DeviceConflict("busy"), 409, "DEVICE_CONFLICT"),
-            (MailboxFull(retry_after=2.5), 503, "SERVICE_UNAVAILABLE"),
-            (ActorTimeout("slow"), 504, "GATEWAY_TIMEOUT"),
+            (Busy(retry_after=2.5), 503, "SERVICE_UNAVAILABLE"),
+            (Restarting(), 503, "SERVICE_UNAVAILABLE"),
+            (Unresponsive("slow"), 504, "GATEWAY_TIMEOUT"),
+            (EngineRefused("unreachable"), 502, "ENGINE_ERROR"),
+            (EngineError("stopped"), 502, "ENGINE_ERROR"),
             (RuntimeError("secret detail"), 500, "INTERNAL_ERROR"),
         ]
         for exc, status, code in cases:
@@ -204,7 +210,8 @@ async def test_error_mapping() -> None:
             assert response.status_code == status
             assert body["success"] is False and body["code"] == code
             assert "secret detail" not in body["error"]
-        assert response_for(MailboxFull(retry_after=2.5)).headers["Retry-After"] == "3"
+        assert response_for(Busy(retry_after=2.5)).headers["Retry-After"] == "3"
+        assert response_for(Restarting()).headers["Retry-After"] == "1"
 
 
 # -- routes and spec --------------------------------------------------------------------------
@@ -283,10 +290,10 @@ class _BusySup(_FakeSup):
         return _Row()
 
     async def login(self, ref: str) -> Any:
-        raise MailboxFull(retry_after=2.0)
+        raise Busy(retry_after=2.0)
 
     async def logout(self, ref: str) -> Any:
-        raise ActorTimeout("device 7 did not answer within 10 s")
+        raise Unresponsive("device 7 did not answer within 10 s")
 
     async def cancel(self, ref: str) -> Any:
         raise RuntimeError("boom: internal detail")

@@ -6,8 +6,8 @@ Three layers:
   kind of event (commands, engine events, state timeouts, restarts and crash-loop parks) and
   compares each step with :class:`Model`, written from DESIGN.md's table (not from state.py),
   then checks DESIGN.md's invariants after every step.
-- ``test_table_row``: one example per row of DESIGN.md's table, with the exact state and
-  action list expected.
+- ``test_table_row``: one example per row of DESIGN.md's table, with the exact
+  :class:`~supervisor.state.Step` expected.
 - The documents: docs/state-machine.md is what docs/gen_state_diagram.py draws from the code
   now; docs/events.md and docs/configuration.md cover every event type and Config field.
 
@@ -53,16 +53,18 @@ from supervisor.state import (
     Login,
     Logout,
     NextQr,
-    Persist,
     QrExpired,
     QrReady,
     Scanned,
-    SetTimeout,
     ShowQr,
     Start,
     StartPairing,
+    StateTimeout,
     Status,
+    StatusChange,
+    Step,
     StopEngine,
+    TimeoutKind,
     Unlinked,
 )
 
@@ -100,48 +102,58 @@ class Expect:
     timeout: tuple[str, int, float | None] | None = None  # (kind, attempt, not_before)
 
 
-def summarize(actions: list[sm.Action]) -> Expect:
-    """Reduce real actions to an :class:`Expect` (Persist is checked by the invariants)."""
-    emits = []
-    fields: dict[str, Any] = {}
-    timeouts = []
+#: The model's name for each kind of state timeout (both QR expiries are "qr").
+KIND_NAMES = {
+    TimeoutKind.QR_FIRST: "qr",
+    TimeoutKind.QR_NEXT: "qr",
+    TimeoutKind.BACKOFF: "backoff",
+    TimeoutKind.HANDSHAKE: "handshake",
+}
+
+
+def summarize(step: Step) -> Expect:
+    """Reduce a real :class:`Step` to an :class:`Expect` (persist is checked by the invariants).
+
+    A first QR code's expiry is part of ``show_qr``; an inserted ``BackoffElapsed`` (``then``)
+    is the model's backoff of attempt 0, due at once.
+    """
+    emits: list[tuple[str, Any]] = []
+    if (c := step.change) is not None:
+        emits.append(_status_event(c.before, c.after, c.reason))
     shows = []
-    for action in actions:
-        match action:
+    for spec in step.events:
+        match spec:
             case Emit(type=kind, data=data):
                 emits.append((kind, data))
-            case Connect():
-                fields["connect"] = True
-            case StartPairing():
-                fields["start_pairing"] = True
-            case NextQr():
-                fields["next_qr"] = True
-            case EngineLogout():
-                fields["engine_logout"] = True
-            case StopEngine():
-                fields["stop_engine"] = True
-            case ShowQr(attempt=attempt, restart_timer=restart):
-                shows.append((attempt, restart))
-            case SetTimeout(kind=kind, attempt=attempt, not_before=not_before):
-                # `attempt` only means something for qr and backoff timers.
-                timeouts.append((kind, attempt if kind != "handshake" else 0, not_before))
-    for flag in ("connect", "start_pairing", "next_qr", "engine_logout", "stop_engine"):
-        assert [type(a).__name__ for a in actions].count(_CLASS[flag]) <= 1, actions
-    assert len(timeouts) <= 1 and len(shows) <= 1, actions
+            case ShowQr(attempt=attempt):
+                first = step.timeout is not None and step.timeout.kind is TimeoutKind.QR_FIRST
+                shows.append((attempt, first))
+    fields: dict[str, Any] = {}
+    if step.engine is not None:
+        fields[_FLAG[type(step.engine)]] = True
+    timeout: tuple[str, int, float | None] | None = None
+    if (t := step.timeout) is not None and t.kind is not TimeoutKind.QR_FIRST:
+        # `attempt` only means something for qr and backoff timers.
+        attempt = t.attempt if t.kind is not TimeoutKind.HANDSHAKE else 0
+        timeout = (KIND_NAMES[t.kind], attempt, t.not_before)
+    if step.then is not None:
+        assert step.then == sm.BackoffElapsed() and timeout is None, step
+        timeout = ("backoff", 0, None)
+    assert len(shows) <= 1, step
     return Expect(
         emits=tuple(emits),
         show_qr=shows[0] if shows else None,
-        timeout=timeouts[0] if timeouts else None,
+        timeout=timeout,
         **fields,
     )
 
 
-_CLASS = {
-    "connect": "Connect",
-    "start_pairing": "StartPairing",
-    "next_qr": "NextQr",
-    "engine_logout": "EngineLogout",
-    "stop_engine": "StopEngine",
+_FLAG: dict[type, str] = {
+    Connect: "connect",
+    StartPairing: "start_pairing",
+    NextQr: "next_qr",
+    EngineLogout: "engine_logout",
+    StopEngine: "stop_engine",
 }
 
 
@@ -154,8 +166,8 @@ class Model:
     """A device as DESIGN.md describes it.
 
     ``failures`` counts reconnect attempts since the last success (the backoff exponent);
-    ``ban`` is the end of a temporary ban WhatsApp announced. Neither survives a restart (the
-    database keeps status, reason and whether credentials are stored).
+    ``ban`` is the end of a temporary ban WhatsApp announced. Both survive a restart, with
+    status, reason and whether credentials are stored; the QR attempt does not.
     """
 
     max_qr: int
@@ -178,7 +190,7 @@ class Model:
         )
 
     def restart(self) -> None:
-        self.qr, self.failures, self.ban = 0, 0, None
+        self.qr = 0
 
     # The step helpers move the model and say what should be done.
 
@@ -347,7 +359,7 @@ TIMEOUT_STATUSES = {"qr": {P}, "backoff": {D}, "handshake": {P, C}}
 class DeviceMachine(RuleBasedStateMachine):
     """One device's state, driven by any sequence of events, checked against :class:`Model`.
 
-    ``persisted`` is what the database holds (updated on Persist), ``timer`` the state timeout
+    ``persisted`` is what the database holds (updated when a step persists), ``timer`` the state timeout
     the actor has armed (disarmed by any change of state, as the actor does). Timeouts come
     two ways: ``fire_timer`` delivers the armed one (what the actor does), the plain rules
     deliver any timeout at any moment (stale timeouts must be harmless).
@@ -357,7 +369,7 @@ class DeviceMachine(RuleBasedStateMachine):
         super().__init__()
         self.model = Model(max_qr=3)
         self.state = DeviceState(P)
-        self.persisted: tuple[Status, str | None, bool] = (P, None, False)
+        self.persisted: tuple[Status, str | None, bool, int, float | None] = (P, None, False, 0, None)
         self.timer: str | None = None
 
     @initialize(max_qr=st.integers(1, 4))
@@ -371,11 +383,10 @@ class DeviceMachine(RuleBasedStateMachine):
 
     def _restart(self) -> None:
         """The actor is rebuilt from the database (supervisor restart or boot)."""
-        status, reason, paired = self.persisted
-        self.state = DeviceState(
-            status, reason=reason, paired=paired, max_qr_attempts=self.model.max_qr
-        )
+        status, reason, paired, failures, ban = self.persisted
+        self.state = DeviceState.restore(status, reason, paired, failures, ban, self.model.max_qr)
         self.model.status, self.model.reason, self.model.paired = status, reason, paired
+        self.model.failures, self.model.ban = failures, ban
         self.model.restart()
         self.timer = None
 
@@ -384,66 +395,55 @@ class DeviceMachine(RuleBasedStateMachine):
         model_before = attrs.evolve(self.model)
         expected = self.model.step(event)
         try:
-            new, actions = sm.transition(old, event)
+            step = sm.transition(old, event)
         except sm.InvalidCommand as exc:
             assert expected is None, f"{event!r} refused in {old!r}: {exc}"
             assert self.model == model_before
             assert str(exc) and str(exc) == str(exc).lower(), "error messages are lower-case"
             return
         assert expected is not None, f"{event!r} should be refused in {old!r}"
-        assert summarize(actions) == expected, (old, event, actions)
+        expected_timer = expected.timeout[0] if expected.timeout else None
+        if expected.show_qr is not None and expected.show_qr[1]:
+            expected_timer = "qr"
+        assert summarize(step) == expected, (old, event, step)
+        new = step.state
         assert new == self.model.as_state(), (old, event, new, self.model)
-        self._check_step(old, event, new, actions)
+        self._check_step(old, event, step)
         self.state = new
-        if any(isinstance(a, Persist) for a in actions):
-            self.persisted = (new.status, new.reason, new.paired)
+        if step.persist:
+            self.persisted = _persisted(new)
         if new != old:
             self.timer = None
-        for action in actions:
-            if isinstance(action, SetTimeout):
-                self.timer = action.kind
-            elif isinstance(action, ShowQr) and action.restart_timer:
-                self.timer = "qr"
+        if expected_timer is not None:
+            self.timer = expected_timer
 
-    def _check_step(
-        self, old: DeviceState, event: sm.Event, new: DeviceState, actions: list[sm.Action]
-    ) -> None:
+    def _check_step(self, old: DeviceState, event: sm.Event, step: Step) -> None:
         """DESIGN.md's invariants about one transition."""
+        new = step.state
         changed = old.status is not new.status
         if changed:
             assert (old.status, new.status) in sm.LEGAL, (old, event, new)
-        statuses = [a for a in actions if isinstance(a, Emit) and a.type == "device_status"]
-        assert len(statuses) == (1 if changed else 0), ("device_status iff status changes", actions)
-        if changed:
-            assert dict(statuses[0].data) == {
-                "from": old.status.value,
-                "to": new.status.value,
-                "reason": new.reason,
-            }
-        persisted_fields_changed = (old.status, old.reason, old.paired) != (
-            new.status,
-            new.reason,
-            new.paired,
-        )
-        if persisted_fields_changed or changed:
-            assert any(isinstance(a, Persist) for a in actions), ("not persisted", old, new)
-        assert all(e.type in EVENT_TYPES for e in actions if isinstance(e, Emit))
-        kinds = {type(a) for a in actions}
+            assert step.change == StatusChange(old.status, new.status, new.reason), step
+        else:
+            assert step.change is None, ("device_status iff status changes", step)
+        if _persisted(old) != _persisted(new) or changed:
+            assert step.persist, ("not persisted", old, new)
+        assert all(e.type in EVENT_TYPES for e in step.events if isinstance(e, Emit))
+        engine = type(step.engine)
         if old.status in (Q, L) and not isinstance(event, Login):
-            assert not kinds & {Connect, StartPairing}, "no login from qr_timeout/logged_out"
-        if Connect in kinds:
+            assert engine not in (Connect, StartPairing), "no login from qr_timeout/logged_out"
+        if engine is Connect:
             assert new.status is C and new.paired
-        if StartPairing in kinds:
+        if engine is StartPairing:
             assert new.status is P and not new.paired
-        if ShowQr in kinds or NextQr in kinds:
+        if engine is NextQr or any(isinstance(e, ShowQr) for e in step.events):
             assert new.status is P
-        for action in actions:
-            if isinstance(action, SetTimeout):
-                assert new.status in TIMEOUT_STATUSES[action.kind], (action, new)
+        if step.timeout is not None:
+            assert new.status in TIMEOUT_STATUSES[KIND_NAMES[step.timeout.kind]], (step, new)
         if new.status is D and new.reason in HOLD:
-            assert not any(isinstance(a, SetTimeout) for a in actions), "held: no backoff"
+            assert step.timeout is None and step.then is None, "held: no backoff"
         if new.status is L:
-            assert EngineLogout in kinds or old.status is L
+            assert engine is EngineLogout or old.status is L
 
     # -- the happy path (so that connected and later QR attempts are reached often) -----------
 
@@ -527,8 +527,7 @@ class DeviceMachine(RuleBasedStateMachine):
     @invariant()
     def persisted_equals_live(self) -> None:
         """After a crash the actor comes back in the state it had (DESIGN.md)."""
-        s = self.state
-        assert self.persisted == (s.status, s.reason, s.paired)
+        assert self.persisted == _persisted(self.state)
 
     @invariant()
     def timer_fits_status(self) -> None:
@@ -542,6 +541,11 @@ class DeviceMachine(RuleBasedStateMachine):
             assert self.timer == (None if s.reason in HOLD else "backoff"), (s, self.timer)
         else:
             assert self.timer is None, (s, self.timer)
+
+
+def _persisted(s: DeviceState) -> tuple[Status, str | None, bool, int, float | None]:
+    """What the database keeps of a state (what :meth:`DeviceState.restore` takes)."""
+    return (s.status, s.reason, s.paired, s.reconnect_attempt, s.ban_until)
 
 
 TestStateMachine = DeviceMachine.TestCase
@@ -560,11 +564,22 @@ def dev(status: Status, **kw: Any) -> DeviceState:
     return DeviceState(status, **kw)
 
 
-def changed(old: Status, new: Status, reason: str | None = None) -> list[sm.Action]:
-    return [
-        Persist(),
-        Emit("device_status", (("from", old.value), ("to", new.value), ("reason", reason))),
-    ]
+def moved(
+    before: DeviceState, after: DeviceState, *events: sm.EventSpec,
+    engine: sm.EngineOp | None = None, timeout: StateTimeout | None = None,
+    then: sm.Event | None = None,
+) -> Step:
+    """A step that changes the status (stored, with its history row and device_status)."""
+    change = StatusChange(before.status, after.status, after.reason)
+    return Step(after, change, True, events, engine, timeout, then)
+
+
+def stays(
+    after: DeviceState, *events: sm.EventSpec, persist: bool = False,
+    engine: sm.EngineOp | None = None, timeout: StateTimeout | None = None,
+) -> Step:
+    """A step that keeps the status."""
+    return Step(after, None, persist, events, engine, timeout)
 
 
 def disc(reason: str) -> Emit:
@@ -575,153 +590,191 @@ def gone(reason: str) -> Emit:
     return Emit("device_logged_out", (("reason", reason),))
 
 
-HANDSHAKE = SetTimeout("handshake")
-Row = tuple[str, DeviceState, sm.Event, DeviceState, list[sm.Action]]
+def backoff(attempt: int, not_before: float | None = None) -> StateTimeout:
+    return StateTimeout(TimeoutKind.BACKOFF, attempt, not_before)
+
+
+HANDSHAKE = StateTimeout(TimeoutKind.HANDSHAKE)
+QR_FIRST = StateTimeout(TimeoutKind.QR_FIRST)
+Row = tuple[str, DeviceState, sm.Event, Step]
+
+
+def _logout_row(s: Status) -> Row:
+    before = dev(s, paired=s in (C, K, D), qr_attempt=1 if s is P else 0)
+    after = dev(L, reason="logout")
+    return (f"logout from {s.value}", before, Logout(),
+            moved(before, after, gone("logout"), engine=EngineLogout()))
+
+
+def _unlinked_row(s: Status) -> Row:
+    before = dev(s, paired=s is not P, reconnect_attempt=1)
+    after = dev(L, reason="unlinked_from_phone")
+    return (f"unlinked from {s.value}", before, Unlinked("unlinked_from_phone"),
+            moved(before, after, gone("unlinked_from_phone"), engine=EngineLogout()))
+
+
+def _login_row(s: Status) -> Row:
+    before = dev(s, reason="x")
+    return (f"login from {s.value}", before, Login(),
+            moved(before, dev(P), engine=StartPairing(), timeout=HANDSHAKE))
+
+
+def _row(name: str, before: DeviceState, event: sm.Event, make: Any) -> Row:
+    return (name, before, event, make(before))
+
 
 TABLE: list[Row] = [
     # (new) | create | pending (pairing starts; QR attempt 1 of maxAttempts)
-    ("create: actor starts pairing", dev(P), Start(), dev(P), [StartPairing(), HANDSHAKE]),
-    ("create: first QR is attempt 1", dev(P), QrReady("q1"), dev(P, qr_attempt=1),
-     [ShowQr("q1", 1, restart_timer=True)]),
+    ("create: actor starts pairing", dev(P), Start(),
+     stays(dev(P), engine=StartPairing(), timeout=HANDSHAKE)),
+    ("create: first QR is attempt 1", dev(P), QrReady("q1"),
+     stays(dev(P, qr_attempt=1), ShowQr("q1", 1), timeout=QR_FIRST)),
     # pending | QR expired, attempts left | pending (next QR, attempt+1, qr_code event)
-    ("qr expired, attempts left", dev(P, qr_attempt=1), QrExpired(), dev(P, qr_attempt=2),
-     [NextQr(), SetTimeout("qr", attempt=2)]),
-    ("qr expired: next QR shown", dev(P, qr_attempt=2), QrReady("q2"), dev(P, qr_attempt=2),
-     [ShowQr("q2", 2, restart_timer=False)]),
+    ("qr expired, attempts left", dev(P, qr_attempt=1), QrExpired(),
+     stays(dev(P, qr_attempt=2), engine=NextQr(), timeout=StateTimeout(TimeoutKind.QR_NEXT, 2))),
+    ("qr expired: next QR shown", dev(P, qr_attempt=2), QrReady("q2"),
+     stays(dev(P, qr_attempt=2), ShowQr("q2", 2))),
     # pending | QR expired, no attempts left | qr_timeout (qr_timeout event)
-    ("qr expired, none left", dev(P, qr_attempt=3), QrExpired(), dev(Q, reason="qr_expired"),
-     [StopEngine(), *changed(P, Q, "qr_expired"), Emit("qr_timeout")]),
+    _row("qr expired, none left", dev(P, qr_attempt=3), QrExpired(),
+         lambda b: moved(b, dev(Q, reason="qr_expired"), Emit("qr_timeout"), engine=StopEngine())),
     # pending | scanned / pair code accepted | connecting
-    ("scanned", dev(P, qr_attempt=2), Scanned(), dev(C, paired=True),
-     [*changed(P, C), Connect(), HANDSHAKE]),
+    ("scanned", dev(P, qr_attempt=2), Scanned("1555@s.whatsapp.net", "1555", "Ann", "android"),
+     attrs.evolve(
+         moved(dev(P, qr_attempt=2), dev(C, paired=True), engine=Connect(), timeout=HANDSHAKE),
+         reported=sm.Reported("1555@s.whatsapp.net", "1555", "Ann", "android", pairing=True),
+     )),
     # pending | WhatsApp unreachable before pairing | disconnected, then backoff -> pending
-    ("unreachable before pairing", dev(P), ConnectionLost("network_unreachable"),
-     dev(D, reason="network_unreachable", reconnect_attempt=1),
-     [StopEngine(), *changed(P, D, "network_unreachable"), disc("network_unreachable"),
-      SetTimeout("backoff", attempt=1)]),
-    ("unreachable: backoff starts pairing over",
-     dev(D, reason="network_unreachable", reconnect_attempt=1), sm.BackoffElapsed(),
-     dev(P, reconnect_attempt=1), [*changed(D, P), StartPairing(), HANDSHAKE]),
+    _row("unreachable before pairing", dev(P), ConnectionLost("network_unreachable"),
+         lambda b: moved(b, dev(D, reason="network_unreachable", reconnect_attempt=1),
+                         disc("network_unreachable"), engine=StopEngine(), timeout=backoff(1))),
+    _row("unreachable: backoff starts pairing over",
+         dev(D, reason="network_unreachable", reconnect_attempt=1), sm.BackoffElapsed(),
+         lambda b: moved(b, dev(P, reconnect_attempt=1), engine=StartPairing(), timeout=HANDSHAKE)),
     # connecting | engine connected | connected (device_connected)
-    ("engine connected", dev(C, paired=True, reconnect_attempt=2), EngineConnected(),
-     dev(K, paired=True), [*changed(C, K), Emit("device_connected")]),
+    _row("engine connected", dev(C, paired=True, reconnect_attempt=2), EngineConnected(),
+         lambda b: moved(b, dev(K, paired=True), Emit("device_connected"))),
     # connecting, connected | connection lost | disconnected, then backoff -> connecting
-    ("connection lost while connecting", dev(C, paired=True, reconnect_attempt=1),
-     ConnectionLost("connection_lost"),
-     dev(D, reason="connection_lost", paired=True, reconnect_attempt=2),
-     [StopEngine(), *changed(C, D, "connection_lost"), disc("connection_lost"),
-      SetTimeout("backoff", attempt=2)]),
-    ("connection lost while connected", dev(K, paired=True), ConnectionLost("connection_lost"),
-     dev(D, reason="connection_lost", paired=True, reconnect_attempt=1),
-     [StopEngine(), *changed(K, D, "connection_lost"), disc("connection_lost"),
-      SetTimeout("backoff", attempt=1)]),
-    ("connection lost: backoff reconnects",
-     dev(D, reason="connection_lost", paired=True, reconnect_attempt=1), sm.BackoffElapsed(),
-     dev(C, paired=True, reconnect_attempt=1), [*changed(D, C), Connect(), HANDSHAKE]),
+    _row("connection lost while connecting", dev(C, paired=True, reconnect_attempt=1),
+         ConnectionLost("connection_lost"),
+         lambda b: moved(b, dev(D, reason="connection_lost", paired=True, reconnect_attempt=2),
+                         disc("connection_lost"), engine=StopEngine(), timeout=backoff(2))),
+    _row("connection lost while connected", dev(K, paired=True), ConnectionLost("connection_lost"),
+         lambda b: moved(b, dev(D, reason="connection_lost", paired=True, reconnect_attempt=1),
+                         disc("connection_lost"), engine=StopEngine(), timeout=backoff(1))),
+    _row("connection lost: backoff reconnects",
+         dev(D, reason="connection_lost", paired=True, reconnect_attempt=1), sm.BackoffElapsed(),
+         lambda b: moved(b, dev(C, paired=True, reconnect_attempt=1), engine=Connect(),
+                         timeout=HANDSHAKE)),
     # pending, connecting, connected, disconnected | logout / unlinked | logged_out
-    *[
-        (f"logout from {s.value}", dev(s, paired=s in (C, K, D), qr_attempt=1 if s is P else 0),
-         Logout(), dev(L, reason="logout"), [EngineLogout(), *changed(s, L, "logout"), gone("logout")])
-        for s in (P, C, K, D)
-    ],
-    *[
-        (f"unlinked from {s.value}", dev(s, paired=s is not P, reconnect_attempt=1),
-         Unlinked("unlinked_from_phone"), dev(L, reason="unlinked_from_phone"),
-         [EngineLogout(), *changed(s, L, "unlinked_from_phone"), gone("unlinked_from_phone")])
-        for s in (P, C, K, D)
-    ],
+    *[_logout_row(s) for s in (P, C, K, D)],
+    *[_unlinked_row(s) for s in (P, C, K, D)],
     # qr_timeout, logged_out | login | pending (new QR cycle)
-    *[
-        (f"login from {s.value}", dev(s, reason="x"), Login(), dev(P),
-         [*changed(s, P), StartPairing(), HANDSHAKE])
-        for s in (Q, L)
-    ],
+    *[_login_row(s) for s in (Q, L)],
     # disconnected | login | connecting if paired, else pending (now; backoff reset)
-    ("login disconnected, paired", dev(D, reason="cancelled", paired=True, reconnect_attempt=4),
-     Login(), dev(C, paired=True), [*changed(D, C), Connect(), HANDSHAKE]),
-    ("login disconnected, not paired", dev(D, reason="stopped", reconnect_attempt=4), Login(),
-     dev(P), [*changed(D, P), StartPairing(), HANDSHAKE]),
+    _row("login disconnected, paired", dev(D, reason="cancelled", paired=True, reconnect_attempt=4),
+         Login(), lambda b: moved(b, dev(C, paired=True), engine=Connect(), timeout=HANDSHAKE)),
+    _row("login disconnected, not paired", dev(D, reason="stopped", reconnect_attempt=4), Login(),
+         lambda b: moved(b, dev(P), engine=StartPairing(), timeout=HANDSHAKE)),
     # pending, connecting, connected | login | unchanged (idempotent)
-    ("login while pending", dev(P, qr_attempt=2), Login(), dev(P, qr_attempt=2), []),
-    ("login while connecting", dev(C, paired=True), Login(), dev(C, paired=True), []),
-    ("login while connected", dev(K, paired=True), Login(), dev(K, paired=True), []),
+    ("login while pending", dev(P, qr_attempt=2), Login(), stays(dev(P, qr_attempt=2))),
+    ("login while connecting", dev(C, paired=True), Login(), stays(dev(C, paired=True))),
+    ("login while connected", dev(K, paired=True), Login(), stays(dev(K, paired=True))),
     # pending, connecting, connected, disconnected | cancel | qr_timeout if never paired,
     # else disconnected (reason cancelled, no automatic reconnect until login)
-    ("cancel pending", dev(P, qr_attempt=2), Cancel(), dev(Q, reason="cancelled"),
-     [StopEngine(), *changed(P, Q, "cancelled")]),
-    ("cancel connecting", dev(C, paired=True), Cancel(), dev(D, reason="cancelled", paired=True),
-     [StopEngine(), *changed(C, D, "cancelled"), disc("cancelled")]),
-    ("cancel connected", dev(K, paired=True), Cancel(), dev(D, reason="cancelled", paired=True),
-     [StopEngine(), *changed(K, D, "cancelled"), disc("cancelled")]),
-    ("cancel disconnected, paired", dev(D, reason="connection_lost", paired=True,
-                                         reconnect_attempt=3),
-     Cancel(), dev(D, reason="cancelled", paired=True), [StopEngine(), Persist()]),
-    ("cancel disconnected, never paired", dev(D, reason="stopped", reconnect_attempt=1), Cancel(),
-     dev(Q, reason="cancelled"), [StopEngine(), *changed(D, Q, "cancelled")]),
+    _row("cancel pending", dev(P, qr_attempt=2), Cancel(),
+         lambda b: moved(b, dev(Q, reason="cancelled"), engine=StopEngine())),
+    _row("cancel connecting", dev(C, paired=True), Cancel(),
+         lambda b: moved(b, dev(D, reason="cancelled", paired=True), disc("cancelled"),
+                         engine=StopEngine())),
+    _row("cancel connected", dev(K, paired=True), Cancel(),
+         lambda b: moved(b, dev(D, reason="cancelled", paired=True), disc("cancelled"),
+                         engine=StopEngine())),
+    ("cancel disconnected, paired",
+     dev(D, reason="connection_lost", paired=True, reconnect_attempt=3), Cancel(),
+     stays(dev(D, reason="cancelled", paired=True), persist=True, engine=StopEngine())),
+    _row("cancel disconnected, never paired", dev(D, reason="stopped", reconnect_attempt=1),
+         Cancel(), lambda b: moved(b, dev(Q, reason="cancelled"), engine=StopEngine())),
     ("cancelled: backoff does nothing", dev(D, reason="cancelled", paired=True),
-     sm.BackoffElapsed(), dev(D, reason="cancelled", paired=True), []),
+     sm.BackoffElapsed(), stays(dev(D, reason="cancelled", paired=True))),
     # any | delete: the actor stops; not a transition of the state machine.
 ]
 
 
 @pytest.mark.parametrize(
-    ("before", "event", "after", "actions"),
-    [pytest.param(b, e, a, acts, id=name) for name, b, e, a, acts in TABLE],
+    ("before", "event", "expected"),
+    [pytest.param(b, e, x, id=name) for name, b, e, x in TABLE],
 )
-def test_table_row(
-    before: DeviceState, event: sm.Event, after: DeviceState, actions: list[sm.Action]
-) -> None:
-    assert sm.transition(before, event) == (after, actions)
+def test_table_row(before: DeviceState, event: sm.Event, expected: Step) -> None:
+    assert sm.transition(before, event) == expected
 
 
 BEYOND_TABLE: list[Row] = [
-    # Restore after a restart (issue 2, "Boot restore").
-    ("restore connected", dev(K, paired=True), Start(), dev(D, reason="restart", paired=True),
-     [*changed(K, D, "restart"), disc("restart"), SetTimeout("backoff", attempt=0)]),
-    ("restore connecting", dev(C, paired=True), Start(), dev(C, paired=True), [Connect(), HANDSHAKE]),
+    # Restore after a restart (issue 2, "Boot restore"): reconnect at once, in the same step.
+    _row("restore connected", dev(K, paired=True), Start(),
+         lambda b: moved(b, dev(D, reason="restart", paired=True), disc("restart"),
+                         then=sm.BackoffElapsed())),
+    ("restore connecting", dev(C, paired=True), Start(),
+     stays(dev(C, paired=True), engine=Connect(), timeout=HANDSHAKE)),
     ("restore disconnected by network", dev(D, reason="connection_lost", paired=True), Start(),
-     dev(D, reason="connection_lost", paired=True), [SetTimeout("backoff", attempt=0)]),
+     Step(dev(D, reason="connection_lost", paired=True), then=sm.BackoffElapsed())),
+    ("restore disconnected, backoff kept", dev(D, reason="connection_lost", paired=True,
+                                               reconnect_attempt=3), Start(),
+     stays(dev(D, reason="connection_lost", paired=True, reconnect_attempt=3),
+           timeout=backoff(3))),
     ("restore cancelled stays", dev(D, reason="cancelled", paired=True), Start(),
-     dev(D, reason="cancelled", paired=True), []),
-    ("restore qr_timeout stays", dev(Q, reason="qr_expired"), Start(), dev(Q, reason="qr_expired"), []),
-    ("restore logged_out stays", dev(L, reason="logout"), Start(), dev(L, reason="logout"), []),
+     stays(dev(D, reason="cancelled", paired=True))),
+    ("restore qr_timeout stays", dev(Q, reason="qr_expired"), Start(),
+     stays(dev(Q, reason="qr_expired"))),
+    ("restore logged_out stays", dev(L, reason="logout"), Start(), stays(dev(L, reason="logout"))),
     # Crash loop: parked as disconnected, never retried by itself.
-    ("crash loop while connected", dev(K, paired=True), CrashLoop(),
-     dev(D, reason="crash_loop", paired=True),
-     [StopEngine(), *changed(K, D, "crash_loop"), disc("crash_loop")]),
+    _row("crash loop while connected", dev(K, paired=True), CrashLoop(),
+         lambda b: moved(b, dev(D, reason="crash_loop", paired=True), disc("crash_loop"),
+                         engine=StopEngine())),
     ("crash loop while disconnected", dev(D, reason="connection_lost", paired=True), CrashLoop(),
-     dev(D, reason="crash_loop", paired=True), [StopEngine(), Persist(), disc("crash_loop")]),
+     stays(dev(D, reason="crash_loop", paired=True), disc("crash_loop"), persist=True,
+           engine=StopEngine())),
     # Timeouts of a handshake.
-    ("handshake timeout", dev(C, paired=True), HandshakeTimedOut(),
-     dev(D, reason="handshake_timeout", paired=True, reconnect_attempt=1),
-     [StopEngine(), *changed(C, D, "handshake_timeout"), disc("handshake_timeout"),
-      SetTimeout("backoff", attempt=1)]),
+    _row("handshake timeout", dev(C, paired=True), HandshakeTimedOut(),
+         lambda b: moved(b, dev(D, reason="handshake_timeout", paired=True, reconnect_attempt=1),
+                         disc("handshake_timeout"), engine=StopEngine(), timeout=backoff(1))),
     ("handshake timeout after first QR is stale", dev(P, qr_attempt=1), HandshakeTimedOut(),
-     dev(P, qr_attempt=1), []),
+     stays(dev(P, qr_attempt=1))),
     # A temporary ban: the backoff waits for the ban's end.
-    ("temporary ban", dev(K, paired=True), Banned("temporary_ban", 99.0),
-     dev(D, reason="temporary_ban", paired=True, reconnect_attempt=1, ban_until=99.0),
-     [StopEngine(), *changed(K, D, "temporary_ban"), disc("temporary_ban"),
-      SetTimeout("backoff", attempt=1, not_before=99.0)]),
+    _row("temporary ban", dev(K, paired=True), Banned("temporary_ban", 99.0),
+         lambda b: moved(b, dev(D, reason="temporary_ban", paired=True, reconnect_attempt=1,
+                                ban_until=99.0),
+                         disc("temporary_ban"), engine=StopEngine(), timeout=backoff(1, 99.0))),
     ("ban while cancelled arms nothing", dev(D, reason="cancelled", paired=True),
-     Banned("temporary_ban", 99.0), dev(D, reason="cancelled", paired=True, ban_until=99.0),
-     [Persist()]),
+     Banned("temporary_ban", 99.0),
+     stays(dev(D, reason="cancelled", paired=True, ban_until=99.0), persist=True)),
+    # The engine's account fields of a connect ride in the step.
+    _row("connected reports push name", dev(C, paired=True), EngineConnected("Ann", None),
+         lambda b: attrs.evolve(moved(b, dev(K, paired=True), Emit("device_connected")),
+                                reported=sm.Reported(push_name="Ann"))),
     # Stale engine events are ignored.
-    ("late qr after pairing", dev(C, paired=True), QrReady("q"), dev(C, paired=True), []),
-    ("late unlink after logout", dev(L, reason="logout"), Unlinked("x"), dev(L, reason="logout"), []),
+    ("late qr after pairing", dev(C, paired=True), QrReady("q"), stays(dev(C, paired=True))),
+    ("late unlink after logout", dev(L, reason="logout"), Unlinked("x"),
+     stays(dev(L, reason="logout"))),
     ("late connect after cancel", dev(D, reason="cancelled", paired=True), EngineConnected(),
-     dev(D, reason="cancelled", paired=True), []),
+     stays(dev(D, reason="cancelled", paired=True))),
 ]
 
 
 @pytest.mark.parametrize(
-    ("before", "event", "after", "actions"),
-    [pytest.param(b, e, a, acts, id=name) for name, b, e, a, acts in BEYOND_TABLE],
+    ("before", "event", "expected"),
+    [pytest.param(b, e, x, id=name) for name, b, e, x in BEYOND_TABLE],
 )
-def test_beyond_table(
-    before: DeviceState, event: sm.Event, after: DeviceState, actions: list[sm.Action]
-) -> None:
-    assert sm.transition(before, event) == (after, actions)
+def test_beyond_table(before: DeviceState, event: sm.Event, expected: Step) -> None:
+    assert sm.transition(before, event) == expected
+
+
+def test_restore_keeps_what_the_database_keeps() -> None:
+    """A restart keeps status, reason, credentials, the backoff position and a ban; not the
+    QR attempt."""
+    state = DeviceState.restore(D, "temporary_ban", True, 3, 99.0, max_qr_attempts=4)
+    assert state == dev(D, reason="temporary_ban", paired=True, reconnect_attempt=3,
+                        ban_until=99.0, max_qr_attempts=4)
+    assert state.qr_attempt == 0
 
 
 ENGINE_AND_TIMEOUTS: list[sm.Event] = [
@@ -765,7 +818,7 @@ SAMPLE_STATES = {
 )
 def test_stale_events_change_nothing(status: Status, event: sm.Event) -> None:
     state = SAMPLE_STATES[status]
-    assert sm.transition(state, event) == (state, [])
+    assert sm.transition(state, event) == Step(state)
 
 
 @pytest.mark.parametrize(
@@ -785,15 +838,16 @@ def test_refused_commands(before: DeviceState, event: sm.Event) -> None:
 
 def test_qr_cycle_counts_attempts_exactly() -> None:
     """With maxAttempts 3: QR 1, 2, 3 are shown, the third expiry ends in qr_timeout."""
-    state, _ = sm.transition(dev(P, max_qr_attempts=3), Start())
+    state = sm.transition(dev(P, max_qr_attempts=3), Start()).state
     shown = []
     for n in range(1, 4):
-        state, actions = sm.transition(state, QrReady(f"q{n}"))
-        shown += [a.attempt for a in actions if isinstance(a, ShowQr)]
-        state, actions = sm.transition(state, QrExpired())
+        step = sm.transition(state, QrReady(f"q{n}"))
+        shown += [e.attempt for e in step.events if isinstance(e, ShowQr)]
+        step = sm.transition(step.state, QrExpired())
+        state = step.state
     assert shown == [1, 2, 3]
     assert state == dev(Q, reason="qr_expired", max_qr_attempts=3)
-    assert Emit("qr_timeout") in actions
+    assert Emit("qr_timeout") in step.events
 
 
 # -- every edge in LEGAL is taken by some event ----------------------------------------------------
@@ -823,9 +877,9 @@ def test_every_legal_edge_is_reachable() -> None:
     for (source, target), events in PATHS.items():
         state = dev(P, max_qr_attempts=3)
         for event in events[:-1]:
-            state, _ = sm.transition(state, event)
+            state = sm.transition(state, event).state
         assert state.status is source, (source, target)
-        state, _ = sm.transition(state, events[-1])
+        state = sm.transition(state, events[-1]).state
         assert state.status is target, (source, target)
 
 

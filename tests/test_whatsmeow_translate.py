@@ -77,19 +77,26 @@ def through_state_machine(status: sm.Status, events: list[EngineEvent]) -> sm.De
     for ev in events:
         match ev:
             case Connected():
-                state, actions = sm.transition(state, sm.EngineConnected())
+                step = sm.transition(state, sm.EngineConnected())
             case Paired():
-                state, actions = sm.transition(state, sm.Scanned())
+                step = sm.transition(state, sm.Scanned())
             case Disconnected(reason=r, recoverable=True):
-                state, actions = sm.transition(state, sm.ConnectionLost(r))
+                step = sm.transition(state, sm.ConnectionLost(r))
             case Disconnected(reason=r) | LoggedOut(reason=r):
-                state, actions = sm.transition(state, sm.Unlinked(r))
+                step = sm.transition(state, sm.Unlinked(r))
             case TemporaryBan(reason=r, until_epoch=u):
-                state, actions = sm.transition(state, sm.Banned(r, u))
+                step = sm.transition(state, sm.Banned(r, u))
             case _:
-                actions = []
-        EMITTED.extend(a.type for a in actions if isinstance(a, sm.Emit))
+                step = sm.Step(state)
+        EMITTED.extend(_emitted(step))
+        state = step.state
     return state
+
+
+def _emitted(step: sm.Step) -> list[str]:
+    """The wasup event types a step publishes, in order."""
+    types = ["device_status"] if step.change is not None else []
+    return types + [e.type for e in step.events if isinstance(e, sm.Emit)]
 
 
 # -- connection --------------------------------------------------------------------------------
@@ -177,13 +184,13 @@ def test_temporary_ban_waits_until_expiry() -> None:
     events = tr(ev)
     assert events == [TemporaryBan("temporary_ban: send_to_too_many_people", NOW + 7200)]
     old = sm.DeviceState(status=sm.Status.CONNECTED, paired=True)
-    state, actions = sm.transition(old, sm.Banned(events[0].reason, NOW + 7200))  # type: ignore[union-attr]
+    step = sm.transition(old, sm.Banned(events[0].reason, NOW + 7200))  # type: ignore[union-attr]
+    state = step.state
     assert (state.status, state.reason, state.ban_until) == (
         sm.Status.DISCONNECTED, "temporary_ban", NOW + 7200
     )
-    assert sm.SetTimeout("backoff", attempt=1, not_before=NOW + 7200) in actions
-    emitted = [a.type for a in actions if isinstance(a, sm.Emit)]
-    assert emitted == ["device_status", "device_disconnected"]
+    assert step.timeout == sm.StateTimeout(sm.TimeoutKind.BACKOFF, attempt=1, not_before=NOW + 7200)
+    assert _emitted(step) == ["device_status", "device_disconnected"]
 
 
 @pytest.mark.parametrize(

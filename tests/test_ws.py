@@ -39,9 +39,9 @@ from api.ws import transport
 from api.ws.endpoint import streams_of
 from api.ws.handshake import StreamFilter
 from common.clock import now_iso
+from supervisor.devices import Devices
 from supervisor.errors import InvalidRequest
 from supervisor.events import DeviceSelection, Event
-from supervisor.supervisor import DeviceSupervisor
 from tests.conftest import running_server
 
 TOKEN = "op-token-for-ws-tests-0123456789"
@@ -51,7 +51,7 @@ ENVELOPE_KEYS = {"type", "sessionId", "data", "timestamp"}
 
 @attrs.frozen
 class Server:
-    sup: DeviceSupervisor
+    sup: Devices
     app: Any
     http_url: str
     ws_url: str

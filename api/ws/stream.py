@@ -19,9 +19,9 @@ import trio
 from quart.wrappers import Websocket
 
 from api.ws import transport
+from supervisor.devices import Devices
 from supervisor.errors import DeviceNotFound
 from supervisor.events import Subscription
-from supervisor.supervisor import DeviceSupervisor
 
 log = logging.getLogger("wasup.api.ws")
 
@@ -84,7 +84,7 @@ class Stream:
                     log.warning("websocket send stalled but its socket could not be found")
                 return
 
-    async def watch_device(self, sup: DeviceSupervisor, device_id: int) -> None:
+    async def watch_device(self, sup: Devices, device_id: int) -> None:
         """End the stream once the device of its API key is deleted (the key died with it).
 
         Checks the supervisor's in-memory records every ``REVALIDATE_INTERVAL`` seconds.

@@ -428,7 +428,7 @@ class AutoReply:
             await self.sup.send_message(session_id, to=chat, text=reply, origin="autoreply")
         except WasupError as exc:
             log.warning(
-                "auto-reply could not be sent for device %s: %s (%s)", session_id, exc, exc.code
+                "auto-reply could not be sent for device %s: %s (%s)", session_id, exc, type(exc).__name__
             )
             return "send_failed"
         log.info("auto-replied for device %s in chat %s", session_id, chat)

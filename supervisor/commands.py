@@ -1,0 +1,125 @@
+"""Commands for a device actor: frozen records, each generic in the type of its reply.
+
+Usage::
+
+    call = Call(Logout(), Reply[DeviceRow]())
+    inbox.put_command(call)                  # Busy if the command inbox is full
+    row = await call.reply.wait()            # DeviceRow, typed; or the actor's error
+
+The actor dispatches on the command with ``match``; a new command is one record here and one
+``case`` there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar
+
+import attrs
+import trio
+
+from storage.models import DeviceRow
+
+from .qr import QrAttempt
+
+R = TypeVar("R")
+
+
+@attrs.define(eq=False, slots=True)
+class Reply(Generic[R]):
+    """A one-shot answer: the actor sets a value or an error, the caller waits for it."""
+
+    _done: trio.Event = attrs.field(factory=trio.Event)
+    _value: R | None = None
+    _error: BaseException | None = None
+
+    def set(self, value: R) -> None:
+        if not self._done.is_set():
+            self._value = value
+            self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._done.is_set():
+            self._error = error
+            self._done.set()
+
+    async def wait(self) -> R:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]  # set() was called with an R
+
+
+class Command(Generic[R]):
+    """Base of the commands; ``R`` is the type of the reply."""
+
+    __slots__ = ()
+
+
+@attrs.frozen
+class Login(Command[tuple[DeviceRow, QrAttempt | None]]):
+    """Start a login (pairing or connect); replies with the row and the QR code on show."""
+
+
+@attrs.frozen
+class Logout(Command[DeviceRow]):
+    """Log out at WhatsApp and wipe the credentials."""
+
+
+@attrs.frozen
+class Cancel(Command[DeviceRow]):
+    """Stop the session that is running or wanted."""
+
+
+@attrs.frozen
+class Delete(Command[None]):
+    """Delete the device: its session, credentials and rows."""
+
+
+@attrs.frozen
+class UpdateDevice(Command[DeviceRow]):
+    """Set descriptive fields (alias, business type, phone number, description)."""
+
+    fields: Mapping[str, Any]
+
+
+@attrs.frozen
+class PutSettings(Command[dict[str, Any]]):
+    """Store the device's settings document of ``kind`` (``webhook``, ``ai``)."""
+
+    kind: str
+    value: dict[str, Any]
+
+
+@attrs.frozen
+class RequestPairCode(Command[tuple[str, str]]):
+    """Ask to pair by phone number; replies with the code and when pairing ends (ISO)."""
+
+    phone: str
+
+
+@attrs.frozen
+class SentMessage:
+    """The reply to :class:`Send`."""
+
+    message_id: str
+    to: str
+    status: str
+    timestamp: str
+
+
+@attrs.frozen
+class Send(Command[SentMessage]):
+    """Send a text message; ``origin`` (``api``, ``autoreply``) goes into the event."""
+
+    to: str
+    text: str
+    origin: str
+
+
+@attrs.frozen
+class Call(Generic[R]):
+    """A command in the inbox, with the reply its caller waits on."""
+
+    command: Command[R]
+    reply: Reply[R]

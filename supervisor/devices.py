@@ -1,0 +1,361 @@
+"""The Devices facade: what the API calls to create, find, command and watch devices.
+
+Usage::
+
+    async with open_supervisor(Config(engine="simulator")) as devices:
+        row, api_key = await devices.create_device("user123", "Business Account 1")
+        qr = await devices.wait_qr(row.id, within=2.0)
+        row = await devices.logout(row.session_id)
+
+Each method resolves the device reference once (a numeric id in ASCII digits, or a sessionId),
+then reads the directory or sends the device's actor a typed command and waits for its reply.
+Engine reasons become domain errors here, so routes map exceptions only through
+``api.errors``.
+
+Error handling: every method that takes a reference raises :class:`DeviceNotFound` for one
+that names no device. A command raises :class:`Busy` when the device's command inbox is full,
+:class:`Restarting` when its actor crashed while handling it, and :class:`Unresponsive` when
+the actor did not answer within ``call_timeout``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+import storage
+from common.clock import now_iso
+from storage.models import DeviceRow
+
+from . import commands as cmd
+from . import engine as eng
+from . import state as sm
+from .children import Child, DeviceSupervisor
+from .config import Config
+from .context import OutboxSignal
+from .directory import DeviceDirectory, hash_key, session_id_for
+from .errors import (
+    DeviceConflict,
+    DeviceNotFound,
+    EngineError,
+    EngineRefused,
+    InvalidRequest,
+    Unresponsive,
+)
+from .events import EventBus
+from .qr import QrAttempt
+from .view import DeviceShown
+
+log = logging.getLogger("wasup.devices")
+
+R = TypeVar("R")
+
+ACTIVE_STATUSES = frozenset(s.value for s in sm.ACTIVE)
+
+#: Engine reasons for a pair-code request made while the device cannot take one.
+_NOT_PAIRING = frozenset({"not_pairing", "pairing_not_ready"})
+
+
+@attrs.frozen
+class DevicesStatistics:
+    """``Devices.statistics()``: devices per status, crash restarts, logins in flight."""
+
+    devices: int
+    by_status: Mapping[str, int]
+    crashes: int
+    logins_in_flight: int
+
+
+def _qr_settled(shown: DeviceShown) -> bool:
+    return shown.live and (shown.qr is not None or shown.status is not sm.Status.PENDING)
+
+
+@attrs.define(eq=False)
+class Devices:
+    """The facade over the directory and the supervised actors; see the module docstring."""
+
+    config: Config
+    db: storage.Store
+    engine: eng.Engine
+    bus: EventBus
+    directory: DeviceDirectory
+    supervisor: DeviceSupervisor
+    login_limiter: trio.CapacityLimiter
+    outbox: OutboxSignal
+
+    @property
+    def outbox_listeners(self) -> list[Callable[[], None]]:
+        """Functions called after events with webhook outbox rows were published."""
+        return self.outbox.listeners
+
+    @property
+    def rows(self) -> Mapping[int, DeviceRow]:
+        """Every device's current row by id (read-only)."""
+        return self.directory.mapping()
+
+    @property
+    def crashes(self) -> int:
+        """Actor crashes since start."""
+        return self.supervisor.crashes
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _child(self, ref: str | int) -> Child:
+        device_id = self.directory.resolve(ref)
+        child = self.supervisor.child(device_id)
+        if child is None:
+            raise DeviceNotFound(ref)
+        return child
+
+    async def _call(self, ref: str | int, command: cmd.Command[R]) -> R:
+        child = self._child(ref)
+        call: cmd.Call[R] = cmd.Call(command, cmd.Reply())
+        child.inbox.put_command(call)
+        with trio.move_on_after(self.config.call_timeout):
+            return await call.reply.wait()
+        raise Unresponsive(f"device {ref} did not answer within {self.config.call_timeout:g} s")
+
+    # -- the facade --------------------------------------------------------------------------
+
+    def resolve(self, ref: str | int) -> int:
+        """The numeric id for a sessionId or numeric id.
+
+        Raises: DeviceNotFound.
+        """
+        return self.directory.resolve(ref)
+
+    def get(self, ref: str | int) -> DeviceRow:
+        """The device's current row.
+
+        Raises: DeviceNotFound.
+        """
+        row = self.directory.get(self.directory.resolve(ref))
+        if row is None:
+            raise DeviceNotFound(ref)
+        return row
+
+    async def create_device(
+        self,
+        user_id: str,
+        alias: str,
+        business_type: str | None = None,
+        phone_number: str | None = None,
+        description: str | None = None,
+    ) -> tuple[DeviceRow, str]:
+        """Store a new device and start its actor (pairing begins); returns it and its API key.
+
+        Raises: DeviceConflict (the sessionId exists).
+        """
+        session_id = session_id_for(user_id, alias)
+        if self.directory.session_taken(session_id):
+            raise DeviceConflict(f"device {session_id} already exists")
+        api_key = "dev_" + secrets.token_hex(16)
+        now = now_iso()
+        try:
+            row = await self.db.run(
+                lambda r: r.devices.insert(
+                    user_id=user_id, alias=alias, session_id=session_id,
+                    business_type=business_type, phone_number=phone_number,
+                    description=description, api_key_hash=hash_key(api_key),
+                    status=sm.Status.PENDING.value, now=now,
+                )
+            )
+        except storage.Conflict:
+            raise DeviceConflict(f"device {session_id} already exists") from None
+        self.directory.put(row)
+        await self.supervisor.start_child(row.id, sm.Status(row.status))
+        log.info("device %s created", session_id)
+        return row, api_key
+
+    async def wait_qr(self, ref: str | int, within: float) -> QrAttempt | None:
+        """The QR code on show, waiting up to ``within`` seconds for the first one; None if
+        there is none by then (or the device left ``pending``).
+
+        Raises: DeviceNotFound.
+        """
+        view = self._child(ref).view
+        if _qr_settled(view.value):  # the common case needs no cancel scope
+            await trio.lowlevel.checkpoint()
+            return view.value.qr
+        with trio.move_on_after(within):
+            return (await view.wait_value(_qr_settled)).qr
+        return None
+
+    def current_qr(self, ref: str | int) -> QrAttempt:
+        """The QR code on show.
+
+        Raises: DeviceNotFound; DeviceConflict (not pairing, or no QR code yet).
+        """
+        child = self._child(ref)
+        shown = child.view.value
+        if not shown.live or shown.status is not sm.Status.PENDING:
+            raise DeviceConflict(f"device is {self.get(child.id).status}, not pairing: no QR code")
+        if shown.qr is None:
+            raise DeviceConflict("the QR code is not ready yet, try again shortly")
+        return shown.qr
+
+    async def update_device(self, ref: str | int, **fields: Any) -> DeviceRow:
+        """Set descriptive fields of the device.
+
+        Raises: DeviceNotFound; DeviceConflict (the alias is taken); Busy, Restarting,
+        Unresponsive.
+        """
+        row = self.get(ref)
+        if "alias" in fields and fields["alias"] != row.alias:
+            new_session = session_id_for(row.user_id, fields["alias"])
+            if new_session != row.session_id and self.directory.session_taken(new_session):
+                raise DeviceConflict(f"alias maps to existing device {new_session}")
+        return await self._call(row.id, cmd.UpdateDevice(fields))
+
+    async def delete_device(self, ref: str | int) -> None:
+        """Delete the device, its session, credentials and rows.
+
+        Raises: DeviceNotFound; Busy, Restarting, Unresponsive.
+        """
+        await self._call(ref, cmd.Delete())
+
+    async def login(self, ref: str | int) -> tuple[DeviceRow, QrAttempt | None]:
+        """Start a login; returns the row and the QR code on show.
+
+        Raises: DeviceNotFound; DeviceConflict (temporarily banned); Busy, Restarting,
+        Unresponsive.
+        """
+        return await self._call(ref, cmd.Login())
+
+    async def logout(self, ref: str | int) -> DeviceRow:
+        """Log out at WhatsApp and wipe the credentials.
+
+        Raises: DeviceNotFound; DeviceConflict (not logged in); Busy, Restarting, Unresponsive.
+        """
+        return await self._call(ref, cmd.Logout())
+
+    async def cancel(self, ref: str | int) -> DeviceRow:
+        """Stop the device's session.
+
+        Raises: DeviceNotFound; DeviceConflict (no session); Busy, Restarting, Unresponsive.
+        """
+        return await self._call(ref, cmd.Cancel())
+
+    async def list_devices(
+        self, user_id: str | None, status: str | None, page: int, limit: int
+    ) -> tuple[list[DeviceRow], int]:
+        """One page of the devices (of ``user_id``, in ``status``) by id, and the total.
+
+        Raises: nothing.
+        """
+        rows = [
+            r for r in self.directory.rows()
+            if (user_id is None or r.user_id == user_id) and (status is None or r.status == status)
+        ]
+        rows.sort(key=lambda r: r.id)
+        start = (page - 1) * limit
+        return rows[start : start + limit], len(rows)
+
+    def sessions(self) -> list[DeviceRow]:
+        """The devices with a live or wanted session, by id.
+
+        Raises: nothing.
+        """
+        return sorted(
+            (r for r in self.directory.rows() if r.status in ACTIVE_STATUSES), key=lambda r: r.id
+        )
+
+    async def get_settings(self, ref: str | int, kind: str) -> dict[str, Any] | None:
+        """The device's settings document of ``kind``, or None.
+
+        Raises: DeviceNotFound.
+        """
+        device_id = self.resolve(ref)
+        result: dict[str, Any] | None = await self.db.run(
+            lambda r: r.settings.get(device_id, kind)
+        )
+        return result
+
+    async def put_settings(self, ref: str | int, kind: str, value: dict[str, Any]) -> dict[str, Any]:
+        """Store the device's settings document of ``kind``.
+
+        Raises: DeviceNotFound; Busy, Restarting, Unresponsive.
+        """
+        return await self._call(ref, cmd.PutSettings(kind, value))
+
+    async def device_for_key(self, api_key: str) -> DeviceRow | None:
+        """The device whose API key this is, or None; compares the hashes in constant time.
+
+        Raises: nothing.
+        """
+        digest = hash_key(api_key)
+        row = self.directory.by_key_hash(digest)
+        if row is None or not hmac.compare_digest(row.api_key_hash, digest):
+            return None
+        return row
+
+    async def request_pair_code(self, ref: str | int, phone_number: str) -> tuple[str, str]:
+        """A code to pair by phone number, and when pairing ends (ISO).
+
+        Raises: DeviceNotFound; DeviceConflict (not pairing, or not ready to pair);
+        InvalidRequest (the engine refused the number); EngineRefused; Busy, Restarting,
+        Unresponsive.
+        """
+        try:
+            return await self._call(ref, cmd.RequestPairCode(phone_number))
+        except EngineError as exc:
+            if exc.reason in _NOT_PAIRING:
+                raise DeviceConflict(
+                    "device is not ready to pair: wait until it shows a qr code, then ask again"
+                ) from exc
+            if exc.reason == "invalid_phone_number":
+                raise InvalidRequest(f"phoneNumber: {exc}", field="phoneNumber") from exc
+            raise EngineRefused(exc.reason, exc.recoverable, str(exc)) from exc
+
+    async def send_message(
+        self, ref: str | int, to: str, text: str, origin: str = "api"
+    ) -> dict[str, Any]:
+        """Send a text message; returns ``messageId``, ``to``, ``status`` and ``timestamp``.
+
+        Raises: DeviceNotFound; DeviceConflict (not connected, or the engine refused it); Busy,
+        Restarting, Unresponsive.
+        """
+        sent = await self._call(ref, cmd.Send(to, text, origin))
+        return {"messageId": sent.message_id, "to": sent.to, "status": sent.status,
+                "timestamp": sent.timestamp}
+
+    async def recent_messages(self, device_id: int, chat: str, limit: int = 20) -> list[Any]:
+        """The last ``limit`` messages of a chat, oldest first.
+
+        Raises: nothing.
+        """
+        result: list[Any] = await self.db.run(
+            lambda r: r.messages.recent(device_id, chat, limit)
+        )
+        return result
+
+    async def history(self, ref: str | int) -> list[Any]:
+        """The device's status history.
+
+        Raises: DeviceNotFound.
+        """
+        device_id = self.resolve(ref)
+        result: list[Any] = await self.db.run(lambda r: r.history.of(device_id))
+        return result
+
+    def statistics(self) -> DevicesStatistics:
+        """Devices per status, crash restarts and logins in flight.
+
+        Raises: nothing.
+        """
+        counts: dict[str, int] = {}
+        for r in self.directory.rows():
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return DevicesStatistics(
+            devices=len(self.directory),
+            by_status=MappingProxyType(counts),
+            crashes=self.supervisor.crashes,
+            logins_in_flight=self.login_limiter.borrowed_tokens,
+        )
