@@ -39,6 +39,7 @@ from storage import (
     open_database,
 )
 from storage.migrations import MIGRATIONS
+from storage.models import DeliveryTarget
 from storage.repositories import SqliteRepositories
 from supervisor.state import Status as DeviceStatus
 
@@ -813,7 +814,8 @@ async def test_delete_cascades(db_path: Path) -> None:
         )
         envelope = {"type": "device_connected", "sessionId": row.session_id, "data": {}}
         assert r.outbox.enqueue_events(row.id, [envelope], now=0) == 1
-        (due,) = r.outbox.claim_due(now=0, limit=1)
+        target = DeliveryTarget("https://example.com/h", ("whsec_x",))
+        (due,) = r.outbox.claim_due(now=0, limit=1, target=lambda _device: target)
         r.outbox.record_attempt(
             due.id, at=NOW, status_code=500, error=None, duration_ms=1, status="pending"
         )
@@ -930,3 +932,18 @@ async def test_new_database_is_private_to_its_owner(tmp_path: Path) -> None:
         await db.run(lambda r: r.devices.all())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_only_storage_speaks_sql() -> None:
+    # The repositories are the only layer with SQL or a connection in it. The one exception is
+    # the whatsmeow engine peeking into whatsmeow's own store file, which is not wasup's database.
+    foreign_store = REPO / "supervisor" / "engines" / "whatsmeow_client.py"
+    offenders = []
+    for package in ("common", "supervisor", "api", "bench"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            text = path.read_text()
+            if path == foreign_store:
+                continue
+            if re.search(r"^\s*(import sqlite3|from sqlite3 )|\.execute(many)?\(", text, re.M):
+                offenders.append(str(path.relative_to(REPO)))
+    assert offenders == []
