@@ -50,6 +50,7 @@ from .events import Event
 from .inbox import AnyCall, Inbox, OpFailed, Timeout
 from .qr import QrAttempt
 from .view import DeviceShown, DeviceView
+from .webhooks import settings as webhook_settings
 
 log = logging.getLogger("wasup.actor")
 
@@ -464,7 +465,7 @@ class DeviceActor:
         query at all.
         """
         if events and self.ctx.directory.has_webhook(self.id):
-            if repos.outbox.enqueue_events(self.id, events):
+            if webhook_settings.enqueue(repos, self.id, events):
                 self.ctx.outbox.written = True
 
     def _publish(self, events: list[Event]) -> None:
