@@ -36,8 +36,19 @@ log = logging.getLogger("wasup.api")
 
 API_PREFIX = "/api/whatsapp"
 
-#: Endpoints that need no credential.
-PUBLIC_ENDPOINTS = frozenset({"openapi.openapi_json", "meta.health", "metrics.metrics_text"})
+#: GET /metrics again under API_PREFIX, so that every path under it has a route (and a method
+#: it does not serve answers 405, not 404).
+PREFIXED_METRICS = "api_metrics"
+
+#: Endpoints that need no credential (GET /metrics checks its own: a bearer token too).
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        "openapi.openapi_json",
+        "meta.health",
+        "metrics.metrics_text",
+        f"{PREFIXED_METRICS}.metrics_text",
+    }
+)
 
 
 def create_app(
@@ -75,6 +86,7 @@ def create_app(
     metrics.install(app, sup)
     app.register_blueprint(metrics.health_bp, url_prefix=API_PREFIX)
     app.register_blueprint(metrics.metrics_bp)
+    app.register_blueprint(metrics.metrics_bp, url_prefix=API_PREFIX, name=PREFIXED_METRICS)
     ws.register(app)
 
     app.before_request(_authenticate)

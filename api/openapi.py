@@ -66,11 +66,10 @@ def spec_routes(spec: dict[str, Any], prefix: str = "/api/whatsapp") -> set[tupl
     methods = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
     pairs: set[tuple[str, str]] = set()
     for path, item in spec.get("paths", {}).items():
-        base = prefix
-        servers = item.get("servers")
-        if servers:  # a path served outside the API prefix (GET /metrics)
-            base = str(servers[0]["url"]).rstrip("/")
-        pairs.update((m.upper(), base + path) for m in item if m in methods)
+        # A path with servers of its own (GET /metrics) is served under each of them.
+        bases = [str(server["url"]).rstrip("/") for server in item.get("servers", ())] or [prefix]
+        for base in bases:
+            pairs.update((m.upper(), base + path) for m in item if m in methods)
     return pairs
 
 

@@ -27,7 +27,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-from storage.models import DatabaseStatistics, DeviceRow, Due, HistoryRow, MessageRow
+from storage.models import (
+    DatabaseStatistics,
+    DeliveryTarget,
+    DeviceRow,
+    Due,
+    HistoryRow,
+    MessageRow,
+)
 
 T = TypeVar("T")
 
@@ -313,8 +320,10 @@ class OutboxRepository(Protocol):
         exclude: Iterable[str] = (),
         busy: Mapping[int, int] | None = None,
         per_device: int | None = None,
+        target: Callable[[int], DeliveryTarget | None],
     ) -> list[Due]:
-        """Up to ``limit`` pending rows due at ``now``, with their URL and active secrets.
+        """Up to ``limit`` pending rows due at ``now``, with the URL and active secrets that
+        ``target(device_id)`` gives (None: the rows become ``disabled``).
 
         Raises: nothing of its own.
         """
@@ -346,15 +355,8 @@ class OutboxRepository(Protocol):
         """
         ...
 
-    def note_endpoint_result(self, device_id: int, *, ok: bool, now: float) -> float | None:
-        """Track since when the device's endpoint fails; ``failingSince`` or None.
-
-        Raises: nothing of its own.
-        """
-        ...
-
-    def disable_endpoint(self, device_id: int, *, reason: str, at: str) -> bool:
-        """Disable the device's webhook and its pending rows; True if this call did.
+    def disable_pending(self, device_id: int) -> int:
+        """Mark the device's pending rows ``disabled``; how many.
 
         Raises: nothing of its own.
         """

@@ -141,6 +141,16 @@ OUTBOX_STATUSES = ("pending", "delivered", "failed", "disabled")
 
 
 @attrs.frozen
+class DeliveryTarget:
+    """Where a device's deliveries go and the secrets that sign them (its webhook settings
+    decide: ``supervisor.webhooks.settings``)."""
+
+    # Kept out of repr: a query string may carry a token, and secrets are secrets.
+    url: str = attrs.field(repr=False)
+    secrets: tuple[str, ...] = attrs.field(repr=False)
+
+
+@attrs.frozen
 class Due:
     """A claimed outbox row with what its delivery needs (read in the claiming transaction)."""
 

@@ -12,9 +12,11 @@ Row life: ``pending`` (``next_attempt_at`` says when) → ``delivered`` | ``fail
 exhausted) | ``disabled`` (the endpoint was disabled or removed). A redelivery puts any row
 back to ``pending``.
 
-The device's webhook settings (``settings`` kind ``"webhook"``, shape in
-``supervisor.webhooks.settings``) are read here with one primary-key lookup, never cached, so
-the same-transaction rule also covers a settings change.
+The device's webhook settings (``settings`` kind ``"webhook"``, a document whose shape
+``supervisor.webhooks.settings`` defines) are stored here as a document; :meth:`enqueue_events`
+reads which events it wants with one primary-key lookup, never cached, so the same-transaction
+rule also covers a settings change. Where a claimed row goes and what signs it comes from the
+caller (``claim_due(target=...)``), so secrets and their rotation are known in one place.
 
 Enqueue, claim and attempt run per event and per delivery, and keep prepared SQL:
 ``json_each`` and arithmetic updates have no sqlite-utils equivalent, and its inserts cost
@@ -24,7 +26,7 @@ about ten times a prepared one (see ``storage.devices``). The delivery views use
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -33,7 +35,7 @@ import sqlite_utils
 from common.clock import iso, now_epoch, parse_iso
 from common.ids import new_message_id
 from storage.interface import OutboundEvent
-from storage.models import OUTBOX_STATUSES, Due
+from storage.models import OUTBOX_STATUSES, DeliveryTarget, Due
 from storage.settings import SqliteSettings
 
 __all__ = ["STATUSES", "WEBHOOK_KIND", "Due", "SqliteOutbox", "body_of"]
@@ -144,9 +146,11 @@ class SqliteOutbox:
         exclude: Iterable[str] = (),
         busy: Mapping[int, int] | None = None,
         per_device: int | None = None,
+        target: Callable[[int], DeliveryTarget | None],
     ) -> list[Due]:
         """Up to ``limit`` pending rows due at ``now`` (earliest first), leaving out ``exclude``
-        (the rows already in flight), each with the device's current URL and active secrets.
+        (the rows already in flight), each with its device's URL and active secrets as
+        ``target(device_id)`` gives them (None: the device's webhook is gone or disabled).
         With ``per_device``, no device gets more than that many rows in flight, counting the
         ``busy`` ones (device id -> rows in flight): one slow endpoint cannot take every slot.
 
@@ -170,7 +174,7 @@ class SqliteOutbox:
             "ORDER BY next_attempt_at LIMIT ?",
             (now, json.dumps(full), limit + len(skip)),
         ).fetchall()
-        settings_cache: dict[int, dict[str, Any] | None] = {}
+        targets: dict[int, DeliveryTarget | None] = {}
         claimed: list[Due] = []
         for row in rows:
             outbox_id, device_id = row[0], row[1]
@@ -178,19 +182,14 @@ class SqliteOutbox:
                 continue
             if per_device is not None and taken.get(device_id, 0) >= per_device:
                 continue
-            if device_id not in settings_cache:
-                settings_cache[device_id] = self.get_webhook_settings(device_id)
-            settings = settings_cache[device_id]
-            if not settings or not settings.get("enabled", True) or not settings.get("url"):
+            if device_id not in targets:
+                targets[device_id] = target(device_id)
+            found = targets[device_id]
+            if found is None:
                 conn.execute(
                     "UPDATE webhook_outbox SET status = 'disabled' WHERE id = ?", (outbox_id,)
                 )
                 continue
-            usable = [
-                s["secret"]
-                for s in settings.get("secrets", [])
-                if s.get("expiresAt") is None or s["expiresAt"] > now
-            ]
             taken[device_id] = taken.get(device_id, 0) + 1
             claimed.append(
                 Due(
@@ -200,8 +199,8 @@ class SqliteOutbox:
                     payload=row[3],
                     attempts=row[4],
                     created_at=row[5],
-                    url=settings["url"],
-                    secrets=tuple(usable),
+                    url=found.url,
+                    secrets=found.secrets,
                 )
             )
             if len(claimed) >= limit:
@@ -257,38 +256,15 @@ class SqliteOutbox:
         )
         return True
 
-    def note_endpoint_result(self, device_id: int, *, ok: bool, now: float) -> float | None:
-        """Track how long the device's endpoint has been failing: a success clears it, a
-        failure starts the clock if it is not running. Returns ``failingSince`` (epoch) or
-        None."""
-        settings = self.get_webhook_settings(device_id)
-        if settings is None:
-            return None
-        since = settings.get("failingSince")
-        if ok:
-            if since is not None:
-                settings["failingSince"] = None
-                self.put_webhook_settings(device_id, settings)
-            return None
-        if since is None:
-            settings["failingSince"] = since = now
-            self.put_webhook_settings(device_id, settings)
-        return float(since)
-
-    def disable_endpoint(self, device_id: int, *, reason: str, at: str) -> bool:
-        """Disable the device's webhook and mark its pending rows ``disabled``. Returns True if
-        this call disabled it (False if it was disabled already or is gone)."""
-        settings = self.get_webhook_settings(device_id)
-        if settings is None or not settings.get("enabled", True):
-            return False
-        settings.update(enabled=False, disabledReason=reason, disabledAt=at)
-        self.put_webhook_settings(device_id, settings)
+    def disable_pending(self, device_id: int) -> int:
+        """Mark the device's pending rows ``disabled`` (its endpoint was disabled); return how
+        many."""
         # An update of many rows by a condition: sqlite-utils updates one row by primary key.
-        self._db.conn.execute(
+        cur = self._db.conn.execute(
             "UPDATE webhook_outbox SET status = 'disabled' WHERE device_id = ? AND status = 'pending'",
             (device_id,),
         )
-        return True
+        return cur.rowcount
 
     def list_deliveries(
         self,

@@ -22,6 +22,7 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from api.openapi import load_spec
 from api.ratelimit import RateLimitPolicy
 from api.server import Server
 from api.state import ApiSettings
@@ -292,6 +293,10 @@ BAD_REQUESTS: list[tuple[str, str, Any, str | None, int, str, str | None]] = [
     ("GET", "/nothing/here", None, None, 404, "NOT_FOUND", None),
     ("DELETE", "/sessions", None, TEST_TOKEN, 405, "METHOD_NOT_ALLOWED", None),
     ("PATCH", "/devices/x", {"alias": "y"}, TEST_TOKEN, 405, "METHOD_NOT_ALLOWED", None),
+    ("TRACE", "/metrics", None, TEST_TOKEN, 405, "METHOD_NOT_ALLOWED", None),
+    ("TRACE", "/metrics", None, None, 405, "METHOD_NOT_ALLOWED", None),
+    ("DELETE", "/health", None, None, 405, "METHOD_NOT_ALLOWED", None),
+    ("TRACE", "/openapi.json", None, None, 405, "METHOD_NOT_ALLOWED", None),
     ("POST", "/simulator/devices/nope/scan", {}, TEST_TOKEN, 404, "DEVICE_NOT_FOUND", None),
     ("POST", "/simulator/devices/user_u_device_script/scan", {"phoneNumber": "5"}, TEST_TOKEN,
      400, "INVALID_REQUEST", "phoneNumber"),
@@ -466,6 +471,13 @@ async def test_health_and_metrics(tmp_path: Path) -> None:
                 assert r.status_code == 200
                 assert r.headers["content-type"].startswith("text/plain")
             text = r.text
+            # The same under the API prefix, as the spec's second server says.
+            r = await client.get("/api/whatsapp/metrics", headers={"X-API-TOKEN": TEST_TOKEN})
+            assert r.status_code == 200 and "wasup_devices" in r.text
+            assert (await client.get("/api/whatsapp/metrics")).status_code == 401
+            r = await client.request("TRACE", "/metrics")
+            assert (r.status_code, r.json()["code"]) == (405, "METHOD_NOT_ALLOWED")
+            assert "GET" in r.headers["allow"]
     assert 'wasup_devices{status="pending"} 1.0' in text
     assert 'route="/api/whatsapp/devices",status="201"' in text
     assert "wasup_http_request_duration_seconds_bucket" in text
@@ -482,3 +494,20 @@ async def test_rename_to_an_alias_in_use_is_409(tmp_path: Path) -> None:
         # Nothing changed, and the device's actor is still there to answer.
         again = await api.get(f"/devices/{other['id']}")
         assert (again.status_code, again.json()["data"]["alias"]) == (200, "Baz")
+
+
+async def test_spec_and_api_agree_on_blank_message_text(tmp_path: Path) -> None:
+    """A text is refused (400) exactly when the spec's pattern refuses it: whitespace only,
+    by Python's and Unicode's definition (ECMA's \\s differs: \\x1c-\\x1f, \\x85, \\ufeff)."""
+    schema = load_spec()["components"]["schemas"]["SendMessageRequest"]["properties"]["text"]
+    pattern = re.compile(schema["pattern"])
+    blanks = [chr(c) for c in range(0x3001) if chr(c).isspace()]
+    texts = [*blanks, "\t \u3000", "\ufeff", "\u200b", "a", " a "]
+    async with running_server(tmp_path / "data") as server, api_client(server) as api:
+        device = (await api.post("/devices", json={"userId": "u", "alias": "T"})).json()["data"]
+        for text in texts:
+            r = await api.post(
+                f"/devices/{device['id']}/messages", json={"to": "+15551234567", "text": text}
+            )
+            refused = r.status_code == 400 and r.json()["field"] == "text"
+            assert refused == (pattern.search(text) is None), (repr(text), r.status_code, r.text)

@@ -1,9 +1,12 @@
-"""Schemathesis (``--checks all``) against a live wasup on 127.0.0.1, three ways: with the
-operator token, with one device's API key against another device, and unauthenticated.
+"""Schemathesis (``--checks all``; the examples, coverage, fuzzing and stateful phases)
+against a live wasup on 127.0.0.1, four ways: with the operator token over the whole API, with
+the operator token on one connected device (so that bodies reach validation and sending), with
+one device's API key against another device, and unauthenticated.
 
 Each run is the schemathesis CLI in a subprocess (its own threads and event loop stay out of
-the Trio run), with a bounded number of examples and one worker. Zero failures are required.
-Real time: these tests do not use the autojump clock.
+the Trio run): seeded, a bounded number of examples per operation, one worker, and killed
+after ``RUN_DEADLINE`` seconds. Zero failures are required. Real time: these tests do not use
+the autojump clock.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ SETTINGS = ApiSettings(
     qr_wait=0.2,
 )
 MAX_EXAMPLES = "5"
+SEED = "7"
+#: Seconds one schemathesis run may take (a few tens are usual) before the test fails.
+RUN_DEADLINE = 150
 
 
 async def run_schemathesis(
@@ -36,6 +42,8 @@ async def run_schemathesis(
     token: str | None,
     config: str = "",
     phases: str = "examples,coverage,fuzzing,stateful",
+    include: str | None = None,
+    extra: tuple[str, ...] = (),
 ) -> tuple[int, str]:
     args = [SCHEMATHESIS]
     if config:
@@ -47,7 +55,7 @@ async def run_schemathesis(
         "--checks", "all",
         "--max-examples", MAX_EXAMPLES,
         "--workers", "1",
-        "--seed", "7",
+        "--seed", SEED,
         "--no-shrink",
         "--phases", phases,
         "--request-timeout", "10",
@@ -57,15 +65,39 @@ async def run_schemathesis(
         # fuzz those operations with the network kept out.
         "--exclude-path-regex", "webhook|settings/ai",
     ]
+    if include is not None:
+        args += ["--include-path-regex", include]
+    args += extra
     if token is not None:
         args += ["-H", f"X-API-TOKEN: {token}"]
-    result = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
+    with trio.fail_after(RUN_DEADLINE):
+        result = await trio.run_process(
+            args, capture_stdout=True, capture_stderr=True, check=False
+        )
     return result.returncode, (result.stdout + result.stderr).decode(errors="replace")
 
 
 async def test_schemathesis_operator_token(tmp_path: Path) -> None:
     async with running_server(tmp_path / "data", settings=SETTINGS) as server:
         code, output = await run_schemathesis(server, tmp_path, "operator", token=TEST_TOKEN)
+    assert code == 0, output[-6000:]
+
+
+async def test_schemathesis_operator_token_on_a_connected_device(tmp_path: Path) -> None:
+    """Operations on one existing, connected device: bodies reach validation (the spec and the
+    API must agree on every value) and messages are sent."""
+    async with running_server(tmp_path / "data", settings=SETTINGS) as server:
+        async with api_client(server) as api:
+            r = await api.post("/devices", json={"userId": "carol", "alias": "C"})
+            device = r.json()["data"]
+            r = await api.post(f"/simulator/devices/{device['id']}/scan", json={})
+            assert r.status_code == 200, r.text
+        pinned = f'[parameters]\n"path.deviceId" = "{device["sessionId"]}"\n'
+        code, output = await run_schemathesis(
+            server, tmp_path, "device", token=TEST_TOKEN, config=pinned,
+            include=r"^/devices/\{deviceId\}(/qr|/messages|/pair-code)?$",
+            extra=("--exclude-method", "DELETE"),  # the device must stay for every case
+        )
     assert code == 0, output[-6000:]
 
 

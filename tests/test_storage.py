@@ -39,6 +39,7 @@ from storage import (
     open_database,
 )
 from storage.migrations import MIGRATIONS
+from storage.models import DeliveryTarget
 from storage.repositories import SqliteRepositories
 from supervisor.state import Status as DeviceStatus
 
@@ -813,7 +814,8 @@ async def test_delete_cascades(db_path: Path) -> None:
         )
         envelope = {"type": "device_connected", "sessionId": row.session_id, "data": {}}
         assert r.outbox.enqueue_events(row.id, [envelope], now=0) == 1
-        (due,) = r.outbox.claim_due(now=0, limit=1)
+        target = DeliveryTarget("https://example.com/h", ("whsec_x",))
+        (due,) = r.outbox.claim_due(now=0, limit=1, target=lambda _device: target)
         r.outbox.record_attempt(
             due.id, at=NOW, status_code=500, error=None, duration_ms=1, status="pending"
         )

@@ -141,3 +141,16 @@ def test_several_secrets_space_separated() -> None:
     Webhook(b).verify(b"{}", headers)
     with pytest.raises(ValueError):
         signing.sign_headers("msg_1", ts, b"{}", [])
+
+
+def test_failure_clock_disabling_and_target() -> None:
+    settings, secret = ws.normalize({"url": URL}, None, now=0.0)
+    assert settings.target(5.0) is not None and settings.target(5.0).secrets == (secret,)
+    failing = settings.note_result(ok=False, now=10.0)
+    assert failing.failing_since == 10.0
+    assert failing.note_result(ok=False, now=20.0).failing_since == 10.0  # already running
+    assert failing.note_result(ok=True, now=30.0).failing_since is None
+    off = failing.disabled("endpoint answered 410 gone", "2026-01-01T00:00:00.000Z")
+    assert not off.enabled and off.disabled_reason == "endpoint answered 410 gone"
+    assert off.target(40.0) is None
+    assert ws.WebhookSettings.from_stored(off.to_stored()) == off

@@ -48,6 +48,7 @@ import storage.outbox as outbox
 from common import clock
 from common.ids import new_message_id
 from storage.interface import Repositories, Store
+from storage.models import DeliveryTarget
 from supervisor.config import Config
 from supervisor.events import Event, EventBus
 from supervisor.webhooks import signing, ssrf
@@ -224,6 +225,12 @@ async def attempt(
     return AttemptResult(status, error, duration, retry_after)
 
 
+def _settings_in(repos: Repositories, device_id: int) -> WebhookSettings | None:
+    """The device's webhook settings, read in the caller's transaction (None: none stored)."""
+    stored = repos.outbox.get_webhook_settings(device_id)
+    return None if stored is None else WebhookSettings.from_stored(stored)
+
+
 def _host(url: str) -> str:
     """The host part of a URL, for logs (a query string can carry a token)."""
     try:
@@ -356,8 +363,17 @@ class WebhookDispatcher:
         in_flight: set[str],
         busy: dict[int, int],
     ) -> tuple[list[outbox.Due], float | None]:
+        def target(device_id: int) -> DeliveryTarget | None:
+            settings = _settings_in(repos, device_id)
+            return None if settings is None else settings.target(now)
+
         due = repos.outbox.claim_due(
-            now=now, limit=free, exclude=in_flight, busy=busy, per_device=self.per_device
+            now=now,
+            limit=free,
+            exclude=in_flight,
+            busy=busy,
+            per_device=self.per_device,
+            target=target,
         )
         taken = dict(busy)
         for row in due:
@@ -429,16 +445,26 @@ class WebhookDispatcher:
                 next_attempt_at=next_at,
             ):
                 return None
+            settings = _settings_in(repos, row.device_id)
+            if settings is None:
+                return None  # the webhook was removed meanwhile
             if verdict == "gone":
                 reason = "endpoint answered 410 gone"
             else:
-                since = repos.outbox.note_endpoint_result(row.device_id, ok=result.ok, now=now)
+                noted = settings.note_result(ok=result.ok, now=now)
+                if noted != settings:
+                    repos.outbox.put_webhook_settings(row.device_id, noted.to_stored())
+                    settings = noted
+                since = settings.failing_since
                 if since is None or now - since < DISABLE_AFTER:
                     return None
                 reason = "endpoint failing for 5 days"
-            if repos.outbox.disable_endpoint(row.device_id, reason=reason, at=clock.iso(now)):
-                return reason
-            return None
+            if not settings.enabled:
+                return None  # disabled already
+            off = settings.disabled(reason, clock.iso(now))
+            repos.outbox.put_webhook_settings(row.device_id, off.to_stored())
+            repos.outbox.disable_pending(row.device_id)
+            return reason
 
         # Shielded: the attempt happened, so its record must not be lost to a cancellation
         # between submitting the write and learning that it committed.

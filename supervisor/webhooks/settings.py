@@ -39,6 +39,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from common import clock
+from storage.models import DeliveryTarget
 from supervisor.errors import InvalidRequest
 from supervisor.events import EVENT_TYPES
 from supervisor.webhooks import signing, ssrf
@@ -116,6 +117,23 @@ class WebhookSettings:
     def delivering(self) -> bool:
         """True when events are stored for delivery (enabled, with a URL)."""
         return self.enabled and bool(self.url)
+
+    def target(self, now: float) -> DeliveryTarget | None:
+        """Where a delivery made at ``now`` goes and what signs it; None when not delivering."""
+        return DeliveryTarget(self.url, self.active_secrets(now)) if self.delivering else None
+
+    def note_result(self, *, ok: bool, now: float) -> WebhookSettings:
+        """After a delivery attempt: a success stops the failure clock, a failure starts it
+        (at ``now``) unless it runs already."""
+        if ok:
+            return attrs.evolve(self, failing_since=None)
+        if self.failing_since is None:
+            return attrs.evolve(self, failing_since=now)
+        return self
+
+    def disabled(self, reason: str, at: str) -> WebhookSettings:
+        """The same webhook, disabled for ``reason`` at ``at`` (ISO)."""
+        return attrs.evolve(self, enabled=False, disabled_reason=reason, disabled_at=at)
 
 
 def _make_stored_converter() -> cattrs.Converter:
