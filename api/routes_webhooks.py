@@ -34,7 +34,7 @@ from common import clock
 from supervisor.errors import DeviceConflict, InvalidRequest
 from supervisor.webhooks import settings as webhook_settings
 from supervisor.webhooks import ssrf
-from supervisor.webhooks.dispatcher import TestDelivery, send_test_event
+from supervisor.webhooks.delivery import TestDelivery, send_test_event
 from supervisor.webhooks.settings import WEBHOOK_KIND, WebhookSettings
 
 bp = Blueprint("webhooks", __name__)

@@ -932,3 +932,18 @@ async def test_new_database_is_private_to_its_owner(tmp_path: Path) -> None:
         await db.run(lambda r: r.devices.all())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_only_storage_speaks_sql() -> None:
+    # The repositories are the only layer with SQL or a connection in it. The one exception is
+    # the whatsmeow engine peeking into whatsmeow's own store file, which is not wasup's database.
+    foreign_store = REPO / "supervisor" / "engines" / "whatsmeow_client.py"
+    offenders = []
+    for package in ("common", "supervisor", "api", "bench"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            text = path.read_text()
+            if path == foreign_store:
+                continue
+            if re.search(r"^\s*(import sqlite3|from sqlite3 )|\.execute(many)?\(", text, re.M):
+                offenders.append(str(path.relative_to(REPO)))
+    assert offenders == []

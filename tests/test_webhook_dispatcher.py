@@ -19,6 +19,7 @@ from standardwebhooks.webhooks import Webhook
 from common import clock
 from storage.db import open_database
 from supervisor.config import Config
+from supervisor.webhooks.delivery import MAX_RETRY_AFTER, parse_retry_after
 from supervisor.webhooks.dispatcher import SCHEDULE, WebhookDispatcher, retry_delay
 from tests.webhook_support import (
     add_device,
@@ -414,8 +415,6 @@ async def test_enqueue_filters_by_settings(tmp_path: Path) -> None:
 
 
 def test_parse_retry_after() -> None:
-    from supervisor.webhooks.dispatcher import MAX_RETRY_AFTER, parse_retry_after
-
     now = 1_750_000_000.0
     assert parse_retry_after("120", now) == 120.0
     assert parse_retry_after(" 0 ", now) == 0.0

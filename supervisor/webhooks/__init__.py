@@ -4,7 +4,9 @@
   ``webhook-signature``) and ``whsec_`` secrets.
 - :mod:`.ssrf`: which addresses a webhook may reach, and an httpx transport that connects only
   to the address it checked.
-- :mod:`.settings`: validation and normalisation of a device's webhook settings.
+- :mod:`.settings`: a device's webhook settings as frozen records (``WebhookSettings``,
+  ``Secret``), their stored form, and the validation of a PUT body.
+- :mod:`.delivery`: one signed POST to an endpoint and what came of it (and the test event).
 - :mod:`.dispatcher`: the :class:`~.dispatcher.WebhookDispatcher` actor that drains the outbox.
 
 The outbox itself (one row per event to deliver, written in the same transaction as the change

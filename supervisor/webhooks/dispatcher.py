@@ -14,7 +14,8 @@ committed. A row in flight is remembered in memory only: if the process dies, th
 still due at the next start and is sent again (at-least-once; receivers deduplicate on
 ``webhook-id``, which is the same on every attempt).
 
-Outcome of one attempt (:func:`classify`):
+Outcome of one attempt (made by :func:`supervisor.webhooks.delivery.attempt`, judged by
+:func:`classify`):
 
 - 2xx: delivered.
 - 410 Gone: the endpoint is disabled (its pending rows become ``disabled``), with a
@@ -26,13 +27,15 @@ Outcome of one attempt (:func:`classify`):
 - an endpoint that has been failing without a single success for :data:`DISABLE_AFTER`
   (5 days) is disabled, with a ``webhook_disabled`` event.
 
-Time comes from Trio's clock only (``supervisor.clock``), so tests run the whole schedule on
+Each endpoint's failure clock and its disabling are kept in its
+:class:`~supervisor.webhooks.settings.WebhookSettings`, written in the attempt's transaction.
+
+Time comes from Trio's clock only (:mod:`common.clock`), so tests run the whole schedule on
 the MockClock.
 """
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import json
 import logging
@@ -46,12 +49,12 @@ import trio
 
 import storage.outbox as outbox
 from common import clock
-from common.ids import new_message_id
 from storage.interface import Repositories, Store
 from storage.models import DeliveryTarget
 from supervisor.config import Config
 from supervisor.events import Event, EventBus
-from supervisor.webhooks import signing, ssrf
+from supervisor.webhooks import ssrf
+from supervisor.webhooks.delivery import AttemptResult, attempt
 from supervisor.webhooks.settings import WebhookSettings
 
 log = logging.getLogger("wasup.webhooks")
@@ -60,41 +63,11 @@ log = logging.getLogger("wasup.webhooks")
 SCHEDULE: tuple[float, ...] = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 #: An endpoint failing this long with no success in between is disabled (seconds).
 DISABLE_AFTER = 5 * 24 * 3600.0
-#: Longest Retry-After honoured (seconds); longer values are cut to this.
-MAX_RETRY_AFTER = 36000.0
-DEFAULT_TIMEOUT = 15.0
 #: How long a row whose attempt could not be recorded stays out of the scans (seconds).
 ERROR_PAUSE = 30.0
 DEFAULT_CONCURRENCY = 32
 #: At most this many deliveries to one device's endpoint at once.
 DEFAULT_PER_DEVICE = 8
-#: At most this much of a response body is read (and then discarded).
-_MAX_BODY = 64 * 1024
-USER_AGENT = "wasup-webhooks/1"
-
-
-@attrs.frozen
-class AttemptResult:
-    """What one HTTP attempt came to: a status code or an error, and how long it took."""
-
-    status_code: int | None
-    error: str | None
-    duration_ms: float
-    retry_after: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-
-@attrs.frozen
-class TestDelivery:
-    """What :func:`send_test_event` sent (its ``webhook-id``) and what came of it."""
-
-    __test__ = False  # not a pytest test class, whatever its name
-
-    webhook_id: str
-    result: AttemptResult
 
 
 @attrs.frozen
@@ -106,24 +79,6 @@ class DispatcherStatistics:
     delivered: int
     failed_attempts: int
     disabled_endpoints: int
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = when.timestamp() - now
-    if math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def retry_delay(
@@ -153,76 +108,6 @@ def classify(result: AttemptResult) -> str:
     if result.status_code == 410:
         return "gone"
     return "retry"
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, readable reason for a failed attempt (httpx often wraps the real one)."""
-    text = str(exc)
-    inner: BaseException | None = exc
-    while not text and inner is not None:
-        inner = inner.__cause__ or inner.__context__
-        text = str(inner) if inner is not None else ""
-    text = text or type(exc).__name__
-    if isinstance(exc, httpx.ConnectError) and not isinstance(exc.__cause__, ssrf.RefusedConnect):
-        text = f"connection failed: {text}"
-    elif isinstance(exc, httpx.TimeoutException):
-        text = f"timed out: {text}"
-    return text[:500]
-
-
-async def attempt(
-    client: httpx.AsyncClient,
-    url: str,
-    msg_id: str,
-    body: bytes,
-    secrets: tuple[str, ...] | list[str],
-    *,
-    attempt_timeout: float = DEFAULT_TIMEOUT,
-) -> AttemptResult:
-    """POST one signed delivery and report what happened. Never raises for a failed delivery
-    (timeouts, refused addresses, connection errors, non-2xx all come back as a result).
-
-    The ``webhook-timestamp`` is this attempt's time; the ``webhook-id`` is the caller's.
-    """
-    now = clock.now_epoch()
-    start = trio.current_time()
-    status: int | None = None
-    error: str | None = None
-    retry_after: float | None = None
-    try:
-        headers = signing.sign_headers(msg_id, int(now), body, secrets)
-    except ValueError as exc:
-        return AttemptResult(None, str(exc), 0.0)
-    headers["content-type"] = "application/json"
-    headers["user-agent"] = USER_AGENT
-    try:
-        with trio.fail_after(attempt_timeout):
-            async with client.stream("POST", url, content=body, headers=headers) as response:
-                status = response.status_code
-                read = 0
-                async for chunk in response.aiter_raw():
-                    read += len(chunk)
-                    if read >= _MAX_BODY:
-                        break
-                retry_after = parse_retry_after(response.headers.get("retry-after"), now)
-                if 300 <= status < 400:
-                    error = "redirect not followed"
-                    location = response.headers.get("location")
-                    if location:
-                        error += f" (location: {location[:200]})"
-                elif not 200 <= status < 300:
-                    error = f"http status {status}"
-    except trio.TooSlowError:
-        error = f"timed out after {attempt_timeout:g} s"
-    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-        error = _describe(exc)
-    except Exception as exc:
-        # Still an attempt that failed: it must be recorded (and retried on the schedule),
-        # never leave its row due at once for the next scan.
-        log.exception("webhook %s: unexpected error while sending", msg_id)
-        error = f"internal error: {type(exc).__name__}"
-    duration = (trio.current_time() - start) * 1000.0
-    return AttemptResult(status, error, duration, retry_after)
 
 
 def _settings_in(repos: Repositories, device_id: int) -> WebhookSettings | None:
@@ -504,37 +389,3 @@ class WebhookDispatcher:
                 timestamp=clock.now_iso(),
             )
         )
-
-
-async def send_test_event(
-    config: Config,
-    settings: WebhookSettings,
-    session_id: str,
-    *,
-    client: httpx.AsyncClient | None = None,
-    attempt_timeout: float | None = None,
-) -> TestDelivery:
-    """Send one signed ``webhook_test`` event to the device's endpoint now (no outbox row, no
-    retry) and report the outcome. The SSRF guard applies as for any delivery.
-
-    Error handling: never raises for a failed delivery (see :func:`attempt`).
-    Resource handling: without ``client``, a one-connection guarded client lives for this call.
-    """
-    now = clock.now_epoch()
-    msg_id = new_message_id()
-    body = outbox.body_of(
-        {
-            "type": "webhook_test",
-            "timestamp": clock.iso(now),
-            "sessionId": session_id,
-            "data": {"message": "wasup webhook test"},
-        }
-    ).encode("utf-8")
-    timeout = config.webhooks.timeout if attempt_timeout is None else attempt_timeout
-    secrets = settings.active_secrets(now)
-    if client is None:
-        async with ssrf.open_client(config.allow_networks, timeout=timeout, max_connections=1) as own:
-            result = await attempt(own, settings.url, msg_id, body, secrets, attempt_timeout=timeout)
-    else:
-        result = await attempt(client, settings.url, msg_id, body, secrets, attempt_timeout=timeout)
-    return TestDelivery(msg_id, result)
