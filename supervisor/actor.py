@@ -434,13 +434,7 @@ class DeviceActor:
             # Somebody will read the PNG: render it in a worker thread now, so that neither
             # the Trio thread nor the database thread pays for it later.
             await qr.render()
-        data: dict[str, Any] = {
-            "qrCode": lambda: qr.data_url,
-            "qrString": qr.qr_string,
-            "expiresAt": qr.expires_at,
-            "attempt": qr.attempt,
-            "maxAttempts": qr.max_attempts,
-        }
+        data = qr.to_json(lambda: qr.data_url)  # the PNG is taken when the event is read
         return Event("qr_code", self.row.session_id, self.id, data, at)
 
     def _show(self) -> None:
