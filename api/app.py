@@ -132,7 +132,7 @@ def routes(app: Quart) -> set[tuple[str, str]]:
     """The (METHOD, OpenAPI path) pairs ``app`` serves, for comparison with the spec."""
     served: set[tuple[str, str]] = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static" or getattr(rule, "websocket", False):
+        if rule.endpoint == "static" or rule.websocket:
             continue
         path = _ARG_RE.sub(lambda m: "{" + _camel(m.group(1)) + "}", rule.rule)
         for method in rule.methods or ():

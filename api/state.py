@@ -7,16 +7,13 @@ modules reach it through :func:`current_state` inside a request or WebSocket con
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
 import attrs
 from quart import current_app
 
 from api.ratelimit import RateLimiter, RateLimitPolicy
-
-if TYPE_CHECKING:
-    from supervisor.autoreply import AutoReply
-    from supervisor.devices import Devices
+from supervisor.autoreply import AutoReply
+from supervisor.devices import Devices
 
 MIB = 1024 * 1024
 

@@ -24,7 +24,7 @@ the job back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from storage.models import (
@@ -304,9 +304,10 @@ class OutboxRepository(Protocol):
         device_id: int,
         events: Sequence[Mapping[str, object] | OutboundEvent],
         *,
+        wanted: Collection[str],
         now: float | None = None,
     ) -> int:
-        """Store the events the device's webhook wants; how many rows were written.
+        """Store the events whose type is in ``wanted``; how many rows were written.
 
         Raises: nothing of its own.
         """

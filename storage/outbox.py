@@ -13,10 +13,10 @@ exhausted) | ``disabled`` (the endpoint was disabled or removed). A redelivery p
 back to ``pending``.
 
 The device's webhook settings (``settings`` kind ``"webhook"``, a document whose shape
-``supervisor.webhooks.settings`` defines) are stored here as a document; :meth:`enqueue_events`
-reads which events it wants with one primary-key lookup, never cached, so the same-transaction
-rule also covers a settings change. Where a claimed row goes and what signs it comes from the
-caller (``claim_due(target=...)``), so secrets and their rotation are known in one place.
+``supervisor.webhooks.settings`` defines) are stored here as an opaque document: which events are stored comes from the caller
+(``enqueue_events(wanted=...)``, read in the same transaction, so the same-transaction rule
+also covers a settings change), and so do where a claimed row goes and what signs it
+(``claim_due(target=...)``). Only ``supervisor.webhooks.settings`` knows the document's keys.
 
 Enqueue, claim and attempt run per event and per delivery, and keep prepared SQL:
 ``json_each`` and arithmetic updates have no sqlite-utils equivalent, and its inserts cost
@@ -26,7 +26,7 @@ about ten times a prepared one (see ``storage.devices``). The delivery views use
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -92,25 +92,22 @@ class SqliteOutbox:
         device_id: int,
         events: Sequence[Mapping[str, object] | OutboundEvent],
         *,
+        wanted: Collection[str],
         now: float | None = None,
     ) -> int:
-        """Store the events the device's webhook wants; return how many rows were written.
+        """Store the events whose type is in ``wanted`` (the device's webhook decides which:
+        ``supervisor.webhooks.settings.enqueue``); return how many rows were written.
 
         ``events`` are envelopes ``{"type", "sessionId", "data", "timestamp"}``, or
         :class:`~storage.interface.OutboundEvent` objects (``supervisor.events.Event``: then
         ``to_json()``, which may render a QR image, runs only for events the webhook wants).
-        Call inside the transaction that stores their cause. Cheap when the device has no
-        webhook: one primary-key lookup and no write. Each row gets a fresh ``webhook-id`` and
-        is due at once (``now``, default: the event's own timestamp).
+        Call inside the transaction that stores their cause. Each row gets a fresh
+        ``webhook-id`` and is due at once (``now``, default: the event's own timestamp).
 
         Error handling: ``sqlite3`` errors propagate (and roll back the caller's work with it).
         """
-        if not events:
+        if not events or not wanted:
             return 0
-        settings = self.get_webhook_settings(device_id)
-        if not settings or not settings.get("enabled", True) or not settings.get("url"):
-            return 0
-        wanted = set(settings.get("events") or ())
         rows = []
         for event in events:
             if isinstance(event, Mapping):

@@ -50,6 +50,7 @@ from .events import Event
 from .inbox import AnyCall, Inbox, OpFailed, Timeout
 from .qr import QrAttempt
 from .view import DeviceShown, DeviceView
+from .webhooks import settings as webhook_settings
 
 log = logging.getLogger("wasup.actor")
 
@@ -433,13 +434,7 @@ class DeviceActor:
             # Somebody will read the PNG: render it in a worker thread now, so that neither
             # the Trio thread nor the database thread pays for it later.
             await qr.render()
-        data: dict[str, Any] = {
-            "qrCode": lambda: qr.data_url,
-            "qrString": qr.qr_string,
-            "expiresAt": qr.expires_at,
-            "attempt": qr.attempt,
-            "maxAttempts": qr.max_attempts,
-        }
+        data = qr.to_json(lambda: qr.data_url)  # the PNG is taken when the event is read
         return Event("qr_code", self.row.session_id, self.id, data, at)
 
     def _show(self) -> None:
@@ -464,7 +459,7 @@ class DeviceActor:
         query at all.
         """
         if events and self.ctx.directory.has_webhook(self.id):
-            if repos.outbox.enqueue_events(self.id, events):
+            if webhook_settings.enqueue(repos, self.id, events):
                 self.ctx.outbox.written = True
 
     def _publish(self, events: list[Event]) -> None:

@@ -813,7 +813,7 @@ async def test_delete_cascades(db_path: Path) -> None:
             row.id, message_id="m1", chat="c", direction="in", text="hi", status=None, at=NOW
         )
         envelope = {"type": "device_connected", "sessionId": row.session_id, "data": {}}
-        assert r.outbox.enqueue_events(row.id, [envelope], now=0) == 1
+        assert r.outbox.enqueue_events(row.id, [envelope], wanted={"device_connected"}, now=0) == 1
         target = DeliveryTarget("https://example.com/h", ("whsec_x",))
         (due,) = r.outbox.claim_due(now=0, limit=1, target=lambda _device: target)
         r.outbox.record_attempt(

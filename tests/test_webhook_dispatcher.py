@@ -19,6 +19,7 @@ from standardwebhooks.webhooks import Webhook
 from common import clock
 from storage.db import open_database
 from supervisor.config import Config
+from supervisor.webhooks import settings as webhook_settings
 from supervisor.webhooks.delivery import MAX_RETRY_AFTER, parse_retry_after
 from supervisor.webhooks.dispatcher import SCHEDULE, WebhookDispatcher, retry_delay
 from tests.webhook_support import (
@@ -407,7 +408,7 @@ async def test_enqueue_filters_by_settings(tmp_path: Path) -> None:
                 return envelope(session_id, self.type)
 
         assert await db.run(
-            lambda r: r.outbox.enqueue_events(device_id, [Lazy("qr_code"), Lazy("message_sent")])
+            lambda r: webhook_settings.enqueue(r, device_id, [Lazy("qr_code"), Lazy("message_sent")])
         ) == 1
         assert Lazy.calls == 1
         await configure(db, device_id, "https://hooks.example/x", enabled=False)

@@ -200,7 +200,7 @@ def envelope(session_id: str, type_: str = "message_received", **data: Any) -> d
 
 
 async def enqueue(db: Any, device_id: int, *events: dict[str, Any]) -> int:
-    return int(await db.run(lambda r: r.outbox.enqueue_events(device_id, list(events))))
+    return int(await db.run(lambda r: webhook_settings.enqueue(r, device_id, list(events))))
 
 
 def signed_by(secret: str | bytes, request: Received) -> bool:

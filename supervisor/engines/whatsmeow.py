@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import attrs
 import trio
@@ -63,6 +64,8 @@ from . import whatsmeow_client as wc
 from .whatsmeow_translate import connect_error_reason, translate, translate_pairing_status
 
 log = logging.getLogger("wasup.engine.whatsmeow")
+
+T = TypeVar("T")
 
 #: How long a start may hold the gate while Go sets its client up (offline: milliseconds).
 START_HOLD = 15.0
@@ -171,7 +174,7 @@ class WhatsmeowSession:
         await self._thread(lambda: wc.reset_store(store))
         await self._preflight()
         link = await self._start(pairing=True)
-        await self._wait(link, lambda: link.state is not LinkState.STARTING, starter=True)
+        await self._wait(link, lambda lk: lk.state is not LinkState.STARTING, starter=True)
 
     async def next_qr(self) -> None:
         """Report the next of whatsmeow's QR codes: at once if it arrived, else when it does."""
@@ -214,7 +217,7 @@ class WhatsmeowSession:
         """
         link = self._link
         if link is not None and link.live and link.paired:
-            await self._wait(link, lambda: link.state is LinkState.CONNECTED)
+            await self._wait(link, lambda lk: lk.state is LinkState.CONNECTED)
             return
         await self.stop()
         store = self.store
@@ -223,7 +226,7 @@ class WhatsmeowSession:
                               message="no stored whatsapp credentials for this device")
         await self._preflight()
         link = await self._start(pairing=False)
-        await self._wait(link, lambda: link.state is LinkState.CONNECTED, starter=True)
+        await self._wait(link, lambda lk: lk.state is LinkState.CONNECTED, starter=True)
 
     async def send_message(self, to_jid: str, text: str) -> str:
         """Send a text message to a phone number or JID; returns WhatsApp's message id.
@@ -323,12 +326,14 @@ class WhatsmeowSession:
         else:
             self.engine._clients.discard(client)
 
-    async def _wait(self, link: _Link, done: Any, *, starter: bool = False) -> None:
+    async def _wait(
+        self, link: _Link, done: Callable[[_Link], bool], *, starter: bool = False
+    ) -> None:
         if not starter:
             link.waiting += 1
         try:
             while True:
-                if done():
+                if done(link):
                     return
                 if link.failure is not None:
                     raise link.failure
@@ -348,7 +353,7 @@ class WhatsmeowSession:
         if reason is not None:
             raise EngineError(reason)
 
-    async def _thread(self, fn: Any, *, abandon: bool = False) -> Any:
+    async def _thread(self, fn: Callable[[], T], *, abandon: bool = False) -> T:
         return await trio.to_thread.run_sync(
             fn, limiter=self.engine.limiter, abandon_on_cancel=abandon
         )

@@ -53,9 +53,9 @@ from storage.interface import Repositories, Store
 from storage.models import DeliveryTarget
 from supervisor.config import Config
 from supervisor.events import Event, EventBus
+from supervisor.webhooks import settings as webhook_settings
 from supervisor.webhooks import ssrf
 from supervisor.webhooks.delivery import AttemptResult, attempt
-from supervisor.webhooks.settings import WebhookSettings
 
 log = logging.getLogger("wasup.webhooks")
 
@@ -108,12 +108,6 @@ def classify(result: AttemptResult) -> str:
     if result.status_code == 410:
         return "gone"
     return "retry"
-
-
-def _settings_in(repos: Repositories, device_id: int) -> WebhookSettings | None:
-    """The device's webhook settings, read in the caller's transaction (None: none stored)."""
-    stored = repos.outbox.get_webhook_settings(device_id)
-    return None if stored is None else WebhookSettings.from_stored(stored)
 
 
 def _host(url: str) -> str:
@@ -249,7 +243,7 @@ class WebhookDispatcher:
         busy: dict[int, int],
     ) -> tuple[list[outbox.Due], float | None]:
         def target(device_id: int) -> DeliveryTarget | None:
-            settings = _settings_in(repos, device_id)
+            settings = webhook_settings.read(repos, device_id)
             return None if settings is None else settings.target(now)
 
         due = repos.outbox.claim_due(
@@ -330,7 +324,7 @@ class WebhookDispatcher:
                 next_attempt_at=next_at,
             ):
                 return None
-            settings = _settings_in(repos, row.device_id)
+            settings = webhook_settings.read(repos, row.device_id)
             if settings is None:
                 return None  # the webhook was removed meanwhile
             if verdict == "gone":

@@ -3,6 +3,7 @@
 Synopsis::
 
     settings, generated = normalize(body, existing, now=clock.now_epoch())   # PUT body
+    enqueue(repos, device_id, events)             # in the transaction storing their cause
     stored = settings.to_stored()                 # the "webhook" settings kind
     settings = WebhookSettings.from_stored(stored)
     settings.active_secrets(now)                  # ("whsec_new", "whsec_old")
@@ -39,6 +40,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from common import clock
+from storage.interface import OutboundEvent, Repositories
 from storage.models import DeliveryTarget
 from supervisor.errors import InvalidRequest
 from supervisor.events import EVENT_TYPES
@@ -170,6 +172,29 @@ def _make_stored_converter() -> cattrs.Converter:
 
 #: The one converter between :class:`WebhookSettings` and its stored form.
 stored_converter = _make_stored_converter()
+
+
+def read(repos: Repositories, device_id: int) -> WebhookSettings | None:
+    """The device's webhook settings, read in the caller's transaction (None: none stored)."""
+    stored = repos.outbox.get_webhook_settings(device_id)
+    return None if stored is None else WebhookSettings.from_stored(stored)
+
+
+def enqueue(
+    repos: Repositories,
+    device_id: int,
+    events: Sequence[Mapping[str, object] | OutboundEvent],
+) -> int:
+    """Store the events the device's webhook wants for delivery, in the caller's transaction
+    (the one that stores their cause); return how many rows were written.
+
+    Cheap when the device has no webhook: one primary-key lookup and no write.
+    Error handling: storage errors propagate (and roll back the caller's work with them).
+    """
+    settings = read(repos, device_id)
+    if settings is None or not settings.delivering:
+        return 0
+    return repos.outbox.enqueue_events(device_id, events, wanted=frozenset(settings.events))
 
 
 def expand_events(events: Any) -> list[str]:
