@@ -191,7 +191,7 @@ class DeviceActor:
         self.ctx.directory.drop(self.id)
         log.info("device %s deleted", self.row.session_id)
 
-    async def _update(self, fields: Mapping[str, Any]) -> DeviceRow:
+    async def _update(self, fields: Mapping[str, storage.ColumnValue]) -> DeviceRow:
         try:
             self.row = await self.ctx.db.run(
                 lambda r: r.devices.update(self.id, **fields, updated_at=now_iso())

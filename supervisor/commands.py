@@ -13,11 +13,12 @@ The actor dispatches on the command with ``match``; a new command is one record 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import attrs
 import trio
 
+from storage import ColumnValue, JsonObject
 from storage.models import DeviceRow
 
 from .qr import QrAttempt
@@ -80,15 +81,15 @@ class Delete(Command[None]):
 class UpdateDevice(Command[DeviceRow]):
     """Set descriptive fields (alias, business type, phone number, description)."""
 
-    fields: Mapping[str, Any]
+    fields: Mapping[str, ColumnValue]
 
 
 @attrs.frozen
-class PutSettings(Command[dict[str, Any]]):
+class PutSettings(Command[JsonObject]):
     """Store the device's settings document of ``kind`` (``webhook``, ``ai``)."""
 
     kind: str
-    value: dict[str, Any]
+    value: JsonObject
 
 
 @attrs.frozen
