@@ -79,7 +79,7 @@ async def _all_connected(sub, ids: list[int]) -> None:
     pending = set(ids)
     while pending:
         event = await sub.receive()
-        if event.data["to"] == "connected":
+        if event.data.after == "connected":
             pending.discard(event.device_id)
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
 import attrs
 import trio
@@ -48,6 +47,14 @@ from .context import ActorContext
 from .errors import DeviceConflict, EngineError, Restarting, WasupError
 from .events import Event
 from .inbox import AnyCall, Inbox, OpFailed, Timeout
+from .payloads import (
+    MessageReceived,
+    MessageSent,
+    MessageStatusChanged,
+    Payload,
+    QrShown,
+    StatusChanged,
+)
 from .qr import QrAttempt
 from .view import DeviceShown, DeviceView
 from .webhooks import settings as webhook_settings
@@ -219,8 +226,7 @@ class DeviceActor:
         except EngineError as exc:
             raise DeviceConflict(f"message not sent: {exc.reason}") from exc
         at = now_iso()
-        data = {"messageId": message_id, "to": to, "text": text, "status": "sent", "origin": origin}
-        events = [self._event("message_sent", data, at)]
+        events = [self._event(MessageSent(message_id, to, text, origin=origin), at)]
 
         def job(r: storage.Repositories) -> DeviceRow:
             r.messages.insert(
@@ -258,16 +264,16 @@ class DeviceActor:
 
     async def _received(self, ev: eng.MessageReceived) -> None:
         at = now_iso()
-        data = {
-            "messageId": ev.message_id,
-            "from": ev.sender,
-            "chat": ev.chat,
-            "text": ev.text,
-            "isGroup": ev.is_group,
-            "fromMe": ev.from_me,
-            "timestamp": iso(ev.timestamp) if ev.timestamp else at,
-        }
-        events = [self._event("message_received", data, at)]
+        received = MessageReceived(
+            message_id=ev.message_id,
+            sender=ev.sender,
+            chat=ev.chat,
+            text=ev.text,
+            is_group=ev.is_group,
+            from_me=ev.from_me,
+            timestamp=iso(ev.timestamp) if ev.timestamp else at,
+        )
+        events = [self._event(received, at)]
 
         def job(r: storage.Repositories) -> DeviceRow | None:
             try:
@@ -290,7 +296,7 @@ class DeviceActor:
 
     async def _message_status(self, message_id: str, status: str) -> None:
         at = now_iso()
-        events = [self._event("message_status", {"messageId": message_id, "status": status}, at)]
+        events = [self._event(MessageStatusChanged(message_id, status), at)]
 
         def job(r: storage.Repositories) -> None:
             r.messages.update_status(self.id, message_id, status)
@@ -322,14 +328,14 @@ class DeviceActor:
         events: list[Event] = []
         for s in steps:
             if s.change is not None:
-                data = {"from": s.change.before.value, "to": s.change.after.value, "reason": s.change.reason}
-                events.append(self._event("device_status", data, at))
+                change = StatusChanged(s.change.before, s.change.after, s.change.reason)
+                events.append(self._event(change, at))
             for spec in s.events:
                 match spec:
                     case sm.ShowQr():
                         events.append(await self._show_qr(spec, at))
-                    case sm.Emit(type=kind, data=pairs):
-                        events.append(self._event(kind, dict(pairs), at))
+                    case sm.Emit(payload=payload):
+                        events.append(self._event(payload, at))
         if any(s.persist for s in steps):
             await self._persist(steps, events, at)
         elif events and self.ctx.directory.has_webhook(self.id):
@@ -430,12 +436,11 @@ class DeviceActor:
             expires_at=iso(expires),
             expires_at_epoch=expires,
         )
-        if self.ctx.bus.wants("qr_code", self.id) or self.ctx.directory.has_webhook(self.id):
+        if self.ctx.bus.wants(QrShown.type, self.id) or self.ctx.directory.has_webhook(self.id):
             # Somebody will read the PNG: render it in a worker thread now, so that neither
             # the Trio thread nor the database thread pays for it later.
             await qr.render()
-        data = qr.to_json(lambda: qr.data_url)  # the PNG is taken when the event is read
-        return Event("qr_code", self.row.session_id, self.id, data, at)
+        return self._event(QrShown(qr), at)  # the PNG is taken when the event is read
 
     def _show(self) -> None:
         """Update the view if the status or the QR code on show changed."""
@@ -444,8 +449,8 @@ class DeviceActor:
         if not shown.live or shown.status is not self.state.status or shown.qr is not qr:
             self.view.value = DeviceShown(self.state.status, qr, live=True)
 
-    def _event(self, type_: str, data: dict[str, Any], at: str) -> Event:
-        return Event(type_, self.row.session_id, self.id, data, at)
+    def _event(self, payload: Payload, at: str) -> Event:
+        return Event(self.row.session_id, self.id, payload, at)
 
     def _stored(self, row: DeviceRow) -> None:
         self.row = row

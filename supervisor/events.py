@@ -2,6 +2,7 @@
 
 Usage::
 
+    bus.publish(Event(session_id, device_id, DeviceConnected(), now_iso()))
     async with bus.subscribe(types=frozenset({"device_connected"})) as sub:
         async for event in sub:
             ...
@@ -19,54 +20,41 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 import attrs
 import trio
 
-log = logging.getLogger("wasup.events")
+from .payloads import Payload, to_wire
 
-#: Every event type wasup publishes (the WebSocket and webhook catalogue).
-EVENT_TYPES = frozenset(
-    {
-        "qr_code",
-        "qr_timeout",
-        "device_connected",
-        "device_disconnected",
-        "device_logged_out",
-        "device_status",
-        "message_received",
-        "message_sent",
-        "message_status",
-    }
-)
+log = logging.getLogger("wasup.events")
 
 
 @attrs.frozen
 class Event:
-    """One thing that happened to one device.
+    """One thing that happened to one device: its payload record (``data``) and when.
 
-    ``data`` may hold a zero-argument callable under a key (for costly parts such as the QR
-    PNG); :meth:`to_json` calls it, so the cost is paid only when somebody reads the event.
+    Nothing is encoded when an event is made: :meth:`to_json` turns the payload into its wire
+    JSON through :func:`supervisor.payloads.to_wire` (a QR code's PNG is rendered then), and
     :attr:`json_text` is that envelope encoded, once, however many subscribers send it.
     """
 
-    type: str
     session_id: str
     device_id: int
-    data: Mapping[str, Any]
+    data: Payload
     timestamp: str
 
-    def resolved_data(self) -> dict[str, Any]:
-        return {k: (v() if callable(v) else v) for k, v in self.data.items()}
+    @property
+    def type(self) -> str:
+        """The wire type of the payload (``device_status``, ``message_received``, ...)."""
+        return self.data.type
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The envelope sent on the WebSocket and in webhooks."""
         return {
-            "type": self.type,
+            "type": self.data.type,
             "sessionId": self.session_id,
-            "data": self.resolved_data(),
+            "data": to_wire(self.data),
             "timestamp": self.timestamp,
         }
 

@@ -18,7 +18,6 @@ import base64
 import io
 import threading
 from collections import OrderedDict
-from typing import TypeVar
 
 import attrs
 import qrcode
@@ -36,11 +35,6 @@ BORDER = 4
 # Rendering is CPU-bound; one worker thread at a time keeps a burst of new devices from
 # occupying every worker thread Trio has. One limiter per Trio run.
 _render_limiter: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("qr_render")
-
-#: What stands for the PNG in :meth:`QrAttempt.to_json`: the data URL, or something that
-#: produces it later (the ``qr_code`` event holds a zero-argument callable).
-DataUrl = TypeVar("DataUrl")
-
 
 def render_png(qr_string: str) -> bytes:
     """Encode ``qr_string`` as a QR code and return it as a 1-bit greyscale PNG.
@@ -171,10 +165,11 @@ class QrAttempt:
             render_data_url, self.qr_string, limiter=limiter, abandon_on_cancel=True
         )
 
-    def to_json(self, data_url: DataUrl) -> dict[str, DataUrl | str | int]:
+    def to_json(self, data_url: str) -> dict[str, str | int]:
         """The QR JSON (``GET /qr`` and the ``qr_code`` event): qrCode, qrString,
         expiresAt, attempt, maxAttempts; ``qrCode`` is ``data_url`` as given (see
-        :meth:`render` and :attr:`data_url` for the rendering)."""
+        :meth:`render` and :attr:`data_url` for the rendering; the event's
+        :class:`~supervisor.payloads.QrShown` reads it only when the event is encoded)."""
         return {
             "qrCode": data_url,
             "qrString": self.qr_string,

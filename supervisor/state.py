@@ -19,6 +19,7 @@ from enum import StrEnum
 
 import attrs
 
+from .payloads import DeviceConnected, DeviceDisconnected, DeviceLoggedOut, QrTimedOut
 from .status import ACTIVE as ACTIVE
 from .status import HOLDING_REASONS as HOLDING_REASONS
 from .status import LEGAL as LEGAL
@@ -196,10 +197,13 @@ class StatusChange:
 
 @attrs.frozen
 class Emit:
-    """Publish an event of ``type`` with ``data``."""
+    """Publish an event with this payload."""
 
-    type: str
-    data: tuple[tuple[str, object], ...] = ()
+    payload: DeviceConnected | DeviceDisconnected | DeviceLoggedOut | QrTimedOut
+
+    @property
+    def type(self) -> str:
+        return self.payload.type
 
 
 @attrs.frozen
@@ -331,7 +335,7 @@ def _to_disconnected(state: DeviceState, reason: str) -> Step:
         state, status=Status.DISCONNECTED, reason=reason, qr_attempt=0, reconnect_attempt=attempt
     )
     return _changed(
-        state, new, Emit("device_disconnected", (("reason", reason),)), engine=StopEngine(),
+        state, new, Emit(DeviceDisconnected(reason)), engine=StopEngine(),
         timeout=StateTimeout(TimeoutKind.BACKOFF, attempt, state.ban_until),
     )
 
@@ -358,7 +362,7 @@ def _logged_out(state: DeviceState, reason: str) -> Step:
         ban_until=None,
     )
     return _changed(
-        state, new, Emit("device_logged_out", (("reason", reason),)), engine=EngineLogout()
+        state, new, Emit(DeviceLoggedOut(reason)), engine=EngineLogout()
     )
 
 
@@ -377,7 +381,7 @@ def transition(state: DeviceState, event: Event) -> Step:
                 # The process that held this connection is gone: report it, reconnect at once.
                 new = attrs.evolve(state, status=Status.DISCONNECTED, reason="restart")
                 return _changed(
-                    state, new, Emit("device_disconnected", (("reason", "restart"),)),
+                    state, new, Emit(DeviceDisconnected("restart")),
                     then=BackoffElapsed(),
                 )
             if s is Status.DISCONNECTED and state.reason not in HOLDING_REASONS:
@@ -407,7 +411,7 @@ def transition(state: DeviceState, event: Event) -> Step:
             )
             if new.status != s and target is Status.DISCONNECTED:
                 return _changed(
-                    state, new, Emit("device_disconnected", (("reason", "cancelled"),)),
+                    state, new, Emit(DeviceDisconnected("cancelled")),
                     engine=StopEngine(),
                 )
             return _changed(state, new, engine=StopEngine())
@@ -416,14 +420,14 @@ def transition(state: DeviceState, event: Event) -> Step:
             if s in (Status.PENDING, Status.CONNECTING, Status.CONNECTED):
                 new = attrs.evolve(state, status=Status.DISCONNECTED, reason="crash_loop", qr_attempt=0)
                 return _changed(
-                    state, new, Emit("device_disconnected", (("reason", "crash_loop"),)),
+                    state, new, Emit(DeviceDisconnected("crash_loop")),
                     engine=StopEngine(),
                 )
             if s is Status.DISCONNECTED:
                 # Parked while waiting to reconnect: say so, it will not reconnect on its own.
                 new = attrs.evolve(state, reason="crash_loop", qr_attempt=0)
                 return _changed(
-                    state, new, Emit("device_disconnected", (("reason", "crash_loop"),)),
+                    state, new, Emit(DeviceDisconnected("crash_loop")),
                     engine=StopEngine(),
                 )
             # qr_timeout, logged_out: no session to park; the device stays as it is.
@@ -442,7 +446,7 @@ def transition(state: DeviceState, event: Event) -> Step:
                 return Step(state)
             if state.qr_attempt >= state.max_qr_attempts:
                 new = attrs.evolve(state, status=Status.QR_TIMEOUT, reason="qr_expired", qr_attempt=0)
-                return _changed(state, new, Emit("qr_timeout"), engine=StopEngine())
+                return _changed(state, new, Emit(QrTimedOut()), engine=StopEngine())
             new = attrs.evolve(state, qr_attempt=state.qr_attempt + 1)
             return Step(
                 new, engine=NextQr(), timeout=StateTimeout(TimeoutKind.QR_NEXT, new.qr_attempt)
@@ -463,7 +467,7 @@ def transition(state: DeviceState, event: Event) -> Step:
             new = attrs.evolve(
                 state, status=Status.CONNECTED, reason=None, reconnect_attempt=0, ban_until=None
             )
-            step = _changed(state, new, Emit("device_connected"))
+            step = _changed(state, new, Emit(DeviceConnected()))
             if push_name is None and platform is None:
                 return step
             return attrs.evolve(step, reported=Reported(push_name=push_name, platform=platform))

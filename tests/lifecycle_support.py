@@ -46,7 +46,7 @@ class Recorder:
         ]
 
     def statuses(self, device_id: int) -> list[tuple[float, str, str | None]]:
-        return [(t, e.data["to"], e.data["reason"]) for t, e in self.of(device_id, "device_status")]
+        return [(t, e.data.after, e.data.reason) for t, e in self.of(device_id, "device_status")]
 
 
 @asynccontextmanager

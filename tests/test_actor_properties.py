@@ -99,7 +99,7 @@ async def check_invariants(
     assert engine.counter.peak <= MAX_LOGINS
     for _, event in rec.events:
         if event.type == "qr_code":
-            assert 1 <= event.data["attempt"] <= max_attempts
+            assert 1 <= event.data.qr.attempt <= max_attempts
 
     def read(
         r: storage.Repositories,

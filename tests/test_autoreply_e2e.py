@@ -122,8 +122,8 @@ async def test_auto_reply_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFi
                 with trio.fail_after(DEADLINE):
                     events.append(await sub.receive())
             assert replies(ALICE) == ["echo: do you have tulips?"]
-            assert events[0].data["origin"] == "autoreply"
-            assert events[0].data["to"] == jid(ALICE)
+            assert events[0].data.origin == "autoreply"
+            assert events[0].data.to == jid(ALICE)
             [req] = provider.requests
             assert req["path"] == "/v1/chat/completions"
             assert req["headers"]["authorization"] == f"Bearer {KEY}"

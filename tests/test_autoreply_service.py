@@ -25,6 +25,7 @@ from supervisor.autoreply import AiSettings, AutoReply
 from supervisor.config import AutoReplyConfig, Config
 from supervisor.errors import DeviceConflict, DeviceNotFound
 from supervisor.events import Event, EventBus
+from supervisor.payloads import MessageReceived, MessageSent
 from tests.autoreply_support import FakeProvider
 
 KEY = "sk-test-SECRET-0123456789"
@@ -96,8 +97,7 @@ class FakeSup:
         self._changed = trio.Event()
         self.messages.append(message(dev.id, mid, to, "out", text))
         self.bus.publish(
-            Event("message_sent", dev.session_id, dev.id,
-                  {"messageId": mid, "to": to, "text": text, "status": "sent", "origin": origin},
+            Event(dev.session_id, dev.id, MessageSent(mid, to, text, origin=origin),
                   clock.now_iso())
         )
         return {"messageId": mid, "to": to, "status": "sent"}
@@ -106,13 +106,16 @@ class FakeSup:
         while len(self.sent) < n:
             await self._changed.wait()
 
-    def receive(self, dev: Dev, chat: str, text: str, **extra: Any) -> str:
+    def receive(
+        self, dev: Dev, chat: str, text: str, *, sender: str | None = None,
+        is_group: bool = False, from_me: bool = False, timestamp: str | None = None,
+    ) -> str:
         """An incoming message: stored first (as the actor does), then published."""
         mid = f"in{next(self._ids)}"
         self.messages.append(message(dev.id, mid, chat, "in", text))
-        data = {"messageId": mid, "from": extra.pop("sender", chat), "chat": chat, "text": text,
-                "timestamp": clock.now_iso(), **extra}
-        self.bus.publish(Event("message_received", dev.session_id, dev.id, data, clock.now_iso()))
+        now = clock.now_iso()
+        data = MessageReceived(mid, sender or chat, chat, text, is_group, from_me, timestamp or now)
+        self.bus.publish(Event(dev.session_id, dev.id, data, now))
         return mid
 
 
@@ -314,8 +317,8 @@ async def test_groups_broadcasts_own_and_disabled_are_ignored(clock_: trio.testi
     h.sup.receive(dev, "120363025246125486@g.us", "group chat", sender=ALICE)
     h.sup.receive(dev, "status@broadcast", "a status update", sender=ALICE)
     h.sup.receive(dev, "1234567@broadcast", "broadcast list", sender=ALICE)
-    h.sup.receive(dev, ALICE, "flagged group", isGroup=True)
-    h.sup.receive(dev, ALICE, "typed on my phone", fromMe=True)
+    h.sup.receive(dev, ALICE, "flagged group", is_group=True)
+    h.sup.receive(dev, ALICE, "typed on my phone", from_me=True)
     h.sup.receive(dev, ALICE, "sender is me", sender=OWN)
     h.sup.receive(dev, ALICE, "")
     h.sup.receive(dev, "120363xyz@newsletter", "channel post")
@@ -339,8 +342,8 @@ async def test_groups_broadcasts_own_and_disabled_are_ignored(clock_: trio.testi
 async def test_resubscribes_after_falling_behind(clock_: trio.testing.MockClock, h: Harness, caplog: Any) -> None:
     dev = h.dev(maxRepliesPerMinute=1)
     for i in range(h.sup.config.autoreply.queue_size + 100):  # no checkpoint: the subscriber's queue overflows
-        h.sup.bus.publish(Event("message_sent", dev.session_id, dev.id,
-                                {"to": BOB, "origin": "autoreply", "messageId": str(i)}, ""))
+        h.sup.bus.publish(Event(dev.session_id, dev.id,
+                                MessageSent(str(i), BOB, "", origin="autoreply"), ""))
     await trio.sleep(0.1)
     assert h.auto.statistics().resubscribes == 1
     h.sup.receive(dev, ALICE, "still there?")

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from api.routes_ai import parse_put_ai
+from common import clock
 from storage.models import MessageRow
 from supervisor.autoreply import guards, prompt, provider, service
 from supervisor.autoreply import settings as ai_settings
@@ -20,6 +21,7 @@ from supervisor.autoreply.settings import AiSettings
 from supervisor.config import Config
 from supervisor.errors import InvalidRequest
 from supervisor.jid import Jid
+from supervisor.payloads import MessageReceived
 from supervisor.policy import RestartIntensity, SlidingWindow
 
 KEY = "sk-test-SECRET-0123456789"
@@ -179,7 +181,7 @@ def test_invalid_stored_settings_mean_disabled() -> None:
     ],
 )
 def test_screen_by_kind_of_chat(chat: str, outcome: str | None) -> None:
-    result = guards.screen({"chat": chat, "from": chat, "text": "hi"}, max_age=600.0)
+    result = guards.screen(received(chat, "hi"), max_age=600.0)
     if outcome is None:
         assert isinstance(result, Jid) and result == Jid.parse(chat)
     else:
@@ -188,16 +190,28 @@ def test_screen_by_kind_of_chat(chat: str, outcome: str | None) -> None:
 
 def test_screen_flags_and_senders() -> None:
     alice = "491701234567@s.whatsapp.net"
-    assert guards.screen({"chat": alice, "text": "hi", "isGroup": True}, 600) == "ignored_group"
-    assert guards.screen({"chat": alice, "text": "x", "isBroadcast": True}, 600) == (
+    assert guards.screen(received(alice, "hi", is_group=True), 600) == "ignored_group"
+    assert guards.screen(received(alice, "x", sender="1234567890@broadcast"), 600) == (
         "ignored_broadcast"
     )
-    assert guards.screen({"chat": alice, "from": "status@broadcast", "text": "x"}, 600) == (
+    assert guards.screen(received(alice, "x", sender="status@broadcast"), 600) == (
         "ignored_broadcast"
     )
-    assert guards.screen({"chat": alice, "text": "x", "fromMe": True}, 600) == "ignored_own"
-    assert guards.screen({"chat": alice, "text": "  "}, 600) == "ignored_other"
-    assert guards.screen({"chat": alice, "text": "x", "timestamp": 1.0}, 600) == "ignored_stale"
+    assert guards.screen(received(alice, "x", from_me=True), 600) == "ignored_own"
+    assert guards.screen(received(alice, "  "), 600) == "ignored_other"
+    assert guards.screen(received(alice, "x", timestamp=clock.iso(1.0)), 600) == "ignored_stale"
+    assert guards.screen(received("", "x", sender=alice), 600) == Jid.parse(alice)
+
+
+def received(
+    chat: str, text: str, *, sender: str | None = None, is_group: bool = False,
+    from_me: bool = False, timestamp: str | None = None,
+) -> MessageReceived:
+    """A message_received payload as the actor builds it (sent now unless ``timestamp``)."""
+    return MessageReceived(
+        message_id="m1", sender=chat if sender is None else sender, chat=chat, text=text,
+        is_group=is_group, from_me=from_me, timestamp=timestamp or clock.now_iso(),
+    )
 
 
 def test_one_chat_whatever_its_spelling() -> None:
@@ -299,18 +313,14 @@ def test_completions_url() -> None:
 
 
 async def test_message_age_uses_trio_clock(autojump_clock: trio.testing.MockClock) -> None:
-    from common import clock
-
     now = clock.now_epoch()
-    assert guards._age(now) == pytest.approx(0, abs=1e-3)
+    assert guards._age(clock.iso(now)) == pytest.approx(0, abs=0.01)
     assert guards._age(clock.iso(now - 120)) == pytest.approx(120, abs=0.01)
-    assert guards._age((now - 30) * 1000) == pytest.approx(30, abs=0.01)
     await trio.sleep(50)
-    assert guards._age(now) == pytest.approx(50, abs=1e-3)
-    assert guards._age(0) is None
+    assert guards._age(clock.iso(now)) == pytest.approx(50, abs=0.01)
+    assert guards._age(clock.iso(0)) is None
     assert guards._age("garbage") is None
-    assert guards._age(None) is None
-    assert guards._age(True) is None
+    assert guards._age("") is None
 
 
 @hypothesis.settings(max_examples=200, deadline=None)

@@ -23,14 +23,14 @@ async def test_qr_codes_rotate_then_time_out_at_exact_times(autojump_clock, tmp_
         qrs = rec.of(row.id, "qr_code")
         # The first code after the 0.5 s handshake; it shows 60 s, each next one 20 s.
         assert [round(t - t0, 6) for t, _ in qrs] == [0.5, 60.5, 80.5]
-        assert [e.data["attempt"] for _, e in qrs] == [1, 2, 3]
-        assert all(e.data["maxAttempts"] == 3 for _, e in qrs)
+        assert [e.data.qr.attempt for _, e in qrs] == [1, 2, 3]
+        assert all(e.data.qr.max_attempts == 3 for _, e in qrs)
         # expiresAt is when the next code (or the timeout) comes.
         shown_epochs = [parse_iso(e.timestamp) for _, e in qrs]
-        expiries = [parse_iso(e.data["expiresAt"]) for _, e in qrs]
+        expiries = [parse_iso(e.data.qr.expires_at) for _, e in qrs]
         assert [round(x - s, 3) for s, x in zip(shown_epochs, expiries, strict=True)] == [60, 20, 20]
         # Every code is a different multi-device QR string.
-        strings = [e.data["qrString"] for _, e in qrs]
+        strings = [e.data.qr.qr_string for _, e in qrs]
         assert len(set(strings)) == 3 and all(s.count(",") == 3 for s in strings)
         timeouts = rec.of(row.id, "qr_timeout")
         assert [round(t - t0, 6) for t, _ in timeouts] == [100.5]
@@ -168,7 +168,7 @@ async def test_crash_restarts_then_parks_on_intensity(autojump_clock, tmp_path: 
         assert round(t_parked - t_drop, 6) == 2 + 1 + 2 + 4
         assert sup.crashes == 4
         assert sup.get(device).status == "disconnected"
-        parked_events = [e for _, e in rec.of(device, "device_status") if e.data["reason"] == "crash_loop"]
+        parked_events = [e for _, e in rec.of(device, "device_status") if e.data.reason == "crash_loop"]
         assert len(parked_events) == 1
         # Parked: nothing more happens on its own ...
         await trio.sleep(600)
@@ -196,4 +196,4 @@ async def test_crashes_spread_over_the_period_do_not_park(autojump_clock, tmp_pa
         await settle()
         assert sup.crashes == 5
         assert sup.get(device).status == "connected"
-        assert all(e.data["reason"] != "crash_loop" for _, e in rec.of(device, "device_status"))
+        assert all(e.data.reason != "crash_loop" for _, e in rec.of(device, "device_status"))

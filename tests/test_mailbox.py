@@ -45,7 +45,7 @@ async def test_full_command_inbox_is_refused_and_engine_events_still_arrive(
                 sup.supervisor.deliver(row.id, eng.MessageStatus(f"m{i}", "delivered"))
         assert len(answers) == 3 and not any(isinstance(a, Exception) for a in answers)
         await settle()
-        statuses = [e.data["messageId"] for _, e in rec.of(row.id, "message_status")]
+        statuses = [e.data.message_id for _, e in rec.of(row.id, "message_status")]
         assert statuses == [f"m{i}" for i in range(20)]
 
 
@@ -63,7 +63,7 @@ async def test_engine_events_beyond_the_room_resynchronise_the_device(
                 sup.supervisor.deliver(row.id, eng.MessageStatus(f"m{i}", "delivered"))
         await settle()
         assert rec.statuses(row.id)[0][1:] == ("disconnected", "event_backlog")
-        delivered = [e.data["messageId"] for _, e in rec.of(row.id, "message_status")]
+        delivered = [e.data.message_id for _, e in rec.of(row.id, "message_status")]
         assert delivered == [f"m{i}" for i in range(16)]  # the room there was, in order
         await wait_status(sup, row.id, "pending")  # and it starts over by itself
 

@@ -38,7 +38,14 @@ from hypothesis.stateful import (
 
 from supervisor import state as sm
 from supervisor.config import Config
-from supervisor.events import EVENT_TYPES
+from supervisor.payloads import (
+    EVENT_TYPES,
+    DeviceConnected,
+    DeviceDisconnected,
+    DeviceLoggedOut,
+    QrTimedOut,
+    to_wire,
+)
 from supervisor.state import (
     Banned,
     Cancel,
@@ -123,8 +130,8 @@ def summarize(step: Step) -> Expect:
     shows = []
     for spec in step.events:
         match spec:
-            case Emit(type=kind, data=data):
-                emits.append((kind, data))
+            case Emit(payload=payload):
+                emits.append((payload.type, tuple(to_wire(payload).items())))
             case ShowQr(attempt=attempt):
                 first = step.timeout is not None and step.timeout.kind is TimeoutKind.QR_FIRST
                 shows.append((attempt, first))
@@ -583,11 +590,11 @@ def stays(
 
 
 def disc(reason: str) -> Emit:
-    return Emit("device_disconnected", (("reason", reason),))
+    return Emit(DeviceDisconnected(reason))
 
 
 def gone(reason: str) -> Emit:
-    return Emit("device_logged_out", (("reason", reason),))
+    return Emit(DeviceLoggedOut(reason))
 
 
 def backoff(attempt: int, not_before: float | None = None) -> StateTimeout:
@@ -636,7 +643,7 @@ TABLE: list[Row] = [
      stays(dev(P, qr_attempt=2), ShowQr("q2", 2))),
     # pending | QR expired, no attempts left | qr_timeout (qr_timeout event)
     _row("qr expired, none left", dev(P, qr_attempt=3), QrExpired(),
-         lambda b: moved(b, dev(Q, reason="qr_expired"), Emit("qr_timeout"), engine=StopEngine())),
+         lambda b: moved(b, dev(Q, reason="qr_expired"), Emit(QrTimedOut()), engine=StopEngine())),
     # pending | scanned / pair code accepted | connecting
     ("scanned", dev(P, qr_attempt=2), Scanned("1555@s.whatsapp.net", "1555", "Ann", "android"),
      attrs.evolve(
@@ -652,7 +659,7 @@ TABLE: list[Row] = [
          lambda b: moved(b, dev(P, reconnect_attempt=1), engine=StartPairing(), timeout=HANDSHAKE)),
     # connecting | engine connected | connected (device_connected)
     _row("engine connected", dev(C, paired=True, reconnect_attempt=2), EngineConnected(),
-         lambda b: moved(b, dev(K, paired=True), Emit("device_connected"))),
+         lambda b: moved(b, dev(K, paired=True), Emit(DeviceConnected()))),
     # connecting, connected | connection lost | disconnected, then backoff -> connecting
     _row("connection lost while connecting", dev(C, paired=True, reconnect_attempt=1),
          ConnectionLost("connection_lost"),
@@ -749,7 +756,7 @@ BEYOND_TABLE: list[Row] = [
      stays(dev(D, reason="cancelled", paired=True, ban_until=99.0), persist=True)),
     # The engine's account fields of a connect ride in the step.
     _row("connected reports push name", dev(C, paired=True), EngineConnected("Ann", None),
-         lambda b: attrs.evolve(moved(b, dev(K, paired=True), Emit("device_connected")),
+         lambda b: attrs.evolve(moved(b, dev(K, paired=True), Emit(DeviceConnected())),
                                 reported=sm.Reported(push_name="Ann"))),
     # Stale engine events are ignored.
     ("late qr after pairing", dev(C, paired=True), QrReady("q"), stays(dev(C, paired=True))),
@@ -847,7 +854,7 @@ def test_qr_cycle_counts_attempts_exactly() -> None:
         state = step.state
     assert shown == [1, 2, 3]
     assert state == dev(Q, reason="qr_expired", max_qr_attempts=3)
-    assert Emit("qr_timeout") in step.events
+    assert Emit(QrTimedOut()) in step.events
 
 
 # -- every edge in LEGAL is taken by some event ----------------------------------------------------

@@ -42,6 +42,7 @@ from common.clock import now_iso
 from supervisor.devices import Devices
 from supervisor.errors import InvalidRequest
 from supervisor.events import DeviceSelection, Event
+from supervisor.payloads import MessageStatusChanged
 from tests.conftest import running_server
 
 TOKEN = "op-token-for-ws-tests-0123456789"
@@ -146,13 +147,12 @@ async def scan(client: httpx.AsyncClient, device_id: int | str) -> None:
 
 
 def synthetic(i: int, size: int = 0, device_id: int = 1) -> Event:
-    """A message_status event padded to ``size`` bytes (published straight on the bus; no
-    other subscriber of the server, such as auto-reply, listens to this type)."""
+    """A message_status event whose status is padded by ``size`` bytes (published straight on
+    the bus; no other subscriber of the server, such as auto-reply, listens to this type)."""
     return Event(
-        type="message_status",
         session_id=f"user_bench_device_{device_id}",
         device_id=device_id,
-        data={"messageId": f"m{i}", "status": "delivered", "padding": "x" * size},
+        data=MessageStatusChanged(message_id=f"m{i}", status="delivered" + "x" * size),
         timestamp=now_iso(),
     )
 

@@ -23,7 +23,8 @@ from api.auth import Principal, authenticate, charge, refuse
 from api.errors import ApiError
 from api.state import AppState
 from supervisor.errors import InvalidRequest
-from supervisor.events import EVENT_TYPES, DeviceSelection
+from supervisor.events import DeviceSelection
+from supervisor.payloads import EVENT_TYPES
 
 #: The subprotocol name a browser may offer next to its token, so that the token itself is
 #: not echoed back in the handshake response.

@@ -2,7 +2,7 @@
 
 Synopsis::
 
-    screen(event.data, max_age=600.0)                      # Jid of the chat, or "ignored_group"...
+    screen(received, max_age=600.0)      # a MessageReceived: Jid of the chat, or "ignored_group"...
 
     pauses = PauseBook()
     pauses.operator_sent(device_id, jid, now)               # an operator wrote to the chat
@@ -19,14 +19,12 @@ and one window. Times come from the caller
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import attrs
 
 from common import clock
 from supervisor.autoreply.settings import MAX_PAUSE_SECONDS
 from supervisor.jid import InvalidJid, Jid, JidKind
+from supervisor.payloads import MessageReceived
 from supervisor.policy import SlidingWindow
 
 #: Seconds of the rate window: the rate cap is "per chat per minute".
@@ -84,40 +82,37 @@ class RateBook:
         return len(self._windows)
 
 
-def screen(data: Mapping[str, Any], max_age: float) -> Jid | str:
-    """The chat of a received message (its event data) that auto-reply may answer, settings
-    aside; else the outcome saying why not (``ignored_group``, ``ignored_broadcast``,
-    ``ignored_own``, ``ignored_other``, ``ignored_stale``)."""
-    chat = data.get("chat") or data.get("from")
-    text = data.get("text")
-    if not isinstance(chat, str) or not chat.strip():
+def screen(message: MessageReceived, max_age: float) -> Jid | str:
+    """The chat of a received message that auto-reply may answer, settings aside; else the
+    outcome saying why not (``ignored_group``, ``ignored_broadcast``, ``ignored_own``,
+    ``ignored_other``, ``ignored_stale``)."""
+    chat = message.chat or message.sender
+    if not chat.strip():
         return "ignored_other"
-    if data.get("fromMe") is True:
+    if message.from_me:
         return "ignored_own"
     jid = parse_address(chat)
     kind = None if jid is None else jid.kind
-    sender = parse_address(data.get("from"))
+    sender = parse_address(message.sender)
     if sender is not None and sender.kind is JidKind.BROADCAST:
         kind = JidKind.BROADCAST
-    if data.get("isGroup") is True:
+    if message.is_group:
         kind = JidKind.GROUP
-    if data.get("isBroadcast") is True:
-        kind = JidKind.BROADCAST
     if kind is JidKind.GROUP:
         return "ignored_group"
     if kind is JidKind.BROADCAST:
         return "ignored_broadcast"
-    if jid is None or not jid.kind.is_direct or not isinstance(text, str) or not text.strip():
+    if jid is None or not jid.kind.is_direct or not message.text.strip():
         return "ignored_other"
-    age = _age(data.get("timestamp"))
+    age = _age(message.timestamp)
     if age is not None and age > max_age:
         return "ignored_stale"
     return jid
 
 
-def parse_address(address: object) -> Jid | None:
+def parse_address(address: str | None) -> Jid | None:
     """The Jid of an address from an event or a device row, None if it is none."""
-    if not isinstance(address, str):
+    if address is None:
         return None
     try:
         return Jid.parse(address)
@@ -125,20 +120,11 @@ def parse_address(address: object) -> Jid | None:
         return None
 
 
-def _age(timestamp: object) -> float | None:
-    """Seconds since a message timestamp (epoch seconds or ISO string), None if unknown."""
-    if isinstance(timestamp, bool):
-        return None
-    if isinstance(timestamp, int | float):
-        epoch = float(timestamp)
-        if epoch > 1e12:  # milliseconds
-            epoch /= 1000.0
-    elif isinstance(timestamp, str) and timestamp:
-        try:
-            epoch = clock.parse_iso(timestamp)
-        except ValueError:
-            return None
-    else:
+def _age(timestamp: str) -> float | None:
+    """Seconds since a message's ISO timestamp, None if it is not one (or not after 1970)."""
+    try:
+        epoch = clock.parse_iso(timestamp)
+    except ValueError:
         return None
     if epoch <= 0:
         return None

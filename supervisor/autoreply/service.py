@@ -61,6 +61,7 @@ from supervisor.config import Config
 from supervisor.errors import DeviceNotFound, WasupError
 from supervisor.events import Event, EventBus
 from supervisor.jid import Jid
+from supervisor.payloads import MessageReceived, MessageSent
 from supervisor.webhooks import ssrf
 
 log = logging.getLogger("wasup.autoreply")
@@ -155,7 +156,7 @@ class Incoming:
     message_id: str | None
 
 
-_EVENT_TYPES = frozenset({"message_received", "message_sent"})
+_EVENT_TYPES = frozenset({MessageReceived.type, MessageSent.type})
 
 
 @attrs.define(eq=False)
@@ -296,16 +297,17 @@ class AutoReply:
     # -- per event (synchronous: never blocks the subscription) ------------------------------
 
     def _dispatch(self, event: Event, nursery: trio.Nursery) -> None:
-        data = event.data if isinstance(event.data, Mapping) else {}
-        if event.type == "message_sent":
-            to = parse_address(data.get("to"))
-            if data.get("origin") == "api" and to is not None:
-                self.pauses.operator_sent(event.device_id, to, trio.current_time())
-            return
-        if event.type != "message_received":
-            return
+        match event.data:
+            case MessageSent(to=to, origin="api"):
+                chat = parse_address(to)
+                if chat is not None:
+                    self.pauses.operator_sent(event.device_id, chat, trio.current_time())
+            case MessageReceived() as received:
+                self._consider(event, received, nursery)
+
+    def _consider(self, event: Event, received: MessageReceived, nursery: trio.Nursery) -> None:
         self._count("considered")
-        jid = screen(data, self.sup.config.autoreply.max_message_age)
+        jid = screen(received, self.sup.config.autoreply.max_message_age)
         if isinstance(jid, str):
             self._count(jid)
             return
@@ -313,15 +315,14 @@ class AutoReply:
             self._count("busy")
             log.warning("auto-reply busy, dropping message for device %s", event.session_id)
             return
-        message_id = data.get("messageId")
         incoming = Incoming(
             device_id=event.device_id,
             session_id=event.session_id,
-            chat=data.get("chat") or data["from"],  # screen() checked it is a string
+            chat=received.chat or received.sender,
             jid=jid,
-            sender=parse_address(data.get("from")),
-            text=str(data["text"]),
-            message_id=message_id if isinstance(message_id, str) else None,
+            sender=parse_address(received.sender),
+            text=received.text,
+            message_id=received.message_id or None,
         )
         if self._pending == 0:
             self._idle = trio.Event()

@@ -53,6 +53,7 @@ from storage.interface import Repositories, Store
 from storage.models import DeliveryTarget
 from supervisor.config import Config
 from supervisor.events import Event, EventBus
+from supervisor.payloads import WebhookDisabled
 from supervisor.webhooks import settings as webhook_settings
 from supervisor.webhooks import ssrf
 from supervisor.webhooks.delivery import AttemptResult, attempt
@@ -376,10 +377,9 @@ class WebhookDispatcher:
             return
         self.bus.publish(
             Event(
-                type="webhook_disabled",
                 session_id=session_id,
                 device_id=row.device_id,
-                data={"url": row.url, "reason": reason},
+                data=WebhookDisabled(url=row.url, reason=reason),
                 timestamp=clock.now_iso(),
             )
         )

@@ -43,7 +43,7 @@ from common import clock
 from storage.interface import OutboundEvent, Repositories
 from storage.models import DeliveryTarget
 from supervisor.errors import InvalidRequest
-from supervisor.events import EVENT_TYPES
+from supervisor.payloads import EVENT_TYPES
 from supervisor.webhooks import signing, ssrf
 
 #: The settings kind the webhook settings are stored under.

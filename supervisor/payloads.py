@@ -1,0 +1,185 @@
+"""Event payloads: one frozen record per event type, and the one converter to their wire JSON.
+
+Every event wasup publishes carries one of these records as its ``data``; the record knows
+its wire ``type`` (a class constant). :data:`Payload` is the tagged union of them all, and
+:data:`Catalogued` the part of it that docs/events.md catalogues (what WebSocket filters and
+webhook settings choose among): :data:`EVENT_TYPES` is derived from it. Usage::
+
+    payload = DeviceDisconnected(reason="connection_lost")
+    payload.type                       # "device_disconnected"
+    to_wire(payload)                   # {"reason": "connection_lost"}
+
+Only :data:`converter` knows the wire shapes: camelCase keys (a field's ``wire`` metadata
+when the name differs otherwise, e.g. ``sender`` is ``from``), in the fields' order. Nothing
+is encoded until somebody reads an event; a :class:`QrShown` renders its PNG data URL on
+first use, from the :class:`~supervisor.qr.QrAttempt` it holds, and keeps it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import ClassVar, get_args
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
+
+from .qr import QrAttempt
+from .status import Status
+
+#: Metadata key of a field whose wire name is not its name in camelCase.
+WIRE = "wire"
+
+
+def _wire(name: str) -> dict[str, str]:
+    return {WIRE: name}
+
+
+@attrs.frozen
+class QrShown:
+    """A new QR code is on show (``qrCode`` is its PNG, rendered when first read)."""
+
+    type: ClassVar[str] = "qr_code"
+    qr: QrAttempt
+
+    @functools.cached_property
+    def qr_code(self) -> str:
+        """The PNG data URL of :attr:`qr`, rendered on first use and then kept."""
+        return self.qr.data_url
+
+
+@attrs.frozen
+class QrTimedOut:
+    """The last QR code of the cycle expired without a scan."""
+
+    type: ClassVar[str] = "qr_timeout"
+
+
+@attrs.frozen
+class DeviceConnected:
+    """The device is connected: linked and online."""
+
+    type: ClassVar[str] = "device_connected"
+
+
+@attrs.frozen
+class DeviceDisconnected:
+    """The device went to ``disconnected``, for ``reason`` (its new status reason)."""
+
+    type: ClassVar[str] = "device_disconnected"
+    reason: str
+
+
+@attrs.frozen
+class DeviceLoggedOut:
+    """The device is logged out (final), for ``reason``."""
+
+    type: ClassVar[str] = "device_logged_out"
+    reason: str
+
+
+@attrs.frozen
+class StatusChanged:
+    """The status changed from ``before`` to ``after``; ``reason`` is the new status reason."""
+
+    type: ClassVar[str] = "device_status"
+    before: Status = attrs.field(metadata=_wire("from"))
+    after: Status = attrs.field(metadata=_wire("to"))
+    reason: str | None
+
+
+@attrs.frozen
+class MessageReceived:
+    """A message arrived in one of the device's chats (``from_me``: the account sent it)."""
+
+    type: ClassVar[str] = "message_received"
+    message_id: str
+    sender: str = attrs.field(metadata=_wire("from"))
+    chat: str
+    text: str
+    is_group: bool
+    from_me: bool
+    timestamp: str
+
+
+@attrs.frozen
+class MessageSent:
+    """wasup sent a message from the device; ``origin`` is ``api`` or ``autoreply``."""
+
+    type: ClassVar[str] = "message_sent"
+    message_id: str
+    to: str
+    text: str
+    status: str = attrs.field(default="sent", kw_only=True)
+    origin: str
+
+
+@attrs.frozen
+class MessageStatusChanged:
+    """WhatsApp acknowledged a message the device sent: its new ``status``."""
+
+    type: ClassVar[str] = "message_status"
+    message_id: str
+    status: str
+
+
+@attrs.frozen
+class WebhookDisabled:
+    """wasup disabled the device's webhook at ``url`` (a notice, outside the catalogue)."""
+
+    type: ClassVar[str] = "webhook_disabled"
+    url: str
+    reason: str
+
+
+#: The catalogued events (docs/events.md), which WebSocket filters and webhook settings take.
+Catalogued = (
+    QrShown
+    | QrTimedOut
+    | DeviceConnected
+    | DeviceDisconnected
+    | DeviceLoggedOut
+    | StatusChanged
+    | MessageReceived
+    | MessageSent
+    | MessageStatusChanged
+)
+
+#: Everything published as an event: the catalogue and the ``webhook_disabled`` notice.
+Payload = Catalogued | WebhookDisabled
+
+#: Every event type of the catalogue (the WebSocket and webhook event names).
+EVENT_TYPES: frozenset[str] = frozenset(record.type for record in get_args(Catalogued))
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter()
+    converter.register_unstructure_hook(Status, lambda status: status.value)
+    for record in get_args(Payload):
+        if record is QrShown:
+            continue
+        renames = {
+            field.name: override(rename=field.metadata.get(WIRE, _camel(field.name)))
+            for field in attrs.fields(record)
+        }
+        # cattrs types **overrides as its keyword flags' type, hence the ignore.
+        hook = make_dict_unstructure_fn(record, converter, **renames)  # type: ignore[arg-type]
+        converter.register_unstructure_hook(record, hook)
+    # The QR JSON has one definition (QrAttempt.to_json, also GET /qr); the PNG is read here.
+    converter.register_unstructure_hook(QrShown, lambda shown: shown.qr.to_json(shown.qr_code))
+    return converter
+
+
+#: The one converter from a payload to its wire JSON (the ``data`` of an event envelope).
+converter = _make_converter()
+
+
+def to_wire(payload: Payload) -> dict[str, object]:
+    """The wire JSON object of ``payload`` (a :class:`QrShown` renders its PNG if not yet)."""
+    wire: dict[str, object] = converter.unstructure(payload)
+    return wire
