@@ -23,6 +23,7 @@ from supervisor.errors import (
     EngineError,
     EngineRefused,
     InvalidRequest,
+    NotFound,
     Restarting,
     Unresponsive,
     WasupError,
@@ -59,6 +60,7 @@ HTTP_MESSAGES: dict[int, str] = {
 ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidRequest: (400, "INVALID_REQUEST"),
     DeviceNotFound: (404, "DEVICE_NOT_FOUND"),
+    NotFound: (404, "NOT_FOUND"),
     DeviceConflict: (409, "DEVICE_CONFLICT"),
     EngineError: (502, "ENGINE_ERROR"),
     EngineRefused: (502, "ENGINE_ERROR"),

@@ -27,11 +27,10 @@ from quart import Blueprint, Response, request
 
 import storage.outbox as outbox
 from api.auth import resolve_device
-from api.errors import ApiError
 from api.routes_devices import ok, read_body
 from api.state import current_state
 from common import clock
-from supervisor.errors import DeviceConflict, InvalidRequest
+from supervisor.errors import DeviceConflict, InvalidRequest, NotFound
 from supervisor.webhooks import settings as webhook_settings
 from supervisor.webhooks import ssrf
 from supervisor.webhooks.delivery import TestDelivery, send_test_event
@@ -66,7 +65,7 @@ async def _settings_of(device_id: int) -> WebhookSettings | None:
 def _delivery_id(raw: str) -> str:
     """The delivery id of a path, or 404: only ``msg_`` ids name a delivery."""
     if not _DELIVERY_ID.fullmatch(raw):
-        raise ApiError(404, "NOT_FOUND", "no such delivery")
+        raise NotFound("no such delivery")
     return raw
 
 
@@ -122,7 +121,7 @@ async def get_webhook(device_id: str) -> Response:
     row = await resolve_device(device_id)
     stored = await _settings_of(row.id)
     if stored is None:
-        raise ApiError(404, "NOT_FOUND", "no webhook configured for this device")
+        raise NotFound("no webhook configured for this device")
     return ok(public_view(stored))
 
 
@@ -163,7 +162,7 @@ async def get_delivery(device_id: str, delivery_id: str) -> Response:
         lambda r: r.outbox.get_delivery(row.id, outbox_id)
     )
     if item is None:
-        raise ApiError(404, "NOT_FOUND", "no such delivery")
+        raise NotFound("no such delivery")
     return ok(item)
 
 
@@ -178,7 +177,7 @@ async def redeliver(device_id: str, delivery_id: str) -> Response:
     now = clock.now_epoch()
     item = await sup.db.run(lambda r: r.outbox.redeliver(row.id, outbox_id, now=now))
     if item is None:
-        raise ApiError(404, "NOT_FOUND", "no such delivery")
+        raise NotFound("no such delivery")
     for listener in list(sup.outbox_listeners):
         listener()
     return ok(item, "Redelivery scheduled.", status=202)

@@ -23,6 +23,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, override
 
 from supervisor.errors import InvalidRequest
+from supervisor.status import Status
 
 T = TypeVar("T")
 
@@ -36,7 +37,7 @@ USER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 PHONE_RE = re.compile(r"\+[1-9][0-9]{6,14}")
 ALNUM_RE = re.compile(r"[A-Za-z0-9]")
 PAIR_CODE_RE = re.compile(r"[A-Z0-9]{4}-?[A-Z0-9]{4}")
-STATUSES = ("pending", "qr_timeout", "connecting", "connected", "disconnected", "logged_out")
+STATUSES = tuple(status.value for status in Status)
 PAGE_MAX = 1_000_000
 LIMIT_DEFAULT = 50
 LIMIT_MAX = 100

@@ -12,9 +12,9 @@ Commands: at most ``mailbox_size`` wait; one more is refused at once with :class
 with Retry-After), so a stuck device pushes back on its callers instead of growing a queue.
 Engine events (with state timeouts and engine-operation outcomes): at most ``mailbox_size *
 EVENTS_PER_COMMAND`` wait; the engine's sink never blocks, so an event beyond that is refused,
-counted and logged, and the actor resynchronises the device: it is disconnected
-(``statusReason: "event_backlog"``) and reconnects after the backoff, fetching anew from
-WhatsApp what it had sent. Nothing is dropped silently and no queue is unbounded.
+counted and logged as an error, and the actor resynchronises the device: it is disconnected
+(``statusReason: "event_backlog"``) and reconnects after the backoff, and WhatsApp sends again
+what the device had not acknowledged. Nothing is dropped silently and no queue is unbounded.
 
 Engine operations that may take long (a login handshake, the start of a pairing) run as tasks
 in the operations nursery under their own cancel scope, so a cancel, logout or delete is

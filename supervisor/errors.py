@@ -26,6 +26,11 @@ class DeviceNotFound(WasupError):
         super().__init__("device not found" if ref is None else f"device {ref} not found")
 
 
+class NotFound(WasupError):
+    """Raised by the webhook routes when a device's delivery or webhook configuration does not
+    exist (a missing device is :class:`DeviceNotFound`)."""
+
+
 class DeviceConflict(WasupError):
     """Raised by the devices facade and the actor when the device exists already, or is in a
     state where the operation makes no sense."""
