@@ -22,6 +22,12 @@ The operator token comes from ``WASUP_API_TOKEN``. When that is unset, the first
 generates one, stores it in ``<data-dir>/api_token`` (mode 0600) and prints it once; later
 starts read it from there and print only where it is.
 
+Before serving (:mod:`api.startup`): with the whatsmeow engine, ``NEONIZE_BOT_TAG=off`` is put
+in the environment the process starts with (it re-executes itself when the variable is missing;
+an operator's own value is kept, with a warning unless it is off), and a missing libmagic is
+reported in one line with exit status 2; with any engine, the soft limit on open files is
+raised to the hard limit.
+
 SIGINT or SIGTERM start a graceful shutdown (requests in flight finish, actors stop newest
 first, the database closes); anything left after ``SHUTDOWN_DEADLINE`` seconds is cancelled.
 A second signal cancels at once.
@@ -42,6 +48,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from api import startup
 from api.ratelimit import RateLimitPolicy
 from api.server import serve
 from api.state import ApiSettings, WsSettings
@@ -250,13 +257,29 @@ async def run_server(options: ServeOptions, token: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Entry point of the ``wasup`` console script; returns the exit status."""
+    """Entry point of the ``wasup`` console script; returns the exit status.
+
+    Resource handling: with the whatsmeow engine and no ``NEONIZE_BOT_TAG`` in the environment
+    the process was started with, the process is replaced by itself with
+    ``NEONIZE_BOT_TAG=off`` added (:mod:`api.startup`), before anything is printed or opened.
+    The soft open-files limit is raised to the hard one.
+    """
     env = os.environ if env is None else env
     options = parse_options(sys.argv[1:] if argv is None else argv, env)
+    # Before anything is printed, opened or imported for the engine: this may re-execute.
+    bot_tag = startup.ensure_bot_tag(argv) if options.engine == "whatsmeow" else None
     logging.basicConfig(
         level=options.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if bot_tag is not None:
+        startup.log_bot_tag(bot_tag)
+        try:
+            startup.check_whatsmeow_importable()
+        except startup.EngineUnavailable as exc:
+            print(f"wasup: {exc}", file=sys.stderr)
+            return 2
+    startup.raise_open_files_limit()
     try:
         token, generated = load_or_create_token(options.data_dir, env)
     except OSError as exc:
