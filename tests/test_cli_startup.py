@@ -61,6 +61,14 @@ def _base_env(**extra: str) -> dict[str, str]:
     return {**env, "WASUP_API_TOKEN": TOKEN, **extra}
 
 
+LOWER_NOFILE_THEN_EXEC = (
+    "import os, resource, sys; "
+    "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), hard)); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
 @attrs.define(eq=False)
 class Served:
     process: trio.Process
@@ -83,17 +91,16 @@ class Served:
 async def serving(
     data_dir: Path, engine: str, env: dict[str, str], *, nofile_soft: int | None = None
 ) -> AsyncIterator[Served]:
-    """``wasup serve`` on a free port until it listens; killed if the test leaves it running."""
+    """``wasup serve`` on a free port until it listens; killed if the test leaves it running.
 
-    def lower_nofile() -> None:  # runs in the child, before exec
-        if nofile_soft is not None:
-            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile_soft, hard))
-
+    With ``nofile_soft``, wasup is started (exec'd, same process) by a small Python that first
+    lowers the soft open-files limit, as a shell's ``ulimit -Sn`` would.
+    """
     command = [*WASUP, "serve", "--engine", engine, "--port", "0", "--data-dir", str(data_dir)]
+    if nofile_soft is not None:
+        command = [sys.executable, "-c", LOWER_NOFILE_THEN_EXEC, str(nofile_soft), *command]
     process = await trio.lowlevel.open_process(
-        command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        preexec_fn=lower_nofile,
+        command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     output = bytearray()
     try:
