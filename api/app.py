@@ -24,10 +24,10 @@ from api import (
     routes_messages,
     routes_simulator,
     routes_webhooks,
-    ws,
 )
 from api.auth import authenticate, charge, refuse
 from api.state import ApiSettings, AppState, current_state
+from api.ws import endpoint as ws_endpoint
 from supervisor.autoreply import AutoReply
 from supervisor.devices import Devices
 from supervisor.engines.simulator import SimulatorEngine
@@ -87,7 +87,7 @@ def create_app(
     app.register_blueprint(metrics.health_bp, url_prefix=API_PREFIX)
     app.register_blueprint(metrics.metrics_bp)
     app.register_blueprint(metrics.metrics_bp, url_prefix=API_PREFIX, name=PREFIXED_METRICS)
-    ws.register(app)
+    ws_endpoint.register(app)
 
     app.before_request(_authenticate)
     app.after_request(_add_rate_limit_headers)

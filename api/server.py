@@ -45,7 +45,7 @@ from quart_trio import QuartTrio
 from api.app import API_PREFIX, create_app
 from api.logging import REDACT
 from api.state import ApiSettings, WsSettings
-from api.ws import MAX_CLIENT_MESSAGE, close_streams
+from api.ws.endpoint import MAX_CLIENT_MESSAGE, close_streams
 from supervisor.autoreply import AutoReply
 from supervisor.config import Config
 from supervisor.devices import Devices

@@ -61,9 +61,10 @@ def _graph() -> dict[str, set[str]]:
     modules = _modules()
     known = set(modules)
     graph = {name: _imports(name, path, known) for name, path in modules.items()}
-    # A package's __init__ is imported with any of its modules: a module importing its own
-    # package's (empty) __init__ is no edge worth having.
-    return {name: {t for t in targets if not name.startswith(t + ".")} for name, targets in graph.items()}
+    # A package's __init__ runs before any of its modules, so a module importing its own
+    # package is an edge like any other: an __init__ that imports its modules back makes a
+    # cycle (``from api.ws import transport`` reaches api.ws itself).
+    return graph
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

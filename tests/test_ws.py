@@ -31,10 +31,10 @@ import wsproto.events
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 from werkzeug.datastructures import MultiDict
 
-from api import ws as api_ws
 from api.logging import redact
 from api.ratelimit import RateLimitPolicy
 from api.state import ApiSettings, WsSettings
+from api.ws import endpoint as api_ws
 from api.ws import transport
 from api.ws.endpoint import streams_of
 from api.ws.handshake import StreamFilter

@@ -47,7 +47,3 @@ Modules: :mod:`~api.ws.handshake` (credentials and filters), :mod:`~api.ws.strea
 and its watchdogs), :mod:`~api.ws.transport` (the reach into Quart and Hypercorn),
 :mod:`~api.ws.endpoint` (the route and the open streams).
 """
-
-from api.ws.endpoint import MAX_CLIENT_MESSAGE, close_streams, open_streams, register
-
-__all__ = ["MAX_CLIENT_MESSAGE", "close_streams", "open_streams", "register"]

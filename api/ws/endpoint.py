@@ -16,9 +16,9 @@ from quart.wrappers import Websocket
 
 from api.errors import ApiError, response_for
 from api.state import current_state
-from api.ws import transport
 from api.ws.handshake import Handshake, admit, connection_cap
 from api.ws.stream import Stream
+from api.ws.transport import current_websocket
 from supervisor.errors import InvalidRequest
 
 log = logging.getLogger("wasup.api.ws")
@@ -83,7 +83,7 @@ async def events_socket() -> Response | None:
     (:func:`api.errors.response_for`). After the handshake nothing is raised to Quart: the
     connection ends with a close code (see :mod:`api.ws`).
     """
-    ws = transport.current_websocket()
+    ws = current_websocket()
     state = current_state()
     streams = streams_of(current_app)
     settings = state.settings.ws

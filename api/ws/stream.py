@@ -18,7 +18,7 @@ import attrs
 import trio
 from quart.wrappers import Websocket
 
-from api.ws import transport
+from api.ws.transport import abort
 from supervisor.devices import Devices
 from supervisor.errors import DeviceNotFound
 from supervisor.events import Subscription
@@ -80,7 +80,7 @@ class Stream:
                 self.aborted = True
                 self.outcome = f"send stalled for {stall_after:g} s, connection aborted"
                 self.subscription.close()
-                if not transport.abort(self.ws):
+                if not abort(self.ws):
                     log.warning("websocket send stalled but its socket could not be found")
                 return
 
