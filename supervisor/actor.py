@@ -135,9 +135,7 @@ class DeviceActor:
                     return  # from an operation that was stopped since
                 if not isinstance(err, EngineError):
                     raise err
-                await self._apply(
-                    sm.ConnectionLost(err.reason) if err.recoverable else sm.Unlinked(err.reason)
-                )
+                await self._apply(sm.connection_ended(err.reason, err.recoverable))
             case _:
                 await self._engine_event(message)
 
@@ -200,12 +198,11 @@ class DeviceActor:
 
     async def _update(self, fields: Mapping[str, storage.ColumnValue]) -> DeviceRow:
         try:
-            self.row = await self.ctx.db.run(
+            self._stored(await self.ctx.db.run(
                 lambda r: r.devices.update(self.id, **fields, updated_at=now_iso())
-            )
+            ))
         except storage.Conflict as exc:
             raise DeviceConflict(f"another device of this user has that {exc.field or 'value'}") from None
-        self.ctx.directory.put(self.row)
         return self.row
 
     def current_qr(self) -> QrAttempt | None:
@@ -252,7 +249,7 @@ class DeviceActor:
             case eng.Connected(push_name=push_name, platform=platform):
                 await self._apply(sm.EngineConnected(push_name or None, platform or None))
             case eng.Disconnected(reason=reason, recoverable=recoverable):
-                await self._apply(sm.ConnectionLost(reason) if recoverable else sm.Unlinked(reason))
+                await self._apply(sm.connection_ended(reason, recoverable))
             case eng.LoggedOut(reason=reason):
                 await self._apply(sm.Unlinked(reason))
             case eng.TemporaryBan(reason=reason, until_epoch=until):
@@ -348,10 +345,8 @@ class DeviceActor:
         final = self.state
         fields: dict[str, storage.ColumnValue] = {}
         for s in steps:
-            if (r := s.reported) is not None:
-                reported = {"jid": r.jid, "phone_number": r.phone_number, "push_name": r.push_name,
-                            "platform": r.platform}
-                fields.update(reported if r.pairing else {k: v for k, v in reported.items() if v})
+            if s.reported is not None:
+                fields.update(s.reported.columns())
         fields.update(
             paired=final.paired,
             status_reason=final.reason,
@@ -429,11 +424,8 @@ class DeviceActor:
 
     async def _show_qr(self, spec: sm.ShowQr, at: str) -> Event:
         expires = now_epoch() + max(0.0, self.deadline - trio.current_time())
-        self.qr = qr = QrAttempt(
-            qr_string=spec.code,
-            attempt=spec.attempt,
-            max_attempts=self.state.max_qr_attempts,
-            expires_at=iso(expires),
+        self.qr = qr = QrAttempt.expiring(
+            spec.code, attempt=spec.attempt, max_attempts=self.state.max_qr_attempts,
             expires_at_epoch=expires,
         )
         if self.ctx.bus.wants(QrShown.type, self.id) or self.ctx.directory.has_webhook(self.id):

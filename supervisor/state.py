@@ -19,6 +19,54 @@ from enum import StrEnum
 
 import attrs
 
+from .machine_events import (
+    BackoffElapsed as BackoffElapsed,
+)
+from .machine_events import (
+    Banned as Banned,
+)
+from .machine_events import (
+    Cancel as Cancel,
+)
+from .machine_events import (
+    ConnectionLost as ConnectionLost,
+)
+from .machine_events import (
+    CrashLoop as CrashLoop,
+)
+from .machine_events import (
+    EngineConnected as EngineConnected,
+)
+from .machine_events import (
+    Event as Event,
+)
+from .machine_events import (
+    HandshakeTimedOut as HandshakeTimedOut,
+)
+from .machine_events import (
+    Login as Login,
+)
+from .machine_events import (
+    Logout as Logout,
+)
+from .machine_events import (
+    QrExpired as QrExpired,
+)
+from .machine_events import (
+    QrReady as QrReady,
+)
+from .machine_events import (
+    Scanned as Scanned,
+)
+from .machine_events import (
+    Start as Start,
+)
+from .machine_events import (
+    Unlinked as Unlinked,
+)
+from .machine_events import (
+    connection_ended as connection_ended,
+)
 from .payloads import DeviceConnected, DeviceDisconnected, DeviceLoggedOut, QrTimedOut
 from .status import ACTIVE as ACTIVE
 from .status import HOLDING_REASONS as HOLDING_REASONS
@@ -71,117 +119,6 @@ class DeviceState:
             ban_until=ban_until,
         )
 
-
-# -- events: commands ------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Start:
-    """The actor starts: for a new device, or to restore a stored one after a restart."""
-
-
-@attrs.frozen
-class Login:
-    """An operator asks to log in (pair, or connect with stored credentials)."""
-
-
-@attrs.frozen
-class Logout:
-    """An operator asks to log out at WhatsApp and wipe the credentials."""
-
-
-@attrs.frozen
-class Cancel:
-    """An operator asks to stop the session."""
-
-
-@attrs.frozen
-class CrashLoop:
-    """The supervisor parks the device: it crashed more often than its restart intensity."""
-
-
-# -- events: from the engine -----------------------------------------------------------------
-
-
-@attrs.frozen
-class QrReady:
-    code: str
-
-
-@attrs.frozen
-class Scanned:
-    """The phone scanned the QR code or entered the pair code; the account as reported."""
-
-    jid: str = ""
-    phone_number: str = ""
-    push_name: str | None = None
-    platform: str | None = None
-
-
-@attrs.frozen
-class EngineConnected:
-    """The handshake finished; the push name and platform if the engine reported them."""
-
-    push_name: str | None = None
-    platform: str | None = None
-
-
-@attrs.frozen
-class ConnectionLost:
-    """The connection dropped, a connect or pairing attempt failed, or WhatsApp is unreachable."""
-
-    reason: str
-
-
-@attrs.frozen
-class Unlinked:
-    """Final: unlinked from the phone, 401 from WhatsApp, banned, replaced, outdated."""
-
-    reason: str
-
-
-@attrs.frozen
-class Banned:
-    """A temporary ban: wait until ``until`` (epoch seconds) before trying again."""
-
-    reason: str
-    until: float
-
-
-# -- events: state timeouts ------------------------------------------------------------------
-
-
-@attrs.frozen
-class QrExpired:
-    """The QR code on show expired."""
-
-
-@attrs.frozen
-class BackoffElapsed:
-    """The reconnect delay is over."""
-
-
-@attrs.frozen
-class HandshakeTimedOut:
-    """``connecting`` (or pairing start) took longer than the configured connect timeout."""
-
-
-Event = (
-    Start
-    | Login
-    | Logout
-    | Cancel
-    | CrashLoop
-    | QrReady
-    | Scanned
-    | EngineConnected
-    | ConnectionLost
-    | Unlinked
-    | Banned
-    | QrExpired
-    | BackoffElapsed
-    | HandshakeTimedOut
-)
 
 # -- what a transition does: the Step -------------------------------------------------------
 
@@ -256,6 +193,12 @@ class Reported:
     push_name: str | None = None
     platform: str | None = None
     pairing: bool = False
+
+    def columns(self) -> dict[str, str | None]:
+        """The device columns to store: all four from a pairing, the non-empty reported ones otherwise."""
+        columns = {"jid": self.jid, "phone_number": self.phone_number,
+                   "push_name": self.push_name, "platform": self.platform}
+        return columns if self.pairing else {k: v for k, v in columns.items() if v}
 
 
 #: The one engine operation a step may ask for.
