@@ -14,7 +14,8 @@ way round. The queue holds at most ``commands + events`` messages.
 Resource handling: a full command inbox refuses the command at once (:class:`Busy`, which the
 API answers 503 with Retry-After). A full event inbox refuses the event, counts it in
 ``lost`` and raises the ``overflowed`` flag; the actor then disconnects the device and lets it
-reconnect, so what WhatsApp sent meanwhile is fetched anew (see :mod:`supervisor.actor`).
+reconnect, and WhatsApp sends again what the device had not acknowledged (see
+:mod:`supervisor.actor` for what that does and does not cover).
 """
 
 from __future__ import annotations
