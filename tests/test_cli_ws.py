@@ -14,10 +14,10 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
-from api import ws as api_ws
 from api.cli import api_settings, parse_options
 from api.server import hypercorn_config
 from api.state import WsSettings
+from api.ws import endpoint as api_ws
 from tests.conftest import TEST_TOKEN, running_server
 
 WS_ENV = {
