@@ -340,7 +340,11 @@ async def test_keep_alive_survives_unread_bodies(tmp_path: Path) -> None:
     async with running_server(tmp_path / "data") as server, api_client(server) as api:
         with trio.fail_after(10):
             for _ in range(3):
-                r = await api.put("/devices/nope", content=b'{"alias": "' + b"x" * 300_000 + b'"}')
+                r = await api.put(
+                    "/devices/nope",
+                    content=b'{"alias": "' + b"x" * 300_000 + b'"}',
+                    headers={"Content-Type": "application/json"},
+                )
                 assert r.status_code == 404
                 assert (await api.get("/sessions")).status_code == 200
 
