@@ -27,6 +27,7 @@ from api import (
     errors,
     metrics,
     openapi,
+    protocol_errors,
     routes_ai,
     routes_devices,
     routes_messages,
@@ -73,6 +74,7 @@ def create_app(
     Raises ValueError for an empty token.
     """
     settings = settings or ApiSettings()
+    protocol_errors.install()
     app = QuartTrio("wasup", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.config["PROPAGATE_EXCEPTIONS"] = False

@@ -66,12 +66,14 @@ async def _settings_of(device_id: int) -> WebhookSettings | None:
 
 
 def _check_lines(body: Any) -> None:
-    """``url`` and ``secret``, when they are strings, are one line each."""
-    if isinstance(body, dict):
-        for name in ("url", "secret"):
-            value = body.get(name)
-            if isinstance(value, str):
-                check_line(name, value)
+    """The body is an object; its ``url`` and ``secret``, when they are strings, are one line
+    each."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: must be a JSON object", field="body")
+    for name in ("url", "secret"):
+        value = body.get(name)
+        if isinstance(value, str):
+            check_line(name, value)
 
 
 def _check_port(url: str) -> None:
