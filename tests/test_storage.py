@@ -1008,8 +1008,8 @@ async def test_an_outage_fails_every_job_of_the_transaction_it_broke(db_path: Pa
         ]
         for queued, (name, job) in enumerate(jobs, 1):  # queued in this order
             nursery.start_soon(submit, name, job)
-            while db.statistics().queued < queued:
-                await trio.sleep(0.001)
+            await trio.testing.wait_all_tasks_blocked()
+            assert db.statistics().queued == queued
         gate.release.set()
     assert outcomes == {"read": "unavailable", "big": "unavailable", "big2": "unavailable"}
     assert count(db_path, "devices") == 0
