@@ -13,11 +13,14 @@ exactly as Go does.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import sqlite3
 import stat
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,8 @@ from supervisor.errors import EngineError
 from supervisor.jid import Jid
 
 from .test_whatsmeow_translate import complete
+
+REPO = str(Path(__file__).resolve().parent.parent)
 
 
 class Sink:
@@ -238,11 +243,13 @@ def fake_go(monkeypatch: pytest.MonkeyPatch) -> list[wc.GoClient]:
 
 
 async def until(cond: Callable[[], bool]) -> None:
-    with trio.fail_after(5):
-        for _ in range(5000):
-            if cond():
-                return
-            await trio.sleep(0.001)
+    """Wait for worker threads to make ``cond`` true (no clock involved: MockClock-safe)."""
+    for _ in range(20000):
+        if cond():
+            return
+        await trio.to_thread.run_sync(threading.Event().wait, 0.0005)
+        await trio.testing.wait_all_tasks_blocked()
+    raise AssertionError("condition not reached")
 
 
 async def from_go(fn: Callable[..., None], *args: Any) -> None:
@@ -317,7 +324,7 @@ async def test_connected_session_sends_and_receives(tmp_path: Path, fake_go: Any
         conn.execute("CREATE TABLE whatsmeow_device (jid TEXT)")
         conn.execute("INSERT INTO whatsmeow_device VALUES ('1555:1@s.whatsapp.net')")
     conn.close()
-    engine = WhatsmeowEngine(tmp_path)
+    engine = WhatsmeowEngine(tmp_path, reconnect_grace=0)  # no wait for whatsmeow's reconnect
     sink = Sink()
     session = engine.session(1, "s1", sink)
     with pytest.raises(EngineError) as info:
@@ -346,7 +353,8 @@ async def test_connected_session_sends_and_receives(tmp_path: Path, fake_go: Any
     await from_go(fake_go[0].on_event, 17, event_bytes(msg))
     assert isinstance(sink.events[-1], MessageReceived)
     assert sink.events[-1].text == "hello back"
-    # The connection drops: reported once, and the next send is refused.
+    # The connection drops and whatsmeow does not reconnect: reported once, and the next
+    # send is refused.
     await from_go(fake_go[0].on_event, 12, event_bytes(nz.Disconnected(status=True)))
     assert sink.events[-1] == Disconnected("connection_lost", recoverable=True)
     with pytest.raises(EngineError):
@@ -476,3 +484,328 @@ def ctypes_string(value: bytes) -> int:
     buf = ctypes.create_string_buffer(value)
     _keep.append(buf)
     return ctypes.addressof(buf)
+
+
+# -- proxies and the store path ------------------------------------------------------------------
+
+
+class ProxyListener:
+    """A loopback "proxy" that records each request's head and refuses it (407)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data.decode(errors="replace"))
+                conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                             b"Content-Length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[ProxyListener]:
+    proxy = ProxyListener()
+    yield proxy
+    proxy.close()
+
+
+async def test_a_devices_own_proxy_carries_the_connection(
+    tmp_path: Path, listener: ProxyListener, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"http://ana:s%40cret@127.0.0.1:{listener.port}"
+    asked: list[int] = []
+
+    async def proxies(device_id: int) -> str | None:
+        asked.append(device_id)
+        return url
+
+    # The preflight host cannot be resolved here: with a proxy it is not tried at all.
+    engine = WhatsmeowEngine(tmp_path, proxies=proxies, environ={},
+                             preflight_host="nonexistent.invalid")
+    session = engine.session(7, "s7", Sink())
+    with pytest.raises(EngineError) as info:
+        await session.start_pairing()
+    await session.stop()
+    assert asked == [7]
+    assert listener.requests, "whatsmeow did not reach the proxy"
+    head = listener.requests[0]
+    assert head.startswith("CONNECT web.whatsapp.com:443 HTTP/1.1\r\n")
+    assert "Proxy-Authorization: Basic YW5hOnNAY3JldA==" in head  # ana:s@cret
+    assert info.value.reason.startswith("connect_failed: ")
+    assert "s%40cret" not in caplog.text and "s@cret" not in caplog.text
+    assert "http://ana:****@127.0.0.1" in caplog.text
+
+
+async def test_all_proxy_is_passed_to_whatsmeow(tmp_path: Path, listener: ProxyListener) -> None:
+    engine = WhatsmeowEngine(tmp_path, preflight_host="nonexistent.invalid",
+                             environ={"ALL_PROXY": f"http://127.0.0.1:{listener.port}"})
+    session = engine.session(8, "s8", Sink())
+    with pytest.raises(EngineError):
+        await session.start_pairing()
+    await session.stop()
+    assert listener.requests[0].startswith("CONNECT web.whatsapp.com:443 ")
+
+
+async def test_https_proxy_of_the_environment_is_honoured_end_to_end(
+    tmp_path: Path, listener: ProxyListener
+) -> None:
+    # Go reads the environment the process was started with: a process of its own, the
+    # preflight on (it would fail: this machine cannot resolve web.whatsapp.com).
+    script = (
+        "import sys, trio\n"
+        "from supervisor.engines.whatsmeow import WhatsmeowEngine\n"
+        "from supervisor.errors import EngineError\n"
+        "async def main():\n"
+        "    session = WhatsmeowEngine(sys.argv[1]).session(1, 's1', print)\n"
+        "    try:\n"
+        "        await session.start_pairing()\n"
+        "    except EngineError as exc:\n"
+        "        print('reason', exc.reason)\n"
+        "    await session.stop()\n"
+        "trio.run(main)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["HTTPS_PROXY"] = f"http://127.0.0.1:{listener.port}"
+    with trio.fail_after(120):
+        result = await trio.run_process(
+            [sys.executable, "-c", script, str(tmp_path)], env=env, capture_stdout=True,
+            capture_stderr=True, check=False, cwd=REPO,
+        )
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert listener.requests and listener.requests[0].startswith(
+        "CONNECT web.whatsapp.com:443 HTTP/1.1"), out
+    assert "reason unreachable" not in out  # the preflight did not refuse the proxied network
+
+
+async def test_preflight_runs_only_without_a_proxy(tmp_path: Path, fake_go: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    dialled: list[str] = []
+
+    def preflight(host: str, port: int = 443, timeout: float = 10.0) -> str | None:
+        dialled.append(host)
+        return None
+
+    monkeypatch.setattr(wc, "preflight", preflight)
+    for environ, expected in (({}, ["web.whatsapp.com"]),
+                              ({"HTTPS_PROXY": "http://corp:3128"}, []),
+                              ({"https_proxy": "http://corp:3128"}, []),
+                              ({"ALL_PROXY": "socks5://corp:1080"}, [])):
+        dialled.clear()
+        engine = WhatsmeowEngine(tmp_path, environ=environ)
+        session = engine.session(1, "s1", Sink())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.start_pairing)
+            await until(lambda: len(fake_go) > 0 and not fake_go[-1].stopped)
+            await from_go(fake_go[-1].on_qr, "https://wa.me/settings/linked_devices#r,n,i,a,1")
+        assert dialled == expected, environ
+        proxy = "socks5://corp:1080" if "ALL_PROXY" in environ else None
+        assert fake_go[-1].proxy == proxy
+        await session.stop()
+
+
+def test_a_data_dir_sqlite_would_misread_is_refused(tmp_path: Path) -> None:
+    for bad in ("data?mode=memory", "da#ta", "50%"):
+        with pytest.raises(OSError) as info:
+            WhatsmeowEngine(tmp_path / bad)
+        assert "cannot use the data directory" in str(info.value)
+        assert "choose a directory without" in str(info.value)
+
+
+async def test_a_relative_data_dir_reaches_neonize_as_an_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # neonize opens Postgres for a store path that starts with "postgres".
+    monkeypatch.chdir(tmp_path)
+    engine = WhatsmeowEngine(Path("postgres_data"), preflight_host=None)
+    assert engine.data_dir == tmp_path / "postgres_data"
+    session = engine.session(1, "s1", Sink())
+    with pytest.raises(EngineError) as info:
+        await session.start_pairing()
+    await session.stop()
+    assert info.value.reason == "unreachable: lookup web.whatsapp.com: no such host"
+    assert (tmp_path / "postgres_data" / "whatsmeow" / "1.db").exists()
+
+
+# -- months of uptime: whatsmeow's own reconnect, delete, resources ----------------------------
+
+
+async def connected_session(
+    tmp_path: Path, fake_go: list[wc.GoClient], sink: Sink, **engine: Any
+) -> tuple[WhatsmeowSession, wc.GoClient]:
+    """A session connected with stored credentials (the fake Go said Connected)."""
+    store = wc.store_path(tmp_path, 1)
+    wc.prepare_store(store)
+    with sqlite3.connect(store) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS whatsmeow_device (jid TEXT)")
+        conn.execute("INSERT INTO whatsmeow_device VALUES ('1555:1@s.whatsapp.net')")
+    conn.close()
+    session = WhatsmeowEngine(tmp_path, **engine).session(1, "s1", sink)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.connect)
+        await until(lambda: bool(fake_go))
+        await from_go(fake_go[-1].on_event, 3, event_bytes(nz.Connected(status=True)))
+    assert sink.events == [Connected()]
+    return session, fake_go[-1]
+
+
+async def test_whatsmeows_own_reconnect_within_the_grace_keeps_the_client(
+    tmp_path: Path, fake_go: Any, mock_clock: trio.testing.MockClock
+) -> None:
+    sink = Sink()
+    session, client = await connected_session(tmp_path, fake_go, sink)
+    await from_go(client.on_event, 12, event_bytes(nz.Disconnected(status=True)))
+    mock_clock.jump(29)
+    await trio.testing.wait_all_tasks_blocked()
+    assert sink.events == [Connected()]  # nothing reported yet
+    await from_go(client.on_event, 3, event_bytes(nz.Connected(status=True)))
+    mock_clock.jump(3600)
+    await trio.testing.wait_all_tasks_blocked()
+    assert sink.events == [Connected()]  # the connection carried on
+    assert len(fake_go) == 1 and not client.stopped  # no new Neonize(), nothing torn down
+    # Without a reconnect: reported once, after the grace.
+    await from_go(client.on_event, 12, event_bytes(nz.Disconnected(status=True)))
+    mock_clock.jump(29.9)
+    await trio.testing.wait_all_tasks_blocked()
+    assert sink.events == [Connected()]
+    mock_clock.jump(0.2)
+    await trio.testing.wait_all_tasks_blocked()
+    assert sink.events == [Connected(), Disconnected("connection_lost")]
+    await session.stop()
+    assert client.stopped
+
+
+async def test_stop_during_the_grace_reports_nothing(
+    tmp_path: Path, fake_go: Any, mock_clock: trio.testing.MockClock
+) -> None:
+    sink = Sink()
+    session, client = await connected_session(tmp_path, fake_go, sink)
+    await from_go(client.on_event, 12, event_bytes(nz.Disconnected(status=True)))
+    await session.stop()
+    mock_clock.jump(60)
+    await trio.testing.wait_all_tasks_blocked()
+    assert sink.events == [Connected()]
+
+
+async def test_go_exit_during_the_grace_is_reported_at_once(
+    tmp_path: Path, fake_go: Any, mock_clock: trio.testing.MockClock
+) -> None:
+    sink = Sink()
+    session, client = await connected_session(tmp_path, fake_go, sink)
+    await from_go(client.on_event, 12, event_bytes(nz.Disconnected(status=True)))
+    await from_go(client.on_exit, "websocket closed unexpectedly")
+    assert sink.events == [Connected(), Disconnected("connect_failed: websocket closed unexpectedly")]
+    mock_clock.jump(60)
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(sink.events) == 2
+    await session.stop()
+
+
+async def test_delete_of_a_connected_device_logs_out_at_whatsapp_first(
+    tmp_path: Path, fake_go: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(wc.GoClient, "logout", lambda self, gate=None: calls.append("logout"))
+    stop = wc.GoClient.stop
+
+    def stop_recorded(self: wc.GoClient, gate: wc.GoGate = wc.GATE) -> None:
+        calls.append("stop")
+        stop(self, gate)
+
+    monkeypatch.setattr(wc.GoClient, "stop", stop_recorded)
+    session, _client = await connected_session(tmp_path, fake_go, Sink())
+    await session.delete()
+    assert calls == ["logout", "stop"]
+    assert not wc.store_path(tmp_path, 1).exists()
+
+
+async def test_delete_is_not_held_up_by_a_failing_or_slow_logout(
+    tmp_path: Path, fake_go: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(self: wc.GoClient, gate: Any = None) -> None:
+        raise RuntimeError("logout refused")
+
+    monkeypatch.setattr(wc.GoClient, "logout", refused)
+    session, _client = await connected_session(tmp_path, fake_go, Sink())
+    await session.delete()
+    assert not wc.store_path(tmp_path, 1).exists()
+    # Not connected: no logout at all (nothing to tell WhatsApp).
+    monkeypatch.setattr(wc.GoClient, "logout", lambda self, gate=None: pytest.fail("logout"))
+    idle = WhatsmeowEngine(tmp_path).session(2, "s2", Sink())
+    await idle.delete()
+
+
+async def test_delete_waits_a_bounded_time_for_the_logout(
+    tmp_path: Path, fake_go: Any, monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    release = threading.Event()
+    monkeypatch.setattr(wc.GoClient, "logout", lambda self, gate=None: release.wait(30))
+    session, _client = await connected_session(tmp_path, fake_go, Sink())
+    start = trio.current_time()
+    await session.delete()
+    assert trio.current_time() - start == pytest.approx(10.0, abs=0.5)
+    assert not wc.store_path(tmp_path, 1).exists()
+    release.set()
+
+
+async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
+    tmp_path: Path, fake_go: Any, mock_clock: trio.testing.MockClock
+) -> None:
+    sink = Sink()
+    session, client = await connected_session(tmp_path, fake_go, sink)
+    disconnected = event_bytes(nz.Disconnected(status=True))
+    connected = event_bytes(nz.Connected(status=True))
+    for _ in range(5):  # warm-up: Trio's thread cache, first-use allocations
+        await from_go(client.on_event, 12, disconnected)
+        await from_go(client.on_event, 3, connected)
+    threads, tasks, fds = python_threads(), os_threads(), open_fds()
+    for _ in range(200):
+        await from_go(client.on_event, 12, disconnected)
+        mock_clock.jump(5)
+        await from_go(client.on_event, 3, connected)
+    assert sink.events == [Connected()]
+    assert len(fake_go) == 1 and not client.stopped
+    assert python_threads() == threads
+    assert os_threads() <= tasks + 2  # Trio's idle worker threads come and go
+    assert open_fds() == fds
+    print(f"whatsmeow reconnects: threads {tasks} -> {os_threads()}, fds {fds} -> {open_fds()}")
+    # And 200 where whatsmeow does not come back in time: torn down, connected anew.
+    for i in range(200):
+        clients = i + 2
+        await from_go(fake_go[-1].on_event, 12, disconnected)
+        mock_clock.jump(31)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sink.events[-1] == Disconnected("connection_lost")
+        await session.stop()  # what the actor does on Disconnected
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.connect)
+            await until(lambda: len(fake_go) == clients)  # noqa: B023
+            await from_go(fake_go[-1].on_event, 3, connected)
+    assert len(sink.events) == 1 + 2 * 200
+    assert python_threads() == threads
+    assert os_threads() <= tasks + 2
+    assert open_fds() == fds
+    print(f"engine reconnects: threads {tasks} -> {os_threads()}, fds {fds} -> {open_fds()}")
+    await session.stop()
