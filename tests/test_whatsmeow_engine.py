@@ -38,7 +38,7 @@ from supervisor.engine import (
 )
 from supervisor.engines import whatsmeow_client as wc
 from supervisor.engines.whatsmeow import WhatsmeowEngine, WhatsmeowSession
-from supervisor.errors import EngineError
+from supervisor.errors import DeliveryFailed, EngineError
 from supervisor.jid import Jid
 
 from .test_whatsmeow_translate import complete
@@ -47,15 +47,31 @@ REPO = str(Path(__file__).resolve().parent.parent)
 
 
 class Sink:
-    """Records engine events and the thread each one was delivered on."""
+    """Records engine events and the thread each one was reported on.
+
+    ``deliver`` (messages, pairings) records them too, and in ``delivered``; it waits while
+    ``hold`` is set (a slow commit) and raises DeliveryFailed(``refuse``) when that is set.
+    """
 
     def __init__(self) -> None:
         self.events: list[EngineEvent] = []
+        self.delivered: list[MessageReceived | Paired] = []
         self.threads: set[int] = set()
+        self.hold: trio.Event | None = None
+        self.refuse: str | None = None
 
     def __call__(self, event: EngineEvent) -> None:
         self.events.append(event)
         self.threads.add(threading.get_ident())
+
+    async def deliver(self, event: MessageReceived | Paired) -> None:
+        self.threads.add(threading.get_ident())
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.refuse is not None:
+            raise DeliveryFailed(self.refuse)
+        self.events.append(event)
+        self.delivered.append(event)
 
 
 def python_threads() -> list[str]:
@@ -273,28 +289,28 @@ async def pairing_session(tmp_path: Path, fake_go: list[wc.GoClient]) -> tuple[
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session.start_pairing)
         await until(lambda: bool(fake_go))
-        await from_go(fake_go[-1].on_qr, "2@first,k1,k2,k3")
+        await from_go(fake_go[-1].on_qr, "https://wa.me/settings/linked_devices#first,n0,i0,a0,1")
     return session, sink, fake_go[-1]
 
 
 async def test_qr_codes_reach_the_sink_on_the_trio_thread(tmp_path: Path, fake_go: Any) -> None:
     session, sink, client = await pairing_session(tmp_path, fake_go)
     trio_thread = threading.get_ident()
-    assert sink.events == [QrCode("2@first,k1,k2,k3")]
+    assert sink.events == [QrCode("https://wa.me/settings/linked_devices#first,n0,i0,a0,1")]
     # whatsmeow rotates on its own clock: the next code waits until wasup asks for it.
-    await from_go(client.on_qr, "2@second,k1,k2,k3")
+    await from_go(client.on_qr, "https://wa.me/settings/linked_devices#second,n0,i0,a0,1")
     assert len(sink.events) == 1
     await session.next_qr()
-    assert sink.events[-1] == QrCode("2@second,k1,k2,k3")
+    assert sink.events[-1] == QrCode("https://wa.me/settings/linked_devices#second,n0,i0,a0,1")
     # Asked before whatsmeow has it: forwarded as soon as it comes.
     await session.next_qr()
     assert len(sink.events) == 2
-    await from_go(client.on_qr, "2@third,k1,k2,k3")
-    assert sink.events[-1] == QrCode("2@third,k1,k2,k3")
+    await from_go(client.on_qr, "https://wa.me/settings/linked_devices#third,n0,i0,a0,1")
+    assert sink.events[-1] == QrCode("https://wa.me/settings/linked_devices#third,n0,i0,a0,1")
     assert sink.threads == {trio_thread}
     await session.stop()
     # After stop, whatever Go still says is dropped.
-    await from_go(client.on_qr, "2@late,k1,k2,k3")
+    await from_go(client.on_qr, "https://wa.me/settings/linked_devices#late,n0,i0,a0,1")
     assert len(sink.events) == 3
 
 
@@ -808,4 +824,66 @@ async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
     assert os_threads() <= tasks + 2
     assert open_fds() == fds
     print(f"engine reconnects: threads {tasks} -> {os_threads()}, fds {fds} -> {open_fds()}")
+    await session.stop()
+
+
+# -- incoming messages and pairings: Go's callback returns after the commit --------------------
+
+
+def incoming(message_id: str = "IN1", text: str = "hello") -> bytes:
+    msg = nz.Message(Info=nz.MessageInfo(ID=message_id, Timestamp=1_750_000_000, MessageSource=nz.MessageSource(
+        Chat=nz.JID(User="15557654321", Server="s.whatsapp.net"),
+        Sender=nz.JID(User="15557654321", Server="s.whatsapp.net"))))
+    msg.Message.conversation = text
+    return event_bytes(msg)
+
+
+async def test_the_message_callback_returns_to_go_only_after_the_commit(
+    tmp_path: Path, fake_go: Any
+) -> None:
+    sink = Sink()
+    session, client = await connected_session(tmp_path, fake_go, sink)
+    sink.hold = trio.Event()
+    go = threading.Thread(target=client.on_event, args=(17, incoming()))
+    go.start()
+    await until(lambda: sink.threads and len(sink.threads) == 1 and not sink.delivered
+                and go.is_alive())
+    await trio.testing.wait_all_tasks_blocked()
+    go.join(0.2)
+    assert go.is_alive()  # whatsmeow is still waiting: nothing acknowledged yet
+    assert sink.delivered == []
+    sink.hold.set()
+    await trio.to_thread.run_sync(go.join, 5)
+    assert not go.is_alive()
+    assert [m.message_id for m in sink.delivered if isinstance(m, MessageReceived)] == ["IN1"]
+    assert sink.threads == {threading.get_ident()}  # on the Trio thread only
+    await session.stop()
+
+
+async def test_a_message_the_device_cannot_store_is_logged_and_go_carries_on(
+    tmp_path: Path, fake_go: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = Sink()
+    session, client = await connected_session(tmp_path, fake_go, sink)
+    sink.refuse = "not_stored"
+    await from_go(client.on_event, 17, incoming("IN2"))  # returns: nothing raised into Go
+    assert sink.delivered == []
+    assert session.reports.not_stored == 1
+    assert "was not stored (not_stored)" in caplog.text
+    sink.refuse = None
+    await from_go(client.on_event, 17, incoming("IN3"))
+    assert [m.message_id for m in sink.delivered if isinstance(m, MessageReceived)] == ["IN3"]
+    await session.stop()
+    await from_go(client.on_event, 17, incoming("IN4"))  # a stopped client: dropped at once
+    assert len(sink.delivered) == 1
+
+
+async def test_the_pairing_is_delivered_through_the_commit(tmp_path: Path, fake_go: Any) -> None:
+    session, sink, client = await pairing_session(tmp_path, fake_go)
+    await from_go(client.on_status, "success")
+    success = nz.PairStatus(ID=nz.JID(User="15551234567", Server="s.whatsapp.net"),
+                            Platform="android", Status=nz.PairStatus.SUCCESS)
+    await from_go(client.on_event, 0, event_bytes(nz.Device()))
+    await from_go(client.on_event, 2, event_bytes(success))
+    assert sink.delivered == [Paired("15551234567@s.whatsapp.net", "15551234567", None, "android")]
     await session.stop()

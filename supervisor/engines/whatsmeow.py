@@ -103,7 +103,7 @@ class WhatsmeowSession:
     reports: GoReports = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.reports = GoReports(self.session_id, self.sink, lambda: self._link,
+        self.reports = GoReports(self.session_id, self.sink, lambda: self._link, self._hold,
                                  self.engine.reconnect_grace)
 
     @property
@@ -272,6 +272,20 @@ class WhatsmeowSession:
         self.engine._clients.add(client)
         await self._thread(lambda: client.start(self.engine.start_hold))
         return link
+
+    def _hold(self, link: Link) -> None:
+        """Stop ``link``'s client now (on the Trio thread, from a Go report): the connection
+        ended with its credentials kept, and whatsmeow must not reconnect it by itself. The
+        store is not touched."""
+        if self._link is link:
+            self._link = None
+            trio.lowlevel.spawn_system_task(self._release_quietly, link)
+
+    async def _release_quietly(self, link: Link) -> None:
+        try:
+            await self._release(link)
+        except Exception:
+            log.exception("device %s: stopping the client failed", self.session_id)
 
     async def _release(self, link: Link) -> None:
         link.end_grace()

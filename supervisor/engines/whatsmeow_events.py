@@ -1,7 +1,22 @@
 """From whatsmeow's Go threads to a device's sink: what one session's Go clients report.
 
 Go calls back on its own threads; :meth:`GoReports.post` copies what it got and hands it to
-Trio with ``TrioToken.run_sync_soon``, nothing more. On the Trio thread,
+Trio. A lifecycle event (a QR code, a status, connected, disconnected...) goes with
+``TrioToken.run_sync_soon`` and the callback returns at once. An incoming message or a
+completed pairing goes with ``trio.from_thread.run`` to :meth:`GoReports.commit`, which hands it
+to the device with ``sink.deliver`` and returns only once the device committed it (the message
+stored with its webhook outbox rows, the pairing stored as paired): Go's callback returns only
+then. When the device cannot store it (``DeliveryFailed``), the failure is logged and counted
+and Go carries on; nothing raises into Go.
+
+What that guarantees, and what it cannot: neonize 0.5.2 puts whatsmeow's events into a Go
+channel of 100 slots and whatsmeow acknowledges a message to WhatsApp once its event is in
+that channel, before wasup sees it. While wasup commits one message, up to 100 more may wait
+there, already acknowledged; a crash (kill -9, power loss) loses those, and WhatsApp does not
+send them again. The window is bounded: once the channel is full, whatsmeow's event handler
+waits, so it acknowledges nothing more until wasup has committed. On an orderly stop the
+channel's contents are lost the same way only if the device is stopped while messages stream
+in. On the Trio thread,
 :meth:`GoReports.handle` updates the :class:`~supervisor.engines.whatsmeow_link.Link` and
 reports engine events (translated by :mod:`supervisor.engines.whatsmeow_translate`) through
 the sink. Whatever a client that is no longer the session's current one reports is dropped.
@@ -27,12 +42,15 @@ from supervisor.engine import (
     Disconnected,
     EngineEvent,
     LoggedOut,
+    MessageReceived,
     Paired,
+    PairingFailed,
     QrCode,
+    Retry,
     Sink,
     TemporaryBan,
 )
-from supervisor.errors import EngineError
+from supervisor.errors import DeliveryFailed, EngineError
 from supervisor.proxy import redact
 
 from .whatsmeow_link import GoCallback, GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
@@ -41,28 +59,45 @@ from .whatsmeow_translate import connect_error_reason, translate, translate_pair
 log = logging.getLogger("wasup.engine.whatsmeow")
 
 
+#: neonize's event codes that may carry an incoming message or a completed pairing: their Go
+#: callback waits until the device committed what they carry (see the module docstring).
+COMMITTED_CODES = frozenset({2, 17})  # PairStatus, Message
+
+
 @attrs.define(eq=False)
 class GoReports:
     """The Go-to-Trio side of one :class:`~supervisor.engines.whatsmeow.WhatsmeowSession`.
 
-    ``current`` returns the session's current link; ``token`` is the Trio run's token (set
-    before the first Go client starts).
+    ``current`` returns the session's current link; ``hold`` stops a link's client for the
+    session (a connection that ended with its credentials kept, not to be retried by
+    whatsmeow); ``token`` is the Trio run's token (set before the first Go client starts).
     """
 
     session_id: str
     sink: Sink
     current: Callable[[], Link | None]
+    hold: Callable[[Link], None]
     reconnect_grace: float
     token: trio.lowlevel.TrioToken | None = None
+    #: Messages and pairings not stored (the device could not commit them), for statistics.
+    not_stored: int = 0
 
     def post(self, holder: list[Link], what: GoCallback) -> None:
-        """Runs on a Go thread: hand over and return; never raises, never blocks."""
+        """Runs on a Go thread: hand over and return; never raises.
+
+        A message or pairing event blocks this Go thread until the device committed it (or
+        could not): whatsmeow's event loop then waits, which is the backpressure. Every other
+        callback returns at once.
+        """
         token = self.token
         if token is None or not holder:
             return
         try:
-            token.run_sync_soon(self.deliver, holder[0], what)
-        except Exception:  # trio.RunFinishedError: the process is shutting down
+            if isinstance(what, GoEvent) and what.code in COMMITTED_CODES:
+                trio.from_thread.run(self.commit, holder[0], what, trio_token=token)
+            else:
+                token.run_sync_soon(self.deliver, holder[0], what)
+        except BaseException:  # trio.RunFinishedError: the process is shutting down
             pass
 
     def deliver(self, link: Link, what: GoCallback) -> None:
@@ -71,6 +106,26 @@ class GoReports:
             self.handle(link, what)
         except Exception:
             log.exception("device %s: whatsmeow callback %r not handled", self.session_id, what)
+
+    async def commit(self, link: Link, what: GoEvent) -> None:
+        """Runs on the Trio thread for a Go thread that waits: hand a message or a pairing to
+        the device and return once it is committed. Never raises: what the device could not
+        store is logged (and counted) and Go carries on."""
+        try:
+            if self.current() is not link:
+                return  # from a client that was stopped since
+            for event in self.events_of(link, what):
+                if isinstance(event, MessageReceived | Paired):
+                    self.note(link, event)
+                    await self.sink.deliver(event)
+                else:
+                    self.emit(link, event)
+        except DeliveryFailed as exc:
+            self.not_stored += 1
+            log.warning("device %s: an incoming %s was not stored (%s)", self.session_id,
+                        "pairing" if what.code == 2 else "message", exc.reason)
+        except Exception:
+            log.exception("device %s: whatsmeow event %d not handled", self.session_id, what.code)
 
     def handle(self, link: Link, what: GoCallback) -> None:
         current = self.current() is link
@@ -94,17 +149,22 @@ class GoReports:
             case GoStatus(status=status):
                 log.debug("device %s: pairing status %s", self.session_id, status)
                 self.emit_all(link, translate_pairing_status(status))
-            case GoEvent(code=code, data=data):
-                cls = INT_TO_EVENT.get(code)
-                if cls is None:
-                    return
-                message = cls.FromString(data)
-                if code == 0:
-                    link.me = message
-                    return
-                if self.reconnecting(link, message):
-                    return
-                self.emit_all(link, translate(message, now=now_epoch(), me=link.me))
+            case GoEvent():
+                self.emit_all(link, self.events_of(link, what))
+
+    def events_of(self, link: Link, what: GoEvent) -> list[EngineEvent]:
+        """The engine events a Go event means for ``link`` (none for the account record and
+        for whatsmeow's own reconnects)."""
+        cls = INT_TO_EVENT.get(what.code)
+        if cls is None:
+            return []
+        message = cls.FromString(what.data)
+        if what.code == 0:
+            link.me = message
+            return []
+        if self.reconnecting(link, message):
+            return []
+        return translate(message, now=now_epoch(), me=link.me)
 
     def reconnecting(self, link: Link, message: object) -> bool:
         """Whether ``message`` is part of whatsmeow reconnecting a connected client by itself:
@@ -149,7 +209,8 @@ class GoReports:
         for event in events:
             self.emit(link, event)
 
-    def emit(self, link: Link, event: EngineEvent) -> None:
+    def note(self, link: Link, event: EngineEvent) -> None:
+        """What ``event`` tells about ``link`` (how far it got, how it ended)."""
         match event:
             case Paired():
                 link.state = LinkState.PAIRED
@@ -161,5 +222,17 @@ class GoReports:
                 link.failure = EngineError(reason, recoverable=False)
             case TemporaryBan(reason=reason):
                 link.failure = EngineError(reason, recoverable=True)
+            case PairingFailed(reason=reason, restart=True):
+                # whatsmeow closed the pairing connection: the client is of no more use (its
+                # Go thread stays parked, see whatsmeow_client); a new pairing starts anew.
+                link.failure = EngineError(reason, recoverable=True)
         link.poke()
+
+    def emit(self, link: Link, event: EngineEvent) -> None:
+        """Note ``event`` on ``link`` and report it; a connection that ended with its
+        credentials kept and must wait (``Retry.HOLD`` or ``Retry.SLOW``) has its client
+        stopped at once, so whatsmeow does not reconnect it by itself."""
+        self.note(link, event)
         self.sink(event)
+        if isinstance(event, Disconnected) and event.retry is not Retry.BACKOFF:
+            self.hold(link)
