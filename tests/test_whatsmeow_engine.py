@@ -20,10 +20,11 @@ import sqlite3
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from neonize.proto import Neonize_pb2 as nz
@@ -32,12 +33,16 @@ from supervisor.engine import (
     Connected,
     Disconnected,
     EngineEvent,
+    LoggedOut,
     MessageReceived,
     Paired,
     QrCode,
+    Retry,
+    TemporaryBan,
 )
 from supervisor.engines import whatsmeow_client as wc
 from supervisor.engines.whatsmeow import WhatsmeowEngine, WhatsmeowSession
+from supervisor.engines.whatsmeow_translate import translate_pairing_status
 from supervisor.errors import DeliveryFailed, EngineError
 from supervisor.jid import Jid
 
@@ -886,4 +891,165 @@ async def test_the_pairing_is_delivered_through_the_commit(tmp_path: Path, fake_
     await from_go(client.on_event, 0, event_bytes(nz.Device()))
     await from_go(client.on_event, 2, event_bytes(success))
     assert sink.delivered == [Paired("15551234567@s.whatsapp.net", "15551234567", None, "android")]
+    await session.stop()
+
+
+# -- the exact callback sequences of neonize 0.5.2, replayed at the Go boundary ------------------
+# (../shared/research/engine-review.md, "The exact 0.5.2 callback sequences")
+
+QR = "https://wa.me/settings/linked_devices#ref{},bm9pc2U=,aWRlbnRpdHk=,YWR2,1"
+ME = nz.Device(JID=nz.JID(User="15551234567", Server="s.whatsapp.net"), PushName="Ana",
+               Platform="android")
+SUCCESS = nz.PairStatus(ID=nz.JID(User="15551234567", Device=7, Server="s.whatsapp.net"),
+                        Platform="android", Status=nz.PairStatus.SUCCESS)
+PAIRED = Paired("15551234567@s.whatsapp.net", "15551234567", None, "android")
+
+
+async def failing(call: Callable[[], Awaitable[None]], errors: list[EngineError]) -> None:
+    try:
+        await call()
+    except EngineError as exc:
+        errors.append(exc)
+
+
+async def scan_and_connect(session: WhatsmeowSession, client: wc.GoClient) -> None:
+    """status success -> event(0, Device) -> event(2, PairStatus) -> (515) event(3)."""
+    await from_go(client.on_status, "success")
+    await from_go(client.on_event, 0, event_bytes(ME))
+    await from_go(client.on_event, 2, event_bytes(SUCCESS))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.connect)  # the actor's next step after Paired
+        await trio.testing.wait_all_tasks_blocked()
+        await from_go(client.on_event, 3, event_bytes(nz.Connected(status=True)))
+
+
+async def test_sequence_qr_success(tmp_path: Path, fake_go: Any) -> None:
+    session, sink, client = await pairing_session(tmp_path, fake_go)
+    sink.events.clear()
+    for n in (2, 3):  # whatsmeow rotates on its own clock
+        await from_go(client.on_qr, QR.format(n))
+    assert sink.events == []
+    await session.next_qr()  # wasup's first code expired: the newest one is shown
+    assert sink.events == [QrCode(QR.format(3))]
+    await scan_and_connect(session, client)
+    await from_go(client.on_event, 17, incoming("M1", "first message"))
+    assert sink.events[1:3] == [PAIRED, Connected(push_name="Ana", platform="android")]
+    assert [type(e) for e in sink.delivered] == [Paired, MessageReceived]
+    assert len(fake_go) == 1 and not client.stopped  # the pairing connection carried on
+    await session.stop()
+
+
+async def test_sequence_pair_code(tmp_path: Path, fake_go: Any,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wc.GoClient, "pair_phone", lambda self, phone, gate=None: "ABCDEFGH")
+    session, sink, client = await pairing_session(tmp_path, fake_go)
+    assert await session.request_pair_code("+15551234567") == "ABCD-EFGH"
+    await scan_and_connect(session, client)
+    assert sink.events[1:] == [PAIRED, Connected(push_name="Ana", platform="android")]
+    await session.stop()
+
+
+async def test_sequence_pairing_socket_dropped_or_codes_ran_out(
+    tmp_path: Path, fake_go: Any
+) -> None:
+    session, sink, client = await pairing_session(tmp_path, fake_go)
+    await from_go(client.on_status, "timeout")
+    assert sink.events[1:] == translate_pairing_status("timeout")
+    assert all(isinstance(e, Disconnected) and e.recoverable for e in sink.events[1:])
+    with pytest.raises(EngineError):
+        await session.request_pair_code("15551234567")
+    await session.stop()
+
+
+async def test_sequence_stopped_while_pairing(tmp_path: Path, fake_go: Any) -> None:
+    session, sink, client = await pairing_session(tmp_path, fake_go)
+    await session.stop()
+    # No further callbacks come in 0.5.2; if any did, they would be dropped.
+    await from_go(client.on_qr, QR.format(2))
+    await from_go(client.on_status, "timeout")
+    await from_go(client.on_event, 2, event_bytes(SUCCESS))
+    assert sink.events == [QrCode("https://wa.me/settings/linked_devices#first,n0,i0,a0,1")]
+    assert sink.delivered == []
+
+
+async def reconnect(tmp_path: Path, fake_go: list[wc.GoClient], sink: Sink,
+                    *events: tuple[int, bytes]) -> tuple[WhatsmeowSession, EngineError | None]:
+    """connect() with stored credentials; Go plays event(0) and then ``events``."""
+    store = wc.store_path(tmp_path, 1)
+    if not wc.has_credentials(store):
+        wc.prepare_store(store)
+        with sqlite3.connect(store) as conn:
+            conn.execute("CREATE TABLE whatsmeow_device (jid TEXT)")
+            conn.execute("INSERT INTO whatsmeow_device VALUES ('15551234567:7@s.whatsapp.net')")
+        conn.close()
+    session = WhatsmeowEngine(tmp_path).session(1, "s1", sink)
+    failure: EngineError | None = None
+
+    async def connect() -> None:
+        nonlocal failure
+        try:
+            await session.connect()
+        except EngineError as exc:
+            failure = exc
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connect)
+        await until(lambda: bool(fake_go))
+        await from_go(fake_go[-1].on_event, 0, event_bytes(ME))
+        for code, data in events:
+            await from_go(fake_go[-1].on_event, code, data)
+    return session, failure
+
+
+async def test_sequence_paired_reconnect(tmp_path: Path, fake_go: Any) -> None:
+    sink = Sink()
+    session, failure = await reconnect(tmp_path, fake_go, sink,
+                                       (3, event_bytes(nz.Connected(status=True))))
+    assert failure is None
+    assert sink.events == [Connected(push_name="Ana", platform="android")]
+    await session.stop()
+
+
+@pytest.mark.parametrize(
+    ("code", "event", "expected"),
+    [
+        (6, nz.LoggedOut(OnConnect=True, Reason=nz.LOGGED_OUT), LoggedOut("unlinked")),
+        (8, nz.TemporaryBan(Code=nz.TemporaryBan.BLOCKED_BY_USERS, Expire=3600),
+         TemporaryBan("temporary_ban: blocked_by_users", until_epoch=0.0)),
+    ],
+)
+async def test_sequence_paired_reconnect_failures(
+    tmp_path: Path, fake_go: Any, code: int, event: Any, expected: EngineEvent
+) -> None:
+    sink = Sink()
+    session, failure = await reconnect(tmp_path, fake_go, sink, (code, event_bytes(event)))
+    assert failure is not None and failure.reason == getattr(expected, "reason", None)
+    assert len(sink.events) == 1
+    got = sink.events[0]
+    if isinstance(got, TemporaryBan):
+        got = attrs.evolve(got, until_epoch=0.0)
+    assert got == expected
+    await trio.testing.wait_all_tasks_blocked()
+    held = isinstance(expected, Disconnected) and expected.retry is not Retry.BACKOFF
+    if held:
+        assert fake_go[-1].stopped  # no reconnect by whatsmeow itself
+    # The engine never wipes the store on its own: only the actor's logout or delete does.
+    assert wc.has_credentials(wc.store_path(tmp_path, 1))
+    await session.stop()
+
+
+async def test_sequence_dial_failure(tmp_path: Path, fake_go: Any) -> None:
+    sink = Sink()
+    session = WhatsmeowEngine(tmp_path).session(1, "s1", sink)
+    errors: list[EngineError] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(failing, session.start_pairing, errors)
+        await until(lambda: bool(fake_go))
+        await from_go(fake_go[-1].on_exit, (
+            "failed to dial whatsapp web websocket: failed to WebSocket dial: Get "
+            '"https://web.whatsapp.com/ws/chat": dial tcp: lookup web.whatsapp.com on '
+            "127.0.0.53:53: no such host"))
+    assert [(e.reason, e.recoverable) for e in errors] == [
+        ("unreachable: lookup web.whatsapp.com: no such host", True)]
+    assert sink.events == []  # raised to the caller, not reported twice
     await session.stop()
