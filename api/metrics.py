@@ -1,7 +1,9 @@
 """Health and Prometheus metrics.
 
 ``GET /api/whatsapp/health`` answers ``{"success": true, "data": {"status": "ok"}}`` without a
-credential (for load balancers; it says nothing about devices). ``GET /metrics`` is the
+credential (for load balancers; it says nothing about devices). ``GET /api/whatsapp/ready``
+(no credential either) answers ``{"status": "ready"}``, or 503 ``STORAGE_UNAVAILABLE`` with
+Retry-After while the database cannot store anything (a full disk). ``GET /metrics`` is the
 Prometheus text format and needs the operator token, as ``X-API-TOKEN`` or
 ``Authorization: Bearer <token>`` (what Prometheus' ``authorization`` scrape setting sends)::
 
@@ -31,6 +33,7 @@ from api.auth import NOT_AUTHENTICATED, authenticate
 from api.errors import ApiError
 from api.routes_devices import ok
 from api.state import current_state
+from storage.errors import StorageUnavailable
 from supervisor.devices import Devices, DevicesStatistics
 from supervisor.engines.neonize_info import EngineInfo, engine_info
 from supervisor.state import Status
@@ -128,6 +131,16 @@ def install(app: Quart, devices: Devices) -> None:
 @health_bp.get("/health")
 async def health() -> Response:
     return ok({"status": "ok"})
+
+
+@health_bp.get("/ready")
+async def ready() -> Response:
+    """Readiness: 503 STORAGE_UNAVAILABLE while the storage is out (checked again at most every
+    few seconds, so a poller also notices when it is back)."""
+    outage = await current_state().sup.db.probe()
+    if outage is not None:
+        raise StorageUnavailable(outage.reason)
+    return ok({"status": "ready"})
 
 
 @metrics_bp.get("/metrics")

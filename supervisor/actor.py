@@ -22,9 +22,12 @@ handled while a handshake is in flight; their outcome comes back through the inb
 actor ends, for whatever reason, it cancels those tasks and stops its engine session.
 
 Error handling: a failure the state machine understands (:class:`EngineError`) becomes an
-event (connection lost, logged out). Anything else raised by the engine is a crash: the actor
-replies :class:`Restarting` to the command it was handling and dies with the exception, and its
-supervisor restarts it from the persisted state.
+event (connection lost, logged out). A storage outage (:class:`storage.StorageUnavailable`, a
+full disk) is no crash: the command is answered with it (503), and a step the database could not
+take is kept and stored with the next one, or on its own ``retry_after`` seconds later.
+Anything else raised by the engine is a crash: the actor replies :class:`Restarting` to the
+command it was handling and dies with the exception, and its supervisor restarts it from the
+persisted state.
 """
 
 from __future__ import annotations
@@ -68,9 +71,10 @@ _TIMEOUT_EVENTS: dict[sm.TimeoutKind, sm.Event] = {
     sm.TimeoutKind.QR_FIRST: sm.QrExpired(),
     sm.TimeoutKind.QR_NEXT: sm.QrExpired(),
     sm.TimeoutKind.BACKOFF: sm.BackoffElapsed(),
+    sm.TimeoutKind.SLOW: sm.BackoffElapsed(),
     sm.TimeoutKind.HANDSHAKE: sm.HandshakeTimedOut(),
+    sm.TimeoutKind.PAIR_CODE: sm.PairCodeExpired(),
 }
-_QR_KINDS = (sm.TimeoutKind.QR_FIRST, sm.TimeoutKind.QR_NEXT)
 
 
 @attrs.define(eq=False, slots=True)
@@ -87,9 +91,12 @@ class DeviceActor:
     timeout_kind: sm.TimeoutKind | None = None
     timer_token: int = 0
     qr: QrAttempt | None = None
+    first_qr_at: float | None = None  # when this pairing's first QR code came (trio time)
     generation: int = 0
     op_scopes: list[trio.CancelScope] = attrs.field(factory=list)
     stopped: bool = False
+    unsaved: tuple[list[sm.Step], list[Event]] = attrs.field(factory=lambda: ([], []))  # refused by an outage
+    resave_at: float = math.inf  # when to try storing it again
 
     @property
     def id(self) -> int:
@@ -101,15 +108,22 @@ class DeviceActor:
         """Run until the device is deleted; raises if the device crashes."""
         try:
             self._show()
-            await self._apply(first)
+            if isinstance(first, sm.Start):
+                first = sm.Start(await self._has_credentials())
+            await self._unless_storage_out(self._apply(first))
             while not self.stopped:
                 if self.inbox.take_overflow():
                     await self._resync()
                     continue
-                message = await self.inbox.get()
+                if trio.current_time() >= self.resave_at:
+                    await self._unless_storage_out(self._persist([], [], now_iso()))
+                    continue
+                message = None
+                with trio.move_on_at(self.resave_at):
+                    message = await self.inbox.get()
                 if message is None:
                     continue
-                await self._dispatch(message)
+                await self._unless_storage_out(self._dispatch(message))
                 # Not kept while waiting for the next one: an OpFailed's traceback holds the
                 # failed operation's frames (its engine client among them).
                 del message
@@ -121,6 +135,21 @@ class DeviceActor:
                     await self.session.stop()
                 except Exception:
                     log.exception("device %s: engine stop failed", self.row.session_id)
+
+    async def _has_credentials(self) -> bool | None:
+        """Whether the engine holds credentials for the device; None when it cannot tell."""
+        try:
+            return await self.session.has_credentials()
+        except Exception:
+            log.exception("device %s: could not check the stored credentials", self.row.session_id)
+            return None
+
+    async def _unless_storage_out(self, work: Awaitable[None]) -> None:
+        """Do ``work``; a storage outage leaves the step to :meth:`_persist`'s retry."""
+        try:
+            await work
+        except storage.StorageUnavailable:
+            self._show()
 
     async def _dispatch(
         self, message: AnyCall | OpFailed | Timeout | Delivery | eng.EngineEvent
@@ -185,7 +214,8 @@ class DeviceActor:
                     if self.state.status is not sm.Status.PENDING:
                         raise DeviceConflict(f"device is {self.state.status.value}, not pairing")
                     code = await self.session.request_pair_code(phone)
-                    reply.set((code, iso(now_epoch() + self._pairing_time_left())))
+                    await self._apply(sm.PairCodeIssued())
+                    reply.set((code, iso(now_epoch() + self._pair_code_time_left())))
                 case cmd.Send(to=to, text=text, origin=origin):
                     reply.set(await self._send(to, text, origin))
                 case other:
@@ -194,11 +224,15 @@ class DeviceActor:
             reply.fail(DeviceConflict(str(exc)))
         except WasupError as exc:
             reply.fail(exc)
+        except storage.StorageUnavailable as exc:
+            reply.fail(exc)
+            raise
         except Exception:
             reply.fail(Restarting())
             raise
 
     async def _delete(self) -> None:
+        self.ctx.db.raise_if_unavailable()
         self.stopped = True
         self._cancel_ops()
         await self.session.delete()
@@ -218,16 +252,18 @@ class DeviceActor:
     def current_qr(self) -> QrAttempt | None:
         return self.qr if self.state.status is sm.Status.PENDING else None
 
-    def _pairing_time_left(self) -> float:
-        cfg = self.ctx.config
-        now = trio.current_time()
-        left = self.deadline - now if self.timeout_kind in _QR_KINDS else cfg.qr_first_timeout
-        remaining = max(0, self.state.max_qr_attempts - max(self.state.qr_attempt, 1))
-        return max(0.0, left) + remaining * cfg.qr_next_timeout
+    def _pair_code_time_left(self) -> float:
+        """Seconds a pair code handed out now may be entered: until the first QR code of this
+        pairing plus ``pair_code_window`` (whatsmeow's limit)."""
+        window = self.ctx.config.pair_code_window
+        if self.first_qr_at is None:
+            return window
+        return max(0.0, self.first_qr_at + window - trio.current_time())
 
     async def _send(self, to: str, text: str, origin: str) -> cmd.SentMessage:
         if self.state.status is not sm.Status.CONNECTED:
             raise DeviceConflict(f"device is {self.state.status.value}, not connected")
+        self.ctx.db.raise_if_unavailable()  # not sent if it could not be stored
         try:
             message_id = await self.session.send_message(to, text)
         except EngineError as exc:
@@ -258,8 +294,8 @@ class DeviceActor:
                 await self._apply(sm.Scanned(jid, phone, push_name, platform))
             case eng.Connected(push_name=push_name, platform=platform):
                 await self._apply(sm.EngineConnected(push_name or None, platform or None))
-            case eng.Disconnected(reason=reason, recoverable=recoverable):
-                await self._apply(sm.connection_ended(reason, recoverable))
+            case eng.Disconnected(reason=reason, recoverable=recoverable, retry=retry):
+                await self._apply(sm.connection_ended(reason, recoverable, retry))
             case eng.LoggedOut(reason=reason):
                 await self._apply(sm.Unlinked(reason))
             case eng.TemporaryBan(reason=reason, until_epoch=until):
@@ -268,8 +304,8 @@ class DeviceActor:
                 await self._received(ev)
             case eng.MessageStatus(message_id=mid, status=status):
                 await self._message_status(mid, status)
-            case eng.PairingFailed(reason=reason):
-                log.warning("device %s: pairing failed (%s)", self.row.session_id, reason)
+            case eng.PairingFailed(reason=reason, restart=restart):
+                await self._apply(sm.PairingFailed(reason, restart))
 
     async def _received(self, ev: eng.MessageReceived) -> None:
         at = now_iso()
@@ -281,6 +317,8 @@ class DeviceActor:
             is_group=ev.is_group,
             from_me=ev.from_me,
             timestamp=iso(ev.timestamp) if ev.timestamp else at,
+            sender_lid=ev.sender_lid,
+            sender_pn=ev.sender_pn,
         )
         events = [self._event(received, at)]
 
@@ -326,7 +364,7 @@ class DeviceActor:
             step = sm.transition(step.state, step.then)
             steps.append(step)
         self.state = step.state
-        if self.state != old:
+        if self.state != old and not steps[0].keep_timeout:
             self._disarm()
         for s in steps:
             if s.engine is not None:
@@ -353,7 +391,10 @@ class DeviceActor:
         self._show()
 
     async def _persist(self, steps: list[sm.Step], events: list[Event], at: str) -> None:
-        """The one database job of a step: its state, history rows and outbox rows."""
+        """The one database job of a step: its state, history rows and outbox rows (and those
+        of the steps a storage outage refused, kept until they are stored)."""
+        earlier = self.unsaved[1]
+        steps, events = self.unsaved[0] + steps, earlier + events
         final = self.state
         fields: dict[str, storage.ColumnValue] = {}
         for s in steps:
@@ -383,7 +424,13 @@ class DeviceActor:
             self._enqueue(r, events)
             return row
 
-        self._stored(await self.ctx.db.run(job))
+        try:
+            self._stored(await self.ctx.db.run(job))
+        except storage.StorageUnavailable as exc:
+            self.unsaved, self.resave_at = (steps, events), trio.current_time() + exc.retry_after
+            raise
+        self.unsaved, self.resave_at = ([], []), math.inf
+        self._publish(earlier)
         for change in changes:
             log.info(
                 "device %s: %s -> %s (%s)", self.row.session_id, change.before.value,
@@ -419,6 +466,7 @@ class DeviceActor:
         match timeout.kind:
             case sm.TimeoutKind.QR_FIRST:
                 deadline = now + cfg.qr_first_timeout
+                self.first_qr_at = now
             case sm.TimeoutKind.QR_NEXT:
                 deadline = now + cfg.qr_next_timeout
                 self.qr = None  # the expired code is off show until the next one comes
@@ -426,8 +474,16 @@ class DeviceActor:
                 deadline = now + self.ctx.backoff.delay(timeout.attempt, self.ctx.rng)
                 if timeout.not_before is not None:
                     deadline = max(deadline, now + (timeout.not_before - now_epoch()))
+            case sm.TimeoutKind.SLOW:
+                deadline = now + cfg.slow_backoff.delay(1, self.ctx.rng)
+                if timeout.not_before is not None:
+                    deadline = max(deadline, now + (timeout.not_before - now_epoch()))
             case sm.TimeoutKind.HANDSHAKE:
                 deadline = now + cfg.connect_timeout
+            case sm.TimeoutKind.PAIR_CODE:
+                first = now if self.first_qr_at is None else self.first_qr_at
+                deadline = max(now, first + cfg.pair_code_window)
+                self.qr = None  # the last QR code expired; the pair code is what is left
         self.timeout_kind, self.deadline = timeout.kind, deadline
         self.timer_token = self.ctx.timers.arm(self.inbox, deadline)
 
