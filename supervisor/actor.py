@@ -87,8 +87,9 @@ class DeviceActor:
     timer: StateTimer = attrs.field(init=False)
     ops: Operations = attrs.field(init=False)
     stopped: bool = False
-    unsaved: tuple[list[sm.Step], list[Event]] = attrs.field(factory=lambda: ([], []))  # refused by an outage
-    resave_at: float = math.inf  # when to try storing it again
+    # The steps (and their events) a storage outage refused, and when to try them again.
+    unsaved: tuple[list[sm.Step], list[Event]] = attrs.field(factory=lambda: ([], []))
+    resave_at: float = math.inf
 
     def __attrs_post_init__(self) -> None:
         self.timer = StateTimer(self.ctx, self.inbox)
