@@ -80,6 +80,7 @@ BODY_ROUTES: list[tuple[str, str]] = [
     ("POST", "/devices/{a}/messages"),
     ("PUT", "/devices/{a}/settings/ai"),
     ("PUT", "/devices/{a}/settings/webhook"),
+    ("PUT", "/devices/{a}/settings/proxy"),
     ("POST", "/simulator/devices/{a}/scan"),
     ("POST", "/simulator/devices/{a}/messages"),
 ]
@@ -150,6 +151,7 @@ def text_cases() -> Iterator[Case]:
         ("POST", "/devices/{a}/messages", {"to": "+15551234567"}, "text", False),
         ("POST", "/devices/{a}/messages", {"text": "hi"}, "to", True),
         ("POST", "/devices/{a}/pair-code", {}, "phoneNumber", True),
+        ("PUT", "/devices/{a}/settings/proxy", {}, "url", True),
         ("POST", "/simulator/devices/{a}/scan", {}, "pushName", True),
         ("POST", "/simulator/devices/{a}/messages", {"from": "+15551234567"}, "text", False),
     ]
@@ -275,6 +277,18 @@ def field_cases() -> Iterator[Case]:
                         ({"from": "nobody", "text": "hi"}, "from"), ({"text": "hi"}, "from")]:
         yield Case(f"POST simulator message: {str(body)[:40]}", "POST",
                    "/simulator/devices/{a}/messages", j(body), field=field)
+    proxy: list[tuple[Any, str]] = [
+        ({"url": "http://proxy.example:99999"}, "url"),
+        ({"url": "http://proxy.example:0"}, "url"),
+        ({"url": "ftp://proxy.example:21"}, "url"),
+        ({"url": "http://proxy.example:8080/path"}, "url"),
+        ({"url": 5}, "url"),
+        ({}, "url"),
+        ({"url": None, "bypass": True}, "bypass"),
+    ]
+    for body, field in proxy:
+        yield Case(f"PUT settings/proxy: {body}", "PUT", "/devices/{a}/settings/proxy", j(body),
+                   field=field)
     for route in ["disconnect", "unlink"]:
         yield Case(f"POST simulator {route}: a field", "POST",
                    f"/simulator/devices/{{a}}/{route}", j({"force": True}), field="force")
@@ -320,7 +334,8 @@ def path_cases() -> Iterator[Case]:
         yield Case(f"{method} {path}", method, path, status=404, code="NOT_FOUND")
     for method, path in [("PATCH", "/devices/{a}"), ("DELETE", "/sessions"), ("PUT", "/devices"),
                          ("GET", "/devices/{a}/login"), ("DELETE", "/devices/{a}/settings/ai"),
-                         ("TRACE", "/sessions")]:
+                         ("TRACE", "/sessions"), ("POST", "/ready"), ("PUT", "/health"),
+                         ("DELETE", "/devices/{a}/settings/proxy")]:
         yield Case(f"{method} {path}", method, path, status=405, code="METHOD_NOT_ALLOWED")
 
 
@@ -359,6 +374,8 @@ def auth_cases() -> Iterator[Case]:
                                ("POST", "/sessions/{b}/cancel", None),
                                ("PUT", "/devices/{b}/settings/ai", j({"enabled": True})),
                                ("GET", "/devices/{b}/settings/ai", None),
+                               ("GET", "/devices/{b}/settings/proxy", None),
+                               ("PUT", "/devices/{b}/settings/proxy", j({"url": None})),
                                ("POST", "/devices/{b}/messages", j({"to": "+15551234567",
                                                                      "text": "hi"}))]:
         yield Case(f"A's key: {method} {path}", method, path, body, token=KEY_A,
