@@ -95,8 +95,9 @@ class DeviceActor:
     generation: int = 0
     op_scopes: list[trio.CancelScope] = attrs.field(factory=list)
     stopped: bool = False
-    unsaved: tuple[list[sm.Step], list[Event]] = attrs.field(factory=lambda: ([], []))  # refused by an outage
-    resave_at: float = math.inf  # when to try storing it again
+    # The steps (and their events) a storage outage refused, and when to try them again.
+    unsaved: tuple[list[sm.Step], list[Event]] = attrs.field(factory=lambda: ([], []))
+    resave_at: float = math.inf
 
     @property
     def id(self) -> int:
