@@ -1175,3 +1175,28 @@ async def test_a_held_disconnect_keeps_the_session_in_the_store(
         await from_go(fake_go[-1].on_event, 3, event_bytes(nz.Connected(status=True)))
         await wait_status(sup, row.id, "connected", within=5)
         assert wc.has_credentials(wc.store_path(config.data_dir, row.id))
+
+
+def test_a_logout_waiting_for_whatsapp_does_not_hold_the_gate() -> None:
+    answered, called = threading.Event(), threading.Event()
+
+    class SlowApi:
+        def logout(self) -> None:
+            called.set()
+            answered.wait(10)
+
+    gate = wc.GoGate()
+    client = wc.GoClient(1, Path("/nonexistent"), False, on_qr=lambda _c: None,
+                         on_status=lambda _s: None, on_event=lambda _c, _d: None,
+                         on_exit=lambda _e: None)
+    client._api = SlowApi()  # type: ignore[assignment]
+    go = threading.Thread(target=client.logout, kwargs={"gate": gate, "hold": 0.5})
+    go.start()
+    assert called.wait(5)
+    assert not gate.acquire_exclusive(timeout=0.01)  # Go is looking the client up
+    assert gate.acquire_exclusive(timeout=5)  # free again while WhatsApp has not answered
+    gate.release_exclusive()
+    assert go.is_alive()
+    answered.set()
+    go.join(5)
+    assert gate.acquire_exclusive(timeout=1)
