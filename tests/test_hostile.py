@@ -453,6 +453,9 @@ def ws_cases() -> Iterator[Case]:
     yield Case("ws: a wrong subprotocol next to a good token",
                raw=upgrade("?token={token}", "Sec-WebSocket-Protocol: wasup, wrong\n"),
                **unauthenticated)  # type: ignore[arg-type]
+    yield Case("ws: two X-API-TOKEN headers", raw=upgrade(
+        "", "X-API-TOKEN: {token}\nX-API-TOKEN: {token}\n"),
+        **unauthenticated)  # type: ignore[arg-type]
     yield Case("ws: an unknown event filter", raw=upgrade("?token={token}&events=nope"),
                field="events")
     yield Case("ws: a control character in a filter",
