@@ -186,6 +186,7 @@ class DeviceActor:
     async def _call(self, call: AnyCall) -> None:
         reply = call.reply
         try:
+            self.ctx.db.raise_if_unavailable()  # moments into an outage: refused, nothing done
             match call.command:
                 case cmd.Login():
                     await self._apply(sm.Login())
@@ -228,7 +229,6 @@ class DeviceActor:
             raise
 
     async def _delete(self) -> None:
-        self.ctx.db.raise_if_unavailable()
         self.stopped = True
         self.ops.cancel()
         await self.session.delete()
@@ -251,7 +251,6 @@ class DeviceActor:
     async def _send(self, to: str, text: str, origin: str) -> cmd.SentMessage:
         if self.state.status is not sm.Status.CONNECTED:
             raise DeviceConflict(f"device is {self.state.status.value}, not connected")
-        self.ctx.db.raise_if_unavailable()  # not sent if it could not be stored
         try:
             message_id = await self.session.send_message(to, text)
         except EngineError as exc:
