@@ -62,20 +62,23 @@ def check_line(field: str, value: str | None) -> None:
 
 
 def check_strings(body: Any) -> None:
-    """Apply the text rules to every key and string value of a decoded JSON body, naming the
-    top-level field a bad string is under (``body`` for a bad top-level key)."""
+    """Apply the text rules to every key and string value of a decoded JSON body, in the
+    body's order, naming the top-level field the first bad string is under (``body`` for a bad
+    top-level key)."""
     stack: list[tuple[Any, str]] = [(body, "body")]
     while stack:
         value, field = stack.pop()
         if isinstance(value, str):
             check_text(field, value)
         elif isinstance(value, dict):
+            children: list[tuple[Any, str]] = []
             for key, item in value.items():
                 if text_problem(key) is not None:
                     raise InvalidRequest(
                         f"{field}: a field name must be valid unicode without control "
                         "characters", field=field,
                     )
-                stack.append((item, key if field == "body" else field))
+                children.append((item, key if field == "body" else field))
+            stack.extend(reversed(children))  # the first child is checked first
         elif isinstance(value, list):
-            stack.extend((item, field) for item in value)
+            stack.extend((item, field) for item in reversed(value))

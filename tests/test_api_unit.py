@@ -99,6 +99,7 @@ BAD_TEXT: list[tuple[bytes, str]] = [
     (b'{"userId": "u", "alias": "a\\ud800"}', "alias"),  # a lone surrogate
     (b'{"userId": "u", "alias": "a\xed\xa0\x80"}', "alias"),  # the same, UTF-8 encoded
     (b'{"userId": "u", "alias": "a", "description": "\\udfff"}', "description"),
+    (b'{"userId": "u", "alias": "\\ud800", "description": "\\udfff"}', "alias"),  # the first
     (b'{"userId": "u", "alias": "a\\u0000b"}', "alias"),  # NUL
     (b'{"userId": "u", "alias": "a\\u001bb"}', "alias"),  # ESC
     (b'{"userId": "u", "alias": "a\\u0085b"}', "alias"),  # a C1 control

@@ -171,6 +171,11 @@ def text_cases() -> Iterator[Case]:
         for what, escaped in bad:
             yield Case(f"{method} {path}: {name} with {what}", method, path,
                        raw(fields, name, escaped), field=name)
+    # Once an actor crash each: eight of them parked a connected device as crash_loop.
+    for attempt in range(1, 9):
+        yield Case(f"A's own key: a lone surrogate in its alias, attempt {attempt}", "PUT",
+                   "/devices/{a}", b'{"alias": "x\\ud800", "description": "\\udc00"}',
+                   token=KEY_A, field="alias")
     yield Case("PUT /devices/{a}: events list holding NUL", "PUT",
                "/devices/{a}/settings/webhook",
                b'{"url": "http://127.0.0.1:9/h", "events": ["message\\u0000"]}', field="events")
