@@ -21,7 +21,7 @@ from hypercorn.typing import (
 )
 from quart import Quart, Response, g, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from api import (
     errors,
@@ -36,7 +36,6 @@ from api import (
     routes_webhooks,
 )
 from api.auth import ONE_TOKEN, authenticate, charge, refuse
-from api.errors import ApiError
 from api.state import ApiSettings, AppState, current_state
 from api.ws import endpoint as ws_endpoint
 from supervisor.autoreply import AutoReply
@@ -121,20 +120,18 @@ async def _authenticate() -> None:
     await request.get_data()
     if request.url_rule is None:  # no route: routing answers 404 / 405
         return
+    tokens = request.headers.getlist("X-API-TOKEN")
+    if len(tokens) > 1:  # ambiguous, on any route (GET /metrics reads the header itself)
+        refuse(state, _client_address(), ONE_TOKEN)
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
-    tokens = request.headers.getlist("X-API-TOKEN")
-    if len(tokens) > 1:  # ambiguous: answered by neither
-        refuse(state, _client_address(), ONE_TOKEN)
     principal = await authenticate(state, tokens[0] if tokens else None)
     if principal is None:
         refuse(state, _client_address())
     g.rate_limit_headers = charge(state, principal)
     g.principal = principal
     if await request.get_data() and not is_json(request.mimetype):
-        raise ApiError(
-            415, "UNSUPPORTED_MEDIA_TYPE", "the body must be JSON: send Content-Type: application/json"
-        )
+        raise UnsupportedMediaType()
 
 
 def is_json(mimetype: str) -> bool:

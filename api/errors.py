@@ -54,6 +54,7 @@ HTTP_MESSAGES: dict[int, str] = {
     404: "no such route",
     405: "method not allowed on this route",
     413: "request body too large (limit 1 MiB)",
+    415: "the body must be JSON: send Content-Type: application/json",
 }
 
 

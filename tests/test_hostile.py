@@ -382,6 +382,15 @@ def auth_cases() -> Iterator[Case]:
     yield Case("text/plain without a token", "PUT", "/devices/{a}", b"x",
                content_type="text/plain", token=None,
                **unauthenticated)  # type: ignore[arg-type]
+    yield Case("GET /metrics without a token", path="/metrics", token=None,
+               **unauthenticated)  # type: ignore[arg-type]
+    yield Case("GET /metrics with a wrong bearer token", path="/metrics", token=None,
+               headers=(("Authorization", "Bearer wrong"),),
+               **unauthenticated)  # type: ignore[arg-type]
+    yield Case("GET /metrics with two tokens, the first right", path="/metrics",
+               headers=(("X-API-TOKEN", "wrong"),), **unauthenticated)  # type: ignore[arg-type]
+    yield Case("GET /metrics with a device key", path="/metrics", token=KEY_A, status=403,
+               code="FORBIDDEN")
     not_found = dict(status=404, code="DEVICE_NOT_FOUND")
     for method, path, body in [("GET", "/devices/{b}", None),
                                ("PUT", "/devices/{b}", j({"alias": "Mine"})),
