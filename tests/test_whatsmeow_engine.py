@@ -1217,3 +1217,33 @@ def test_a_logout_waiting_for_whatsapp_does_not_hold_the_gate() -> None:
     answered.set()
     go.join(5)
     assert gate.acquire_exclusive(timeout=1)
+
+
+async def test_each_real_connection_attempt_keeps_at_most_one_fd(
+    tmp_path: Path, listener: ProxyListener
+) -> None:
+    """neonize 0.5.2 opens a SQLite container per Neonize() call and never closes it (a known
+    limit, see whatsmeow_client): one file descriptor per attempt that reached Go, nothing
+    more, and no thread. (The reconnect grace and the preflight keep attempts rare.)"""
+
+    async def proxies(device_id: int) -> str | None:
+        return f"http://127.0.0.1:{listener.port}"  # accepts, refuses: Go gets that far
+
+    engine = WhatsmeowEngine(tmp_path, proxies=proxies, environ={})
+
+    async def attempt(device_id: int) -> None:
+        session = engine.session(device_id, "s", Sink())
+        with pytest.raises(EngineError):
+            await session.start_pairing()
+        await session.delete()
+
+    for i in range(3):
+        await attempt(100 + i)  # warm-up: Go's runtime starts its threads once
+    fds, threads, tasks = open_fds(), python_threads(), os_threads()
+    for i in range(10):
+        await attempt(i)
+    assert open_fds() - fds <= 10
+    assert python_threads() == threads
+    assert os_threads() <= tasks + 4
+    stats = engine.statistics()
+    assert (stats.sessions, stats.live_clients, stats.parked_threads) == (0, 0, 0)
