@@ -118,14 +118,18 @@ async def test_qr_string_has_whatsapp_multidevice_format(autojump_clock):
     await session.start_pairing()
     await session.next_qr()
     first, second = (e.code for e in rec.of(QrCode))
+    prefix = "https://wa.me/settings/linked_devices#"
     for code in (first, second):
-        parts = code.split(",")
-        assert len(parts) == 4
-        ref, noise, identity, adv = parts
+        # neonize 0.5.2's form: the phone's link, then ref, three keys and the platform type
+        assert code.startswith(prefix)
+        parts = code.removeprefix(prefix).split(",")
+        assert len(parts) == 5
+        ref, noise, identity, adv, platform = parts
         assert ref.startswith("2@") and len(ref) > 20
         base64.b64decode(ref[2:], validate=True)
         for key in (noise, identity, adv):
             assert len(base64.b64decode(key, validate=True)) == 32
+        assert platform == "1"
     # a new ref, the same keys (as WhatsApp rotates its QR codes)
     assert first.split(",")[0] != second.split(",")[0]
     assert first.split(",")[1:] == second.split(",")[1:]
@@ -238,7 +242,7 @@ async def test_scan_stores_credentials_and_reports_paired(autojump_clock):
     assert creds.jid == event.jid and creds.push_name == "Toko Budi"
     # the pairing keys are the ones the QR showed
     qr = rec.of(QrCode)[0].code
-    assert qr.split(",")[1:] == [creds.noise_key, creds.identity_key, creds.adv_secret]
+    assert qr.split(",")[1:4] == [creds.noise_key, creds.identity_key, creds.adv_secret]
     # pairing is over: no QR on display, a second scan is a conflict
     assert engine.current_qr(1) is None
     with pytest.raises(DeviceConflict, match="not pairing"):

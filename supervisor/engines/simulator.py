@@ -5,7 +5,8 @@ controls with which a test or a person plays the phone and the WhatsApp server::
 
     engine = SimulatorEngine(MemoryCredentialStore(), seed=7, handshake_latency=0.5)
     session = engine.session(1, "user_u_device_a", sink)
-    await session.start_pairing()          # 0.5 s later: sink(QrCode("2@...,...,...,..."))
+    await session.start_pairing()          # 0.5 s later: sink(QrCode(
+                                           #   "https://wa.me/settings/linked_devices#2@…,…,…,…,1"))
     await engine.scan(1)                   # the phone scans: credentials stored, sink(Paired(...))
     await session.connect()                # 0.5 s later: sink(Connected(...))
     await engine.incoming_message(1, "+15551234567", "hi")   # sink(MessageReceived(...))

@@ -27,6 +27,11 @@ from supervisor.jid import InvalidJid, Jid
 
 from .simulator_server import SentMessage, SimulatedServer, b64
 
+#: What a QR string starts with: whatsmeow's (neonize 0.5.2's) link for the phone's camera.
+QR_PREFIX = "https://wa.me/settings/linked_devices#"
+#: The QR string's last field: the linked device's platform type (1: Chrome, as whatsmeow's).
+QR_PLATFORM = "1"
+
 #: whatsmeow's pair-code alphabet: no 0/O, no I, no U (32 characters, so 5 bits each).
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
 
@@ -170,7 +175,8 @@ class SimulatorSession:
     # -- for the engine's controls -------------------------------------------------------
 
     def current_qr(self) -> str | None:
-        """The QR string on display (``ref,noiseKey,identityKey,advSecret``), if pairing."""
+        """The QR string on display (``https://wa.me/settings/linked_devices#ref,noiseKey,
+        identityKey,advSecret,1``), if pairing."""
         if self.state is not SessionState.PAIRING or not self.ref_draw:
             return None
         return self._qr_string()
@@ -198,7 +204,7 @@ class SimulatorSession:
 
     def _qr_string(self) -> str:
         ref = "2@" + b64(self._derive("ref", self.ref_draw, 48))
-        return ",".join([ref, *self.keys()])
+        return QR_PREFIX + ",".join([ref, *self.keys(), QR_PLATFORM])
 
     async def _handshake(self, epoch: int) -> None:
         await trio.sleep(self.server.handshake_latency)
