@@ -46,7 +46,7 @@ from . import state as sm
 from .context import ActorContext
 from .errors import DeviceConflict, EngineError, Restarting, WasupError
 from .events import Event
-from .inbox import AnyCall, Inbox, OpFailed, Timeout
+from .inbox import AnyCall, Delivery, Inbox, OpFailed, Timeout
 from .payloads import (
     MessageReceived,
     MessageSent,
@@ -115,16 +115,26 @@ class DeviceActor:
                 del message
         finally:
             self._cancel_ops()
+            self.inbox.fail_deliveries("device_stopped")
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 try:
                     await self.session.stop()
                 except Exception:
                     log.exception("device %s: engine stop failed", self.row.session_id)
 
-    async def _dispatch(self, message: AnyCall | OpFailed | Timeout | eng.EngineEvent) -> None:
+    async def _dispatch(
+        self, message: AnyCall | OpFailed | Timeout | Delivery | eng.EngineEvent
+    ) -> None:
         match message:
             case cmd.Call():
                 await self._call(message)
+            case Delivery(event=event):
+                try:
+                    await self._engine_event(event)
+                except BaseException:
+                    message.fail("not_stored")
+                    raise
+                message.succeed()
             case Timeout(token=token):
                 if token != self.timer_token or self.timeout_kind is None:
                     return  # disarmed since, by a change of state
@@ -258,6 +268,8 @@ class DeviceActor:
                 await self._received(ev)
             case eng.MessageStatus(message_id=mid, status=status):
                 await self._message_status(mid, status)
+            case eng.PairingFailed(reason=reason):
+                log.warning("device %s: pairing failed (%s)", self.row.session_id, reason)
 
     async def _received(self, ev: eng.MessageReceived) -> None:
         at = now_iso()

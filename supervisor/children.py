@@ -33,7 +33,7 @@ from . import state as sm
 from .actor import EVENTS_PER_COMMAND, DeviceActor
 from .context import ActorContext
 from .errors import DeviceNotFound
-from .inbox import Event, Inbox
+from .inbox import Event, Inbox, InboxSink
 from .policy import ChildSpec, RestartIntensity, RestartType
 from .view import DeviceShown, DeviceView
 
@@ -118,12 +118,6 @@ class DeviceSupervisor:
         if child is not None:
             child.inbox.put_event(event)
 
-    def _sink(self, inbox: Inbox) -> eng.Sink:
-        def sink(event: eng.EngineEvent) -> None:
-            inbox.put_event(event)
-
-        return sink
-
     async def _run_child(
         self, child: Child, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -141,7 +135,7 @@ class DeviceSupervisor:
                         ctx=self.ctx,
                         row=row,
                         state=state_from_row(row, self.ctx.config.qr_max_attempts),
-                        session=self.engine.session(row.id, row.session_id, self._sink(child.inbox)),
+                        session=self.engine.session(row.id, row.session_id, InboxSink(child.inbox)),
                         inbox=child.inbox,
                         view=child.view,
                     )

@@ -3,10 +3,12 @@
 An engine makes one :class:`EngineSession` per device. The session's methods are called only
 by that device's actor, one at a time except :meth:`EngineSession.stop`, which may interrupt
 another call. What the engine learns on its own (a QR code, a scan, a dropped connection, a
-message) it reports as an :data:`EngineEvent` through the ``sink`` it was given; ``sink`` is a
-plain function, called on the Trio thread, that never blocks: it puts the event into the
-device's bounded event inbox, and when that is full the device is disconnected and reconnects
-to resynchronise (see :mod:`supervisor.actor`), so an engine never waits on wasup.
+message) it reports through the :class:`Sink` it was given, on the Trio thread. A lifecycle
+event is reported by calling the sink, which never blocks: it puts the event into the device's
+bounded event inbox, and when that is full the device is disconnected and reconnects to
+resynchronise (see :mod:`supervisor.actor`). An incoming message or a completed pairing is
+handed over with :meth:`Sink.deliver`, which returns only once the device committed it, so
+the engine acknowledges to WhatsApp only what wasup has stored.
 
 Error handling: a session method raises :class:`supervisor.errors.EngineError` for failures the
 state machine understands (unreachable, refused, logged out). Any other exception is a crash:
@@ -15,7 +17,7 @@ the actor dies and its supervisor restarts it from the persisted state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from enum import StrEnum
 from typing import Protocol
 
 import attrs
@@ -46,12 +48,25 @@ class Connected:
     platform: str | None = None
 
 
+class Retry(StrEnum):
+    """What the device does after a connection ended with credentials kept."""
+
+    BACKOFF = "backoff"  # reconnect on the usual backoff schedule (network failures)
+    SLOW = "slow"  # reconnect on the slow schedule (Config.slow_retry) and at every start
+    HOLD = "hold"  # no reconnect until an operator's login (stored credentials, no new scan)
+
+
 @attrs.frozen
 class Disconnected:
-    """The connection was lost, or WhatsApp could not be reached."""
+    """The connection was lost, or WhatsApp could not be reached.
+
+    ``recoverable=False`` means final, as :class:`LoggedOut`; ``retry`` says when a
+    recoverable one reconnects.
+    """
 
     reason: str
     recoverable: bool = True
+    retry: Retry = Retry.BACKOFF
 
 
 @attrs.frozen
@@ -70,7 +85,27 @@ class TemporaryBan:
 
 
 @attrs.frozen
+class PairingFailed:
+    """A pairing attempt failed in a way the user should see at once.
+
+    The device stays ``pending`` with ``reason`` as its statusReason. ``restart``: the engine's
+    pairing connection is gone (a failed scan), so the device asks the engine to start pairing
+    again; the QR cycle's deadline is unchanged.
+    """
+
+    reason: str
+    restart: bool = False
+
+
+@attrs.frozen
 class MessageReceived:
+    """An incoming (or own, ``from_me``) message.
+
+    ``sender`` and ``chat`` are phone-number JIDs wherever the engine knows the mapping;
+    ``sender_lid`` is the sender's LID JID (``…@lid``) when the message was LID-addressed,
+    ``sender_pn`` the sender's phone-number JID when known.
+    """
+
     message_id: str
     chat: str
     sender: str
@@ -79,6 +114,8 @@ class MessageReceived:
     from_me: bool = False
     timestamp: float = 0.0
     is_broadcast: bool = False
+    sender_lid: str | None = None
+    sender_pn: str | None = None
 
 
 @attrs.frozen
@@ -98,8 +135,28 @@ EngineEvent = (
     | TemporaryBan
     | MessageReceived
     | MessageStatus
+    | PairingFailed
 )
-Sink = Callable[[EngineEvent], None]
+
+
+class Sink(Protocol):
+    """Where a session reports what it learns; called on the Trio thread."""
+
+    def __call__(self, event: EngineEvent) -> None:
+        """Report a lifecycle event; never blocks."""
+
+    async def deliver(self, event: MessageReceived | Paired) -> None:
+        """Hand over an incoming message or a completed pairing; return once it is committed.
+
+        Committed means the message stored with its webhook outbox rows, or ``paired`` stored
+        with the account fields. Waits while the device's event inbox is full (backpressure,
+        never an unbounded queue). From a foreign thread:
+        ``trio.from_thread.run(sink.deliver, event, trio_token=token)``.
+
+        Error handling: raises :class:`supervisor.errors.DeliveryFailed` when the device's
+        actor stopped or could not store the event; the engine must then not acknowledge it
+        (WhatsApp delivers it again later).
+        """
 
 
 class EngineSession(Protocol):
@@ -129,6 +186,10 @@ class EngineSession(Protocol):
 
     async def delete(self) -> None:
         """Stop and wipe credentials: the device is being deleted."""
+
+    async def has_credentials(self) -> bool:
+        """Whether credentials for this device are stored (read-only, cheap)."""
+        ...
 
 
 class Engine(Protocol):

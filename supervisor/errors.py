@@ -83,3 +83,12 @@ class EngineError(WasupError):
         super().__init__(message or reason)
         self.reason = reason
         self.recoverable = recoverable
+
+
+class DeliveryFailed(EngineError):
+    """Raised by a device's sink (:meth:`supervisor.engine.Sink.deliver`) when the device could
+    not commit the event (its actor stopped, or storing failed): the engine must not
+    acknowledge it."""
+
+    def __init__(self, reason: str = "delivery_failed", message: str | None = None) -> None:
+        super().__init__(reason, recoverable=True, message=message)

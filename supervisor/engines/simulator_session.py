@@ -172,6 +172,10 @@ class SimulatorSession:
         self.server.forget(self.device_id)
         await self.server.credentials.delete(self.device_id)
 
+    async def has_credentials(self) -> bool:
+        """Whether the credential store holds this device's credentials (read-only)."""
+        return await self.server.credentials.get(self.device_id) is not None
+
     # -- for the engine's controls -------------------------------------------------------
 
     def current_qr(self) -> str | None:

@@ -280,6 +280,11 @@ class WhatsmeowSession:
         await self._thread(lambda: wc.wipe_store(store))
         self.engine._forget(self)
 
+    async def has_credentials(self) -> bool:
+        """Whether whatsmeow's store holds a paired account for this device (read-only)."""
+        store = self.store
+        return await self._thread(lambda: wc.has_credentials(store))
+
     # -- starting and stopping Go clients ----------------------------------------------------
 
     async def _start(self, *, pairing: bool) -> _Link:

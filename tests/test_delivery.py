@@ -1,0 +1,100 @@
+"""Sink.deliver: an incoming message or a pairing is acknowledged to the engine only once the
+device's actor committed it; a full event inbox makes the sender wait; a stopped device fails
+the delivery so that the engine does not acknowledge it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+
+from storage.messages import SqliteMessages
+from supervisor import engine as eng
+from supervisor.errors import DeliveryFailed
+from supervisor.inbox import InboxSink
+
+from .lifecycle_support import sim_config, simulated, wait_status
+
+
+def message(n: int) -> eng.MessageReceived:
+    return eng.MessageReceived(
+        message_id=f"M{n}", chat="491700000001@s.whatsapp.net",
+        sender="491700000001@s.whatsapp.net", text=f"hello {n}", timestamp=1_700_000_000.0,
+        sender_lid="12345678901234@lid", sender_pn="491700000001@s.whatsapp.net",
+    )
+
+
+async def connected_device(sup, engine) -> int:  # type: ignore[no-untyped-def]
+    row, _ = await sup.create_device("u1", "phone")
+    await sup.wait_qr(row.id, 30)
+    await engine.scan(row.id)
+    await wait_status(sup, row.id, "connected")
+    return row.id
+
+
+async def stored_ids(sup, device: int) -> list[str]:  # type: ignore[no-untyped-def]
+    def read(r):  # type: ignore[no-untyped-def]
+        return [m.message_id for m in r.messages.recent(device, "491700000001@s.whatsapp.net", 100)]
+
+    return await sup.db.run(read)
+
+
+async def test_deliver_returns_after_the_message_is_stored(autojump_clock, tmp_path: Path) -> None:
+    async with simulated(sim_config(tmp_path)) as (sup, engine, rec):
+        device = await connected_device(sup, engine)
+        sink = InboxSink(sup.supervisor.child(device).inbox)
+        await sink.deliver(message(1))
+        assert await stored_ids(sup, device) == ["M1"]
+        assert [e.data.message_id for _, e in rec.of(device, "message_received")] == ["M1"]
+        # WhatsApp delivers it again (the acknowledgement was lost): acknowledged, one row.
+        await sink.deliver(message(1))
+        assert await stored_ids(sup, device) == ["M1"]
+        assert len(rec.of(device, "message_received")) == 1
+
+
+async def test_a_full_inbox_makes_deliver_wait_instead_of_disconnecting(
+    autojump_clock, tmp_path: Path
+) -> None:
+    async with simulated(sim_config(tmp_path, mailbox_size=1)) as (sup, engine, _rec):
+        device = await connected_device(sup, engine)
+        child = sup.supervisor.child(device)
+        sink = InboxSink(child.inbox)
+        n = child.inbox.events * 3
+
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(sink.deliver, message(i))
+        assert len(await stored_ids(sup, device)) == n
+        assert child.inbox.lost == 0
+        assert sup.get(device).status == "connected"
+
+
+async def test_deliver_to_a_deleted_device_fails(autojump_clock, tmp_path: Path) -> None:
+    async with simulated(sim_config(tmp_path)) as (sup, engine, _rec):
+        device = await connected_device(sup, engine)
+        sink = InboxSink(sup.supervisor.child(device).inbox)
+        await sup.delete_device(device)
+        with pytest.raises(DeliveryFailed):
+            await sink.deliver(message(1))
+
+
+async def test_deliver_fails_when_storing_fails(
+    autojump_clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with simulated(sim_config(tmp_path)) as (sup, engine, _rec):
+        device = await connected_device(sup, engine)
+        sink = InboxSink(sup.supervisor.child(device).inbox)
+        real = SqliteMessages.insert
+
+        def failing(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(SqliteMessages, "insert", failing)
+        with pytest.raises(DeliveryFailed):
+            await sink.deliver(message(1))
+        monkeypatch.setattr(SqliteMessages, "insert", real)
+        await wait_status(sup, device, "connected")
+        await sink.deliver(message(1))  # WhatsApp delivers it again: stored now
+        assert await stored_ids(sup, device) == ["M1"]
