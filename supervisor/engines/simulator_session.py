@@ -116,7 +116,8 @@ class SimulatorSession:
 
     async def connect(self) -> None:
         """Log in with the stored credentials; returns after the handshake latency, having
-        reported :class:`Connected`.
+        reported :class:`Connected` and delivered the offline queue (see
+        :mod:`supervisor.engines.simulator_queue`) as far as the connection lasts.
 
         Error handling: ``EngineError("no_credentials", recoverable=False)`` at once when none
         are stored (``"invalid_credentials"`` when they are not the simulator's);
@@ -138,6 +139,8 @@ class SimulatorSession:
         await self._handshake(epoch)
         self.state = SessionState.CONNECTED
         self.sink(Connected(push_name=creds.push_name, platform=creds.platform))
+        # Right after the login WhatsApp hands over what waited in the offline queue.
+        await self.server.queue.flush(self.device_id, self.sink, lambda: self.online(epoch))
 
     async def send_message(self, to_jid: str, text: str) -> str:
         """Send ``text`` to ``to_jid``; returns the message id (``3EB0`` + 16 hex digits).
@@ -159,22 +162,25 @@ class SimulatorSession:
         self.server.take_fault(self.device_id, "logout")
         self.reset()
         await self.server.credentials.delete(self.device_id)
+        await self.server.queue.clear(self.device_id)
 
     async def stop(self) -> None:
         """Drop the connection; a handshake under way gives up. Idempotent, never fails."""
         self.reset()
 
     async def delete(self) -> None:
-        """Stop, wipe credentials and forget the device (faults, sent messages, bans)."""
+        """Stop, wipe credentials and forget the device (faults, sent messages, bans, the
+        offline queue)."""
         self.reset()
         if self.registry.get(self.device_id) is self:
             del self.registry[self.device_id]
         self.server.forget(self.device_id)
         await self.server.credentials.delete(self.device_id)
+        await self.server.queue.clear(self.device_id)
 
     async def has_credentials(self) -> bool:
         """Whether the credential store holds this device's credentials (read-only)."""
-        return await self.server.credentials.get(self.device_id) is not None
+        return await self.server.credentials.has(self.device_id)
 
     # -- for the engine's controls -------------------------------------------------------
 
@@ -192,6 +198,10 @@ class SimulatorSession:
             b64(self._derive("identity_key", self.keys_draw, 32)),
             b64(self._derive("adv_secret", self.keys_draw, 32)),
         )
+
+    def online(self, epoch: int) -> bool:
+        """Whether the connection made in ``epoch`` is still up."""
+        return self.epoch == epoch and self.state is SessionState.CONNECTED
 
     def reset(self) -> None:
         """Back to idle: no connection, no QR, no pair code; a handshake under way gives up."""
