@@ -129,7 +129,7 @@ async def test_same_seed_same_values(autojump_clock):
         await engine.scan(1, code=codes[-1])
         await session.connect()
         codes.append(await session.send_message("15550002222@s.whatsapp.net", "hi"))
-        codes.append(await engine.incoming_message(1, "15550002222", "yo"))
+        codes.append((await engine.incoming_message(1, "15550002222", "yo")).message_id)
     assert codes[:3] == codes[3:]
 
 
@@ -565,7 +565,7 @@ async def test_a_disconnect_stops_the_hand_over(autojump_clock):
 
 async def test_only_a_linked_device_gets_messages_and_unlinking_drops_the_queue(autojump_clock):
     engine, store = make()
-    session, rec = open_session(engine)
+    session, _ = open_session(engine)
     with pytest.raises(DeviceConflict, match="not linked"):
         await engine.incoming_message(1, "+15550001111", "x")
     await session.start_pairing()
@@ -586,12 +586,12 @@ async def test_only_a_linked_device_gets_messages_and_unlinking_drops_the_queue(
         await engine.incoming_message(1, "+15550001111", "x")
 
     # logout and delete drop the queue too
-    session, rec = await connected(engine)
+    session, _ = await connected(engine)
     await engine.drop(1)
     await engine.incoming_message(1, "+15550001111", "x")
     await session.logout()
     assert engine.queued(1) == []
-    session, rec = await connected(engine)
+    session, _ = await connected(engine)
     await engine.drop(1)
     await engine.incoming_message(1, "+15550001111", "x")
     await session.delete()

@@ -182,10 +182,6 @@ class SimulatorSession:
         """Whether the credential store holds this device's credentials (read-only)."""
         return await self.server.credentials.has(self.device_id)
 
-    async def has_credentials(self) -> bool:
-        """Whether the credential store holds this device's credentials (read-only)."""
-        return await self.server.credentials.get(self.device_id) is not None
-
     # -- for the engine's controls -------------------------------------------------------
 
     def current_qr(self) -> str | None:
