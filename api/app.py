@@ -45,6 +45,7 @@ PUBLIC_ENDPOINTS = frozenset(
     {
         "openapi.openapi_json",
         "meta.health",
+        "meta.ready",
         "metrics.metrics_text",
         f"{PREFIXED_METRICS}.metrics_text",
     }

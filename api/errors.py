@@ -16,6 +16,7 @@ from quart import Quart, Response, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
+from storage.errors import StorageUnavailable
 from supervisor.errors import (
     Busy,
     DeviceConflict,
@@ -66,6 +67,7 @@ ERRORS: dict[type[Exception], tuple[int, str]] = {
     EngineRefused: (502, "ENGINE_ERROR"),
     Busy: (503, "SERVICE_UNAVAILABLE"),
     Restarting: (503, "SERVICE_UNAVAILABLE"),
+    StorageUnavailable: (503, "STORAGE_UNAVAILABLE"),
     Unresponsive: (504, "GATEWAY_TIMEOUT"),
     WasupError: (500, "INTERNAL_ERROR"),
 }
@@ -117,7 +119,7 @@ def retry_after(seconds: float) -> str:
 
 def _domain_headers(exc: BaseException) -> dict[str, str] | None:
     """The headers a domain error adds: Retry-After when it says when to try again."""
-    if isinstance(exc, Busy | Restarting):
+    if isinstance(exc, Busy | Restarting | StorageUnavailable):
         return {"Retry-After": retry_after(exc.retry_after)}
     return None
 

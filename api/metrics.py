@@ -1,7 +1,9 @@
 """Health and Prometheus metrics.
 
 ``GET /api/whatsapp/health`` answers ``{"success": true, "data": {"status": "ok"}}`` without a
-credential (for load balancers; it says nothing about devices). ``GET /metrics`` is the
+credential (for load balancers; it says nothing about devices). ``GET /api/whatsapp/ready``
+(no credential either) answers ``{"status": "ready"}``, or 503 ``STORAGE_UNAVAILABLE`` with
+Retry-After while the database cannot store anything (a full disk). ``GET /metrics`` is the
 Prometheus text format and needs the operator token, as ``X-API-TOKEN`` or
 ``Authorization: Bearer <token>`` (what Prometheus' ``authorization`` scrape setting sends)::
 
@@ -10,6 +12,8 @@ Prometheus text format and needs the operator token, as ``X-API-TOKEN`` or
     wasup_devices{status}                              gauge, per device status
     wasup_logins_in_flight                             gauge
     wasup_actor_crashes                                gauge (crash restarts since start)
+    wasup_engine_info{neonize_version,wa_version}      gauge, always 1: the installed neonize
+                                                       and the WhatsApp web version it presents
 
 Each app has its own registry, so several apps in one process (tests) do not collide.
 """
@@ -29,7 +33,9 @@ from api.auth import NOT_AUTHENTICATED, authenticate
 from api.errors import ApiError
 from api.routes_devices import ok
 from api.state import current_state
+from storage.errors import StorageUnavailable
 from supervisor.devices import Devices, DevicesStatistics
+from supervisor.engines.neonize_info import EngineInfo, engine_info
 from supervisor.state import Status
 
 health_bp = Blueprint("meta", __name__)
@@ -52,6 +58,24 @@ def families(stats: DevicesStatistics) -> Iterator[GaugeMetricFamily]:
         "Device actor crashes since start",
         value=float(stats.crashes),
     )
+
+
+def engine_info_family(info: EngineInfo) -> GaugeMetricFamily:
+    """``wasup_engine_info``: 1, labelled with the neonize release and the WhatsApp web version
+    compiled into it (``unknown`` where not found). When WhatsApp starts refusing that version
+    (devices go ``disconnected`` with ``client_outdated``), upgrading neonize is the remedy."""
+    family = GaugeMetricFamily(
+        "wasup_engine_info",
+        "The installed neonize release and the WhatsApp web version it presents",
+        labels=["neonize_version", "wa_version"],
+    )
+    family.add_metric([info.neonize_version or "unknown", info.wa_version or "unknown"], 1.0)
+    return family
+
+
+class _EngineInfoCollector(Collector):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield engine_info_family(engine_info())  # cached: the library is scanned once
 
 
 class _DevicesCollector(Collector):
@@ -81,6 +105,7 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.registry.register(_DevicesCollector(devices))
+        self.registry.register(_EngineInfoCollector())
 
 
 def install(app: Quart, devices: Devices) -> None:
@@ -106,6 +131,16 @@ def install(app: Quart, devices: Devices) -> None:
 @health_bp.get("/health")
 async def health() -> Response:
     return ok({"status": "ok"})
+
+
+@health_bp.get("/ready")
+async def ready() -> Response:
+    """Readiness: 503 STORAGE_UNAVAILABLE while the storage is out (checked again at most every
+    few seconds, so a poller also notices when it is back)."""
+    outage = await current_state().sup.db.probe()
+    if outage is not None:
+        raise StorageUnavailable(outage.reason)
+    return ok({"status": "ready"})
 
 
 @metrics_bp.get("/metrics")

@@ -11,7 +11,9 @@ Three things are settled here, by :func:`api.cli.main`, in this order:
    value the operator set is kept (and :func:`log_bot_tag` warns when it turns the label on).
 2. **The engine library loads.** ``import neonize`` needs the system libmagic (through
    python-magic). :func:`check_whatsmeow_importable` turns that failure into one line naming
-   the package to install.
+   the package to install, and once it loads logs the neonize release and the WhatsApp web
+   version compiled into it (WhatsApp refuses clients that have grown too old:
+   ``client_outdated``, fixed by upgrading neonize).
 3. **File descriptors.** :func:`raise_open_files_limit` raises the soft ``RLIMIT_NOFILE`` to
    the hard limit: every device holds sockets and a database file, and the usual soft default
    (1024) runs out long before the hard one.
@@ -26,6 +28,8 @@ import resource
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from supervisor.engines.neonize_info import engine_info
 
 log = logging.getLogger("wasup.startup")
 
@@ -128,6 +132,9 @@ def check_whatsmeow_importable() -> None:
     The import is deferred to here, not done by ``api.cli``'s imports, because it must follow
     :func:`ensure_bot_tag` and must not stop the simulator engine from starting.
 
+    Once loaded, logs one line with the neonize release and the WhatsApp web version its Go
+    library presents (:func:`supervisor.engines.neonize_info.engine_info`).
+
     Error handling: raises :class:`EngineUnavailable` with one line for the operator when
     libmagic is missing (the hint names the package to install) or the engine fails to import
     or load its library for another reason.
@@ -140,6 +147,12 @@ def check_whatsmeow_importable() -> None:
         raise EngineUnavailable(f"the whatsmeow engine cannot be loaded: {exc}") from exc
     except OSError as exc:  # ctypes could not load neonize's own Go library
         raise EngineUnavailable(f"the whatsmeow engine cannot load its library: {exc}") from exc
+    info = engine_info()
+    log.info(
+        "whatsmeow engine: neonize %s, WhatsApp web %s",
+        info.neonize_version,
+        info.wa_version or "unknown (not found in neonize's library)",
+    )
 
 
 def raise_open_files_limit() -> tuple[int, int]:

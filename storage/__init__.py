@@ -22,6 +22,7 @@ from storage.errors import (
     MigrationError,
     NotFound,
     StorageError,
+    StorageUnavailable,
     TransactionFailed,
 )
 from storage.interface import (
@@ -44,6 +45,7 @@ from storage.models import (
     Due,
     HistoryRow,
     MessageRow,
+    Outage,
 )
 
 __all__ = [
@@ -64,11 +66,13 @@ __all__ = [
     "MessageRow",
     "MigrationError",
     "NotFound",
+    "Outage",
     "OutboundEvent",
     "OutboxRepository",
     "Repositories",
     "SettingsRepository",
     "StorageError",
+    "StorageUnavailable",
     "Store",
     "TransactionFailed",
     "open_database",

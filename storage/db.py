@@ -19,6 +19,12 @@ to its savepoint alone; its neighbours in the batch still commit. A caller resum
 the COMMIT that holds its work has returned, so an acknowledged write survives the process being
 killed.
 
+Outages: a failure that is not the job's fault (the disk is full, an I/O error, a read-only
+database file, the lock held by another process beyond the busy timeout) is raised as
+:class:`StorageUnavailable`, never as a bare ``sqlite3`` error. The first one starts an outage
+(``Database.outage``, one log line); the next transaction that stores something ends it (one log
+line). Nothing is retried here: the caller decides (answer 503, or try again later).
+
 Nothing here touches SQLite on the Trio thread: callers only append to a
 ``queue.SimpleQueue`` and wait on a ``trio.Event``; the thread wakes them with one
 ``TrioToken.run_sync_soon`` call per batch.
@@ -30,6 +36,7 @@ a loop) until its job is done, so virtual time does not leap ahead while the thr
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import sqlite3
@@ -43,10 +50,10 @@ import attrs
 import trio
 
 from common.virtual_time import holds_virtual_time
-from storage.errors import DatabaseClosed, TransactionFailed
+from storage.errors import DatabaseClosed, StorageError, StorageUnavailable, TransactionFailed
 from storage.interface import Repositories
 from storage.migrations import MIGRATIONS, Migration, migrate
-from storage.models import DatabaseStatistics
+from storage.models import DatabaseStatistics, Outage
 from storage.repositories import SqliteRepositories, wrap
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,37 @@ T = TypeVar("T")
 DEFAULT_MAX_BATCH = 2000
 
 _SAVEPOINT = "wasup_job"
+
+#: SQLite's primary result codes that mean "the storage cannot take writes now", whatever the
+#: job was: SQLITE_BUSY (after the busy timeout) and SQLITE_LOCKED, a read-only database file,
+#: I/O errors, a full disk, a database file that cannot be opened (its directory vanished).
+_OUTAGE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
+
+#: Seconds after a storage failure during which writes that can be refused up front
+#: (:meth:`Database.raise_if_unavailable`) are refused without trying.
+RETRY_AFTER = 5.0
+
+
+def as_unavailable(exc: BaseException | None) -> StorageUnavailable | None:
+    """A fresh :class:`StorageUnavailable` if ``exc`` is a storage outage, else None."""
+    if isinstance(exc, StorageUnavailable):
+        failure = StorageUnavailable(exc.reason, RETRY_AFTER)
+        failure.__cause__ = exc.__cause__
+        return failure
+    if isinstance(exc, sqlite3.Error) and (exc.sqlite_errorcode & 0xFF) in _OUTAGE_CODES:
+        failure = StorageUnavailable(str(exc), RETRY_AFTER)
+        failure.__cause__ = exc
+        return failure
+    return None
 
 
 class _Job(Generic[T]):
@@ -99,6 +137,12 @@ class Database:
     _ready: _Job[None] | None = None
     _closing: bool = False
     _dead: bool = False
+    # The outage in progress (Trio thread only) and when a write last failed for it.
+    _outage: Outage | None = None
+    _last_failure: float = -math.inf
+    # The connection and whether the current batch's probe wrote (database thread only).
+    _conn: sqlite3.Connection | None = None
+    _probed: bool = False
     # Counters, written only by the database thread.
     _jobs: int = 0
     _failed_jobs: int = 0
@@ -117,7 +161,9 @@ class Database:
         share it).
 
         Error handling: if ``fn`` raises, only its own work is rolled back and the exception is
-        re-raised here. If the transaction cannot begin or commit, ``TransactionFailed`` is
+        re-raised here, except that a storage outage (SQLite's full disk, I/O, read-only, busy
+        errors) is raised as ``StorageUnavailable``, the same for every job it hit. If the
+        transaction cannot begin or commit, ``TransactionFailed`` (or ``StorageUnavailable``) is
         raised and nothing ``fn`` wrote is stored. ``DatabaseClosed`` if the database is closing
         or its thread died; in that case ``fn`` was never run.
 
@@ -135,6 +181,48 @@ class Database:
             error, job.error = job.error, None  # drop the reference: no cycle via traceback
             raise error
         return job.value  # type: ignore[return-value]  # None only for a job returning None
+
+    @property
+    def outage(self) -> Outage | None:
+        """The storage outage in progress, or None (see the module doc)."""
+        return self._outage
+
+    def raise_if_unavailable(self) -> None:
+        """Refuse a write at once if one failed for an outage less than ``RETRY_AFTER`` s ago.
+
+        For a caller about to do something that cannot be undone (send a message) before its
+        write: it had better not start. Later calls get through, so that the write itself finds
+        out whether the storage is back.
+
+        Error handling: raises ``StorageUnavailable``.
+        """
+        outage = self._outage
+        if outage is not None and trio.current_time() - self._last_failure < RETRY_AFTER:
+            raise StorageUnavailable(outage.reason, RETRY_AFTER)
+
+    async def probe(self) -> Outage | None:
+        """The outage in progress, after checking whether it is over; None if there is none.
+
+        During an outage, and at most every ``RETRY_AFTER`` s, this commits a transaction that
+        writes (the database header: nothing changes), which fails while the disk is full or
+        the file read-only and ends the outage once it commits. Cheap otherwise.
+
+        Error handling: ``DatabaseClosed`` if the database is closing.
+        """
+        if self._outage is None or trio.current_time() - self._last_failure < RETRY_AFTER:
+            return self._outage
+        try:
+            await self.run(self._touch)
+        except StorageUnavailable:
+            pass
+        return self._outage
+
+    def _touch(self, repos: Repositories) -> None:
+        """The probe's job (database thread): rewrite the schema version, as it is."""
+        assert self._conn is not None
+        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        self._conn.execute(f"PRAGMA user_version = {version}")
+        self._probed = True
 
     def statistics(self) -> DatabaseStatistics:
         """Counters of the database thread; cheap, and safe to call from Trio at any time."""
@@ -182,6 +270,7 @@ class Database:
                 return
             finally:
                 self._wake([self._ready])
+            self._conn = conn
             self._serve(conn, repos)
         except BaseException:
             log.exception("database thread crashed: %s", self.path)
@@ -246,13 +335,40 @@ class Database:
         self._batches += 1
         self._largest_batch = max(self._largest_batch, len(batch))
         done = 0
+        commits, changes, self._probed = self._commits, conn.total_changes, False
         try:
             done = self._run_optimistic(conn, repos, batch)
             if done < len(batch):
                 self._run_careful(conn, repos, batch, done)
         finally:
             self._jobs += len(batch)
+            refused = [job.error for job in batch if isinstance(job.error, StorageUnavailable)]
+            stored = self._commits > commits and (conn.total_changes > changes or self._probed)
+            if refused or stored:
+                reason = refused[0].reason if refused else None
+                self._call_soon(self._observe, reason, len(refused))
             self._wake(batch)
+
+    def _observe(self, failure: str | None, refused: int) -> None:
+        """Start, count or end the outage (Trio thread): ``failure`` is the reason of a batch
+        that hit one, None for a batch that stored something."""
+        outage = self._outage
+        if failure is not None:
+            self._last_failure = trio.current_time()
+            if outage is None:
+                log.error(
+                    "storage unavailable: %s (%s); writes are answered 503 until it recovers",
+                    failure, self.path,
+                )
+                self._outage = Outage(failure, self._last_failure, refused)
+            else:
+                self._outage = attrs.evolve(outage, refused=outage.refused + refused)
+        elif outage is not None:
+            log.warning(
+                "storage available again after %.0f s (%d writes refused meanwhile)",
+                trio.current_time() - outage.since, outage.refused,
+            )
+            self._outage = None
 
     def _run_optimistic(
         self, conn: sqlite3.Connection, repos: SqliteRepositories, batch: list[_Job[Any]]
@@ -272,8 +388,7 @@ class Database:
             try:
                 job.value = job.fn(repos)
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                _rollback(conn)
                 return 0
             if not conn.in_transaction:
                 # The job ended the transaction itself: what came before it is not promised.
@@ -285,8 +400,7 @@ class Database:
         try:
             conn.execute("COMMIT")
         except Exception:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _rollback(conn)
             return 0
         self._commits += 1
         return len(batch)
@@ -307,20 +421,18 @@ class Database:
                     # The transaction vanished during the job: SQLite rolled it back (disk
                     # full, I/O error) or the job ended it. Either way the earlier jobs of this
                     # transaction cannot be promised as stored.
-                    self._fail(batch[first:i], "transaction ended by another job")
+                    self._fail(batch[first:i], "transaction ended by another job", job.error)
                     first = i + 1
                     conn.execute("BEGIN IMMEDIATE")
             conn.execute("COMMIT")
             self._commits += 1
         except Exception as exc:
             # BEGIN, COMMIT or a savepoint statement failed: nothing of the open transaction
-            # is stored, and the jobs that had succeeded learn so.
-            log.error("database transaction failed (%d jobs): %s", len(batch) - first, exc)
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    log.exception("rollback failed")
+            # is stored, and the jobs that had succeeded learn so. An outage is logged once,
+            # by _observe.
+            if as_unavailable(exc) is None:
+                log.error("database transaction failed (%d jobs): %s", len(batch) - first, exc)
+            _rollback(conn)
             self._fail(batch[first:], f"transaction failed: {exc}", exc)
 
     def _fail(
@@ -328,8 +440,10 @@ class Database:
     ) -> None:
         for job in jobs:
             if job.error is None:
-                failure = TransactionFailed(message)
-                failure.__cause__ = cause
+                failure: StorageError | None = as_unavailable(cause)
+                if failure is None:
+                    failure = TransactionFailed(message)
+                    failure.__cause__ = cause
                 job.error = failure
                 job.value = None
                 self._failed_jobs += 1
@@ -343,7 +457,7 @@ class Database:
             value = job.fn(repos)
         except BaseException as exc:
             # Delivered to the caller, as trio.to_thread does; the thread carries on.
-            job.error = exc
+            job.error = as_unavailable(exc) or exc
             self._failed_jobs += 1
             if not conn.in_transaction:
                 return False
@@ -380,6 +494,16 @@ class Database:
                 item.error = DatabaseClosed("database thread stopped")
                 stranded.append(item)
         _set_all(stranded)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if any; a failure to do so (an I/O error) is logged,
+    and SQLite rolls back at the next statement anyway."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback failed: %s", exc)
 
 
 async def _wait_done(job: _Job[Any]) -> None:

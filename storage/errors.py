@@ -2,6 +2,7 @@
 
 Small and flat. The supervisor maps them onto the API's exceptions (``Conflict`` becomes
 ``DeviceConflict``, ``NotFound`` becomes ``DeviceNotFound``); storage itself knows nothing of HTTP.
+``StorageUnavailable`` is the exception: the API answers it as it is (503 with Retry-After).
 """
 
 from __future__ import annotations
@@ -39,6 +40,23 @@ class TransactionFailed(StorageError):
     The job's own work succeeded but is rolled back with the whole batch, so nothing it wrote is
     stored. ``__cause__`` is the ``sqlite3.Error`` that SQLite raised.
     """
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot store anything now, for a reason that is not the caller's: the disk
+    is full, an I/O error, the database file became read-only, or another process holds its
+    lock beyond the busy timeout.
+
+    Nothing the failed job wrote is stored; the same job may well succeed later (once space is
+    freed), so callers treat this as an outage: answer "try again later" or retry, never crash.
+    ``reason`` is SQLite's message (no path, no data); ``retry_after`` the seconds after which
+    trying again makes sense.
+    """
+
+    def __init__(self, reason: str, retry_after: float = 5.0) -> None:
+        super().__init__(f"storage unavailable: {reason}")
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class MigrationError(StorageError):

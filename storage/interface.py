@@ -34,6 +34,7 @@ from storage.models import (
     Due,
     HistoryRow,
     MessageRow,
+    Outage,
 )
 
 T = TypeVar("T")
@@ -425,4 +426,18 @@ class Store(Protocol):
 
         Raises: nothing.
         """
+        ...
+
+    @property
+    def outage(self) -> Outage | None:
+        """The storage outage in progress (writes fail with ``StorageUnavailable``), or None."""
+        ...
+
+    def raise_if_unavailable(self) -> None:
+        """Raise ``StorageUnavailable`` at once if a write failed for an outage moments ago."""
+        ...
+
+    async def probe(self) -> Outage | None:
+        """:attr:`outage`, after checking (with a write, at most every few seconds) whether it
+        is over."""
         ...

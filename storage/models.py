@@ -166,6 +166,20 @@ class Due:
 
 
 @attrs.frozen
+class Outage:
+    """A storage outage in progress (``Store.outage``): writes fail for a reason that is not
+    the caller's (see :class:`storage.errors.StorageUnavailable`).
+
+    ``reason``: SQLite's message for the first failure; ``since``: ``trio.current_time()`` then;
+    ``refused``: writes refused so far in this outage.
+    """
+
+    reason: str
+    since: float
+    refused: int
+
+
+@attrs.frozen
 class DatabaseStatistics:
     """A snapshot of the database's counters (``Store.statistics()``).
 

@@ -22,9 +22,12 @@ handled while a handshake is in flight; their outcome comes back through the inb
 actor ends, for whatever reason, it cancels those tasks and stops its engine session.
 
 Error handling: a failure the state machine understands (:class:`EngineError`) becomes an
-event (connection lost, logged out). Anything else raised by the engine is a crash: the actor
-replies :class:`Restarting` to the command it was handling and dies with the exception, and its
-supervisor restarts it from the persisted state.
+event (connection lost, logged out). A storage outage (:class:`storage.StorageUnavailable`, a
+full disk) is no crash: the command is answered with it (503), and a step the database could not
+take is kept and stored with the next one, or on its own ``retry_after`` seconds later.
+Anything else raised by the engine is a crash: the actor replies :class:`Restarting` to the
+command it was handling and dies with the exception, and its supervisor restarts it from the
+persisted state.
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ class DeviceActor:
     generation: int = 0
     op_scopes: list[trio.CancelScope] = attrs.field(factory=list)
     stopped: bool = False
+    unsaved: tuple[list[sm.Step], list[Event]] = attrs.field(factory=lambda: ([], []))  # refused by an outage
+    resave_at: float = math.inf  # when to try storing it again
 
     @property
     def id(self) -> int:
@@ -101,15 +106,20 @@ class DeviceActor:
         """Run until the device is deleted; raises if the device crashes."""
         try:
             self._show()
-            await self._apply(first)
+            await self._unless_storage_out(self._apply(first))
             while not self.stopped:
                 if self.inbox.take_overflow():
                     await self._resync()
                     continue
-                message = await self.inbox.get()
+                if trio.current_time() >= self.resave_at:
+                    await self._unless_storage_out(self._persist([], [], now_iso()))
+                    continue
+                message = None
+                with trio.move_on_at(self.resave_at):
+                    message = await self.inbox.get()
                 if message is None:
                     continue
-                await self._dispatch(message)
+                await self._unless_storage_out(self._dispatch(message))
                 # Not kept while waiting for the next one: an OpFailed's traceback holds the
                 # failed operation's frames (its engine client among them).
                 del message
@@ -121,6 +131,13 @@ class DeviceActor:
                     await self.session.stop()
                 except Exception:
                     log.exception("device %s: engine stop failed", self.row.session_id)
+
+    async def _unless_storage_out(self, work: Awaitable[None]) -> None:
+        """Do ``work``; a storage outage leaves the step to :meth:`_persist`'s retry."""
+        try:
+            await work
+        except storage.StorageUnavailable:
+            self._show()
 
     async def _dispatch(
         self, message: AnyCall | OpFailed | Timeout | Delivery | eng.EngineEvent
@@ -194,11 +211,15 @@ class DeviceActor:
             reply.fail(DeviceConflict(str(exc)))
         except WasupError as exc:
             reply.fail(exc)
+        except storage.StorageUnavailable as exc:
+            reply.fail(exc)
+            raise
         except Exception:
             reply.fail(Restarting())
             raise
 
     async def _delete(self) -> None:
+        self.ctx.db.raise_if_unavailable()
         self.stopped = True
         self._cancel_ops()
         await self.session.delete()
@@ -228,6 +249,7 @@ class DeviceActor:
     async def _send(self, to: str, text: str, origin: str) -> cmd.SentMessage:
         if self.state.status is not sm.Status.CONNECTED:
             raise DeviceConflict(f"device is {self.state.status.value}, not connected")
+        self.ctx.db.raise_if_unavailable()  # not sent if it could not be stored
         try:
             message_id = await self.session.send_message(to, text)
         except EngineError as exc:
@@ -353,7 +375,10 @@ class DeviceActor:
         self._show()
 
     async def _persist(self, steps: list[sm.Step], events: list[Event], at: str) -> None:
-        """The one database job of a step: its state, history rows and outbox rows."""
+        """The one database job of a step: its state, history rows and outbox rows (and those
+        of the steps a storage outage refused, kept until they are stored)."""
+        earlier = self.unsaved[1]
+        steps, events = self.unsaved[0] + steps, earlier + events
         final = self.state
         fields: dict[str, storage.ColumnValue] = {}
         for s in steps:
@@ -383,7 +408,13 @@ class DeviceActor:
             self._enqueue(r, events)
             return row
 
-        self._stored(await self.ctx.db.run(job))
+        try:
+            self._stored(await self.ctx.db.run(job))
+        except storage.StorageUnavailable as exc:
+            self.unsaved, self.resave_at = (steps, events), trio.current_time() + exc.retry_after
+            raise
+        self.unsaved, self.resave_at = ([], []), math.inf
+        self._publish(earlier)
         for change in changes:
             log.info(
                 "device %s: %s -> %s (%s)", self.row.session_id, change.before.value,

@@ -14,10 +14,24 @@ from neonize.client import NewClient
 from supervisor.engines import neonize_go
 
 
-def test_the_checked_version_is_installed_and_another_is_refused() -> None:
-    neonize_go.check_version(neonize_go.NEONIZE_VERSION)
-    with pytest.raises(ImportError, match="re-verify the private parts"):
-        neonize_go.check_version("0.5.3")
+@pytest.mark.parametrize("accepted", ["0.5.2", "0.5.3", "0.5.10", "0.5.2.post1", "0.5.9rc1"])
+def test_compatible_releases_are_accepted(accepted: str) -> None:
+    neonize_go.check_version(accepted)
+
+
+@pytest.mark.parametrize("refused", ["0.5.1", "0.4.3", "0.6.0", "0.6.0rc1", "1.0", "unknown"])
+def test_releases_outside_the_range_are_refused(refused: str) -> None:
+    with pytest.raises(ImportError, match=r"neonize >=0\.5\.2,<0\.6, found") as caught:
+        neonize_go.check_version(refused)
+    assert "re-verify the private parts" in str(caught.value)
+
+
+def test_the_installed_neonize_is_in_the_range_pyproject_pins() -> None:
+    from importlib.metadata import version
+
+    neonize_go.check_version(version("neonize"))
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert f'"neonize{neonize_go.NEONIZE_RANGE}"' in pyproject
 
 
 def test_neonize_takes_the_17_arguments_run_client_passes() -> None:

@@ -926,6 +926,135 @@ async def test_virtual_time_stands_still_while_the_thread_works(
         nursery.cancel_scope.cancel()
 
 
+# -- storage outages: a full disk, a lock held elsewhere --------------------------------------
+
+
+def fill_up(r: Repositories) -> None:
+    """Cap the database at the pages it has now: the next write that needs a page fails with
+    SQLITE_FULL, exactly as on a full disk (this job itself writes nothing)."""
+    conn = writer(r)
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def free_space(r: Repositories) -> None:
+    writer(r).execute("PRAGMA max_page_count = 1073741823")
+
+
+def big_device(r: Repositories, n: int) -> storage.DeviceRow:
+    return new_device(r, n, description="x" * 20_000)  # needs pages of its own
+
+
+async def test_a_full_database_is_an_outage_not_an_error(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_database(db_path) as db:
+        kept = await db.run(functools.partial(new_device, n=0))
+        await db.run(fill_up)
+        assert db.outage is None
+        caplog.clear()
+        for n in range(1, 6):
+            with pytest.raises(storage.StorageUnavailable) as info:
+                await db.run(functools.partial(big_device, n=n))
+            assert info.value.reason == "database or disk is full"
+            assert info.value.retry_after > 0
+        outage = db.outage
+        assert outage is not None and outage.reason == "database or disk is full"
+        assert outage.refused == 5
+        with pytest.raises(storage.StorageUnavailable):
+            db.raise_if_unavailable()  # refused up front: a write failed moments ago
+        # What was stored stays readable, and reads answer during the outage.
+        assert await db.run(lambda r: r.devices.get(kept.id)) == kept
+        assert await db.run(lambda r: [d.id for d in r.devices.all()]) == [kept.id]
+        # One log line for the whole episode, no traceback.
+        lines = [r for r in caplog.records if r.name == "storage.db"]
+        assert [r.levelname for r in lines] == ["ERROR"]
+        assert "storage unavailable: database or disk is full" in lines[0].getMessage()
+        assert lines[0].exc_info is None
+
+        await db.run(free_space)
+        assert db.outage is not None  # a write that stores nothing ends no outage
+        stored = await db.run(functools.partial(big_device, n=9))
+        assert db.outage is None
+        db.raise_if_unavailable()
+        recovery = [r for r in caplog.records if r.name == "storage.db"][1:]
+        assert len(recovery) == 1 and "available again" in recovery[0].getMessage()
+        assert "5 writes refused" in recovery[0].getMessage()
+    assert count(db_path, "devices") == 2
+    assert {r[0] for r in peek(db_path, "SELECT id FROM devices")} == {kept.id, stored.id}
+
+
+async def test_an_outage_fails_every_job_of_the_transaction_it_broke(db_path: Path) -> None:
+    # SQLite rolls back the whole transaction on a full disk, so the jobs batched before the
+    # one that hit it fail too, with StorageUnavailable like it (never with an error that
+    # would read as their own fault), and nothing of theirs is stored.
+    async with open_database(db_path) as db, trio.open_nursery() as nursery:
+        await db.run(fill_up)
+        gate = Gate()
+        await gate.close(db, nursery)
+        outcomes: dict[str, str] = {}
+
+        async def submit(name: str, job: Any) -> None:
+            try:
+                await db.run(job)
+                outcomes[name] = "ok"
+            except storage.StorageUnavailable:
+                outcomes[name] = "unavailable"
+
+        jobs = [
+            ("read", lambda r: r.devices.all()),
+            ("big", functools.partial(big_device, n=1)),
+            ("big2", functools.partial(big_device, n=2)),
+        ]
+        for queued, (name, job) in enumerate(jobs, 1):  # queued in this order
+            nursery.start_soon(submit, name, job)
+            await trio.testing.wait_all_tasks_blocked()
+            assert db.statistics().queued == queued
+        gate.release.set()
+    assert outcomes == {"read": "unavailable", "big": "unavailable", "big2": "unavailable"}
+    assert count(db_path, "devices") == 0
+
+
+async def test_a_lock_held_elsewhere_beyond_the_busy_timeout_is_an_outage(db_path: Path) -> None:
+    async with open_database(db_path) as db:
+        await db.run(lambda r: writer(r).execute("PRAGMA busy_timeout = 20"))
+        other = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(storage.StorageUnavailable, match="database is locked"):
+                await db.run(new_device)
+            assert db.outage is not None
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        await db.run(new_device)
+        assert db.outage is None
+
+
+async def test_probe_ends_an_outage_once_writes_commit_again(
+    autojump_clock: trio.testing.MockClock, db_path: Path
+) -> None:
+    async with open_database(db_path) as db:
+        assert await db.probe() is None
+        await db.run(lambda r: writer(r).execute("PRAGMA busy_timeout = 0"))
+        other = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(storage.StorageUnavailable):
+                await db.run(new_device)
+            assert await db.probe() is not None  # moments after the failure: not tried again
+            await trio.sleep(storage.db.RETRY_AFTER)
+            db.raise_if_unavailable()  # a while later, writes get through to find out
+            outage = await db.probe()  # tried, and still failing
+            assert outage is not None and outage.refused == 2
+        finally:
+            other.close()  # releases the lock
+        await trio.sleep(storage.db.RETRY_AFTER)
+        assert await db.probe() is None
+        assert db.outage is None
+        assert await db.run(lambda r: r.devices.all()) == []
+
+
 async def test_new_database_is_private_to_its_owner(tmp_path: Path) -> None:
     path = tmp_path / "data" / "wasup.db"
     async with open_database(path) as db:

@@ -1,5 +1,5 @@
 """Depends on the private ``neonize._binder`` module and ``NewClient._stop_finalizer`` of
-neonize 0.5.2: the one place wasup reaches below neonize's public API.
+neonize (checked against 0.5.2): the one place wasup reaches below neonize's public API.
 
 wasup drives whatsmeow's Go ``Neonize()`` entry point itself (see
 :mod:`supervisor.engines.whatsmeow_client` for why), so it needs what neonize keeps private:
@@ -12,34 +12,52 @@ wasup drives whatsmeow's Go ``Neonize()`` entry point itself (see
   thread collects the client: :func:`api_client` detaches it, because wasup stops its clients
   itself, inside its gate.
 
-Upgrading neonize: re-verify ``gocode.Neonize.argtypes`` in ``neonize/_binder.py`` against
-:func:`run_client`, the three callback signatures, and that ``NewClient.__init__`` still sets
-``_stop_finalizer``; then change :data:`NEONIZE_VERSION`. ``tests/test_neonize_go.py`` checks the
-contract against the installed library.
+Upgrading neonize: within the compatible range (:data:`NEONIZE_RANGE`, the same as
+pyproject.toml's pin) a new release installs as it is; ``tests/test_neonize_contract.py`` and
+``tests/test_neonize_go.py`` check every part of neonize wasup relies on against the installed
+library, so run them first. For a release outside the range, re-verify
+``gocode.Neonize.argtypes`` in ``neonize/_binder.py`` against :func:`run_client`, the three
+callback signatures, and that ``NewClient.__init__`` still sets ``_stop_finalizer``; then
+widen :data:`NEONIZE_RANGE` and the pin.
 
-Error handling: importing this module raises ``ImportError`` when the installed neonize is not
-:data:`NEONIZE_VERSION`. The functions block and run in worker threads, never on Trio's.
+Error handling: importing this module raises ``ImportError`` when the installed neonize is
+outside :data:`NEONIZE_RANGE`. The functions block and run in worker threads, never on Trio's.
 """
 
 from __future__ import annotations
 
 import ctypes
+import re
 from collections.abc import Callable
 from importlib.metadata import version
 
-#: The neonize release whose internals this module was checked against.
+#: The oldest neonize release whose internals this module was checked against.
 NEONIZE_VERSION = "0.5.2"
+#: The compatible releases: from :data:`NEONIZE_VERSION` up to, not including, 0.6.
+NEONIZE_RANGE = ">=0.5.2,<0.6"
+_LOWEST = (0, 5, 2)
+_BELOW = (0, 6, 0)
 
+
+def release(text: str) -> tuple[int, int, int] | None:
+    """The numeric release of a version string (``"0.5.3.post1"`` -> ``(0, 5, 3)``), or None
+    when it does not start with one. A pre-release (``0.6.0rc1``) counts as its release."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
+    if m is None:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
 def check_version(installed: str) -> None:
-    """Raise ``ImportError`` saying what to re-verify unless ``installed`` is the checked one."""
-    if installed != NEONIZE_VERSION:
+    """Raise ``ImportError`` saying what to re-verify unless ``installed`` is in
+    :data:`NEONIZE_RANGE`."""
+    found = release(installed)
+    if found is None or not _LOWEST <= found < _BELOW:
         raise ImportError(
-            f"wasup's whatsmeow engine was checked against neonize {NEONIZE_VERSION}, found "
-            f"{installed}: re-verify the private parts listed in "
-            "supervisor/engines/neonize_go.py (Neonize() arguments, callback types, "
-            "NewClient._stop_finalizer), then update NEONIZE_VERSION"
+            f"wasup's whatsmeow engine works with neonize {NEONIZE_RANGE}, found "
+            f"{installed}: install a release in that range, or re-verify the private parts "
+            "listed in supervisor/engines/neonize_go.py (Neonize() arguments, callback types, "
+            "NewClient._stop_finalizer) and widen NEONIZE_RANGE"
         )
 
 
@@ -54,12 +72,14 @@ from neonize._binder import (  # noqa: E402 -- only after the version check
 from neonize.client import NewClient  # noqa: E402
 
 __all__ = [
+    "NEONIZE_RANGE",
     "NEONIZE_VERSION",
     "CallbackRef",
     "api_client",
     "check_version",
     "event_callback",
     "log_callback",
+    "release",
     "run_client",
     "stop_client",
     "string_callback",

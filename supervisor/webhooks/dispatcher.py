@@ -49,6 +49,7 @@ import trio
 
 import storage.outbox as outbox
 from common import clock
+from storage.errors import StorageUnavailable
 from storage.interface import Repositories, Store
 from storage.models import DeliveryTarget
 from supervisor.config import Config
@@ -190,7 +191,8 @@ class WebhookDispatcher:
         """Deliver until cancelled.
 
         Error handling: a failed delivery is recorded, never raised. A database error in the
-        loop is logged and the loop tries again a second later; a delivery cancelled by
+        loop is logged and the loop tries again a second later (a storage outage is not logged
+        here, and the loop tries again after its ``retry_after``); a delivery cancelled by
         shutdown leaves its row due, to be sent after the next start.
         """
         assert self.concurrency is not None
@@ -210,6 +212,9 @@ class WebhookDispatcher:
                             self._scan, now=now, free=free, in_flight=in_flight, busy=busy
                         )
                     )
+                except StorageUnavailable as exc:
+                    await trio.sleep(exc.retry_after)  # an outage: the database logs it, once
+                    continue
                 except Exception:
                     log.exception("webhook outbox scan failed; retrying in 1 s")
                     await trio.sleep(1.0)
@@ -280,6 +285,10 @@ class WebhookDispatcher:
                     attempt_timeout=self.timeout,
                 )
                 await self._record(row, result)
+        except StorageUnavailable:
+            # The attempt could not be recorded: the row is still due, and sent again once the
+            # storage is back (the database logs the outage, once).
+            await trio.sleep(ERROR_PAUSE)
         except Exception:
             # Recording failed (the database is closing or broken): the row is still due.
             # Keep it out of the scans for a while, or it would be sent again at once, and

@@ -1,0 +1,202 @@
+"""A full disk is an answer, not a crash: wasup over HTTP while its database cannot store anything.
+
+The data directory lives on a 3 MiB tmpfs that a filler file fills up, as a real disk fills:
+mounting it needs root (the test is skipped, saying so, where it cannot mount; the storage
+layer's own tests in ``tests/test_storage.py`` fill the database with ``PRAGMA max_page_count``,
+which cannot stand in here: a capped database still takes the small rows that fit its pages).
+During the outage every write answers 503
+``STORAGE_UNAVAILABLE`` with Retry-After at once, reads still answer, ``/ready`` says so, the
+device actors neither crash nor park, and the log has one line for the outage. Once space is
+freed, wasup recovers by itself: writes succeed, the device's state catches up, webhook
+deliveries resume, and nothing stored before was lost.
+
+Real sockets and Trio's real clock (the shared ``running_server``): every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+
+from .conftest import api_client, running_server
+from .webhook_support import start_receiver
+
+DEADLINE = 15.0
+#: An outage answer must come at once, not after the 10 s call timeout.
+AT_ONCE = 2.0
+
+
+@attrs.define
+class SmallDisk:
+    """The data directory on a small tmpfs, and a filler file that fills it up."""
+
+    data: Path
+
+    @property
+    def filler(self) -> Path:
+        return self.data.parent / "filler"
+
+    def fill(self) -> None:
+        with open(self.filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass  # no space left on device
+
+    def free(self) -> None:
+        self.filler.unlink()
+
+
+@contextmanager
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mount)], check=True
+    )
+    try:
+        yield SmallDisk(mount / "data")
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@attrs.frozen
+class Answer:
+    what: str
+    status: int
+    code: str | None
+    retry_after: str | None
+    seconds: float
+
+
+async def answer(what: str, call: Any) -> Answer:
+    start = trio.current_time()
+    r: httpx.Response = await call
+    code = r.json().get("code") if r.status_code >= 400 else None
+    return Answer(what, r.status_code, code, r.headers.get("Retry-After"),
+                  trio.current_time() - start)
+
+
+async def wait_status(api: httpx.AsyncClient, device: str, status: str) -> dict[str, Any]:
+    with trio.fail_after(DEADLINE):
+        while True:
+            r = await api.get(f"/devices/{device}")
+            data: dict[str, Any] = r.json()["data"]
+            if data["status"] == status:
+                return data
+            await trio.sleep(0.02)
+
+
+async def test_full_disk_answers_503_and_recovers_by_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with small_disk(tmp_path) as disk:
+        await scenario(disk, caplog)
+
+
+async def scenario(disk: SmallDisk, caplog: pytest.LogCaptureFixture) -> None:
+    async with (
+        trio.open_nursery() as nursery,
+        running_server(disk.data, allow_networks=("127.0.0.0/8",)) as server,
+        api_client(server) as api,
+    ):
+        receiver = await start_receiver(nursery)
+        # -- before: a connected device with a webhook, a message received and delivered ----
+        r = await api.post("/devices", json={"userId": "u1", "alias": "Shop"})
+        assert r.status_code == 201, r.text
+        shop = r.json()["data"]["sessionId"]
+        r = await api.post("/devices", json={"userId": "u1", "alias": "Kiosk"})
+        assert r.status_code == 201, r.text
+        kiosk = r.json()["data"]["sessionId"]
+        await wait_status(api, shop, "pending")
+        r = await api.post(f"/simulator/devices/{shop}/scan", json={})
+        assert r.status_code == 200, r.text
+        await wait_status(api, shop, "connected")
+        r = await api.put(f"/devices/{shop}/settings/webhook", json={"url": receiver.url})
+        assert r.status_code == 200, r.text
+        r = await api.post(f"/simulator/devices/{shop}/messages",
+                           json={"from": "+15557654321", "text": "before"})
+        assert r.status_code == 200, r.text
+        with trio.fail_after(DEADLINE):
+            await receiver.wait_requests(1)
+        before = (await api.get(f"/devices/{shop}")).json()["data"]
+        assert before["statistics"]["messagesReceived"] == 1
+
+        # -- the disk fills up ----------------------------------------------------------------
+        caplog.clear()
+        disk.fill()
+        answers: list[Answer] = []
+        for n in range(3):  # again and again: nothing crashes, nothing is parked
+            answers += [
+                await answer("create", api.post("/devices", json={"userId": "u1", "alias": f"N{n}"})),
+                await answer("update", api.put(f"/devices/{shop}", json={"alias": f"Shop {n}"})),
+                await answer("webhook", api.put(f"/devices/{kiosk}/settings/webhook",
+                                                json={"url": receiver.url})),
+                await answer("send", api.post(f"/devices/{shop}/messages",
+                                              json={"to": "15557654321", "text": "hi"})),
+                await answer("ready", api.get("/ready")),
+            ]
+        for a in answers:
+            assert (a.status, a.code) == (503, "STORAGE_UNAVAILABLE"), a
+            assert a.retry_after is not None and int(a.retry_after) >= 1, a
+            assert a.seconds < AT_ONCE, a
+        incoming = await answer("incoming", api.post(
+            f"/simulator/devices/{shop}/messages", json={"from": "+15557654321", "text": "during"}
+        ))
+        assert incoming.status < 500 or incoming.status == 503, incoming
+        # The connection drops meanwhile: the device reconnects though its state cannot be
+        # stored, and stores it once it can.
+        r = await api.post(f"/simulator/devices/{shop}/disconnect", json={})
+        assert r.status_code == 200, r.text
+        # Reads still answer, with what was stored.
+        r = await api.get(f"/devices/{shop}")
+        assert r.status_code == 200
+        assert r.json()["data"]["statistics"]["messagesReceived"] == 1
+        r = await api.get("/sessions")
+        assert r.status_code == 200
+        assert server.sup.statistics().crashes == 0
+        outage_lines = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+        assert len(outage_lines) == 1, [rec.getMessage() for rec in outage_lines]
+        assert "storage unavailable: database or disk is full" in outage_lines[0].getMessage()
+        assert not any(rec.exc_info for rec in caplog.records)
+
+        # -- space is freed: wasup recovers by itself -----------------------------------------
+        disk.free()
+        with trio.fail_after(DEADLINE):
+            while (await api.get("/ready")).status_code != 200:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        r = await api.post("/devices", json={"userId": "u1", "alias": "After"})
+        assert r.status_code == 201, r.text
+        r = await api.put(f"/devices/{shop}", json={"alias": "Shop after"})
+        assert r.status_code == 200, r.text
+        await wait_status(api, shop, "connected")
+        r = await api.post(f"/simulator/devices/{shop}/messages",
+                           json={"from": "+15557654321", "text": "after"})
+        assert r.status_code == 200, r.text
+        with trio.fail_after(DEADLINE):  # the dispatcher survived: deliveries resume
+            while not any(b"after" in q.body for q in receiver.requests):
+                await receiver.wait_requests(len(receiver.requests) + 1)
+        after = (await api.get(f"/devices/{shop}")).json()["data"]
+        assert after["statistics"]["messagesReceived"] >= 2
+        r = await api.get("/sessions")
+        ids = {d["sessionId"] for d in r.json()["data"]}
+        assert {shop, kiosk, "user_u1_device_after"} <= ids
+        assert server.sup.statistics().crashes == 0
+        recovered = [rec for rec in caplog.records if "available again" in rec.getMessage()]
+        assert len(recovered) == 1
+        nursery.cancel_scope.cancel()
