@@ -352,3 +352,71 @@ async def test_kill9_right_after_each_kind_of_acknowledgement(tmp_path: Path) ->
     for kind, counts in tally.items():
         print(f"  {kind:9} lives {counts.lives}, acknowledged {counts.trials:3}, lost {counts.lost}")
     assert {kind: counts.lost for kind, counts in tally.items()} == dict.fromkeys(KINDS, 0)
+
+
+async def test_queued_messages_survive_a_kill9_and_arrive_once_in_order(tmp_path: Path) -> None:
+    """Messages sent to a device while it is offline wait in the simulated WhatsApp's queue,
+    which wasup keeps in its database: they survive a kill -9, and a kill in the middle of
+    handing them over loses none and stores none twice."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = {"WASUP_API_TOKEN": TOKEN, "WASUP_LOG_LEVEL": "warning"}
+    count = 40
+    with trio.fail_after(300):
+        async with (
+            Launcher(data_dir, port, env, ("--qr-wait", "0", "--rate-burst", "1000")) as launcher,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/api/whatsapp",
+                              headers={"X-API-TOKEN": TOKEN}, timeout=DEADLINE) as api,
+        ):
+            run = Run(api, data_dir / "wasup.db")
+            await launcher.start()
+            await wait_ready(api)
+            sid = await run.connected("offline for a while")
+            # WhatsApp bans the account for a few seconds: the device is offline meanwhile
+            r = await api.post(f"/simulator/devices/{sid}/fail",
+                               json={"reason": "temporary_ban", "seconds": 8})
+            assert r.status_code == 200, r.text
+            await run.wait_status(sid, "disconnected")
+            texts = [f"queued {i:03}" for i in range(count)]
+            for text in texts:
+                r = await api.post(f"/simulator/devices/{sid}/messages",
+                                   json={"from": "+15550003333", "text": text})
+                assert r.status_code == 202 and r.json()["data"]["status"] == "queued", r.text
+            launcher.kill()
+            await launcher.reaped()
+
+            # Restarted: once the ban is over the device reconnects and the queue is handed
+            # over; kill again while that is under way.
+            await launcher.start()
+            await wait_ready(api)
+            with trio.fail_after(DEADLINE):
+                while not stored_texts(run.db, sid):  # noqa: ASYNC110 (polling another process)
+                    await trio.sleep(0.005)
+            launcher.kill()
+            await launcher.reaped()
+            interrupted = len(stored_texts(run.db, sid))
+
+            await launcher.start()
+            await wait_ready(api)
+            with trio.fail_after(DEADLINE):
+                while len(stored_texts(run.db, sid)) < count:  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+            await run.wait_status(sid, "connected")
+            device = await run.device(sid)
+            assert device is not None
+            r = await api.post(f"/simulator/devices/{sid}/messages",
+                               json={"from": "+15550003333", "text": "after"})
+            assert r.status_code == 200, r.text
+    print(f"\nqueued {count} messages; a kill -9 after {interrupted} were stored")
+    assert stored_texts(run.db, sid) == [*texts, "after"]  # in order, each once
+    assert device["statistics"]["messagesReceived"] == count
+
+
+def stored_texts(db: Path, sid: str) -> list[str]:
+    """The texts of the device's stored incoming messages, in the order they were stored."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT m.text FROM messages m JOIN devices d ON d.id = m.device_id"
+            " WHERE d.session_id = ? AND m.direction = 'in' ORDER BY m.id", (sid,)
+        ).fetchall()
+    return [str(text) for (text,) in rows]
