@@ -22,6 +22,7 @@ from api import (
     routes_ai,
     routes_devices,
     routes_messages,
+    routes_proxy,
     routes_simulator,
     routes_webhooks,
 )
@@ -78,6 +79,7 @@ def create_app(
     app.register_blueprint(routes_messages.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_webhooks.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ai.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_proxy.bp, url_prefix=API_PREFIX)
     simulator = settings.simulator_routes
     if simulator is None:
         simulator = isinstance(sup.engine, SimulatorEngine)

@@ -44,17 +44,26 @@ LIVE_EVENTS: tuple[sm.Event, ...] = (
     sm.Scanned(),
     sm.EngineConnected(),
     sm.ConnectionLost(ENGINE_REASON),
+    sm.ConnectionLost("stream_replaced", sm.Retry.HOLD),
+    sm.ConnectionLost("client_outdated", sm.Retry.SLOW),
+    sm.PairingFailed("pair_error", restart=True),
+    sm.PairCodeIssued(),
     sm.Unlinked(ENGINE_REASON),
     sm.Banned(ENGINE_REASON, until=1.0),
     sm.QrExpired(),
+    sm.PairCodeExpired(),
     sm.BackoffElapsed(),
     sm.HandshakeTimedOut(),
 )
-RESTART_EVENTS: tuple[sm.Event, ...] = (sm.Start(), sm.CrashLoop())
+#: ``Start`` as the actor applies it: with whether the engine holds credentials (as stored,
+#: none, or some of a pairing that was not stored).
+RESTART_EVENTS: tuple[sm.Event, ...] = (
+    sm.Start(), sm.Start(credentials=False), sm.Start(credentials=True), sm.CrashLoop()
+)
 COMMANDS: tuple[sm.Event, ...] = (sm.Login(), sm.Logout(), sm.Cancel())
 
 #: Event names in the order the tables list them.
-EVENT_ORDER = tuple(type(e).__name__ for e in (*RESTART_EVENTS, *LIVE_EVENTS))
+EVENT_ORDER = tuple(dict.fromkeys(type(e).__name__ for e in (*RESTART_EVENTS, *LIVE_EVENTS)))
 
 
 class GenerationError(Exception):
@@ -78,6 +87,8 @@ def _key(state: sm.DeviceState) -> tuple[object, ...]:
         state.qr_attempt,
         min(state.reconnect_attempt, 2),
         state.ban_until is not None,
+        state.retry,
+        state.pair_code,
     )
 
 
@@ -131,7 +142,9 @@ TIMER_NAMES = {
     sm.TimeoutKind.QR_FIRST: "qr timer",
     sm.TimeoutKind.QR_NEXT: "qr timer",
     sm.TimeoutKind.BACKOFF: "backoff timer",
+    sm.TimeoutKind.SLOW: "slow retry timer",
     sm.TimeoutKind.HANDSHAKE: "handshake timer",
+    sm.TimeoutKind.PAIR_CODE: "pair code timer",
 }
 
 

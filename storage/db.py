@@ -19,11 +19,9 @@ to its savepoint alone; its neighbours in the batch still commit. A caller resum
 the COMMIT that holds its work has returned, so an acknowledged write survives the process being
 killed.
 
-Outages: a failure that is not the job's fault (the disk is full, an I/O error, a read-only
-database file, the lock held by another process beyond the busy timeout) is raised as
-:class:`StorageUnavailable`, never as a bare ``sqlite3`` error. The first one starts an outage
-(``Database.outage``, one log line); the next transaction that stores something ends it (one log
-line). Nothing is retried here: the caller decides (answer 503, or try again later).
+Outages (:mod:`storage.outage`): a failure that is not the job's fault (a full disk) is raised
+as :class:`StorageUnavailable`, never as a bare ``sqlite3`` error, and tracked in
+``Database.outage``. Nothing is retried here: the caller answers 503 or tries again later.
 
 Nothing here touches SQLite on the Trio thread: callers only append to a
 ``queue.SimpleQueue`` and wait on a ``trio.Event``; the thread wakes them with one
@@ -36,7 +34,6 @@ a loop) until its job is done, so virtual time does not leap ahead while the thr
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
 import sqlite3
@@ -54,6 +51,7 @@ from storage.errors import DatabaseClosed, StorageError, StorageUnavailable, Tra
 from storage.interface import Repositories
 from storage.migrations import MIGRATIONS, Migration, migrate
 from storage.models import DatabaseStatistics, Outage
+from storage.outage import OutageWatch, as_unavailable
 from storage.repositories import SqliteRepositories, wrap
 
 log = logging.getLogger(__name__)
@@ -65,38 +63,6 @@ T = TypeVar("T")
 DEFAULT_MAX_BATCH = 2000
 
 _SAVEPOINT = "wasup_job"
-
-#: SQLite's primary result codes that mean "the storage cannot take writes now", whatever the
-#: job was: SQLITE_BUSY (after the busy timeout) and SQLITE_LOCKED, a read-only database file,
-#: I/O errors, a full disk, a database file that cannot be opened (its directory vanished).
-_OUTAGE_CODES = frozenset(
-    {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_READONLY,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_CANTOPEN,
-    }
-)
-
-#: Seconds after a storage failure during which writes that can be refused up front
-#: (:meth:`Database.raise_if_unavailable`) are refused without trying.
-RETRY_AFTER = 5.0
-
-
-def as_unavailable(exc: BaseException | None) -> StorageUnavailable | None:
-    """A fresh :class:`StorageUnavailable` if ``exc`` is a storage outage, else None."""
-    if isinstance(exc, StorageUnavailable):
-        failure = StorageUnavailable(exc.reason, RETRY_AFTER)
-        failure.__cause__ = exc.__cause__
-        return failure
-    if isinstance(exc, sqlite3.Error) and (exc.sqlite_errorcode & 0xFF) in _OUTAGE_CODES:
-        failure = StorageUnavailable(str(exc), RETRY_AFTER)
-        failure.__cause__ = exc
-        return failure
-    return None
-
 
 class _Job(Generic[T]):
     """One unit of work and, once the thread is done with it, its result."""
@@ -137,12 +103,14 @@ class Database:
     _ready: _Job[None] | None = None
     _closing: bool = False
     _dead: bool = False
-    # The outage in progress (Trio thread only) and when a write last failed for it.
-    _outage: Outage | None = None
-    _last_failure: float = -math.inf
+    _watch: OutageWatch = attrs.field(init=False)  # Trio thread only
     # The connection and whether the current batch's probe wrote (database thread only).
     _conn: sqlite3.Connection | None = None
     _probed: bool = False
+
+    @_watch.default
+    def _new_watch(self) -> OutageWatch:
+        return OutageWatch(str(self.path))
     # Counters, written only by the database thread.
     _jobs: int = 0
     _failed_jobs: int = 0
@@ -185,20 +153,13 @@ class Database:
     @property
     def outage(self) -> Outage | None:
         """The storage outage in progress, or None (see the module doc)."""
-        return self._outage
+        return self._watch.outage
 
     def raise_if_unavailable(self) -> None:
-        """Refuse a write at once if one failed for an outage less than ``RETRY_AFTER`` s ago.
-
-        For a caller about to do something that cannot be undone (send a message) before its
-        write: it had better not start. Later calls get through, so that the write itself finds
-        out whether the storage is back.
-
-        Error handling: raises ``StorageUnavailable``.
-        """
-        outage = self._outage
-        if outage is not None and trio.current_time() - self._last_failure < RETRY_AFTER:
-            raise StorageUnavailable(outage.reason, RETRY_AFTER)
+        """Raise ``StorageUnavailable`` if a write failed for an outage moments ago: for a
+        caller about to do what cannot be undone (send a message) before its write. Later calls
+        get through, so that the write itself finds out whether the storage is back."""
+        self._watch.raise_if_unavailable()
 
     async def probe(self) -> Outage | None:
         """The outage in progress, after checking whether it is over; None if there is none.
@@ -209,13 +170,12 @@ class Database:
 
         Error handling: ``DatabaseClosed`` if the database is closing.
         """
-        if self._outage is None or trio.current_time() - self._last_failure < RETRY_AFTER:
-            return self._outage
-        try:
-            await self.run(self._touch)
-        except StorageUnavailable:
-            pass
-        return self._outage
+        if self._watch.outage is not None and not self._watch.recent():
+            try:
+                await self.run(self._touch)
+            except StorageUnavailable:
+                pass
+        return self._watch.outage
 
     def _touch(self, repos: Repositories) -> None:
         """The probe's job (database thread): rewrite the schema version, as it is."""
@@ -346,29 +306,8 @@ class Database:
             stored = self._commits > commits and (conn.total_changes > changes or self._probed)
             if refused or stored:
                 reason = refused[0].reason if refused else None
-                self._call_soon(self._observe, reason, len(refused))
+                self._call_soon(self._watch.observe, reason, len(refused))
             self._wake(batch)
-
-    def _observe(self, failure: str | None, refused: int) -> None:
-        """Start, count or end the outage (Trio thread): ``failure`` is the reason of a batch
-        that hit one, None for a batch that stored something."""
-        outage = self._outage
-        if failure is not None:
-            self._last_failure = trio.current_time()
-            if outage is None:
-                log.error(
-                    "storage unavailable: %s (%s); writes are answered 503 until it recovers",
-                    failure, self.path,
-                )
-                self._outage = Outage(failure, self._last_failure, refused)
-            else:
-                self._outage = attrs.evolve(outage, refused=outage.refused + refused)
-        elif outage is not None:
-            log.warning(
-                "storage available again after %.0f s (%d writes refused meanwhile)",
-                trio.current_time() - outage.since, outage.refused,
-            )
-            self._outage = None
 
     def _run_optimistic(
         self, conn: sqlite3.Connection, repos: SqliteRepositories, batch: list[_Job[Any]]

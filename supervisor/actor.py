@@ -71,9 +71,10 @@ _TIMEOUT_EVENTS: dict[sm.TimeoutKind, sm.Event] = {
     sm.TimeoutKind.QR_FIRST: sm.QrExpired(),
     sm.TimeoutKind.QR_NEXT: sm.QrExpired(),
     sm.TimeoutKind.BACKOFF: sm.BackoffElapsed(),
+    sm.TimeoutKind.SLOW: sm.BackoffElapsed(),
     sm.TimeoutKind.HANDSHAKE: sm.HandshakeTimedOut(),
+    sm.TimeoutKind.PAIR_CODE: sm.PairCodeExpired(),
 }
-_QR_KINDS = (sm.TimeoutKind.QR_FIRST, sm.TimeoutKind.QR_NEXT)
 
 
 @attrs.define(eq=False, slots=True)
@@ -90,11 +91,13 @@ class DeviceActor:
     timeout_kind: sm.TimeoutKind | None = None
     timer_token: int = 0
     qr: QrAttempt | None = None
+    first_qr_at: float | None = None  # when this pairing's first QR code came (trio time)
     generation: int = 0
     op_scopes: list[trio.CancelScope] = attrs.field(factory=list)
     stopped: bool = False
-    unsaved: tuple[list[sm.Step], list[Event]] = attrs.field(factory=lambda: ([], []))  # refused by an outage
-    resave_at: float = math.inf  # when to try storing it again
+    # The steps (and their events) a storage outage refused, and when to try them again.
+    unsaved: tuple[list[sm.Step], list[Event]] = attrs.field(factory=lambda: ([], []))
+    resave_at: float = math.inf
 
     @property
     def id(self) -> int:
@@ -106,6 +109,8 @@ class DeviceActor:
         """Run until the device is deleted; raises if the device crashes."""
         try:
             self._show()
+            if isinstance(first, sm.Start):
+                first = sm.Start(await self._has_credentials())
             await self._unless_storage_out(self._apply(first))
             while not self.stopped:
                 if self.inbox.take_overflow():
@@ -131,6 +136,14 @@ class DeviceActor:
                     await self.session.stop()
                 except Exception:
                     log.exception("device %s: engine stop failed", self.row.session_id)
+
+    async def _has_credentials(self) -> bool | None:
+        """Whether the engine holds credentials for the device; None when it cannot tell."""
+        try:
+            return await self.session.has_credentials()
+        except Exception:
+            log.exception("device %s: could not check the stored credentials", self.row.session_id)
+            return None
 
     async def _unless_storage_out(self, work: Awaitable[None]) -> None:
         """Do ``work``; a storage outage leaves the step to :meth:`_persist`'s retry."""
@@ -202,7 +215,8 @@ class DeviceActor:
                     if self.state.status is not sm.Status.PENDING:
                         raise DeviceConflict(f"device is {self.state.status.value}, not pairing")
                     code = await self.session.request_pair_code(phone)
-                    reply.set((code, iso(now_epoch() + self._pairing_time_left())))
+                    await self._apply(sm.PairCodeIssued())
+                    reply.set((code, iso(now_epoch() + self._pair_code_time_left())))
                 case cmd.Send(to=to, text=text, origin=origin):
                     reply.set(await self._send(to, text, origin))
                 case other:
@@ -239,12 +253,13 @@ class DeviceActor:
     def current_qr(self) -> QrAttempt | None:
         return self.qr if self.state.status is sm.Status.PENDING else None
 
-    def _pairing_time_left(self) -> float:
-        cfg = self.ctx.config
-        now = trio.current_time()
-        left = self.deadline - now if self.timeout_kind in _QR_KINDS else cfg.qr_first_timeout
-        remaining = max(0, self.state.max_qr_attempts - max(self.state.qr_attempt, 1))
-        return max(0.0, left) + remaining * cfg.qr_next_timeout
+    def _pair_code_time_left(self) -> float:
+        """Seconds a pair code handed out now may be entered: until the first QR code of this
+        pairing plus ``pair_code_window`` (whatsmeow's limit)."""
+        window = self.ctx.config.pair_code_window
+        if self.first_qr_at is None:
+            return window
+        return max(0.0, self.first_qr_at + window - trio.current_time())
 
     async def _send(self, to: str, text: str, origin: str) -> cmd.SentMessage:
         if self.state.status is not sm.Status.CONNECTED:
@@ -280,8 +295,8 @@ class DeviceActor:
                 await self._apply(sm.Scanned(jid, phone, push_name, platform))
             case eng.Connected(push_name=push_name, platform=platform):
                 await self._apply(sm.EngineConnected(push_name or None, platform or None))
-            case eng.Disconnected(reason=reason, recoverable=recoverable):
-                await self._apply(sm.connection_ended(reason, recoverable))
+            case eng.Disconnected(reason=reason, recoverable=recoverable, retry=retry):
+                await self._apply(sm.connection_ended(reason, recoverable, retry))
             case eng.LoggedOut(reason=reason):
                 await self._apply(sm.Unlinked(reason))
             case eng.TemporaryBan(reason=reason, until_epoch=until):
@@ -290,8 +305,8 @@ class DeviceActor:
                 await self._received(ev)
             case eng.MessageStatus(message_id=mid, status=status):
                 await self._message_status(mid, status)
-            case eng.PairingFailed(reason=reason):
-                log.warning("device %s: pairing failed (%s)", self.row.session_id, reason)
+            case eng.PairingFailed(reason=reason, restart=restart):
+                await self._apply(sm.PairingFailed(reason, restart))
 
     async def _received(self, ev: eng.MessageReceived) -> None:
         at = now_iso()
@@ -303,6 +318,8 @@ class DeviceActor:
             is_group=ev.is_group,
             from_me=ev.from_me,
             timestamp=iso(ev.timestamp) if ev.timestamp else at,
+            sender_lid=ev.sender_lid,
+            sender_pn=ev.sender_pn,
         )
         events = [self._event(received, at)]
 
@@ -348,7 +365,7 @@ class DeviceActor:
             step = sm.transition(step.state, step.then)
             steps.append(step)
         self.state = step.state
-        if self.state != old:
+        if self.state != old and not steps[0].keep_timeout:
             self._disarm()
         for s in steps:
             if s.engine is not None:
@@ -450,6 +467,7 @@ class DeviceActor:
         match timeout.kind:
             case sm.TimeoutKind.QR_FIRST:
                 deadline = now + cfg.qr_first_timeout
+                self.first_qr_at = now
             case sm.TimeoutKind.QR_NEXT:
                 deadline = now + cfg.qr_next_timeout
                 self.qr = None  # the expired code is off show until the next one comes
@@ -457,8 +475,16 @@ class DeviceActor:
                 deadline = now + self.ctx.backoff.delay(timeout.attempt, self.ctx.rng)
                 if timeout.not_before is not None:
                     deadline = max(deadline, now + (timeout.not_before - now_epoch()))
+            case sm.TimeoutKind.SLOW:
+                deadline = now + cfg.slow_backoff.delay(1, self.ctx.rng)
+                if timeout.not_before is not None:
+                    deadline = max(deadline, now + (timeout.not_before - now_epoch()))
             case sm.TimeoutKind.HANDSHAKE:
                 deadline = now + cfg.connect_timeout
+            case sm.TimeoutKind.PAIR_CODE:
+                first = now if self.first_qr_at is None else self.first_qr_at
+                deadline = max(now, first + cfg.pair_code_window)
+                self.qr = None  # the last QR code expired; the pair code is what is left
         self.timeout_kind, self.deadline = timeout.kind, deadline
         self.timer_token = self.ctx.timers.arm(self.inbox, deadline)
 

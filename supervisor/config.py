@@ -60,11 +60,15 @@ class Config:
     qr_first_timeout: float = 60.0
     qr_next_timeout: float = 20.0
     qr_max_attempts: int = 3
+    # A pair code may be entered this long after the first QR code (whatsmeow's own limit).
+    pair_code_window: float = 160.0
     # Reconnect backoff (a timeout of the disconnected state).
     backoff_base: float = 2.0
     backoff_factor: float = 2.0
     backoff_cap: float = 300.0
     backoff_jitter: float = 0.2
+    # The slow reconnect of reasons only an upgrade or WhatsApp fixes (client_outdated...).
+    slow_retry: float = 900.0
     # How long a login handshake (connecting, or pairing until the first QR) may take.
     connect_timeout: float = 60.0
     mailbox_size: int = 64
@@ -94,6 +98,16 @@ class Config:
             base=self.backoff_base,
             factor=self.backoff_factor,
             cap=self.backoff_cap,
+            jitter=self.backoff_jitter,
+        )
+
+    @property
+    def slow_backoff(self) -> Backoff:
+        """The slow reconnect delay: ``slow_retry`` with the backoff's jitter."""
+        return Backoff(
+            base=self.slow_retry,
+            factor=1.0,
+            cap=self.slow_retry * (1 + self.backoff_jitter),
             jitter=self.backoff_jitter,
         )
 

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import attrs
 
+from .engine import Retry
+
 # -- events: commands ------------------------------------------------------------------------
 
 
 @attrs.frozen
 class Start:
-    """The actor starts: for a new device, or to restore a stored one after a restart."""
+    """The actor starts: for a new device, or to restore a stored one after a restart.
+
+    ``credentials``: whether the engine holds credentials for the device (None: not asked).
+    Restore reconciles ``paired`` with it, so no crash between the engine's store and wasup's
+    can leave the two apart.
+    """
+
+    credentials: bool | None = None
 
 
 @attrs.frozen
@@ -64,9 +73,26 @@ class EngineConnected:
 
 @attrs.frozen
 class ConnectionLost:
-    """The connection dropped, a connect or pairing attempt failed, or WhatsApp is unreachable."""
+    """The connection dropped, a connect or pairing attempt failed, or WhatsApp is unreachable;
+    ``retry`` says when to reconnect (credentials are kept in every case)."""
 
     reason: str
+    retry: Retry = Retry.BACKOFF
+
+
+@attrs.frozen
+class PairingFailed:
+    """A pairing attempt failed visibly (a failed scan...): the device stays pending with this
+    reason; ``restart``: the engine's pairing connection is gone and must be started again."""
+
+    reason: str
+    restart: bool = False
+
+
+@attrs.frozen
+class PairCodeIssued:
+    """The engine handed out a pair code: the pairing stays open for the pair code's window
+    even when the QR codes run out."""
 
 
 @attrs.frozen
@@ -93,6 +119,11 @@ class QrExpired:
 
 
 @attrs.frozen
+class PairCodeExpired:
+    """The pair code's window (from the first QR code) is over."""
+
+
+@attrs.frozen
 class BackoffElapsed:
     """The reconnect delay is over."""
 
@@ -102,9 +133,12 @@ class HandshakeTimedOut:
     """``connecting`` (or pairing start) took longer than the configured connect timeout."""
 
 
-def connection_ended(reason: str, recoverable: bool) -> ConnectionLost | Unlinked:
-    """The event for a connection that ended: lost (retried) or, if not recoverable, unlinked."""
-    return ConnectionLost(reason) if recoverable else Unlinked(reason)
+def connection_ended(
+    reason: str, recoverable: bool, retry: Retry = Retry.BACKOFF
+) -> ConnectionLost | Unlinked:
+    """The event for a connection that ended: lost (retried as ``retry`` says) or, if not
+    recoverable, unlinked."""
+    return ConnectionLost(reason, retry) if recoverable else Unlinked(reason)
 
 
 Event = (
@@ -117,9 +151,12 @@ Event = (
     | Scanned
     | EngineConnected
     | ConnectionLost
+    | PairingFailed
+    | PairCodeIssued
     | Unlinked
     | Banned
     | QrExpired
+    | PairCodeExpired
     | BackoffElapsed
     | HandshakeTimedOut
 )

@@ -90,7 +90,11 @@ class StatusChanged:
 
 @attrs.frozen
 class MessageReceived:
-    """A message arrived in one of the device's chats (``from_me``: the account sent it)."""
+    """A message arrived in one of the device's chats (``from_me``: the account sent it).
+
+    ``sender_lid`` is the sender's LID JID when the message was LID-addressed, ``sender_pn``
+    the sender's phone-number JID when known (each None otherwise).
+    """
 
     type: ClassVar[str] = "message_received"
     message_id: str
@@ -100,6 +104,8 @@ class MessageReceived:
     is_group: bool
     from_me: bool
     timestamp: str
+    sender_lid: str | None = None
+    sender_pn: str | None = None
 
 
 @attrs.frozen

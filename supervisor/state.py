@@ -2,7 +2,8 @@
 
 ``transition(state, event) -> Step`` is the whole of a device's lifecycle logic. It performs
 no I/O and reads no clock; :mod:`supervisor.actor` carries out the :class:`Step` it returns
-(an engine operation, one database job, the events to publish, a state timeout).
+(an engine operation, one database job, the events to publish, a state timeout; the parts are
+in :mod:`supervisor.machine_steps`, the events in :mod:`supervisor.machine_events`).
 :meth:`DeviceState.restore` is the one definition of what a restart keeps. The table in DESIGN.md is
 implemented here row by row and nowhere else; the tests drive this function against a model.
 
@@ -15,63 +16,96 @@ state unchanged with no actions.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import attrs
 
+from .engine import Retry
 from .machine_events import (
-    BackoffElapsed as BackoffElapsed,
+    BackoffElapsed,
+    Banned,
+    Cancel,
+    ConnectionLost,
+    CrashLoop,
+    EngineConnected,
+    Event,
+    HandshakeTimedOut,
+    Login,
+    Logout,
+    PairCodeExpired,
+    PairCodeIssued,
+    PairingFailed,
+    QrExpired,
+    QrReady,
+    Scanned,
+    Start,
+    Unlinked,
+    connection_ended,
 )
-from .machine_events import (
-    Banned as Banned,
+from .machine_steps import (
+    Connect,
+    Emit,
+    EngineLogout,
+    EngineOp,
+    EventSpec,
+    NextQr,
+    Reported,
+    ShowQr,
+    StartPairing,
+    StateTimeout,
+    StatusChange,
+    StopEngine,
+    TimeoutKind,
 )
-from .machine_events import (
-    Cancel as Cancel,
+from .payloads import (
+    DeviceConnected,
+    DeviceDisconnected,
+    DeviceLoggedOut,
+    QrTimedOut,
+    StatusChanged,
 )
-from .machine_events import (
-    ConnectionLost as ConnectionLost,
-)
-from .machine_events import (
-    CrashLoop as CrashLoop,
-)
-from .machine_events import (
-    EngineConnected as EngineConnected,
-)
-from .machine_events import (
-    Event as Event,
-)
-from .machine_events import (
-    HandshakeTimedOut as HandshakeTimedOut,
-)
-from .machine_events import (
-    Login as Login,
-)
-from .machine_events import (
-    Logout as Logout,
-)
-from .machine_events import (
-    QrExpired as QrExpired,
-)
-from .machine_events import (
-    QrReady as QrReady,
-)
-from .machine_events import (
-    Scanned as Scanned,
-)
-from .machine_events import (
-    Start as Start,
-)
-from .machine_events import (
-    Unlinked as Unlinked,
-)
-from .machine_events import (
-    connection_ended as connection_ended,
-)
-from .payloads import DeviceConnected, DeviceDisconnected, DeviceLoggedOut, QrTimedOut
-from .status import ACTIVE as ACTIVE
-from .status import HOLDING_REASONS as HOLDING_REASONS
-from .status import LEGAL as LEGAL
-from .status import Status as Status
+from .status import ACTIVE, HOLDING_REASONS, LEGAL, SLOW_REASONS, Status, retry_for
+
+#: Re-exported: the events, the statuses and the retry classes come with the machine.
+__all__ = [
+    "ACTIVE",
+    "HOLDING_REASONS",
+    "LEGAL",
+    "SLOW_REASONS",
+    "BackoffElapsed",
+    "Banned",
+    "Cancel",
+    "Connect",
+    "ConnectionLost",
+    "CrashLoop",
+    "Emit",
+    "EngineConnected",
+    "EngineLogout",
+    "EngineOp",
+    "Event",
+    "EventSpec",
+    "HandshakeTimedOut",
+    "Login",
+    "Logout",
+    "NextQr",
+    "PairCodeExpired",
+    "PairCodeIssued",
+    "PairingFailed",
+    "QrExpired",
+    "QrReady",
+    "Reported",
+    "Retry",
+    "Scanned",
+    "ShowQr",
+    "Start",
+    "StartPairing",
+    "StateTimeout",
+    "Status",
+    "StatusChange",
+    "StopEngine",
+    "TimeoutKind",
+    "Unlinked",
+    "connection_ended",
+    "retry_for",
+]
 
 
 class InvalidCommand(Exception):
@@ -84,7 +118,9 @@ class DeviceState:
 
     ``qr_attempt`` is the number of the QR code on show (0 before the first one);
     ``reconnect_attempt`` counts consecutive failed connects, for the backoff schedule;
-    ``ban_until`` is the epoch before which WhatsApp refuses the account.
+    ``ban_until`` is the epoch before which WhatsApp refuses the account; ``retry`` says when
+    a ``disconnected`` device reconnects (BACKOFF in every other status); ``pair_code`` is
+    set while a pair code handed out in this pairing may still be entered (``pending`` only).
     """
 
     status: Status
@@ -94,6 +130,8 @@ class DeviceState:
     max_qr_attempts: int = 3
     reconnect_attempt: int = 0
     ban_until: float | None = None
+    retry: Retry = Retry.BACKOFF
+    pair_code: bool = False
 
     @classmethod
     def restore(
@@ -108,7 +146,8 @@ class DeviceState:
         """The state an actor starts from after a restart: what the database keeps.
 
         Status, reason, whether credentials are stored, the backoff position and a temporary
-        ban survive; the QR attempt does not (pairing starts over).
+        ban survive; the QR attempt and a pair code do not (pairing starts over). The retry
+        class of ``disconnected`` comes from the reason (:func:`retry_for`).
         """
         return cls(
             status=status,
@@ -117,113 +156,11 @@ class DeviceState:
             max_qr_attempts=max_qr_attempts,
             reconnect_attempt=reconnect_attempt,
             ban_until=ban_until,
+            retry=retry_for(reason) if status is Status.DISCONNECTED else Retry.BACKOFF,
         )
 
 
 # -- what a transition does: the Step -------------------------------------------------------
-
-
-@attrs.frozen
-class StatusChange:
-    """The status changed: a history row and a ``device_status`` event."""
-
-    before: Status
-    after: Status
-    reason: str | None
-
-
-@attrs.frozen
-class Emit:
-    """Publish an event with this payload."""
-
-    payload: DeviceConnected | DeviceDisconnected | DeviceLoggedOut | QrTimedOut
-
-    @property
-    def type(self) -> str:
-        return self.payload.type
-
-
-@attrs.frozen
-class ShowQr:
-    """A QR code is now on show as attempt ``attempt`` (the actor builds the ``qr_code`` event)."""
-
-    code: str
-    attempt: int
-
-
-#: An event to publish (besides ``device_status``, which comes from the ``StatusChange``).
-EventSpec = Emit | ShowQr
-
-
-@attrs.frozen
-class StartPairing:
-    """Connect without credentials: QR codes follow."""
-
-
-@attrs.frozen
-class NextQr:
-    """Ask the engine for the next QR code."""
-
-
-@attrs.frozen
-class Connect:
-    """Connect with the stored credentials."""
-
-
-@attrs.frozen
-class StopEngine:
-    """Drop the connection."""
-
-
-@attrs.frozen
-class EngineLogout:
-    """Log out at WhatsApp (best effort) and wipe the device's credentials."""
-
-
-@attrs.frozen
-class Reported:
-    """Account fields the engine reported, to store with the step.
-
-    From a pairing (``pairing=True``) every field is stored, an unknown one as None; from a
-    connect only those reported (not None) are.
-    """
-
-    jid: str | None = None
-    phone_number: str | None = None
-    push_name: str | None = None
-    platform: str | None = None
-    pairing: bool = False
-
-    def columns(self) -> dict[str, str | None]:
-        """The device columns to store: all four from a pairing, the non-empty reported ones otherwise."""
-        columns = {"jid": self.jid, "phone_number": self.phone_number,
-                   "push_name": self.push_name, "platform": self.platform}
-        return columns if self.pairing else {k: v for k, v in columns.items() if v}
-
-
-#: The one engine operation a step may ask for.
-EngineOp = StartPairing | NextQr | Connect | StopEngine | EngineLogout
-
-
-class TimeoutKind(StrEnum):
-    """Which state timeout to arm: each fires its own event."""
-
-    QR_FIRST = "qr_first"  # the first QR code's expiry: QrExpired
-    QR_NEXT = "qr_next"  # a later QR code's expiry: QrExpired
-    BACKOFF = "backoff"  # the reconnect delay of ``disconnected``: BackoffElapsed
-    HANDSHAKE = "handshake"  # connecting, or pairing until the first QR: HandshakeTimedOut
-
-
-@attrs.frozen
-class StateTimeout:
-    """Arm the state timeout (any change of state disarms the previous one).
-
-    For ``BACKOFF``: the delay for reconnect ``attempt``, not before the epoch ``not_before``.
-    """
-
-    kind: TimeoutKind
-    attempt: int = 0
-    not_before: float | None = None
 
 
 @attrs.frozen
@@ -234,7 +171,8 @@ class Step:
     (the state when ``persist``, the history row of ``change``, the outbox rows), then the
     events are published (``device_status`` of ``change`` first, then ``events``); the
     ``timeout`` is armed and ``then`` is applied at once, as the next event, into the same
-    database job.
+    database job. A change of state disarms the armed state timeout unless ``keep_timeout``
+    (a reason-only change of ``pending``: the QR cycle's deadline stays).
     """
 
     state: DeviceState
@@ -245,6 +183,7 @@ class Step:
     timeout: StateTimeout | None = None
     then: Event | None = None
     reported: Reported | None = None
+    keep_timeout: bool = False
 
 
 def _changed(
@@ -256,31 +195,60 @@ def _changed(
     return Step(new, change, True, events, engine, timeout, then)
 
 
-def _backoff(attempt: int, not_before: float | None) -> StateTimeout | None:
-    return None if attempt == 0 and not_before is None else StateTimeout(
-        TimeoutKind.BACKOFF, attempt, not_before
+def _wait(state: DeviceState, attempt: int) -> StateTimeout | None:
+    """The state timeout of ``disconnected`` for reconnect ``attempt``: none when held, and
+    none for attempt 0 of the backoff schedule without a ban (reconnect at once)."""
+    match state.retry:
+        case Retry.HOLD:
+            return None
+        case Retry.SLOW:
+            return StateTimeout(TimeoutKind.SLOW, attempt, state.ban_until)
+    if attempt == 0 and state.ban_until is None:
+        return None
+    return StateTimeout(TimeoutKind.BACKOFF, attempt, state.ban_until)
+
+
+def _reconnect(state: DeviceState) -> Step:
+    """Restore of ``disconnected``: held stays, a slow reason reconnects at once (an upgrade
+    may have fixed it), otherwise wait for the backoff (attempt 0 and no ban: at once)."""
+    if state.retry is Retry.HOLD:
+        return Step(state)
+    timeout = None if state.retry is Retry.SLOW and state.ban_until is None else _wait(
+        state, state.reconnect_attempt
     )
-
-
-def _reconnect(state: DeviceState, *events: EventSpec, engine: EngineOp | None = None) -> Step:
-    """Wait for the backoff of ``state``; attempt 0 (no ban) reconnects at once (``then``)."""
-    timeout = _backoff(state.reconnect_attempt, state.ban_until)
     then = BackoffElapsed() if timeout is None else None
-    return Step(state, None, False, events, engine, timeout, then)
+    return Step(state, None, False, (), None, timeout, then)
 
 
 _HANDSHAKE = StateTimeout(TimeoutKind.HANDSHAKE)
 
 
-def _to_disconnected(state: DeviceState, reason: str) -> Step:
+def _to_disconnected(state: DeviceState, reason: str, retry: Retry = Retry.BACKOFF) -> Step:
     attempt = state.reconnect_attempt + 1
     new = attrs.evolve(
-        state, status=Status.DISCONNECTED, reason=reason, qr_attempt=0, reconnect_attempt=attempt
+        state, status=Status.DISCONNECTED, reason=reason, qr_attempt=0, reconnect_attempt=attempt,
+        retry=retry_for(reason, retry),
     )
     return _changed(
         state, new, Emit(DeviceDisconnected(reason)), engine=StopEngine(),
-        timeout=StateTimeout(TimeoutKind.BACKOFF, attempt, state.ban_until),
+        timeout=_wait(new, attempt),
     )
+
+
+def _held(state: DeviceState, reason: str) -> DeviceState:
+    """``disconnected`` with a holding reason (cancelled, crash_loop): no reconnect by itself."""
+    return attrs.evolve(
+        state, status=Status.DISCONNECTED, reason=reason, qr_attempt=0, retry=Retry.HOLD
+    )
+
+
+def _pending_reason(state: DeviceState, reason: str, engine: EngineOp | None) -> Step:
+    """``pending`` with a new statusReason: stored, and a ``device_status`` event at once (from
+    and to ``pending``; no history row, which records changes of status only). The state
+    timeout armed stays: the QR cycle's deadline does not move."""
+    new = attrs.evolve(state, reason=reason)
+    event = Emit(StatusChanged(Status.PENDING, Status.PENDING, reason))
+    return Step(new, None, True, (event,), engine, keep_timeout=True)
 
 
 def _begin(state: DeviceState, reason: str | None = None) -> Step:
@@ -288,13 +256,14 @@ def _begin(state: DeviceState, reason: str | None = None) -> Step:
     if state.paired:
         new = attrs.evolve(state, status=Status.CONNECTING, reason=reason, qr_attempt=0)
         return _changed(state, new, engine=Connect(), timeout=_HANDSHAKE)
-    new = attrs.evolve(state, status=Status.PENDING, reason=reason, qr_attempt=0)
+    new = attrs.evolve(state, status=Status.PENDING, reason=reason, qr_attempt=0, pair_code=False)
     if new.status is state.status:
         return Step(new, engine=StartPairing(), timeout=_HANDSHAKE)
     return _changed(state, new, engine=StartPairing(), timeout=_HANDSHAKE)
 
 
-def _logged_out(state: DeviceState, reason: str) -> Step:
+def _logged_out(state: DeviceState, reason: str, engine: EngineOp | None = None) -> Step:
+    """``logged_out``: the credentials wiped (``EngineLogout``), or found missing already."""
     new = attrs.evolve(
         state,
         status=Status.LOGGED_OUT,
@@ -304,32 +273,64 @@ def _logged_out(state: DeviceState, reason: str) -> Step:
         reconnect_attempt=0,
         ban_until=None,
     )
-    return _changed(
-        state, new, Emit(DeviceLoggedOut(reason)), engine=EngineLogout()
-    )
+    return _changed(state, new, Emit(DeviceLoggedOut(reason)), engine=engine or EngineLogout())
+
+
+def _start(state: DeviceState) -> Step:
+    """The actor starts on ``state`` (restored as the database keeps it)."""
+    s = state.status
+    if s is Status.PENDING:
+        new = attrs.evolve(state, qr_attempt=0, pair_code=False)
+        return Step(new, engine=StartPairing(), timeout=_HANDSHAKE)
+    if s is Status.CONNECTING:
+        if state.paired:
+            return Step(state, engine=Connect(), timeout=_HANDSHAKE)
+        return _to_disconnected(state, "restart")
+    if s is Status.CONNECTED:
+        # The process that held this connection is gone: report it, reconnect at once.
+        new = attrs.evolve(state, status=Status.DISCONNECTED, reason="restart")
+        return _changed(state, new, Emit(DeviceDisconnected("restart")), then=BackoffElapsed())
+    if s is Status.DISCONNECTED:
+        return _reconnect(state)
+    return Step(state)
+
+
+def _reconcile(state: DeviceState, credentials: bool | None) -> Step:
+    """Start, with ``paired`` reconciled with the engine's ``credentials``: paired without
+    credentials is ``logged_out`` (``credentials_missing``); credentials of a pairing that was
+    not stored (a crash right after the scan) make the device paired, and a pending one goes
+    on to connect with them."""
+    if credentials is False and state.paired:
+        return _logged_out(state, "credentials_missing", StopEngine())
+    if credentials and not state.paired:
+        if state.status is Status.PENDING:
+            new = attrs.evolve(state, status=Status.CONNECTING, reason=None, paired=True, qr_attempt=0)
+            return _changed(state, new, engine=Connect(), timeout=_HANDSHAKE)
+        if state.status is Status.DISCONNECTED:
+            return attrs.evolve(_start(attrs.evolve(state, paired=True)), persist=True)
+    return _start(state)
 
 
 def transition(state: DeviceState, event: Event) -> Step:
-    """Apply ``event`` to ``state``; return the new state and what to do, as a :class:`Step`."""
+    """Apply ``event`` to ``state``; return the new state and what to do, as a :class:`Step`.
+
+    A retry class belongs to ``disconnected`` and a pair code to ``pending``: both end with
+    their status.
+    """
+    step = _transition(state, event)
+    new = fixed = step.state
+    if new.status is not Status.DISCONNECTED and new.retry is not Retry.BACKOFF:
+        fixed = attrs.evolve(fixed, retry=Retry.BACKOFF)
+    if new.status is not Status.PENDING and new.pair_code:
+        fixed = attrs.evolve(fixed, pair_code=False)
+    return step if fixed is new else attrs.evolve(step, state=fixed)
+
+
+def _transition(state: DeviceState, event: Event) -> Step:
     s = state.status
     match event:
-        case Start():
-            if s is Status.PENDING:
-                return Step(attrs.evolve(state, qr_attempt=0), engine=StartPairing(), timeout=_HANDSHAKE)
-            if s is Status.CONNECTING:
-                if state.paired:
-                    return Step(state, engine=Connect(), timeout=_HANDSHAKE)
-                return _to_disconnected(state, "restart")
-            if s is Status.CONNECTED:
-                # The process that held this connection is gone: report it, reconnect at once.
-                new = attrs.evolve(state, status=Status.DISCONNECTED, reason="restart")
-                return _changed(
-                    state, new, Emit(DeviceDisconnected("restart")),
-                    then=BackoffElapsed(),
-                )
-            if s is Status.DISCONNECTED and state.reason not in HOLDING_REASONS:
-                return _reconnect(state)
-            return Step(state)
+        case Start(credentials=credentials):
+            return _reconcile(state, credentials)
 
         case Login():
             if s in (Status.QR_TIMEOUT, Status.LOGGED_OUT):
@@ -348,31 +349,22 @@ def transition(state: DeviceState, event: Event) -> Step:
         case Cancel():
             if s not in ACTIVE:
                 raise InvalidCommand(f"device is {s.value}: there is no session to cancel")
-            target = Status.DISCONNECTED if state.paired else Status.QR_TIMEOUT
-            new = attrs.evolve(
-                state, status=target, reason="cancelled", qr_attempt=0, reconnect_attempt=0
-            )
-            if new.status != s and target is Status.DISCONNECTED:
-                return _changed(
-                    state, new, Emit(DeviceDisconnected("cancelled")),
-                    engine=StopEngine(),
+            if not state.paired:
+                new = attrs.evolve(
+                    state, status=Status.QR_TIMEOUT, reason="cancelled", qr_attempt=0,
+                    reconnect_attempt=0,
                 )
+                return _changed(state, new, engine=StopEngine())
+            new = attrs.evolve(_held(state, "cancelled"), reconnect_attempt=0)
+            if s is not Status.DISCONNECTED:
+                return _changed(state, new, Emit(DeviceDisconnected("cancelled")), engine=StopEngine())
             return _changed(state, new, engine=StopEngine())
 
         case CrashLoop():
-            if s in (Status.PENDING, Status.CONNECTING, Status.CONNECTED):
-                new = attrs.evolve(state, status=Status.DISCONNECTED, reason="crash_loop", qr_attempt=0)
-                return _changed(
-                    state, new, Emit(DeviceDisconnected("crash_loop")),
-                    engine=StopEngine(),
-                )
-            if s is Status.DISCONNECTED:
-                # Parked while waiting to reconnect: say so, it will not reconnect on its own.
-                new = attrs.evolve(state, reason="crash_loop", qr_attempt=0)
-                return _changed(
-                    state, new, Emit(DeviceDisconnected("crash_loop")),
-                    engine=StopEngine(),
-                )
+            if s in ACTIVE:
+                # Parked (also while waiting to reconnect): it will not reconnect on its own.
+                new = _held(state, "crash_loop")
+                return _changed(state, new, Emit(DeviceDisconnected("crash_loop")), engine=StopEngine())
             # qr_timeout, logged_out: no session to park; the device stays as it is.
             return Step(state, engine=StopEngine())
 
@@ -380,20 +372,46 @@ def transition(state: DeviceState, event: Event) -> Step:
             if s is not Status.PENDING:
                 return Step(state)
             if state.qr_attempt == 0:
-                new = attrs.evolve(state, qr_attempt=1)
-                return Step(new, events=(ShowQr(code, 1),), timeout=StateTimeout(TimeoutKind.QR_FIRST))
-            return Step(state, events=(ShowQr(code, state.qr_attempt),))
+                new = attrs.evolve(state, qr_attempt=1, reason=None)
+                step = Step(new, events=(ShowQr(code, 1),), timeout=StateTimeout(TimeoutKind.QR_FIRST))
+            else:
+                new = attrs.evolve(state, reason=None)
+                step = Step(new, events=(ShowQr(code, state.qr_attempt),))
+            if state.reason is None:
+                return step
+            # A new QR code after a failed scan: the failure is over.
+            cleared = Emit(StatusChanged(Status.PENDING, Status.PENDING, None))
+            return attrs.evolve(
+                step, persist=True, events=(cleared, *step.events),
+                keep_timeout=step.timeout is None,
+            )
 
         case QrExpired():
             if s is not Status.PENDING:
                 return Step(state)
             if state.qr_attempt >= state.max_qr_attempts:
-                new = attrs.evolve(state, status=Status.QR_TIMEOUT, reason="qr_expired", qr_attempt=0)
-                return _changed(state, new, Emit(QrTimedOut()), engine=StopEngine())
+                if state.pair_code:  # the pair code may still be entered: wait for its end
+                    return Step(state, timeout=StateTimeout(TimeoutKind.PAIR_CODE))
+                return _qr_timeout(state)
             new = attrs.evolve(state, qr_attempt=state.qr_attempt + 1)
             return Step(
                 new, engine=NextQr(), timeout=StateTimeout(TimeoutKind.QR_NEXT, new.qr_attempt)
             )
+
+        case PairCodeIssued():
+            if s is not Status.PENDING or state.pair_code:
+                return Step(state)
+            return Step(attrs.evolve(state, pair_code=True), keep_timeout=True)
+
+        case PairCodeExpired():
+            if s is Status.PENDING and state.pair_code and state.qr_attempt >= state.max_qr_attempts:
+                return _qr_timeout(state)
+            return Step(state)
+
+        case PairingFailed(reason=reason, restart=restart):
+            if s is not Status.PENDING:
+                return Step(state)
+            return _pending_reason(state, reason, StartPairing() if restart else None)
 
         case Scanned(jid=jid, phone_number=phone, push_name=push_name, platform=platform):
             if s is not Status.PENDING:
@@ -415,10 +433,10 @@ def transition(state: DeviceState, event: Event) -> Step:
                 return step
             return attrs.evolve(step, reported=Reported(push_name=push_name, platform=platform))
 
-        case ConnectionLost(reason=reason):
+        case ConnectionLost(reason=reason, retry=retry):
             if s not in (Status.PENDING, Status.CONNECTING, Status.CONNECTED):
                 return Step(state)
-            return _to_disconnected(state, reason)
+            return _to_disconnected(state, reason, retry)
 
         case HandshakeTimedOut():
             if s is Status.CONNECTING or (s is Status.PENDING and state.qr_attempt == 0):
@@ -430,12 +448,8 @@ def transition(state: DeviceState, event: Event) -> Step:
                 return Step(state)
             banned = attrs.evolve(state, ban_until=until)
             if s is Status.DISCONNECTED:
-                if state.reason in HOLDING_REASONS:  # cancelled or parked: no reconnect by itself
-                    return Step(banned, persist=True)
-                return Step(
-                    banned, persist=True,
-                    timeout=StateTimeout(TimeoutKind.BACKOFF, state.reconnect_attempt, until),
-                )
+                # Cancelled or parked: no reconnect by itself; else wait for the ban's end.
+                return Step(banned, persist=True, timeout=_wait(banned, state.reconnect_attempt))
             return _to_disconnected(banned, "temporary_ban")
 
         case Unlinked(reason=reason):
@@ -444,8 +458,14 @@ def transition(state: DeviceState, event: Event) -> Step:
             return _logged_out(state, reason)
 
         case BackoffElapsed():
-            if s is not Status.DISCONNECTED or state.reason in HOLDING_REASONS:
+            if s is not Status.DISCONNECTED or state.retry is Retry.HOLD:
                 return Step(state)
             return _begin(attrs.evolve(state, ban_until=None))
 
     raise InvalidCommand(f"unknown event {event!r}")
+
+
+def _qr_timeout(state: DeviceState) -> Step:
+    """The QR codes (and any pair code) ran out: ``qr_timeout``."""
+    new = attrs.evolve(state, status=Status.QR_TIMEOUT, reason="qr_expired", qr_attempt=0)
+    return _changed(state, new, Emit(QrTimedOut()), engine=StopEngine())

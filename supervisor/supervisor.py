@@ -29,6 +29,7 @@ import trio
 import storage
 
 from . import engine as eng
+from . import proxy
 from . import state as sm
 from .children import DeviceSupervisor
 from .config import Config
@@ -164,7 +165,7 @@ def make_engine(config: Config, db: storage.Store) -> eng.Engine:
     if config.engine == "whatsmeow":
         from .engines.whatsmeow import WhatsmeowEngine
 
-        return WhatsmeowEngine(config.data_dir)
+        return WhatsmeowEngine(config.data_dir, proxies=proxy.stored_proxies(db))
     raise ValueError(f"unknown engine {config.engine!r} (use whatsmeow or simulator)")
 
 

@@ -5,7 +5,12 @@ engine, temporary SQLite, MockClock). After every step:
 - only legal transitions happened (read back from the state history table);
 - never more than ``max_concurrent_logins`` handshakes ran at once;
 - QR attempts never exceeded maxAttempts;
-- ``connected`` implies stored credentials and a lastConnection, ``logged_out`` implies none.
+- ``connected`` implies stored credentials and a lastConnection, ``logged_out`` implies none;
+- credentials are wiped only on the ``logged_out`` rows: a paired device always has them, and
+  every engine logout left its device ``logged_out``.
+
+The engine's failures (a failed scan, an outdated client, a replaced session, a pair code)
+are among the generated steps.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import storage
 from supervisor import engine as eng
 from supervisor.devices import Devices
 from supervisor.engines.simulator import SimulatorEngine
+from supervisor.engines.simulator_session import SimulatorSession
 from supervisor.errors import WasupError
 from supervisor.state import LEGAL, Status
 from supervisor.supervisor import DbCredentialStore, open_supervisor
@@ -40,6 +46,7 @@ class HandshakeCounter:
 
     current: int = 0
     peak: int = 0
+    wipes: list[int] = attrs.field(factory=list)  # devices whose credentials a logout wiped
 
 
 @attrs.define(eq=False)
@@ -60,6 +67,11 @@ class CountingSession:
 
     async def connect(self) -> None:
         await self._counted(self.inner.connect)
+
+    async def logout(self) -> None:
+        assert isinstance(self.inner, SimulatorSession)
+        self.counter.wipes.append(self.inner.device_id)
+        await self.inner.logout()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -88,9 +100,22 @@ step = st.one_of(
     st.tuples(st.just("pair"), st.integers(0, DEVICES - 1)),
     st.tuples(st.sampled_from(["login", "logout", "cancel", "delete"]), st.integers(0, DEVICES - 1)),
     st.tuples(st.sampled_from(["scan", "drop", "unlink", "message", "crash"]), st.integers(0, DEVICES - 1)),
+    st.tuples(
+        st.sampled_from(["pair_error", "passkey", "outdated", "replaced", "pair_code"]),
+        st.integers(0, DEVICES - 1),
+    ),
     st.tuples(st.just("reachable"), st.booleans()),
     st.tuples(st.just("sleep"), st.sampled_from([0.1, 0.5, 2.0, 15.0, 25.0, 61.0, 300.0])),
 )
+
+
+#: Failures a step makes the engine report.
+REPORTS: dict[str, eng.EngineEvent] = {
+    "pair_error": eng.PairingFailed("pair_error", restart=True),
+    "passkey": eng.PairingFailed("passkey_required"),
+    "outdated": eng.Disconnected("client_outdated", retry=eng.Retry.SLOW),
+    "replaced": eng.Disconnected("stream_replaced", retry=eng.Retry.HOLD),
+}
 
 
 async def check_invariants(
@@ -110,6 +135,10 @@ async def check_invariants(
         ]
 
     stored = await sup.db.run(read)
+    status = {row.id: row.status for row, _, _ in stored}
+    for device in engine.counter.wipes:
+        assert status.get(device, "logged_out") == "logged_out", ("wiped outside logged_out", device)
+    engine.counter.wipes.clear()
     assert {row.id for row, _, _ in stored} == set(sup.rows)
     for row, history, credentials in stored:
         child = sup.supervisor.children[row.id]
@@ -132,6 +161,8 @@ async def check_invariants(
             assert credentials is not None and row.last_connection is not None
         if row.status == "logged_out":
             assert credentials is None and not row.paired
+        if row.paired:
+            assert credentials is not None, ("paired without credentials", row)
 
 
 async def run_steps(steps: list[tuple[str, Any]], data_dir: Path) -> None:
@@ -179,6 +210,10 @@ async def run_steps(steps: list[tuple[str, Any]], data_dir: Path) -> None:
                         await engine.incoming_message(device, "+15551234567", "hi")
                     elif op == "crash":
                         await engine.inject_fault(device, "any", times=1)
+                    elif op == "pair_code":
+                        await sup.request_pair_code(device, "+15550001111")
+                    elif op in REPORTS:  # the engine reports it, as a session's sink does
+                        sup.supervisor.children[device].inbox.put_event(REPORTS[op])
                 except WasupError:
                     pass  # a refused command (409, 404...) is a legal answer
                 await settle()

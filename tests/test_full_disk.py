@@ -185,6 +185,13 @@ async def scenario(disk: SmallDisk, caplog: pytest.LogCaptureFixture) -> None:
         r = await api.put(f"/devices/{shop}", json={"alias": "Shop after"})
         assert r.status_code == 200, r.text
         await wait_status(api, shop, "connected")
+        # The change of state the outage refused is stored now, in its place.
+        history = [(h.from_status, h.to_status, h.reason) for h in await server.sup.history(shop)]
+        assert history[-3:] == [
+            ("connected", "disconnected", "connection_lost"),
+            ("disconnected", "connecting", None),
+            ("connecting", "connected", None),
+        ]
         r = await api.post(f"/simulator/devices/{shop}/messages",
                            json={"from": "+15557654321", "text": "after"})
         assert r.status_code == 200, r.text

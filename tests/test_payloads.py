@@ -49,7 +49,8 @@ SAMPLES: dict[str, Callable[[dict[str, Any]], Payload]] = {
     "device_logged_out": lambda d: DeviceLoggedOut(d["reason"]),
     "device_status": lambda d: StatusChanged(Status(d["from"]), Status(d["to"]), d["reason"]),
     "message_received": lambda d: MessageReceived(
-        d["messageId"], d["from"], d["chat"], d["text"], d["isGroup"], d["fromMe"], d["timestamp"]
+        d["messageId"], d["from"], d["chat"], d["text"], d["isGroup"], d["fromMe"], d["timestamp"],
+        d["senderLid"], d["senderPn"],
     ),
     "message_sent": lambda d: MessageSent(
         d["messageId"], d["to"], d["text"], status=d["status"], origin=d["origin"]

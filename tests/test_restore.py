@@ -4,11 +4,14 @@ the connected ones reconnect by themselves."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import trio
 
 import storage
+from supervisor import engine as eng
+from supervisor.inbox import Inbox, InboxSink
 from supervisor.state import LEGAL, Status
 from supervisor.supervisor import open_supervisor
 
@@ -138,3 +141,100 @@ async def test_a_temporary_ban_outlives_a_restart(autojump_clock, tmp_path: Path
         assert first_try[1] == "connecting"
         assert first_try[0] >= ban_ends - 1e-6
         assert sup.get(row.id).ban_until is None  # cleared once connected
+
+
+async def _paired_and_closed(config) -> int:  # type: ignore[no-untyped-def]
+    """A connected device in a supervisor that is then closed; its id."""
+    async with simulated(config) as (sup, engine, _rec):
+        row, _ = await sup.create_device("u1", "Shop")
+        await sup.wait_qr(row.id, 5)
+        await engine.scan(row.id, "+15550009999", "Shop")
+        await wait_status(sup, row.id, "connected")
+    return row.id
+
+
+async def test_a_scan_whose_commit_was_lost_is_paired_at_restore(autojump_clock, tmp_path: Path) -> None:
+    """Killed right after the phone scanned: the engine stored the credentials, the device is
+    still `pending` and unpaired. The restore pairs it and connects, with no new scan."""
+    config = sim_config(tmp_path)
+    device = await _paired_and_closed(config)
+    async with storage.open_database(config.database_path) as db:
+        await db.run(lambda r: r.devices.update(device, status="pending", paired=False, jid=None))
+    async with simulated(config) as (sup, _engine, rec):
+        await wait_status(sup, device, "connected", within=30)
+        assert rec.of(device, "qr_code") == []
+        assert [s for _, s, _ in rec.statuses(device)] == ["connecting", "connected"]
+        assert sup.get(device).paired
+        history = await sup.history(device)
+        assert (history[-2].from_status, history[-2].to_status) == ("pending", "connecting")
+
+
+async def test_paired_without_credentials_is_logged_out_at_restore(autojump_clock, tmp_path: Path) -> None:
+    config = sim_config(tmp_path)
+    device = await _paired_and_closed(config)
+    async with storage.open_database(config.database_path) as db:
+        await db.run(lambda r: r.credentials.delete(device))
+    async with simulated(config) as (sup, _engine, rec):
+        await wait_status(sup, device, "logged_out", within=30)
+        row = sup.get(device)
+        assert (row.status_reason, row.paired) == ("credentials_missing", False)
+        assert [e.data.reason for _, e in rec.of(device, "device_logged_out")] == ["credentials_missing"]
+        history = await sup.history(device)
+        assert (history[-1].to_status, history[-1].reason) == ("logged_out", "credentials_missing")
+        # A login pairs it again.
+        _row, _qr = await sup.login(device)
+        assert await sup.wait_qr(device, 5) is not None
+
+
+async def test_an_outdated_device_reconnects_at_once_at_restart(autojump_clock, tmp_path: Path) -> None:
+    config = sim_config(tmp_path, slow_retry=900)
+    device = await _paired_and_closed(config)
+    async with simulated(config) as (sup, _engine, _rec):
+        await wait_status(sup, device, "connected")
+        sup.supervisor.child(device).inbox.put_event(
+            eng.Disconnected("client_outdated", retry=eng.Retry.SLOW)
+        )
+        await wait_status(sup, device, "disconnected")
+    # wasup was upgraded and restarted: no need to wait 15 minutes.
+    async with simulated(config) as (sup, _engine, _rec):
+        t0 = trio.current_time()
+        await wait_status(sup, device, "connected", within=5)
+        assert trio.current_time() - t0 <= 1.0
+
+
+async def test_a_replaced_device_waits_for_login_across_a_restart(autojump_clock, tmp_path: Path) -> None:
+    config = sim_config(tmp_path)
+    device = await _paired_and_closed(config)
+    async with simulated(config) as (sup, _engine, _rec):
+        await wait_status(sup, device, "connected")
+        sup.supervisor.child(device).inbox.put_event(
+            eng.Disconnected("stream_replaced", retry=eng.Retry.HOLD)
+        )
+        await wait_status(sup, device, "disconnected")
+    async with simulated(config) as (sup, _engine, rec):
+        await trio.sleep(3600)
+        assert rec.statuses(device) == []
+        assert (sup.get(device).status, sup.get(device).paired) == ("disconnected", True)
+        await sup.login(device)
+        await wait_status(sup, device, "connected")
+        assert rec.of(device, "qr_code") == []
+
+
+async def test_whatsmeow_session_tells_whether_credentials_are_stored(tmp_path: Path) -> None:
+    from supervisor.engines import whatsmeow_client as wc
+    from supervisor.engines.whatsmeow import WhatsmeowEngine
+
+    engine = WhatsmeowEngine(tmp_path, preflight_host=None)
+    session = engine.session(7, "s7", InboxSink(Inbox(1, 1)))
+    assert await session.has_credentials() is False  # no store at all
+    path = wc.store_path(tmp_path, 7)
+    wc.prepare_store(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE whatsmeow_device (jid TEXT PRIMARY KEY)")
+    assert await session.has_credentials() is False  # whatsmeow's schema, no account
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO whatsmeow_device VALUES ('15550009999.0:1@s.whatsapp.net')")
+    assert await session.has_credentials() is True
+    await session.delete()
+    assert await session.has_credentials() is False
+    await engine.aclose()

@@ -60,6 +60,9 @@ from supervisor.state import (
     Login,
     Logout,
     NextQr,
+    PairCodeExpired,
+    PairCodeIssued,
+    PairingFailed,
     QrExpired,
     QrReady,
     Scanned,
@@ -91,8 +94,12 @@ DOCS = REPO / "docs"
 #: Statuses with a session (DESIGN.md: logout and cancel apply to these).
 SESSION = frozenset({P, C, K, D})
 #: Reasons after which wasup waits for an operator's login (DESIGN.md: "no automatic
-#: reconnect until login"; the crash-loop park of the supervisor section).
-HOLD = frozenset({"cancelled", "crash_loop"})
+#: reconnect until login"; the crash-loop park of the supervisor section; "replaced waits for
+#: login").
+HOLD = frozenset({"cancelled", "crash_loop", "stream_replaced"})
+#: Reasons retried on the slow schedule and at every start ("outdated retries on a slow
+#: schedule and at start"; the reason table of the engine interface).
+SLOW = frozenset({"client_outdated", "bad_user_agent", "unsupported_event", "connect_failure"})
 
 
 @attrs.frozen
@@ -114,7 +121,9 @@ KIND_NAMES = {
     TimeoutKind.QR_FIRST: "qr",
     TimeoutKind.QR_NEXT: "qr",
     TimeoutKind.BACKOFF: "backoff",
+    TimeoutKind.SLOW: "slow",
     TimeoutKind.HANDSHAKE: "handshake",
+    TimeoutKind.PAIR_CODE: "pair_code",
 }
 
 
@@ -174,7 +183,9 @@ class Model:
 
     ``failures`` counts reconnect attempts since the last success (the backoff exponent);
     ``ban`` is the end of a temporary ban WhatsApp announced. Both survive a restart, with
-    status, reason and whether credentials are stored; the QR attempt does not.
+    status, reason and whether credentials are stored; the QR attempt does not. ``retry`` is
+    when a disconnected device reconnects ("hold", "slow", "backoff"); ``pair_code`` whether
+    a pair code was handed out in this pairing.
     """
 
     max_qr: int
@@ -184,6 +195,8 @@ class Model:
     qr: int = 0
     failures: int = 0
     ban: float | None = None
+    retry: str = "backoff"
+    pair_code: bool = False
 
     def as_state(self) -> DeviceState:
         return DeviceState(
@@ -194,41 +207,64 @@ class Model:
             max_qr_attempts=self.max_qr,
             reconnect_attempt=self.failures,
             ban_until=self.ban,
+            retry=sm.Retry(self.retry),
+            pair_code=self.pair_code,
         )
 
     def restart(self) -> None:
+        """What a restart forgets: the QR attempt, a pair code; the retry class of a
+        disconnected device comes back from its reason alone."""
         self.qr = 0
+        self.pair_code = False
+        self.retry = _retry_of(self.reason) if self.status is D else "backoff"
 
     # The step helpers move the model and say what should be done.
 
     def _move(self, status: Status, reason: str | None, *extra: Any) -> list[Any]:
         old = self.status
         self.status, self.reason = status, reason
+        if status is not D:
+            self.retry = "backoff"
+        if status is not P:
+            self.pair_code = False
         return [_status_event(old, status, reason), *extra] if old is not status else list(extra)
 
     def _login(self) -> Expect:
         """Row "disconnected | login": connect if paired, else pair again (QR cycle restarts)."""
-        self.qr = 0
+        self.qr, self.pair_code = 0, False
         if self.paired:
             emits = self._move(C, None)
             return Expect(emits=tuple(emits), connect=True, timeout=("handshake", 0, None))
         emits = self._move(P, None)
         return Expect(emits=tuple(emits), start_pairing=True, timeout=("handshake", 0, None))
 
-    def _lost(self, reason: str) -> Expect:
-        """Row "connection lost (recoverable)": disconnected, then reconnect with backoff."""
+    def _lost(self, reason: str, retry: str = "backoff") -> Expect:
+        """Row "connection lost (recoverable)": disconnected, then reconnect with backoff; the
+        held and slow rows: credentials kept, reconnect after a login or on the slow
+        schedule."""
         self.failures += 1
         self.qr = 0
         emits = self._move(D, reason, ("device_disconnected", (("reason", reason),)))
-        return Expect(
-            emits=tuple(emits), stop_engine=True, timeout=("backoff", self.failures, self.ban)
-        )
+        self.retry = _retry_of(reason, retry)
+        return Expect(emits=tuple(emits), stop_engine=True, timeout=self._wait())
 
-    def _logged_out(self, reason: str) -> Expect:
-        """Row "logout or unlinked": logged_out, credentials wiped, never retried."""
+    def _wait(self) -> tuple[str, int, float | None] | None:
+        """The timer of disconnected: none when held."""
+        if self.retry == "hold":
+            return None
+        return (self.retry, self.failures, self.ban)
+
+    def _qr_timeout(self) -> Expect:
+        self.qr = 0
+        emits = self._move(Q, "qr_expired", ("qr_timeout", ()))
+        return Expect(emits=tuple(emits), stop_engine=True)
+
+    def _logged_out(self, reason: str, wipe: bool = True) -> Expect:
+        """Row "logout or unlinked": logged_out, credentials wiped, never retried (``wipe``
+        False: they were found missing, nothing to wipe)."""
         self.paired, self.qr, self.failures, self.ban = False, 0, 0, None
         emits = self._move(L, reason, ("device_logged_out", (("reason", reason),)))
-        return Expect(emits=tuple(emits), engine_logout=True)
+        return Expect(emits=tuple(emits), engine_logout=wipe, stop_engine=not wipe)
 
     def step(self, event: sm.Event) -> Expect | None:
         """Apply ``event``; None when the command must be refused (the model is unchanged)."""
@@ -252,10 +288,21 @@ class Model:
                 target = D if self.paired else Q
                 self.qr, self.failures = 0, 0
                 emits = self._move(target, "cancelled")
+                self.retry = "hold" if target is D else "backoff"
                 if target is D and s is not D:
                     emits.append(("device_disconnected", (("reason", "cancelled"),)))
                 return Expect(emits=tuple(emits), stop_engine=True)
-            case Start():  # an actor starts on a (restored) state
+            case Start(credentials=credentials):  # an actor starts on a (restored) state
+                # Restore reconciles "paired" with the engine's credentials (issue: a kill
+                # between the engine's store and wasup's must not split them).
+                if credentials is False and self.paired:
+                    return self._logged_out("credentials_missing", wipe=False)
+                if credentials and not self.paired and s is P:
+                    self.paired, self.qr = True, 0
+                    emits = self._move(C, None)
+                    return Expect(emits=tuple(emits), connect=True, timeout=("handshake", 0, None))
+                if credentials and not self.paired and s is D:
+                    self.paired = True
                 if s is P:
                     self.qr = 0
                     return Expect(start_pairing=True, timeout=("handshake", 0, None))
@@ -266,8 +313,10 @@ class Model:
                 if s is K:
                     emits = self._move(D, "restart", ("device_disconnected", (("reason", "restart"),)))
                     return Expect(emits=tuple(emits), timeout=("backoff", 0, None))
-                if s is D and self.reason not in HOLD:
-                    return Expect(timeout=("backoff", self.failures, self.ban))
+                if s is D and self.retry == "slow" and self.ban is None:
+                    return Expect(timeout=("backoff", 0, None))  # at once: an upgrade may help
+                if s is D:
+                    return Expect(timeout=self._wait())
                 return Expect()
             case CrashLoop():
                 self.qr = 0
@@ -275,9 +324,10 @@ class Model:
                     emits = self._move(
                         D, "crash_loop", ("device_disconnected", (("reason", "crash_loop"),))
                     )
+                    self.retry = "hold"
                     return Expect(emits=tuple(emits), stop_engine=True)
                 if s is D:
-                    self.reason = "crash_loop"
+                    self.reason, self.retry = "crash_loop", "hold"
                     return Expect(
                         emits=(("device_disconnected", (("reason", "crash_loop"),)),),
                         stop_engine=True,
@@ -286,19 +336,35 @@ class Model:
             case QrReady():
                 if s is not P:
                     return Expect()
+                # A new QR code ends a pairing failure shown before: said at once.
+                cleared = () if self.reason is None else (_status_event(P, P, None),)
+                self.reason = None
                 if self.qr == 0:
                     self.qr = 1
-                    return Expect(show_qr=(1, True))
-                return Expect(show_qr=(self.qr, False))
+                    return Expect(emits=cleared, show_qr=(1, True))
+                return Expect(emits=cleared, show_qr=(self.qr, False))
             case QrExpired():
                 if s is not P:
                     return Expect()
+                if self.qr >= self.max_qr and self.pair_code:
+                    return Expect(timeout=("pair_code", 0, None))  # the code is still good
                 if self.qr >= self.max_qr:
-                    self.qr = 0
-                    emits = self._move(Q, "qr_expired", ("qr_timeout", ()))
-                    return Expect(emits=tuple(emits), stop_engine=True)
+                    return self._qr_timeout()
                 self.qr += 1
                 return Expect(next_qr=True, timeout=("qr", self.qr, None))
+            case PairCodeIssued():
+                if s is P:
+                    self.pair_code = True
+                return Expect()
+            case PairCodeExpired():
+                if s is P and self.pair_code and self.qr >= self.max_qr:
+                    return self._qr_timeout()
+                return Expect()
+            case PairingFailed(reason=reason, restart=restart):
+                if s is not P:
+                    return Expect()
+                self.reason = reason
+                return Expect(emits=(_status_event(P, P, reason),), start_pairing=restart)
             case Scanned():
                 if s is not P:
                     return Expect()
@@ -311,8 +377,8 @@ class Model:
                 self.failures, self.ban = 0, None
                 emits = self._move(K, None, ("device_connected", ()))
                 return Expect(emits=tuple(emits))
-            case ConnectionLost(reason=reason):
-                return self._lost(reason) if s in (P, C, K) else Expect()
+            case ConnectionLost(reason=reason, retry=retry):
+                return self._lost(reason, retry.value) if s in (P, C, K) else Expect()
             case HandshakeTimedOut():
                 if s is C or (s is P and self.qr == 0):
                     return self._lost("handshake_timeout")
@@ -323,17 +389,20 @@ class Model:
                 self.ban = until
                 if s is not D:
                     return self._lost("temporary_ban")
-                if self.reason in HOLD:
-                    return Expect()
-                return Expect(timeout=("backoff", self.failures, until))
+                return Expect(timeout=self._wait())
             case Unlinked(reason=reason):
                 return self._logged_out(reason) if s in SESSION else Expect()
             case sm.BackoffElapsed():
-                if s is not D or self.reason in HOLD:
+                if s is not D or self.retry == "hold":
                     return Expect()
                 self.ban = None
                 return self._login()
         raise AssertionError(f"model has no rule for {event!r}")
+
+
+def _retry_of(reason: str | None, reported: str = "backoff") -> str:
+    """The retry class of a disconnected device: by its reason where the reason says."""
+    return "hold" if reason in HOLD else "slow" if reason in SLOW else reported
 
 
 # -- the rule-based state machine -----------------------------------------------------------------
@@ -345,22 +414,40 @@ CONNECTION_LOST_REASONS = (
     "not_connected",
     "temporary_ban",
 )
-UNLINK_REASONS = ("unlinked_from_phone", "no_credentials", "invalid_credentials", "banned")
+UNLINK_REASONS = (
+    "unlinked_from_phone", "no_credentials", "invalid_credentials", "banned", "unlinked",
+    "account_locked",
+)
 TIMEOUT_EVENT: dict[str, sm.Event] = {
     "qr": QrExpired(),
     "backoff": sm.BackoffElapsed(),
+    "slow": sm.BackoffElapsed(),
     "handshake": HandshakeTimedOut(),
+    "pair_code": PairCodeExpired(),
 }
 ENGINE_EVENTS = st.one_of(
     st.sampled_from([QrReady("2@abc,def,ghi,jkl"), QrReady("2@xyz,uvw,rst,opq")]),
     st.just(Scanned()),
     st.just(EngineConnected()),
     st.sampled_from(CONNECTION_LOST_REASONS).map(ConnectionLost),
+    st.sampled_from([
+        ConnectionLost("stream_replaced", sm.Retry.HOLD),
+        ConnectionLost("client_outdated", sm.Retry.SLOW),
+        ConnectionLost("bad_user_agent", sm.Retry.SLOW),
+        ConnectionLost("unsupported_event", sm.Retry.SLOW),
+        ConnectionLost("connect_failure", sm.Retry.SLOW),
+    ]),
+    st.sampled_from([
+        PairingFailed("pair_error", restart=True),
+        PairingFailed("scanned_without_multidevice"),
+        PairingFailed("passkey_required"),
+    ]),
+    st.just(PairCodeIssued()),
     st.sampled_from(UNLINK_REASONS).map(Unlinked),
     st.sampled_from([1_750_000_000.0, 1_750_003_600.0]).map(lambda t: Banned("temporary_ban", t)),
 )
 #: Where each kind of state timeout may be armed (DESIGN.md, and STYLE.md's gen_statem note).
-TIMEOUT_STATUSES = {"qr": {P}, "backoff": {D}, "handshake": {P, C}}
+TIMEOUT_STATUSES = {"qr": {P}, "backoff": {D}, "slow": {D}, "handshake": {P, C}, "pair_code": {P}}
 
 
 class DeviceMachine(RuleBasedStateMachine):
@@ -419,7 +506,7 @@ class DeviceMachine(RuleBasedStateMachine):
         self.state = new
         if step.persist:
             self.persisted = _persisted(new)
-        if new != old:
+        if new != old and not step.keep_timeout:
             self.timer = None
         if expected_timer is not None:
             self.timer = expected_timer
@@ -450,7 +537,12 @@ class DeviceMachine(RuleBasedStateMachine):
         if new.status is D and new.reason in HOLD:
             assert step.timeout is None and step.then is None, "held: no backoff"
         if new.status is L:
-            assert engine is EngineLogout or old.status is L
+            assert engine is EngineLogout or old.status is L or new.reason == "credentials_missing"
+        # Credentials are wiped only on the logged_out rows; only there is "paired" lost.
+        if engine is EngineLogout:
+            assert new.status is L, ("credentials wiped outside logged_out", old, event, new)
+        if old.paired and not new.paired:
+            assert new.status is L, ("credentials forgotten outside logged_out", old, event, new)
 
     # -- the happy path (so that connected and later QR attempts are reached often) -----------
 
@@ -479,12 +571,19 @@ class DeviceMachine(RuleBasedStateMachine):
     def command(self, command: sm.Event) -> None:
         self._step(command)
 
-    @rule(parked=st.booleans())
-    def restart(self, parked: bool) -> None:
+    @rule(parked=st.booleans(), credentials=st.sampled_from(["stored", "stored", "lost", "extra"]))
+    def restart(self, parked: bool, credentials: str) -> None:
         """The actor is rebuilt from the database: ``Start`` after a restart (boot or crash),
-        ``CrashLoop`` when the supervisor parks a device that crashed too often."""
+        ``CrashLoop`` when the supervisor parks a device that crashed too often. The engine's
+        credentials are as stored, or were ``lost``, or are there for a pairing that was not
+        stored (``extra``: a kill right after a scan)."""
         self._restart()
-        self._step(CrashLoop() if parked else Start())
+        if parked:
+            self._step(CrashLoop())
+            return
+        paired = self.state.paired
+        has = {"stored": paired, "lost": False, "extra": True}[credentials]
+        self._step(Start(credentials=has))
 
     # -- engine events -----------------------------------------------------------------------
 
@@ -541,11 +640,13 @@ class DeviceMachine(RuleBasedStateMachine):
         """A state timeout is armed exactly where the state needs one to move on by itself."""
         s = self.state
         if s.status is P:
-            assert self.timer in ("qr", "handshake")
+            assert self.timer in ("qr", "handshake", "pair_code")
         elif s.status is C:
             assert self.timer == "handshake"
         elif s.status is D:
-            assert self.timer == (None if s.reason in HOLD else "backoff"), (s, self.timer)
+            # A slow reason reconnects at once at a start: then the backoff of attempt 0.
+            expected = {"hold": (None,), "slow": ("slow", "backoff"), "backoff": ("backoff",)}
+            assert self.timer in expected[_retry_of(s.reason, s.retry.value)], (s, self.timer)
         else:
             assert self.timer is None, (s, self.timer)
 
@@ -568,6 +669,9 @@ TestStateMachine.settings = settings(
 
 
 def dev(status: Status, **kw: Any) -> DeviceState:
+    """A state; a disconnected one has the retry class of its reason unless given."""
+    if status is D and "retry" not in kw:
+        kw["retry"] = sm.Retry(_retry_of(kw.get("reason")))
     return DeviceState(status, **kw)
 
 
@@ -703,6 +807,59 @@ TABLE: list[Row] = [
          Cancel(), lambda b: moved(b, dev(Q, reason="cancelled"), engine=StopEngine())),
     ("cancelled: backoff does nothing", dev(D, reason="cancelled", paired=True),
      sm.BackoffElapsed(), stays(dev(D, reason="cancelled", paired=True))),
+    # pending | the phone's scan failed (pair error) | pending with reason pair_error and an
+    # event at once; the QR cycle goes on (its deadline unchanged)
+    ("failed scan", dev(P, qr_attempt=2), PairingFailed("pair_error", restart=True),
+     Step(dev(P, qr_attempt=2, reason="pair_error"), None, True,
+          (Emit(sm.StatusChanged(P, P, "pair_error")),), StartPairing(), keep_timeout=True)),
+    ("scan without multidevice", dev(P, qr_attempt=1), PairingFailed("scanned_without_multidevice"),
+     Step(dev(P, qr_attempt=1, reason="scanned_without_multidevice"), None, True,
+          (Emit(sm.StatusChanged(P, P, "scanned_without_multidevice")),), keep_timeout=True)),
+    ("next QR code clears a failed scan", dev(P, qr_attempt=2, reason="pair_error"), QrReady("q3"),
+     Step(dev(P, qr_attempt=2), None, True,
+          (Emit(sm.StatusChanged(P, P, None)), ShowQr("q3", 2)), keep_timeout=True)),
+    # pending (outdated only), connecting, connected | client outdated, stream replaced |
+    # disconnected, held: credentials kept; outdated retries slowly; replaced waits for login
+    _row("outdated while pairing", dev(P, qr_attempt=1),
+         ConnectionLost("client_outdated", sm.Retry.SLOW),
+         lambda b: moved(b, dev(D, reason="client_outdated", reconnect_attempt=1),
+                         disc("client_outdated"), engine=StopEngine(),
+                         timeout=StateTimeout(TimeoutKind.SLOW, 1))),
+    _row("outdated while connected", dev(K, paired=True),
+         ConnectionLost("client_outdated", sm.Retry.SLOW),
+         lambda b: moved(b, dev(D, reason="client_outdated", paired=True, reconnect_attempt=1),
+                         disc("client_outdated"), engine=StopEngine(),
+                         timeout=StateTimeout(TimeoutKind.SLOW, 1))),
+    _row("replaced while connected", dev(K, paired=True),
+         ConnectionLost("stream_replaced", sm.Retry.HOLD),
+         lambda b: moved(b, dev(D, reason="stream_replaced", paired=True, reconnect_attempt=1),
+                         disc("stream_replaced"), engine=StopEngine())),
+    ("replaced: backoff does nothing", dev(D, reason="stream_replaced", paired=True),
+     sm.BackoffElapsed(), stays(dev(D, reason="stream_replaced", paired=True))),
+    _row("replaced: login reconnects with the stored credentials",
+         dev(D, reason="stream_replaced", paired=True, reconnect_attempt=1), Login(),
+         lambda b: moved(b, dev(C, paired=True), engine=Connect(), timeout=HANDSHAKE)),
+    ("outdated: restore reconnects at once", dev(D, reason="client_outdated", paired=True,
+                                                 reconnect_attempt=3), Start(credentials=True),
+     Step(dev(D, reason="client_outdated", paired=True, reconnect_attempt=3),
+          then=sm.BackoffElapsed())),
+    ("replaced: restore waits for login", dev(D, reason="stream_replaced", paired=True),
+     Start(credentials=True), stays(dev(D, reason="stream_replaced", paired=True))),
+    # pending | QR expired, no attempts left, a pair code outstanding | stays pending until
+    # the pair code's window ends
+    ("pair code issued", dev(P, qr_attempt=1), PairCodeIssued(),
+     Step(dev(P, qr_attempt=1, pair_code=True), keep_timeout=True)),
+    ("last QR expired, pair code still good", dev(P, qr_attempt=3, pair_code=True), QrExpired(),
+     stays(dev(P, qr_attempt=3, pair_code=True), timeout=StateTimeout(TimeoutKind.PAIR_CODE))),
+    _row("pair code window over", dev(P, qr_attempt=3, pair_code=True), PairCodeExpired(),
+         lambda b: moved(b, dev(Q, reason="qr_expired"), Emit(QrTimedOut()), engine=StopEngine())),
+    # Restore reconciles paired with the engine's credentials.
+    _row("restore: scanned but not stored", dev(P), Start(credentials=True),
+         lambda b: moved(b, dev(C, paired=True), engine=Connect(), timeout=HANDSHAKE)),
+    _row("restore: paired without credentials", dev(D, reason="connection_lost", paired=True,
+                                                    reconnect_attempt=2), Start(credentials=False),
+         lambda b: moved(b, dev(L, reason="credentials_missing"), gone("credentials_missing"),
+                         engine=StopEngine())),
     # any | delete: the actor stops; not a transition of the state machine.
 ]
 
@@ -923,7 +1080,7 @@ def test_every_status_reason_is_explained() -> None:
     document = (DOCS / "state-machine.md").read_text(encoding="utf-8")
     source = (REPO / "supervisor" / "state.py").read_text(encoding="utf-8")
     reasons = set(re.findall(r'reason="([a-z_]+)"', source))
-    reasons |= set(re.findall(r'_(?:to_disconnected|logged_out)\(\w+, "([a-z_]+)"\)', source))
+    reasons |= set(re.findall(r'_(?:to_disconnected|logged_out|held)\(\w+, "([a-z_]+)"', source))
     engines = REPO / "supervisor" / "engines"
     for name in ("simulator.py", "whatsmeow.py", "whatsmeow_translate.py"):
         path = engines / name
@@ -933,7 +1090,9 @@ def test_every_status_reason_is_explained() -> None:
         )
         reasons |= set(re.findall(r'return f"([a-z_]+): ', text))
         reasons |= set(re.findall(r'nz\.[A-Z_]+: "([a-z_]+)"', text))
-    assert {"cancelled", "crash_loop", "restart", "qr_expired", "logout"} <= reasons
+    assert {
+        "cancelled", "crash_loop", "restart", "qr_expired", "logout", "credentials_missing"
+    } <= reasons
     missing = sorted(r for r in reasons if f"`{r}" not in document)
     assert not missing, f"statusReason values not explained in docs/state-machine.md: {missing}"
 

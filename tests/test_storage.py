@@ -29,6 +29,7 @@ import trio
 import trio.testing
 
 import storage
+import storage.outage
 from storage import (
     Conflict,
     Database,
@@ -967,7 +968,7 @@ async def test_a_full_database_is_an_outage_not_an_error(
         assert await db.run(lambda r: r.devices.get(kept.id)) == kept
         assert await db.run(lambda r: [d.id for d in r.devices.all()]) == [kept.id]
         # One log line for the whole episode, no traceback.
-        lines = [r for r in caplog.records if r.name == "storage.db"]
+        lines = [r for r in caplog.records if r.name == "storage.outage"]
         assert [r.levelname for r in lines] == ["ERROR"]
         assert "storage unavailable: database or disk is full" in lines[0].getMessage()
         assert lines[0].exc_info is None
@@ -977,7 +978,7 @@ async def test_a_full_database_is_an_outage_not_an_error(
         stored = await db.run(functools.partial(big_device, n=9))
         assert db.outage is None
         db.raise_if_unavailable()
-        recovery = [r for r in caplog.records if r.name == "storage.db"][1:]
+        recovery = [r for r in caplog.records if r.name == "storage.outage"][1:]
         assert len(recovery) == 1 and "available again" in recovery[0].getMessage()
         assert "5 writes refused" in recovery[0].getMessage()
     assert count(db_path, "devices") == 2
@@ -1043,13 +1044,13 @@ async def test_probe_ends_an_outage_once_writes_commit_again(
             with pytest.raises(storage.StorageUnavailable):
                 await db.run(new_device)
             assert await db.probe() is not None  # moments after the failure: not tried again
-            await trio.sleep(storage.db.RETRY_AFTER)
+            await trio.sleep(storage.outage.RETRY_AFTER)
             db.raise_if_unavailable()  # a while later, writes get through to find out
             outage = await db.probe()  # tried, and still failing
             assert outage is not None and outage.refused == 2
         finally:
             other.close()  # releases the lock
-        await trio.sleep(storage.db.RETRY_AFTER)
+        await trio.sleep(storage.outage.RETRY_AFTER)
         assert await db.probe() is None
         assert db.outage is None
         assert await db.run(lambda r: r.devices.all()) == []

@@ -13,14 +13,18 @@ exactly as Go does.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import sqlite3
 import stat
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from neonize.proto import Neonize_pb2 as nz
@@ -29,28 +33,50 @@ from supervisor.engine import (
     Connected,
     Disconnected,
     EngineEvent,
+    LoggedOut,
     MessageReceived,
     Paired,
     QrCode,
+    Retry,
+    TemporaryBan,
 )
 from supervisor.engines import whatsmeow_client as wc
 from supervisor.engines.whatsmeow import WhatsmeowEngine, WhatsmeowSession
-from supervisor.errors import EngineError
+from supervisor.engines.whatsmeow_translate import translate_pairing_status
+from supervisor.errors import DeliveryFailed, EngineError
 from supervisor.jid import Jid
 
 from .test_whatsmeow_translate import complete
 
+REPO = str(Path(__file__).resolve().parent.parent)
+
 
 class Sink:
-    """Records engine events and the thread each one was delivered on."""
+    """Records engine events and the thread each one was reported on.
+
+    ``deliver`` (messages, pairings) records them too, and in ``delivered``; it waits while
+    ``hold`` is set (a slow commit) and raises DeliveryFailed(``refuse``) when that is set.
+    """
 
     def __init__(self) -> None:
         self.events: list[EngineEvent] = []
+        self.delivered: list[MessageReceived | Paired] = []
         self.threads: set[int] = set()
+        self.hold: trio.Event | None = None
+        self.refuse: str | None = None
 
     def __call__(self, event: EngineEvent) -> None:
         self.events.append(event)
         self.threads.add(threading.get_ident())
+
+    async def deliver(self, event: MessageReceived | Paired) -> None:
+        self.threads.add(threading.get_ident())
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.refuse is not None:
+            raise DeliveryFailed(self.refuse)
+        self.events.append(event)
+        self.delivered.append(event)
 
 
 def python_threads() -> list[str]:
@@ -238,11 +264,13 @@ def fake_go(monkeypatch: pytest.MonkeyPatch) -> list[wc.GoClient]:
 
 
 async def until(cond: Callable[[], bool]) -> None:
-    with trio.fail_after(5):
-        for _ in range(5000):
-            if cond():
-                return
-            await trio.sleep(0.001)
+    """Wait for worker threads to make ``cond`` true (no clock involved: MockClock-safe)."""
+    for _ in range(20000):
+        if cond():
+            return
+        await trio.to_thread.run_sync(threading.Event().wait, 0.0005)
+        await trio.testing.wait_all_tasks_blocked()
+    raise AssertionError("condition not reached")
 
 
 async def from_go(fn: Callable[..., None], *args: Any) -> None:
@@ -266,28 +294,28 @@ async def pairing_session(tmp_path: Path, fake_go: list[wc.GoClient]) -> tuple[
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session.start_pairing)
         await until(lambda: bool(fake_go))
-        await from_go(fake_go[-1].on_qr, "2@first,k1,k2,k3")
+        await from_go(fake_go[-1].on_qr, "https://wa.me/settings/linked_devices#first,n0,i0,a0,1")
     return session, sink, fake_go[-1]
 
 
 async def test_qr_codes_reach_the_sink_on_the_trio_thread(tmp_path: Path, fake_go: Any) -> None:
     session, sink, client = await pairing_session(tmp_path, fake_go)
     trio_thread = threading.get_ident()
-    assert sink.events == [QrCode("2@first,k1,k2,k3")]
+    assert sink.events == [QrCode("https://wa.me/settings/linked_devices#first,n0,i0,a0,1")]
     # whatsmeow rotates on its own clock: the next code waits until wasup asks for it.
-    await from_go(client.on_qr, "2@second,k1,k2,k3")
+    await from_go(client.on_qr, "https://wa.me/settings/linked_devices#second,n0,i0,a0,1")
     assert len(sink.events) == 1
     await session.next_qr()
-    assert sink.events[-1] == QrCode("2@second,k1,k2,k3")
+    assert sink.events[-1] == QrCode("https://wa.me/settings/linked_devices#second,n0,i0,a0,1")
     # Asked before whatsmeow has it: forwarded as soon as it comes.
     await session.next_qr()
     assert len(sink.events) == 2
-    await from_go(client.on_qr, "2@third,k1,k2,k3")
-    assert sink.events[-1] == QrCode("2@third,k1,k2,k3")
+    await from_go(client.on_qr, "https://wa.me/settings/linked_devices#third,n0,i0,a0,1")
+    assert sink.events[-1] == QrCode("https://wa.me/settings/linked_devices#third,n0,i0,a0,1")
     assert sink.threads == {trio_thread}
     await session.stop()
     # After stop, whatever Go still says is dropped.
-    await from_go(client.on_qr, "2@late,k1,k2,k3")
+    await from_go(client.on_qr, "https://wa.me/settings/linked_devices#late,n0,i0,a0,1")
     assert len(sink.events) == 3
 
 
@@ -317,7 +345,7 @@ async def test_connected_session_sends_and_receives(tmp_path: Path, fake_go: Any
         conn.execute("CREATE TABLE whatsmeow_device (jid TEXT)")
         conn.execute("INSERT INTO whatsmeow_device VALUES ('1555:1@s.whatsapp.net')")
     conn.close()
-    engine = WhatsmeowEngine(tmp_path)
+    engine = WhatsmeowEngine(tmp_path, reconnect_grace=0)  # no wait for whatsmeow's reconnect
     sink = Sink()
     session = engine.session(1, "s1", sink)
     with pytest.raises(EngineError) as info:
@@ -346,7 +374,8 @@ async def test_connected_session_sends_and_receives(tmp_path: Path, fake_go: Any
     await from_go(fake_go[0].on_event, 17, event_bytes(msg))
     assert isinstance(sink.events[-1], MessageReceived)
     assert sink.events[-1].text == "hello back"
-    # The connection drops: reported once, and the next send is refused.
+    # The connection drops and whatsmeow does not reconnect: reported once, and the next
+    # send is refused.
     await from_go(fake_go[0].on_event, 12, event_bytes(nz.Disconnected(status=True)))
     assert sink.events[-1] == Disconnected("connection_lost", recoverable=True)
     with pytest.raises(EngineError):
@@ -476,3 +505,551 @@ def ctypes_string(value: bytes) -> int:
     buf = ctypes.create_string_buffer(value)
     _keep.append(buf)
     return ctypes.addressof(buf)
+
+
+# -- proxies and the store path ------------------------------------------------------------------
+
+
+class ProxyListener:
+    """A loopback "proxy" that records each request's head and refuses it (407)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data.decode(errors="replace"))
+                conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                             b"Content-Length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[ProxyListener]:
+    proxy = ProxyListener()
+    yield proxy
+    proxy.close()
+
+
+async def test_a_devices_own_proxy_carries_the_connection(
+    tmp_path: Path, listener: ProxyListener, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"http://ana:s%40cret@127.0.0.1:{listener.port}"
+    asked: list[int] = []
+
+    async def proxies(device_id: int) -> str | None:
+        asked.append(device_id)
+        return url
+
+    # The preflight host cannot be resolved here: with a proxy it is not tried at all.
+    engine = WhatsmeowEngine(tmp_path, proxies=proxies, environ={},
+                             preflight_host="nonexistent.invalid")
+    session = engine.session(7, "s7", Sink())
+    with pytest.raises(EngineError) as info:
+        await session.start_pairing()
+    await session.stop()
+    assert asked == [7]
+    assert listener.requests, "whatsmeow did not reach the proxy"
+    head = listener.requests[0]
+    assert head.startswith("CONNECT web.whatsapp.com:443 HTTP/1.1\r\n")
+    assert "Proxy-Authorization: Basic YW5hOnNAY3JldA==" in head  # ana:s@cret
+    assert info.value.reason.startswith("connect_failed: ")
+    assert "s%40cret" not in caplog.text and "s@cret" not in caplog.text
+    assert "http://ana:****@127.0.0.1" in caplog.text
+
+
+async def test_all_proxy_is_passed_to_whatsmeow(tmp_path: Path, listener: ProxyListener) -> None:
+    engine = WhatsmeowEngine(tmp_path, preflight_host="nonexistent.invalid",
+                             environ={"ALL_PROXY": f"http://127.0.0.1:{listener.port}"})
+    session = engine.session(8, "s8", Sink())
+    with pytest.raises(EngineError):
+        await session.start_pairing()
+    await session.stop()
+    assert listener.requests[0].startswith("CONNECT web.whatsapp.com:443 ")
+
+
+async def test_https_proxy_of_the_environment_is_honoured_end_to_end(
+    tmp_path: Path, listener: ProxyListener
+) -> None:
+    # Go reads the environment the process was started with: a process of its own, the
+    # preflight on (it would fail: this machine cannot resolve web.whatsapp.com).
+    script = (
+        "import sys, trio\n"
+        "from supervisor.engines.whatsmeow import WhatsmeowEngine\n"
+        "from supervisor.errors import EngineError\n"
+        "async def main():\n"
+        "    session = WhatsmeowEngine(sys.argv[1]).session(1, 's1', print)\n"
+        "    try:\n"
+        "        await session.start_pairing()\n"
+        "    except EngineError as exc:\n"
+        "        print('reason', exc.reason)\n"
+        "    await session.stop()\n"
+        "trio.run(main)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["HTTPS_PROXY"] = f"http://127.0.0.1:{listener.port}"
+    with trio.fail_after(120):
+        result = await trio.run_process(
+            [sys.executable, "-c", script, str(tmp_path)], env=env, capture_stdout=True,
+            capture_stderr=True, check=False, cwd=REPO,
+        )
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert listener.requests and listener.requests[0].startswith(
+        "CONNECT web.whatsapp.com:443 HTTP/1.1"), out
+    assert "reason unreachable" not in out  # the preflight did not refuse the proxied network
+
+
+async def test_preflight_runs_only_without_a_proxy(tmp_path: Path, fake_go: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    dialled: list[str] = []
+
+    def preflight(host: str, port: int = 443, timeout: float = 10.0) -> str | None:
+        dialled.append(host)
+        return None
+
+    monkeypatch.setattr(wc, "preflight", preflight)
+    for environ, expected in (({}, ["web.whatsapp.com"]),
+                              ({"HTTPS_PROXY": "http://corp:3128"}, []),
+                              ({"https_proxy": "http://corp:3128"}, []),
+                              ({"ALL_PROXY": "socks5://corp:1080"}, [])):
+        dialled.clear()
+        engine = WhatsmeowEngine(tmp_path, environ=environ)
+        session = engine.session(1, "s1", Sink())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.start_pairing)
+            await until(lambda: len(fake_go) > 0 and not fake_go[-1].stopped)
+            await from_go(fake_go[-1].on_qr, "https://wa.me/settings/linked_devices#r,n,i,a,1")
+        assert dialled == expected, environ
+        proxy = "socks5://corp:1080" if "ALL_PROXY" in environ else None
+        assert fake_go[-1].proxy == proxy
+        await session.stop()
+
+
+def test_a_data_dir_sqlite_would_misread_is_refused(tmp_path: Path) -> None:
+    for bad in ("data?mode=memory", "da#ta", "50%"):
+        with pytest.raises(OSError) as info:
+            WhatsmeowEngine(tmp_path / bad)
+        assert "cannot use the data directory" in str(info.value)
+        assert "choose a directory without" in str(info.value)
+
+
+async def test_a_relative_data_dir_reaches_neonize_as_an_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # neonize opens Postgres for a store path that starts with "postgres".
+    monkeypatch.chdir(tmp_path)
+    engine = WhatsmeowEngine(Path("postgres_data"), preflight_host=None)
+    assert engine.data_dir == tmp_path / "postgres_data"
+    session = engine.session(1, "s1", Sink())
+    with pytest.raises(EngineError) as info:
+        await session.start_pairing()
+    await session.stop()
+    assert info.value.reason == "unreachable: lookup web.whatsapp.com: no such host"
+    assert (tmp_path / "postgres_data" / "whatsmeow" / "1.db").exists()
+
+
+# -- months of uptime: whatsmeow's own reconnect, delete, resources ----------------------------
+
+
+async def connected_session(
+    tmp_path: Path, fake_go: list[wc.GoClient], sink: Sink, **engine: Any
+) -> tuple[WhatsmeowSession, wc.GoClient]:
+    """A session connected with stored credentials (the fake Go said Connected)."""
+    store = wc.store_path(tmp_path, 1)
+    wc.prepare_store(store)
+    with sqlite3.connect(store) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS whatsmeow_device (jid TEXT)")
+        conn.execute("INSERT INTO whatsmeow_device VALUES ('1555:1@s.whatsapp.net')")
+    conn.close()
+    session = WhatsmeowEngine(tmp_path, **engine).session(1, "s1", sink)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.connect)
+        await until(lambda: bool(fake_go))
+        await from_go(fake_go[-1].on_event, 3, event_bytes(nz.Connected(status=True)))
+    assert sink.events == [Connected()]
+    return session, fake_go[-1]
+
+
+async def test_whatsmeows_own_reconnect_within_the_grace_keeps_the_client(
+    tmp_path: Path, fake_go: Any, mock_clock: trio.testing.MockClock
+) -> None:
+    sink = Sink()
+    session, client = await connected_session(tmp_path, fake_go, sink)
+    await from_go(client.on_event, 12, event_bytes(nz.Disconnected(status=True)))
+    mock_clock.jump(29)
+    await trio.testing.wait_all_tasks_blocked()
+    assert sink.events == [Connected()]  # nothing reported yet
+    await from_go(client.on_event, 3, event_bytes(nz.Connected(status=True)))
+    mock_clock.jump(3600)
+    await trio.testing.wait_all_tasks_blocked()
+    assert sink.events == [Connected()]  # the connection carried on
+    assert len(fake_go) == 1 and not client.stopped  # no new Neonize(), nothing torn down
+    # Without a reconnect: reported once, after the grace.
+    await from_go(client.on_event, 12, event_bytes(nz.Disconnected(status=True)))
+    mock_clock.jump(29.9)
+    await trio.testing.wait_all_tasks_blocked()
+    assert sink.events == [Connected()]
+    mock_clock.jump(0.2)
+    await trio.testing.wait_all_tasks_blocked()
+    assert sink.events == [Connected(), Disconnected("connection_lost")]
+    await session.stop()
+    assert client.stopped
+
+
+async def test_stop_during_the_grace_reports_nothing(
+    tmp_path: Path, fake_go: Any, mock_clock: trio.testing.MockClock
+) -> None:
+    sink = Sink()
+    session, client = await connected_session(tmp_path, fake_go, sink)
+    await from_go(client.on_event, 12, event_bytes(nz.Disconnected(status=True)))
+    await session.stop()
+    mock_clock.jump(60)
+    await trio.testing.wait_all_tasks_blocked()
+    assert sink.events == [Connected()]
+
+
+async def test_go_exit_during_the_grace_is_reported_at_once(
+    tmp_path: Path, fake_go: Any, mock_clock: trio.testing.MockClock
+) -> None:
+    sink = Sink()
+    session, client = await connected_session(tmp_path, fake_go, sink)
+    await from_go(client.on_event, 12, event_bytes(nz.Disconnected(status=True)))
+    await from_go(client.on_exit, "websocket closed unexpectedly")
+    assert sink.events == [Connected(), Disconnected("connect_failed: websocket closed unexpectedly")]
+    mock_clock.jump(60)
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(sink.events) == 2
+    await session.stop()
+
+
+async def test_delete_of_a_connected_device_logs_out_at_whatsapp_first(
+    tmp_path: Path, fake_go: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(wc.GoClient, "logout", lambda self, gate=None: calls.append("logout"))
+    stop = wc.GoClient.stop
+
+    def stop_recorded(self: wc.GoClient, gate: wc.GoGate = wc.GATE) -> None:
+        calls.append("stop")
+        stop(self, gate)
+
+    monkeypatch.setattr(wc.GoClient, "stop", stop_recorded)
+    session, _client = await connected_session(tmp_path, fake_go, Sink())
+    await session.delete()
+    assert calls == ["logout", "stop"]
+    assert not wc.store_path(tmp_path, 1).exists()
+
+
+async def test_delete_is_not_held_up_by_a_failing_or_slow_logout(
+    tmp_path: Path, fake_go: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(self: wc.GoClient, gate: Any = None) -> None:
+        raise RuntimeError("logout refused")
+
+    monkeypatch.setattr(wc.GoClient, "logout", refused)
+    session, _client = await connected_session(tmp_path, fake_go, Sink())
+    await session.delete()
+    assert not wc.store_path(tmp_path, 1).exists()
+    # Not connected: no logout at all (nothing to tell WhatsApp).
+    monkeypatch.setattr(wc.GoClient, "logout", lambda self, gate=None: pytest.fail("logout"))
+    idle = WhatsmeowEngine(tmp_path).session(2, "s2", Sink())
+    await idle.delete()
+
+
+async def test_delete_waits_a_bounded_time_for_the_logout(
+    tmp_path: Path, fake_go: Any, monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    release = threading.Event()
+    monkeypatch.setattr(wc.GoClient, "logout", lambda self, gate=None: release.wait(30))
+    session, _client = await connected_session(tmp_path, fake_go, Sink())
+    start = trio.current_time()
+    await session.delete()
+    assert trio.current_time() - start == pytest.approx(10.0, abs=0.5)
+    assert not wc.store_path(tmp_path, 1).exists()
+    release.set()
+
+
+async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
+    tmp_path: Path, fake_go: Any, mock_clock: trio.testing.MockClock
+) -> None:
+    sink = Sink()
+    session, client = await connected_session(tmp_path, fake_go, sink)
+    disconnected = event_bytes(nz.Disconnected(status=True))
+    connected = event_bytes(nz.Connected(status=True))
+    for _ in range(5):  # warm-up: Trio's thread cache, first-use allocations
+        await from_go(client.on_event, 12, disconnected)
+        await from_go(client.on_event, 3, connected)
+    threads, tasks, fds = python_threads(), os_threads(), open_fds()
+    for _ in range(200):
+        await from_go(client.on_event, 12, disconnected)
+        mock_clock.jump(5)
+        await from_go(client.on_event, 3, connected)
+    assert sink.events == [Connected()]
+    assert len(fake_go) == 1 and not client.stopped
+    assert python_threads() == threads
+    assert os_threads() <= tasks + 2  # Trio's idle worker threads come and go
+    assert open_fds() == fds
+    print(f"whatsmeow reconnects: threads {tasks} -> {os_threads()}, fds {fds} -> {open_fds()}")
+    # And 200 where whatsmeow does not come back in time: torn down, connected anew.
+    for i in range(200):
+        clients = i + 2
+        await from_go(fake_go[-1].on_event, 12, disconnected)
+        mock_clock.jump(31)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sink.events[-1] == Disconnected("connection_lost")
+        await session.stop()  # what the actor does on Disconnected
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.connect)
+            await until(lambda: len(fake_go) == clients)  # noqa: B023
+            await from_go(fake_go[-1].on_event, 3, connected)
+    assert len(sink.events) == 1 + 2 * 200
+    assert python_threads() == threads
+    assert os_threads() <= tasks + 2
+    assert open_fds() == fds
+    print(f"engine reconnects: threads {tasks} -> {os_threads()}, fds {fds} -> {open_fds()}")
+    await session.stop()
+
+
+# -- incoming messages and pairings: Go's callback returns after the commit --------------------
+
+
+def incoming(message_id: str = "IN1", text: str = "hello") -> bytes:
+    msg = nz.Message(Info=nz.MessageInfo(ID=message_id, Timestamp=1_750_000_000, MessageSource=nz.MessageSource(
+        Chat=nz.JID(User="15557654321", Server="s.whatsapp.net"),
+        Sender=nz.JID(User="15557654321", Server="s.whatsapp.net"))))
+    msg.Message.conversation = text
+    return event_bytes(msg)
+
+
+async def test_the_message_callback_returns_to_go_only_after_the_commit(
+    tmp_path: Path, fake_go: Any
+) -> None:
+    sink = Sink()
+    session, client = await connected_session(tmp_path, fake_go, sink)
+    sink.hold = trio.Event()
+    go = threading.Thread(target=client.on_event, args=(17, incoming()))
+    go.start()
+    await until(lambda: sink.threads and len(sink.threads) == 1 and not sink.delivered
+                and go.is_alive())
+    await trio.testing.wait_all_tasks_blocked()
+    go.join(0.2)
+    assert go.is_alive()  # whatsmeow is still waiting: nothing acknowledged yet
+    assert sink.delivered == []
+    sink.hold.set()
+    await trio.to_thread.run_sync(go.join, 5)
+    assert not go.is_alive()
+    assert [m.message_id for m in sink.delivered if isinstance(m, MessageReceived)] == ["IN1"]
+    assert sink.threads == {threading.get_ident()}  # on the Trio thread only
+    await session.stop()
+
+
+async def test_a_message_the_device_cannot_store_is_logged_and_go_carries_on(
+    tmp_path: Path, fake_go: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = Sink()
+    session, client = await connected_session(tmp_path, fake_go, sink)
+    sink.refuse = "not_stored"
+    await from_go(client.on_event, 17, incoming("IN2"))  # returns: nothing raised into Go
+    assert sink.delivered == []
+    assert session.reports.not_stored == 1
+    assert "was not stored (not_stored)" in caplog.text
+    sink.refuse = None
+    await from_go(client.on_event, 17, incoming("IN3"))
+    assert [m.message_id for m in sink.delivered if isinstance(m, MessageReceived)] == ["IN3"]
+    await session.stop()
+    await from_go(client.on_event, 17, incoming("IN4"))  # a stopped client: dropped at once
+    assert len(sink.delivered) == 1
+
+
+async def test_the_pairing_is_delivered_through_the_commit(tmp_path: Path, fake_go: Any) -> None:
+    session, sink, client = await pairing_session(tmp_path, fake_go)
+    await from_go(client.on_status, "success")
+    success = nz.PairStatus(ID=nz.JID(User="15551234567", Server="s.whatsapp.net"),
+                            Platform="android", Status=nz.PairStatus.SUCCESS)
+    await from_go(client.on_event, 0, event_bytes(nz.Device()))
+    await from_go(client.on_event, 2, event_bytes(success))
+    assert sink.delivered == [Paired("15551234567@s.whatsapp.net", "15551234567", None, "android")]
+    await session.stop()
+
+
+# -- the exact callback sequences of neonize 0.5.2, replayed at the Go boundary ------------------
+# (../shared/research/engine-review.md, "The exact 0.5.2 callback sequences")
+
+QR = "https://wa.me/settings/linked_devices#ref{},bm9pc2U=,aWRlbnRpdHk=,YWR2,1"
+ME = nz.Device(JID=nz.JID(User="15551234567", Server="s.whatsapp.net"), PushName="Ana",
+               Platform="android")
+SUCCESS = nz.PairStatus(ID=nz.JID(User="15551234567", Device=7, Server="s.whatsapp.net"),
+                        Platform="android", Status=nz.PairStatus.SUCCESS)
+PAIRED = Paired("15551234567@s.whatsapp.net", "15551234567", None, "android")
+
+
+async def failing(call: Callable[[], Awaitable[None]], errors: list[EngineError]) -> None:
+    try:
+        await call()
+    except EngineError as exc:
+        errors.append(exc)
+
+
+async def scan_and_connect(session: WhatsmeowSession, client: wc.GoClient) -> None:
+    """status success -> event(0, Device) -> event(2, PairStatus) -> (515) event(3)."""
+    await from_go(client.on_status, "success")
+    await from_go(client.on_event, 0, event_bytes(ME))
+    await from_go(client.on_event, 2, event_bytes(SUCCESS))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.connect)  # the actor's next step after Paired
+        await trio.testing.wait_all_tasks_blocked()
+        await from_go(client.on_event, 3, event_bytes(nz.Connected(status=True)))
+
+
+async def test_sequence_qr_success(tmp_path: Path, fake_go: Any) -> None:
+    session, sink, client = await pairing_session(tmp_path, fake_go)
+    sink.events.clear()
+    for n in (2, 3):  # whatsmeow rotates on its own clock
+        await from_go(client.on_qr, QR.format(n))
+    assert sink.events == []
+    await session.next_qr()  # wasup's first code expired: the newest one is shown
+    assert sink.events == [QrCode(QR.format(3))]
+    await scan_and_connect(session, client)
+    await from_go(client.on_event, 17, incoming("M1", "first message"))
+    assert sink.events[1:3] == [PAIRED, Connected(push_name="Ana", platform="android")]
+    assert [type(e) for e in sink.delivered] == [Paired, MessageReceived]
+    assert len(fake_go) == 1 and not client.stopped  # the pairing connection carried on
+    await session.stop()
+
+
+async def test_sequence_pair_code(tmp_path: Path, fake_go: Any,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wc.GoClient, "pair_phone", lambda self, phone, gate=None: "ABCDEFGH")
+    session, sink, client = await pairing_session(tmp_path, fake_go)
+    assert await session.request_pair_code("+15551234567") == "ABCD-EFGH"
+    await scan_and_connect(session, client)
+    assert sink.events[1:] == [PAIRED, Connected(push_name="Ana", platform="android")]
+    await session.stop()
+
+
+async def test_sequence_pairing_socket_dropped_or_codes_ran_out(
+    tmp_path: Path, fake_go: Any
+) -> None:
+    session, sink, client = await pairing_session(tmp_path, fake_go)
+    await from_go(client.on_status, "timeout")
+    assert sink.events[1:] == translate_pairing_status("timeout")
+    assert all(isinstance(e, Disconnected) and e.recoverable for e in sink.events[1:])
+    with pytest.raises(EngineError):
+        await session.request_pair_code("15551234567")
+    await session.stop()
+
+
+async def test_sequence_stopped_while_pairing(tmp_path: Path, fake_go: Any) -> None:
+    session, sink, client = await pairing_session(tmp_path, fake_go)
+    await session.stop()
+    # No further callbacks come in 0.5.2; if any did, they would be dropped.
+    await from_go(client.on_qr, QR.format(2))
+    await from_go(client.on_status, "timeout")
+    await from_go(client.on_event, 2, event_bytes(SUCCESS))
+    assert sink.events == [QrCode("https://wa.me/settings/linked_devices#first,n0,i0,a0,1")]
+    assert sink.delivered == []
+
+
+async def reconnect(tmp_path: Path, fake_go: list[wc.GoClient], sink: Sink,
+                    *events: tuple[int, bytes]) -> tuple[WhatsmeowSession, EngineError | None]:
+    """connect() with stored credentials; Go plays event(0) and then ``events``."""
+    store = wc.store_path(tmp_path, 1)
+    if not wc.has_credentials(store):
+        wc.prepare_store(store)
+        with sqlite3.connect(store) as conn:
+            conn.execute("CREATE TABLE whatsmeow_device (jid TEXT)")
+            conn.execute("INSERT INTO whatsmeow_device VALUES ('15551234567:7@s.whatsapp.net')")
+        conn.close()
+    session = WhatsmeowEngine(tmp_path).session(1, "s1", sink)
+    failure: EngineError | None = None
+
+    async def connect() -> None:
+        nonlocal failure
+        try:
+            await session.connect()
+        except EngineError as exc:
+            failure = exc
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connect)
+        await until(lambda: bool(fake_go))
+        await from_go(fake_go[-1].on_event, 0, event_bytes(ME))
+        for code, data in events:
+            await from_go(fake_go[-1].on_event, code, data)
+    return session, failure
+
+
+async def test_sequence_paired_reconnect(tmp_path: Path, fake_go: Any) -> None:
+    sink = Sink()
+    session, failure = await reconnect(tmp_path, fake_go, sink,
+                                       (3, event_bytes(nz.Connected(status=True))))
+    assert failure is None
+    assert sink.events == [Connected(push_name="Ana", platform="android")]
+    await session.stop()
+
+
+@pytest.mark.parametrize(
+    ("code", "event", "expected"),
+    [
+        (6, nz.LoggedOut(OnConnect=True, Reason=nz.LOGGED_OUT), LoggedOut("unlinked")),
+        (8, nz.TemporaryBan(Code=nz.TemporaryBan.BLOCKED_BY_USERS, Expire=3600),
+         TemporaryBan("temporary_ban: blocked_by_users", until_epoch=0.0)),
+    ],
+)
+async def test_sequence_paired_reconnect_failures(
+    tmp_path: Path, fake_go: Any, code: int, event: Any, expected: EngineEvent
+) -> None:
+    sink = Sink()
+    session, failure = await reconnect(tmp_path, fake_go, sink, (code, event_bytes(event)))
+    assert failure is not None and failure.reason == getattr(expected, "reason", None)
+    assert len(sink.events) == 1
+    got = sink.events[0]
+    if isinstance(got, TemporaryBan):
+        got = attrs.evolve(got, until_epoch=0.0)
+    assert got == expected
+    await trio.testing.wait_all_tasks_blocked()
+    held = isinstance(expected, Disconnected) and expected.retry is not Retry.BACKOFF
+    if held:
+        assert fake_go[-1].stopped  # no reconnect by whatsmeow itself
+    # The engine never wipes the store on its own: only the actor's logout or delete does.
+    assert wc.has_credentials(wc.store_path(tmp_path, 1))
+    await session.stop()
+
+
+async def test_sequence_dial_failure(tmp_path: Path, fake_go: Any) -> None:
+    sink = Sink()
+    session = WhatsmeowEngine(tmp_path).session(1, "s1", sink)
+    errors: list[EngineError] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(failing, session.start_pairing, errors)
+        await until(lambda: bool(fake_go))
+        await from_go(fake_go[-1].on_exit, (
+            "failed to dial whatsapp web websocket: failed to WebSocket dial: Get "
+            '"https://web.whatsapp.com/ws/chat": dial tcp: lookup web.whatsapp.com on '
+            "127.0.0.53:53: no such host"))
+    assert [(e.reason, e.recoverable) for e in errors] == [
+        ("unreachable: lookup web.whatsapp.com: no such host", True)]
+    assert sink.events == []  # raised to the caller, not reported twice
+    await session.stop()

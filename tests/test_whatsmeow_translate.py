@@ -1,13 +1,18 @@
-"""The whatsmeow event mapping, one test per row of docs/engine-events.md.
+"""The whatsmeow event mapping, row by row of the translation table (docs/engine-events.md).
 
 Each test builds neonize's own protobuf event object (the very class neonize parses Go's
 bytes into), runs it through :func:`translate` -- after a round trip through its wire form,
 as it arrives from Go -- and, where the row says so, through the pure state machine, to check
-the resulting status, ``statusReason`` and event.
+the resulting status, ``statusReason`` and event. Pairing statuses and ``Neonize()``'s exit
+texts are the strings neonize 0.5.2 hands over.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -23,17 +28,26 @@ from supervisor.engine import (
     MessageReceived,
     MessageStatus,
     Paired,
+    PairingFailed,
+    Retry,
     TemporaryBan,
 )
 from supervisor.engines.whatsmeow_translate import (
     KEEPALIVE_MAX_ERRORS,
+    ROWS,
     UNKNOWN_BAN_SECONDS,
+    OnStatus,
+    Section,
+    Via,
+    advice_for,
     connect_error_reason,
+    exit_event,
     translate,
     translate_pairing_status,
 )
 
 NOW = 1_750_000_000.0
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def complete(msg: Any) -> Any:
@@ -115,9 +129,13 @@ def test_connected_without_account_info() -> None:
     assert tr(nz.Connected(status=True)) == [Connected(push_name=None, platform=None)]
 
 
-def test_disconnected_is_recoverable() -> None:
+def test_the_account_event_itself_reports_nothing() -> None:
+    assert tr(nz.Device(JID=jid("15551234567"), PushName="Ana")) == []
+
+
+def test_disconnected_reconnects_on_the_backoff_schedule() -> None:
     events = tr(nz.Disconnected(status=True))
-    assert events == [Disconnected("connection_lost", recoverable=True)]
+    assert events == [Disconnected("connection_lost", retry=Retry.BACKOFF)]
     state = through_state_machine(sm.Status.CONNECTED, events)
     assert (state.status, state.reason) == (sm.Status.DISCONNECTED, "connection_lost")
     assert EMITTED == ["device_status", "device_disconnected"]
@@ -125,33 +143,34 @@ def test_disconnected_is_recoverable() -> None:
 
 def test_keepalive_timeout_below_threshold_changes_nothing() -> None:
     assert tr(nz.KeepAliveTimeout(ErrorCount=1, LastSuccess=int(NOW) - 30)) == []
+    assert tr(nz.KeepAliveTimeout(ErrorCount=KEEPALIVE_MAX_ERRORS - 1)) == []
 
 
 def test_keepalive_timeout_at_threshold_is_a_lost_connection() -> None:
     events = tr(nz.KeepAliveTimeout(ErrorCount=KEEPALIVE_MAX_ERRORS, LastSuccess=int(NOW) - 90))
-    assert events == [Disconnected("keepalive_timeout", recoverable=True)]
+    assert events == [Disconnected("keepalive_timeout", retry=Retry.BACKOFF)]
     state = through_state_machine(sm.Status.CONNECTED, events)
     assert (state.status, state.reason) == (sm.Status.DISCONNECTED, "keepalive_timeout")
     assert EMITTED == ["device_status", "device_disconnected"]
 
 
-def test_keepalive_restored_changes_nothing() -> None:
+def test_keepalive_restored_and_stream_error_change_nothing() -> None:
     assert tr(nz.KeepAliveRestored()) == []
+    assert tr(nz.StreamError(Code="503")) == []
 
 
-# -- final conditions --------------------------------------------------------------------------
+# -- logged out, refused, replaced, banned ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("reason", "expected"),
     [
-        (nz.LOGGED_OUT, "unlinked"),
-        (nz.MAIN_DEVICE_GONE, "main_device_gone"),
-        (nz.UNKNOWN_LOGOUT, "unknown_logout"),
-        (nz.GENERIC, "unlinked"),
+        (nz.LOGGED_OUT, "unlinked"),  # 401: unlinked from the phone
+        (nz.MAIN_DEVICE_GONE, "account_locked"),  # 403: LOCKED in WhatsApp web's code
+        (nz.UNKNOWN_LOGOUT, "banned"),  # 406: BANNED in WhatsApp web's code
     ],
 )
-def test_logged_out_is_final(reason: int, expected: str) -> None:
+def test_logged_out_wipes_for_whatsmeows_logged_out_codes(reason: int, expected: str) -> None:
     events = tr(nz.LoggedOut(OnConnect=True, Reason=reason))
     assert events == [LoggedOut(expected)]
     state = through_state_machine(sm.Status.CONNECTED, events)
@@ -159,24 +178,37 @@ def test_logged_out_is_final(reason: int, expected: str) -> None:
     assert EMITTED == ["device_status", "device_logged_out"]
 
 
-def test_logged_out_without_reason() -> None:
-    assert tr(nz.LoggedOut(OnConnect=False)) == [LoggedOut("unlinked")]
+def test_device_removed_stream_error_is_unlinked() -> None:
+    """whatsmeow's ``device_removed`` stream error: OnConnect false, reason 401."""
+    assert tr(nz.LoggedOut(OnConnect=False, Reason=nz.LOGGED_OUT)) == [LoggedOut("unlinked")]
+    # an older whatsmeow sent it without a reason
+    assert translate(nz.LoggedOut(OnConnect=False), now=NOW) == [LoggedOut("unlinked")]
 
 
-def test_stream_replaced_is_final() -> None:
+@pytest.mark.parametrize(
+    "reason",
+    [nz.GENERIC, nz.TEMP_BANNED, nz.CLIENT_OUTDATED, nz.BAD_USER_AGENT, nz.SERVICE_UNAVAILABLE],
+)
+def test_logged_out_with_another_reason_keeps_the_credentials(reason: int) -> None:
+    assert tr(nz.LoggedOut(OnConnect=True, Reason=reason)) == [
+        Disconnected("connect_failure", retry=Retry.SLOW)
+    ]
+
+
+def test_stream_replaced_holds_with_the_credentials_kept() -> None:
     events = tr(nz.StreamReplaced())
-    assert events == [LoggedOut("stream_replaced")]
-    state = through_state_machine(sm.Status.CONNECTED, events)
-    assert (state.status, state.reason) == (sm.Status.LOGGED_OUT, "stream_replaced")
-    assert EMITTED == ["device_status", "device_logged_out"]
+    assert events == [Disconnected("stream_replaced", retry=Retry.HOLD)]
+    assert not any(isinstance(e, LoggedOut) for e in events)
+    assert "log the device in" in (advice_for("stream_replaced") or "")
 
 
-def test_client_outdated_is_final() -> None:
+def test_client_outdated_retries_slowly_and_says_to_upgrade_neonize() -> None:
     events = tr(nz.ClientOutdated())
-    assert events == [LoggedOut("client_outdated")]
-    state = through_state_machine(sm.Status.CONNECTING, events)
-    assert (state.status, state.reason) == (sm.Status.LOGGED_OUT, "client_outdated")
-    assert EMITTED == ["device_status", "device_logged_out"]
+    assert events == [Disconnected("client_outdated", retry=Retry.SLOW)]
+    advice = advice_for("client_outdated")
+    assert advice is not None and "upgrade neonize" in advice
+    assert 'pip install -U "neonize>=0.5.2,<0.6"' in advice
+    assert advice_for("connection_lost") is None
 
 
 def test_temporary_ban_waits_until_expiry() -> None:
@@ -196,19 +228,19 @@ def test_temporary_ban_waits_until_expiry() -> None:
 @pytest.mark.parametrize(
     ("reason", "expected"),
     [
-        (nz.LOGGED_OUT, "unlinked"),
-        (nz.MAIN_DEVICE_GONE, "main_device_gone"),
-        (nz.UNKNOWN_LOGOUT, "unknown_logout"),
-        (nz.CLIENT_OUTDATED, "client_outdated"),
-        (nz.BAD_USER_AGENT, "bad_user_agent"),
+        (nz.GENERIC, Disconnected("connect_failure", retry=Retry.SLOW)),  # 400
+        (nz.BAD_USER_AGENT, Disconnected("bad_user_agent", retry=Retry.SLOW)),  # 409
+        (nz.EXPERIMENTAL, Disconnected("connect_failure", retry=Retry.SLOW)),  # 501
+        (nz.INTERNAL_SERVER_ERROR, Disconnected("connect_failure", retry=Retry.SLOW)),  # 500
+        (nz.SERVICE_UNAVAILABLE, Disconnected("connect_failure", retry=Retry.SLOW)),  # 503
+        (nz.CLIENT_OUTDATED, Disconnected("client_outdated", retry=Retry.SLOW)),  # 405
+        (nz.LOGGED_OUT, LoggedOut("unlinked")),  # 401
+        (nz.MAIN_DEVICE_GONE, LoggedOut("account_locked")),  # 403
+        (nz.UNKNOWN_LOGOUT, LoggedOut("banned")),  # 406
     ],
 )
-def test_connect_failure_final(reason: int, expected: str) -> None:
-    events = tr(nz.ConnectFailure(Reason=reason, Message="refused"))
-    assert events == [LoggedOut(expected)]
-    state = through_state_machine(sm.Status.CONNECTING, events)
-    assert (state.status, state.reason) == (sm.Status.LOGGED_OUT, expected)
-    assert EMITTED == ["device_status", "device_logged_out"]
+def test_connect_failure(reason: int, expected: EngineEvent) -> None:
+    assert tr(nz.ConnectFailure(Reason=reason, Message="refused")) == [expected]
 
 
 def test_connect_failure_temp_banned_without_expiry() -> None:
@@ -216,25 +248,19 @@ def test_connect_failure_temp_banned_without_expiry() -> None:
     assert events == [TemporaryBan("temporary_ban", NOW + UNKNOWN_BAN_SECONDS)]
 
 
-@pytest.mark.parametrize(
-    ("reason", "expected"),
-    [
-        (nz.INTERNAL_SERVER_ERROR, "internal_server_error: try later"),
-        (nz.SERVICE_UNAVAILABLE, "service_unavailable: try later"),
-        (nz.GENERIC, "connect_failure: try later"),
-        (nz.EXPERIMENTAL, "experimental: try later"),
-    ],
-)
-def test_connect_failure_recoverable(reason: int, expected: str) -> None:
-    events = tr(nz.ConnectFailure(Reason=reason, Message="try later"))
-    assert events == [Disconnected(expected, recoverable=True)]
-    state = through_state_machine(sm.Status.CONNECTING, events)
-    assert (state.status, state.reason) == (sm.Status.DISCONNECTED, expected)
-    assert EMITTED == ["device_status", "device_disconnected"]
-
-
-def test_stream_error_changes_nothing() -> None:
-    assert tr(nz.StreamError(Code="503")) == []
+def test_credentials_are_wiped_only_for_whatsmeows_logged_out_codes() -> None:
+    """Of every reason neonize can carry in a LoggedOut or ConnectFailure, only 401, 403 and
+    406 (whatsmeow's ``IsLoggedOut``) end the session; the rest keep the credentials."""
+    wiping = set()
+    for name, value in nz.ConnectFailureReason.items():
+        for event in (nz.LoggedOut(OnConnect=True, Reason=value),
+                      nz.ConnectFailure(Reason=value, Message="")):
+            if any(isinstance(e, LoggedOut) for e in tr(event)):
+                wiping.add(name)
+    assert wiping == {"LOGGED_OUT", "MAIN_DEVICE_GONE", "UNKNOWN_LOGOUT"}
+    for row in ROWS:
+        if isinstance(row.outcome, LoggedOut):
+            assert row.outcome.reason in {"unlinked", "account_locked", "banned"}, row
 
 
 # -- pairing -----------------------------------------------------------------------------------
@@ -251,28 +277,96 @@ def test_pair_success_is_paired() -> None:
     assert EMITTED == ["device_status"]
 
 
-def test_pair_error_starts_over() -> None:
+def test_pair_error_event_restarts_pairing() -> None:
     ev = nz.PairStatus(ID=jid("15551234567"), Status=nz.PairStatus.ERROR, Error="bad signature")
-    events = tr(ev)
-    assert events == [Disconnected("pair_error: bad signature", recoverable=True)]
-    state = through_state_machine(sm.Status.PENDING, events)
-    assert (state.status, state.reason) == (sm.Status.DISCONNECTED, "pair_error: bad signature")
-    assert EMITTED == ["device_status", "device_disconnected"]
+    assert tr(ev) == [PairingFailed("pair_error", restart=True)]
 
 
 @pytest.mark.parametrize(
     ("status", "expected"),
     [
         ("success", []),
-        ("error", []),
-        ("timeout", [Disconnected("pairing_interrupted", recoverable=True)]),
-        ("err-client-outdated", [LoggedOut("client_outdated")]),
-        ("err-unexpected-state", [Disconnected("pairing_unexpected_state", recoverable=True)]),
-        ("err-scanned-without-multidevice", []),
+        ("error", [PairingFailed("pair_error", restart=True)]),
+        ("err-scanned-without-multidevice",
+         [PairingFailed("scanned_without_multidevice", restart=False)]),
+        ("passkey-request", [PairingFailed("passkey_required", restart=False)]),
+        ("passkey-confirmation", [PairingFailed("passkey_required", restart=False)]),
+        ("err-client-outdated", [Disconnected("client_outdated", retry=Retry.SLOW)]),
+        ("timeout", [Disconnected("pairing_interrupted", retry=Retry.BACKOFF)]),
+        ("err-unexpected-state", [Disconnected("pairing_unexpected_state", retry=Retry.BACKOFF)]),
+        ("code", []),
+        ("something-new", []),
     ],
 )
 def test_pairing_status(status: str, expected: list[EngineEvent]) -> None:
     assert translate_pairing_status(status) == expected
+
+
+# -- neonize's event loop ends -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "proto: required field neonize.Receipt.Type not set",
+        "proto: required field neonize.TemporaryBan.Code not set",
+        "proto: required field neonize.ConnectFailure.Reason not set",
+    ],
+)
+def test_an_event_neonize_cannot_encode_retries_slowly(text: str) -> None:
+    assert exit_event(text) == Disconnected("unsupported_event", retry=Retry.SLOW)
+    assert connect_error_reason(text) == "unsupported_event"
+
+
+def test_a_connect_that_failed_reconnects_on_the_backoff_schedule() -> None:
+    text = "failed to dial whatsapp web websocket: dial tcp: lookup web.whatsapp.com: no such host"
+    assert exit_event(text) == Disconnected(
+        "unreachable: lookup web.whatsapp.com: no such host", retry=Retry.BACKOFF
+    )
+    assert exit_event("") == Disconnected("connect_failed: unknown error", retry=Retry.BACKOFF)
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+
+def test_every_row_of_the_table_says_how_it_arrives() -> None:
+    keys = [row.key for row in ROWS if row.key is not None]
+    assert len(keys) == len(set(keys)), "two rows claim the same event"
+    for section in Section:
+        assert any(row.section is section for row in ROWS), section
+    statuses = {row.key.status for row in ROWS if isinstance(row.key, OnStatus)}
+    assert statuses >= {"success", "error", "timeout", "err-client-outdated",
+                        "err-unexpected-state", "err-scanned-without-multidevice",
+                        "passkey-request", "passkey-confirmation"}
+    never = [row for row in ROWS if row.via is Via.NEVER]
+    assert never and all(row.note or row.neonize for row in never)
+
+
+def test_engine_events_doc_is_current() -> None:
+    """docs/engine-events.md shows the table the code reads (run docs/gen_engine_events.py)."""
+    gen = _load_generator()
+    document = (DOCS / "engine-events.md").read_text(encoding="utf-8")
+    assert gen.splice(document, gen.render()) == document, "run docs/gen_engine_events.py"
+
+
+def test_engine_events_doc_has_a_row_per_table_row() -> None:
+    gen = _load_generator()
+    rendered = gen.render()
+    for row in ROWS:
+        assert row.whatsmeow in rendered, row
+    assert rendered.count("\n| ") == len(ROWS) + len(Section)  # rows plus one header each
+
+
+def _load_generator() -> ModuleType:
+    name = "wasup_docs_gen_engine_events"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, DOCS / "gen_engine_events.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 # -- messages and receipts ---------------------------------------------------------------------
@@ -297,7 +391,8 @@ def test_text_message_received() -> None:
     events = tr(incoming(WAMessage(conversation="hello"), chat=peer, sender=peer))
     assert events == [
         MessageReceived("3EB0ABCDEF", "15557654321@s.whatsapp.net", "15557654321@s.whatsapp.net",
-                        "hello", is_group=False, from_me=False, timestamp=1_750_000_100.0)
+                        "hello", is_group=False, from_me=False, timestamp=1_750_000_100.0,
+                        sender_lid=None, sender_pn="15557654321@s.whatsapp.net")
     ]
 
 
@@ -365,6 +460,74 @@ def test_other_receipts_change_nothing(receipt_type: int) -> None:
 
 def test_unrelated_events_are_ignored() -> None:
     assert tr(nz.OfflineSyncCompleted(Count=3)) == []
+
+
+# -- LID addressing ------------------------------------------------------------------------------
+
+LID = jid("140000000000001", "lid")
+PN = jid("15557654321")
+ME = jid("15551234567")
+
+
+def received(source: nz.MessageSource) -> MessageReceived:
+    ev = nz.Message(Info=nz.MessageInfo(ID="3EB0LID", Timestamp=1_750_000_100,
+                                        MessageSource=source))
+    ev.Message.CopyFrom(WAMessage(conversation="hi"))
+    (out,) = tr(ev)
+    assert isinstance(out, MessageReceived)
+    return out
+
+
+def test_lid_addressed_message_with_the_phone_number_known() -> None:
+    got = received(nz.MessageSource(Chat=LID, Sender=LID, SenderAlt=PN, IsFromMe=False,
+                                    IsGroup=False, AddressingMode=nz.LID))
+    assert (got.chat, got.sender, got.sender_lid, got.sender_pn) == (
+        "15557654321@s.whatsapp.net", "15557654321@s.whatsapp.net",
+        "140000000000001@lid", "15557654321@s.whatsapp.net",
+    )
+
+
+def test_lid_addressed_message_without_the_phone_number() -> None:
+    got = received(nz.MessageSource(Chat=LID, Sender=LID, IsFromMe=False, IsGroup=False))
+    assert (got.chat, got.sender, got.sender_lid, got.sender_pn) == (
+        "140000000000001@lid", "140000000000001@lid", "140000000000001@lid", None,
+    )
+
+
+def test_phone_addressed_message_with_the_lid_known() -> None:
+    got = received(nz.MessageSource(Chat=PN, Sender=PN, SenderAlt=LID, IsFromMe=False,
+                                    IsGroup=False))
+    assert (got.chat, got.sender, got.sender_lid, got.sender_pn) == (
+        "15557654321@s.whatsapp.net", "15557654321@s.whatsapp.net",
+        "140000000000001@lid", "15557654321@s.whatsapp.net",
+    )
+
+
+def test_group_message_from_a_lid_sender_keeps_the_group_as_chat() -> None:
+    group = jid("120363000000", "g.us")
+    got = received(nz.MessageSource(Chat=group, Sender=LID, SenderAlt=PN, IsFromMe=False,
+                                    IsGroup=True))
+    assert (got.chat, got.sender, got.sender_lid, got.sender_pn, got.is_group) == (
+        "120363000000@g.us", "15557654321@s.whatsapp.net",
+        "140000000000001@lid", "15557654321@s.whatsapp.net", True,
+    )
+
+
+def test_message_sent_from_the_phone_to_a_lid_chat_names_the_recipients_number() -> None:
+    got = received(nz.MessageSource(Chat=LID, Sender=ME, RecipientAlt=PN, IsFromMe=True,
+                                    IsGroup=False))
+    assert (got.chat, got.sender, got.sender_pn, got.from_me) == (
+        "15557654321@s.whatsapp.net", "15551234567@s.whatsapp.net",
+        "15551234567@s.whatsapp.net", True,
+    )
+
+
+def test_a_device_part_is_dropped_from_both_addresses() -> None:
+    lid_dev = nz.JID(User="140000000000001", Server="lid", Device=3, RawAgent=0, Integrator=0)
+    got = received(nz.MessageSource(Chat=LID, Sender=lid_dev, SenderAlt=PN, IsFromMe=False,
+                                    IsGroup=False))
+    assert (got.sender_lid, got.sender_pn) == ("140000000000001@lid",
+                                               "15557654321@s.whatsapp.net")
 
 
 # -- connect errors ----------------------------------------------------------------------------

@@ -64,6 +64,7 @@ def check_version(installed: str) -> None:
 check_version(version("neonize"))
 
 from neonize._binder import (  # noqa: E402 -- only after the version check
+    ProxySettings,
     func_callback_bytes,
     func_callback_bytes2,
     func_string,
@@ -116,19 +117,23 @@ def run_client(
     on_log: CallbackRef,
     subscribed: bytearray,
     device_props: bytes,
+    proxy: str | None = None,
 ) -> str:
     """Run one whatsmeow client: blocks until Go's ``Neonize()`` returns (after
     :func:`stop_client`, or at once when the connection fails).
 
     ``subscribed`` lists neonize's event codes, one byte each. Returns Go's error text, ``""``
     when it returned cleanly. Resource handling: the callbacks, ``subscribed`` and
-    ``device_props`` must stay referenced until this returns.
+    ``device_props`` must stay referenced until this returns. ``proxy`` (a URL) is the last
+    argument, neonize's ``ProxySettings`` struct (whatsmeow's ``SetProxyAddress``).
     """
     buffer = (ctypes.c_char * len(subscribed)).from_buffer(subscribed)
+    settings = None if proxy is None else ProxySettings(proxy_address=proxy)._to_c_struct()
     raw = gocode.Neonize(
         db, uuid, b"", 0, int(pairing), log_level,
         on_qr, on_status, on_event, on_log, buffer, len(subscribed),
-        device_props, len(device_props), b"", 0, None,
+        device_props, len(device_props), b"", 0,
+        None if settings is None else ctypes.byref(settings),
     )
     if not raw:
         return ""

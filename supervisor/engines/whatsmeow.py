@@ -11,20 +11,29 @@
 
 Threads: each live whatsmeow client runs on a thread of its own (Go's ``Neonize()`` blocks
 for the connection's lifetime). Go calls back on its own threads; those callbacks copy their
-data and hand it to Trio with ``TrioToken.run_sync_soon`` (see :meth:`WhatsmeowSession._post`),
-nothing more. Every other blocking call (start, stop, send, pair code, logout, file work)
-runs through ``trio.to_thread.run_sync`` under the engine's own ``CapacityLimiter``;
-starting, stopping and logging out are serialized through one gate (see
-:mod:`supervisor.engines.whatsmeow_client`).
+data and hand it to Trio (:mod:`supervisor.engines.whatsmeow_events`), nothing more. Every
+other blocking call (start, stop, send, pair code, logout, file work) runs through
+``trio.to_thread.run_sync`` under the engine's own ``CapacityLimiter``; starting, stopping and
+logging out are serialized through one gate (see :mod:`supervisor.engines.whatsmeow_client`).
 
 Credentials: whatsmeow's SQLite store, one file per device at
-``<data_dir>/whatsmeow/<device_id>.db`` (mode 0600, directory 0700). A paired device
-reconnects from it after a restart; pairing anew, logout and delete wipe it.
+``<data_dir>/whatsmeow/<device_id>.db`` (absolute, mode 0600, directory 0700). A paired device
+reconnects from it after a restart; pairing anew, logout and delete wipe it. Delete of a
+connected device logs out at WhatsApp first (best effort, at most :data:`LOGOUT_TIMEOUT`
+seconds), so the phone does not keep a stale linked device.
 
-Offline: before every connection attempt the engine resolves and opens a TCP connection to
-``web.whatsapp.com:443`` (the preflight); when that fails the attempt fails at once with a
-readable reason (``unreachable: lookup web.whatsapp.com: ...``) without starting a Go client.
-With the preflight off, the same failure comes from whatsmeow itself.
+Reconnects: after whatsmeow reports a connected client ``Disconnected`` it reconnects by
+itself; the engine gives it :data:`RECONNECT_GRACE` seconds before reporting the connection
+lost (the actor then stops the client and reconnects on its own schedule).
+
+Proxies: a device's own proxy (:mod:`supervisor.proxy`, the settings kind ``"proxy"``) is
+handed to whatsmeow at each connection's start; without one, ``HTTPS_PROXY`` of the environment
+the process was started with (Go reads it itself), else ``ALL_PROXY`` (wasup passes it).
+
+Offline: before every connection attempt without a proxy the engine resolves and opens a TCP
+connection to ``web.whatsapp.com:443`` (the preflight); when that fails the attempt fails at
+once with a readable reason (``unreachable: lookup web.whatsapp.com: ...``) without starting a
+Go client. With the preflight off, or through a proxy, the same failure comes from whatsmeow.
 
 Error handling: session methods raise :class:`EngineError` for what the state machine
 understands: ``unreachable: ...`` and ``connect_failed: ...`` (recoverable),
@@ -35,33 +44,26 @@ The translation of whatsmeow's events is in :mod:`supervisor.engines.whatsmeow_t
 
 from __future__ import annotations
 
-import enum
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import attrs
 import trio
-from neonize.events import INT_TO_EVENT
-from neonize.proto.Neonize_pb2 import Device
 
-from common.clock import now_epoch
 from supervisor.engine import (
-    Connected,
-    Disconnected,
-    EngineEvent,
-    LoggedOut,
-    Paired,
-    QrCode,
     Sink,
-    TemporaryBan,
 )
 from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
+from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, redact
 
 from . import whatsmeow_client as wc
-from .whatsmeow_translate import connect_error_reason, translate, translate_pairing_status
+from .whatsmeow_events import GoReports
+from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
+from .whatsmeow_translate import connect_error_reason
 
 log = logging.getLogger("wasup.engine.whatsmeow")
 
@@ -71,6 +73,15 @@ T = TypeVar("T")
 START_HOLD = 15.0
 #: How long :meth:`WhatsmeowSession.stop` waits for a connected client's thread to end.
 JOIN_TIMEOUT = 5.0
+#: How long a connected client that whatsmeow reported ``Disconnected`` may take to reconnect
+#: by itself (whatsmeow retries at once, then after 2, 4, 6... s) before the engine reports
+#: the connection lost and tears the client down.
+RECONNECT_GRACE = 30.0
+#: How long :meth:`WhatsmeowSession.delete` waits for WhatsApp to confirm the logout.
+LOGOUT_TIMEOUT = 10.0
+#: Characters a data directory may not contain: neonize puts the store path unescaped into a
+#: SQLite URI (``file:<path>?_foreign_keys=on``).
+URI_UNSAFE = "?#%"
 
 
 @attrs.frozen
@@ -78,73 +89,6 @@ class EngineStatistics:
     sessions: int
     live_clients: int
     parked_threads: int
-
-
-class LinkState(enum.Enum):
-    """How far one Go client got. It only moves forward; how it ended is apart from it
-    (:attr:`_Link.failure`, :attr:`_Link.exit_error`), so a failed link still says whether it
-    had paired."""
-
-    STARTING = "starting"  # Go is starting; a pairing link has shown no QR code yet
-    SHOWING_QR = "showing_qr"  # pairing: a QR code was reported, the phone may scan
-    PAIRED = "paired"  # the phone scanned; the pairing connection carries on to connected
-    CONNECTED = "connected"  # WhatsApp accepted the login
-
-
-@attrs.frozen
-class GoQr:
-    code: str
-
-
-@attrs.frozen
-class GoStatus:
-    status: str
-
-
-@attrs.frozen
-class GoEvent:
-    code: int
-    data: bytes
-
-
-@attrs.frozen
-class GoExit:
-    error: str
-
-
-#: What a Go callback hands over to Trio.
-GoCallback = GoQr | GoStatus | GoEvent | GoExit
-
-
-@attrs.define(eq=False)
-class _Link:
-    """What the Trio side knows about one Go client (one connection attempt)."""
-
-    client: wc.GoClient
-    pairing: bool
-    state: LinkState = LinkState.STARTING
-    codes: list[str] = attrs.field(factory=list)
-    shown: int = 0  # codes[:shown] have been reported
-    want_qr: bool = False
-    me: Device | None = None
-    exit_error: str | None = None  # set once Neonize() returned ("" = cleanly)
-    failure: EngineError | None = None  # a final or connection-ending event arrived
-    waiting: int = 0  # start_pairing/connect calls waiting on this link
-    changed: trio.Event = attrs.field(factory=trio.Event)
-
-    def poke(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-
-    @property
-    def paired(self) -> bool:
-        """The phone scanned (or the link logged in with stored credentials)."""
-        return self.state in (LinkState.PAIRED, LinkState.CONNECTED)
-
-    @property
-    def live(self) -> bool:
-        """Neither failed nor returned from Go."""
-        return self.exit_error is None and self.failure is None
 
 
 @attrs.define(eq=False)
@@ -155,8 +99,12 @@ class WhatsmeowSession:
     device_id: int
     session_id: str
     sink: Sink
-    _link: _Link | None = None
-    _token: trio.lowlevel.TrioToken | None = None
+    _link: Link | None = None
+    reports: GoReports = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.reports = GoReports(self.session_id, self.sink, lambda: self._link, self._hold,
+                                 self.engine.reconnect_grace)
 
     @property
     def store(self) -> Path:
@@ -172,8 +120,8 @@ class WhatsmeowSession:
         await self.stop()
         store = self.store
         await self._thread(lambda: wc.reset_store(store))
-        await self._preflight()
-        link = await self._start(pairing=True)
+        proxy = await self._proxy()
+        link = await self._start(pairing=True, proxy=proxy)
         await self._wait(link, lambda lk: lk.state is not LinkState.STARTING, starter=True)
 
     async def next_qr(self) -> None:
@@ -182,7 +130,7 @@ class WhatsmeowSession:
         if link is None or not link.pairing or link.paired:
             return
         if len(link.codes) > link.shown:
-            self._show_latest(link)
+            self.reports.show_latest(link)
         else:
             link.want_qr = True
 
@@ -224,8 +172,8 @@ class WhatsmeowSession:
         if not await self._thread(lambda: wc.has_credentials(store)):
             raise EngineError("credentials_missing", recoverable=False,
                               message="no stored whatsapp credentials for this device")
-        await self._preflight()
-        link = await self._start(pairing=False)
+        proxy = await self._proxy()
+        link = await self._start(pairing=False, proxy=proxy)
         await self._wait(link, lambda lk: lk.state is LinkState.CONNECTED, starter=True)
 
     async def send_message(self, to_jid: str, text: str) -> str:
@@ -274,7 +222,20 @@ class WhatsmeowSession:
             await self._release(link)
 
     async def delete(self) -> None:
-        """Stop and wipe this device's credentials."""
+        """Log out at WhatsApp when connected (best effort, at most :data:`LOGOUT_TIMEOUT`
+        seconds, so the phone does not keep a stale linked device), then stop and wipe this
+        device's credentials."""
+        link = self._link
+        if link is not None and link.state is LinkState.CONNECTED and link.live:
+            with trio.move_on_after(LOGOUT_TIMEOUT) as waited:
+                try:
+                    await self._thread(link.client.logout, abandon=True)
+                except Exception as exc:
+                    log.warning("device %s: logout at whatsapp before delete failed: %s",
+                                self.session_id, redact(_short(exc), link.proxy))
+            if waited.cancelled_caught:
+                log.warning("device %s: whatsapp did not confirm the logout before delete",
+                            self.session_id)
         await self.stop()
         store = self.store
         await self._thread(lambda: wc.wipe_store(store))
@@ -287,30 +248,47 @@ class WhatsmeowSession:
 
     # -- starting and stopping Go clients ----------------------------------------------------
 
-    async def _start(self, *, pairing: bool) -> _Link:
-        if self._token is None:
-            self._token = trio.lowlevel.current_trio_token()
-        holder: list[_Link] = []
+    async def _start(self, *, pairing: bool, proxy: str | None) -> Link:
+        if self.reports.token is None:
+            self.reports.token = trio.lowlevel.current_trio_token()
+        holder: list[Link] = []
+        post = self.reports.post
 
         client = wc.GoClient(
             self.device_id,
             self.store,
             pairing,
-            on_qr=lambda code: self._post(holder, GoQr(code)),
-            on_status=lambda status: self._post(holder, GoStatus(status)),
-            on_event=lambda code, data: self._post(holder, GoEvent(code, data)),
-            on_exit=lambda error: self._post(holder, GoExit(error)),
+            on_qr=lambda code: post(holder, GoQr(code)),
+            on_status=lambda status: post(holder, GoStatus(status)),
+            on_event=lambda code, data: post(holder, GoEvent(code, data)),
+            on_exit=lambda error: post(holder, GoExit(error)),
+            proxy=proxy,
         )
         # waiting=1: the caller waits on this link (see _wait(starter=True)), so a failure that
         # arrives before it does is raised to it rather than reported as an event too.
-        link = _Link(client=client, pairing=pairing, waiting=1)
+        link = Link(client=client, pairing=pairing, proxy=proxy, waiting=1)
         holder.append(link)
         self._link = link
         self.engine._clients.add(client)
         await self._thread(lambda: client.start(self.engine.start_hold))
         return link
 
-    async def _release(self, link: _Link) -> None:
+    def _hold(self, link: Link) -> None:
+        """Stop ``link``'s client now (on the Trio thread, from a Go report): the connection
+        ended with its credentials kept, and whatsmeow must not reconnect it by itself. The
+        store is not touched."""
+        if self._link is link:
+            self._link = None
+            trio.lowlevel.spawn_system_task(self._release_quietly, link)
+
+    async def _release_quietly(self, link: Link) -> None:
+        try:
+            await self._release(link)
+        except Exception:
+            log.exception("device %s: stopping the client failed", self.session_id)
+
+    async def _release(self, link: Link) -> None:
+        link.end_grace()
         client = link.client
         wait = not link.pairing or link.paired
 
@@ -332,7 +310,7 @@ class WhatsmeowSession:
             self.engine._clients.discard(client)
 
     async def _wait(
-        self, link: _Link, done: Callable[[_Link], bool], *, starter: bool = False
+        self, link: Link, done: Callable[[Link], bool], *, starter: bool = False
     ) -> None:
         if not starter:
             link.waiting += 1
@@ -350,94 +328,39 @@ class WhatsmeowSession:
         finally:
             link.waiting -= 1
 
-    async def _preflight(self) -> None:
-        host = self.engine.preflight_host
-        if host is None:
-            return
-        reason = await self._thread(lambda: wc.preflight(host, timeout=self.engine.preflight_timeout))
-        if reason is not None:
-            raise EngineError(reason)
+    async def _proxy(self) -> str | None:
+        """The proxy for the next connection, after the preflight; see :mod:`supervisor.proxy`.
+
+        The preflight (a direct DNS lookup and TCP connect) runs only when no proxy applies:
+        neither the device's own nor one in the environment, where it would refuse networks
+        that reach WhatsApp only through the proxy.
+        """
+        engine = self.engine
+        own = None if engine.proxies is None else await engine.proxies(self.device_id)
+        proxy = effective_proxy(own, engine.environ)
+        found = env_proxy(engine.environ)
+        if own is not None:
+            log.info("device %s: connecting through its proxy %s", self.session_id, mask(own))
+            return proxy
+        if found is not None:
+            log.info("device %s: connecting through the proxy of %s", self.session_id, found[0])
+            return proxy
+        host = engine.preflight_host
+        if host is not None:
+            reason = await self._thread(lambda: wc.preflight(host, timeout=engine.preflight_timeout))
+            if reason is not None:
+                raise EngineError(reason)
+        return proxy
 
     async def _thread(self, fn: Callable[[], T], *, abandon: bool = False) -> T:
         return await trio.to_thread.run_sync(
             fn, limiter=self.engine.limiter, abandon_on_cancel=abandon
         )
 
-    # -- from Go threads to Trio -------------------------------------------------------------
 
-    def _post(self, holder: list[_Link], what: GoCallback) -> None:
-        """Runs on a Go thread: hand over and return; never raises, never blocks."""
-        token = self._token
-        if token is None or not holder:
-            return
-        try:
-            token.run_sync_soon(self._deliver, holder[0], what)
-        except Exception:  # trio.RunFinishedError: the process is shutting down
-            pass
-
-    def _deliver(self, link: _Link, what: GoCallback) -> None:
-        """Runs on the Trio thread (a ``run_sync_soon`` callback): must never raise."""
-        try:
-            self._handle(link, what)
-        except Exception:
-            log.exception("device %s: whatsmeow callback %r not handled", self.session_id, what)
-
-    def _handle(self, link: _Link, what: GoCallback) -> None:
-        current = self._link is link
-        match what:
-            case GoExit(error=error):
-                link.exit_error = error
-                link.poke()
-                if current and not link.waiting and not link.client.stopped:
-                    # The connection ended on its own while nobody waited for it. The link
-                    # stays until stop() (which the actor calls on Disconnected) releases it.
-                    reason = connect_error_reason(error or "connection closed")
-                    self._emit(link, Disconnected(reason))
-            case _ if not current:
-                pass  # from a client that was stopped since
-            case GoQr(code=code):
-                link.codes.append(code)
-                if link.shown == 0 or link.want_qr:
-                    self._show_latest(link)
-            case GoStatus(status=status):
-                log.debug("device %s: pairing status %s", self.session_id, status)
-                self._emit_all(link, translate_pairing_status(status))
-            case GoEvent(code=code, data=data):
-                cls = INT_TO_EVENT.get(code)
-                if cls is None:
-                    return
-                message = cls.FromString(data)
-                if code == 0:
-                    link.me = message
-                    return
-                self._emit_all(link, translate(message, now=now_epoch(), me=link.me))
-
-    def _show_latest(self, link: _Link) -> None:
-        link.shown = len(link.codes)
-        link.want_qr = False
-        if link.state is LinkState.STARTING:
-            link.state = LinkState.SHOWING_QR
-        link.poke()
-        self.sink(QrCode(link.codes[-1]))
-
-    def _emit_all(self, link: _Link, events: list[EngineEvent]) -> None:
-        for event in events:
-            self._emit(link, event)
-
-    def _emit(self, link: _Link, event: EngineEvent) -> None:
-        match event:
-            case Paired():
-                link.state = LinkState.PAIRED
-            case Connected():
-                link.state = LinkState.CONNECTED
-            case Disconnected(reason=reason, recoverable=recoverable):
-                link.failure = EngineError(reason, recoverable)
-            case LoggedOut(reason=reason):
-                link.failure = EngineError(reason, recoverable=False)
-            case TemporaryBan(reason=reason):
-                link.failure = EngineError(reason, recoverable=True)
-        link.poke()
-        self.sink(event)
+class DataDirUnusable(OSError):
+    """The data directory's path cannot hold whatsmeow's stores (raised when the engine is
+    made, so at start: an operator error, reported in one line)."""
 
 
 @attrs.define(eq=False)
@@ -446,26 +369,43 @@ class WhatsmeowEngine:
 
     ``max_threads`` bounds the worker threads of blocking calls (the threads that carry live
     connections are apart from it: one per connected or pairing device). ``preflight_host``
-    None turns the preflight off.
+    None turns the preflight off. ``proxies`` reads a device's own proxy (the settings kind
+    ``"proxy"``, :func:`supervisor.proxy.stored_proxies`); ``environ`` is the environment the
+    process was started with (Go reads ``HTTPS_PROXY`` from it).
+
+    Error handling: raises :class:`DataDirUnusable` when ``data_dir`` contains ``?``, ``#``
+    or ``%``. The stores' paths are absolute (``data_dir`` resolved), so a relative directory
+    such as ``postgres_data`` never reaches neonize as something it would take for a
+    Postgres address.
     """
 
-    data_dir: Path = attrs.field(converter=Path)
+    data_dir: Path = attrs.field(converter=lambda p: Path(p).resolve())
     max_threads: int = attrs.field(default=16, kw_only=True)
     preflight_host: str | None = attrs.field(default="web.whatsapp.com", kw_only=True)
     preflight_timeout: float = attrs.field(default=10.0, kw_only=True)
     start_hold: float = attrs.field(default=START_HOLD, kw_only=True)
+    reconnect_grace: float = attrs.field(default=RECONNECT_GRACE, kw_only=True)
+    proxies: ProxyLookup | None = attrs.field(default=None, kw_only=True)
+    environ: Mapping[str, str] = attrs.field(factory=lambda: os.environ, kw_only=True)
     name: str = attrs.field(default="whatsmeow", init=False)
     limiter: trio.CapacityLimiter = attrs.field(init=False)
     _sessions: dict[int, WhatsmeowSession] = attrs.field(init=False, factory=dict)
     _clients: set[wc.GoClient] = attrs.field(init=False, factory=set)
 
     def __attrs_post_init__(self) -> None:
+        bad = sorted({c for c in str(self.data_dir) if c in URI_UNSAFE})
+        if bad:
+            raise DataDirUnusable(
+                f"the whatsmeow engine cannot use the data directory {str(self.data_dir)!r}: "
+                f"its path contains {' '.join(repr(c) for c in bad)}, which SQLite would read "
+                "as part of a URI; choose a directory without '?', '#' or '%'"
+            )
         self.limiter = trio.CapacityLimiter(self.max_threads)
 
     def session(self, device_id: int, session_id: str, sink: Sink) -> WhatsmeowSession:
         session = WhatsmeowSession(self, device_id, session_id, sink)
         try:
-            session._token = trio.lowlevel.current_trio_token()
+            session.reports.token = trio.lowlevel.current_trio_token()
         except RuntimeError:
             pass  # taken at the first start instead
         self._sessions[device_id] = session

@@ -244,6 +244,7 @@ class GoClient:
     on_status: GoStatus
     on_event: GoEvent
     on_exit: GoExit
+    proxy: str | None = attrs.field(default=None, repr=False)  # may hold a password
     uuid: bytes = attrs.field(init=False)
     started: threading.Event = attrs.field(init=False, factory=threading.Event)
     exited: threading.Event = attrs.field(init=False, factory=threading.Event)
@@ -292,7 +293,7 @@ class GoClient:
                 error = neonize_go.run_client(
                     db=db, uuid=self.uuid, pairing=self.pairing, log_level=GO_LOG_LEVEL,
                     on_qr=qr_cb, on_status=status_cb, on_event=event_cb, on_log=_LOG_CB,
-                    subscribed=subscribed, device_props=props,
+                    subscribed=subscribed, device_props=props, proxy=self.proxy,
                 )
             except Exception as exc:  # a broken library must not kill the thread silently
                 error = f"neonize failed: {exc}"

@@ -1,16 +1,22 @@
 """whatsmeow's events, as neonize delivers them, translated into wasup's engine events.
 
-Everything here is pure: a neonize protobuf event object (or a pairing status string) goes in,
-a list of :data:`supervisor.engine.EngineEvent` comes out. No clock is read (the caller passes
-``now``), nothing is stored, nothing talks to Go. The table in ``docs/engine-events.md`` is
-this module, row by row; ``tests/test_whatsmeow_translate.py`` builds neonize's own event
-objects and checks every row.
+Everything here is pure: a neonize protobuf event object, a pairing status string or the error
+text ``Neonize()`` returned goes in, a list of :data:`supervisor.engine.EngineEvent` comes out.
+No clock is read (the caller passes ``now``), nothing is stored or logged, nothing talks to Go.
+
+:data:`ROWS` is the translation table, one :class:`Row` per thing whatsmeow reports, including
+what neonize 0.5.2 cannot pass on and what never reaches wasup. Every fixed outcome is data in
+that table and :func:`translate` looks it up there; ``docs/gen_engine_events.py`` renders the
+table as ``docs/engine-events.md``; ``tests/test_whatsmeow_translate.py`` builds neonize's own
+event objects for every row.
 
 Usage::
 
     events = translate(neonize_event, now=now_epoch(), me=device)   # -> [Connected(...)]
-    events = translate_pairing_status("timeout")                    # -> [Disconnected(...)]
-    reason = connect_error_reason("failed to dial ... no such host")  # -> "unreachable: ..."
+    events = translate_pairing_status("error")     # -> [PairingFailed("pair_error", restart=True)]
+    event = exit_event("proto: required field neonize.Receipt.Type not set")
+    #   -> Disconnected("unsupported_event", retry=Retry.SLOW)
+    advice_for("client_outdated")                  # -> "... upgrade neonize ..." (for the log)
 
 Error handling: an event type wasup does not use translates to ``[]``; a malformed event (a
 missing field) translates with protobuf's defaults, never raises.
@@ -18,10 +24,13 @@ missing field) translates with protobuf's defaults, never raises.
 
 from __future__ import annotations
 
+import enum
 import re
-from typing import Any
 
+import attrs
+from google.protobuf.message import Message as Proto
 from neonize.proto import Neonize_pb2 as nz
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 
 from supervisor.engine import (
     Connected,
@@ -31,6 +40,9 @@ from supervisor.engine import (
     MessageReceived,
     MessageStatus,
     Paired,
+    PairingFailed,
+    QrCode,
+    Retry,
     TemporaryBan,
 )
 
@@ -41,33 +53,280 @@ KEEPALIVE_MAX_ERRORS = 3
 #: Expiry assumed for a ban whose end WhatsApp did not say (a ConnectFailure with code 402).
 UNKNOWN_BAN_SECONDS = 3600.0
 
-#: ConnectFailure / LoggedOut reasons and the statusReason wasup records for them.
-_FAILURE_REASONS: dict[int, str] = {
-    nz.GENERIC: "connect_failure",
-    nz.LOGGED_OUT: "unlinked",
-    nz.TEMP_BANNED: "temporary_ban",
-    nz.MAIN_DEVICE_GONE: "main_device_gone",
-    nz.UNKNOWN_LOGOUT: "unknown_logout",
-    nz.CLIENT_OUTDATED: "client_outdated",
-    nz.BAD_USER_AGENT: "bad_user_agent",
-    nz.INTERNAL_SERVER_ERROR: "internal_server_error",
-    nz.EXPERIMENTAL: "experimental",
-    nz.SERVICE_UNAVAILABLE: "service_unavailable",
-}
+#: The servers of phone-number JIDs and of LIDs (WhatsApp's privacy identifiers).
+PN_SERVER = "s.whatsapp.net"
+LID_SERVER = "lid"
 
-#: ConnectFailure reasons that end the session for good (never retried automatically).
-_FINAL_FAILURES = frozenset(
-    {nz.LOGGED_OUT, nz.MAIN_DEVICE_GONE, nz.UNKNOWN_LOGOUT, nz.CLIENT_OUTDATED, nz.BAD_USER_AGENT}
+#: What neonize's Go code returns when protobuf refuses to encode an event: a ``required``
+#: field it could not fill (a receipt of type ``server-error``, a ban or connect-failure code
+#: its schema lacks). Its event loop has ended; the connection has to be dropped.
+UNSUPPORTED_EVENT = re.compile(r"required field \S+ not set")
+
+#: What the operator should do about a ``client_outdated`` device.
+UPGRADE_NEONIZE = (
+    "WhatsApp refuses the WhatsApp web version compiled into the installed neonize: upgrade "
+    'neonize (pip install -U "neonize>=0.5.2,<0.6") and restart wasup; the credentials are '
+    "kept and the device reconnects at the next start"
 )
 
-#: Receipt types that change an outgoing message's status. neonize 0.5.2 encodes whatsmeow's
-#: ``played-self`` receipt as SERVER_ERROR (and an unknown type as DELIVERED), so SERVER_ERROR
-#: is deliberately not mapped to ``failed``.
+
+class Section(enum.Enum):
+    """The parts of docs/engine-events.md, in order."""
+
+    CONNECTION = "Connection"
+    SESSION_END = "Logged out, refused, replaced, banned"
+    PAIRING = "Pairing"
+    EVENT_LOOP = "When neonize's event loop ends"
+    MESSAGES = "Messages"
+
+
+class Via(enum.Enum):
+    """How neonize 0.5.2 hands a whatsmeow event to wasup."""
+
+    EVENT = "event callback"
+    QR = "QR callback"
+    STATUS = "pairing status callback"
+    EXIT = "Neonize() returns"
+    NEVER = "never reaches wasup"
+
+
+@attrs.frozen
+class OnEvent:
+    """The row for a neonize event class (and, where it matters, its reason code)."""
+
+    event: type[Proto]
+    reason: int | None = None
+
+
+@attrs.frozen
+class OnStatus:
+    """The row for a pairing status string from whatsmeow's QR channel."""
+
+    status: str
+
+
+Key = OnEvent | OnStatus
+
+
+@attrs.frozen
+class Computed:
+    """An outcome built from the event's own fields (``kind``: the engine event it is, or
+    None for "nothing"); ``text`` says how, for the docs."""
+
+    kind: type[EngineEvent] | None
+    text: str
+
+
+Outcome = EngineEvent | Computed | None
+
+
+@attrs.frozen
+class Row:
+    """One line of the translation table."""
+
+    section: Section
+    whatsmeow: str  # the whatsmeow event and when it happens
+    via: Via
+    neonize: str  # what neonize hands over
+    outcome: Outcome  # None: nothing is reported
+    key: Key | None = None  # how translate() finds a fixed outcome
+    note: str = ""
+    advice: str = ""  # what the operator should do (logged with the reason)
+
+
+_SLOW = Retry.SLOW
+_S, _E, _P, _X, _M = (Section.CONNECTION, Section.SESSION_END, Section.PAIRING,
+                      Section.EVENT_LOOP, Section.MESSAGES)
+_NEVER_AS_CF = "never sent as ConnectFailure: whatsmeow reports this code as "
+
+UNSUPPORTED = Disconnected("unsupported_event", retry=_SLOW)
+CLIENT_OUTDATED = Disconnected("client_outdated", retry=_SLOW)
+CONNECT_FAILURE = Disconnected("connect_failure", retry=_SLOW)
+PAIR_ERROR = PairingFailed("pair_error", restart=True)
+PASSKEY = PairingFailed("passkey_required")
+
+ROWS: tuple[Row, ...] = (
+    # -- connection -------------------------------------------------------------------------
+    Row(_S, "`Connected`: logged in (after the prekey upload)", Via.EVENT, "code 3 `Connected`",
+        Computed(Connected, "`Connected(pushName, platform)` from the account neonize sent "
+                 "before (code 0)")),
+    Row(_S, "the account (neonize's own, once when its event loop starts)", Via.EVENT,
+        "code 0 `Device`", None, note="kept by the engine for the next `Connected`"),
+    Row(_S, "`Disconnected`: the socket closed unexpectedly", Via.EVENT, "code 12 `Disconnected`",
+        Disconnected("connection_lost"), OnEvent(nz.Disconnected),
+        note="wasup drops the client and reconnects itself"),
+    Row(_S, "`KeepAliveTimeout`, fewer than 3 in a row", Via.EVENT, "code 4 `KeepAliveTimeout`",
+        None),
+    Row(_S, "`KeepAliveTimeout`, the 3rd in a row", Via.EVENT, "code 4 `KeepAliveTimeout`",
+        Disconnected("keepalive_timeout"), OnEvent(nz.KeepAliveTimeout)),
+    Row(_S, "`KeepAliveRestored`", Via.EVENT, "code 5 `KeepAliveRestored`", None,
+        OnEvent(nz.KeepAliveRestored)),
+    Row(_S, "`StreamError` (a stream error code whatsmeow does not know)", Via.EVENT,
+        "code 11 `StreamError`", None, OnEvent(nz.StreamError),
+        note="the socket close that follows is a `Disconnected`"),
+    Row(_S, "stream error 503, connect failure 503 (WhatsApp restarting)", Via.NEVER,
+        "nothing: whatsmeow reconnects by itself", None,
+        note="if the socket closed, `Disconnected` reports it"),
+    Row(_S, "stream error 515 after pairing", Via.NEVER,
+        "nothing: whatsmeow reconnects by itself", None,
+        note="the pairing's `Connected` follows; wasup's handshake timeout covers a failure"),
+    Row(_S, "`OfflineSyncPreview`, `OfflineSyncCompleted`, `HistorySync`", Via.NEVER,
+        "codes 26, 27, 13: not subscribed", None),
+    Row(_S, "`ManualLoginReconnect`", Via.NEVER,
+        "not exposed (only with `DisableLoginAutoReconnect`, which is off)", None),
+    # -- logged out, refused, replaced, banned ---------------------------------------------
+    Row(_E, "`LoggedOut` 401: unlinked from the phone (stream error `device_removed` or "
+        "connect failure 401)", Via.EVENT, "code 6 `LoggedOut{Reason: LOGGED_OUT}`",
+        LoggedOut("unlinked"), OnEvent(nz.LoggedOut, nz.LOGGED_OUT)),
+    Row(_E, "`LoggedOut` 403: account locked (whatsmeow: main device gone)", Via.EVENT,
+        "code 6 `LoggedOut{Reason: MAIN_DEVICE_GONE}`", LoggedOut("account_locked"),
+        OnEvent(nz.LoggedOut, nz.MAIN_DEVICE_GONE)),
+    Row(_E, "`LoggedOut` 406: banned (whatsmeow: unknown logout)", Via.EVENT,
+        "code 6 `LoggedOut{Reason: UNKNOWN_LOGOUT}`", LoggedOut("banned"),
+        OnEvent(nz.LoggedOut, nz.UNKNOWN_LOGOUT)),
+    Row(_E, "`LoggedOut` with another reason", Via.EVENT, "code 6 `LoggedOut`", CONNECT_FAILURE,
+        OnEvent(nz.LoggedOut),
+        note="not sent by whatsmeow (its `IsLoggedOut` is 401, 403, 406 only)"),
+    Row(_E, "`StreamReplaced`: another client connected with these credentials", Via.EVENT,
+        "code 7 `StreamReplaced`", Disconnected("stream_replaced", retry=Retry.HOLD),
+        OnEvent(nz.StreamReplaced),
+        advice="another process uses this device's credentials: stop it, then log the "
+        "device in (no new scan)"),
+    Row(_E, "`ClientOutdated`: connect failure 405", Via.EVENT, "code 10 `ClientOutdated`",
+        CLIENT_OUTDATED, OnEvent(nz.ClientOutdated), advice=UPGRADE_NEONIZE),
+    Row(_E, "`TemporaryBan` (connect failure 402) with code 101-104 or 106", Via.EVENT,
+        "code 8 `TemporaryBan{Code, Expire}`",
+        Computed(TemporaryBan, "`TemporaryBan(until = now + expire)`")),
+    Row(_E, "`TemporaryBan` with another code", Via.EXIT,
+        "`proto: required field neonize.TemporaryBan.Code not set`", UNSUPPORTED,
+        note="neonize cannot encode the code: its event loop ends (see below)"),
+    Row(_E, "`ConnectFailure` 400 (generic)", Via.EVENT, "code 9 `ConnectFailure{GENERIC}`",
+        CONNECT_FAILURE, OnEvent(nz.ConnectFailure, nz.GENERIC)),
+    Row(_E, "`ConnectFailure` 409: bad user agent", Via.EVENT,
+        "code 9 `ConnectFailure{BAD_USER_AGENT}`", Disconnected("bad_user_agent", retry=_SLOW),
+        OnEvent(nz.ConnectFailure, nz.BAD_USER_AGENT), advice=UPGRADE_NEONIZE),
+    Row(_E, "`ConnectFailure` 501 (experimental)", Via.EVENT,
+        "code 9 `ConnectFailure{EXPERIMENTAL}`", CONNECT_FAILURE,
+        OnEvent(nz.ConnectFailure, nz.EXPERIMENTAL)),
+    Row(_E, "`ConnectFailure` 500 (internal server error)", Via.EVENT,
+        "code 9 `ConnectFailure{INTERNAL_SERVER_ERROR}`", CONNECT_FAILURE,
+        OnEvent(nz.ConnectFailure, nz.INTERNAL_SERVER_ERROR)),
+    Row(_E, "`ConnectFailure` 413, 414, 415, 418 or a code whatsmeow does not know", Via.EXIT,
+        "`proto: required field neonize.ConnectFailure.Reason not set`", UNSUPPORTED,
+        note="neonize cannot encode the reason: its event loop ends (see below)"),
+    Row(_E, "`ConnectFailure` 401", Via.EVENT, "code 9 `ConnectFailure{LOGGED_OUT}`",
+        LoggedOut("unlinked"), OnEvent(nz.ConnectFailure, nz.LOGGED_OUT),
+        note=_NEVER_AS_CF + "`LoggedOut`"),
+    Row(_E, "`ConnectFailure` 403", Via.EVENT, "code 9 `ConnectFailure{MAIN_DEVICE_GONE}`",
+        LoggedOut("account_locked"), OnEvent(nz.ConnectFailure, nz.MAIN_DEVICE_GONE),
+        note=_NEVER_AS_CF + "`LoggedOut`"),
+    Row(_E, "`ConnectFailure` 406", Via.EVENT, "code 9 `ConnectFailure{UNKNOWN_LOGOUT}`",
+        LoggedOut("banned"), OnEvent(nz.ConnectFailure, nz.UNKNOWN_LOGOUT),
+        note=_NEVER_AS_CF + "`LoggedOut`"),
+    Row(_E, "`ConnectFailure` 405", Via.EVENT, "code 9 `ConnectFailure{CLIENT_OUTDATED}`",
+        CLIENT_OUTDATED, OnEvent(nz.ConnectFailure, nz.CLIENT_OUTDATED),
+        note=_NEVER_AS_CF + "`ClientOutdated`", advice=UPGRADE_NEONIZE),
+    Row(_E, "`ConnectFailure` 402", Via.EVENT, "code 9 `ConnectFailure{TEMP_BANNED}`",
+        Computed(TemporaryBan, "`TemporaryBan(until = now + 1 h)` (no expiry given)"),
+        note=_NEVER_AS_CF + "`TemporaryBan`"),
+    Row(_E, "`ConnectFailure` 503", Via.EVENT, "code 9 `ConnectFailure{SERVICE_UNAVAILABLE}`",
+        CONNECT_FAILURE, OnEvent(nz.ConnectFailure, nz.SERVICE_UNAVAILABLE),
+        note="never sent: whatsmeow reconnects by itself after a 503"),
+    # -- pairing ------------------------------------------------------------------------------
+    Row(_P, "a QR code from whatsmeow's QR channel", Via.QR, "the code string",
+        Computed(QrCode, "`QrCode(code)`: the first at once, each next one when wasup's QR "
+                 "timer asks (`next_qr`)")),
+    Row(_P, "`QR` (all codes of the pairing)", Via.NEVER, "code 1: not subscribed",
+        None, note="the QR channel hands the codes over one by one"),
+    Row(_P, "`PairSuccess`: the phone scanned the code or entered the pair code", Via.STATUS,
+        "`success`", None, OnStatus("success"), note="the `PairStatus` event follows"),
+    Row(_P, "`PairSuccess`", Via.EVENT, "code 2 `PairStatus{SUCCESS, ID}`",
+        Computed(Paired, "`Paired(jid, phone, platform)`")),
+    Row(_P, "`PairError`: a scan that failed locally (bad signature, store error), or "
+        "`PairPasskeyError`", Via.STATUS, "`error`", PAIR_ERROR, OnStatus("error"),
+        note="the client has already disconnected: wasup starts pairing again at once"),
+    Row(_P, "`PairError`", Via.NEVER, "code 2 `PairStatus{ERROR}`: stays in neonize's channel",
+        PAIR_ERROR, OnEvent(nz.PairStatus, nz.PairStatus.ERROR),
+        note="neonize waits for an account that a failed pairing never stores"),
+    Row(_P, "`QRScannedWithoutMultidevice`", Via.STATUS, "`err-scanned-without-multidevice`",
+        PairingFailed("scanned_without_multidevice"),
+        OnStatus("err-scanned-without-multidevice"),
+        note="the phone must enable multi-device; the same QR code can be scanned again"),
+    Row(_P, "`PairPasskeyRequest`", Via.STATUS, "`passkey-request`", PASSKEY,
+        OnStatus("passkey-request"),
+        note="neonize cannot answer a passkey request: link this account by QR code or pair "
+        "code from a phone that does not ask for one"),
+    Row(_P, "`PairPasskeyConfirmation`", Via.STATUS, "`passkey-confirmation`", PASSKEY,
+        OnStatus("passkey-confirmation")),
+    Row(_P, "`ClientOutdated` while pairing", Via.STATUS, "`err-client-outdated`",
+        CLIENT_OUTDATED, OnStatus("err-client-outdated"), advice=UPGRADE_NEONIZE),
+    Row(_P, "the QR channel closed without a scan (the socket dropped)", Via.STATUS, "`timeout`",
+        Disconnected("pairing_interrupted"), OnStatus("timeout"),
+        note="when the codes run out (160 s) wasup's own QR timer has already ended the pairing"),
+    Row(_P, "the QR channel in an unexpected state", Via.STATUS, "`err-unexpected-state`",
+        Disconnected("pairing_unexpected_state"), OnStatus("err-unexpected-state")),
+    # -- neonize's event loop ends ------------------------------------------------------------
+    Row(_X, "an event neonize cannot encode: receipt `server-error` or of an unknown type, "
+        "a ban or connect-failure code its schema lacks", Via.EXIT,
+        "`proto: required field … not set`", UNSUPPORTED,
+        note="whatsmeow is still connected but nobody reads its events: wasup drops the "
+        "client and retries on the slow schedule instead of reconnecting again and again"),
+    Row(_X, "a connect that failed before any event (DNS, refused, timeout)", Via.EXIT,
+        "the error text", Computed(Disconnected, "`unreachable: lookup web.whatsapp.com: no "
+                                   "such host`, `unreachable: connection refused`, "
+                                   "`connect_failed: …`")),
+    # -- messages -----------------------------------------------------------------------------
+    Row(_M, "`Message` with text (conversation, extended text, a caption; also inside "
+        "ephemeral and view-once wrappers)", Via.EVENT, "code 17 `Message`",
+        Computed(MessageReceived, "`MessageReceived`: `sender`/`chat` as phone-number JIDs "
+                 "where whatsmeow knows them (`SenderAlt`, `RecipientAlt` for an `@lid` "
+                 "address), with `sender_lid` and `sender_pn`")),
+    Row(_M, "`Message` without text (reactions, protocol messages, media without caption)",
+        Via.EVENT, "code 17 `Message`", None),
+    Row(_M, "`Receipt` delivered", Via.EVENT, "code 18 `Receipt{DELIVERED}`",
+        Computed(MessageStatus, "`MessageStatus(delivered)` per message id")),
+    Row(_M, "`Receipt` read, played", Via.EVENT, "code 18 `Receipt{READ}`, `{PLAYED}`",
+        Computed(MessageStatus, "`MessageStatus(read)` per message id")),
+    Row(_M, "`Receipt` sender, retry, read-self, played-self, inactive, peer, history sync",
+        Via.EVENT, "code 18 `Receipt` (played-self arrives as `SERVER_ERROR`)", None,
+        note="`SERVER_ERROR` is not read as a failed delivery: it is a played-self receipt"),
+    Row(_M, "`Receipt` server-error, or a type neonize does not know", Via.EXIT,
+        "`proto: required field neonize.Receipt.Type not set`", UNSUPPORTED,
+        note="its event loop ends (above)"),
+)
+
+_BY_KEY: dict[Key, Row] = {row.key: row for row in ROWS if row.key is not None}
+
+#: Receipt types that change an outgoing message's status.
 _RECEIPT_STATUS: dict[int, str] = {
     nz.Receipt.DELIVERED: "delivered",
     nz.Receipt.READ: "read",
     nz.Receipt.PLAYED: "read",
 }
+
+
+def _fixed(key: Key, fallback: Key | None = None) -> list[EngineEvent]:
+    """The fixed outcome of the row ``key`` (or ``fallback``) finds, as a list."""
+    row = _BY_KEY.get(key) or (_BY_KEY.get(fallback) if fallback is not None else None)
+    if row is None or row.outcome is None or isinstance(row.outcome, Computed):
+        return []
+    return [row.outcome]
+
+
+def advice_for(reason: str) -> str | None:
+    """What the operator should do about a device that stopped with ``reason``, if anything
+    (for the engine's log line): ``client_outdated`` says to upgrade neonize."""
+    for row in ROWS:
+        if row.advice and _reason_of(row.outcome) == reason:
+            return row.advice
+    return None
+
+
+def _reason_of(outcome: Outcome) -> str | None:
+    match outcome:
+        case Disconnected(reason=r) | LoggedOut(reason=r) | PairingFailed(reason=r):
+            return r
+    return None
 
 
 def jid_string(jid: nz.JID) -> str:
@@ -77,11 +336,7 @@ def jid_string(jid: nz.JID) -> str:
     return f"{jid.User}@{jid.Server}" if jid.User else jid.Server
 
 
-def failure_reason(code: int) -> str:
-    return _FAILURE_REASONS.get(code, "connect_failure")
-
-
-def translate(event: Any, *, now: float, me: nz.Device | None = None) -> list[EngineEvent]:
+def translate(event: Proto, *, now: float, me: nz.Device | None = None) -> list[EngineEvent]:
     """Translate one neonize event object into wasup's engine events.
 
     ``now`` (epoch seconds) turns a ban's relative expiry into an instant; ``me`` is the
@@ -92,47 +347,30 @@ def translate(event: Any, *, now: float, me: nz.Device | None = None) -> list[En
             push_name = me.PushName if me is not None and me.PushName else None
             platform = me.Platform if me is not None and me.Platform else None
             return [Connected(push_name=push_name, platform=platform)]
-        case nz.Disconnected():
-            return [Disconnected("connection_lost", recoverable=True)]
-        case nz.KeepAliveTimeout():
-            if event.ErrorCount < KEEPALIVE_MAX_ERRORS:
-                return []
-            return [Disconnected("keepalive_timeout", recoverable=True)]
-        case nz.KeepAliveRestored():
+        case nz.KeepAliveTimeout() if event.ErrorCount < KEEPALIVE_MAX_ERRORS:
             return []
         case nz.LoggedOut():
-            reason = failure_reason(event.Reason) if event.HasField("Reason") else "unlinked"
-            if reason == "connect_failure":
-                reason = "unlinked"
-            return [LoggedOut(reason)]
-        case nz.StreamReplaced():
-            return [LoggedOut("stream_replaced")]
+            # whatsmeow before 2025 sent a device_removed logout without a reason
+            reason = event.Reason if event.HasField("Reason") else nz.LOGGED_OUT
+            return _fixed(OnEvent(nz.LoggedOut, reason), OnEvent(nz.LoggedOut))
         case nz.TemporaryBan():
             code = nz.TemporaryBan.TempBanReason.Name(event.Code).lower()
             return [TemporaryBan(f"temporary_ban: {code}", until_epoch=now + max(0, event.Expire))]
+        case nz.ConnectFailure() if event.Reason == nz.TEMP_BANNED:
+            return [TemporaryBan("temporary_ban", until_epoch=now + UNKNOWN_BAN_SECONDS)]
         case nz.ConnectFailure():
-            reason = failure_reason(event.Reason)
-            if event.Reason in _FINAL_FAILURES:
-                return [LoggedOut(reason)]
-            if event.Reason == nz.TEMP_BANNED:
-                return [TemporaryBan(reason, until_epoch=now + UNKNOWN_BAN_SECONDS)]
-            detail = f": {event.Message}" if event.Message else ""
-            return [Disconnected(f"{reason}{detail}", recoverable=True)]
-        case nz.ClientOutdated():
-            return [LoggedOut("client_outdated")]
-        case nz.StreamError():
-            return []  # whatsmeow handles (or reports as other events) what it understands
+            return _fixed(OnEvent(nz.ConnectFailure, event.Reason), OnEvent(nz.ConnectFailure))
+        case nz.PairStatus() if event.Status == nz.PairStatus.SUCCESS:
+            return [
+                Paired(
+                    jid=jid_string(event.ID),
+                    phone_number=event.ID.User,
+                    push_name=None,
+                    platform=event.Platform or None,
+                )
+            ]
         case nz.PairStatus():
-            if event.Status == nz.PairStatus.SUCCESS:
-                return [
-                    Paired(
-                        jid=jid_string(event.ID),
-                        phone_number=event.ID.User,
-                        push_name=None,
-                        platform=event.Platform or None,
-                    )
-                ]
-            return [Disconnected(f"pair_error: {event.Error or 'unknown'}", recoverable=True)]
+            return _fixed(OnEvent(nz.PairStatus, nz.PairStatus.ERROR))
         case nz.Message():
             return _message(event)
         case nz.Receipt():
@@ -140,7 +378,24 @@ def translate(event: Any, *, now: float, me: nz.Device | None = None) -> list[En
             if status is None:
                 return []
             return [MessageStatus(message_id=mid, status=status) for mid in event.MessageIDs]
-    return []
+    return _fixed(OnEvent(type(event)))
+
+
+def translate_pairing_status(status: str) -> list[EngineEvent]:
+    """Translate a status string of whatsmeow's QR channel (neonize's status callback) while
+    pairing: ``error`` (a failed scan) -> ``PairingFailed(pair_error, restart=True)``,
+    ``err-client-outdated`` -> ``Disconnected(client_outdated, SLOW)``; ``success`` -> ``[]``
+    (the PairStatus event that follows carries the account)."""
+    return _fixed(OnStatus(status))
+
+
+def exit_event(error: str) -> Disconnected:
+    """The engine event for ``Neonize()`` returning ``error`` on its own (the connection or
+    its event loop ended): ``unsupported_event`` (retry slowly) when neonize could not encode
+    an event, else the recoverable reason of :func:`connect_error_reason`."""
+    if UNSUPPORTED_EVENT.search(error):
+        return UNSUPPORTED
+    return Disconnected(connect_error_reason(error))
 
 
 def _message(event: nz.Message) -> list[EngineEvent]:
@@ -149,7 +404,8 @@ def _message(event: nz.Message) -> list[EngineEvent]:
         return []  # reactions, receipts of history, protocol and media-only messages
     info = event.Info
     source = info.MessageSource
-    chat = jid_string(source.Chat)
+    sender_lid, sender_pn = sender_addresses(source)
+    chat = chat_address(source)
     ts = float(info.Timestamp)
     if ts > 1e11:  # neonize builds differ: seconds in some, milliseconds in others
         ts /= 1000.0
@@ -157,17 +413,43 @@ def _message(event: nz.Message) -> list[EngineEvent]:
         MessageReceived(
             message_id=info.ID,
             chat=chat,
-            sender=jid_string(source.Sender) or chat,
+            sender=sender_pn or jid_string(source.Sender) or chat,
             text=text,
             is_group=source.IsGroup,
             from_me=source.IsFromMe,
             timestamp=ts,
             is_broadcast=source.Chat.Server == "broadcast",
+            sender_lid=sender_lid,
+            sender_pn=sender_pn,
         )
     ]
 
 
-def message_text(message: Any, depth: int = 0) -> str | None:
+def _on(jid: nz.JID, server: str) -> str | None:
+    return jid_string(jid) if jid.User and jid.Server == server else None
+
+
+def sender_addresses(source: nz.MessageSource) -> tuple[str | None, str | None]:
+    """The sender's LID and phone-number JIDs, each None where the message does not say:
+    ``Sender`` is one of them, ``SenderAlt`` (when whatsmeow knows it) the other."""
+    sender, alt = source.Sender, source.SenderAlt
+    lid = _on(sender, LID_SERVER) or _on(alt, LID_SERVER)
+    pn = _on(sender, PN_SERVER) or _on(alt, PN_SERVER)
+    return lid, pn
+
+
+def chat_address(source: nz.MessageSource) -> str:
+    """The chat's JID, a phone-number JID for a one-to-one chat addressed by LID when
+    whatsmeow knows the number (``SenderAlt`` for an incoming message, ``RecipientAlt`` for
+    one sent from the phone)."""
+    chat = jid_string(source.Chat)
+    if source.Chat.Server != LID_SERVER or source.IsGroup:
+        return chat
+    other = source.RecipientAlt if source.IsFromMe else source.SenderAlt
+    return _on(other, PN_SERVER) or chat
+
+
+def message_text(message: WAMessage, depth: int = 0) -> str | None:
     """The text of a WhatsApp message (its caption for media), or None if it carries none."""
     if depth > 3:
         return None
@@ -175,35 +457,21 @@ def message_text(message: Any, depth: int = 0) -> str | None:
         return str(message.conversation)
     if message.HasField("extendedTextMessage"):
         return str(message.extendedTextMessage.text)
-    for name in ("imageMessage", "videoMessage", "documentMessage"):
-        if message.HasField(name):
-            return str(getattr(message, name).caption)
+    if message.HasField("imageMessage"):
+        return str(message.imageMessage.caption)
+    if message.HasField("videoMessage"):
+        return str(message.videoMessage.caption)
+    if message.HasField("documentMessage"):
+        return str(message.documentMessage.caption)
     for wrapper in (
-        "ephemeralMessage",
-        "viewOnceMessage",
-        "viewOnceMessageV2",
-        "documentWithCaptionMessage",
+        message.ephemeralMessage,
+        message.viewOnceMessage,
+        message.viewOnceMessageV2,
+        message.documentWithCaptionMessage,
     ):
-        if message.HasField(wrapper):
-            return message_text(getattr(message, wrapper).message, depth + 1)
+        if wrapper.HasField("message"):
+            return message_text(wrapper.message, depth + 1)
     return None
-
-
-def translate_pairing_status(status: str) -> list[EngineEvent]:
-    """Translate the status strings whatsmeow's QR channel reports while pairing.
-
-    ``success`` and ``error`` are followed by a PairStatus event, which carries the details;
-    ``timeout`` means the channel closed without a scan (the connection dropped, or the codes
-    ran out) and ``err-client-outdated`` that WhatsApp refuses this client version.
-    """
-    match status:
-        case "timeout":
-            return [Disconnected("pairing_interrupted", recoverable=True)]
-        case "err-client-outdated":
-            return [LoggedOut("client_outdated")]
-        case "err-unexpected-state":
-            return [Disconnected("pairing_unexpected_state", recoverable=True)]
-    return []
 
 
 _DNS = re.compile(r"lookup (\S+?)(?: on \S+)?: (.+)$")
@@ -213,10 +481,13 @@ def connect_error_reason(message: str) -> str:
     """A short ``statusReason`` for a failed connect, from neonize's error text.
 
     Examples: ``unreachable: lookup web.whatsapp.com: no such host``,
-    ``unreachable: connection refused``, ``unreachable: i/o timeout``, else
+    ``unreachable: connection refused``, ``unreachable: i/o timeout``,
+    ``unsupported_event`` (neonize could not encode an event), else
     ``connect_failed: <the text, shortened>``.
     """
     text = " ".join(message.split())
+    if UNSUPPORTED_EVENT.search(text):
+        return UNSUPPORTED.reason
     m = _DNS.search(text)
     if m:
         return f"unreachable: lookup {m.group(1)}: {m.group(2)}"
