@@ -170,3 +170,111 @@ async def test_messages_sent_during_a_network_outage_arrive_in_order(tmp_path: P
             await until(lambda: len(received(events)) >= len(texts))
         assert [m["text"] for m in received(events)] == texts
         assert engine.queued(server.sup.get(sid).id) == []
+async def test_client_outdated_keeps_the_session_and_login_reconnects_without_a_scan(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path / "data", **QUICK_BACKOFF) as server, api_client(server) as api:
+        sid = await connected_device(api, "Outdated")
+        creds = credentials_of(server, sid)
+        assert creds is not None
+        async with event_stream(server) as events:
+            r = await fail(api, sid, reason="client_outdated")
+            assert r.status_code == 200, r.text
+            device = await wait_device(api, sid, "disconnected", "client_outdated")
+            assert credentials_of(server, sid) == creds  # the session is not wiped
+            await trio.sleep(0.3)
+            # held: it retries only on the slow schedule, not at once
+            assert (await api.get(f"/devices/{sid}")).json()["data"]["status"] == "disconnected"
+            r = await api.post(f"/devices/{sid}/login")
+            assert r.status_code == 200, r.text
+            device = await wait_device(api, sid, "connected")
+        assert device["connectionInfo"]["isConnected"] is True
+        assert credentials_of(server, sid) == creds
+        assert not [e for e in events if e["type"] == "qr_code"]  # no new scan
+
+
+async def test_stream_replaced_holds_until_login_which_reconnects_without_a_scan(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path / "data", **QUICK_BACKOFF) as server, api_client(server) as api:
+        sid = await connected_device(api, "Replaced")
+        creds = credentials_of(server, sid)
+        async with event_stream(server) as events:
+            r = await fail(api, sid, reason="stream_replaced")
+            assert r.status_code == 200, r.text
+            await wait_device(api, sid, "disconnected", "stream_replaced")
+            await trio.sleep(0.5)  # several backoff periods: still held
+            data = (await api.get(f"/devices/{sid}")).json()["data"]
+            assert (data["status"], data["statusReason"]) == ("disconnected", "stream_replaced")
+            assert credentials_of(server, sid) == creds
+            r = await api.post(f"/devices/{sid}/login")
+            assert r.status_code == 200, r.text
+            await wait_device(api, sid, "connected")
+        assert credentials_of(server, sid) == creds
+        assert not [e for e in events if e["type"] == "qr_code"]
+
+
+async def test_pair_error_is_visible_within_a_second_and_pairing_goes_on(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "data") as server, api_client(server) as api:
+        r = await api.post("/devices", json={"userId": "u1", "alias": "Scan fails"})
+        sid = r.json()["data"]["sessionId"]
+        with trio.fail_after(DEADLINE):
+            while (await api.get(f"/devices/{sid}/qr")).status_code != 200:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+        async with event_stream(server) as events:
+            start = trio.current_time()
+            r = await fail(api, sid, reason="pair_error")
+            assert r.status_code == 200, r.text
+            await wait_device(api, sid, "pending", "pair_error", deadline=1.0)
+            await until(lambda: any(e["type"] == "device_status"
+                                    and e["data"].get("reason") == "pair_error" for e in events),
+                        deadline=1.0)
+            assert trio.current_time() - start < 1.0
+            # the device asks for a new pairing connection: a new QR code follows
+            await until(lambda: any(e["type"] == "qr_code" for e in events))
+            r = await api.post(f"/simulator/devices/{sid}/scan", json={})
+            assert r.status_code == 200, r.text
+            await wait_device(api, sid, "connected")
+
+
+async def test_messages_sent_while_disconnected_arrive_in_order_after_reconnect(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path / "data", **QUICK_BACKOFF) as server, api_client(server) as api:
+        sid = await connected_device(api, "Offline")
+        r = await api.post("/devices", json={"userId": "u1", "alias": "Never paired"})
+        unpaired = r.json()["data"]["sessionId"]
+        r = await api.post(f"/simulator/devices/{unpaired}/messages",
+                           json={"from": "+15550001111", "text": "x"})
+        assert r.status_code == 409, r.text  # not linked: WhatsApp has nowhere to queue it
+
+        async with event_stream(server) as events:
+            r = await fail(api, sid, reason="stream_replaced")  # held: stays offline
+            await wait_device(api, sid, "disconnected", "stream_replaced")
+            texts = [f"while offline {i}" for i in range(10)]
+            ids = []
+            for text in texts:
+                r = await api.post(f"/simulator/devices/{sid}/messages",
+                                   json={"from": "+15550001111", "text": text})
+                assert r.status_code == 202, r.text
+                assert r.json()["data"]["status"] == "queued"
+                ids.append(r.json()["data"]["messageId"])
+            await trio.sleep(0.2)
+            assert not [e for e in events if e["type"] == "message_received"]
+
+            r = await api.post(f"/devices/{sid}/login")
+            assert r.status_code == 200, r.text
+            await wait_device(api, sid, "connected")
+            await until(lambda: len(received(events)) >= len(texts))
+            # connected again: a message is delivered at once, after the queued ones
+            r = await api.post(f"/simulator/devices/{sid}/messages",
+                               json={"from": "+15550001111", "text": "online"})
+            assert r.status_code == 200 and r.json()["data"]["status"] == "delivered", r.text
+            await until(lambda: len(received(events)) > len(texts))
+        arrived = received(events)
+        assert [m["text"] for m in arrived] == [*texts, "online"]
+        assert [m["messageId"] for m in arrived[:-1]] == ids
+        data = (await api.get(f"/devices/{sid}")).json()["data"]
+        assert data["statistics"]["messagesReceived"] == len(texts) + 1
+
+
