@@ -11,13 +11,17 @@ Resource handling: the inbox (:class:`supervisor.inbox.Inbox`) has two bounds, o
 Commands: at most ``mailbox_size`` wait; one more is refused at once with :class:`Busy` (503
 with Retry-After), so a stuck device pushes back on its callers instead of growing a queue.
 Engine events (with state timeouts and engine-operation outcomes): at most ``mailbox_size *
-EVENTS_PER_COMMAND`` wait; the engine's sink never blocks, so an event beyond that is refused,
-counted and logged as an error, and the actor resynchronises the device: it is disconnected
-(``statusReason: "event_backlog"``) and reconnects after the backoff, and WhatsApp sends again
-what the device had not acknowledged. Nothing is dropped silently and no queue is unbounded.
+EVENTS_PER_COMMAND`` wait. An incoming message or a completed pairing handed over with
+``sink.deliver`` waits for room, and its sender learns only once it is committed (or that it
+was not: :class:`DeliveryFailed`), so the engine acknowledges to WhatsApp only what is stored.
+A lifecycle event never blocks: one beyond the bound is refused, counted and logged as an
+error, and the actor resynchronises the device: it is disconnected (``statusReason:
+"event_backlog"``) and reconnects after the backoff, and WhatsApp sends again what the device
+had not acknowledged. Nothing is dropped silently and no queue is unbounded.
 
 Engine operations that may take long (a login handshake, the start of a pairing) run as tasks
-in the operations nursery under their own cancel scope, so a cancel, logout or delete is
+in the operations nursery under their own cancel scope (:mod:`supervisor.operations`); the one
+state timeout is :mod:`supervisor.state_timer`'s. So a cancel, logout or delete is
 handled while a handshake is in flight; their outcome comes back through the inbox. When the
 actor ends, for whatever reason, it cancels those tasks and stops its engine session.
 
@@ -34,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 
 import attrs
 import trio
@@ -50,6 +54,7 @@ from .context import ActorContext
 from .errors import DeviceConflict, EngineError, Restarting, WasupError
 from .events import Event
 from .inbox import AnyCall, Delivery, Inbox, OpFailed, Timeout
+from .operations import Operations
 from .payloads import (
     MessageReceived,
     MessageSent,
@@ -59,6 +64,7 @@ from .payloads import (
     StatusChanged,
 )
 from .qr import QrAttempt
+from .state_timer import StateTimer
 from .view import DeviceShown, DeviceView
 from .webhooks import settings as webhook_settings
 
@@ -66,16 +72,6 @@ log = logging.getLogger("wasup.actor")
 
 #: The event inbox holds this many times as many messages as the command inbox.
 EVENTS_PER_COMMAND = 16
-
-_TIMEOUT_EVENTS: dict[sm.TimeoutKind, sm.Event] = {
-    sm.TimeoutKind.QR_FIRST: sm.QrExpired(),
-    sm.TimeoutKind.QR_NEXT: sm.QrExpired(),
-    sm.TimeoutKind.BACKOFF: sm.BackoffElapsed(),
-    sm.TimeoutKind.SLOW: sm.BackoffElapsed(),
-    sm.TimeoutKind.HANDSHAKE: sm.HandshakeTimedOut(),
-    sm.TimeoutKind.PAIR_CODE: sm.PairCodeExpired(),
-}
-
 
 @attrs.define(eq=False, slots=True)
 class DeviceActor:
@@ -87,17 +83,17 @@ class DeviceActor:
     session: eng.EngineSession
     inbox: Inbox
     view: DeviceView
-    deadline: float = math.inf
-    timeout_kind: sm.TimeoutKind | None = None
-    timer_token: int = 0
     qr: QrAttempt | None = None
-    first_qr_at: float | None = None  # when this pairing's first QR code came (trio time)
-    generation: int = 0
-    op_scopes: list[trio.CancelScope] = attrs.field(factory=list)
+    timer: StateTimer = attrs.field(init=False)
+    ops: Operations = attrs.field(init=False)
     stopped: bool = False
     # The steps (and their events) a storage outage refused, and when to try them again.
     unsaved: tuple[list[sm.Step], list[Event]] = attrs.field(factory=lambda: ([], []))
     resave_at: float = math.inf
+
+    def __attrs_post_init__(self) -> None:
+        self.timer = StateTimer(self.ctx, self.inbox)
+        self.ops = Operations(self.ctx, self.inbox)
 
     @property
     def id(self) -> int:
@@ -129,7 +125,7 @@ class DeviceActor:
                 # failed operation's frames (its engine client among them).
                 del message
         finally:
-            self._cancel_ops()
+            self.ops.cancel()
             self.inbox.fail_deliveries("device_stopped")
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 try:
@@ -166,12 +162,11 @@ class DeviceActor:
                     raise
                 message.succeed()
             case Timeout(token=token):
-                if token != self.timer_token or self.timeout_kind is None:
-                    return  # disarmed since, by a change of state
-                kind, self.deadline, self.timeout_kind = self.timeout_kind, math.inf, None
-                await self._apply(_TIMEOUT_EVENTS[kind])
+                due = self.timer.fired(token)
+                if due is not None:  # else disarmed since, by a change of state
+                    await self._apply(due)
             case OpFailed(generation=generation, error=err):
-                if generation != self.generation:
+                if not self.ops.current(generation):
                     return  # from an operation that was stopped since
                 if not isinstance(err, EngineError):
                     raise err
@@ -191,6 +186,7 @@ class DeviceActor:
     async def _call(self, call: AnyCall) -> None:
         reply = call.reply
         try:
+            self.ctx.db.raise_if_unavailable()  # moments into an outage: refused, nothing done
             match call.command:
                 case cmd.Login():
                     await self._apply(sm.Login())
@@ -216,7 +212,7 @@ class DeviceActor:
                         raise DeviceConflict(f"device is {self.state.status.value}, not pairing")
                     code = await self.session.request_pair_code(phone)
                     await self._apply(sm.PairCodeIssued())
-                    reply.set((code, iso(now_epoch() + self._pair_code_time_left())))
+                    reply.set((code, iso(now_epoch() + self.timer.pair_code_left())))
                 case cmd.Send(to=to, text=text, origin=origin):
                     reply.set(await self._send(to, text, origin))
                 case other:
@@ -233,9 +229,8 @@ class DeviceActor:
             raise
 
     async def _delete(self) -> None:
-        self.ctx.db.raise_if_unavailable()
         self.stopped = True
-        self._cancel_ops()
+        self.ops.cancel()
         await self.session.delete()
         await self.ctx.db.run(lambda r: r.devices.delete(self.id))
         self.ctx.directory.drop(self.id)
@@ -253,18 +248,9 @@ class DeviceActor:
     def current_qr(self) -> QrAttempt | None:
         return self.qr if self.state.status is sm.Status.PENDING else None
 
-    def _pair_code_time_left(self) -> float:
-        """Seconds a pair code handed out now may be entered: until the first QR code of this
-        pairing plus ``pair_code_window`` (whatsmeow's limit)."""
-        window = self.ctx.config.pair_code_window
-        if self.first_qr_at is None:
-            return window
-        return max(0.0, self.first_qr_at + window - trio.current_time())
-
     async def _send(self, to: str, text: str, origin: str) -> cmd.SentMessage:
         if self.state.status is not sm.Status.CONNECTED:
             raise DeviceConflict(f"device is {self.state.status.value}, not connected")
-        self.ctx.db.raise_if_unavailable()  # not sent if it could not be stored
         try:
             message_id = await self.session.send_message(to, text)
         except EngineError as exc:
@@ -366,7 +352,7 @@ class DeviceActor:
             steps.append(step)
         self.state = step.state
         if self.state != old and not steps[0].keep_timeout:
-            self._disarm()
+            self.timer.disarm()
         for s in steps:
             if s.engine is not None:
                 await self._engine_op(s.engine)
@@ -442,17 +428,17 @@ class DeviceActor:
         match op:
             case sm.StartPairing():
                 self.qr = None
-                self._spawn(self._limited(self.session.start_pairing))
+                self.ops.spawn(self.session.start_pairing, login=True)
             case sm.Connect():
-                self._spawn(self._limited(self.session.connect))
+                self.ops.spawn(self.session.connect, login=True)
             case sm.NextQr():
-                self._spawn(self.session.next_qr)
+                self.ops.spawn(self.session.next_qr)
             case sm.StopEngine():
-                self._cancel_ops()
+                self.ops.cancel()
                 self.qr = None
                 await self.session.stop()
             case sm.EngineLogout():
-                self._cancel_ops()
+                self.ops.cancel()
                 self.qr = None
                 try:
                     await self.session.logout()
@@ -462,37 +448,12 @@ class DeviceActor:
 
     def _arm(self, timeout: sm.StateTimeout) -> None:
         """Arm the state timeout: a :class:`Timeout` comes through the inbox when it is due."""
-        cfg = self.ctx.config
-        now = trio.current_time()
-        match timeout.kind:
-            case sm.TimeoutKind.QR_FIRST:
-                deadline = now + cfg.qr_first_timeout
-                self.first_qr_at = now
-            case sm.TimeoutKind.QR_NEXT:
-                deadline = now + cfg.qr_next_timeout
-                self.qr = None  # the expired code is off show until the next one comes
-            case sm.TimeoutKind.BACKOFF:
-                deadline = now + self.ctx.backoff.delay(timeout.attempt, self.ctx.rng)
-                if timeout.not_before is not None:
-                    deadline = max(deadline, now + (timeout.not_before - now_epoch()))
-            case sm.TimeoutKind.SLOW:
-                deadline = now + cfg.slow_backoff.delay(1, self.ctx.rng)
-                if timeout.not_before is not None:
-                    deadline = max(deadline, now + (timeout.not_before - now_epoch()))
-            case sm.TimeoutKind.HANDSHAKE:
-                deadline = now + cfg.connect_timeout
-            case sm.TimeoutKind.PAIR_CODE:
-                first = now if self.first_qr_at is None else self.first_qr_at
-                deadline = max(now, first + cfg.pair_code_window)
-                self.qr = None  # the last QR code expired; the pair code is what is left
-        self.timeout_kind, self.deadline = timeout.kind, deadline
-        self.timer_token = self.ctx.timers.arm(self.inbox, deadline)
-
-    def _disarm(self) -> None:
-        self.deadline, self.timeout_kind, self.timer_token = math.inf, None, 0
+        self.timer.arm(timeout)
+        if timeout.kind in (sm.TimeoutKind.QR_NEXT, sm.TimeoutKind.PAIR_CODE):
+            self.qr = None  # the expired code is off show until the next one comes, if any
 
     async def _show_qr(self, spec: sm.ShowQr, at: str) -> Event:
-        expires = now_epoch() + max(0.0, self.deadline - trio.current_time())
+        expires = now_epoch() + self.timer.left()
         self.qr = qr = QrAttempt.expiring(
             spec.code, attempt=spec.attempt, max_attempts=self.state.max_qr_attempts,
             expires_at_epoch=expires,
@@ -532,36 +493,3 @@ class DeviceActor:
         for event in events:
             self.ctx.bus.publish(event)
         self.ctx.outbox.notify()
-
-    # -- background engine operations ----------------------------------------------------------
-
-    def _limited(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-        async def run() -> None:
-            async with self.ctx.login_limiter:
-                await fn()
-
-        return run
-
-    def _spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
-        scope = trio.CancelScope()
-        self.op_scopes.append(scope)
-        self.ctx.ops_nursery.start_soon(self._op, scope, self.generation, fn)
-
-    async def _op(self, scope: trio.CancelScope, generation: int, fn: Callable[[], Awaitable[None]]) -> None:
-        try:
-            with scope:
-                try:
-                    await fn()
-                except Exception as exc:
-                    self.inbox.put_event(OpFailed(generation, exc))
-        finally:
-            try:
-                self.op_scopes.remove(scope)
-            except ValueError:
-                pass
-
-    def _cancel_ops(self) -> None:
-        self.generation += 1
-        for scope in self.op_scopes:
-            scope.cancel()
-        self.op_scopes.clear()

@@ -149,6 +149,7 @@ async def scenario(disk: SmallDisk, caplog: pytest.LogCaptureFixture) -> None:
                                                 json={"url": receiver.url})),
                 await answer("send", api.post(f"/devices/{shop}/messages",
                                               json={"to": "15557654321", "text": "hi"})),
+                await answer("logout", api.post(f"/devices/{shop}/logout")),
                 await answer("ready", api.get("/ready")),
             ]
         for a in answers:

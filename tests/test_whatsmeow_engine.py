@@ -29,6 +29,7 @@ import pytest
 import trio
 from neonize.proto import Neonize_pb2 as nz
 
+from supervisor.config import Config
 from supervisor.engine import (
     Connected,
     Disconnected,
@@ -36,6 +37,7 @@ from supervisor.engine import (
     LoggedOut,
     MessageReceived,
     Paired,
+    PairingFailed,
     QrCode,
     Retry,
     TemporaryBan,
@@ -45,7 +47,9 @@ from supervisor.engines.whatsmeow import WhatsmeowEngine, WhatsmeowSession
 from supervisor.engines.whatsmeow_translate import translate_pairing_status
 from supervisor.errors import DeliveryFailed, EngineError
 from supervisor.jid import Jid
+from supervisor.supervisor import open_supervisor
 
+from .lifecycle_support import wait_status
 from .test_whatsmeow_translate import complete
 
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -949,6 +953,43 @@ async def test_sequence_pair_code(tmp_path: Path, fake_go: Any,
     await session.stop()
 
 
+async def test_sequence_failed_scan_is_visible_within_a_tick(tmp_path: Path, fake_go: Any) -> None:
+    session, sink, client = await pairing_session(tmp_path, fake_go)
+    await from_go(client.on_status, "error")  # then nothing more; the Go thread never exits
+    assert sink.events[1:] == [PairingFailed("pair_error", restart=True)]
+    with pytest.raises(EngineError) as info:
+        await session.request_pair_code("15551234567")  # that pairing connection is gone
+    assert info.value.reason == "pairing_not_ready"
+    # The actor starts pairing again: a new Go client, a fresh store.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.start_pairing)
+        await until(lambda: len(fake_go) == 2)
+        await from_go(fake_go[-1].on_qr, QR.format(9))
+    assert client.stopped and sink.events[-1] == QrCode(QR.format(9))
+    await session.stop()
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [("err-scanned-without-multidevice", "scanned_without_multidevice"),
+     ("passkey-request", "passkey_required"), ("passkey-confirmation", "passkey_required")],
+)
+async def test_sequence_pairing_statuses_the_phone_can_retry(
+    tmp_path: Path, fake_go: Any, monkeypatch: pytest.MonkeyPatch, status: str, reason: str
+) -> None:
+    monkeypatch.setattr(wc.GoClient, "pair_phone", lambda self, phone, gate=None: "ABCDEFGH")
+    session, sink, client = await pairing_session(tmp_path, fake_go)
+    await from_go(client.on_status, status)
+    assert sink.events[1:] == [PairingFailed(reason, restart=False)]
+    # The pairing connection is still there: codes keep coming, a pair code can be asked for.
+    assert await session.request_pair_code("15551234567") == "ABCD-EFGH"
+    await from_go(client.on_qr, QR.format(2))
+    await session.next_qr()
+    assert sink.events[-1] == QrCode(QR.format(2))
+    assert not client.stopped
+    await session.stop()
+
+
 async def test_sequence_pairing_socket_dropped_or_codes_ran_out(
     tmp_path: Path, fake_go: Any
 ) -> None:
@@ -958,6 +999,23 @@ async def test_sequence_pairing_socket_dropped_or_codes_ran_out(
     assert all(isinstance(e, Disconnected) and e.recoverable for e in sink.events[1:])
     with pytest.raises(EngineError):
         await session.request_pair_code("15551234567")
+    await session.stop()
+
+
+async def test_sequence_outdated_during_pairing_before_any_qr(
+    tmp_path: Path, fake_go: Any
+) -> None:
+    engine = WhatsmeowEngine(tmp_path)
+    sink = Sink()
+    session = engine.session(1, "s1", sink)
+    errors: list[EngineError] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(failing, session.start_pairing, errors)
+        await until(lambda: bool(fake_go))
+        await from_go(fake_go[-1].on_status, "err-client-outdated")
+    assert [(e.reason, e.recoverable) for e in errors] == [("client_outdated", True)]
+    assert sink.events == [Disconnected("client_outdated", retry=Retry.SLOW)]
+    await until(lambda: fake_go[-1].stopped)  # stopped by the engine: no retry by whatsmeow
     await session.stop()
 
 
@@ -1016,6 +1074,10 @@ async def test_sequence_paired_reconnect(tmp_path: Path, fake_go: Any) -> None:
         (6, nz.LoggedOut(OnConnect=True, Reason=nz.LOGGED_OUT), LoggedOut("unlinked")),
         (8, nz.TemporaryBan(Code=nz.TemporaryBan.BLOCKED_BY_USERS, Expire=3600),
          TemporaryBan("temporary_ban: blocked_by_users", until_epoch=0.0)),
+        (10, nz.ClientOutdated(), Disconnected("client_outdated", retry=Retry.SLOW)),
+        (7, nz.StreamReplaced(), Disconnected("stream_replaced", retry=Retry.HOLD)),
+        (9, nz.ConnectFailure(Reason=nz.BAD_USER_AGENT),
+         Disconnected("bad_user_agent", retry=Retry.SLOW)),
     ],
 )
 async def test_sequence_paired_reconnect_failures(
@@ -1029,12 +1091,20 @@ async def test_sequence_paired_reconnect_failures(
     if isinstance(got, TemporaryBan):
         got = attrs.evolve(got, until_epoch=0.0)
     assert got == expected
-    await trio.testing.wait_all_tasks_blocked()
     held = isinstance(expected, Disconnected) and expected.retry is not Retry.BACKOFF
     if held:
-        assert fake_go[-1].stopped  # no reconnect by whatsmeow itself
+        await until(lambda: fake_go[-1].stopped)  # no reconnect by whatsmeow itself
     # The engine never wipes the store on its own: only the actor's logout or delete does.
     assert wc.has_credentials(wc.store_path(tmp_path, 1))
+    await session.stop()
+
+
+async def test_sequence_event_loop_death(tmp_path: Path, fake_go: Any) -> None:
+    sink = Sink()
+    session, _ = await reconnect(tmp_path, fake_go, sink,
+                                 (3, event_bytes(nz.Connected(status=True))))
+    await from_go(fake_go[-1].on_exit, "proto: required field neonize.Receipt.Type not set")
+    assert sink.events[1:] == [Disconnected("unsupported_event", retry=Retry.SLOW)]
     await session.stop()
 
 
@@ -1053,3 +1123,80 @@ async def test_sequence_dial_failure(tmp_path: Path, fake_go: Any) -> None:
         ("unreachable: lookup web.whatsapp.com: no such host", True)]
     assert sink.events == []  # raised to the caller, not reported twice
     await session.stop()
+
+
+# -- with the device actor: a held disconnect keeps the session ---------------------------------
+
+
+def fake_credentials_row(store: Path) -> None:
+    """What whatsmeow leaves in the store once the phone scanned (the account row)."""
+    wc.prepare_store(store)
+    with sqlite3.connect(store) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS whatsmeow_device (jid TEXT)")
+        conn.execute("INSERT INTO whatsmeow_device VALUES ('15551234567:7@s.whatsapp.net')")
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "event", "reason"),
+    [
+        (10, nz.ClientOutdated(), "client_outdated"),
+        (7, nz.StreamReplaced(), "stream_replaced"),
+        (9, nz.ConnectFailure(Reason=nz.BAD_USER_AGENT), "bad_user_agent"),
+    ],
+)
+async def test_a_held_disconnect_keeps_the_session_in_the_store(
+    tmp_path: Path, fake_go: Any, code: int, event: Any, reason: str
+) -> None:
+    config = Config(data_dir=tmp_path / "data", engine="whatsmeow", seed=1)
+    engine = WhatsmeowEngine(config.data_dir)
+    async with open_supervisor(config, engine=engine) as sup:
+        row, _key = await sup.create_device("u1", "Phone")
+        await until(lambda: bool(fake_go))
+        pairing = fake_go[-1]
+        await from_go(pairing.on_qr, QR.format(1))
+        await wait_status(sup, row.id, "pending", within=5)
+        # The phone scans: whatsmeow stores the account, then reports it.
+        fake_credentials_row(wc.store_path(config.data_dir, row.id))
+        await from_go(pairing.on_status, "success")
+        await from_go(pairing.on_event, 0, event_bytes(ME))
+        await from_go(pairing.on_event, 2, event_bytes(SUCCESS))
+        await from_go(pairing.on_event, 3, event_bytes(nz.Connected(status=True)))
+        await wait_status(sup, row.id, "connected", within=5)
+        await from_go(pairing.on_event, code, event_bytes(event))
+        await wait_status(sup, row.id, "disconnected", within=5)
+        assert sup.get(row.id).status_reason == reason
+        await until(lambda: pairing.stopped)
+        assert wc.has_credentials(wc.store_path(config.data_dir, row.id))  # not wiped
+        # A login reconnects with the stored credentials: no QR, no new pairing.
+        await sup.login(row.session_id)
+        await until(lambda: len(fake_go) == 2)
+        assert not fake_go[-1].pairing
+        await from_go(fake_go[-1].on_event, 3, event_bytes(nz.Connected(status=True)))
+        await wait_status(sup, row.id, "connected", within=5)
+        assert wc.has_credentials(wc.store_path(config.data_dir, row.id))
+
+
+def test_a_logout_waiting_for_whatsapp_does_not_hold_the_gate() -> None:
+    answered, called = threading.Event(), threading.Event()
+
+    class SlowApi:
+        def logout(self) -> None:
+            called.set()
+            answered.wait(10)
+
+    gate = wc.GoGate()
+    client = wc.GoClient(1, Path("/nonexistent"), False, on_qr=lambda _c: None,
+                         on_status=lambda _s: None, on_event=lambda _c, _d: None,
+                         on_exit=lambda _e: None)
+    client._api = SlowApi()  # type: ignore[assignment]
+    go = threading.Thread(target=client.logout, kwargs={"gate": gate, "hold": 0.5})
+    go.start()
+    assert called.wait(5)
+    assert not gate.acquire_exclusive(timeout=0.01)  # Go is looking the client up
+    assert gate.acquire_exclusive(timeout=5)  # free again while WhatsApp has not answered
+    gate.release_exclusive()
+    assert go.is_alive()
+    answered.set()
+    go.join(5)
+    assert gate.acquire_exclusive(timeout=1)

@@ -52,6 +52,7 @@ import httpx
 import trio
 from prometheus_client import Counter
 
+from storage.errors import StorageUnavailable
 from storage.models import MessageRow
 from supervisor.autoreply.guards import RATE_PERIOD, PauseBook, RateBook, parse_address, screen
 from supervisor.autoreply.prompt import Turn, build_messages, turns_from_history
@@ -427,7 +428,7 @@ class AutoReply:
             return "paused"  # an operator stepped in while the provider was thinking
         try:
             await self.sup.send_message(session_id, to=chat, text=reply, origin="autoreply")
-        except WasupError as exc:
+        except (WasupError, StorageUnavailable) as exc:
             log.warning(
                 "auto-reply could not be sent for device %s: %s (%s)", session_id, exc, type(exc).__name__
             )

@@ -63,7 +63,7 @@ from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, reda
 from . import whatsmeow_client as wc
 from .whatsmeow_events import GoReports
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
-from .whatsmeow_translate import connect_error_reason
+from .whatsmeow_translate import exit_event
 
 log = logging.getLogger("wasup.engine.whatsmeow")
 
@@ -146,7 +146,7 @@ class WhatsmeowSession:
             raise EngineError("invalid_phone_number", message="phone number must have 7 to 15 digits") from None
         link = self._link
         if link is None or not link.pairing or link.state is not LinkState.SHOWING_QR or (
-            link.exit_error is not None
+            not link.live
         ):
             raise EngineError("pairing_not_ready", message="the device is not ready to pair yet")
         try:
@@ -321,7 +321,8 @@ class WhatsmeowSession:
                 if link.failure is not None:
                     raise link.failure
                 if link.exit_error is not None:
-                    raise EngineError(connect_error_reason(link.exit_error or "connection closed"))
+                    ended = exit_event(link.exit_error or "connection closed")
+                    raise EngineError(ended.reason, ended.recoverable)
                 if self._link is not link:
                     raise EngineError("stopped", message="the engine session was stopped")
                 await link.changed.wait()

@@ -61,6 +61,8 @@ log = logging.getLogger("wasup.engine.whatsmeow")
 
 #: Seconds the gate stays fenced after a pairing succeeded (see the module docstring).
 FENCE_SECONDS = 2.0
+#: Seconds a logout holds the gate (Go reads its maps at the start of the call).
+LOGOUT_HOLD = 1.0
 #: whatsmeow's log level for the Go side (its messages reach the ``whatsmeow.*`` loggers).
 GO_LOG_LEVEL = b"WARN"
 
@@ -336,12 +338,30 @@ class GoClient:
         self._thread = None
         return True
 
-    def logout(self, gate: GoGate = GATE) -> None:
-        """Log out at WhatsApp. Raises neonize's LogoutError when WhatsApp refuses."""
-        with gate.exclusive():
+    def logout(self, gate: GoGate = GATE, hold: float = LOGOUT_HOLD) -> None:
+        """Log out at WhatsApp. Raises neonize's LogoutError when WhatsApp refuses.
+
+        The gate is held exclusively while Go looks the client up in its maps (the first
+        moments of the call), at most ``hold`` seconds, not while it waits for WhatsApp's
+        answer: a stop that gave up waiting for that answer (delete) is not held up by it.
+        """
+        gate.acquire_exclusive()
+        once = threading.Lock()
+
+        def release() -> None:
+            if once.acquire(blocking=False):
+                gate.release_exclusive()
+
+        timer = threading.Timer(hold, release)
+        timer.daemon = True
+        try:
             if self.stopped:
                 raise RuntimeError("client stopped")
+            timer.start()
             self.api.logout()
+        finally:
+            timer.cancel()
+            release()
 
     # -- calls (shared) ----------------------------------------------------------------------
 

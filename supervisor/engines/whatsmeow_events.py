@@ -54,7 +54,7 @@ from supervisor.errors import DeliveryFailed, EngineError
 from supervisor.proxy import redact
 
 from .whatsmeow_link import GoCallback, GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
-from .whatsmeow_translate import connect_error_reason, translate, translate_pairing_status
+from .whatsmeow_translate import advice_for, exit_event, translate, translate_pairing_status
 
 log = logging.getLogger("wasup.engine.whatsmeow")
 
@@ -138,8 +138,7 @@ class GoReports:
                 if current and not link.waiting and not link.client.stopped:
                     # The connection ended on its own while nobody waited for it. The link
                     # stays until stop() (which the actor calls on Disconnected) releases it.
-                    reason = connect_error_reason(error or "connection closed")
-                    self.emit(link, Disconnected(reason))
+                    self.emit(link, exit_event(error or "connection closed"))
             case _ if not current:
                 pass  # from a client that was stopped since
             case GoQr(code=code):
@@ -234,5 +233,9 @@ class GoReports:
         stopped at once, so whatsmeow does not reconnect it by itself."""
         self.note(link, event)
         self.sink(event)
+        if isinstance(event, Disconnected | LoggedOut | PairingFailed):
+            advice = advice_for(event.reason)
+            if advice is not None:
+                log.warning("device %s: %s: %s", self.session_id, event.reason, advice)
         if isinstance(event, Disconnected) and event.retry is not Retry.BACKOFF:
             self.hold(link)
