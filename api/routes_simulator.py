@@ -127,7 +127,7 @@ def sim_fail(body: Any) -> SimFail:
     if not isinstance(reason, str) or reason not in {r.value for r in FailReason}:
         raise InvalidRequest(f"reason: must be one of {names}", field="reason")
     seconds = body.get("seconds")
-    if seconds is not None:
+    if "seconds" in body:
         if not isinstance(seconds, int) or isinstance(seconds, bool):
             raise InvalidRequest("seconds: must be an integer", field="seconds")
         if reason != FailReason.TEMPORARY_BAN:

@@ -130,6 +130,7 @@ async def test_fail_answers_400_naming_the_field_and_409_for_a_wrong_state(
             ({"reason": "temporary_ban", "seconds": 0}, "seconds"),
             ({"reason": "temporary_ban", "seconds": 1.5}, "seconds"),
             ({"reason": "temporary_ban", "seconds": True}, "seconds"),
+            ({"reason": "temporary_ban", "seconds": None}, "seconds"),
             ({"reason": "banned", "extra": 1}, "extra"),
         ]
         for body, field in cases:
