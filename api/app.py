@@ -11,6 +11,14 @@ from __future__ import annotations
 import logging
 import re
 
+import trio
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    Scope,
+)
 from quart import Quart, Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -19,6 +27,7 @@ from api import (
     errors,
     metrics,
     openapi,
+    protocol_errors,
     routes_ai,
     routes_devices,
     routes_messages,
@@ -27,6 +36,7 @@ from api import (
     routes_webhooks,
 )
 from api.auth import authenticate, charge, refuse
+from api.errors import ApiError
 from api.state import ApiSettings, AppState, current_state
 from api.ws import endpoint as ws_endpoint
 from supervisor.autoreply import AutoReply
@@ -66,6 +76,7 @@ def create_app(
     Raises ValueError for an empty token.
     """
     settings = settings or ApiSettings()
+    protocol_errors.install()
     app = QuartTrio("wasup", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.config["PROPAGATE_EXCEPTIONS"] = False
@@ -94,6 +105,7 @@ def create_app(
 
     app.before_request(_authenticate)
     app.after_request(_add_rate_limit_headers)
+    app.asgi_app = _DropWhenClosing(app.asgi_app)  # type: ignore[method-assign]
     return app
 
 
@@ -111,11 +123,62 @@ async def _authenticate() -> None:
         return
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
-    principal = await authenticate(state, request.headers.get("X-API-TOKEN"))
+    tokens = request.headers.getlist("X-API-TOKEN")
+    if len(tokens) > 1:  # ambiguous: answered by neither
+        refuse(state, _client_address(), ONE_TOKEN)
+    principal = await authenticate(state, tokens[0] if tokens else None)
     if principal is None:
         refuse(state, _client_address())
     g.rate_limit_headers = charge(state, principal)
     g.principal = principal
+    if await request.get_data() and not is_json(request.mimetype):
+        raise ApiError(
+            415, "UNSUPPORTED_MEDIA_TYPE", "the body must be JSON: send Content-Type: application/json"
+        )
+
+
+#: The 401 sentence of a request carrying X-API-TOKEN more than once.
+ONE_TOKEN = "send exactly one X-API-TOKEN header"
+
+
+def is_json(mimetype: str) -> bool:
+    """Whether a request's media type (without parameters, lower-case) names JSON."""
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+class _DropWhenClosing:
+    """ASGI middleware: a response the client's connection can no longer take is dropped.
+
+    Hypercorn 0.18 (``trio/tcp_server.py``) half-closes a connection whose request it will not
+    finish reading (a 413 sent before the body) without its send lock; a response sent in that
+    instant fails with ``trio.BusyResourceError``, which Hypercorn would log as a 40-line
+    "Error in ASGI Framework" traceback. The answer cannot reach the client anyway: the rest of
+    it is dropped and the request ends quietly.
+    """
+
+    def __init__(self, app: ASGIFramework) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable,
+                       send: ASGISendCallable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        gone = False
+
+        async def guarded_send(message: ASGISendEvent) -> None:
+            nonlocal gone
+            if gone:
+                return
+            try:
+                await send(message)
+            except trio.BusyResourceError:
+                gone = True
+                log.debug("response dropped: the client connection is closing")
+
+        await self.app(scope, receive, guarded_send)
 
 
 def _client_address() -> str:

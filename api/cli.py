@@ -195,13 +195,14 @@ def load_or_create_token(data_dir: Path, env: Mapping[str, str]) -> tuple[str, b
     """The operator token and whether it was generated just now.
 
     ``WASUP_API_TOKEN`` wins. Otherwise ``<data_dir>/api_token`` is read, or created with
-    mode 0600 (exclusively, so two first starts cannot both write one). Raises OSError when
+    mode 0600 (exclusively, so two first starts cannot both write one); a data directory
+    created here is mode 0700, as everywhere else wasup creates it. Raises OSError when
     the data directory cannot be created or the file cannot be read or written.
     """
     token = env.get("WASUP_API_TOKEN", "").strip()
     if token:
         return token, False
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = data_dir / TOKEN_FILE
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

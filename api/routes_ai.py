@@ -36,16 +36,15 @@ from quart import Blueprint, Response
 from api.auth import current_principal, resolve_device
 from api.routes_devices import ok, read_body
 from api.state import current_state
-from api.validation import converter
+from api.validation import check_line, check_text, converter
 from supervisor.autoreply.settings import JSON_NAMES, MAX_PAUSE_SECONDS, PROVIDERS, AiSettings
 from supervisor.errors import InvalidRequest
 from supervisor.webhooks import ssrf
 
 bp = Blueprint("ai", __name__)
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _HEADER_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
-_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 #: What ``baseUrl`` may look like (docs/openapi.yaml has the same pattern): ASCII only (an
 #: IDN host in its punycode form), a host name or IPv4 address (no IPv6 literal: use a name),
 #: no credentials, no fragment.
@@ -75,30 +74,35 @@ def _bool(field: str, value: Any) -> bool:
     return value
 
 
-def _text(field: str, value: Any, *, max_len: int, min_len: int = 0) -> str:
+def _text(
+    field: str, value: Any, *, max_len: int, min_len: int = 0, free_form: bool = False
+) -> str:
+    """A string of ``min_len`` to ``max_len`` characters; one line unless ``free_form``."""
     if not isinstance(value, str):
         raise InvalidRequest(f"{field}: must be a string", field)
     if len(value) < min_len:
         raise InvalidRequest(f"{field}: must not be empty", field)
     if len(value) > max_len:
         raise InvalidRequest(f"{field}: must be at most {max_len} characters", field)
-    if _CONTROL.search(value):
-        raise InvalidRequest(f"{field}: must not contain control characters", field)
+    if free_form:
+        check_text(field, value)
+    else:
+        check_line(field, value)
     return value
 
 
 def _number(field: str, value: Any, lo: float, hi: float, *, integer: bool) -> Any:
+    """A JSON number in ``[lo, hi]``; an integer field takes a JSON integer only (``1e3`` and
+    ``5.0`` are refused: a client sending them has a float where it means a count)."""
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRequest(f"{field}: must be {kind}", field)
-    number = float(value)
-    if not math.isfinite(number):
+    if integer and not isinstance(value, int):
         raise InvalidRequest(f"{field}: must be {kind}", field)
-    if integer:
-        if not number.is_integer():  # JSON has one number type: 5.0 is the integer 5
-            raise InvalidRequest(f"{field}: must be {kind}", field)
-        value = int(value)
-    if not lo <= number <= hi:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(f"{field}: must be {kind}", field)
+    # Compared as is: float() of a 400-digit JSON integer overflows.
+    if not lo <= value <= hi:
         raise InvalidRequest(f"{field}: must be between {lo:g} and {hi:g}", field)
     return value
 
@@ -123,6 +127,7 @@ def _api_key(value: Any) -> str:
     # never echo the value in the message
     if not isinstance(value, str) or not value or len(value) > 4096:
         raise InvalidRequest("apiKey: must be a non-empty string", "apiKey")
+    check_line("apiKey", value)
     if _HEADER_UNSAFE.search(value):
         raise InvalidRequest("apiKey: must not contain spaces or control characters", "apiKey")
     return value
@@ -134,7 +139,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "provider": _provider,
     "model": lambda v: _text("model", v, min_len=1, max_len=200),
     "auto_reply": lambda v: _bool("autoReply", v),
-    "system_prompt": lambda v: _text("systemPrompt", v, max_len=8000),
+    "system_prompt": lambda v: _text("systemPrompt", v, max_len=8000, free_form=True),
     "base_url": _base_url,
     "api_key": _api_key,
     "max_replies_per_minute": lambda v: _number("maxRepliesPerMinute", v, 1, 60, integer=True),

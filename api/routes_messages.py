@@ -82,6 +82,7 @@ def pair_code_request(body: Any) -> str:
         raise InvalidRequest("phoneNumber: is required", field="phoneNumber")
     if not isinstance(value, str):
         raise InvalidRequest("phoneNumber: must be a string", field="phoneNumber")
+    validation.check_line("phoneNumber", value)
     phone = value.strip()
     if not PAIR_PHONE_RE.fullmatch(phone):
         raise InvalidRequest(
@@ -94,6 +95,8 @@ def pair_code_request(body: Any) -> str:
 def send_message_request(body: Any) -> tuple[Jid, str]:
     """``(jid, text)`` of a send request."""
     req = validation.structure(body, SendMessageRequest)
+    validation.check_line("to", req.to)
+    validation.check_text("text", req.text)
     to = normalize_recipient(req.to)
     if not req.text.strip():
         raise InvalidRequest("text: must not be empty", field="text")

@@ -1,7 +1,8 @@
 """Webhook settings, the delivery log, redelivery and the test event (under ``/api/whatsapp``).
 
 - ``PUT /devices/{deviceId}/settings/webhook``: ``{"url", "events", "secret", "rotateSecret",
-  "enabled"}``; the URL is checked against the SSRF rules (400 if refused). A generated secret
+  "enabled"}``; the URL (one line, a port from 1 to 65535) is checked against the SSRF rules
+  (400 if refused). A generated secret
   is in this response only.
 - ``GET /devices/{deviceId}/settings/webhook``: the settings without secrets.
 - ``GET /devices/{deviceId}/webhook/deliveries?status=&page=&limit=``: newest first, each
@@ -23,12 +24,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import httpx
 from quart import Blueprint, Response, request
 
 import storage.outbox as outbox
 from api.auth import resolve_device
 from api.routes_devices import ok, read_body
 from api.state import current_state
+from api.validation import check_line
 from common import clock
 from supervisor.errors import DeviceConflict, InvalidRequest, NotFound
 from supervisor.webhooks import settings as webhook_settings
@@ -60,6 +63,24 @@ def _allow_networks() -> tuple[ssrf.IPNetwork, ...]:
 async def _settings_of(device_id: int) -> WebhookSettings | None:
     stored = await current_state().sup.get_settings(str(device_id), WEBHOOK_KIND)
     return None if stored is None else WebhookSettings.from_stored(stored)
+
+
+def _check_lines(body: Any) -> None:
+    """The body is an object; its ``url`` and ``secret``, when they are strings, are one line
+    each."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: must be a JSON object", field="body")
+    for name in ("url", "secret"):
+        value = body.get(name)
+        if isinstance(value, str):
+            check_line(name, value)
+
+
+def _check_port(url: str) -> None:
+    """A port in the URL is one a TCP connection can use: 1 to 65535."""
+    port = httpx.URL(url).port
+    if port is not None and not 1 <= port <= 65535:
+        raise InvalidRequest("url: the port must be from 1 to 65535", field="url")
 
 
 def _delivery_id(raw: str) -> str:
@@ -105,9 +126,11 @@ def delivery_test_view(test: TestDelivery) -> dict[str, Any]:
 async def put_webhook(device_id: str) -> Response:
     row = await resolve_device(device_id)
     body = await read_body()
+    _check_lines(body)
     sup = current_state().sup
     existing = await _settings_of(row.id)
     settings, generated = webhook_settings.normalize(body, existing, now=clock.now_epoch())
+    _check_port(settings.url)
     await webhook_settings.check_url(settings.url, _allow_networks())
     await sup.put_settings(str(row.id), WEBHOOK_KIND, settings.to_stored())
     message = "Webhook settings updated."

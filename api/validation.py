@@ -5,16 +5,23 @@ unknown fields, missing required fields and wrong JSON types (no coercion: ``123
 string, ``true`` is not a number). Formats (lengths, phone numbers, user ids) are checked after
 structuring, by hand, field by field.
 
+Text rules, for every string anywhere in a JSON body (keys included), checked once when the
+body is decoded (:func:`parse_json`): valid Unicode (no lone UTF-16 surrogate, which a ``\\ud800``
+escape can smuggle into JSON and no database or encoder accepts), and no control character
+but tab, line feed and carriage return. Those three are allowed only in free-form text (a
+message, a system prompt); a name, an alias, a URL, a key... is one line (:func:`check_line`).
+A body with the same key twice is refused: ambiguous input is not silently resolved.
+
 Error handling: every function here raises :class:`supervisor.errors.InvalidRequest` whose
 ``field`` names the offending field (``alias``, ``query.limit``, ``body``...) and whose message
-is short and lower-case; nothing else escapes.
+is short and lower-case and never repeats the offending value; nothing else escapes.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -169,14 +176,92 @@ def _invalid_from(exc: BaseException, cls: type) -> InvalidRequest:
     return InvalidRequest(f"{field}: {text}", field=field)
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
+#: Control characters no JSON string of wasup's may hold (C0 but tab, LF, CR; DEL; C1).
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+#: What a one-line field may not hold on top of that.
+_LINE_BREAK_RE = re.compile(r"[\t\n\r\u2028\u2029\x85]")
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` is not acceptable text anywhere in wasup, or None if it is."""
+    if _SURROGATE_RE.search(value):
+        return "must be valid unicode (a lone surrogate is not)"
+    if _CONTROL_RE.search(value):
+        return "must not contain control characters"
+    return None
+
+
+def check_text(field: str, value: str) -> None:
+    """Raise InvalidRequest naming ``field`` if ``value`` breaks the text rules."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidRequest(f"{field}: {problem}", field=field)
+
+
+def check_line(field: str, value: str | None) -> None:
+    """One-line text: the text rules, and no tab or line break either."""
+    if value is None:
+        return
+    check_text(field, value)
+    if _LINE_BREAK_RE.search(value):
+        raise InvalidRequest(f"{field}: must be one line (no tab or line break)", field=field)
+
+
+def _check_strings(body: Any) -> None:
+    """Apply the text rules to every key and string value of a decoded body, naming the
+    top-level field a bad string is under (``body`` for a bad top-level key)."""
+    stack: list[tuple[Any, str]] = [(body, "body")]
+    while stack:
+        value, field = stack.pop()
+        if isinstance(value, str):
+            check_text(field, value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = key if field == "body" else field
+                if text_problem(key) is not None:
+                    raise InvalidRequest(
+                        f"{field}: a field name must be valid unicode without control "
+                        "characters", field=field,
+                    )
+                stack.append((item, name))
+        elif isinstance(value, list):
+            stack.extend((item, field) for item in value)
+
+
 def parse_json(data: bytes) -> Any:
-    """Decode a request body. Raises InvalidRequest(field="body") on bad UTF-8 or JSON."""
+    """Decode a request body and apply the text rules to every string in it.
+
+    Error handling: InvalidRequest(field="body") on bad UTF-8, malformed JSON or a key given
+    twice (``field`` is that key then); InvalidRequest naming the top-level field for a string
+    that breaks the text rules.
+    """
     if not data.strip():
         raise InvalidRequest("body: a JSON object is required", field="body")
     try:
-        return json.loads(data)
+        body = json.loads(data, object_pairs_hook=_unique_object)
+    except _DuplicateKey as exc:
+        key = exc.key if text_problem(exc.key) is None else "body"
+        raise InvalidRequest(f"{key[:64]}: given twice in the body", field=key[:64]) from None
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidRequest("body: malformed JSON", field="body") from exc
+    _check_strings(body)
+    return body
 
 
 def structure(body: Any, cls: type[T]) -> T:
@@ -202,6 +287,7 @@ def _bounded(field: str, value: str | None, maximum: int, *, allow_empty: bool =
 
 
 def check_alias(alias: str, field: str = "alias") -> None:
+    check_line(field, alias)
     _bounded(field, alias, ALIAS_MAX)
     if not ALNUM_RE.search(alias):
         raise InvalidRequest(f"{field}: must contain a letter or a digit", field=field)
@@ -227,10 +313,18 @@ def create_device(body: Any) -> CreateDevice:
     req = structure(body, CreateDevice)
     check_user_id(req.user_id)
     check_alias(req.alias)
-    _bounded("businessType", req.business_type, BUSINESS_TYPE_MAX)
-    check_phone(req.phone_number)
-    _bounded("description", req.description, DESCRIPTION_MAX, allow_empty=True)
+    _check_details(req.business_type, req.phone_number, req.description)
     return req
+
+
+def _check_details(
+    business_type: str | None, phone_number: str | None, description: str | None
+) -> None:
+    check_line("businessType", business_type)
+    _bounded("businessType", business_type, BUSINESS_TYPE_MAX)
+    check_phone(phone_number)
+    check_line("description", description)
+    _bounded("description", description, DESCRIPTION_MAX, allow_empty=True)
 
 
 def update_device(body: Any) -> UpdateDevice:
@@ -244,15 +338,14 @@ def update_device(body: Any) -> UpdateDevice:
         if req.alias is None:
             raise InvalidRequest("alias: must be a string", field="alias")
         check_alias(req.alias)
-    _bounded("businessType", req.business_type, BUSINESS_TYPE_MAX)
-    check_phone(req.phone_number)
-    _bounded("description", req.description, DESCRIPTION_MAX, allow_empty=True)
+    _check_details(req.business_type, req.phone_number, req.description)
     return attrs.evolve(req, present=present)
 
 
 def sim_scan(body: Any) -> SimScan:
     req = structure(body, SimScan)
     check_phone(req.phone_number)
+    check_line("pushName", req.push_name)
     _bounded("pushName", req.push_name, PUSH_NAME_MAX)
     if req.code is not None and not PAIR_CODE_RE.fullmatch(req.code):
         raise InvalidRequest("code: must be a pair code like ABCD-EFGH", field="code")
@@ -262,8 +355,35 @@ def sim_scan(body: Any) -> SimScan:
 def sim_message(body: Any) -> SimMessage:
     req = structure(body, SimMessage)
     check_phone(req.sender, "from")
+    check_text("text", req.text)
     _bounded("text", req.text, TEXT_MAX)
     return req
+
+
+#: No path parameter or query value of wasup's is longer (a sessionId is at most ~170).
+PARAM_MAX = 512
+
+
+def check_params(path: Mapping[str, Any], query: Iterable[tuple[str, str]]) -> None:
+    """Path parameters (``device_id`` is named ``deviceId``) and query values: one line of
+    valid text, at most :data:`PARAM_MAX` characters; a query name must be valid text too.
+
+    Error handling: InvalidRequest naming the parameter (``query`` for a bad name).
+    """
+    items = [(_camel(name), value) for name, value in path.items() if isinstance(value, str)]
+    for name, value in query:
+        if text_problem(name) is not None or _LINE_BREAK_RE.search(name):
+            raise InvalidRequest("query: a parameter name must be one line of text", field="query")
+        items.append((name, value))
+    for name, value in items:
+        check_line(name, value)
+        if len(value) > PARAM_MAX:
+            raise InvalidRequest(f"{name}: must be at most {PARAM_MAX} characters", field=name)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def _int_param(args: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:

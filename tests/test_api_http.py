@@ -340,7 +340,11 @@ async def test_keep_alive_survives_unread_bodies(tmp_path: Path) -> None:
     async with running_server(tmp_path / "data") as server, api_client(server) as api:
         with trio.fail_after(10):
             for _ in range(3):
-                r = await api.put("/devices/nope", content=b'{"alias": "' + b"x" * 300_000 + b'"}')
+                r = await api.put(
+                    "/devices/nope",
+                    content=b'{"alias": "' + b"x" * 300_000 + b'"}',
+                    headers={"Content-Type": "application/json"},
+                )
                 assert r.status_code == 404
                 assert (await api.get("/sessions")).status_code == 200
 
@@ -511,3 +515,52 @@ async def test_spec_and_api_agree_on_blank_message_text(tmp_path: Path) -> None:
             )
             refused = r.status_code == 400 and r.json()["field"] == "text"
             assert refused == (pattern.search(text) is None), (repr(text), r.status_code, r.text)
+
+
+async def raw_exchange(
+    server: Server, request: bytes, *, wait: float = 5.0, first_chunk_only: bool = False
+) -> bytes:
+    """Send ``request`` as is on a new connection; what came back until the server closed it
+    (or ``wait`` seconds passed, or, with ``first_chunk_only``, the first bytes arrived: the
+    client then hangs up at once)."""
+    stream = await trio.open_tcp_stream(server.host, server.port)
+    received = b""
+    try:
+        await stream.send_all(request)
+        with trio.move_on_after(wait):
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+                if first_chunk_only:
+                    break
+    except trio.BrokenResourceError:
+        pass  # the server closed first: what arrived is the answer
+    finally:
+        await stream.aclose()
+    return received
+
+
+async def test_oversized_content_length_is_413_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many unauthenticated requests announcing a body over the limit and sending none, their
+    clients hanging up as soon as the answer starts: each is answered 413, and the server logs
+    no error (Hypercorn half-closes such a connection while the answer is being sent)."""
+    caplog.set_level(logging.WARNING)
+    head = (
+        b"POST /api/whatsapp/devices HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 5000000\r\n\r\n"
+    )
+    answers: list[bytes] = []
+
+    async def one(server: Server) -> None:
+        answers.append(await raw_exchange(server, head, wait=2.0, first_chunk_only=True))
+
+    async with running_server(tmp_path / "data") as server:
+        async with trio.open_nursery() as nursery:
+            for _ in range(40):
+                nursery.start_soon(one, server)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[0].getMessage()
+    for answer in answers:
+        if answer:  # an answer dropped in that instant never reaches the client
+            assert answer.startswith(b"HTTP/1.1 413"), answer[:200]

@@ -95,6 +95,56 @@ def test_parse_json() -> None:
         assert info.value.field == "body"
 
 
+BAD_TEXT: list[tuple[bytes, str]] = [
+    (b'{"userId": "u", "alias": "a\\ud800"}', "alias"),  # a lone surrogate
+    (b'{"userId": "u", "alias": "a", "description": "\\udfff"}', "description"),
+    (b'{"userId": "u", "alias": "a\\u0000b"}', "alias"),  # NUL
+    (b'{"userId": "u", "alias": "a\\u001bb"}', "alias"),  # ESC
+    (b'{"userId": "u", "alias": "a\\u0085b"}', "alias"),  # a C1 control
+    (b'{"userId": "u", "alias": "a\\nb"}', "alias"),  # one line only
+    (b'{"userId": "u", "alias": "a\\tb"}', "alias"),
+    (b'{"userId": "u", "alias": "a", "businessType": "r\\r"}', "businessType"),
+    (b'{"userId": "u", "alias": "a", "description": "one\\ntwo"}', "description"),
+    (b'{"userId": "u", "alias": "a", "x\\ud800": 1}', "body"),  # a bad key
+    (b'{"userId": "u", "alias": "a", "alias": "b"}', "alias"),  # a key given twice
+    (b'{"userId": "u", "alias": "a", "events": [{"k": 1, "k": 2}]}', "k"),
+]
+
+
+@pytest.mark.parametrize(("raw", "field"), BAD_TEXT)
+def test_text_rules_name_the_field(raw: bytes, field: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        validation.create_device(validation.parse_json(raw))
+    assert info.value.field == field
+    assert "\ud800" not in str(info.value)
+
+
+def test_free_text_may_have_line_breaks_but_no_controls() -> None:
+    ok = validation.sim_message(validation.parse_json(b'{"from": "+15551234567", "text": "a\\nb\\tc"}'))
+    assert ok.text == "a\nb\tc"
+    for raw in [b'{"from": "+15551234567", "text": "a\\u0000"}',
+                b'{"from": "+15551234567", "text": "\\ud83d"}']:
+        with pytest.raises(InvalidRequest) as info:
+            validation.parse_json(raw)
+        assert info.value.field == "text"
+    # a valid pair of surrogates is one character, not a lone one
+    assert validation.parse_json(b'{"text": "\\ud83d\\ude00"}') == {"text": "\U0001f600"}
+
+
+def test_check_params() -> None:
+    validation.check_params({"device_id": "user_u_device_a"}, [("page", "2")])
+    for path, query, field in [
+        ({"device_id": "a\x00"}, [], "deviceId"),
+        ({"session_id": "a\nb"}, [], "sessionId"),
+        ({"device_id": "x" * 513}, [], "deviceId"),
+        ({}, [("status", "pending\r")], "status"),
+        ({}, [("a\x01", "1")], "query"),
+    ]:
+        with pytest.raises(InvalidRequest) as info:
+            validation.check_params(path, query)
+        assert info.value.field == field
+
+
 def test_list_query() -> None:
     q = validation.list_query({})
     assert (q.status, q.page, q.limit, q.offset) == (None, 1, 50, 0)
@@ -273,6 +323,7 @@ def test_token_generated_once_with_mode_0600(tmp_path: Path) -> None:
     assert generated and len(token) > 40
     mode = stat.S_IMODE(os.stat(data / "api_token").st_mode)
     assert mode == 0o600
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o700  # the token's directory: owner only
     again, generated_again = load_or_create_token(data, {})
     assert (again, generated_again) == (token, False)
     assert load_or_create_token(data, {"WASUP_API_TOKEN": "from-env"}) == ("from-env", False)

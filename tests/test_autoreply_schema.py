@@ -5,6 +5,7 @@ subprocess (as in test_api_schemathesis.py)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +43,9 @@ async def test_schemathesis_ai_settings(tmp_path: Path) -> None:
                     *skip,
                 ],
                 capture_stdout=True, capture_stderr=True, check=False,
+                # the hooks module is found from the current directory
+                env={**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks"},
+                cwd=Path(__file__).parent,
             )
             output = (result.stdout + result.stderr).decode(errors="replace")
             assert result.returncode == 0, output[-6000:]

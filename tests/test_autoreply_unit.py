@@ -142,10 +142,15 @@ def test_body_must_be_an_object(body: object) -> None:
     assert info.value.field == "body"
 
 
-def test_integral_floats_are_integers() -> None:
-    s = apply_update(AiSettings(), {"maxRepliesPerMinute": 4.0, "historyLimit": 0.0})
+def test_counts_take_json_integers_only() -> None:
+    s = apply_update(AiSettings(), {"maxRepliesPerMinute": 4, "historyLimit": 0})
     assert s.max_replies_per_minute == 4 and isinstance(s.max_replies_per_minute, int)
     assert s.history_limit == 0
+    for body in [{"maxRepliesPerMinute": 4.0}, {"historyLimit": 0.0}, {"maxTokens": 1e3},
+                 {"maxTokens": 10**400}, {"operatorPauseSeconds": 10**400}]:
+        with pytest.raises(InvalidRequest) as info:
+            apply_update(AiSettings(), body)
+        assert info.value.field == next(iter(body))
 
 
 def test_bad_api_key_is_not_echoed() -> None:

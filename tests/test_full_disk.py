@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,8 +28,16 @@ import attrs
 import httpx
 import pytest
 import trio
+import trio.testing
+
+from storage import Repositories, StorageUnavailable
+from storage.outage import RETRY_AFTER
+from storage.repositories import SqliteRepositories
+from supervisor.devices import Devices
+from supervisor.state import Status
 
 from .conftest import api_client, running_server
+from .lifecycle_support import sim_config, simulated
 from .webhook_support import start_receiver
 
 DEADLINE = 15.0
@@ -208,3 +217,48 @@ async def scenario(disk: SmallDisk, caplog: pytest.LogCaptureFixture) -> None:
         recovered = [rec for rec in caplog.records if "available again" in rec.getMessage()]
         assert len(recovered) == 1
         nursery.cancel_scope.cancel()
+
+
+# -- in virtual time: the state change an outage refused is stored on its own, later ------------
+
+
+def _writer(r: Repositories) -> sqlite3.Connection:
+    assert isinstance(r, SqliteRepositories)
+    return r.devices._db.conn
+
+
+def shown(sup: Devices, device_id: int) -> Status:
+    """The device's status as its actor shows it (stored or not)."""
+    child = sup.supervisor.child(device_id)
+    assert child is not None
+    return child.view.value.status
+
+
+async def test_a_state_change_the_storage_refused_is_stored_later_on_its_own(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # The storage is out (another process holds the database's write lock; every write fails
+    # at once) when the device's pairing times out. Nothing comes after that change to carry
+    # it, so the actor stores it on its own once the storage is back: the stored row catches
+    # up with the device, with its history row.
+    async with simulated(sim_config(tmp_path / "data")) as (sup, _engine, _recorder):
+        row, _key = await sup.create_device("u1", "shop")
+        await sup.db.run(lambda r: _writer(r).execute("PRAGMA busy_timeout = 0"))
+        path = sup.config.data_dir / "wasup.db"
+        lock = sqlite3.connect(path, isolation_level=None)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            with trio.fail_after(600):
+                while shown(sup, row.id) is not Status.QR_TIMEOUT:  # noqa: ASYNC110
+                    await trio.sleep(1)
+            assert lock.execute("SELECT status FROM devices").fetchall() == [("pending",)]
+            with pytest.raises(StorageUnavailable):
+                await sup.update_device(row.id, alias="Shop 2")
+        finally:
+            lock.close()  # the storage is back
+        await trio.sleep(RETRY_AFTER)
+        stored = await sup.db.run(lambda r: r.devices.get(row.id))
+        assert stored is not None and stored.status == "qr_timeout"
+        history = await sup.history(row.id)
+        assert [(h.from_status, h.to_status) for h in history][-1] == ("pending", "qr_timeout")
+        assert sup.statistics().crashes == 0

@@ -168,7 +168,10 @@ async def test_validation_and_conflicts(tmp_path: Path) -> None:
             err = r.json()
             assert err["success"] is False and err["code"] == "INVALID_REQUEST"
             assert field in err["error"], (body, err)
-        r = await api.post(f"/devices/{sid}/messages", content=b"{not json")
+        r = await api.post(
+            f"/devices/{sid}/messages", content=b"{not json",
+            headers={"Content-Type": "application/json"},
+        )
         assert r.status_code == 400
         # Not connected: 409 with a clear error.
         r = await api.post(f"/devices/{sid}/messages", json={"to": "15557654321", "text": "x"})

@@ -37,6 +37,7 @@ from supervisor.engines.whatsmeow_translate import (
     ROWS,
     UNKNOWN_BAN_SECONDS,
     OnStatus,
+    Row,
     Section,
     Via,
     advice_for,
@@ -94,10 +95,12 @@ def through_state_machine(status: sm.Status, events: list[EngineEvent]) -> sm.De
                 step = sm.transition(state, sm.EngineConnected())
             case Paired():
                 step = sm.transition(state, sm.Scanned())
-            case Disconnected(reason=r, recoverable=True):
-                step = sm.transition(state, sm.ConnectionLost(r))
-            case Disconnected(reason=r) | LoggedOut(reason=r):
+            case Disconnected(reason=r, recoverable=recoverable, retry=retry):
+                step = sm.transition(state, sm.connection_ended(r, recoverable, retry))
+            case LoggedOut(reason=r):
                 step = sm.transition(state, sm.Unlinked(r))
+            case PairingFailed(reason=r, restart=restart):
+                step = sm.transition(state, sm.PairingFailed(r, restart))
             case TemporaryBan(reason=r, until_epoch=u):
                 step = sm.transition(state, sm.Banned(r, u))
             case _:
@@ -340,6 +343,52 @@ def test_every_row_of_the_table_says_how_it_arrives() -> None:
                         "passkey-request", "passkey-confirmation"}
     never = [row for row in ROWS if row.via is Via.NEVER]
     assert never and all(row.note or row.neonize for row in never)
+
+
+@pytest.mark.parametrize(
+    "row", [r for r in ROWS if isinstance(r.outcome, Disconnected | LoggedOut | PairingFailed)],
+    ids=lambda r: r.whatsmeow[:60],
+)
+def test_each_fixed_row_does_to_the_device_what_the_doc_says(row: Row) -> None:
+    """Through the state machine: the status, reason and retry class the generated doc shows,
+    and credentials wiped (EngineLogout) only on the logged_out rows."""
+    event = row.outcome
+    assert isinstance(event, Disconnected | LoggedOut | PairingFailed)
+    pairing = row.section is Section.PAIRING
+    before = sm.DeviceState(status=sm.Status.PENDING if pairing else sm.Status.CONNECTED,
+                            paired=not pairing)
+    step = sm.transition(before, _machine_event(event))
+    state = step.state
+    gen = _load_generator()
+    _, status, reason, credentials, then = gen._cells(row)[:5]
+    assert (f"`{state.status.value}`", f"`{state.reason}`") == (status, reason)
+    assert isinstance(step.engine, sm.EngineLogout) == (credentials == "wiped")
+    match event:
+        case LoggedOut():
+            assert not state.paired
+        case Disconnected(retry=retry):
+            assert state.paired == before.paired and state.retry is retry
+            assert then == gen.NEXT[state.retry]
+            assert isinstance(step.engine, sm.StopEngine)
+            if retry is Retry.HOLD:
+                assert step.timeout is None
+            elif retry is Retry.SLOW:
+                assert step.timeout is not None and step.timeout.kind is sm.TimeoutKind.SLOW
+        case PairingFailed(reason=r, restart=restart):
+            assert isinstance(step.engine, sm.StartPairing) == restart
+            assert step.keep_timeout  # the QR cycle's deadline is unchanged
+            published = [e.payload for e in step.events if isinstance(e, sm.Emit)]
+            assert [(p.type, p.reason) for p in published] == [("device_status", r)]
+
+
+def _machine_event(event: Disconnected | LoggedOut | PairingFailed) -> sm.Event:
+    match event:
+        case Disconnected(reason=r, recoverable=recoverable, retry=retry):
+            return sm.connection_ended(r, recoverable, retry)
+        case LoggedOut(reason=r):
+            return sm.Unlinked(r)
+        case PairingFailed(reason=r, restart=restart):
+            return sm.PairingFailed(r, restart)
 
 
 def test_engine_events_doc_is_current() -> None:

@@ -283,6 +283,37 @@ async def test_token_in_query_header_and_subprotocol(tmp_path: Path) -> None:
                 assert conn.subprotocol == device["apiKey"]
 
 
+async def test_a_bad_token_anywhere_refuses_the_handshake(tmp_path: Path) -> None:
+    """docs/websocket.md: every offered credential must be valid and name one credential."""
+    with trio.fail_after(TIMEOUT):
+        async with serve(tmp_path) as server:
+            async with server.client() as client:
+                key = (await create_device(client, "Rule Check"))["apiKey"]
+            good = [(b"X-API-TOKEN", TOKEN.encode())]
+            refused: list[tuple[str, dict[str, Any], str]] = [
+                ("/?token=wrong", {"extra_headers": good}, "invalid api token"),
+                ("/?token=", {"extra_headers": good}, "invalid api token"),
+                (f"/?token={TOKEN}", {"extra_headers": [(b"X-API-TOKEN", b"wrong")]},
+                 "invalid api token"),
+                (f"/?token={TOKEN}&token=wrong", {}, "invalid api token"),
+                (f"/?token={TOKEN}", {"subprotocols": ["wasup", "wrong"]}, "invalid api token"),
+                ("/", {"subprotocols": [TOKEN, "wrong"]}, "invalid api token"),
+                (f"/?token={TOKEN}", {"extra_headers": [(b"X-API-TOKEN", key.encode())]},
+                 "conflicting api tokens"),
+            ]
+            for suffix, kwargs, message in refused:
+                with pytest.raises(ConnectionRejected) as exc:
+                    async with open_websocket_url(server.ws_url + suffix, **kwargs):
+                        pass  # pragma: no cover
+                assert exc.value.status_code == 401, (suffix, kwargs)
+                assert exc.value.body is not None
+                assert json.loads(exc.value.body)["error"] == message, (suffix, kwargs)
+            # The same valid token twice, in two places, is one credential.
+            async with connect(f"{server.ws_url}/?token={TOKEN}", extra_headers=good) as conn:
+                assert conn.subprotocol is None
+            assert api_ws.open_streams(server.app) == 0
+
+
 @pytest.mark.parametrize(
     ("suffix", "kwargs", "message"),
     [

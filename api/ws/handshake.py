@@ -22,6 +22,7 @@ from werkzeug.datastructures import Headers, MultiDict
 from api.auth import Principal, authenticate, charge, refuse
 from api.errors import ApiError
 from api.state import AppState
+from api.validation import check_params
 from supervisor.errors import InvalidRequest
 from supervisor.events import DeviceSelection
 from supervisor.payloads import EVENT_TYPES
@@ -101,32 +102,31 @@ def _split(values: Iterable[str], field: str) -> frozenset[str] | None:
 
 @attrs.frozen
 class Offer:
-    """The credentials a handshake carries: token candidates, in order of precedence.
+    """The credentials a handshake carries and the subprotocol to answer with.
 
-    Each candidate is ``(token, subprotocol to echo or None)``. A token offered as a
-    subprotocol is echoed only when ``wasup`` was not offered next to it.
+    ``tokens`` holds every value offered as a credential, in order: each ``token`` query
+    parameter, each ``X-API-TOKEN`` header, each offered subprotocol but ``wasup`` (of the first
+    :data:`MAX_OFFERED_PROTOCOLS`). A handshake is admitted only when every one of them is valid
+    and all name the same credential: a bad token anywhere refuses it. ``echo`` is ``wasup``
+    when the client offered it (the token is then never reflected), else the first token
+    offered as a subprotocol, else None.
     """
 
-    candidates: tuple[tuple[str, str | None], ...]
+    tokens: tuple[str, ...]
+    echo: str | None
 
     @classmethod
     def from_handshake(cls, handshake: Handshake) -> Offer:
-        candidates: list[tuple[str, str | None]] = []
-        query = handshake.args.get("token")
-        if query:
-            candidates.append((query, None))
-        header = handshake.headers.get("X-API-TOKEN")
-        if header:
-            candidates.append((header.strip(), None))
-        if not candidates:
-            offered = [
-                p.strip() for p in handshake.subprotocols[:MAX_OFFERED_PROTOCOLS] if p.strip()
-            ]
-            echo_name = SUBPROTOCOL in offered
-            for proto in offered:
-                if proto != SUBPROTOCOL:
-                    candidates.append((proto, SUBPROTOCOL if echo_name else proto))
-        return cls(tuple(candidates))
+        tokens = [value.strip() for value in handshake.args.getlist("token")]
+        tokens += [value.strip() for value in handshake.headers.getlist("X-API-TOKEN")]
+        offered = [p.strip() for p in handshake.subprotocols[:MAX_OFFERED_PROTOCOLS] if p.strip()]
+        protocol_tokens = [p for p in offered if p != SUBPROTOCOL]
+        echo: str | None = None
+        if SUBPROTOCOL in handshake.subprotocols:
+            echo = SUBPROTOCOL
+        elif protocol_tokens:
+            echo = protocol_tokens[0]
+        return cls(tokens=tuple(dict.fromkeys(tokens + protocol_tokens)), echo=echo)
 
 
 @attrs.frozen
@@ -153,25 +153,25 @@ async def admit(state: AppState, handshake: Handshake, *, closing: bool) -> Admi
     handshake costs one request).
     """
     offer = Offer.from_handshake(handshake)
+    if not offer.tokens:
+        refuse(state, handshake.client_address, "missing api token")
     principal: Principal | None = None
-    chosen: str | None = None
-    for token, echo in offer.candidates:
-        principal = await authenticate(state, token)
-        if principal is not None:
-            chosen = echo
-            break
-    if principal is None:
-        message = "invalid api token" if offer.candidates else "missing api token"
-        refuse(state, handshake.client_address, message)
-    if chosen is None and SUBPROTOCOL in handshake.subprotocols:
-        chosen = SUBPROTOCOL  # a browser that offered protocols needs one of them echoed
+    for token in offer.tokens:
+        found = await authenticate(state, token)
+        if found is None:
+            refuse(state, handshake.client_address, "invalid api token")
+        if principal is not None and found != principal:
+            refuse(state, handshake.client_address, "conflicting api tokens")
+        principal = found
+    assert principal is not None  # offer.tokens is not empty
+    check_params({}, handshake.args.items(multi=True))
     stream_filter = StreamFilter.from_query(handshake.args)
     if closing:
         raise ApiError(
             503, "SERVICE_UNAVAILABLE", "server shutting down", headers={"Retry-After": "5"}
         )
     charge(state, principal)
-    return Admitted(principal=principal, subprotocol=chosen, stream_filter=stream_filter)
+    return Admitted(principal=principal, subprotocol=offer.echo, stream_filter=stream_filter)
 
 
 def connection_cap(most: int) -> ApiError:

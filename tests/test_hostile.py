@@ -1,0 +1,644 @@
+"""The hostile table: malformed and hostile requests against every route of a live wasup.
+
+Bodies (malformed JSON, duplicate keys, lone surrogates, control characters, wrong types and
+ranges), paths, headers, encodings, sizes, forms of authentication, raw protocol errors and the
+WebSocket handshake. Each case asserts the status, the error envelope
+(``{"success": false, "error", "code"}``, ``field`` where one is named) and that nothing stored
+changed: the devices, their settings and the session list read back exactly as before. Nothing
+may answer 5xx; the count is printed (``pytest -s``) and asserted to be 0.
+
+One server for the whole table (real sockets on 127.0.0.1, real clock): two connected devices
+of two users, AI and webhook settings stored for the first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+
+from api import protocol_errors
+from api.ratelimit import RateLimitPolicy
+from api.server import Server
+from api.state import ApiSettings
+from storage.interface import Repositories
+from tests.conftest import TEST_TOKEN, api_client, running_server
+
+SETTINGS = ApiSettings(
+    rate_limit=RateLimitPolicy(rate=10_000, burst=100_000),
+    auth_failure_limit=RateLimitPolicy(rate=10_000, burst=100_000, name="auth"),
+    qr_wait=0.2,
+    graceful_timeout=1.0,
+)
+
+OP, KEY_A, KEY_B = "<operator>", "<key of A>", "<key of B>"
+JSON = "application/json"
+MIB = 1024 * 1024
+
+
+@attrs.frozen
+class Case:
+    """One hostile request and the answer it must get.
+
+    ``path`` is under /api/whatsapp (``{a}``/``{b}``: the devices' sessionIds, ``{aid}``: A's
+    numeric id); ``body`` bytes are sent as they are; ``raw`` is a whole request sent on a
+    bare socket (``{token}``, ``{a}`` filled in; the path is not prefixed).
+    """
+
+    name: str
+    method: str = "GET"
+    path: str = ""
+    body: bytes | None = None
+    content_type: str | None = JSON
+    token: str | None = OP
+    headers: tuple[tuple[str, str], ...] = ()
+    raw: bytes | None = None
+    status: int = 400
+    code: str = "INVALID_REQUEST"
+    field: str | None = None
+
+
+def j(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+# -- bodies -----------------------------------------------------------------------------------
+
+#: Every route that takes a JSON body, with a body that is valid for it (never sent as is).
+BODY_ROUTES: list[tuple[str, str]] = [
+    ("POST", "/devices"),
+    ("PUT", "/devices/{a}"),
+    ("POST", "/devices/{a}/pair-code"),
+    ("POST", "/devices/{a}/messages"),
+    ("PUT", "/devices/{a}/settings/ai"),
+    ("PUT", "/devices/{a}/settings/webhook"),
+    ("PUT", "/devices/{a}/settings/proxy"),
+    ("POST", "/simulator/devices/{a}/scan"),
+    ("POST", "/simulator/devices/{a}/messages"),
+]
+
+#: Bodies no JSON route accepts, and the field named.
+MALFORMED: list[tuple[str, bytes, str]] = [
+    ("truncated JSON", b'{"alias": "x"', "body"),
+    ("a JSON array", b"[]", "body"),
+    ("a JSON string", b'"x"', "body"),
+    ("trailing garbage", b"{} x", "body"),
+    ("invalid UTF-8", b'{"alias": "\xff\xfe"}', "body"),
+    ("a key given twice", b'{"k": 1, "k": 2}', "k"),
+    ("a key with a lone surrogate", b'{"x\\ud800": 1}', "body"),
+    ("nesting 100000 deep", b"[" * 100_000, "body"),
+    ("an integer of 5000 digits", b'{"k": ' + b"9" * 5000 + b"}", "body"),
+]
+
+
+def body_cases() -> Iterator[Case]:
+    for method, path in BODY_ROUTES:
+        for name, body, field in MALFORMED:
+            yield Case(f"{method} {path}: {name}", method, path, body, field=field)
+        for ctype in ["text/plain", "application/x-www-form-urlencoded", None,
+                      "multipart/form-data; boundary=x", "application/jsonx"]:
+            yield Case(f"{method} {path}: Content-Type {ctype}", method, path, b"{}",
+                       content_type=ctype, status=415, code="UNSUPPORTED_MEDIA_TYPE")
+    yield Case("POST /devices: an empty body", "POST", "/devices", b"", field="body")
+    yield Case("PUT /devices/{a}: whitespace only", "PUT", "/devices/{a}", b" \r\n ",
+               field="body")
+    yield Case("POST /devices: UTF-16 JSON, an empty alias", "POST", "/devices",
+               j({"userId": "mallory", "alias": ""}).decode().encode("utf-16"), field="alias")
+    yield Case("POST /devices: +json media type, a bad alias", "POST", "/devices",
+               j({"userId": "mallory", "alias": ""}), content_type="application/problem+json",
+               field="alias")
+    yield Case("POST /devices: gzip bytes as JSON", "POST", "/devices",
+               b"\x1f\x8b\x08\x00\x00\x00\x00\x00", headers=(("Content-Encoding", "gzip"),),
+               field="body")
+    yield Case("POST /devices: over 1 MiB", "POST", "/devices",
+               b'{"alias": "' + b"x" * MIB + b'"}', status=413, code="PAYLOAD_TOO_LARGE")
+
+
+def text_cases() -> Iterator[Case]:
+    """Strings no field may hold; one-line fields refuse tabs and line breaks too."""
+    bad_anywhere = [("a lone surrogate", "a\\ud800"), ("a lone low surrogate", "\\udfffa"),
+                    ("NUL", "a\\u0000b"), ("ESC", "a\\u001bb"), ("DEL", "a\\u007fb"),
+                    ("a C1 control", "a\\u0085b")]
+    not_in_a_line = [("a line feed", "a\\nb"), ("a tab", "a\\tb"), ("a carriage return", "a\\r"),
+                     ("a line separator", "a\\u2028b")]
+
+    def raw(fields: dict[str, Any], name: str, escaped: str) -> bytes:
+        # the escape goes into the JSON text as is (json.dumps would escape the backslash)
+        text = j(fields)[:-1]
+        sep = b", " if fields else b""
+        return text + sep + b'"' + name.encode() + b'": "' + escaped.encode() + b'"}'
+
+    targets: list[tuple[str, str, dict[str, Any], str, bool]] = [
+        ("POST", "/devices", {"userId": "mallory"}, "alias", True),
+        ("POST", "/devices", {"userId": "mallory", "alias": "M"}, "description", True),
+        ("POST", "/devices", {"userId": "mallory", "alias": "M"}, "businessType", True),
+        ("PUT", "/devices/{a}", {}, "alias", True),
+        ("PUT", "/devices/{a}", {}, "description", True),
+        ("PUT", "/devices/{a}", {}, "businessType", True),
+        ("PUT", "/devices/{a}/settings/ai", {}, "apiKey", True),
+        ("PUT", "/devices/{a}/settings/ai", {}, "model", True),
+        ("PUT", "/devices/{a}/settings/ai", {}, "systemPrompt", False),
+        ("PUT", "/devices/{a}/settings/webhook", {}, "url", True),
+        ("PUT", "/devices/{a}/settings/webhook", {"url": "http://127.0.0.1:9/h"}, "secret", True),
+        ("POST", "/devices/{a}/messages", {"to": "+15551234567"}, "text", False),
+        ("POST", "/devices/{a}/messages", {"text": "hi"}, "to", True),
+        ("POST", "/devices/{a}/pair-code", {}, "phoneNumber", True),
+        ("PUT", "/devices/{a}/settings/proxy", {}, "url", True),
+        ("POST", "/simulator/devices/{a}/scan", {}, "pushName", True),
+        ("POST", "/simulator/devices/{a}/messages", {"from": "+15551234567"}, "text", False),
+    ]
+    for method, path, fields, name, one_line in targets:
+        bad = bad_anywhere + (not_in_a_line if one_line else [])
+        for what, escaped in bad:
+            yield Case(f"{method} {path}: {name} with {what}", method, path,
+                       raw(fields, name, escaped), field=name)
+    yield Case("PUT /devices/{a}: events list holding NUL", "PUT",
+               "/devices/{a}/settings/webhook",
+               b'{"url": "http://127.0.0.1:9/h", "events": ["message\\u0000"]}', field="events")
+
+
+def field_cases() -> Iterator[Case]:
+    """Wrong types, ranges and shapes, route by route."""
+    create: list[tuple[Any, str]] = [
+        ({"userId": "mallory", "alias": "x" * 1_000_000}, "alias"),
+        ({"userId": "mallory", "alias": ""}, "alias"),
+        ({"userId": "mallory", "alias": "!!!"}, "alias"),
+        ({"userId": "mallory", "alias": 5}, "alias"),
+        ({"userId": "mallory", "alias": None}, "alias"),
+        ({"userId": "../etc", "alias": "M"}, "userId"),
+        ({"userId": "a b", "alias": "M"}, "userId"),
+        ({"userId": "x" * 65, "alias": "M"}, "userId"),
+        ({"userId": ["mallory"], "alias": "M"}, "userId"),
+        ({"userId": "mallory", "alias": "M", "phoneNumber": "+0123"}, "phoneNumber"),
+        ({"userId": "mallory", "alias": "M", "phoneNumber": 15551234567}, "phoneNumber"),
+        ({"userId": "mallory", "alias": "M", "description": "d" * 501}, "description"),
+        ({"userId": "mallory", "alias": "M", "isAdmin": True}, "isAdmin"),
+        ({"userId": "mallory", "alias": "M", "__proto__": {}}, "__proto__"),
+    ]
+    for body, field in create:
+        yield Case(f"POST /devices: {field} {str(body)[-40:]}", "POST", "/devices", j(body),
+                   field=field)
+    yield Case("POST /devices: A's alias again", "POST", "/devices",
+               j({"userId": "alice", "alias": "A"}), status=409, code="DEVICE_CONFLICT")
+    update: list[tuple[Any, str]] = [
+        ({}, "body"), ({"alias": None}, "alias"), ({"alias": True}, "alias"),
+        ({"id": 7}, "id"), ({"sessionId": "user_x_device_y"}, "sessionId"),
+        ({"status": "connected"}, "status"), ({"phoneNumber": "555"}, "phoneNumber"),
+    ]
+    for body, field in update:
+        yield Case(f"PUT /devices/{{a}}: {body}", "PUT", "/devices/{a}", j(body), field=field)
+    ai: list[tuple[bytes, str]] = [
+        (b'{"maxTokens": 1' + b"0" * 400 + b"}", "maxTokens"),
+        (b'{"maxTokens": 1e3}', "maxTokens"),
+        (b'{"maxTokens": 5.0}', "maxTokens"),
+        (b'{"maxTokens": 1e400}', "maxTokens"),
+        (b'{"maxTokens": 0}', "maxTokens"),
+        (b'{"maxTokens": "100"}', "maxTokens"),
+        (b'{"temperature": NaN}', "temperature"),
+        (b'{"temperature": Infinity}', "temperature"),
+        (b'{"temperature": -1e400}', "temperature"),
+        (b'{"temperature": 2.5}', "temperature"),
+        (b'{"temperature": true}', "temperature"),
+        (b'{"operatorPauseSeconds": 1' + b"0" * 400 + b"}", "operatorPauseSeconds"),
+        (b'{"historyLimit": -1}', "historyLimit"),
+        (b'{"maxRepliesPerMinute": 61}', "maxRepliesPerMinute"),
+        (b'{"timeoutSeconds": 0}', "timeoutSeconds"),
+        (b'{"enabled": "yes"}', "enabled"),
+        (b'{"provider": "evil"}', "provider"),
+        (b'{"apiKey": ""}', "apiKey"),
+        (b'{"apiKey": "a b"}', "apiKey"),
+        (b'{"model": ""}', "model"),
+        (b'{"baseUrl": "http://h.example:0/v1"}', "baseUrl"),
+        (b'{"baseUrl": "http://h.example:99999/v1"}', "baseUrl"),
+        (b'{"baseUrl": "ftp://h.example/"}', "baseUrl"),
+        (b'{"baseUrl": "http://user:pw@h.example/"}', "baseUrl"),
+        (b'{"baseUrl": "javascript:alert(1)"}', "baseUrl"),
+        (b'{"apiKeyy": "k"}', "apiKeyy"),
+    ]
+    for body, field in ai:
+        yield Case(f"PUT settings/ai: {body[:40]!r}", "PUT", "/devices/{a}/settings/ai", body,
+                   field=field)
+    hook = "http://127.0.0.1:9/h"
+    webhook: list[tuple[Any, str]] = [
+        ({"url": "http://127.0.0.1:99999/h"}, "url"),
+        ({"url": "http://127.0.0.1:65536/h"}, "url"),
+        ({"url": "http://127.0.0.1:0/h"}, "url"),
+        ({"url": "http://127.0.0.1:-1/h"}, "url"),
+        ({"url": "ftp://127.0.0.1/h"}, "url"),
+        ({"url": "http://u:p@127.0.0.1/h"}, "url"),
+        ({"url": "http://127.0.0.1/h#x"}, "url"),
+        ({"url": ""}, "url"),
+        ({"url": 5}, "url"),
+        ({"url": "http://169.254.169.254/latest/meta-data"}, "url"),
+        ({"url": "http://[::1]:9/h"}, "url"),
+        ({"url": hook, "events": "message"}, "events"),
+        ({"url": hook, "events": ["nope"]}, "events"),
+        ({"url": hook, "events": [1]}, "events"),
+        ({"url": hook, "secret": "short"}, "secret"),
+        ({"url": hook, "secret": 5}, "secret"),
+        ({"url": hook, "enabled": 1}, "enabled"),
+        ({"url": hook, "rotateSecret": "yes"}, "rotateSecret"),
+        ({"url": hook, "secrets": []}, "secrets"),
+    ]
+    for body, field in webhook:
+        yield Case(f"PUT settings/webhook: {body}", "PUT", "/devices/{a}/settings/webhook",
+                   j(body), field=field)
+    messages: list[tuple[Any, str]] = [
+        ({"to": "+1", "text": "hi"}, "to"),
+        ({"to": "status@broadcast", "text": "hi"}, "to"),
+        ({"to": "+15551234567", "text": ""}, "text"),
+        ({"to": "+15551234567", "text": " \n\t "}, "text"),
+        ({"to": "+15551234567", "text": "x" * 4097}, "text"),
+        ({"to": "+15551234567", "text": 5}, "text"),
+        ({"to": "+15551234567"}, "text"),
+        ({"to": "+15551234567", "text": "hi", "bcc": "x"}, "bcc"),
+    ]
+    for body, field in messages:
+        yield Case(f"POST messages: {str(body)[:40]}", "POST", "/devices/{a}/messages",
+                   j(body), field=field)
+    for body, field in [({"phoneNumber": "abc"}, "phoneNumber"), ({}, "phoneNumber"),
+                        ({"phoneNumber": 155512345}, "phoneNumber"),
+                        ({"phoneNumber": "+15551234567", "x": 1}, "x")]:
+        yield Case(f"POST pair-code: {body}", "POST", "/devices/{a}/pair-code", j(body),
+                   field=field)
+    for body, field in [({"phoneNumber": "1"}, "phoneNumber"), ({"code": "nope"}, "code"),
+                        ({"pushName": ""}, "pushName"), ({"x": 1}, "x")]:
+        yield Case(f"POST simulator scan: {body}", "POST", "/simulator/devices/{a}/scan",
+                   j(body), field=field)
+    for body, field in [({"from": "+15551234567", "text": "x" * 4097}, "text"),
+                        ({"from": "nobody", "text": "hi"}, "from"), ({"text": "hi"}, "from")]:
+        yield Case(f"POST simulator message: {str(body)[:40]}", "POST",
+                   "/simulator/devices/{a}/messages", j(body), field=field)
+    proxy: list[tuple[Any, str]] = [
+        ({"url": "http://proxy.example:99999"}, "url"),
+        ({"url": "http://proxy.example:0"}, "url"),
+        ({"url": "ftp://proxy.example:21"}, "url"),
+        ({"url": "http://proxy.example:8080/path"}, "url"),
+        ({"url": 5}, "url"),
+        ({}, "url"),
+        ({"url": None, "bypass": True}, "bypass"),
+    ]
+    for body, field in proxy:
+        yield Case(f"PUT settings/proxy: {body}", "PUT", "/devices/{a}/settings/proxy", j(body),
+                   field=field)
+    for route in ["disconnect", "unlink"]:
+        yield Case(f"POST simulator {route}: a field", "POST",
+                   f"/simulator/devices/{{a}}/{route}", j({"force": True}), field="force")
+
+
+# -- paths, queries, methods ------------------------------------------------------------------
+
+
+def path_cases() -> Iterator[Case]:
+    no_device = ["%E2%91%A0", "%00", "%ff", "%ED%A0%80", "-1", "0", "1e0", "%201", "+1", "0x1",
+                 "%D9%A3", "99999999999999999999999", "{a}%00", "{a}%0A", "x" * 4000,
+                 "user_alice_device_a%20", "USER_ALICE_DEVICE_A"]
+    for ref in no_device:
+        yield Case(f"GET /devices/{ref[:30]}", "GET", f"/devices/{ref}", status=404,
+                   code="DEVICE_NOT_FOUND")
+    for ref in ["%E2%91%A0", "%00", "{a}%20", "-1"]:
+        yield Case(f"POST /sessions/{ref}/cancel", "POST", f"/sessions/{ref}/cancel",
+                   status=404, code="DEVICE_NOT_FOUND")
+        yield Case(f"DELETE /devices/{ref}", "DELETE", f"/devices/{ref}", status=404,
+                   code="DEVICE_NOT_FOUND")
+    for user, field in [("%00", "userId"), ("a%20b", "userId"), ("-x", "userId"),
+                        ("x" * 65, "userId"), ("%E2%91%A0", "userId")]:
+        yield Case(f"GET /users/{user[:20]}/devices", "GET", f"/users/{user}/devices",
+                   field=field)
+    for query, field in [("page=0", "page"), ("limit=101", "limit"), ("limit=1e1", "limit"),
+                         ("page=%00", "page"), ("status=%00", "status"),
+                         ("status=connected%0A", "status"), ("page=9999999999", "page"),
+                         ("limit=-1", "limit")]:
+        yield Case(f"GET /users/alice/devices?{query}", "GET", f"/users/alice/devices?{query}",
+                   field=field)
+    for query, field in [("status=bogus", "status"), ("limit=0", "limit"), ("page=x", "page")]:
+        yield Case(f"GET deliveries?{query}", "GET", f"/devices/{{a}}/webhook/deliveries?{query}",
+                   field=field)
+    for did in ["%00", "msg_%ED%A0%80", "msg_" + "a" * 100, "../x", "msg_a%0Ab"]:
+        yield Case(f"GET delivery {did[:20]}", "GET", f"/devices/{{a}}/webhook/deliveries/{did}",
+                   status=404, code="NOT_FOUND")
+    yield Case("POST redeliver of no delivery", "POST",
+               "/devices/{a}/webhook/deliveries/msg_nope/redeliver", status=404, code="NOT_FOUND")
+    for method, path in [("GET", "/nope"), ("GET", "/devices/{a}/nope"), ("POST", "/admin"),
+                         ("GET", "/devices/{a}/settings/secret"),
+                         ("DELETE", "/devices/{a}%2F.."),  # an escaped slash is a slash
+                         ("POST", "/sessions/{a}%2F../cancel")]:
+        yield Case(f"{method} {path}", method, path, status=404, code="NOT_FOUND")
+    for method, path in [("PATCH", "/devices/{a}"), ("DELETE", "/sessions"), ("PUT", "/devices"),
+                         ("GET", "/devices/{a}/login"), ("DELETE", "/devices/{a}/settings/ai"),
+                         ("TRACE", "/sessions"), ("POST", "/ready"), ("PUT", "/health"),
+                         ("DELETE", "/devices/{a}/settings/proxy")]:
+        yield Case(f"{method} {path}", method, path, status=405, code="METHOD_NOT_ALLOWED")
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+
+def auth_cases() -> Iterator[Case]:
+    unauthenticated = dict(status=401, code="AUTHENTICATION_FAILED")
+    for token in [None, "", "wrong", "x" * 10_000, "dev_" + "0" * 32, TEST_TOKEN + "x"]:
+        shown = None if token is None else token[:12]
+        yield Case(f"GET /sessions with token {shown!r}", token=token, path="/sessions",
+                   **unauthenticated)  # type: ignore[arg-type]
+    yield Case("DELETE A without a token", "DELETE", "/devices/{a}", token=None,
+               **unauthenticated)  # type: ignore[arg-type]
+    yield Case("POST /devices without a token", "POST", "/devices",
+               j({"userId": "mallory", "alias": "M"}), token=None,
+               **unauthenticated)  # type: ignore[arg-type]
+    yield Case("a bearer token instead", path="/sessions", token=None,
+               headers=(("Authorization", f"Bearer {TEST_TOKEN}"),),
+               **unauthenticated)  # type: ignore[arg-type]
+    yield Case("the token in the query", path=f"/sessions?token={TEST_TOKEN}", token=None,
+               **unauthenticated)  # type: ignore[arg-type]
+    yield Case("two X-API-TOKEN headers, one wrong", path="/sessions",
+               headers=(("X-API-TOKEN", "wrong"),), **unauthenticated)  # type: ignore[arg-type]
+    yield Case("two X-API-TOKEN headers, both right", path="/sessions",
+               headers=(("X-API-TOKEN", TEST_TOKEN),),
+               **unauthenticated)  # type: ignore[arg-type]
+    yield Case("text/plain without a token", "PUT", "/devices/{a}", b"x",
+               content_type="text/plain", token=None,
+               **unauthenticated)  # type: ignore[arg-type]
+    not_found = dict(status=404, code="DEVICE_NOT_FOUND")
+    for method, path, body in [("GET", "/devices/{b}", None),
+                               ("PUT", "/devices/{b}", j({"alias": "Mine"})),
+                               ("DELETE", "/devices/{b}", None),
+                               ("POST", "/devices/{b}/logout", None),
+                               ("POST", "/sessions/{b}/cancel", None),
+                               ("PUT", "/devices/{b}/settings/ai", j({"enabled": True})),
+                               ("GET", "/devices/{b}/settings/ai", None),
+                               ("GET", "/devices/{b}/settings/proxy", None),
+                               ("PUT", "/devices/{b}/settings/proxy", j({"url": None})),
+                               ("POST", "/devices/{b}/messages", j({"to": "+15551234567",
+                                                                     "text": "hi"}))]:
+        yield Case(f"A's key: {method} {path}", method, path, body, token=KEY_A,
+                   **not_found)  # type: ignore[arg-type]
+    forbidden = dict(status=403, code="FORBIDDEN")
+    yield Case("A's key creates a device", "POST", "/devices",
+               j({"userId": "alice", "alias": "Second"}), token=KEY_A,
+               **forbidden)  # type: ignore[arg-type]
+    for route in ["scan", "disconnect", "unlink"]:
+        yield Case(f"A's key: simulator {route}", "POST", f"/simulator/devices/{{a}}/{route}",
+                   b"{}", token=KEY_A, **forbidden)  # type: ignore[arg-type]
+
+
+# -- the protocol: raw requests ---------------------------------------------------------------
+
+
+def raw_cases() -> Iterator[Case]:
+    def req(head: str, body: bytes = b"") -> bytes:
+        return head.replace("\n", "\r\n").encode("latin-1") + b"\r\n" + body
+
+    sessions = "GET /api/whatsapp/sessions HTTP/1.1\nHost: x\nX-API-TOKEN: {token}\n"
+    yield Case("garbage", raw=b"GARBAGE\r\n\r\n")
+    yield Case("a bad Content-Length", raw=req("POST /api/whatsapp/devices HTTP/1.1\nHost: x\n"
+                                               "Content-Length: abc\n"))
+    yield Case("Content-Length and Transfer-Encoding", raw=req(
+        "POST /api/whatsapp/devices HTTP/1.1\nHost: x\nContent-Length: 2\n"
+        "Transfer-Encoding: chunked\n", b"{}\r\n\r\n"))
+    yield Case("no Host", raw=req("GET /api/whatsapp/sessions HTTP/1.1\n"))
+    yield Case("a header without a colon", raw=req(sessions + "Oops\n"))
+    yield Case("a NUL in a header", raw=req(sessions + "X-Evil: a\0b\n"))
+    yield Case("a space before the colon", raw=req(sessions + "X-Evil : a\n"))
+    yield Case("headers over 64 KiB", raw=req(sessions + "X-Big: " + "x" * 70_000 + "\n"),
+               status=431, code="HEADERS_TOO_LARGE")
+    yield Case("a huge Content-Length", raw=req(
+        "POST /api/whatsapp/devices HTTP/1.1\nHost: x\nContent-Type: application/json\n"
+        "X-API-TOKEN: {token}\nContent-Length: 99999999999999999999\n"),
+        status=413, code="PAYLOAD_TOO_LARGE")
+    yield Case("a token that is not latin-1 text", raw=(
+        b"GET /api/whatsapp/sessions HTTP/1.1\r\nHost: x\r\nX-API-TOKEN: \xff\xfe\xfd\r\n\r\n"),
+        status=401, code="AUTHENTICATION_FAILED")
+    yield Case("two tokens on the wire", raw=req(sessions + "X-API-TOKEN: {token}\n"),
+               status=401, code="AUTHENTICATION_FAILED")
+    yield Case("a path escaping the prefix", raw=req(
+        "GET /api/whatsapp/../../etc/passwd HTTP/1.1\nHost: x\nX-API-TOKEN: {token}\n"),
+        status=404, code="NOT_FOUND")
+    yield Case("an absolute-form target without a token", raw=req(
+        "DELETE http://evil.example/api/whatsapp/devices/{a} HTTP/1.1\nHost: x\n"),
+        status=401, code="AUTHENTICATION_FAILED")
+    yield Case("a chunked body that is not", raw=req(
+        "PUT /api/whatsapp/devices/{a} HTTP/1.1\nHost: x\nX-API-TOKEN: {token}\n"
+        "Content-Type: application/json\nTransfer-Encoding: chunked\n", b"zz\r\n{}\r\n0\r\n\r\n"))
+
+
+# -- the WebSocket handshake ------------------------------------------------------------------
+
+
+def ws_cases() -> Iterator[Case]:
+    def upgrade(query: str, extra: str = "", key: bool = True, version: str = "13") -> bytes:
+        head = (f"GET /{query} HTTP/1.1\nHost: x\nUpgrade: websocket\nConnection: Upgrade\n"
+                f"Sec-WebSocket-Version: {version}\n")
+        if key:
+            head += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\n"
+        return (head + extra).replace("\n", "\r\n").encode("latin-1") + b"\r\n"
+
+    unauthenticated = dict(status=401, code="AUTHENTICATION_FAILED")
+    yield Case("ws: no token", raw=upgrade(""), **unauthenticated)  # type: ignore[arg-type]
+    yield Case("ws: a wrong token", raw=upgrade("?token=wrong"),
+               **unauthenticated)  # type: ignore[arg-type]
+    yield Case("ws: a wrong query token next to a good header",
+               raw=upgrade("?token=wrong", "X-API-TOKEN: {token}\n"),
+               **unauthenticated)  # type: ignore[arg-type]
+    yield Case("ws: a good query token next to a wrong header",
+               raw=upgrade("?token={token}", "X-API-TOKEN: wrong\n"),
+               **unauthenticated)  # type: ignore[arg-type]
+    yield Case("ws: a wrong subprotocol next to a good token",
+               raw=upgrade("?token={token}", "Sec-WebSocket-Protocol: wasup, wrong\n"),
+               **unauthenticated)  # type: ignore[arg-type]
+    yield Case("ws: an unknown event filter", raw=upgrade("?token={token}&events=nope"),
+               field="events")
+    yield Case("ws: a control character in a filter",
+               raw=upgrade("?token={token}&sessionId=a%00b"), field="sessionId")
+    yield Case("ws: 101 filter values",
+               raw=upgrade("?token={token}&sessionId=" + ",".join(["x"] * 101)),
+               field="sessionId")
+    yield Case("ws: no Sec-WebSocket-Key", raw=upgrade("?token={token}", key=False))
+    yield Case("ws: version 12", raw=upgrade("?token={token}", version="12"))
+    yield Case("plain GET on the WebSocket endpoint", raw=(
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    yield Case("POST on the WebSocket endpoint", raw=(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"),
+        status=405, code="METHOD_NOT_ALLOWED")
+
+
+ALL_CASES = [*body_cases(), *text_cases(), *field_cases(), *path_cases(), *auth_cases(),
+             *raw_cases(), *ws_cases()]
+
+
+# -- running the table ------------------------------------------------------------------------
+
+
+@attrs.define
+class Fixture:
+    server: Server
+    a: dict[str, Any]
+    b: dict[str, Any]
+
+    def fill(self, text: str) -> str:
+        return (text.replace("{aid}", str(self.a["id"])).replace("{a}", self.a["sessionId"])
+                .replace("{b}", self.b["sessionId"]).replace("{token}", TEST_TOKEN))
+
+    def token(self, token: str | None) -> str | None:
+        return {OP: TEST_TOKEN, KEY_A: self.a["apiKey"], KEY_B: self.b["apiKey"]}.get(
+            token or "", token)
+
+
+def _deliveries(device_id: int, repos: Repositories) -> Any:
+    return repos.outbox.list_deliveries(device_id, status=None, offset=0, limit=100)
+
+
+async def snapshot(fx: Fixture) -> list[Any]:
+    """Everything a hostile request could have changed: every stored device row, the devices'
+    settings of every kind, and their webhook deliveries."""
+    sup = fx.server.sup
+    seen: list[Any] = list(sup.sessions())
+    for dev in (fx.a, fx.b):
+        for kind in ["ai", "webhook", "proxy"]:
+            seen.append(await sup.get_settings(str(dev["id"]), kind))
+        seen.append(await sup.db.run(partial(_deliveries, dev["id"])))
+    return seen
+
+
+async def raw_request(server: Server, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` on a new connection and parse the one answer (status, headers, body)."""
+    stream = await trio.open_tcp_stream(server.host, server.port)
+    data = b""
+    try:
+        await stream.send_all(request)
+        with trio.fail_after(3):
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+                head, sep, rest = data.partition(b"\r\n\r\n")
+                if sep:
+                    lines = head.decode("latin-1").split("\r\n")
+                    headers = {k.strip().lower(): v.strip() for k, _, v in
+                               (line.partition(":") for line in lines[1:])}
+                    if len(rest) >= int(headers.get("content-length", "-1")) >= 0:
+                        break
+    except trio.BrokenResourceError:
+        pass
+    finally:
+        await stream.aclose()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in
+               (line.partition(":") for line in lines[1:])}
+    return status, headers, body[: int(headers.get("content-length", len(body)))]
+
+
+async def send(client: httpx.AsyncClient, fx: Fixture, case: Case) -> tuple[int, dict[str, str],
+                                                                            bytes]:
+    if case.raw is not None:
+        raw = case.raw.replace(b"{token}", TEST_TOKEN.encode()).replace(
+            b"{a}", fx.a["sessionId"].encode())
+        return await raw_request(fx.server, raw)
+    headers: list[tuple[str, str]] = []
+    token = fx.token(case.token)
+    if token is not None:
+        headers.append(("X-API-TOKEN", token))
+    if case.body is not None and case.content_type is not None:
+        headers.append(("Content-Type", case.content_type))
+    headers.extend(case.headers)
+    url = fx.server.api_url + fx.fill(case.path)
+    r = await client.request(case.method, url, content=case.body, headers=headers)
+    return r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content
+
+
+@pytest.fixture
+async def hostile_server(tmp_path: Path) -> AsyncIterator[Fixture]:
+    async with running_server(
+        tmp_path / "data", settings=SETTINGS, allow_networks=("127.0.0.0/8",)
+    ) as server, api_client(server) as api:
+        devices = []
+        for user, alias in [("alice", "A"), ("bob", "B")]:
+            r = await api.post("/devices", json={"userId": user, "alias": alias})
+            assert r.status_code == 201, r.text
+            device = r.json()["data"]
+            r = await api.post(f"/simulator/devices/{device['sessionId']}/scan", json={})
+            assert r.status_code == 200, r.text
+            devices.append(device)
+        fx = Fixture(server, *devices)
+        sid = fx.a["sessionId"]
+        r = await api.put(f"/devices/{sid}/settings/ai",
+                          json={"enabled": False, "model": "m", "apiKey": "sk-test"})
+        assert r.status_code == 200, r.text
+        r = await api.put(f"/devices/{sid}/settings/webhook",
+                          json={"url": "http://127.0.0.1:9/hook", "secret": "a-webhook-secret"})
+        assert r.status_code == 200, r.text
+        assert {row.status for row in server.sup.sessions()} == {"connected"}
+        yield fx
+
+
+def test_the_table_is_big_enough() -> None:
+    assert len(ALL_CASES) >= 150
+    assert len({case.name for case in ALL_CASES}) == len(ALL_CASES)
+
+
+def test_hypercorn_errors_carry_the_envelope() -> None:
+    """The contract with Hypercorn's private error answers (see api.protocol_errors)."""
+    assert protocol_errors.install(), "unsupported Hypercorn: check api/protocol_errors.py"
+    body = json.loads(protocol_errors.envelope(431))
+    assert body == {"success": False, "error": "request headers too large",
+                    "code": "HEADERS_TOO_LARGE"}
+
+
+async def test_hostile_table(
+    hostile_server: Fixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    fx = hostile_server
+    caplog.set_level(logging.ERROR)
+    before = await snapshot(fx)
+    failures: list[str] = []
+    server_errors = 0
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        for case in ALL_CASES:
+            try:
+                status, headers, body = await send(client, fx, case)
+            except (trio.TooSlowError, httpx.HTTPError, ValueError, IndexError) as exc:
+                failures.append(f"{case.name}: no answer ({exc!r})")
+                continue
+            problem = check(case, status, headers, body)
+            if status >= 500:
+                server_errors += 1
+            after = await snapshot(fx)
+            if after != before:
+                problem = (problem or "") + " stored state changed"
+                before = after
+            if problem:
+                failures.append(f"{case.name}: {problem}")
+    print(f"\nhostile table: {len(ALL_CASES)} cases, {server_errors} answered 5xx")
+    assert server_errors == 0
+    assert not failures, "\n".join(failures)
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not logged, logged[:3]
+
+
+def check(case: Case, status: int, headers: dict[str, str], body: bytes) -> str | None:
+    """What is wrong with an answer (None: nothing)."""
+    shown = body[:200]
+    if status != case.status:
+        return f"status {status}, expected {case.status}: {shown!r}"
+    if not headers.get("content-type", "").startswith("application/json"):
+        return f"content-type {headers.get('content-type')!r}: {shown!r}"
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return f"not JSON: {shown!r}"
+    if payload.get("success") is not False or payload.get("code") != case.code:
+        return f"envelope {payload!r}, expected code {case.code}"
+    if not isinstance(payload.get("error"), str) or not payload["error"]:
+        return f"no error message: {payload!r}"
+    if case.field is not None and payload.get("field") != case.field:
+        return f"field {payload.get('field')!r}, expected {case.field!r}: {payload!r}"
+    if b"Traceback" in body or b"\\ud800" in body:
+        return f"leaks: {shown!r}"
+    return None
