@@ -137,7 +137,8 @@ async def test_fail_answers_400_naming_the_field_and_409_for_a_wrong_state(
             r = await fail(api, sid, **body)
             assert r.status_code == 400, (body, r.text)
             assert r.json()["code"] == "INVALID_REQUEST" and r.json()["field"] == field, body
-        r = await api.post(f"/simulator/devices/{sid}/fail", content=b"[1]")
+        r = await api.post(f"/simulator/devices/{sid}/fail", content=b"[1]",
+                           headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and r.json()["field"] == "body"
         r = await fail(api, sid, reason="pair_error")  # connected, not pairing
         assert r.status_code == 409 and r.json()["code"] == "DEVICE_CONFLICT", r.text
