@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 import attrs
 
 import storage
-from supervisor.errors import InvalidRequest
+from supervisor.errors import EngineError, InvalidRequest
 
 #: The settings kind the proxy is stored under.
 PROXY_KIND = "proxy"
@@ -193,11 +193,18 @@ ProxyLookup = Callable[[int], Awaitable[str | None]]
 def stored_proxies(db: storage.Store) -> ProxyLookup:
     """A :data:`ProxyLookup` reading the settings kind ``"proxy"`` from ``db``.
 
-    Error handling: the lookup raises what ``db.run`` raises (storage failures).
+    Error handling: when the database cannot be read the lookup raises a recoverable
+    :class:`EngineError` (``connect_failed: ...``): the connection is retried later, on the
+    usual backoff, rather than made without the device's proxy.
     """
 
     async def lookup(device_id: int) -> str | None:
-        stored = await db.run(lambda r: r.settings.get(device_id, PROXY_KIND))
+        try:
+            stored = await db.run(lambda r: r.settings.get(device_id, PROXY_KIND))
+        except storage.StorageError as exc:
+            raise EngineError(
+                "connect_failed: the device's proxy setting could not be read"
+            ) from exc
         return ProxySetting.from_stored(stored).url
 
     return lookup

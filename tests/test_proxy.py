@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import InvalidRequest
+from storage import StorageUnavailable
+from supervisor.errors import EngineError, InvalidRequest
 from supervisor.proxy import (
     ProxySetting,
     check_url,
@@ -19,6 +20,7 @@ from supervisor.proxy import (
     env_proxy,
     mask,
     redact,
+    stored_proxies,
 )
 
 from .conftest import api_client, running_server
@@ -156,3 +158,15 @@ async def test_proxy_routes(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
         r = await api.get("/devices/nope/settings/proxy")
         assert r.status_code == 404
     assert secret not in caplog.text
+
+
+async def test_an_unreadable_proxy_setting_fails_the_connect_recoverably() -> None:
+    class Broken:
+        async def run(self, job: object) -> object:
+            raise StorageUnavailable("database or disk is full")
+
+    lookup = stored_proxies(Broken())  # type: ignore[arg-type]
+    with pytest.raises(EngineError) as info:
+        await lookup(1)
+    assert info.value.recoverable
+    assert info.value.reason == "connect_failed: the device's proxy setting could not be read"

@@ -68,6 +68,7 @@ class Sink:
         self.threads: set[int] = set()
         self.hold: trio.Event | None = None
         self.refuse: str | None = None
+        self.entered = 0  # deliver calls begun
 
     def __call__(self, event: EngineEvent) -> None:
         self.events.append(event)
@@ -75,6 +76,7 @@ class Sink:
 
     async def deliver(self, event: MessageReceived | Paired) -> None:
         self.threads.add(threading.get_ident())
+        self.entered += 1
         if self.hold is not None:
             await self.hold.wait()
         if self.refuse is not None:
@@ -867,6 +869,21 @@ async def test_the_message_callback_returns_to_go_only_after_the_commit(
     assert [m.message_id for m in sink.delivered if isinstance(m, MessageReceived)] == ["IN1"]
     assert sink.threads == {threading.get_ident()}  # on the Trio thread only
     await session.stop()
+
+
+async def test_stop_frees_a_go_thread_waiting_for_a_commit(tmp_path: Path, fake_go: Any) -> None:
+    sink = Sink()
+    session, client = await connected_session(tmp_path, fake_go, sink)
+    sink.hold = trio.Event()  # the device is busy: the commit does not come
+    go = threading.Thread(target=client.on_event, args=(17, incoming()), daemon=True)
+    go.start()
+    try:
+        await until(lambda: sink.entered == 1)
+        await session.stop()  # e.g. the device's actor stops the engine, a message in flight
+        await trio.to_thread.run_sync(go.join, 5)
+        assert not go.is_alive()  # Go's thread is free to return from Neonize()
+    finally:
+        sink.hold.set()
 
 
 async def test_a_message_the_device_cannot_store_is_logged_and_go_carries_on(

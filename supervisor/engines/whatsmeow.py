@@ -289,6 +289,7 @@ class WhatsmeowSession:
 
     async def _release(self, link: Link) -> None:
         link.end_grace()
+        link.stop_waiting()
         client = link.client
         wait = not link.pairing or link.paired
 

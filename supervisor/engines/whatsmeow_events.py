@@ -117,7 +117,12 @@ class GoReports:
             for event in self.events_of(link, what):
                 if isinstance(event, MessageReceived | Paired):
                     self.note(link, event)
-                    await self.sink.deliver(event)
+                    # Stopping the link stops waiting (see Link.commits): the device still
+                    # commits what it was handed, and Go's thread is free to end.
+                    with link.committing() as scope:
+                        await self.sink.deliver(event)
+                    if scope.cancelled_caught:
+                        return
                 else:
                     self.emit(link, event)
         except DeliveryFailed as exc:

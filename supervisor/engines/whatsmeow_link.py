@@ -9,7 +9,9 @@ which only moves forward), the QR codes whatsmeow handed over, and how it ended
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 
 import attrs
 import trio
@@ -78,6 +80,7 @@ class Link:
     failure: EngineError | None = None  # a final or connection-ending event arrived
     waiting: int = 0  # start_pairing/connect calls waiting on this link
     grace: trio.CancelScope | None = None
+    commits: set[trio.CancelScope] = attrs.field(factory=set)  # Go threads waiting for commits
     reconnects: int = 0  # whatsmeow reconnected by itself within the grace period
     changed: trio.Event = attrs.field(factory=trio.Event)
 
@@ -94,6 +97,24 @@ class Link:
     def live(self) -> bool:
         """Neither failed nor returned from Go."""
         return self.exit_error is None and self.failure is None
+
+    @contextlib.contextmanager
+    def committing(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope around one wait for the device's commit; :meth:`stop_waiting`
+        cancels it."""
+        scope = trio.CancelScope()
+        self.commits.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self.commits.discard(scope)
+
+    def stop_waiting(self) -> None:
+        """The link is being stopped: Go's threads waiting for a commit return at once (what
+        was handed over stays with the device, which commits it all the same)."""
+        for scope in self.commits:
+            scope.cancel()
 
     def end_grace(self) -> None:
         if self.grace is not None:
