@@ -4,7 +4,7 @@ Usage::
 
     inbox = Inbox(commands=64, events=1024)
     inbox.put_command(call)          # Busy when `commands` commands are waiting
-    inbox.put_event(QrCode("2@..."))  # False when `events` events are waiting (see below)
+    inbox.put_event(QrCode(code))    # False when `events` events are waiting (see below)
     await inbox.put_delivery(d)      # waits while `events` events are waiting
     message = await inbox.get()      # the oldest message of either kind
 

@@ -70,8 +70,8 @@ class CountingSession:
 
     async def logout(self) -> None:
         assert isinstance(self.inner, SimulatorSession)
+        await self.inner.logout()  # an injected fault raises before anything is wiped
         self.counter.wipes.append(self.inner.device_id)
-        await self.inner.logout()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -98,3 +98,18 @@ async def test_deliver_fails_when_storing_fails(
         await wait_status(sup, device, "connected")
         await sink.deliver(message(1))  # WhatsApp delivers it again: stored now
         assert await stored_ids(sup, device) == ["M1"]
+
+
+async def test_deliver_of_a_pairing_returns_after_paired_is_stored(
+    autojump_clock, tmp_path: Path
+) -> None:
+    async with simulated(sim_config(tmp_path)) as (sup, _engine, _rec):
+        row, _ = await sup.create_device("u1", "phone")
+        await sup.wait_qr(row.id, 30)
+        sink = InboxSink(sup.supervisor.child(row.id).inbox)
+        await sink.deliver(eng.Paired("15550001111@s.whatsapp.net", "15550001111", "Ann", "android"))
+        history = await sup.db.run(lambda r: r.history.of(row.id))
+        assert ("pending", "connecting") in [(h.from_status, h.to_status) for h in history]
+        stored = await sup.db.run(lambda r: r.devices.get(row.id))
+        assert stored is not None and stored.phone_number == "15550001111"
+        assert stored.push_name == "Ann"

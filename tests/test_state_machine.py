@@ -426,7 +426,10 @@ TIMEOUT_EVENT: dict[str, sm.Event] = {
     "pair_code": PairCodeExpired(),
 }
 ENGINE_EVENTS = st.one_of(
-    st.sampled_from([QrReady("2@abc,def,ghi,jkl"), QrReady("2@xyz,uvw,rst,opq")]),
+    st.sampled_from([
+        QrReady("https://wa.me/settings/linked_devices#2@abc,def,ghi,jkl,1"),
+        QrReady("https://wa.me/settings/linked_devices#2@xyz,uvw,rst,opq,1"),
+    ]),
     st.just(Scanned()),
     st.just(EngineConnected()),
     st.sampled_from(CONNECTION_LOST_REASONS).map(ConnectionLost),

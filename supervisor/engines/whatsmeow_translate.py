@@ -18,6 +18,9 @@ Usage::
     #   -> Disconnected("unsupported_event", retry=Retry.SLOW)
     advice_for("client_outdated")                  # -> "... upgrade neonize ..." (for the log)
 
+Incoming messages (their text, LID and phone-number addresses) are read by
+:mod:`supervisor.engines.whatsmeow_messages`.
+
 Error handling: an event type wasup does not use translates to ``[]``; a malformed event (a
 missing field) translates with protobuf's defaults, never raises.
 """
@@ -30,7 +33,6 @@ import re
 import attrs
 from google.protobuf.message import Message as Proto
 from neonize.proto import Neonize_pb2 as nz
-from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 
 from supervisor.engine import (
     Connected,
@@ -46,16 +48,14 @@ from supervisor.engine import (
     TemporaryBan,
 )
 
+from .whatsmeow_messages import jid_string, received
+
 #: KeepAliveTimeout events tolerated before wasup treats the connection as lost (whatsmeow
 #: pings every 20-30 s and waits 10 s for the answer; it gives up by itself after 3 minutes).
 KEEPALIVE_MAX_ERRORS = 3
 
 #: Expiry assumed for a ban whose end WhatsApp did not say (a ConnectFailure with code 402).
 UNKNOWN_BAN_SECONDS = 3600.0
-
-#: The servers of phone-number JIDs and of LIDs (WhatsApp's privacy identifiers).
-PN_SERVER = "s.whatsapp.net"
-LID_SERVER = "lid"
 
 #: What neonize's Go code returns when protobuf refuses to encode an event: a ``required``
 #: field it could not fill (a receipt of type ``server-error``, a ban or connect-failure code
@@ -154,7 +154,8 @@ ROWS: tuple[Row, ...] = (
         "code 0 `Device`", None, note="kept by the engine for the next `Connected`"),
     Row(_S, "`Disconnected`: the socket closed unexpectedly", Via.EVENT, "code 12 `Disconnected`",
         Disconnected("connection_lost"), OnEvent(nz.Disconnected),
-        note="wasup drops the client and reconnects itself"),
+        note="whatsmeow reconnects by itself: reported only when no `Connected` followed "
+        "within the engine's grace (30 s); then wasup stops the client and reconnects"),
     Row(_S, "`KeepAliveTimeout`, fewer than 3 in a row", Via.EVENT, "code 4 `KeepAliveTimeout`",
         None),
     Row(_S, "`KeepAliveTimeout`, the 3rd in a row", Via.EVENT, "code 4 `KeepAliveTimeout`",
@@ -329,13 +330,6 @@ def _reason_of(outcome: Outcome) -> str | None:
     return None
 
 
-def jid_string(jid: nz.JID) -> str:
-    """``user@server`` (the device part dropped), or ``""`` for an empty JID."""
-    if not jid.User and not jid.Server:
-        return ""
-    return f"{jid.User}@{jid.Server}" if jid.User else jid.Server
-
-
 def translate(event: Proto, *, now: float, me: nz.Device | None = None) -> list[EngineEvent]:
     """Translate one neonize event object into wasup's engine events.
 
@@ -372,7 +366,7 @@ def translate(event: Proto, *, now: float, me: nz.Device | None = None) -> list[
         case nz.PairStatus():
             return _fixed(OnEvent(nz.PairStatus, nz.PairStatus.ERROR))
         case nz.Message():
-            return _message(event)
+            return received(event)
         case nz.Receipt():
             status = _RECEIPT_STATUS.get(event.Type)
             if status is None:
@@ -396,82 +390,6 @@ def exit_event(error: str) -> Disconnected:
     if UNSUPPORTED_EVENT.search(error):
         return UNSUPPORTED
     return Disconnected(connect_error_reason(error))
-
-
-def _message(event: nz.Message) -> list[EngineEvent]:
-    text = message_text(event.Message)
-    if text is None:
-        return []  # reactions, receipts of history, protocol and media-only messages
-    info = event.Info
-    source = info.MessageSource
-    sender_lid, sender_pn = sender_addresses(source)
-    chat = chat_address(source)
-    ts = float(info.Timestamp)
-    if ts > 1e11:  # neonize builds differ: seconds in some, milliseconds in others
-        ts /= 1000.0
-    return [
-        MessageReceived(
-            message_id=info.ID,
-            chat=chat,
-            sender=sender_pn or jid_string(source.Sender) or chat,
-            text=text,
-            is_group=source.IsGroup,
-            from_me=source.IsFromMe,
-            timestamp=ts,
-            is_broadcast=source.Chat.Server == "broadcast",
-            sender_lid=sender_lid,
-            sender_pn=sender_pn,
-        )
-    ]
-
-
-def _on(jid: nz.JID, server: str) -> str | None:
-    return jid_string(jid) if jid.User and jid.Server == server else None
-
-
-def sender_addresses(source: nz.MessageSource) -> tuple[str | None, str | None]:
-    """The sender's LID and phone-number JIDs, each None where the message does not say:
-    ``Sender`` is one of them, ``SenderAlt`` (when whatsmeow knows it) the other."""
-    sender, alt = source.Sender, source.SenderAlt
-    lid = _on(sender, LID_SERVER) or _on(alt, LID_SERVER)
-    pn = _on(sender, PN_SERVER) or _on(alt, PN_SERVER)
-    return lid, pn
-
-
-def chat_address(source: nz.MessageSource) -> str:
-    """The chat's JID, a phone-number JID for a one-to-one chat addressed by LID when
-    whatsmeow knows the number (``SenderAlt`` for an incoming message, ``RecipientAlt`` for
-    one sent from the phone)."""
-    chat = jid_string(source.Chat)
-    if source.Chat.Server != LID_SERVER or source.IsGroup:
-        return chat
-    other = source.RecipientAlt if source.IsFromMe else source.SenderAlt
-    return _on(other, PN_SERVER) or chat
-
-
-def message_text(message: WAMessage, depth: int = 0) -> str | None:
-    """The text of a WhatsApp message (its caption for media), or None if it carries none."""
-    if depth > 3:
-        return None
-    if message.conversation:
-        return str(message.conversation)
-    if message.HasField("extendedTextMessage"):
-        return str(message.extendedTextMessage.text)
-    if message.HasField("imageMessage"):
-        return str(message.imageMessage.caption)
-    if message.HasField("videoMessage"):
-        return str(message.videoMessage.caption)
-    if message.HasField("documentMessage"):
-        return str(message.documentMessage.caption)
-    for wrapper in (
-        message.ephemeralMessage,
-        message.viewOnceMessage,
-        message.viewOnceMessageV2,
-        message.documentWithCaptionMessage,
-    ):
-        if wrapper.HasField("message"):
-            return message_text(wrapper.message, depth + 1)
-    return None
 
 
 _DNS = re.compile(r"lookup (\S+?)(?: on \S+)?: (.+)$")
