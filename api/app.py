@@ -35,7 +35,7 @@ from api import (
     routes_simulator,
     routes_webhooks,
 )
-from api.auth import authenticate, charge, refuse
+from api.auth import ONE_TOKEN, authenticate, charge, refuse
 from api.errors import ApiError
 from api.state import ApiSettings, AppState, current_state
 from api.ws import endpoint as ws_endpoint
@@ -135,10 +135,6 @@ async def _authenticate() -> None:
         raise ApiError(
             415, "UNSUPPORTED_MEDIA_TYPE", "the body must be JSON: send Content-Type: application/json"
         )
-
-
-#: The 401 sentence of a request carrying X-API-TOKEN more than once.
-ONE_TOKEN = "send exactly one X-API-TOKEN header"
 
 
 def is_json(mimetype: str) -> bool:

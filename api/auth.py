@@ -67,6 +67,9 @@ async def authenticate(app_state: AppState, token: str | None) -> Principal | No
 
 #: The 401 sentence of an HTTP request without a valid ``X-API-TOKEN``.
 NOT_AUTHENTICATED = "missing or invalid X-API-TOKEN"
+#: The 401 sentence of a request (HTTP or WebSocket) carrying ``X-API-TOKEN`` more than once:
+#: ambiguous, so answered by neither.
+ONE_TOKEN = "send exactly one X-API-TOKEN header"
 
 
 def refuse(app_state: AppState, address: str, message: str = NOT_AUTHENTICATED) -> NoReturn:

@@ -36,7 +36,8 @@ from quart import Blueprint, Response
 from api.auth import current_principal, resolve_device
 from api.routes_devices import ok, read_body
 from api.state import current_state
-from api.validation import check_line, check_text, converter
+from api.text import check_line, check_text
+from api.validation import converter
 from supervisor.autoreply.settings import JSON_NAMES, MAX_PAUSE_SECONDS, PROVIDERS, AiSettings
 from supervisor.errors import InvalidRequest
 from supervisor.webhooks import ssrf

@@ -30,6 +30,7 @@ from api import validation
 from api.auth import resolve_device
 from api.routes_devices import ok, read_body
 from api.state import current_state
+from api.text import check_line, check_text
 from supervisor.errors import InvalidRequest
 from supervisor.jid import InvalidJid, Jid, JidKind
 
@@ -82,7 +83,7 @@ def pair_code_request(body: Any) -> str:
         raise InvalidRequest("phoneNumber: is required", field="phoneNumber")
     if not isinstance(value, str):
         raise InvalidRequest("phoneNumber: must be a string", field="phoneNumber")
-    validation.check_line("phoneNumber", value)
+    check_line("phoneNumber", value)
     phone = value.strip()
     if not PAIR_PHONE_RE.fullmatch(phone):
         raise InvalidRequest(
@@ -95,8 +96,8 @@ def pair_code_request(body: Any) -> str:
 def send_message_request(body: Any) -> tuple[Jid, str]:
     """``(jid, text)`` of a send request."""
     req = validation.structure(body, SendMessageRequest)
-    validation.check_line("to", req.to)
-    validation.check_text("text", req.text)
+    check_line("to", req.to)
+    check_text("text", req.text)
     to = normalize_recipient(req.to)
     if not req.text.strip():
         raise InvalidRequest("text: must not be empty", field="text")

@@ -31,7 +31,7 @@ import storage.outbox as outbox
 from api.auth import resolve_device
 from api.routes_devices import ok, read_body
 from api.state import current_state
-from api.validation import check_line
+from api.text import check_line
 from common import clock
 from supervisor.errors import DeviceConflict, InvalidRequest, NotFound
 from supervisor.webhooks import settings as webhook_settings

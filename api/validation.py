@@ -5,12 +5,9 @@ unknown fields, missing required fields and wrong JSON types (no coercion: ``123
 string, ``true`` is not a number). Formats (lengths, phone numbers, user ids) are checked after
 structuring, by hand, field by field.
 
-Text rules, for every string anywhere in a JSON body (keys included), checked once when the
-body is decoded (:func:`parse_json`): valid Unicode (no lone UTF-16 surrogate, which a ``\\ud800``
-escape can smuggle into JSON and no database or encoder accepts), and no control character
-but tab, line feed and carriage return. Those three are allowed only in free-form text (a
-message, a system prompt); a name, an alias, a URL, a key... is one line (:func:`check_line`).
-A body with the same key twice is refused: ambiguous input is not silently resolved.
+Every string of a body is held to the text rules of :mod:`api.text` when the body is decoded
+(:func:`parse_json`); a body with the same key twice is refused: ambiguous input is not
+silently resolved.
 
 Error handling: every function here raises :class:`supervisor.errors.InvalidRequest` whose
 ``field`` names the offending field (``alias``, ``query.limit``, ``body``...) and whose message
@@ -29,6 +26,7 @@ import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, override
 
+from api.text import check_line, check_strings, check_text, is_one_line, text_problem
 from supervisor.errors import InvalidRequest
 from supervisor.status import Status
 
@@ -191,59 +189,6 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-#: Control characters no JSON string of wasup's may hold (C0 but tab, LF, CR; DEL; C1).
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-#: What a one-line field may not hold on top of that.
-_LINE_BREAK_RE = re.compile(r"[\t\n\r\u2028\u2029\x85]")
-_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
-
-
-def text_problem(value: str) -> str | None:
-    """Why ``value`` is not acceptable text anywhere in wasup, or None if it is."""
-    if _SURROGATE_RE.search(value):
-        return "must be valid unicode (a lone surrogate is not)"
-    if _CONTROL_RE.search(value):
-        return "must not contain control characters"
-    return None
-
-
-def check_text(field: str, value: str) -> None:
-    """Raise InvalidRequest naming ``field`` if ``value`` breaks the text rules."""
-    problem = text_problem(value)
-    if problem is not None:
-        raise InvalidRequest(f"{field}: {problem}", field=field)
-
-
-def check_line(field: str, value: str | None) -> None:
-    """One-line text: the text rules, and no tab or line break either."""
-    if value is None:
-        return
-    check_text(field, value)
-    if _LINE_BREAK_RE.search(value):
-        raise InvalidRequest(f"{field}: must be one line (no tab or line break)", field=field)
-
-
-def _check_strings(body: Any) -> None:
-    """Apply the text rules to every key and string value of a decoded body, naming the
-    top-level field a bad string is under (``body`` for a bad top-level key)."""
-    stack: list[tuple[Any, str]] = [(body, "body")]
-    while stack:
-        value, field = stack.pop()
-        if isinstance(value, str):
-            check_text(field, value)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                name = key if field == "body" else field
-                if text_problem(key) is not None:
-                    raise InvalidRequest(
-                        f"{field}: a field name must be valid unicode without control "
-                        "characters", field=field,
-                    )
-                stack.append((item, name))
-        elif isinstance(value, list):
-            stack.extend((item, field) for item in value)
-
-
 def parse_json(data: bytes) -> Any:
     """Decode a request body and apply the text rules to every string in it.
 
@@ -260,7 +205,7 @@ def parse_json(data: bytes) -> Any:
         raise InvalidRequest(f"{key[:64]}: given twice in the body", field=key[:64]) from None
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidRequest("body: malformed JSON", field="body") from exc
-    _check_strings(body)
+    check_strings(body)
     return body
 
 
@@ -372,7 +317,7 @@ def check_params(path: Mapping[str, Any], query: Iterable[tuple[str, str]]) -> N
     """
     items = [(_camel(name), value) for name, value in path.items() if isinstance(value, str)]
     for name, value in query:
-        if text_problem(name) is not None or _LINE_BREAK_RE.search(name):
+        if not is_one_line(name):
             raise InvalidRequest("query: a parameter name must be one line of text", field="query")
         items.append((name, value))
     for name, value in items:

@@ -97,6 +97,7 @@ def test_parse_json() -> None:
 
 BAD_TEXT: list[tuple[bytes, str]] = [
     (b'{"userId": "u", "alias": "a\\ud800"}', "alias"),  # a lone surrogate
+    (b'{"userId": "u", "alias": "a\xed\xa0\x80"}', "alias"),  # the same, UTF-8 encoded
     (b'{"userId": "u", "alias": "a", "description": "\\udfff"}', "description"),
     (b'{"userId": "u", "alias": "a\\u0000b"}', "alias"),  # NUL
     (b'{"userId": "u", "alias": "a\\u001bb"}', "alias"),  # ESC

@@ -115,6 +115,17 @@ def body_cases() -> Iterator[Case]:
     yield Case("POST /devices: +json media type, a bad alias", "POST", "/devices",
                j({"userId": "mallory", "alias": ""}), content_type="application/problem+json",
                field="alias")
+    # json.loads decodes bytes with "surrogatepass": the text rules catch the surrogate
+    yield Case("POST /devices: a UTF-8 encoded surrogate", "POST", "/devices",
+               b'{"userId": "u", "alias": "\xed\xa0\x80"}', field="alias")
+    for name, raw in [("an overlong UTF-8 slash", b'{"userId": "u", "alias": "\xc0\xaf"}'),
+                      ("latin-1 bytes", '{"userId": "u", "alias": "caf\u00e9"}'.encode("latin-1")),
+                      ("UTF-8 cut in a character", b'{"userId": "u", "alias": "\xe2\x82"}')]:
+        yield Case(f"POST /devices: {name}", "POST", "/devices", raw,
+                   content_type="application/json; charset=iso-8859-1", field="body")
+    yield Case("POST /devices: UTF-32 JSON, a NUL in the alias", "POST", "/devices",
+               b'{"userId": "mallory", "alias": "a\\u0000"}'.decode().encode("utf-32"),
+               field="alias")
     yield Case("POST /devices: gzip bytes as JSON", "POST", "/devices",
                b"\x1f\x8b\x08\x00\x00\x00\x00\x00", headers=(("Content-Encoding", "gzip"),),
                field="body")
@@ -453,6 +464,9 @@ def ws_cases() -> Iterator[Case]:
     yield Case("ws: a wrong subprotocol next to a good token",
                raw=upgrade("?token={token}", "Sec-WebSocket-Protocol: wasup, wrong\n"),
                **unauthenticated)  # type: ignore[arg-type]
+    yield Case("ws: two X-API-TOKEN headers", raw=upgrade(
+        "", "X-API-TOKEN: {token}\nX-API-TOKEN: {token}\n"),
+        **unauthenticated)  # type: ignore[arg-type]
     yield Case("ws: an unknown event filter", raw=upgrade("?token={token}&events=nope"),
                field="events")
     yield Case("ws: a control character in a filter",

@@ -19,7 +19,7 @@ import attrs
 from quart.wrappers import Websocket
 from werkzeug.datastructures import Headers, MultiDict
 
-from api.auth import Principal, authenticate, charge, refuse
+from api.auth import ONE_TOKEN, Principal, authenticate, charge, refuse
 from api.errors import ApiError
 from api.state import AppState
 from api.validation import check_params
@@ -152,6 +152,8 @@ async def admit(state: AppState, handshake: Handshake, *, closing: bool) -> Admi
     server shuts down (``closing``), ApiError 429 from the credential's rate limit (a
     handshake costs one request).
     """
+    if len(handshake.headers.getlist("X-API-TOKEN")) > 1:
+        refuse(state, handshake.client_address, ONE_TOKEN)
     offer = Offer.from_handshake(handshake)
     if not offer.tokens:
         refuse(state, handshake.client_address, "missing api token")
