@@ -51,7 +51,7 @@ from storage.errors import DatabaseClosed, StorageError, StorageUnavailable, Tra
 from storage.interface import Repositories
 from storage.migrations import MIGRATIONS, Migration, migrate
 from storage.models import DatabaseStatistics, Outage
-from storage.outage import OutageWatch, as_unavailable
+from storage.outage import RETRY_AFTER, OutageWatch, as_unavailable, disk_full
 from storage.repositories import SqliteRepositories, wrap
 
 log = logging.getLogger(__name__)
@@ -488,20 +488,37 @@ async def open_database(
     the thread; this shutdown is shielded from cancellation.
 
     Error handling: a connection, PRAGMA or migration failure is raised from here (``sqlite3``
-    errors or ``MigrationError``); the thread is gone by then.
+    errors or ``MigrationError``); the thread is gone by then. Except on a full disk: then
+    this logs it once and tries again every ``RETRY_AFTER`` seconds until space is freed.
     """
-    db = Database(
-        path=Path(path),
-        max_batch=max_batch,
-        token=trio.lowlevel.current_trio_token(),
-        migrations=list(MIGRATIONS if migrations is None else migrations),
-    )
-    ready = db._start()
-    try:
-        await _wait_done(ready)
-        if ready.error is not None:
-            error, ready.error = ready.error, None
+    waited = False
+    while True:
+        db = Database(
+            path=Path(path),
+            max_batch=max_batch,
+            token=trio.lowlevel.current_trio_token(),
+            migrations=list(MIGRATIONS if migrations is None else migrations),
+        )
+        ready = db._start()
+        try:
+            await _wait_done(ready)
+        finally:
+            if ready.error is not None or not ready.done:  # failed, or cancelled meanwhile
+                with trio.CancelScope(shield=True):
+                    await db._aclose()
+        if ready.error is None:
+            break
+        error, ready.error = ready.error, None
+        if not disk_full(db.path, error):
             raise error
+        if not waited:
+            log.error("cannot open the database, its disk is full (%s): waiting for space "
+                      "(trying every %g s)", error, RETRY_AFTER)
+            waited = True
+        await trio.sleep(RETRY_AFTER)
+    if waited:
+        log.warning("database opened: space was freed")
+    try:
         yield db
     finally:
         with trio.CancelScope(shield=True):

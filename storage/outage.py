@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sqlite3
+from pathlib import Path
 
 import attrs
 import trio
@@ -43,6 +45,10 @@ _OUTAGE_CODES = frozenset(
     }
 )
 
+#: Below this many free bytes on its file system, a database that cannot be opened is taken to
+#: be on a full disk (opening needs room for its -wal and -shm files).
+FULL_BELOW = 1 << 20
+
 #: Seconds after a storage failure during which writes that can be refused up front are
 #: refused without trying, and the ``retry_after`` of every ``StorageUnavailable``.
 RETRY_AFTER = 5.0
@@ -59,6 +65,21 @@ def as_unavailable(exc: BaseException | None) -> StorageUnavailable | None:
         failure.__cause__ = exc
         return failure
     return None
+
+
+def disk_full(path: Path, exc: BaseException) -> bool:
+    """Whether ``exc``, raised opening the database at ``path``, is for want of disk space: an
+    I/O or full-disk error (itself or as the cause of a failed migration) while less than
+    ``FULL_BELOW`` bytes are free where the database lives."""
+    cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
+    if not isinstance(cause, sqlite3.Error):
+        return False
+    if cause.sqlite_errorcode & 0xFF not in {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR}:
+        return False
+    try:
+        return shutil.disk_usage(path.parent).free < FULL_BELOW
+    except OSError:
+        return False
 
 
 @attrs.define(eq=False)

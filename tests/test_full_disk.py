@@ -219,6 +219,33 @@ async def scenario(disk: SmallDisk, caplog: pytest.LogCaptureFixture) -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_started_on_a_full_disk_wasup_waits_for_space_then_comes_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with small_disk(tmp_path) as disk:
+        async with running_server(disk.data) as server, api_client(server) as api:
+            r = await api.post("/devices", json={"userId": "u1", "alias": "Shop"})
+            assert r.status_code == 201, r.text
+        disk.fill()  # while wasup is down: it cannot even open its database now
+        caplog.clear()
+
+        async def free_later() -> None:
+            await trio.sleep(1.0)
+            disk.free()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(free_later)
+            start = trio.current_time()
+            async with running_server(disk.data) as server, api_client(server) as api:
+                assert trio.current_time() - start >= 1.0  # it waited for the space
+                r = await api.get("/ready")
+                assert r.status_code == 200, r.text
+                r = await api.get("/sessions")
+                assert [d["sessionId"] for d in r.json()["data"]] == ["user_u1_device_shop"]
+        waiting = [rec for rec in caplog.records if "disk is full" in rec.getMessage()]
+        assert len(waiting) == 1 and waiting[0].exc_info is None
+
+
 # -- in virtual time: the state change an outage refused is stored on its own, later ------------
 
 
