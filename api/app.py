@@ -2,8 +2,9 @@
 
 ``create_app(sup, api_token)`` builds the ASGI app around a running supervisor; it starts no
 task of its own (Hypercorn, started by ``api.server.serve``, runs it). Under ``/api/whatsapp``
-every route needs a credential (``X-API-TOKEN``) except the OpenAPI document; a request is
-authenticated, then charged to its credential's token bucket, then dispatched.
+every route needs a credential (``X-API-TOKEN``, once: two are refused on every route) except
+the OpenAPI document; a request is authenticated, then charged to its credential's token
+bucket, then its body must be JSON (415 otherwise), then it is dispatched.
 """
 
 from __future__ import annotations

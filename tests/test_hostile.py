@@ -83,6 +83,7 @@ BODY_ROUTES: list[tuple[str, str]] = [
     ("PUT", "/devices/{a}/settings/proxy"),
     ("POST", "/simulator/devices/{a}/scan"),
     ("POST", "/simulator/devices/{a}/messages"),
+    ("POST", "/simulator/devices/{a}/fail"),
 ]
 
 #: Bodies no JSON route accepts, and the field named.
@@ -305,6 +306,19 @@ def field_cases() -> Iterator[Case]:
     for body, field in proxy:
         yield Case(f"PUT settings/proxy: {body}", "PUT", "/devices/{a}/settings/proxy", j(body),
                    field=field)
+    fail: list[tuple[bytes, str]] = [
+        (b"{}", "reason"), (b'{"reason": "nope"}', "reason"), (b'{"reason": 5}', "reason"),
+        (b'{"reason": "banned\\u0000"}', "reason"),
+        (b'{"reason": "temporary_ban", "seconds": "10"}', "seconds"),
+        (b'{"reason": "temporary_ban", "seconds": 0}', "seconds"),
+        (b'{"reason": "temporary_ban", "seconds": 1.5}', "seconds"),
+        (b'{"reason": "temporary_ban", "seconds": 1' + b"0" * 400 + b"}", "seconds"),
+        (b'{"reason": "client_outdated", "seconds": 10}', "seconds"),
+        (b'{"reason": "banned", "now": true}', "now"),
+    ]
+    for body, field in fail:
+        yield Case(f"POST simulator fail: {body[:50]!r}", "POST", "/simulator/devices/{a}/fail",
+                   body, field=field)
     for route in ["disconnect", "unlink"]:
         yield Case(f"POST simulator {route}: a field", "POST",
                    f"/simulator/devices/{{a}}/{route}", j({"force": True}), field="force")
@@ -409,7 +423,7 @@ def auth_cases() -> Iterator[Case]:
     yield Case("A's key creates a device", "POST", "/devices",
                j({"userId": "alice", "alias": "Second"}), token=KEY_A,
                **forbidden)  # type: ignore[arg-type]
-    for route in ["scan", "disconnect", "unlink"]:
+    for route in ["scan", "disconnect", "unlink", "fail"]:
         yield Case(f"A's key: simulator {route}", "POST", f"/simulator/devices/{{a}}/{route}",
                    b"{}", token=KEY_A, **forbidden)  # type: ignore[arg-type]
 
