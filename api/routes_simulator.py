@@ -6,15 +6,26 @@ Operator token only. Each takes a device (sessionId or numeric id) and a JSON bo
     POST /api/whatsapp/simulator/devices/{deviceId}/disconnect  {}   network drop (recoverable)
     POST /api/whatsapp/simulator/devices/{deviceId}/unlink      {}   the phone removes the device
     POST /api/whatsapp/simulator/devices/{deviceId}/messages    {"from", "text"}  incoming message
+    POST /api/whatsapp/simulator/devices/{deviceId}/fail        {"reason", "seconds"?}
 
-Errors: 404 for an unknown device, 409 DEVICE_CONFLICT when the device's state does not allow
-the action (scan while not pairing, disconnect while idle, message while not connected).
+``scan`` answers once wasup committed the pairing. ``messages`` answers 200 ``delivered`` once
+wasup committed the message, or 202 ``queued`` when the device is linked but not connected:
+the message waits in the simulated WhatsApp's offline queue and arrives, in order, when the
+device reconnects. ``fail`` makes WhatsApp report a failure the way the real engine does
+(``client_outdated``, ``stream_replaced``, ``pair_error``, ``account_locked``, ``banned``,
+``temporary_ban`` for ``seconds``; see ``SimulatorEngine.fail``).
+
+Errors: 400 naming the field for a malformed body; 404 for an unknown device; 409
+DEVICE_CONFLICT when the device's state does not allow the action (scan while not pairing,
+disconnect while idle, a message for a device that is not linked, a failure its connection
+cannot have).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from quart import Blueprint, Response, request
 
 from api import validation
@@ -22,8 +33,8 @@ from api.auth import require_operator
 from api.routes_devices import ok
 from api.state import current_state
 from storage.models import DeviceRow
-from supervisor.engines.simulator import SimulatorEngine
-from supervisor.errors import DeviceConflict
+from supervisor.engines.simulator import FailReason, SimulatorEngine
+from supervisor.errors import DeviceConflict, InvalidRequest
 
 bp = Blueprint("simulator", __name__)
 
@@ -81,5 +92,59 @@ async def unlink(device_id: str) -> Response:
 async def incoming_message(device_id: str) -> Response:
     engine, row = _target(device_id)
     req = validation.sim_message(await _body_or_empty())
-    message_id = await engine.incoming_message(row.id, req.sender, req.text)
-    return ok({"sessionId": row.session_id, "messageId": message_id}, "Message delivered.")
+    incoming = await engine.incoming_message(row.id, req.sender, req.text)
+    data = {"sessionId": row.session_id, "messageId": incoming.message_id}
+    if incoming.delivered:
+        return ok({**data, "status": "delivered"}, "Message delivered.")
+    return ok(
+        {**data, "status": "queued"}, "Device offline: the message waits in the offline queue.",
+        status=202,
+    )
+
+
+#: The longest temporary ban ``fail`` accepts: a year.
+MAX_BAN_SECONDS = 365 * 24 * 3600
+
+
+@attrs.frozen
+class SimFail:
+    reason: FailReason
+    seconds: int | None = None
+
+
+def sim_fail(body: Any) -> SimFail:
+    """``{"reason": one of FailReason, "seconds"?: whole seconds, for temporary_ban}``.
+
+    Error handling: :class:`InvalidRequest` naming ``body``, ``reason`` or ``seconds``.
+    """
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: must be a JSON object", field="body")
+    for key in body:
+        if key not in ("reason", "seconds"):
+            raise InvalidRequest(f"{key}: unknown field", field=key)
+    reason = body.get("reason")
+    names = ", ".join(r.value for r in FailReason)
+    if not isinstance(reason, str) or reason not in {r.value for r in FailReason}:
+        raise InvalidRequest(f"reason: must be one of {names}", field="reason")
+    seconds = body.get("seconds")
+    if "seconds" in body:
+        if not isinstance(seconds, int) or isinstance(seconds, bool):
+            raise InvalidRequest("seconds: must be an integer", field="seconds")
+        if reason != FailReason.TEMPORARY_BAN:
+            raise InvalidRequest("seconds: only for temporary_ban", field="seconds")
+        if not 1 <= seconds <= MAX_BAN_SECONDS:
+            raise InvalidRequest(
+                f"seconds: must be between 1 and {MAX_BAN_SECONDS}", field="seconds"
+            )
+    return SimFail(FailReason(reason), seconds)
+
+
+@bp.post("/simulator/devices/<device_id>/fail")
+async def fail(device_id: str) -> Response:
+    engine, row = _target(device_id)
+    req = sim_fail(await _body_or_empty())
+    await engine.fail(row.id, req.reason, req.seconds)
+    return ok(
+        {"sessionId": row.session_id, "reason": req.reason.value},
+        f"WhatsApp reported {req.reason.value}.",
+    )

@@ -36,10 +36,15 @@ from .config import Config
 from .context import ActorContext, OutboxSignal
 from .devices import Devices
 from .directory import DeviceDirectory
+from .engines.simulator import SimulatorEngine
+from .engines.simulator_queue import QueuedMessage
 from .events import EventBus
 from .timers import Timers
 
 log = logging.getLogger("wasup.supervisor")
+
+#: The settings kind the simulator's offline queue is stored under (:class:`DbQueueStore`).
+QUEUE_KIND = "simulator_queue"
 
 
 @attrs.define(eq=False)
@@ -63,6 +68,11 @@ class DbCredentialStore:
             return data
         return await self.db.run(lambda r: r.credentials.get(device_id))
 
+    async def has(self, device_id: int) -> bool:
+        if device_id in self._fresh:
+            return True
+        return await self.db.run(lambda r: r.credentials.get(device_id)) is not None
+
     async def put(self, device_id: int, data: bytes) -> None:
         await self.db.run(lambda r: r.credentials.put(device_id, data))
         self._fresh[device_id] = data
@@ -72,12 +82,84 @@ class DbCredentialStore:
         await self.db.run(lambda r: r.credentials.delete(device_id))
 
 
+@attrs.define(eq=False)
+class DbQueueStore:
+    """The simulator's offline queue in the ``settings`` table (kind ``simulator_queue``, one
+    document ``{"messages": [...]}`` per device with queued messages), so the queue survives a
+    kill -9 of wasup; a device's queue goes with the device (the table's ``ON DELETE CASCADE``).
+
+    Every queue is also kept in memory (loaded by :meth:`preload` at boot), so reading a queue,
+    which every connect does, costs no query. A change is made in memory first and then
+    written: concurrent changes reach the database in the order they were made. A queue is a
+    small JSON list rewritten at each change, which suits the simulator's queues (tens of
+    messages).
+
+    Error handling: :meth:`push` re-raises a failed write (``storage.NotFound`` for a deleted
+    device) with the message taken out of memory again.
+    """
+
+    db: storage.Store
+    _queues: dict[int, list[QueuedMessage]] = attrs.field(factory=dict)
+
+    async def preload(self) -> None:
+        def job(r: storage.Repositories) -> dict[int, list[QueuedMessage]]:
+            queues: dict[int, list[QueuedMessage]] = {}
+            for device_id in r.settings.devices_with(QUEUE_KIND):
+                doc = r.settings.get(device_id, QUEUE_KIND) or {}
+                messages = doc.get("messages", [])
+                queues[device_id] = [QueuedMessage.from_json(m) for m in messages]
+            return queues
+
+        self._queues.update(await self.db.run(job))
+
+    def pending(self, device_id: int) -> list[QueuedMessage]:
+        return list(self._queues.get(device_id, ()))
+
+    async def push(self, device_id: int, message: QueuedMessage) -> None:
+        self._queues.setdefault(device_id, []).append(message)
+        data = message.to_json()
+
+        def job(r: storage.Repositories) -> None:
+            doc = r.settings.get(device_id, QUEUE_KIND) or {"messages": []}
+            r.settings.put(device_id, QUEUE_KIND, {"messages": [*doc["messages"], data]})
+
+        try:
+            await self.db.run(job)
+        except BaseException:
+            self._forget(device_id, message.message_id)
+            raise
+
+    async def remove(self, device_id: int, message_id: str) -> None:
+        self._forget(device_id, message_id)
+
+        def job(r: storage.Repositories) -> None:
+            doc = r.settings.get(device_id, QUEUE_KIND)
+            if doc is None:
+                return
+            kept = [m for m in doc["messages"] if m.get("messageId") != message_id]
+            if kept:
+                r.settings.put(device_id, QUEUE_KIND, {"messages": kept})
+            else:
+                r.settings.delete(device_id, QUEUE_KIND)
+
+        await self.db.run(job)
+
+    async def clear(self, device_id: int) -> None:
+        if self._queues.pop(device_id, None) is not None:
+            await self.db.run(lambda r: r.settings.delete(device_id, QUEUE_KIND))
+
+    def _forget(self, device_id: int, message_id: str) -> None:
+        kept = [m for m in self._queues.get(device_id, ()) if m.message_id != message_id]
+        if kept:
+            self._queues[device_id] = kept
+        else:
+            self._queues.pop(device_id, None)
+
+
 def make_engine(config: Config, db: storage.Store) -> eng.Engine:
     if config.engine == "simulator":
-        from .engines.simulator import SimulatorEngine
-
         return SimulatorEngine(
-            DbCredentialStore(db), seed=config.simulator_seed,
+            DbCredentialStore(db), queue=DbQueueStore(db), seed=config.simulator_seed,
             handshake_latency=config.simulator_latency, instance=secrets.token_hex(4),
         )
     if config.engine == "whatsmeow":
@@ -116,9 +198,10 @@ async def open_supervisor(
                     config=config, db=db, engine=the_engine, bus=the_bus, directory=directory,
                     supervisor=supervisor, login_limiter=login_limiter, outbox=outbox,
                 )
-                credentials = getattr(the_engine, "credentials", None)
-                if isinstance(credentials, DbCredentialStore):
-                    await credentials.preload()
+                if isinstance(the_engine, SimulatorEngine):
+                    for store in (the_engine.credentials, the_engine.queue):
+                        if isinstance(store, DbCredentialStore | DbQueueStore):
+                            await store.preload()
                 await ops_nursery.start(timers.run)
                 await _restore(db, directory, supervisor)
                 try:

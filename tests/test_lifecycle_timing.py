@@ -31,7 +31,7 @@ async def test_qr_codes_rotate_then_time_out_at_exact_times(autojump_clock, tmp_
         assert [round(x - s, 3) for s, x in zip(shown_epochs, expiries, strict=True)] == [60, 20, 20]
         # Every code is a different multi-device QR string.
         strings = [e.data.qr.qr_string for _, e in qrs]
-        assert len(set(strings)) == 3 and all(s.count(",") == 3 for s in strings)
+        assert len(set(strings)) == 3 and all(s.count(",") == 4 for s in strings)
         timeouts = rec.of(row.id, "qr_timeout")
         assert [round(t - t0, 6) for t, _ in timeouts] == [100.5]
         assert sup.get(row.id).status_reason == "qr_expired"

@@ -20,11 +20,12 @@ from common.clock import iso
 from supervisor import qr as qr_module
 from supervisor.qr import BORDER, BOX_SIZE, QrAttempt, render_cache
 
-QR_STRING = (
+QR_STRING = (  # the form neonize 0.5.2 emits
+    "https://wa.me/settings/linked_devices#"
     "2@Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4,"
     "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=,"
     "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=,"
-    "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8="
+    "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=,1"
 )
 
 

@@ -20,27 +20,48 @@ from supervisor.engine import (
     MessageReceived,
     MessageStatus,
     Paired,
+    PairingFailed,
     QrCode,
+    Retry,
     TemporaryBan,
 )
 from supervisor.engines.simulator import (
     PAIR_CODE_ALPHABET,
     Credentials,
+    FailReason,
     MemoryCredentialStore,
     SimulatedCrash,
     SimulatorEngine,
     SimulatorSession,
 )
-from supervisor.errors import DeviceConflict, DeviceNotFound, EngineError, InvalidRequest
+from supervisor.errors import (
+    DeliveryFailed,
+    DeviceConflict,
+    DeviceNotFound,
+    EngineError,
+    InvalidRequest,
+)
 
 LATENCY = 0.5
 
 
 class Recorder:
+    """A sink: records events; ``deliver`` fails while ``refuse`` is set (the actor is gone)
+    and waits while ``gate`` is set (the commit is under way)."""
+
     def __init__(self) -> None:
         self.events: list[EngineEvent] = []
+        self.refuse: str | None = None
+        self.gate: trio.Event | None = None
 
     def __call__(self, event: EngineEvent) -> None:
+        self.events.append(event)
+
+    async def deliver(self, event: MessageReceived | Paired) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.refuse is not None:
+            raise DeliveryFailed(self.refuse)
         self.events.append(event)
 
     def of(self, kind: type) -> list:
@@ -108,7 +129,7 @@ async def test_same_seed_same_values(autojump_clock):
         await engine.scan(1, code=codes[-1])
         await session.connect()
         codes.append(await session.send_message("15550002222@s.whatsapp.net", "hi"))
-        codes.append(await engine.incoming_message(1, "15550002222", "yo"))
+        codes.append((await engine.incoming_message(1, "15550002222", "yo")).message_id)
     assert codes[:3] == codes[3:]
 
 
@@ -118,14 +139,18 @@ async def test_qr_string_has_whatsapp_multidevice_format(autojump_clock):
     await session.start_pairing()
     await session.next_qr()
     first, second = (e.code for e in rec.of(QrCode))
+    prefix = "https://wa.me/settings/linked_devices#"
     for code in (first, second):
-        parts = code.split(",")
-        assert len(parts) == 4
-        ref, noise, identity, adv = parts
+        # neonize 0.5.2's form: the phone's link, then ref, three keys and the platform type
+        assert code.startswith(prefix)
+        parts = code.removeprefix(prefix).split(",")
+        assert len(parts) == 5
+        ref, noise, identity, adv, platform = parts
         assert ref.startswith("2@") and len(ref) > 20
         base64.b64decode(ref[2:], validate=True)
         for key in (noise, identity, adv):
             assert len(base64.b64decode(key, validate=True)) == 32
+        assert platform == "1"
     # a new ref, the same keys (as WhatsApp rotates its QR codes)
     assert first.split(",")[0] != second.split(",")[0]
     assert first.split(",")[1:] == second.split(",")[1:]
@@ -238,7 +263,7 @@ async def test_scan_stores_credentials_and_reports_paired(autojump_clock):
     assert creds.jid == event.jid and creds.push_name == "Toko Budi"
     # the pairing keys are the ones the QR showed
     qr = rec.of(QrCode)[0].code
-    assert qr.split(",")[1:] == [creds.noise_key, creds.identity_key, creds.adv_secret]
+    assert qr.split(",")[1:4] == [creds.noise_key, creds.identity_key, creds.adv_secret]
     # pairing is over: no QR on display, a second scan is a conflict
     assert engine.current_qr(1) is None
     with pytest.raises(DeviceConflict, match="not pairing"):
@@ -446,13 +471,16 @@ async def test_ack_reports_message_status(autojump_clock):
 async def test_incoming_message(autojump_clock):
     engine, _ = make()
     _, rec = await connected(engine)
-    message_id = await engine.incoming_message(1, "+62 812 000 111", "halo")
+    incoming = await engine.incoming_message(1, "+62 812 000 111", "halo")
+    assert incoming.delivered
     event = rec.last
     assert isinstance(event, MessageReceived)
-    assert event.message_id == message_id and re.fullmatch(r"3A[0-9A-F]{18}", message_id)
+    assert event.message_id == incoming.message_id
+    assert re.fullmatch(r"3A[0-9A-F]{18}", incoming.message_id)
     assert event.sender == event.chat == "62812000111@s.whatsapp.net"
     assert (event.text, event.is_group, event.from_me) == ("halo", False, False)
     assert event.timestamp > 1_600_000_000
+    assert engine.queued(1) == []
 
     group = "120363025555555555@g.us"
     await engine.incoming_message(
@@ -463,12 +491,242 @@ async def test_incoming_message(autojump_clock):
         await engine.incoming_message(1, "62812000111", "x", is_group=True)
     with pytest.raises(InvalidRequest):
         await engine.incoming_message(1, "not a number", "x")
-
-    await engine.drop(1)
-    with pytest.raises(DeviceConflict, match="not connected"):
-        await engine.incoming_message(1, "62812000111", "x")
     with pytest.raises(DeviceNotFound):
         await engine.incoming_message(2, "62812000111", "x")
+
+
+async def test_offline_queue_delivers_in_order_at_the_next_connect(autojump_clock):
+    engine, _ = make()
+    session, rec = await connected(engine)
+    await engine.drop(1)
+    n = len(rec.events)
+    sent = []
+    for i in range(3):
+        await trio.sleep(1)
+        incoming = await engine.incoming_message(1, "+15550001111", f"offline {i}")
+        assert not incoming.delivered
+        sent.append(incoming.message_id)
+    assert len(rec.events) == n  # nothing reaches wasup while the device is offline
+    assert [m.message_id for m in engine.queued(1)] == sent
+
+    await session.connect()
+    assert isinstance(rec.events[n], Connected)
+    delivered = rec.of(MessageReceived)[-3:]
+    assert [e.message_id for e in delivered] == sent
+    assert [e.text for e in delivered] == ["offline 0", "offline 1", "offline 2"]
+    # each keeps the time it was sent, not the time it arrived
+    assert delivered[0].timestamp < delivered[1].timestamp < delivered[2].timestamp
+    assert engine.queued(1) == []
+
+
+async def test_a_message_stays_queued_until_its_delivery_returned(autojump_clock):
+    engine, _ = make()
+    session, rec = await connected(engine)
+    rec.refuse = "actor_stopped"  # wasup could not commit it
+    incoming = await engine.incoming_message(1, "+15550001111", "first")
+    assert not incoming.delivered
+    later = await engine.incoming_message(1, "+15550001111", "second")
+    assert not later.delivered
+    assert [m.text for m in engine.queued(1)] == ["first", "second"]
+    assert rec.of(MessageReceived) == []
+
+    # At the next connect the queue is handed over; a message leaves it only once its
+    # delivery returned (here: held until the gate opens).
+    await engine.drop(1)
+    rec.refuse, rec.gate = None, trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.connect)
+        await trio.sleep(LATENCY + 1)
+        assert isinstance(rec.last, Connected)
+        assert [m.text for m in engine.queued(1)] == ["first", "second"]
+        rec.gate.set()
+    assert [e.text for e in rec.of(MessageReceived)] == ["first", "second"]
+    assert engine.queued(1) == []
+
+
+async def test_a_disconnect_stops_the_hand_over(autojump_clock):
+    engine, _ = make()
+    session, rec = await connected(engine)
+    await engine.drop(1)
+    for i in range(2):
+        await engine.incoming_message(1, "+15550001111", f"m{i}")
+    rec.gate = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.connect)
+        await trio.sleep(LATENCY + 1)
+        await engine.drop(1)  # the first delivery is under way
+        rec.gate.set()
+    # the delivery under way completes; the next waits for the next connection
+    assert [e.text for e in rec.of(MessageReceived)] == ["m0"]
+    assert [m.text for m in engine.queued(1)] == ["m1"]
+    await session.connect()
+    assert [e.text for e in rec.of(MessageReceived)] == ["m0", "m1"]
+
+
+async def test_only_a_linked_device_gets_messages_and_unlinking_drops_the_queue(autojump_clock):
+    engine, store = make()
+    session, _ = open_session(engine)
+    with pytest.raises(DeviceConflict, match="not linked"):
+        await engine.incoming_message(1, "+15550001111", "x")
+    await session.start_pairing()
+    with pytest.raises(DeviceConflict, match="not linked"):
+        await engine.incoming_message(1, "+15550001111", "x")
+    await engine.scan(1)
+    assert not (await engine.incoming_message(1, "+15550001111", "waits")).delivered
+    await session.connect()
+    await engine.drop(1)
+    await engine.incoming_message(1, "+15550001111", "dropped with the link")
+    await session.connect()
+    await engine.drop(1)
+    await engine.incoming_message(1, "+15550001111", "gone")
+    await session.connect()
+    await engine.unlink(1)
+    assert engine.queued(1) == []
+    with pytest.raises(DeviceConflict, match="not linked"):
+        await engine.incoming_message(1, "+15550001111", "x")
+
+    # logout and delete drop the queue too
+    session, _ = await connected(engine)
+    await engine.drop(1)
+    await engine.incoming_message(1, "+15550001111", "x")
+    await session.logout()
+    assert engine.queued(1) == []
+    session, _ = await connected(engine)
+    await engine.drop(1)
+    await engine.incoming_message(1, "+15550001111", "x")
+    await session.delete()
+    assert engine.queued(1) == [] and 1 not in store.data
+
+
+# -- failures WhatsApp reports ---------------------------------------------------------------
+
+
+async def test_fail_client_outdated_keeps_credentials_and_retries_slowly(autojump_clock):
+    engine, store = make()
+    session, rec = await connected(engine)
+    await engine.fail(1, FailReason.CLIENT_OUTDATED)
+    assert rec.last == Disconnected("client_outdated", retry=Retry.SLOW)
+    assert 1 in store.data and await session.has_credentials()
+    with pytest.raises(EngineError):
+        await session.send_message("15550002222@s.whatsapp.net", "hi")
+    await session.connect()  # no new scan: the stored credentials log in again
+    assert isinstance(rec.last, Connected)
+
+    # during pairing too (err-client-outdated): the pairing connection ends
+    other, other_rec = open_session(engine, 2)
+    await other.start_pairing()
+    await engine.fail(2, FailReason.CLIENT_OUTDATED)
+    assert other_rec.last == Disconnected("client_outdated", retry=Retry.SLOW)
+    assert engine.current_qr(2) is None
+
+
+async def test_fail_stream_replaced_holds_with_credentials_kept(autojump_clock):
+    engine, store = make()
+    session, rec = await connected(engine)
+    await engine.fail(1, FailReason.STREAM_REPLACED)
+    assert rec.last == Disconnected("stream_replaced", retry=Retry.HOLD)
+    assert 1 in store.data
+    with pytest.raises(DeviceConflict, match="stream_replaced"):
+        await engine.fail(1, FailReason.STREAM_REPLACED)  # no connection to replace
+    await session.connect()
+    assert isinstance(rec.last, Connected)
+
+
+async def test_fail_pair_error_ends_the_pairing_connection(autojump_clock):
+    engine, store = make()
+    session, rec = open_session(engine)
+    with pytest.raises(DeviceConflict, match="pair_error"):
+        await engine.fail(1, FailReason.PAIR_ERROR)  # not pairing
+    await session.start_pairing()
+    await engine.fail(1, FailReason.PAIR_ERROR)
+    assert rec.last == PairingFailed("pair_error", restart=True)
+    assert engine.current_qr(1) is None and 1 not in store.data
+    with pytest.raises(DeviceConflict):
+        await engine.scan(1)  # the failed scan linked nothing
+    await session.start_pairing()  # the device asks for a new pairing connection
+    assert isinstance(rec.last, QrCode)
+    await engine.scan(1)
+    await session.connect()
+    with pytest.raises(DeviceConflict):
+        await engine.fail(1, FailReason.PAIR_ERROR)  # connected, not pairing
+
+
+@pytest.mark.parametrize("reason", [FailReason.ACCOUNT_LOCKED, FailReason.BANNED])
+async def test_fail_account_locked_or_banned_logs_out_and_wipes(autojump_clock, reason):
+    engine, store = make()
+    session, rec = await connected(engine)
+    await engine.drop(1)
+    await engine.incoming_message(1, "+15550001111", "queued")
+    rec.gate = trio.Event()  # keep the queued message from being handed over
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.connect)
+        await trio.sleep(LATENCY + 1)
+        await engine.fail(1, reason)
+        rec.gate.set()
+    assert LoggedOut(reason.value) in rec.events  # (the delivery under way completes)
+    assert 1 not in store.data and not await session.has_credentials()
+    assert engine.queued(1) == []
+    with pytest.raises(EngineError) as info:
+        await session.connect()
+    assert not info.value.recoverable
+
+
+async def test_fail_temporary_ban_lasts_the_seconds_given(autojump_clock):
+    engine, _ = make()
+    session, rec = await connected(engine)
+    t0 = trio.current_time()
+    await engine.fail(1, FailReason.TEMPORARY_BAN, seconds=120)
+    assert isinstance(rec.last, TemporaryBan) and rec.last.reason == "temporary_ban"
+    with pytest.raises(EngineError, match="temporary_ban"):
+        await session.connect()
+    await trio.sleep(120 - (trio.current_time() - t0))
+    await session.connect()
+    assert isinstance(rec.last, Connected)
+
+
+async def test_fail_errors(autojump_clock):
+    engine, _ = make()
+    with pytest.raises(DeviceNotFound):
+        await engine.fail(1, FailReason.BANNED)
+    session, rec = open_session(engine)
+    for reason in FailReason:
+        if reason is not FailReason.PAIR_ERROR:
+            with pytest.raises(DeviceConflict):
+                await engine.fail(1, reason)  # idle: no connection to fail
+    await session.start_pairing()
+    for reason in (FailReason.STREAM_REPLACED, FailReason.BANNED, FailReason.TEMPORARY_BAN):
+        with pytest.raises(DeviceConflict):
+            await engine.fail(1, reason)  # not while pairing
+    with pytest.raises(InvalidRequest) as info:
+        await engine.fail(1, FailReason.PAIR_ERROR, seconds=5)
+    assert info.value.field == "seconds"
+    assert isinstance(rec.last, QrCode)  # nothing reported
+
+
+async def test_scan_returns_only_once_the_pairing_is_committed(autojump_clock):
+    engine, store = make()
+    session, rec = open_session(engine)
+    await session.start_pairing()
+    rec.gate = trio.Event()
+    done: list[Paired] = []
+
+    async def scan() -> None:
+        done.append(await engine.scan(1))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(scan)
+        await trio.sleep(5)
+        assert done == [] and 1 in store.data  # credentials first, then the commit
+        rec.gate.set()
+    assert done == rec.of(Paired)
+
+    # wasup could not commit it: the scan is refused, the credentials stay for the restore
+    other, other_rec = open_session(engine, 2)
+    await other.start_pairing()
+    other_rec.refuse = "actor_stopped"
+    with pytest.raises(DeviceConflict, match="did not store the pairing"):
+        await engine.scan(2)
+    assert 2 in store.data and await other.has_credentials()
 
 
 # -- faults and reachability --------------------------------------------------------------
@@ -587,3 +845,54 @@ def test_sessions_are_small():
     session, _ = open_session(engine)
     assert not hasattr(session, "__dict__")
     assert sys.getsizeof(session) <= 160
+
+
+# -- the stores wasup keeps the simulator's memory in ------------------------------------------
+
+
+async def test_db_queue_store_survives_a_reopen_and_goes_with_the_device(tmp_path):
+    import storage
+    from supervisor.engines.simulator import QueuedMessage
+    from supervisor.supervisor import DbCredentialStore, DbQueueStore
+
+    def insert(r: storage.Repositories, alias: str) -> int:
+        return r.devices.insert(
+            user_id="u", alias=alias, session_id=f"user_u_device_{alias}", business_type=None,
+            phone_number=None, description=None, api_key_hash=f"hash-{alias}",
+            status="connected", now="2026-01-01T00:00:00Z",
+        ).id
+
+    messages = [
+        QueuedMessage(f"3A{i:018X}", "15550001111@s.whatsapp.net", "15550001111@s.whatsapp.net",
+                      f"text {i}", False, 1_700_000_000.5 + i)
+        for i in range(3)
+    ]
+    path = tmp_path / "wasup.db"
+    async with storage.open_database(path) as db:
+        a = await db.run(lambda r: insert(r, "a"))
+        b = await db.run(lambda r: insert(r, "b"))
+        queue = DbQueueStore(db)
+        for m in messages:
+            await queue.push(a, m)
+        await queue.push(b, messages[0])
+        await queue.remove(a, messages[0].message_id)
+        assert queue.pending(a) == messages[1:]
+        with pytest.raises(storage.NotFound):
+            await queue.push(a + 100, messages[0])  # no such device: nothing kept
+        assert queue.pending(a + 100) == []
+        creds = DbCredentialStore(db)
+        await creds.put(a, b"{}")
+    async with storage.open_database(path) as db:  # a restart (or a kill -9: each was committed)
+        queue = DbQueueStore(db)
+        await queue.preload()
+        assert queue.pending(a) == messages[1:] and queue.pending(b) == messages[:1]
+        creds = DbCredentialStore(db)
+        await creds.preload()
+        assert await creds.has(a) and await creds.has(a) and not await creds.has(b)
+        assert await creds.get(a) == b"{}"
+        await queue.clear(b)
+        await db.run(lambda r: r.devices.delete(a))
+    async with storage.open_database(path) as db:
+        queue = DbQueueStore(db)
+        await queue.preload()
+        assert queue.pending(a) == [] and queue.pending(b) == []

@@ -5,16 +5,23 @@ controls with which a test or a person plays the phone and the WhatsApp server::
 
     engine = SimulatorEngine(MemoryCredentialStore(), seed=7, handshake_latency=0.5)
     session = engine.session(1, "user_u_device_a", sink)
-    await session.start_pairing()          # 0.5 s later: sink(QrCode("2@...,...,...,..."))
+    await session.start_pairing()          # 0.5 s later: sink(QrCode(
+                                           #   "https://wa.me/settings/linked_devices#2@…,…,…,…,1"))
     await engine.scan(1)                   # the phone scans: credentials stored, sink(Paired(...))
     await session.connect()                # 0.5 s later: sink(Connected(...))
-    await engine.incoming_message(1, "+15551234567", "hi")   # sink(MessageReceived(...))
+    await engine.incoming_message(1, "+15551234567", "hi")   # sink.deliver(MessageReceived(...))
     await engine.drop(1)                   # sink(Disconnected("connection_lost", True))
+    await engine.fail(1, FailReason.STREAM_REPLACED)  # as WhatsApp reports each failure
 
 This module is the engine and its controls. A session is
 :mod:`supervisor.engines.simulator_session`; what the simulated WhatsApp remembers
 (credentials, bans, faults, sent messages) and how its values are derived from the seed is
-:mod:`supervisor.engines.simulator_server`.
+:mod:`supervisor.engines.simulator_server`; the offline queue, which holds a linked device's
+incoming messages until wasup committed them, is :mod:`supervisor.engines.simulator_queue`.
+
+A scan and an incoming message are handed over with ``sink.deliver``: the control returns only
+once wasup committed the pairing or the message, as WhatsApp learns of them only through the
+device's acknowledgement.
 
 Resource handling: sessions are passive (no tasks, no threads). A session the actor replaced
 (by asking :meth:`SimulatorEngine.session` again for the same device) is stopped.
@@ -27,6 +34,7 @@ not pairing) and :class:`InvalidRequest` for a malformed argument (a wrong pair 
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import attrs
@@ -35,17 +43,20 @@ from common.clock import now_epoch
 from supervisor.engine import (
     Disconnected,
     Engine,
+    EngineEvent,
     EngineSession,
     LoggedOut,
-    MessageReceived,
     MessageStatus,
     Paired,
+    PairingFailed,
+    Retry,
     Sink,
     TemporaryBan,
 )
-from supervisor.errors import DeviceConflict, DeviceNotFound, InvalidRequest
+from supervisor.errors import DeliveryFailed, DeviceConflict, DeviceNotFound, InvalidRequest
 from supervisor.jid import InvalidJid, Jid, JidKind
 
+from .simulator_queue import MemoryQueueStore, OfflineQueue, QueuedMessage, QueueStore
 from .simulator_server import (
     FAULT_OPS,
     Credentials,
@@ -64,7 +75,12 @@ __all__ = [
     "PLATFORM",
     "CredentialStore",
     "Credentials",
+    "FailReason",
+    "Incoming",
     "MemoryCredentialStore",
+    "MemoryQueueStore",
+    "QueueStore",
+    "QueuedMessage",
     "SentMessage",
     "SessionState",
     "SimulatedCrash",
@@ -75,6 +91,29 @@ __all__ = [
 #: Receipt statuses :meth:`SimulatorEngine.ack` accepts.
 ACK_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
 PLATFORM = "android"
+#: How long a temporary ban lasts when :meth:`SimulatorEngine.fail` is given no ``seconds``.
+DEFAULT_BAN_SECONDS = 3600.0
+
+
+class FailReason(StrEnum):
+    """A failure the simulated WhatsApp reports (:meth:`SimulatorEngine.fail`), named by the
+    ``statusReason`` it leads to."""
+
+    CLIENT_OUTDATED = "client_outdated"  # 405: Disconnected, slow retry, credentials kept
+    STREAM_REPLACED = "stream_replaced"  # another client took over: held until a login
+    PAIR_ERROR = "pair_error"  # the phone's scan failed: PairingFailed(restart=True)
+    ACCOUNT_LOCKED = "account_locked"  # 403: logged out, credentials wiped
+    BANNED = "banned"  # 406: logged out, credentials wiped
+    TEMPORARY_BAN = "temporary_ban"  # TemporaryBan for ``seconds``
+
+
+@attrs.frozen
+class Incoming:
+    """What became of an incoming message (:meth:`SimulatorEngine.incoming_message`):
+    ``delivered`` once wasup committed it, else it waits in the offline queue."""
+
+    message_id: str
+    delivered: bool
 
 
 @attrs.define(eq=False)
@@ -86,6 +125,8 @@ class SimulatorEngine:
     """
 
     credentials: CredentialStore
+    #: Where the offline queue is kept (in memory unless given).
+    queue: QueueStore = attrs.field(factory=MemoryQueueStore, kw_only=True)
     seed: int = attrs.field(default=0, kw_only=True)
     handshake_latency: float = attrs.field(default=0.5, kw_only=True)
     #: Mixed into message ids: a process gives its engine a fresh one, so message ids stay
@@ -97,7 +138,8 @@ class SimulatorEngine:
 
     def __attrs_post_init__(self) -> None:
         self.server = SimulatedServer(
-            self.credentials, self.seed, self.handshake_latency, self.instance
+            self.credentials, OfflineQueue(self.queue), self.seed, self.handshake_latency,
+            self.instance,
         )
 
     @property
@@ -155,13 +197,16 @@ class SimulatorEngine:
         code: str | None = None,
     ) -> Paired:
         """The phone scans the QR code on display, or (with ``code``) enters the pair code
-        issued by ``request_pair_code``. Stores credentials, then reports and returns
-        :class:`Paired`. The session goes idle: the actor connects next.
+        issued by ``request_pair_code``. Stores credentials, then delivers :class:`Paired`
+        and returns it once wasup committed it. The session goes idle: the actor connects
+        next.
 
         Defaults: with a pair code, the number it was issued for; else a number and push name
         derived from the seed. Error handling: :class:`DeviceConflict` when not pairing (or no
-        pair code was issued); :class:`InvalidRequest` for a wrong code, a malformed number or
-        a number other than the pair code's.
+        pair code was issued), or when wasup did not commit the pairing (the credentials stay:
+        the phone shows the device linked, and the device's restore finds them);
+        :class:`InvalidRequest` for a wrong code, a malformed number or a number other than the
+        pair code's.
         """
         session = self.get_session(device_id)
         if session.state is not SessionState.PAIRING:
@@ -213,7 +258,12 @@ class SimulatorEngine:
             push_name=creds.push_name,
             platform=creds.platform,
         )
-        session.sink(event)
+        try:
+            await session.sink.deliver(event)
+        except DeliveryFailed as exc:
+            raise DeviceConflict(
+                f"device {device_id} did not store the pairing ({exc.reason})"
+            ) from exc
         return event
 
     async def drop(self, device_id: int) -> None:
@@ -238,6 +288,7 @@ class SimulatorEngine:
             raise DeviceConflict(f"device {device_id} is not linked")
         session.reset()
         await self.credentials.delete(device_id)
+        await self.server.queue.clear(device_id)
         session.sink(LoggedOut("unlinked_from_phone"))
 
     async def temporary_ban(
@@ -266,16 +317,18 @@ class SimulatorEngine:
         *,
         chat: str | None = None,
         is_group: bool = False,
-    ) -> str:
-        """Someone writes to the device: reports :class:`MessageReceived` and returns its id.
+    ) -> Incoming:
+        """Someone writes to the device. The message joins the device's offline queue and,
+        when the device is connected, is delivered at once: the call returns after wasup
+        committed it (``delivered``). Otherwise it waits in the queue (``delivered`` false)
+        and arrives, in order, when the device next connects.
 
         ``sender`` is a phone number or a JID; ``chat`` defaults to the sender's JID (a
         group message needs a ``...@g.us`` chat). Error handling: :class:`DeviceConflict`
-        unless connected; :class:`InvalidRequest` for a malformed sender or chat.
+        when the device is not linked (no credentials, not connected); :class:`InvalidRequest`
+        for a malformed sender or chat.
         """
         session = self.get_session(device_id)
-        if session.state is not SessionState.CONNECTED:
-            raise DeviceConflict(f"device {device_id} is not connected")
         try:
             sender_jid = Jid.parse(sender).canonical
         except InvalidJid:
@@ -285,19 +338,22 @@ class SimulatorEngine:
                 raise InvalidRequest("a group message needs a chat ending in @g.us", "chat")
         elif chat is None:
             chat = sender_jid
+        if session.state is not SessionState.CONNECTED and not await self.credentials.has(
+            device_id
+        ):
+            raise DeviceConflict(f"device {device_id} is not linked (not connected)")
         message_id = "3A" + session.random_bytes("incoming_id" + self.instance, 9).hex().upper()
-        session.sink(
-            MessageReceived(
-                message_id=message_id,
-                chat=chat,
-                sender=sender_jid,
-                text=text,
-                is_group=is_group,
-                from_me=False,
-                timestamp=now_epoch(),
-            )
-        )
-        return message_id
+        message = QueuedMessage(message_id, chat, sender_jid, text, is_group, now_epoch())
+        await self.server.queue.push(device_id, message)
+        if session.state is SessionState.CONNECTED:
+            epoch = session.epoch
+            await self.server.queue.flush(device_id, session.sink, lambda: session.online(epoch))
+        delivered = all(m.message_id != message_id for m in self.server.queue.pending(device_id))
+        return Incoming(message_id, delivered)
+
+    def queued(self, device_id: int) -> list[QueuedMessage]:
+        """The device's messages waiting in the offline queue, oldest first."""
+        return self.server.queue.pending(device_id)
 
     async def ack(self, device_id: int, message_id: str, status: str) -> None:
         """A receipt for a message the device sent: reports :class:`MessageStatus`.
@@ -313,6 +369,59 @@ class SimulatorEngine:
         if not any(m.message_id == message_id for m in self.server.sent.get(device_id, ())):
             raise InvalidRequest(f"unknown message id: {message_id!r}", "messageId")
         session.sink(MessageStatus(message_id, status))
+
+    async def fail(
+        self, device_id: int, reason: FailReason, seconds: float | None = None
+    ) -> None:
+        """WhatsApp reports a failure, as the real engine reports it (see :class:`FailReason`).
+
+        * ``client_outdated``: while connected or pairing, the connection ends with
+          ``Disconnected("client_outdated", retry=Retry.SLOW)``; credentials kept. The next
+          connect succeeds (as after an upgrade of wasup): the simulated WhatsApp does not keep
+          refusing, so a login or the slow retry shows the recovery.
+        * ``stream_replaced``: while connected, ``Disconnected("stream_replaced",
+          retry=Retry.HOLD)``; credentials kept, the device waits for a login.
+        * ``pair_error``: while pairing, the pairing connection ends with
+          ``PairingFailed("pair_error", restart=True)``.
+        * ``account_locked``, ``banned``: while connected, credentials (and the offline queue)
+          are wiped and ``LoggedOut(reason)`` reported.
+        * ``temporary_ban``: while connected, as :meth:`temporary_ban` for ``seconds``
+          (default :data:`DEFAULT_BAN_SECONDS`).
+
+        Error handling: :class:`DeviceNotFound` without a session; :class:`DeviceConflict`
+        when the device's connection does not allow the failure; :class:`InvalidRequest` for
+        ``seconds`` with another reason than ``temporary_ban``, or not positive.
+        """
+        session = self.get_session(device_id)
+        if seconds is not None and (reason is not FailReason.TEMPORARY_BAN or seconds <= 0):
+            raise InvalidRequest("seconds: a positive duration, for temporary_ban only", "seconds")
+        allowed = {SessionState.CONNECTED}
+        if reason is FailReason.CLIENT_OUTDATED:
+            allowed.add(SessionState.PAIRING)
+        elif reason is FailReason.PAIR_ERROR:
+            allowed = {SessionState.PAIRING}
+        if session.state not in allowed:
+            raise DeviceConflict(
+                f"device {device_id} cannot fail with {reason.value} "
+                f"(engine state: {session.state.value})"
+            )
+        match reason:
+            case FailReason.TEMPORARY_BAN:
+                await self.temporary_ban(device_id, seconds or DEFAULT_BAN_SECONDS)
+                return
+            case FailReason.CLIENT_OUTDATED:
+                event: EngineEvent = Disconnected(reason.value, retry=Retry.SLOW)
+            case FailReason.STREAM_REPLACED:
+                event = Disconnected(reason.value, retry=Retry.HOLD)
+            case FailReason.PAIR_ERROR:
+                event = PairingFailed(reason.value, restart=True)
+            case FailReason.ACCOUNT_LOCKED | FailReason.BANNED:
+                session.reset()
+                await self.credentials.delete(device_id)
+                await self.server.queue.clear(device_id)
+                event = LoggedOut(reason.value)
+        session.reset()
+        session.sink(event)
 
     async def inject_fault(self, device_id: int, op: str = "connect", times: int = 1) -> None:
         """Make the next ``times`` calls of session operation ``op`` (or of any operation,

@@ -1,6 +1,7 @@
 """The simulated WhatsApp server's memory: what it keeps per device for the simulator engine.
 
-Credentials (through a :class:`CredentialStore`), temporary bans, the messages each device
+Credentials (through a :class:`CredentialStore`), the offline queue
+(:mod:`supervisor.engines.simulator_queue`), temporary bans, the messages each device
 sent, injected faults, and whether the server is reachable. Sessions
 (:mod:`supervisor.engines.simulator_session`) act on it; the engine's controls
 (:mod:`supervisor.engines.simulator`) change it the way the phone or WhatsApp would.
@@ -30,6 +31,8 @@ import attrs
 
 from supervisor.errors import EngineError
 
+from .simulator_queue import OfflineQueue
+
 #: Session operations a fault can be injected into; ``"any"`` means any of them.
 FAULT_OPS = frozenset(
     {"start_pairing", "next_qr", "request_pair_code", "connect", "send_message", "logout"}
@@ -45,6 +48,10 @@ class CredentialStore(Protocol):
 
     async def get(self, device_id: int) -> bytes | None: ...
 
+    async def has(self, device_id: int) -> bool:
+        """Whether the device has credentials (read-only: leaves any cache as it is)."""
+        ...
+
     async def put(self, device_id: int, data: bytes) -> None: ...
 
     async def delete(self, device_id: int) -> None:
@@ -59,6 +66,9 @@ class MemoryCredentialStore:
 
     async def get(self, device_id: int) -> bytes | None:
         return self.data.get(device_id)
+
+    async def has(self, device_id: int) -> bool:
+        return device_id in self.data
 
     async def put(self, device_id: int, data: bytes) -> None:
         self.data[device_id] = data
@@ -107,6 +117,7 @@ class SimulatedServer:
     """
 
     credentials: CredentialStore
+    queue: OfflineQueue
     seed: int
     handshake_latency: float
     instance: str

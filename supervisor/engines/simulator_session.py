@@ -27,6 +27,11 @@ from supervisor.jid import InvalidJid, Jid
 
 from .simulator_server import SentMessage, SimulatedServer, b64
 
+#: What a QR string starts with: whatsmeow's (neonize 0.5.2's) link for the phone's camera.
+QR_PREFIX = "https://wa.me/settings/linked_devices#"
+#: The QR string's last field: the linked device's platform type (1: Chrome, as whatsmeow's).
+QR_PLATFORM = "1"
+
 #: whatsmeow's pair-code alphabet: no 0/O, no I, no U (32 characters, so 5 bits each).
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
 
@@ -111,7 +116,8 @@ class SimulatorSession:
 
     async def connect(self) -> None:
         """Log in with the stored credentials; returns after the handshake latency, having
-        reported :class:`Connected`.
+        reported :class:`Connected` and delivered the offline queue (see
+        :mod:`supervisor.engines.simulator_queue`) as far as the connection lasts.
 
         Error handling: ``EngineError("no_credentials", recoverable=False)`` at once when none
         are stored (``"invalid_credentials"`` when they are not the simulator's);
@@ -133,6 +139,8 @@ class SimulatorSession:
         await self._handshake(epoch)
         self.state = SessionState.CONNECTED
         self.sink(Connected(push_name=creds.push_name, platform=creds.platform))
+        # Right after the login WhatsApp hands over what waited in the offline queue.
+        await self.server.queue.flush(self.device_id, self.sink, lambda: self.online(epoch))
 
     async def send_message(self, to_jid: str, text: str) -> str:
         """Send ``text`` to ``to_jid``; returns the message id (``3EB0`` + 16 hex digits).
@@ -154,27 +162,31 @@ class SimulatorSession:
         self.server.take_fault(self.device_id, "logout")
         self.reset()
         await self.server.credentials.delete(self.device_id)
+        await self.server.queue.clear(self.device_id)
 
     async def stop(self) -> None:
         """Drop the connection; a handshake under way gives up. Idempotent, never fails."""
         self.reset()
 
     async def delete(self) -> None:
-        """Stop, wipe credentials and forget the device (faults, sent messages, bans)."""
+        """Stop, wipe credentials and forget the device (faults, sent messages, bans, the
+        offline queue)."""
         self.reset()
         if self.registry.get(self.device_id) is self:
             del self.registry[self.device_id]
         self.server.forget(self.device_id)
         await self.server.credentials.delete(self.device_id)
+        await self.server.queue.clear(self.device_id)
 
     async def has_credentials(self) -> bool:
         """Whether the credential store holds this device's credentials (read-only)."""
-        return await self.server.credentials.get(self.device_id) is not None
+        return await self.server.credentials.has(self.device_id)
 
     # -- for the engine's controls -------------------------------------------------------
 
     def current_qr(self) -> str | None:
-        """The QR string on display (``ref,noiseKey,identityKey,advSecret``), if pairing."""
+        """The QR string on display (``https://wa.me/settings/linked_devices#ref,noiseKey,
+        identityKey,advSecret,1``), if pairing."""
         if self.state is not SessionState.PAIRING or not self.ref_draw:
             return None
         return self._qr_string()
@@ -186,6 +198,10 @@ class SimulatorSession:
             b64(self._derive("identity_key", self.keys_draw, 32)),
             b64(self._derive("adv_secret", self.keys_draw, 32)),
         )
+
+    def online(self, epoch: int) -> bool:
+        """Whether the connection made in ``epoch`` is still up."""
+        return self.epoch == epoch and self.state is SessionState.CONNECTED
 
     def reset(self) -> None:
         """Back to idle: no connection, no QR, no pair code; a handshake under way gives up."""
@@ -202,7 +218,7 @@ class SimulatorSession:
 
     def _qr_string(self) -> str:
         ref = "2@" + b64(self._derive("ref", self.ref_draw, 48))
-        return ",".join([ref, *self.keys()])
+        return QR_PREFIX + ",".join([ref, *self.keys(), QR_PLATFORM])
 
     async def _handshake(self, epoch: int) -> None:
         await trio.sleep(self.server.handshake_latency)
