@@ -168,13 +168,13 @@ class Database:
         writes (the database header: nothing changes), which fails while the disk is full or
         the file read-only and ends the outage once it commits. Cheap otherwise.
 
-        Error handling: ``DatabaseClosed`` if the database is closing.
+        Error handling: raises nothing.
         """
         if self._watch.outage is not None and not self._watch.recent():
             try:
                 await self.run(self._touch)
-            except StorageUnavailable:
-                pass
+            except (StorageUnavailable, DatabaseClosed):
+                pass  # still out (or shutting down): the outage stands
         return self._watch.outage
 
     def _touch(self, repos: Repositories) -> None:

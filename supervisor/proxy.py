@@ -7,6 +7,7 @@ Synopsis::
     setting = ProxySetting.from_stored(stored)
     setting.public()                          # {"url": "socks5://ana:****@10.0.0.5:1080"}
     effective_proxy(setting.url, os.environ)  # what the engine dials through, or None
+    preflight_through(url, "web.whatsapp.com")  # None, or "unreachable: proxy ..." (blocks)
 
 A device's own proxy (``PUT /devices/{deviceId}/settings/proxy``, stored as the settings kind
 ``"proxy"``) is applied at the device's next connect. Without one, the process environment
@@ -24,7 +25,9 @@ put in an error message: :meth:`ProxySetting.public` and :func:`mask` replace it
 
 from __future__ import annotations
 
+import base64
 import re
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -184,6 +187,63 @@ def effective_proxy(device_url: str | None, environ: Mapping[str, str]) -> str |
     if found is None or found[0] in GO_READS:
         return None
     return found[1]
+
+
+#: Default ports of the proxy schemes (Go's, for a URL without one).
+_DEFAULT_PORTS = {"http": 80, "https": 443, "socks5": 1080}
+
+
+def preflight_through(url: str, host: str, port: int = 443, timeout: float = 10.0) -> str | None:
+    """Check, before whatsmeow is started, that the proxy ``url`` can be used: it is reachable
+    and, for an ``http`` proxy, it opens a tunnel to ``host:port`` (a ``CONNECT``, closed at
+    once). Blocks: call it in a worker thread.
+
+    Returns None when it can (or when ``url`` is not something to check: whatsmeow then says
+    what is wrong with it), else a ``statusReason`` such as
+    ``unreachable: proxy 10.0.0.5:3128: connection refused`` or
+    ``unreachable: proxy 10.0.0.5:3128 answered HTTP/1.1 407 Proxy Authentication Required``;
+    never the password.
+    """
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        proxy_host, proxy_port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    proxy_port = proxy_port or _DEFAULT_PORTS.get(scheme)
+    if not proxy_host or proxy_port is None:
+        return None
+    where = f"proxy {proxy_host}:{proxy_port}"
+    try:
+        with socket.create_connection((proxy_host, proxy_port), timeout=timeout) as sock:
+            if scheme != "http":
+                return None  # reachable; the tunnel itself is whatsmeow's to open
+            head = f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            if parts.username is not None:
+                user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+                head += f"Proxy-Authorization: Basic {base64.b64encode(user.encode()).decode()}\r\n"
+            sock.sendall(f"{head}\r\n".encode())
+            status = _status_line(sock)
+    except OSError as exc:
+        detail = "timed out" if isinstance(exc, TimeoutError) else (
+            (exc.strerror or str(exc)).lower() if isinstance(exc.strerror, str) else str(exc)
+        )
+        return f"unreachable: {where}: {detail or type(exc).__name__}"
+    words = status.split(" ", 2)
+    if len(words) >= 2 and words[0].startswith("HTTP/") and words[1].startswith("2"):
+        return None
+    shown = "".join(c for c in status if c.isprintable())[:80] or "nothing"
+    return f"unreachable: {where} answered {shown}"
+
+
+def _status_line(sock: socket.socket) -> str:
+    data = b""
+    while b"\r\n" not in data and len(data) < 1024:
+        chunk = sock.recv(1024 - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n", 1)[0].decode("latin-1").strip()
 
 
 #: Reads one device's stored proxy URL (None when it has none).

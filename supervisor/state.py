@@ -411,7 +411,10 @@ def _transition(state: DeviceState, event: Event) -> Step:
         case PairingFailed(reason=reason, restart=restart):
             if s is not Status.PENDING:
                 return Step(state)
-            return _pending_reason(state, reason, StartPairing() if restart else None)
+            if not restart:
+                return _pending_reason(state, reason, None)
+            # A new pairing connection: a pair code of the old one is no longer valid.
+            return _pending_reason(attrs.evolve(state, pair_code=False), reason, StartPairing())
 
         case Scanned(jid=jid, phone_number=phone, push_name=push_name, platform=platform):
             if s is not Status.PENDING:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from storage.messages import SqliteMessages
 from supervisor import engine as eng
 from supervisor.errors import DeliveryFailed
-from supervisor.inbox import InboxSink
+from supervisor.inbox import Inbox, InboxSink
 
 from .lifecycle_support import sim_config, simulated, wait_status
 
@@ -113,3 +114,44 @@ async def test_deliver_of_a_pairing_returns_after_paired_is_stored(
         stored = await sup.db.run(lambda r: r.devices.get(row.id))
         assert stored is not None and stored.phone_number == "15550001111"
         assert stored.push_name == "Ann"
+
+
+async def test_a_sender_waiting_for_room_fails_when_the_device_is_deleted() -> None:
+    inbox = Inbox(commands=1, events=1)
+    assert inbox.put_event(eng.QrCode("q"))  # the event inbox is full now
+    sink = InboxSink(inbox)
+    failed: list[str] = []
+
+    async def send() -> None:
+        try:
+            await sink.deliver(message(1))
+        except DeliveryFailed as exc:
+            failed.append(exc.reason)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        await trio.testing.wait_all_tasks_blocked()
+        assert inbox.waiting() == 1 and failed == []  # waits for room, nothing refused
+        inbox.close()
+    assert failed == ["device_deleted"]
+
+
+async def test_queued_deliveries_fail_when_the_actor_ends() -> None:
+    inbox = Inbox(commands=1, events=4)
+    sink = InboxSink(inbox)
+    failed: list[str] = []
+
+    async def send() -> None:
+        try:
+            await sink.deliver(message(1))
+        except DeliveryFailed as exc:
+            failed.append(exc.reason)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        await trio.testing.wait_all_tasks_blocked()
+        assert inbox.waiting() == 1
+        inbox.put_event(eng.QrCode("q"))
+        inbox.fail_deliveries("device_stopped")  # what an ending actor does
+    assert failed == ["device_stopped"]
+    assert inbox.waiting() == 1  # the lifecycle event stays for the next actor

@@ -364,6 +364,8 @@ class Model:
                 if s is not P:
                     return Expect()
                 self.reason = reason
+                if restart:  # pairing starts again: an old pair code is void
+                    self.pair_code = False
                 return Expect(emits=(_status_event(P, P, reason),), start_pairing=restart)
             case Scanned():
                 if s is not P:
@@ -813,6 +815,10 @@ TABLE: list[Row] = [
     # pending | the phone's scan failed (pair error) | pending with reason pair_error and an
     # event at once; the QR cycle goes on (its deadline unchanged)
     ("failed scan", dev(P, qr_attempt=2), PairingFailed("pair_error", restart=True),
+     Step(dev(P, qr_attempt=2, reason="pair_error"), None, True,
+          (Emit(sm.StatusChanged(P, P, "pair_error")),), StartPairing(), keep_timeout=True)),
+    ("failed scan voids a pair code", dev(P, qr_attempt=2, pair_code=True),
+     PairingFailed("pair_error", restart=True),
      Step(dev(P, qr_attempt=2, reason="pair_error"), None, True,
           (Emit(sm.StatusChanged(P, P, "pair_error")),), StartPairing(), keep_timeout=True)),
     ("scan without multidevice", dev(P, qr_attempt=1), PairingFailed("scanned_without_multidevice"),

@@ -13,6 +13,7 @@ exactly as Go does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -29,6 +30,7 @@ import pytest
 import trio
 from neonize.proto import Neonize_pb2 as nz
 
+from supervisor import proxy as proxy_checks
 from supervisor.config import Config
 from supervisor.engine import (
     Connected,
@@ -266,6 +268,8 @@ def fake_go(monkeypatch: pytest.MonkeyPatch) -> list[wc.GoClient]:
     monkeypatch.setattr(wc.GoClient, "start", start)
     monkeypatch.setattr(wc.GoClient, "stop", stop)
     monkeypatch.setattr(wc, "preflight", lambda host, port=443, timeout=10.0: None)
+    monkeypatch.setattr(proxy_checks, "preflight_through",
+                        lambda url, host, port=443, timeout=10.0: None)
     return started
 
 
@@ -517,9 +521,11 @@ def ctypes_string(value: bytes) -> int:
 
 
 class ProxyListener:
-    """A loopback "proxy" that records each request's head and refuses it (407)."""
+    """A loopback "proxy" that records each request's head and answers ``answer`` (by default
+    "tunnel open"), then closes the connection (the TLS handshake through it fails)."""
 
     def __init__(self) -> None:
+        self.answer = b"HTTP/1.1 200 Connection established\r\n\r\n"
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -542,10 +548,15 @@ class ProxyListener:
                         break
                     data += chunk
                 self.requests.append(data.decode(errors="replace"))
-                conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                             b"Content-Length: 0\r\n\r\n")
+                conn.sendall(self.answer)
+
+    def from_go(self) -> list[str]:
+        """The requests whatsmeow (Go's HTTP client) made."""
+        return [r for r in self.requests if "User-Agent: Go-http-client" in r]
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept(); the port is closed
         self.sock.close()
 
 
@@ -567,31 +578,33 @@ async def test_a_devices_own_proxy_carries_the_connection(
         asked.append(device_id)
         return url
 
-    # The preflight host cannot be resolved here: with a proxy it is not tried at all.
-    engine = WhatsmeowEngine(tmp_path, proxies=proxies, environ={},
-                             preflight_host="nonexistent.invalid")
+    engine = WhatsmeowEngine(tmp_path, proxies=proxies, environ={})
     session = engine.session(7, "s7", Sink())
     with pytest.raises(EngineError) as info:
         await session.start_pairing()
     await session.stop()
     assert asked == [7]
-    assert listener.requests, "whatsmeow did not reach the proxy"
-    head = listener.requests[0]
+    # First the preflight's tunnel (this machine cannot resolve web.whatsapp.com: only the
+    # proxy could), then whatsmeow's own.
+    assert len(listener.requests) == 2
+    assert listener.requests[0].startswith("CONNECT web.whatsapp.com:443 HTTP/1.1\r\n")
+    assert listener.from_go(), "whatsmeow did not reach the proxy"
+    head = listener.from_go()[0]
     assert head.startswith("CONNECT web.whatsapp.com:443 HTTP/1.1\r\n")
     assert "Proxy-Authorization: Basic YW5hOnNAY3JldA==" in head  # ana:s@cret
-    assert info.value.reason.startswith("connect_failed: ")
+    assert info.value.recoverable  # the tunnel closed at once: "connection reset" or the like
     assert "s%40cret" not in caplog.text and "s@cret" not in caplog.text
     assert "http://ana:****@127.0.0.1" in caplog.text
 
 
 async def test_all_proxy_is_passed_to_whatsmeow(tmp_path: Path, listener: ProxyListener) -> None:
-    engine = WhatsmeowEngine(tmp_path, preflight_host="nonexistent.invalid",
+    engine = WhatsmeowEngine(tmp_path,
                              environ={"ALL_PROXY": f"http://127.0.0.1:{listener.port}"})
     session = engine.session(8, "s8", Sink())
     with pytest.raises(EngineError):
         await session.start_pairing()
     await session.stop()
-    assert listener.requests[0].startswith("CONNECT web.whatsapp.com:443 ")
+    assert listener.from_go()[0].startswith("CONNECT web.whatsapp.com:443 ")
 
 
 async def test_https_proxy_of_the_environment_is_honoured_end_to_end(
@@ -621,12 +634,13 @@ async def test_https_proxy_of_the_environment_is_honoured_end_to_end(
         )
     out = result.stdout.decode()
     assert result.returncode == 0, result.stderr.decode()[-2000:]
-    assert listener.requests and listener.requests[0].startswith(
+    assert listener.from_go() and listener.from_go()[0].startswith(
         "CONNECT web.whatsapp.com:443 HTTP/1.1"), out
-    assert "reason unreachable" not in out  # the preflight did not refuse the proxied network
+    # The preflight went through the proxy too (directly it fails: no DNS here).
+    assert "lookup web.whatsapp.com" not in out
 
 
-async def test_preflight_runs_only_without_a_proxy(tmp_path: Path, fake_go: Any,
+async def test_the_preflight_goes_through_the_proxy(tmp_path: Path, fake_go: Any,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     dialled: list[str] = []
 
@@ -634,11 +648,17 @@ async def test_preflight_runs_only_without_a_proxy(tmp_path: Path, fake_go: Any,
         dialled.append(host)
         return None
 
+    def through(url: str, host: str, port: int = 443, timeout: float = 10.0) -> str | None:
+        dialled.append(f"{host} through {url}")
+        return None
+
     monkeypatch.setattr(wc, "preflight", preflight)
+    monkeypatch.setattr(proxy_checks, "preflight_through", through)
+    corp = "web.whatsapp.com through "
     for environ, expected in (({}, ["web.whatsapp.com"]),
-                              ({"HTTPS_PROXY": "http://corp:3128"}, []),
-                              ({"https_proxy": "http://corp:3128"}, []),
-                              ({"ALL_PROXY": "socks5://corp:1080"}, [])):
+                              ({"HTTPS_PROXY": "http://corp:3128"}, [corp + "http://corp:3128"]),
+                              ({"https_proxy": "http://corp:3128"}, [corp + "http://corp:3128"]),
+                              ({"ALL_PROXY": "socks5://corp:1080"}, [corp + "socks5://corp:1080"])):
         dialled.clear()
         engine = WhatsmeowEngine(tmp_path, environ=environ)
         session = engine.session(1, "s1", Sink())
@@ -1217,3 +1237,63 @@ def test_a_logout_waiting_for_whatsapp_does_not_hold_the_gate() -> None:
     answered.set()
     go.join(5)
     assert gate.acquire_exclusive(timeout=1)
+
+
+async def test_each_real_connection_attempt_keeps_at_most_one_fd(
+    tmp_path: Path, listener: ProxyListener
+) -> None:
+    """neonize 0.5.2 opens a SQLite container per Neonize() call and never closes it (a known
+    limit, see whatsmeow_client): one file descriptor per attempt that reached Go, nothing
+    more, and no thread. (The reconnect grace and the preflight keep attempts rare.)"""
+
+    async def proxies(device_id: int) -> str | None:
+        return f"http://127.0.0.1:{listener.port}"  # accepts, refuses: Go gets that far
+
+    engine = WhatsmeowEngine(tmp_path, proxies=proxies, environ={})
+
+    async def attempt(device_id: int) -> None:
+        session = engine.session(device_id, "s", Sink())
+        with pytest.raises(EngineError):
+            await session.start_pairing()
+        await session.delete()
+
+    for i in range(3):
+        await attempt(100 + i)  # warm-up: Go's runtime starts its threads once
+    fds, threads, tasks = open_fds(), python_threads(), os_threads()
+    for i in range(10):
+        await attempt(i)
+    assert open_fds() - fds <= 10
+    assert python_threads() == threads
+    assert os_threads() <= tasks + 4
+    stats = engine.statistics()
+    assert (stats.sessions, stats.live_clients, stats.parked_threads) == (0, 0, 0)
+
+
+async def test_a_proxy_that_refuses_fails_before_go_is_started(
+    tmp_path: Path, listener: ProxyListener
+) -> None:
+    listener.answer = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+    url = f"http://ana:Wr0ng-Pa55@127.0.0.1:{listener.port}"
+
+    async def proxies(device_id: int) -> str | None:
+        return url
+
+    engine = WhatsmeowEngine(tmp_path, proxies=proxies, environ={})
+    fds = open_fds()
+    session = engine.session(1, "s1", Sink())
+    with pytest.raises(EngineError) as info:
+        await session.start_pairing()
+    assert (info.value.reason, info.value.recoverable) == (
+        f"unreachable: proxy 127.0.0.1:{listener.port} answered "
+        "HTTP/1.1 407 Proxy Authentication Required", True)
+    assert listener.from_go() == []  # Go never started: no file descriptor kept for it
+    assert engine.statistics().live_clients == 0
+    await session.stop()
+    assert open_fds() == fds
+    # A proxy that is not there at all.
+    listener.close()
+    session = engine.session(2, "s2", Sink())
+    with pytest.raises(EngineError) as info:
+        await session.start_pairing()
+    assert info.value.reason == f"unreachable: proxy 127.0.0.1:{listener.port}: connection refused"
+    assert "Wr0ng-Pa55" not in info.value.reason

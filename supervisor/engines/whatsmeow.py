@@ -30,10 +30,11 @@ Proxies: a device's own proxy (:mod:`supervisor.proxy`, the settings kind ``"pro
 handed to whatsmeow at each connection's start; without one, ``HTTPS_PROXY`` of the environment
 the process was started with (Go reads it itself), else ``ALL_PROXY`` (wasup passes it).
 
-Offline: before every connection attempt without a proxy the engine resolves and opens a TCP
-connection to ``web.whatsapp.com:443`` (the preflight); when that fails the attempt fails at
-once with a readable reason (``unreachable: lookup web.whatsapp.com: ...``) without starting a
-Go client. With the preflight off, or through a proxy, the same failure comes from whatsmeow.
+Offline: before every connection attempt the engine checks the way to WhatsApp (the
+preflight): without a proxy it resolves and opens a TCP connection to ``web.whatsapp.com:443``;
+with one, it connects to the proxy (and has an ``http`` proxy open a tunnel to WhatsApp). When
+that fails the attempt fails at once with a readable reason (``unreachable: ...``) without
+starting a Go client. With the preflight off, the same failure comes from whatsmeow.
 
 Error handling: session methods raise :class:`EngineError` for what the state machine
 understands: ``unreachable: ...`` and ``connect_failed: ...`` (recoverable),
@@ -53,9 +54,8 @@ from typing import TypeVar
 import attrs
 import trio
 
-from supervisor.engine import (
-    Sink,
-)
+from supervisor import proxy as proxy_checks
+from supervisor.engine import Sink
 from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
 from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, redact
@@ -333,26 +333,31 @@ class WhatsmeowSession:
     async def _proxy(self) -> str | None:
         """The proxy for the next connection, after the preflight; see :mod:`supervisor.proxy`.
 
-        The preflight (a direct DNS lookup and TCP connect) runs only when no proxy applies:
-        neither the device's own nor one in the environment, where it would refuse networks
-        that reach WhatsApp only through the proxy.
+        The preflight checks the way to WhatsApp before a Go client is started: without a
+        proxy, a DNS lookup and TCP connect to WhatsApp; with one, that the proxy is reachable
+        and (an ``http`` proxy) opens a tunnel to WhatsApp. Raises EngineError (recoverable,
+        ``unreachable: ...``) when it fails.
         """
         engine = self.engine
         own = None if engine.proxies is None else await engine.proxies(self.device_id)
-        proxy = effective_proxy(own, engine.environ)
         found = env_proxy(engine.environ)
+        through = own if own is not None else (found[1] if found is not None else None)
         if own is not None:
             log.info("device %s: connecting through its proxy %s", self.session_id, mask(own))
-            return proxy
-        if found is not None:
+        elif found is not None:
             log.info("device %s: connecting through the proxy of %s", self.session_id, found[0])
-            return proxy
         host = engine.preflight_host
         if host is not None:
-            reason = await self._thread(lambda: wc.preflight(host, timeout=engine.preflight_timeout))
+            timeout = engine.preflight_timeout
+            if through is None:
+                reason = await self._thread(lambda: wc.preflight(host, timeout=timeout))
+            else:
+                reason = await self._thread(
+                    lambda: proxy_checks.preflight_through(through, host, timeout=timeout)
+                )
             if reason is not None:
-                raise EngineError(reason)
-        return proxy
+                raise EngineError(redact(reason, through))
+        return effective_proxy(own, engine.environ)
 
     async def _thread(self, fn: Callable[[], T], *, abandon: bool = False) -> T:
         return await trio.to_thread.run_sync(
