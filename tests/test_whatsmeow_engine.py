@@ -1264,7 +1264,7 @@ async def test_each_real_connection_attempt_keeps_at_most_one_fd(
         await attempt(i)
     assert open_fds() - fds <= 10
     assert python_threads() == threads
-    assert os_threads() <= tasks + 4
+    assert os_threads() <= tasks + 8  # Go keeps a few OS threads for reuse; no growth per attempt
     stats = engine.statistics()
     assert (stats.sessions, stats.live_clients, stats.parked_threads) == (0, 0, 0)
 
