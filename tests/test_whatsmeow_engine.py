@@ -14,6 +14,7 @@ exactly as Go does.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -55,6 +56,9 @@ from .lifecycle_support import wait_status
 from .test_whatsmeow_translate import complete
 
 REPO = str(Path(__file__).resolve().parent.parent)
+#: Descriptors the rest of a full test run may open meanwhile; a leak here would be one per
+#: cycle (200), so a few either way prove there is none.
+FD_NOISE = 4
 
 
 class Sink:
@@ -827,6 +831,7 @@ async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
     for _ in range(5):  # warm-up: Trio's thread cache, first-use allocations
         await from_go(client.on_event, 12, disconnected)
         await from_go(client.on_event, 3, connected)
+    gc.collect()
     threads, tasks, fds = python_threads(), os_threads(), open_fds()
     for _ in range(200):
         await from_go(client.on_event, 12, disconnected)
@@ -836,7 +841,8 @@ async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
     assert len(fake_go) == 1 and not client.stopped
     assert python_threads() == threads
     assert os_threads() <= tasks + 2  # Trio's idle worker threads come and go
-    assert open_fds() == fds
+    gc.collect()
+    assert open_fds() - fds <= FD_NOISE, f"fds {fds} -> {open_fds()}"
     print(f"whatsmeow reconnects: threads {tasks} -> {os_threads()}, fds {fds} -> {open_fds()}")
     # And 200 where whatsmeow does not come back in time: torn down, connected anew.
     for i in range(200):
@@ -853,7 +859,8 @@ async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
     assert len(sink.events) == 1 + 2 * 200
     assert python_threads() == threads
     assert os_threads() <= tasks + 2
-    assert open_fds() == fds
+    gc.collect()
+    assert open_fds() - fds <= FD_NOISE, f"fds {fds} -> {open_fds()}"
     print(f"engine reconnects: threads {tasks} -> {os_threads()}, fds {fds} -> {open_fds()}")
     await session.stop()
 
