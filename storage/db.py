@@ -64,6 +64,7 @@ DEFAULT_MAX_BATCH = 2000
 
 _SAVEPOINT = "wasup_job"
 
+
 class _Job(Generic[T]):
     """One unit of work and, once the thread is done with it, its result."""
 
@@ -107,16 +108,16 @@ class Database:
     # The connection and whether the current batch's probe wrote (database thread only).
     _conn: sqlite3.Connection | None = None
     _probed: bool = False
-
-    @_watch.default
-    def _new_watch(self) -> OutageWatch:
-        return OutageWatch(str(self.path))
     # Counters, written only by the database thread.
     _jobs: int = 0
     _failed_jobs: int = 0
     _commits: int = 0
     _batches: int = 0
     _largest_batch: int = 0
+
+    @_watch.default
+    def _new_watch(self) -> OutageWatch:
+        return OutageWatch(str(self.path))
 
     async def run(self, fn: Callable[[Repositories], T]) -> T:
         """Run ``fn(repos)`` in the database thread inside a transaction; return its result.
@@ -168,13 +169,13 @@ class Database:
         writes (the database header: nothing changes), which fails while the disk is full or
         the file read-only and ends the outage once it commits. Cheap otherwise.
 
-        Error handling: ``DatabaseClosed`` if the database is closing.
+        Error handling: raises nothing.
         """
         if self._watch.outage is not None and not self._watch.recent():
             try:
                 await self.run(self._touch)
-            except StorageUnavailable:
-                pass
+            except (StorageUnavailable, DatabaseClosed):
+                pass  # still out (or shutting down): the outage stands
         return self._watch.outage
 
     def _touch(self, repos: Repositories) -> None:
@@ -368,7 +369,7 @@ class Database:
         except Exception as exc:
             # BEGIN, COMMIT or a savepoint statement failed: nothing of the open transaction
             # is stored, and the jobs that had succeeded learn so. An outage is logged once,
-            # by _observe.
+            # by the OutageWatch.
             if as_unavailable(exc) is None:
                 log.error("database transaction failed (%d jobs): %s", len(batch) - first, exc)
             _rollback(conn)

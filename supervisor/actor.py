@@ -110,7 +110,7 @@ class DeviceActor:
             await self._unless_storage_out(self._apply(first))
             while not self.stopped:
                 if self.inbox.take_overflow():
-                    await self._resync()
+                    await self._unless_storage_out(self._resync())
                     continue
                 if trio.current_time() >= self.resave_at:
                     await self._unless_storage_out(self._persist([], [], now_iso()))

@@ -138,7 +138,7 @@ async def test_logout_and_unlink_are_final(autojump_clock, tmp_path: Path) -> No
         await engine.unlink(b)
         await wait_status(sup, b, "logged_out")
         await trio.sleep(3600)
-        for device, reason in ((a, "logout"), (b, "unlinked_from_phone")):
+        for device, reason in ((a, "logout"), (b, "unlinked")):
             row = sup.get(device)
             assert (row.status, row.status_reason, row.paired) == ("logged_out", reason, False)
             assert await sup.db.run(lambda r, d=device: r.credentials.get(d)) is None

@@ -357,7 +357,7 @@ async def test_connect_without_credentials_is_final(autojump_clock):
     t0 = trio.current_time()
     with pytest.raises(EngineError) as info:
         await session.connect()
-    assert info.value.reason == "no_credentials" and info.value.recoverable is False
+    assert info.value.reason == "credentials_missing" and info.value.recoverable is False
     assert trio.current_time() == t0  # a local check: no round trip
     assert rec.events == []
 
@@ -397,13 +397,13 @@ async def test_unlink_wipes_credentials_and_logs_out(autojump_clock):
     engine, store = make()
     session, rec = await connected(engine)
     await engine.unlink(1)
-    assert rec.last == LoggedOut("unlinked_from_phone")
+    assert rec.last == LoggedOut("unlinked")
     assert 1 not in store.data
     with pytest.raises(DeviceConflict, match="not linked"):
         await engine.unlink(1)
     with pytest.raises(EngineError) as info:
         await session.connect()
-    assert info.value.reason == "no_credentials"
+    assert info.value.reason == "credentials_missing"
 
 
 async def test_logout_wipes_credentials_silently(autojump_clock):

@@ -17,11 +17,8 @@ Everything here is pure and synchronous; the module runs in a few seconds.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import attrs
@@ -78,6 +75,8 @@ from supervisor.state import (
     Unlinked,
 )
 
+from .docs_support import DOCS, load_generator
+
 P, Q, C, K, D, L = (
     Status.PENDING,
     Status.QR_TIMEOUT,
@@ -87,7 +86,6 @@ P, Q, C, K, D, L = (
     Status.LOGGED_OUT,
 )
 REPO = Path(__file__).resolve().parent.parent
-DOCS = REPO / "docs"
 
 # -- the model, from DESIGN.md's table ------------------------------------------------------------
 
@@ -1059,27 +1057,15 @@ def test_every_legal_edge_is_reachable() -> None:
 # -- docs ------------------------------------------------------------------------------------------
 
 
-def _load_generator() -> ModuleType:
-    name = "wasup_docs_gen_state_diagram"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, DOCS / "gen_state_diagram.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_state_diagram_doc_is_current() -> None:
     """docs/state-machine.md shows what the code does (run docs/gen_state_diagram.py if not)."""
-    gen = _load_generator()
+    gen = load_generator("gen_state_diagram.py")
     document = (DOCS / "state-machine.md").read_text(encoding="utf-8")
     assert gen.splice(document, gen.render()) == document, "run docs/gen_state_diagram.py"
 
 
 def test_generator_finds_exactly_the_legal_edges() -> None:
-    gen = _load_generator()
+    gen = load_generator("gen_state_diagram.py")
     taken = {(e.source, e.target) for e in gen.edges()}
     assert taken == set(sm.LEGAL)
 

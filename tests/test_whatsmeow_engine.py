@@ -14,6 +14,7 @@ exactly as Go does.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -55,6 +56,9 @@ from .lifecycle_support import wait_status
 from .test_whatsmeow_translate import complete
 
 REPO = str(Path(__file__).resolve().parent.parent)
+#: Descriptors the rest of a full test run may open meanwhile; a leak here would be one per
+#: cycle (200), so a few either way prove there is none.
+FD_NOISE = 4
 
 
 class Sink:
@@ -827,6 +831,7 @@ async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
     for _ in range(5):  # warm-up: Trio's thread cache, first-use allocations
         await from_go(client.on_event, 12, disconnected)
         await from_go(client.on_event, 3, connected)
+    gc.collect()
     threads, tasks, fds = python_threads(), os_threads(), open_fds()
     for _ in range(200):
         await from_go(client.on_event, 12, disconnected)
@@ -836,7 +841,8 @@ async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
     assert len(fake_go) == 1 and not client.stopped
     assert python_threads() == threads
     assert os_threads() <= tasks + 2  # Trio's idle worker threads come and go
-    assert open_fds() == fds
+    gc.collect()
+    assert open_fds() - fds <= FD_NOISE, f"fds {fds} -> {open_fds()}"
     print(f"whatsmeow reconnects: threads {tasks} -> {os_threads()}, fds {fds} -> {open_fds()}")
     # And 200 where whatsmeow does not come back in time: torn down, connected anew.
     for i in range(200):
@@ -853,7 +859,8 @@ async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
     assert len(sink.events) == 1 + 2 * 200
     assert python_threads() == threads
     assert os_threads() <= tasks + 2
-    assert open_fds() == fds
+    gc.collect()
+    assert open_fds() - fds <= FD_NOISE, f"fds {fds} -> {open_fds()}"
     print(f"engine reconnects: threads {tasks} -> {os_threads()}, fds {fds} -> {open_fds()}")
     await session.stop()
 
@@ -1264,7 +1271,7 @@ async def test_each_real_connection_attempt_keeps_at_most_one_fd(
         await attempt(i)
     assert open_fds() - fds <= 10
     assert python_threads() == threads
-    assert os_threads() <= tasks + 4
+    assert os_threads() <= tasks + 8  # Go keeps a few OS threads for reuse; no growth per attempt
     stats = engine.statistics()
     assert (stats.sessions, stats.live_clients, stats.parked_threads) == (0, 0, 0)
 
@@ -1297,3 +1304,26 @@ async def test_a_proxy_that_refuses_fails_before_go_is_started(
         await session.start_pairing()
     assert info.value.reason == f"unreachable: proxy 127.0.0.1:{listener.port}: connection refused"
     assert "Wr0ng-Pa55" not in info.value.reason
+
+
+async def test_a_stored_proxy_is_used_at_the_next_login(
+    tmp_path: Path, listener: ProxyListener
+) -> None:
+    """The whole way: the settings kind "proxy" (as PUT stores it), the supervisor's engine
+    (made from the configuration), whatsmeow dialling the proxy at the next login."""
+    config = Config(data_dir=tmp_path / "data", engine="whatsmeow", seed=1,
+                    backoff_base=600.0, backoff_cap=600.0)
+    async with open_supervisor(config) as sup:
+        assert isinstance(sup.engine, WhatsmeowEngine)
+        sup.engine.environ = {}
+        row, _key = await sup.create_device("u1", "Proxied")
+        with trio.fail_after(20):
+            await wait_status(sup, row.id, "disconnected")  # direct: no DNS here
+        assert listener.requests == []
+        await sup.put_settings(row.session_id, "proxy",
+                               {"url": f"http://127.0.0.1:{listener.port}"})
+        await sup.login(row.session_id)
+        with trio.fail_after(20):
+            await until(lambda: bool(listener.from_go()))
+        assert listener.from_go()[0].startswith("CONNECT web.whatsapp.com:443 ")
+        await sup.delete_device(row.session_id)

@@ -9,10 +9,6 @@ texts are the strings neonize 0.5.2 hands over.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -47,8 +43,9 @@ from supervisor.engines.whatsmeow_translate import (
     translate_pairing_status,
 )
 
+from .docs_support import DOCS, load_generator
+
 NOW = 1_750_000_000.0
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def complete(msg: Any) -> Any:
@@ -359,7 +356,7 @@ def test_each_fixed_row_does_to_the_device_what_the_doc_says(row: Row) -> None:
                             paired=not pairing)
     step = sm.transition(before, _machine_event(event))
     state = step.state
-    gen = _load_generator()
+    gen = load_generator("gen_engine_events.py")
     _, status, reason, credentials, then = gen._cells(row)[:5]
     assert (f"`{state.status.value}`", f"`{state.reason}`") == (status, reason)
     assert isinstance(step.engine, sm.EngineLogout) == (credentials == "wiped")
@@ -393,29 +390,17 @@ def _machine_event(event: Disconnected | LoggedOut | PairingFailed) -> sm.Event:
 
 def test_engine_events_doc_is_current() -> None:
     """docs/engine-events.md shows the table the code reads (run docs/gen_engine_events.py)."""
-    gen = _load_generator()
+    gen = load_generator("gen_engine_events.py")
     document = (DOCS / "engine-events.md").read_text(encoding="utf-8")
     assert gen.splice(document, gen.render()) == document, "run docs/gen_engine_events.py"
 
 
 def test_engine_events_doc_has_a_row_per_table_row() -> None:
-    gen = _load_generator()
+    gen = load_generator("gen_engine_events.py")
     rendered = gen.render()
     for row in ROWS:
         assert row.whatsmeow in rendered, row
     assert rendered.count("\n| ") == len(ROWS) + len(Section)  # rows plus one header each
-
-
-def _load_generator() -> ModuleType:
-    name = "wasup_docs_gen_engine_events"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, DOCS / "gen_engine_events.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- messages and receipts ---------------------------------------------------------------------

@@ -279,7 +279,7 @@ class SimulatorEngine:
 
     async def unlink(self, device_id: int) -> None:
         """The phone removes this linked device: credentials are wiped and
-        ``LoggedOut("unlinked_from_phone")`` reported.
+        ``LoggedOut("unlinked")`` reported (as whatsmeow's 401).
 
         Error handling: :class:`DeviceConflict` if the device is not linked (no credentials).
         """
@@ -289,7 +289,7 @@ class SimulatorEngine:
         session.reset()
         await self.credentials.delete(device_id)
         await self.server.queue.clear(device_id)
-        session.sink(LoggedOut("unlinked_from_phone"))
+        session.sink(LoggedOut("unlinked"))
 
     async def temporary_ban(
         self, device_id: int, duration: float, reason: str = "temporary_ban"

@@ -9,7 +9,7 @@ the simulated WhatsApp remembers (credentials, bans, faults, sent messages) is i
 engine.
 
 Error handling: session methods raise :class:`EngineError` for what the state machine
-understands (``no_credentials``, ``not_connected``, ``network_unreachable: simulated``...), and
+understands (``credentials_missing``, ``not_connected``, ``network_unreachable: simulated``...), and
 :class:`~supervisor.engines.simulator_server.SimulatedCrash` when a fault was injected.
 """
 
@@ -119,7 +119,7 @@ class SimulatorSession:
         reported :class:`Connected` and delivered the offline queue (see
         :mod:`supervisor.engines.simulator_queue`) as far as the connection lasts.
 
-        Error handling: ``EngineError("no_credentials", recoverable=False)`` at once when none
+        Error handling: ``EngineError("credentials_missing", recoverable=False)`` at once when none
         are stored (``"invalid_credentials"`` when they are not the simulator's);
         ``EngineError("temporary_ban")`` during a simulated ban;
         ``EngineError("network_unreachable: simulated")`` after the latency when unreachable;
@@ -130,7 +130,7 @@ class SimulatorSession:
         self.state = SessionState.IDLE
         creds = await self.server.load_credentials(self.device_id)
         if creds is None:
-            raise EngineError("no_credentials", recoverable=False)
+            raise EngineError("credentials_missing", recoverable=False)
         ban_until = self.server.bans.get(self.device_id)
         if ban_until is not None:
             if now_epoch() < ban_until:
