@@ -91,9 +91,11 @@ class Sink:
         self.delivered.append(event)
 
 
-def python_threads() -> list[str]:
-    # Trio's thread cache keeps idle workers for a while; they are not ours to count.
-    return sorted(t.name for t in threading.enumerate() if not t.name.startswith("Trio thread"))
+def python_threads() -> frozenset[threading.Thread]:
+    """Live Python threads but Trio's idle workers (they come and go on their own). A test
+    asserts that the set after is within the set before: threads other tests of a full run
+    left behind may end meanwhile, a thread the engine left behind is new."""
+    return frozenset(t for t in threading.enumerate() if not t.name.startswith("Trio thread"))
 
 
 def os_threads() -> int:
@@ -234,7 +236,7 @@ async def test_fifty_create_delete_cycles_leave_nothing_behind(tmp_path: Path) -
                 await session.connect()
         await session.delete()
         assert not wc.store_path(tmp_path, i).exists()
-    assert python_threads() == py_before
+    assert python_threads() <= py_before
     # Go keeps a few OS threads around for reuse; it must not grow with the cycles.
     assert os_threads() <= os_before + 8
     stats = engine.statistics()
@@ -250,7 +252,7 @@ async def test_offline_cycles_with_preflight_hold_no_file_descriptors(tmp_path: 
             await session.start_pairing()
         await session.delete()
     assert open_fds() == fds
-    assert python_threads() == threads
+    assert python_threads() <= threads
 
 
 # -- session logic with Go's callbacks played from a foreign thread ----------------------------
@@ -839,7 +841,7 @@ async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
         await from_go(client.on_event, 3, connected)
     assert sink.events == [Connected()]
     assert len(fake_go) == 1 and not client.stopped
-    assert python_threads() == threads
+    assert python_threads() <= threads
     assert os_threads() <= tasks + 2  # Trio's idle worker threads come and go
     gc.collect()
     assert open_fds() - fds <= FD_NOISE, f"fds {fds} -> {open_fds()}"
@@ -857,7 +859,7 @@ async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
             await until(lambda: len(fake_go) == clients)  # noqa: B023
             await from_go(fake_go[-1].on_event, 3, connected)
     assert len(sink.events) == 1 + 2 * 200
-    assert python_threads() == threads
+    assert python_threads() <= threads
     assert os_threads() <= tasks + 2
     gc.collect()
     assert open_fds() - fds <= FD_NOISE, f"fds {fds} -> {open_fds()}"
@@ -1270,7 +1272,7 @@ async def test_each_real_connection_attempt_keeps_at_most_one_fd(
     for i in range(10):
         await attempt(i)
     assert open_fds() - fds <= 10
-    assert python_threads() == threads
+    assert python_threads() <= threads
     assert os_threads() <= tasks + 8  # Go keeps a few OS threads for reuse; no growth per attempt
     stats = engine.statistics()
     assert (stats.sessions, stats.live_clients, stats.parked_threads) == (0, 0, 0)
