@@ -156,10 +156,19 @@ def _v2_reconnect_state(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v3_message_history(db: sqlite_utils.Database) -> None:
+    """Indexes for message history: retention by age (``at``) and by count per device
+    (``device_id, id``); chat pages use ``messages_chat`` (see ``storage.history``)."""
+    messages = db.table("messages")
+    messages.create_index(["at"], index_name="messages_at")
+    messages.create_index(["device_id", "id"], index_name="messages_device")
+
+
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.
 MIGRATIONS: list[Migration] = [
     _v1_initial,
     _v2_reconnect_state,
+    _v3_message_history,
 ]
 
 
