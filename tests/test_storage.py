@@ -300,6 +300,11 @@ ALTER TABLE devices ADD COLUMN ban_until REAL;
 ALTER TABLE devices ADD COLUMN reconnect_attempt INTEGER NOT NULL DEFAULT 0;
 """
 
+SCHEMA_HISTORY = """
+CREATE INDEX "messages_at" ON "messages" ("at");
+CREATE INDEX "messages_device" ON "messages" ("device_id", "id");
+"""
+
 OLD_ROWS = """
 INSERT INTO devices (id, session_id, user_id, alias, business_type, status, status_reason,
     created_at, updated_at, paired, jid, messages_sent, api_key_hash)
@@ -391,7 +396,7 @@ async def test_a_new_database_has_the_shipped_schema(db_path: Path, tmp_path: Pa
         pass
     shipped = tmp_path / "shipped.db"
     conn = sqlite3.connect(shipped, isolation_level=None)
-    conn.executescript(SCHEMA_V1 + SCHEMA_V2)
+    conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY)
     conn.close()
     assert schema(db_path) == schema(shipped)
 
