@@ -19,9 +19,9 @@ are stored (``bench/messages.py`` measures it):
   chat, a "skip scan"), takes each chat's newest message (one seek), and orders them newest
   first; its cost grows with the number of chats, not of messages. The cursor is the id of the
   last chat's newest message: a chat that gets a new message meanwhile moves to the top.
-- a chat's unread count is the run of incoming messages since the last outgoing one, counted
-  over at most :data:`UNREAD_CAP` messages (wasup has no read marks yet; an answer marks the
-  chat read, as on the phone).
+- a chat's unread count is the run of incoming messages since the last outgoing one (found on
+  the partial index ``messages_chat_out``), counted on the index up to :data:`UNREAD_CAP`
+  (wasup has no read marks yet; an answer marks the chat read, as on the phone).
 - retention deletes in small batches on ``messages_at`` (older than a date) and on
   ``messages_device (device_id, id)`` (beyond a count per device), so each job holds the
   single writer briefly.
@@ -168,17 +168,21 @@ class SqliteMessageHistory:
 
     def _unread(self, device_id: int, chat: str) -> int:
         """Incoming messages after the device's last outgoing one in the chat (capped)."""
-        count = 0
-        # The cursor steps lazily: the walk stops at the first outgoing message.
-        for (direction,) in self._db.conn.execute(
-            "SELECT direction FROM messages INDEXED BY messages_chat"
-            " WHERE device_id = ? AND chat = ? ORDER BY id DESC LIMIT ?",
+        # The last outgoing message is one seek on the partial index of outgoing messages;
+        # what follows it is all incoming (a message is in or out), counted on messages_chat
+        # without reading a row.
+        row = self._db.conn.execute(
+            """
+            SELECT COUNT(*) FROM (
+                SELECT 1 FROM messages INDEXED BY messages_chat
+                WHERE device_id = ?1 AND chat = ?2 AND id > coalesce(
+                    (SELECT MAX(id) FROM messages INDEXED BY messages_chat_out
+                     WHERE device_id = ?1 AND chat = ?2 AND direction = 'out'), 0)
+                LIMIT ?3)
+            """,
             (device_id, chat, UNREAD_CAP),
-        ):
-            if direction != "in":
-                break
-            count += 1
-        return count
+        ).fetchone()
+        return int(row[0])
 
     def prune_older(self, cutoff: str, *, limit: int) -> int:
         """Delete up to ``limit`` messages (any device) stored before ``cutoff`` (ISO, as

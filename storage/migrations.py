@@ -158,10 +158,15 @@ def _v2_reconnect_state(db: sqlite_utils.Database) -> None:
 
 def _v3_message_history(db: sqlite_utils.Database) -> None:
     """Indexes for message history: retention by age (``at``) and by count per device
-    (``device_id, id``); chat pages use ``messages_chat`` (see ``storage.history``)."""
+    (``device_id, id``), and each chat's last outgoing message for unread counts (partial:
+    outgoing only); chat pages use ``messages_chat`` (see ``storage.history``)."""
     messages = db.table("messages")
     messages.create_index(["at"], index_name="messages_at")
     messages.create_index(["device_id", "id"], index_name="messages_device")
+    # sqlite-utils has no partial index: plain SQL.
+    db.execute(
+        "CREATE INDEX messages_chat_out ON messages (device_id, chat, id) WHERE direction = 'out'"
+    )
 
 
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.

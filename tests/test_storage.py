@@ -303,6 +303,7 @@ ALTER TABLE devices ADD COLUMN reconnect_attempt INTEGER NOT NULL DEFAULT 0;
 SCHEMA_HISTORY = """
 CREATE INDEX "messages_at" ON "messages" ("at");
 CREATE INDEX "messages_device" ON "messages" ("device_id", "id");
+CREATE INDEX messages_chat_out ON messages (device_id, chat, id) WHERE direction = 'out';
 """
 
 OLD_ROWS = """
