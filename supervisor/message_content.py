@@ -19,9 +19,10 @@ WhatsApp could not decrypt for the device is :class:`Undecryptable` (the
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, get_args
 
 import attrs
+import cattrs
 
 
 @attrs.frozen
@@ -229,3 +230,29 @@ def media_of(content: Content) -> MediaInfo | None:
 def counted(content: Content) -> bool:
     """Whether an incoming message of this content counts in ``messagesReceived``."""
     return content.type not in ACTIONS
+
+
+_BY_TYPE: dict[str, type[Content]] = {record.type: record for record in get_args(Content)}
+_plain = cattrs.Converter()
+
+
+def to_json(content: Content) -> dict[str, Any]:
+    """``content`` as a JSON object with its ``type`` (to keep it, e.g. in a queue)."""
+    data: dict[str, Any] = _plain.unstructure(content)
+    return {"type": content.type, **data}
+
+
+def from_json(data: dict[str, Any]) -> Content:
+    """The content :func:`to_json` wrote.
+
+    Error handling: ``TypeError`` when ``data`` is not such an object.
+    """
+    fields = dict(data)
+    record = _BY_TYPE.get(fields.pop("type", None))
+    if record is None:
+        raise TypeError(f"not a message content: {data!r}")
+    try:
+        content: Content = _plain.structure(fields, record)
+    except (cattrs.BaseValidationError, ValueError, KeyError) as exc:
+        raise TypeError(f"not a message content: {data!r}") from exc
+    return content
