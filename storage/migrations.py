@@ -156,7 +156,20 @@ def _v2_reconnect_state(db: sqlite_utils.Database) -> None:
     )
 
 
-def _v3_message_content(db: sqlite_utils.Database) -> None:
+def _v3_message_history(db: sqlite_utils.Database) -> None:
+    """Indexes for message history: retention by age (``at``) and by count per device
+    (``device_id, id``), and each chat's last outgoing message for unread counts (partial:
+    outgoing only); chat pages use ``messages_chat`` (see ``storage.history``)."""
+    messages = db.table("messages")
+    messages.create_index(["at"], index_name="messages_at")
+    messages.create_index(["device_id", "id"], index_name="messages_device")
+    # sqlite-utils has no partial index: plain SQL.
+    db.execute(
+        "CREATE INDEX messages_chat_out ON messages (device_id, chat, id) WHERE direction = 'out'"
+    )
+
+
+def _v4_message_content(db: sqlite_utils.Database) -> None:
     """Every kind of message: its ``type`` (``text`` for the messages stored before), its
     content as the JSON of the ``message_received`` event's content fields, and the id of the
     message it quotes."""
@@ -174,7 +187,8 @@ def _v3_message_content(db: sqlite_utils.Database) -> None:
 MIGRATIONS: list[Migration] = [
     _v1_initial,
     _v2_reconnect_state,
-    _v3_message_content,
+    _v3_message_history,
+    _v4_message_content,
 ]
 
 

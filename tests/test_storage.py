@@ -300,8 +300,14 @@ ALTER TABLE devices ADD COLUMN ban_until REAL;
 ALTER TABLE devices ADD COLUMN reconnect_attempt INTEGER NOT NULL DEFAULT 0;
 """
 
-#: What migration 3 adds.
-SCHEMA_V3 = """
+SCHEMA_HISTORY = """
+CREATE INDEX "messages_at" ON "messages" ("at");
+CREATE INDEX "messages_device" ON "messages" ("device_id", "id");
+CREATE INDEX messages_chat_out ON messages (device_id, chat, id) WHERE direction = 'out';
+"""
+
+#: What migration 4 adds.
+SCHEMA_V4 = """
 ALTER TABLE messages ADD COLUMN type TEXT NOT NULL DEFAULT 'text';
 ALTER TABLE messages ADD COLUMN content TEXT CHECK (content IS NULL OR json_valid(content));
 ALTER TABLE messages ADD COLUMN quoted TEXT;
@@ -335,13 +341,14 @@ def old_database(path: Path, version: int) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.executescript(SCHEMA_V1 + (SCHEMA_V2 if version >= 2 else "")
-                           + (SCHEMA_V3 if version >= 3 else "") + OLD_ROWS)
+                           + (SCHEMA_HISTORY if version >= 3 else "")
+                           + (SCHEMA_V4 if version >= 4 else "") + OLD_ROWS)
         conn.execute(f"PRAGMA user_version = {version}")
     finally:
         conn.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 async def test_database_of_an_earlier_wasup_opens_with_nothing_lost(
     db_path: Path, version: int
 ) -> None:
@@ -400,7 +407,7 @@ async def test_a_new_database_has_the_shipped_schema(db_path: Path, tmp_path: Pa
         pass
     shipped = tmp_path / "shipped.db"
     conn = sqlite3.connect(shipped, isolation_level=None)
-    conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_V3)
+    conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY + SCHEMA_V4)
     conn.close()
     assert schema(db_path) == schema(shipped)
 
