@@ -191,10 +191,31 @@ class MessageRepository(Protocol):
         status: str | None,
         at: str,
         sender: str | None = None,
+        type: str = "text",
+        content: JsonObject | None = None,
+        quoted: str | None = None,
     ) -> MessageRow:
-        """Store one message (``direction`` ``"in"`` or ``"out"``) and return it.
+        """Store one message (``direction`` ``"in"`` or ``"out"``) of kind ``type`` with its
+        content fields and the id of the message it quotes, and return it.
 
         Raises: ``Conflict`` (``field="message_id"``) for a redelivery; ``NotFound``.
+        """
+        ...
+
+    def decrypted(
+        self,
+        device_id: int,
+        message_id: str,
+        *,
+        text: str | None,
+        type: str,
+        content: JsonObject | None,
+        quoted: str | None,
+    ) -> bool:
+        """Fill in a message stored as ``undecryptable`` that arrived again decrypted; False
+        when the device has no undecryptable message with this id.
+
+        Raises: nothing of its own.
         """
         ...
 

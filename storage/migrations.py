@@ -169,11 +169,26 @@ def _v3_message_history(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v4_message_content(db: sqlite_utils.Database) -> None:
+    """Every kind of message: its ``type`` (``text`` for the messages stored before), its
+    content as the JSON of the ``message_received`` event's content fields, and the id of the
+    message it quotes."""
+    execute_all(
+        db,
+        [
+            "ALTER TABLE messages ADD COLUMN type TEXT NOT NULL DEFAULT 'text'",
+            "ALTER TABLE messages ADD COLUMN content TEXT CHECK (content IS NULL OR json_valid(content))",
+            "ALTER TABLE messages ADD COLUMN quoted TEXT",
+        ],
+    )
+
+
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.
 MIGRATIONS: list[Migration] = [
     _v1_initial,
     _v2_reconnect_state,
     _v3_message_history,
+    _v4_message_content,
 ]
 
 

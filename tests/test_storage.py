@@ -306,6 +306,13 @@ CREATE INDEX "messages_device" ON "messages" ("device_id", "id");
 CREATE INDEX messages_chat_out ON messages (device_id, chat, id) WHERE direction = 'out';
 """
 
+#: What migration 4 adds.
+SCHEMA_V4 = """
+ALTER TABLE messages ADD COLUMN type TEXT NOT NULL DEFAULT 'text';
+ALTER TABLE messages ADD COLUMN content TEXT CHECK (content IS NULL OR json_valid(content));
+ALTER TABLE messages ADD COLUMN quoted TEXT;
+"""
+
 OLD_ROWS = """
 INSERT INTO devices (id, session_id, user_id, alias, business_type, status, status_reason,
     created_at, updated_at, paired, jid, messages_sent, api_key_hash)
@@ -333,13 +340,15 @@ def old_database(path: Path, version: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.executescript(SCHEMA_V1 + (SCHEMA_V2 if version >= 2 else "") + OLD_ROWS)
+        conn.executescript(SCHEMA_V1 + (SCHEMA_V2 if version >= 2 else "")
+                           + (SCHEMA_HISTORY if version >= 3 else "")
+                           + (SCHEMA_V4 if version >= 4 else "") + OLD_ROWS)
         conn.execute(f"PRAGMA user_version = {version}")
     finally:
         conn.close()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 async def test_database_of_an_earlier_wasup_opens_with_nothing_lost(
     db_path: Path, version: int
 ) -> None:
@@ -365,6 +374,7 @@ async def test_database_of_an_earlier_wasup_opens_with_nothing_lost(
         assert hook == {"url": "https://hooks.example/x", "events": ["message_received"]}
         message = await db.run(lambda r: r.messages.get(7, "m1"))
         assert message is not None and message.text == "hello" and message.status == "read"
+        assert (message.type, message.content, message.quoted) == ("text", None, None)
         (delivery,), total = await db.run(lambda r: r.outbox.list_deliveries(7))
         assert total == 1 and delivery["status"] == "delivered"
         assert delivery["attemptLog"] == [
@@ -397,7 +407,7 @@ async def test_a_new_database_has_the_shipped_schema(db_path: Path, tmp_path: Pa
         pass
     shipped = tmp_path / "shipped.db"
     conn = sqlite3.connect(shipped, isolation_level=None)
-    conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY)
+    conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY + SCHEMA_V4)
     conn.close()
     assert schema(db_path) == schema(shipped)
 

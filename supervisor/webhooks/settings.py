@@ -49,7 +49,9 @@ from supervisor.webhooks import signing, ssrf
 #: The settings kind the webhook settings are stored under.
 WEBHOOK_KIND = "webhook"
 EVENT_GROUPS: dict[str, frozenset[str]] = {
-    "message": frozenset({"message_received", "message_sent", "message_status"}),
+    "message": frozenset(
+        {"message_received", "message_undecryptable", "message_sent", "message_status"}
+    ),
     "status": frozenset(
         {
             "device_status",
