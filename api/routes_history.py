@@ -5,13 +5,14 @@
     GET /devices/{deviceId}/chats?before=&limit=
         -> 200 {"success": true, "data": [{"chatId", "isGroup", "lastMessage", "unreadCount"}],
                 "pagination": {"limit", "hasMore", "nextCursor"}}
-    GET /devices/{deviceId}/chats/{chatId}/messages?before=&limit=&since=&until=&fromMe=
+    GET /devices/{deviceId}/chats/{chatId}/messages?before=&limit=&since=&until=&fromMe=&type=
         -> 200 {"success": true, "data": [<message>, ...], "pagination": {...}}  newest first
     GET /devices/{deviceId}/messages/{messageId}
         -> 200 {"success": true, "data": <message>}     404 NOT_FOUND if not stored
 
-A message is ``{"messageId", "chatId", "from", "fromMe", "text", "status", "timestamp"}``
-(``timestamp``: when wasup stored it). Pages are keyset pages (``storage.history``): pass
+A message is ``{"messageId", "chatId", "from", "fromMe", "status", "timestamp"}`` (``timestamp``:
+when wasup stored it) with the content fields of ``message_received`` (``type``, ``text``,
+``hasMedia``, ``media``, the kind's own object, ``quoted``, ``pushName``: docs/events.md). Pages are keyset pages (``storage.history``): pass
 ``pagination.nextCursor`` as ``before`` for the next, older page; ``hasMore`` false and
 ``nextCursor`` null on the last. A cursor is opaque to clients (today a row id; any well-formed
 value is a valid starting point). The operator token or the device's own API key may call all
@@ -19,12 +20,14 @@ three.
 
 Errors: 400 INVALID_REQUEST naming the parameter (``chatId``: a phone number like
 ``+15551234567`` or a WhatsApp JID; ``before``; ``limit``: 1 to 100; ``since``/``until``: RFC
-3339 date-times such as ``2025-06-19T12:00:00Z``; ``fromMe``: ``true`` or ``false``); 404
+3339 date-times such as ``2025-06-19T12:00:00Z``; ``fromMe``: ``true`` or ``false``; ``type``:
+one of the message types); 404
 DEVICE_NOT_FOUND for an unknown device.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -37,6 +40,7 @@ from api.state import current_state
 from storage import ChatSummary, MessageRow
 from supervisor.errors import InvalidRequest, NotFound
 from supervisor.jid import InvalidJid, Jid, JidKind
+from supervisor.message_content import CONTENT_TYPES
 
 bp = Blueprint("history", __name__)
 
@@ -147,17 +151,36 @@ def _from_me() -> bool | None:
     return raw == "true"
 
 
+def _type() -> str | None:
+    raw = request.args.get("type")
+    if raw is None:
+        return None
+    if raw not in CONTENT_TYPES:
+        raise InvalidRequest(f"type: must be one of {', '.join(CONTENT_TYPES)}", field="type")
+    return raw
+
+
 def message_view(row: MessageRow) -> dict[str, Any]:
-    """A stored message as the API shows it."""
-    return {
+    """A stored message as the API shows it: its record and its stored content fields (the
+    ``message_received`` shape; a message stored without them shows its type and text)."""
+    view: dict[str, Any] = {
         "messageId": row.message_id,
         "chatId": row.chat,
         "from": row.sender,
         "fromMe": row.direction == "out",
+        "type": row.type,
         "text": row.text,
-        "status": row.status,
-        "timestamp": row.at,
+        "hasMedia": False,
+        "media": None,
+        "quoted": None if row.quoted is None else {"messageId": row.quoted},
     }
+    if row.content is not None:
+        content = json.loads(row.content)
+        if isinstance(content, dict):
+            view.update(content)
+    view["status"] = row.status
+    view["timestamp"] = row.at
+    return view
 
 
 def chat_view(chat: ChatSummary) -> dict[str, Any]:
@@ -199,10 +222,11 @@ async def list_messages(device_id: str, chat_id: str) -> Response:
     row = await resolve_device(device_id)
     jid = canonical_chat(chat_id)
     before, limit = _cursor(), _limit()
-    since, until, from_me = _time_arg("since"), _time_arg("until"), _from_me()
+    since, until, from_me, kind = _time_arg("since"), _time_arg("until"), _from_me(), _type()
     page = await current_state().sup.db.run(
         lambda r: r.message_history.page(
-            row.id, jid, before=before, limit=limit, since=since, until=until, from_me=from_me
+            row.id, jid, before=before, limit=limit, since=since, until=until, from_me=from_me,
+            type=kind,
         )
     )
     return ok(

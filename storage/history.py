@@ -14,7 +14,8 @@ are stored (``bench/messages.py`` measures it):
   order is the order wasup stored them, which is ``at`` order: ``at`` is the storage time). A
   page starts below the cursor's id; ``since``/``until`` become id bounds through
   ``messages_at (at)`` (two index lookups), then also filter the rows themselves.
-  ``from_me`` filters the rows the index walk meets: a page with a rare value may walk further.
+  ``from_me`` and ``type`` filter the rows the index walk meets: a page of a rare value may
+  walk further.
 - the chat list walks the distinct chats of a device on ``messages_chat`` (one index seek per
   chat, a "skip scan"), takes each chat's newest message (one seek), and orders them newest
   first; its cost grows with the number of chats, not of messages. The cursor is the id of the
@@ -40,7 +41,7 @@ from storage.models import MessageRow
 #: Most incoming messages counted as unread in one chat (the count says "at least" beyond it).
 UNREAD_CAP = 1000
 
-_COLS = "device_id, message_id, chat, direction, text, status, at, sender"
+_COLS = "device_id, message_id, chat, direction, text, status, at, sender, type, content, quoted"
 
 
 @attrs.frozen
@@ -88,10 +89,11 @@ class SqliteMessageHistory:
         since: str | None = None,
         until: str | None = None,
         from_me: bool | None = None,
+        type: str | None = None,
     ) -> MessagePage:
         """Up to ``limit`` messages of one chat older than the cursor ``before``, newest first,
         stored at ``since`` or later and at ``until`` or earlier (ISO strings as stored),
-        sent by the device (``from_me``) or not.
+        sent by the device (``from_me``) or not, of one ``type`` (``text``, ``image``...).
 
         Error handling: nothing of its own (an unknown device or chat is an empty page).
         """
@@ -122,6 +124,9 @@ class SqliteMessageHistory:
         if from_me is not None:
             where.append("direction = ?")
             args.append("out" if from_me else "in")
+        if type is not None:
+            where.append("type = ?")
+            args.append(type)
         # One more row than asked says whether an older page exists.
         rows = conn.execute(
             f"SELECT id, {_COLS} FROM messages INDEXED BY messages_chat"

@@ -254,6 +254,7 @@ class MessageHistoryRepository(Protocol):
         since: str | None = None,
         until: str | None = None,
         from_me: bool | None = None,
+        type: str | None = None,
     ) -> MessagePage:
         """One page of a chat's messages older than ``before``, newest first, filtered.
 

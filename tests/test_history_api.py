@@ -46,6 +46,20 @@ async def receive(api: httpx.AsyncClient, sid: str, sender: str, text: str) -> s
             await trio.sleep(0.01)
 
 
+async def receive_location(api: httpx.AsyncClient, sid: str, sender: str, reply_to: str) -> str:
+    """A location from ``sender`` quoting ``reply_to``; its id once stored."""
+    body = {"from": sender, "type": "location", "replyTo": reply_to,
+            "location": {"latitude": 52.52, "longitude": 13.405, "name": "Berlin"}}
+    r = await api.post(f"/simulator/devices/{sid}/messages", json=body)
+    assert r.status_code == 200, r.text
+    message_id: str = r.json()["data"]["messageId"]
+    with trio.fail_after(DEADLINE):
+        while True:
+            if (await api.get(f"/devices/{sid}/messages/{message_id}")).status_code == 200:
+                return message_id
+            await trio.sleep(0.01)
+
+
 async def send(api: httpx.AsyncClient, sid: str, to: str, text: str) -> str:
     r = await api.post(f"/devices/{sid}/messages", json={"to": to, "text": text})
     assert r.status_code == 200, r.text
@@ -113,6 +127,18 @@ async def test_chats_pages_and_one_message(tmp_path: Path) -> None:
         old = (await api.get(f"/devices/{sid}/chats/{ALICE}/messages",
                              params={"until": "2000-01-01T00:00:00Z"})).json()["data"]
         assert old == []
+        # Every kind is kept with its content, and filtered by type.
+        loc = await receive_location(api, sid, ALICE, a1)
+        r = await api.get(f"/devices/{sid}/chats/{ALICE}/messages", params={"type": "location"})
+        located = r.json()["data"]
+        assert [m["messageId"] for m in located] == [loc]
+        assert located[0]["type"] == "location" and located[0]["hasMedia"] is False
+        assert located[0]["location"]["name"] == "Berlin"
+        assert located[0]["quoted"]["messageId"] == a1
+        texts = (await api.get(f"/devices/{sid}/chats/{ALICE}/messages",
+                               params={"type": "text"})).json()["data"]
+        assert [m["messageId"] for m in texts] == [a3, a2, out, a1]
+        assert texts[0]["type"] == "text" and texts[0]["text"] == "hi 3"
         # An unknown chat is empty.
         r = await api.get(f"/devices/{sid}/chats/120363000000000009@g.us/messages")
         assert r.status_code == 200 and r.json()["data"] == []
@@ -158,6 +184,7 @@ BAD_PARAMETERS = [
     ("/chats/+15550000001/messages", {"until": "2025-06-19T12:00:00"}, "until"),
     ("/chats/+15550000001/messages", {"until": "2025-06-19T12:00:00+24:00"}, "until"),
     ("/chats/+15550000001/messages", {"fromMe": "yes"}, "fromMe"),
+    ("/chats/+15550000001/messages", {"type": "gif"}, "type"),
 ]
 
 

@@ -98,6 +98,10 @@ async def test_chat_pages_newest_first_by_cursor_with_filters(tmp_path: Path) ->
         assert [m.message_id for m in first.items + rest.items] == [
             m.message_id for m in window.items
         ]
+        # type: everything stored here is text.
+        texts = await db.run(lambda r: r.message_history.page(d, A, type="text", limit=100))
+        assert len(texts.items) == len(in_a) and texts.items[0].type == "text"
+        assert (await db.run(lambda r: r.message_history.page(d, A, type="image"))).items == ()
         # Another device's chat of the same JID is not mixed in; an unknown chat is empty.
         assert (await db.run(lambda r: r.message_history.page(d, G))).items == ()
 
@@ -202,6 +206,7 @@ def _plans(db_file: Path, calls: Callable[[SqliteRepositories], Any]) -> list[tu
         lambda r: r.message_history.page(1, A),
         lambda r: r.message_history.page(1, A, before=5, limit=10),
         lambda r: r.message_history.page(1, A, since=at(3), until=at(9), from_me=True),
+        lambda r: r.message_history.page(1, A, type="image", before=7),
         lambda r: r.message_history.chats(1, before=10),
         lambda r: r.message_history.prune_older(at(3), limit=10),
         lambda r: r.message_history.prune_beyond(1, 3, limit=10),
