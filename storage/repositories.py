@@ -22,6 +22,7 @@ from storage.credentials import SqliteCredentials
 from storage.devices import SqliteDevices, SqliteHistory
 from storage.messages import SqliteMessages
 from storage.outbox import SqliteOutbox
+from storage.sends import SqliteSends
 from storage.settings import SqliteSettings
 
 
@@ -48,6 +49,7 @@ class SqliteRepositories:
     settings: SqliteSettings
     credentials: SqliteCredentials
     outbox: SqliteOutbox
+    sends: SqliteSends
 
     @classmethod
     def bind(cls, db: sqlite_utils.Database) -> SqliteRepositories:
@@ -61,4 +63,5 @@ class SqliteRepositories:
             settings=settings,
             credentials=SqliteCredentials(db),
             outbox=SqliteOutbox(db, settings),
+            sends=SqliteSends(db),
         )

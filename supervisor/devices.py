@@ -315,14 +315,22 @@ class Devices:
             raise EngineRefused(exc.reason, exc.recoverable, str(exc)) from exc
 
     async def send_message(
-        self, ref: str | int, to: str, text: str, origin: str = "api"
+        self,
+        ref: str | int,
+        to: str,
+        text: str,
+        origin: str = "api",
+        *,
+        ttl: float | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Send a text message; returns ``messageId``, ``to``, ``status`` and ``timestamp``.
+        """Send a text message through the device's outbound queue; returns ``messageId``,
+        ``to``, ``status`` (``sent`` or ``pending``) and ``timestamp``.
 
-        Raises: DeviceNotFound; DeviceConflict (not connected, or the engine refused it); Busy,
-        Restarting, Unresponsive.
+        Raises: DeviceNotFound; DeviceConflict (the device does not take sends); QueueFull;
+        Busy, Restarting, Unresponsive.
         """
-        sent = await self._call(ref, cmd.Send(to, text, origin))
+        sent = await self._call(ref, cmd.Send(to, text, origin, ttl, idempotency_key))
         return {"messageId": sent.message_id, "to": sent.to, "status": sent.status,
                 "timestamp": sent.timestamp}
 

@@ -89,6 +89,8 @@ async def test_pair_by_code_send_receive_receipts_statistics(tmp_path: Path) -> 
                 engine = server.sup.engine
                 assert isinstance(engine, SimulatorEngine)
                 assert [m.text for m in engine.sent_messages(device["id"])] == ["hello"]
+                # WhatsApp knows the message by its own id; events and the API by wasup's.
+                wa_id = engine.sent_messages(device["id"])[0].message_id
 
                 # -- receive --------------------------------------------------------------------
                 r = await api.post(f"/simulator/devices/{sid}/messages",
@@ -96,8 +98,8 @@ async def test_pair_by_code_send_receive_receipts_statistics(tmp_path: Path) -> 
                 assert r.status_code == 200, r.text
 
                 # -- receipts -------------------------------------------------------------------
-                await engine.ack(device["id"], sent["messageId"], "delivered")
-                await engine.ack(device["id"], sent["messageId"], "read")
+                await engine.ack(device["id"], wa_id, "delivered")
+                await engine.ack(device["id"], wa_id, "read")
 
                 with trio.fail_after(DEADLINE):
                     for _ in range(1000):
@@ -114,8 +116,9 @@ async def test_pair_by_code_send_receive_receipts_statistics(tmp_path: Path) -> 
         assert out["data"]["text"] == "hello"
         inbound = next(e for e in events if e["type"] == "message_received")
         assert inbound["data"]["text"] == "hi back"
-        statuses = [e["data"]["status"] for e in events if e["type"] == "message_status"]
-        assert statuses == ["delivered", "read"]
+        statuses = [(e["data"]["messageId"], e["data"]["status"])
+                    for e in events if e["type"] == "message_status"]
+        assert statuses == [(sent["messageId"], s) for s in ("sent", "delivered", "read")]
 
         # -- statistics -------------------------------------------------------------------------
         r = await api.get(f"/devices/{sid}")

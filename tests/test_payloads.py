@@ -22,6 +22,7 @@ from supervisor.payloads import (
     MessageReceived,
     MessageSent,
     MessageStatusChanged,
+    MessageStuck,
     Payload,
     QrShown,
     QrTimedOut,
@@ -55,7 +56,8 @@ SAMPLES: dict[str, Callable[[dict[str, Any]], Payload]] = {
     "message_sent": lambda d: MessageSent(
         d["messageId"], d["to"], d["text"], status=d["status"], origin=d["origin"]
     ),
-    "message_status": lambda d: MessageStatusChanged(d["messageId"], d["status"]),
+    "message_status": lambda d: MessageStatusChanged(d["messageId"], d["status"], d["reason"]),
+    "message_stuck": lambda d: MessageStuck(d["messageId"], d["to"], d["status"], d["since"]),
 }
 
 

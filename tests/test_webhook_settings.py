@@ -32,7 +32,9 @@ def test_seed_example_groups() -> None:
     assert generated is None
     assert set(stored.events) == ws.EVENT_TYPES
     assert stored.to_stored()["secrets"] == [{"secret": "webhook_secret", "expiresAt": None}]
-    assert ws.expand_events(["message"]) == ["message_received", "message_sent", "message_status"]
+    assert ws.expand_events(["message"]) == [
+        "message_received", "message_sent", "message_status", "message_stuck"
+    ]
     assert "device_connected" in ws.expand_events(["status"])
     assert ws.expand_events(["qr_code", "device_status"]) == ["device_status", "qr_code"]
     assert ws.expand_events(None) == sorted(ws.EVENT_TYPES)
