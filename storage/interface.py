@@ -263,6 +263,10 @@ class SendRepository(Protocol):
         """Record that ``message_stuck`` was raised for this send."""
         ...
 
+    def counts(self, device_id: int) -> tuple[int, int]:
+        """``(pending, stuck)``: the device's sends not done yet, and the stuck ones of them."""
+        ...
+
 
 class SettingsRepository(Protocol):
     """Per-device settings documents, one per ``kind`` (``"ai"``, ``"webhook"``)."""

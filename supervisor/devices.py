@@ -334,6 +334,15 @@ class Devices:
         return {"messageId": sent.message_id, "to": sent.to, "status": sent.status,
                 "timestamp": sent.timestamp}
 
+    async def outbound_counts(self, device_id: int) -> tuple[int, int]:
+        """``(pending, stuck)``: the device's sends not sent yet, and those of them that raised
+        ``message_stuck``.
+
+        Raises: nothing.
+        """
+        result: tuple[int, int] = await self.db.run(lambda r: r.sends.counts(device_id))
+        return result
+
     async def recent_messages(self, device_id: int, chat: str, limit: int = 20) -> list[Any]:
         """The last ``limit`` messages of a chat, oldest first.
 

@@ -18,9 +18,9 @@ it work then (:meth:`Outbound.tick`), and passes on WhatsApp's receipts
   (logged out, QR timed out, pairing, held) refuses new sends (409) and fails the queued ones
   with its status as the reason.
 - **Paced.** A token bucket (``ratePerMinute``, ``burst``; the device's ``sending`` settings or
-  :class:`~supervisor.config.SendingConfig`) with a random extra pause after each send
-  (``jitter``, a fraction of the interval), so a burst from an application leaves as a steady
-  trickle. The queue holds at most ``queue_size`` sends; one more is refused with
+  :class:`~supervisor.config.SendingConfig`): up to ``burst`` sends leave back to back, then one
+  per interval, each paced send followed by a random extra pause (``jitter``, a fraction of the
+  interval), so a burst from an application leaves as a steady, irregular trickle. The queue holds at most ``queue_size`` sends; one more is refused with
   :class:`~supervisor.errors.QueueFull` (429 with Retry-After).
 - **At most once.** A send is marked ``sending`` in its own transaction before the engine is
   asked; a send found ``sending`` after a crash may have left or not, so it fails with
@@ -342,8 +342,9 @@ class Outbound:
         now = trio.current_time()
         assert self.bucket is not None and self.pacing is not None
         self.bucket.take(now)
-        interval = 60.0 / self.pacing.rate_per_minute
-        self.not_before = now + self.rng.uniform(0.0, self.config.jitter * interval)
+        if self.bucket.tokens < 1.0:  # the burst is spent: paced from now on, with jitter
+            interval = 60.0 / self.pacing.rate_per_minute
+            self.not_before = now + self.rng.uniform(0.0, self.config.jitter * interval)
         at = iso(now_epoch())
         events = [
             self.host.event(MessageSent(row.message_id, row.chat, row.text, origin=row.origin), at),

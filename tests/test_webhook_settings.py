@@ -103,7 +103,7 @@ def test_stored_form_round_trips_with_its_json_names() -> None:
     stored = rotated.to_stored()
     assert stored == {
         "url": URL,
-        "events": ["message_received", "message_sent", "message_status"],
+        "events": ["message_received", "message_sent", "message_status", "message_stuck"],
         "secrets": [
             {"secret": new, "expiresAt": None},
             {"secret": secret, "expiresAt": 10.0 + ws.ROTATION_WINDOW},
