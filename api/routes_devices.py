@@ -161,7 +161,7 @@ async def get_device(device_id: str) -> Response:
     row = await resolve_device(device_id)
     data = device_json(row)
     pending, stuck = await current_state().sup.outbound_counts(row.id)
-    data["statistics"].update(pendingMessages=pending, stuckMessages=stuck)
+    data["outboundQueue"] = {"pending": pending, "stuck": stuck}
     return ok(data)
 
 

@@ -136,8 +136,13 @@ class TokenBucket:
 
 
 def accepts_sends(state: sm.DeviceState) -> bool:
-    """Whether a device in ``state`` takes sends: connected, or on its way there by itself."""
-    if state.status in (sm.Status.CONNECTED, sm.Status.CONNECTING):
+    """Whether a device in ``state`` takes sends: connected, or linked and on its way back to
+    connected by itself (a device never linked must be paired first)."""
+    if state.status is sm.Status.CONNECTED:
+        return True
+    if not state.paired:
+        return False
+    if state.status is sm.Status.CONNECTING:
         return True
     return state.status is sm.Status.DISCONNECTED and state.retry is not sm.Retry.HOLD
 

@@ -216,8 +216,8 @@ async def test_tracked_sends_over_http(tmp_path: Path) -> None:
                                 headers={"Idempotency-Key": "k-2"})
         assert second.status_code == 202, second.text
         assert second.json()["data"]["status"] == "pending"
-        stats = (await api.get(f"/devices/{sid}")).json()["data"]["statistics"]
-        assert (stats["pendingMessages"], stats["stuckMessages"]) == (1, 0)
+        queue = (await api.get(f"/devices/{sid}")).json()["data"]["outboundQueue"]
+        assert queue == {"pending": 1, "stuck": 0}
         # Retries answer the message made the first time, and send nothing.
         again = await api.post(f"/devices/{sid}/messages",
                                json={"to": "15557654321", "text": "a"},

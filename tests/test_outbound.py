@@ -150,6 +150,11 @@ async def test_a_device_that_cannot_come_back_fails_what_waits(
         )
         with pytest.raises(DeviceConflict):
             await sup.send_message(device, TO, "refused")
+        # A device never linked takes no sends either, whatever its status.
+        row, _ = await sup.create_device("u1", "Unlinked")
+        await sup.wait_qr(row.id, 5)
+        with pytest.raises(DeviceConflict):
+            await sup.send_message(row.id, TO, "refused")
 
 
 async def test_pacing_settings_apply_at_once(autojump_clock, tmp_path: Path) -> None:
