@@ -5,20 +5,23 @@ Operator token only. Each takes a device (sessionId or numeric id) and a JSON bo
     POST /api/whatsapp/simulator/devices/{deviceId}/scan        {"phoneNumber"?, "pushName"?, "code"?}
     POST /api/whatsapp/simulator/devices/{deviceId}/disconnect  {}   network drop (recoverable)
     POST /api/whatsapp/simulator/devices/{deviceId}/unlink      {}   the phone removes the device
-    POST /api/whatsapp/simulator/devices/{deviceId}/messages    {"from", "text"}  incoming message
+    POST /api/whatsapp/simulator/devices/{deviceId}/messages    {"from", "type"?, ...}  incoming
+    POST /api/whatsapp/simulator/devices/{deviceId}/receipts    {"messageId", "status"}
     POST /api/whatsapp/simulator/devices/{deviceId}/fail        {"reason", "seconds"?}
 
 ``scan`` answers once wasup committed the pairing. ``messages`` answers 200 ``delivered`` once
 wasup committed the message, or 202 ``queued`` when the device is linked but not connected:
 the message waits in the simulated WhatsApp's offline queue and arrives, in order, when the
-device reconnects. ``fail`` makes WhatsApp report a failure the way the real engine does
+device reconnects; it takes every type of message (:mod:`api.sim_messages`), and keeps the
+file of a media message. ``receipts`` plays the recipient's phone for a message the device
+sent: ``delivered`` or ``read`` (a ``message_status`` event). ``fail`` makes WhatsApp report a failure the way the real engine does
 (``client_outdated``, ``stream_replaced``, ``pair_error``, ``account_locked``, ``banned``,
 ``temporary_ban`` for ``seconds``; see ``SimulatorEngine.fail``).
 
 Errors: 400 naming the field for a malformed body; 404 for an unknown device; 409
 DEVICE_CONFLICT when the device's state does not allow the action (scan while not pairing,
-disconnect while idle, a message for a device that is not linked, a failure its connection
-cannot have).
+disconnect while idle, a message for a device that is not linked, a receipt while not
+connected, a failure its connection cannot have).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from quart import Blueprint, Response, request
 from api import validation
 from api.auth import require_operator
 from api.routes_devices import ok
+from api.sim_messages import MESSAGE_ID_RE, sim_incoming
 from api.state import current_state
 from storage.models import DeviceRow
 from supervisor.engines.simulator import FailReason, SimulatorEngine
@@ -91,14 +95,54 @@ async def unlink(device_id: str) -> Response:
 @bp.post("/simulator/devices/<device_id>/messages")
 async def incoming_message(device_id: str) -> Response:
     engine, row = _target(device_id)
-    req = validation.sim_message(await _body_or_empty())
-    incoming = await engine.incoming_message(row.id, req.sender, req.text)
+    req = sim_incoming(await _body_or_empty())
+    incoming = await engine.incoming_message(
+        row.id, req.sender, req.text, content=req.content, quoted=req.quoted,
+        push_name=req.push_name, media=req.media,
+    )
     data = {"sessionId": row.session_id, "messageId": incoming.message_id}
     if incoming.delivered:
         return ok({**data, "status": "delivered"}, "Message delivered.")
     return ok(
         {**data, "status": "queued"}, "Device offline: the message waits in the offline queue.",
         status=202,
+    )
+
+
+#: The receipts the recipient's phone sends.
+RECEIPT_STATUSES = ("delivered", "read")
+
+
+def sim_receipt(body: Any) -> tuple[str, str]:
+    """``{"messageId", "status": "delivered" | "read"}`` as ``(message_id, status)``.
+
+    Error handling: :class:`InvalidRequest` naming ``body``, ``messageId`` or ``status``.
+    """
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: must be a JSON object", field="body")
+    for key in body:
+        if key not in ("messageId", "status"):
+            raise InvalidRequest(f"{key}: unknown field", field=key)
+    message_id, status = body.get("messageId"), body.get("status")
+    if not isinstance(message_id, str) or not MESSAGE_ID_RE.fullmatch(message_id):
+        raise InvalidRequest(
+            "messageId: must be a message id (1 to 128 letters, digits, '_' or '-')",
+            field="messageId",
+        )
+    if status not in RECEIPT_STATUSES:
+        raise InvalidRequest("status: must be delivered or read", field="status")
+    return message_id, status
+
+
+@bp.post("/simulator/devices/<device_id>/receipts")
+async def receipt(device_id: str) -> Response:
+    engine, row = _target(device_id)
+    message_id, status = sim_receipt(await _body_or_empty())
+    # The API's messageId is wasup's; the simulated WhatsApp knows the message by its own.
+    await engine.ack(row.id, await current_state().sup.whatsapp_id(row.id, message_id), status)
+    return ok(
+        {"sessionId": row.session_id, "messageId": message_id, "status": status},
+        f"The recipient's phone sent a {status} receipt.",
     )
 
 

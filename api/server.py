@@ -12,6 +12,7 @@ Start order, each ready before the next starts (OTP's children in order; hyperco
 ``trio/run.py`` and trio's ``serve_listeners``)::
 
     open_supervisor (database, engine, actors)
+      -> MessageRetention (prunes stored messages: supervisor.retention)
       -> WebhookDispatcher (woken through sup.outbox_listeners)
         -> AutoReply
           -> create_app -> Hypercorn (HTTP and the WebSocket on one port)
@@ -19,8 +20,8 @@ Start order, each ready before the next starts (OTP's children in order; hyperco
 Shutdown runs the same chain in reverse: when ``shutdown_trigger`` returns (or
 :meth:`Server.shutdown` is called) WebSocket streams are closed with 1001, Hypercorn stops
 accepting and lets requests in flight finish for ``graceful_timeout`` seconds; then auto-reply
-is cancelled, then the dispatcher, then the supervisor stops every actor, newest first, and
-closes the engine and the database. A caller wanting a hard deadline on all of that sets it on
+is cancelled, then the dispatcher, then message retention, then the supervisor stops every
+actor, newest first, and closes the engine and the database. A caller wanting a hard deadline on all of that sets it on
 the enclosing cancel scope (``wasup serve`` does).
 
 Error handling: an error in any service cancels the others and propagates out of :func:`serve`
@@ -50,6 +51,7 @@ from supervisor.autoreply import AutoReply
 from supervisor.config import Config
 from supervisor.devices import Devices
 from supervisor.engine import Engine
+from supervisor.retention import MessageRetention
 from supervisor.supervisor import open_supervisor
 from supervisor.webhooks.dispatcher import WebhookDispatcher
 
@@ -174,6 +176,9 @@ async def serve(
         dispatcher = WebhookDispatcher(sup.db, config, bus=sup.bus)
         sup.outbox_listeners.append(dispatcher.notify)
         autoreply = AutoReply(sup)
+        retention = MessageRetention(
+            sup.db, days=config.message_retention_days, count=config.message_retention_count
+        )
         app = create_app(sup, api_token, settings, autoreply=autoreply)
         hconfig = hypercorn_config(
             host,
@@ -200,7 +205,9 @@ async def serve(
             log.info("http server stopped")
 
         try:
-            async with _running(dispatcher.run), _running(autoreply.run):
+            async with (
+                _running(retention.run), _running(dispatcher.run), _running(autoreply.run)
+            ):
                 async with trio.open_nursery() as http:
                     binds: list[str] = await http.start(run_http)
                     bound_host, bound_port = _parse_bind(binds[0])

@@ -26,7 +26,7 @@ import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, override
 
-from api.text import check_line, check_strings, check_text, is_one_line, text_problem
+from api.text import check_line, check_strings, is_one_line, text_problem
 from supervisor.errors import InvalidRequest
 from supervisor.status import Status
 
@@ -83,12 +83,6 @@ class SimScan:
 
 
 @attrs.frozen
-class SimMessage:
-    sender: str
-    text: str
-
-
-@attrs.frozen
 class Empty:
     """A body that must be empty or ``{}``."""
 
@@ -123,7 +117,6 @@ _RENAMES: dict[type, dict[str, str]] = {
                    "phoneNumber": "phone_number"},
     UpdateDevice: {"businessType": "business_type", "phoneNumber": "phone_number"},
     SimScan: {"phoneNumber": "phone_number", "pushName": "push_name"},
-    SimMessage: {"from": "sender"},
 }
 _JSON_NAMES: dict[type, dict[str, str]] = {
     cls: {attr: key for key, attr in names.items()} for cls, names in _RENAMES.items()
@@ -294,14 +287,6 @@ def sim_scan(body: Any) -> SimScan:
     _bounded("pushName", req.push_name, PUSH_NAME_MAX)
     if req.code is not None and not PAIR_CODE_RE.fullmatch(req.code):
         raise InvalidRequest("code: must be a pair code like ABCD-EFGH", field="code")
-    return req
-
-
-def sim_message(body: Any) -> SimMessage:
-    req = structure(body, SimMessage)
-    check_phone(req.sender, "from")
-    check_text("text", req.text)
-    _bounded("text", req.text, TEXT_MAX)
     return req
 
 

@@ -9,8 +9,8 @@ Usage::
 
 ``Database.run(job)`` runs ``job(repos)`` in the database thread inside a transaction and returns
 after the commit. ``repos`` (:class:`Repositories`) holds ``devices``, ``history``, ``messages``,
-``settings``, ``credentials``, ``outbox`` and ``sends``, all bound to that transaction, so several calls in
-one job are atomic together. :mod:`storage.interface` defines these as protocols: the core
+``message_history``, ``settings``, ``credentials``, ``outbox`` and ``sends``, all bound to that
+transaction, so several calls in one job are atomic together. :mod:`storage.interface` defines these as protocols: the core
 depends on them (and on :class:`Store`), never on SQLite. The repositories are the only layer
 that speaks SQL. ``storage`` imports nothing from ``supervisor`` or ``api``.
 """
@@ -25,12 +25,14 @@ from storage.errors import (
     StorageUnavailable,
     TransactionFailed,
 )
+from storage.history import UNREAD_CAP, ChatPage, ChatSummary, MessagePage
 from storage.interface import (
     ColumnValue,
     CredentialRepository,
     DeviceRepository,
     HistoryRepository,
     JsonObject,
+    MessageHistoryRepository,
     MessageRepository,
     OutboundEvent,
     OutboxRepository,
@@ -52,6 +54,9 @@ from storage.models import (
 
 __all__ = [
     "OUTBOX_STATUSES",
+    "UNREAD_CAP",
+    "ChatPage",
+    "ChatSummary",
     "ColumnValue",
     "Conflict",
     "CredentialRepository",
@@ -64,6 +69,8 @@ __all__ = [
     "HistoryRepository",
     "HistoryRow",
     "JsonObject",
+    "MessageHistoryRepository",
+    "MessagePage",
     "MessageRepository",
     "MessageRow",
     "MigrationError",

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
+from storage.history import ChatPage, MessagePage
 from storage.models import (
     DatabaseStatistics,
     DeliveryTarget,
@@ -191,10 +192,31 @@ class MessageRepository(Protocol):
         status: str | None,
         at: str,
         sender: str | None = None,
+        type: str = "text",
+        content: JsonObject | None = None,
+        quoted: str | None = None,
     ) -> MessageRow:
-        """Store one message (``direction`` ``"in"`` or ``"out"``) and return it.
+        """Store one message (``direction`` ``"in"`` or ``"out"``) of kind ``type`` with its
+        content fields and the id of the message it quotes, and return it.
 
         Raises: ``Conflict`` (``field="message_id"``) for a redelivery; ``NotFound``.
+        """
+        ...
+
+    def decrypted(
+        self,
+        device_id: int,
+        message_id: str,
+        *,
+        text: str | None,
+        type: str,
+        content: JsonObject | None,
+        quoted: str | None,
+    ) -> bool:
+        """Fill in a message stored as ``undecryptable`` that arrived again decrypted; False
+        when the device has no undecryptable message with this id.
+
+        Raises: nothing of its own.
         """
         ...
 
@@ -265,6 +287,55 @@ class SendRepository(Protocol):
 
     def counts(self, device_id: int) -> tuple[int, int]:
         """``(pending, stuck)``: the device's sends not done yet, and the stuck ones of them."""
+        ...
+
+
+class MessageHistoryRepository(Protocol):
+    """Reads of the stored messages (chats, pages by cursor) and their retention."""
+
+    def page(
+        self,
+        device_id: int,
+        chat: str,
+        *,
+        before: int | None = None,
+        limit: int = 50,
+        since: str | None = None,
+        until: str | None = None,
+        from_me: bool | None = None,
+    ) -> MessagePage:
+        """One page of a chat's messages older than ``before``, newest first, filtered.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def chats(self, device_id: int, *, before: int | None = None, limit: int = 50) -> ChatPage:
+        """One page of the device's chats, most recent first, with unread counts.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def prune_older(self, cutoff: str, *, limit: int) -> int:
+        """Delete up to ``limit`` messages stored before ``cutoff``; how many.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def prune_beyond(self, device_id: int, keep: int, *, limit: int) -> int:
+        """Delete up to ``limit`` of the device's messages beyond its newest ``keep``; how many.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def devices(self) -> list[int]:
+        """The ids of the devices with stored messages.
+
+        Raises: nothing of its own.
+        """
         ...
 
 
@@ -448,6 +519,9 @@ class Repositories(Protocol):
 
     @property
     def messages(self) -> MessageRepository: ...
+
+    @property
+    def message_history(self) -> MessageHistoryRepository: ...
 
     @property
     def settings(self) -> SettingsRepository: ...

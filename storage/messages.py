@@ -9,19 +9,21 @@ savepoint on each call). The chat history for auto-reply is a plain query.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import attrs
 import sqlite_utils
 
 from storage._sql import translate_integrity_error
+from storage.interface import JsonObject
 from storage.models import MessageRow
 
 #: Receipt order; ``update_status`` never moves a message backwards along it (receipts can arrive
 #: out of order). A status not listed here always applies.
 STATUS_ORDER = {"pending": 0, "sent": 1, "delivered": 2, "read": 3, "played": 4}
 
-_COLS = "device_id, message_id, chat, direction, text, status, at, sender"
+_COLS = "device_id, message_id, chat, direction, text, status, at, sender, type, content, quoted"
 
 
 @attrs.define(eq=False)
@@ -41,18 +43,25 @@ class SqliteMessages:
         status: str | None,
         at: str,
         sender: str | None = None,
+        type: str = "text",
+        content: JsonObject | None = None,
+        quoted: str | None = None,
     ) -> MessageRow:
-        """Store one message (``direction`` ``"in"`` or ``"out"``) and return it.
+        """Store one message (``direction`` ``"in"`` or ``"out"``) and return it; ``type`` is
+        its kind, ``content`` its content fields (stored as JSON), ``quoted`` the id of the
+        message it replies to.
 
         Error handling: ``Conflict`` (``field="message_id"``) if the device has a message with
         this id already (a redelivery: nothing written); ``NotFound`` if there is no such device;
         ``sqlite3.IntegrityError`` for a bad ``direction``.
         """
+        encoded = None if content is None else json.dumps(content, ensure_ascii=False)
         try:
             self._db.conn.execute(
                 "INSERT INTO messages (device_id, message_id, chat, sender, direction, text,"
-                " status, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (device_id, message_id, chat, sender, direction, text, status, at),
+                " status, at, type, content, quoted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (device_id, message_id, chat, sender, direction, text, status, at, type,
+                 encoded, quoted),
             )
         except sqlite3.IntegrityError as exc:
             raise translate_integrity_error(exc) from None
@@ -65,7 +74,33 @@ class SqliteMessages:
             status=status,
             at=at,
             sender=sender,
+            type=type,
+            content=encoded,
+            quoted=quoted,
         )
+
+    def decrypted(
+        self,
+        device_id: int,
+        message_id: str,
+        *,
+        text: str | None,
+        type: str,
+        content: JsonObject | None,
+        quoted: str | None,
+    ) -> bool:
+        """Fill in a message stored as ``undecryptable`` that arrived again decrypted; False
+        (nothing written) when the device has no undecryptable message with this id.
+
+        Error handling: nothing of its own.
+        """
+        encoded = None if content is None else json.dumps(content, ensure_ascii=False)
+        cursor = self._db.conn.execute(
+            "UPDATE messages SET text = ?, type = ?, content = ?, quoted = ?"
+            " WHERE device_id = ? AND message_id = ? AND type = 'undecryptable'",
+            (text, type, encoded, quoted, device_id, message_id),
+        )
+        return cursor.rowcount > 0
 
     def get(self, device_id: int, message_id: str) -> MessageRow | None:
         """The device's message with this id, or None."""

@@ -156,8 +156,35 @@ def _v2_reconnect_state(db: sqlite_utils.Database) -> None:
     )
 
 
-def _v3_sends(db: sqlite_utils.Database) -> None:
-    """Version 3: the ``sends`` table, the tracked sends of the outbound queue.
+def _v3_message_history(db: sqlite_utils.Database) -> None:
+    """Indexes for message history: retention by age (``at``) and by count per device
+    (``device_id, id``), and each chat's last outgoing message for unread counts (partial:
+    outgoing only); chat pages use ``messages_chat`` (see ``storage.history``)."""
+    messages = db.table("messages")
+    messages.create_index(["at"], index_name="messages_at")
+    messages.create_index(["device_id", "id"], index_name="messages_device")
+    # sqlite-utils has no partial index: plain SQL.
+    db.execute(
+        "CREATE INDEX messages_chat_out ON messages (device_id, chat, id) WHERE direction = 'out'"
+    )
+
+
+def _v4_message_content(db: sqlite_utils.Database) -> None:
+    """Every kind of message: its ``type`` (``text`` for the messages stored before), its
+    content as the JSON of the ``message_received`` event's content fields, and the id of the
+    message it quotes."""
+    execute_all(
+        db,
+        [
+            "ALTER TABLE messages ADD COLUMN type TEXT NOT NULL DEFAULT 'text'",
+            "ALTER TABLE messages ADD COLUMN content TEXT CHECK (content IS NULL OR json_valid(content))",
+            "ALTER TABLE messages ADD COLUMN quoted TEXT",
+        ],
+    )
+
+
+def _v5_sends(db: sqlite_utils.Database) -> None:
+    """Version 5: the ``sends`` table, the tracked sends of the outbound queue.
 
     One row per send a device accepted: what to send, its place in the queue (``seq``), its
     ``state`` (``queued``, ``sending``, ``done``), the ``Idempotency-Key`` it came with (unique
@@ -197,7 +224,9 @@ def _v3_sends(db: sqlite_utils.Database) -> None:
 MIGRATIONS: list[Migration] = [
     _v1_initial,
     _v2_reconnect_state,
-    _v3_sends,
+    _v3_message_history,
+    _v4_message_content,
+    _v5_sends,
 ]
 
 

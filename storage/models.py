@@ -120,6 +120,11 @@ class MessageRow:
     status: str | None
     at: str
     sender: str | None = None
+    #: The kind (``text``, ``image``, ... ``undecryptable``), the content as JSON text (the
+    #: ``message_received`` event's content fields) and the id of the quoted message.
+    type: str = "text"
+    content: str | None = None
+    quoted: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> MessageRow:
@@ -132,6 +137,9 @@ class MessageRow:
             status=row["status"],
             at=row["at"],
             sender=row["sender"],
+            type=row["type"],
+            content=row["content"],
+            quoted=row["quoted"],
         )
 
 

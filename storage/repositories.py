@@ -20,6 +20,7 @@ import sqlite_utils
 
 from storage.credentials import SqliteCredentials
 from storage.devices import SqliteDevices, SqliteHistory
+from storage.history import SqliteMessageHistory
 from storage.messages import SqliteMessages
 from storage.outbox import SqliteOutbox
 from storage.sends import SqliteSends
@@ -46,6 +47,7 @@ class SqliteRepositories:
     devices: SqliteDevices
     history: SqliteHistory
     messages: SqliteMessages
+    message_history: SqliteMessageHistory
     settings: SqliteSettings
     credentials: SqliteCredentials
     outbox: SqliteOutbox
@@ -60,6 +62,7 @@ class SqliteRepositories:
             devices=SqliteDevices(db, history),
             history=history,
             messages=SqliteMessages(db),
+            message_history=SqliteMessageHistory(db),
             settings=settings,
             credentials=SqliteCredentials(db),
             outbox=SqliteOutbox(db, settings),

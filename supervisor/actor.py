@@ -49,7 +49,7 @@ from storage.models import DeviceRow
 
 from . import commands as cmd
 from . import engine as eng
-from . import outbound
+from . import incoming, outbound
 from . import state as sm
 from .context import ActorContext
 from .errors import DeviceConflict, EngineError, Restarting, WasupError
@@ -57,7 +57,6 @@ from .events import Event
 from .inbox import AnyCall, Delivery, Inbox, OpFailed, Timeout
 from .operations import Operations
 from .payloads import (
-    MessageReceived,
     Payload,
     QrShown,
     StatusChanged,
@@ -281,30 +280,15 @@ class DeviceActor:
                 await self._apply(sm.PairingFailed(reason, restart))
 
     async def _received(self, ev: eng.MessageReceived) -> None:
+        """Store an incoming message of any kind and publish it (see :mod:`.incoming`)."""
         at = now_iso()
-        received = MessageReceived(
-            message_id=ev.message_id,
-            sender=ev.sender,
-            chat=ev.chat,
-            text=ev.text,
-            is_group=ev.is_group,
-            from_me=ev.from_me,
-            timestamp=iso(ev.timestamp) if ev.timestamp else at,
-            sender_lid=ev.sender_lid,
-            sender_pn=ev.sender_pn,
-        )
-        events = [self._event(received, at)]
+        events = [self._event(incoming.payload(ev, at), at)]
 
         def job(r: storage.Repositories) -> DeviceRow | None:
-            try:
-                r.messages.insert(
-                    self.id, message_id=ev.message_id, sender=ev.sender, chat=ev.chat,
-                    direction="out" if ev.from_me else "in", text=ev.text, status="received",
-                    at=at,
-                )
-            except storage.Conflict:
+            received = incoming.store(r.messages, self.id, ev, at)
+            if received is None:
                 return None  # WhatsApp delivered this message before: nothing new
-            row = r.devices.increment_stats(self.id, received=0 if ev.from_me else 1, at=at)
+            row = r.devices.increment_stats(self.id, received=received, at=at)
             self._enqueue(r, events)
             return row
 

@@ -105,6 +105,10 @@ class Config:
     #: Private networks the SSRF guard lets outbound requests reach (webhooks, AI providers).
     allow_networks: tuple[IPNetwork, ...] = attrs.field(default=(), converter=parse_networks)
     event_queue_size: int = 256
+    #: Messages are kept this many days after wasup stored them (0: no age limit).
+    message_retention_days: int = 90
+    #: At most this many messages are kept per device, the newest (0: no count limit).
+    message_retention_count: int = 100_000
     webhooks: WebhookConfig = attrs.field(factory=WebhookConfig)
     autoreply: AutoReplyConfig = attrs.field(factory=AutoReplyConfig)
     sending: SendingConfig = attrs.field(factory=SendingConfig)

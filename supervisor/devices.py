@@ -343,6 +343,20 @@ class Devices:
         result: tuple[int, int] = await self.db.run(lambda r: r.sends.counts(device_id))
         return result
 
+    async def whatsapp_id(self, device_id: int, message_id: str) -> str:
+        """The id WhatsApp knows a sent message by: the WhatsApp id of wasup's ``message_id``
+        once it was sent, else ``message_id`` as given.
+
+        Raises: nothing.
+        """
+
+        def job(r: storage.Repositories) -> str:
+            sent = r.sends.get(device_id, message_id)
+            return message_id if sent is None or sent.wa_id is None else sent.wa_id
+
+        result: str = await self.db.run(job)
+        return result
+
     async def recent_messages(self, device_id: int, chat: str, limit: int = 20) -> list[Any]:
         """The last ``limit`` messages of a chat, oldest first.
 

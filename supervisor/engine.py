@@ -22,6 +22,8 @@ from typing import Protocol
 
 import attrs
 
+from .message_content import Content, Quoted, Text
+
 
 @attrs.frozen
 class QrCode:
@@ -99,11 +101,15 @@ class PairingFailed:
 
 @attrs.frozen
 class MessageReceived:
-    """An incoming (or own, ``from_me``) message.
+    """An incoming (or own, ``from_me``) message of any kind.
 
     ``sender`` and ``chat`` are phone-number JIDs wherever the engine knows the mapping;
     ``sender_lid`` is the sender's LID JID (``…@lid``) when the message was LID-addressed,
-    ``sender_pn`` the sender's phone-number JID when known.
+    ``sender_pn`` the sender's phone-number JID when known. ``content`` is what it carries
+    (:mod:`supervisor.message_content`; a :class:`Text` of ``text`` when not given), ``text``
+    its text or caption (``message_content.text_of``), ``quoted`` the message it replies to,
+    ``push_name`` the sender's WhatsApp display name. An undecryptable message is one with
+    :class:`~supervisor.message_content.Undecryptable` content.
     """
 
     message_id: str
@@ -116,6 +122,11 @@ class MessageReceived:
     is_broadcast: bool = False
     sender_lid: str | None = None
     sender_pn: str | None = None
+    content: Content = attrs.field(
+        default=attrs.Factory(lambda self: Text(self.text), takes_self=True)
+    )
+    quoted: Quoted | None = None
+    push_name: str | None = None
 
 
 @attrs.frozen

@@ -24,6 +24,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
+from . import message_content as mc
 from .qr import QrAttempt
 from .status import Status
 
@@ -92,8 +93,11 @@ class StatusChanged:
 class MessageReceived:
     """A message arrived in one of the device's chats (``from_me``: the account sent it).
 
-    ``sender_lid`` is the sender's LID JID when the message was LID-addressed, ``sender_pn``
-    the sender's phone-number JID when known (each None otherwise).
+    ``content`` is what it carries, on the wire as its ``type``, ``text``, ``hasMedia``,
+    ``media`` and one object named after the type (see :func:`content_wire`); ``quoted`` the
+    message it replies to. ``sender_lid`` is the sender's LID JID when the message was
+    LID-addressed, ``sender_pn`` the sender's phone-number JID when known (each None
+    otherwise).
     """
 
     type: ClassVar[str] = "message_received"
@@ -106,6 +110,28 @@ class MessageReceived:
     timestamp: str
     sender_lid: str | None = None
     sender_pn: str | None = None
+    content: mc.Content | None = None
+    quoted: mc.Quoted | None = None
+    push_name: str | None = None
+
+
+@attrs.frozen
+class MessageUndecryptable:
+    """A message arrived that the device could not decrypt (``reason``: ``decrypt_failed``
+    or ``unavailable``); WhatsApp may deliver it again decrypted, as ``message_received``
+    with the same ``messageId``."""
+
+    type: ClassVar[str] = "message_undecryptable"
+    message_id: str
+    sender: str = attrs.field(metadata=_wire("from"))
+    chat: str
+    is_group: bool
+    from_me: bool
+    timestamp: str
+    reason: str
+    sender_lid: str | None = None
+    sender_pn: str | None = None
+    push_name: str | None = None
 
 
 @attrs.frozen
@@ -161,6 +187,7 @@ Catalogued = (
     | DeviceLoggedOut
     | StatusChanged
     | MessageReceived
+    | MessageUndecryptable
     | MessageSent
     | MessageStatusChanged
     | MessageStuck
@@ -178,9 +205,24 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+#: Content fields whose wire name is not their name in camelCase.
+_CONTENT_WIRE = {"target_id": "messageId", "sender": "from"}
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter()
     converter.register_unstructure_hook(Status, lambda status: status.value)
+    for content in (*get_args(mc.Content), mc.MediaInfo, mc.Quoted):
+        renames = {
+            field.name: override(rename=_CONTENT_WIRE.get(field.name, _camel(field.name)))
+            for field in attrs.fields(content)
+        }
+        if content is not mc.MediaInfo:
+            renames.pop("media", None)
+            if any(field.name == "media" for field in attrs.fields(content)):
+                renames["media"] = override(omit=True)
+        hook = make_dict_unstructure_fn(content, converter, **renames)  # type: ignore[arg-type]
+        converter.register_unstructure_hook(content, hook)
     for record in get_args(Payload):
         if record is QrShown:
             continue
@@ -191,9 +233,55 @@ def _make_converter() -> cattrs.Converter:
         # cattrs types **overrides as its keyword flags' type, hence the ignore.
         hook = make_dict_unstructure_fn(record, converter, **renames)  # type: ignore[arg-type]
         converter.register_unstructure_hook(record, hook)
+    received_renames = {
+        field.name: override(rename=field.metadata.get(WIRE, _camel(field.name)))
+        for field in attrs.fields(MessageReceived)
+    }
+    received_renames.update(text=override(omit=True), content=override(omit=True),
+                            quoted=override(omit=True))
+    received = make_dict_unstructure_fn(
+        MessageReceived, converter, **received_renames  # type: ignore[arg-type]
+    )
+    converter.register_unstructure_hook(
+        MessageReceived, lambda payload: _received_wire(converter, received(payload), payload)
+    )
     # The QR JSON has one definition (QrAttempt.to_json, also GET /qr); the PNG is read here.
     converter.register_unstructure_hook(QrShown, lambda shown: shown.qr.to_json(shown.qr_code))
     return converter
+
+
+def _received_wire(
+    converter: cattrs.Converter, base: dict[str, object], payload: MessageReceived
+) -> dict[str, object]:
+    content = payload.content or mc.Text(payload.text)
+    wire: dict[str, object] = {}
+    for key, value in base.items():
+        wire[key] = value
+        if key == "chat":
+            wire.update(content_wire(converter, content))
+            wire["quoted"] = None if payload.quoted is None else converter.unstructure(
+                payload.quoted)
+    return wire
+
+
+def content_wire(converter: cattrs.Converter, content: mc.Content) -> dict[str, object]:
+    """``content`` as the wire fields of ``message_received``: ``type``, ``text``
+    (the text or caption), ``hasMedia``, ``media`` (its metadata and the media kind's own
+    fields, or null) and, for the other kinds but text, one object named after the type in
+    camelCase (``location``, ``pollVote``, ``reaction``...)."""
+    media = mc.media_of(content)
+    fields: dict[str, object] = converter.unstructure(content)
+    wire: dict[str, object] = {
+        "type": content.type,
+        "text": mc.text_of(content),
+        "hasMedia": media is not None,
+        "media": None,
+    }
+    if media is not None:
+        wire["media"] = {**converter.unstructure(media), **fields}
+    elif not isinstance(content, mc.Text):
+        wire[_camel(content.type)] = fields
+    return wire
 
 
 #: The one converter from a payload to its wire JSON (the ``data`` of an event envelope).

@@ -95,7 +95,10 @@ async def test_schemathesis_operator_token_on_a_connected_device(tmp_path: Path)
         pinned = f'[parameters]\n"path.deviceId" = "{device["sessionId"]}"\n'
         code, output = await run_schemathesis(
             server, tmp_path, "device", token=TEST_TOKEN, config=pinned,
-            include=r"^/devices/\{deviceId\}(/qr|/messages|/pair-code)?$",
+            include=(
+                r"^/devices/\{deviceId\}(/qr|/messages|/pair-code|/chats"
+                r"|/chats/\{chatId\}/messages|/messages/\{messageId\})?$"
+            ),
             extra=("--exclude-method", "DELETE"),  # the device must stay for every case
         )
     assert code == 0, output[-6000:]

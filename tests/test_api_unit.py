@@ -18,6 +18,7 @@ from api.cli import load_or_create_token, parse_options
 from api.errors import response_for
 from api.openapi import load_spec, spec_routes
 from api.ratelimit import RateLimiter, RateLimitPolicy
+from api.sim_messages import sim_incoming
 from api.state import ApiSettings, AppState
 from supervisor.errors import (
     Busy,
@@ -122,7 +123,7 @@ def test_text_rules_name_the_field(raw: bytes, field: str) -> None:
 
 
 def test_free_text_may_have_line_breaks_but_no_controls() -> None:
-    ok = validation.sim_message(validation.parse_json(b'{"from": "+15551234567", "text": "a\\nb\\tc"}'))
+    ok = sim_incoming(validation.parse_json(b'{"from": "+15551234567", "text": "a\\nb\\tc"}'))
     assert ok.text == "a\nb\tc"
     for raw in [b'{"from": "+15551234567", "text": "a\\u0000"}',
                 b'{"from": "+15551234567", "text": "\\ud83d"}']:
@@ -168,9 +169,9 @@ def test_list_query() -> None:
 def test_simulator_bodies() -> None:
     assert validation.sim_scan({}).phone_number is None
     assert validation.sim_scan({"code": "ABCD-EFGH"}).code == "ABCD-EFGH"
-    assert validation.sim_message({"from": "+15551234567", "text": "hi"}).sender == "+15551234567"
+    assert sim_incoming({"from": "+15551234567", "text": "hi"}).sender == "+15551234567"
     with pytest.raises(InvalidRequest):
-        validation.sim_message({"from": "+15551234567"})
+        sim_incoming({"from": "+15551234567"})
     with pytest.raises(InvalidRequest):
         validation.structure({"x": 1}, validation.Empty)
 

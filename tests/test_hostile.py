@@ -84,6 +84,7 @@ BODY_ROUTES: list[tuple[str, str]] = [
     ("PUT", "/devices/{a}/settings/sending"),
     ("POST", "/simulator/devices/{a}/scan"),
     ("POST", "/simulator/devices/{a}/messages"),
+    ("POST", "/simulator/devices/{a}/receipts"),
     ("POST", "/simulator/devices/{a}/fail"),
 ]
 
@@ -167,6 +168,13 @@ def text_cases() -> Iterator[Case]:
         ("PUT", "/devices/{a}/settings/proxy", {}, "url", True),
         ("POST", "/simulator/devices/{a}/scan", {}, "pushName", True),
         ("POST", "/simulator/devices/{a}/messages", {"from": "+15551234567"}, "text", False),
+        ("POST", "/simulator/devices/{a}/messages", {"from": "+15551234567", "type": "image",
+                                                     "media": {"data": "AAAA"}}, "caption", False),
+        ("POST", "/simulator/devices/{a}/messages", {"from": "+15551234567", "text": "x"},
+         "pushName", True),
+        ("POST", "/simulator/devices/{a}/messages", {"from": "+15551234567", "type": "reaction",
+                                                     "messageId": "3A"}, "emoji", True),
+        ("POST", "/simulator/devices/{a}/receipts", {"status": "read"}, "messageId", True),
     ]
     for method, path, fields, name, one_line in targets:
         bad = bad_anywhere + (not_in_a_line if one_line else [])
@@ -314,9 +322,22 @@ def field_cases() -> Iterator[Case]:
                         ({"pushName": ""}, "pushName"), ({"x": 1}, "x")]:
         yield Case(f"POST simulator scan: {body}", "POST", "/simulator/devices/{a}/scan",
                    j(body), field=field)
-    for body, field in [({"from": "+15551234567", "text": "x" * 4097}, "text"),
-                        ({"from": "nobody", "text": "hi"}, "from"), ({"text": "hi"}, "from")]:
-        yield Case(f"POST simulator message: {str(body)[:40]}", "POST",
+    sim_messages: list[tuple[Any, str]] = [
+        ({"from": "+15551234567", "text": "x" * 4097}, "text"),
+        ({"from": "nobody", "text": "hi"}, "from"), ({"text": "hi"}, "from"),
+        ({"from": "+15551234567", "type": "nope"}, "type"),
+        ({"from": "+15551234567", "type": "image", "media": {"data": "%%%%"}}, "media.data"),
+        ({"from": "+15551234567", "type": "image", "media": "AAAA"}, "media"),
+        ({"from": "+15551234567", "type": "image", "media": {"data": "AAAA", "x": 1}}, "media.x"),
+        ({"from": "+15551234567", "type": "location",
+          "location": {"latitude": 1e308, "longitude": 0}}, "location.latitude"),
+        ({"from": "+15551234567", "type": "poll",
+          "poll": {"question": "q", "options": ["o"] * 13}}, "poll.options"),
+        ({"from": "+15551234567", "type": "revoke", "messageId": "x" * 129}, "messageId"),
+        ({"from": "+15551234567", "type": "contact", "contact": []}, "contact"),
+    ]
+    for body, field in sim_messages:
+        yield Case(f"POST simulator message: {str(body)[:120]}", "POST",
                    "/simulator/devices/{a}/messages", j(body), field=field)
     proxy: list[tuple[Any, str]] = [
         ({"url": "http://proxy.example:99999"}, "url"),
@@ -343,6 +364,14 @@ def field_cases() -> Iterator[Case]:
     for body, field in fail:
         yield Case(f"POST simulator fail: {body[:50]!r}", "POST", "/simulator/devices/{a}/fail",
                    body, field=field)
+    receipts: list[tuple[Any, str]] = [
+        ({}, "messageId"), ({"messageId": 5, "status": "read"}, "messageId"),
+        ({"messageId": "3A", "status": "seen"}, "status"),
+        ({"messageId": "3A", "status": "read", "x": 1}, "x"), ([], "body"),
+    ]
+    for body, field in receipts:
+        yield Case(f"POST simulator receipt: {str(body)[:40]}", "POST",
+                   "/simulator/devices/{a}/receipts", j(body), field=field)
     for route in ["disconnect", "unlink"]:
         yield Case(f"POST simulator {route}: a field", "POST",
                    f"/simulator/devices/{{a}}/{route}", j({"force": True}), field="force")

@@ -77,6 +77,7 @@ EXPECTED_CODES = {
     12: nz.Disconnected,
     17: nz.Message,
     18: nz.Receipt,
+    44: nz.UndecryptableMessage,
 }
 
 

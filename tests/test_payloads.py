@@ -12,6 +12,7 @@ import pytest
 
 from common.clock import parse_iso
 from storage.outbox import body_of
+from supervisor import message_content as mc
 from supervisor.events import Event
 from supervisor.payloads import (
     EVENT_TYPES,
@@ -23,6 +24,7 @@ from supervisor.payloads import (
     MessageSent,
     MessageStatusChanged,
     MessageStuck,
+    MessageUndecryptable,
     Payload,
     QrShown,
     QrTimedOut,
@@ -52,6 +54,13 @@ SAMPLES: dict[str, Callable[[dict[str, Any]], Payload]] = {
     "message_received": lambda d: MessageReceived(
         d["messageId"], d["from"], d["chat"], d["text"], d["isGroup"], d["fromMe"], d["timestamp"],
         d["senderLid"], d["senderPn"],
+        content=mc.Image(mc.MediaInfo(d["media"]["mimetype"], d["media"]["size"],
+                                      d["media"]["sha256"]), caption=d["media"]["caption"]),
+        quoted=mc.Quoted(d["quoted"]["messageId"]), push_name=d["pushName"],
+    ),
+    "message_undecryptable": lambda d: MessageUndecryptable(
+        d["messageId"], d["from"], d["chat"], d["isGroup"], d["fromMe"], d["timestamp"],
+        d["reason"], d["senderLid"], d["senderPn"],
     ),
     "message_sent": lambda d: MessageSent(
         d["messageId"], d["to"], d["text"], status=d["status"], origin=d["origin"]

@@ -300,7 +300,21 @@ ALTER TABLE devices ADD COLUMN ban_until REAL;
 ALTER TABLE devices ADD COLUMN reconnect_attempt INTEGER NOT NULL DEFAULT 0;
 """
 
-SCHEMA_V3 = """
+SCHEMA_HISTORY = """
+CREATE INDEX "messages_at" ON "messages" ("at");
+CREATE INDEX "messages_device" ON "messages" ("device_id", "id");
+CREATE INDEX messages_chat_out ON messages (device_id, chat, id) WHERE direction = 'out';
+"""
+
+#: What migration 4 adds.
+SCHEMA_V4 = """
+ALTER TABLE messages ADD COLUMN type TEXT NOT NULL DEFAULT 'text';
+ALTER TABLE messages ADD COLUMN content TEXT CHECK (content IS NULL OR json_valid(content));
+ALTER TABLE messages ADD COLUMN quoted TEXT;
+"""
+
+#: What migration 5 adds.
+SCHEMA_V5 = """
 CREATE TABLE sends (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     device_id INTEGER NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
@@ -351,13 +365,15 @@ def old_database(path: Path, version: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.executescript(SCHEMA_V1 + (SCHEMA_V2 if version >= 2 else "") + OLD_ROWS)
+        conn.executescript(SCHEMA_V1 + (SCHEMA_V2 if version >= 2 else "")
+                           + (SCHEMA_HISTORY if version >= 3 else "")
+                           + (SCHEMA_V4 if version >= 4 else "") + OLD_ROWS)
         conn.execute(f"PRAGMA user_version = {version}")
     finally:
         conn.close()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 async def test_database_of_an_earlier_wasup_opens_with_nothing_lost(
     db_path: Path, version: int
 ) -> None:
@@ -383,6 +399,7 @@ async def test_database_of_an_earlier_wasup_opens_with_nothing_lost(
         assert hook == {"url": "https://hooks.example/x", "events": ["message_received"]}
         message = await db.run(lambda r: r.messages.get(7, "m1"))
         assert message is not None and message.text == "hello" and message.status == "read"
+        assert (message.type, message.content, message.quoted) == ("text", None, None)
         (delivery,), total = await db.run(lambda r: r.outbox.list_deliveries(7))
         assert total == 1 and delivery["status"] == "delivered"
         assert delivery["attemptLog"] == [
@@ -415,7 +432,7 @@ async def test_a_new_database_has_the_shipped_schema(db_path: Path, tmp_path: Pa
         pass
     shipped = tmp_path / "shipped.db"
     conn = sqlite3.connect(shipped, isolation_level=None)
-    conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_V3)
+    conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY + SCHEMA_V4 + SCHEMA_V5)
     conn.close()
     assert schema(db_path) == schema(shipped)
 

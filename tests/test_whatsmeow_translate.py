@@ -458,12 +458,6 @@ def test_message_from_me_and_status_broadcast() -> None:
     assert ev.from_me and ev.is_broadcast
 
 
-def test_message_without_text_is_not_reported() -> None:
-    msg = WAMessage()
-    msg.reactionMessage.text = "👍"
-    assert tr(incoming(msg, chat=jid("1555"), sender=jid("1555"))) == []
-
-
 @pytest.mark.parametrize(
     ("receipt_type", "status"),
     [

@@ -55,6 +55,7 @@ from supervisor.engine import (
 )
 from supervisor.errors import DeliveryFailed, DeviceConflict, DeviceNotFound, InvalidRequest
 from supervisor.jid import InvalidJid, Jid, JidKind
+from supervisor.message_content import Content
 
 from .simulator_queue import MemoryQueueStore, OfflineQueue, QueuedMessage, QueueStore
 from .simulator_server import (
@@ -317,6 +318,10 @@ class SimulatorEngine:
         *,
         chat: str | None = None,
         is_group: bool = False,
+        content: Content | None = None,
+        quoted: str | None = None,
+        push_name: str | None = None,
+        media: bytes | None = None,
     ) -> Incoming:
         """Someone writes to the device. The message joins the device's offline queue and,
         when the device is connected, is delivered at once: the call returns after wasup
@@ -324,7 +329,9 @@ class SimulatorEngine:
         and arrives, in order, when the device next connects.
 
         ``sender`` is a phone number or a JID; ``chat`` defaults to the sender's JID (a
-        group message needs a ``...@g.us`` chat). Error handling: :class:`DeviceConflict`
+        group message needs a ``...@g.us`` chat). ``content`` is what the message carries (a
+        text of ``text`` when not given), ``quoted`` the id of the message it replies to;
+        ``media``, the file of a media message, is kept (:meth:`media`). Error handling: :class:`DeviceConflict`
         when the device is not linked (no credentials, not connected); :class:`InvalidRequest`
         for a malformed sender or chat.
         """
@@ -343,13 +350,20 @@ class SimulatorEngine:
         ):
             raise DeviceConflict(f"device {device_id} is not linked (not connected)")
         message_id = "3A" + session.random_bytes("incoming_id" + self.instance, 9).hex().upper()
-        message = QueuedMessage(message_id, chat, sender_jid, text, is_group, now_epoch())
+        message = QueuedMessage(message_id, chat, sender_jid, text, is_group, now_epoch(),
+                                content, quoted, push_name)
+        if media is not None:
+            self.server.media.put((device_id, message_id), media)
         await self.server.queue.push(device_id, message)
         if session.state is SessionState.CONNECTED:
             epoch = session.epoch
             await self.server.queue.flush(device_id, session.sink, lambda: session.online(epoch))
         delivered = all(m.message_id != message_id for m in self.server.queue.pending(device_id))
         return Incoming(message_id, delivered)
+
+    def media(self, device_id: int, message_id: str) -> bytes | None:
+        """The file of a media message the simulated WhatsApp holds (None once evicted)."""
+        return self.server.media.get((device_id, message_id))
 
     def queued(self, device_id: int) -> list[QueuedMessage]:
         """The device's messages waiting in the offline queue, oldest first."""

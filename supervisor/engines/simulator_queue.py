@@ -23,18 +23,22 @@ Error handling: :meth:`OfflineQueue.flush` never raises for a failed delivery
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
 
+from supervisor import message_content as mc
 from supervisor.engine import MessageReceived, Sink
 from supervisor.errors import DeliveryFailed
 
 
 @attrs.frozen
 class QueuedMessage:
-    """An incoming message as WhatsApp holds it for the device (its id is fixed when sent)."""
+    """An incoming message as WhatsApp holds it for the device (its id is fixed when sent):
+    ``content`` what it carries (a :class:`~supervisor.message_content.Text` of ``text`` when
+    not given), ``quoted`` the id of the message it replies to, ``push_name`` the sender's
+    display name."""
 
     message_id: str
     chat: str
@@ -42,33 +46,47 @@ class QueuedMessage:
     text: str
     is_group: bool
     timestamp: float
+    content: mc.Content | None = None
+    quoted: str | None = None
+    push_name: str | None = None
 
     def event(self) -> MessageReceived:
+        content = self.content or mc.Text(self.text)
+        quoted = None if self.quoted is None else mc.Quoted(self.quoted, chat=self.chat)
         return MessageReceived(
             message_id=self.message_id, chat=self.chat, sender=self.sender, text=self.text,
             is_group=self.is_group, from_me=False, timestamp=self.timestamp,
+            sender_pn=self.sender, content=content, quoted=quoted, push_name=self.push_name,
         )
 
-    def to_json(self) -> dict[str, str | bool | float]:
+    def to_json(self) -> dict[str, object]:
         return {
             "messageId": self.message_id, "chat": self.chat, "sender": self.sender,
             "text": self.text, "isGroup": self.is_group, "timestamp": self.timestamp,
+            "content": None if self.content is None else mc.to_json(self.content),
+            "quoted": self.quoted, "pushName": self.push_name,
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> QueuedMessage:
-        """Error handling: ``TypeError`` when ``data`` is not a queued message's JSON."""
+    def from_json(cls, data: dict[str, Any]) -> QueuedMessage:
+        """Error handling: ``TypeError`` when ``data`` is not a queued message's JSON (one
+        written before messages had a content has none: a text)."""
         message_id, chat, sender, text = (
             data.get(k) for k in ("messageId", "chat", "sender", "text")
         )
         is_group, timestamp = data.get("isGroup"), data.get("timestamp")
+        content, quoted, push_name = data.get("content"), data.get("quoted"), data.get("pushName")
         if not (
             isinstance(message_id, str) and isinstance(chat, str) and isinstance(sender, str)
             and isinstance(text, str) and isinstance(is_group, bool)
             and isinstance(timestamp, int | float) and not isinstance(timestamp, bool)
+            and (content is None or isinstance(content, dict))
+            and (quoted is None or isinstance(quoted, str))
+            and (push_name is None or isinstance(push_name, str))
         ):
             raise TypeError(f"not a queued message: {data!r}")
-        return cls(message_id, chat, sender, text, is_group, float(timestamp))
+        return cls(message_id, chat, sender, text, is_group, float(timestamp),
+                   None if content is None else mc.from_json(content), quoted, push_name)
 
 
 class QueueStore(Protocol):

@@ -2,7 +2,8 @@
 
 Credentials (through a :class:`CredentialStore`), the offline queue
 (:mod:`supervisor.engines.simulator_queue`), temporary bans, the messages each device
-sent, injected faults, and whether the server is reachable. Sessions
+sent, the files of incoming media messages (:class:`MediaStore`, in memory and bounded),
+injected faults, and whether the server is reachable. Sessions
 (:mod:`supervisor.engines.simulator_session`) act on it; the engine's controls
 (:mod:`supervisor.engines.simulator`) change it the way the phone or WhatsApp would.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections import OrderedDict
 from typing import Protocol
 
 import attrs
@@ -108,6 +110,52 @@ class Credentials:
         return cls(**json.loads(data))
 
 
+#: How many bytes of media files the simulated WhatsApp keeps, all devices together.
+MEDIA_CAP = 64 * 1024 * 1024
+
+
+@attrs.define(eq=False)
+class MediaStore:
+    """The files of incoming media messages, by ``(device_id, message_id)``, at most ``cap``
+    bytes in all: the least recently used go first (as WhatsApp's media servers expire
+    files, a download after that finds nothing). A file larger than ``cap`` is not kept."""
+
+    cap: int = MEDIA_CAP
+    _files: OrderedDict[tuple[int, str], bytes] = attrs.field(factory=OrderedDict)
+    _size: int = 0
+
+    def put(self, key: tuple[int, str], data: bytes) -> None:
+        self.discard(key)
+        if len(data) > self.cap:
+            return
+        self._files[key] = data
+        self._size += len(data)
+        while self._size > self.cap:
+            _, evicted = self._files.popitem(last=False)
+            self._size -= len(evicted)
+
+    def get(self, key: tuple[int, str]) -> bytes | None:
+        data = self._files.get(key)
+        if data is not None:
+            self._files.move_to_end(key)
+        return data
+
+    def discard(self, key: tuple[int, str]) -> None:
+        old = self._files.pop(key, None)
+        if old is not None:
+            self._size -= len(old)
+
+    def forget(self, device_id: int) -> None:
+        """Drop every file of the device."""
+        for key in [k for k in self._files if k[0] == device_id]:
+            self.discard(key)
+
+    @property
+    def size(self) -> int:
+        """Bytes kept."""
+        return self._size
+
+
 @attrs.define(eq=False)
 class SimulatedServer:
     """What the simulated WhatsApp remembers, shared by the engine and its sessions.
@@ -125,6 +173,7 @@ class SimulatedServer:
     faults: dict[int, dict[str, int]] = attrs.field(factory=dict)
     sent: dict[int, list[SentMessage]] = attrs.field(factory=dict)
     bans: dict[int, float] = attrs.field(factory=dict)
+    media: MediaStore = attrs.field(factory=MediaStore)
 
     async def load_credentials(self, device_id: int) -> Credentials | None:
         """The device's stored credentials, None if it has none.
@@ -163,8 +212,9 @@ class SimulatedServer:
                 raise SimulatedCrash(f"simulated crash in {op} (device {device_id})")
 
     def forget(self, device_id: int) -> None:
-        """Forget the device's faults, sent messages and bans (credentials are the caller's
-        to delete)."""
+        """Forget the device's faults, sent messages, bans and media files (credentials are
+        the caller's to delete)."""
+        self.media.forget(device_id)
         self.faults.pop(device_id, None)
         self.sent.pop(device_id, None)
         self.bans.pop(device_id, None)

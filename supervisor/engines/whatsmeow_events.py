@@ -61,7 +61,7 @@ log = logging.getLogger("wasup.engine.whatsmeow")
 
 #: neonize's event codes that may carry an incoming message or a completed pairing: their Go
 #: callback waits until the device committed what they carry (see the module docstring).
-COMMITTED_CODES = frozenset({2, 17})  # PairStatus, Message
+COMMITTED_CODES = frozenset({2, 17, 44})  # PairStatus, Message, UndecryptableMessage
 
 
 @attrs.define(eq=False)

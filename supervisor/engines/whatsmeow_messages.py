@@ -1,7 +1,9 @@
 """An incoming whatsmeow ``Message``, as neonize delivers it, as wasup's ``MessageReceived``.
 
-Two things are read out of neonize's protobuf: the text (a caption for media, also inside
-ephemeral and view-once wrappers) and the addresses. WhatsApp addresses more and more chats by
+Two things are read out of neonize's protobuf: the content (:func:`content_of`: one
+:mod:`supervisor.message_content` record for every kind, also inside ephemeral, view-once and
+other wrappers; a kind wasup does not model is ``Unsupported`` with its field's name, so no
+message is dropped) and the addresses. WhatsApp addresses more and more chats by
 LID (``…@lid``, a privacy identifier) instead of the phone number; whatsmeow then gives the
 phone-number JID, where it knows it, as ``MessageSource.SenderAlt`` (the sender) or
 ``RecipientAlt`` (the other party of a chat the phone itself wrote in). wasup reports
@@ -14,10 +16,35 @@ defaults are read).
 
 from __future__ import annotations
 
+from typing import Any
+
 from neonize.proto import Neonize_pb2 as nz
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ProtocolMessage as WAProtocolMessage
 
 from supervisor.engine import EngineEvent, MessageReceived
+from supervisor.message_content import (
+    Audio,
+    Contact,
+    Content,
+    Document,
+    Edit,
+    Image,
+    Location,
+    MediaInfo,
+    Poll,
+    PollVote,
+    Quoted,
+    Reaction,
+    Revoke,
+    Sticker,
+    Text,
+    Undecryptable,
+    Unsupported,
+    Video,
+    Voice,
+    text_of,
+)
 
 #: The servers of phone-number JIDs and of LIDs (WhatsApp's privacy identifiers).
 PN_SERVER = "s.whatsapp.net"
@@ -32,32 +59,41 @@ def jid_string(jid: nz.JID) -> str:
 
 
 def received(event: nz.Message) -> list[EngineEvent]:
-    """``[MessageReceived]`` for a message with text, ``[]`` for one without (reactions,
-    protocol messages, media without a caption)."""
-    text = message_text(event.Message)
-    if text is None:
-        return []  # reactions, receipts of history, protocol and media-only messages
-    info = event.Info
+    """``[MessageReceived]`` for every message, whatever it carries (see :func:`content_of`)."""
+    content, quoted = content_of(event.Message)
+    return [_message(event.Info, content, quoted)]
+
+
+def undecryptable(event: nz.UndecryptableMessage) -> list[EngineEvent]:
+    """``[MessageReceived]`` with :class:`Undecryptable` content for whatsmeow's
+    ``UndecryptableMessage`` (the reason: ``unavailable`` when WhatsApp withheld the content,
+    ``decrypt_failed`` otherwise)."""
+    reason = "unavailable" if event.IsUnavailable else "decrypt_failed"
+    return [_message(event.Info, Undecryptable(reason), None)]
+
+
+def _message(info: nz.MessageInfo, content: Content, quoted: Quoted | None) -> MessageReceived:
     source = info.MessageSource
     sender_lid, sender_pn = sender_addresses(source)
     chat = chat_address(source)
     ts = float(info.Timestamp)
     if ts > 1e11:  # neonize builds differ: seconds in some, milliseconds in others
         ts /= 1000.0
-    return [
-        MessageReceived(
-            message_id=info.ID,
-            chat=chat,
-            sender=sender_pn or jid_string(source.Sender) or chat,
-            text=text,
-            is_group=source.IsGroup,
-            from_me=source.IsFromMe,
-            timestamp=ts,
-            is_broadcast=source.Chat.Server == "broadcast",
-            sender_lid=sender_lid,
-            sender_pn=sender_pn,
-        )
-    ]
+    return MessageReceived(
+        message_id=info.ID,
+        chat=chat,
+        sender=sender_pn or jid_string(source.Sender) or chat,
+        text=text_of(content),
+        is_group=source.IsGroup,
+        from_me=source.IsFromMe,
+        timestamp=ts,
+        is_broadcast=source.Chat.Server == "broadcast",
+        sender_lid=sender_lid,
+        sender_pn=sender_pn,
+        content=content,
+        quoted=quoted,
+        push_name=info.Pushname or None,
+    )
 
 
 def _on(jid: nz.JID, server: str) -> str | None:
@@ -84,26 +120,111 @@ def chat_address(source: nz.MessageSource) -> str:
     return _on(other, PN_SERVER) or chat
 
 
-def message_text(message: WAMessage, depth: int = 0) -> str | None:
-    """The text of a WhatsApp message (its caption for media), or None if it carries none."""
-    if depth > 3:
-        return None
+#: The wrappers whatsmeow may leave around a message's content (each a ``message`` field).
+WRAPPERS = (
+    "ephemeralMessage",
+    "viewOnceMessage",
+    "viewOnceMessageV2",
+    "viewOnceMessageV2Extension",
+    "documentWithCaptionMessage",
+    "editedMessage",
+    "lottieStickerMessage",
+    "deviceSentMessage",
+)
+
+#: Fields that ride along with a message's content and are not content themselves.
+CARRIERS = frozenset(
+    {
+        "messageContextInfo",
+        "senderKeyDistributionMessage",
+        "fastRatchetKeySenderKeyDistributionMessage",
+    }
+)
+
+#: The fields of the poll creation message in its versions (one protobuf type for all).
+POLLS = ("pollCreationMessage", "pollCreationMessageV2", "pollCreationMessageV3",
+         "pollCreationMessageV5", "pollCreationMessageV6")
+
+_REVOKE = WAProtocolMessage.Type.REVOKE
+_EDIT = WAProtocolMessage.Type.MESSAGE_EDIT
+_MAX_DEPTH = 4
+
+
+def content_of(message: WAMessage, depth: int = 0) -> tuple[Content, Quoted | None]:
+    """What ``message`` carries and the message it quotes. Never raises and never drops: a
+    kind wasup does not model is :class:`Unsupported` with the name of its field (a
+    protocol message other than revoke and edit: ``protocolMessage:<TYPE>``)."""
+    for wrapper in WRAPPERS:
+        if message.HasField(wrapper):
+            inner = getattr(message, wrapper)
+            if inner.HasField("message") and depth < _MAX_DEPTH:
+                return content_of(inner.message, depth + 1)
     if message.conversation:
-        return str(message.conversation)
-    if message.HasField("extendedTextMessage"):
-        return str(message.extendedTextMessage.text)
-    if message.HasField("imageMessage"):
-        return str(message.imageMessage.caption)
-    if message.HasField("videoMessage"):
-        return str(message.videoMessage.caption)
-    if message.HasField("documentMessage"):
-        return str(message.documentMessage.caption)
-    for wrapper in (
-        message.ephemeralMessage,
-        message.viewOnceMessage,
-        message.viewOnceMessageV2,
-        message.documentWithCaptionMessage,
-    ):
-        if wrapper.HasField("message"):
-            return message_text(wrapper.message, depth + 1)
-    return None
+        return Text(str(message.conversation)), None
+    for name in _present(message):
+        part = getattr(message, name)
+        return _content(name, part, depth), _quoted(part)
+    return Unsupported("empty"), None
+
+
+def _present(message: WAMessage) -> list[str]:
+    return [field.name for field, _ in message.ListFields() if field.name not in CARRIERS]
+
+
+def _content(name: str, part: Any, depth: int) -> Content:
+    if name == "extendedTextMessage":
+        return Text(str(part.text))
+    if name == "imageMessage":
+        return Image(_media(part), caption=str(part.caption))
+    if name in ("videoMessage", "ptvMessage"):
+        return Video(_media(part), caption=str(part.caption))
+    if name == "audioMessage":
+        seconds = int(part.seconds) if part.HasField("seconds") else None
+        return (Voice if part.PTT else Audio)(_media(part), seconds=seconds)
+    if name == "documentMessage":
+        filename = str(part.fileName or part.title) or None
+        return Document(_media(part, filename), caption=str(part.caption))
+    if name == "stickerMessage":
+        return Sticker(_media(part), animated=bool(part.isAnimated))
+    if name == "locationMessage":
+        return Location(float(part.degreesLatitude), float(part.degreesLongitude),
+                        name=str(part.name) or None, address=str(part.address) or None)
+    if name == "contactMessage":
+        return Contact(str(part.displayName), (str(part.vcard),) if part.vcard else ())
+    if name == "contactsArrayMessage":
+        return Contact(str(part.displayName), tuple(str(c.vcard) for c in part.contacts))
+    if name in POLLS:
+        return Poll(str(part.name), tuple(str(o.optionName) for o in part.options),
+                    multiple=int(part.selectableOptionsCount) != 1)
+    if name == "pollUpdateMessage":
+        return PollVote(str(part.pollCreationMessageKey.ID))
+    if name == "reactionMessage":
+        return Reaction(str(part.key.ID), str(part.text))
+    if name == "protocolMessage":
+        if part.type == _REVOKE:
+            return Revoke(str(part.key.ID))
+        if part.type == _EDIT:
+            edited, _ = content_of(part.editedMessage, depth + 1)
+            return Edit(str(part.key.ID), text_of(edited))
+        return Unsupported(f"protocolMessage:{WAProtocolMessage.Type.Name(part.type)}")
+    return Unsupported(name)
+
+
+def _media(part: Any, filename: str | None = None) -> MediaInfo:
+    return MediaInfo(
+        mimetype=str(part.mimetype) or None,
+        size=int(part.fileLength) if part.HasField("fileLength") else None,
+        sha256=bytes(part.fileSHA256).hex() or None,
+        filename=filename,
+    )
+
+
+def _quoted(part: Any) -> Quoted | None:
+    """The message ``part`` replies to (its ``contextInfo.stanzaID``), if any."""
+    if not hasattr(part, "contextInfo") or not part.HasField("contextInfo"):
+        return None
+    context = part.contextInfo
+    if not context.stanzaID:
+        return None
+    return Quoted(str(context.stanzaID), chat=str(context.remoteJID) or None,
+                  sender=str(context.participant) or None)

@@ -48,7 +48,7 @@ from supervisor.engine import (
     TemporaryBan,
 )
 
-from .whatsmeow_messages import jid_string, received
+from .whatsmeow_messages import jid_string, received, undecryptable
 
 #: KeepAliveTimeout events tolerated before wasup treats the connection as lost (whatsmeow
 #: pings every 20-30 s and waits 10 s for the answer; it gives up by itself after 3 minutes).
@@ -277,13 +277,22 @@ ROWS: tuple[Row, ...] = (
                                    "such host`, `unreachable: connection refused`, "
                                    "`connect_failed: …`")),
     # -- messages -----------------------------------------------------------------------------
-    Row(_M, "`Message` with text (conversation, extended text, a caption; also inside "
-        "ephemeral and view-once wrappers)", Via.EVENT, "code 17 `Message`",
-        Computed(MessageReceived, "`MessageReceived`: `sender`/`chat` as phone-number JIDs "
-                 "where whatsmeow knows them (`SenderAlt`, `RecipientAlt` for an `@lid` "
-                 "address), with `sender_lid` and `sender_pn`")),
-    Row(_M, "`Message` without text (reactions, protocol messages, media without caption)",
-        Via.EVENT, "code 17 `Message`", None),
+    Row(_M, "`Message` of any kind: text, media (image, video, audio, voice note, document, "
+        "sticker), location, contact, poll, poll vote, reaction, edit, revoke; also inside "
+        "ephemeral, view-once and other wrappers", Via.EVENT, "code 17 `Message`",
+        Computed(MessageReceived, "`MessageReceived` with its typed `content` "
+                 "(supervisor/message_content.py), `quoted` and `push_name`; `sender`/`chat` "
+                 "as phone-number JIDs where whatsmeow knows them (`SenderAlt`, `RecipientAlt` "
+                 "for an `@lid` address), with `sender_lid` and `sender_pn`")),
+    Row(_M, "`Message` of a kind wasup does not model (a live location, a protocol message "
+        "other than revoke and edit, ...)", Via.EVENT, "code 17 `Message`",
+        Computed(MessageReceived, "`MessageReceived` with `Unsupported(kind)`: the field's "
+                 "name, e.g. `liveLocationMessage`, `protocolMessage:EPHEMERAL_SETTING`"),
+        note="nothing is dropped: the application sees that something arrived"),
+    Row(_M, "`UndecryptableMessage`: a message the device could not decrypt (whatsmeow asks "
+        "the sender to send it again)", Via.EVENT, "code 44 `UndecryptableMessage`",
+        Computed(MessageReceived, "`MessageReceived` with `Undecryptable(unavailable|"
+                 "decrypt_failed)`: the `message_undecryptable` event")),
     Row(_M, "`Receipt` delivered", Via.EVENT, "code 18 `Receipt{DELIVERED}`",
         Computed(MessageStatus, "`MessageStatus(delivered)` per message id")),
     Row(_M, "`Receipt` read, played", Via.EVENT, "code 18 `Receipt{READ}`, `{PLAYED}`",
@@ -367,6 +376,8 @@ def translate(event: Proto, *, now: float, me: nz.Device | None = None) -> list[
             return _fixed(OnEvent(nz.PairStatus, nz.PairStatus.ERROR))
         case nz.Message():
             return received(event)
+        case nz.UndecryptableMessage():
+            return undecryptable(event)
         case nz.Receipt():
             status = _RECEIPT_STATUS.get(event.Type)
             if status is None:

@@ -50,7 +50,10 @@ from supervisor.webhooks import signing, ssrf
 WEBHOOK_KIND = "webhook"
 EVENT_GROUPS: dict[str, frozenset[str]] = {
     "message": frozenset(
-        {"message_received", "message_sent", "message_status", "message_stuck"}
+        {
+            "message_received", "message_undecryptable", "message_sent", "message_status",
+            "message_stuck",
+        }
     ),
     "status": frozenset(
         {
