@@ -10,7 +10,10 @@ from typing import get_args
 
 import pytest
 
+from storage.models import MessageRow
 from supervisor import message_content as mc
+from supervisor.autoreply.guards import screen
+from supervisor.autoreply.prompt import turns_from_history
 from supervisor.engines.simulator_queue import QueuedMessage
 from supervisor.payloads import MessageReceived, content_wire, converter, to_wire
 
@@ -94,3 +97,17 @@ def test_what_counts_as_a_received_message() -> None:
     counted = [c.type for c in SAMPLES if mc.counted(c)]
     assert counted == ["text", "image", "video", "audio", "voice", "document", "sticker",
                        "location", "contact", "poll", "unsupported"]
+
+
+def test_auto_reply_answers_messages_not_edits_or_reactions() -> None:
+    def received(content: mc.Content) -> MessageReceived:
+        return MessageReceived("m", "15557654321@s.whatsapp.net", "15557654321@s.whatsapp.net",
+                               mc.text_of(content), False, False, "", content=content)
+
+    assert screen(received(mc.Text("hi")), max_age=600.0) != "ignored_other"
+    assert screen(received(mc.Image(MEDIA, caption="what is this?")), 600.0) != "ignored_other"
+    assert screen(received(mc.Edit("T", "hi")), max_age=600.0) == "ignored_other"
+    assert screen(received(mc.Reaction("T", "👍")), max_age=600.0) == "ignored_other"
+    rows = [MessageRow(1, "a", "c", "in", "hi", None, "t"),
+            MessageRow(1, "b", "c", "in", "hi!", None, "t", type="edit")]
+    assert [t.message_id for t in turns_from_history(rows)] == ["a"]
