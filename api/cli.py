@@ -15,6 +15,8 @@ Every option has an environment variable (the flag wins over the variable)::
     --ws-send-timeout        WASUP_WS_SEND_TIMEOUT        30   seconds a stalled send may take (0: no limit)
     --ws-max-per-credential  WASUP_WS_MAX_PER_CREDENTIAL  64   open WebSocket connections per credential
     --ws-queue-size          WASUP_WS_QUEUE_SIZE          256  events buffered per WebSocket connection
+    --message-retention-days   WASUP_MESSAGE_RETENTION_DAYS   90      days messages are kept (0: no limit)
+    --message-retention-count  WASUP_MESSAGE_RETENTION_COUNT  100000  messages kept per device (0: no limit)
                              WASUP_API_TOKEN              operator token (see below)
                              WASUP_WEBHOOK_ALLOW_NETWORKS comma-separated CIDRs
 
@@ -61,6 +63,7 @@ SHUTDOWN_DEADLINE = 15.0
 TOKEN_FILE = "api_token"
 ENGINES = ("whatsmeow", "simulator")
 WS_DEFAULTS = WsSettings()
+CONFIG_DEFAULTS = Config()
 
 
 @attrs.frozen
@@ -79,6 +82,8 @@ class ServeOptions:
     ws_send_timeout: float = WS_DEFAULTS.send_timeout
     ws_max_per_credential: int = WS_DEFAULTS.max_per_credential
     ws_queue_size: int | None = None  # None: the event bus's (Config.event_queue_size)
+    message_retention_days: int = CONFIG_DEFAULTS.message_retention_days
+    message_retention_count: int = CONFIG_DEFAULTS.message_retention_count
 
 
 def _env(env: Mapping[str, str], name: str, default: str) -> str:
@@ -128,6 +133,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     # No default of its own: unset, the event bus's (Config.event_queue_size) applies.
     serve.add_argument("--ws-queue-size", type=int, default=env.get("WASUP_WS_QUEUE_SIZE") or None)
+    serve.add_argument(
+        "--message-retention-days",
+        type=int,
+        default=_env(env, "WASUP_MESSAGE_RETENTION_DAYS", str(CONFIG_DEFAULTS.message_retention_days)),
+        help="days stored messages are kept (0: no age limit)",
+    )
+    serve.add_argument(
+        "--message-retention-count",
+        type=int,
+        default=_env(env, "WASUP_MESSAGE_RETENTION_COUNT", str(CONFIG_DEFAULTS.message_retention_count)),
+        help="messages kept per device, the newest (0: no count limit)",
+    )
     return parser
 
 
@@ -154,6 +171,8 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> ServeOptions:
         parser.error("ws-max-per-credential must be at least 1")
     if args.ws_queue_size is not None and args.ws_queue_size < 1:
         parser.error("ws-queue-size must be at least 1")
+    if args.message_retention_days < 0 or args.message_retention_count < 0:
+        parser.error("message-retention-days and -count must be 0 (no limit) or more")
     networks = tuple(
         part.strip()
         for part in env.get("WASUP_WEBHOOK_ALLOW_NETWORKS", "").split(",")
@@ -174,6 +193,8 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> ServeOptions:
         ws_send_timeout=args.ws_send_timeout,
         ws_max_per_credential=args.ws_max_per_credential,
         ws_queue_size=args.ws_queue_size,
+        message_retention_days=args.message_retention_days,
+        message_retention_count=args.message_retention_count,
     )
 
 
@@ -217,14 +238,21 @@ def load_or_create_token(data_dir: Path, env: Mapping[str, str]) -> tuple[str, b
     return token, True
 
 
-async def run_server(options: ServeOptions, token: str) -> None:
-    """Serve until SIGINT/SIGTERM, then shut down gracefully within SHUTDOWN_DEADLINE."""
-    config = Config(
+def serve_config(options: ServeOptions) -> Config:
+    """The supervisor's configuration from the command line's ``options``."""
+    return Config(
         data_dir=options.data_dir,
         engine=options.engine,
         max_concurrent_logins=options.max_concurrent_logins,
         allow_networks=options.webhook_allow_networks,
+        message_retention_days=options.message_retention_days,
+        message_retention_count=options.message_retention_count,
     )
+
+
+async def run_server(options: ServeOptions, token: str) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully within SHUTDOWN_DEADLINE."""
+    config = serve_config(options)
     settings = api_settings(options)
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -109,3 +109,22 @@ async def test_a_storage_failure_is_retried_next_interval(
             assert retention.statistics() == RetentionStatistics(runs=1, deleted=3, failures=1)
             assert await stored(db, d) == []
             nursery.cancel_scope.cancel()
+
+
+def test_serve_options_set_the_retention() -> None:
+    from api.cli import parse_options, serve_config
+
+    config = serve_config(parse_options(["serve"], {}))
+    assert (config.message_retention_days, config.message_retention_count) == (90, 100_000)
+    env = {"WASUP_MESSAGE_RETENTION_DAYS": "7", "WASUP_MESSAGE_RETENTION_COUNT": "0"}
+    config = serve_config(parse_options(["serve"], env))
+    assert (config.message_retention_days, config.message_retention_count) == (7, 0)
+    options = parse_options(["serve", "--message-retention-days", "0"], env)
+    assert serve_config(options).message_retention_days == 0
+    for argv, bad_env in (
+        (["--message-retention-days", "-1"], {}),
+        (["--message-retention-count", "1.5"], {}),
+        ([], {"WASUP_MESSAGE_RETENTION_DAYS": "forever"}),
+    ):
+        with pytest.raises(SystemExit):
+            parse_options(["serve", *argv], bad_env)
