@@ -25,6 +25,7 @@ from supervisor.errors import (
     EngineRefused,
     InvalidRequest,
     NotFound,
+    QueueFull,
     Restarting,
     Unresponsive,
     WasupError,
@@ -67,6 +68,7 @@ ERRORS: dict[type[Exception], tuple[int, str]] = {
     EngineError: (502, "ENGINE_ERROR"),
     EngineRefused: (502, "ENGINE_ERROR"),
     Busy: (503, "SERVICE_UNAVAILABLE"),
+    QueueFull: (429, "RATE_LIMIT_EXCEEDED"),
     Restarting: (503, "SERVICE_UNAVAILABLE"),
     StorageUnavailable: (503, "STORAGE_UNAVAILABLE"),
     Unresponsive: (504, "GATEWAY_TIMEOUT"),
@@ -120,7 +122,7 @@ def retry_after(seconds: float) -> str:
 
 def _domain_headers(exc: BaseException) -> dict[str, str] | None:
     """The headers a domain error adds: Retry-After when it says when to try again."""
-    if isinstance(exc, Busy | Restarting | StorageUnavailable):
+    if isinstance(exc, Busy | QueueFull | Restarting | StorageUnavailable):
         return {"Retry-After": retry_after(exc.retry_after)}
     return None
 

@@ -159,7 +159,10 @@ async def create_device() -> Response:
 @bp.get("/devices/<device_id>")
 async def get_device(device_id: str) -> Response:
     row = await resolve_device(device_id)
-    return ok(device_json(row))
+    data = device_json(row)
+    pending, stuck = await current_state().sup.outbound_counts(row.id)
+    data["outboundQueue"] = {"pending": pending, "stuck": stuck}
+    return ok(data)
 
 
 @bp.put("/devices/<device_id>")

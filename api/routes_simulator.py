@@ -138,7 +138,8 @@ def sim_receipt(body: Any) -> tuple[str, str]:
 async def receipt(device_id: str) -> Response:
     engine, row = _target(device_id)
     message_id, status = sim_receipt(await _body_or_empty())
-    await engine.ack(row.id, message_id, status)
+    # The API's messageId is wasup's; the simulated WhatsApp knows the message by its own.
+    await engine.ack(row.id, await current_state().sup.whatsapp_id(row.id, message_id), status)
     return ok(
         {"sessionId": row.session_id, "messageId": message_id, "status": status},
         f"The recipient's phone sent a {status} receipt.",

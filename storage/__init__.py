@@ -9,8 +9,8 @@ Usage::
 
 ``Database.run(job)`` runs ``job(repos)`` in the database thread inside a transaction and returns
 after the commit. ``repos`` (:class:`Repositories`) holds ``devices``, ``history``, ``messages``,
-``message_history``, ``settings``, ``credentials`` and ``outbox``, all bound to that transaction, so several calls in
-one job are atomic together. :mod:`storage.interface` defines these as protocols: the core
+``message_history``, ``settings``, ``credentials``, ``outbox`` and ``sends``, all bound to that
+transaction, so several calls in one job are atomic together. :mod:`storage.interface` defines these as protocols: the core
 depends on them (and on :class:`Store`), never on SQLite. The repositories are the only layer
 that speaks SQL. ``storage`` imports nothing from ``supervisor`` or ``api``.
 """
@@ -37,6 +37,7 @@ from storage.interface import (
     OutboundEvent,
     OutboxRepository,
     Repositories,
+    SendRepository,
     SettingsRepository,
     Store,
 )
@@ -48,6 +49,7 @@ from storage.models import (
     HistoryRow,
     MessageRow,
     Outage,
+    SendRow,
 )
 
 __all__ = [
@@ -77,6 +79,8 @@ __all__ = [
     "OutboundEvent",
     "OutboxRepository",
     "Repositories",
+    "SendRepository",
+    "SendRow",
     "SettingsRepository",
     "StorageError",
     "StorageUnavailable",

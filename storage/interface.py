@@ -36,6 +36,7 @@ from storage.models import (
     HistoryRow,
     MessageRow,
     Outage,
+    SendRow,
 )
 
 T = TypeVar("T")
@@ -238,6 +239,54 @@ class MessageRepository(Protocol):
 
         Raises: nothing of its own.
         """
+        ...
+
+
+class SendRepository(Protocol):
+    """The tracked sends of the devices' outbound queues (see :mod:`storage.sends`)."""
+
+    def insert(self, row: SendRow) -> None:
+        """Store a new send.
+
+        Raises: ``Conflict`` for a message id or idempotency key the device has; ``NotFound``.
+        """
+        ...
+
+    def by_key(self, device_id: int, key: str) -> SendRow | None:
+        """The device's send made with this idempotency key, or None."""
+        ...
+
+    def get(self, device_id: int, message_id: str) -> SendRow | None:
+        """The device's send with this message id, or None."""
+        ...
+
+    def by_wa_id(self, device_id: int, wa_id: str) -> SendRow | None:
+        """The device's send WhatsApp knows by ``wa_id``, or None."""
+        ...
+
+    def open(self, device_id: int) -> list[SendRow]:
+        """The device's sends not done yet, in queue order."""
+        ...
+
+    def update(
+        self,
+        device_id: int,
+        message_id: str,
+        *,
+        state: str,
+        status: str | None = None,
+        reason: str | None = None,
+        wa_id: str | None = None,
+    ) -> None:
+        """Move a send on (state, and status, reason, WhatsApp id when given)."""
+        ...
+
+    def mark_stuck(self, device_id: int, message_id: str) -> None:
+        """Record that ``message_stuck`` was raised for this send."""
+        ...
+
+    def counts(self, device_id: int) -> tuple[int, int]:
+        """``(pending, stuck)``: the device's sends not done yet, and the stuck ones of them."""
         ...
 
 
@@ -483,6 +532,9 @@ class Repositories(Protocol):
 
     @property
     def outbox(self) -> OutboxRepository: ...
+
+    @property
+    def sends(self) -> SendRepository: ...
 
 
 class Store(Protocol):

@@ -183,12 +183,50 @@ def _v4_message_content(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v5_sends(db: sqlite_utils.Database) -> None:
+    """Version 5: the ``sends`` table, the tracked sends of the outbound queue.
+
+    One row per send a device accepted: what to send, its place in the queue (``seq``), its
+    ``state`` (``queued``, ``sending``, ``done``), the ``Idempotency-Key`` it came with (unique
+    per device), the id WhatsApp gave it once sent and when it expires if still queued.
+    """
+    execute_all(
+        db,
+        [
+            """
+            CREATE TABLE sends (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                device_id INTEGER NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+                message_id TEXT NOT NULL,
+                idempotency_key TEXT,
+                chat TEXT NOT NULL,
+                text TEXT NOT NULL,
+                origin TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'done')),
+                status TEXT NOT NULL,
+                reason TEXT,
+                wa_id TEXT,
+                created_at TEXT NOT NULL,
+                accepted_epoch REAL NOT NULL,
+                expires_epoch REAL NOT NULL,
+                stuck INTEGER NOT NULL DEFAULT 0,
+                UNIQUE (device_id, message_id),
+                UNIQUE (device_id, idempotency_key)
+            )
+            """,
+            "CREATE INDEX sends_open ON sends (device_id, state, seq)",
+            "CREATE INDEX sends_wa ON sends (device_id, wa_id)",
+        ],
+    )
+
+
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.
 MIGRATIONS: list[Migration] = [
     _v1_initial,
     _v2_reconnect_state,
     _v3_message_history,
     _v4_message_content,
+    _v5_sends,
 ]
 
 

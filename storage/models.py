@@ -203,3 +203,23 @@ class DatabaseStatistics:
     batches: int
     largest_batch: int
     queued: int
+
+
+@attrs.frozen
+class SendRow:
+    """One tracked send as stored."""
+
+    device_id: int
+    message_id: str
+    idempotency_key: str | None
+    chat: str
+    text: str
+    origin: str
+    state: str  # queued | sending | done
+    status: str  # pending | sent | failed (receipts move the message's own status on)
+    reason: str | None
+    wa_id: str | None
+    created_at: str
+    accepted_epoch: float
+    expires_epoch: float
+    stuck: bool

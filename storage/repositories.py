@@ -23,6 +23,7 @@ from storage.devices import SqliteDevices, SqliteHistory
 from storage.history import SqliteMessageHistory
 from storage.messages import SqliteMessages
 from storage.outbox import SqliteOutbox
+from storage.sends import SqliteSends
 from storage.settings import SqliteSettings
 
 
@@ -50,6 +51,7 @@ class SqliteRepositories:
     settings: SqliteSettings
     credentials: SqliteCredentials
     outbox: SqliteOutbox
+    sends: SqliteSends
 
     @classmethod
     def bind(cls, db: sqlite_utils.Database) -> SqliteRepositories:
@@ -64,4 +66,5 @@ class SqliteRepositories:
             settings=settings,
             credentials=SqliteCredentials(db),
             outbox=SqliteOutbox(db, settings),
+            sends=SqliteSends(db),
         )

@@ -49,7 +49,7 @@ from storage.models import DeviceRow
 
 from . import commands as cmd
 from . import engine as eng
-from . import incoming
+from . import incoming, outbound
 from . import state as sm
 from .context import ActorContext
 from .errors import DeviceConflict, EngineError, Restarting, WasupError
@@ -57,8 +57,6 @@ from .events import Event
 from .inbox import AnyCall, Delivery, Inbox, OpFailed, Timeout
 from .operations import Operations
 from .payloads import (
-    MessageSent,
-    MessageStatusChanged,
     Payload,
     QrShown,
     StatusChanged,
@@ -86,6 +84,7 @@ class DeviceActor:
     qr: QrAttempt | None = None
     timer: StateTimer = attrs.field(init=False)
     ops: Operations = attrs.field(init=False)
+    outbound: outbound.Outbound = attrs.field(init=False)
     stopped: bool = False
     # The steps (and their events) a storage outage refused, and when to try them again.
     unsaved: tuple[list[sm.Step], list[Event]] = attrs.field(factory=lambda: ([], []))
@@ -94,6 +93,9 @@ class DeviceActor:
     def __attrs_post_init__(self) -> None:
         self.timer = StateTimer(self.ctx, self.inbox)
         self.ops = Operations(self.ctx, self.inbox)
+        self.outbound = outbound.Outbound(
+            self, self.ctx.db, self.session, self.ctx.config.sending, self.ctx.rng
+        )
 
     @property
     def id(self) -> int:
@@ -115,8 +117,12 @@ class DeviceActor:
                 if trio.current_time() >= self.resave_at:
                     await self._unless_storage_out(self._persist([], [], now_iso()))
                     continue
+                send_at = self.outbound.wake_at(self.state)
+                if trio.current_time() >= send_at:
+                    await self._unless_storage_out(self.outbound.tick(self.state))
+                    continue
                 message = None
-                with trio.move_on_at(self.resave_at):
+                with trio.move_on_at(min(self.resave_at, send_at)):
                     message = await self.inbox.get()
                 if message is None:
                     continue
@@ -206,6 +212,8 @@ class DeviceActor:
                     await self.ctx.db.run(lambda r: r.settings.put(self.id, kind, value))
                     if kind == "webhook":
                         self.ctx.directory.set_webhook(self.id)
+                    if kind == outbound.SETTINGS_KIND:
+                        self.outbound.set_pacing(value)
                     reply.set(value)
                 case cmd.RequestPairCode(phone=phone):
                     if self.state.status is not sm.Status.PENDING:
@@ -213,8 +221,8 @@ class DeviceActor:
                     code = await self.session.request_pair_code(phone)
                     await self._apply(sm.PairCodeIssued())
                     reply.set((code, iso(now_epoch() + self.timer.pair_code_left())))
-                case cmd.Send(to=to, text=text, origin=origin):
-                    reply.set(await self._send(to, text, origin))
+                case cmd.Send():
+                    reply.set(await self.outbound.accept(call.command, self.state))
                 case other:
                     raise AssertionError(f"unhandled command {other!r}")
         except sm.InvalidCommand as exc:
@@ -248,29 +256,6 @@ class DeviceActor:
     def current_qr(self) -> QrAttempt | None:
         return self.qr if self.state.status is sm.Status.PENDING else None
 
-    async def _send(self, to: str, text: str, origin: str) -> cmd.SentMessage:
-        if self.state.status is not sm.Status.CONNECTED:
-            raise DeviceConflict(f"device is {self.state.status.value}, not connected")
-        try:
-            message_id = await self.session.send_message(to, text)
-        except EngineError as exc:
-            raise DeviceConflict(f"message not sent: {exc.reason}") from exc
-        at = now_iso()
-        events = [self._event(MessageSent(message_id, to, text, origin=origin), at)]
-
-        def job(r: storage.Repositories) -> DeviceRow:
-            r.messages.insert(
-                self.id, message_id=message_id, chat=to, direction="out", text=text,
-                status="sent", at=at,
-            )
-            row = r.devices.increment_stats(self.id, sent=1, at=at)
-            self._enqueue(r, events)
-            return row
-
-        self._stored(await self.ctx.db.run(job))
-        self._publish(events)
-        return cmd.SentMessage(message_id, to, "sent", at)
-
     # -- engine events -----------------------------------------------------------------------
 
     async def _engine_event(self, ev: eng.EngineEvent) -> None:
@@ -290,7 +275,7 @@ class DeviceActor:
             case eng.MessageReceived():
                 await self._received(ev)
             case eng.MessageStatus(message_id=mid, status=status):
-                await self._message_status(mid, status)
+                await self.outbound.receipt(mid, status)
             case eng.PairingFailed(reason=reason, restart=restart):
                 await self._apply(sm.PairingFailed(reason, restart))
 
@@ -311,17 +296,6 @@ class DeviceActor:
         if row is None:
             return
         self._stored(row)
-        self._publish(events)
-
-    async def _message_status(self, message_id: str, status: str) -> None:
-        at = now_iso()
-        events = [self._event(MessageStatusChanged(message_id, status), at)]
-
-        def job(r: storage.Repositories) -> None:
-            r.messages.update_status(self.id, message_id, status)
-            self._enqueue(r, events)
-
-        await self.ctx.db.run(job)
         self._publish(events)
 
     # -- the state machine -------------------------------------------------------------------
@@ -458,6 +432,19 @@ class DeviceActor:
 
     def _event(self, payload: Payload, at: str) -> Event:
         return Event(self.row.session_id, self.id, payload, at)
+
+    # The outbound queue's view of the actor (supervisor.outbound.OutboundHost).
+    def event(self, payload: Payload, at: str) -> Event:
+        return self._event(payload, at)
+
+    def enqueue(self, repos: storage.Repositories, events: list[Event]) -> None:
+        self._enqueue(repos, events)
+
+    def publish(self, events: list[Event]) -> None:
+        self._publish(events)
+
+    def stored(self, row: DeviceRow) -> None:
+        self._stored(row)
 
     def _stored(self, row: DeviceRow) -> None:
         self.row = row

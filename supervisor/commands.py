@@ -101,7 +101,8 @@ class RequestPairCode(Command[tuple[str, str]]):
 
 @attrs.frozen
 class SentMessage:
-    """The reply to :class:`Send`."""
+    """The reply to :class:`Send`: ``status`` ``sent`` if it went out at once, ``pending`` if it
+    waits in the outbound queue; ``timestamp`` is when it was accepted."""
 
     message_id: str
     to: str
@@ -111,11 +112,15 @@ class SentMessage:
 
 @attrs.frozen
 class Send(Command[SentMessage]):
-    """Send a text message; ``origin`` (``api``, ``autoreply``) goes into the event."""
+    """Send a text message through the outbound queue; ``origin`` (``api``, ``autoreply``) goes
+    into the event. ``ttl``: seconds it may wait for the device to connect (None: the default);
+    ``idempotency_key``: a retry with the same key answers the send made the first time."""
 
     to: str
     text: str
     origin: str
+    ttl: float | None = None
+    idempotency_key: str | None = None
 
 
 @attrs.frozen

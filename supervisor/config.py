@@ -6,7 +6,7 @@ Usage::
     config.webhooks.timeout          # 15.0
     config.allow_networks            # (IPv4Network('127.0.0.0/8'),)
 
-Every consumer takes the record it needs (``config.webhooks``, ``config.autoreply``), typed;
+Every consumer takes the record it needs (``config.webhooks``, ``config.autoreply``, ``config.sending``), typed;
 nothing reads a field that may be absent. Error handling: a value that cannot be a network in
 ``allow_networks`` raises ``ValueError`` naming it, when the Config is built.
 """
@@ -52,6 +52,26 @@ class AutoReplyConfig:
 
 
 @attrs.frozen
+class SendingConfig:
+    """The outbound queue's knobs: pacing defaults (a device's ``sending`` settings override the
+    rate and burst), bounds and timings of tracked sends."""
+
+    #: Sends waiting in one device's queue before one more is refused (429).
+    queue_size: int = 1000
+    #: The token bucket: sends per minute on average, and how many may go out back to back.
+    rate_per_minute: float = 60.0
+    burst: int = 5
+    #: Random extra wait after each paced send, as a fraction of the interval between sends.
+    jitter: float = 0.2
+    #: Seconds a send may wait for the device to connect before it fails with ``expired``.
+    ttl: float = 300.0
+    #: The longest ``ttl`` a request may ask for.
+    max_ttl: float = 86400.0
+    #: Seconds after which a send still not acknowledged raises ``message_stuck`` (once).
+    stuck_after: float = 60.0
+
+
+@attrs.frozen
 class Config:
     data_dir: Path = attrs.field(default=Path("./data"), converter=Path)
     engine: str = "whatsmeow"
@@ -91,6 +111,7 @@ class Config:
     message_retention_count: int = 100_000
     webhooks: WebhookConfig = attrs.field(factory=WebhookConfig)
     autoreply: AutoReplyConfig = attrs.field(factory=AutoReplyConfig)
+    sending: SendingConfig = attrs.field(factory=SendingConfig)
 
     @property
     def database_path(self) -> Path:

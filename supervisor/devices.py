@@ -315,16 +315,47 @@ class Devices:
             raise EngineRefused(exc.reason, exc.recoverable, str(exc)) from exc
 
     async def send_message(
-        self, ref: str | int, to: str, text: str, origin: str = "api"
+        self,
+        ref: str | int,
+        to: str,
+        text: str,
+        origin: str = "api",
+        *,
+        ttl: float | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Send a text message; returns ``messageId``, ``to``, ``status`` and ``timestamp``.
+        """Send a text message through the device's outbound queue; returns ``messageId``,
+        ``to``, ``status`` (``sent`` or ``pending``) and ``timestamp``.
 
-        Raises: DeviceNotFound; DeviceConflict (not connected, or the engine refused it); Busy,
-        Restarting, Unresponsive.
+        Raises: DeviceNotFound; DeviceConflict (the device does not take sends); QueueFull;
+        Busy, Restarting, Unresponsive.
         """
-        sent = await self._call(ref, cmd.Send(to, text, origin))
+        sent = await self._call(ref, cmd.Send(to, text, origin, ttl, idempotency_key))
         return {"messageId": sent.message_id, "to": sent.to, "status": sent.status,
                 "timestamp": sent.timestamp}
+
+    async def outbound_counts(self, device_id: int) -> tuple[int, int]:
+        """``(pending, stuck)``: the device's sends not sent yet, and those of them that raised
+        ``message_stuck``.
+
+        Raises: nothing.
+        """
+        result: tuple[int, int] = await self.db.run(lambda r: r.sends.counts(device_id))
+        return result
+
+    async def whatsapp_id(self, device_id: int, message_id: str) -> str:
+        """The id WhatsApp knows a sent message by: the WhatsApp id of wasup's ``message_id``
+        once it was sent, else ``message_id`` as given.
+
+        Raises: nothing.
+        """
+
+        def job(r: storage.Repositories) -> str:
+            sent = r.sends.get(device_id, message_id)
+            return message_id if sent is None or sent.wa_id is None else sent.wa_id
+
+        result: str = await self.db.run(job)
+        return result
 
     async def recent_messages(self, device_id: int, chat: str, limit: int = 20) -> list[Any]:
         """The last ``limit`` messages of a chat, oldest first.

@@ -45,6 +45,15 @@ class Busy(WasupError):
         self.retry_after = retry_after
 
 
+class QueueFull(WasupError):
+    """Raised by the device's outbound queue (:mod:`supervisor.outbound`) when it holds
+    ``outbound_queue_size`` sends already: try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str = "the device's outbound queue is full", retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Restarting(WasupError):
     """Raised by the devices facade when the device's actor crashed while handling the command
     and is being restarted: try again after ``retry_after`` seconds."""

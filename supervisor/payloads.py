@@ -148,11 +148,25 @@ class MessageSent:
 
 @attrs.frozen
 class MessageStatusChanged:
-    """WhatsApp acknowledged a message the device sent: its new ``status``."""
+    """A message the device sent has a new ``status``: ``sent`` (WhatsApp took it),
+    ``delivered``, ``read``, or ``failed`` with a ``reason`` (``expired``, ``engine_error``...)."""
 
     type: ClassVar[str] = "message_status"
     message_id: str
     status: str
+    reason: str | None = None
+
+
+@attrs.frozen
+class MessageStuck:
+    """A send was not acknowledged within ``send_stuck_after`` seconds of being accepted
+    (raised once per send); ``status`` is where it stands (``pending``)."""
+
+    type: ClassVar[str] = "message_stuck"
+    message_id: str
+    to: str
+    status: str
+    since: str
 
 
 @attrs.frozen
@@ -176,6 +190,7 @@ Catalogued = (
     | MessageUndecryptable
     | MessageSent
     | MessageStatusChanged
+    | MessageStuck
 )
 
 #: Everything published as an event: the catalogue and the ``webhook_disabled`` notice.

@@ -81,6 +81,7 @@ BODY_ROUTES: list[tuple[str, str]] = [
     ("PUT", "/devices/{a}/settings/ai"),
     ("PUT", "/devices/{a}/settings/webhook"),
     ("PUT", "/devices/{a}/settings/proxy"),
+    ("PUT", "/devices/{a}/settings/sending"),
     ("POST", "/simulator/devices/{a}/scan"),
     ("POST", "/simulator/devices/{a}/messages"),
     ("POST", "/simulator/devices/{a}/receipts"),
@@ -285,9 +286,32 @@ def field_cases() -> Iterator[Case]:
         ({"to": "+15551234567", "text": 5}, "text"),
         ({"to": "+15551234567"}, "text"),
         ({"to": "+15551234567", "text": "hi", "bcc": "x"}, "bcc"),
+        ({"to": "+15551234567", "text": "hi", "ttl": 0}, "ttl"),
+        ({"to": "+15551234567", "text": "hi", "ttl": 10**9}, "ttl"),
+        ({"to": "+15551234567", "text": "hi", "ttl": "60"}, "ttl"),
+        ({"to": "+15551234567", "text": "hi", "ttl": True}, "ttl"),
     ]
     for body, field in messages:
-        yield Case(f"POST messages: {str(body)[:40]}", "POST", "/devices/{a}/messages",
+        yield Case(f"POST messages: {str(body)[-40:]}", "POST", "/devices/{a}/messages",
+                   j(body), field=field)
+    send = j({"to": "+15551234567", "text": "hi"})
+    for key in ["", "x" * 129, "with space"]:
+        yield Case(f"POST messages: Idempotency-Key {key[:12]!r}", "POST",
+                   "/devices/{a}/messages", send, headers=(("Idempotency-Key", key),),
+                   field="Idempotency-Key")
+    sending: list[tuple[Any, str]] = [
+        ({}, "ratePerMinute"),
+        ({"ratePerMinute": 60}, "burst"),
+        ({"ratePerMinute": 0, "burst": 1}, "ratePerMinute"),
+        ({"ratePerMinute": 601, "burst": 1}, "ratePerMinute"),
+        ({"ratePerMinute": "60", "burst": 1}, "ratePerMinute"),
+        ({"ratePerMinute": 60, "burst": 0}, "burst"),
+        ({"ratePerMinute": 60, "burst": 1.5}, "burst"),
+        ({"ratePerMinute": 60, "burst": True}, "burst"),
+        ({"ratePerMinute": 60, "burst": 5, "jitter": 1}, "jitter"),
+    ]
+    for body, field in sending:
+        yield Case(f"PUT settings/sending: {body}", "PUT", "/devices/{a}/settings/sending",
                    j(body), field=field)
     for body, field in [({"phoneNumber": "abc"}, "phoneNumber"), ({}, "phoneNumber"),
                         ({"phoneNumber": 155512345}, "phoneNumber"),

@@ -89,6 +89,8 @@ async def test_pair_by_code_send_receive_receipts_statistics(tmp_path: Path) -> 
                 engine = server.sup.engine
                 assert isinstance(engine, SimulatorEngine)
                 assert [m.text for m in engine.sent_messages(device["id"])] == ["hello"]
+                # WhatsApp knows the message by its own id; events and the API by wasup's.
+                wa_id = engine.sent_messages(device["id"])[0].message_id
 
                 # -- receive --------------------------------------------------------------------
                 r = await api.post(f"/simulator/devices/{sid}/messages",
@@ -96,8 +98,8 @@ async def test_pair_by_code_send_receive_receipts_statistics(tmp_path: Path) -> 
                 assert r.status_code == 200, r.text
 
                 # -- receipts -------------------------------------------------------------------
-                await engine.ack(device["id"], sent["messageId"], "delivered")
-                await engine.ack(device["id"], sent["messageId"], "read")
+                await engine.ack(device["id"], wa_id, "delivered")
+                await engine.ack(device["id"], wa_id, "read")
 
                 with trio.fail_after(DEADLINE):
                     for _ in range(1000):
@@ -114,8 +116,9 @@ async def test_pair_by_code_send_receive_receipts_statistics(tmp_path: Path) -> 
         assert out["data"]["text"] == "hello"
         inbound = next(e for e in events if e["type"] == "message_received")
         assert inbound["data"]["text"] == "hi back"
-        statuses = [e["data"]["status"] for e in events if e["type"] == "message_status"]
-        assert statuses == ["delivered", "read"]
+        statuses = [(e["data"]["messageId"], e["data"]["status"])
+                    for e in events if e["type"] == "message_status"]
+        assert statuses == [(sent["messageId"], s) for s in ("sent", "delivered", "read")]
 
         # -- statistics -------------------------------------------------------------------------
         r = await api.get(f"/devices/{sid}")
@@ -186,3 +189,57 @@ async def test_validation_and_conflicts(tmp_path: Path) -> None:
         assert r.status_code == 200
         r = await api.post(f"/devices/{sid}/pair-code", json={"phoneNumber": "+15551234567"})
         assert r.status_code == 409
+
+
+async def test_tracked_sends_over_http(tmp_path: Path) -> None:
+    """The pacing settings, 200 sent then 202 pending, the queue in the device record, a retry
+    with the same Idempotency-Key, and bad ttl, key and settings."""
+    async with running_server(tmp_path / "data") as server, api_client(server) as api:
+        device = await create(api, "Paced")
+        sid = device["sessionId"]
+        await wait_status(api, sid, "pending")
+        r = await api.post(f"/simulator/devices/{sid}/scan", json={})
+        assert r.status_code == 200, r.text
+        await wait_status(api, sid, "connected")
+        r = await api.get(f"/devices/{sid}/settings/sending")
+        assert r.json()["data"] == {"ratePerMinute": 60.0, "burst": 5}
+        r = await api.put(f"/devices/{sid}/settings/sending", json={"ratePerMinute": 1, "burst": 1})
+        assert r.status_code == 200 and r.json()["data"] == {"ratePerMinute": 1.0, "burst": 1}
+        r = await api.get(f"/devices/{sid}/settings/sending")
+        assert r.json()["data"] == {"ratePerMinute": 1.0, "burst": 1}
+
+        first = await api.post(f"/devices/{sid}/messages", json={"to": "15557654321", "text": "a"},
+                               headers={"Idempotency-Key": "k-1"})
+        assert first.status_code == 200 and first.json()["data"]["status"] == "sent"
+        second = await api.post(f"/devices/{sid}/messages",
+                                json={"to": "15557654321", "text": "b", "ttl": 30},
+                                headers={"Idempotency-Key": "k-2"})
+        assert second.status_code == 202, second.text
+        assert second.json()["data"]["status"] == "pending"
+        queue = (await api.get(f"/devices/{sid}")).json()["data"]["outboundQueue"]
+        assert queue == {"pending": 1, "stuck": 0}
+        # Retries answer the message made the first time, and send nothing.
+        again = await api.post(f"/devices/{sid}/messages",
+                               json={"to": "15557654321", "text": "a"},
+                               headers={"Idempotency-Key": "k-1"})
+        assert again.status_code == 200 and again.json()["data"] == first.json()["data"]
+        again = await api.post(f"/devices/{sid}/messages",
+                               json={"to": "15557654321", "text": "b"},
+                               headers={"Idempotency-Key": "k-2"})
+        assert again.status_code == 202 and again.json()["data"] == second.json()["data"]
+        engine = server.sup.engine
+        assert isinstance(engine, SimulatorEngine)
+        assert [m.text for m in engine.sent_messages(device["id"])] == ["a"]
+
+        for body, headers, field in [
+            ({"to": "15557654321", "text": "x", "ttl": 0}, {}, "ttl"),
+            ({"to": "15557654321", "text": "x", "ttl": "5"}, {}, "ttl"),
+            ({"to": "15557654321", "text": "x"}, {"Idempotency-Key": "a b"}, "Idempotency-Key"),
+        ]:
+            r = await api.post(f"/devices/{sid}/messages", json=body, headers=headers)
+            assert r.status_code == 400 and r.json()["field"] == field, r.text
+        for body, field in [({"ratePerMinute": 0, "burst": 1}, "ratePerMinute"),
+                            ({"ratePerMinute": 5, "burst": 0.5}, "burst"),
+                            ({"ratePerMinute": 5}, "burst")]:
+            r = await api.put(f"/devices/{sid}/settings/sending", json=body)
+            assert r.status_code == 400 and r.json()["field"] == field, r.text

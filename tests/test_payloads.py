@@ -23,6 +23,7 @@ from supervisor.payloads import (
     MessageReceived,
     MessageSent,
     MessageStatusChanged,
+    MessageStuck,
     MessageUndecryptable,
     Payload,
     QrShown,
@@ -64,7 +65,8 @@ SAMPLES: dict[str, Callable[[dict[str, Any]], Payload]] = {
     "message_sent": lambda d: MessageSent(
         d["messageId"], d["to"], d["text"], status=d["status"], origin=d["origin"]
     ),
-    "message_status": lambda d: MessageStatusChanged(d["messageId"], d["status"]),
+    "message_status": lambda d: MessageStatusChanged(d["messageId"], d["status"], d["reason"]),
+    "message_stuck": lambda d: MessageStuck(d["messageId"], d["to"], d["status"], d["since"]),
 }
 
 

@@ -192,9 +192,10 @@ async def test_receipts_play_the_recipients_phone(tmp_path: Path) -> None:
             assert r.status_code == 200, r.text
             assert r.json()["data"] == {"sessionId": sid, "messageId": message_id,
                                         "status": status}
-        await until(events, 3)
+        await until(events, 4)
         assert [(e["type"], e["data"].get("status")) for e in events] == [
-            ("message_sent", "sent"), ("message_status", "delivered"), ("message_status", "read"),
+            ("message_sent", "sent"), ("message_status", "sent"), ("message_status", "delivered"),
+            ("message_status", "read"),
         ]
         for body, field in [
             ({"messageId": "3ANEVERSENT", "status": "read"}, "messageId"),

@@ -313,6 +313,31 @@ ALTER TABLE messages ADD COLUMN content TEXT CHECK (content IS NULL OR json_vali
 ALTER TABLE messages ADD COLUMN quoted TEXT;
 """
 
+#: What migration 5 adds.
+SCHEMA_V5 = """
+CREATE TABLE sends (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id INTEGER NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    message_id TEXT NOT NULL,
+    idempotency_key TEXT,
+    chat TEXT NOT NULL,
+    text TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'done')),
+    status TEXT NOT NULL,
+    reason TEXT,
+    wa_id TEXT,
+    created_at TEXT NOT NULL,
+    accepted_epoch REAL NOT NULL,
+    expires_epoch REAL NOT NULL,
+    stuck INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (device_id, message_id),
+    UNIQUE (device_id, idempotency_key)
+);
+CREATE INDEX sends_open ON sends (device_id, state, seq);
+CREATE INDEX sends_wa ON sends (device_id, wa_id);
+"""
+
 OLD_ROWS = """
 INSERT INTO devices (id, session_id, user_id, alias, business_type, status, status_reason,
     created_at, updated_at, paired, jid, messages_sent, api_key_hash)
@@ -407,7 +432,7 @@ async def test_a_new_database_has_the_shipped_schema(db_path: Path, tmp_path: Pa
         pass
     shipped = tmp_path / "shipped.db"
     conn = sqlite3.connect(shipped, isolation_level=None)
-    conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY + SCHEMA_V4)
+    conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY + SCHEMA_V4 + SCHEMA_V5)
     conn.close()
     assert schema(db_path) == schema(shipped)
 

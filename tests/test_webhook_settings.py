@@ -33,7 +33,8 @@ def test_seed_example_groups() -> None:
     assert set(stored.events) == ws.EVENT_TYPES
     assert stored.to_stored()["secrets"] == [{"secret": "webhook_secret", "expiresAt": None}]
     assert ws.expand_events(["message"]) == [
-        "message_received", "message_sent", "message_status", "message_undecryptable"
+        "message_received", "message_sent", "message_status", "message_stuck",
+        "message_undecryptable",
     ]
     assert "device_connected" in ws.expand_events(["status"])
     assert ws.expand_events(["qr_code", "device_status"]) == ["device_status", "qr_code"]
@@ -103,7 +104,10 @@ def test_stored_form_round_trips_with_its_json_names() -> None:
     stored = rotated.to_stored()
     assert stored == {
         "url": URL,
-        "events": ["message_received", "message_sent", "message_status", "message_undecryptable"],
+        "events": [
+            "message_received", "message_sent", "message_status", "message_stuck",
+            "message_undecryptable",
+        ],
         "secrets": [
             {"secret": new, "expiresAt": None},
             {"secret": secret, "expiresAt": 10.0 + ws.ROTATION_WINDOW},

@@ -24,6 +24,7 @@ import attrs
 from common import clock
 from supervisor.autoreply.settings import MAX_PAUSE_SECONDS
 from supervisor.jid import InvalidJid, Jid, JidKind
+from supervisor.message_content import ACTIONS
 from supervisor.payloads import MessageReceived
 from supervisor.policy import SlidingWindow
 
@@ -85,7 +86,8 @@ class RateBook:
 def screen(message: MessageReceived, max_age: float) -> Jid | str:
     """The chat of a received message that auto-reply may answer, settings aside; else the
     outcome saying why not (``ignored_group``, ``ignored_broadcast``, ``ignored_own``,
-    ``ignored_other``, ``ignored_stale``)."""
+    ``ignored_other``, ``ignored_stale``). A reaction, an edit, a revoke or a poll vote
+    acts on an earlier message and is not answered (``ignored_other``)."""
     chat = message.chat or message.sender
     if not chat.strip():
         return "ignored_other"
@@ -103,6 +105,8 @@ def screen(message: MessageReceived, max_age: float) -> Jid | str:
     if kind is JidKind.BROADCAST:
         return "ignored_broadcast"
     if jid is None or not jid.kind.is_direct or not message.text.strip():
+        return "ignored_other"
+    if message.content is not None and message.content.type in ACTIONS:
         return "ignored_other"
     age = _age(message.timestamp)
     if age is not None and age > max_age:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from storage.models import MessageRow
+from supervisor.message_content import ACTIONS
 
 #: Older turns are dropped first beyond this much history text (characters).
 MAX_HISTORY_CHARS = 16000
@@ -32,10 +33,13 @@ class Turn:
 
 def turns_from_history(rows: Iterable[MessageRow]) -> list[Turn]:
     """Turn message rows (oldest first) into turns: direction ``in`` is the user, ``out`` the
-    assistant; rows without text are skipped."""
+    assistant; rows without text, and those acting on another message (an edit's new text), are
+    skipped."""
     turns = []
     for row in rows:
         if not row.text or not row.text.strip() or row.direction not in ("in", "out"):
+            continue
+        if row.type in ACTIONS:
             continue
         role = "user" if row.direction == "in" else "assistant"
         turns.append(Turn(role, row.text, row.message_id))

@@ -20,7 +20,7 @@ The API takes ``{"url", "events", "secret", "rotateSecret", "enabled"}``
      "failingSince": None}                                      # epoch of first failure
 
 ``events`` accepts the event types of the WebSocket and the seed's group names: ``"message"``
-(message_received, message_sent, message_status), ``"status"`` (device_status,
+(message_received, message_sent, message_status, message_stuck), ``"status"`` (device_status,
 device_connected, device_disconnected, device_logged_out, qr_code, qr_timeout) and ``"*"``
 (all). Missing or empty means all.
 
@@ -50,7 +50,10 @@ from supervisor.webhooks import signing, ssrf
 WEBHOOK_KIND = "webhook"
 EVENT_GROUPS: dict[str, frozenset[str]] = {
     "message": frozenset(
-        {"message_received", "message_undecryptable", "message_sent", "message_status"}
+        {
+            "message_received", "message_undecryptable", "message_sent", "message_status",
+            "message_stuck",
+        }
     ),
     "status": frozenset(
         {

@@ -1,0 +1,417 @@
+"""The outbound queue of one device: tracked sends, paced, in order, with a time to live.
+
+The device's actor owns one :class:`Outbound` and drives it: it hands over each accepted send
+(:meth:`Outbound.accept`), asks when the queue next needs it (:meth:`Outbound.wake_at`) and lets
+it work then (:meth:`Outbound.tick`), and passes on WhatsApp's receipts
+(:meth:`Outbound.receipt`). Everything runs on the actor's task, one thing at a time.
+
+- **Tracked.** A send is stored (``sends`` and ``messages``, status ``pending``) before anything
+  leaves, and answered at once: ``sent`` if it went out straight away, else ``pending``. Its
+  status then moves ``pending`` -> ``sent`` -> ``delivered`` -> ``read``, or ``failed`` with a
+  reason, each a ``message_status`` event. A send still ``pending`` ``stuck_after`` seconds after
+  it was accepted raises one ``message_stuck`` event.
+- **Idempotent.** A send made with an ``Idempotency-Key`` is found again by that key (per device,
+  stored, so across restarts too): the retry answers the same message and sends nothing.
+- **Sends while reconnecting.** A device ``connecting``, or ``disconnected`` with a reason it
+  recovers from on its own, accepts sends; they go out in order once it is ``connected``, or fail
+  with ``expired`` when their time to live ends. A device that will not come back by itself
+  (logged out, QR timed out, pairing, held) refuses new sends (409) and fails the queued ones
+  with its status as the reason.
+- **Paced.** A token bucket (``ratePerMinute``, ``burst``; the device's ``sending`` settings or
+  :class:`~supervisor.config.SendingConfig`): up to ``burst`` sends leave back to back, then one
+  per interval, each paced send followed by a random extra pause (``jitter``, a fraction of the
+  interval), so a burst from an application leaves as a steady, irregular trickle. The queue holds at most ``queue_size`` sends; one more is refused with
+  :class:`~supervisor.errors.QueueFull` (429 with Retry-After).
+- **At most once.** A send is marked ``sending`` in its own transaction before the engine is
+  asked; a send found ``sending`` after a crash may have left or not, so it fails with
+  ``interrupted`` rather than go out twice. Queued sends survive a crash and go out after it.
+
+Error handling: an :class:`EngineError` from the engine's send fails the send with its reason
+when it is final; a recoverable one (not connected) puts it back at the head of the queue and
+waits a second. A storage outage propagates (the actor retries the work later); anything else is
+a crash of the actor, as for every engine call.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Iterable
+from typing import Protocol
+
+import attrs
+import trio
+
+import storage
+from common.clock import iso, now_epoch
+from common.ids import new_message_id
+from storage.models import DeviceRow, SendRow
+
+from . import state as sm
+from .commands import Send, SentMessage
+from .config import SendingConfig
+from .engine import EngineSession
+from .errors import DeviceConflict, EngineError, QueueFull
+from .events import Event
+from .payloads import MessageSent, MessageStatusChanged, MessageStuck, Payload
+
+#: The settings kind that overrides a device's pacing (``PUT .../settings/sending``).
+SETTINGS_KIND = "sending"
+#: Bounds of the pacing settings (shared with the route's validation and docs/openapi.yaml).
+RATE_MIN, RATE_MAX = 1.0, 600.0
+BURST_MIN, BURST_MAX = 1, 100
+#: Seconds a send put back by a recoverable engine error waits before the next try.
+RETRY_PAUSE = 1.0
+
+
+class OutboundHost(Protocol):
+    """What the queue needs of its actor: the device, and how its events are made and sent."""
+
+    @property
+    def id(self) -> int: ...
+
+    def event(self, payload: Payload, at: str) -> Event:
+        """An event of this device."""
+        ...
+
+    def enqueue(self, repos: storage.Repositories, events: list[Event]) -> None:
+        """Write the webhook outbox rows of ``events`` in the caller's transaction."""
+        ...
+
+    def publish(self, events: list[Event]) -> None:
+        """Publish ``events`` (after their transaction committed)."""
+        ...
+
+    def stored(self, row: DeviceRow) -> None:
+        """The device's row as just stored."""
+        ...
+
+
+@attrs.frozen
+class Pacing:
+    """How fast one device sends: ``rate_per_minute`` on average, ``burst`` back to back."""
+
+    rate_per_minute: float
+    burst: int
+
+    @classmethod
+    def of(cls, settings: storage.JsonObject | None, config: SendingConfig) -> Pacing:
+        """The device's pacing: its ``sending`` settings document over the defaults."""
+        doc = settings or {}
+        return cls(
+            rate_per_minute=float(doc.get("ratePerMinute", config.rate_per_minute)),
+            burst=int(doc.get("burst", config.burst)),
+        )
+
+    def to_json(self) -> dict[str, float | int]:
+        return {"ratePerMinute": self.rate_per_minute, "burst": self.burst}
+
+
+@attrs.define
+class TokenBucket:
+    """``burst`` tokens at most, refilled at ``rate`` per second (Trio time)."""
+
+    rate: float
+    burst: int
+    tokens: float
+    updated: float
+
+    @classmethod
+    def full(cls, pacing: Pacing, now: float) -> TokenBucket:
+        return cls(pacing.rate_per_minute / 60.0, pacing.burst, float(pacing.burst), now)
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def ready_at(self, now: float) -> float:
+        """When a token is (or was) there to take."""
+        self._refill(now)
+        return now if self.tokens >= 1.0 else now + (1.0 - self.tokens) / self.rate
+
+    def take(self, now: float) -> None:
+        self._refill(now)
+        self.tokens -= 1.0
+
+
+def accepts_sends(state: sm.DeviceState) -> bool:
+    """Whether a device in ``state`` takes sends: connected, or linked and on its way back to
+    connected by itself (a device never linked must be paired first)."""
+    if state.status is sm.Status.CONNECTED:
+        return True
+    if not state.paired:
+        return False
+    if state.status is sm.Status.CONNECTING:
+        return True
+    return state.status is sm.Status.DISCONNECTED and state.retry is not sm.Retry.HOLD
+
+
+@attrs.define(eq=False)
+class Outbound:
+    """One device's outbound queue (see the module doc)."""
+
+    host: OutboundHost
+    db: storage.Store
+    session: EngineSession
+    config: SendingConfig
+    rng: random.Random
+    queue: deque[SendRow] = attrs.field(factory=deque)
+    pacing: Pacing | None = None
+    bucket: TokenBucket | None = None
+    #: Trio time before which nothing is sent (the jitter pause, a retry pause).
+    not_before: float = -math.inf
+    #: Trio time before which :meth:`tick` is not due again (after a storage outage).
+    paused_until: float = -math.inf
+    loaded: bool = False
+
+    # -- what the actor calls ------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read the queue and the pacing settings from storage (at the start of the actor).
+
+        A send found ``sending`` may have left before the crash: it fails with ``interrupted``.
+        """
+        device = self.host.id
+
+        def job(r: storage.Repositories) -> tuple[list[SendRow], storage.JsonObject | None]:
+            rows = r.sends.open(device)
+            lost = [row for row in rows if row.state == "sending"]
+            for row in lost:
+                r.sends.update(device, row.message_id, state="done", status="failed",
+                               reason="interrupted")
+                r.messages.update_status(device, row.message_id, "failed")
+            self._write_failed(r, lost, "interrupted", events)
+            return [row for row in rows if row.state == "queued"], r.settings.get(
+                device, SETTINGS_KIND)
+
+        events: list[Event] = []
+        queued, settings = await self.db.run(job)
+        self.queue = deque(queued)
+        self.set_pacing(settings)
+        self.loaded = True
+        self.host.publish(events)
+
+    def set_pacing(self, settings: storage.JsonObject | None) -> None:
+        """Apply the device's ``sending`` settings (None: the defaults); the bucket starts full."""
+        self.pacing = Pacing.of(settings, self.config)
+        self.bucket = TokenBucket.full(self.pacing, trio.current_time())
+
+    async def accept(self, send: Send, state: sm.DeviceState) -> SentMessage:
+        """Store ``send`` and queue it; send it at once if nothing stands in the way.
+
+        Raises: DeviceConflict when the device does not take sends; QueueFull.
+        """
+        device = self.host.id
+        key = send.idempotency_key
+        if key is not None:
+            earlier = await self.db.run(lambda r: self._replay(r, key))
+            if earlier is not None:
+                return earlier
+        if not accepts_sends(state):
+            raise DeviceConflict(f"device is {state.status.value}, not connected")
+        if not self.loaded:
+            await self.load()
+        if len(self.queue) >= self.config.queue_size:
+            raise QueueFull(retry_after=self._drain_time(1))
+        epoch = now_epoch()
+        ttl = self.config.ttl if send.ttl is None else send.ttl
+        row = SendRow(
+            device_id=device, message_id=new_message_id(), idempotency_key=key, chat=send.to,
+            text=send.text, origin=send.origin, state="queued", status="pending", reason=None,
+            wa_id=None, created_at=iso(epoch), accepted_epoch=epoch, expires_epoch=epoch + ttl,
+            stuck=False,
+        )
+
+        def job(r: storage.Repositories) -> None:
+            r.sends.insert(row)
+            r.messages.insert(
+                device, message_id=row.message_id, chat=row.chat, direction="out",
+                text=row.text, status="pending", at=row.created_at,
+            )
+
+        await self.db.run(job)
+        self.queue.append(row)
+        status = "pending"
+        if state.status is sm.Status.CONNECTED and len(self.queue) == 1:
+            now = trio.current_time()
+            if self._send_at(now) <= now and await self._send_head():
+                status = "sent"
+        return SentMessage(row.message_id, row.chat, status, row.created_at)
+
+    def wake_at(self, state: sm.DeviceState) -> float:
+        """The Trio time at which :meth:`tick` has work (``inf``: none)."""
+        return max(self._due(state), self.paused_until)
+
+    def _due(self, state: sm.DeviceState) -> float:
+        if not self.loaded:
+            return trio.current_time()
+        if not self.queue:
+            return math.inf
+        if not accepts_sends(state):
+            return trio.current_time()
+        now, epoch = trio.current_time(), now_epoch()
+        due = min(row.expires_epoch for row in self.queue)
+        unflagged = [row.accepted_epoch for row in self.queue if not row.stuck]
+        if unflagged:
+            due = min(due, min(unflagged) + self.config.stuck_after)
+        at = now + (due - epoch)
+        if state.status is sm.Status.CONNECTED:
+            at = min(at, self._send_at(now))
+        return at
+
+    async def tick(self, state: sm.DeviceState) -> None:
+        """Do what is due: fail what expired (or cannot go out any more), flag what is stuck,
+        send the head of the queue if pacing allows.
+
+        Error handling: a storage outage propagates, and nothing is due until it may be over.
+        """
+        try:
+            await self._tick(state)
+        except storage.StorageUnavailable as exc:
+            self.paused_until = trio.current_time() + exc.retry_after
+            raise
+
+    async def _tick(self, state: sm.DeviceState) -> None:
+        if not self.loaded:
+            await self.load()
+        epoch = now_epoch()
+        if not accepts_sends(state):
+            await self._fail(list(self.queue), state.reason or state.status.value)
+            return
+        await self._fail([row for row in self.queue if row.expires_epoch <= epoch], "expired")
+        await self._flag_stuck([
+            row for row in self.queue
+            if not row.stuck and row.accepted_epoch + self.config.stuck_after <= epoch
+        ])
+        now = trio.current_time()
+        if state.status is sm.Status.CONNECTED and self.queue and self._send_at(now) <= now:
+            await self._send_head()
+
+    async def receipt(self, wa_id: str, status: str) -> None:
+        """WhatsApp's receipt for a message the device sent: its new status, as an event if it
+        changed."""
+        device = self.host.id
+        at = iso(now_epoch())
+
+        def job(r: storage.Repositories) -> list[Event]:
+            sent = r.sends.by_wa_id(device, wa_id)
+            message_id = wa_id if sent is None else sent.message_id
+            before = r.messages.get(device, message_id)
+            after = r.messages.update_status(device, message_id, status)
+            if before is not None and after is not None and before.status == after.status:
+                return []
+            events = [self.host.event(MessageStatusChanged(message_id, status), at)]
+            self.host.enqueue(r, events)
+            return events
+
+        self.host.publish(await self.db.run(job))
+
+    def stuck_count(self) -> int:
+        """Sends waiting in the queue that raised ``message_stuck``."""
+        return sum(1 for row in self.queue if row.stuck)
+
+    # -- the work ------------------------------------------------------------------------------
+
+    def _send_at(self, now: float) -> float:
+        assert self.bucket is not None  # set by load()
+        return max(self.bucket.ready_at(now), self.not_before)
+
+    def _drain_time(self, sends: int) -> float:
+        """Seconds until ``sends`` more places are free in a full queue, roughly."""
+        assert self.pacing is not None
+        return max(1.0, sends * 60.0 / self.pacing.rate_per_minute)
+
+    def _replay(self, r: storage.Repositories, key: str) -> SentMessage | None:
+        sent = r.sends.by_key(self.host.id, key)
+        if sent is None:
+            return None
+        message = r.messages.get(self.host.id, sent.message_id)
+        status = sent.status if message is None or message.status is None else message.status
+        return SentMessage(sent.message_id, sent.chat, status, sent.created_at)
+
+    async def _send_head(self) -> bool:
+        """Send the head of the queue; True if it went out."""
+        device, row = self.host.id, self.queue[0]
+        await self.db.run(lambda r: r.sends.update(device, row.message_id, state="sending"))
+        try:
+            wa_id = await self.session.send_message(row.chat, row.text)
+        except EngineError as exc:
+            if exc.recoverable:
+                await self.db.run(lambda r: r.sends.update(device, row.message_id, state="queued"))
+                self.not_before = trio.current_time() + RETRY_PAUSE
+                return False
+            await self._fail([row], exc.reason)
+            return False
+        self.queue.popleft()
+        now = trio.current_time()
+        assert self.bucket is not None and self.pacing is not None
+        self.bucket.take(now)
+        if self.bucket.tokens < 1.0:  # the burst is spent: paced from now on, with jitter
+            interval = 60.0 / self.pacing.rate_per_minute
+            self.not_before = now + self.rng.uniform(0.0, self.config.jitter * interval)
+        at = iso(now_epoch())
+        events = [
+            self.host.event(MessageSent(row.message_id, row.chat, row.text, origin=row.origin), at),
+            self.host.event(MessageStatusChanged(row.message_id, "sent"), at),
+        ]
+
+        def job(r: storage.Repositories) -> DeviceRow:
+            r.sends.update(device, row.message_id, state="done", status="sent", wa_id=wa_id)
+            r.messages.update_status(device, row.message_id, "sent")
+            stored = r.devices.increment_stats(device, sent=1, at=at)
+            self.host.enqueue(r, events)
+            return stored
+
+        self.host.stored(await self.db.run(job))
+        self.host.publish(events)
+        return True
+
+    async def _fail(self, rows: list[SendRow], reason: str) -> None:
+        """Fail queued ``rows`` with ``reason``: stored, taken off the queue, one event each."""
+        if not rows:
+            return
+        device = self.host.id
+        events: list[Event] = []
+
+        def job(r: storage.Repositories) -> None:
+            for row in rows:
+                r.sends.update(device, row.message_id, state="done", status="failed",
+                               reason=reason)
+                r.messages.update_status(device, row.message_id, "failed")
+            self._write_failed(r, rows, reason, events)
+
+        await self.db.run(job)
+        gone = {row.message_id for row in rows}
+        self.queue = deque(row for row in self.queue if row.message_id not in gone)
+        self.host.publish(events)
+
+    def _write_failed(
+        self, r: storage.Repositories, rows: Iterable[SendRow], reason: str, events: list[Event]
+    ) -> None:
+        at = iso(now_epoch())
+        made = [self.host.event(MessageStatusChanged(row.message_id, "failed", reason), at)
+                for row in rows]
+        self.host.enqueue(r, made)
+        events.extend(made)
+
+    async def _flag_stuck(self, rows: list[SendRow]) -> None:
+        if not rows:
+            return
+        device = self.host.id
+        at = iso(now_epoch())
+        events = [self.host.event(MessageStuck(row.message_id, row.chat, "pending", row.created_at),
+                                  at) for row in rows]
+
+        def job(r: storage.Repositories) -> None:
+            for row in rows:
+                r.sends.mark_stuck(device, row.message_id)
+            self.host.enqueue(r, events)
+
+        await self.db.run(job)
+        flagged = {row.message_id for row in rows}
+        self.queue = deque(
+            attrs.evolve(row, stuck=True) if row.message_id in flagged else row
+            for row in self.queue
+        )
+        self.host.publish(events)
