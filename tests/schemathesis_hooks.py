@@ -1,4 +1,4 @@
-"""Schemathesis hooks for the AI settings runs (``SCHEMATHESIS_HOOKS=schemathesis_hooks``, with
+"""Schemathesis hooks for every schemathesis run (``SCHEMATHESIS_HOOKS=schemathesis_hooks``, with
 tests/ as the current directory).
 
 JSON Schema counts ``5.0`` as the integer 5, and schemathesis sends such whole floats for
@@ -13,8 +13,9 @@ from typing import Any
 
 import schemathesis
 
-#: The fields of PUT /settings/ai that are counts.
-COUNT_FIELDS = frozenset({"maxTokens", "maxRepliesPerMinute", "historyLimit"})
+#: The body fields that are counts: PUT /settings/ai's, PUT /settings/sending's ``burst`` and
+#: the simulator's ``fail`` ``seconds``.
+COUNT_FIELDS = frozenset({"maxTokens", "maxRepliesPerMinute", "historyLimit", "burst", "seconds"})
 
 
 @schemathesis.hook
