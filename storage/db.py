@@ -68,10 +68,13 @@ _SAVEPOINT = "wasup_job"
 class _Job(Generic[T]):
     """One unit of work and, once the thread is done with it, its result."""
 
-    __slots__ = ("done", "error", "fn", "value", "waiter")
+    __slots__ = ("done", "error", "fn", "value", "waiter", "wrote")
 
     def __init__(self, fn: Callable[[Repositories], T]) -> None:
         self.fn = fn
+        # False once the job ran and changed no row: its answer stands even if the
+        # transaction it shared with other jobs is lost (a read next to a write a full disk refused).
+        self.wrote = True
         self.done = False  # set on the Trio thread, with the waiter woken
         self.waiter: trio.lowlevel.Task | None = None
         self.value: T | None = None
@@ -379,6 +382,8 @@ class Database:
         self, jobs: list[_Job[Any]], message: str, cause: BaseException | None = None
     ) -> None:
         for job in jobs:
+            if job.error is None and not job.wrote:
+                continue  # a read that ran: nothing of it to lose, its answer stands
             if job.error is None:
                 failure: StorageError | None = as_unavailable(cause)
                 if failure is None:
@@ -393,6 +398,7 @@ class Database:
     ) -> bool:
         """Run one job in a savepoint; False if the transaction did not survive it."""
         conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+        changes = conn.total_changes
         try:
             value = job.fn(repos)
         except BaseException as exc:
@@ -410,6 +416,7 @@ class Database:
             return False
         conn.execute(f"RELEASE {_SAVEPOINT}")
         job.value = value
+        job.wrote = conn.total_changes != changes
         return True
 
     def _wake(self, jobs: list[_Job[Any]]) -> None:
