@@ -32,14 +32,16 @@ from storage.interface import (
     DeviceRepository,
     HistoryRepository,
     JsonObject,
-    MessageHistoryRepository,
-    MessageRepository,
     OutboundEvent,
     OutboxRepository,
     Repositories,
-    SendRepository,
     SettingsRepository,
     Store,
+)
+from storage.message_interface import (
+    MessageHistoryRepository,
+    MessageRepository,
+    SendRepository,
 )
 from storage.models import (
     OUTBOX_STATUSES,

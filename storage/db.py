@@ -41,7 +41,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -49,6 +49,7 @@ import trio
 from common.virtual_time import holds_virtual_time
 from storage.errors import DatabaseClosed, StorageError, StorageUnavailable, TransactionFailed
 from storage.interface import Repositories
+from storage.jobs import Job, set_all, wait_done
 from storage.migrations import MIGRATIONS, Migration, migrate
 from storage.models import DatabaseStatistics, Outage
 from storage.outage import RETRY_AFTER, OutageWatch, as_unavailable, disk_full
@@ -63,22 +64,6 @@ T = TypeVar("T")
 DEFAULT_MAX_BATCH = 2000
 
 _SAVEPOINT = "wasup_job"
-
-
-class _Job(Generic[T]):
-    """One unit of work and, once the thread is done with it, its result."""
-
-    __slots__ = ("done", "error", "fn", "value", "waiter", "wrote")
-
-    def __init__(self, fn: Callable[[Repositories], T]) -> None:
-        self.fn = fn
-        # False once the job ran and changed no row: its answer stands even if the
-        # transaction it shared with other jobs is lost (a read next to a write a full disk refused).
-        self.wrote = True
-        self.done = False  # set on the Trio thread, with the waiter woken
-        self.waiter: trio.lowlevel.Task | None = None
-        self.value: T | None = None
-        self.error: BaseException | None = None
 
 
 class _Close:
@@ -102,9 +87,9 @@ class Database:
     max_batch: int
     _token: trio.lowlevel.TrioToken
     _migrations: list[Migration]
-    _queue: queue.SimpleQueue[_Job[Any] | _Close] = attrs.field(factory=queue.SimpleQueue)
+    _queue: queue.SimpleQueue[Job[Any] | _Close] = attrs.field(factory=queue.SimpleQueue)
     _thread: threading.Thread | None = None
-    _ready: _Job[None] | None = None
+    _ready: Job[None] | None = None
     _closing: bool = False
     _dead: bool = False
     _watch: OutageWatch = attrs.field(init=False)  # Trio thread only
@@ -146,9 +131,9 @@ class Database:
         """
         if self._closing or self._dead:
             raise DatabaseClosed("database is closed")
-        job: _Job[T] = _Job(fn)
+        job: Job[T] = Job(fn)
         self._queue.put(job)
-        await _wait_done(job)
+        await wait_done(job)
         if job.error is not None:
             error, job.error = job.error, None  # drop the reference: no cycle via traceback
             raise error
@@ -201,8 +186,8 @@ class Database:
 
     # -- lifecycle (Trio side) ---------------------------------------------------------------
 
-    def _start(self) -> _Job[None]:
-        self._ready = ready = _Job[None](lambda repos: None)
+    def _start(self) -> Job[None]:
+        self._ready = ready = Job[None](lambda repos: None)
         self._thread = threading.Thread(
             target=self._thread_main, name=f"wasup-sqlite:{self.path.name}", daemon=True
         )
@@ -216,7 +201,7 @@ class Database:
             self._queue.put(_CLOSE)
         if self._thread is not None:
             if holds_virtual_time():
-                while self._thread.is_alive():  # see _wait_done
+                while self._thread.is_alive():  # see wait_done
                     await trio.lowlevel.checkpoint()
             # join() blocks, so do it off the Trio thread; the thread is finishing anyway.
             await trio.to_thread.run_sync(self._thread.join)
@@ -275,7 +260,7 @@ class Database:
     def _serve(self, conn: sqlite3.Connection, repos: SqliteRepositories) -> None:
         while True:
             item = self._queue.get()
-            batch: list[_Job[Any]] = []
+            batch: list[Job[Any]] = []
             closing = False
             while True:
                 if isinstance(item, _Close):
@@ -294,7 +279,7 @@ class Database:
                 return
 
     def _run_batch(
-        self, conn: sqlite3.Connection, repos: SqliteRepositories, batch: list[_Job[Any]]
+        self, conn: sqlite3.Connection, repos: SqliteRepositories, batch: list[Job[Any]]
     ) -> None:
         self._batches += 1
         self._largest_batch = max(self._largest_batch, len(batch))
@@ -314,7 +299,7 @@ class Database:
             self._wake(batch)
 
     def _run_optimistic(
-        self, conn: sqlite3.Connection, repos: SqliteRepositories, batch: list[_Job[Any]]
+        self, conn: sqlite3.Connection, repos: SqliteRepositories, batch: list[Job[Any]]
     ) -> int:
         """Run the whole batch in one transaction without savepoints; how many jobs are done.
 
@@ -352,7 +337,7 @@ class Database:
         self,
         conn: sqlite3.Connection,
         repos: SqliteRepositories,
-        batch: list[_Job[Any]],
+        batch: list[Job[Any]],
         start: int,
     ) -> None:
         """Run ``batch[start:]`` with a savepoint per job, so one failing job fails alone."""
@@ -379,7 +364,7 @@ class Database:
             self._fail(batch[first:], f"transaction failed: {exc}", exc)
 
     def _fail(
-        self, jobs: list[_Job[Any]], message: str, cause: BaseException | None = None
+        self, jobs: list[Job[Any]], message: str, cause: BaseException | None = None
     ) -> None:
         for job in jobs:
             if job.error is None and not job.wrote:
@@ -394,7 +379,7 @@ class Database:
                 self._failed_jobs += 1
 
     def _run_job(
-        self, conn: sqlite3.Connection, repos: SqliteRepositories, job: _Job[Any]
+        self, conn: sqlite3.Connection, repos: SqliteRepositories, job: Job[Any]
     ) -> bool:
         """Run one job in a savepoint; False if the transaction did not survive it."""
         conn.execute(f"SAVEPOINT {_SAVEPOINT}")
@@ -419,8 +404,8 @@ class Database:
         job.wrote = conn.total_changes != changes
         return True
 
-    def _wake(self, jobs: list[_Job[Any]]) -> None:
-        self._call_soon(_set_all, jobs)
+    def _wake(self, jobs: list[Job[Any]]) -> None:
+        self._call_soon(set_all, jobs)
 
     def _call_soon(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -431,16 +416,16 @@ class Database:
     def _on_thread_exit(self) -> None:
         # Runs on the Trio thread, so no `run` can slip a job in between these lines.
         self._dead = True
-        stranded: list[_Job[Any]] = []
+        stranded: list[Job[Any]] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, _Job):
+            if isinstance(item, Job):
                 item.error = DatabaseClosed("database thread stopped")
                 stranded.append(item)
-        _set_all(stranded)
+        set_all(stranded)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -451,34 +436,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             log.warning("rollback failed: %s", exc)
-
-
-async def _wait_done(job: _Job[Any]) -> None:
-    if holds_virtual_time():
-        # Under an autojumping MockClock the run loop counts as idle while the database thread
-        # works, and virtual time would leap past every timeout meanwhile. Keep the loop busy
-        # until the job is done so virtual time stands still (tests only; costs CPU).
-        while not job.done:
-            await trio.lowlevel.checkpoint()
-    if job.done:
-        await trio.lowlevel.checkpoint()
-        return
-    # A one-shot wait, cheaper than a trio.Event: _set_all reschedules this task.
-    job.waiter = trio.lowlevel.current_task()
-
-    def abort(_: object) -> trio.lowlevel.Abort:
-        job.waiter = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    await trio.lowlevel.wait_task_rescheduled(abort)
-
-
-def _set_all(jobs: list[_Job[Any]]) -> None:
-    for job in jobs:
-        job.done = True
-        waiter, job.waiter = job.waiter, None
-        if waiter is not None:
-            trio.lowlevel.reschedule(waiter)
 
 
 @asynccontextmanager
@@ -509,7 +466,7 @@ async def open_database(
         )
         ready = db._start()
         try:
-            await _wait_done(ready)
+            await wait_done(ready)
         finally:
             if ready.error is not None or not ready.done:  # failed, or cancelled meanwhile
                 with trio.CancelScope(shield=True):

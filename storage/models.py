@@ -11,6 +11,13 @@ from typing import Any
 
 import attrs
 
+#: A value a device column holds: text, a number, a flag or nothing.
+ColumnValue = str | int | float | bool | None
+
+#: A JSON object as stored (settings documents, delivery views). Its shape belongs to the caller;
+#: storage keeps it as text and gives it back parsed.
+JsonObject = dict[str, Any]
+
 
 @attrs.frozen
 class DeviceRow:

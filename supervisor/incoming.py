@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import storage
 from common.clock import iso
-from storage.interface import JsonObject, MessageRepository
+from storage.interface import JsonObject
+from storage.message_interface import MessageRepository
 
 from . import engine as eng
 from . import message_content as mc
