@@ -307,10 +307,6 @@ class Outbound:
 
         self.host.publish(await self.db.run(job))
 
-    def stuck_count(self) -> int:
-        """Sends waiting in the queue that raised ``message_stuck``."""
-        return sum(1 for row in self.queue if row.stuck)
-
     # -- the work ------------------------------------------------------------------------------
 
     def _send_at(self, now: float) -> float:
