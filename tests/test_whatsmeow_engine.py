@@ -106,6 +106,17 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def fds_under(path: Path) -> int:
+    """Descriptors open on files below ``path`` (a test's own data directory: what the engine
+    opens there, and nothing the rest of a test run opens meanwhile)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(path)):
+                count += 1
+    return count
+
+
 async def make_schema(data_dir: Path, device_id: int) -> Path:
     """Let whatsmeow create its store (a pairing attempt through Go, failing offline)."""
     engine = WhatsmeowEngine(data_dir, preflight_host=None)
@@ -835,6 +846,7 @@ async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
         await from_go(client.on_event, 3, connected)
     gc.collect()
     threads, tasks, fds = python_threads(), os_threads(), open_fds()
+    store_fds = fds_under(tmp_path)
     for _ in range(200):
         await from_go(client.on_event, 12, disconnected)
         mock_clock.jump(5)
@@ -844,6 +856,7 @@ async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
     assert python_threads() <= threads
     assert os_threads() <= tasks + 2  # Trio's idle worker threads come and go
     gc.collect()
+    assert fds_under(tmp_path) == store_fds
     assert open_fds() - fds <= FD_NOISE, f"fds {fds} -> {open_fds()}"
     print(f"whatsmeow reconnects: threads {tasks} -> {os_threads()}, fds {fds} -> {open_fds()}")
     # And 200 where whatsmeow does not come back in time: torn down, connected anew.
@@ -862,6 +875,7 @@ async def test_200_disconnect_reconnect_cycles_grow_no_threads_and_no_fds(
     assert python_threads() <= threads
     assert os_threads() <= tasks + 2
     gc.collect()
+    assert fds_under(tmp_path) == store_fds
     assert open_fds() - fds <= FD_NOISE, f"fds {fds} -> {open_fds()}"
     print(f"engine reconnects: threads {tasks} -> {os_threads()}, fds {fds} -> {open_fds()}")
     await session.stop()
