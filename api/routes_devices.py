@@ -160,7 +160,7 @@ async def create_device() -> Response:
 async def get_device(device_id: str) -> Response:
     row = await resolve_device(device_id)
     data = device_json(row)
-    pending, stuck = await current_state().sup.outbound_counts(row.id)
+    pending, stuck = current_state().sup.outbound_counts(row.id)
     data["outboundQueue"] = {"pending": pending, "stuck": stuck}
     return ok(data)
 

@@ -120,10 +120,6 @@ class SendRepository(Protocol):
         """Record that ``message_stuck`` was raised for this send."""
         ...
 
-    def counts(self, device_id: int) -> tuple[int, int]:
-        """``(pending, stuck)``: the device's sends not done yet, and the stuck ones of them."""
-        ...
-
 
 class MessageHistoryRepository(Protocol):
     """Reads of the stored messages (chats, pages by cursor) and their retention."""

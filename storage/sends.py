@@ -115,13 +115,3 @@ class SqliteSends:
             "UPDATE sends SET stuck = 1 WHERE device_id = ? AND message_id = ?",
             (device_id, message_id),
         )
-
-    def counts(self, device_id: int) -> tuple[int, int]:
-        """``(pending, stuck)``: the device's sends not done yet, and those of them that raised
-        ``message_stuck``."""
-        pending, stuck = self._db.conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(stuck), 0) FROM sends"
-            " WHERE device_id = ? AND state != 'done'",
-            (device_id,),
-        ).fetchone()
-        return int(pending), int(stuck)

@@ -120,6 +120,7 @@ class DeviceActor:
                 send_at = self.outbound.wake_at(self.state)
                 if trio.current_time() >= send_at:
                     await self._unless_storage_out(self.outbound.tick(self.state))
+                    self._show()
                     continue
                 message = None
                 with trio.move_on_at(min(self.resave_at, send_at)):
@@ -127,6 +128,7 @@ class DeviceActor:
                 if message is None:
                     continue
                 await self._unless_storage_out(self._dispatch(message))
+                self._show()
                 # Not kept while waiting for the next one: an OpFailed's traceback holds the
                 # failed operation's frames (its engine client among them).
                 del message
@@ -424,11 +426,14 @@ class DeviceActor:
         return self._event(QrShown(qr), at)  # the PNG is taken when the event is read
 
     def _show(self) -> None:
-        """Update the view if the status or the QR code on show changed."""
+        """Update the view if the status, the QR code on show or the outbound queue changed."""
         shown = self.view.value
         qr = self.current_qr()
-        if not shown.live or shown.status is not self.state.status or shown.qr is not qr:
-            self.view.value = DeviceShown(self.state.status, qr, live=True)
+        # Until the queue is loaded, the counts shown before (by the previous actor) stand.
+        pending, stuck = self.outbound.counts() or (shown.pending_sends, shown.stuck_sends)
+        if (not shown.live or shown.status is not self.state.status or shown.qr is not qr
+                or (shown.pending_sends, shown.stuck_sends) != (pending, stuck)):
+            self.view.value = DeviceShown(self.state.status, qr, True, pending, stuck)
 
     def _event(self, payload: Payload, at: str) -> Event:
         return Event(self.row.session_id, self.id, payload, at)

@@ -334,14 +334,14 @@ class Devices:
         return {"messageId": sent.message_id, "to": sent.to, "status": sent.status,
                 "timestamp": sent.timestamp}
 
-    async def outbound_counts(self, device_id: int) -> tuple[int, int]:
+    def outbound_counts(self, ref: str | int) -> tuple[int, int]:
         """``(pending, stuck)``: the device's sends not sent yet, and those of them that raised
-        ``message_stuck``.
+        ``message_stuck``, as its actor shows them (no I/O).
 
-        Raises: nothing.
+        Raises: DeviceNotFound.
         """
-        result: tuple[int, int] = await self.db.run(lambda r: r.sends.counts(device_id))
-        return result
+        shown = self._child(ref).view.value
+        return shown.pending_sends, shown.stuck_sends
 
     async def whatsapp_id(self, device_id: int, message_id: str) -> str:
         """The id WhatsApp knows a sent message by: the WhatsApp id of wasup's ``message_id``

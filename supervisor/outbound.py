@@ -307,6 +307,13 @@ class Outbound:
 
         self.host.publish(await self.db.run(job))
 
+    def counts(self) -> tuple[int, int] | None:
+        """``(pending, stuck)``: the sends in the queue, and those of them that raised
+        ``message_stuck``; None until the queue is loaded."""
+        if not self.loaded:
+            return None
+        return len(self.queue), sum(1 for row in self.queue if row.stuck)
+
     # -- the work ------------------------------------------------------------------------------
 
     def _send_at(self, now: float) -> float:

@@ -1,4 +1,5 @@
-"""What a device shows the outside while its actor runs: status and QR code, as a value to watch.
+"""What a device shows the outside while its actor runs: status, QR code and outbound queue, as a
+value to watch.
 
 Usage::
 
@@ -24,12 +25,15 @@ from .state import Status
 
 @attrs.frozen
 class DeviceShown:
-    """A device's status and the QR code on show (only while pairing); ``live`` is False
+    """A device's status, the QR code on show (only while pairing) and its outbound queue
+    (sends not sent yet, and those of them that raised ``message_stuck``); ``live`` is False
     while the actor restarts."""
 
     status: Status
     qr: QrAttempt | None = None
     live: bool = False
+    pending_sends: int = 0
+    stuck_sends: int = 0
 
 
 @attrs.define(eq=False, slots=True)

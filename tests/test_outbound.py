@@ -76,6 +76,7 @@ async def test_sends_wait_through_a_reconnect_in_order_or_expire(
         short = await sup.send_message(device, TO, "short-lived", ttl=10)
         last = await sup.send_message(device, TO, "last")
         assert {first["status"], short["status"], last["status"]} == {"pending"}
+        assert sup.outbound_counts(device) == (3, 0)  # what GET /devices/{id} shows
         await trio.sleep(40)
         failed = [(e.data.message_id, e.data.status, e.data.reason)
                   for _, e in rec.of(device, "message_status")]
@@ -83,10 +84,12 @@ async def test_sends_wait_through_a_reconnect_in_order_or_expire(
         # Still waiting after stuck_after: one message_stuck each, raised once.
         stuck = [e.data.message_id for _, e in rec.of(device, "message_stuck")]
         assert stuck == [first["messageId"], last["messageId"]]
+        assert sup.outbound_counts(device) == (2, 2)
         await engine.set_reachable(True)
         await wait_status(sup, device, "connected")
         await trio.sleep(10)
         assert [m.text for m in engine.sent_messages(device)] == ["first", "last"]
+        assert sup.outbound_counts(device) == (0, 0)
         assert [e.data.message_id for _, e in rec.of(device, "message_stuck")] == stuck
         message = await sup.db.run(lambda r: r.messages.get(device, short["messageId"]))
         assert message.status == "failed"
