@@ -116,20 +116,21 @@ async def test_deliver_of_a_pairing_returns_after_paired_is_stored(
         assert stored.push_name == "Ann"
 
 
+async def deliver_noting_failure(sink: InboxSink, failed: list[str]) -> None:
+    """Deliver message 1 through ``sink``, noting the reason in ``failed`` if it fails."""
+    try:
+        await sink.deliver(message(1))
+    except DeliveryFailed as exc:
+        failed.append(exc.reason)
+
+
 async def test_a_sender_waiting_for_room_fails_when_the_device_is_deleted() -> None:
     inbox = Inbox(commands=1, events=1)
     assert inbox.put_event(eng.QrCode("q"))  # the event inbox is full now
-    sink = InboxSink(inbox)
     failed: list[str] = []
 
-    async def send() -> None:
-        try:
-            await sink.deliver(message(1))
-        except DeliveryFailed as exc:
-            failed.append(exc.reason)
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(send)
+        nursery.start_soon(deliver_noting_failure, InboxSink(inbox), failed)
         await trio.testing.wait_all_tasks_blocked()
         assert inbox.waiting() == 1 and failed == []  # waits for room, nothing refused
         inbox.close()
@@ -138,17 +139,10 @@ async def test_a_sender_waiting_for_room_fails_when_the_device_is_deleted() -> N
 
 async def test_queued_deliveries_fail_when_the_actor_ends() -> None:
     inbox = Inbox(commands=1, events=4)
-    sink = InboxSink(inbox)
     failed: list[str] = []
 
-    async def send() -> None:
-        try:
-            await sink.deliver(message(1))
-        except DeliveryFailed as exc:
-            failed.append(exc.reason)
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(send)
+        nursery.start_soon(deliver_noting_failure, InboxSink(inbox), failed)
         await trio.testing.wait_all_tasks_blocked()
         assert inbox.waiting() == 1
         inbox.put_event(eng.QrCode("q"))
