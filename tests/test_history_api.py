@@ -33,31 +33,18 @@ async def connected_device(api: httpx.AsyncClient, alias: str) -> dict[str, Any]
             await trio.sleep(0.01)
 
 
-async def receive(api: httpx.AsyncClient, sid: str, sender: str, text: str) -> str:
-    """A message from ``sender`` to the device; returns its id once wasup has stored it."""
-    r = await api.post(f"/simulator/devices/{sid}/messages", json={"from": sender, "text": text})
-    assert r.status_code == 200, r.text
-    message_id: str = r.json()["data"]["messageId"]
-    # The actor stores it after the engine hands it over: wait for the stored message.
-    with trio.fail_after(DEADLINE):
-        while True:
-            if (await api.get(f"/devices/{sid}/messages/{message_id}")).status_code == 200:
-                return message_id
-            await trio.sleep(0.01)
-
-
-async def receive_location(api: httpx.AsyncClient, sid: str, sender: str, reply_to: str) -> str:
-    """A location from ``sender`` quoting ``reply_to``; its id once stored."""
-    body = {"from": sender, "type": "location", "replyTo": reply_to,
-            "location": {"latitude": 52.52, "longitude": 13.405, "name": "Berlin"}}
+async def receive(api: httpx.AsyncClient, sid: str, body: dict[str, Any]) -> str:
+    """A message the simulator delivers (``body`` as its route takes it); its id. The
+    simulator answers only once wasup stored the message, so it is in the history at once."""
     r = await api.post(f"/simulator/devices/{sid}/messages", json=body)
     assert r.status_code == 200, r.text
     message_id: str = r.json()["data"]["messageId"]
-    with trio.fail_after(DEADLINE):
-        while True:
-            if (await api.get(f"/devices/{sid}/messages/{message_id}")).status_code == 200:
-                return message_id
-            await trio.sleep(0.01)
+    assert (await api.get(f"/devices/{sid}/messages/{message_id}")).status_code == 200
+    return message_id
+
+
+async def receive_text(api: httpx.AsyncClient, sid: str, sender: str, text: str) -> str:
+    return await receive(api, sid, {"from": sender, "text": text})
 
 
 async def send(api: httpx.AsyncClient, sid: str, to: str, text: str) -> str:
@@ -71,11 +58,11 @@ async def test_chats_pages_and_one_message(tmp_path: Path) -> None:
     async with running_server(tmp_path / "data") as server, api_client(server) as api:
         device = await connected_device(api, "Shop")
         sid = device["sessionId"]
-        a1 = await receive(api, sid, ALICE, "hi 1")
+        a1 = await receive_text(api, sid, ALICE, "hi 1")
         out = await send(api, sid, ALICE, "hello alice")
-        a2 = await receive(api, sid, ALICE, "hi 2")
-        a3 = await receive(api, sid, ALICE, "hi 3")
-        b1 = await receive(api, sid, BOB, "from bob")
+        a2 = await receive_text(api, sid, ALICE, "hi 2")
+        a3 = await receive_text(api, sid, ALICE, "hi 3")
+        b1 = await receive_text(api, sid, BOB, "from bob")
 
         # The chat list: Bob's chat is the newest; Alice has two unread since the answer.
         r = await api.get(f"/devices/{sid}/chats")
@@ -128,7 +115,10 @@ async def test_chats_pages_and_one_message(tmp_path: Path) -> None:
                              params={"until": "2000-01-01T00:00:00Z"})).json()["data"]
         assert old == []
         # Every kind is kept with its content, and filtered by type.
-        loc = await receive_location(api, sid, ALICE, a1)
+        loc = await receive(api, sid, {
+            "from": ALICE, "type": "location", "replyTo": a1,
+            "location": {"latitude": 52.52, "longitude": 13.405, "name": "Berlin"},
+        })
         r = await api.get(f"/devices/{sid}/chats/{ALICE}/messages", params={"type": "location"})
         located = r.json()["data"]
         assert [m["messageId"] for m in located] == [loc]
