@@ -23,7 +23,6 @@ first), 404 for a device that does not exist or that a device key may not see.
 from __future__ import annotations
 
 import enum
-import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +36,7 @@ from api.auth import current_principal, resolve_device
 from api.routes_devices import ok, read_body
 from api.state import current_state
 from api.text import check_line, check_text
-from api.validation import converter
+from api.validation import converter, number
 from supervisor.autoreply.settings import JSON_NAMES, MAX_PAUSE_SECONDS, PROVIDERS, AiSettings
 from supervisor.errors import InvalidRequest
 from supervisor.webhooks import ssrf
@@ -92,22 +91,6 @@ def _text(
     return value
 
 
-def _number(field: str, value: Any, lo: float, hi: float, *, integer: bool) -> Any:
-    """A JSON number in ``[lo, hi]``; an integer field takes a JSON integer only (``1e3`` and
-    ``5.0`` are refused: a client sending them has a float where it means a count)."""
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequest(f"{field}: must be {kind}", field)
-    if integer and not isinstance(value, int):
-        raise InvalidRequest(f"{field}: must be {kind}", field)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidRequest(f"{field}: must be {kind}", field)
-    # Compared as is: float() of a 400-digit JSON integer overflows.
-    if not lo <= value <= hi:
-        raise InvalidRequest(f"{field}: must be between {lo:g} and {hi:g}", field)
-    return value
-
-
 def _provider(value: Any) -> str:
     if not isinstance(value, str) or value not in PROVIDERS:
         allowed = ", ".join(sorted(PROVIDERS))
@@ -143,14 +126,14 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "system_prompt": lambda v: _text("systemPrompt", v, max_len=8000, free_form=True),
     "base_url": _base_url,
     "api_key": _api_key,
-    "max_replies_per_minute": lambda v: _number("maxRepliesPerMinute", v, 1, 60, integer=True),
-    "operator_pause_seconds": lambda v: _number(
+    "max_replies_per_minute": lambda v: number("maxRepliesPerMinute", v, 1, 60, integer=True),
+    "operator_pause_seconds": lambda v: number(
         "operatorPauseSeconds", v, 0, MAX_PAUSE_SECONDS, integer=False
     ),
-    "history_limit": lambda v: _number("historyLimit", v, 0, 100, integer=True),
-    "timeout_seconds": lambda v: _number("timeoutSeconds", v, 1, 300, integer=False),
-    "max_tokens": lambda v: _number("maxTokens", v, 1, 32768, integer=True),
-    "temperature": lambda v: _number("temperature", v, 0, 2, integer=False),
+    "history_limit": lambda v: number("historyLimit", v, 0, 100, integer=True),
+    "timeout_seconds": lambda v: number("timeoutSeconds", v, 1, 300, integer=False),
+    "max_tokens": lambda v: number("maxTokens", v, 1, 32768, integer=True),
+    "temperature": lambda v: number("temperature", v, 0, 2, integer=False),
 }
 
 

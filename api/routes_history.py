@@ -37,6 +37,7 @@ from quart import Blueprint, Response, request
 from api.auth import resolve_device
 from api.routes_devices import ok
 from api.state import current_state
+from api.validation import int_param
 from storage import ChatSummary, MessageRow
 from supervisor.errors import InvalidRequest, NotFound
 from supervisor.jid import InvalidJid, Jid, JidKind
@@ -84,15 +85,6 @@ def _cursor(name: str = "before") -> int | None:
         return None
     if re.search(CURSOR_PATTERN, raw) is None:
         raise InvalidRequest(f"{name}: must be a cursor from pagination.nextCursor", field=name)
-    return int(raw)
-
-
-def _limit() -> int:
-    raw = request.args.get("limit")
-    if raw is None:
-        return LIMIT_DEFAULT
-    if not re.fullmatch(r"[0-9]{1,9}", raw) or not 1 <= int(raw) <= LIMIT_MAX:
-        raise InvalidRequest(f"limit: must be an integer from 1 to {LIMIT_MAX}", field="limit")
     return int(raw)
 
 
@@ -208,7 +200,7 @@ def _pagination(limit: int, next_before: int | None) -> dict[str, Any]:
 @bp.get("/devices/<device_id>/chats")
 async def list_chats(device_id: str) -> Response:
     row = await resolve_device(device_id)
-    before, limit = _cursor(), _limit()
+    before, limit = _cursor(), int_param(request.args, "limit", LIMIT_DEFAULT, 1, LIMIT_MAX)
     page = await current_state().sup.db.run(
         lambda r: r.message_history.chats(row.id, before=before, limit=limit)
     )
@@ -221,7 +213,7 @@ async def list_chats(device_id: str) -> Response:
 async def list_messages(device_id: str, chat_id: str) -> Response:
     row = await resolve_device(device_id)
     jid = canonical_chat(chat_id)
-    before, limit = _cursor(), _limit()
+    before, limit = _cursor(), int_param(request.args, "limit", LIMIT_DEFAULT, 1, LIMIT_MAX)
     since, until, from_me, kind = _time_arg("since"), _time_arg("until"), _from_me(), _type()
     page = await current_state().sup.db.run(
         lambda r: r.message_history.page(

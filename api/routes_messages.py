@@ -32,7 +32,6 @@ queue is full; 502 ENGINE_ERROR when WhatsApp refuses a pair code.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -44,6 +43,7 @@ from api.auth import resolve_device
 from api.routes_devices import ok, read_body
 from api.state import current_state
 from api.text import check_line, check_text
+from api.validation import number
 from supervisor.errors import InvalidRequest
 from supervisor.jid import InvalidJid, Jid, JidKind
 from supervisor.outbound import BURST_MAX, BURST_MIN, RATE_MAX, RATE_MIN, SETTINGS_KIND, Pacing
@@ -124,19 +124,11 @@ def send_message_request(body: Any) -> tuple[Jid, str]:
     return to, req.text
 
 
-def _number(field: str, value: Any, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidRequest(f"{field}: must be a number", field=field)
-    if not lo <= value <= hi:
-        raise InvalidRequest(f"{field}: must be from {lo:g} to {hi:g}", field=field)
-    return float(value)
-
-
 def ttl_of(body: Any, max_ttl: float) -> float | None:
     """The ``ttl`` of a send request in seconds, or None for the default."""
     if not isinstance(body, dict) or body.get("ttl") is None:
         return None
-    return _number("ttl", body["ttl"], TTL_MIN, max_ttl)
+    return float(number("ttl", body["ttl"], TTL_MIN, max_ttl))
 
 
 def idempotency_key() -> str | None:
@@ -161,11 +153,8 @@ def pacing_request(body: Any) -> dict[str, float | int]:
     for key in ("ratePerMinute", "burst"):
         if key not in body:
             raise InvalidRequest(f"{key}: is required", field=key)
-    rate = _number("ratePerMinute", body["ratePerMinute"], RATE_MIN, RATE_MAX)
-    burst = body["burst"]
-    if isinstance(burst, bool) or not isinstance(burst, int):
-        raise InvalidRequest("burst: must be an integer", field="burst")
-    _number("burst", burst, BURST_MIN, BURST_MAX)
+    rate = float(number("ratePerMinute", body["ratePerMinute"], RATE_MIN, RATE_MAX))
+    burst: int = number("burst", body["burst"], BURST_MIN, BURST_MAX, integer=True)
     return {"ratePerMinute": rate, "burst": burst}
 
 

@@ -172,14 +172,9 @@ def sim_fail(body: Any) -> SimFail:
         raise InvalidRequest(f"reason: must be one of {names}", field="reason")
     seconds = body.get("seconds")
     if "seconds" in body:
-        if not isinstance(seconds, int) or isinstance(seconds, bool):
-            raise InvalidRequest("seconds: must be an integer", field="seconds")
+        seconds = validation.number("seconds", seconds, 1, MAX_BAN_SECONDS, integer=True)
         if reason != FailReason.TEMPORARY_BAN:
             raise InvalidRequest("seconds: only for temporary_ban", field="seconds")
-        if not 1 <= seconds <= MAX_BAN_SECONDS:
-            raise InvalidRequest(
-                f"seconds: must be between 1 and {MAX_BAN_SECONDS}", field="seconds"
-            )
     return SimFail(FailReason(reason), seconds)
 
 

@@ -32,6 +32,7 @@ from api.auth import resolve_device
 from api.routes_devices import ok, read_body
 from api.state import current_state
 from api.text import check_line
+from api.validation import int_param
 from common import clock
 from supervisor.errors import DeviceConflict, InvalidRequest, NotFound
 from supervisor.webhooks import settings as webhook_settings
@@ -45,15 +46,6 @@ _LIMIT_MAX = 100
 _LIMIT_DEFAULT = 50
 #: What a delivery id looks like: ``msg_`` and URL-safe base64 (see common.ids).
 _DELIVERY_ID = re.compile(r"msg_[A-Za-z0-9_-]{1,64}")
-
-
-def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not re.fullmatch(r"[0-9]{1,9}", raw) or not lo <= int(raw) <= hi:
-        raise InvalidRequest(f"{name}: must be an integer from {lo} to {hi}", field=name)
-    return int(raw)
 
 
 def _allow_networks() -> tuple[ssrf.IPNetwork, ...]:
@@ -167,8 +159,8 @@ async def list_deliveries(device_id: str) -> Response:
         raise InvalidRequest(
             f"status: must be one of {', '.join(outbox.STATUSES)}", field="status"
         )
-    page = _int_arg("page", 1, 1, 1_000_000)
-    limit = _int_arg("limit", _LIMIT_DEFAULT, 1, _LIMIT_MAX)
+    page = int_param(request.args, "page", 1, 1, 1_000_000)
+    limit = int_param(request.args, "limit", _LIMIT_DEFAULT, 1, _LIMIT_MAX)
     items, total = await current_state().sup.db.run(
         lambda r: r.outbox.list_deliveries(
             row.id, status=status, offset=(page - 1) * limit, limit=limit

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
 import re
 from typing import Any
 
@@ -30,6 +29,7 @@ import attrs
 
 from api import validation
 from api.text import check_line, check_text
+from api.validation import number
 from supervisor import message_content as mc
 from supervisor.errors import InvalidRequest
 
@@ -122,16 +122,6 @@ def _string(body: dict[str, Any], key: str, field: str, maximum: int, *, require
     return value
 
 
-def _number(body: dict[str, Any], key: str, field: str, bound: float) -> float:
-    value = body.get(key)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise InvalidRequest(f"{field}: must be a number", field=field)
-    number = float(value)
-    if not math.isfinite(number) or not -bound <= number <= bound:
-        raise InvalidRequest(f"{field}: must be between {-bound:g} and {bound:g}", field=field)
-    return number
-
-
 def _message_id(body: dict[str, Any], key: str, field: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not MESSAGE_ID_RE.fullmatch(value):
@@ -208,8 +198,8 @@ def _poll(value: Any) -> mc.Poll:
 def _location(value: Any) -> mc.Location:
     where = _object(value, "location", frozenset({"latitude", "longitude", "name", "address"}))
     return mc.Location(
-        _number(where, "latitude", "location.latitude", 90),
-        _number(where, "longitude", "location.longitude", 180),
+        float(number("location.latitude", where.get("latitude"), -90, 90)),
+        float(number("location.longitude", where.get("longitude"), -180, 180)),
         name=_string(where, "name", "location.name", NAME_MAX, required=False),
         address=_string(where, "address", "location.address", NAME_MAX, required=False),
     )

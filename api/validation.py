@@ -17,6 +17,7 @@ is short and lower-case and never repeats the offending value; nothing else esca
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
@@ -316,7 +317,31 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _int_param(args: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+def number(field: str, value: Any, lo: float, hi: float, *, integer: bool = False) -> Any:
+    """A JSON number of a body in ``[lo, hi]`` (a bool is not one); an ``integer`` field takes a
+    JSON integer only (``1e3`` and ``5.0`` are refused: a client sending them has a float where
+    it means a count). Returns the value as given (an int or a float).
+
+    Error handling: InvalidRequest naming ``field``.
+    """
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(f"{field}: must be {kind}", field=field)
+    if integer and not isinstance(value, int):
+        raise InvalidRequest(f"{field}: must be {kind}", field=field)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(f"{field}: must be {kind}", field=field)
+    # Compared as is: float() of a 400-digit JSON integer overflows.
+    if not lo <= value <= hi:
+        raise InvalidRequest(f"{field}: must be between {lo:g} and {hi:g}", field=field)
+    return value
+
+
+def int_param(args: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    """The integer query parameter ``name`` in ``[lo, hi]``, or ``default`` when absent.
+
+    Error handling: InvalidRequest naming ``name``.
+    """
     raw = args.get(name)
     if raw is None:
         return default
@@ -333,6 +358,6 @@ def list_query(args: Mapping[str, str]) -> ListQuery:
     status = args.get("status")
     if status is not None and status not in STATUSES:
         raise InvalidRequest(f"status: must be one of {', '.join(STATUSES)}", field="status")
-    page = _int_param(args, "page", 1, 1, PAGE_MAX)
-    limit = _int_param(args, "limit", LIMIT_DEFAULT, 1, LIMIT_MAX)
+    page = int_param(args, "page", 1, 1, PAGE_MAX)
+    limit = int_param(args, "limit", LIMIT_DEFAULT, 1, LIMIT_MAX)
     return ListQuery(status=status, page=page, limit=limit)
