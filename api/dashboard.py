@@ -4,9 +4,10 @@ Routes (no credential: the pages hold no data; the browser signs in with the ope
 which the page keeps in ``sessionStorage`` and sends as ``X-API-TOKEN`` and as the WebSocket
 subprotocol):
 
-- ``GET /``: a browser (``Accept: text/html``) is redirected to ``/dashboard``; any other
-  plain HTTP request gets the 400 that has always said "this is the WebSocket event stream"
-  (WebSocket upgrades at ``/`` are :mod:`api.ws`'s, routed apart by Quart);
+- ``GET /``: ``/`` has a WebSocket route only (:mod:`api.ws`, the event stream), so a plain
+  HTTP request there is a ``WebsocketMismatch``; a browser's (``Accept`` preferring
+  ``text/html``) is redirected to ``/dashboard``, any other gets the 400 that says "this is
+  the WebSocket event stream";
 - ``GET /dashboard`` and ``GET /dashboard/<asset>``: the page and its hand-written ES modules
   and CSS (``api/dashboard_assets/``, package data);
 - ``GET /docs`` and ``GET /docs/<asset>``: Swagger UI (its files from the ``swagger-ui-py``
@@ -26,15 +27,17 @@ from importlib.abc import Traversable
 
 import attrs
 from quart import Blueprint, Response, redirect, request
+from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 from werkzeug.routing.exceptions import WebsocketMismatch
+
+from api.errors import response_for
 
 bp = Blueprint("dashboard", __name__)
 
 #: The endpoints of this module: public (the app's authentication hook lets them through).
 PUBLIC_ENDPOINTS = frozenset(
     {
-        "dashboard.root",
         "dashboard.dashboard_page",
         "dashboard.dashboard_asset",
         "dashboard.docs_page",
@@ -105,12 +108,13 @@ def wants_html() -> bool:
     return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
 
 
-@bp.get("/")
-async def root() -> Response:
-    """A browser goes to the dashboard; other HTTP clients learn that ``/`` is the stream."""
-    if wants_html():
+@bp.app_errorhandler(WebsocketMismatch)
+async def plain_http_at_the_stream(exc: WebsocketMismatch) -> ResponseReturnValue:
+    """A plain HTTP request for a WebSocket-only path (``/``, the event stream): a browser's
+    ``GET`` goes to the dashboard; anything else is the 400 saying what ``/`` is."""
+    if request.method in {"GET", "HEAD"} and request.path == "/" and wants_html():
         return redirect("/dashboard", 302)
-    raise WebsocketMismatch()
+    return response_for(exc)
 
 
 @bp.get("/dashboard")

@@ -48,10 +48,16 @@ def page(browser: Any, server: ServerThread) -> Iterator[Any]:
     """A new tab; fails the test on any Content-Security-Policy violation or script error."""
     tab = browser.new_page()
     problems: list[str] = []
+
+    def on_console(message: Any) -> None:
+        # An answer such as 404 or 409 is logged as "Failed to load resource": not a problem.
+        if "Content Security Policy" in message.text or (
+            message.type == "error" and "Failed to load resource" not in message.text
+        ):
+            problems.append(message.text)
+
     tab.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
-    tab.on("console", lambda msg: problems.append(msg.text)
-           if "Content Security Policy" in msg.text or msg.type == "error"
-           and "Failed to load resource" not in msg.text else None)
+    tab.on("console", on_console)
     yield tab
     tab.close()
     assert problems == []

@@ -5,6 +5,13 @@ import {field, h, when} from "./dom.js";
 import {kept, subscribe} from "./events.js";
 
 const SHOWN = 200;
+// Longer strings (a QR code's PNG data URL) are shortened on screen.
+const LONGEST = 160;
+
+function shorten(key, value) {
+  return typeof value === "string" && value.length > LONGEST
+    ? `${value.slice(0, LONGEST)}… (${value.length} characters)` : value;
+}
 
 export function monitorPage(main) {
   const type = h("input", {name: "type", autocomplete: "off", list: "event-types"});
@@ -35,7 +42,7 @@ export function monitorPage(main) {
         h("time", {datetime: event.timestamp}, when(event.timestamp)), " ",
         h("strong", {}, event.type), " ",
         h("span", {class: "mono"}, event.sessionId ?? "")),
-      h("pre", {}, JSON.stringify(event.data, null, 2)));
+      h("pre", {}, JSON.stringify(event.data, shorten, 2)));
   }
 
   function render() {
