@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +232,28 @@ async def test_queued_media_sends_and_a_reply_survive_a_restart_and_go_out_once(
         assert not _pinned(sup, SHA)
         await trio.sleep(60)
         assert len(engine.sent_messages(device)) == 2  # once each
+
+
+async def test_a_stored_send_this_wasup_cannot_read_fails_and_the_queue_goes_on(
+    autojump_clock, tmp_path: Path
+) -> None:
+    config = sim_config(tmp_path)
+    async with simulated(config) as (sup, engine, _rec):
+        device = await _connected_device(sup, engine)
+        await engine.set_reachable(False)
+        await engine.drop(device)
+        await wait_status(sup, device, "disconnected")
+        bad = await sup.send(device, TO, Outgoing(mc.Text("first")))
+        good = await sup.send(device, TO, Outgoing(mc.Text("second")))
+    with sqlite3.connect(tmp_path / "wasup.db") as conn:  # as a later wasup might write it
+        conn.execute("UPDATE sends SET payload = ? WHERE message_id = ?",
+                     (json.dumps({"content": {"type": "hologram"}}), bad["messageId"]))
+    conn.close()
+    async with simulated(config) as (sup, engine, rec):
+        await wait_status(sup, device, "connected")
+        await trio.sleep(5)
+        assert [m.text for m in engine.sent_messages(device)] == ["second"]
+        failed = [(e.data.message_id, e.data.reason) for _, e in rec.of(device, "message_status")
+                  if e.data.status == "failed"]
+        assert failed == [(bad["messageId"], "invalid_payload")]
+        assert good["messageId"] in [e.data.message_id for _, e in rec.of(device, "message_sent")]
