@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 
+from api.routes_history import message_view
 from supervisor import message_content as mc
 from supervisor.errors import InvalidRequest
 from supervisor.outgoing import Outgoing, Target
@@ -81,7 +82,11 @@ async def test_a_message_of_each_kind_goes_out_whole(
             assert content.type in wire  # the kind's own object, as message_received has it
         stored = await sup.db.run(lambda r: r.messages.get(device, answer["messageId"]))
         assert (stored.direction, stored.type, stored.status) == ("out", content.type, "sent")
-        assert json.loads(stored.content)["type"] == content.type
+        # The history shows it as the event did: its type, text and the kind's own object.
+        shown = message_view(stored)
+        assert (shown["fromMe"], shown["status"]) == (True, "sent")
+        assert {k: shown[k] for k in wire if k in shown and k != "status"} == {
+            k: wire[k] for k in wire if k in shown and k != "status"}
 
 
 @pytest.mark.parametrize("content", MEDIA, ids=lambda c: c.type)
