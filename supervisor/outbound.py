@@ -450,7 +450,8 @@ class Outbound:
         def job(r: storage.Repositories) -> DeviceRow:
             r.sends.update(device, row.message_id, state="done", status="sent", wa_id=wa_id)
             r.messages.update_status(device, row.message_id, "sent")
-            stored = r.devices.increment_stats(device, sent=1, at=at)
+            counted = 1 if mc.counted(message.content) else 0  # not reactions, edits, revokes
+            stored = r.devices.increment_stats(device, sent=counted, at=at)
             self.host.enqueue(r, events)
             return stored
 

@@ -17,7 +17,7 @@ import trio
 from api.routes_history import message_view
 from supervisor import message_content as mc
 from supervisor.errors import InvalidRequest
-from supervisor.outgoing import Outgoing, Target
+from supervisor.outgoing import Outgoing, Target, resolve_target
 from supervisor.payloads import to_wire
 
 from .lifecycle_support import sim_config, simulated, wait_status
@@ -262,3 +262,21 @@ async def test_a_stored_send_this_wasup_cannot_read_fails_and_the_queue_goes_on(
                   if e.data.status == "failed"]
         assert failed == [(bad["messageId"], "invalid_payload")]
         assert good["messageId"] in [e.data.message_id for _, e in rec.of(device, "message_sent")]
+
+
+async def test_a_reaction_goes_out_on_its_target_and_is_not_counted_as_a_message(
+    autojump_clock, tmp_path: Path
+) -> None:
+    async with simulated(sim_config(tmp_path)) as (sup, engine, rec):
+        device = await _connected_device(sup, engine)
+        incoming = await engine.incoming_message(device, TO, "we won!")
+        target = await sup.db.run(lambda r: resolve_target(r, device, incoming.message_id))
+        assert target is not None
+        reaction = Outgoing(mc.Reaction(incoming.message_id, "🎉"), target=target)
+        await sup.send(device, TO, reaction)
+        await sup.send(device, TO, Outgoing(mc.Text("congratulations")))
+        assert engine.sent_messages(device)[0].message == reaction
+        assert [to_wire(e.data)["type"] for _, e in rec.of(device, "message_sent")] == [
+            "reaction", "text"]
+        row = await sup.db.run(lambda r: r.devices.get(device))
+        assert row.messages_sent == 1
