@@ -34,9 +34,9 @@ from api.errors import ApiError
 from api.routes_devices import ok
 from api.state import current_state
 from storage.errors import StorageUnavailable
-from supervisor import health
 from supervisor.devices import Devices, DevicesStatistics
 from supervisor.engines.neonize_info import EngineInfo, engine_info
+from supervisor.health import readiness
 from supervisor.state import Status
 
 health_bp = Blueprint("meta", __name__)
@@ -142,10 +142,10 @@ async def ready() -> Response:
     """Readiness: 200 when the database takes writes, every device is restored and the engine
     has loaded; else 503 naming the first failing check (STORAGE_UNAVAILABLE for the database,
     checked again at most every few seconds, so a poller also notices when it is back)."""
-    found = await health.readiness(current_state().sup)
+    found = await readiness(current_state().sup)
     failing = found.failing
     if failing is not None and failing.name == "database":
-        outage = current_state().sup.db.outage()
+        outage = current_state().sup.db.outage
         raise StorageUnavailable(outage.reason if outage is not None else failing.message)
     if failing is not None:
         raise ApiError(503, "SERVICE_UNAVAILABLE", f"not ready: {failing.name}: {failing.message}",

@@ -54,7 +54,7 @@ RECONNECTS_FAIL = 10
 BACKLOG_WARN_COUNT = 100
 BACKLOG_WARN_SECONDS = 300.0
 #: Seconds ``messageSending`` waits for WhatsApp to take a paced test message.
-SEND_TEST_WAIT = 10.0
+SEND_TEST_WAIT = 2.0
 #: Slack on top of the longest time the state machine allows a status.
 STATE_SLACK = 30.0
 #: The text of the test message.

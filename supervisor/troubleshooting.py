@@ -233,18 +233,18 @@ def troubleshoot(
         what = STATUSES[status]
         found.append((f"{status.value}: {what.explanation}", what.recommendation))
     if reason is not None:
-        advice = advice_for(reason) or UNKNOWN
-        found.append((f"statusReason {reason}: {advice.explanation}", advice.recommendation))
+        known = advice_for(reason) or UNKNOWN
+        found.append((f"statusReason {reason}: {known.explanation}", known.recommendation))
     for name, check in report.checks:
         if check.verdict is Verdict.PASS or name in ("connectionStatus", "deviceExists"):
             continue
         found.append((f"{name}: {check.message}", _CHECK_ADVICE.get(name, UNKNOWN.recommendation)))
     recent = [e.change.reason for e in history[1:6] if e.change.reason and e.change.reason != reason]
     for earlier in dict.fromkeys(recent):
-        advice = advice_for(earlier)
-        if advice is not None and reason_code(earlier) not in _ROUTINE:
-            found.append((f"earlier statusReason {earlier}: {advice.explanation}",
-                          advice.recommendation))
+        before = advice_for(earlier)
+        if before is not None and reason_code(earlier) not in _ROUTINE:
+            found.append((f"earlier statusReason {earlier}: {before.explanation}",
+                          before.recommendation))
     issues: list[str] = []
     recommendations: list[str] = []
     for issue, recommendation in found:
