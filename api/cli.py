@@ -1,6 +1,14 @@
-"""``wasup serve``: the command line.
+"""``wasup``: the command line. ``wasup serve`` runs the gateway; the other commands talk to a
+running one (:mod:`api.cli_devices`: ``devices``, ``qr``, ``events``) or check the machine
+(:mod:`api.cli_doctor`: ``doctor``)::
 
-Every option has an environment variable (the flag wins over the variable)::
+    wasup serve [options below]
+    wasup devices list|show|create|delete|login|logout|cancel ...
+    wasup qr DEVICE            draws the QR code in the terminal until the device connects
+    wasup events [--device D] [--type T]
+    wasup doctor               checks this machine before a first pairing
+
+``wasup serve``'s options each have an environment variable (the flag wins over the variable)::
 
     --host                   WASUP_HOST                   127.0.0.1
     --port                   WASUP_PORT                   3001
@@ -11,6 +19,7 @@ Every option has an environment variable (the flag wins over the variable)::
     --rate-burst             WASUP_RATE_BURST             100
     --qr-wait                WASUP_QR_WAIT                2    seconds POST /devices waits for a QR
     --log-level              WASUP_LOG_LEVEL              info
+    --log-format             WASUP_LOG_FORMAT             text (or json: one object per line)
     --ws-ping-interval       WASUP_WS_PING_INTERVAL       25   seconds between keep-alive pings (0: none)
     --ws-send-timeout        WASUP_WS_SEND_TIMEOUT        30   seconds a stalled send may take (0: no limit)
     --ws-max-per-credential  WASUP_WS_MAX_PER_CREDENTIAL  64   open WebSocket connections per credential
@@ -50,7 +59,8 @@ from pathlib import Path
 import attrs
 import trio
 
-from api import startup
+from api import cli_devices, cli_doctor, startup
+from api.logging import LOG_FORMATS, configure
 from api.ratelimit import RateLimitPolicy
 from api.server import serve
 from api.state import ApiSettings, WsSettings
@@ -78,6 +88,7 @@ class ServeOptions:
     qr_wait: float
     log_level: str
     webhook_allow_networks: tuple[str, ...]
+    log_format: str = "text"
     ws_ping_interval: float = WS_DEFAULTS.ping_interval
     ws_send_timeout: float = WS_DEFAULTS.send_timeout
     ws_max_per_credential: int = WS_DEFAULTS.max_per_credential
@@ -97,42 +108,65 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--host", default=_env(env, "WASUP_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=_env(env, "WASUP_PORT", "3001"))
-    serve.add_argument("--data-dir", type=Path, default=_env(env, "WASUP_DATA_DIR", "./data"))
+    serve.add_argument("--host", default=_env(env, "WASUP_HOST", "127.0.0.1"),
+                       help="the address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=_env(env, "WASUP_PORT", "3001"),
+                       help="the port of the HTTP API and the WebSocket (default 3001)")
+    serve.add_argument("--data-dir", type=Path, default=_env(env, "WASUP_DATA_DIR", "./data"),
+                       help="where the database, credentials and token live (default ./data)")
     serve.add_argument(
-        "--engine", choices=ENGINES, default=_env(env, "WASUP_ENGINE", "whatsmeow")
+        "--engine", choices=ENGINES, default=_env(env, "WASUP_ENGINE", "whatsmeow"),
+        help="whatsmeow (real WhatsApp through neonize) or simulator (default whatsmeow)",
     )
     serve.add_argument(
         "--max-concurrent-logins",
         type=int,
         default=_env(env, "WASUP_MAX_CONCURRENT_LOGINS", "5"),
+        help="login handshakes at once, over every device (default 5)",
     )
-    serve.add_argument("--rate-limit", type=float, default=_env(env, "WASUP_RATE_LIMIT", "50"))
-    serve.add_argument("--rate-burst", type=int, default=_env(env, "WASUP_RATE_BURST", "100"))
-    serve.add_argument("--qr-wait", type=float, default=_env(env, "WASUP_QR_WAIT", "2"))
+    serve.add_argument("--rate-limit", type=float, default=_env(env, "WASUP_RATE_LIMIT", "50"),
+                       help="requests per second per credential, on average (default 50)")
+    serve.add_argument("--rate-burst", type=int, default=_env(env, "WASUP_RATE_BURST", "100"),
+                       help="requests a credential may make back to back (default 100)")
+    serve.add_argument("--qr-wait", type=float, default=_env(env, "WASUP_QR_WAIT", "2"),
+                       help="seconds POST /devices and login wait for the first QR code "
+                       "(default 2)")
     serve.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default=_env(env, "WASUP_LOG_LEVEL", "info").lower(),
+        help="the least severe level logged (default info)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=_env(env, "WASUP_LOG_FORMAT", "text").lower(),
+        help="text lines, or json: one object per line with time, level, device, event and "
+        "reason (default text)",
     )
     serve.add_argument(
         "--ws-ping-interval",
         type=float,
         default=_env(env, "WASUP_WS_PING_INTERVAL", f"{WS_DEFAULTS.ping_interval:g}"),
+        help="seconds between WebSocket keep-alive pings (0: none; default 25)",
     )
     serve.add_argument(
         "--ws-send-timeout",
         type=float,
         default=_env(env, "WASUP_WS_SEND_TIMEOUT", f"{WS_DEFAULTS.send_timeout:g}"),
+        help="seconds a stalled WebSocket send may take before the connection is aborted "
+        "(0: no limit; default 30)",
     )
     serve.add_argument(
         "--ws-max-per-credential",
         type=int,
         default=_env(env, "WASUP_WS_MAX_PER_CREDENTIAL", str(WS_DEFAULTS.max_per_credential)),
+        help="open WebSocket connections per credential (default 64)",
     )
     # No default of its own: unset, the event bus's (Config.event_queue_size) applies.
-    serve.add_argument("--ws-queue-size", type=int, default=env.get("WASUP_WS_QUEUE_SIZE") or None)
+    serve.add_argument("--ws-queue-size", type=int, default=env.get("WASUP_WS_QUEUE_SIZE") or None,
+                       help="events buffered per WebSocket connection before a slow one is "
+                       "closed (default: the event bus's, 256)")
     serve.add_argument(
         "--message-retention-days",
         type=int,
@@ -145,6 +179,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=_env(env, "WASUP_MESSAGE_RETENTION_COUNT", str(CONFIG_DEFAULTS.message_retention_count)),
         help="messages kept per device, the newest (0: no count limit)",
     )
+    cli_devices.add_parsers(sub)
+    cli_doctor.add_parser(sub, env)
     return parser
 
 
@@ -153,6 +189,8 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> ServeOptions:
     parser = build_parser(env)
     args = parser.parse_args(list(argv))
     # argparse applies `type` to string defaults too, so env values are converted (or refused).
+    if args.command != "serve":
+        parser.error(f"{args.command} is not serve")
     if args.engine not in ENGINES:
         parser.error(f"WASUP_ENGINE must be one of {', '.join(ENGINES)}")
     if not 0 <= args.port <= 65535:
@@ -171,6 +209,8 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> ServeOptions:
         parser.error("ws-max-per-credential must be at least 1")
     if args.ws_queue_size is not None and args.ws_queue_size < 1:
         parser.error("ws-queue-size must be at least 1")
+    if args.log_format not in LOG_FORMATS:
+        parser.error(f"WASUP_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
     if args.message_retention_days < 0 or args.message_retention_count < 0:
         parser.error("message-retention-days and -count must be 0 (no limit) or more")
     networks = tuple(
@@ -188,6 +228,7 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> ServeOptions:
         rate_burst=args.rate_burst,
         qr_wait=args.qr_wait,
         log_level=args.log_level,
+        log_format=args.log_format,
         webhook_allow_networks=networks,
         ws_ping_interval=args.ws_ping_interval,
         ws_send_timeout=args.ws_send_timeout,
@@ -294,13 +335,16 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     The soft open-files limit is raised to the hard one.
     """
     env = os.environ if env is None else env
-    options = parse_options(sys.argv[1:] if argv is None else argv, env)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(env).parse_args(arguments)
+    if args.command == "doctor":
+        return cli_doctor.run(args)
+    if args.command != "serve":
+        return cli_devices.run(args, env)
+    options = parse_options(arguments, env)
     # Before anything is printed, opened or imported for the engine: this may re-execute.
     bot_tag = startup.ensure_bot_tag(argv) if options.engine == "whatsmeow" else None
-    logging.basicConfig(
-        level=options.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure(options.log_level, options.log_format)
     if bot_tag is not None:
         startup.log_bot_tag(bot_tag)
         try:

@@ -14,6 +14,18 @@ Prometheus text format and needs the operator token, as ``X-API-TOKEN`` or
     wasup_actor_crashes                                gauge (crash restarts since start)
     wasup_engine_info{neonize_version,wa_version}      gauge, always 1: the installed neonize
                                                        and the WhatsApp web version it presents
+    wasup_reconnects_total                             counter: disconnected -> connecting
+    wasup_messages_total{direction}                    counter: in (received), out (sent)
+    wasup_device_state_seconds{state}                  histogram: how long devices stayed in a
+                                                       status, observed when they leave it (not
+                                                       the status a device had when this process
+                                                       first saw it change: its start is unknown)
+    wasup_webhook_lag_seconds                          histogram: from an event to its
+                                                       successful webhook delivery
+
+None of these has a label per device: a label's values are the statuses or the two directions,
+so the series stay few however many devices there are. The first three come from the event bus
+(a tap, :class:`Operations`); the webhook lag from the dispatcher (``lag_observer``).
 
 Each app has its own registry, so several apps in one process (tests) do not collide.
 """
@@ -22,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import attrs
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -36,7 +49,9 @@ from api.state import current_state
 from storage.errors import StorageUnavailable
 from supervisor.devices import Devices, DevicesStatistics
 from supervisor.engines.neonize_info import EngineInfo, engine_info
+from supervisor.events import Event
 from supervisor.health import readiness
+from supervisor.payloads import MessageReceived, MessageSent, StatusChanged
 from supervisor.state import Status
 
 health_bp = Blueprint("meta", __name__)
@@ -90,6 +105,59 @@ class _DevicesCollector(Collector):
         return families(self.devices.statistics())
 
 
+#: Histogram buckets for time in a status (seconds: from a second to a week).
+STATE_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600)
+#: Histogram buckets for the webhook lag (seconds: immediate delivery up to the retry schedule).
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 36000)
+
+
+@attrs.define(eq=False)
+class Operations:
+    """The aggregate instruments fed by the event bus and the webhook dispatcher."""
+
+    reconnects: Counter
+    messages: Counter
+    state_seconds: Histogram
+    webhook_lag: Histogram
+    #: When each device entered its current status (trio time), from the events seen.
+    _entered: dict[int, float] = attrs.field(factory=dict)
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> Operations:
+        return cls(
+            reconnects=Counter("wasup_reconnects", "Reconnects (disconnected -> connecting)",
+                               registry=registry),
+            messages=Counter("wasup_messages", "Messages received (in) and sent (out)",
+                             ["direction"], registry=registry),
+            state_seconds=Histogram(
+                "wasup_device_state_seconds", "Time devices stayed in a status, by status",
+                ["state"], registry=registry, buckets=STATE_BUCKETS),
+            webhook_lag=Histogram(
+                "wasup_webhook_lag_seconds", "From an event to its successful webhook delivery",
+                registry=registry, buckets=LAG_BUCKETS),
+        )
+
+    def observe(self, event: Event) -> None:
+        """The bus tap: count and time what ``event`` says (quick, never raises)."""
+        data = event.data
+        if isinstance(data, StatusChanged):
+            now = trio.current_time()
+            entered = self._entered.get(event.device_id)
+            if entered is not None:
+                self.state_seconds.labels(data.before.value).observe(now - entered)
+            self._entered[event.device_id] = now
+            if data.before is Status.DISCONNECTED and data.after is Status.CONNECTING:
+                self.reconnects.inc()
+        elif isinstance(data, MessageReceived):
+            self.messages.labels("in").inc()
+        elif isinstance(data, MessageSent):
+            self.messages.labels("out").inc()
+
+    def observe_lag(self, seconds: float) -> None:
+        """A webhook delivery succeeded ``seconds`` after its event."""
+        self.webhook_lag.observe(max(0.0, seconds))
+
+
 class Metrics:
     """The registry and HTTP instruments of one app."""
 
@@ -110,6 +178,17 @@ class Metrics:
         )
         self.registry.register(_DevicesCollector(devices))
         self.registry.register(_EngineInfoCollector())
+        self.operations = Operations.register(self.registry)
+        for direction in ("in", "out"):  # both series exist from the start, at 0
+            self.operations.messages.labels(direction)
+        devices.bus.tap(self.operations.observe)
+
+
+def operations(app: Quart) -> Operations:
+    """The aggregate instruments of ``app`` (the composition root hands the dispatcher's
+    webhook lag to :meth:`Operations.observe_lag`)."""
+    metrics: Metrics = app.extensions["wasup.metrics"]
+    return metrics.operations
 
 
 def install(app: Quart, devices: Devices) -> None:
