@@ -50,6 +50,7 @@ from .errors import (
     Unresponsive,
 )
 from .events import EventBus
+from .media import MediaStore
 from .qr import QrAttempt
 from .view import DeviceShown
 
@@ -89,6 +90,7 @@ class Devices:
     supervisor: DeviceSupervisor
     login_limiter: trio.CapacityLimiter
     outbox: OutboxSignal
+    media: MediaStore
 
     @property
     def outbox_listeners(self) -> list[Callable[[], None]]:
