@@ -181,12 +181,12 @@ class Metrics:
         self.operations = Operations.register(self.registry)
         for direction in ("in", "out"):  # both series exist from the start, at 0
             self.operations.messages.labels(direction)
-        devices.bus.tap(self.operations.observe)
 
 
 def operations(app: Quart) -> Operations:
-    """The aggregate instruments of ``app`` (the composition root hands the dispatcher's
-    webhook lag to :meth:`Operations.observe_lag`)."""
+    """The aggregate instruments of ``app`` (the composition root taps the event bus with
+    :meth:`Operations.observe` and hands the dispatcher's webhook lag to
+    :meth:`Operations.observe_lag`)."""
     metrics: Metrics = app.extensions["wasup.metrics"]
     return metrics.operations
 

@@ -181,7 +181,9 @@ async def serve(
             sup.db, days=config.message_retention_days, count=config.message_retention_count
         )
         app = create_app(sup, api_token, settings, autoreply=autoreply)
-        dispatcher.lag_observer = metrics.operations(app).observe_lag
+        operations = metrics.operations(app)
+        sup.bus.tap(operations.observe)
+        dispatcher.lag_observer = operations.observe_lag
         hconfig = hypercorn_config(
             host,
             port,
