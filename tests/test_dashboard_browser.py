@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     require_chromium()
     data = tmp_path_factory.mktemp("dashboard") / "data"
     with ServerThread(data, qr_first_timeout=QR_SECONDS, qr_next_timeout=QR_SECONDS,
-                      qr_max_attempts=50) as running:
+                      qr_max_attempts=50, allow_networks=["127.0.0.0/8"]) as running:
         yield running
 
 
@@ -205,6 +205,40 @@ def test_keyboard_only_create_and_delete(page: Any, server: ServerThread) -> Non
     page.locator("li.device", has_text="Desk").wait_for(state="detached")
     with api(server) as client:
         assert client.get("/devices/user_carol_device_desk").status_code == 404
+
+
+def test_webhook_delivery_log_and_ai_settings(page: Any, server: ServerThread) -> None:
+    sign_in(page, server)
+    create_device(page, "dave", "Hooks")
+    webhook = page.locator("#webhook")
+    # Nothing listens on port 9: every delivery fails and waits for its next attempt.
+    webhook.get_by_label("URL").fill("http://127.0.0.1:9/hook")
+    webhook.get_by_role("button", name="Save webhook").click()
+    webhook.get_by_text("Webhook saved.").wait_for()
+    webhook.get_by_text("Signing secret (shown this once)").wait_for()
+
+    with api(server) as client:
+        r = client.post("/simulator/devices/user_dave_device_hooks/scan", json={})
+        assert r.status_code == 200, r.text
+    page.locator(".device-status [data-status='connected']").wait_for()
+    for _ in range(20):
+        webhook.get_by_role("button", name="Refresh log").click()
+        if webhook.locator("table.deliveries tbody tr").count():
+            break
+        page.wait_for_timeout(250)
+    row = webhook.locator("table.deliveries tbody tr").first
+    row.get_by_role("button", name="Redeliver").click()
+    webhook.get_by_text("Redelivery scheduled.").wait_for()
+    screenshot(page, "10-webhook")
+
+    ai = page.locator("#ai")
+    ai.get_by_label("Model", exact=True).fill("local-test-model")
+    ai.get_by_label("Replies per minute at most").fill("7")
+    ai.get_by_role("button", name="Save AI settings").click()
+    ai.get_by_text("AI settings saved.").wait_for()
+    with api(server) as client:
+        stored = client.get("/devices/user_dave_device_hooks/settings/ai").json()["data"]
+    assert (stored["model"], stored["maxRepliesPerMinute"]) == ("local-test-model", 7)
 
 
 def test_api_docs_page(page: Any, server: ServerThread, tmp_path: Path) -> None:
