@@ -240,6 +240,12 @@ def test_webhook_delivery_log_and_ai_settings(page: Any, server: ServerThread) -
         stored = client.get("/devices/user_dave_device_hooks/settings/ai").json()["data"]
     assert (stored["model"], stored["maxRepliesPerMinute"]) == ("local-test-model", 7)
 
+    # Log out asks first; the new status arrives live.
+    page.get_by_role("button", name="Log out", exact=True).click()
+    page.get_by_role("dialog", name="Log this device out?").get_by_role(
+        "button", name="Log out").click()
+    page.locator(".device-status [data-status='logged_out']").wait_for()
+
 
 def test_api_docs_page(page: Any, server: ServerThread, tmp_path: Path) -> None:
     sign_in(page, server)

@@ -6,7 +6,7 @@ import {ApiError, del, get, post, seg} from "./api.js";
 import {announce, facts, h, notice, section, statusBadge, when} from "./dom.js";
 import {confirmAction} from "./dialog.js";
 import {createdKeys} from "./devices.js";
-import {subscribe} from "./events.js";
+import {onReconnect, subscribe} from "./events.js";
 import {pairingPanel} from "./pairing.js";
 import {aiSection, webhookSection} from "./settings.js";
 
@@ -39,8 +39,8 @@ export function detailPage(main, sessionId) {
     h("button", {type: "button", onclick: () => run(label, handler), ...extra}, label);
   const actions = h("div", {class: "actions", role: "group", "aria-label": "Device actions"},
     button("Log in", () => post(seg`/devices/${sessionId}/login`)),
-    button("Log out", () => post(seg`/devices/${sessionId}/logout`), {"data-confirm": "logout"}),
-    button("Cancel pairing", () => post(seg`/sessions/${sessionId}/cancel`)),
+    button("Log out", logout),
+    button("Cancel session", () => post(seg`/sessions/${sessionId}/cancel`)),
     button("Delete", remove, {class: "danger"}));
 
   main.append(
@@ -81,6 +81,13 @@ export function detailPage(main, sessionId) {
     } catch (err) {
       actionsError.replaceChildren(notice(`${label}: ${err.message}`, "error"));
     }
+  }
+
+  async function logout() {
+    const ok = await confirmAction("Log this device out?",
+      `${device.alias ?? sessionId} is logged out at WhatsApp and its credentials are wiped: pairing it again needs a new scan on the phone.`,
+      "Log out");
+    return ok ? post(seg`/devices/${sessionId}/logout`) : null;
   }
 
   async function remove() {
@@ -219,9 +226,11 @@ export function detailPage(main, sessionId) {
     if (event.data.from !== event.data.to) announce(`${device.alias ?? sessionId} is now ${event.data.to}`);
     refresh();
   });
+  const forgetReconnect = onReconnect(() => { if (!gone) refresh(); });
   refresh();
   return () => {
     unsubscribe();
+    forgetReconnect();
     if (pairing) pairing.stop();
   };
 }

@@ -3,7 +3,7 @@
 
 import {ApiError, get, post, seg} from "./api.js";
 import {announce, field, h, notice, section, statusBadge, when} from "./dom.js";
-import {subscribe} from "./events.js";
+import {onReconnect, subscribe} from "./events.js";
 
 // The API key of a device this tab just created, shown once on its page (memory only).
 export const createdKeys = new Map();
@@ -110,9 +110,13 @@ export function devicesPage(main) {
     if (event.data.from !== event.data.to) announce(`${device.alias} is now ${event.data.to}`);
     render();
   });
+  const forgetReconnect = onReconnect(load);
   render();
   load();
-  return unsubscribe;
+  return () => {
+    unsubscribe();
+    forgetReconnect();
+  };
 }
 
 function deviceCard(d) {
