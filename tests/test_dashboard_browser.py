@@ -253,4 +253,10 @@ def test_api_docs_page(page: Any, server: ServerThread, tmp_path: Path) -> None:
     page.wait_for_url(server.url + "/docs")
     page.locator(".swagger-ui .info .title", has_text="wasup").wait_for()
     page.locator(".opblock-summary-path", has_text="/devices/{deviceId}/qr").first.wait_for()
+    page.locator("button.authorize.locked").wait_for()  # the tab's token, for "Try it out"
+    operation = page.locator("#operations-sessions-listSessions")
+    operation.locator(".opblock-summary").click()
+    operation.get_by_role("button", name="Try it out").click()
+    operation.get_by_role("button", name="Execute").click()
+    operation.locator(".live-responses-table .response-col_status", has_text="200").wait_for()
     screenshot(page, "9-api-docs")
