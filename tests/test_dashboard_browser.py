@@ -154,6 +154,16 @@ def test_readable_at_360_px_without_horizontal_scroll(page: Any, server: ServerT
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 360, f"{name}: the page is {width} px wide"
         screenshot(page, name)
+        if name == "6-narrow-device":
+            # Pairing by phone code instead of the QR code.
+            page.get_by_label("Phone number", exact=True).fill("+15551234567")
+            page.get_by_role("button", name="Get a pairing code").click()
+            code = page.locator(".pair-code-value").inner_text()
+            session = "user_bob_device_a-rather-long-device-alias-to-wrap"
+            with api(server) as client:
+                r = client.post(f"/simulator/devices/{session}/scan", json={"code": code})
+                assert r.status_code == 200, r.text
+            page.locator(".device-status [data-status='connected']").wait_for()
         page.get_by_role("link", name="Devices", exact=True).click()
         page.locator("li.device").first.wait_for()
 
