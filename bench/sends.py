@@ -11,8 +11,8 @@ each alike:
 - ``text``: ``POST …/devices/{id}/messages`` ``{"to", "text"}``: stored, queued, handed to the
   simulated WhatsApp and answered ``sent``;
 - ``image``: the same with ``{"type": "image", "media": {"data": <base64>}}`` of an image of
-  ``--image-kb`` KiB (a PNG header and random bytes): decoded, kept in the media store, stored,
-  sent with its file.
+  ``--image-kb`` KiB (a PNG of random grey pixels): decoded, its type detected, kept in the
+  media store, stored, sent with its file.
 
 It prints requests per second and p50/p99 latency of each, and the ratios ``text / health``
 and ``image / health`` (1.0: a send costs what a bare request costs). :func:`run` returns the
@@ -28,10 +28,12 @@ import json
 import os
 import secrets
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,20 @@ async def run_server(data_dir: str, token: str) -> None:
 
 
 # -- load (this process) ----------------------------------------------------------------------
+
+
+def png_of(size: int) -> bytes:
+    """A PNG image of about ``size`` bytes: random grey pixels, which do not compress."""
+    side = max(1, int(size**0.5))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    rows = b"".join(b"\0" + os.urandom(side) for _ in range(side))
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
 
 
 def request_of(endpoint: str, session: str, image: str) -> tuple[str, str, Any]:
@@ -135,8 +151,7 @@ def merge(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 async def drive(url: str, token: str, session: str, args: argparse.Namespace) -> dict[str, Any]:
     import httpx
 
-    raw = b"\x89PNG\r\n\x1a\n" + os.urandom(args.image_kb * 1024 - 8)
-    image = base64.b64encode(raw).decode()
+    image = base64.b64encode(png_of(args.image_kb * 1024)).decode()
     limits = httpx.Limits(max_connections=args.connections,
                           max_keepalive_connections=args.connections)
     runs: dict[str, list[dict[str, Any]]] = {e: [] for e in ENDPOINTS}
