@@ -27,6 +27,7 @@ from supervisor.errors import (
     NotFound,
     QueueFull,
     Restarting,
+    TooLarge,
     Unresponsive,
     WasupError,
 )
@@ -62,6 +63,7 @@ HTTP_MESSAGES: dict[int, str] = {
 #: THE table from wasup's exceptions to HTTP status and error code (the most derived type wins).
 ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidRequest: (400, "INVALID_REQUEST"),
+    TooLarge: (413, "PAYLOAD_TOO_LARGE"),
     DeviceNotFound: (404, "DEVICE_NOT_FOUND"),
     NotFound: (404, "NOT_FOUND"),
     DeviceConflict: (409, "DEVICE_CONFLICT"),

@@ -19,6 +19,11 @@ class InvalidRequest(WasupError):
         self.field = field
 
 
+class TooLarge(InvalidRequest):
+    """Raised by request validation and the media URL fetch when a file is larger than wasup
+    takes for its kind; ``field`` names where it came from (``media``, ``file``)."""
+
+
 class DeviceNotFound(WasupError):
     """Raised by the device directory when a reference names no device."""
 
