@@ -107,8 +107,10 @@ async def _get(
                     raise _too_large(max_bytes)
                 chunks.append(chunk)
             return b"".join(chunks), None
-    except RefusedConnect as exc:
-        raise MediaUrlRefused(str(exc)) from None
+    except httpx.ConnectError as exc:
+        if isinstance(exc.__cause__, RefusedConnect):  # httpx wraps the guard's refusal
+            raise MediaUrlRefused(str(exc.__cause__)) from None
+        raise MediaUrlFailed(f"could not fetch it: {_describe(exc)}") from None
     except httpx.HTTPError as exc:
         raise MediaUrlFailed(f"could not fetch it: {_describe(exc)}") from None
 
