@@ -84,10 +84,10 @@ MIMETYPE_RE = re.compile(r"[a-z]+/[a-z0-9.+-]{1,100}(?: ?; ?[a-z0-9-]{1,30}=[a-z
 RECIPIENT_KINDS = frozenset({JidKind.USER, JidKind.GROUP})
 MENTION_KINDS = frozenset({JidKind.USER, JidKind.LID})
 
-#: Multipart form fields given as JSON text, and as ``true`` / ``false``.
-JSON_FORM_FIELDS = frozenset({"location", "contact", "poll", "mentions"})
+#: Multipart form fields given as JSON text (``ttl`` a number, ``null`` for the default), and
+#: as ``true`` / ``false``.
+JSON_FORM_FIELDS = frozenset({"location", "contact", "poll", "mentions", "ttl"})
 BOOL_FORM_FIELDS = frozenset({"voice", "linkPreview"})
-TTL_FORM_RE = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
 
 @attrs.frozen
 class Upload:
@@ -155,8 +155,10 @@ def _jid(value: str) -> Jid | None:
         return None
 
 
-def parse(body: Any, max_ttl: float, upload: Upload | None = None) -> SendRequest:
-    """Check a decoded send request; ``upload`` is a multipart request's file part.
+def parse(body: Any, max_ttl: float, upload: Upload | None = None, *,
+          form: bool = False) -> SendRequest:
+    """Check a decoded send request; ``form``: it came as multipart/form-data, whose file part
+    is ``upload`` (None when there is none).
 
     Error handling: InvalidRequest naming the field at fault.
     """
@@ -180,7 +182,7 @@ def parse(body: Any, max_ttl: float, upload: Upload | None = None) -> SendReques
             validation.number("ttl", body["ttl"], TTL_MIN, max_ttl)),
     )
     if kind in MEDIA_TYPES:
-        return _media_request(req, body, upload)
+        return _media_request(req, body, upload, form)
     if upload is not None:
         raise InvalidRequest(f"file: a {kind} message takes no file", field="file")
     match kind:
@@ -230,9 +232,12 @@ def _reply_to(body: dict[str, Any]) -> str | None:
     return value
 
 
-def _media_request(req: SendRequest, body: dict[str, Any], upload: Upload | None) -> SendRequest:
+def _media_request(req: SendRequest, body: dict[str, Any], upload: Upload | None,
+                   form: bool) -> SendRequest:
     if upload is not None:
         source = MediaSource(data=upload.data, field="file", filename=upload.filename)
+    elif form:
+        raise InvalidRequest(f"file: is required for a {req.type} message", field="file")
     elif "media" not in body:
         raise InvalidRequest(f"media: is required for a {req.type} message", field="media")
     else:
@@ -282,7 +287,7 @@ async def read_send(max_ttl: float) -> SendRequest:
         form = await request.form
         files = await request.files
         body, upload = await _from_form(form, files)
-        return parse(body, max_ttl, upload)
+        return parse(body, max_ttl, upload, form=True)
     data = await request.get_data()
     assert isinstance(data, bytes)
     return parse(validation.parse_json(data), max_ttl)
@@ -321,15 +326,12 @@ def _form_value(key: str, value: str) -> Any:
         try:
             return validation.parse_json(value.encode("utf-8", "surrogatepass"))
         except InvalidRequest:
-            raise InvalidRequest(f"{key}: must be JSON text", field=key) from None
+            what = "a number" if key == "ttl" else "JSON text"
+            raise InvalidRequest(f"{key}: must be {what}", field=key) from None
     if key in BOOL_FORM_FIELDS:
         if value not in ("true", "false"):
             raise InvalidRequest(f"{key}: must be true or false", field=key)
         return value == "true"
-    if key == "ttl":
-        if not TTL_FORM_RE.fullmatch(value):
-            raise InvalidRequest("ttl: must be a number", field="ttl")
-        return float(value)
     return value
 
 
