@@ -245,8 +245,8 @@ def _media_request(req: SendRequest, body: dict[str, Any], upload: Upload | None
     if source.data is not None and not source.data:
         raise InvalidRequest(f"{source.field}: the file is empty", field=source.field)
     mimetype = body.get("mimetype")
-    if mimetype is not None and (not isinstance(mimetype, str) or len(mimetype) > 255
-                                 or not MIMETYPE_RE.fullmatch(mimetype)):
+    if "mimetype" in body and (not isinstance(mimetype, str) or len(mimetype) > 255
+                               or not MIMETYPE_RE.fullmatch(mimetype)):
         raise InvalidRequest("mimetype: must be a mimetype like image/png", field="mimetype")
     caption = string(body, "caption", "caption", CAPTION_MAX, required=False,
                      one_line=False) or ""

@@ -7,12 +7,13 @@ are 400: a client sending them has a float where it means a count, see docs/open
 bodies with a whole float in a count field are not generated as valid data.
 
 A message send carries a file whose bytes must be what its type says (a schema cannot say
-that of base64): a schema-valid file of a send becomes a real file of its type (with its
-mimetype where one is given), and a schema-valid ``media.url`` becomes that file inline, so
-that no run reaches out to the network (tests/test_media_fetch.py and
-tests/test_send_kinds_e2e.py fetch URLs from 127.0.0.1). A schema-valid ``replyTo`` is dropped:
-it names no message the device has (400, which the schema cannot tell either). Values that
-break the schema are left alone, so negative cases stay negative.
+that of base64): in the generated cases, a schema-valid file of a send becomes a real file of
+its type (with its mimetype where one is given), and a schema-valid ``media.url`` becomes that
+file inline, so that sends of every type go through (tests/test_media_fetch.py and
+tests/test_send_kinds_e2e.py fetch URLs from 127.0.0.1; the schemathesis tests fetch none). A
+schema-valid ``replyTo`` is dropped: it names no message the device has (400, which the schema
+cannot tell either). Values that break the schema are left alone, so negative cases stay
+negative.
 """
 
 from __future__ import annotations

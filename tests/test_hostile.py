@@ -360,8 +360,9 @@ def field_cases() -> Iterator[Case]:
         ({"to": "+15551234567", "text": "hi", "replyTo": "nosuchmessage"}, "replyTo"),
         ({"to": "+15551234567", "text": "hi", "linkPreview": "true"}, "linkPreview"),
     ]
-    for body, field in kinds:
-        yield Case(f"POST messages: {str(body)[:100]}", "POST", SEND, j(body), field=field)
+    for n, (body, field) in enumerate(kinds):
+        yield Case(f"POST messages, a type's field #{n} ({field}): {str(body)[-60:]}", "POST",
+                   SEND, j(body), field=field)
     forms: list[tuple[str, bytes, str]] = [
         ("no file", form(("to", "+15551234567", None), ("type", "image", None)), "file"),
         ("a PDF as an image", form(("to", "+15551234567", None), ("type", "image", None),

@@ -73,7 +73,7 @@ async def test_redirects_are_followed_only_through_the_guard() -> None:
         data, name = await fetch_media(server.url("moved"), max_bytes=1000, timeout=10,
                                        allow=LOOPBACK)
         assert data == PNG and name == "a.png"
-        with pytest.raises(MediaUrlRefused, match="169.254.169.254"):
+        with pytest.raises(MediaUrlRefused, match=r"169\.254\.169\.254"):
             await fetch_media(server.url("meta"), max_bytes=1000, timeout=10, allow=LOOPBACK)
         with pytest.raises(MediaUrlRefused, match="http"):
             await fetch_media(server.url("ftp"), max_bytes=1000, timeout=10, allow=LOOPBACK)
@@ -113,7 +113,7 @@ async def test_failures_are_readable() -> None:
         with pytest.raises(MediaUrlFailed, match="http 404"):
             await fetch_media(server.url("missing.png"), max_bytes=1000, timeout=10,
                               allow=LOOPBACK)
-        with pytest.raises(MediaUrlFailed, match="within 0.2 seconds"):
+        with pytest.raises(MediaUrlFailed, match=r"within 0\.2 seconds"):
             await fetch_media(server.url("slow"), max_bytes=1000, timeout=0.2, allow=LOOPBACK)
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]

@@ -138,6 +138,10 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"type": "image", "media": {"url": "https://x.example/" + "a" * 2048}}, "media.url"),
     ({"type": "image", "media": {"data": b64(PNG)}, "mimetype": "png"}, "mimetype"),
     ({"type": "image", "media": {"data": b64(PNG)}, "mimetype": 5}, "mimetype"),
+    ({"type": "image", "media": {"data": b64(PNG)}, "mimetype": None}, "mimetype"),
+    ({"type": "image", "media": {"data": b64(PNG)}, "caption": None}, "caption"),
+    ({"text": "x", "mentions": None}, "mentions"),
+    ({"text": "x", "replyTo": None}, "replyTo"),
     ({"type": "image", "media": {"data": b64(PNG)}, "caption": "x" * 1025}, "caption"),
     ({"type": "image", "media": {"data": b64(PNG)}, "caption": 5}, "caption"),
     ({"type": "image", "media": {"data": b64(PNG)}, "filename": "a.png"}, "filename"),
@@ -183,6 +187,12 @@ def test_each_invalid_field_is_named(body: dict[str, Any], field: str) -> None:
 def test_recipient(to: Any) -> None:
     body = {"text": "x"} if to is None else {"to": to, "text": "x"}
     assert refused(body) == "to"
+
+
+def test_a_form_names_its_file() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse({"to": TO, "type": "image"}, MAX_TTL, form=True)
+    assert info.value.field == "file"
 
 
 def test_body_must_be_an_object_and_a_file_needs_a_media_type() -> None:
