@@ -32,6 +32,7 @@ from quart_trio.wrappers import TrioRequest
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from api import (
+    dashboard,
     errors,
     metrics,
     openapi,
@@ -70,7 +71,7 @@ PUBLIC_ENDPOINTS = frozenset(
         "metrics.metrics_text",
         f"{PREFIXED_METRICS}.metrics_text",
     }
-)
+) | dashboard.PUBLIC_ENDPOINTS
 
 #: The route that takes media files (a larger body, JSON or multipart), and its path: a body's
 #: limit is set when the request is made, before routing.
@@ -122,6 +123,7 @@ def create_app(
     app.register_blueprint(metrics.metrics_bp)
     app.register_blueprint(metrics.metrics_bp, url_prefix=API_PREFIX, name=PREFIXED_METRICS)
     ws_endpoint.register(app)
+    app.register_blueprint(dashboard.bp)
 
     app.before_request(_authenticate)
     app.after_request(_add_rate_limit_headers)

@@ -220,6 +220,19 @@ def _v5_sends(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v6_send_payload(db: sqlite_utils.Database) -> None:
+    """Sends of every kind: ``sends.payload`` is the message to send as JSON (its content, the
+    message it quotes or acts on, its mentions); NULL for the text sends stored before, which
+    ``text`` describes whole."""
+    execute_all(
+        db,
+        [
+            "ALTER TABLE sends ADD COLUMN payload TEXT"
+            " CHECK (payload IS NULL OR json_valid(payload))",
+        ],
+    )
+
+
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.
 MIGRATIONS: list[Migration] = [
     _v1_initial,
@@ -227,6 +240,7 @@ MIGRATIONS: list[Migration] = [
     _v3_message_history,
     _v4_message_content,
     _v5_sends,
+    _v6_send_payload,
 ]
 
 

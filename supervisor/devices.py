@@ -50,6 +50,9 @@ from .errors import (
     Unresponsive,
 )
 from .events import EventBus
+from .media import MediaStore
+from .message_content import Text
+from .outgoing import Outgoing
 from .qr import QrAttempt
 from .view import DeviceShown
 
@@ -89,6 +92,7 @@ class Devices:
     supervisor: DeviceSupervisor
     login_limiter: trio.CapacityLimiter
     outbox: OutboxSignal
+    media: MediaStore
 
     @property
     def outbox_listeners(self) -> list[Callable[[], None]]:
@@ -314,6 +318,31 @@ class Devices:
                 raise InvalidRequest(f"phoneNumber: {exc}", field="phoneNumber") from exc
             raise EngineRefused(exc.reason, exc.recoverable, str(exc)) from exc
 
+    async def send(
+        self,
+        ref: str | int,
+        to: str,
+        message: Outgoing,
+        origin: str = "api",
+        *,
+        ttl: float | None = None,
+        idempotency_key: str | None = None,
+        reply_to: str | None = None,
+    ) -> dict[str, Any]:
+        """Send ``message`` (any kind) through the device's outbound queue; returns
+        ``messageId``, ``to``, ``status`` (``sent`` or ``pending``) and ``timestamp``.
+        ``reply_to``: the id of one of the device's messages to quote.
+
+        Raises: DeviceNotFound; DeviceConflict (the device does not take sends); QueueFull;
+        InvalidRequest (``field="replyTo"``: the device has no such message); Busy,
+        Restarting, Unresponsive.
+        """
+        sent = await self._call(
+            ref, cmd.Send(to, message, origin, ttl, idempotency_key, reply_to)
+        )
+        return {"messageId": sent.message_id, "to": sent.to, "status": sent.status,
+                "timestamp": sent.timestamp}
+
     async def send_message(
         self,
         ref: str | int,
@@ -324,15 +353,12 @@ class Devices:
         ttl: float | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Send a text message through the device's outbound queue; returns ``messageId``,
-        ``to``, ``status`` (``sent`` or ``pending``) and ``timestamp``.
+        """Send a text message: :meth:`send` of a :class:`~supervisor.message_content.Text`.
 
-        Raises: DeviceNotFound; DeviceConflict (the device does not take sends); QueueFull;
-        Busy, Restarting, Unresponsive.
+        Raises: as :meth:`send`.
         """
-        sent = await self._call(ref, cmd.Send(to, text, origin, ttl, idempotency_key))
-        return {"messageId": sent.message_id, "to": sent.to, "status": sent.status,
-                "timestamp": sent.timestamp}
+        return await self.send(ref, to, Outgoing(Text(text)), origin, ttl=ttl,
+                               idempotency_key=idempotency_key)
 
     def outbound_counts(self, ref: str | int) -> tuple[int, int]:
         """``(pending, stuck)``: the device's sends not sent yet, and those of them that raised
