@@ -82,11 +82,6 @@ class Setup:
     async def until(self, kind: str, count: int) -> None:
         """Wait until both the WebSocket and the webhook have shown ``count`` events of
         ``kind``."""
-        with trio.move_on_after(DEADLINE) as dbg:
-            while len(self.seen(kind)) < count:
-                await self.arrived.wait()
-        if dbg.cancelled_caught:
-            print("DEBUG", [(e["type"], e["data"]) for e in self.events])
         with trio.fail_after(DEADLINE):
             while len(self.seen(kind)) < count:
                 await self.arrived.wait()
