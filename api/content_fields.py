@@ -51,8 +51,10 @@ def string(body: dict[str, Any], key: str, field: str, maximum: int, *, required
     """``body[key]`` as a string of at most ``maximum`` characters (None when absent and not
     ``required``): one line unless ``one_line`` is false, not empty unless ``empty``."""
     value = body.get(key)
-    if value is None and key not in body and not required:
-        return None
+    if key not in body:
+        if not required:
+            return None
+        raise InvalidRequest(f"{field}: is required", field=field)
     if not isinstance(value, str):
         raise InvalidRequest(f"{field}: must be a string", field=field)
     (check_line if one_line else check_text)(field, value)

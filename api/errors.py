@@ -16,6 +16,7 @@ from quart import Quart, Response, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
+from api.send_media import DetectionUnavailable
 from storage.errors import StorageUnavailable
 from supervisor.errors import (
     Busy,
@@ -74,6 +75,7 @@ ERRORS: dict[type[Exception], tuple[int, str]] = {
     Restarting: (503, "SERVICE_UNAVAILABLE"),
     StorageUnavailable: (503, "STORAGE_UNAVAILABLE"),
     Unresponsive: (504, "GATEWAY_TIMEOUT"),
+    DetectionUnavailable: (503, "SERVICE_UNAVAILABLE"),
     WasupError: (500, "INTERNAL_ERROR"),
 }
 

@@ -24,8 +24,9 @@ reason it recovers from, queues the send (202) until it is connected or ``ttl`` 
 ``SendingConfig.ttl``, at most ``SendingConfig.max_ttl``) have passed. A request with an
 ``Idempotency-Key`` (1 to 128 visible ASCII characters) that the device has seen answers the
 message made the first time and sends nothing. A media file goes into the media store, pinned
-until its send is done (:mod:`api.send_media`); a send refused before it is queued (404, 409,
-429, 503, an unknown ``replyTo``) unpins it again.
+until its send is done (:mod:`api.send_media`); the outbound queue unpins the file of a send
+it refuses (409, 429, an unknown ``replyTo``), and this route that of a send the device never
+saw (404, 503).
 
 Errors: 400 INVALID_REQUEST naming the field (``phoneNumber``, ``to``, ``text``, ``ttl``,
 ``replyTo``, ``media.url``, ``mimetype``, ``Idempotency-Key``, ``ratePerMinute``, ``burst``,
@@ -51,7 +52,7 @@ from api.send_request import read_send, response_data
 from api.state import current_state
 from api.text import check_line
 from api.validation import number
-from supervisor.errors import Busy, DeviceConflict, DeviceNotFound, InvalidRequest, QueueFull
+from supervisor.errors import Busy, DeviceNotFound, InvalidRequest
 from supervisor.outbound import BURST_MAX, BURST_MIN, RATE_MAX, RATE_MIN, SETTINGS_KIND, Pacing
 
 bp = Blueprint("messages", __name__)
@@ -59,8 +60,9 @@ bp = Blueprint("messages", __name__)
 #: Limits shared with docs/openapi.yaml.
 PAIR_PHONE_RE = re.compile(r"\+?[1-9][0-9]{6,14}")
 IDEMPOTENCY_KEY_RE = re.compile(r"[!-~]{1,128}")
-#: What a send may fail with before its message is queued.
-REFUSED = (DeviceNotFound, DeviceConflict, QueueFull, InvalidRequest, Busy)
+#: What a send may fail with before the device's actor saw it (the actor itself unpins the
+#: file of a send it refuses, unless another queued send needs it).
+UNSEEN = (DeviceNotFound, Busy)
 
 
 def pair_code_request(body: Any) -> str:
@@ -140,8 +142,8 @@ async def send_message(device_id: str) -> Response:
     try:
         result = await sup.send(str(row.id), req.to.canonical, message, origin="api", ttl=req.ttl,
                                 idempotency_key=key, reply_to=req.reply_to)
-    except REFUSED:
-        # Not queued: nothing will send the file, which joins the cache.
+    except UNSEEN:
+        # Never queued: nothing will send the file, which joins the cache.
         for sha256 in stored:
             await sup.media.unpin(sha256)
         raise

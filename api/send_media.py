@@ -24,9 +24,7 @@ limit.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 
-import magic
 import trio
 
 from api.content_fields import FILENAME_MAX
@@ -34,7 +32,7 @@ from api.send_request import MEDIA_TYPES, SendRequest
 from api.text import is_one_line
 from supervisor import message_content as mc
 from supervisor.config import MediaConfig
-from supervisor.errors import InvalidRequest, TooLarge
+from supervisor.errors import InvalidRequest, TooLarge, WasupError
 from supervisor.media_fetch import MediaUrlFailed, MediaUrlRefused, fetch_media
 from supervisor.outgoing import Outgoing
 from supervisor.webhooks.ssrf import IPNetwork
@@ -89,14 +87,36 @@ async def prepare(req: SendRequest, media: MediaConfig, allow: Sequence[IPNetwor
         raise _too_large(req.type, source.field, cap)
     if not data:
         raise InvalidRequest(f"{source.field}: the file is empty", field=source.field)
-    detected = await trio.to_thread.run_sync(partial(magic.from_buffer, data, mime=True))
-    mimetype = check_mimetype(req.type, str(detected), req.mimetype, source.field)
+    detected = await trio.to_thread.run_sync(detect, data)
+    mimetype = check_mimetype(req.type, detected, req.mimetype, source.field)
     filename = req.filename
     if filename is None and req.type == "document":
         filename = source.filename or url_name
     sha256 = await store(data)
     info = mc.MediaInfo(mimetype=mimetype, size=len(data), sha256=sha256, filename=filename)
     return Outgoing(_content(req, info, data), mentions=req.mentions)
+
+
+class DetectionUnavailable(WasupError):
+    """Raised by :func:`detect` when python-magic cannot load the libmagic system library."""
+
+
+def detect(data: bytes) -> str:
+    """The mimetype libmagic reads in ``data`` (blocking: call it in a worker thread).
+
+    python-magic loads libmagic when imported: here, not when wasup starts, so that the
+    simulator engine runs on a machine without it (the whatsmeow engine needs it anyway, and
+    :mod:`api.startup` says so in one line).
+
+    Error handling: :class:`DetectionUnavailable` without libmagic.
+    """
+    try:
+        import magic  # loads libmagic: see the docstring
+    except ImportError as exc:
+        raise DetectionUnavailable(
+            "media sends need the libmagic system library (Debian/Ubuntu: apt install libmagic1)"
+        ) from exc
+    return str(magic.from_buffer(data, mime=True))
 
 
 async def _fetch(url: str, kind: str, media: MediaConfig,
