@@ -55,7 +55,8 @@ def map_body(context: Any, body: Any) -> Any:
     body = dict(body)
     if _valid(REPLY_TO_RE, body.get("replyTo"), 128):
         del body["replyTo"]
-    sample = SAMPLES.get(body.get("type"))  # type: ignore[arg-type]
+    kind = body.get("type")
+    sample = SAMPLES.get(kind) if isinstance(kind, str) else None
     if sample is None:
         return body
     data, mimetype = sample
