@@ -12,7 +12,10 @@
 
 A message is ``{"messageId", "chatId", "from", "fromMe", "status", "timestamp"}`` (``timestamp``:
 when wasup stored it) with the content fields of ``message_received`` (``type``, ``text``,
-``hasMedia``, ``media``, the kind's own object, ``quoted``, ``pushName``: docs/events.md). Pages are keyset pages (``storage.history``): pass
+``hasMedia``, ``media``, the kind's own object, ``quoted``, ``pushName``: docs/events.md) and what reactions, edits and revokes did to it: ``reactions``
+(``{"<sender JID>": "<emoji>"}``), ``edited`` and ``editedAt`` (its text is the new one),
+``revoked`` and ``revokedAt`` (deleted for everyone: its text and content are gone, its type
+stays). Pages are keyset pages (``storage.history``): pass
 ``pagination.nextCursor`` as ``before`` for the next, older page; ``hasMore`` false and
 ``nextCursor`` null on the last. A cursor is opaque to clients (today a row id; any well-formed
 value is a valid starting point). The operator token or the device's own API key may call all
@@ -154,7 +157,9 @@ def _type() -> str | None:
 
 def message_view(row: MessageRow) -> dict[str, Any]:
     """A stored message as the API shows it: its record and its stored content fields (the
-    ``message_received`` shape; a message stored without them shows its type and text)."""
+    ``message_received`` shape; a message stored without them shows its type and text), with
+    what actions did to it (``storage.message_actions``: ``edited``/``editedAt``,
+    ``revoked``/``revokedAt``, ``reactions`` by sender)."""
     view: dict[str, Any] = {
         "messageId": row.message_id,
         "chatId": row.chat,
@@ -165,6 +170,11 @@ def message_view(row: MessageRow) -> dict[str, Any]:
         "hasMedia": False,
         "media": None,
         "quoted": None if row.quoted is None else {"messageId": row.quoted},
+        "edited": False,
+        "editedAt": None,
+        "revoked": False,
+        "revokedAt": None,
+        "reactions": {},
     }
     if row.content is not None:
         content = json.loads(row.content)
