@@ -51,7 +51,7 @@ def simulator(server: Any) -> SimulatorEngine:
 async def test_incoming_actions_change_their_target_and_are_published_once(
     tmp_path: Path,
 ) -> None:
-    async with connected_device(tmp_path) as (server, api, device, events):
+    async with connected_device(tmp_path) as (_server, api, device, events):
         sid = device["sessionId"]
         target = await receive(api, sid, {"text": "see you at 5"})
         fresh = await message(api, sid, target)
