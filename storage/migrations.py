@@ -220,8 +220,21 @@ def _v5_sends(db: sqlite_utils.Database) -> None:
     )
 
 
-def _v6_read_marks(db: sqlite_utils.Database) -> None:
-    """Read marks: per chat of a device, the row id of the newest incoming message marked read
+def _v6_send_payload(db: sqlite_utils.Database) -> None:
+    """Sends of every kind: ``sends.payload`` is the message to send as JSON (its content, the
+    message it quotes or acts on, its mentions); NULL for the text sends stored before, which
+    ``text`` describes whole."""
+    execute_all(
+        db,
+        [
+            "ALTER TABLE sends ADD COLUMN payload TEXT"
+            " CHECK (payload IS NULL OR json_valid(payload))",
+        ],
+    )
+
+
+def _v7_read_marks(db: sqlite_utils.Database) -> None:
+    """Version 7, read marks: per chat of a device, the row id of the newest incoming message marked read
     (``POST .../chats/{chatId}/read``), and the partial index the unread count walks: incoming
     messages that are messages of their own (not reactions, edits, revokes, poll votes or
     undecryptable ones)."""
@@ -252,7 +265,8 @@ MIGRATIONS: list[Migration] = [
     _v3_message_history,
     _v4_message_content,
     _v5_sends,
-    _v6_read_marks,
+    _v6_send_payload,
+    _v7_read_marks,
 ]
 
 

@@ -5,6 +5,11 @@ The device's actor owns one :class:`Outbound` and drives it: it hands over each 
 it work then (:meth:`Outbound.tick`), and passes on WhatsApp's receipts
 (:meth:`Outbound.receipt`). Everything runs on the actor's task, one thing at a time.
 
+- **Any kind.** A send carries an :class:`~supervisor.outgoing.Outgoing` (text, media, location,
+  contact, poll, reaction, edit, revoke), stored whole with it (``sends.payload``); the message
+  it replies to (``reply_to``) is resolved when it is accepted (an unknown one is refused with
+  ``InvalidRequest``, ``field="replyTo"``) and stored with it, so a queued reply survives a
+  restart. Its ``messages`` row has its type and content as an incoming one has.
 - **Tracked.** A send is stored (``sends`` and ``messages``, status ``pending``) before anything
   leaves, and answered at once: ``sent`` if it went out straight away, else ``pending``. Its
   status then moves ``pending`` -> ``sent`` -> ``delivered`` -> ``read``, or ``failed`` with a
@@ -48,13 +53,22 @@ from common.clock import iso, now_epoch
 from common.ids import new_message_id
 from storage.models import DeviceRow, SendRow
 
+from . import message_content as mc
 from . import state as sm
 from .commands import Send, SentMessage
 from .config import SendingConfig
 from .engine import EngineSession
-from .errors import DeviceConflict, EngineError, QueueFull
+from .errors import DeviceConflict, EngineError, InvalidRequest, QueueFull
 from .events import Event
-from .payloads import MessageSent, MessageStatusChanged, MessageStuck, Payload
+from .outgoing import Outgoing, resolve_target
+from .payloads import (
+    MessageSent,
+    MessageStatusChanged,
+    MessageStuck,
+    Payload,
+    content_wire,
+    converter,
+)
 
 #: The settings kind that overrides a device's pacing (``PUT .../settings/sending``).
 SETTINGS_KIND = "sending"
@@ -133,6 +147,22 @@ class TokenBucket:
     def take(self, now: float) -> None:
         self._refill(now)
         self.tokens -= 1.0
+
+
+def message_of(row: SendRow) -> Outgoing:
+    """The message a stored send carries (a row stored before payloads: its text)."""
+    if row.payload is None:
+        return Outgoing(mc.Text(row.text))
+    return Outgoing.from_json(row.payload)
+
+
+def stored_content(message: Outgoing) -> storage.JsonObject:
+    """The content fields kept with an outgoing message in ``messages`` (the shape of
+    ``message_sent``'s, as incoming messages keep ``message_received``'s)."""
+    fields: storage.JsonObject = content_wire(converter, message.content)
+    fields["quoted"] = None if message.quoted is None else converter.unstructure(
+        message.quoted.quoted())
+    return fields
 
 
 def accepts_sends(state: sm.DeviceState) -> bool:
@@ -214,13 +244,22 @@ class Outbound:
             await self.load()
         if len(self.queue) >= self.config.queue_size:
             raise QueueFull(retry_after=self._drain_time(1))
+        message = send.message
+        reply_to = send.reply_to
+        if reply_to is not None:
+            quoted = await self.db.run(lambda r: resolve_target(r, device, reply_to))
+            if quoted is None:
+                raise InvalidRequest(f"replyTo: the device has no message {reply_to!r}",
+                                     field="replyTo")
+            message = attrs.evolve(message, quoted=quoted)
         epoch = now_epoch()
         ttl = self.config.ttl if send.ttl is None else send.ttl
         row = SendRow(
             device_id=device, message_id=new_message_id(), idempotency_key=key, chat=send.to,
-            text=send.text, origin=send.origin, state="queued", status="pending", reason=None,
-            wa_id=None, created_at=iso(epoch), accepted_epoch=epoch, expires_epoch=epoch + ttl,
-            stuck=False,
+            text=mc.text_of(message.content), origin=send.origin, state="queued",
+            status="pending", reason=None, wa_id=None, created_at=iso(epoch),
+            accepted_epoch=epoch, expires_epoch=epoch + ttl, stuck=False,
+            payload=message.to_json(),
         )
 
         def job(r: storage.Repositories) -> None:
@@ -228,6 +267,8 @@ class Outbound:
             r.messages.insert(
                 device, message_id=row.message_id, chat=row.chat, direction="out",
                 text=row.text, status="pending", at=row.created_at,
+                type=message.content.type, content=stored_content(message),
+                quoted=None if message.quoted is None else message.quoted.message_id,
             )
 
         await self.db.run(job)
@@ -336,9 +377,10 @@ class Outbound:
     async def _send_head(self) -> bool:
         """Send the head of the queue; True if it went out."""
         device, row = self.host.id, self.queue[0]
+        message = message_of(row)
         await self.db.run(lambda r: r.sends.update(device, row.message_id, state="sending"))
         try:
-            wa_id = await self.session.send_message(row.chat, row.text)
+            wa_id = await self.session.send(row.chat, message, None)
         except EngineError as exc:
             if exc.recoverable:
                 await self.db.run(lambda r: r.sends.update(device, row.message_id, state="queued"))
@@ -355,7 +397,9 @@ class Outbound:
             self.not_before = now + self.rng.uniform(0.0, self.config.jitter * interval)
         at = iso(now_epoch())
         events = [
-            self.host.event(MessageSent(row.message_id, row.chat, row.text, origin=row.origin), at),
+            self.host.event(MessageSent(
+                row.message_id, row.chat, row.text, origin=row.origin, content=message.content,
+                quoted=None if message.quoted is None else message.quoted.quoted()), at),
             self.host.event(MessageStatusChanged(row.message_id, "sent"), at),
         ]
 

@@ -60,6 +60,8 @@ from supervisor import proxy as proxy_checks
 from supervisor.engine import Sink
 from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
+from supervisor.message_content import Text
+from supervisor.outgoing import Outgoing
 from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, redact
 
 from . import whatsmeow_client as wc
@@ -178,11 +180,12 @@ class WhatsmeowSession:
         link = await self._start(pairing=False, proxy=proxy)
         await self._wait(link, lambda lk: lk.state is LinkState.CONNECTED, starter=True)
 
-    async def send_message(self, to_jid: str, text: str) -> str:
-        """Send a text message to a phone number or JID; returns WhatsApp's message id.
+    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> str:
+        """Send ``message`` to a phone number or JID; returns WhatsApp's message id.
 
-        Raises EngineError ``not_connected``, ``invalid_recipient`` or ``send_failed: ...``.
-        Cancelling the caller does not unsend: the worker thread finishes the send.
+        Raises EngineError ``not_connected`` (recoverable), ``invalid_recipient``,
+        ``unsupported_kind`` or ``send_failed: ...``. Cancelling the caller does not unsend:
+        the worker thread finishes the send.
         """
         link = self._link
         if link is None or link.state is not LinkState.CONNECTED or not link.live:
@@ -190,11 +193,17 @@ class WhatsmeowSession:
         try:
             jid = wc.neonize_jid(Jid.parse(to_jid))
         except InvalidJid:
-            raise EngineError("invalid_recipient", message=f"not a phone number or jid: {to_jid!r}") from None
+            raise EngineError("invalid_recipient", recoverable=False,
+                              message=f"not a phone number or jid: {to_jid!r}") from None
+        content = message.content
+        if not isinstance(content, Text) or message.quoted is not None or message.mentions:
+            raise EngineError("unsupported_kind", recoverable=False,
+                              message=f"this engine cannot send a {content.type} message yet")
+        text = content.text
         try:
             return await self._thread(lambda: link.client.send_text(jid, text), abandon=True)
         except Exception as exc:
-            raise EngineError(f"send_failed: {_short(exc)}") from exc
+            raise EngineError(f"send_failed: {_short(exc)}", recoverable=False) from exc
 
     async def mark_read(self, chat: str, messages: Sequence[tuple[str, str | None]]) -> None:
         """Send read receipts (receipt type ``read``) for ``(message id, sender)`` of ``chat``:
