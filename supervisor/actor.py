@@ -456,6 +456,10 @@ class DeviceActor:
     def stored(self, row: DeviceRow) -> None:
         self._stored(row)
 
+    @property
+    def jid(self) -> str | None:
+        return self.row.jid
+
     def _stored(self, row: DeviceRow) -> None:
         self.row = row
         self.ctx.directory.put(row)

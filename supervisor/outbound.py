@@ -9,7 +9,9 @@ it work then (:meth:`Outbound.tick`), and passes on WhatsApp's receipts
   contact, poll, reaction, edit, revoke), stored whole with it (``sends.payload``); the message
   it replies to (``reply_to``) is resolved when it is accepted (an unknown one is refused with
   ``InvalidRequest``, ``field="replyTo"``) and stored with it, so a queued reply survives a
-  restart. Its ``messages`` row has its type and content as an incoming one has.
+  restart. Its ``messages`` row has its type and content as an incoming one has. A reaction,
+  edit or revoke changes its target once WhatsApp took it (:mod:`supervisor.actions`, in the
+  transaction that records it sent) and does not count in ``messagesSent``.
 - **Tracked.** A send is stored (``sends`` and ``messages``, status ``pending``) before anything
   leaves, and answered at once: ``sent`` if it went out straight away, else ``pending``. Its
   status then moves ``pending`` -> ``sent`` -> ``delivered`` -> ``read``, or ``failed`` with a
@@ -53,6 +55,7 @@ from common.clock import iso, now_epoch
 from common.ids import new_message_id
 from storage.models import DeviceRow, SendRow
 
+from . import actions
 from . import message_content as mc
 from . import state as sm
 from .commands import Send, SentMessage
@@ -99,6 +102,11 @@ class OutboundHost(Protocol):
 
     def stored(self, row: DeviceRow) -> None:
         """The device's row as just stored."""
+        ...
+
+    @property
+    def jid(self) -> str | None:
+        """The device's own JID as stored (None before it was paired)."""
         ...
 
 
@@ -403,10 +411,14 @@ class Outbound:
             self.host.event(MessageStatusChanged(row.message_id, "sent"), at),
         ]
 
+        me = actions.own_sender(self.host.jid)
+        counted = 1 if mc.counted(message.content) else 0  # not reactions, edits, revokes
+
         def job(r: storage.Repositories) -> DeviceRow:
             r.sends.update(device, row.message_id, state="done", status="sent", wa_id=wa_id)
             r.messages.update_status(device, row.message_id, "sent")
-            stored = r.devices.increment_stats(device, sent=1, at=at)
+            actions.apply(r.message_actions, device, message.content, me, at)
+            stored = r.devices.increment_stats(device, sent=counted, at=at)
             self.host.enqueue(r, events)
             return stored
 
