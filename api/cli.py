@@ -17,6 +17,13 @@ Every option has an environment variable (the flag wins over the variable)::
     --ws-queue-size          WASUP_WS_QUEUE_SIZE          256  events buffered per WebSocket connection
     --message-retention-days   WASUP_MESSAGE_RETENTION_DAYS   90      days messages are kept (0: no limit)
     --message-retention-count  WASUP_MESSAGE_RETENTION_COUNT  100000  messages kept per device (0: no limit)
+    --media-cache-bytes      WASUP_MEDIA_CACHE_BYTES      1073741824  bytes of cached media files
+    --media-max-image        WASUP_MEDIA_MAX_IMAGE        16777216    largest image sent (bytes)
+    --media-max-video        WASUP_MEDIA_MAX_VIDEO        67108864    largest video sent
+    --media-max-audio        WASUP_MEDIA_MAX_AUDIO        16777216    largest audio or voice note sent
+    --media-max-document     WASUP_MEDIA_MAX_DOCUMENT     104857600   largest document sent
+    --media-max-sticker      WASUP_MEDIA_MAX_STICKER      1048576     largest sticker sent
+    --media-url-timeout      WASUP_MEDIA_URL_TIMEOUT      30          seconds fetching a media URL may take
                              WASUP_API_TOKEN              operator token (see below)
                              WASUP_WEBHOOK_ALLOW_NETWORKS comma-separated CIDRs
 
@@ -54,7 +61,7 @@ from api import startup
 from api.ratelimit import RateLimitPolicy
 from api.server import serve
 from api.state import ApiSettings, WsSettings
-from supervisor.config import Config
+from supervisor.config import Config, MediaConfig
 from supervisor.runtime import tune_gc
 
 log = logging.getLogger("wasup.cli")
@@ -64,6 +71,17 @@ TOKEN_FILE = "api_token"
 ENGINES = ("whatsmeow", "simulator")
 WS_DEFAULTS = WsSettings()
 CONFIG_DEFAULTS = Config()
+#: MediaConfig's fields, each an option ``--media-<field>``, and their environment variables.
+MEDIA_FIELDS = attrs.fields(MediaConfig)
+MEDIA_ENV = {
+    "cache_bytes": "WASUP_MEDIA_CACHE_BYTES",
+    "max_image": "WASUP_MEDIA_MAX_IMAGE",
+    "max_video": "WASUP_MEDIA_MAX_VIDEO",
+    "max_audio": "WASUP_MEDIA_MAX_AUDIO",
+    "max_document": "WASUP_MEDIA_MAX_DOCUMENT",
+    "max_sticker": "WASUP_MEDIA_MAX_STICKER",
+    "url_timeout": "WASUP_MEDIA_URL_TIMEOUT",
+}
 
 
 @attrs.frozen
@@ -84,6 +102,7 @@ class ServeOptions:
     ws_queue_size: int | None = None  # None: the event bus's (Config.event_queue_size)
     message_retention_days: int = CONFIG_DEFAULTS.message_retention_days
     message_retention_count: int = CONFIG_DEFAULTS.message_retention_count
+    media: MediaConfig = CONFIG_DEFAULTS.media
 
 
 def _env(env: Mapping[str, str], name: str, default: str) -> str:
@@ -145,6 +164,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=_env(env, "WASUP_MESSAGE_RETENTION_COUNT", str(CONFIG_DEFAULTS.message_retention_count)),
         help="messages kept per device, the newest (0: no count limit)",
     )
+    for field in MEDIA_FIELDS:
+        serve.add_argument(
+            "--media-" + field.name.replace("_", "-"),
+            dest="media_" + field.name,
+            type=type(field.default),  # int, or float for url_timeout
+            default=_env(env, MEDIA_ENV[field.name], str(field.default)),
+        )
     return parser
 
 
@@ -173,6 +199,11 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> ServeOptions:
         parser.error("ws-queue-size must be at least 1")
     if args.message_retention_days < 0 or args.message_retention_count < 0:
         parser.error("message-retention-days and -count must be 0 (no limit) or more")
+    media = MediaConfig(**{f.name: getattr(args, "media_" + f.name) for f in MEDIA_FIELDS})
+    for field in MEDIA_FIELDS:
+        value = getattr(media, field.name)
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"media-{field.name.replace('_', '-')} must be a positive number")
     networks = tuple(
         part.strip()
         for part in env.get("WASUP_WEBHOOK_ALLOW_NETWORKS", "").split(",")
@@ -195,6 +226,7 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> ServeOptions:
         ws_queue_size=args.ws_queue_size,
         message_retention_days=args.message_retention_days,
         message_retention_count=args.message_retention_count,
+        media=media,
     )
 
 
@@ -247,6 +279,7 @@ def serve_config(options: ServeOptions) -> Config:
         allow_networks=options.webhook_allow_networks,
         message_retention_days=options.message_retention_days,
         message_retention_count=options.message_retention_count,
+        media=options.media,
     )
 
 

@@ -6,8 +6,8 @@ Usage::
     config.webhooks.timeout          # 15.0
     config.allow_networks            # (IPv4Network('127.0.0.0/8'),)
 
-Every consumer takes the record it needs (``config.webhooks``, ``config.autoreply``, ``config.sending``), typed;
-nothing reads a field that may be absent. Error handling: a value that cannot be a network in
+Every consumer takes the record it needs (``config.webhooks``, ``config.autoreply``,
+``config.sending``, ``config.media``), typed; nothing reads a field that may be absent. Error handling: a value that cannot be a network in
 ``allow_networks`` raises ``ValueError`` naming it, when the Config is built.
 """
 
@@ -72,6 +72,23 @@ class SendingConfig:
 
 
 @attrs.frozen
+class MediaConfig:
+    """The media store's and media sends' knobs: the cache's cap, WhatsApp's size limits per
+    kind (bytes), and how long fetching a send's ``media.url`` may take."""
+
+    #: Bytes of downloaded and sent files kept in ``<data_dir>/media/cache`` (least recently
+    #: used out first; files a queued send still needs are not counted and never evicted).
+    cache_bytes: int = 1 << 30
+    max_image: int = 16 << 20
+    max_video: int = 64 << 20
+    max_audio: int = 16 << 20
+    max_document: int = 100 << 20
+    max_sticker: int = 1 << 20
+    #: Seconds fetching a send's ``"media": {"url"}`` may take.
+    url_timeout: float = 30.0
+
+
+@attrs.frozen
 class Config:
     data_dir: Path = attrs.field(default=Path("./data"), converter=Path)
     engine: str = "whatsmeow"
@@ -112,10 +129,15 @@ class Config:
     webhooks: WebhookConfig = attrs.field(factory=WebhookConfig)
     autoreply: AutoReplyConfig = attrs.field(factory=AutoReplyConfig)
     sending: SendingConfig = attrs.field(factory=SendingConfig)
+    media: MediaConfig = attrs.field(factory=MediaConfig)
 
     @property
     def database_path(self) -> Path:
         return self.data_dir / "wasup.db"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
 
     @property
     def backoff(self) -> Backoff:

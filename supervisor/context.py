@@ -1,7 +1,8 @@
 """What a device actor is given to work with: the frozen :class:`ActorContext`.
 
 The supervisor builds one context for all actors; an actor reaches the database, the event bus,
-the directory, the timers and the login limiter through it, and nothing else of the core.
+the directory, the timers, the login limiter and the media store through it, and nothing else of
+the core.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import storage
 from .config import Config
 from .directory import DeviceDirectory
 from .events import EventBus
+from .media import MediaStore
 from .policy import Backoff
 from .timers import Timers
 
@@ -50,3 +52,4 @@ class ActorContext:
     rng: random.Random
     backoff: Backoff
     outbox: OutboxSignal
+    media: MediaStore

@@ -50,6 +50,7 @@ from .errors import (
     Unresponsive,
 )
 from .events import EventBus
+from .media import MediaStore
 from .message_content import Text
 from .outgoing import Outgoing
 from .qr import QrAttempt
@@ -91,6 +92,7 @@ class Devices:
     supervisor: DeviceSupervisor
     login_limiter: trio.CapacityLimiter
     outbox: OutboxSignal
+    media: MediaStore
 
     @property
     def outbox_listeners(self) -> list[Callable[[], None]]:

@@ -7,8 +7,9 @@ Usage::
         ...
 
 :func:`open_supervisor` builds the parts in dependency order (database, engine, directory,
-timers, supervisor, the :class:`~supervisor.devices.Devices` facade), starts an actor for every
-stored device (boot restore) and yields the facade. Login handshakes share one
+timers, the media store under ``<data_dir>/media``, supervisor, the
+:class:`~supervisor.devices.Devices` facade), starts an actor for every stored device (boot
+restore) and yields the facade. Login handshakes share one
 ``trio.CapacityLimiter(max_concurrent_logins)``.
 
 Resource handling: on exit every actor is stopped (newest first), then the engine and the
@@ -39,6 +40,7 @@ from .directory import DeviceDirectory
 from .engines.simulator import SimulatorEngine
 from .engines.simulator_queue import QueuedMessage
 from .events import EventBus
+from .media import MediaStore
 from .timers import Timers
 
 log = logging.getLogger("wasup.supervisor")
@@ -188,15 +190,18 @@ async def open_supervisor(
                 login_limiter = trio.CapacityLimiter(config.max_concurrent_logins)
                 outbox = OutboxSignal()
                 the_bus = bus if bus is not None else EventBus(config.event_queue_size)
+                media = MediaStore(config.media_dir, config.media.cache_bytes)
                 ctx = ActorContext(
                     config=config, db=db, bus=the_bus, directory=directory, timers=timers,
                     login_limiter=login_limiter, ops_nursery=ops_nursery,
                     rng=random.Random(config.seed), backoff=config.backoff, outbox=outbox,
+                    media=media,
                 )
                 supervisor = DeviceSupervisor(ctx, the_engine, nursery)
                 devices = Devices(
                     config=config, db=db, engine=the_engine, bus=the_bus, directory=directory,
                     supervisor=supervisor, login_limiter=login_limiter, outbox=outbox,
+                    media=media,
                 )
                 if isinstance(the_engine, SimulatorEngine):
                     for store in (the_engine.credentials, the_engine.queue):
