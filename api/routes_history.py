@@ -51,8 +51,9 @@ bp = Blueprint("history", __name__)
 LIMIT_DEFAULT = 50
 LIMIT_MAX = 100
 
-#: What ``chatId`` may be; the same pattern is in docs/openapi.yaml (``ChatId``). Searched as
-#: JSON Schema does (``re.search``), then read by :meth:`Jid.parse` (strict spellings).
+#: What ``chatId`` may be; the same pattern is in docs/openapi.yaml (``ChatId``). Matched whole
+#: (Python's ``$`` also matches before a final line feed, JSON Schema's does not), then read by
+#: :meth:`Jid.parse` (strict spellings).
 CHAT_ID_PATTERN = (
     r"^(\+?[1-9][0-9]{6,14}"
     r"|[0-9]{5,20}(-[0-9]{5,20})?(:[0-9]{1,3})?@(s\.whatsapp\.net|lid|g\.us|broadcast|newsletter)"
@@ -70,7 +71,7 @@ _LATEST = "9999-12-31T23:59:59.999Z"
 
 def canonical_chat(raw: str) -> str:
     """The canonical JID of a ``chatId`` path segment (a phone number or a JID)."""
-    if re.search(CHAT_ID_PATTERN, raw) is None:
+    if re.fullmatch(CHAT_ID_PATTERN, raw) is None:
         raise InvalidRequest(
             "chatId: must be a phone number like +15551234567 or a whatsapp jid like "
             "15551234567@s.whatsapp.net or 120363000000000000@g.us",
