@@ -9,9 +9,13 @@ it work then (:meth:`Outbound.tick`), and passes on WhatsApp's receipts
   contact, poll, reaction, edit, revoke), stored whole with it (``sends.payload``); the message
   it replies to (``reply_to``) is resolved when it is accepted (an unknown one is refused with
   ``InvalidRequest``, ``field="replyTo"``) and stored with it, so a queued reply survives a
-  restart. Its ``messages`` row has its type and content as an incoming one has. A reaction,
-  edit or revoke changes its target once WhatsApp took it (:mod:`supervisor.actions`, in the
-  transaction that records it sent) and does not count in ``messagesSent``.
+  restart. Its ``messages`` row has its type and content as an incoming one has. A media
+  send's file waits pinned in the media store (the API pins it before the send is accepted);
+  it is read when the send goes out (a file the store does not have fails the send with
+  ``media_missing``) and unpinned once the send is done, sent or failed, or refused, unless
+  another queued send still needs it. A reaction, edit or revoke changes its target once
+  WhatsApp took it (:mod:`supervisor.actions`, in the transaction that records it sent) and
+  does not count in ``messagesSent``.
 - **Tracked.** A send is stored (``sends`` and ``messages``, status ``pending``) before anything
   leaves, and answered at once: ``sent`` if it went out straight away, else ``pending``. Its
   status then moves ``pending`` -> ``sent`` -> ``delivered`` -> ``read``, or ``failed`` with a
@@ -41,6 +45,7 @@ a crash of the actor, as for every engine call.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections import deque
@@ -72,6 +77,8 @@ from .payloads import (
     content_wire,
     converter,
 )
+
+log = logging.getLogger("wasup.outbound")
 
 #: The settings kind that overrides a device's pacing (``PUT .../settings/sending``).
 SETTINGS_KIND = "sending"
@@ -108,6 +115,17 @@ class OutboundHost(Protocol):
     def jid(self) -> str | None:
         """The device's own JID as stored (None before it was paired)."""
         ...
+
+
+class MediaFiles(Protocol):
+    """What the queue needs of the media store (:class:`supervisor.media.MediaStore`)."""
+
+    async def get(self, sha256: str) -> bytes | None:
+        """The file with this sha256 (hex), None if the store does not have it."""
+        ...
+
+    async def unpin(self, sha256: str) -> None:
+        """The file is no longer needed by a queued send (it may be evicted); idempotent."""
 
 
 @attrs.frozen
@@ -194,6 +212,7 @@ class Outbound:
     session: EngineSession
     config: SendingConfig
     rng: random.Random
+    media: MediaFiles
     queue: deque[SendRow] = attrs.field(factory=deque)
     pacing: Pacing | None = None
     bucket: TokenBucket | None = None
@@ -214,7 +233,7 @@ class Outbound:
 
         def job(r: storage.Repositories) -> tuple[list[SendRow], storage.JsonObject | None]:
             rows = r.sends.open(device)
-            lost = [row for row in rows if row.state == "sending"]
+            lost[:] = [row for row in rows if row.state == "sending"]
             for row in lost:
                 r.sends.update(device, row.message_id, state="done", status="failed",
                                reason="interrupted")
@@ -224,11 +243,13 @@ class Outbound:
                 device, SETTINGS_KIND)
 
         events: list[Event] = []
+        lost: list[SendRow] = []
         queued, settings = await self.db.run(job)
         self.queue = deque(queued)
         self.set_pacing(settings)
         self.loaded = True
         self.host.publish(events)
+        await self._release([message_of(row) for row in lost])
 
     def set_pacing(self, settings: storage.JsonObject | None) -> None:
         """Apply the device's ``sending`` settings (None: the defaults); the bucket starts full."""
@@ -240,11 +261,19 @@ class Outbound:
 
         Raises: DeviceConflict when the device does not take sends; QueueFull.
         """
+        try:
+            return await self._accept(send, state)
+        except BaseException:
+            await self._release([send.message])
+            raise
+
+    async def _accept(self, send: Send, state: sm.DeviceState) -> SentMessage:
         device = self.host.id
         key = send.idempotency_key
         if key is not None:
             earlier = await self.db.run(lambda r: self._replay(r, key))
             if earlier is not None:
+                await self._release([send.message])  # its file is the earlier send's, if any
                 return earlier
         if not accepts_sends(state):
             raise DeviceConflict(f"device is {state.status.value}, not connected")
@@ -386,9 +415,16 @@ class Outbound:
         """Send the head of the queue; True if it went out."""
         device, row = self.host.id, self.queue[0]
         message = message_of(row)
+        data: bytes | None = None
+        info = message.media
+        if info is not None:
+            data = await self._file(info.sha256)
+            if data is None:
+                await self._fail([row], "media_missing")
+                return False
         await self.db.run(lambda r: r.sends.update(device, row.message_id, state="sending"))
         try:
-            wa_id = await self.session.send(row.chat, message, None)
+            wa_id = await self.session.send(row.chat, message, data)
         except EngineError as exc:
             if exc.recoverable:
                 await self.db.run(lambda r: r.sends.update(device, row.message_id, state="queued"))
@@ -424,6 +460,7 @@ class Outbound:
 
         self.host.stored(await self.db.run(job))
         self.host.publish(events)
+        await self._release([message])
         return True
 
     async def _fail(self, rows: list[SendRow], reason: str) -> None:
@@ -444,6 +481,30 @@ class Outbound:
         gone = {row.message_id for row in rows}
         self.queue = deque(row for row in self.queue if row.message_id not in gone)
         self.host.publish(events)
+        await self._release([message_of(row) for row in rows])
+
+    async def _file(self, sha256: str | None) -> bytes | None:
+        """The media file named ``sha256``, None if the store does not have it."""
+        try:
+            return None if sha256 is None else await self.media.get(sha256)
+        except ValueError:  # not a sha256: no such file
+            return None
+
+    async def _release(self, messages: Iterable[Outgoing]) -> None:
+        """Unpin the files of ``messages`` that no send in the queue still needs (nothing
+        before the queue is loaded: a queued send on disk may need them)."""
+        files = {m.media.sha256 for m in messages if m.media is not None and m.media.sha256}
+        if not files or not self.loaded:
+            return
+        for row in self.queue:
+            if row.payload is not None:
+                info = message_of(row).media
+                files.discard(None if info is None else info.sha256)
+        for sha256 in sorted(f for f in files if f is not None):
+            try:
+                await self.media.unpin(sha256)
+            except (ValueError, OSError) as exc:  # not a file name; a full disk: stays pinned
+                log.warning("media %s of device %s stays pinned: %s", sha256, self.host.id, exc)
 
     def _write_failed(
         self, r: storage.Repositories, rows: Iterable[SendRow], reason: str, events: list[Event]

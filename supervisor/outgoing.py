@@ -38,6 +38,7 @@ class Target:
     message_id: str  # wasup's id of it (msg_… for the device's own sends, else == wa_id)
     type: str  # its kind (text, image, …) as stored
     at: str  # when it was stored (ISO)
+    text: str = ""  # its text or caption as stored (the preview WhatsApp shows of a quote)
 
     def quoted(self) -> mc.Quoted:
         """The target as the ``quoted`` of an event (wasup's id, its chat and sender)."""
@@ -110,10 +111,11 @@ def resolve_target(r: storage.Repositories, device_id: int, message_id: str) -> 
         kind = "text" if row is None else row.type
         at = sent.created_at if row is None else row.at
         return Target(wa_id=sent.wa_id, chat=sent.chat, sender=None, from_me=True,
-                      message_id=sent.message_id, type=kind, at=at)
+                      message_id=sent.message_id, type=kind, at=at, text=sent.text)
     row = r.messages.get(device_id, message_id)
     if row is None:
         return None
     from_me = row.direction == "out"
     return Target(wa_id=row.message_id, chat=row.chat, sender=None if from_me else row.sender,
-                  from_me=from_me, message_id=row.message_id, type=row.type, at=row.at)
+                  from_me=from_me, message_id=row.message_id, type=row.type, at=row.at,
+                  text=row.text or "")

@@ -386,11 +386,12 @@ async def test_connected_session_sends_and_receives(tmp_path: Path, fake_go: Any
         await from_go(fake_go[0].on_event, 3, event_bytes(nz.Connected(status=True)))
     sent: list[tuple[str, str]] = []
 
-    def send_text(self: wc.GoClient, jid: nz.JID, text: str, gate: Any = None) -> str:
-        sent.append((f"{jid.User}@{jid.Server}", text))
+    def send(self: wc.GoClient, jid: nz.JID, message: Outgoing, media: bytes | None,
+             gate: Any = None) -> str:
+        sent.append((f"{jid.User}@{jid.Server}", message.content.text))
         return "3EB0SENT"
 
-    monkeypatch.setattr(wc.GoClient, "send_text", send_text)
+    monkeypatch.setattr(wc.GoClient, "send", send)
     assert await session.send("+1 555 765 4321", Outgoing(Text("hi")), None) == "3EB0SENT"
     assert sent == [("15557654321@s.whatsapp.net", "hi")]
     with pytest.raises(EngineError) as info:

@@ -60,13 +60,13 @@ from supervisor import proxy as proxy_checks
 from supervisor.engine import Sink
 from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
-from supervisor.message_content import Text
 from supervisor.outgoing import Outgoing
 from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, redact
 
 from . import whatsmeow_client as wc
 from .whatsmeow_events import GoReports
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
+from .whatsmeow_outgoing import Unsendable
 from .whatsmeow_translate import exit_event
 
 log = logging.getLogger("wasup.engine.whatsmeow")
@@ -181,10 +181,12 @@ class WhatsmeowSession:
         await self._wait(link, lambda lk: lk.state is LinkState.CONNECTED, starter=True)
 
     async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> str:
-        """Send ``message`` to a phone number or JID; returns WhatsApp's message id.
+        """Send ``message`` (any kind; ``media`` the file of a media kind) to a phone number or
+        JID; returns WhatsApp's message id (see :mod:`.whatsmeow_outgoing` for the protos).
 
-        Raises EngineError ``not_connected`` (recoverable), ``invalid_recipient``,
-        ``unsupported_kind`` or ``send_failed: ...``. Cancelling the caller does not unsend:
+        Raises EngineError ``not_connected`` (recoverable); final: ``invalid_recipient``,
+        ``unsupported_kind``, ``target_missing``, ``media_missing``, ``send_failed: ...``
+        (WhatsApp refused the upload or the message). Cancelling the caller does not unsend:
         the worker thread finishes the send.
         """
         link = self._link
@@ -195,14 +197,14 @@ class WhatsmeowSession:
         except InvalidJid:
             raise EngineError("invalid_recipient", recoverable=False,
                               message=f"not a phone number or jid: {to_jid!r}") from None
-        content = message.content
-        if not isinstance(content, Text) or message.quoted is not None or message.mentions:
-            raise EngineError("unsupported_kind", recoverable=False,
-                              message=f"this engine cannot send a {content.type} message yet")
-        text = content.text
         try:
-            return await self._thread(lambda: link.client.send_text(jid, text), abandon=True)
+            return await self._thread(lambda: link.client.send(jid, message, media),
+                                      abandon=True)
+        except Unsendable as exc:
+            raise EngineError(exc.reason, recoverable=False, message=str(exc)) from None
         except Exception as exc:
+            if not link.live or link.state is not LinkState.CONNECTED:
+                raise EngineError("not_connected", message=_short(exc)) from exc
             raise EngineError(f"send_failed: {_short(exc)}", recoverable=False) from exc
 
     async def mark_read(self, chat: str, messages: Sequence[tuple[str, str | None]]) -> None:
