@@ -175,11 +175,15 @@ class TokenBucket:
         self.tokens -= 1.0
 
 
-def message_of(row: SendRow) -> Outgoing:
-    """The message a stored send carries (a row stored before payloads: its text)."""
+def message_of(row: SendRow) -> Outgoing | None:
+    """The message a stored send carries (a row stored before payloads: its text); None for a
+    payload this wasup cannot read (the send fails with ``invalid_payload``)."""
     if row.payload is None:
         return Outgoing(mc.Text(row.text))
-    return Outgoing.from_json(row.payload)
+    try:
+        return Outgoing.from_json(row.payload)
+    except TypeError:
+        return None
 
 
 def stored_content(message: Outgoing) -> storage.JsonObject:
@@ -249,7 +253,7 @@ class Outbound:
         self.set_pacing(settings)
         self.loaded = True
         self.host.publish(events)
-        await self._release([message_of(row) for row in lost])
+        await self._release(message_of(row) for row in lost)
 
     def set_pacing(self, settings: storage.JsonObject | None) -> None:
         """Apply the device's ``sending`` settings (None: the defaults); the bucket starts full."""
@@ -259,11 +263,12 @@ class Outbound:
     async def accept(self, send: Send, state: sm.DeviceState) -> SentMessage:
         """Store ``send`` and queue it; send it at once if nothing stands in the way.
 
-        Raises: DeviceConflict when the device does not take sends; QueueFull.
+        Raises: DeviceConflict when the device does not take sends; QueueFull; InvalidRequest
+        (``field="replyTo"``) when ``reply_to`` names no message of the device.
         """
         try:
             return await self._accept(send, state)
-        except BaseException:
+        except Exception:
             await self._release([send.message])
             raise
 
@@ -415,6 +420,9 @@ class Outbound:
         """Send the head of the queue; True if it went out."""
         device, row = self.host.id, self.queue[0]
         message = message_of(row)
+        if message is None:
+            await self._fail([row], "invalid_payload")
+            return False
         data: bytes | None = None
         info = message.media
         if info is not None:
@@ -448,12 +456,12 @@ class Outbound:
         ]
 
         me = actions.own_sender(self.host.jid)
-        counted = 1 if mc.counted(message.content) else 0  # not reactions, edits, revokes
 
         def job(r: storage.Repositories) -> DeviceRow:
             r.sends.update(device, row.message_id, state="done", status="sent", wa_id=wa_id)
             r.messages.update_status(device, row.message_id, "sent")
             actions.apply(r.message_actions, device, message.content, me, at)
+            counted = 1 if mc.counted(message.content) else 0  # not reactions, edits, revokes
             stored = r.devices.increment_stats(device, sent=counted, at=at)
             self.host.enqueue(r, events)
             return stored
@@ -481,7 +489,7 @@ class Outbound:
         gone = {row.message_id for row in rows}
         self.queue = deque(row for row in self.queue if row.message_id not in gone)
         self.host.publish(events)
-        await self._release([message_of(row) for row in rows])
+        await self._release(message_of(row) for row in rows)
 
     async def _file(self, sha256: str | None) -> bytes | None:
         """The media file named ``sha256``, None if the store does not have it."""
@@ -490,16 +498,17 @@ class Outbound:
         except ValueError:  # not a sha256: no such file
             return None
 
-    async def _release(self, messages: Iterable[Outgoing]) -> None:
+    async def _release(self, messages: Iterable[Outgoing | None]) -> None:
         """Unpin the files of ``messages`` that no send in the queue still needs (nothing
         before the queue is loaded: a queued send on disk may need them)."""
-        files = {m.media.sha256 for m in messages if m.media is not None and m.media.sha256}
+        files = {m.media.sha256 for m in messages
+                 if m is not None and m.media is not None and m.media.sha256}
         if not files or not self.loaded:
             return
         for row in self.queue:
-            if row.payload is not None:
-                info = message_of(row).media
-                files.discard(None if info is None else info.sha256)
+            queued = message_of(row) if row.payload is not None else None
+            if queued is not None and queued.media is not None:
+                files.discard(queued.media.sha256)
         for sha256 in sorted(f for f in files if f is not None):
             try:
                 await self.media.unpin(sha256)
