@@ -37,10 +37,12 @@ from api import (
     metrics,
     openapi,
     protocol_errors,
+    routes_actions,
     routes_ai,
     routes_devices,
     routes_history,
     routes_messages,
+    routes_ops,
     routes_proxy,
     routes_simulator,
     routes_webhooks,
@@ -109,9 +111,11 @@ def create_app(
     app.register_blueprint(routes_devices.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_messages.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_history.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_actions.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_webhooks.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ai.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_proxy.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_ops.bp, url_prefix=API_PREFIX)
     simulator = settings.simulator_routes
     if simulator is None:
         simulator = isinstance(sup.engine, SimulatorEngine)

@@ -28,8 +28,10 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from storage.message_interface import (
+    MessageActionRepository,
     MessageHistoryRepository,
     MessageRepository,
+    ReadRepository,
     SendRepository,
 )
 from storage.models import ColumnValue as ColumnValue
@@ -38,8 +40,10 @@ from storage.models import (
     DeliveryTarget,
     DeviceRow,
     Due,
+    HistoryEntry,
     HistoryRow,
     Outage,
+    WebhookBacklog,
 )
 from storage.models import JsonObject as JsonObject
 
@@ -170,6 +174,15 @@ class HistoryRepository(Protocol):
 
     def of(self, device_id: int) -> list[HistoryRow]:
         """The device's status changes, oldest first (empty for an unknown device).
+
+        Raises: nothing of its own.
+        """
+        ...
+
+
+    def page(self, device_id: int, before: int | None, limit: int) -> list[HistoryEntry]:
+        """Up to ``limit`` status changes, newest first, older than the entry ``before`` (from
+        the newest when None).
 
         Raises: nothing of its own.
         """
@@ -330,6 +343,13 @@ class OutboxRepository(Protocol):
         """
         ...
 
+    def backlog(self, device_id: int) -> WebhookBacklog:
+        """How many of the device's deliveries wait, since when, and how many failed.
+
+        Raises: nothing of its own.
+        """
+        ...
+
     def get_delivery(self, device_id: int, outbox_id: str) -> JsonObject | None:
         """One delivery of the device with its attempts, or None.
 
@@ -371,6 +391,12 @@ class Repositories(Protocol):
 
     @property
     def sends(self) -> SendRepository: ...
+
+    @property
+    def message_actions(self) -> MessageActionRepository: ...
+
+    @property
+    def reads(self) -> ReadRepository: ...
 
 
 class Store(Protocol):
