@@ -24,6 +24,7 @@ Every option has an environment variable (the flag wins over the variable)::
     --media-max-document     WASUP_MEDIA_MAX_DOCUMENT     104857600   largest document sent
     --media-max-sticker      WASUP_MEDIA_MAX_STICKER      1048576     largest sticker sent
     --media-url-timeout      WASUP_MEDIA_URL_TIMEOUT      30          seconds fetching a media URL may take
+    --media-download-timeout WASUP_MEDIA_DOWNLOAD_TIMEOUT 120         seconds a download from WhatsApp may take
                              WASUP_API_TOKEN              operator token (see below)
                              WASUP_WEBHOOK_ALLOW_NETWORKS comma-separated CIDRs
 
@@ -81,6 +82,7 @@ MEDIA_ENV = {
     "max_document": "WASUP_MEDIA_MAX_DOCUMENT",
     "max_sticker": "WASUP_MEDIA_MAX_STICKER",
     "url_timeout": "WASUP_MEDIA_URL_TIMEOUT",
+    "download_timeout": "WASUP_MEDIA_DOWNLOAD_TIMEOUT",
 }
 
 
@@ -168,7 +170,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         serve.add_argument(
             "--media-" + field.name.replace("_", "-"),
             dest="media_" + field.name,
-            type=type(field.default),  # int, or float for url_timeout
+            type=type(field.default),  # int, or float for the timeouts
             default=_env(env, MEDIA_ENV[field.name], str(field.default)),
         )
     return parser

@@ -220,6 +220,12 @@ def _v5_sends(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v6_message_media_ref(db: sqlite_utils.Database) -> None:
+    """Version 6: ``messages.media_ref``, the engine's reference to a media message's file
+    (what its ``download`` fetches the file with; never shown in an event or the API)."""
+    execute_all(db, ["ALTER TABLE messages ADD COLUMN media_ref TEXT"])
+
+
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.
 MIGRATIONS: list[Migration] = [
     _v1_initial,
@@ -227,6 +233,7 @@ MIGRATIONS: list[Migration] = [
     _v3_message_history,
     _v4_message_content,
     _v5_sends,
+    _v6_message_media_ref,
 ]
 
 

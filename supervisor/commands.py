@@ -124,6 +124,15 @@ class Send(Command[SentMessage]):
 
 
 @attrs.frozen
+class Download(Command[bytes]):
+    """Download the file of an incoming media message (``ref``: its stored
+    :attr:`~supervisor.engine.MessageReceived.media_ref`); replies with its bytes. The actor
+    starts the download and goes on with its work: the reply comes when the file is in."""
+
+    ref: str
+
+
+@attrs.frozen
 class Call(Generic[R]):
     """A command in the inbox, with the reply its caller waits on."""
 

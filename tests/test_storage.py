@@ -338,6 +338,11 @@ CREATE INDEX sends_open ON sends (device_id, state, seq);
 CREATE INDEX sends_wa ON sends (device_id, wa_id);
 """
 
+#: Version 6: the engine's reference to a media message's file.
+SCHEMA_V6 = """
+ALTER TABLE messages ADD COLUMN media_ref TEXT;
+"""
+
 OLD_ROWS = """
 INSERT INTO devices (id, session_id, user_id, alias, business_type, status, status_reason,
     created_at, updated_at, paired, jid, messages_sent, api_key_hash)
@@ -432,7 +437,9 @@ async def test_a_new_database_has_the_shipped_schema(db_path: Path, tmp_path: Pa
         pass
     shipped = tmp_path / "shipped.db"
     conn = sqlite3.connect(shipped, isolation_level=None)
-    conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY + SCHEMA_V4 + SCHEMA_V5)
+    conn.executescript(
+        SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY + SCHEMA_V4 + SCHEMA_V5 + SCHEMA_V6
+    )
     conn.close()
     assert schema(db_path) == schema(shipped)
 
