@@ -25,6 +25,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from api import (
+    dashboard,
     errors,
     metrics,
     openapi,
@@ -62,7 +63,7 @@ PUBLIC_ENDPOINTS = frozenset(
         "metrics.metrics_text",
         f"{PREFIXED_METRICS}.metrics_text",
     }
-)
+) | dashboard.PUBLIC_ENDPOINTS
 
 
 def create_app(
@@ -106,6 +107,7 @@ def create_app(
     app.register_blueprint(metrics.metrics_bp)
     app.register_blueprint(metrics.metrics_bp, url_prefix=API_PREFIX, name=PREFIXED_METRICS)
     ws_endpoint.register(app)
+    app.register_blueprint(dashboard.bp)
 
     app.before_request(_authenticate)
     app.after_request(_add_rate_limit_headers)

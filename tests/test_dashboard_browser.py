@@ -1,0 +1,216 @@
+"""The dashboard in headless Chromium against a real wasup with the simulator engine.
+
+One server and one browser for the module (each test opens its own tab, so it signs in
+afresh: the token lives in the tab's sessionStorage). QR codes rotate every 2 seconds
+(``qr_first_timeout``/``qr_next_timeout``), so a rotation is seen without long waits.
+Screenshots are kept under ``artifacts/dashboard/`` (see tests/browser_support.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser_support import (
+    ARTIFACTS,
+    TOKEN,
+    ServerThread,
+    open_browser,
+    require_chromium,
+    screenshot,
+)
+
+QR_SECONDS = 2.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    require_chromium()
+    data = tmp_path_factory.mktemp("dashboard") / "data"
+    with ServerThread(data, qr_first_timeout=QR_SECONDS, qr_next_timeout=QR_SECONDS,
+                      qr_max_attempts=50) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(server: ServerThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with open_browser(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
+    print(f"\nscreenshots: {ARTIFACTS}")
+
+
+@pytest.fixture
+def page(browser: Any, server: ServerThread) -> Iterator[Any]:
+    """A new tab; fails the test on any Content-Security-Policy violation or script error."""
+    tab = browser.new_page()
+    problems: list[str] = []
+
+    def on_console(message: Any) -> None:
+        # An answer such as 404 or 409 is logged as "Failed to load resource": not a problem.
+        if "Content Security Policy" in message.text or (
+            message.type == "error" and "Failed to load resource" not in message.text
+        ):
+            problems.append(message.text)
+
+    tab.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
+    tab.on("console", on_console)
+    yield tab
+    tab.close()
+    assert problems == []
+
+
+def api(server: ServerThread) -> httpx.Client:
+    return httpx.Client(base_url=server.url + "/api/whatsapp", headers={"X-API-TOKEN": TOKEN},
+                        timeout=10)
+
+
+def sign_in(page: Any, server: ServerThread) -> None:
+    page.goto(server.url + "/")  # a browser asking for / lands on the dashboard
+    assert page.url == server.url + "/dashboard"
+    page.get_by_label("Operator token").fill(TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Devices", level=1).wait_for()
+    page.locator("#live.on").wait_for()  # the WebSocket is open
+
+
+def create_device(page: Any, user: str, alias: str) -> None:
+    page.get_by_label("User id").fill(user)
+    page.get_by_label("Alias").fill(alias)
+    page.get_by_role("button", name="Create device").click()
+    page.get_by_role("heading", name=alias, level=1).wait_for()
+
+
+def test_pair_a_device_with_the_live_qr_code(page: Any, server: ServerThread) -> None:
+    page.goto(server.url + "/dashboard")
+    page.get_by_label("Operator token").fill("wrong-token")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("alert").filter(has_text="That token was refused").wait_for()
+    sign_in(page, server)
+    create_device(page, "alice", "Shop phone")
+    assert page.evaluate("sessionStorage.getItem('wasup.token')") == TOKEN
+    assert TOKEN not in page.url
+    page.get_by_text("Shown this once").wait_for()  # the device's API key, once
+
+    qr = page.locator("img.qr")
+    page.locator("img.qr[src^='data:image/png;base64,']").wait_for()
+    first_src, first_attempt = qr.get_attribute("src"), qr.get_attribute("data-attempt")
+    page.get_by_text("Expires in").wait_for()
+    page.get_by_text("of 50").first.wait_for()
+    screenshot(page, "1-qr-code")
+
+    # The code rotates on the next qr_code event: a new image and the next attempt number.
+    page.locator(f"img.qr:not([data-attempt='{first_attempt}'])").wait_for(
+        timeout=QR_SECONDS * 3000
+    )
+    assert qr.get_attribute("src") != first_src
+    assert int(qr.get_attribute("data-attempt")) > int(first_attempt)
+    screenshot(page, "2-qr-rotated")
+
+    page.evaluate("() => { window.notReloaded = true; }")
+    with api(server) as client:
+        r = client.post("/simulator/devices/user_alice_device_shop-phone/scan", json={})
+        assert r.status_code == 200, r.text
+    page.locator(".device-status [data-status='connected']").wait_for()
+    assert page.locator(".device-status [data-status]").inner_text() == "connected"
+    assert page.evaluate("window.notReloaded") is True  # live, not a reload
+    assert page.locator("img.qr").count() == 0  # pairing is over
+    screenshot(page, "3-connected")
+
+    page.get_by_role("heading", name="State history").wait_for()
+    timeline = page.get_by_role("list", name="State history, newest first")
+    if timeline.locator("li").count() == 0:  # the history route is not on this server
+        page.get_by_text("not available on this server").first.wait_for()
+    else:
+        page.locator(".timeline li.to-connected").first.wait_for()
+    screenshot(page, "4-history")
+
+    # The devices page shows it connected, counted, and filterable.
+    page.get_by_role("link", name="Devices", exact=True).click()
+    card = page.locator("li.device", has_text="Shop phone")
+    card.locator("[data-status='connected']").wait_for()
+    page.get_by_label("Status", exact=True).select_option("pending")
+    card.wait_for(state="detached")
+    page.get_by_label("Status", exact=True).select_option("connected")
+    card.wait_for()
+    assert page.locator(".counts li[data-status='connected'] .count").inner_text() == "1"
+
+    # The event monitor kept what the stream brought.
+    page.get_by_role("link", name="Event monitor").click()
+    page.locator("li.event[data-type='device_connected']").first.wait_for()
+    page.locator("li.event[data-type='qr_code']").first.wait_for()
+    screenshot(page, "5-event-monitor")
+
+
+def test_readable_at_360_px_without_horizontal_scroll(page: Any, server: ServerThread) -> None:
+    page.set_viewport_size({"width": 360, "height": 740})
+    sign_in(page, server)
+    create_device(page, "bob", "A rather long device alias to wrap")
+    page.locator("img.qr").wait_for()
+    for name in ("6-narrow-device", "7-narrow-devices"):
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 360, f"{name}: the page is {width} px wide"
+        screenshot(page, name)
+        page.get_by_role("link", name="Devices", exact=True).click()
+        page.locator("li.device").first.wait_for()
+
+
+def test_keyboard_only_create_and_delete(page: Any, server: ServerThread) -> None:
+    page.goto(server.url + "/dashboard")
+    page.keyboard.type(TOKEN)  # the token field has the focus
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Devices", level=1).wait_for()
+
+    def tab_to(name: str) -> None:
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.name || document.activeElement.id") == name:
+                return
+        raise AssertionError(f"Tab never reached {name}")
+
+    tab_to("userId")
+    page.keyboard.type("carol")
+    tab_to("alias")
+    page.keyboard.type("Desk")
+    tab_to("create-device")
+    focus_ring = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert focus_ring != "none"  # focus is visible
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Desk", level=1).wait_for()
+
+    # Delete: the dialog takes the focus, Escape cancels and gives it back.
+    delete = page.get_by_role("button", name="Delete", exact=True)
+    delete.focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Delete this device?")
+    dialog.wait_for()
+    assert page.evaluate("document.activeElement.id") == "confirm-cancel"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "confirm-ok"
+    page.keyboard.press("Tab")  # trapped: back to Cancel, not out to the page
+    assert page.evaluate("document.activeElement.id") == "confirm-cancel"
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    assert page.evaluate("document.activeElement.textContent") == "Delete"
+    screenshot(page, "8-keyboard-device")
+
+    page.keyboard.press("Enter")
+    dialog.wait_for()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # confirm
+    page.get_by_role("heading", name="Devices", level=1).wait_for()
+    page.locator("li.device", has_text="Desk").wait_for(state="detached")
+    with api(server) as client:
+        assert client.get("/devices/user_carol_device_desk").status_code == 404
+
+
+def test_api_docs_page(page: Any, server: ServerThread, tmp_path: Path) -> None:
+    sign_in(page, server)
+    page.get_by_role("link", name="API docs").click()
+    page.wait_for_url(server.url + "/docs")
+    page.locator(".swagger-ui .info .title", has_text="wasup").wait_for()
+    page.locator(".opblock-summary-path", has_text="/devices/{deviceId}/qr").first.wait_for()
+    screenshot(page, "9-api-docs")
