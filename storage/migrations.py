@@ -220,8 +220,21 @@ def _v5_sends(db: sqlite_utils.Database) -> None:
     )
 
 
-def _v6_message_media_ref(db: sqlite_utils.Database) -> None:
-    """Version 6: ``messages.media_ref``, the engine's reference to a media message's file
+def _v6_send_payload(db: sqlite_utils.Database) -> None:
+    """Sends of every kind: ``sends.payload`` is the message to send as JSON (its content, the
+    message it quotes or acts on, its mentions); NULL for the text sends stored before, which
+    ``text`` describes whole."""
+    execute_all(
+        db,
+        [
+            "ALTER TABLE sends ADD COLUMN payload TEXT"
+            " CHECK (payload IS NULL OR json_valid(payload))",
+        ],
+    )
+
+
+def _v7_message_media_ref(db: sqlite_utils.Database) -> None:
+    """Version 7: ``messages.media_ref``, the engine's reference to a media message's file
     (what its ``download`` fetches the file with; never shown in an event or the API)."""
     execute_all(db, ["ALTER TABLE messages ADD COLUMN media_ref TEXT"])
 
@@ -233,7 +246,8 @@ MIGRATIONS: list[Migration] = [
     _v3_message_history,
     _v4_message_content,
     _v5_sends,
-    _v6_message_media_ref,
+    _v6_send_payload,
+    _v7_message_media_ref,
 ]
 
 

@@ -230,3 +230,6 @@ class SendRow:
     accepted_epoch: float
     expires_epoch: float
     stuck: bool
+    #: The message to send as JSON (``supervisor.outgoing.Outgoing.to_json``); None for a row
+    #: stored before sends carried more than ``text``.
+    payload: JsonObject | None = None

@@ -6,13 +6,16 @@ once the engine answered (``status`` ``sent`` with WhatsApp's id) or it failed (
 ``failed`` with a ``reason``). After a crash the queued rows are the queue, in ``seq`` order, and
 a row still ``sending`` is one whose fate is unknown: it is failed (``interrupted``), never sent
 again, so no send goes out twice. The ``Idempotency-Key`` of a request is unique per device and
-kept with the row, so a retry finds the send it made, across restarts too.
+kept with the row, so a retry finds the send it made, across restarts too. ``payload`` is the
+message itself as JSON (what kind, its content, the message it quotes or acts on), so a queued
+send of any kind survives a restart.
 
 Bound to the database thread's connection and called inside ``Database.run``.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import attrs
@@ -23,13 +26,13 @@ from storage.models import SendRow
 
 _COLS = (
     "device_id, message_id, idempotency_key, chat, text, origin, state, status, reason, wa_id,"
-    " created_at, accepted_epoch, expires_epoch, stuck"
+    " created_at, accepted_epoch, expires_epoch, stuck, payload"
 )
 
 
 def _row(values: tuple[object, ...]) -> SendRow:
     (device_id, message_id, key, chat, text, origin, state, status, reason, wa_id, created_at,
-     accepted, expires, stuck) = values
+     accepted, expires, stuck, payload) = values
     return SendRow(
         device_id=int(str(device_id)), message_id=str(message_id),
         idempotency_key=None if key is None else str(key), chat=str(chat), text=str(text),
@@ -37,6 +40,7 @@ def _row(values: tuple[object, ...]) -> SendRow:
         reason=None if reason is None else str(reason), wa_id=None if wa_id is None else str(wa_id),
         created_at=str(created_at), accepted_epoch=float(str(accepted)),
         expires_epoch=float(str(expires)), stuck=bool(stuck),
+        payload=None if payload is None else json.loads(str(payload)),
     )
 
 
@@ -53,10 +57,12 @@ class SqliteSends:
         Error handling: ``Conflict`` (``field`` ``message_id`` or ``idempotency_key``) if the
         device has that id or key already; ``NotFound`` if there is no such device.
         """
+        values = attrs.astuple(row, recurse=False)[:-1]
+        payload = None if row.payload is None else json.dumps(row.payload, ensure_ascii=False)
         try:
             self._db.conn.execute(
-                f"INSERT INTO sends ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                attrs.astuple(row),
+                f"INSERT INTO sends ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, payload),
             )
         except sqlite3.IntegrityError as exc:
             raise translate_integrity_error(exc) from None

@@ -97,7 +97,8 @@ class DeviceActor:
         self.timer = StateTimer(self.ctx, self.inbox)
         self.ops = Operations(self.ctx, self.inbox)
         self.outbound = outbound.Outbound(
-            self, self.ctx.db, self.session, self.ctx.config.sending, self.ctx.rng
+            self, self.ctx.db, self.session, self.ctx.config.sending, self.ctx.rng,
+            self.ctx.media,
         )
 
     @property

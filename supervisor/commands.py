@@ -21,6 +21,7 @@ import trio
 from storage import ColumnValue, JsonObject
 from storage.models import DeviceRow
 
+from .outgoing import Outgoing
 from .qr import QrAttempt
 
 R = TypeVar("R")
@@ -112,15 +113,18 @@ class SentMessage:
 
 @attrs.frozen
 class Send(Command[SentMessage]):
-    """Send a text message through the outbound queue; ``origin`` (``api``, ``autoreply``) goes
-    into the event. ``ttl``: seconds it may wait for the device to connect (None: the default);
-    ``idempotency_key``: a retry with the same key answers the send made the first time."""
+    """Send ``message`` to ``to`` through the outbound queue; ``origin`` (``api``,
+    ``autoreply``) goes into the event. ``ttl``: seconds it may wait for the device to connect
+    (None: the default); ``idempotency_key``: a retry with the same key answers the send made
+    the first time; ``reply_to``: the id of a message of the device to quote (resolved when the
+    send is accepted: an unknown one is ``InvalidRequest`` with ``field="replyTo"``)."""
 
     to: str
-    text: str
+    message: Outgoing
     origin: str
     ttl: float | None = None
     idempotency_key: str | None = None
+    reply_to: str | None = None
 
 
 @attrs.frozen

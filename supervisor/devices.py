@@ -52,6 +52,8 @@ from .errors import (
 from .events import EventBus
 from .media import MediaStore
 from .media_files import MediaFile, MediaFiles
+from .message_content import Text
+from .outgoing import Outgoing
 from .qr import QrAttempt
 from .view import DeviceShown
 
@@ -325,6 +327,31 @@ class Devices:
                 raise InvalidRequest(f"phoneNumber: {exc}", field="phoneNumber") from exc
             raise EngineRefused(exc.reason, exc.recoverable, str(exc)) from exc
 
+    async def send(
+        self,
+        ref: str | int,
+        to: str,
+        message: Outgoing,
+        origin: str = "api",
+        *,
+        ttl: float | None = None,
+        idempotency_key: str | None = None,
+        reply_to: str | None = None,
+    ) -> dict[str, Any]:
+        """Send ``message`` (any kind) through the device's outbound queue; returns
+        ``messageId``, ``to``, ``status`` (``sent`` or ``pending``) and ``timestamp``.
+        ``reply_to``: the id of one of the device's messages to quote.
+
+        Raises: DeviceNotFound; DeviceConflict (the device does not take sends); QueueFull;
+        InvalidRequest (``field="replyTo"``: the device has no such message); Busy,
+        Restarting, Unresponsive.
+        """
+        sent = await self._call(
+            ref, cmd.Send(to, message, origin, ttl, idempotency_key, reply_to)
+        )
+        return {"messageId": sent.message_id, "to": sent.to, "status": sent.status,
+                "timestamp": sent.timestamp}
+
     async def send_message(
         self,
         ref: str | int,
@@ -335,15 +362,12 @@ class Devices:
         ttl: float | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Send a text message through the device's outbound queue; returns ``messageId``,
-        ``to``, ``status`` (``sent`` or ``pending``) and ``timestamp``.
+        """Send a text message: :meth:`send` of a :class:`~supervisor.message_content.Text`.
 
-        Raises: DeviceNotFound; DeviceConflict (the device does not take sends); QueueFull;
-        Busy, Restarting, Unresponsive.
+        Raises: as :meth:`send`.
         """
-        sent = await self._call(ref, cmd.Send(to, text, origin, ttl, idempotency_key))
-        return {"messageId": sent.message_id, "to": sent.to, "status": sent.status,
-                "timestamp": sent.timestamp}
+        return await self.send(ref, to, Outgoing(Text(text)), origin, ttl=ttl,
+                               idempotency_key=idempotency_key)
 
     def outbound_counts(self, ref: str | int) -> tuple[int, int]:
         """``(pending, stuck)``: the device's sends not sent yet, and those of them that raised

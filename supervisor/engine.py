@@ -23,6 +23,7 @@ from typing import Protocol
 import attrs
 
 from .message_content import Content, Quoted, Text
+from .outgoing import Outgoing
 
 
 @attrs.frozen
@@ -188,8 +189,14 @@ class EngineSession(Protocol):
         """Connect with stored credentials; returns once connected (a :class:`Connected` event
         is reported too) or raises :class:`EngineError`."""
 
-    async def send_message(self, to_jid: str, text: str) -> str:
-        """Send a text message; returns its message id."""
+    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> str:
+        """Send ``message`` (any kind) to ``to_jid``; ``media`` is the file of a media content
+        (its bytes as stored in the MediaStore), else None. Returns WhatsApp's message id.
+
+        Raises :class:`EngineError` (recoverable) when not connected; ``EngineError(reason,
+        recoverable=False)`` when WhatsApp refuses it (an upload failed, a kind the engine
+        cannot send...).
+        """
         ...
 
     async def download(self, ref: str) -> bytes:

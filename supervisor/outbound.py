@@ -5,6 +5,15 @@ The device's actor owns one :class:`Outbound` and drives it: it hands over each 
 it work then (:meth:`Outbound.tick`), and passes on WhatsApp's receipts
 (:meth:`Outbound.receipt`). Everything runs on the actor's task, one thing at a time.
 
+- **Any kind.** A send carries an :class:`~supervisor.outgoing.Outgoing` (text, media, location,
+  contact, poll, reaction, edit, revoke), stored whole with it (``sends.payload``); the message
+  it replies to (``reply_to``) is resolved when it is accepted (an unknown one is refused with
+  ``InvalidRequest``, ``field="replyTo"``) and stored with it, so a queued reply survives a
+  restart. Its ``messages`` row has its type and content as an incoming one has. A media
+  send's file waits pinned in the media store (the API pins it before the send is accepted);
+  it is read when the send goes out (a file the store does not have fails the send with
+  ``media_missing``) and unpinned once the send is done, sent or failed, or refused, unless
+  another queued send still needs it.
 - **Tracked.** A send is stored (``sends`` and ``messages``, status ``pending``) before anything
   leaves, and answered at once: ``sent`` if it went out straight away, else ``pending``. Its
   status then moves ``pending`` -> ``sent`` -> ``delivered`` -> ``read``, or ``failed`` with a
@@ -34,6 +43,7 @@ a crash of the actor, as for every engine call.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections import deque
@@ -48,13 +58,24 @@ from common.clock import iso, now_epoch
 from common.ids import new_message_id
 from storage.models import DeviceRow, SendRow
 
+from . import message_content as mc
 from . import state as sm
 from .commands import Send, SentMessage
 from .config import SendingConfig
 from .engine import EngineSession
-from .errors import DeviceConflict, EngineError, QueueFull
+from .errors import DeviceConflict, EngineError, InvalidRequest, QueueFull
 from .events import Event
-from .payloads import MessageSent, MessageStatusChanged, MessageStuck, Payload
+from .outgoing import Outgoing, resolve_target
+from .payloads import (
+    MessageSent,
+    MessageStatusChanged,
+    MessageStuck,
+    Payload,
+    content_wire,
+    converter,
+)
+
+log = logging.getLogger("wasup.outbound")
 
 #: The settings kind that overrides a device's pacing (``PUT .../settings/sending``).
 SETTINGS_KIND = "sending"
@@ -86,6 +107,17 @@ class OutboundHost(Protocol):
     def stored(self, row: DeviceRow) -> None:
         """The device's row as just stored."""
         ...
+
+
+class MediaFiles(Protocol):
+    """What the queue needs of the media store (:class:`supervisor.media.MediaStore`)."""
+
+    async def get(self, sha256: str) -> bytes | None:
+        """The file with this sha256 (hex), None if the store does not have it."""
+        ...
+
+    async def unpin(self, sha256: str) -> None:
+        """The file is no longer needed by a queued send (it may be evicted); idempotent."""
 
 
 @attrs.frozen
@@ -135,6 +167,22 @@ class TokenBucket:
         self.tokens -= 1.0
 
 
+def message_of(row: SendRow) -> Outgoing:
+    """The message a stored send carries (a row stored before payloads: its text)."""
+    if row.payload is None:
+        return Outgoing(mc.Text(row.text))
+    return Outgoing.from_json(row.payload)
+
+
+def stored_content(message: Outgoing) -> storage.JsonObject:
+    """The content fields kept with an outgoing message in ``messages`` (the shape of
+    ``message_sent``'s, as incoming messages keep ``message_received``'s)."""
+    fields: storage.JsonObject = content_wire(converter, message.content)
+    fields["quoted"] = None if message.quoted is None else converter.unstructure(
+        message.quoted.quoted())
+    return fields
+
+
 def accepts_sends(state: sm.DeviceState) -> bool:
     """Whether a device in ``state`` takes sends: connected, or linked and on its way back to
     connected by itself (a device never linked must be paired first)."""
@@ -156,6 +204,7 @@ class Outbound:
     session: EngineSession
     config: SendingConfig
     rng: random.Random
+    media: MediaFiles
     queue: deque[SendRow] = attrs.field(factory=deque)
     pacing: Pacing | None = None
     bucket: TokenBucket | None = None
@@ -176,7 +225,7 @@ class Outbound:
 
         def job(r: storage.Repositories) -> tuple[list[SendRow], storage.JsonObject | None]:
             rows = r.sends.open(device)
-            lost = [row for row in rows if row.state == "sending"]
+            lost[:] = [row for row in rows if row.state == "sending"]
             for row in lost:
                 r.sends.update(device, row.message_id, state="done", status="failed",
                                reason="interrupted")
@@ -186,11 +235,13 @@ class Outbound:
                 device, SETTINGS_KIND)
 
         events: list[Event] = []
+        lost: list[SendRow] = []
         queued, settings = await self.db.run(job)
         self.queue = deque(queued)
         self.set_pacing(settings)
         self.loaded = True
         self.host.publish(events)
+        await self._release([message_of(row) for row in lost])
 
     def set_pacing(self, settings: storage.JsonObject | None) -> None:
         """Apply the device's ``sending`` settings (None: the defaults); the bucket starts full."""
@@ -202,11 +253,19 @@ class Outbound:
 
         Raises: DeviceConflict when the device does not take sends; QueueFull.
         """
+        try:
+            return await self._accept(send, state)
+        except BaseException:
+            await self._release([send.message])
+            raise
+
+    async def _accept(self, send: Send, state: sm.DeviceState) -> SentMessage:
         device = self.host.id
         key = send.idempotency_key
         if key is not None:
             earlier = await self.db.run(lambda r: self._replay(r, key))
             if earlier is not None:
+                await self._release([send.message])  # its file is the earlier send's, if any
                 return earlier
         if not accepts_sends(state):
             raise DeviceConflict(f"device is {state.status.value}, not connected")
@@ -214,13 +273,22 @@ class Outbound:
             await self.load()
         if len(self.queue) >= self.config.queue_size:
             raise QueueFull(retry_after=self._drain_time(1))
+        message = send.message
+        reply_to = send.reply_to
+        if reply_to is not None:
+            quoted = await self.db.run(lambda r: resolve_target(r, device, reply_to))
+            if quoted is None:
+                raise InvalidRequest(f"replyTo: the device has no message {reply_to!r}",
+                                     field="replyTo")
+            message = attrs.evolve(message, quoted=quoted)
         epoch = now_epoch()
         ttl = self.config.ttl if send.ttl is None else send.ttl
         row = SendRow(
             device_id=device, message_id=new_message_id(), idempotency_key=key, chat=send.to,
-            text=send.text, origin=send.origin, state="queued", status="pending", reason=None,
-            wa_id=None, created_at=iso(epoch), accepted_epoch=epoch, expires_epoch=epoch + ttl,
-            stuck=False,
+            text=mc.text_of(message.content), origin=send.origin, state="queued",
+            status="pending", reason=None, wa_id=None, created_at=iso(epoch),
+            accepted_epoch=epoch, expires_epoch=epoch + ttl, stuck=False,
+            payload=message.to_json(),
         )
 
         def job(r: storage.Repositories) -> None:
@@ -228,6 +296,8 @@ class Outbound:
             r.messages.insert(
                 device, message_id=row.message_id, chat=row.chat, direction="out",
                 text=row.text, status="pending", at=row.created_at,
+                type=message.content.type, content=stored_content(message),
+                quoted=None if message.quoted is None else message.quoted.message_id,
             )
 
         await self.db.run(job)
@@ -336,9 +406,17 @@ class Outbound:
     async def _send_head(self) -> bool:
         """Send the head of the queue; True if it went out."""
         device, row = self.host.id, self.queue[0]
+        message = message_of(row)
+        data: bytes | None = None
+        info = message.media
+        if info is not None:
+            data = await self._file(info.sha256)
+            if data is None:
+                await self._fail([row], "media_missing")
+                return False
         await self.db.run(lambda r: r.sends.update(device, row.message_id, state="sending"))
         try:
-            wa_id = await self.session.send_message(row.chat, row.text)
+            wa_id = await self.session.send(row.chat, message, data)
         except EngineError as exc:
             if exc.recoverable:
                 await self.db.run(lambda r: r.sends.update(device, row.message_id, state="queued"))
@@ -355,7 +433,9 @@ class Outbound:
             self.not_before = now + self.rng.uniform(0.0, self.config.jitter * interval)
         at = iso(now_epoch())
         events = [
-            self.host.event(MessageSent(row.message_id, row.chat, row.text, origin=row.origin), at),
+            self.host.event(MessageSent(
+                row.message_id, row.chat, row.text, origin=row.origin, content=message.content,
+                quoted=None if message.quoted is None else message.quoted.quoted()), at),
             self.host.event(MessageStatusChanged(row.message_id, "sent"), at),
         ]
 
@@ -368,6 +448,7 @@ class Outbound:
 
         self.host.stored(await self.db.run(job))
         self.host.publish(events)
+        await self._release([message])
         return True
 
     async def _fail(self, rows: list[SendRow], reason: str) -> None:
@@ -388,6 +469,30 @@ class Outbound:
         gone = {row.message_id for row in rows}
         self.queue = deque(row for row in self.queue if row.message_id not in gone)
         self.host.publish(events)
+        await self._release([message_of(row) for row in rows])
+
+    async def _file(self, sha256: str | None) -> bytes | None:
+        """The media file named ``sha256``, None if the store does not have it."""
+        try:
+            return None if sha256 is None else await self.media.get(sha256)
+        except ValueError:  # not a sha256: no such file
+            return None
+
+    async def _release(self, messages: Iterable[Outgoing]) -> None:
+        """Unpin the files of ``messages`` that no send in the queue still needs (nothing
+        before the queue is loaded: a queued send on disk may need them)."""
+        files = {m.media.sha256 for m in messages if m.media is not None and m.media.sha256}
+        if not files or not self.loaded:
+            return
+        for row in self.queue:
+            if row.payload is not None:
+                info = message_of(row).media
+                files.discard(None if info is None else info.sha256)
+        for sha256 in sorted(f for f in files if f is not None):
+            try:
+                await self.media.unpin(sha256)
+            except (ValueError, OSError) as exc:  # not a file name; a full disk: stays pinned
+                log.warning("media %s of device %s stays pinned: %s", sha256, self.host.id, exc)
 
     def _write_failed(
         self, r: storage.Repositories, rows: Iterable[SendRow], reason: str, events: list[Event]

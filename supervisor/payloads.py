@@ -136,7 +136,12 @@ class MessageUndecryptable:
 
 @attrs.frozen
 class MessageSent:
-    """wasup sent a message from the device; ``origin`` is ``api`` or ``autoreply``."""
+    """wasup sent a message from the device; ``origin`` is ``api`` or ``autoreply``.
+
+    ``content`` is what it carries, on the wire as ``message_received``'s content fields
+    (``type``, ``text``, ``hasMedia``, ``media``, the kind's object; see :func:`content_wire`),
+    ``quoted`` the message it replies to (wasup's id of it).
+    """
 
     type: ClassVar[str] = "message_sent"
     message_id: str
@@ -144,6 +149,8 @@ class MessageSent:
     text: str
     status: str = attrs.field(default="sent", kw_only=True)
     origin: str
+    content: mc.Content | None = attrs.field(default=None, kw_only=True)
+    quoted: mc.Quoted | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen
@@ -243,21 +250,34 @@ def _make_converter() -> cattrs.Converter:
         MessageReceived, converter, **received_renames  # type: ignore[arg-type]
     )
     converter.register_unstructure_hook(
-        MessageReceived, lambda payload: _received_wire(converter, received(payload), payload)
+        MessageReceived,
+        lambda payload: _content_after(converter, received(payload), payload, "chat"),
+    )
+    sent_renames = {field.name: override(rename=_camel(field.name))
+                    for field in attrs.fields(MessageSent)}
+    sent_renames.update(text=override(omit=True), content=override(omit=True),
+                        quoted=override(omit=True))
+    sent = make_dict_unstructure_fn(MessageSent, converter, **sent_renames)  # type: ignore[arg-type]
+    converter.register_unstructure_hook(
+        MessageSent, lambda payload: _content_after(converter, sent(payload), payload, "to")
     )
     # The QR JSON has one definition (QrAttempt.to_json, also GET /qr); the PNG is read here.
     converter.register_unstructure_hook(QrShown, lambda shown: shown.qr.to_json(shown.qr_code))
     return converter
 
 
-def _received_wire(
-    converter: cattrs.Converter, base: dict[str, object], payload: MessageReceived
+def _content_after(
+    converter: cattrs.Converter,
+    base: dict[str, object],
+    payload: MessageReceived | MessageSent,
+    after: str,
 ) -> dict[str, object]:
+    """``base`` with the content fields and ``quoted`` of ``payload`` after its key ``after``."""
     content = payload.content or mc.Text(payload.text)
     wire: dict[str, object] = {}
     for key, value in base.items():
         wire[key] = value
-        if key == "chat":
+        if key == after:
             wire.update(content_wire(converter, content))
             wire["quoted"] = None if payload.quoted is None else converter.unstructure(
                 payload.quoted)

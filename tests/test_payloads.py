@@ -63,7 +63,8 @@ SAMPLES: dict[str, Callable[[dict[str, Any]], Payload]] = {
         d["reason"], d["senderLid"], d["senderPn"],
     ),
     "message_sent": lambda d: MessageSent(
-        d["messageId"], d["to"], d["text"], status=d["status"], origin=d["origin"]
+        d["messageId"], d["to"], d["text"], status=d["status"], origin=d["origin"],
+        quoted=mc.Quoted(d["quoted"]["messageId"], d["quoted"]["chat"], d["quoted"]["from"]),
     ),
     "message_status": lambda d: MessageStatusChanged(d["messageId"], d["status"], d["reason"]),
     "message_stuck": lambda d: MessageStuck(d["messageId"], d["to"], d["status"], d["since"]),
@@ -128,7 +129,8 @@ def test_envelope_bytes() -> None:
     sent = Event("s", 1, MessageSent("m1", "49170@s.whatsapp.net", "caf\u00e9", origin="api"), "t")
     assert sent.json_text == (
         '{"type":"message_sent","sessionId":"s","data":{"messageId":"m1",'
-        '"to":"49170@s.whatsapp.net","text":"caf\u00e9","status":"sent","origin":"api"},'
+        '"to":"49170@s.whatsapp.net","type":"text","text":"caf\u00e9","hasMedia":false,'
+        '"media":null,"quoted":null,"status":"sent","origin":"api"},'
         '"timestamp":"t"}'
     )
 

@@ -41,6 +41,8 @@ from supervisor.errors import (
     EngineError,
     InvalidRequest,
 )
+from supervisor.message_content import Text
+from supervisor.outgoing import Outgoing
 
 LATENCY = 0.5
 
@@ -128,7 +130,7 @@ async def test_same_seed_same_values(autojump_clock):
         codes.append(await session.request_pair_code("+15550001111"))
         await engine.scan(1, code=codes[-1])
         await session.connect()
-        codes.append(await session.send_message("15550002222@s.whatsapp.net", "hi"))
+        codes.append(await session.send("15550002222@s.whatsapp.net", Outgoing(Text("hi")), None))
         codes.append((await engine.incoming_message(1, "15550002222", "yo")).message_id)
     assert codes[:3] == codes[3:]
 
@@ -379,7 +381,7 @@ async def test_drop_reports_a_recoverable_disconnect(autojump_clock):
     with pytest.raises(DeviceConflict):
         await engine.drop(1)  # nothing left to drop
     with pytest.raises(EngineError):
-        await session.send_message("15550002222@s.whatsapp.net", "hi")
+        await session.send("15550002222@s.whatsapp.net", Outgoing(Text("hi")), None)
     await session.connect()  # credentials survive a drop
     assert isinstance(rec.last, Connected)
 
@@ -414,7 +416,7 @@ async def test_logout_wipes_credentials_silently(autojump_clock):
     assert 1 not in store.data
     assert len(rec.events) == n
     with pytest.raises(EngineError):
-        await session.send_message("15550002222@s.whatsapp.net", "hi")
+        await session.send("15550002222@s.whatsapp.net", Outgoing(Text("hi")), None)
 
 
 async def test_temporary_ban(autojump_clock):
@@ -437,11 +439,11 @@ async def test_send_requires_a_connection(autojump_clock):
     engine, _ = make()
     session, _ = await paired(engine)
     with pytest.raises(EngineError) as info:
-        await session.send_message("15550002222@s.whatsapp.net", "hi")
+        await session.send("15550002222@s.whatsapp.net", Outgoing(Text("hi")), None)
     assert info.value.reason == "not_connected" and info.value.recoverable
     assert engine.sent_messages(1) == []
     await session.connect()
-    message_id = await session.send_message("15550002222@s.whatsapp.net", "hello")
+    message_id = await session.send("15550002222@s.whatsapp.net", Outgoing(Text("hello")), None)
     assert re.fullmatch(r"3EB0[0-9A-F]{16}", message_id)
     [sent] = engine.sent_messages(1)
     assert (sent.message_id, sent.to_jid, sent.text) == (
@@ -449,13 +451,13 @@ async def test_send_requires_a_connection(autojump_clock):
         "15550002222@s.whatsapp.net",
         "hello",
     )
-    assert await session.send_message("x@s.whatsapp.net", "again") != message_id
+    assert await session.send("15550003333@s.whatsapp.net", Outgoing(Text("again")), None) != message_id
 
 
 async def test_ack_reports_message_status(autojump_clock):
     engine, _ = make()
     session, rec = await connected(engine)
-    message_id = await session.send_message("15550002222@s.whatsapp.net", "hello")
+    message_id = await session.send("15550002222@s.whatsapp.net", Outgoing(Text("hello")), None)
     for status in ("delivered", "read"):
         await engine.ack(1, message_id, status)
         assert rec.last == MessageStatus(message_id, status)
@@ -608,7 +610,7 @@ async def test_fail_client_outdated_keeps_credentials_and_retries_slowly(autojum
     assert rec.last == Disconnected("client_outdated", retry=Retry.SLOW)
     assert 1 in store.data and await session.has_credentials()
     with pytest.raises(EngineError):
-        await session.send_message("15550002222@s.whatsapp.net", "hi")
+        await session.send("15550002222@s.whatsapp.net", Outgoing(Text("hi")), None)
     await session.connect()  # no new scan: the stored credentials log in again
     assert isinstance(rec.last, Connected)
 

@@ -338,8 +338,21 @@ CREATE INDEX sends_open ON sends (device_id, state, seq);
 CREATE INDEX sends_wa ON sends (device_id, wa_id);
 """
 
-#: Version 6: the engine's reference to a media message's file.
+#: What migration 6 adds.
 SCHEMA_V6 = """
+ALTER TABLE sends ADD COLUMN payload TEXT CHECK (payload IS NULL OR json_valid(payload));
+"""
+
+#: A text send queued by a wasup at schema 5 (before sends carried a payload).
+OLD_SEND = """
+INSERT INTO sends (device_id, message_id, chat, text, origin, state, status, created_at,
+    accepted_epoch, expires_epoch)
+    VALUES (7, 'msg_old', '1666@s.whatsapp.net', 'queued before', 'api', 'queued', 'pending',
+    '2025-06-19T12:06:00.000Z', 1750334760.0, 1750335060.0);
+"""
+
+#: What migration 7 adds: the engine's reference to a media message's file.
+SCHEMA_V7 = """
 ALTER TABLE messages ADD COLUMN media_ref TEXT;
 """
 
@@ -372,13 +385,15 @@ def old_database(path: Path, version: int) -> None:
     try:
         conn.executescript(SCHEMA_V1 + (SCHEMA_V2 if version >= 2 else "")
                            + (SCHEMA_HISTORY if version >= 3 else "")
-                           + (SCHEMA_V4 if version >= 4 else "") + OLD_ROWS)
+                           + (SCHEMA_V4 if version >= 4 else "")
+                           + (SCHEMA_V5 if version >= 5 else "") + OLD_ROWS
+                           + (OLD_SEND if version >= 5 else ""))
         conn.execute(f"PRAGMA user_version = {version}")
     finally:
         conn.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 async def test_database_of_an_earlier_wasup_opens_with_nothing_lost(
     db_path: Path, version: int
 ) -> None:
@@ -405,6 +420,10 @@ async def test_database_of_an_earlier_wasup_opens_with_nothing_lost(
         message = await db.run(lambda r: r.messages.get(7, "m1"))
         assert message is not None and message.text == "hello" and message.status == "read"
         assert (message.type, message.content, message.quoted) == ("text", None, None)
+        if version >= 5:  # a text send queued before sends had a payload: still queued, text
+            [queued] = await db.run(lambda r: r.sends.open(7))
+            assert (queued.message_id, queued.text, queued.payload) == (
+                "msg_old", "queued before", None)
         (delivery,), total = await db.run(lambda r: r.outbox.list_deliveries(7))
         assert total == 1 and delivery["status"] == "delivered"
         assert delivery["attemptLog"] == [
@@ -437,9 +456,8 @@ async def test_a_new_database_has_the_shipped_schema(db_path: Path, tmp_path: Pa
         pass
     shipped = tmp_path / "shipped.db"
     conn = sqlite3.connect(shipped, isolation_level=None)
-    conn.executescript(
-        SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY + SCHEMA_V4 + SCHEMA_V5 + SCHEMA_V6
-    )
+    conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY + SCHEMA_V4 + SCHEMA_V5
+                       + SCHEMA_V6 + SCHEMA_V7)
     conn.close()
     assert schema(db_path) == schema(shipped)
 

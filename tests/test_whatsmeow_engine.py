@@ -50,6 +50,8 @@ from supervisor.engines.whatsmeow import WhatsmeowEngine, WhatsmeowSession
 from supervisor.engines.whatsmeow_translate import translate_pairing_status
 from supervisor.errors import DeliveryFailed, EngineError
 from supervisor.jid import Jid
+from supervisor.message_content import Text
+from supervisor.outgoing import Outgoing
 from supervisor.supervisor import open_supervisor
 
 from .lifecycle_support import wait_status
@@ -376,7 +378,7 @@ async def test_connected_session_sends_and_receives(tmp_path: Path, fake_go: Any
     sink = Sink()
     session = engine.session(1, "s1", sink)
     with pytest.raises(EngineError) as info:
-        await session.send_message("15557654321", "hi")
+        await session.send("15557654321", Outgoing(Text("hi")), None)
     assert info.value.reason == "not_connected"
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session.connect)
@@ -384,15 +386,16 @@ async def test_connected_session_sends_and_receives(tmp_path: Path, fake_go: Any
         await from_go(fake_go[0].on_event, 3, event_bytes(nz.Connected(status=True)))
     sent: list[tuple[str, str]] = []
 
-    def send_text(self: wc.GoClient, jid: nz.JID, text: str, gate: Any = None) -> str:
-        sent.append((f"{jid.User}@{jid.Server}", text))
+    def send(self: wc.GoClient, jid: nz.JID, message: Outgoing, media: bytes | None,
+             gate: Any = None) -> str:
+        sent.append((f"{jid.User}@{jid.Server}", message.content.text))
         return "3EB0SENT"
 
-    monkeypatch.setattr(wc.GoClient, "send_text", send_text)
-    assert await session.send_message("+1 555 765 4321", "hi") == "3EB0SENT"
+    monkeypatch.setattr(wc.GoClient, "send", send)
+    assert await session.send("+1 555 765 4321", Outgoing(Text("hi")), None) == "3EB0SENT"
     assert sent == [("15557654321@s.whatsapp.net", "hi")]
     with pytest.raises(EngineError) as info:
-        await session.send_message("not a number", "hi")
+        await session.send("not a number", Outgoing(Text("hi")), None)
     assert info.value.reason == "invalid_recipient"
     msg = nz.Message(Info=nz.MessageInfo(ID="IN1", Timestamp=1_750_000_000, MessageSource=nz.MessageSource(
         Chat=nz.JID(User="15557654321", Server="s.whatsapp.net"),
@@ -406,7 +409,7 @@ async def test_connected_session_sends_and_receives(tmp_path: Path, fake_go: Any
     await from_go(fake_go[0].on_event, 12, event_bytes(nz.Disconnected(status=True)))
     assert sink.events[-1] == Disconnected("connection_lost", recoverable=True)
     with pytest.raises(EngineError):
-        await session.send_message("15557654321", "hi")
+        await session.send("15557654321", Outgoing(Text("hi")), None)
     await session.stop()
 
 

@@ -32,13 +32,14 @@ from typing import Protocol
 import attrs
 
 from supervisor.errors import EngineError
+from supervisor.message_content import Content, text_of
+from supervisor.outgoing import Outgoing
 
 from .simulator_queue import OfflineQueue
 
 #: Session operations a fault can be injected into; ``"any"`` means any of them.
 FAULT_OPS = frozenset(
-    {"start_pairing", "next_qr", "request_pair_code", "connect", "send_message", "logout",
-     "download"}
+    {"start_pairing", "next_qr", "request_pair_code", "connect", "send", "logout", "download"}
 )
 
 
@@ -82,12 +83,23 @@ class MemoryCredentialStore:
 
 @attrs.frozen
 class SentMessage:
-    """A message a session sent, as :meth:`SimulatorEngine.sent_messages` reports it."""
+    """A message a session sent, as :meth:`SimulatorEngine.sent_messages` reports it:
+    ``message`` as the engine was given it, ``media`` its file byte for byte (None for a kind
+    without one), ``text`` its text or caption."""
 
     message_id: str
     to_jid: str
-    text: str
+    message: Outgoing
     timestamp: float
+    media: bytes | None = None
+
+    @property
+    def text(self) -> str:
+        return text_of(self.message.content)
+
+    @property
+    def content(self) -> Content:
+        return self.message.content
 
 
 @attrs.frozen

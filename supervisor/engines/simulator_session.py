@@ -16,6 +16,7 @@ understands (``credentials_missing``, ``not_connected``, ``network_unreachable: 
 from __future__ import annotations
 
 import enum
+import hashlib
 
 import attrs
 import trio
@@ -24,6 +25,16 @@ from common.clock import now_epoch
 from supervisor.engine import Connected, QrCode, Sink
 from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
+from supervisor.message_content import (
+    Edit,
+    PollVote,
+    Reaction,
+    Revoke,
+    Undecryptable,
+    Unsupported,
+    media_of,
+)
+from supervisor.outgoing import Outgoing
 
 from .simulator_server import SentMessage, SimulatedServer, b64
 
@@ -34,6 +45,32 @@ QR_PLATFORM = "1"
 
 #: whatsmeow's pair-code alphabet: no 0/O, no I, no U (32 characters, so 5 bits each).
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
+
+
+def check_sendable(to_jid: str, message: Outgoing, media: bytes | None) -> None:
+    """Refuse what WhatsApp would refuse to send, as the real engine does.
+
+    Error handling: raises the final :class:`EngineError` of :meth:`SimulatorSession.send`.
+    """
+    try:
+        Jid.parse(to_jid)
+    except InvalidJid:
+        raise EngineError("invalid_recipient", recoverable=False) from None
+    content = message.content
+    if isinstance(content, PollVote | Unsupported | Undecryptable):
+        raise EngineError("unsupported_kind", recoverable=False,
+                          message=f"cannot send a {content.type} message")
+    if isinstance(content, Reaction | Edit | Revoke) and message.target is None:
+        raise EngineError("target_missing", recoverable=False,
+                          message=f"a {content.type} needs the message it acts on")
+    info = media_of(content)
+    if info is not None:
+        if media is None:
+            raise EngineError("media_missing", recoverable=False,
+                              message=f"a {content.type} message needs its file")
+        if info.sha256 is not None and hashlib.sha256(media).hexdigest() != info.sha256:
+            raise EngineError("media_mismatch", recoverable=False,
+                              message="the file is not the one the message describes")
 
 
 class SessionState(enum.Enum):
@@ -142,18 +179,25 @@ class SimulatorSession:
         # Right after the login WhatsApp hands over what waited in the offline queue.
         await self.server.queue.flush(self.device_id, self.sink, lambda: self.online(epoch))
 
-    async def send_message(self, to_jid: str, text: str) -> str:
-        """Send ``text`` to ``to_jid``; returns the message id (``3EB0`` + 16 hex digits).
+    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> str:
+        """Send ``message`` to ``to_jid``; returns the message id (``3EB0`` + 16 hex digits).
+        The sent record keeps the message and its media file (see
+        ``SimulatorEngine.sent_messages``). No receipt is reported on its own: use
+        ``SimulatorEngine.ack``.
 
-        No receipt is reported on its own: use ``SimulatorEngine.ack``.
-        Error handling: ``EngineError("not_connected")`` (recoverable) when not connected.
+        Error handling: ``EngineError("not_connected")`` (recoverable) when not connected;
+        final ones for what WhatsApp would refuse: ``invalid_recipient``, ``unsupported_kind``
+        (a poll vote, an unsupported or undecryptable content), ``target_missing`` (a
+        reaction, edit or revoke without its target), ``media_missing`` (a media kind without
+        its file), ``media_mismatch`` (a file whose sha256 is not the content's).
         """
-        self.server.take_fault(self.device_id, "send_message")
+        self.server.take_fault(self.device_id, "send")
         if self.state is not SessionState.CONNECTED:
             raise EngineError("not_connected", recoverable=True)
+        check_sendable(to_jid, message, media)
         label = "message_id" + self.server.instance
         message_id = "3EB0" + self.random_bytes(label, 8).hex().upper()
-        sent = SentMessage(message_id, to_jid, text, now_epoch())
+        sent = SentMessage(message_id, to_jid, message, now_epoch(), media)
         self.server.sent.setdefault(self.device_id, []).append(sent)
         return message_id
 

@@ -60,12 +60,14 @@ from supervisor import proxy as proxy_checks
 from supervisor.engine import Sink
 from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
+from supervisor.outgoing import Outgoing
 from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, redact
 
 from . import whatsmeow_client as wc
 from . import whatsmeow_messages as wm
 from .whatsmeow_events import GoReports
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
+from .whatsmeow_outgoing import Unsendable
 from .whatsmeow_translate import exit_event
 
 log = logging.getLogger("wasup.engine.whatsmeow")
@@ -179,11 +181,14 @@ class WhatsmeowSession:
         link = await self._start(pairing=False, proxy=proxy)
         await self._wait(link, lambda lk: lk.state is LinkState.CONNECTED, starter=True)
 
-    async def send_message(self, to_jid: str, text: str) -> str:
-        """Send a text message to a phone number or JID; returns WhatsApp's message id.
+    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> str:
+        """Send ``message`` (any kind; ``media`` the file of a media kind) to a phone number or
+        JID; returns WhatsApp's message id (see :mod:`.whatsmeow_outgoing` for the protos).
 
-        Raises EngineError ``not_connected``, ``invalid_recipient`` or ``send_failed: ...``.
-        Cancelling the caller does not unsend: the worker thread finishes the send.
+        Raises EngineError ``not_connected`` (recoverable); final: ``invalid_recipient``,
+        ``unsupported_kind``, ``target_missing``, ``media_missing``, ``send_failed: ...``
+        (WhatsApp refused the upload or the message). Cancelling the caller does not unsend:
+        the worker thread finishes the send.
         """
         link = self._link
         if link is None or link.state is not LinkState.CONNECTED or not link.live:
@@ -191,11 +196,17 @@ class WhatsmeowSession:
         try:
             jid = wc.neonize_jid(Jid.parse(to_jid))
         except InvalidJid:
-            raise EngineError("invalid_recipient", message=f"not a phone number or jid: {to_jid!r}") from None
+            raise EngineError("invalid_recipient", recoverable=False,
+                              message=f"not a phone number or jid: {to_jid!r}") from None
         try:
-            return await self._thread(lambda: link.client.send_text(jid, text), abandon=True)
+            return await self._thread(lambda: link.client.send(jid, message, media),
+                                      abandon=True)
+        except Unsendable as exc:
+            raise EngineError(exc.reason, recoverable=False, message=str(exc)) from None
         except Exception as exc:
-            raise EngineError(f"send_failed: {_short(exc)}") from exc
+            if not link.live or link.state is not LinkState.CONNECTED:
+                raise EngineError("not_connected", message=_short(exc)) from exc
+            raise EngineError(f"send_failed: {_short(exc)}", recoverable=False) from exc
 
     async def download(self, ref: str) -> bytes:
         """The decrypted file of an incoming media message (``ref``: its ``media_ref``, see

@@ -43,6 +43,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -55,8 +56,10 @@ from neonize.utils.enum import ClientName, ClientType
 from neonize.utils.log import log_whatsmeow
 
 from supervisor.jid import Jid
+from supervisor.outgoing import Outgoing
 
 from . import neonize_go
+from . import whatsmeow_outgoing as wo
 
 log = logging.getLogger("wasup.engine.whatsmeow")
 
@@ -366,12 +369,27 @@ class GoClient:
 
     # -- calls (shared) ----------------------------------------------------------------------
 
-    def send_text(self, jid: JID, text: str, gate: GoGate = GATE) -> str:
-        """Send a text message; returns its id. Raises neonize's SendMessageError."""
+    def send(self, jid: JID, message: Outgoing, media: bytes | None,
+             gate: GoGate = GATE) -> str:
+        """Send ``message`` (its file ``media`` uploaded first, for a media kind); returns
+        WhatsApp's id of it. Raises :class:`~.whatsmeow_outgoing.Unsendable` for what cannot
+        be built, neonize's UploadError or SendMessageError when WhatsApp refuses."""
+        kind = wo.media_type(message)
         with gate.shared():
             if self.stopped:
                 raise RuntimeError("client stopped")
-            response = self.api.send_message(jid, text)
+            upload = None
+            if kind is not None:
+                if media is None:
+                    raise wo.Unsendable("media_missing", "the message's file is missing")
+                upload = self.api.upload(media, kind)
+            me = ""
+            if message.quoted is not None and message.quoted.from_me:
+                own = self.api.get_me().JID
+                me = f"{own.User}@{own.Server}"
+            proto = wo.build(message, me=me, upload=upload, now_ms=int(time.time() * 1000),
+                             secret=os.urandom(32))
+            response = self.api.send_message(jid, proto)
         return str(response.ID)
 
     def download(self, message: WAMessage, gate: GoGate = GATE) -> bytes:
