@@ -15,7 +15,8 @@ there (a cache hit). Otherwise the device's actor downloads it (the
 :class:`~supervisor.commands.Download` command: engine calls are made by the actor only)
 within ``media.download_timeout``; the bytes are checked against the sha256 the message
 states, put in the store's cache and served from there. Requests for the same message while
-its download runs wait for that download instead of starting another; at most
+its download runs wait for that download and get its answer (the file, or the same error)
+instead of starting another; at most
 :data:`MAX_DOWNLOADS` downloads run at once, over every device.
 
 Error handling: ``NotFound`` for a message the device does not have, or one without media;
@@ -76,6 +77,14 @@ class MediaFile:
     type: str
 
 
+@attrs.define(eq=False)
+class _Running:
+    """A download under way: set ``done`` when it ended, with its ``error`` if it failed."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    error: Exception | None = None
+
+
 @attrs.frozen
 class _Stored:
     row: MessageRow
@@ -117,9 +126,8 @@ class MediaFiles:
     call: CallActor
     config: MediaConfig
     limiter: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(MAX_DOWNLOADS))
-    #: Downloads under way by (device id, message id): the event set when it ended.
-    _running: dict[tuple[int, str], trio.Event] = attrs.field(factory=dict)
-    downloads: int = 0
+    #: Downloads under way, by (device id, message id).
+    _running: dict[tuple[int, str], _Running] = attrs.field(factory=dict)
 
     async def get(self, device_id: int, message_id: str) -> MediaFile:
         """The file of the device's message ``message_id``, downloaded if need be.
@@ -128,21 +136,28 @@ class MediaFiles:
         Restarting (see the module docstring).
         """
         stored = await self._message(device_id, message_id)
+        key = (device_id, message_id)
         while True:
             found = await self._kept(stored)
             if found is not None:
                 return found
-            key = (device_id, message_id)
             running = self._running.get(key)
             if running is None:
                 break
-            await running.wait()  # then look in the store again (or download it ourselves)
-        done = self._running[key] = trio.Event()
+            await running.done.wait()
+            if running.error is not None:
+                raise running.error  # the same answer for every request that waited on it
+            # Else the file is in the store now: served by the next turn (downloaded anew in
+            # the rare case it was evicted meanwhile, or the download was cancelled).
+        job = self._running[key] = _Running()
         try:
             return await self._download(device_id, stored)
+        except Exception as exc:
+            job.error = exc
+            raise
         finally:
             del self._running[key]
-            done.set()
+            job.done.set()
 
     async def _message(self, device_id: int, message_id: str) -> _Stored:
         def job(r: storage.Repositories) -> tuple[MessageRow | None, str | None]:
@@ -177,7 +192,6 @@ class MediaFiles:
         if not acquired:
             raise Busy("too many media downloads under way, try again shortly")
         try:
-            self.downloads += 1
             data = await self.call(device_id, cmd.Download(stored.ref), timeout)
         except EngineError as exc:
             raise _domain(exc) from exc

@@ -286,3 +286,23 @@ async def test_event_payloads_never_carry_the_bytes(tmp_path: Path) -> None:
                 assert len(payload) < 4000
             assert json.loads(event)["data"]["media"]["sha256"] == hashlib.sha256(data).hexdigest()
         nursery.cancel_scope.cancel()
+
+
+async def test_concurrent_requests_for_an_expired_file_share_one_answer(tmp_path: Path) -> None:
+    async with connected(tmp_path) as (server, api, device):
+        sid = device["sessionId"]
+        mid = await deliver_image(api, sid, png(500))
+        sim = engine(server)
+        sim.server.media.discard((device["id"], mid))
+        sim.server.download_latency = 0.2
+        answers: list[tuple[int, str]] = []
+
+        async def fetch() -> None:
+            r = await api.get(f"/devices/{sid}/messages/{mid}/media")
+            answers.append((r.status_code, r.json()["code"]))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(fetch)
+        assert answers == [(410, "MEDIA_EXPIRED")] * 5
+        assert sim.downloads(device["id"]) == 1
