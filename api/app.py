@@ -35,6 +35,7 @@ from api import (
     routes_history,
     routes_media,
     routes_messages,
+    routes_ops,
     routes_proxy,
     routes_simulator,
     routes_webhooks,
@@ -96,6 +97,7 @@ def create_app(
     app.register_blueprint(routes_webhooks.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ai.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_proxy.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_ops.bp, url_prefix=API_PREFIX)
     simulator = settings.simulator_routes
     if simulator is None:
         simulator = isinstance(sup.engine, SimulatorEngine)

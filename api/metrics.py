@@ -14,6 +14,18 @@ Prometheus text format and needs the operator token, as ``X-API-TOKEN`` or
     wasup_actor_crashes                                gauge (crash restarts since start)
     wasup_engine_info{neonize_version,wa_version}      gauge, always 1: the installed neonize
                                                        and the WhatsApp web version it presents
+    wasup_reconnects_total                             counter: disconnected -> connecting
+    wasup_messages_total{direction}                    counter: in (received), out (sent)
+    wasup_device_state_seconds{state}                  histogram: how long devices stayed in a
+                                                       status, observed when they leave it (not
+                                                       the status a device had when this process
+                                                       first saw it change: its start is unknown)
+    wasup_webhook_lag_seconds                          histogram: from an event to its
+                                                       successful webhook delivery
+
+None of these has a label per device: a label's values are the statuses or the two directions,
+so the series stay few however many devices there are. The first three come from the event bus
+(a tap, :class:`Operations`); the webhook lag from the dispatcher (``lag_observer``).
 
 Each app has its own registry, so several apps in one process (tests) do not collide.
 """
@@ -22,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import attrs
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -36,6 +49,9 @@ from api.state import current_state
 from storage.errors import StorageUnavailable
 from supervisor.devices import Devices, DevicesStatistics
 from supervisor.engines.neonize_info import EngineInfo, engine_info
+from supervisor.events import Event
+from supervisor.health import readiness
+from supervisor.payloads import MessageReceived, MessageSent, StatusChanged
 from supervisor.state import Status
 
 health_bp = Blueprint("meta", __name__)
@@ -89,6 +105,59 @@ class _DevicesCollector(Collector):
         return families(self.devices.statistics())
 
 
+#: Histogram buckets for time in a status (seconds: from a second to a week).
+STATE_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600)
+#: Histogram buckets for the webhook lag (seconds: immediate delivery up to the retry schedule).
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 36000)
+
+
+@attrs.define(eq=False)
+class Operations:
+    """The aggregate instruments fed by the event bus and the webhook dispatcher."""
+
+    reconnects: Counter
+    messages: Counter
+    state_seconds: Histogram
+    webhook_lag: Histogram
+    #: When each device entered its current status (trio time), from the events seen.
+    _entered: dict[int, float] = attrs.field(factory=dict)
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> Operations:
+        return cls(
+            reconnects=Counter("wasup_reconnects", "Reconnects (disconnected -> connecting)",
+                               registry=registry),
+            messages=Counter("wasup_messages", "Messages received (in) and sent (out)",
+                             ["direction"], registry=registry),
+            state_seconds=Histogram(
+                "wasup_device_state_seconds", "Time devices stayed in a status, by status",
+                ["state"], registry=registry, buckets=STATE_BUCKETS),
+            webhook_lag=Histogram(
+                "wasup_webhook_lag_seconds", "From an event to its successful webhook delivery",
+                registry=registry, buckets=LAG_BUCKETS),
+        )
+
+    def observe(self, event: Event) -> None:
+        """The bus tap: count and time what ``event`` says (quick, never raises)."""
+        data = event.data
+        if isinstance(data, StatusChanged):
+            now = trio.current_time()
+            entered = self._entered.get(event.device_id)
+            if entered is not None:
+                self.state_seconds.labels(data.before.value).observe(now - entered)
+            self._entered[event.device_id] = now
+            if data.before is Status.DISCONNECTED and data.after is Status.CONNECTING:
+                self.reconnects.inc()
+        elif isinstance(data, MessageReceived):
+            self.messages.labels("in").inc()
+        elif isinstance(data, MessageSent):
+            self.messages.labels("out").inc()
+
+    def observe_lag(self, seconds: float) -> None:
+        """A webhook delivery succeeded ``seconds`` after its event."""
+        self.webhook_lag.observe(max(0.0, seconds))
+
+
 class Metrics:
     """The registry and HTTP instruments of one app."""
 
@@ -109,6 +178,17 @@ class Metrics:
         )
         self.registry.register(_DevicesCollector(devices))
         self.registry.register(_EngineInfoCollector())
+        self.operations = Operations.register(self.registry)
+        for direction in ("in", "out"):  # both series exist from the start, at 0
+            self.operations.messages.labels(direction)
+
+
+def operations(app: Quart) -> Operations:
+    """The aggregate instruments of ``app`` (the composition root taps the event bus with
+    :meth:`Operations.observe` and hands the dispatcher's webhook lag to
+    :meth:`Operations.observe_lag`)."""
+    metrics: Metrics = app.extensions["wasup.metrics"]
+    return metrics.operations
 
 
 def install(app: Quart, devices: Devices) -> None:
@@ -138,12 +218,19 @@ async def health() -> Response:
 
 @health_bp.get("/ready")
 async def ready() -> Response:
-    """Readiness: 503 STORAGE_UNAVAILABLE while the storage is out (checked again at most every
-    few seconds, so a poller also notices when it is back)."""
-    outage = await current_state().sup.db.probe()
-    if outage is not None:
-        raise StorageUnavailable(outage.reason)
-    return ok({"status": "ready"})
+    """Readiness: 200 when the database takes writes, every device is restored and the engine
+    has loaded; else 503 naming the first failing check (STORAGE_UNAVAILABLE for the database,
+    checked again at most every few seconds, so a poller also notices when it is back)."""
+    found = await readiness(current_state().sup)
+    failing = found.failing
+    if failing is not None and failing.name == "database":
+        outage = current_state().sup.db.outage
+        raise StorageUnavailable(outage.reason if outage is not None else failing.message)
+    if failing is not None:
+        raise ApiError(503, "SERVICE_UNAVAILABLE", f"not ready: {failing.name}: {failing.message}",
+                       headers={"Retry-After": "1"})
+    checks = {c.name: {"status": "pass", "message": c.message} for c in found.checks}
+    return ok({"status": "ready", "checks": checks})
 
 
 @metrics_bp.get("/metrics")

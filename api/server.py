@@ -43,6 +43,7 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
+from api import metrics
 from api.app import API_PREFIX, create_app
 from api.logging import REDACT
 from api.state import ApiSettings, WsSettings
@@ -180,6 +181,9 @@ async def serve(
             sup.db, days=config.message_retention_days, count=config.message_retention_count
         )
         app = create_app(sup, api_token, settings, autoreply=autoreply)
+        operations = metrics.operations(app)
+        sup.bus.tap(operations.observe)
+        dispatcher.lag_observer = operations.observe_lag
         hconfig = hypercorn_config(
             host,
             port,

@@ -30,7 +30,13 @@ from sqlite_utils.db import NotFoundError
 from storage._sql import translate_integrity_error
 from storage.errors import NotFound
 from storage.interface import ColumnValue
-from storage.models import DEVICE_COLUMNS, MUTABLE_DEVICE_FIELDS, DeviceRow, HistoryRow
+from storage.models import (
+    DEVICE_COLUMNS,
+    MUTABLE_DEVICE_FIELDS,
+    DeviceRow,
+    HistoryEntry,
+    HistoryRow,
+)
 
 _COLS = ", ".join(DEVICE_COLUMNS)
 
@@ -52,6 +58,19 @@ class SqliteHistory:
             "device_id = ?", [device_id], order_by="id", select=_HISTORY_COLS
         )
         return [HistoryRow.from_row(r) for r in rows]
+
+    def page(self, device_id: int, before: int | None, limit: int) -> list[HistoryEntry]:
+        """Up to ``limit`` of the device's status changes, newest first, older than the entry
+        ``before`` (from the newest when None)."""
+        where, params = "device_id = ?", [device_id]
+        if before is not None:
+            where += " AND id < ?"
+            params.append(before)
+        rows = self._db.table("state_history").rows_where(
+            where, params, order_by="id DESC", select="id, " + _HISTORY_COLS,
+            limit=max(0, limit),
+        )
+        return [HistoryEntry(r["id"], HistoryRow.from_row(r)) for r in rows]
 
     def append(
         self,

@@ -38,8 +38,10 @@ from storage.models import (
     DeliveryTarget,
     DeviceRow,
     Due,
+    HistoryEntry,
     HistoryRow,
     Outage,
+    WebhookBacklog,
 )
 from storage.models import JsonObject as JsonObject
 
@@ -170,6 +172,15 @@ class HistoryRepository(Protocol):
 
     def of(self, device_id: int) -> list[HistoryRow]:
         """The device's status changes, oldest first (empty for an unknown device).
+
+        Raises: nothing of its own.
+        """
+        ...
+
+
+    def page(self, device_id: int, before: int | None, limit: int) -> list[HistoryEntry]:
+        """Up to ``limit`` status changes, newest first, older than the entry ``before`` (from
+        the newest when None).
 
         Raises: nothing of its own.
         """
@@ -325,6 +336,13 @@ class OutboxRepository(Protocol):
         self, device_id: int, *, status: str | None = None, offset: int = 0, limit: int = 50
     ) -> tuple[list[JsonObject], int]:
         """The device's deliveries, newest first, with their attempts; and the total.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def backlog(self, device_id: int) -> WebhookBacklog:
+        """How many of the device's deliveries wait, since when, and how many failed.
 
         Raises: nothing of its own.
         """

@@ -116,6 +116,25 @@ class HistoryRow:
 
 
 @attrs.frozen
+class HistoryEntry:
+    """A :class:`HistoryRow` with its position in the device's history (``id`` grows with
+    every change: the cursor of a page)."""
+
+    id: int
+    change: HistoryRow
+
+
+@attrs.frozen
+class WebhookBacklog:
+    """A device's webhook outbox at a glance: deliveries waiting (and since when, epoch of the
+    oldest one's creation, None if none waits) and deliveries that ran out of retries."""
+
+    pending: int
+    oldest_pending_at: float | None
+    failed: int
+
+
+@attrs.frozen
 class MessageRow:
     """One message sent (``direction == "out"``) or received (``"in"``) by a device."""
 

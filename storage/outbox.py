@@ -35,7 +35,7 @@ import sqlite_utils
 from common.clock import iso, now_epoch, parse_iso
 from common.ids import new_message_id
 from storage.interface import OutboundEvent
-from storage.models import OUTBOX_STATUSES, DeliveryTarget, Due
+from storage.models import OUTBOX_STATUSES, DeliveryTarget, Due, WebhookBacklog
 from storage.settings import SqliteSettings
 
 __all__ = ["STATUSES", "WEBHOOK_KIND", "Due", "SqliteOutbox", "body_of"]
@@ -288,6 +288,20 @@ class SqliteOutbox:
             offset=max(0, int(offset)),
         )
         return [self._delivery(r) for r in list(rows)], int(total)
+
+    def backlog(self, device_id: int) -> WebhookBacklog:
+        """How many of the device's deliveries wait, since when, and how many failed."""
+        pending, oldest, failed = self._db.conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'pending'),"
+            " min(created_at) FILTER (WHERE status = 'pending'),"
+            " count(*) FILTER (WHERE status = 'failed')"
+            " FROM webhook_outbox WHERE device_id = ?",
+            (device_id,),
+        ).fetchone()
+        return WebhookBacklog(
+            pending=int(pending), oldest_pending_at=None if oldest is None else parse_iso(oldest),
+            failed=int(failed),
+        )
 
     def get_delivery(self, device_id: int, outbox_id: str) -> dict[str, Any] | None:
         """One delivery of the device with its attempts, or None."""

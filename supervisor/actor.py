@@ -395,6 +395,8 @@ class DeviceActor:
             log.info(
                 "device %s: %s -> %s (%s)", self.row.session_id, change.before.value,
                 change.after.value, change.reason or "-",
+                extra={"device": self.row.session_id, "event": "device_status",
+                       "reason": change.reason},
             )
 
     async def _engine_op(self, op: sm.EngineOp) -> None:

@@ -1155,7 +1155,9 @@ def test_every_cli_option_is_documented() -> None:
     }
     missing = sorted(f for f in flags if f"`{f}" not in document)
     assert not missing, f"CLI options missing from docs/configuration.md: {missing}"
-    cli_source = (REPO / "api" / "cli.py").read_text(encoding="utf-8")
+    cli_source = "".join(
+        path.read_text(encoding="utf-8") for path in sorted((REPO / "api").glob("cli*.py"))
+    )
     env_vars = set(re.findall(r"WASUP_[A-Z_]+", cli_source))
     missing_env = sorted(v for v in env_vars if f"`{v}`" not in document)
     assert not missing_env, f"environment variables missing from docs/configuration.md: {missing_env}"

@@ -138,6 +138,8 @@ class WebhookDispatcher:
         default=None, kw_only=True
     )
     bus: EventBus | None = attrs.field(default=None, kw_only=True)
+    #: Told, after each successful delivery, how long after its event it came (seconds).
+    lag_observer: Callable[[float], None] | None = attrs.field(default=None, kw_only=True)
     timeout: float | None = attrs.field(default=None, kw_only=True)
     concurrency: int | None = attrs.field(default=None, kw_only=True)
     jitter: float | None = attrs.field(default=None, kw_only=True)
@@ -312,6 +314,8 @@ class WebhookDispatcher:
         delay: float | None = None
         if verdict == "delivered":
             status, self._delivered = "delivered", self._delivered + 1
+            if self.lag_observer is not None:
+                self.lag_observer(now - clock.parse_iso(row.created_at))
         elif verdict == "gone":
             status, self._failed = "disabled", self._failed + 1
         else:
