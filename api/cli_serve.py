@@ -204,7 +204,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Ma
         serve.add_argument(
             "--media-" + field.name.replace("_", "-"),
             dest="media_" + field.name,
-            type=type(field.default),  # int, or float for url_timeout
+            type=type(field.default),  # int, or float for the timeouts
             default=_env(env, MEDIA_ENV[field.name], str(field.default)),
             help=_media_help(field.name, field.default),
         )

@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     require_chromium()
     data = tmp_path_factory.mktemp("dashboard") / "data"
     with ServerThread(data, qr_first_timeout=QR_SECONDS, qr_next_timeout=QR_SECONDS,
-                      qr_max_attempts=50) as running:
+                      qr_max_attempts=50, allow_networks=["127.0.0.0/8"]) as running:
         yield running
 
 
@@ -154,6 +154,16 @@ def test_readable_at_360_px_without_horizontal_scroll(page: Any, server: ServerT
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 360, f"{name}: the page is {width} px wide"
         screenshot(page, name)
+        if name == "6-narrow-device":
+            # Pairing by phone code instead of the QR code.
+            page.get_by_label("Phone number", exact=True).fill("+15551234567")
+            page.get_by_role("button", name="Get a pairing code").click()
+            code = page.locator(".pair-code-value").inner_text()
+            session = "user_bob_device_a-rather-long-device-alias-to-wrap"
+            with api(server) as client:
+                r = client.post(f"/simulator/devices/{session}/scan", json={"code": code})
+                assert r.status_code == 200, r.text
+            page.locator(".device-status [data-status='connected']").wait_for()
         page.get_by_role("link", name="Devices", exact=True).click()
         page.locator("li.device").first.wait_for()
 
@@ -207,10 +217,56 @@ def test_keyboard_only_create_and_delete(page: Any, server: ServerThread) -> Non
         assert client.get("/devices/user_carol_device_desk").status_code == 404
 
 
+def test_webhook_delivery_log_and_ai_settings(page: Any, server: ServerThread) -> None:
+    sign_in(page, server)
+    create_device(page, "dave", "Hooks")
+    webhook = page.locator("#webhook")
+    # Nothing listens on port 9: every delivery fails and waits for its next attempt.
+    webhook.get_by_label("URL").fill("http://127.0.0.1:9/hook")
+    webhook.get_by_role("button", name="Save webhook").click()
+    webhook.get_by_text("Webhook saved.").wait_for()
+    webhook.get_by_text("Signing secret (shown this once)").wait_for()
+
+    with api(server) as client:
+        r = client.post("/simulator/devices/user_dave_device_hooks/scan", json={})
+        assert r.status_code == 200, r.text
+    page.locator(".device-status [data-status='connected']").wait_for()
+    for _ in range(20):
+        webhook.get_by_role("button", name="Refresh log").click()
+        if webhook.locator("table.deliveries tbody tr").count():
+            break
+        page.wait_for_timeout(250)
+    row = webhook.locator("table.deliveries tbody tr").first
+    row.get_by_role("button", name="Redeliver").click()
+    webhook.get_by_text("Redelivery scheduled.").wait_for()
+    screenshot(page, "10-webhook")
+
+    ai = page.locator("#ai")
+    ai.get_by_label("Model", exact=True).fill("local-test-model")
+    ai.get_by_label("Replies per minute at most").fill("7")
+    ai.get_by_role("button", name="Save AI settings").click()
+    ai.get_by_text("AI settings saved.").wait_for()
+    with api(server) as client:
+        stored = client.get("/devices/user_dave_device_hooks/settings/ai").json()["data"]
+    assert (stored["model"], stored["maxRepliesPerMinute"]) == ("local-test-model", 7)
+
+    # Log out asks first; the new status arrives live.
+    page.get_by_role("button", name="Log out", exact=True).click()
+    page.get_by_role("dialog", name="Log this device out?").get_by_role(
+        "button", name="Log out").click()
+    page.locator(".device-status [data-status='logged_out']").wait_for()
+
+
 def test_api_docs_page(page: Any, server: ServerThread, tmp_path: Path) -> None:
     sign_in(page, server)
     page.get_by_role("link", name="API docs").click()
     page.wait_for_url(server.url + "/docs")
     page.locator(".swagger-ui .info .title", has_text="wasup").wait_for()
     page.locator(".opblock-summary-path", has_text="/devices/{deviceId}/qr").first.wait_for()
+    page.locator("button.authorize.locked").wait_for()  # the tab's token, for "Try it out"
+    operation = page.locator("#operations-sessions-listSessions")
+    operation.locator(".opblock-summary").click()
+    operation.get_by_role("button", name="Try it out").click()
+    operation.get_by_role("button", name="Execute").click()
+    operation.locator(".live-responses-table .response-col_status", has_text="200").wait_for()
     screenshot(page, "9-api-docs")

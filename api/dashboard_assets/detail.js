@@ -6,7 +6,7 @@ import {ApiError, del, get, post, seg} from "./api.js";
 import {announce, facts, h, notice, section, statusBadge, when} from "./dom.js";
 import {confirmAction} from "./dialog.js";
 import {createdKeys} from "./devices.js";
-import {subscribe} from "./events.js";
+import {onReconnect, subscribe} from "./events.js";
 import {pairingPanel} from "./pairing.js";
 import {aiSection, webhookSection} from "./settings.js";
 
@@ -24,6 +24,7 @@ export function detailPage(main, sessionId) {
   const info = h("div");
   const history = h("ol", {class: "timeline", "aria-label": "State history, newest first"});
   const historyState = h("div");
+  const olderHistory = h("div");
   const health = h("div");
   const trouble = h("div");
   let pairing = null;
@@ -38,8 +39,8 @@ export function detailPage(main, sessionId) {
     h("button", {type: "button", onclick: () => run(label, handler), ...extra}, label);
   const actions = h("div", {class: "actions", role: "group", "aria-label": "Device actions"},
     button("Log in", () => post(seg`/devices/${sessionId}/login`)),
-    button("Log out", () => post(seg`/devices/${sessionId}/logout`), {"data-confirm": "logout"}),
-    button("Cancel pairing", () => post(seg`/sessions/${sessionId}/cancel`)),
+    button("Log out", logout),
+    button("Cancel session", () => post(seg`/sessions/${sessionId}/cancel`)),
     button("Delete", remove, {class: "danger"}));
 
   main.append(
@@ -59,7 +60,7 @@ export function detailPage(main, sessionId) {
           label);
       })),
     section("info", "Connection and statistics", info),
-    section("history", "State history", historyState, history),
+    section("history", "State history", historyState, history, olderHistory),
     section("health", "Health",
       h("div", {class: "actions"},
         h("button", {type: "button", onclick: () => loadHealth(false)}, "Check again"),
@@ -80,6 +81,13 @@ export function detailPage(main, sessionId) {
     } catch (err) {
       actionsError.replaceChildren(notice(`${label}: ${err.message}`, "error"));
     }
+  }
+
+  async function logout() {
+    const ok = await confirmAction("Log this device out?",
+      `${device.alias ?? sessionId} is logged out at WhatsApp and its credentials are wiped: pairing it again needs a new scan on the phone.`,
+      "Log out");
+    return ok ? post(seg`/devices/${sessionId}/logout`) : null;
   }
 
   async function remove() {
@@ -140,17 +148,33 @@ export function detailPage(main, sessionId) {
     loadHealth(false);
   }
 
-  async function loadHistory() {
+  // The newest page; "Show older changes" appends the next pages (pagination.nextCursor).
+  async function loadHistory(before = null) {
     try {
-      const body = await get(seg`/devices/${sessionId}/history`);
-      const entries = Array.isArray(body.data) ? body.data : (body.data?.items ?? body.data?.history ?? []);
-      historyState.replaceChildren(entries.length ? "" : notice("No change of status recorded yet."));
-      history.replaceChildren(...entries.map((e) => h("li", {class: `to-${e.to}`},
+      const query = before ? `?before=${encodeURIComponent(before)}` : "";
+      const body = await get(seg`/devices/${sessionId}/history` + query);
+      const entries = body.data;
+      const items = entries.map((e) => h("li", {class: `to-${e.to}`},
         h("time", {datetime: e.at}, when(e.at)), " ",
         h("span", {class: "transition"}, e.from ? statusBadge(e.from) : "—", " → ", statusBadge(e.to)),
-        e.reason ? h("span", {class: "reason"}, ` ${e.reason}`) : "")));
+        e.reason ? h("span", {class: "reason"}, ` ${e.reason}`) : ""));
+      if (before) {
+        history.append(...items);
+        if (items.length) {  // the focus goes on to the first older change
+          items[0].tabIndex = -1;
+          items[0].focus();
+        }
+      } else {
+        history.replaceChildren(...items);
+      }
+      const next = body.pagination?.hasMore ? body.pagination.nextCursor : null;
+      historyState.replaceChildren(history.children.length ? "" : notice("No change of status recorded yet."));
+      olderHistory.replaceChildren(next ? h("button", {type: "button", onclick: (event) => {
+        event.currentTarget.disabled = true;
+        loadHistory(next);
+      }}, "Show older changes") : "");
     } catch (err) {
-      history.replaceChildren();
+      if (!before) history.replaceChildren();
       historyState.replaceChildren(unavailable(err)
         ? notice("The state history is not available on this server.")
         : notice(`The history could not be loaded: ${err.message}`, "error"));
@@ -202,9 +226,11 @@ export function detailPage(main, sessionId) {
     if (event.data.from !== event.data.to) announce(`${device.alias ?? sessionId} is now ${event.data.to}`);
     refresh();
   });
+  const forgetReconnect = onReconnect(() => { if (!gone) refresh(); });
   refresh();
   return () => {
     unsubscribe();
+    forgetReconnect();
     if (pairing) pairing.stop();
   };
 }

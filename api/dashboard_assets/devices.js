@@ -1,9 +1,9 @@
 // The devices page: every device with its live status, filters by user and status, counts
 // per status, and the form that creates a device (then opens it to pair).
 
-import {ApiError, get, post} from "./api.js";
+import {ApiError, get, post, seg} from "./api.js";
 import {announce, field, h, notice, section, statusBadge, when} from "./dom.js";
-import {subscribe} from "./events.js";
+import {onReconnect, subscribe} from "./events.js";
 
 // The API key of a device this tab just created, shown once on its page (memory only).
 export const createdKeys = new Map();
@@ -21,6 +21,9 @@ export function devicesPage(main) {
   const list = h("ul", {class: "devices", "aria-label": "Devices"});
   const shown = h("p", {class: "shown", "aria-live": "polite"});
   const listError = h("div");
+  const userHealth = h("div", {"aria-live": "polite"});
+  const healthButton = h("button", {type: "button", hidden: true, onclick: () => checkUser()},
+    "Check this user's devices");
 
   main.append(
     h("h1", {}, "Devices"),
@@ -30,8 +33,9 @@ export function devicesPage(main) {
       h("div", {class: "filters"},
         field("User", userFilter),
         field("Status", statusFilter),
-        h("button", {type: "button", onclick: () => load()}, "Refresh")),
-      shown, listError, list),
+        h("button", {type: "button", onclick: () => load()}, "Refresh"),
+        healthButton),
+      userHealth, shown, listError, list),
   );
 
   function render() {
@@ -67,7 +71,30 @@ export function devicesPage(main) {
     render();
   }
 
-  userFilter.addEventListener("change", render);
+  // GET /users/{userId}/health: how each of the chosen user's devices is doing.
+  async function checkUser() {
+    const user = userFilter.value;
+    try {
+      const report = (await get(seg`/users/${user}/health`)).data;
+      const summary = report.summary ?? {};
+      userHealth.replaceChildren(h("div", {class: "card"},
+        h("h3", {}, `Health of ${user}'s devices`),
+        h("p", {}, `${report.totalDevices} devices: ${summary.pass ?? 0} pass, ${summary.warn ?? 0} warn, ${summary.fail ?? 0} fail`),
+        h("ul", {class: "checks"}, (report.healthChecks ?? []).map((r) => h("li", {},
+          h("a", {href: `#/devices/${encodeURIComponent(r.sessionId ?? r.deviceId)}`}, r.sessionId ?? r.deviceId),
+          " ", h("span", {class: `verdict verdict-${r.status}`}, r.status))))));
+    } catch (err) {
+      userHealth.replaceChildren(notice(err.status === 404 && err.code === "NOT_FOUND"
+        ? "Health checks are not available on this server."
+        : `Health could not be checked: ${err.message}`, err.status === 404 ? "info" : "error"));
+    }
+  }
+
+  userFilter.addEventListener("change", () => {
+    healthButton.hidden = !userFilter.value;
+    userHealth.replaceChildren();
+    render();
+  });
   statusFilter.addEventListener("change", render);
   const unsubscribe = subscribe((event) => {
     if (event.type !== "device_status") return;
@@ -83,9 +110,13 @@ export function devicesPage(main) {
     if (event.data.from !== event.data.to) announce(`${device.alias} is now ${event.data.to}`);
     render();
   });
+  const forgetReconnect = onReconnect(load);
   render();
   load();
-  return unsubscribe;
+  return () => {
+    unsubscribe();
+    forgetReconnect();
+  };
 }
 
 function deviceCard(d) {

@@ -8,6 +8,8 @@ export const MAX_KEPT = 500;
 
 const listeners = new Set();
 const stateListeners = new Set();
+const reconnectListeners = new Set();
+let opened = 0;
 export const kept = [];
 let socket = null;
 let retry = 0;
@@ -28,6 +30,13 @@ export function onState(listener) {
   return () => stateListeners.delete(listener);
 }
 
+// listener() when the stream opens again after it was lost: events may have been missed,
+// so a page reloads what it shows. Returns the function that removes it.
+export function onReconnect(listener) {
+  reconnectListeners.add(listener);
+  return () => reconnectListeners.delete(listener);
+}
+
 function setState(isConnected, detail) {
   connected = isConnected;
   stateListeners.forEach((l) => l(isConnected, detail));
@@ -43,6 +52,7 @@ export function stop() {
   window.clearTimeout(timer);
   if (socket) socket.close(1000, "signed out");
   socket = null;
+  opened = 0;
   kept.length = 0;
   setState(false, "Offline");
 }
@@ -59,7 +69,9 @@ function open() {
   socket = ws;
   ws.addEventListener("open", () => {
     retry = 0;
+    opened += 1;
     setState(true, "Live");
+    if (opened > 1) reconnectListeners.forEach((l) => l());
   });
   ws.addEventListener("message", (message) => {
     let event;

@@ -44,7 +44,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -52,7 +52,7 @@ from neonize.client import NewClient
 from neonize.proto.Neonize_pb2 import JID
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
-from neonize.utils.enum import ClientName, ClientType
+from neonize.utils.enum import ClientName, ClientType, ReceiptType
 from neonize.utils.log import log_whatsmeow
 
 from supervisor.jid import Jid
@@ -215,6 +215,11 @@ def neonize_jid(jid: Jid) -> JID:
     """``jid`` as neonize's protobuf JID (no device: a message goes to every device)."""
     return JID(User=jid.user, Server=jid.server, Device=0, RawAgent=0, Integrator=0,
                IsEmpty=False)
+
+
+#: The JID of no one: the sender of a one-to-one chat's read receipt (whatsmeow names the
+#: sender, ``participant``, in groups only).
+NO_JID = JID(User="", Server="", Device=0, RawAgent=0, Integrator=0, IsEmpty=True)
 
 
 # -- one Go client -----------------------------------------------------------------------------
@@ -400,6 +405,14 @@ class GoClient:
                 raise RuntimeError("client stopped")
             data = self.api.download_any(message)
         return bytes(data)
+
+    def mark_read(self, ids: Sequence[str], chat: JID, sender: JID, gate: GoGate = GATE) -> None:
+        """Send read receipts for messages ``ids`` of ``chat`` from ``sender`` (the empty JID
+        in a one-to-one chat). Raises neonize's MarkReadError."""
+        with gate.shared():
+            if self.stopped:
+                raise RuntimeError("client stopped")
+            self.api.mark_read(*ids, chat=chat, sender=sender, receipt=ReceiptType.READ)
 
     def pair_phone(self, phone: str, gate: GoGate = GATE) -> str:
         """Ask WhatsApp for a pair code for ``phone`` (digits only). Raises PairPhoneError."""
