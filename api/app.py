@@ -106,7 +106,7 @@ def create_app(
     if simulator:
         app.register_blueprint(routes_simulator.bp, url_prefix=API_PREFIX)
     app.register_blueprint(openapi.bp, url_prefix=API_PREFIX)
-    metrics.install(app, sup)
+    metrics.install(app, sup, device_labels=settings.metrics_device_labels)
     app.register_blueprint(metrics.health_bp, url_prefix=API_PREFIX)
     app.register_blueprint(metrics.metrics_bp)
     app.register_blueprint(metrics.metrics_bp, url_prefix=API_PREFIX, name=PREFIXED_METRICS)

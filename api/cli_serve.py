@@ -12,6 +12,7 @@ Each option has an environment variable (the flag wins over the variable)::
     --qr-wait                WASUP_QR_WAIT                2    seconds POST /devices waits for a QR
     --log-level              WASUP_LOG_LEVEL              info
     --log-format             WASUP_LOG_FORMAT             text (or json: one object per line)
+    --metrics-device-labels  WASUP_METRICS_DEVICE_LABELS  off  /metrics shows each device's status
     --ws-ping-interval       WASUP_WS_PING_INTERVAL       25   seconds between keep-alive pings (0: none)
     --ws-send-timeout        WASUP_WS_SEND_TIMEOUT        30   seconds a stalled send may take (0: no limit)
     --ws-max-per-credential  WASUP_WS_MAX_PER_CREDENTIAL  64   open WebSocket connections per credential
@@ -108,6 +109,7 @@ class ServeOptions:
     message_retention_days: int = CONFIG_DEFAULTS.message_retention_days
     message_retention_count: int = CONFIG_DEFAULTS.message_retention_count
     media: MediaConfig = CONFIG_DEFAULTS.media
+    metrics_device_labels: bool = False
 
 
 def _env(env: Mapping[str, str], name: str, default: str) -> str:
@@ -200,6 +202,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Ma
         default=_env(env, "WASUP_MESSAGE_RETENTION_COUNT", str(CONFIG_DEFAULTS.message_retention_count)),
         help="messages kept per device, the newest (0: no count limit)",
     )
+    serve.add_argument(
+        "--metrics-device-labels", action="store_true",
+        default=_env(env, "WASUP_METRICS_DEVICE_LABELS", "").lower() in ("1", "true", "yes", "on"),
+        help="also show each device's status in /metrics, labelled with its sessionId (one "
+        "series per device: off by default)",
+    )
     for field in MEDIA_FIELDS:
         serve.add_argument(
             "--media-" + field.name.replace("_", "-"),
@@ -267,6 +275,7 @@ def options_from(
         message_retention_days=args.message_retention_days,
         message_retention_count=args.message_retention_count,
         media=media,
+        metrics_device_labels=args.metrics_device_labels,
     )
 
 
@@ -281,6 +290,7 @@ def api_settings(options: ServeOptions) -> ApiSettings:
             ping_interval=options.ws_ping_interval,
             max_per_credential=options.ws_max_per_credential,
         ),
+        metrics_device_labels=options.metrics_device_labels,
     )
 
 
