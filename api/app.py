@@ -41,6 +41,7 @@ from api import (
     routes_ai,
     routes_devices,
     routes_history,
+    routes_media,
     routes_messages,
     routes_ops,
     routes_proxy,
@@ -111,6 +112,7 @@ def create_app(
     app.register_blueprint(routes_devices.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_messages.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_history.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_media.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_actions.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_webhooks.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ai.bp, url_prefix=API_PREFIX)

@@ -36,6 +36,11 @@ class NotFound(WasupError):
     exist (a missing device is :class:`DeviceNotFound`)."""
 
 
+class MediaExpired(WasupError):
+    """Raised by the devices facade when a message's media file is neither kept by wasup nor
+    held by WhatsApp any more (downloads of it cannot succeed)."""
+
+
 class DeviceConflict(WasupError):
     """Raised by the devices facade and the actor when the device exists already, or is in a
     state where the operation makes no sense."""
