@@ -22,8 +22,10 @@ had not acknowledged. Nothing is dropped silently and no queue is unbounded.
 Engine operations that may take long (a login handshake, the start of a pairing) run as tasks
 in the operations nursery under their own cancel scope (:mod:`supervisor.operations`); the one
 state timeout is :mod:`supervisor.state_timer`'s. So a cancel, logout or delete is
-handled while a handshake is in flight; their outcome comes back through the inbox. When the
-actor ends, for whatever reason, it cancels those tasks and stops its engine session.
+handled while a handshake is in flight; their outcome comes back through the inbox. A media
+download (:class:`~supervisor.commands.Download`) also runs as a task there, answering its
+caller itself (:func:`supervisor.media_files.download`). When the actor ends, for whatever
+reason, it cancels the handshakes and stops its engine session (which ends a download too).
 
 Error handling: a failure the state machine understands (:class:`EngineError`) becomes an
 event (connection lost, logged out). A storage outage (:class:`storage.StorageUnavailable`, a
@@ -47,14 +49,15 @@ import storage
 from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
+from . import actions, incoming, outbound, reads
 from . import commands as cmd
 from . import engine as eng
-from . import incoming, outbound
 from . import state as sm
 from .context import ActorContext
 from .errors import DeviceConflict, EngineError, Restarting, WasupError
 from .events import Event
 from .inbox import AnyCall, Delivery, Inbox, OpFailed, Timeout
+from .media_files import download
 from .operations import Operations
 from .payloads import (
     Payload,
@@ -226,6 +229,18 @@ class DeviceActor:
                     reply.set((code, iso(now_epoch() + self.timer.pair_code_left())))
                 case cmd.Send():
                     reply.set(await self.outbound.accept(call.command, self.state))
+                case cmd.Download(ref=ref):
+                    if self.state.status is not sm.Status.CONNECTED:
+                        raise DeviceConflict(
+                            f"device is {self.state.status.value}, not connected: connect it"
+                            " to download this file"
+                        )
+                    # Downloads take a while: the actor goes on while the engine fetches.
+                    self.ctx.ops_nursery.start_soon(download, self.session, ref, reply)
+                case cmd.MarkRead(chat=chat):
+                    if self.state.status is not sm.Status.CONNECTED:
+                        raise DeviceConflict(f"device is {self.state.status.value}, not connected")
+                    reply.set(await reads.mark_chat_read(self.ctx.db, self.session, self.id, chat))
                 case other:
                     raise AssertionError(f"unhandled command {other!r}")
         except sm.InvalidCommand as exc:
@@ -291,6 +306,7 @@ class DeviceActor:
             received = incoming.store(r.messages, self.id, ev, at)
             if received is None:
                 return None  # WhatsApp delivered this message before: nothing new
+            actions.apply_incoming(r.message_actions, self.id, ev, at)
             row = r.devices.increment_stats(self.id, received=received, at=at)
             self._enqueue(r, events)
             return row
@@ -453,6 +469,10 @@ class DeviceActor:
 
     def stored(self, row: DeviceRow) -> None:
         self._stored(row)
+
+    @property
+    def jid(self) -> str | None:
+        return self.row.jid
 
     def _stored(self, row: DeviceRow) -> None:
         self.row = row

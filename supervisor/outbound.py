@@ -13,7 +13,9 @@ it work then (:meth:`Outbound.tick`), and passes on WhatsApp's receipts
   send's file waits pinned in the media store (the API pins it before the send is accepted);
   it is read when the send goes out (a file the store does not have fails the send with
   ``media_missing``) and unpinned once the send is done, sent or failed, or refused, unless
-  another queued send still needs it.
+  another queued send still needs it. A reaction, edit or revoke changes its target once
+  WhatsApp took it (:mod:`supervisor.actions`, in the transaction that records it sent) and
+  does not count in ``messagesSent``.
 - **Tracked.** A send is stored (``sends`` and ``messages``, status ``pending``) before anything
   leaves, and answered at once: ``sent`` if it went out straight away, else ``pending``. Its
   status then moves ``pending`` -> ``sent`` -> ``delivered`` -> ``read``, or ``failed`` with a
@@ -58,6 +60,7 @@ from common.clock import iso, now_epoch
 from common.ids import new_message_id
 from storage.models import DeviceRow, SendRow
 
+from . import actions
 from . import message_content as mc
 from . import state as sm
 from .commands import Send, SentMessage
@@ -106,6 +109,11 @@ class OutboundHost(Protocol):
 
     def stored(self, row: DeviceRow) -> None:
         """The device's row as just stored."""
+        ...
+
+    @property
+    def jid(self) -> str | None:
+        """The device's own JID as stored (None before it was paired)."""
         ...
 
 
@@ -447,9 +455,12 @@ class Outbound:
             self.host.event(MessageStatusChanged(row.message_id, "sent"), at),
         ]
 
+        me = actions.own_sender(self.host.jid)
+
         def job(r: storage.Repositories) -> DeviceRow:
             r.sends.update(device, row.message_id, state="done", status="sent", wa_id=wa_id)
             r.messages.update_status(device, row.message_id, "sent")
+            actions.apply(r.message_actions, device, message.content, me, at)
             counted = 1 if mc.counted(message.content) else 0  # not reactions, edits, revokes
             stored = r.devices.increment_stats(device, sent=counted, at=at)
             self.host.enqueue(r, events)

@@ -12,7 +12,7 @@
 Threads: each live whatsmeow client runs on a thread of its own (Go's ``Neonize()`` blocks
 for the connection's lifetime). Go calls back on its own threads; those callbacks copy their
 data and hand it to Trio (:mod:`supervisor.engines.whatsmeow_events`), nothing more. Every
-other blocking call (start, stop, send, pair code, logout, file work) runs through
+other blocking call (start, stop, send, read receipts, pair code, logout, file work) runs through
 ``trio.to_thread.run_sync`` under the engine's own ``CapacityLimiter``; starting, stopping and
 logging out are serialized through one gate (see :mod:`supervisor.engines.whatsmeow_client`).
 
@@ -39,15 +39,18 @@ starting a Go client. With the preflight off, the same failure comes from whatsm
 Error handling: session methods raise :class:`EngineError` for what the state machine
 understands: ``unreachable: ...`` and ``connect_failed: ...`` (recoverable),
 ``credentials_missing`` (not recoverable), ``not_connected``, ``pairing_not_ready``,
-``invalid_recipient``, ``send_failed: ...``, ``pair_code_failed: ...``, ``logout_failed: ...``.
+``invalid_recipient``, ``send_failed: ...``, ``mark_read_failed: ...``, ``pair_code_failed: ...``,
+``logout_failed: ...``, ``media_expired``, ``invalid_media_ref``, ``download_failed: ...``.
 The translation of whatsmeow's events is in :mod:`supervisor.engines.whatsmeow_translate`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -62,6 +65,7 @@ from supervisor.outgoing import Outgoing
 from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, redact
 
 from . import whatsmeow_client as wc
+from . import whatsmeow_messages as wm
 from .whatsmeow_events import GoReports
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
 from .whatsmeow_outgoing import Unsendable
@@ -204,6 +208,59 @@ class WhatsmeowSession:
             if not link.live or link.state is not LinkState.CONNECTED:
                 raise EngineError("not_connected", message=_short(exc)) from exc
             raise EngineError(f"send_failed: {_short(exc)}", recoverable=False) from exc
+
+    async def download(self, ref: str) -> bytes:
+        """The decrypted file of an incoming media message (``ref``: its ``media_ref``, see
+        :mod:`supervisor.engines.whatsmeow_messages`), through neonize's ``download_any``.
+
+        Raises EngineError ``not_connected`` (recoverable); ``media_expired`` when WhatsApp's
+        media servers answer 403, 404 or 410 (the file is gone from there); ``invalid_media_ref``
+        or ``download_failed: ...`` otherwise (none recoverable). A stop waits for a download
+        in flight (it shares the gate, as a send does).
+        """
+        link = self._link
+        if link is None or link.state is not LinkState.CONNECTED or not link.live:
+            raise EngineError("not_connected", message="the device is not connected")
+        try:
+            message = wm.message_of_ref(ref)
+        except ValueError as exc:
+            raise EngineError("invalid_media_ref", recoverable=False, message=str(exc)) from None
+        try:
+            return await self._thread(lambda: link.client.download(message), abandon=True)
+        except Exception as exc:
+            reason = download_reason(str(exc))
+            raise EngineError(reason, recoverable=False, message=_short(exc)) from exc
+
+    async def mark_read(self, chat: str, messages: Sequence[tuple[str, str | None]]) -> None:
+        """Send read receipts (receipt type ``read``) for ``(message id, sender)`` of ``chat``:
+        one receipt per sender, as whatsmeow's ``MarkRead`` takes one sender at a time.
+
+        Raises EngineError ``not_connected`` (recoverable), ``invalid_recipient`` for a chat that
+        is no JID, ``mark_read_failed: ...`` (not recoverable) when WhatsApp refuses.
+        """
+        link = self._link
+        if link is None or link.state is not LinkState.CONNECTED or not link.live:
+            raise EngineError("not_connected", message="the device is not connected")
+        try:
+            chat_jid = wc.neonize_jid(Jid.parse(chat))
+        except InvalidJid:
+            raise EngineError("invalid_recipient", recoverable=False,
+                              message=f"not a chat jid: {chat!r}") from None
+        by_sender: dict[str | None, list[str]] = {}
+        for message_id, sender in messages:
+            by_sender.setdefault(sender, []).append(message_id)
+        for sender, ids in by_sender.items():
+            sender_jid = wc.NO_JID
+            if sender is not None:
+                try:
+                    sender_jid = wc.neonize_jid(Jid.parse(sender))
+                except InvalidJid:
+                    pass  # stored senders are JIDs; should one not be, it goes without one
+            receipt = functools.partial(link.client.mark_read, ids, chat_jid, sender_jid)
+            try:
+                await self._thread(receipt, abandon=True)
+            except Exception as exc:
+                raise EngineError(f"mark_read_failed: {_short(exc)}", recoverable=False) from exc
 
     async def logout(self) -> None:
         """Log out at WhatsApp (when connected) and wipe the credentials in any case.
@@ -449,6 +506,17 @@ class WhatsmeowEngine:
             except Exception:
                 log.exception("device %s: stop failed", session.session_id)
         self._sessions.clear()
+
+
+#: whatsmeow's error for a file its media servers no longer have (``DownloadHTTPError``).
+_EXPIRED = re.compile(r"status code (403|404|410)\b")
+
+
+def download_reason(error: str) -> str:
+    """The engine reason for a failed download with whatsmeow's error text ``error``."""
+    if _EXPIRED.search(error):
+        return "media_expired"
+    return f"download_failed: {error[:200]}"
 
 
 def _short(exc: BaseException) -> str:
