@@ -117,6 +117,10 @@ def test_pair_a_device_with_the_live_qr_code(page: Any, server: ServerThread) ->
     page.locator(".device-status [data-status='connected']").wait_for()
     assert page.locator(".device-status [data-status]").inner_text() == "connected"
     assert page.evaluate("window.notReloaded") is True  # live, not a reload
+    # Screen readers hear it: the polite live region says so.
+    from playwright.sync_api import expect
+
+    expect(page.locator("#announcer")).to_have_text("Shop phone is now connected")
     assert page.locator("img.qr").count() == 0  # pairing is over
     screenshot(page, "3-connected")
 
