@@ -30,6 +30,7 @@ from api import (
     metrics,
     openapi,
     protocol_errors,
+    routes_actions,
     routes_ai,
     routes_devices,
     routes_history,
@@ -92,6 +93,7 @@ def create_app(
     app.register_blueprint(routes_devices.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_messages.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_history.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_actions.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_webhooks.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ai.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_proxy.bp, url_prefix=API_PREFIX)

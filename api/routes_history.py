@@ -12,7 +12,10 @@
 
 A message is ``{"messageId", "chatId", "from", "fromMe", "status", "timestamp"}`` (``timestamp``:
 when wasup stored it) with the content fields of ``message_received`` (``type``, ``text``,
-``hasMedia``, ``media``, the kind's own object, ``quoted``, ``pushName``: docs/events.md). Pages are keyset pages (``storage.history``): pass
+``hasMedia``, ``media``, the kind's own object, ``quoted``, ``pushName``: docs/events.md) and what reactions, edits and revokes did to it: ``reactions``
+(``{"<sender JID>": "<emoji>"}``), ``edited`` and ``editedAt`` (its text is the new one),
+``revoked`` and ``revokedAt`` (deleted for everyone: its text and content are gone, its type
+stays). Pages are keyset pages (``storage.history``): pass
 ``pagination.nextCursor`` as ``before`` for the next, older page; ``hasMore`` false and
 ``nextCursor`` null on the last. A cursor is opaque to clients (today a row id; any well-formed
 value is a valid starting point). The operator token or the device's own API key may call all
@@ -48,8 +51,9 @@ bp = Blueprint("history", __name__)
 LIMIT_DEFAULT = 50
 LIMIT_MAX = 100
 
-#: What ``chatId`` may be; the same pattern is in docs/openapi.yaml (``ChatId``). Searched as
-#: JSON Schema does (``re.search``), then read by :meth:`Jid.parse` (strict spellings).
+#: What ``chatId`` may be; the same pattern is in docs/openapi.yaml (``ChatId``). Matched whole
+#: (Python's ``$`` also matches before a final line feed, JSON Schema's does not), then read by
+#: :meth:`Jid.parse` (strict spellings).
 CHAT_ID_PATTERN = (
     r"^(\+?[1-9][0-9]{6,14}"
     r"|[0-9]{5,20}(-[0-9]{5,20})?(:[0-9]{1,3})?@(s\.whatsapp\.net|lid|g\.us|broadcast|newsletter)"
@@ -67,7 +71,7 @@ _LATEST = "9999-12-31T23:59:59.999Z"
 
 def canonical_chat(raw: str) -> str:
     """The canonical JID of a ``chatId`` path segment (a phone number or a JID)."""
-    if re.search(CHAT_ID_PATTERN, raw) is None:
+    if re.fullmatch(CHAT_ID_PATTERN, raw) is None:
         raise InvalidRequest(
             "chatId: must be a phone number like +15551234567 or a whatsapp jid like "
             "15551234567@s.whatsapp.net or 120363000000000000@g.us",
@@ -154,7 +158,9 @@ def _type() -> str | None:
 
 def message_view(row: MessageRow) -> dict[str, Any]:
     """A stored message as the API shows it: its record and its stored content fields (the
-    ``message_received`` shape; a message stored without them shows its type and text)."""
+    ``message_received`` shape; a message stored without them shows its type and text), with
+    what actions did to it (``storage.message_actions``: ``edited``/``editedAt``,
+    ``revoked``/``revokedAt``, ``reactions`` by sender)."""
     view: dict[str, Any] = {
         "messageId": row.message_id,
         "chatId": row.chat,
@@ -165,6 +171,11 @@ def message_view(row: MessageRow) -> dict[str, Any]:
         "hasMedia": False,
         "media": None,
         "quoted": None if row.quoted is None else {"messageId": row.quoted},
+        "edited": False,
+        "editedAt": None,
+        "revoked": False,
+        "revokedAt": None,
+        "reactions": {},
     }
     if row.content is not None:
         content = json.loads(row.content)

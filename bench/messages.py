@@ -1,6 +1,12 @@
-"""Message history: the cost of a history page with 1,000 stored messages against 1,000,000.
+"""Messages: sends per second through the API, and the cost of a history page with 1,000 stored
+messages against 1,000,000.
 
-Usage: ``python bench/messages.py [--small 1000] [--large 1000000] [--chats 5] [--repeat 200]``
+Usage: ``python bench/messages.py [--small 1000] [--large 1000000] [--chats 5] [--repeat 200]
+[--connections 16] [--duration 6] [--rounds 3] [--image-kb 100] [--skip-sends]
+[--skip-history]``
+
+The send half is ``bench/sends.py`` (see there): text and image sends per second through the
+API as a ratio of ``GET /health`` in the same run. The history half follows.
 
 In one run, on one fresh SQLite database in a temporary directory (``storage.open_database``,
 the repositories wasup itself uses, through ``Database.run`` and its thread): one device stores
@@ -16,10 +22,11 @@ the repositories wasup itself uses, through ``Database.run`` and its thread): on
   query above includes (for reference: it does not depend on what is stored).
 
 Then the device stores more, up to ``--large`` messages, and the same queries are timed again.
-It prints both times and their ratio for each (1.0: a page costs the same), and as its last
-line one JSON object with ``small``, ``large``, ``<query>_small_ms``, ``<query>_large_ms`` and
-``<query>_ratio`` for each query, and ``ratio`` (the newest page's). Absolute times vary with
-the machine; the ratio is what compares.
+It prints both times and their ratio for each (1.0: a page costs the same). The last line is
+one JSON object with both halves: ``sends`` (``health_rps``, ``text_rps``, ``image_rps``, their
+p99 latencies, ``text_ratio`` and ``image_ratio``) and ``history`` (``small``, ``large``,
+``<query>_small_ms``, ``<query>_large_ms`` and ``<query>_ratio`` for each query, and ``ratio``,
+the newest page's). Absolute figures vary with the machine; the ratios are what compares.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import sends  # noqa: E402
 from common.clock import iso  # noqa: E402  (after the path is set)
 from storage import Database, Repositories, open_database  # noqa: E402
 
@@ -152,6 +160,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    sends.add_arguments(parser)
+    parser.add_argument("--skip-sends", action="store_true", help="only the history half")
+    parser.add_argument("--skip-history", action="store_true", help="only the send half")
     parser.add_argument("--small", type=int, default=1000, help="messages stored first")
     parser.add_argument("--large", type=int, default=1_000_000, help="messages stored then")
     parser.add_argument("--chats", type=int, default=5, help="chats the messages spread over")
@@ -164,4 +175,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    print(json.dumps(trio.run(main, parse_args())))
+    arguments = parse_args()
+    both: dict[str, Any] = {}
+    if not arguments.skip_sends:
+        both["sends"] = sends.run(arguments)
+    if not arguments.skip_history:
+        both["history"] = trio.run(main, arguments)
+    print(json.dumps(both))
+    sys.exit(1 if both.get("sends", {}).get("errors") else 0)

@@ -9,7 +9,8 @@ Usage::
 
 ``Database.run(job)`` runs ``job(repos)`` in the database thread inside a transaction and returns
 after the commit. ``repos`` (:class:`Repositories`) holds ``devices``, ``history``, ``messages``,
-``message_history``, ``settings``, ``credentials``, ``outbox`` and ``sends``, all bound to that
+``message_history``, ``settings``, ``credentials``, ``outbox``, ``sends``,
+``message_actions`` and ``reads``, all bound to that
 transaction, so several calls in one job are atomic together. :mod:`storage.interface` defines these as protocols: the core
 depends on them (and on :class:`Store`), never on SQLite. The repositories are the only layer
 that speaks SQL. ``storage`` imports nothing from ``supervisor`` or ``api``.
@@ -39,8 +40,10 @@ from storage.interface import (
     Store,
 )
 from storage.message_interface import (
+    MessageActionRepository,
     MessageHistoryRepository,
     MessageRepository,
+    ReadRepository,
     SendRepository,
 )
 from storage.models import (
@@ -53,6 +56,7 @@ from storage.models import (
     Outage,
     SendRow,
 )
+from storage.reads import UnreadMessage
 
 __all__ = [
     "OUTBOX_STATUSES",
@@ -71,6 +75,7 @@ __all__ = [
     "HistoryRepository",
     "HistoryRow",
     "JsonObject",
+    "MessageActionRepository",
     "MessageHistoryRepository",
     "MessagePage",
     "MessageRepository",
@@ -80,6 +85,7 @@ __all__ = [
     "Outage",
     "OutboundEvent",
     "OutboxRepository",
+    "ReadRepository",
     "Repositories",
     "SendRepository",
     "SendRow",
@@ -88,5 +94,6 @@ __all__ = [
     "StorageUnavailable",
     "Store",
     "TransactionFailed",
+    "UnreadMessage",
     "open_database",
 ]

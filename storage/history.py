@@ -20,9 +20,11 @@ are stored (``bench/messages.py`` measures it):
   chat, a "skip scan"), takes each chat's newest message (one seek), and orders them newest
   first; its cost grows with the number of chats, not of messages. The cursor is the id of the
   last chat's newest message: a chat that gets a new message meanwhile moves to the top.
-- a chat's unread count is the run of incoming messages since the last outgoing one (found on
-  the partial index ``messages_chat_out``), counted on the index up to :data:`UNREAD_CAP`
-  (wasup has no read marks yet; an answer marks the chat read, as on the phone).
+- a chat's unread count is the incoming messages (reactions, edits, revokes, poll votes and
+  undecryptable messages aside) after both the chat's read mark (``storage.reads``) and the
+  device's last outgoing message (found on the partial index ``messages_chat_out``; an answer
+  marks the chat read, as on the phone), counted on the partial index
+  ``messages_chat_unread`` up to :data:`UNREAD_CAP`.
 - retention deletes in small batches on ``messages_at`` (older than a date) and on
   ``messages_device (device_id, id)`` (beyond a count per device), so each job holds the
   single writer briefly.
@@ -55,8 +57,8 @@ class MessagePage:
 
 @attrs.frozen
 class ChatSummary:
-    """A chat of a device: its newest message and how many incoming messages follow the
-    device's last outgoing one (at most :data:`UNREAD_CAP`)."""
+    """A chat of a device: its newest message and how many incoming messages follow its read
+    mark and the device's last outgoing message (at most :data:`UNREAD_CAP`)."""
 
     chat: str
     last_message: MessageRow
@@ -172,17 +174,22 @@ class SqliteMessageHistory:
         return ChatPage(tuple(items), next_before)
 
     def _unread(self, device_id: int, chat: str) -> int:
-        """Incoming messages after the device's last outgoing one in the chat (capped)."""
-        # The last outgoing message is one seek on the partial index of outgoing messages;
-        # what follows it is all incoming (a message is in or out), counted on messages_chat
-        # without reading a row.
+        """Incoming messages after the chat's read mark and the device's last outgoing message
+        (capped)."""
+        # The read mark is one primary-key lookup, the last outgoing message one seek on the
+        # partial index of outgoing messages; what follows both is counted on the partial index
+        # of unread-able incoming messages without reading a row.
         row = self._db.conn.execute(
             """
             SELECT COUNT(*) FROM (
-                SELECT 1 FROM messages INDEXED BY messages_chat
-                WHERE device_id = ?1 AND chat = ?2 AND id > coalesce(
-                    (SELECT MAX(id) FROM messages INDEXED BY messages_chat_out
-                     WHERE device_id = ?1 AND chat = ?2 AND direction = 'out'), 0)
+                SELECT 1 FROM messages INDEXED BY messages_chat_unread
+                WHERE device_id = ?1 AND chat = ?2 AND direction = 'in'
+                    AND type NOT IN ('reaction', 'edit', 'revoke', 'poll_vote', 'undecryptable')
+                    AND id > max(
+                        coalesce((SELECT MAX(id) FROM messages INDEXED BY messages_chat_out
+                                  WHERE device_id = ?1 AND chat = ?2 AND direction = 'out'), 0),
+                        coalesce((SELECT last_id FROM chat_reads
+                                  WHERE device_id = ?1 AND chat = ?2), 0))
                 LIMIT ?3)
             """,
             (device_id, chat, UNREAD_CAP),

@@ -28,8 +28,10 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from storage.message_interface import (
+    MessageActionRepository,
     MessageHistoryRepository,
     MessageRepository,
+    ReadRepository,
     SendRepository,
 )
 from storage.models import ColumnValue as ColumnValue
@@ -389,6 +391,12 @@ class Repositories(Protocol):
 
     @property
     def sends(self) -> SendRepository: ...
+
+    @property
+    def message_actions(self) -> MessageActionRepository: ...
+
+    @property
+    def reads(self) -> ReadRepository: ...
 
 
 class Store(Protocol):

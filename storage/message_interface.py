@@ -1,5 +1,6 @@
 """The storage interface of messages: what is stored of each message, the tracked sends of the
-outbound queues, and the reads of history (chats, pages by cursor) with its retention.
+outbound queues, the reads of history (chats, pages by cursor) with its retention, what actions
+(reactions, edits, revokes) did to their targets, and the chats' read marks.
 
 Part of :mod:`storage.interface` (its :class:`~storage.interface.Repositories` holds these), in
 a module of its own so each stays one readable page; the same rules hold (see there).
@@ -11,6 +12,7 @@ from typing import Protocol
 
 from storage.history import ChatPage, MessagePage
 from storage.models import JsonObject, MessageRow, SendRow
+from storage.reads import UnreadMessage
 
 
 class MessageRepository(Protocol):
@@ -167,5 +169,41 @@ class MessageHistoryRepository(Protocol):
         """The ids of the devices with stored messages.
 
         Raises: nothing of its own.
+        """
+        ...
+
+
+class MessageActionRepository(Protocol):
+    """What reactions, edits and revokes did to their target (see
+    :mod:`storage.message_actions`); each returns False when it changed nothing."""
+
+    def react(self, device_id: int, target_id: str, *, sender: str, emoji: str) -> bool:
+        """Set (``emoji == ""``: remove) ``sender``'s reaction on the target."""
+        ...
+
+    def edit(self, device_id: int, target_id: str, text: str, *, at: str) -> bool:
+        """Replace the target's text or caption, marked edited at ``at``."""
+        ...
+
+    def revoke(self, device_id: int, target_id: str, *, at: str) -> bool:
+        """Clear the target's text and content, marked revoked at ``at``."""
+        ...
+
+
+class ReadRepository(Protocol):
+    """How far a device has read each chat (see :mod:`storage.reads`)."""
+
+    def mark_of(self, device_id: int, chat: str) -> int:
+        """The chat's read mark (a ``messages`` row id; 0: none)."""
+        ...
+
+    def unread(self, device_id: int, chat: str, *, limit: int) -> list[UnreadMessage]:
+        """The newest ``limit`` incoming messages above the read mark, oldest first."""
+        ...
+
+    def mark(self, device_id: int, chat: str, row: int, at: str) -> None:
+        """Move the read mark up to ``row`` (never back).
+
+        Raises: ``NotFound`` for an unknown device.
         """
         ...

@@ -233,6 +233,31 @@ def _v6_send_payload(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v7_read_marks(db: sqlite_utils.Database) -> None:
+    """Version 7, read marks: per chat of a device, the row id of the newest incoming message marked read
+    (``POST .../chats/{chatId}/read``), and the partial index the unread count walks: incoming
+    messages that are messages of their own (not reactions, edits, revokes, poll votes or
+    undecryptable ones)."""
+    # ON DELETE CASCADE and WITHOUT ROWID have no sqlite-utils equivalent: plain SQL.
+    db.execute(
+        """
+        CREATE TABLE chat_reads (
+            device_id INTEGER NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+            chat TEXT NOT NULL,
+            last_id INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (device_id, chat)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        # direction and type are in the index too, so a count reads the index alone.
+        "CREATE INDEX messages_chat_unread ON messages (device_id, chat, id, direction, type)"
+        " WHERE direction = 'in'"
+        " AND type NOT IN ('reaction', 'edit', 'revoke', 'poll_vote', 'undecryptable')"
+    )
+
+
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.
 MIGRATIONS: list[Migration] = [
     _v1_initial,
@@ -241,6 +266,7 @@ MIGRATIONS: list[Migration] = [
     _v4_message_content,
     _v5_sends,
     _v6_send_payload,
+    _v7_read_marks,
 ]
 
 

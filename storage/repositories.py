@@ -21,8 +21,10 @@ import sqlite_utils
 from storage.credentials import SqliteCredentials
 from storage.devices import SqliteDevices, SqliteHistory
 from storage.history import SqliteMessageHistory
+from storage.message_actions import SqliteMessageActions
 from storage.messages import SqliteMessages
 from storage.outbox import SqliteOutbox
+from storage.reads import SqliteReads
 from storage.sends import SqliteSends
 from storage.settings import SqliteSettings
 
@@ -52,6 +54,8 @@ class SqliteRepositories:
     credentials: SqliteCredentials
     outbox: SqliteOutbox
     sends: SqliteSends
+    message_actions: SqliteMessageActions
+    reads: SqliteReads
 
     @classmethod
     def bind(cls, db: sqlite_utils.Database) -> SqliteRepositories:
@@ -67,4 +71,6 @@ class SqliteRepositories:
             credentials=SqliteCredentials(db),
             outbox=SqliteOutbox(db, settings),
             sends=SqliteSends(db),
+            message_actions=SqliteMessageActions(db),
+            reads=SqliteReads(db),
         )

@@ -47,9 +47,9 @@ import storage
 from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
+from . import actions, incoming, outbound, reads
 from . import commands as cmd
 from . import engine as eng
-from . import incoming, outbound
 from . import state as sm
 from .context import ActorContext
 from .errors import DeviceConflict, EngineError, Restarting, WasupError
@@ -226,6 +226,10 @@ class DeviceActor:
                     reply.set((code, iso(now_epoch() + self.timer.pair_code_left())))
                 case cmd.Send():
                     reply.set(await self.outbound.accept(call.command, self.state))
+                case cmd.MarkRead(chat=chat):
+                    if self.state.status is not sm.Status.CONNECTED:
+                        raise DeviceConflict(f"device is {self.state.status.value}, not connected")
+                    reply.set(await reads.mark_chat_read(self.ctx.db, self.session, self.id, chat))
                 case other:
                     raise AssertionError(f"unhandled command {other!r}")
         except sm.InvalidCommand as exc:
@@ -291,6 +295,7 @@ class DeviceActor:
             received = incoming.store(r.messages, self.id, ev, at)
             if received is None:
                 return None  # WhatsApp delivered this message before: nothing new
+            actions.apply_incoming(r.message_actions, self.id, ev, at)
             row = r.devices.increment_stats(self.id, received=received, at=at)
             self._enqueue(r, events)
             return row
@@ -453,6 +458,10 @@ class DeviceActor:
 
     def stored(self, row: DeviceRow) -> None:
         self._stored(row)
+
+    @property
+    def jid(self) -> str | None:
+        return self.row.jid
 
     def _stored(self, row: DeviceRow) -> None:
         self.row = row

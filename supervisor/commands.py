@@ -128,6 +128,14 @@ class Send(Command[SentMessage]):
 
 
 @attrs.frozen
+class MarkRead(Command[int]):
+    """Mark the chat (a canonical JID) read: read receipts for its unread incoming messages,
+    then its read mark (:mod:`supervisor.reads`); replies with how many were marked."""
+
+    chat: str
+
+
+@attrs.frozen
 class Call(Generic[R]):
     """A command in the inbox, with the reply its caller waits on."""
 

@@ -360,6 +360,20 @@ class Devices:
         return await self.send(ref, to, Outgoing(Text(text)), origin, ttl=ttl,
                                idempotency_key=idempotency_key)
 
+    async def mark_read(self, ref: str | int, chat: str) -> int:
+        """Mark the chat (a canonical JID) read: read receipts for its incoming messages after
+        its read mark, then the mark; how many messages were marked.
+
+        Raises: DeviceNotFound; DeviceConflict (the device is not connected); EngineRefused
+        (WhatsApp refused the receipts); Busy, Restarting, Unresponsive.
+        """
+        try:
+            return await self._call(ref, cmd.MarkRead(chat))
+        except EngineError as exc:
+            if exc.recoverable:
+                raise DeviceConflict(f"device is not connected: {exc.reason}") from exc
+            raise EngineRefused(exc.reason, exc.recoverable, str(exc)) from exc
+
     def outbound_counts(self, ref: str | int) -> tuple[int, int]:
         """``(pending, stuck)``: the device's sends not sent yet, and those of them that raised
         ``message_stuck``, as its actor shows them (no I/O).

@@ -17,6 +17,7 @@ the actor dies and its supervisor restarts it from the persisted state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Protocol
 
@@ -195,6 +196,11 @@ class EngineSession(Protocol):
         cannot send...).
         """
         ...
+
+    async def mark_read(self, chat: str, messages: Sequence[tuple[str, str | None]]) -> None:
+        """Send read receipts for these ``(WhatsApp message id, sender JID)`` messages of
+        ``chat``; the sender is None in a one-to-one chat (a group's receipts name it).
+        :class:`EngineError` (recoverable) when not connected."""
 
     async def logout(self) -> None:
         """Log out at WhatsApp and wipe this device's credentials."""

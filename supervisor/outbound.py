@@ -13,7 +13,9 @@ it work then (:meth:`Outbound.tick`), and passes on WhatsApp's receipts
   send's file waits pinned in the media store (the API pins it before the send is accepted);
   it is read when the send goes out (a file the store does not have fails the send with
   ``media_missing``) and unpinned once the send is done, sent or failed, or refused, unless
-  another queued send still needs it.
+  another queued send still needs it. A reaction, edit or revoke changes its target once
+  WhatsApp took it (:mod:`supervisor.actions`, in the transaction that records it sent) and
+  does not count in ``messagesSent``.
 - **Tracked.** A send is stored (``sends`` and ``messages``, status ``pending``) before anything
   leaves, and answered at once: ``sent`` if it went out straight away, else ``pending``. Its
   status then moves ``pending`` -> ``sent`` -> ``delivered`` -> ``read``, or ``failed`` with a
@@ -58,6 +60,7 @@ from common.clock import iso, now_epoch
 from common.ids import new_message_id
 from storage.models import DeviceRow, SendRow
 
+from . import actions
 from . import message_content as mc
 from . import state as sm
 from .commands import Send, SentMessage
@@ -106,6 +109,11 @@ class OutboundHost(Protocol):
 
     def stored(self, row: DeviceRow) -> None:
         """The device's row as just stored."""
+        ...
+
+    @property
+    def jid(self) -> str | None:
+        """The device's own JID as stored (None before it was paired)."""
         ...
 
 
@@ -167,11 +175,15 @@ class TokenBucket:
         self.tokens -= 1.0
 
 
-def message_of(row: SendRow) -> Outgoing:
-    """The message a stored send carries (a row stored before payloads: its text)."""
+def message_of(row: SendRow) -> Outgoing | None:
+    """The message a stored send carries (a row stored before payloads: its text); None for a
+    payload this wasup cannot read (the send fails with ``invalid_payload``)."""
     if row.payload is None:
         return Outgoing(mc.Text(row.text))
-    return Outgoing.from_json(row.payload)
+    try:
+        return Outgoing.from_json(row.payload)
+    except TypeError:
+        return None
 
 
 def stored_content(message: Outgoing) -> storage.JsonObject:
@@ -241,7 +253,7 @@ class Outbound:
         self.set_pacing(settings)
         self.loaded = True
         self.host.publish(events)
-        await self._release([message_of(row) for row in lost])
+        await self._release(message_of(row) for row in lost)
 
     def set_pacing(self, settings: storage.JsonObject | None) -> None:
         """Apply the device's ``sending`` settings (None: the defaults); the bucket starts full."""
@@ -251,11 +263,12 @@ class Outbound:
     async def accept(self, send: Send, state: sm.DeviceState) -> SentMessage:
         """Store ``send`` and queue it; send it at once if nothing stands in the way.
 
-        Raises: DeviceConflict when the device does not take sends; QueueFull.
+        Raises: DeviceConflict when the device does not take sends; QueueFull; InvalidRequest
+        (``field="replyTo"``) when ``reply_to`` names no message of the device.
         """
         try:
             return await self._accept(send, state)
-        except BaseException:
+        except Exception:
             await self._release([send.message])
             raise
 
@@ -407,6 +420,9 @@ class Outbound:
         """Send the head of the queue; True if it went out."""
         device, row = self.host.id, self.queue[0]
         message = message_of(row)
+        if message is None:
+            await self._fail([row], "invalid_payload")
+            return False
         data: bytes | None = None
         info = message.media
         if info is not None:
@@ -439,10 +455,14 @@ class Outbound:
             self.host.event(MessageStatusChanged(row.message_id, "sent"), at),
         ]
 
+        me = actions.own_sender(self.host.jid)
+
         def job(r: storage.Repositories) -> DeviceRow:
             r.sends.update(device, row.message_id, state="done", status="sent", wa_id=wa_id)
             r.messages.update_status(device, row.message_id, "sent")
-            stored = r.devices.increment_stats(device, sent=1, at=at)
+            actions.apply(r.message_actions, device, message.content, me, at)
+            counted = 1 if mc.counted(message.content) else 0  # not reactions, edits, revokes
+            stored = r.devices.increment_stats(device, sent=counted, at=at)
             self.host.enqueue(r, events)
             return stored
 
@@ -469,7 +489,7 @@ class Outbound:
         gone = {row.message_id for row in rows}
         self.queue = deque(row for row in self.queue if row.message_id not in gone)
         self.host.publish(events)
-        await self._release([message_of(row) for row in rows])
+        await self._release(message_of(row) for row in rows)
 
     async def _file(self, sha256: str | None) -> bytes | None:
         """The media file named ``sha256``, None if the store does not have it."""
@@ -478,16 +498,17 @@ class Outbound:
         except ValueError:  # not a sha256: no such file
             return None
 
-    async def _release(self, messages: Iterable[Outgoing]) -> None:
+    async def _release(self, messages: Iterable[Outgoing | None]) -> None:
         """Unpin the files of ``messages`` that no send in the queue still needs (nothing
         before the queue is loaded: a queued send on disk may need them)."""
-        files = {m.media.sha256 for m in messages if m.media is not None and m.media.sha256}
+        files = {m.media.sha256 for m in messages
+                 if m is not None and m.media is not None and m.media.sha256}
         if not files or not self.loaded:
             return
         for row in self.queue:
-            if row.payload is not None:
-                info = message_of(row).media
-                files.discard(None if info is None else info.sha256)
+            queued = message_of(row) if row.payload is not None else None
+            if queued is not None and queued.media is not None:
+                files.discard(queued.media.sha256)
         for sha256 in sorted(f for f in files if f is not None):
             try:
                 await self.media.unpin(sha256)

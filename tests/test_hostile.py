@@ -78,6 +78,8 @@ BODY_ROUTES: list[tuple[str, str]] = [
     ("PUT", "/devices/{a}"),
     ("POST", "/devices/{a}/pair-code"),
     ("POST", "/devices/{a}/messages"),
+    ("POST", "/devices/{a}/messages/3AHOSTILE/reaction"),
+    ("PATCH", "/devices/{a}/messages/3AHOSTILE"),
     ("PUT", "/devices/{a}/settings/ai"),
     ("PUT", "/devices/{a}/settings/webhook"),
     ("PUT", "/devices/{a}/settings/proxy"),
@@ -165,6 +167,8 @@ def text_cases() -> Iterator[Case]:
         ("POST", "/devices/{a}/messages", {"to": "+15551234567"}, "text", False),
         ("POST", "/devices/{a}/messages", {"text": "hi"}, "to", True),
         ("POST", "/devices/{a}/pair-code", {}, "phoneNumber", True),
+        ("POST", "/devices/{a}/messages/3AHOSTILE/reaction", {}, "emoji", True),
+        ("PATCH", "/devices/{a}/messages/3AHOSTILE", {}, "text", False),
         ("PUT", "/devices/{a}/settings/proxy", {}, "url", True),
         ("POST", "/simulator/devices/{a}/scan", {}, "pushName", True),
         ("POST", "/simulator/devices/{a}/messages", {"from": "+15551234567"}, "text", False),
@@ -299,6 +303,24 @@ def field_cases() -> Iterator[Case]:
         yield Case(f"POST messages: Idempotency-Key {key[:12]!r}", "POST",
                    "/devices/{a}/messages", send, headers=(("Idempotency-Key", key),),
                    field="Idempotency-Key")
+    actions: list[tuple[str, str, Any, str]] = [
+        ("POST", "/reaction", {}, "emoji"),
+        ("POST", "/reaction", {"emoji": 5}, "emoji"),
+        ("POST", "/reaction", {"emoji": None}, "emoji"),
+        ("POST", "/reaction", {"emoji": "x" * 33}, "emoji"),
+        ("POST", "/reaction", {"emoji": "\u3000"}, "emoji"),
+        ("POST", "/reaction", {"emoji": "👍", "messageId": "3A"}, "messageId"),
+        ("PATCH", "", {}, "text"),
+        ("PATCH", "", {"text": ""}, "text"),
+        ("PATCH", "", {"text": " \n"}, "text"),
+        ("PATCH", "", {"text": "x" * 4097}, "text"),
+        ("PATCH", "", {"text": 5}, "text"),
+        ("PATCH", "", {"text": "x", "to": "+15551234567"}, "to"),
+    ]
+    for method, suffix, body, field in actions:
+        for message in ("3AHOSTILE", "%00"):
+            yield Case(f"{method} message {message}{suffix}: {body}"[:120], method,
+                       f"/devices/{{a}}/messages/{message}{suffix}", j(body), field=field)
     sending: list[tuple[Any, str]] = [
         ({}, "ratePerMinute"),
         ({"ratePerMinute": 60}, "burst"),
@@ -408,6 +430,16 @@ def path_cases() -> Iterator[Case]:
     for did in ["%00", "msg_%ED%A0%80", "msg_" + "a" * 100, "../x", "msg_a%0Ab"]:
         yield Case(f"GET delivery {did[:20]}", "GET", f"/devices/{{a}}/webhook/deliveries/{did}",
                    status=404, code="NOT_FOUND")
+    for method, suffix in [("POST", "/reaction"), ("PATCH", ""), ("DELETE", "")]:
+        for message in ("3ANOPE", "%00", "msg_%ED%A0%80", "x" * 300):
+            body = {"/reaction": j({"emoji": "👍"}), "": j({"text": "x"})}[suffix]
+            yield Case(f"{method} message {message[:20]}{suffix}: no such message", method,
+                       f"/devices/{{a}}/messages/{message}{suffix}",
+                       None if method == "DELETE" else body, status=404, code="NOT_FOUND")
+    for chat in ["%00", "nobody", "1", "15551234567@example.com", "x" * 300,
+                 "15551234567@s.whatsapp.net%0A"]:
+        yield Case(f"POST chats/{chat[:20]}/read", "POST", f"/devices/{{a}}/chats/{chat}/read",
+                   field="chatId")
     yield Case("POST redeliver of no delivery", "POST",
                "/devices/{a}/webhook/deliveries/msg_nope/redeliver", status=404, code="NOT_FOUND")
     for method, path in [("GET", "/nope"), ("GET", "/devices/{a}/nope"), ("POST", "/admin"),

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from api.routes_history import message_view
 from supervisor import message_content as mc
 from supervisor.errors import InvalidRequest
-from supervisor.outgoing import Outgoing, Target
+from supervisor.outgoing import Outgoing, Target, resolve_target
 from supervisor.payloads import to_wire
 
 from .lifecycle_support import sim_config, simulated, wait_status
@@ -80,7 +82,11 @@ async def test_a_message_of_each_kind_goes_out_whole(
             assert content.type in wire  # the kind's own object, as message_received has it
         stored = await sup.db.run(lambda r: r.messages.get(device, answer["messageId"]))
         assert (stored.direction, stored.type, stored.status) == ("out", content.type, "sent")
-        assert json.loads(stored.content)["type"] == content.type
+        # The history shows it as the event did: its type, text and the kind's own object.
+        shown = message_view(stored)
+        assert (shown["fromMe"], shown["status"]) == (True, "sent")
+        assert {k: shown[k] for k in wire if k in shown and k != "status"} == {
+            k: wire[k] for k in wire if k in shown and k != "status"}
 
 
 @pytest.mark.parametrize("content", MEDIA, ids=lambda c: c.type)
@@ -231,3 +237,46 @@ async def test_queued_media_sends_and_a_reply_survive_a_restart_and_go_out_once(
         assert not _pinned(sup, SHA)
         await trio.sleep(60)
         assert len(engine.sent_messages(device)) == 2  # once each
+
+
+async def test_a_stored_send_this_wasup_cannot_read_fails_and_the_queue_goes_on(
+    autojump_clock, tmp_path: Path
+) -> None:
+    config = sim_config(tmp_path)
+    async with simulated(config) as (sup, engine, _rec):
+        device = await _connected_device(sup, engine)
+        await engine.set_reachable(False)
+        await engine.drop(device)
+        await wait_status(sup, device, "disconnected")
+        bad = await sup.send(device, TO, Outgoing(mc.Text("first")))
+        good = await sup.send(device, TO, Outgoing(mc.Text("second")))
+    with sqlite3.connect(tmp_path / "wasup.db") as conn:  # as a later wasup might write it
+        conn.execute("UPDATE sends SET payload = ? WHERE message_id = ?",
+                     (json.dumps({"content": {"type": "hologram"}}), bad["messageId"]))
+    conn.close()
+    async with simulated(config) as (sup, engine, rec):
+        await wait_status(sup, device, "connected")
+        await trio.sleep(5)
+        assert [m.text for m in engine.sent_messages(device)] == ["second"]
+        failed = [(e.data.message_id, e.data.reason) for _, e in rec.of(device, "message_status")
+                  if e.data.status == "failed"]
+        assert failed == [(bad["messageId"], "invalid_payload")]
+        assert good["messageId"] in [e.data.message_id for _, e in rec.of(device, "message_sent")]
+
+
+async def test_a_reaction_goes_out_on_its_target_and_is_not_counted_as_a_message(
+    autojump_clock, tmp_path: Path
+) -> None:
+    async with simulated(sim_config(tmp_path)) as (sup, engine, rec):
+        device = await _connected_device(sup, engine)
+        incoming = await engine.incoming_message(device, TO, "we won!")
+        target = await sup.db.run(lambda r: resolve_target(r, device, incoming.message_id))
+        assert target is not None
+        reaction = Outgoing(mc.Reaction(incoming.message_id, "🎉"), target=target)
+        await sup.send(device, TO, reaction)
+        await sup.send(device, TO, Outgoing(mc.Text("congratulations")))
+        assert engine.sent_messages(device)[0].message == reaction
+        assert [to_wire(e.data)["type"] for _, e in rec.of(device, "message_sent")] == [
+            "reaction", "text"]
+        row = await sup.db.run(lambda r: r.devices.get(device))
+        assert row.messages_sent == 1

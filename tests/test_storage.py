@@ -351,6 +351,20 @@ INSERT INTO sends (device_id, message_id, chat, text, origin, state, status, cre
     '2025-06-19T12:06:00.000Z', 1750334760.0, 1750335060.0);
 """
 
+#: What migration 7 adds.
+SCHEMA_V7 = """
+CREATE TABLE chat_reads (
+    device_id INTEGER NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    chat TEXT NOT NULL,
+    last_id INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (device_id, chat)
+) WITHOUT ROWID;
+CREATE INDEX messages_chat_unread ON messages (device_id, chat, id, direction, type)
+    WHERE direction = 'in'
+    AND type NOT IN ('reaction', 'edit', 'revoke', 'poll_vote', 'undecryptable');
+"""
+
 OLD_ROWS = """
 INSERT INTO devices (id, session_id, user_id, alias, business_type, status, status_reason,
     created_at, updated_at, paired, jid, messages_sent, api_key_hash)
@@ -452,7 +466,7 @@ async def test_a_new_database_has_the_shipped_schema(db_path: Path, tmp_path: Pa
     shipped = tmp_path / "shipped.db"
     conn = sqlite3.connect(shipped, isolation_level=None)
     conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY + SCHEMA_V4 + SCHEMA_V5
-                       + SCHEMA_V6)
+                       + SCHEMA_V6 + SCHEMA_V7)
     conn.close()
     assert schema(db_path) == schema(shipped)
 

@@ -37,6 +37,7 @@ COMMAND_ONLY = frozenset({
     "invalid_phone_number", "pairing_not_ready", "pair_code_failed", "not_connected",
     "invalid_recipient", "send_failed", "logout_failed", "not_pairing",
     "unsupported_kind", "target_missing", "media_missing", "media_mismatch",
+    "mark_read_failed",
 })
 
 

@@ -15,7 +15,8 @@ controls with which a test or a person plays the phone and the WhatsApp server::
 
 This module is the engine and its controls. A session is
 :mod:`supervisor.engines.simulator_session`; what the simulated WhatsApp remembers
-(credentials, bans, faults, sent messages) and how its values are derived from the seed is
+(credentials, bans, faults, sent messages, read receipts: :meth:`SimulatorEngine.reads`) and
+how its values are derived from the seed is
 :mod:`supervisor.engines.simulator_server`; the offline queue, which holds a linked device's
 incoming messages until wasup committed them, is :mod:`supervisor.engines.simulator_queue`.
 
@@ -63,6 +64,7 @@ from .simulator_server import (
     Credentials,
     CredentialStore,
     MemoryCredentialStore,
+    ReadReceipt,
     SentMessage,
     SimulatedCrash,
     SimulatedServer,
@@ -82,6 +84,7 @@ __all__ = [
     "MemoryQueueStore",
     "QueueStore",
     "QueuedMessage",
+    "ReadReceipt",
     "SentMessage",
     "SessionState",
     "SimulatedCrash",
@@ -180,6 +183,10 @@ class SimulatorEngine:
     def sent_messages(self, device_id: int) -> list[SentMessage]:
         """Messages the device sent, oldest first (a copy; empty if none)."""
         return list(self.server.sent.get(device_id, ()))
+
+    def reads(self, device_id: int) -> list[ReadReceipt]:
+        """Read receipts the device sent, oldest first (a copy; empty if none)."""
+        return list(self.server.reads.get(device_id, ()))
 
     def current_qr(self, device_id: int) -> str | None:
         """The device's QR string on display, or None if it is not pairing."""

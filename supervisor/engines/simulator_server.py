@@ -2,7 +2,7 @@
 
 Credentials (through a :class:`CredentialStore`), the offline queue
 (:mod:`supervisor.engines.simulator_queue`), temporary bans, the messages each device
-sent, the files of incoming media messages (:class:`MediaStore`, in memory and bounded),
+sent and the read receipts it sent, the files of incoming media messages (:class:`MediaStore`, in memory and bounded),
 injected faults, and whether the server is reachable. Sessions
 (:mod:`supervisor.engines.simulator_session`) act on it; the engine's controls
 (:mod:`supervisor.engines.simulator`) change it the way the phone or WhatsApp would.
@@ -39,7 +39,7 @@ from .simulator_queue import OfflineQueue
 
 #: Session operations a fault can be injected into; ``"any"`` means any of them.
 FAULT_OPS = frozenset(
-    {"start_pairing", "next_qr", "request_pair_code", "connect", "send", "logout"}
+    {"start_pairing", "next_qr", "request_pair_code", "connect", "send", "mark_read", "logout"}
 )
 
 
@@ -100,6 +100,16 @@ class SentMessage:
     @property
     def content(self) -> Content:
         return self.message.content
+
+
+@attrs.frozen
+class ReadReceipt:
+    """Read receipts a session sent, as :meth:`SimulatorEngine.reads` reports them: the chat,
+    and each message's WhatsApp id with its sender (None in a one-to-one chat)."""
+
+    chat: str
+    messages: tuple[tuple[str, str | None], ...]
+    timestamp: float
 
 
 @attrs.frozen
@@ -185,6 +195,7 @@ class SimulatedServer:
     reachable: bool = True
     faults: dict[int, dict[str, int]] = attrs.field(factory=dict)
     sent: dict[int, list[SentMessage]] = attrs.field(factory=dict)
+    reads: dict[int, list[ReadReceipt]] = attrs.field(factory=dict)
     bans: dict[int, float] = attrs.field(factory=dict)
     media: MediaStore = attrs.field(factory=MediaStore)
 
@@ -225,11 +236,12 @@ class SimulatedServer:
                 raise SimulatedCrash(f"simulated crash in {op} (device {device_id})")
 
     def forget(self, device_id: int) -> None:
-        """Forget the device's faults, sent messages, bans and media files (credentials are
-        the caller's to delete)."""
+        """Forget the device's faults, sent messages, read receipts, bans and media files
+        (credentials are the caller's to delete)."""
         self.media.forget(device_id)
         self.faults.pop(device_id, None)
         self.sent.pop(device_id, None)
+        self.reads.pop(device_id, None)
         self.bans.pop(device_id, None)
 
     def derive(self, device_id: int, label: str, draw: int, size: int) -> bytes:

@@ -4,9 +4,9 @@ A session is passive (no tasks, no threads): it acts only when the actor or one 
 engine's controls calls it, and it calls ``sink`` on the calling Trio task. Its state is
 :class:`SessionState`; ``epoch`` increases on every :meth:`SimulatorSession.stop`, so a
 handshake that was sleeping when it changed gives up instead of reporting success. Everything
-the simulated WhatsApp remembers (credentials, bans, faults, sent messages) is in the
-:class:`~supervisor.engines.simulator_server.SimulatedServer` the session shares with its
-engine.
+the simulated WhatsApp remembers (credentials, bans, faults, sent messages, read receipts) is
+in the :class:`~supervisor.engines.simulator_server.SimulatedServer` the session shares with
+its engine.
 
 Error handling: session methods raise :class:`EngineError` for what the state machine
 understands (``credentials_missing``, ``not_connected``, ``network_unreachable: simulated``...), and
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Sequence
 
 import attrs
 import trio
@@ -36,7 +37,7 @@ from supervisor.message_content import (
 )
 from supervisor.outgoing import Outgoing
 
-from .simulator_server import SentMessage, SimulatedServer, b64
+from .simulator_server import ReadReceipt, SentMessage, SimulatedServer, b64
 
 #: What a QR string starts with: whatsmeow's (neonize 0.5.2's) link for the phone's camera.
 QR_PREFIX = "https://wa.me/settings/linked_devices#"
@@ -200,6 +201,18 @@ class SimulatorSession:
         sent = SentMessage(message_id, to_jid, message, now_epoch(), media)
         self.server.sent.setdefault(self.device_id, []).append(sent)
         return message_id
+
+    async def mark_read(self, chat: str, messages: Sequence[tuple[str, str | None]]) -> None:
+        """Send read receipts for ``messages`` (WhatsApp id, sender) of ``chat``: the
+        simulated WhatsApp records them (``SimulatorEngine.reads``).
+
+        Error handling: ``EngineError("not_connected")`` (recoverable) when not connected.
+        """
+        self.server.take_fault(self.device_id, "mark_read")
+        if self.state is not SessionState.CONNECTED:
+            raise EngineError("not_connected", recoverable=True)
+        receipt = ReadReceipt(chat, tuple(messages), now_epoch())
+        self.server.reads.setdefault(self.device_id, []).append(receipt)
 
     async def logout(self) -> None:
         """Log out and wipe the credentials (nothing is reported: the caller asked for it)."""

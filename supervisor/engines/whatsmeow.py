@@ -12,7 +12,7 @@
 Threads: each live whatsmeow client runs on a thread of its own (Go's ``Neonize()`` blocks
 for the connection's lifetime). Go calls back on its own threads; those callbacks copy their
 data and hand it to Trio (:mod:`supervisor.engines.whatsmeow_events`), nothing more. Every
-other blocking call (start, stop, send, pair code, logout, file work) runs through
+other blocking call (start, stop, send, read receipts, pair code, logout, file work) runs through
 ``trio.to_thread.run_sync`` under the engine's own ``CapacityLimiter``; starting, stopping and
 logging out are serialized through one gate (see :mod:`supervisor.engines.whatsmeow_client`).
 
@@ -39,15 +39,17 @@ starting a Go client. With the preflight off, the same failure comes from whatsm
 Error handling: session methods raise :class:`EngineError` for what the state machine
 understands: ``unreachable: ...`` and ``connect_failed: ...`` (recoverable),
 ``credentials_missing`` (not recoverable), ``not_connected``, ``pairing_not_ready``,
-``invalid_recipient``, ``send_failed: ...``, ``pair_code_failed: ...``, ``logout_failed: ...``.
+``invalid_recipient``, ``send_failed: ...``, ``mark_read_failed: ...``, ``pair_code_failed: ...``,
+``logout_failed: ...``.
 The translation of whatsmeow's events is in :mod:`supervisor.engines.whatsmeow_translate`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -204,6 +206,37 @@ class WhatsmeowSession:
             if not link.live or link.state is not LinkState.CONNECTED:
                 raise EngineError("not_connected", message=_short(exc)) from exc
             raise EngineError(f"send_failed: {_short(exc)}", recoverable=False) from exc
+
+    async def mark_read(self, chat: str, messages: Sequence[tuple[str, str | None]]) -> None:
+        """Send read receipts (receipt type ``read``) for ``(message id, sender)`` of ``chat``:
+        one receipt per sender, as whatsmeow's ``MarkRead`` takes one sender at a time.
+
+        Raises EngineError ``not_connected`` (recoverable), ``invalid_recipient`` for a chat that
+        is no JID, ``mark_read_failed: ...`` (not recoverable) when WhatsApp refuses.
+        """
+        link = self._link
+        if link is None or link.state is not LinkState.CONNECTED or not link.live:
+            raise EngineError("not_connected", message="the device is not connected")
+        try:
+            chat_jid = wc.neonize_jid(Jid.parse(chat))
+        except InvalidJid:
+            raise EngineError("invalid_recipient", recoverable=False,
+                              message=f"not a chat jid: {chat!r}") from None
+        by_sender: dict[str | None, list[str]] = {}
+        for message_id, sender in messages:
+            by_sender.setdefault(sender, []).append(message_id)
+        for sender, ids in by_sender.items():
+            sender_jid = wc.NO_JID
+            if sender is not None:
+                try:
+                    sender_jid = wc.neonize_jid(Jid.parse(sender))
+                except InvalidJid:
+                    pass  # stored senders are JIDs; should one not be, it goes without one
+            receipt = functools.partial(link.client.mark_read, ids, chat_jid, sender_jid)
+            try:
+                await self._thread(receipt, abandon=True)
+            except Exception as exc:
+                raise EngineError(f"mark_read_failed: {_short(exc)}", recoverable=False) from exc
 
     async def logout(self) -> None:
         """Log out at WhatsApp (when connected) and wipe the credentials in any case.

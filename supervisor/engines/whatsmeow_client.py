@@ -44,14 +44,14 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
 from neonize.client import NewClient
 from neonize.proto.Neonize_pb2 import JID
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
-from neonize.utils.enum import ClientName, ClientType
+from neonize.utils.enum import ClientName, ClientType, ReceiptType
 from neonize.utils.log import log_whatsmeow
 
 from supervisor.jid import Jid
@@ -214,6 +214,11 @@ def neonize_jid(jid: Jid) -> JID:
     """``jid`` as neonize's protobuf JID (no device: a message goes to every device)."""
     return JID(User=jid.user, Server=jid.server, Device=0, RawAgent=0, Integrator=0,
                IsEmpty=False)
+
+
+#: The JID of no one: the sender of a one-to-one chat's read receipt (whatsmeow names the
+#: sender, ``participant``, in groups only).
+NO_JID = JID(User="", Server="", Device=0, RawAgent=0, Integrator=0, IsEmpty=True)
 
 
 # -- one Go client -----------------------------------------------------------------------------
@@ -390,6 +395,14 @@ class GoClient:
                              secret=os.urandom(32))
             response = self.api.send_message(jid, proto)
         return str(response.ID)
+
+    def mark_read(self, ids: Sequence[str], chat: JID, sender: JID, gate: GoGate = GATE) -> None:
+        """Send read receipts for messages ``ids`` of ``chat`` from ``sender`` (the empty JID
+        in a one-to-one chat). Raises neonize's MarkReadError."""
+        with gate.shared():
+            if self.stopped:
+                raise RuntimeError("client stopped")
+            self.api.mark_read(*ids, chat=chat, sender=sender, receipt=ReceiptType.READ)
 
     def pair_phone(self, phone: str, gate: GoGate = GATE) -> str:
         """Ask WhatsApp for a pair code for ``phone`` (digits only). Raises PairPhoneError."""
