@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import enum
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import attrs
 import trio
@@ -406,12 +406,17 @@ class Readiness:
 NEONIZE_ADAPTER = "supervisor.engines.neonize_go"
 
 
-def engine_check(engine_name: str) -> ReadyCheck:
-    """Whether the engine has loaded: the simulator always has; the whatsmeow engine once
-    neonize's Go library is loaded (its adapter module imported)."""
-    if engine_name == "whatsmeow" and NEONIZE_ADAPTER not in sys.modules:
+def engine_check_of(engine_name: str, loaded: Collection[str]) -> ReadyCheck:
+    """Whether the engine has loaded, given the ``loaded`` module names: the simulator always
+    has; the whatsmeow engine once neonize's Go library is (its adapter module imported)."""
+    if engine_name == "whatsmeow" and NEONIZE_ADAPTER not in loaded:
         return ReadyCheck("engine", False, "neonize's Go library is not loaded")
     return ReadyCheck("engine", True, f"the {engine_name} engine is loaded")
+
+
+def engine_check(engine_name: str) -> ReadyCheck:
+    """:func:`engine_check_of` this process's modules."""
+    return engine_check_of(engine_name, sys.modules.keys())
 
 
 async def readiness(devices: Devices) -> Readiness:

@@ -149,3 +149,6 @@ def test_the_send_test_check() -> None:
 
 def test_the_engine_check_of_readiness() -> None:
     assert health.engine_check("simulator").ok
+    assert health.engine_check_of("simulator", frozenset()).ok
+    assert not health.engine_check_of("whatsmeow", frozenset()).ok
+    assert health.engine_check_of("whatsmeow", frozenset({health.NEONIZE_ADAPTER})).ok
