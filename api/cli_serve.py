@@ -26,6 +26,7 @@ Each option has an environment variable (the flag wins over the variable)::
     --media-max-document     WASUP_MEDIA_MAX_DOCUMENT     104857600   largest document sent
     --media-max-sticker      WASUP_MEDIA_MAX_STICKER      1048576     largest sticker sent
     --media-url-timeout      WASUP_MEDIA_URL_TIMEOUT      30          seconds fetching a media URL may take
+    --media-download-timeout WASUP_MEDIA_DOWNLOAD_TIMEOUT 120         seconds a download from WhatsApp may take
                              WASUP_API_TOKEN              operator token (see below)
                              WASUP_WEBHOOK_ALLOW_NETWORKS comma-separated CIDRs
 
@@ -84,6 +85,7 @@ MEDIA_ENV = {
     "max_document": "WASUP_MEDIA_MAX_DOCUMENT",
     "max_sticker": "WASUP_MEDIA_MAX_STICKER",
     "url_timeout": "WASUP_MEDIA_URL_TIMEOUT",
+    "download_timeout": "WASUP_MEDIA_DOWNLOAD_TIMEOUT",
 }
 
 
@@ -121,6 +123,8 @@ def _media_help(name: str, default: object) -> str:
         return f"bytes of media files kept in the cache (default {default})"
     if name == "url_timeout":
         return f"seconds fetching a send's media url may take (default {default})"
+    if name == "download_timeout":
+        return f"seconds downloading a message's file from whatsapp may take (default {default})"
     return f"the largest {name.removeprefix('max_')} a send takes, in bytes (default {default})"
 
 
@@ -208,7 +212,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Ma
         serve.add_argument(
             "--media-" + field.name.replace("_", "-"),
             dest="media_" + field.name,
-            type=type(field.default),  # int, or float for url_timeout
+            type=type(field.default),  # int, or float for the timeouts
             default=_env(env, MEDIA_ENV[field.name], str(field.default)),
             help=_media_help(field.name, field.default),
         )
