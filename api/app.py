@@ -5,12 +5,18 @@ task of its own (Hypercorn, started by ``api.server.serve``, runs it). Under ``/
 every route needs a credential (``X-API-TOKEN``, once: two are refused on every route) except
 the OpenAPI document; a request is authenticated, then charged to its credential's token
 bucket, then its body must be JSON (415 otherwise), then it is dispatched.
+
+A body may be ``ApiSettings.max_body`` bytes (413 beyond), except on the route that sends
+messages: it takes media files, as JSON (base64) or ``multipart/form-data``, up to
+:func:`api.send_media.body_max` of the media limits; its body is read only once the request is
+authenticated and charged.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 import trio
 from hypercorn.typing import (
@@ -22,6 +28,7 @@ from hypercorn.typing import (
 )
 from quart import Quart, Response, g, request
 from quart_trio import QuartTrio
+from quart_trio.wrappers import TrioRequest
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from api import (
@@ -34,6 +41,7 @@ from api import (
     routes_ai,
     routes_devices,
     routes_history,
+    routes_media,
     routes_messages,
     routes_ops,
     routes_proxy,
@@ -41,6 +49,8 @@ from api import (
     routes_webhooks,
 )
 from api.auth import ONE_TOKEN, authenticate, charge, refuse
+from api.errors import ApiError
+from api.send_media import body_max
 from api.state import ApiSettings, AppState, current_state
 from api.ws import endpoint as ws_endpoint
 from supervisor.autoreply import AutoReply
@@ -66,6 +76,12 @@ PUBLIC_ENDPOINTS = frozenset(
     }
 ) | dashboard.PUBLIC_ENDPOINTS
 
+#: The route that takes media files (a larger body, JSON or multipart), and its path: a body's
+#: limit is set when the request is made, before routing.
+MEDIA_ENDPOINT = "messages.send_message"
+MEDIA_PATH_RE = re.compile(rf"{API_PREFIX}/devices/[^/]+/messages/?")
+MULTIPART = "multipart/form-data"
+
 
 def create_app(
     sup: Devices,
@@ -83,6 +99,9 @@ def create_app(
     protocol_errors.install()
     app = QuartTrio("wasup", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    app.request_class = _request_class(
+        settings.max_body, max(settings.max_body, body_max(sup.config.media))
+    )
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.strict_slashes = False
@@ -93,6 +112,7 @@ def create_app(
     app.register_blueprint(routes_devices.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_messages.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_history.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_media.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_actions.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_webhooks.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ai.bp, url_prefix=API_PREFIX)
@@ -104,7 +124,7 @@ def create_app(
     if simulator:
         app.register_blueprint(routes_simulator.bp, url_prefix=API_PREFIX)
     app.register_blueprint(openapi.bp, url_prefix=API_PREFIX)
-    metrics.install(app, sup)
+    metrics.install(app, sup, device_labels=settings.metrics_device_labels)
     app.register_blueprint(metrics.health_bp, url_prefix=API_PREFIX)
     app.register_blueprint(metrics.metrics_bp)
     app.register_blueprint(metrics.metrics_bp, url_prefix=API_PREFIX, name=PREFIXED_METRICS)
@@ -120,13 +140,20 @@ def create_app(
 async def _authenticate() -> None:
     """Authenticate and rate-limit every request that reached a route."""
     state = current_state()
+    media_route = request.endpoint == MEDIA_ENDPOINT
+    limit = request.max_content_length or state.settings.max_body
     length = request.content_length
-    if length is not None and length > state.settings.max_body:
-        raise RequestEntityTooLarge()
-    # Read the body now, whatever happens next: Hypercorn stalls a keep-alive connection whose
-    # previous request left a large body unread (the next request then never gets an answer).
-    # Bounded by MAX_CONTENT_LENGTH (413 beyond it).
-    await request.get_data()
+    if length is not None and length > limit:
+        raise _too_large(limit) if media_route else RequestEntityTooLarge()
+    if media_route:
+        # Up to a hundred MiB: read once the credential is known and charged. A refusal
+        # before that leaves the body unread, and closes the connection.
+        g.body_unread = True
+    else:
+        # Read the body now, whatever happens next: Hypercorn stalls a keep-alive connection
+        # whose previous request left a large body unread (the next request then never gets
+        # an answer). Bounded by the request's max_content_length (413 beyond it).
+        await request.get_data()
     if request.url_rule is None:  # no route: routing answers 404 / 405
         return
     tokens = request.headers.getlist("X-API-TOKEN")
@@ -139,8 +166,39 @@ async def _authenticate() -> None:
         refuse(state, _client_address())
     g.rate_limit_headers = charge(state, principal)
     g.principal = principal
-    if await request.get_data() and not is_json(request.mimetype):
+    if media_route:
+        try:
+            body = await request.get_data()
+        except RequestEntityTooLarge:
+            raise _too_large(limit) from None
+        g.body_unread = False
+    else:
+        body = await request.get_data()
+    if body and not (
+        is_json(request.mimetype) or (media_route and request.mimetype == MULTIPART)
+    ):
         raise UnsupportedMediaType()
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "PAYLOAD_TOO_LARGE",
+                    f"request body too large (limit {limit} bytes on this route)",
+                    headers={"Connection": "close"})
+
+
+def _request_class(max_body: int, media_max: int) -> type[TrioRequest]:
+    """The app's request class: a request's body limit is its route's."""
+
+    class Request(TrioRequest):
+        def __init__(self, method: str, scheme: str, path: str, *args: Any,
+                     **kwargs: Any) -> None:
+            media = method == "POST" and MEDIA_PATH_RE.fullmatch(path) is not None
+            limit = media_max if media else max_body
+            kwargs["max_content_length"] = limit
+            super().__init__(method, scheme, path, *args, **kwargs)
+            self.max_content_length = limit  # the multipart parser's limit too
+
+    return Request
 
 
 def is_json(mimetype: str) -> bool:
@@ -193,6 +251,8 @@ async def _add_rate_limit_headers(response: Response) -> Response:
     if headers:
         for name, value in headers.items():
             response.headers.setdefault(name, value)
+    if g.get("body_unread"):
+        response.headers["Connection"] = "close"
     return response
 
 

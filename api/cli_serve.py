@@ -12,6 +12,7 @@ Each option has an environment variable (the flag wins over the variable)::
     --qr-wait                WASUP_QR_WAIT                2    seconds POST /devices waits for a QR
     --log-level              WASUP_LOG_LEVEL              info
     --log-format             WASUP_LOG_FORMAT             text (or json: one object per line)
+    --metrics-device-labels  WASUP_METRICS_DEVICE_LABELS  off  /metrics shows each device's status
     --ws-ping-interval       WASUP_WS_PING_INTERVAL       25   seconds between keep-alive pings (0: none)
     --ws-send-timeout        WASUP_WS_SEND_TIMEOUT        30   seconds a stalled send may take (0: no limit)
     --ws-max-per-credential  WASUP_WS_MAX_PER_CREDENTIAL  64   open WebSocket connections per credential
@@ -25,6 +26,7 @@ Each option has an environment variable (the flag wins over the variable)::
     --media-max-document     WASUP_MEDIA_MAX_DOCUMENT     104857600   largest document sent
     --media-max-sticker      WASUP_MEDIA_MAX_STICKER      1048576     largest sticker sent
     --media-url-timeout      WASUP_MEDIA_URL_TIMEOUT      30          seconds fetching a media URL may take
+    --media-download-timeout WASUP_MEDIA_DOWNLOAD_TIMEOUT 120         seconds a download from WhatsApp may take
                              WASUP_API_TOKEN              operator token (see below)
                              WASUP_WEBHOOK_ALLOW_NETWORKS comma-separated CIDRs
 
@@ -83,6 +85,7 @@ MEDIA_ENV = {
     "max_document": "WASUP_MEDIA_MAX_DOCUMENT",
     "max_sticker": "WASUP_MEDIA_MAX_STICKER",
     "url_timeout": "WASUP_MEDIA_URL_TIMEOUT",
+    "download_timeout": "WASUP_MEDIA_DOWNLOAD_TIMEOUT",
 }
 
 
@@ -106,6 +109,7 @@ class ServeOptions:
     message_retention_days: int = CONFIG_DEFAULTS.message_retention_days
     message_retention_count: int = CONFIG_DEFAULTS.message_retention_count
     media: MediaConfig = CONFIG_DEFAULTS.media
+    metrics_device_labels: bool = False
 
 
 def _env(env: Mapping[str, str], name: str, default: str) -> str:
@@ -119,6 +123,8 @@ def _media_help(name: str, default: object) -> str:
         return f"bytes of media files kept in the cache (default {default})"
     if name == "url_timeout":
         return f"seconds fetching a send's media url may take (default {default})"
+    if name == "download_timeout":
+        return f"seconds downloading a message's file from whatsapp may take (default {default})"
     return f"the largest {name.removeprefix('max_')} a send takes, in bytes (default {default})"
 
 
@@ -196,11 +202,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Ma
         default=_env(env, "WASUP_MESSAGE_RETENTION_COUNT", str(CONFIG_DEFAULTS.message_retention_count)),
         help="messages kept per device, the newest (0: no count limit)",
     )
+    serve.add_argument(
+        "--metrics-device-labels", action="store_true",
+        default=_env(env, "WASUP_METRICS_DEVICE_LABELS", "").lower() in ("1", "true", "yes", "on"),
+        help="also show each device's status in /metrics, labelled with its sessionId (one "
+        "series per device: off by default)",
+    )
     for field in MEDIA_FIELDS:
         serve.add_argument(
             "--media-" + field.name.replace("_", "-"),
             dest="media_" + field.name,
-            type=type(field.default),  # int, or float for url_timeout
+            type=type(field.default),  # int, or float for the timeouts
             default=_env(env, MEDIA_ENV[field.name], str(field.default)),
             help=_media_help(field.name, field.default),
         )
@@ -263,6 +275,7 @@ def options_from(
         message_retention_days=args.message_retention_days,
         message_retention_count=args.message_retention_count,
         media=media,
+        metrics_device_labels=args.metrics_device_labels,
     )
 
 
@@ -277,6 +290,7 @@ def api_settings(options: ServeOptions) -> ApiSettings:
             ping_interval=options.ws_ping_interval,
             max_per_credential=options.ws_max_per_credential,
         ),
+        metrics_device_labels=options.metrics_device_labels,
     )
 
 

@@ -16,6 +16,7 @@ from quart import Quart, Response, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
+from api.send_media import DetectionUnavailable
 from storage.errors import StorageUnavailable
 from supervisor.errors import (
     Busy,
@@ -24,9 +25,11 @@ from supervisor.errors import (
     EngineError,
     EngineRefused,
     InvalidRequest,
+    MediaExpired,
     NotFound,
     QueueFull,
     Restarting,
+    TooLarge,
     Unresponsive,
     WasupError,
 )
@@ -62,8 +65,10 @@ HTTP_MESSAGES: dict[int, str] = {
 #: THE table from wasup's exceptions to HTTP status and error code (the most derived type wins).
 ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidRequest: (400, "INVALID_REQUEST"),
+    TooLarge: (413, "PAYLOAD_TOO_LARGE"),
     DeviceNotFound: (404, "DEVICE_NOT_FOUND"),
     NotFound: (404, "NOT_FOUND"),
+    MediaExpired: (410, "MEDIA_EXPIRED"),
     DeviceConflict: (409, "DEVICE_CONFLICT"),
     EngineError: (502, "ENGINE_ERROR"),
     EngineRefused: (502, "ENGINE_ERROR"),
@@ -72,6 +77,7 @@ ERRORS: dict[type[Exception], tuple[int, str]] = {
     Restarting: (503, "SERVICE_UNAVAILABLE"),
     StorageUnavailable: (503, "STORAGE_UNAVAILABLE"),
     Unresponsive: (504, "GATEWAY_TIMEOUT"),
+    DetectionUnavailable: (503, "SERVICE_UNAVAILABLE"),
     WasupError: (500, "INTERNAL_ERROR"),
 }
 

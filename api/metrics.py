@@ -24,7 +24,11 @@ Prometheus text format and needs the operator token, as ``X-API-TOKEN`` or
                                                        successful webhook delivery
 
 None of these has a label per device: a label's values are the statuses or the two directions,
-so the series stay few however many devices there are. The first three come from the event bus
+so the series stay few however many devices there are. Asked for (``wasup serve
+--metrics-device-labels``), one more family has one series per device::
+
+    wasup_device_status{device,status}                 gauge, 1: the device (its sessionId) is
+                                                       in that status The first three come from the event bus
 (a tap, :class:`Operations`); the webhook lag from the dispatcher (``lag_observer``).
 
 Each app has its own registry, so several apps in one process (tests) do not collide.
@@ -50,8 +54,8 @@ from storage.errors import StorageUnavailable
 from supervisor.devices import Devices, DevicesStatistics
 from supervisor.engines.neonize_info import EngineInfo, engine_info
 from supervisor.events import Event
-from supervisor.health import readiness
 from supervisor.payloads import MessageReceived, MessageSent, StatusChanged
+from supervisor.readiness import readiness
 from supervisor.state import Status
 
 health_bp = Blueprint("meta", __name__)
@@ -158,10 +162,26 @@ class Operations:
         self.webhook_lag.observe(max(0.0, seconds))
 
 
+class _DeviceLabelsCollector(Collector):
+    """``wasup_device_status{device,status}``: one series per device (only when asked for)."""
+
+    def __init__(self, devices: Devices) -> None:
+        self.devices = devices
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "wasup_device_status", "Each device's status (1), by sessionId",
+            labels=["device", "status"],
+        )
+        for row in sorted(self.devices.rows.values(), key=lambda r: r.id):
+            family.add_metric([row.session_id, row.status], 1.0)
+        yield family
+
+
 class Metrics:
     """The registry and HTTP instruments of one app."""
 
-    def __init__(self, devices: Devices) -> None:
+    def __init__(self, devices: Devices, *, device_labels: bool = False) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "wasup_http_requests",
@@ -179,6 +199,8 @@ class Metrics:
         self.registry.register(_DevicesCollector(devices))
         self.registry.register(_EngineInfoCollector())
         self.operations = Operations.register(self.registry)
+        if device_labels:
+            self.registry.register(_DeviceLabelsCollector(devices))
         for direction in ("in", "out"):  # both series exist from the start, at 0
             self.operations.messages.labels(direction)
 
@@ -191,9 +213,10 @@ def operations(app: Quart) -> Operations:
     return metrics.operations
 
 
-def install(app: Quart, devices: Devices) -> None:
-    """Register the health and metrics routes and the request instruments on ``app``."""
-    metrics = Metrics(devices)
+def install(app: Quart, devices: Devices, *, device_labels: bool = False) -> None:
+    """Register the health and metrics routes and the request instruments on ``app``
+    (``device_labels``: the per-device family too)."""
+    metrics = Metrics(devices, device_labels=device_labels)
     app.extensions["wasup.metrics"] = metrics
 
     @app.before_request

@@ -4,9 +4,12 @@
 
     POST /devices/{deviceId}/pair-code  {"phoneNumber": "+15551234567"}
         -> 200 {"success": true, "data": {"sessionId", "code": "ABCD-EFGH", "expiresAt"}}
-    POST /devices/{deviceId}/messages   {"to": "+15551234567" | "<jid>", "text": "hello",
-                                         "ttl"?: seconds}      [Idempotency-Key: <key>]
-        -> 200 {"success": true, "data": {"messageId", "to", "status": "sent", "timestamp"}}
+    POST /devices/{deviceId}/messages   {"to": "+15551234567" | "<jid>", "type"?: "text",
+                                         "text": "hello", "replyTo"?, "ttl"?: seconds}
+                                        [Idempotency-Key: <key>]
+        (every type, as JSON or multipart/form-data: :mod:`api.send_request`)
+        -> 200 {"success": true, "data": {"messageId", "to", "status": "sent", "timestamp",
+                                          "type"}}
         -> 202 the same with "status": "pending" (queued: paced, or waiting for the connection)
     PUT  /devices/{deviceId}/settings/sending  {"ratePerMinute": 60, "burst": 5}
     GET  /devices/{deviceId}/settings/sending  -> the pacing in force
@@ -20,10 +23,15 @@ leaves; ``message_status`` events follow it. A device ``connecting``, or ``disco
 reason it recovers from, queues the send (202) until it is connected or ``ttl`` seconds (default
 ``SendingConfig.ttl``, at most ``SendingConfig.max_ttl``) have passed. A request with an
 ``Idempotency-Key`` (1 to 128 visible ASCII characters) that the device has seen answers the
-message made the first time and sends nothing.
+message made the first time and sends nothing. A media file goes into the media store, pinned
+until its send is done (:mod:`api.send_media`); the outbound queue unpins the file of a send
+it refuses (409, 429, an unknown ``replyTo``), and this route that of a send the device never
+saw (404, 503).
 
 Errors: 400 INVALID_REQUEST naming the field (``phoneNumber``, ``to``, ``text``, ``ttl``,
-``Idempotency-Key``, ``ratePerMinute``, ``burst``, ``body``); 404 for an unknown device; 409
+``replyTo``, ``media.url``, ``mimetype``, ``Idempotency-Key``, ``ratePerMinute``, ``burst``,
+``body``...); 413 PAYLOAD_TOO_LARGE naming ``media`` or ``file`` for a file beyond its type's
+limit; 404 for an unknown device; 409
 DEVICE_CONFLICT for a pair code while the device is not pending (or its pairing connection is not
 up yet) and for a message while the device is in a state it does not leave by itself (logged out,
 QR timed out, pairing, held); 429 RATE_LIMIT_EXCEEDED with Retry-After when the device's outbound
@@ -35,56 +43,26 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import attrs
 from quart import Blueprint, Response, request
 
-from api import validation
 from api.auth import resolve_device
 from api.routes_devices import ok, read_body
+from api.send_media import prepare
+from api.send_request import read_send, response_data
 from api.state import current_state
-from api.text import check_line, check_text
+from api.text import check_line
 from api.validation import number
-from supervisor.errors import InvalidRequest
-from supervisor.jid import InvalidJid, Jid, JidKind
+from supervisor.errors import Busy, DeviceNotFound, InvalidRequest
 from supervisor.outbound import BURST_MAX, BURST_MIN, RATE_MAX, RATE_MIN, SETTINGS_KIND, Pacing
 
 bp = Blueprint("messages", __name__)
 
 #: Limits shared with docs/openapi.yaml.
-TO_MAX = 100
-TEXT_MAX = validation.TEXT_MAX
 PAIR_PHONE_RE = re.compile(r"\+?[1-9][0-9]{6,14}")
 IDEMPOTENCY_KEY_RE = re.compile(r"[!-~]{1,128}")
-TTL_MIN = 1
-#: What a message may be sent to: a person's number or a group.
-RECIPIENT_KINDS = frozenset({JidKind.USER, JidKind.GROUP})
-
-@attrs.frozen
-class SendMessageRequest:
-    to: str
-    text: str
-
-
-def normalize_recipient(to: str) -> Jid:
-    """``to`` as a Jid: ``+1 555-123-4567`` -> ``15551234567@s.whatsapp.net``.
-
-    Raises InvalidRequest(field="to") for anything that is neither a phone number nor a
-    user or group JID in the strict spellings.
-    """
-    value = to.strip()
-    if len(value) > TO_MAX:
-        raise InvalidRequest(f"to: must be at most {TO_MAX} characters", field="to")
-    try:
-        jid = Jid.parse(value, strict=True)
-    except InvalidJid:
-        jid = None
-    if jid is None or jid.kind not in RECIPIENT_KINDS:
-        raise InvalidRequest(
-            "to: must be a phone number like +15551234567 or a whatsapp jid like "
-            "15551234567@s.whatsapp.net",
-            field="to",
-        )
-    return jid
+#: What a send may fail with before the device's actor saw it (the actor itself unpins the
+#: file of a send it refuses, unless another queued send needs it).
+UNSEEN = (DeviceNotFound, Busy)
 
 
 def pair_code_request(body: Any) -> str:
@@ -107,28 +85,6 @@ def pair_code_request(body: Any) -> str:
             field="phoneNumber",
         )
     return phone.lstrip("+")
-
-
-def send_message_request(body: Any) -> tuple[Jid, str]:
-    """``(jid, text)`` of a send request (its ``ttl`` is :func:`ttl_of`'s)."""
-    if isinstance(body, dict) and "ttl" in body:
-        body = {k: v for k, v in body.items() if k != "ttl"}
-    req = validation.structure(body, SendMessageRequest)
-    check_line("to", req.to)
-    check_text("text", req.text)
-    to = normalize_recipient(req.to)
-    if not req.text.strip():
-        raise InvalidRequest("text: must not be empty", field="text")
-    if len(req.text) > TEXT_MAX:
-        raise InvalidRequest(f"text: must be at most {TEXT_MAX} characters", field="text")
-    return to, req.text
-
-
-def ttl_of(body: Any, max_ttl: float) -> float | None:
-    """The ``ttl`` of a send request in seconds, or None for the default."""
-    if not isinstance(body, dict) or body.get("ttl") is None:
-        return None
-    return float(number("ttl", body["ttl"], TTL_MIN, max_ttl))
 
 
 def idempotency_key() -> str | None:
@@ -173,19 +129,25 @@ async def pair_code(device_id: str) -> Response:
 async def send_message(device_id: str) -> Response:
     row = await resolve_device(device_id)
     key = idempotency_key()
-    body = await read_body()
-    to, text = send_message_request(body)
     sup = current_state().sup
-    ttl = ttl_of(body, sup.config.sending.max_ttl)
-    result = await sup.send_message(
-        str(row.id), to.canonical, text, origin="api", ttl=ttl, idempotency_key=key
-    )
-    data = {
-        "messageId": result["messageId"],
-        "to": result.get("to", to.canonical),
-        "status": result.get("status", "sent"),
-        "timestamp": result.get("timestamp"),
-    }
+    req = await read_send(sup.config.sending.max_ttl)
+    stored: list[str] = []
+
+    async def store(data: bytes) -> str:
+        sha256 = await sup.media.put(data, pin=True)
+        stored.append(sha256)
+        return sha256
+
+    message = await prepare(req, sup.config.media, sup.config.allow_networks, store)
+    try:
+        result = await sup.send(str(row.id), req.to.canonical, message, origin="api", ttl=req.ttl,
+                                idempotency_key=key, reply_to=req.reply_to)
+    except UNSEEN:
+        # Never queued: nothing will send the file, which joins the cache.
+        for sha256 in stored:
+            await sup.media.unpin(sha256)
+        raise
+    data = response_data(result, req)
     if data["status"] == "pending":
         return ok(data, "Message queued; it goes out when the device may send.", status=202)
     return ok(data, "Message sent.")

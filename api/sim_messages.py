@@ -28,8 +28,16 @@ from typing import Any
 import attrs
 
 from api import validation
-from api.text import check_line, check_text
-from api.validation import number
+from api.content_fields import (
+    CAPTION_MAX,
+    FILENAME_MAX,
+    contact,
+    fields,
+    flag,
+    location,
+    poll,
+    string,
+)
 from supervisor import message_content as mc
 from supervisor.errors import InvalidRequest
 
@@ -57,17 +65,11 @@ FIELDS: dict[str, frozenset[str]] = {
     "unsupported": frozenset({"kind"}),
 }
 
-CAPTION_MAX = 1024
-NAME_MAX = 256
-VCARD_MAX = 4096
 EMOJI_MAX = 32
-POLL_OPTIONS = (2, 12)
-OPTION_MAX = 100
 KIND_MAX = 100
 MESSAGE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 BASE64_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 MIMETYPE_RE = re.compile(r"[a-z]+/[A-Za-z0-9.+-]{1,100}")
-FILENAME_MAX = 255
 UNDECRYPTABLE_REASONS = ("decrypt_failed", "unavailable")
 
 #: A media type's mimetype when neither the body nor the file's first bytes say.
@@ -97,31 +99,6 @@ class SimIncoming:
         return mc.text_of(self.content)
 
 
-def _object(value: Any, field: str, allowed: frozenset[str]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"{field}: must be a JSON object", field=field)
-    for key in value:
-        if key not in allowed:
-            name = key if field == "body" else f"{field}.{key}"
-            raise InvalidRequest(f"{name}: unknown field", field=name)
-    return value
-
-
-def _string(body: dict[str, Any], key: str, field: str, maximum: int, *, required: bool = True,
-            one_line: bool = True, empty: bool = False) -> str | None:
-    value = body.get(key)
-    if value is None and key not in body and not required:
-        return None
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{field}: must be a string", field=field)
-    (check_line if one_line else check_text)(field, value)
-    if not value and not empty:
-        raise InvalidRequest(f"{field}: must not be empty", field=field)
-    if len(value) > maximum:
-        raise InvalidRequest(f"{field}: must be at most {maximum} characters", field=field)
-    return value
-
-
 def _message_id(body: dict[str, Any], key: str, field: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not MESSAGE_ID_RE.fullmatch(value):
@@ -132,7 +109,7 @@ def _message_id(body: dict[str, Any], key: str, field: str) -> str:
 
 
 def _media(kind: str, value: Any) -> tuple[mc.MediaInfo, bytes]:
-    media = _object(value, "media", frozenset({"data", "mimetype", "filename"}))
+    media = fields(value, "media", frozenset({"data", "mimetype", "filename"}))
     data = media.get("data")
     if not isinstance(data, str) or len(data) < 4 or not BASE64_RE.fullmatch(data):
         raise InvalidRequest("media.data: must be the file in base64", field="media.data")
@@ -142,7 +119,7 @@ def _media(kind: str, value: Any) -> tuple[mc.MediaInfo, bytes]:
                                 or not MIMETYPE_RE.fullmatch(mimetype)):
         raise InvalidRequest("media.mimetype: must be a mimetype like image/png",
                              field="media.mimetype")
-    filename = _string(media, "filename", "media.filename", FILENAME_MAX, required=False)
+    filename = string(media, "filename", "media.filename", FILENAME_MAX, required=False)
     if mimetype is None:
         mimetype = next((m for magic, m in _MAGIC if raw.startswith(magic)),
                         DEFAULT_MIMETYPES[kind])
@@ -151,64 +128,10 @@ def _media(kind: str, value: Any) -> tuple[mc.MediaInfo, bytes]:
     return info, raw
 
 
-def _vcard(name: str, phone: str) -> str:
-    digits = phone.lstrip("+")
-    return (f"BEGIN:VCARD\nVERSION:3.0\nFN:{name}\n"
-            f"TEL;type=CELL;waid={digits}:{phone}\nEND:VCARD")
-
-
-def _contact(value: Any) -> mc.Contact:
-    contact = _object(value, "contact", frozenset({"name", "phoneNumber", "vcard"}))
-    if "vcard" in contact:
-        if "name" in contact or "phoneNumber" in contact:
-            raise InvalidRequest("contact: either vcard, or name and phoneNumber",
-                                 field="contact")
-        vcard = _string(contact, "vcard", "contact.vcard", VCARD_MAX, one_line=False)
-        assert vcard is not None
-        found = re.search(r"^FN:(.*)$", vcard, flags=re.M)
-        return mc.Contact(found.group(1).strip() if found else "", (vcard,))
-    name = _string(contact, "name", "contact.name", NAME_MAX)
-    phone = contact.get("phoneNumber")
-    if not isinstance(phone, str):
-        raise InvalidRequest("contact.phoneNumber: must be a string", field="contact.phoneNumber")
-    validation.check_phone(phone, "contact.phoneNumber")
-    assert name is not None
-    return mc.Contact(name, (_vcard(name, phone),))
-
-
-def _poll(value: Any) -> mc.Poll:
-    poll = _object(value, "poll", frozenset({"question", "options", "multiple"}))
-    question = _string(poll, "question", "poll.question", validation.TEXT_MAX, one_line=False)
-    options = poll.get("options")
-    low, high = POLL_OPTIONS
-    if not isinstance(options, list) or not low <= len(options) <= high:
-        raise InvalidRequest(f"poll.options: must be a list of {low} to {high} options",
-                             field="poll.options")
-    texts = [_string({"o": o}, "o", "poll.options", OPTION_MAX) for o in options]
-    if len(set(texts)) != len(texts):
-        raise InvalidRequest("poll.options: must be different from each other",
-                             field="poll.options")
-    multiple = poll.get("multiple", False)
-    if not isinstance(multiple, bool):
-        raise InvalidRequest("poll.multiple: must be true or false", field="poll.multiple")
-    assert question is not None
-    return mc.Poll(question, tuple(t for t in texts if t is not None), multiple=multiple)
-
-
-def _location(value: Any) -> mc.Location:
-    where = _object(value, "location", frozenset({"latitude", "longitude", "name", "address"}))
-    return mc.Location(
-        float(number("location.latitude", where.get("latitude"), -90, 90)),
-        float(number("location.longitude", where.get("longitude"), -180, 180)),
-        name=_string(where, "name", "location.name", NAME_MAX, required=False),
-        address=_string(where, "address", "location.address", NAME_MAX, required=False),
-    )
-
-
 def _content(kind: str, body: dict[str, Any]) -> tuple[mc.Content, bytes | None]:
     if kind in MEDIA_TYPES:
         info, raw = _media(kind, body.get("media"))
-        caption = _string(body, "caption", "caption", CAPTION_MAX, required=False,
+        caption = string(body, "caption", "caption", CAPTION_MAX, required=False,
                           one_line=False) or ""
         match kind:
             case "image":
@@ -219,31 +142,28 @@ def _content(kind: str, body: dict[str, Any]) -> tuple[mc.Content, bytes | None]
                 return mc.Document(info, caption=caption), raw
             case "sticker":
                 return mc.Sticker(info), raw
-        voice = body.get("voice", False)
-        if not isinstance(voice, bool):
-            raise InvalidRequest("voice: must be true or false", field="voice")
-        return (mc.Voice(info) if voice else mc.Audio(info)), raw
+        return (mc.Voice(info) if flag(body, "voice") else mc.Audio(info)), raw
     match kind:
         case "text":
-            text = _string(body, "text", "text", validation.TEXT_MAX, one_line=False)
+            text = string(body, "text", "text", validation.TEXT_MAX, one_line=False)
             assert text is not None
             return mc.Text(text), None
         case "location":
-            return _location(body.get("location")), None
+            return location(body.get("location")), None
         case "contact":
-            return _contact(body.get("contact")), None
+            return contact(body.get("contact")), None
         case "poll":
-            return _poll(body.get("poll")), None
+            return poll(body.get("poll")), None
         case "poll_vote":
             return mc.PollVote(_message_id(body, "messageId", "messageId")), None
         case "reaction":
             target = _message_id(body, "messageId", "messageId")
-            emoji = _string(body, "emoji", "emoji", EMOJI_MAX, empty=True)
+            emoji = string(body, "emoji", "emoji", EMOJI_MAX, empty=True)
             assert emoji is not None
             return mc.Reaction(target, emoji), None
         case "edit":
             target = _message_id(body, "messageId", "messageId")
-            text = _string(body, "text", "text", validation.TEXT_MAX, one_line=False)
+            text = string(body, "text", "text", validation.TEXT_MAX, one_line=False)
             assert text is not None
             return mc.Edit(target, text), None
         case "revoke":
@@ -254,7 +174,7 @@ def _content(kind: str, body: dict[str, Any]) -> tuple[mc.Content, bytes | None]
                 raise InvalidRequest("reason: must be decrypt_failed or unavailable",
                                      field="reason")
             return mc.Undecryptable(reason), None
-    kind_name = _string(body, "kind", "kind", KIND_MAX, required=False)
+    kind_name = string(body, "kind", "kind", KIND_MAX, required=False)
     return mc.Unsupported(kind_name or "unknownMessage"), None
 
 
@@ -268,12 +188,12 @@ def sim_incoming(body: Any) -> SimIncoming:
     kind = body.get("type", "text")
     if not isinstance(kind, str) or kind not in FIELDS:
         raise InvalidRequest(f"type: must be one of {', '.join(TYPES)}", field="type")
-    _object(body, "body", COMMON | FIELDS[kind])
+    fields(body, "body", COMMON | FIELDS[kind])
     sender = body.get("from")
     if not isinstance(sender, str):
         raise InvalidRequest("from: must be a string", field="from")
     validation.check_phone(sender, "from")
-    push_name = _string(body, "pushName", "pushName", validation.PUSH_NAME_MAX, required=False)
+    push_name = string(body, "pushName", "pushName", validation.PUSH_NAME_MAX, required=False)
     reply_to = _message_id(body, "replyTo", "replyTo") if "replyTo" in body else None
     content, raw = _content(kind, body)
     return SimIncoming(sender, content, quoted=reply_to, push_name=push_name, media=raw)

@@ -55,6 +55,8 @@ class ApiSettings:
     simulator_routes: bool | None = None  # None: when the engine is the simulator
     #: The WebSocket event stream's knobs.
     ws: WsSettings = attrs.field(factory=WsSettings)
+    #: ``/metrics`` also shows each device's status with a ``device`` label (its sessionId).
+    metrics_device_labels: bool = False
 
 
 def token_digest(token: str) -> bytes:

@@ -32,9 +32,11 @@ class MessageRepository(Protocol):
         type: str = "text",
         content: JsonObject | None = None,
         quoted: str | None = None,
+        media_ref: str | None = None,
     ) -> MessageRow:
         """Store one message (``direction`` ``"in"`` or ``"out"``) of kind ``type`` with its
-        content fields and the id of the message it quotes, and return it.
+        content fields, the id of the message it quotes and the engine's reference to its
+        media file, and return it.
 
         Raises: ``Conflict`` (``field="message_id"``) for a redelivery; ``NotFound``.
         """
@@ -49,6 +51,7 @@ class MessageRepository(Protocol):
         type: str,
         content: JsonObject | None,
         quoted: str | None,
+        media_ref: str | None = None,
     ) -> bool:
         """Fill in a message stored as ``undecryptable`` that arrived again decrypted; False
         when the device has no undecryptable message with this id.
@@ -59,6 +62,14 @@ class MessageRepository(Protocol):
 
     def get(self, device_id: int, message_id: str) -> MessageRow | None:
         """The device's message with this id, or None.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def media_ref(self, device_id: int, message_id: str) -> str | None:
+        """The engine's reference to the media file of the device's message
+        (:attr:`supervisor.engine.MessageReceived.media_ref`), or None.
 
         Raises: nothing of its own.
         """

@@ -46,10 +46,11 @@ class SqliteMessages:
         type: str = "text",
         content: JsonObject | None = None,
         quoted: str | None = None,
+        media_ref: str | None = None,
     ) -> MessageRow:
         """Store one message (``direction`` ``"in"`` or ``"out"``) and return it; ``type`` is
         its kind, ``content`` its content fields (stored as JSON), ``quoted`` the id of the
-        message it replies to.
+        message it replies to, ``media_ref`` the engine's reference to its media file.
 
         Error handling: ``Conflict`` (``field="message_id"``) if the device has a message with
         this id already (a redelivery: nothing written); ``NotFound`` if there is no such device;
@@ -59,9 +60,10 @@ class SqliteMessages:
         try:
             self._db.conn.execute(
                 "INSERT INTO messages (device_id, message_id, chat, sender, direction, text,"
-                " status, at, type, content, quoted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " status, at, type, content, quoted, media_ref)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (device_id, message_id, chat, sender, direction, text, status, at, type,
-                 encoded, quoted),
+                 encoded, quoted, media_ref),
             )
         except sqlite3.IntegrityError as exc:
             raise translate_integrity_error(exc) from None
@@ -88,6 +90,7 @@ class SqliteMessages:
         type: str,
         content: JsonObject | None,
         quoted: str | None,
+        media_ref: str | None = None,
     ) -> bool:
         """Fill in a message stored as ``undecryptable`` that arrived again decrypted; False
         (nothing written) when the device has no undecryptable message with this id.
@@ -96,9 +99,9 @@ class SqliteMessages:
         """
         encoded = None if content is None else json.dumps(content, ensure_ascii=False)
         cursor = self._db.conn.execute(
-            "UPDATE messages SET text = ?, type = ?, content = ?, quoted = ?"
+            "UPDATE messages SET text = ?, type = ?, content = ?, quoted = ?, media_ref = ?"
             " WHERE device_id = ? AND message_id = ? AND type = 'undecryptable'",
-            (text, type, encoded, quoted, device_id, message_id),
+            (text, type, encoded, quoted, media_ref, device_id, message_id),
         )
         return cursor.rowcount > 0
 
@@ -109,6 +112,15 @@ class SqliteMessages:
             (device_id, message_id),
         ).fetchone()
         return None if row is None else MessageRow(*row)
+
+    def media_ref(self, device_id: int, message_id: str) -> str | None:
+        """The engine's reference to the media file of the device's message, or None (no such
+        message, no media, or none kept)."""
+        row = self._db.conn.execute(
+            "SELECT media_ref FROM messages WHERE device_id = ? AND message_id = ?",
+            (device_id, message_id),
+        ).fetchone()
+        return None if row is None else row[0]
 
     def update_status(self, device_id: int, message_id: str, status: str) -> MessageRow | None:
         """Record a receipt. Returns the message as stored afterwards, or None if the device has

@@ -258,6 +258,12 @@ def _v7_read_marks(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v8_message_media_ref(db: sqlite_utils.Database) -> None:
+    """Version 8: ``messages.media_ref``, the engine's reference to a media message's file
+    (what its ``download`` fetches the file with; never shown in an event or the API)."""
+    execute_all(db, ["ALTER TABLE messages ADD COLUMN media_ref TEXT"])
+
+
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.
 MIGRATIONS: list[Migration] = [
     _v1_initial,
@@ -267,6 +273,7 @@ MIGRATIONS: list[Migration] = [
     _v5_sends,
     _v6_send_payload,
     _v7_read_marks,
+    _v8_message_media_ref,
 ]
 
 

@@ -22,8 +22,10 @@ had not acknowledged. Nothing is dropped silently and no queue is unbounded.
 Engine operations that may take long (a login handshake, the start of a pairing) run as tasks
 in the operations nursery under their own cancel scope (:mod:`supervisor.operations`); the one
 state timeout is :mod:`supervisor.state_timer`'s. So a cancel, logout or delete is
-handled while a handshake is in flight; their outcome comes back through the inbox. When the
-actor ends, for whatever reason, it cancels those tasks and stops its engine session.
+handled while a handshake is in flight; their outcome comes back through the inbox. A media
+download (:class:`~supervisor.commands.Download`) also runs as a task there, answering its
+caller itself (:func:`supervisor.media_files.download`). When the actor ends, for whatever
+reason, it cancels the handshakes and stops its engine session (which ends a download too).
 
 Error handling: a failure the state machine understands (:class:`EngineError`) becomes an
 event (connection lost, logged out). A storage outage (:class:`storage.StorageUnavailable`, a
@@ -55,6 +57,7 @@ from .context import ActorContext
 from .errors import DeviceConflict, EngineError, Restarting, WasupError
 from .events import Event
 from .inbox import AnyCall, Delivery, Inbox, OpFailed, Timeout
+from .media_files import download
 from .operations import Operations
 from .payloads import (
     Payload,
@@ -226,6 +229,14 @@ class DeviceActor:
                     reply.set((code, iso(now_epoch() + self.timer.pair_code_left())))
                 case cmd.Send():
                     reply.set(await self.outbound.accept(call.command, self.state))
+                case cmd.Download(ref=ref):
+                    if self.state.status is not sm.Status.CONNECTED:
+                        raise DeviceConflict(
+                            f"device is {self.state.status.value}, not connected: connect it"
+                            " to download this file"
+                        )
+                    # Downloads take a while: the actor goes on while the engine fetches.
+                    self.ctx.ops_nursery.start_soon(download, self.session, ref, reply)
                 case cmd.MarkRead(chat=chat):
                     if self.state.status is not sm.Status.CONNECTED:
                         raise DeviceConflict(f"device is {self.state.status.value}, not connected")

@@ -128,6 +128,15 @@ class Send(Command[SentMessage]):
 
 
 @attrs.frozen
+class Download(Command[bytes]):
+    """Download the file of an incoming media message (``ref``: its stored
+    :attr:`~supervisor.engine.MessageReceived.media_ref`); replies with its bytes. The actor
+    starts the download and goes on with its work: the reply comes when the file is in."""
+
+    ref: str
+
+
+@attrs.frozen
 class MarkRead(Command[int]):
     """Mark the chat (a canonical JID) read: read receipts for its unread incoming messages,
     then its read mark (:mod:`supervisor.reads`); replies with how many were marked."""

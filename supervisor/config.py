@@ -74,7 +74,8 @@ class SendingConfig:
 @attrs.frozen
 class MediaConfig:
     """The media store's and media sends' knobs: the cache's cap, WhatsApp's size limits per
-    kind (bytes), and how long fetching a send's ``media.url`` may take."""
+    kind (bytes), how long fetching a send's ``media.url`` and downloading a message's file
+    may take."""
 
     #: Bytes of downloaded and sent files kept in ``<data_dir>/media/cache`` (least recently
     #: used out first; files a queued send still needs are not counted and never evicted).
@@ -86,6 +87,8 @@ class MediaConfig:
     max_sticker: int = 1 << 20
     #: Seconds fetching a send's ``"media": {"url"}`` may take.
     url_timeout: float = 30.0
+    #: Seconds downloading a message's file from WhatsApp may take (``GET …/media``: 504).
+    download_timeout: float = 120.0
 
 
 @attrs.frozen

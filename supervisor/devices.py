@@ -51,6 +51,7 @@ from .errors import (
 )
 from .events import EventBus
 from .media import MediaStore
+from .media_files import MediaFile, MediaFiles
 from .message_content import Text
 from .outgoing import Outgoing
 from .qr import QrAttempt
@@ -93,6 +94,10 @@ class Devices:
     login_limiter: trio.CapacityLimiter
     outbox: OutboxSignal
     media: MediaStore
+    media_files: MediaFiles = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.media_files = MediaFiles(self.db, self.media, self._call, self.config.media)
 
     @property
     def outbox_listeners(self) -> list[Callable[[], None]]:
@@ -118,13 +123,17 @@ class Devices:
             raise DeviceNotFound(ref)
         return child
 
-    async def _call(self, ref: str | int, command: cmd.Command[R]) -> R:
+    async def _call(
+        self, ref: str | int, command: cmd.Command[R], within: float | None = None
+    ) -> R:
+        """Send ``command`` and wait for the reply, ``within`` seconds (default: call_timeout)."""
         child = self._child(ref)
         call: cmd.Call[R] = cmd.Call(command, cmd.Reply())
         child.inbox.put_command(call)
-        with trio.move_on_after(self.config.call_timeout):
+        timeout = self.config.call_timeout if within is None else within
+        with trio.move_on_after(timeout):
             return await call.reply.wait()
-        raise Unresponsive(f"device {ref} did not answer within {self.config.call_timeout:g} s")
+        raise Unresponsive(f"device {ref} did not answer within {timeout:g} s")
 
     # -- the facade --------------------------------------------------------------------------
 
@@ -382,6 +391,15 @@ class Devices:
         """
         shown = self._child(ref).view.value
         return shown.pending_sends, shown.stuck_sends
+
+    async def media_file(self, ref: str | int, message_id: str) -> MediaFile:
+        """The media file of the device's message, open for reading: from the media store, or
+        downloaded by the device (:mod:`supervisor.media_files`).
+
+        Raises: DeviceNotFound; NotFound (no such message, or no media); DeviceConflict (not
+        kept and not connected); MediaExpired; EngineError; Busy, Restarting, Unresponsive.
+        """
+        return await self.media_files.get(self.resolve(ref), message_id)
 
     async def whatsapp_id(self, device_id: int, message_id: str) -> str:
         """The id WhatsApp knows a sent message by: the WhatsApp id of wasup's ``message_id``

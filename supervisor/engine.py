@@ -111,7 +111,9 @@ class MessageReceived:
     (:mod:`supervisor.message_content`; a :class:`Text` of ``text`` when not given), ``text``
     its text or caption (``message_content.text_of``), ``quoted`` the message it replies to,
     ``push_name`` the sender's WhatsApp display name. An undecryptable message is one with
-    :class:`~supervisor.message_content.Undecryptable` content.
+    :class:`~supervisor.message_content.Undecryptable` content. ``media_ref`` is set for a
+    media message: an opaque, engine-made string from which :meth:`EngineSession.download`
+    fetches its file (kept with the message, never in an event or webhook payload).
     """
 
     message_id: str
@@ -129,6 +131,7 @@ class MessageReceived:
     )
     quoted: Quoted | None = None
     push_name: str | None = None
+    media_ref: str | None = None
 
 
 @attrs.frozen
@@ -194,6 +197,17 @@ class EngineSession(Protocol):
         Raises :class:`EngineError` (recoverable) when not connected; ``EngineError(reason,
         recoverable=False)`` when WhatsApp refuses it (an upload failed, a kind the engine
         cannot send...).
+        """
+        ...
+
+    async def download(self, ref: str) -> bytes:
+        """The decrypted bytes of an incoming message's media; ``ref`` is
+        :attr:`MessageReceived.media_ref`. May run while the actor makes other calls (a large
+        file takes a while); :meth:`stop` ends it.
+
+        Raises ``EngineError("media_expired", recoverable=False)`` when WhatsApp no longer has
+        the file, ``EngineError(recoverable=True)`` when not connected, and
+        ``EngineError(reason, recoverable=False)`` when the download fails otherwise.
         """
         ...
 

@@ -19,6 +19,11 @@ class InvalidRequest(WasupError):
         self.field = field
 
 
+class TooLarge(InvalidRequest):
+    """Raised by request validation and the media URL fetch when a file is larger than wasup
+    takes for its kind; ``field`` names where it came from (``media``, ``file``)."""
+
+
 class DeviceNotFound(WasupError):
     """Raised by the device directory when a reference names no device."""
 
@@ -29,6 +34,11 @@ class DeviceNotFound(WasupError):
 class NotFound(WasupError):
     """Raised by the webhook routes when a device's delivery or webhook configuration does not
     exist (a missing device is :class:`DeviceNotFound`)."""
+
+
+class MediaExpired(WasupError):
+    """Raised by the devices facade when a message's media file is neither kept by wasup nor
+    held by WhatsApp any more (downloads of it cannot succeed)."""
 
 
 class DeviceConflict(WasupError):

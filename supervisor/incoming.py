@@ -3,8 +3,8 @@
 :func:`payload` is the event an engine's :class:`~supervisor.engine.MessageReceived` becomes:
 ``message_received``, or ``message_undecryptable`` for a message the device could not decrypt.
 :func:`store` writes it to the ``messages`` table with its kind, its content fields (the
-``message_received`` content fields as JSON, with ``quoted`` and ``pushName``) and the id of
-the message it quotes, and says how much it adds to ``messagesReceived``: 1 for an incoming
+``message_received`` content fields as JSON, with ``quoted`` and ``pushName``), the id of
+the message it quotes and the engine's reference to its media file (never published), and says how much it adds to ``messagesReceived``: 1 for an incoming
 message, 0 for one the account sent and for reactions, edits, revokes, poll votes and
 undecryptable messages (they act on a message or stand for one; an undecryptable message that
 arrives again decrypted is counted then).
@@ -60,13 +60,13 @@ def store(messages: MessageRepository, device_id: int, ev: eng.MessageReceived,
         messages.insert(
             device_id, message_id=ev.message_id, sender=ev.sender, chat=ev.chat,
             direction="out" if ev.from_me else "in", text=ev.text, status="received", at=at,
-            type=ev.content.type, content=content, quoted=quoted,
+            type=ev.content.type, content=content, quoted=quoted, media_ref=ev.media_ref,
         )
     except storage.Conflict:
         undecryptable = isinstance(ev.content, mc.Undecryptable)
         if undecryptable or not messages.decrypted(
             device_id, ev.message_id, text=ev.text, type=ev.content.type, content=content,
-            quoted=quoted,
+            quoted=quoted, media_ref=ev.media_ref,
         ):
             return None
     return 0 if ev.from_me or not mc.counted(ev.content) else 1

@@ -503,7 +503,7 @@ async def test_rename_to_an_alias_in_use_is_409(tmp_path: Path) -> None:
 async def test_spec_and_api_agree_on_blank_message_text(tmp_path: Path) -> None:
     """A text is refused (400) exactly when the spec's pattern refuses it: whitespace only,
     by Python's and Unicode's definition (ECMA's \\s differs: \\x1c-\\x1f, \\x85, \\ufeff)."""
-    schema = load_spec()["components"]["schemas"]["SendMessageRequest"]["properties"]["text"]
+    schema = load_spec()["components"]["schemas"]["SendTextMessage"]["properties"]["text"]
     pattern = re.compile(schema["pattern"])
     blanks = [chr(c) for c in range(0x3001) if chr(c).isspace()]
     texts = [*blanks, "\t \u3000", "\ufeff", "\u200b", "a", " a "]

@@ -20,6 +20,7 @@ from api.openapi import load_spec, spec_routes
 from api.ratelimit import RateLimiter, RateLimitPolicy
 from api.sim_messages import sim_incoming
 from api.state import ApiSettings, AppState
+from supervisor.config import Config
 from supervisor.errors import (
     Busy,
     DeviceConflict,
@@ -216,6 +217,7 @@ class _FakeSup:
     def __init__(self) -> None:
         self.keys: dict[str, Any] = {}
         self.engine = object()  # not the simulator
+        self.config = Config()  # the media limits size the send route's body
 
     async def device_for_key(self, key: str) -> Any:
         return self.keys.get(key)

@@ -56,7 +56,7 @@ class SmallDisk:
         return self.data.parent / "filler"
 
     def fill(self) -> None:
-        with open(self.filler, "wb") as f:
+        with open(self.filler, "wb", buffering=0) as f:  # nothing left to flush at close
             try:
                 while True:
                     f.write(b"\0" * 65536)

@@ -13,6 +13,7 @@ of two users, AI and webhook settings stored for the first.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -70,6 +71,24 @@ def j(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
+SEND = "/devices/{a}/messages"
+BOUNDARY = "hostile-boundary"
+FORM = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def form(*parts: tuple[str, bytes | str, str | None]) -> bytes:
+    """A multipart/form-data body of ``(name, value, file name or None)`` parts."""
+    out = b""
+    for name, value, filename in parts:
+        data = value.encode() if isinstance(value, str) else value
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        out += (f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n").encode()
+        out += data + b"\r\n"
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
 # -- bodies -----------------------------------------------------------------------------------
 
 #: Every route that takes a JSON body, with a body that is valid for it (never sent as is).
@@ -110,6 +129,11 @@ def body_cases() -> Iterator[Case]:
             yield Case(f"{method} {path}: {name}", method, path, body, field=field)
         for ctype in ["text/plain", "application/x-www-form-urlencoded", None,
                       "multipart/form-data; boundary=x", "application/jsonx"]:
+            if path == SEND and ctype is not None and ctype.startswith("multipart/"):
+                # the send route takes forms: this one holds no field
+                yield Case(f"{method} {path}: Content-Type {ctype}", method, path, b"{}",
+                           content_type=ctype, field="to")
+                continue
             yield Case(f"{method} {path}: Content-Type {ctype}", method, path, b"{}",
                        content_type=ctype, status=415, code="UNSUPPORTED_MEDIA_TYPE")
     yield Case("POST /devices: an empty body", "POST", "/devices", b"", field="body")
@@ -298,6 +322,81 @@ def field_cases() -> Iterator[Case]:
     for body, field in messages:
         yield Case(f"POST messages: {str(body)[-40:]}", "POST", "/devices/{a}/messages",
                    j(body), field=field)
+    pdf = b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n"
+    png = b"\x89PNG\r\n\x1a\n" + bytes(40)
+    pdf64 = base64.b64encode(pdf).decode()
+    kinds: list[tuple[Any, str]] = [
+        ({"to": "+15551234567", "type": "voice", "media": {"data": pdf64}}, "type"),
+        ({"to": "+15551234567", "type": ["image"], "media": {"data": pdf64}}, "type"),
+        ({"to": "+15551234567", "type": "image"}, "media"),
+        ({"to": "+15551234567", "type": "image", "media": None}, "media"),
+        ({"to": "+15551234567", "type": "image", "media": {"data": "%%%%"}}, "media.data"),
+        ({"to": "+15551234567", "type": "image", "media": {"data": "QUJD\n"}}, "media.data"),
+        ({"to": "+15551234567", "type": "image", "media": {"data": pdf64}}, "media"),
+        ({"to": "+15551234567", "type": "image", "media": {"data": pdf64, "x": 1}}, "media.x"),
+        ({"to": "+15551234567", "type": "image", "media": {"url": "http://127.0.0.1:9/a.png"}},
+         "media.url"),
+        ({"to": "+15551234567", "type": "image",
+          "media": {"url": "http://169.254.169.254/latest/meta-data"}}, "media.url"),
+        ({"to": "+15551234567", "type": "image", "media": {"url": "file:///etc/passwd"}},
+         "media.url"),
+        ({"to": "+15551234567", "type": "image", "media": {"url": "http://[::1]/a.png"}},
+         "media.url"),
+        ({"to": "+15551234567", "type": "document", "media": {"data": pdf64},
+          "mimetype": "image/png"}, "mimetype"),
+        ({"to": "+15551234567", "type": "document", "media": {"data": pdf64},
+          "mimetype": "../../etc"}, "mimetype"),
+        ({"to": "+15551234567", "type": "document", "media": {"data": pdf64},
+          "filename": "a\u0000b"}, "filename"),
+        ({"to": "+15551234567", "type": "sticker", "media": {"data": pdf64}}, "media"),
+        ({"to": "+15551234567", "type": "audio", "media": {"data": pdf64}, "voice": 1}, "voice"),
+        ({"to": "+15551234567", "type": "location",
+          "location": {"latitude": "52", "longitude": 13}}, "location.latitude"),
+        ({"to": "+15551234567", "type": "location",
+          "location": {"latitude": 1e400, "longitude": 13}}, "location.latitude"),
+        ({"to": "+15551234567", "type": "contact", "contact": {"vcard": "x" * 5000}},
+         "contact.vcard"),
+        ({"to": "+15551234567", "type": "poll",
+          "poll": {"question": "q", "options": ["a", "b"] * 7}}, "poll.options"),
+        ({"to": "+15551234567", "text": "hi", "mentions": ["+1"]}, "mentions"),
+        ({"to": "+15551234567", "text": "hi", "mentions": {"a": 1}}, "mentions"),
+        ({"to": "+15551234567", "text": "hi", "replyTo": "../x"}, "replyTo"),
+        ({"to": "+15551234567", "text": "hi", "replyTo": "nosuchmessage"}, "replyTo"),
+        ({"to": "+15551234567", "text": "hi", "linkPreview": "true"}, "linkPreview"),
+    ]
+    for n, (body, field) in enumerate(kinds):
+        yield Case(f"POST messages, a type's field #{n} ({field}): {str(body)[-60:]}", "POST",
+                   SEND, j(body), field=field)
+    forms: list[tuple[str, bytes, str]] = [
+        ("no file", form(("to", "+15551234567", None), ("type", "image", None)), "file"),
+        ("a PDF as an image", form(("to", "+15551234567", None), ("type", "image", None),
+                                   ("file", pdf, "a.png")), "file"),
+        ("a PNG declared JPEG", form(("to", "+15551234567", None), ("type", "image", None),
+                                     ("mimetype", "image/jpeg", None), ("file", png, "a.png")),
+         "mimetype"),
+        ("two files", form(("to", "+15551234567", None), ("type", "document", None),
+                           ("file", pdf, "a.pdf"), ("file", pdf, "b.pdf")), "file"),
+        ("a part not named file", form(("to", "+15551234567", None), ("type", "document", None),
+                                       ("upload", pdf, "a.pdf")), "upload"),
+        ("a field given twice", form(("to", "+15551234567", None), ("to", "+15550001111", None),
+                                     ("text", "hi", None)), "to"),
+        ("media as a field", form(("to", "+15551234567", None), ("type", "image", None),
+                                  ("media", "{}", None)), "media"),
+        ("location not JSON", form(("to", "+15551234567", None), ("type", "location", None),
+                                   ("location", "{52, 13}", None)), "location"),
+        ("ttl not a number", form(("to", "+15551234567", None), ("text", "hi", None),
+                                  ("ttl", "soon", None)), "ttl"),
+        ("voice not a boolean", form(("to", "+15551234567", None), ("type", "audio", None),
+                                     ("voice", "yes", None), ("file", pdf, "a.mp3")), "voice"),
+        ("a NUL in a field", form(("to", "+15551234567", None), ("text", "a\x00b", None)),
+         "text"),
+        ("a file on a text", form(("to", "+15551234567", None), ("text", "hi", None),
+                                  ("file", pdf, "a.pdf")), "file"),
+        ("no boundary in the body", b"--other\r\n\r\n", "to"),
+    ]
+    for name, body, field in forms:
+        yield Case(f"POST messages multipart: {name}", "POST", SEND, body, content_type=FORM,
+                   field=field)
     send = j({"to": "+15551234567", "text": "hi"})
     for key in ["", "x" * 129, "with space"]:
         yield Case(f"POST messages: Idempotency-Key {key[:12]!r}", "POST",
@@ -541,6 +640,14 @@ def raw_cases() -> Iterator[Case]:
         "POST /api/whatsapp/devices HTTP/1.1\nHost: x\nContent-Type: application/json\n"
         "X-API-TOKEN: {token}\nContent-Length: 99999999999999999999\n"),
         status=413, code="PAYLOAD_TOO_LARGE")
+    yield Case("a huge Content-Length on the send route", raw=req(
+        "POST /api/whatsapp/devices/{a}/messages HTTP/1.1\nHost: x\n"
+        "Content-Type: application/json\nX-API-TOKEN: {token}\nContent-Length: 999999999999\n"),
+        status=413, code="PAYLOAD_TOO_LARGE")
+    yield Case("the send route's body without a credential", raw=req(
+        "POST /api/whatsapp/devices/{a}/messages HTTP/1.1\nHost: x\n"
+        "Content-Type: application/json\nContent-Length: 5000000\n", b"{"),
+        status=401, code="AUTHENTICATION_FAILED")
     yield Case("a token that is not latin-1 text", raw=(
         b"GET /api/whatsapp/sessions HTTP/1.1\r\nHost: x\r\nX-API-TOKEN: \xff\xfe\xfd\r\n\r\n"),
         status=401, code="AUTHENTICATION_FAILED")

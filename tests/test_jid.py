@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.routes_messages import normalize_recipient
+from api.send_request import normalize_recipient
 from supervisor.errors import InvalidRequest
 from supervisor.jid import InvalidJid, Jid, JidKind
 

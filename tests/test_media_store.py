@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
+import storage
 from api.cli import parse_options, serve_config
 from supervisor.config import Config, MediaConfig
 from supervisor.media import MediaStore
@@ -213,3 +214,29 @@ def test_media_knobs_come_from_flags_and_the_environment() -> None:
                 {"WASUP_MEDIA_MAX_VIDEO": "lots"}):
         with pytest.raises(SystemExit):
             parse_options(["serve"], bad)
+
+
+async def test_messages_keep_the_engines_media_ref(tmp_path: Path) -> None:
+    from storage import open_database
+
+    from .test_storage import new_device
+
+    async with open_database(tmp_path / "wasup.db") as db:
+
+        def job(r: storage.Repositories) -> tuple[str | None, ...]:
+            device = new_device(r)
+            r.messages.insert(device.id, message_id="IMG", chat="c", direction="in", text="",
+                              status="received", at="2025-06-19T12:00:00.000Z", type="image",
+                              media_ref="ref-of-img")
+            r.messages.insert(device.id, message_id="TXT", chat="c", direction="in",
+                              text="hi", status="received", at="2025-06-19T12:00:00.000Z")
+            r.messages.insert(device.id, message_id="UND", chat="c", direction="in", text="",
+                              status="received", at="2025-06-19T12:00:00.000Z",
+                              type="undecryptable")
+            # An undecryptable message that arrives again decrypted gets its reference then.
+            r.messages.decrypted(device.id, "UND", text="", type="video", content=None,
+                                 quoted=None, media_ref="ref-of-und")
+            return (r.messages.media_ref(device.id, "IMG"), r.messages.media_ref(device.id, "TXT"),
+                    r.messages.media_ref(device.id, "UND"), r.messages.media_ref(device.id, "NO"))
+
+        assert await db.run(job) == ("ref-of-img", None, "ref-of-und", None)

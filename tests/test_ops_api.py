@@ -224,3 +224,20 @@ async def test_ready_names_its_checks(tmp_path: Path) -> None:
         data = r.json()["data"]
         assert data["status"] == "ready"
         assert set(data["checks"]) == {"database", "devices", "engine"}
+
+
+async def test_ready_answers_503_naming_the_failing_check(tmp_path: Path, monkeypatch: Any) -> None:
+    from supervisor import readiness
+
+    async with running_server(tmp_path / "data") as server, api_client(server, token=None) as api:
+        # The whatsmeow engine is loaded once neonize's adapter module is: without it, not ready.
+        monkeypatch.setattr(readiness, "engine_check", lambda name: readiness.engine_check_of(
+            "whatsmeow", loaded=frozenset()))
+        r = await api.get("/ready")
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["code"] == "SERVICE_UNAVAILABLE"
+        assert body["error"] == "not ready: engine: neonize's Go library is not loaded"
+        assert r.headers["Retry-After"] == "1"
+        monkeypatch.undo()
+        assert (await api.get("/ready")).status_code == 200

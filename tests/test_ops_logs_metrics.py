@@ -12,8 +12,9 @@ from pathlib import Path
 
 import trio
 
-from api.cli import parse_options
+from api.cli import api_settings, parse_options
 from api.logging import JsonFormatter
+from api.state import ApiSettings
 from tests.conftest import api_client, running_server
 from tests.webhook_support import start_receiver
 
@@ -120,3 +121,20 @@ async def test_the_new_metrics_appear_after_activity(tmp_path: Path) -> None:
             assert _sample(text, "wasup_device_state_seconds_count", '{state="disconnected"}') == 1
             assert sid not in text  # no label per device
         nursery.cancel_scope.cancel()
+
+
+async def test_per_device_labels_only_when_asked_for(tmp_path: Path) -> None:
+    assert parse_options(["serve"], {}).metrics_device_labels is False
+    assert parse_options(["serve", "--metrics-device-labels"], {}).metrics_device_labels
+    assert parse_options(["serve"], {"WASUP_METRICS_DEVICE_LABELS": "1"}).metrics_device_labels
+    assert api_settings(parse_options(["serve", "--metrics-device-labels"], {})).metrics_device_labels
+    for asked in (False, True):
+        settings = ApiSettings(graceful_timeout=1.0, metrics_device_labels=asked)
+        async with running_server(tmp_path / f"data{asked}", settings=settings) as server, \
+                api_client(server) as api:
+            r = await api.post("/devices", json={"userId": "u1", "alias": "Shop"})
+            sid = r.json()["data"]["sessionId"]
+            text = (await api.get("/metrics")).text
+            line = f'wasup_device_status{{device="{sid}",status="pending"}} 1.0'
+            assert (line in text) is asked
+            assert (sid in text) is asked

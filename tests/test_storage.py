@@ -365,6 +365,11 @@ CREATE INDEX messages_chat_unread ON messages (device_id, chat, id, direction, t
     AND type NOT IN ('reaction', 'edit', 'revoke', 'poll_vote', 'undecryptable');
 """
 
+#: What migration 8 adds: the engine's reference to a media message's file.
+SCHEMA_V8 = """
+ALTER TABLE messages ADD COLUMN media_ref TEXT;
+"""
+
 OLD_ROWS = """
 INSERT INTO devices (id, session_id, user_id, alias, business_type, status, status_reason,
     created_at, updated_at, paired, jid, messages_sent, api_key_hash)
@@ -466,7 +471,7 @@ async def test_a_new_database_has_the_shipped_schema(db_path: Path, tmp_path: Pa
     shipped = tmp_path / "shipped.db"
     conn = sqlite3.connect(shipped, isolation_level=None)
     conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY + SCHEMA_V4 + SCHEMA_V5
-                       + SCHEMA_V6 + SCHEMA_V7)
+                       + SCHEMA_V6 + SCHEMA_V7 + SCHEMA_V8)
     conn.close()
     assert schema(db_path) == schema(shipped)
 

@@ -38,6 +38,7 @@ COMMAND_ONLY = frozenset({
     "invalid_recipient", "send_failed", "logout_failed", "not_pairing",
     "unsupported_kind", "target_missing", "media_missing", "media_mismatch",
     "mark_read_failed",
+    "media_expired", "invalid_media_ref", "media_corrupt", "media_evicted", "download_failed",
 })
 
 

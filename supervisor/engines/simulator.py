@@ -360,7 +360,7 @@ class SimulatorEngine:
         message = QueuedMessage(message_id, chat, sender_jid, text, is_group, now_epoch(),
                                 content, quoted, push_name)
         if media is not None:
-            self.server.media.put((device_id, message_id), media)
+            self.server.keep_media(device_id, message_id, media)
         await self.server.queue.push(device_id, message)
         if session.state is SessionState.CONNECTED:
             epoch = session.epoch
@@ -371,6 +371,10 @@ class SimulatorEngine:
     def media(self, device_id: int, message_id: str) -> bytes | None:
         """The file of a media message the simulated WhatsApp holds (None once evicted)."""
         return self.server.media.get((device_id, message_id))
+
+    def downloads(self, device_id: int) -> int:
+        """How many downloads of media files the device asked for."""
+        return self.server.downloads.get(device_id, 0)
 
     def queued(self, device_id: int) -> list[QueuedMessage]:
         """The device's messages waiting in the offline queue, oldest first."""

@@ -51,12 +51,16 @@ class QueuedMessage:
     push_name: str | None = None
 
     def event(self) -> MessageReceived:
+        """The message as the engine reports it; a media message's ``media_ref`` is its id,
+        the key its file is kept under (``SimulatedServer.media``)."""
         content = self.content or mc.Text(self.text)
         quoted = None if self.quoted is None else mc.Quoted(self.quoted, chat=self.chat)
+        media_ref = self.message_id if mc.media_of(content) is not None else None
         return MessageReceived(
             message_id=self.message_id, chat=self.chat, sender=self.sender, text=self.text,
             is_group=self.is_group, from_me=False, timestamp=self.timestamp,
             sender_pn=self.sender, content=content, quoted=quoted, push_name=self.push_name,
+            media_ref=media_ref,
         )
 
     def to_json(self) -> dict[str, object]:

@@ -39,7 +39,8 @@ from .simulator_queue import OfflineQueue
 
 #: Session operations a fault can be injected into; ``"any"`` means any of them.
 FAULT_OPS = frozenset(
-    {"start_pairing", "next_qr", "request_pair_code", "connect", "send", "mark_read", "logout"}
+    {"start_pairing", "next_qr", "request_pair_code", "connect", "send", "mark_read", "logout",
+     "download"}
 )
 
 
@@ -198,6 +199,15 @@ class SimulatedServer:
     reads: dict[int, list[ReadReceipt]] = attrs.field(factory=dict)
     bans: dict[int, float] = attrs.field(factory=dict)
     media: MediaStore = attrs.field(factory=MediaStore)
+    #: Downloads of media files asked of the simulated WhatsApp, per device.
+    downloads: dict[int, int] = attrs.field(factory=dict)
+    #: Seconds (Trio time) each download takes.
+    download_latency: float = 0.0
+
+    def keep_media(self, device_id: int, message_id: str, data: bytes) -> None:
+        """Keep the file of a media message the device sent or received, under its message
+        id (WhatsApp's): a download of it finds it while it is kept."""
+        self.media.put((device_id, message_id), data)
 
     async def load_credentials(self, device_id: int) -> Credentials | None:
         """The device's stored credentials, None if it has none.
@@ -239,6 +249,7 @@ class SimulatedServer:
         """Forget the device's faults, sent messages, read receipts, bans and media files
         (credentials are the caller's to delete)."""
         self.media.forget(device_id)
+        self.downloads.pop(device_id, None)
         self.faults.pop(device_id, None)
         self.sent.pop(device_id, None)
         self.reads.pop(device_id, None)

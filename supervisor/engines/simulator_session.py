@@ -4,9 +4,9 @@ A session is passive (no tasks, no threads): it acts only when the actor or one 
 engine's controls calls it, and it calls ``sink`` on the calling Trio task. Its state is
 :class:`SessionState`; ``epoch`` increases on every :meth:`SimulatorSession.stop`, so a
 handshake that was sleeping when it changed gives up instead of reporting success. Everything
-the simulated WhatsApp remembers (credentials, bans, faults, sent messages, read receipts) is
-in the :class:`~supervisor.engines.simulator_server.SimulatedServer` the session shares with
-its engine.
+the simulated WhatsApp remembers (credentials, bans, faults, sent messages, read receipts,
+media files) is in the :class:`~supervisor.engines.simulator_server.SimulatedServer` the session
+shares with its engine.
 
 Error handling: session methods raise :class:`EngineError` for what the state machine
 understands (``credentials_missing``, ``not_connected``, ``network_unreachable: simulated``...), and
@@ -201,6 +201,26 @@ class SimulatorSession:
         sent = SentMessage(message_id, to_jid, message, now_epoch(), media)
         self.server.sent.setdefault(self.device_id, []).append(sent)
         return message_id
+
+    async def download(self, ref: str) -> bytes:
+        """The file of a media message the device received (``ref``: its message id), as the
+        simulated WhatsApp keeps it; counted (``SimulatorEngine.downloads``), after
+        ``download_latency`` seconds.
+
+        Error handling: ``EngineError("not_connected")`` (recoverable) when not connected;
+        ``EngineError("media_expired", recoverable=False)`` when the file is not kept (any more).
+        """
+        self.server.take_fault(self.device_id, "download")
+        if self.state is not SessionState.CONNECTED:
+            raise EngineError("not_connected", recoverable=True)
+        self.server.downloads[self.device_id] = self.server.downloads.get(self.device_id, 0) + 1
+        if self.server.download_latency > 0:
+            await trio.sleep(self.server.download_latency)
+        data = self.server.media.get((self.device_id, ref))
+        if data is None:
+            raise EngineError("media_expired", recoverable=False,
+                              message="the simulated whatsapp no longer has this file")
+        return data
 
     async def mark_read(self, chat: str, messages: Sequence[tuple[str, str | None]]) -> None:
         """Send read receipts for ``messages`` (WhatsApp id, sender) of ``chat``: the

@@ -40,7 +40,7 @@ Error handling: session methods raise :class:`EngineError` for what the state ma
 understands: ``unreachable: ...`` and ``connect_failed: ...`` (recoverable),
 ``credentials_missing`` (not recoverable), ``not_connected``, ``pairing_not_ready``,
 ``invalid_recipient``, ``send_failed: ...``, ``mark_read_failed: ...``, ``pair_code_failed: ...``,
-``logout_failed: ...``.
+``logout_failed: ...``, ``media_expired``, ``invalid_media_ref``, ``download_failed: ...``.
 The translation of whatsmeow's events is in :mod:`supervisor.engines.whatsmeow_translate`.
 """
 
@@ -49,6 +49,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -64,6 +65,7 @@ from supervisor.outgoing import Outgoing
 from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, redact
 
 from . import whatsmeow_client as wc
+from . import whatsmeow_messages as wm
 from .whatsmeow_events import GoReports
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
 from .whatsmeow_outgoing import Unsendable
@@ -206,6 +208,28 @@ class WhatsmeowSession:
             if not link.live or link.state is not LinkState.CONNECTED:
                 raise EngineError("not_connected", message=_short(exc)) from exc
             raise EngineError(f"send_failed: {_short(exc)}", recoverable=False) from exc
+
+    async def download(self, ref: str) -> bytes:
+        """The decrypted file of an incoming media message (``ref``: its ``media_ref``, see
+        :mod:`supervisor.engines.whatsmeow_messages`), through neonize's ``download_any``.
+
+        Raises EngineError ``not_connected`` (recoverable); ``media_expired`` when WhatsApp's
+        media servers answer 403, 404 or 410 (the file is gone from there); ``invalid_media_ref``
+        or ``download_failed: ...`` otherwise (none recoverable). A stop waits for a download
+        in flight (it shares the gate, as a send does).
+        """
+        link = self._link
+        if link is None or link.state is not LinkState.CONNECTED or not link.live:
+            raise EngineError("not_connected", message="the device is not connected")
+        try:
+            message = wm.message_of_ref(ref)
+        except ValueError as exc:
+            raise EngineError("invalid_media_ref", recoverable=False, message=str(exc)) from None
+        try:
+            return await self._thread(lambda: link.client.download(message), abandon=True)
+        except Exception as exc:
+            reason = download_reason(str(exc))
+            raise EngineError(reason, recoverable=False, message=_short(exc)) from exc
 
     async def mark_read(self, chat: str, messages: Sequence[tuple[str, str | None]]) -> None:
         """Send read receipts (receipt type ``read``) for ``(message id, sender)`` of ``chat``:
@@ -482,6 +506,17 @@ class WhatsmeowEngine:
             except Exception:
                 log.exception("device %s: stop failed", session.session_id)
         self._sessions.clear()
+
+
+#: whatsmeow's error for a file its media servers no longer have (``DownloadHTTPError``).
+_EXPIRED = re.compile(r"status code (403|404|410)\b")
+
+
+def download_reason(error: str) -> str:
+    """The engine reason for a failed download with whatsmeow's error text ``error``."""
+    if _EXPIRED.search(error):
+        return "media_expired"
+    return f"download_failed: {error[:200]}"
 
 
 def _short(exc: BaseException) -> str:

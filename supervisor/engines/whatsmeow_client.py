@@ -8,8 +8,8 @@ One :class:`GoClient` is one whatsmeow client: one call of neonize's Go ``Neoniz
 thread of its own, from the connection's start until ``Stop``. wasup calls ``Neonize()``
 itself (the same arguments ``NewClient.connect`` passes) rather than through ``connect``,
 because ``connect`` parks a second thread per client that polls every 0.2 s, and because wasup
-wants its own callbacks. The API calls (send, pair phone, logout) go through neonize's
-``NewClient`` methods.
+wants its own callbacks. The API calls (send, download, pair phone, logout) go through
+neonize's ``NewClient`` methods.
 
 Why :data:`GATE`: the Go side keeps its clients, cancel functions and event channels in plain
 maps, shared by every client and guarded by no lock; a Go map written while another goroutine
@@ -51,6 +51,7 @@ import attrs
 from neonize.client import NewClient
 from neonize.proto.Neonize_pb2 import JID
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.utils.enum import ClientName, ClientType, ReceiptType
 from neonize.utils.log import log_whatsmeow
 
@@ -395,6 +396,15 @@ class GoClient:
                              secret=os.urandom(32))
             response = self.api.send_message(jid, proto)
         return str(response.ID)
+
+    def download(self, message: WAMessage, gate: GoGate = GATE) -> bytes:
+        """The decrypted file of the media ``message`` (a ``media_ref``'s message). Raises
+        neonize's DownloadError (whatsmeow's reason in its text)."""
+        with gate.shared():
+            if self.stopped:
+                raise RuntimeError("client stopped")
+            data = self.api.download_any(message)
+        return bytes(data)
 
     def mark_read(self, ids: Sequence[str], chat: JID, sender: JID, gate: GoGate = GATE) -> None:
         """Send read receipts for messages ``ids`` of ``chat`` from ``sender`` (the empty JID

@@ -10,14 +10,23 @@ phone-number JID, where it knows it, as ``MessageSource.SenderAlt`` (the sender)
 ``sender`` and ``chat`` as phone-number JIDs wherever whatsmeow knows them, and both forms of
 the sender as ``sender_lid`` / ``sender_pn``.
 
+A media message also gets a ``media_ref`` (:func:`media_ref`): the media sub-message alone,
+inside an otherwise empty ``Message`` under its kind's field, serialized and in base64, without
+the parts a download does not need (the quoted message, thumbnails). That is what neonize's
+``download_any`` takes back (:func:`message_of_ref`), so a file can be downloaded long after
+the message arrived.
+
 Pure functions: no clock, no storage, nothing raises for a malformed message (protobuf's
-defaults are read).
+defaults are read), except :func:`message_of_ref` for a reference it did not make.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from neonize.proto import Neonize_pb2 as nz
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ProtocolMessage as WAProtocolMessage
@@ -59,9 +68,10 @@ def jid_string(jid: nz.JID) -> str:
 
 
 def received(event: nz.Message) -> list[EngineEvent]:
-    """``[MessageReceived]`` for every message, whatever it carries (see :func:`content_of`)."""
+    """``[MessageReceived]`` for every message, whatever it carries (see :func:`content_of`),
+    with the ``media_ref`` of a media message."""
     content, quoted = content_of(event.Message)
-    return [_message(event.Info, content, quoted)]
+    return [_message(event.Info, content, quoted, media_ref(event.Message))]
 
 
 def undecryptable(event: nz.UndecryptableMessage) -> list[EngineEvent]:
@@ -72,7 +82,8 @@ def undecryptable(event: nz.UndecryptableMessage) -> list[EngineEvent]:
     return [_message(event.Info, Undecryptable(reason), None)]
 
 
-def _message(info: nz.MessageInfo, content: Content, quoted: Quoted | None) -> MessageReceived:
+def _message(info: nz.MessageInfo, content: Content, quoted: Quoted | None,
+             ref: str | None = None) -> MessageReceived:
     source = info.MessageSource
     sender_lid, sender_pn = sender_addresses(source)
     chat = chat_address(source)
@@ -93,6 +104,7 @@ def _message(info: nz.MessageInfo, content: Content, quoted: Quoted | None) -> M
         content=content,
         quoted=quoted,
         push_name=info.Pushname or None,
+        media_ref=ref,
     )
 
 
@@ -165,6 +177,60 @@ def content_of(message: WAMessage, depth: int = 0) -> tuple[Content, Quoted | No
         part = getattr(message, name)
         return _content(name, part, depth), _quoted(part)
     return Unsupported("empty"), None
+
+
+#: The media kinds whatsmeow's ``DownloadAny`` fetches, by the field that carries each in a
+#: message, and the field it travels under in a ``media_ref`` (a video note is a
+#: ``VideoMessage`` too, which ``DownloadAny`` knows only as ``videoMessage``).
+DOWNLOADABLE = {
+    "imageMessage": "imageMessage",
+    "videoMessage": "videoMessage",
+    "ptvMessage": "videoMessage",
+    "audioMessage": "audioMessage",
+    "documentMessage": "documentMessage",
+    "stickerMessage": "stickerMessage",
+}
+#: Parts of a media sub-message a download does not need, left out of a ``media_ref``.
+NOT_DOWNLOADED = ("contextInfo", "JPEGThumbnail", "pngThumbnail")
+
+
+def media_ref(message: WAMessage, depth: int = 0) -> str | None:
+    """The reference to download the file of ``message`` by (see the module docstring), or
+    None for a message without a downloadable file. Looks inside the same wrappers as
+    :func:`content_of`."""
+    for wrapper in WRAPPERS:
+        if message.HasField(wrapper):
+            inner = getattr(message, wrapper)
+            if inner.HasField("message") and depth < _MAX_DEPTH:
+                return media_ref(inner.message, depth + 1)
+    if message.conversation:
+        return None
+    for name in _present(message):
+        target = DOWNLOADABLE.get(name)
+        if target is None:
+            return None
+        ref = WAMessage()
+        part = getattr(ref, target)
+        part.CopyFrom(getattr(message, name))
+        for field in NOT_DOWNLOADED:
+            if field in part.DESCRIPTOR.fields_by_name:
+                part.ClearField(field)
+        return base64.b64encode(ref.SerializeToString()).decode("ascii")
+    return None
+
+
+def message_of_ref(ref: str) -> WAMessage:
+    """The message a :func:`media_ref` stands for, as neonize's ``download_any`` takes it.
+
+    Raises ValueError for a string :func:`media_ref` did not make.
+    """
+    try:
+        message = WAMessage.FromString(base64.b64decode(ref, validate=True))
+    except (binascii.Error, DecodeError, ValueError) as exc:
+        raise ValueError(f"not a media reference: {exc}") from None
+    if not any(message.HasField(field) for field in set(DOWNLOADABLE.values())):
+        raise ValueError("not a media reference: no media message in it")
+    return message
 
 
 def _present(message: WAMessage) -> list[str]:
