@@ -54,8 +54,8 @@ from storage.errors import StorageUnavailable
 from supervisor.devices import Devices, DevicesStatistics
 from supervisor.engines.neonize_info import EngineInfo, engine_info
 from supervisor.events import Event
-from supervisor.health import readiness
 from supervisor.payloads import MessageReceived, MessageSent, StatusChanged
+from supervisor.readiness import readiness
 from supervisor.state import Status
 
 health_bp = Blueprint("meta", __name__)

@@ -59,7 +59,7 @@ CHAT_ID_PATTERN = (
     r"|[0-9]{5,20}(-[0-9]{5,20})?(:[0-9]{1,3})?@(s\.whatsapp\.net|lid|g\.us|broadcast|newsletter)"
     r"|status(:[0-9]{1,3})?@broadcast)$"
 )
-#: A cursor (docs/openapi.yaml ``Cursor``): a positive row id of at most 18 digits.
+#: A cursor (docs/openapi.yaml ``Cursor``): a positive row id of at most 18 digits, matched whole.
 CURSOR_PATTERN = r"^[1-9][0-9]{0,17}$"
 _RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
@@ -87,7 +87,7 @@ def _cursor(name: str = "before") -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return None
-    if re.search(CURSOR_PATTERN, raw) is None:
+    if re.fullmatch(CURSOR_PATTERN, raw) is None:
         raise InvalidRequest(f"{name}: must be a cursor from pagination.nextCursor", field=name)
     return int(raw)
 

@@ -90,7 +90,7 @@ def _cursor() -> int | None:
     raw = request.args.get("before")
     if raw is None:
         return None
-    if re.search(CURSOR_PATTERN, raw) is None:
+    if re.fullmatch(CURSOR_PATTERN, raw) is None:
         raise InvalidRequest("before: must be a cursor from pagination.nextCursor", field="before")
     return int(raw)
 

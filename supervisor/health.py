@@ -26,8 +26,7 @@ Error handling: :func:`device_health` raises :class:`DeviceNotFound` for an unkn
 from __future__ import annotations
 
 import enum
-import sys
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 import trio
@@ -377,63 +376,3 @@ def verdicts(reports: Sequence[HealthReport]) -> Mapping[str, int]:
         counts[report.status.wire] += 1
     return counts
 
-
-# -- readiness ----------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class ReadyCheck:
-    """One readiness condition: its name, whether it holds, and a sentence."""
-
-    name: str
-    ok: bool
-    message: str
-
-
-@attrs.frozen
-class Readiness:
-    """The readiness conditions, in order: ``database``, ``devices``, ``engine``."""
-
-    checks: tuple[ReadyCheck, ...]
-
-    @property
-    def failing(self) -> ReadyCheck | None:
-        """The first condition that does not hold, or None when ready."""
-        return next((c for c in self.checks if not c.ok), None)
-
-
-#: The module whose import loads neonize's Go library (the whatsmeow engine imports it).
-NEONIZE_ADAPTER = "supervisor.engines.neonize_go"
-
-
-def engine_check_of(engine_name: str, loaded: Collection[str]) -> ReadyCheck:
-    """Whether the engine has loaded, given the ``loaded`` module names: the simulator always
-    has; the whatsmeow engine once neonize's Go library is (its adapter module imported)."""
-    if engine_name == "whatsmeow" and NEONIZE_ADAPTER not in loaded:
-        return ReadyCheck("engine", False, "neonize's Go library is not loaded")
-    return ReadyCheck("engine", True, f"the {engine_name} engine is loaded")
-
-
-def engine_check(engine_name: str) -> ReadyCheck:
-    """:func:`engine_check_of` this process's modules."""
-    return engine_check_of(engine_name, sys.modules.keys())
-
-
-async def readiness(devices: Devices) -> Readiness:
-    """Whether wasup can serve: the database takes writes (``Store.probe``), every stored
-    device has its actor (restored), the engine has loaded.
-
-    Raises: nothing.
-    """
-    outage = await devices.db.probe()
-    database = (
-        ReadyCheck("database", True, "the database takes writes") if outage is None
-        else ReadyCheck("database", False, f"the database cannot store anything: {outage.reason}")
-    )
-    rows = list(devices.rows)
-    missing = sum(1 for device_id in rows if devices.supervisor.child(device_id) is None)
-    restored = (
-        ReadyCheck("devices", True, f"{len(rows)} devices restored") if missing == 0
-        else ReadyCheck("devices", False, f"{missing} of {len(rows)} devices not restored yet")
-    )
-    return Readiness((database, restored, engine_check(devices.engine.name)))

@@ -117,15 +117,23 @@ def test_pair_a_device_with_the_live_qr_code(page: Any, server: ServerThread) ->
     page.locator(".device-status [data-status='connected']").wait_for()
     assert page.locator(".device-status [data-status]").inner_text() == "connected"
     assert page.evaluate("window.notReloaded") is True  # live, not a reload
+    # Screen readers hear it: the polite live region says so.
+    from playwright.sync_api import expect
+
+    expect(page.locator("#announcer")).to_have_text("Shop phone is now connected")
     assert page.locator("img.qr").count() == 0  # pairing is over
     screenshot(page, "3-connected")
 
-    page.get_by_role("heading", name="State history").wait_for()
+    # The state history, newest first: created -> connecting -> connected.
     timeline = page.get_by_role("list", name="State history, newest first")
-    if timeline.locator("li").count() == 0:  # the history route is not on this server
-        page.get_by_text("not available on this server").first.wait_for()
-    else:
-        page.locator(".timeline li.to-connected").first.wait_for()
+    timeline.locator("li.to-connected").wait_for()
+    assert [item.get_attribute("class") for item in timeline.locator("li").all()] == [
+        "to-connected", "to-connecting", "to-pending"]
+    assert "created" in timeline.locator("li").last.inner_text()
+    # Health and troubleshooting of a connected device.
+    page.locator("#health p > .verdict-pass").wait_for()  # overall
+    page.locator("#troubleshoot").get_by_text("No issue found.").wait_for()
+    page.locator("#history").scroll_into_view_if_needed()
     screenshot(page, "4-history")
 
     # The devices page shows it connected, counted, and filterable.
@@ -146,26 +154,35 @@ def test_pair_a_device_with_the_live_qr_code(page: Any, server: ServerThread) ->
 
 
 def test_readable_at_360_px_without_horizontal_scroll(page: Any, server: ServerThread) -> None:
+    def fits(name: str) -> None:
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 360, f"{name}: the page is {width} px wide"
+        screenshot(page, name)
+
     page.set_viewport_size({"width": 360, "height": 740})
     sign_in(page, server)
     create_device(page, "bob", "A rather long device alias to wrap")
     page.locator("img.qr").wait_for()
-    for name in ("6-narrow-device", "7-narrow-devices"):
-        width = page.evaluate("document.documentElement.scrollWidth")
-        assert width <= 360, f"{name}: the page is {width} px wide"
-        screenshot(page, name)
-        if name == "6-narrow-device":
-            # Pairing by phone code instead of the QR code.
-            page.get_by_label("Phone number", exact=True).fill("+15551234567")
-            page.get_by_role("button", name="Get a pairing code").click()
-            code = page.locator(".pair-code-value").inner_text()
-            session = "user_bob_device_a-rather-long-device-alias-to-wrap"
-            with api(server) as client:
-                r = client.post(f"/simulator/devices/{session}/scan", json={"code": code})
-                assert r.status_code == 200, r.text
-            page.locator(".device-status [data-status='connected']").wait_for()
-        page.get_by_role("link", name="Devices", exact=True).click()
-        page.locator("li.device").first.wait_for()
+    fits("6-narrow-pairing")
+
+    # Pairing by phone code instead of the QR code.
+    page.get_by_label("Phone number", exact=True).fill("+15551234567")
+    page.get_by_role("button", name="Get a pairing code").click()
+    code = page.locator(".pair-code-value").inner_text()
+    session = "user_bob_device_a-rather-long-device-alias-to-wrap"
+    with api(server) as client:
+        r = client.post(f"/simulator/devices/{session}/scan", json={"code": code})
+        assert r.status_code == 200, r.text
+    page.locator(".device-status [data-status='connected']").wait_for()
+    page.locator(".timeline li").first.wait_for()
+    fits("7-narrow-device")
+
+    page.get_by_role("link", name="Devices", exact=True).click()
+    page.locator("li.device").first.wait_for()
+    fits("8-narrow-devices")
+    page.get_by_role("link", name="Event monitor").click()
+    page.locator("li.event").first.wait_for()
+    fits("9-narrow-events")
 
 
 def test_keyboard_only_create_and_delete(page: Any, server: ServerThread) -> None:
@@ -205,7 +222,7 @@ def test_keyboard_only_create_and_delete(page: Any, server: ServerThread) -> Non
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
     assert page.evaluate("document.activeElement.textContent") == "Delete"
-    screenshot(page, "8-keyboard-device")
+    screenshot(page, "10-keyboard-device")
 
     page.keyboard.press("Enter")
     dialog.wait_for()
@@ -231,15 +248,12 @@ def test_webhook_delivery_log_and_ai_settings(page: Any, server: ServerThread) -
         r = client.post("/simulator/devices/user_dave_device_hooks/scan", json={})
         assert r.status_code == 200, r.text
     page.locator(".device-status [data-status='connected']").wait_for()
-    for _ in range(20):
-        webhook.get_by_role("button", name="Refresh log").click()
-        if webhook.locator("table.deliveries tbody tr").count():
-            break
-        page.wait_for_timeout(250)
+    # The log follows the device's events: no reload, no refresh.
     row = webhook.locator("table.deliveries tbody tr").first
+    row.wait_for()
     row.get_by_role("button", name="Redeliver").click()
     webhook.get_by_text("Redelivery scheduled.").wait_for()
-    screenshot(page, "10-webhook")
+    screenshot(page, "11-webhook")
 
     ai = page.locator("#ai")
     ai.get_by_label("Model", exact=True).fill("local-test-model")
@@ -269,4 +283,4 @@ def test_api_docs_page(page: Any, server: ServerThread, tmp_path: Path) -> None:
     operation.get_by_role("button", name="Try it out").click()
     operation.get_by_role("button", name="Execute").click()
     operation.locator(".live-responses-table .response-col_status", has_text="200").wait_for()
-    screenshot(page, "9-api-docs")
+    screenshot(page, "12-api-docs")

@@ -8,7 +8,7 @@ import attrs
 
 from common.clock import iso, parse_iso
 from storage.models import DeviceRow, HistoryEntry, HistoryRow, WebhookBacklog
-from supervisor import health
+from supervisor import health, readiness
 from supervisor.config import Config
 from supervisor.health import DeviceFacts, Verdict
 from supervisor.status import Status
@@ -148,7 +148,7 @@ def test_the_send_test_check() -> None:
 
 
 def test_the_engine_check_of_readiness() -> None:
-    assert health.engine_check("simulator").ok
-    assert health.engine_check_of("simulator", frozenset()).ok
-    assert not health.engine_check_of("whatsmeow", frozenset()).ok
-    assert health.engine_check_of("whatsmeow", frozenset({health.NEONIZE_ADAPTER})).ok
+    assert readiness.engine_check("simulator").ok
+    assert readiness.engine_check_of("simulator", frozenset()).ok
+    assert not readiness.engine_check_of("whatsmeow", frozenset()).ok
+    assert readiness.engine_check_of("whatsmeow", frozenset({readiness.NEONIZE_ADAPTER})).ok

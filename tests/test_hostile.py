@@ -535,6 +535,10 @@ def path_cases() -> Iterator[Case]:
             yield Case(f"{method} message {message[:20]}{suffix}: no such message", method,
                        f"/devices/{{a}}/messages/{message}{suffix}",
                        None if method == "DELETE" else body, status=404, code="NOT_FOUND")
+    for query in ["before=5%0A", "before=0", "before=1%201"]:
+        yield Case(f"GET chats?{query}", "GET", f"/devices/{{a}}/chats?{query}", field="before")
+        yield Case(f"GET chat messages?{query}", "GET",
+                   f"/devices/{{a}}/chats/%2B15551234567/messages?{query}", field="before")
     for chat in ["%00", "nobody", "1", "15551234567@example.com", "x" * 300,
                  "15551234567@s.whatsapp.net%0A"]:
         yield Case(f"POST chats/{chat[:20]}/read", "POST", f"/devices/{{a}}/chats/{chat}/read",

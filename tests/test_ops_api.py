@@ -227,11 +227,11 @@ async def test_ready_names_its_checks(tmp_path: Path) -> None:
 
 
 async def test_ready_answers_503_naming_the_failing_check(tmp_path: Path, monkeypatch: Any) -> None:
-    from supervisor import health
+    from supervisor import readiness
 
     async with running_server(tmp_path / "data") as server, api_client(server, token=None) as api:
         # The whatsmeow engine is loaded once neonize's adapter module is: without it, not ready.
-        monkeypatch.setattr(health, "engine_check", lambda name: health.engine_check_of(
+        monkeypatch.setattr(readiness, "engine_check", lambda name: readiness.engine_check_of(
             "whatsmeow", loaded=frozenset()))
         r = await api.get("/ready")
         assert r.status_code == 503, r.text

@@ -32,6 +32,7 @@ export function detailPage(main, sessionId) {
   // Events seen so far: an answer to a GET sent before the latest event is older than it.
   let eventsSeen = 0;
 
+  const webhook = webhookSection(sessionId);
   const key = createdKeys.get(sessionId);
   createdKeys.delete(sessionId);
 
@@ -67,7 +68,7 @@ export function detailPage(main, sessionId) {
         h("button", {type: "button", onclick: () => loadHealth(true)}, "Check with a test message")),
       health),
     section("troubleshoot", "Troubleshooting", trouble),
-    webhookSection(sessionId),
+    webhook.element,
     aiSection(sessionId),
   );
   for (const heading of main.querySelectorAll("section > h2")) heading.tabIndex = -1;
@@ -231,6 +232,7 @@ export function detailPage(main, sessionId) {
   return () => {
     unsubscribe();
     forgetReconnect();
+    webhook.stop();
     if (pairing) pairing.stop();
   };
 }

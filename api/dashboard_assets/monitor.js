@@ -23,9 +23,10 @@ export function monitorPage(main) {
   let paused = false;
 
   main.append(h("h1", {}, "Event monitor"),
-    h("p", {}, "Events arrive over the WebSocket as they happen; the newest is on top."),
+    h("p", {}, "Events arrive over the WebSocket as they happen; the newest is on top. "
+      + "Filter by type (device_status, qr_code, message_received…) or device."),
     h("div", {class: "filters"},
-      field("Type", type, "e.g. device_status, qr_code, message_received"),
+      field("Type", type),
       field("Device (session id)", device),
       pause,
       h("button", {type: "button", onclick: () => { kept.length = 0; render(); }}, "Clear")),

@@ -3,6 +3,7 @@
 
 import {ApiError, get, post, put, seg} from "./api.js";
 import {announce, facts, field, h, notice, section, when} from "./dom.js";
+import {subscribe} from "./events.js";
 
 export function webhookSection(sessionId) {
   const url = h("input", {name: "url", type: "url", required: true, autocomplete: "off"});
@@ -104,12 +105,23 @@ export function webhookSection(sessionId) {
     }
   });
   statusFilter.addEventListener("change", loadLog);
+  // Each event of this device is a delivery (when the webhook takes its type): the log
+  // follows them, once per burst.
+  let pending = null;
+  const unsubscribe = subscribe((event) => {
+    if (event.sessionId !== sessionId || pending !== null) return;
+    pending = window.setTimeout(() => {
+      pending = null;
+      if (element.isConnected) loadLog();
+    }, 300);
+  });
   load();
-  return section("webhook", "Webhook", current, form,
+  const element = section("webhook", "Webhook", current, form,
     h("h3", {}, "Delivery log"),
     h("div", {class: "filters"}, field("Status", statusFilter),
       h("button", {type: "button", onclick: loadLog}, "Refresh log")),
     log);
+  return {element, stop: () => { unsubscribe(); window.clearTimeout(pending); }};
 }
 
 const AI_NUMBERS = [
