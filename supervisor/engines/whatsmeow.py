@@ -191,9 +191,7 @@ class WhatsmeowSession:
         (WhatsApp refused the upload or the message). Cancelling the caller does not unsend:
         the worker thread finishes the send.
         """
-        link = self._link
-        if link is None or link.state is not LinkState.CONNECTED or not link.live:
-            raise EngineError("not_connected", message="the device is not connected")
+        link = self._connected_link()
         try:
             jid = wc.neonize_jid(Jid.parse(to_jid))
         except InvalidJid:
@@ -218,9 +216,7 @@ class WhatsmeowSession:
         or ``download_failed: ...`` otherwise (none recoverable). A stop waits for a download
         in flight (it shares the gate, as a send does).
         """
-        link = self._link
-        if link is None or link.state is not LinkState.CONNECTED or not link.live:
-            raise EngineError("not_connected", message="the device is not connected")
+        link = self._connected_link()
         try:
             message = wm.message_of_ref(ref)
         except ValueError as exc:
@@ -238,9 +234,7 @@ class WhatsmeowSession:
         Raises EngineError ``not_connected`` (recoverable), ``invalid_recipient`` for a chat that
         is no JID, ``mark_read_failed: ...`` (not recoverable) when WhatsApp refuses.
         """
-        link = self._link
-        if link is None or link.state is not LinkState.CONNECTED or not link.live:
-            raise EngineError("not_connected", message="the device is not connected")
+        link = self._connected_link()
         try:
             chat_jid = wc.neonize_jid(Jid.parse(chat))
         except InvalidJid:
@@ -426,6 +420,13 @@ class WhatsmeowSession:
             if reason is not None:
                 raise EngineError(redact(reason, through))
         return effective_proxy(own, engine.environ)
+
+    def _connected_link(self) -> Link:
+        """The live, connected link; EngineError ``not_connected`` (recoverable) otherwise."""
+        link = self._link
+        if link is None or link.state is not LinkState.CONNECTED or not link.live:
+            raise EngineError("not_connected", message="the device is not connected")
+        return link
 
     async def _thread(self, fn: Callable[[], T], *, abandon: bool = False) -> T:
         return await trio.to_thread.run_sync(
