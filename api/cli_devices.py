@@ -53,8 +53,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     listing = actions.add_parser("list", help="list devices (of a user, or every live session)")
     add_target_flags(listing)
     listing.add_argument("--user", default=None,
-                         help="the user whose devices to list (default: every device with a "
-                         "live or wanted session)")
+                         help="the user whose devices to list (default: every device)")
     listing.add_argument("--status", choices=[s.value for s in Status], default=None,
                          help="only devices in this status")
 
@@ -114,13 +113,17 @@ def _json(data: Any) -> str:
 
 
 async def _list(target: Target, args: argparse.Namespace, out: TextIO) -> int:
-    if args.user is not None:
-        params = {"limit": "100"} | ({"status": args.status} if args.status else {})
-        rows = await call(target, "GET", f"/users/{quote(args.user, safe='')}/devices", params=params)
-    else:
-        rows = await call(target, "GET", "/sessions")
-        if args.status:
-            rows = [r for r in rows if r["status"] == args.status]
+    params = ({"userId": args.user} if args.user is not None else {}) | (
+        {"status": args.status} if args.status else {})
+    rows = []
+    page = 1
+    while True:
+        found = await call(target, "GET", "/devices", params=params | {"limit": "100",
+                                                                     "page": str(page)})
+        rows += found
+        if len(found) < 100:
+            break
+        page += 1
     print(f"{'ID':>5}  {'STATUS':<13} {'REASON':<20} SESSION", file=out)
     for row in rows:
         print(f"{row['id']:>5}  {row['status']:<13} {row['statusReason'] or '-':<20} "

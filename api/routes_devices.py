@@ -210,9 +210,24 @@ async def logout(device_id: str) -> Response:
 # -- users and sessions -----------------------------------------------------------------------
 
 
+@bp.get("/devices")
+async def list_devices() -> Response:
+    """Every device (or those of ``userId``), optionally in ``status``, one page by id; a
+    device key sees its own device only."""
+    user_id = request.args.get("userId")
+    if user_id is not None:
+        validation.check_user_id(user_id)
+    return await _device_page(user_id)
+
+
 @bp.get("/users/<user_id>/devices")
 async def list_user_devices(user_id: str) -> Response:
     validation.check_user_id(user_id)
+    return await _device_page(user_id)
+
+
+async def _device_page(user_id: str | None) -> Response:
+    """One page of the devices of ``user_id`` (None: of every user) the caller may see."""
     query = validation.list_query(request.args)
     principal = current_principal()
     sup = current_state().sup
@@ -222,7 +237,7 @@ async def list_user_devices(user_id: str) -> Response:
     else:
         assert principal.device_id is not None
         own = sup.get(str(principal.device_id))
-        visible = own.user_id == user_id and query.status in (None, own.status)
+        visible = user_id in (None, own.user_id) and query.status in (None, own.status)
         total = 1 if visible else 0
         rows = [own] if visible and query.page == 1 else []
     return ok(

@@ -226,13 +226,14 @@ async def test_pair_error_is_visible_before_pairing_goes_on(tmp_path: Path) -> N
         async with event_stream(server) as events:
             r = await fail(api, sid, reason="pair_error")
             assert r.status_code == 200, r.text
-            await wait_device(api, sid, "pending", "pair_error")
-            # the failure is published at once, before the device asks for a new pairing
-            # connection, whose new QR code follows it
+            # the failure is published at once (pending, pair_error), before the device asks
+            # for a new pairing connection, whose new QR code follows it
             await until(lambda: any(e["type"] == "qr_code" for e in events))
-            kinds = [(e["type"], e["data"].get("reason")) for e in events]
-            failed = kinds.index(("device_status", "pair_error"))
-            assert "qr_code" in [kind for kind, _ in kinds[failed + 1:]], kinds
+            kinds = [(e["type"], e["data"].get("to"), e["data"].get("reason"))
+                     for e in events]
+            assert ("device_status", "pending", "pair_error") in kinds, kinds
+            failed = kinds.index(("device_status", "pending", "pair_error"))
+            assert "qr_code" in [kind for kind, _, _ in kinds[failed + 1:]], kinds
             r = await api.post(f"/simulator/devices/{sid}/scan", json={})
             assert r.status_code == 200, r.text
             await wait_device(api, sid, "connected")

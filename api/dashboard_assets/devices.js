@@ -62,13 +62,23 @@ export function devicesPage(main) {
 
   async function load() {
     try {
-      devices = (await get("/sessions")).data;
+      devices = await allDevices();
       loaded = true;
       listError.replaceChildren();
     } catch (err) {
       listError.replaceChildren(notice(`The devices could not be loaded: ${err.message}`, "error"));
     }
     render();
+  }
+
+  // GET /devices pages by id, 100 at most a page: every page, in order.
+  async function allDevices() {
+    const found = [];
+    for (let page = 1; ; page += 1) {
+      const answer = await get(`/devices?limit=100&page=${page}`);
+      found.push(...answer.data);
+      if (answer.data.length === 0 || found.length >= answer.pagination.total) return found;
+    }
   }
 
   // GET /users/{userId}/health: how each of the chosen user's devices is doing.
