@@ -53,7 +53,7 @@ from api.state import current_state
 from api.text import check_line
 from api.validation import number
 from supervisor.errors import Busy, DeviceNotFound, InvalidRequest
-from supervisor.outbound import BURST_MAX, BURST_MIN, RATE_MAX, RATE_MIN, SETTINGS_KIND, Pacing
+from supervisor.pacing import BURST_MAX, BURST_MIN, RATE_MAX, RATE_MIN, SETTINGS_KIND, Pacing
 
 bp = Blueprint("messages", __name__)
 

@@ -49,7 +49,7 @@ import storage
 from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
-from . import actions, incoming, outbound, reads
+from . import actions, incoming, outbound, pacing, reads
 from . import commands as cmd
 from . import engine as eng
 from . import state as sm
@@ -218,7 +218,7 @@ class DeviceActor:
                     await self.ctx.db.run(lambda r: r.settings.put(self.id, kind, value))
                     if kind == "webhook":
                         self.ctx.directory.set_webhook(self.id)
-                    if kind == outbound.SETTINGS_KIND:
+                    if kind == pacing.SETTINGS_KIND:
                         self.outbound.set_pacing(value)
                     reply.set(value)
                 case cmd.RequestPairCode(phone=phone):

@@ -69,6 +69,7 @@ from .engine import EngineSession
 from .errors import DeviceConflict, EngineError, InvalidRequest, QueueFull
 from .events import Event
 from .outgoing import Outgoing, resolve_target
+from .pacing import SETTINGS_KIND, Pacing, TokenBucket
 from .payloads import (
     MessageSent,
     MessageStatusChanged,
@@ -80,11 +81,6 @@ from .payloads import (
 
 log = logging.getLogger("wasup.outbound")
 
-#: The settings kind that overrides a device's pacing (``PUT .../settings/sending``).
-SETTINGS_KIND = "sending"
-#: Bounds of the pacing settings (shared with the route's validation and docs/openapi.yaml).
-RATE_MIN, RATE_MAX = 1.0, 600.0
-BURST_MIN, BURST_MAX = 1, 100
 #: Seconds a send put back by a recoverable engine error waits before the next try.
 RETRY_PAUSE = 1.0
 
@@ -126,53 +122,6 @@ class MediaFiles(Protocol):
 
     async def unpin(self, sha256: str) -> None:
         """The file is no longer needed by a queued send (it may be evicted); idempotent."""
-
-
-@attrs.frozen
-class Pacing:
-    """How fast one device sends: ``rate_per_minute`` on average, ``burst`` back to back."""
-
-    rate_per_minute: float
-    burst: int
-
-    @classmethod
-    def of(cls, settings: storage.JsonObject | None, config: SendingConfig) -> Pacing:
-        """The device's pacing: its ``sending`` settings document over the defaults."""
-        doc = settings or {}
-        return cls(
-            rate_per_minute=float(doc.get("ratePerMinute", config.rate_per_minute)),
-            burst=int(doc.get("burst", config.burst)),
-        )
-
-    def to_json(self) -> dict[str, float | int]:
-        return {"ratePerMinute": self.rate_per_minute, "burst": self.burst}
-
-
-@attrs.define
-class TokenBucket:
-    """``burst`` tokens at most, refilled at ``rate`` per second (Trio time)."""
-
-    rate: float
-    burst: int
-    tokens: float
-    updated: float
-
-    @classmethod
-    def full(cls, pacing: Pacing, now: float) -> TokenBucket:
-        return cls(pacing.rate_per_minute / 60.0, pacing.burst, float(pacing.burst), now)
-
-    def _refill(self, now: float) -> None:
-        self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-
-    def ready_at(self, now: float) -> float:
-        """When a token is (or was) there to take."""
-        self._refill(now)
-        return now if self.tokens >= 1.0 else now + (1.0 - self.tokens) / self.rate
-
-    def take(self, now: float) -> None:
-        self._refill(now)
-        self.tokens -= 1.0
 
 
 def message_of(row: SendRow) -> Outgoing | None:
