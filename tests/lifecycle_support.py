@@ -78,5 +78,14 @@ async def wait_status(sup: Devices, device_id: int, status: str, within: float =
     await wait_until(sup, device_id, lambda row: row.status == status, within)
 
 
+async def connected_device(sup: Devices, engine: SimulatorEngine, alias: str = "Shop") -> int:
+    """A new device of user ``u1``, paired through the simulator and connected; its id."""
+    row, _ = await sup.create_device("u1", alias)
+    await sup.wait_qr(row.id, 30)
+    await engine.scan(row.id)
+    await wait_status(sup, row.id, "connected")
+    return int(row.id)
+
+
 async def stored_row(sup: Devices, device_id: int) -> storage.DeviceRow | None:
     return await sup.db.run(lambda r: r.devices.get(device_id))

@@ -16,7 +16,7 @@ from supervisor import engine as eng
 from supervisor.errors import DeliveryFailed
 from supervisor.inbox import Inbox, InboxSink
 
-from .lifecycle_support import sim_config, simulated, wait_status
+from .lifecycle_support import connected_device, sim_config, simulated, wait_status
 
 
 def message(n: int) -> eng.MessageReceived:
@@ -25,14 +25,6 @@ def message(n: int) -> eng.MessageReceived:
         sender="491700000001@s.whatsapp.net", text=f"hello {n}", timestamp=1_700_000_000.0,
         sender_lid="12345678901234@lid", sender_pn="491700000001@s.whatsapp.net",
     )
-
-
-async def connected_device(sup, engine) -> int:  # type: ignore[no-untyped-def]
-    row, _ = await sup.create_device("u1", "phone")
-    await sup.wait_qr(row.id, 30)
-    await engine.scan(row.id)
-    await wait_status(sup, row.id, "connected")
-    return row.id
 
 
 async def stored_ids(sup, device: int) -> list[str]:  # type: ignore[no-untyped-def]

@@ -12,15 +12,7 @@ import trio
 from common.clock import now_epoch, parse_iso
 from supervisor import engine as eng
 
-from .lifecycle_support import sim_config, simulated, stored_row, wait_status
-
-
-async def _connected_device(sup, engine) -> int:  # type: ignore[no-untyped-def]
-    row, _ = await sup.create_device("u1", "Shop")
-    await sup.wait_qr(row.id, 5)
-    await engine.scan(row.id)
-    await wait_status(sup, row.id, "connected")
-    return row.id
+from .lifecycle_support import connected_device, sim_config, simulated, stored_row, wait_status
 
 
 def _report(sup, device: int, event: eng.EngineEvent) -> None:  # type: ignore[no-untyped-def]
@@ -75,7 +67,7 @@ async def test_outdated_client_keeps_credentials_and_retries_slowly(
     autojump_clock, tmp_path: Path
 ) -> None:
     async with simulated(sim_config(tmp_path, slow_retry=900)) as (sup, engine, rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         t = trio.current_time()
         _report(sup, device, eng.Disconnected("client_outdated", retry=eng.Retry.SLOW))
         await trio.sleep(899)
@@ -108,7 +100,7 @@ async def test_replaced_session_waits_for_login_which_reconnects_without_a_scan(
     autojump_clock, tmp_path: Path
 ) -> None:
     async with simulated(sim_config(tmp_path)) as (sup, engine, rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         _report(sup, device, eng.Disconnected("stream_replaced", retry=eng.Retry.HOLD))
         await trio.sleep(24 * 3600)
         assert rec.statuses(device)[-1][1:] == ("disconnected", "stream_replaced")

@@ -14,22 +14,14 @@ import trio
 from supervisor.config import SendingConfig
 from supervisor.errors import DeviceConflict, QueueFull
 
-from .lifecycle_support import settle, sim_config, simulated, wait_status
+from .lifecycle_support import connected_device, settle, sim_config, simulated, wait_status
 
 TO = "15557654321@s.whatsapp.net"
 
 
-async def _connected_device(sup: Any, engine: Any) -> int:
-    row, _ = await sup.create_device("u1", "Shop")
-    await sup.wait_qr(row.id, 5)
-    await engine.scan(row.id)
-    await wait_status(sup, row.id, "connected")
-    return int(row.id)
-
-
 async def _disconnected_device(sup: Any, engine: Any) -> int:
     """A device that lost its connection and cannot reach WhatsApp: it keeps reconnecting."""
-    device = await _connected_device(sup, engine)
+    device = await connected_device(sup, engine)
     await engine.set_reachable(False)
     await engine.drop(device)
     await wait_status(sup, device, "disconnected")
@@ -43,7 +35,7 @@ def _config(tmp_path: Path, **sending: Any) -> Any:
 async def test_a_burst_of_50_leaves_paced_and_in_order(autojump_clock, tmp_path: Path) -> None:
     config = _config(tmp_path, rate_per_minute=60, burst=5, jitter=0.2)
     async with simulated(config) as (sup, engine, rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         start = trio.current_time()
         answers = [await sup.send_message(device, TO, f"m{i}") for i in range(50)]
         # The burst goes out at once; the others are queued, answered at once all the same.
@@ -115,7 +107,7 @@ async def test_a_retry_with_the_same_key_sends_nothing_across_a_restart(
 ) -> None:
     config = _config(tmp_path)
     async with simulated(config) as (sup, engine, _rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         once = await sup.send_message(device, TO, "hello", idempotency_key="order-42")
         again = await sup.send_message(device, TO, "hello", idempotency_key="order-42")
         assert again == once and once["status"] == "sent"
@@ -162,7 +154,7 @@ async def test_a_device_that_cannot_come_back_fails_what_waits(
 
 async def test_pacing_settings_apply_at_once(autojump_clock, tmp_path: Path) -> None:
     async with simulated(_config(tmp_path, jitter=0.0)) as (sup, engine, rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         await sup.put_settings(device, "sending", {"ratePerMinute": 6.0, "burst": 1})
         start = trio.current_time()
         for i in range(3):

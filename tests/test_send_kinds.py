@@ -20,7 +20,7 @@ from supervisor.errors import InvalidRequest
 from supervisor.outgoing import Outgoing, Target, resolve_target
 from supervisor.payloads import to_wire
 
-from .lifecycle_support import sim_config, simulated, wait_status
+from .lifecycle_support import connected_device, sim_config, simulated, wait_status
 
 TO = "15557654321@s.whatsapp.net"
 
@@ -56,20 +56,12 @@ def _pinned(sup: Any, sha: str) -> bool:
     return (sup.media.pinned_dir / sha).exists()
 
 
-async def _connected_device(sup: Any, engine: Any) -> int:
-    row, _ = await sup.create_device("u1", "Shop")
-    await sup.wait_qr(row.id, 5)
-    await engine.scan(row.id)
-    await wait_status(sup, row.id, "connected")
-    return int(row.id)
-
-
 @pytest.mark.parametrize("content", PLAIN, ids=lambda c: c.type)
 async def test_a_message_of_each_kind_goes_out_whole(
     autojump_clock, tmp_path: Path, content: mc.Content
 ) -> None:
     async with simulated(sim_config(tmp_path)) as (sup, engine, rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         answer = await sup.send(device, TO, Outgoing(content))
         assert answer["status"] == "sent"
         [sent] = engine.sent_messages(device)
@@ -94,7 +86,7 @@ async def test_a_media_message_goes_out_with_its_file_byte_for_byte(
     autojump_clock, tmp_path: Path, content: mc.Content
 ) -> None:
     async with simulated(sim_config(tmp_path)) as (sup, engine, rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         assert await sup.media.put(FILE, pin=True) == SHA  # as the API keeps an upload
         answer = await sup.send(device, TO, Outgoing(content))
         assert answer["status"] == "sent"
@@ -114,7 +106,7 @@ async def test_a_media_file_missing_from_the_store_fails_the_send(
     autojump_clock, tmp_path: Path
 ) -> None:
     async with simulated(sim_config(tmp_path)) as (sup, engine, rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         answer = await sup.send(device, TO, Outgoing(MEDIA[0]))
         assert answer["status"] == "pending"
         assert engine.sent_messages(device) == []
@@ -127,7 +119,7 @@ async def test_a_file_two_queued_sends_share_stays_pinned_until_the_last_is_done
     autojump_clock, tmp_path: Path
 ) -> None:
     async with simulated(sim_config(tmp_path)) as (sup, engine, rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         await engine.set_reachable(False)
         await engine.drop(device)
         await wait_status(sup, device, "disconnected")
@@ -148,7 +140,7 @@ async def test_a_file_two_queued_sends_share_stays_pinned_until_the_last_is_done
 
 async def test_a_refused_send_unpins_its_file(autojump_clock, tmp_path: Path) -> None:
     async with simulated(sim_config(tmp_path)) as (sup, engine, _rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         await sup.media.put(FILE, pin=True)
         with pytest.raises(InvalidRequest):
             await sup.send(device, TO, Outgoing(MEDIA[0]), reply_to="3EB0NOSUCHMESSAGE")
@@ -157,7 +149,7 @@ async def test_a_refused_send_unpins_its_file(autojump_clock, tmp_path: Path) ->
 
 async def test_a_reply_quotes_its_target(autojump_clock, tmp_path: Path) -> None:
     async with simulated(sim_config(tmp_path)) as (sup, engine, rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         incoming = await engine.incoming_message(device, TO, "are you open?")
         answer = await sup.send(device, TO, Outgoing(mc.Text("yes")), reply_to=incoming.message_id)
         [sent] = engine.sent_messages(device)
@@ -182,7 +174,7 @@ async def test_an_unknown_reply_to_is_refused_naming_the_field(
     autojump_clock, tmp_path: Path
 ) -> None:
     async with simulated(sim_config(tmp_path)) as (sup, engine, rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         with pytest.raises(InvalidRequest) as info:
             await sup.send(device, TO, Outgoing(mc.Text("yes")), reply_to="3EB0NOSUCHMESSAGE")
         assert info.value.field == "replyTo"
@@ -214,7 +206,7 @@ async def test_queued_media_sends_and_a_reply_survive_a_restart_and_go_out_once(
 ) -> None:
     config = sim_config(tmp_path)
     async with simulated(config) as (sup, engine, rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         incoming = await engine.incoming_message(device, TO, "send me the menu")
         await engine.set_reachable(False)
         await engine.drop(device)
@@ -244,7 +236,7 @@ async def test_a_stored_send_this_wasup_cannot_read_fails_and_the_queue_goes_on(
 ) -> None:
     config = sim_config(tmp_path)
     async with simulated(config) as (sup, engine, _rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         await engine.set_reachable(False)
         await engine.drop(device)
         await wait_status(sup, device, "disconnected")
@@ -268,7 +260,7 @@ async def test_a_reaction_goes_out_on_its_target_and_is_not_counted_as_a_message
     autojump_clock, tmp_path: Path
 ) -> None:
     async with simulated(sim_config(tmp_path)) as (sup, engine, rec):
-        device = await _connected_device(sup, engine)
+        device = await connected_device(sup, engine)
         incoming = await engine.incoming_message(device, TO, "we won!")
         target = await sup.db.run(lambda r: resolve_target(r, device, incoming.message_id))
         assert target is not None

@@ -27,8 +27,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from supervisor.engine import MessageReceived
 from supervisor.engines import whatsmeow_client as wc
 from supervisor.engines import whatsmeow_messages as wm
-from supervisor.engines.whatsmeow import download_reason
-from supervisor.engines.whatsmeow_translate import translate
+from supervisor.engines.whatsmeow_translate import download_reason, translate
 from supervisor.errors import EngineError
 
 from .test_whatsmeow_engine import Sink, connected_session, fake_go

@@ -49,7 +49,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -69,7 +68,7 @@ from . import whatsmeow_messages as wm
 from .whatsmeow_events import GoReports
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
 from .whatsmeow_outgoing import Unsendable
-from .whatsmeow_translate import exit_event
+from .whatsmeow_translate import download_reason, exit_event, short_error
 
 log = logging.getLogger("wasup.engine.whatsmeow")
 
@@ -158,7 +157,7 @@ class WhatsmeowSession:
         try:
             code = await self._thread(lambda: link.client.pair_phone(digits), abandon=True)
         except Exception as exc:
-            raise EngineError(f"pair_code_failed: {_short(exc)}") from exc
+            raise EngineError(f"pair_code_failed: {short_error(exc)}") from exc
         code = code.replace("-", "").strip().upper()
         return f"{code[:4]}-{code[4:]}" if len(code) == 8 else code
 
@@ -192,11 +191,7 @@ class WhatsmeowSession:
         the worker thread finishes the send.
         """
         link = self._connected_link()
-        try:
-            jid = wc.neonize_jid(Jid.parse(to_jid))
-        except InvalidJid:
-            raise EngineError("invalid_recipient", recoverable=False,
-                              message=f"not a phone number or jid: {to_jid!r}") from None
+        jid = _recipient(to_jid)
         try:
             return await self._thread(lambda: link.client.send(jid, message, media),
                                       abandon=True)
@@ -204,8 +199,8 @@ class WhatsmeowSession:
             raise EngineError(exc.reason, recoverable=False, message=str(exc)) from None
         except Exception as exc:
             if not link.live or link.state is not LinkState.CONNECTED:
-                raise EngineError("not_connected", message=_short(exc)) from exc
-            raise EngineError(f"send_failed: {_short(exc)}", recoverable=False) from exc
+                raise EngineError("not_connected", message=short_error(exc)) from exc
+            raise EngineError(f"send_failed: {short_error(exc)}", recoverable=False) from exc
 
     async def download(self, ref: str) -> bytes:
         """The decrypted file of an incoming media message (``ref``: its ``media_ref``, see
@@ -225,7 +220,7 @@ class WhatsmeowSession:
             return await self._thread(lambda: link.client.download(message), abandon=True)
         except Exception as exc:
             reason = download_reason(str(exc))
-            raise EngineError(reason, recoverable=False, message=_short(exc)) from exc
+            raise EngineError(reason, recoverable=False, message=short_error(exc)) from exc
 
     async def mark_read(self, chat: str, messages: Sequence[tuple[str, str | None]]) -> None:
         """Send read receipts (receipt type ``read``) for ``(message id, sender)`` of ``chat``:
@@ -235,11 +230,7 @@ class WhatsmeowSession:
         is no JID, ``mark_read_failed: ...`` (not recoverable) when WhatsApp refuses.
         """
         link = self._connected_link()
-        try:
-            chat_jid = wc.neonize_jid(Jid.parse(chat))
-        except InvalidJid:
-            raise EngineError("invalid_recipient", recoverable=False,
-                              message=f"not a chat jid: {chat!r}") from None
+        chat_jid = _recipient(chat)
         by_sender: dict[str | None, list[str]] = {}
         for message_id, sender in messages:
             by_sender.setdefault(sender, []).append(message_id)
@@ -254,7 +245,7 @@ class WhatsmeowSession:
             try:
                 await self._thread(receipt, abandon=True)
             except Exception as exc:
-                raise EngineError(f"mark_read_failed: {_short(exc)}", recoverable=False) from exc
+                raise EngineError(f"mark_read_failed: {short_error(exc)}", recoverable=False) from exc
 
     async def logout(self) -> None:
         """Log out at WhatsApp (when connected) and wipe the credentials in any case.
@@ -268,7 +259,7 @@ class WhatsmeowSession:
             try:
                 await self._thread(link.client.logout)
             except Exception as exc:
-                error = _short(exc)
+                error = short_error(exc)
         if link is not None:
             await self._release(link)
         store = self.store
@@ -294,7 +285,7 @@ class WhatsmeowSession:
                     await self._thread(link.client.logout, abandon=True)
                 except Exception as exc:
                     log.warning("device %s: logout at whatsapp before delete failed: %s",
-                                self.session_id, redact(_short(exc), link.proxy))
+                                self.session_id, redact(short_error(exc), link.proxy))
             if waited.cancelled_caught:
                 log.warning("device %s: whatsapp did not confirm the logout before delete",
                             self.session_id)
@@ -509,17 +500,11 @@ class WhatsmeowEngine:
         self._sessions.clear()
 
 
-#: whatsmeow's error for a file its media servers no longer have (``DownloadHTTPError``).
-_EXPIRED = re.compile(r"status code (403|404|410)\b")
-
-
-def download_reason(error: str) -> str:
-    """The engine reason for a failed download with whatsmeow's error text ``error``."""
-    if _EXPIRED.search(error):
-        return "media_expired"
-    return f"download_failed: {error[:200]}"
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
+def _recipient(value: str) -> wc.JID:
+    """``value`` (a phone number or JID) as neonize's JID; EngineError ``invalid_recipient``
+    (final) when it is neither."""
+    try:
+        return wc.neonize_jid(Jid.parse(value))
+    except InvalidJid:
+        raise EngineError("invalid_recipient", recoverable=False,
+                          message=f"not a phone number or jid: {value!r}") from None

@@ -427,3 +427,20 @@ def connect_error_reason(message: str) -> str:
             return f"unreachable: {needle}"
     short = text if len(text) <= 160 else text[:157] + "..."
     return f"connect_failed: {short or 'unknown error'}"
+
+
+#: whatsmeow's error for a file its media servers no longer have (``DownloadHTTPError``).
+_EXPIRED = re.compile(r"status code (403|404|410)\b")
+
+
+def download_reason(error: str) -> str:
+    """The engine reason for a failed download with whatsmeow's error text ``error``."""
+    if _EXPIRED.search(error):
+        return "media_expired"
+    return f"download_failed: {error[:200]}"
+
+
+def short_error(exc: BaseException) -> str:
+    """``exc`` as one line of at most 160 characters, for a reason or a log line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
