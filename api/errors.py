@@ -32,6 +32,8 @@ from supervisor.errors import (
     TooLarge,
     Unresponsive,
     WasupError,
+    WhatsAppForbidden,
+    WhatsAppRefused,
 )
 
 log = logging.getLogger("wasup.api")
@@ -72,6 +74,8 @@ ERRORS: dict[type[Exception], tuple[int, str]] = {
     DeviceConflict: (409, "DEVICE_CONFLICT"),
     EngineError: (502, "ENGINE_ERROR"),
     EngineRefused: (502, "ENGINE_ERROR"),
+    WhatsAppRefused: (409, "DEVICE_CONFLICT"),
+    WhatsAppForbidden: (403, "FORBIDDEN"),
     Busy: (503, "SERVICE_UNAVAILABLE"),
     QueueFull: (429, "RATE_LIMIT_EXCEEDED"),
     Restarting: (503, "SERVICE_UNAVAILABLE"),

@@ -49,7 +49,7 @@ import storage
 from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
-from . import actions, incoming, outbound, pacing, reads
+from . import actions, asks, incoming, outbound, pacing, reads
 from . import commands as cmd
 from . import engine as eng
 from . import state as sm
@@ -237,6 +237,10 @@ class DeviceActor:
                         )
                     # Downloads take a while: the actor goes on while the engine fetches.
                     self.ctx.ops_nursery.start_soon(download, self.session, ref, reply)
+                case cmd.Ask() as ask:
+                    if self.state.status is not sm.Status.CONNECTED:
+                        raise DeviceConflict(f"device is {self.state.status.value}, not connected")
+                    self.ctx.ops_nursery.start_soon(asks.run, self.session, ask, reply)
                 case cmd.MarkRead(chat=chat):
                     if self.state.status is not sm.Status.CONNECTED:
                         raise DeviceConflict(f"device is {self.state.status.value}, not connected")
@@ -296,6 +300,17 @@ class DeviceActor:
                 await self.outbound.receipt(mid, status)
             case eng.PairingFailed(reason=reason, restart=restart):
                 await self._apply(sm.PairingFailed(reason, restart))
+            case eng.Notice(payload=payload):
+                await self._notice(payload)
+
+    async def _notice(self, payload: Payload) -> None:
+        """Publish what the engine reported (a group change, a presence, a call) as an event,
+        its webhook outbox rows stored first."""
+        at = now_iso()
+        events = [self._event(payload, at)]
+        if self.ctx.directory.has_webhook(self.id):
+            await self.ctx.db.run(lambda r: self._enqueue(r, events))
+        self._publish(events)
 
     async def _received(self, ev: eng.MessageReceived) -> None:
         """Store an incoming message of any kind and publish it (see :mod:`.incoming`)."""

@@ -12,7 +12,7 @@ The actor dispatches on the command with ``match``; a new command is one record 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Generic, TypeVar
 
 import attrs
@@ -21,6 +21,7 @@ import trio
 from storage import ColumnValue, JsonObject
 from storage.models import DeviceRow
 
+from .engine import EngineSession
 from .outgoing import Outgoing
 from .qr import QrAttempt
 
@@ -142,6 +143,18 @@ class MarkRead(Command[int]):
     then its read mark (:mod:`supervisor.reads`); replies with how many were marked."""
 
     chat: str
+
+
+@attrs.frozen
+class Ask(Command[R]):
+    """Ask WhatsApp something, or have it do something, through the device's connected session:
+    ``op`` runs on the session (a contact check, a group change, a presence update...) and its
+    result is the reply. ``what`` names it in logs. Refused with ``DeviceConflict`` unless the
+    device is connected. The actor starts ``op`` and goes on with its work
+    (:func:`supervisor.asks.run`)."""
+
+    op: Callable[[EngineSession], Awaitable[R]]
+    what: str
 
 
 @attrs.frozen

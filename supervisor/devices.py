@@ -23,7 +23,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -368,6 +368,23 @@ class Devices:
         """
         return await self.send(ref, to, Outgoing(Text(text)), origin, ttl=ttl,
                                idempotency_key=idempotency_key)
+
+    async def ask(
+        self,
+        ref: str | int,
+        op: Callable[[eng.EngineSession], Awaitable[R]],
+        what: str,
+        within: float | None = None,
+    ) -> R:
+        """Run ``op`` on the device's connected engine session (:mod:`supervisor.asks`) and
+        return its result; ``what`` names it in logs, ``within`` bounds the wait (default:
+        call_timeout).
+
+        Raises: DeviceNotFound; DeviceConflict (the device is not connected); WhatsAppRefused,
+        WhatsAppForbidden (WhatsApp's refusal); EngineRefused; InvalidRequest (the engine found
+        an argument malformed); Busy, Restarting, Unresponsive.
+        """
+        return await self._call(ref, cmd.Ask(op, what), within)
 
     async def mark_read(self, ref: str | int, chat: str) -> int:
         """Mark the chat (a canonical JID) read: read receipts for its incoming messages after

@@ -18,13 +18,14 @@ the actor dies and its supervisor restarts it from the persisted state.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import StrEnum
 from typing import Protocol
 
 import attrs
 
 from .message_content import Content, Quoted, Text
 from .outgoing import Outgoing
+from .payloads import Payload
+from .retry import Retry as Retry  # part of the engine interface (Disconnected.retry)
 
 
 @attrs.frozen
@@ -50,14 +51,6 @@ class Connected:
 
     push_name: str | None = None
     platform: str | None = None
-
-
-class Retry(StrEnum):
-    """What the device does after a connection ended with credentials kept."""
-
-    BACKOFF = "backoff"  # reconnect on the usual backoff schedule (network failures)
-    SLOW = "slow"  # reconnect on the slow schedule (Config.slow_retry) and at every start
-    HOLD = "hold"  # no reconnect until an operator's login (stored credentials, no new scan)
 
 
 @attrs.frozen
@@ -142,6 +135,15 @@ class MessageStatus:
     status: str
 
 
+@attrs.frozen
+class Notice:
+    """Something WhatsApp told the device that wasup only passes on (a group change, a
+    presence, an incoming call): the actor publishes ``payload`` as an event, to the WebSocket
+    and the device's webhook, and changes nothing else."""
+
+    payload: Payload
+
+
 EngineEvent = (
     QrCode
     | Paired
@@ -152,6 +154,7 @@ EngineEvent = (
     | MessageReceived
     | MessageStatus
     | PairingFailed
+    | Notice
 )
 
 

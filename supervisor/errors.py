@@ -46,6 +46,21 @@ class DeviceConflict(WasupError):
     state where the operation makes no sense."""
 
 
+class WhatsAppRefused(WasupError):
+    """Raised by an engine session when WhatsApp refused a request on its own terms (a group
+    that is full, a participant who cannot be added, an invite link that expired); ``reason``
+    is WhatsApp's, machine-readable, and the message says it in words."""
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or reason)
+        self.reason = reason
+
+
+class WhatsAppForbidden(WhatsAppRefused):
+    """Raised by an engine session when WhatsApp refused a request because the account may not
+    make it (not an admin of the group, not a participant, blocked)."""
+
+
 class Busy(WasupError):
     """Raised by the devices facade when the device's command inbox is full: try again after
     ``retry_after`` seconds."""

@@ -177,6 +177,69 @@ class MessageStuck:
 
 
 @attrs.frozen
+class GroupJoined:
+    """The device is in a new group: it created it, was added, or joined with a link; ``by``
+    is who added it (None when the device did it itself)."""
+
+    type: ClassVar[str] = "group_joined"
+    group_id: str
+    subject: str
+    participants: list[str]
+    by: str | None = None
+
+
+@attrs.frozen
+class GroupUpdated:
+    """A group's subject, topic or settings changed; only what changed is set (the rest None).
+    ``announce``: only admins send; ``locked``: only admins edit the group's info."""
+
+    type: ClassVar[str] = "group_updated"
+    group_id: str
+    by: str | None
+    subject: str | None = None
+    topic: str | None = None
+    announce: bool | None = None
+    locked: bool | None = None
+
+
+@attrs.frozen
+class GroupParticipants:
+    """Participants of a group were added, removed (or left), promoted to admin or demoted."""
+
+    type: ClassVar[str] = "group_participants"
+    group_id: str
+    action: str  # add, remove, promote, demote
+    participants: list[str]
+    by: str | None = None
+
+
+@attrs.frozen
+class PresenceChanged:
+    """A contact the device subscribed to came online or went offline (``available``,
+    ``unavailable``, with ``last_seen`` when WhatsApp tells it), or is ``typing``,
+    ``recording`` or ``paused`` in ``chat``."""
+
+    type: ClassVar[str] = "presence"
+    sender: str = attrs.field(metadata=_wire("from"))
+    state: str
+    chat: str | None = None
+    last_seen: str | None = None
+
+
+@attrs.frozen
+class CallReceived:
+    """Someone is calling the device; ``rejected`` when wasup rejected the call at once (the
+    device's ``calls`` settings)."""
+
+    type: ClassVar[str] = "call_received"
+    call_id: str
+    sender: str = attrs.field(metadata=_wire("from"))
+    video: bool = False
+    is_group: bool = False
+    rejected: bool = False
+
+
+@attrs.frozen
 class WebhookDisabled:
     """wasup disabled the device's webhook at ``url`` (a notice, outside the catalogue)."""
 
@@ -198,6 +261,11 @@ Catalogued = (
     | MessageSent
     | MessageStatusChanged
     | MessageStuck
+    | GroupJoined
+    | GroupUpdated
+    | GroupParticipants
+    | PresenceChanged
+    | CallReceived
 )
 
 #: Everything published as an event: the catalogue and the ``webhook_disabled`` notice.

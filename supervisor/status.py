@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from .engine import Retry
+from .retry import Retry
 
 
 class Status(StrEnum):

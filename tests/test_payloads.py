@@ -16,16 +16,21 @@ from supervisor import message_content as mc
 from supervisor.events import Event
 from supervisor.payloads import (
     EVENT_TYPES,
+    CallReceived,
     Catalogued,
     DeviceConnected,
     DeviceDisconnected,
     DeviceLoggedOut,
+    GroupJoined,
+    GroupParticipants,
+    GroupUpdated,
     MessageReceived,
     MessageSent,
     MessageStatusChanged,
     MessageStuck,
     MessageUndecryptable,
     Payload,
+    PresenceChanged,
     QrShown,
     QrTimedOut,
     StatusChanged,
@@ -68,6 +73,17 @@ SAMPLES: dict[str, Callable[[dict[str, Any]], Payload]] = {
     ),
     "message_status": lambda d: MessageStatusChanged(d["messageId"], d["status"], d["reason"]),
     "message_stuck": lambda d: MessageStuck(d["messageId"], d["to"], d["status"], d["since"]),
+    "group_joined": lambda d: GroupJoined(d["groupId"], d["subject"], d["participants"], d["by"]),
+    "group_updated": lambda d: GroupUpdated(
+        d["groupId"], d["by"], d["subject"], d["topic"], d["announce"], d["locked"]
+    ),
+    "group_participants": lambda d: GroupParticipants(
+        d["groupId"], d["action"], d["participants"], d["by"]
+    ),
+    "presence": lambda d: PresenceChanged(d["from"], d["state"], d["chat"], d["lastSeen"]),
+    "call_received": lambda d: CallReceived(
+        d["callId"], d["from"], d["video"], d["isGroup"], d["rejected"]
+    ),
 }
 
 

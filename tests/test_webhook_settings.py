@@ -30,7 +30,10 @@ def test_seed_example_groups() -> None:
         {"url": URL, "events": ["message", "status"], "secret": "webhook_secret"}, None, now=0.0
     )
     assert generated is None
-    assert set(stored.events) == ws.EVENT_TYPES
+    assert set(stored.events) == ws.EVENT_GROUPS["message"] | ws.EVENT_GROUPS["status"]
+    assert set(stored.events) < ws.EVENT_TYPES  # groups, presence and calls are not chosen
+    assert set(ws.expand_events(["group"])) == {
+        "group_joined", "group_updated", "group_participants"}
     assert stored.to_stored()["secrets"] == [{"secret": "webhook_secret", "expiresAt": None}]
     assert ws.expand_events(["message"]) == [
         "message_received", "message_sent", "message_status", "message_stuck",

@@ -21,7 +21,8 @@ The API takes ``{"url", "events", "secret", "rotateSecret", "enabled"}``
 
 ``events`` accepts the event types of the WebSocket and the seed's group names: ``"message"``
 (message_received, message_sent, message_status, message_stuck), ``"status"`` (device_status,
-device_connected, device_disconnected, device_logged_out, qr_code, qr_timeout) and ``"*"``
+device_connected, device_disconnected, device_logged_out, qr_code, qr_timeout), ``"group"``
+(group_joined, group_updated, group_participants) and ``"*"``
 (all). Missing or empty means all.
 
 Secrets: a device with no secret gets one generated (``whsec_`` + base64 of 32 random bytes),
@@ -65,6 +66,7 @@ EVENT_GROUPS: dict[str, frozenset[str]] = {
             "qr_timeout",
         }
     ),
+    "group": frozenset({"group_joined", "group_updated", "group_participants"}),
     "*": EVENT_TYPES,
     "all": EVENT_TYPES,
 }
