@@ -122,7 +122,7 @@ class SqliteDevices:
                 """
                 INSERT INTO devices (session_id, user_id, alias, business_type, phone_number,
                                      description, status, created_at, updated_at, api_key_hash)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
                 """,
                 (
                     session_id,
@@ -139,8 +139,7 @@ class SqliteDevices:
             )
         except sqlite3.IntegrityError as exc:
             raise translate_integrity_error(exc) from None
-        device_id = cursor.lastrowid
-        assert device_id is not None
+        device_id = int(cursor.fetchone()[0])
         self._history.append(device_id, None, str(status), CREATED_REASON, now)
         return self._require(device_id)
 
