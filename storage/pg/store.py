@@ -6,8 +6,8 @@ Synopsis::
         row = await db.run(lambda repos: repos.devices.get(42))
 
 ``PgStore`` is the PostgreSQL :class:`storage.interface.Store`. Each ``run`` job takes a
-connection of the pool in a worker thread (at most ``pool_size`` at a time: a
-``trio.CapacityLimiter``), runs in one transaction of its own and commits before its caller
+connection of the pool in a worker thread (at most ``pool_size`` at a time; the jobs beyond
+wait their turn in order), runs in one transaction of its own and commits before its caller
 resumes: the job's work is stored whole or not at all, and a job that raises rolls back its own
 work only. There is no group commit here, unlike SQLite's single writer: PostgreSQL takes
 transactions side by side, each on its connection.
@@ -25,6 +25,7 @@ Nothing here touches the database on the Trio thread.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -47,6 +48,10 @@ from storage.pg.repositories import PgRepositories
 from storage.pg.sql import PgSql
 
 log = logging.getLogger(__name__)
+
+# The pool logs every failed connection attempt as a warning; the outage's own line
+# (storage.outage) says it once.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 T = TypeVar("T")
 
@@ -97,11 +102,13 @@ class PgStore:
 
     label: str
     _pool: psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]]
-    _limiter: trio.CapacityLimiter
+    _size: int
+    _connect_timeout: float
     _token: trio.lowlevel.TrioToken
     _watch: OutageWatch
     _closing: bool = False
-    _running: int = 0
+    _running: int = 0  # worker threads busy with a job
+    _waiting: deque[Job[Any]] = attrs.field(factory=deque)  # jobs submitted, no thread yet
     _idle: trio.Event = attrs.field(factory=trio.Event)
     _jobs: int = 0
     _failed_jobs: int = 0
@@ -118,19 +125,18 @@ class PgStore:
         is unknown, as with any database client). ``DatabaseClosed`` if the store is closing
         (``fn`` never ran).
 
-        Cancellation: a caller cancelled while waiting for a connection slot never runs ``fn``;
-        once ``fn`` started, it runs and commits regardless, and the caller loses the answer
-        only (as with SQLite's ``Database.run``).
+        Cancellation: once submitted, ``fn`` runs and commits regardless. A caller cancelled
+        while waiting gets ``trio.Cancelled`` and loses only the answer (as with SQLite's
+        ``Database.run``).
         """
         if self._closing:
             raise DatabaseClosed("database is closed")
         job: Job[T] = Job(fn)
-        await self._limiter.acquire_on_behalf_of(job)
-        if self._closing:
-            self._limiter.release_on_behalf_of(job)
-            raise DatabaseClosed("database is closed")
-        self._running += 1
-        trio.lowlevel.start_thread_soon(partial(self._work, job), partial(self._deliver, job))
+        if self._running < self._size:
+            self._running += 1
+            self._start(job)
+        else:
+            self._waiting.append(job)
         await wait_done(job)
         if job.error is not None:
             error, job.error = job.error, None
@@ -165,15 +171,18 @@ class PgStore:
             commits=self._commits,
             batches=self._jobs,
             largest_batch=1 if self._jobs else 0,
-            queued=self._limiter.statistics().tasks_waiting,
+            queued=len(self._waiting),
         )
 
     # -- worker threads ------------------------------------------------------------------------
 
+    def _start(self, job: Job[Any]) -> None:
+        trio.lowlevel.start_thread_soon(partial(self._work, job), partial(self._deliver, job))
+
     def _work(self, job: Job[Any]) -> None:
         """Run ``job`` in its own transaction (a worker thread)."""
         try:
-            with self._pool.connection(timeout=CONNECT_TIMEOUT) as conn:
+            with self._pool.connection(timeout=self._connect_timeout) as conn:
                 with conn.transaction():
                     job.value = job.fn(PgRepositories.bind(PgSql(conn)))
         except BaseException as exc:
@@ -186,8 +195,10 @@ class PgStore:
 
     def _finish(self, job: Job[Any]) -> None:
         """The Trio side of a finished job: counters, outage, wake the caller."""
-        self._limiter.release_on_behalf_of(job)
-        self._running -= 1
+        if self._waiting:
+            self._start(self._waiting.popleft())  # the thread's slot passes on
+        else:
+            self._running -= 1
         self._jobs += 1
         if isinstance(job.error, StorageUnavailable):
             self._failed_jobs += 1
@@ -214,9 +225,9 @@ class PgStore:
         await trio.to_thread.run_sync(self._pool.close)
 
 
-def _connect_and_migrate(url: str, migrations: list[Migration]) -> None:
+def _connect_and_migrate(url: str, migrations: list[Migration], timeout: float) -> None:
     """Connect once and apply the pending migrations (a worker thread)."""
-    with psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)) as conn:
+    with psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout))) as conn:
         before, after = migrate(conn, migrations)
     if before != after:
         log.info("database %s migrated from version %d to %d", describe(url), before, after)
@@ -227,13 +238,15 @@ async def open_postgres(
     url: str,
     *,
     pool_size: int = DEFAULT_POOL_SIZE,
+    connect_timeout: float = CONNECT_TIMEOUT,
     migrations: list[Migration] | None = None,
 ) -> AsyncIterator[PgStore]:
     """Connect to the PostgreSQL database at ``url`` (a ``postgresql://`` URL or a libpq
     connection string), apply pending migrations and yield the store.
 
     Resource handling: a pool of up to ``pool_size`` connections, closed on exit (normal, error
-    or cancellation; shielded) once the running jobs are done.
+    or cancellation; shielded) once the running jobs are done. A job waits up to
+    ``connect_timeout`` s for a connection before it fails as an outage.
 
     Error handling: a server that cannot be reached now is waited for, logged once and tried
     again every ``RETRY_AFTER`` s; any other failure (a bad URL, authentication, a failed
@@ -244,7 +257,7 @@ async def open_postgres(
     waited = False
     while True:
         try:
-            await trio.to_thread.run_sync(_connect_and_migrate, url, chosen)
+            await trio.to_thread.run_sync(_connect_and_migrate, url, chosen, connect_timeout)
             break
         except psycopg.Error as exc:
             failure = as_unavailable(exc)
@@ -264,6 +277,10 @@ async def open_postgres(
             max_size=max(1, pool_size),
             kwargs={"autocommit": True},
             check=psycopg_pool.ConnectionPool.check_connection,
+            # Connect when a job needs a connection, and give up at the first failure: the job
+            # fails as an outage, and the next job tries again at once. (The pool's own
+            # schedule would back off for minutes, long after the server is back.)
+            reconnect_timeout=0,
             open=False,
             name="wasup",
         )
@@ -272,7 +289,8 @@ async def open_postgres(
     store = PgStore(
         label=label,
         pool=pool,
-        limiter=trio.CapacityLimiter(max(1, pool_size)),
+        size=max(1, pool_size),
+        connect_timeout=connect_timeout,
         token=trio.lowlevel.current_trio_token(),
         watch=OutageWatch(label),
     )
