@@ -596,6 +596,55 @@ async def test_repository_calls_keep_the_batch_transaction(db_path: Path) -> Non
         assert await db.run(lambda r: r.settings.get(keeper.id, "ai")) is None
 
 
+async def test_a_failing_job_loses_its_own_work_only(backend: Backend) -> None:
+    # Jobs submitted together: one catches a Conflict and keeps its other writes, one raises
+    # and loses all of its own, the third commits whole; on either backend.
+    async with backend.open() as db:
+        keeper = await db.run(lambda r: new_device(r, "keeper"))
+        results: dict[str, Any] = {}
+
+        def catches_conflict(r: Repositories) -> int:
+            row = new_device(r, "a")
+            with pytest.raises(Conflict):
+                new_device(r, "a")
+            r.credentials.put(row.id, b"a")
+            r.settings.put(row.id, "ai", {"on": True})
+            assert r.settings.delete(row.id, "ai") is True
+            assert r.settings.delete(row.id, "ai") is False
+            return row.id
+
+        def fails(r: Repositories) -> None:
+            row = new_device(r, "b")
+            r.credentials.put(row.id, b"b")
+            r.settings.put(keeper.id, "ai", {"by": "b"})
+            assert r.devices.delete(keeper.id) is True
+            raise ValueError("b failed")
+
+        def commits(r: Repositories) -> int:
+            row = new_device(r, "c")
+            r.credentials.put(row.id, b"c")
+            return row.id
+
+        async def submit(name: str, job: Any) -> None:
+            try:
+                results[name] = await db.run(job)
+            except ValueError as exc:
+                results[name] = exc
+
+        async with trio.open_nursery() as nursery:
+            for name, job in [("a", catches_conflict), ("b", fails), ("c", commits)]:
+                nursery.start_soon(submit, name, job)
+        assert isinstance(results["b"], ValueError)
+        sessions = {row.session_id for row in await db.run(lambda r: r.devices.all())}
+        assert sessions == {f"user_u1_device_shop-{n}" for n in ("keeper", "a", "c")}
+        assert await db.run(lambda r: r.credentials.all()) == {
+            results["a"]: b"a",
+            results["c"]: b"c",
+        }
+        assert await db.run(lambda r: r.settings.get(keeper.id, "ai")) is None
+    assert backend.count("state_history") == 3
+
+
 async def test_group_commit_batches_concurrent_callers(db_path: Path) -> None:
     async with open_database(db_path) as db:
         before = db.statistics()
