@@ -20,9 +20,11 @@ import stat
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import sqlite_utils
 import trio
@@ -528,6 +530,65 @@ async def test_failing_job_rolls_back_alone_within_its_batch(db_path: Path) -> N
         assert count(db_path, "state_history") == 2
 
 
+@attrs.define
+class ThreeJobs:
+    """Three jobs run side by side: ``a`` catches a Conflict and keeps its other writes, ``b``
+    raises after writing (its own device, and a change to the keeper's) and loses all of it,
+    ``c`` commits whole. ``check`` runs between their calls (a test of the transaction)."""
+
+    keeper: int
+    check: Callable[[Repositories], None] = lambda r: None
+    results: dict[str, Any] = attrs.field(factory=dict)
+
+    def a(self, r: Repositories) -> int:
+        row = new_device(r, "a")
+        self.check(r)
+        with pytest.raises(Conflict):
+            new_device(r, "a")  # rolled back to a savepoint of its own
+        self.check(r)
+        r.credentials.put(row.id, b"a")
+        r.settings.put(row.id, "ai", {"on": True})
+        assert r.settings.delete(row.id, "ai") is True
+        assert r.settings.delete(row.id, "ai") is False
+        self.check(r)
+        return row.id
+
+    def b(self, r: Repositories) -> None:
+        row = new_device(r, "b")
+        r.credentials.put(row.id, b"b")
+        r.settings.put(self.keeper, "ai", {"by": "b"})
+        assert r.devices.delete(self.keeper) is True
+        self.check(r)
+        raise ValueError("b failed")
+
+    def c(self, r: Repositories) -> int:
+        row = new_device(r, "c")
+        r.credentials.put(row.id, b"c")
+        self.check(r)
+        return row.id
+
+    def start(self, db: storage.Store, nursery: trio.Nursery) -> None:
+        async def submit(name: str, job: Callable[[Repositories], Any]) -> None:
+            try:
+                self.results[name] = await db.run(job)
+            except ValueError as exc:
+                self.results[name] = exc
+
+        for name, job in [("a", self.a), ("b", self.b), ("c", self.c)]:
+            nursery.start_soon(submit, name, job)
+
+    async def check_stored(self, db: storage.Store) -> None:
+        """Assert that a's and c's work is stored and none of b's."""
+        assert isinstance(self.results["b"], ValueError)
+        sessions = {row.session_id for row in await db.run(lambda r: r.devices.all())}
+        assert sessions == {f"user_u1_device_shop-{n}" for n in ("keeper", "a", "c")}
+        assert await db.run(lambda r: r.credentials.all()) == {
+            self.results["a"]: b"a",
+            self.results["c"]: b"c",
+        }
+        assert await db.run(lambda r: r.settings.get(self.keeper, "ai")) is None
+
+
 async def test_repository_calls_keep_the_batch_transaction(db_path: Path) -> None:
     # The repositories use sqlite-utils, whose writes wrap themselves in a savepoint: neither a
     # call that succeeds nor one that fails inside the library may commit or roll back the
@@ -535,50 +596,16 @@ async def test_repository_calls_keep_the_batch_transaction(db_path: Path) -> Non
     # that fails loses all of its own and nothing of its neighbours'.
     async with open_database(db_path) as db:
         keeper = await db.run(lambda r: new_device(r, "keeper"))
+
+        def still_open(r: Repositories) -> None:
+            assert writer(r).in_transaction
+
+        jobs = ThreeJobs(keeper.id, still_open)
         async with trio.open_nursery() as nursery:
             gate = Gate()
             await gate.close(db, nursery)
             before = db.statistics()
-            results: dict[str, Any] = {}
-
-            def still_open(r: Repositories) -> None:
-                assert writer(r).in_transaction
-
-            def catches_conflict(r: Repositories) -> int:
-                row = new_device(r, "a")
-                still_open(r)
-                with pytest.raises(Conflict):
-                    new_device(r, "a")  # rolled back inside the library, to its own savepoint
-                still_open(r)
-                r.credentials.put(row.id, b"a")
-                r.settings.put(row.id, "ai", {"on": True})
-                assert r.settings.delete(row.id, "ai") is True
-                assert r.settings.delete(row.id, "ai") is False
-                still_open(r)
-                return row.id
-
-            def fails(r: Repositories) -> None:
-                row = new_device(r, "b")
-                r.credentials.put(row.id, b"b")
-                r.settings.put(keeper.id, "ai", {"by": "b"})
-                assert r.devices.delete(keeper.id) is True
-                still_open(r)
-                raise ValueError("b failed")
-
-            def after_the_failure(r: Repositories) -> int:
-                row = new_device(r, "c")
-                r.credentials.put(row.id, b"c")
-                still_open(r)
-                return row.id
-
-            async def submit(name: str, job: Any) -> None:
-                try:
-                    results[name] = await db.run(job)
-                except ValueError as exc:
-                    results[name] = exc
-
-            for name, job in [("a", catches_conflict), ("b", fails), ("c", after_the_failure)]:
-                nursery.start_soon(submit, name, job)
+            jobs.start(db, nursery)
             await trio.testing.wait_all_tasks_blocked()
             assert db.statistics().queued == 3
             gate.release.set()
@@ -586,62 +613,17 @@ async def test_repository_calls_keep_the_batch_transaction(db_path: Path) -> Non
         after = db.statistics()
         assert after.batches - before.batches == 1
         assert after.failed_jobs - before.failed_jobs == 1
-        assert isinstance(results["b"], ValueError)
-        sessions = {row.session_id for row in await db.run(lambda r: r.devices.all())}
-        assert sessions == {f"user_u1_device_shop-{n}" for n in ("keeper", "a", "c")}
-        assert await db.run(lambda r: r.credentials.all()) == {
-            results["a"]: b"a",
-            results["c"]: b"c",
-        }
-        assert await db.run(lambda r: r.settings.get(keeper.id, "ai")) is None
+        await jobs.check_stored(db)
 
 
 async def test_a_failing_job_loses_its_own_work_only(backend: Backend) -> None:
-    # Jobs submitted together: one catches a Conflict and keeps its other writes, one raises
-    # and loses all of its own, the third commits whole; on either backend.
+    # The same three jobs on either backend: each job's work is stored whole or not at all.
     async with backend.open() as db:
         keeper = await db.run(lambda r: new_device(r, "keeper"))
-        results: dict[str, Any] = {}
-
-        def catches_conflict(r: Repositories) -> int:
-            row = new_device(r, "a")
-            with pytest.raises(Conflict):
-                new_device(r, "a")
-            r.credentials.put(row.id, b"a")
-            r.settings.put(row.id, "ai", {"on": True})
-            assert r.settings.delete(row.id, "ai") is True
-            assert r.settings.delete(row.id, "ai") is False
-            return row.id
-
-        def fails(r: Repositories) -> None:
-            row = new_device(r, "b")
-            r.credentials.put(row.id, b"b")
-            r.settings.put(keeper.id, "ai", {"by": "b"})
-            assert r.devices.delete(keeper.id) is True
-            raise ValueError("b failed")
-
-        def commits(r: Repositories) -> int:
-            row = new_device(r, "c")
-            r.credentials.put(row.id, b"c")
-            return row.id
-
-        async def submit(name: str, job: Any) -> None:
-            try:
-                results[name] = await db.run(job)
-            except ValueError as exc:
-                results[name] = exc
-
+        jobs = ThreeJobs(keeper.id)
         async with trio.open_nursery() as nursery:
-            for name, job in [("a", catches_conflict), ("b", fails), ("c", commits)]:
-                nursery.start_soon(submit, name, job)
-        assert isinstance(results["b"], ValueError)
-        sessions = {row.session_id for row in await db.run(lambda r: r.devices.all())}
-        assert sessions == {f"user_u1_device_shop-{n}" for n in ("keeper", "a", "c")}
-        assert await db.run(lambda r: r.credentials.all()) == {
-            results["a"]: b"a",
-            results["c"]: b"c",
-        }
-        assert await db.run(lambda r: r.settings.get(keeper.id, "ai")) is None
+            jobs.start(db, nursery)
+        await jobs.check_stored(db)
     assert backend.count("state_history") == 3
 
 
