@@ -7,6 +7,8 @@ every other method, the hot paths included, runs SQLite's SQL as it is (see
 
 from __future__ import annotations
 
+import sqlite3
+
 import attrs
 
 from storage.devices import _COLS, _HISTORY_COLS, SqliteDevices, SqliteHistory
@@ -40,6 +42,14 @@ class PgHistory(SqliteHistory):
 @attrs.define(eq=False)
 class PgDevices(SqliteDevices):
     """The ``devices`` table; a status change also appends to :class:`PgHistory`."""
+
+    # PostgreSQL's cursor has no last row id: the insert returns it.
+    _INSERT = SqliteDevices._INSERT + " RETURNING id"
+
+    def _inserted_id(self, cursor: sqlite3.Cursor) -> int:
+        row = cursor.fetchone()
+        assert row is not None
+        return int(row[0])
 
     def all(self) -> list[DeviceRow]:
         """Every device, ordered by id (boot restore)."""
