@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, Response, request
+from werkzeug.routing import BaseConverter
 
 from api.auth import resolve_device
 from api.content_fields import fields, string
@@ -42,6 +43,16 @@ from supervisor.engine_groups import ACTIONS, Action
 from supervisor.errors import InvalidRequest
 
 bp = Blueprint("groups", __name__)
+
+
+class GroupIdConverter(BaseConverter):
+    """A group id in a path: any segment but ``join`` (``…/groups/join`` is the join route,
+    so another method on it answers 405, not a malformed group id)."""
+
+    regex = r"(?!join\b)[^/]+"
+
+
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("group", GroupIdConverter))
 
 _BASE = "/devices/<device_id>/groups"
 
@@ -129,14 +140,14 @@ async def join_group(device_id: str) -> Response:
     return ok(await groups.join(current_state().sup, row.id, code), "Joined the group.")
 
 
-@bp.get(f"{_BASE}/<group_id>")
+@bp.get(f"{_BASE}/<group:group_id>")
 async def get_group(device_id: str, group_id: str) -> Response:
     row = await resolve_device(device_id)
     group = groups.group_jid(group_id)
     return ok(await groups.info(current_state().sup, row.id, group))
 
 
-@bp.patch(f"{_BASE}/<group_id>")
+@bp.patch(f"{_BASE}/<group:group_id>")
 async def change_group(device_id: str, group_id: str) -> Response:
     row = await resolve_device(device_id)
     group = groups.group_jid(group_id)
@@ -144,7 +155,7 @@ async def change_group(device_id: str, group_id: str) -> Response:
     return ok(await groups.change(current_state().sup, row.id, group, wanted), "Group updated.")
 
 
-@bp.put(f"{_BASE}/<group_id>/picture")
+@bp.put(f"{_BASE}/<group:group_id>/picture")
 async def set_picture(device_id: str, group_id: str) -> Response:
     row = await resolve_device(device_id)
     group = groups.group_jid(group_id)
@@ -153,7 +164,7 @@ async def set_picture(device_id: str, group_id: str) -> Response:
     return ok(await groups.set_picture(sup, row.id, group, jpeg), "Group picture set.")
 
 
-@bp.post(f"{_BASE}/<group_id>/participants")
+@bp.post(f"{_BASE}/<group:group_id>/participants")
 async def change_participants(device_id: str, group_id: str) -> Response:
     row = await resolve_device(device_id)
     group = groups.group_jid(group_id)
@@ -164,7 +175,7 @@ async def change_participants(device_id: str, group_id: str) -> Response:
     return ok(results, f"{done} of {len(results)} participants: {action} done.")
 
 
-@bp.get(f"{_BASE}/<group_id>/invite")
+@bp.get(f"{_BASE}/<group:group_id>/invite")
 async def invite_link(device_id: str, group_id: str) -> Response:
     row = await resolve_device(device_id)
     group = groups.group_jid(group_id)
@@ -173,7 +184,7 @@ async def invite_link(device_id: str, group_id: str) -> Response:
     return ok(answer, "Invite link revoked; this is the new one." if revoke else None)
 
 
-@bp.post(f"{_BASE}/<group_id>/leave")
+@bp.post(f"{_BASE}/<group:group_id>/leave")
 async def leave_group(device_id: str, group_id: str) -> Response:
     row = await resolve_device(device_id)
     group = groups.group_jid(group_id)

@@ -61,7 +61,7 @@ async def create(device_id: str) -> Response:
               "Group created by another member.", status=201)
 
 
-@bp.patch(f"{_BASE}/<group_id>")
+@bp.patch(f"{_BASE}/<group:group_id>")
 async def change(device_id: str, group_id: str) -> Response:
     engine, row = _target(device_id)
     group = groups.group_jid(group_id)
@@ -74,7 +74,7 @@ async def change(device_id: str, group_id: str) -> Response:
     return ok({"groupId": group}, "Group changed by another member.")
 
 
-@bp.post(f"{_BASE}/<group_id>/participants")
+@bp.post(f"{_BASE}/<group:group_id>/participants")
 async def participants(device_id: str, group_id: str) -> Response:
     engine, row = _target(device_id)
     group = groups.group_jid(group_id)

@@ -63,7 +63,7 @@ class GroupChange:
 def group_jid(value: object, field: str = "groupId") -> str:
     """The canonical JID of a group id (``120363…@g.us``)."""
     jid = None
-    if isinstance(value, str) and len(value) <= JID_MAX:
+    if isinstance(value, str) and len(value) <= JID_MAX and value == value.strip():
         try:
             jid = Jid.parse(value, strict=True)
         except InvalidJid:
@@ -118,8 +118,7 @@ def check_subject(value: str, field: str = "subject") -> str:
 def invite_code(value: object, field: str = "link") -> str:
     """The code of an invite link (``https://chat.whatsapp.com/<code>``, or the code)."""
     if isinstance(value, str) and len(value) <= 200:
-        text = value.strip()
-        m = _INVITE.fullmatch(text) or _CODE.fullmatch(text)
+        m = _INVITE.fullmatch(value) or _CODE.fullmatch(value)
         if m is not None:
             return m.group(1) if m.re is _INVITE else m.group(0)
     raise InvalidRequest(f"{field}: must be an invite link like https://chat.whatsapp.com/"
