@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, Response, request
+from quart.blueprints import BlueprintSetupState
 from werkzeug.routing import BaseConverter
 
 from api.auth import resolve_device
@@ -52,7 +53,10 @@ class GroupIdConverter(BaseConverter):
     regex = r"(?!join\b)[^/]+"
 
 
-bp.record_once(lambda state: state.app.url_map.converters.setdefault("group", GroupIdConverter))
+@bp.record_once
+def _converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("group", GroupIdConverter)
+
 
 _BASE = "/devices/<device_id>/groups"
 

@@ -9,10 +9,12 @@ texts; the group events come from the fake Go's callback as serialized neonize e
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 import pytest
+from neonize.client import NewClient
 from neonize.exc import (
     CreateGroupError,
     GetGroupInfoError,
@@ -139,7 +141,7 @@ async def test_requests_reach_neonize_and_its_answers_are_translated(
     sink = Sink()
     session, client = await connected_session(tmp_path, fake_go, sink)
     fake = FakeClient()
-    client._api = fake  # type: ignore[assignment]
+    client._api = fake
     groups = session.groups
     gid = "120363025246125244@g.us"
     assert await groups.joined() == [ORDERS]
@@ -205,7 +207,7 @@ async def test_whatsmeows_errors_become_whatsapps_refusals(
     session, client = await connected_session(tmp_path, fake_go, sink)
     fake = FakeClient()
     fake.fail = raised
-    client._api = fake  # type: ignore[assignment]
+    client._api = fake
     with pytest.raises(answered) as caught:
         await session.groups.info("120363025246125244@g.us")
     assert getattr(caught.value, "reason", None) == reason
@@ -269,3 +271,24 @@ def test_a_group_event_with_nothing_wasup_reports_is_dropped() -> None:
                                   Ephemeral=nz.GroupEphemeral(IsEphemeral=True))
     assert group_notices(wire(ephemeral)) == []
     assert group_notices(wire(nz.Connected(status=True))) == []
+
+
+@pytest.mark.parametrize(("method", "params"), [
+    ("get_joined_groups", []),
+    ("get_group_info", ["jid"]),
+    ("create_group", ["name", "participants", "linked_parent", "group_parent"]),
+    ("set_group_name", ["jid", "name"]),
+    ("set_group_topic", ["jid", "previous_id", "new_id", "topic"]),
+    ("set_group_announce", ["jid", "announce"]),
+    ("set_group_locked", ["jid", "locked"]),
+    ("set_group_photo", ["jid", "file_or_bytes"]),
+    ("update_group_participants", ["jid", "participants_changes", "action"]),
+    ("get_group_invite_link", ["jid", "revoke"]),
+    ("join_group_with_link", ["code"]),
+    ("leave_group", ["jid"]),
+])
+def test_the_stand_in_calls_neonizes_client_as_it_is(method: str, params: list[str]) -> None:
+    """The stand-in above answers the calls wasup makes; neonize's client takes them so."""
+    signature = inspect.signature(getattr(NewClient, method))
+    assert list(signature.parameters)[1:] == params
+    assert {p.value for p in ParticipantChange} == {"add", "remove", "promote", "demote"}

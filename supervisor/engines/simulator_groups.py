@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 
 from common.clock import now_epoch
-from supervisor.engine import Notice
+from supervisor.engine import Notice, Sink
 from supervisor.engine_groups import Action, GroupInfo, Participant, ParticipantResult
 from supervisor.errors import (
     DeviceConflict,
@@ -49,9 +49,6 @@ from supervisor.errors import (
     WhatsAppRefused,
 )
 from supervisor.payloads import GroupJoined, GroupParticipants, GroupUpdated
-
-if TYPE_CHECKING:
-    from .simulator_session import SimulatorSession
 
 #: WhatsApp's largest group.
 SIZE_LIMIT = 1024
@@ -143,12 +140,44 @@ class GroupWorld:
         return self.derive(device_id, label, draw, size)
 
 
+class _Account(Protocol):
+    @property
+    def jid(self) -> str: ...
+
+
+class _Server(Protocol):
+    """What groups use of the :class:`~supervisor.engines.simulator_server.SimulatedServer`."""
+
+    @property
+    def groups(self) -> GroupWorld: ...
+
+    async def load_credentials(self, device_id: int) -> _Account | None: ...
+
+
+class _Session(Protocol):
+    """What groups use of the :class:`~supervisor.engines.simulator_session.SimulatorSession`."""
+
+    @property
+    def server(self) -> _Server: ...
+
+    @property
+    def device_id(self) -> int: ...
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def sink(self) -> Sink: ...
+
+    def online(self, epoch: int) -> bool: ...
+
+
 @attrs.define(eq=False)
 class SimulatorGroups:
     """A simulator session's :class:`~supervisor.engine_groups.GroupsApi`, and the controls
     with which a test plays the group's other members."""
 
-    session: SimulatorSession
+    session: _Session
 
     @property
     def world(self) -> GroupWorld:

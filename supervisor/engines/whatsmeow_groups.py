@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import attrs
 from neonize.client import NewClient
@@ -47,14 +47,20 @@ from supervisor.jid import InvalidJid, Jid, JidKind
 from supervisor.payloads import GroupJoined, GroupParticipants, GroupUpdated
 
 from . import whatsmeow_client as wc
-from .whatsmeow_link import LinkState
+from .whatsmeow_link import Link, LinkState
 from .whatsmeow_messages import jid_string
 from .whatsmeow_translate import short_error
 
-if TYPE_CHECKING:
-    from .whatsmeow import WhatsmeowSession
-
 T = TypeVar("T")
+
+
+class _Session(Protocol):
+    """What groups use of the :class:`~supervisor.engines.whatsmeow.WhatsmeowSession`: its
+    connected link, and its worker threads."""
+
+    def _connected_link(self) -> Link: ...
+
+    async def _thread(self, fn: Callable[[], T], *, abandon: bool = False) -> T: ...
 
 #: neonize's event codes of groups: JoinedGroup, GroupInfoEvent.
 GROUP_CODES = frozenset({21, 22})
@@ -67,7 +73,7 @@ _CHANGES = {"add": ParticipantChange.ADD, "remove": ParticipantChange.REMOVE,
 class WhatsmeowGroups:
     """A whatsmeow session's groups (see the module docstring)."""
 
-    session: WhatsmeowSession
+    session: _Session
 
     async def joined(self) -> list[GroupInfo]:
         groups = await self._call("joined groups", lambda api: list(api.get_joined_groups()))
