@@ -22,6 +22,7 @@ from typing import Protocol
 
 import attrs
 
+from .engine_account import AccountApi
 from .message_content import Content, Quoted, Text
 from .outgoing import Outgoing
 from .payloads import Payload
@@ -179,6 +180,8 @@ class Sink(Protocol):
 
 
 class EngineSession(Protocol):
+    account: AccountApi  # presence, profile and calls (supervisor/engine_account.py)
+
     async def start_pairing(self) -> None:
         """Connect without credentials; :class:`QrCode` events follow."""
 

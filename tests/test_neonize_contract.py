@@ -77,6 +77,10 @@ EXPECTED_CODES = {
     12: nz.Disconnected,
     17: nz.Message,
     18: nz.Receipt,
+    19: nz.ChatPresence,
+    20: nz.Presence,
+    36: nz.CallOffer,
+    40: nz.CallOfferNotice,
     44: nz.UndecryptableMessage,
 }
 

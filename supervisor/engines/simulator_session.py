@@ -24,6 +24,7 @@ import trio
 
 from common.clock import now_epoch
 from supervisor.engine import Connected, QrCode, Sink
+from supervisor.engine_account import AccountApi
 from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
 from supervisor.message_content import (
@@ -37,6 +38,7 @@ from supervisor.message_content import (
 )
 from supervisor.outgoing import Outgoing
 
+from .simulator_account import SimulatorAccount
 from .simulator_server import ReadReceipt, SentMessage, SimulatedServer, b64
 
 #: What a QR string starts with: whatsmeow's (neonize 0.5.2's) link for the phone's camera.
@@ -99,6 +101,8 @@ class SimulatorSession:
     ref_draw: int = 0  # the draw the current QR ref derives from (0: no QR shown)
     pair_code: str | None = None  # the pair code issued, normalized ("ABCDEFGH")
     pair_phone: str | None = None  # the digits it was issued for
+    account: AccountApi = attrs.field(
+        init=False, default=attrs.Factory(SimulatorAccount, takes_self=True))
 
     # -- the engine interface ------------------------------------------------------------
 
