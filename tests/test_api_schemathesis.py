@@ -133,6 +133,30 @@ async def test_schemathesis_operator_token_on_a_connected_device(tmp_path: Path)
     assert code == 0, output[-6000:]
 
 
+async def test_schemathesis_presence_profile_and_calls_on_a_connected_device(
+    tmp_path: Path,
+) -> None:
+    """The presence, profile and call routes (and their simulator controls) on a connected
+    device: every schema-valid body reaches WhatsApp (the simulated one)."""
+    async with running_server(tmp_path / "data", settings=SETTINGS) as server:
+        async with api_client(server) as api:
+            r = await api.post("/devices", json={"userId": "dora", "alias": "D"})
+            device = r.json()["data"]
+            r = await api.post(f"/simulator/devices/{device['id']}/scan", json={})
+            assert r.status_code == 200, r.text
+        pinned = f'[parameters]\n"path.deviceId" = "{device["sessionId"]}"\n'
+        code, output = await run_schemathesis(
+            server, tmp_path, "account", token=TEST_TOKEN, config=pinned,
+            include=(
+                r"^(/simulator)?/devices/\{deviceId\}/(presence|chats/\{chatId\}/presence"
+                r"|contacts/\{contact\}/presence/subscribe|profile|profile/picture"
+                r"|calls/\{callId\}/reject|settings/calls|calls)$"
+            ),
+            extra=("--exclude-method", "DELETE"),
+        )
+    assert code == 0, output[-6000:]
+
+
 async def test_schemathesis_device_key_on_other_device_and_unauthenticated(tmp_path: Path) -> None:
     async with running_server(tmp_path / "data", settings=SETTINGS) as server:
         async with api_client(server) as api:

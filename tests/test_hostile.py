@@ -72,6 +72,7 @@ def j(value: Any) -> bytes:
 
 
 SEND = "/devices/{a}/messages"
+PICTURE = "/devices/{a}/profile/picture"
 BOUNDARY = "hostile-boundary"
 FORM = f"multipart/form-data; boundary={BOUNDARY}"
 
@@ -107,6 +108,15 @@ BODY_ROUTES: list[tuple[str, str]] = [
     ("POST", "/simulator/devices/{a}/messages"),
     ("POST", "/simulator/devices/{a}/receipts"),
     ("POST", "/simulator/devices/{a}/fail"),
+    ("POST", "/devices/{a}/presence"),
+    ("POST", "/devices/{a}/chats/15551234567@s.whatsapp.net/presence"),
+    ("POST", "/devices/{a}/contacts/15551234567@s.whatsapp.net/presence/subscribe"),
+    ("PUT", "/devices/{a}/profile"),
+    ("PUT", PICTURE),
+    ("POST", "/devices/{a}/calls/ABC123/reject"),
+    ("PUT", "/devices/{a}/settings/calls"),
+    ("POST", "/simulator/devices/{a}/calls"),
+    ("POST", "/simulator/devices/{a}/presence"),
 ]
 
 #: Bodies no JSON route accepts, and the field named.
@@ -129,10 +139,10 @@ def body_cases() -> Iterator[Case]:
             yield Case(f"{method} {path}: {name}", method, path, body, field=field)
         for ctype in ["text/plain", "application/x-www-form-urlencoded", None,
                       "multipart/form-data; boundary=x", "application/jsonx"]:
-            if path == SEND and ctype is not None and ctype.startswith("multipart/"):
-                # the send route takes forms: this one holds no field
+            if path in (SEND, PICTURE) and ctype is not None and ctype.startswith("multipart/"):
+                # the send and picture routes take forms: this one holds no field
                 yield Case(f"{method} {path}: Content-Type {ctype}", method, path, b"{}",
-                           content_type=ctype, field="to")
+                           content_type=ctype, field="to" if path == SEND else "file")
                 continue
             yield Case(f"{method} {path}: Content-Type {ctype}", method, path, b"{}",
                        content_type=ctype, status=415, code="UNSUPPORTED_MEDIA_TYPE")
@@ -203,6 +213,10 @@ def text_cases() -> Iterator[Case]:
         ("POST", "/simulator/devices/{a}/messages", {"from": "+15551234567", "type": "reaction",
                                                      "messageId": "3A"}, "emoji", True),
         ("POST", "/simulator/devices/{a}/receipts", {"status": "read"}, "messageId", True),
+        ("PUT", "/devices/{a}/profile", {}, "name", True),
+        ("PUT", "/devices/{a}/profile", {}, "about", True),
+        ("PUT", "/devices/{a}/settings/calls", {"autoReject": True}, "message", False),
+        ("POST", "/devices/{a}/calls/ABC123/reject", {}, "from", True),
     ]
     for method, path, fields, name, one_line in targets:
         bad = bad_anywhere + (not_in_a_line if one_line else [])
@@ -707,7 +721,57 @@ def ws_cases() -> Iterator[Case]:
         status=405, code="METHOD_NOT_ALLOWED")
 
 
-ALL_CASES = [*body_cases(), *text_cases(), *field_cases(), *path_cases(), *auth_cases(),
+def account_cases() -> Iterator[Case]:
+    """Presence, profile and calls: wrong states, addresses, lengths and types."""
+    chat = "/devices/{a}/chats/15551234567@s.whatsapp.net/presence"
+    rows: list[tuple[str, str, Any, str]] = [
+        ("POST", "/devices/{a}/presence", {"state": "typing"}, "state"),
+        ("POST", "/devices/{a}/presence", {"state": ["available"]}, "state"),
+        ("POST", "/devices/{a}/presence", {}, "state"),
+        ("POST", chat, {"state": "available"}, "state"),
+        ("POST", chat, {"state": None}, "state"),
+        ("POST", "/devices/{a}/chats/status@broadcast/presence", {"state": "typing"}, "chatId"),
+        ("POST", "/devices/{a}/contacts/120363000000000001@g.us/presence/subscribe", {},
+         "contact"),
+        ("POST", "/devices/{a}/contacts/15551234567/presence/subscribe", {"x": 1}, "x"),
+        ("PUT", "/devices/{a}/profile", {}, "body"),
+        ("PUT", "/devices/{a}/profile", {"name": "n" * 26}, "name"),
+        ("PUT", "/devices/{a}/profile", {"name": 7}, "name"),
+        ("PUT", "/devices/{a}/profile", {"about": "a" * 140}, "about"),
+        ("PUT", "/devices/{a}/profile", {"name": "Ann", "picture": "x"}, "picture"),
+        ("PUT", PICTURE, {}, "media"),
+        ("PUT", PICTURE, {"media": "x"}, "media"),
+        ("PUT", PICTURE, {"media": {"data": "%%%%"}}, "media.data"),
+        ("PUT", PICTURE, {"media": {"data": base64.b64encode(b"GIF8 not really").decode()}},
+         "media"),
+        ("PUT", PICTURE, {"media": {"url": "file:///etc/passwd"}}, "media.url"),
+        ("POST", "/devices/{a}/calls/ABC123/reject", {}, "from"),
+        ("POST", "/devices/{a}/calls/ABC123/reject", {"from": "120363000000000001@g.us"}, "from"),
+        ("POST", "/devices/{a}/calls/a.b/reject", {"from": "+15551234567"}, "callId"),
+        ("PUT", "/devices/{a}/settings/calls", {"message": "hi"}, "autoReject"),
+        ("PUT", "/devices/{a}/settings/calls", {"autoReject": 1}, "autoReject"),
+        ("PUT", "/devices/{a}/settings/calls", {"autoReject": True, "message": ""}, "message"),
+        ("PUT", "/devices/{a}/settings/calls", {"autoReject": True, "message": "m" * 1001},
+         "message"),
+        ("POST", "/simulator/devices/{a}/calls", {}, "from"),
+        ("POST", "/simulator/devices/{a}/calls", {"from": "+15551234567", "video": "yes"},
+         "video"),
+        ("POST", "/simulator/devices/{a}/presence", {"from": "+15551234567", "state": "x"},
+         "state"),
+        ("POST", "/simulator/devices/{a}/presence",
+         {"from": "+15551234567", "state": "available", "lastSeen": 1_750_000_000}, "lastSeen"),
+        ("POST", "/simulator/devices/{a}/presence",
+         {"from": "+15551234567", "state": "typing", "chat": "x"}, "chat"),
+    ]
+    for method, path, body, field in rows:
+        yield Case(f"{method} {path}: {body}"[:200], method, path, j(body), field=field)
+    yield Case("PUT profile/picture multipart: no file", "PUT", PICTURE,
+               form(("x", "1", None)), content_type=FORM, field="x")
+    yield Case("PUT profile/picture multipart: not an image", "PUT", PICTURE,
+               form(("file", b"plain text", "a.txt")), content_type=FORM, field="file")
+
+
+ALL_CASES = [*body_cases(), *text_cases(), *field_cases(), *account_cases(), *path_cases(), *auth_cases(),
              *raw_cases(), *ws_cases()]
 
 
