@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -70,10 +70,17 @@ def world(server: Server, sid: str) -> AccountState:
     return engine.server.account.of(server.sup.get(sid).id)
 
 
+async def poll(cond: Callable[[], bool]) -> None:
+    """Wait (real time, at most DEADLINE seconds) until ``cond()`` holds."""
+    for _ in range(int(DEADLINE / 0.02)):
+        if cond():
+            return
+        await trio.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
 async def until(events: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    with trio.fail_after(DEADLINE):
-        while len(events) < count:
-            await trio.sleep(0.02)
+    await poll(lambda: len(events) >= count)
     await trio.sleep(0.1)  # nothing more arrives
     return events
 
@@ -246,9 +253,7 @@ async def test_calls_reject_and_auto_reject(tmp_path: Path) -> None:
         sent = next(e for e in events[1:] if e["type"] == "message_sent")
         assert sent["data"]["to"] == PEER_JID and sent["data"]["origin"] == "autoreply"
         assert sent["data"]["text"] == "Please write: we answer here."
-        with trio.fail_after(DEADLINE):
-            while len(world(server, sid).rejections) < 2:
-                await trio.sleep(0.02)
+        await poll(lambda: len(world(server, sid).rejections) >= 2)
         assert world(server, sid).rejections[-1].call_id == second
         engine = server.sup.engine
         assert isinstance(engine, SimulatorEngine)

@@ -8,7 +8,8 @@ is a session's :class:`~supervisor.engine_account.AccountApi` over it.
 The controls play the device's contacts (:meth:`AccountWorld.contact_presence`,
 :meth:`AccountWorld.incoming_call`). As WhatsApp does, a contact's presence reaches the device
 only when it subscribed to that contact and showed itself ``available`` (WhatsApp sends
-presences to online clients only); it comes as a :class:`~supervisor.engine.Notice`. Call ids
+presences to online clients only), both in the current connection (a reconnect forgets them,
+as WhatsApp does); it comes as a :class:`~supervisor.engine.Notice`. Call ids
 derive from the server's seed, so a run is repeatable.
 
 Error handling: the account methods raise ``EngineError("not_connected")`` (recoverable) when
@@ -76,9 +77,11 @@ class AccountState:
     about: str | None = None
     picture: bytes | None = None
     picture_id: str | None = None
-    available: bool = False
+    #: The connection (session epoch) in which the device showed itself available, if any.
+    available_in: int | None = None
     presences: list[SentPresence] = attrs.field(factory=list)
-    subscriptions: set[str] = attrs.field(factory=set)
+    #: The contacts subscribed to, with the connection (session epoch) each subscription is of.
+    subscriptions: dict[str, int] = attrs.field(factory=dict)
     offers: dict[str, Offer] = attrs.field(factory=dict)
     rejections: list[Rejection] = attrs.field(factory=list)
 
@@ -113,7 +116,8 @@ class AccountWorld:
         """
         _connected(session)
         account = self.of(session.device_id)
-        if contact not in account.subscriptions or not account.available:
+        epoch = session.epoch  # both last as long as the connection they were made in
+        if account.subscriptions.get(contact) != epoch or account.available_in != epoch:
             return False
         if state in ("available", "unavailable"):
             seen = iso(last_seen) if last_seen is not None and state == "unavailable" else None
@@ -156,14 +160,14 @@ class SimulatorAccount:
 
     async def set_presence(self, state: PresenceState) -> None:
         account = self._account
-        account.available = state == "available"
+        account.available_in = self.session.epoch if state == "available" else None
         account.presences.append(SentPresence(state, None, now_epoch()))
 
     async def set_chat_presence(self, chat: str, state: ChatState) -> None:
         self._account.presences.append(SentPresence(state, chat, now_epoch()))
 
     async def subscribe_presence(self, contact: str) -> None:
-        self._account.subscriptions.add(contact)
+        self._account.subscriptions[contact] = self.session.epoch
 
     async def profile(self) -> Profile:
         account = self._account
