@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,14 +15,14 @@ from typing import Any
 import httpx
 import trio
 from PIL import Image
-from trio_websocket import open_websocket_url
 
 from api.server import Server
 from supervisor.engines.simulator import SimulatorEngine
 from supervisor.engines.simulator_account import AccountState
 
-from .conftest import TEST_TOKEN, api_client, running_server
+from .conftest import api_client, running_server
 from .test_messaging_e2e import create, wait_status
+from .test_receive_e2e import connected_device
 
 DEADLINE = 10.0
 PEER = "+15557654321"
@@ -43,25 +42,9 @@ async def connected(
 ) -> AsyncIterator[tuple[Server, httpx.AsyncClient, str, list[dict[str, Any]]]]:
     """A server with one connected device (push name Shop Ann) and the presence and call
     events a WebSocket subscriber receives."""
-    async with running_server(tmp_path / "data") as server, api_client(server) as api:
-        device = await create(api, "Shop")
-        sid = device["sessionId"]
-        await wait_status(api, sid, "pending")
-        r = await api.post(f"/simulator/devices/{sid}/scan", json={"pushName": "Shop Ann"})
-        assert r.status_code == 200, r.text
-        await wait_status(api, sid, "connected")
-        events: list[dict[str, Any]] = []
-        url = f"{server.ws_url}/?token={TEST_TOKEN}&events=presence,call_received,message_sent"
-        async with open_websocket_url(url) as ws, trio.open_nursery() as nursery:
-
-            async def collect() -> None:
-                while True:
-                    events.append(json.loads(await ws.get_message()))
-
-            nursery.start_soon(collect)
-            await trio.sleep(0.05)  # subscribed
-            yield server, api, sid, events
-            nursery.cancel_scope.cancel()
+    async with connected_device(tmp_path, "presence,call_received,message_sent",
+                                {"pushName": "Shop Ann"}) as (server, api, device, events):
+        yield server, api, device["sessionId"], events
 
 
 def world(server: Server, sid: str) -> AccountState:

@@ -112,6 +112,17 @@ async def run_schemathesis(
     return result.returncode, (result.stdout + result.stderr).decode(errors="replace")
 
 
+async def pinned_connected_device(server: Server, user: str) -> str:
+    """A new device of ``user``, connected through the simulator, as the schemathesis
+    configuration that pins every deviceId to it."""
+    async with api_client(server) as api:
+        r = await api.post("/devices", json={"userId": user, "alias": user.title()})
+        device = r.json()["data"]
+        r = await api.post(f"/simulator/devices/{device['id']}/scan", json={})
+        assert r.status_code == 200, r.text
+    return f'[parameters]\n"path.deviceId" = "{device["sessionId"]}"\n'
+
+
 async def test_schemathesis_operator_token(tmp_path: Path) -> None:
     async with running_server(tmp_path / "data", settings=SETTINGS) as server:
         code, output = await run_schemathesis(server, tmp_path, "operator", token=TEST_TOKEN,
@@ -123,12 +134,7 @@ async def test_schemathesis_operator_token_on_a_connected_device(tmp_path: Path)
     """Operations on one existing, connected device: bodies reach validation (the spec and the
     API must agree on every value) and messages are sent."""
     async with running_server(tmp_path / "data", settings=SETTINGS) as server:
-        async with api_client(server) as api:
-            r = await api.post("/devices", json={"userId": "carol", "alias": "C"})
-            device = r.json()["data"]
-            r = await api.post(f"/simulator/devices/{device['id']}/scan", json={})
-            assert r.status_code == 200, r.text
-        pinned = f'[parameters]\n"path.deviceId" = "{device["sessionId"]}"\n' + SEND_CONFIG
+        pinned = await pinned_connected_device(server, "carol") + SEND_CONFIG
         code, output = await run_schemathesis(
             server, tmp_path, "device", token=TEST_TOKEN, config=pinned,
             include=(
@@ -146,12 +152,7 @@ async def test_schemathesis_presence_profile_and_calls_on_a_connected_device(
     """The presence, profile and call routes (and their simulator controls) on a connected
     device: every schema-valid body reaches WhatsApp (the simulated one)."""
     async with running_server(tmp_path / "data", settings=SETTINGS) as server:
-        async with api_client(server) as api:
-            r = await api.post("/devices", json={"userId": "dora", "alias": "D"})
-            device = r.json()["data"]
-            r = await api.post(f"/simulator/devices/{device['id']}/scan", json={})
-            assert r.status_code == 200, r.text
-        pinned = f'[parameters]\n"path.deviceId" = "{device["sessionId"]}"\n' + PICTURE_CONFIG
+        pinned = await pinned_connected_device(server, "dora") + PICTURE_CONFIG
         code, output = await run_schemathesis(
             server, tmp_path, "account", token=TEST_TOKEN, config=pinned,
             include=(
