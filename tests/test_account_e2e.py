@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -179,6 +180,13 @@ async def test_profile_read_and_set(tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         with Image.open(io.BytesIO(world(server, sid).picture or b"")) as img:
             assert img.size == (100, 100)
+        # Larger than the 1 MiB other bodies may have: this route takes files.
+        noise = io.BytesIO()
+        Image.frombytes("RGB", (700, 700), os.urandom(700 * 700 * 3)).save(noise, "PNG")
+        assert len(noise.getvalue()) > 1 << 20
+        r = await api.put(f"/devices/{sid}/profile/picture",
+                          json={"media": {"data": base64.b64encode(noise.getvalue()).decode()}})
+        assert r.status_code == 200, r.text
 
         error(await api.put(f"/devices/{sid}/profile", json={}), 400, "body")
         error(await api.put(f"/devices/{sid}/profile", json={"name": "x" * 26}), 400, "name")
