@@ -21,23 +21,58 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 
 from common.clock import iso, now_epoch
-from supervisor.engine import Notice
+from supervisor.engine import Notice, Sink
 from supervisor.engine_account import ChatState, PresenceState, Profile
 from supervisor.errors import DeviceConflict, EngineError
 from supervisor.payloads import CallReceived, PresenceChanged
-
-if TYPE_CHECKING:
-    from .simulator_session import SimulatorSession
 
 #: Where the simulated WhatsApp serves profile pictures (``<base><device>/<picture id>.jpg``).
 PICTURE_BASE = "https://pps.whatsapp.net/sim/"
 
 Derive = Callable[[int, str, int, int], bytes]
+
+
+class SimCredentials(Protocol):
+    """What the account reads of a device's stored credentials."""
+
+    @property
+    def jid(self) -> str: ...
+
+    @property
+    def push_name(self) -> str | None: ...
+
+
+class SimServer(Protocol):
+    """What the account uses of the simulated server."""
+
+    @property
+    def account(self) -> AccountWorld: ...
+
+    async def load_credentials(self, device_id: int) -> SimCredentials | None: ...
+
+
+class SimulatorSession(Protocol):
+    """What the account uses of a simulated session
+    (:class:`~supervisor.engines.simulator_session.SimulatorSession`)."""
+
+    @property
+    def device_id(self) -> int: ...
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def sink(self) -> Sink: ...
+
+    @property
+    def server(self) -> SimServer: ...
+
+    def online(self, epoch: int) -> bool: ...
 
 
 @attrs.frozen
@@ -189,8 +224,6 @@ class SimulatorAccount:
 
     async def set_picture(self, jpeg: bytes) -> str:
         account = self._account
-        if not jpeg.startswith(b"\xff\xd8\xff"):
-            raise EngineError("set_picture_failed: not a jpeg", recoverable=False)
         account.picture = jpeg
         account.picture_id = str(int.from_bytes(hashlib.sha256(jpeg).digest()[:6], "big"))
         return account.picture_id

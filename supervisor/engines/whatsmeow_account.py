@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import attrs
 from neonize.client import NewClient
@@ -39,12 +39,9 @@ from supervisor.jid import InvalidJid, Jid
 from supervisor.payloads import CallReceived, PresenceChanged
 
 from . import whatsmeow_client as wc
-from .whatsmeow_link import LinkState
+from .whatsmeow_link import Link, LinkState
 from .whatsmeow_messages import jid_string
 from .whatsmeow_translate import short_error
-
-if TYPE_CHECKING:
-    from .whatsmeow import WhatsmeowSession
 
 log = logging.getLogger("wasup.engine.whatsmeow")
 
@@ -56,6 +53,15 @@ _CHAT_STATES: dict[ChatState, tuple[ChatPresence, ChatPresenceMedia]] = {
                   ChatPresenceMedia.CHAT_PRESENCE_MEDIA_AUDIO),
     "paused": (ChatPresence.CHAT_PRESENCE_PAUSED, ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT),
 }
+
+
+class WhatsmeowSession(Protocol):
+    """What the account uses of :class:`~supervisor.engines.whatsmeow.WhatsmeowSession`: its
+    connected link and its worker threads, as its own calls use them."""
+
+    def _connected_link(self) -> Link: ...
+
+    async def _thread(self, fn: Callable[[], T], *, abandon: bool = False) -> T: ...
 
 
 @attrs.define(eq=False)
