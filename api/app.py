@@ -6,8 +6,8 @@ every route needs a credential (``X-API-TOKEN``, once: two are refused on every 
 the OpenAPI document; a request is authenticated, then charged to its credential's token
 bucket, then its body must be JSON (415 otherwise), then it is dispatched.
 
-A body may be ``ApiSettings.max_body`` bytes (413 beyond), except on the routes that send
-messages and set the profile picture: they take media files, as JSON (base64) or
+A body may be ``ApiSettings.max_body`` bytes (413 beyond), except on the routes that take media
+files (sending messages, setting a group's or the profile's picture), as JSON (base64) or
 ``multipart/form-data``, up to :func:`api.send_media.body_max` of the media limits; their body
 is read only once the request is authenticated and charged.
 """
@@ -41,6 +41,7 @@ from api import (
     routes_actions,
     routes_ai,
     routes_devices,
+    routes_groups,
     routes_history,
     routes_media,
     routes_messages,
@@ -48,6 +49,7 @@ from api import (
     routes_proxy,
     routes_simulator,
     routes_webhooks,
+    sim_groups,
     sim_account,
 )
 from api.auth import ONE_TOKEN, authenticate, charge, refuse
@@ -78,11 +80,12 @@ PUBLIC_ENDPOINTS = frozenset(
     }
 ) | dashboard.PUBLIC_ENDPOINTS
 
-#: The routes that take media files (a larger body, JSON or multipart), and their methods and
-#: paths: a body's limit is set when the request is made, before routing.
-MEDIA_ENDPOINTS = frozenset({"messages.send_message", "account.put_picture"})
-MEDIA_PATHS = (("POST", re.compile(rf"{API_PREFIX}/devices/[^/]+/messages/?")),
-               ("PUT", re.compile(rf"{API_PREFIX}/devices/[^/]+/profile/picture/?")))
+#: The routes that take media files (a larger body, JSON or multipart), and their paths: a
+#: body's limit is set when the request is made, before routing.
+MEDIA_ENDPOINTS = frozenset({"messages.send_message", "groups.set_picture",
+                             "account.put_picture"})
+MEDIA_PATH_RE = re.compile(
+    rf"{API_PREFIX}/devices/[^/]+/(?:messages|groups/[^/]+/picture|profile/picture)/?")
 MULTIPART = "multipart/form-data"
 
 
@@ -122,11 +125,13 @@ def create_app(
     app.register_blueprint(routes_proxy.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_account.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ops.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_groups.bp, url_prefix=API_PREFIX)
     simulator = settings.simulator_routes
     if simulator is None:
         simulator = isinstance(sup.engine, SimulatorEngine)
     if simulator:
         app.register_blueprint(routes_simulator.bp, url_prefix=API_PREFIX)
+        app.register_blueprint(sim_groups.bp, url_prefix=API_PREFIX)
         app.register_blueprint(sim_account.bp, url_prefix=API_PREFIX)
     app.register_blueprint(openapi.bp, url_prefix=API_PREFIX)
     metrics.install(app, sup, device_labels=settings.metrics_device_labels)
@@ -197,7 +202,7 @@ def _request_class(max_body: int, media_max: int) -> type[TrioRequest]:
     class Request(TrioRequest):
         def __init__(self, method: str, scheme: str, path: str, *args: Any,
                      **kwargs: Any) -> None:
-            media = any(method == m and rx.fullmatch(path) for m, rx in MEDIA_PATHS)
+            media = method in ("POST", "PUT") and MEDIA_PATH_RE.fullmatch(path) is not None
             limit = media_max if media else max_body
             kwargs["max_content_length"] = limit
             super().__init__(method, scheme, path, *args, **kwargs)

@@ -23,6 +23,7 @@ from typing import Protocol
 import attrs
 
 from .engine_account import AccountApi
+from .engine_groups import GroupsApi
 from .message_content import Content, Quoted, Text
 from .outgoing import Outgoing
 from .payloads import Payload
@@ -180,7 +181,10 @@ class Sink(Protocol):
 
 
 class EngineSession(Protocol):
-    account: AccountApi  # presence, profile and calls (supervisor/engine_account.py)
+    @property
+    def groups(self) -> GroupsApi: ...  # the groups it is in (supervisor/engine_groups.py)
+    @property
+    def account(self) -> AccountApi: ...  # presence, profile and calls (supervisor/engine_account.py)
 
     async def start_pairing(self) -> None:
         """Connect without credentials; :class:`QrCode` events follow."""

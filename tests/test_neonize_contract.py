@@ -77,6 +77,8 @@ EXPECTED_CODES = {
     12: nz.Disconnected,
     17: nz.Message,
     18: nz.Receipt,
+    21: nz.JoinedGroup,
+    22: nz.GroupInfoEvent,
     19: nz.ChatPresence,
     20: nz.Presence,
     36: nz.CallOffer,

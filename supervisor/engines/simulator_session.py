@@ -38,6 +38,7 @@ from supervisor.message_content import (
 )
 from supervisor.outgoing import Outgoing
 
+from .simulator_groups import SimulatorGroups
 from .simulator_account import SimulatorAccount
 from .simulator_server import ReadReceipt, SentMessage, SimulatedServer, b64
 
@@ -101,6 +102,8 @@ class SimulatorSession:
     ref_draw: int = 0  # the draw the current QR ref derives from (0: no QR shown)
     pair_code: str | None = None  # the pair code issued, normalized ("ABCDEFGH")
     pair_phone: str | None = None  # the digits it was issued for
+    groups: SimulatorGroups = attrs.field(init=False,
+                                          default=attrs.Factory(SimulatorGroups, takes_self=True))
     account: AccountApi = attrs.field(
         init=False, default=attrs.Factory(SimulatorAccount, takes_self=True))
 

@@ -68,6 +68,7 @@ from . import whatsmeow_client as wc
 from . import whatsmeow_messages as wm
 from .whatsmeow_account import WhatsmeowAccount
 from .whatsmeow_events import GoReports
+from .whatsmeow_groups import WhatsmeowGroups
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
 from .whatsmeow_outgoing import Unsendable
 from .whatsmeow_translate import download_reason, exit_event, short_error
@@ -108,6 +109,7 @@ class WhatsmeowSession:
     sink: Sink
     _link: Link | None = None
     reports: GoReports = attrs.field(init=False)
+    groups: WhatsmeowGroups = attrs.field(init=False, default=attrs.Factory(WhatsmeowGroups, True))
     account: AccountApi = attrs.field(
         init=False, default=attrs.Factory(WhatsmeowAccount, takes_self=True))
 

@@ -492,4 +492,5 @@ class GoClient:
 
 #: neonize's event codes wasup subscribes to (see neonize.events.EVENT_TO_INT); 19, 20, 36
 #: and 40 are presence and calls (:mod:`.whatsmeow_account`).
-SUBSCRIBED_EVENTS = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 17, 18, 19, 20, 36, 40, 44})
+SUBSCRIBED_EVENTS = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 17, 18, 19, 20, 21, 22, 36, 40,
+                               44})
