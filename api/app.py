@@ -49,8 +49,8 @@ from api import (
     routes_proxy,
     routes_simulator,
     routes_webhooks,
-    sim_groups,
     sim_account,
+    sim_groups,
 )
 from api.auth import ONE_TOKEN, authenticate, charge, refuse
 from api.errors import ApiError

@@ -13,12 +13,12 @@
 
 The operator token or the device's own API key may call them all. The requests go to WhatsApp
 through the device (:mod:`supervisor.account`); the call settings are stored with the device's
-settings (:mod:`supervisor.calls`). A picture is read as a media send's file is
-(:mod:`api.send_request`, :mod:`api.send_media`: base64, a URL fetched through the SSRF guard,
-or an upload; at most ``MediaConfig.max_image`` bytes).
+settings (:mod:`supervisor.calls`). A picture is read as an image send's file is
+(:mod:`api.image_upload`: base64, a URL fetched through the SSRF guard, or an upload; at most
+``MediaConfig.max_image`` bytes, its type read from the bytes).
 
 Errors: 400 INVALID_REQUEST naming the field (``state``, ``chatId``, ``contact``, ``callId``,
-``from``, ``name``, ``about``, ``media``, ``media.data``, ``media.url``, ``file``,
+``from``, ``name``, ``about``, ``media``, ``media.data``, ``media.url``, ``mimetype``, ``file``,
 ``autoReject``, ``message``, ``body``); 413 PAYLOAD_TOO_LARGE naming ``media`` or ``file``; 404
 for an unknown device; 409 DEVICE_CONFLICT when the device is not connected; 502 ENGINE_ERROR
 when WhatsApp failed.
@@ -33,9 +33,8 @@ from quart import Blueprint, Response, request
 from api import validation
 from api.auth import resolve_device
 from api.content_fields import fields, flag, string
+from api.image_upload import read_image
 from api.routes_devices import ok, read_body
-from api.send_media import _fetch, _too_large, max_bytes
-from api.send_request import _from_form, _media_source
 from api.state import current_state
 from supervisor import account
 from supervisor.calls import MESSAGE_MAX, SETTINGS_KIND, CallSettings
@@ -109,40 +108,10 @@ async def put_profile(device_id: str) -> Response:
 @bp.put("/devices/<device_id>/profile/picture")
 async def put_picture(device_id: str) -> Response:
     row = await resolve_device(device_id)
-    image, field = await _read_picture()
-    picture_id = await account.set_picture(current_state().sup, str(row.id), image, field)
-    return ok({"pictureId": picture_id}, "Profile picture updated.")
-
-
-async def _read_picture() -> tuple[bytes, str]:
-    """The image of a picture request and the field that carried it (``media`` or ``file``)."""
     sup = current_state().sup
-    media = sup.config.media
-    if request.mimetype == "multipart/form-data":
-        body, upload = await _from_form(await request.form, await request.files)
-        fields(body, "body", frozenset())
-        if upload is None:
-            raise InvalidRequest("file: is required", field="file")
-        data, field = upload.data, "file"
-    else:
-        data_bytes = await request.get_data()
-        assert isinstance(data_bytes, bytes)
-        body = fields(validation.parse_json(data_bytes), "body", frozenset({"media"}))
-        if "media" not in body:
-            raise InvalidRequest("media: is required", field="media")
-        source = _media_source(body["media"])
-        field = "media"
-        if source.data is not None:
-            data = source.data
-        else:
-            assert source.url is not None
-            data, _ = await _fetch(source.url, "image", media, sup.config.allow_networks)
-    cap = max_bytes("image", media)
-    if len(data) > cap:
-        raise _too_large("image", field, cap)
-    if not data:
-        raise InvalidRequest(f"{field}: the file is empty", field=field)
-    return data, field
+    image, _, field = await read_image(sup.config.media, sup.config.allow_networks)
+    picture_id = await account.set_picture(sup, str(row.id), image, field)
+    return ok({"pictureId": picture_id}, "Profile picture updated.")
 
 
 @bp.post("/devices/<device_id>/calls/<call_id>/reject")

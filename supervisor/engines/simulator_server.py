@@ -35,8 +35,8 @@ from supervisor.errors import EngineError
 from supervisor.message_content import Content, text_of
 from supervisor.outgoing import Outgoing
 
-from .simulator_groups import GroupWorld
 from .simulator_account import AccountWorld
+from .simulator_groups import GroupWorld
 from .simulator_queue import OfflineQueue
 
 #: Session operations a fault can be injected into; ``"any"`` means any of them.

@@ -38,8 +38,8 @@ from supervisor.message_content import (
 )
 from supervisor.outgoing import Outgoing
 
-from .simulator_groups import SimulatorGroups
 from .simulator_account import SimulatorAccount
+from .simulator_groups import SimulatorGroups
 from .simulator_server import ReadReceipt, SentMessage, SimulatedServer, b64
 
 #: What a QR string starts with: whatsmeow's (neonize 0.5.2's) link for the phone's camera.

@@ -53,8 +53,8 @@ from supervisor.engine import (
 from supervisor.errors import DeliveryFailed, EngineError
 from supervisor.proxy import redact
 
-from .whatsmeow_groups import GROUP_CODES, group_notices
 from .whatsmeow_account import notices as account_notices
+from .whatsmeow_groups import GROUP_CODES, group_notices
 from .whatsmeow_link import GoCallback, GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
 from .whatsmeow_translate import advice_for, exit_event, translate, translate_pairing_status
 
