@@ -184,7 +184,7 @@ class EngineSession(Protocol):
     @property
     def groups(self) -> GroupsApi: ...  # the groups it is in (supervisor/engine_groups.py)
     @property
-    def account(self) -> AccountApi: ...  # presence, profile and calls (supervisor/engine_account.py)
+    def account(self) -> AccountApi: ...  # presence, profile, calls (engine_account.py)
 
     async def start_pairing(self) -> None:
         """Connect without credentials; :class:`QrCode` events follow."""
