@@ -321,7 +321,7 @@ class DeviceActor:
             received = incoming.store(r.messages, self.id, ev, at)
             if received is None:
                 return None  # WhatsApp delivered this message before: nothing new
-            actions.apply_incoming(r.message_actions, self.id, ev, at)
+            actions.apply_incoming(r, self.id, ev, at)
             row = r.devices.increment_stats(self.id, received=received, at=at)
             self._enqueue(r, events)
             return row
