@@ -56,8 +56,10 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.utils.enum import ClientName, ClientType, ReceiptType
 from neonize.utils.log import log_whatsmeow
 
+from supervisor import message_content as mc
 from supervisor.jid import Jid
 from supervisor.outgoing import Outgoing
+from supervisor.thumbnails import jpeg_thumbnail
 
 from . import neonize_go
 from . import whatsmeow_outgoing as wo
@@ -383,6 +385,9 @@ class GoClient:
         WhatsApp's id of it. Raises :class:`~.whatsmeow_outgoing.Unsendable` for what cannot
         be built, neonize's UploadError or SendMessageError when WhatsApp refuses."""
         kind = wo.media_type(message)
+        thumb = None
+        if media is not None and isinstance(message.content, mc.Image):
+            thumb = jpeg_thumbnail(media)
         with gate.shared():
             if self.stopped:
                 raise RuntimeError("client stopped")
@@ -396,7 +401,7 @@ class GoClient:
                 own = self.api.get_me().JID
                 me = f"{own.User}@{own.Server}"
             proto = wo.build(message, me=me, upload=upload, now_ms=int(time.time() * 1000),
-                             secret=os.urandom(32))
+                             secret=os.urandom(32), thumbnail=None if thumb is None else thumb.data)
             response = self.api.send_message(jid, proto)
         return str(response.ID)
 
