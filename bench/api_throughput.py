@@ -4,9 +4,11 @@ Usage::
 
     .venv/bin/python bench/api_throughput.py [--devices 1000] [--connections 32]
                                               [--duration 5] [--clients 2]
+                                              [--database postgresql://…]
 
 The parent process starts the server in a subprocess (``--serve``): ``api.server.serve`` with
-the simulator engine, the per-credential rate limit raised out of the way, and
+the simulator engine, its data in SQLite or, with ``--database``, in that (empty) PostgreSQL
+database, the per-credential rate limit raised out of the way, and
 ``--devices`` devices created directly through the supervisor (they stay in their pairing
 cycle, as on a real gateway). The load comes from ``--clients`` other processes
 (``--load``), each an httpx client with keep-alive connections, ``--connections`` in all,
@@ -63,7 +65,7 @@ async def run_server(args: argparse.Namespace) -> None:
     from api.state import ApiSettings
     from supervisor.config import Config
 
-    config = Config(data_dir=Path(args.data_dir), engine="simulator")
+    config = Config(data_dir=Path(args.data_dir), database_url=args.database, engine="simulator")
     # The benchmark measures the request path, not the limiter's refusals.
     settings = ApiSettings(rate_limit=RateLimitPolicy(rate=1e9, burst=1_000_000_000))
     bare = Blueprint("bench_bare", __name__)
@@ -218,7 +220,8 @@ def main_parent(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="wasup-bench-") as tmp:
         server = subprocess.Popen(
             [sys.executable, __file__, "--serve", "--data-dir", str(Path(tmp) / "data"),
-             "--token", token, "--devices", str(args.devices)],
+             "--token", token, "--devices", str(args.devices),
+             *(["--database", args.database] if args.database else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -284,6 +287,8 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--database", help="an empty PostgreSQL database for the server's data "
+                        "(default: SQLite in a temporary directory)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)

@@ -1,6 +1,11 @@
 """How far one wasup process goes: N simulated devices paired, then restored after a restart.
 
-Usage: ``python bench/supervisor_scale.py [--devices 10000] [--max-concurrent-logins 50]``
+Usage: ``python bench/supervisor_scale.py [--devices 10000] [--max-concurrent-logins 50]
+[--database postgresql://…]``
+
+``--database``: the devices part runs on that PostgreSQL database (it must be empty: the run
+leaves its devices there) instead of SQLite in a temporary directory; run it once with and once
+without on the same machine to compare the backends.
 
 In one run it measures, each part in a fresh child process so that neither sees the other's
 freed memory:
@@ -87,13 +92,14 @@ def _subscribe(bus, n: int):
     return bus.subscribe(types=frozenset({"device_status"}), maxsize=n * 8 + 16)
 
 
-async def run_devices(n: int, max_logins: int, data_dir: Path) -> dict:
+async def run_devices(n: int, max_logins: int, data_dir: Path, database: str | None) -> dict:
     from supervisor.config import Config
     from supervisor.events import EventBus
     from supervisor.supervisor import open_supervisor
 
     config = Config(
         data_dir=data_dir,
+        database_url=database,
         engine="simulator",
         simulator_latency=0.0,
         max_concurrent_logins=max_logins,
@@ -165,7 +171,7 @@ async def run_bare(n: int) -> dict:
     return {"bytes_per_bare_task": per_task}
 
 
-def child(part: str, n: int, max_logins: int) -> None:
+def child(part: str, n: int, max_logins: int, database: str | None) -> None:
     logging.basicConfig(level=logging.WARNING)
     from supervisor.runtime import tune_gc
 
@@ -174,7 +180,7 @@ def child(part: str, n: int, max_logins: int) -> None:
         out = trio.run(run_bare, n)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            out = trio.run(run_devices, n, max_logins, Path(tmp))
+            out = trio.run(run_devices, n, max_logins, Path(tmp), database)
     print(json.dumps(out))
 
 
@@ -182,16 +188,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--max-concurrent-logins", type=int, default=50)
+    parser.add_argument("--database", help="an empty PostgreSQL database (default: SQLite)")
     parser.add_argument("--part", choices=["bare", "devices"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:
-        child(args.part, args.devices, args.max_concurrent_logins)
+        child(args.part, args.devices, args.max_concurrent_logins, args.database)
         return
 
     def run(part: str) -> dict:
         proc = subprocess.run(
             [sys.executable, __file__, "--part", part, "--devices", str(args.devices),
-             "--max-concurrent-logins", str(args.max_concurrent_logins)],
+             "--max-concurrent-logins", str(args.max_concurrent_logins),
+             *(["--database", args.database] if args.database else [])],
             check=True, capture_output=True, text=True,
         )
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -200,7 +208,8 @@ def main() -> None:
     bare = run("bare")
     n = args.devices
     ratio = devices["bytes_per_device"] / bare["bytes_per_bare_task"]
-    print(f"devices:                 {n} (max_concurrent_logins={args.max_concurrent_logins})")
+    print(f"devices:                 {n} (max_concurrent_logins={args.max_concurrent_logins},"
+          f" {'PostgreSQL' if args.database else 'SQLite'})")
     print(f"pair all:                {devices['pair_all_s']:.2f} s (CPU {devices['pair_cpu_s']:.2f} s)")
     print(f"restore and reconnect:   {devices['restore_all_s']:.2f} s (CPU {devices['restore_cpu_s']:.2f} s)")
     print(f"RSS per device:          {devices['bytes_per_device']:.0f} B")
@@ -210,6 +219,7 @@ def main() -> None:
     print(f"CPU by thread (pairing): {devices['pair_threads']}")
     print(json.dumps({
         "devices": n,
+        "database": "postgresql" if args.database else "sqlite",
         "pair_all_s": round(devices["pair_all_s"], 3),
         "restore_all_s": round(devices["restore_all_s"], 3),
         "bytes_per_device": round(devices["bytes_per_device"]),

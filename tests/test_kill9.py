@@ -18,7 +18,6 @@ sockets on 127.0.0.1, Trio's real clock.
 from __future__ import annotations
 
 import socket
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import httpx
 import trio
 
 from tests.server_process import Launcher
+from tests.store_support import Backend
 
 TOKEN = "kill9-test-operator-token"
 KINDS = ("create", "update", "settings", "scan", "incoming", "send", "logout", "delete")
@@ -61,7 +61,7 @@ class Run:
     """The server's client and the devices the acknowledgements act on."""
 
     api: httpx.AsyncClient
-    db: Path
+    db: Backend
     #: Devices by role: standing ones (updated, hooked, hub) and one per trial for the others.
     devices: dict[str, list[str]] = attrs.field(factory=dict)
     n: int = 0
@@ -106,11 +106,7 @@ class Run:
         return sid
 
     def stored_message(self, message_id: str) -> bool:
-        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
-            row = conn.execute(
-                "SELECT 1 FROM messages WHERE message_id = ?", (message_id,)
-            ).fetchone()
-        return row is not None
+        return bool(self.db.peek("SELECT 1 FROM messages WHERE message_id = ?", (message_id,)))
 
 
 async def wait_ready(api: httpx.AsyncClient) -> None:
@@ -314,13 +310,16 @@ async def burst(run: Run, launcher: Launcher, kind: str, targets: list[str]) -> 
     return acked
 
 
-async def test_kill9_right_after_each_kind_of_acknowledgement(tmp_path: Path) -> None:
+async def test_kill9_right_after_each_kind_of_acknowledgement(
+    tmp_path: Path, backend: Backend
+) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
     env = {"WASUP_API_TOKEN": TOKEN, "WASUP_LOG_LEVEL": "warning",
            "WASUP_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8"}
     # POST /devices answers at once; every stored device reconnects at once after a restart.
-    args = ("--qr-wait", "0", "--max-concurrent-logins", "100", "--rate-burst", "1000")
+    args = ("--qr-wait", "0", "--max-concurrent-logins", "100", "--rate-burst", "1000",
+            *database_args(backend))
     tally = {kind: Tally() for kind in KINDS}
     with trio.fail_after(600):
         async with (
@@ -328,7 +327,7 @@ async def test_kill9_right_after_each_kind_of_acknowledgement(tmp_path: Path) ->
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/api/whatsapp",
                               headers={"X-API-TOKEN": TOKEN}, timeout=DEADLINE) as api,
         ):
-            run = Run(api, data_dir / "wasup.db")
+            run = Run(api, backend)
             await launcher.start()
             await wait_ready(api)
             await set_up(run)
@@ -347,14 +346,16 @@ async def test_kill9_right_after_each_kind_of_acknowledgement(tmp_path: Path) ->
                     if not await present():
                         counts.lost += 1
 
-    print(f"\nkill -9 right after an acknowledgement ({launcher.starts} server starts,"
+    print(f"\nkill -9 right after an acknowledgement on {backend.name} ({launcher.starts} starts,"
           f" bursts of {BURST}, of messages {MESSAGE_BURST}):")
     for kind, counts in tally.items():
         print(f"  {kind:9} lives {counts.lives}, acknowledged {counts.trials:3}, lost {counts.lost}")
     assert {kind: counts.lost for kind, counts in tally.items()} == dict.fromkeys(KINDS, 0)
 
 
-async def test_queued_messages_survive_a_kill9_and_arrive_once_in_order(tmp_path: Path) -> None:
+async def test_queued_messages_survive_a_kill9_and_arrive_once_in_order(
+    tmp_path: Path, backend: Backend
+) -> None:
     """Messages sent to a device while it is offline wait in the simulated WhatsApp's queue,
     which wasup keeps in its database: they survive a kill -9, and a kill in the middle of
     handing them over loses none and stores none twice."""
@@ -364,11 +365,12 @@ async def test_queued_messages_survive_a_kill9_and_arrive_once_in_order(tmp_path
     count = 40
     with trio.fail_after(300):
         async with (
-            Launcher(data_dir, port, env, ("--qr-wait", "0", "--rate-burst", "1000")) as launcher,
+            Launcher(data_dir, port, env, ("--qr-wait", "0", "--rate-burst", "1000",
+                                           *database_args(backend))) as launcher,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/api/whatsapp",
                               headers={"X-API-TOKEN": TOKEN}, timeout=DEADLINE) as api,
         ):
-            run = Run(api, data_dir / "wasup.db")
+            run = Run(api, backend)
             await launcher.start()
             await wait_ready(api)
             sid = await run.connected("offline for a while")
@@ -412,11 +414,15 @@ async def test_queued_messages_survive_a_kill9_and_arrive_once_in_order(tmp_path
     assert device["statistics"]["messagesReceived"] == count
 
 
-def stored_texts(db: Path, sid: str) -> list[str]:
+def stored_texts(db: Backend, sid: str) -> list[str]:
     """The texts of the device's stored incoming messages, in the order they were stored."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        rows = conn.execute(
-            "SELECT m.text FROM messages m JOIN devices d ON d.id = m.device_id"
-            " WHERE d.session_id = ? AND m.direction = 'in' ORDER BY m.id", (sid,)
-        ).fetchall()
+    rows = db.peek(
+        "SELECT m.text FROM messages m JOIN devices d ON d.id = m.device_id"
+        " WHERE d.session_id = ? AND m.direction = 'in' ORDER BY m.id", (sid,)
+    )
     return [str(text) for (text,) in rows]
+
+
+def database_args(backend: Backend) -> tuple[str, ...]:
+    """``wasup serve``'s arguments for the backend's database (SQLite: the data directory's)."""
+    return () if backend.name == "sqlite" else ("--database", backend.location)
