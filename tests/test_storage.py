@@ -1196,3 +1196,25 @@ def test_only_storage_speaks_sql() -> None:
             if re.search(r"^\s*(import sqlite3|from sqlite3 )|\.execute(many)?\(", text, re.M):
                 offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
+
+
+async def test_sends_roundtrip(backend: Backend) -> None:
+    async with backend.open() as db:
+        a = await db.run(new_device)
+        row = storage.SendRow(
+            device_id=a.id, message_id="msg_1", idempotency_key="k1", chat="c", text="hi",
+            origin="api", state="queued", status="pending", reason=None, wa_id=None,
+            created_at=NOW, accepted_epoch=1.0, expires_epoch=2.0, stuck=False,
+            payload={"type": "text", "text": "hi"},
+        )
+        await db.run(lambda r: r.sends.insert(row))
+        with pytest.raises(Conflict):  # its message id and its idempotency key are taken
+            await db.run(lambda r: r.sends.insert(row))
+        assert await db.run(lambda r: r.sends.by_key(a.id, "k1")) == row
+        await db.run(lambda r: r.sends.mark_stuck(a.id, "msg_1"))
+        await db.run(
+            lambda r: r.sends.update(a.id, "msg_1", state="done", status="sent", wa_id="3EB0")
+        )
+        done = await db.run(lambda r: r.sends.by_wa_id(a.id, "3EB0"))
+        assert done is not None and (done.state, done.status, done.stuck) == ("done", "sent", True)
+        assert await db.run(lambda r: r.sends.open(a.id)) == []

@@ -8,6 +8,8 @@ method that uses only ``conn.execute`` runs unchanged on PostgreSQL:
 - ``?`` and ``?N`` parameters become psycopg's ``%s`` (``?N`` repeated or reordered as needed),
   and a literal ``%`` is escaped;
 - SQLite's ``INDEXED BY`` hints are dropped (PostgreSQL's planner picks its indexes);
+- a Python ``bool`` is sent as the integer 0 or 1, as SQLite stores it (wasup's flags, such as
+  ``devices.paired`` and ``sends.stuck``, are ``INTEGER`` columns on both);
 - an ``INSERT`` or ``UPDATE`` runs in a savepoint, so a unique or foreign-key violation raises
   :class:`~storage.errors.Conflict` / :class:`~storage.errors.NotFound` (as
   ``storage._sql.translate_integrity_error`` does for SQLite) and leaves the job's
@@ -25,7 +27,9 @@ import re
 from collections.abc import Iterable, Sequence
 
 import psycopg
+import psycopg.adapt
 import psycopg.errors
+import psycopg.postgres
 
 from storage.errors import Conflict, NotFound
 
@@ -43,6 +47,20 @@ CONSTRAINT_FIELDS = {
     "sends_device_message": "message_id",
     "sends_device_idempotency_key": "idempotency_key",
 }
+
+
+class BoolAsInteger(psycopg.adapt.Dumper):
+    """Dumps a ``bool`` as the integer 0 or 1 (see the module doc)."""
+
+    oid = psycopg.postgres.types["int4"].oid
+
+    def dump(self, obj: object) -> bytes:
+        return b"1" if obj else b"0"
+
+
+def configure(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Set up a new connection of the pool for the repositories' SQL."""
+    conn.adapters.register_dumper(bool, BoolAsInteger)
 
 
 @functools.lru_cache(maxsize=1024)

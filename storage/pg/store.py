@@ -45,7 +45,7 @@ from storage.models import DatabaseStatistics, Outage
 from storage.outage import RETRY_AFTER, OutageWatch
 from storage.pg.migrations import MIGRATIONS, Migration, migrate
 from storage.pg.repositories import PgRepositories
-from storage.pg.sql import PgSql
+from storage.pg.sql import PgSql, configure
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +276,7 @@ async def open_postgres(
             min_size=1,
             max_size=max(1, pool_size),
             kwargs={"autocommit": True},
+            configure=configure,
             check=psycopg_pool.ConnectionPool.check_connection,
             # Connect when a job needs a connection, and give up at the first failure: the job
             # fails as an outage, and the next job tries again at once. (The pool's own
