@@ -40,6 +40,7 @@ from api import (
     routes_actions,
     routes_ai,
     routes_devices,
+    routes_events,
     routes_history,
     routes_media,
     routes_messages,
@@ -118,6 +119,7 @@ def create_app(
     app.register_blueprint(routes_ai.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_proxy.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ops.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_events.bp, url_prefix=API_PREFIX)
     simulator = settings.simulator_routes
     if simulator is None:
         simulator = isinstance(sup.engine, SimulatorEngine)

@@ -384,6 +384,6 @@ class SqliteOutbox:
             "attempts": row["attempts"],
             "createdAt": row["created_at"],
             "nextAttemptAt": iso(row["next_attempt_at"]) if row["status"] == "pending" else None,
-            "payload": json.loads(payload) if payload else None,
+            "payload": json.loads(payload) if payload else {},
             "attemptLog": attempts,
         }

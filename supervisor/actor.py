@@ -300,13 +300,8 @@ class DeviceActor:
                 await self.outbound.receipt(mid, status)
             case eng.PairingFailed(reason=reason, restart=restart):
                 await self._apply(sm.PairingFailed(reason, restart))
-            case eng.Notice(payload=payload):
-                await self._notice(payload)
-
-    async def _notice(self, payload: Payload) -> None:
-        """Publish what the engine reported (a group change, a presence, a call) as an event,
-        logged (with its webhook outbox rows) first."""
-        await self._log_and_publish([self._event(payload, now_iso())])
+            case eng.Notice(payload=payload):  # a group change, a presence, a call
+                await self._log_and_publish([self._event(payload, now_iso())])
 
     async def _log_and_publish(self, events: list[Event]) -> None:
         """Log ``events`` (and queue their webhook deliveries) in a job of their own, then
@@ -502,13 +497,9 @@ class DeviceActor:
         self.ctx.directory.put(row)
 
     def _enqueue(self, repos: storage.Repositories, events: list[Event]) -> None:
-        """Log ``events`` (each item of the list then carries its id: :mod:`.event_log`) and
-        write their webhook outbox rows, inside the caller's transaction.
-
-        Webhook settings change only through this actor (``PutSettings``), so the directory's
-        set of devices with webhook settings is exact here, and a device without them costs no
-        query for the outbox.
-        """
+        """Log ``events`` (each item then carries its id: :mod:`.event_log`) and write their
+        webhook outbox rows, inside the caller's transaction. Webhook settings change only
+        through this actor, so the directory knows exactly which devices have them."""
         event_log.append(repos, events)
         if events and self.ctx.directory.has_webhook(self.id):
             if webhook_settings.enqueue(repos, self.id, events):

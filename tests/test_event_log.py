@@ -13,8 +13,10 @@ from common.clock import iso, now_epoch
 from storage import EventQuery, LoggedEvent, Repositories, open_database
 from storage.models import ALL_EVENTS
 from supervisor import event_log
+from supervisor.event_retention import EventRetention
 from supervisor.events import Event
 from supervisor.payloads import MessageStatusChanged
+from supervisor.retention import RetentionStatistics
 from tests.lifecycle_support import connected_device, sim_config, simulated
 from tests.webhook_support import add_device, configure
 
@@ -141,3 +143,28 @@ async def test_every_published_event_is_logged_in_order(
         assert [row.id for row in rows] == [e.id for e in published]
         assert [row.envelope_text for row in rows] == [e.json_text for e in published]
         assert {"qr_code", "device_connected", "device_logged_out"} <= {r.type for r in rows}
+
+
+async def test_retention_prunes_at_start_and_every_interval_in_virtual_time(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_database(tmp_path / "wasup.db") as db:
+        now = now_epoch()
+        await db.run(lambda r: r.events.append(
+            [logged(1, at=iso(now - 8 * DAY)) for _ in range(5)]
+            + [logged(1, at=iso(now - 7 * DAY + 300)), logged(1, at=iso(now - DAY))]))
+        retention = EventRetention(db, days=7, interval=600.0, batch=2)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(retention.run)
+            await trio.sleep(1)
+            # At start: the five older than 7 days, two per job.
+            assert retention.statistics() == RetentionStatistics(runs=1, deleted=5, failures=0)
+            left = await db.run(lambda r: r.events.after(0, until=10**9, limit=10))
+            assert len(left) == 2
+            # Five minutes later the next one is 7 days old; the pass after 10 minutes takes it.
+            await trio.sleep(598)
+            assert retention.statistics().runs == 1
+            await trio.sleep(2)
+            assert retention.statistics() == RetentionStatistics(runs=2, deleted=6, failures=0)
+            nursery.cancel_scope.cancel()
+        assert await EventRetention(db, days=0).prune() == 0
