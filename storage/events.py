@@ -120,11 +120,16 @@ class SqliteEvents:
         by_id = {row.id: row for row in rows}
         conn = self._db.conn
         refs = conn.execute(
-            f"SELECT id, event_id FROM webhook_outbox WHERE event_id IN ({_marks(by_id)})",
+            f"SELECT id, event_id FROM webhook_outbox WHERE event_id IN ({_marks(by_id)})"
+            " AND payload = ''",
             list(by_id),
         ).fetchall()
         conn.executemany(
-            "UPDATE webhook_outbox SET payload = ?, event_id = NULL WHERE id = ?",
+            "UPDATE webhook_outbox SET payload = ? WHERE id = ?",
             [(by_id[event_id].envelope_text, outbox_id) for outbox_id, event_id in refs],
+        )
+        conn.execute(
+            f"UPDATE webhook_outbox SET event_id = NULL WHERE event_id IN ({_marks(by_id)})",
+            list(by_id),
         )
 

@@ -61,8 +61,8 @@ class OutboundEvent(Protocol):
     not logged), and its envelope on demand.
 
     ``to_json()`` returns ``{"id", "type", "sessionId", "data", "timestamp"}``; it is called
-    only for the events a device's webhook wants that are not logged (a logged event's body is
-    made from the log when it is delivered).
+    only for the events a device's webhook wants (a body is stored only for those the log does
+    not keep whole; the others' are made from the log when they are delivered).
     """
 
     @property
@@ -70,6 +70,11 @@ class OutboundEvent(Protocol):
 
     @property
     def id(self) -> int | None: ...
+
+    @property
+    def logged_whole(self) -> bool:
+        """Whether the log keeps the whole envelope (else the outbox row keeps its body)."""
+        ...
 
     def to_json(self) -> Mapping[str, object]: ...
 

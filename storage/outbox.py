@@ -85,9 +85,9 @@ _EVENT_COLS = "e.id, e.device_id, e.session_id, e.type, e.data, e.timestamp"
 
 
 def _body(payload: str, event: Sequence[Any]) -> str:
-    """A delivery's body: its logged event's envelope (the ``events`` columns of a join, all
-    None when the row carries its own body), else the row's ``payload``."""
-    return payload if event[0] is None else EventRow(*event).envelope_text
+    """A delivery's body: the row's own ``payload`` if it has one, else its logged event's
+    envelope (the ``events`` columns of a join)."""
+    return payload if payload or event[0] is None else EventRow(*event).envelope_text
 
 
 @attrs.define(eq=False)
@@ -144,8 +144,10 @@ class SqliteOutbox:
                     continue
                 event_id = event.id
                 envelope = event.to_json()
-                # A logged event's body is made from the log when it is delivered.
-                body = "" if event_id is not None else body_of(envelope)
+                # The body of an event the log keeps whole is made from the log when it is
+                # delivered.
+                whole = event_id is not None and event.logged_whole
+                body = "" if whole else body_of(envelope)
             at = _epoch(envelope.get("timestamp")) if now is None else now
             created = envelope.get("timestamp")
             if not isinstance(created, str):
@@ -355,7 +357,7 @@ class SqliteOutbox:
 
     def _delivery(self, row: Mapping[str, Any]) -> dict[str, Any]:
         payload = row["payload"]
-        if row["event_id"] is not None:
+        if not payload and row["event_id"] is not None:
             logged = self._db.conn.execute(
                 "SELECT id, device_id, session_id, type, data, timestamp FROM events"
                 " WHERE id = ?",

@@ -457,9 +457,10 @@ class DeviceActor:
             spec.code, attempt=spec.attempt, max_attempts=self.state.max_qr_attempts,
             expires_at_epoch=expires,
         )
-        # The event log stores the PNG: render it in a worker thread now, so that neither the
-        # Trio thread nor the database thread pays for it.
-        await qr.render()
+        if self.ctx.bus.wants(QrShown.type, self.id) or self.ctx.directory.has_webhook(self.id):
+            # Somebody will read the PNG (the event log keeps none): render it in a worker
+            # thread now, so that neither the Trio thread nor the database thread pays for it.
+            await qr.render()
         return self._event(QrShown(qr), at)  # the PNG is taken when the event is read
 
     def _show(self) -> None:

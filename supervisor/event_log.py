@@ -30,20 +30,20 @@ from .events import Event
 def append(repos: Repositories, events: list[Event]) -> None:
     """Log ``events`` in order, in the caller's transaction, replacing each item of the list
     by the same event with its ``id`` (and the ``data`` JSON the log stored, so that it is
-    encoded once).
+    encoded once; a QR code's is its own, with the image the log leaves out).
 
     A job may run again after its batch was rolled back: the events are then logged again and
     take new ids, which are the ones that count.
     """
     if not events:
         return
-    texts = [event.wire_data() for event in events]
+    texts = [event.log_data() for event in events]
     ids = repos.events.append([
         LoggedEvent(event.device_id, event.session_id, event.type, text, event.timestamp)
         for event, text in zip(events, texts, strict=True)
     ])
     events[:] = [
-        attrs.evolve(event, id=event_id, data_text=text)
+        attrs.evolve(event, id=event_id, data_text=text if event.logged_whole else None)
         for event, event_id, text in zip(events, ids, texts, strict=True)
     ]
 

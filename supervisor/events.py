@@ -27,7 +27,7 @@ import trio
 
 from storage.models import envelope_text
 
-from .payloads import Payload, to_wire
+from .payloads import Payload, QrShown, to_log, to_wire
 
 log = logging.getLogger("wasup.events")
 
@@ -71,6 +71,18 @@ class Event:
         if self.data_text is not None:
             return self.data_text
         return json.dumps(to_wire(self.data), separators=(",", ":"), ensure_ascii=False)
+
+    def log_data(self) -> str:
+        """``data`` as the event log keeps it (:func:`supervisor.payloads.to_log`)."""
+        if self.logged_whole:
+            return self.wire_data()
+        return json.dumps(to_log(self.data), separators=(",", ":"), ensure_ascii=False)
+
+    @property
+    def logged_whole(self) -> bool:
+        """Whether the log keeps all of ``data`` (all but a QR code's image): a webhook body
+        can then be made from the log."""
+        return not isinstance(self.data, QrShown)
 
     @functools.cached_property
     def json_text(self) -> str:

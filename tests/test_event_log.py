@@ -17,6 +17,7 @@ from supervisor.event_retention import EventRetention
 from supervisor.events import Event
 from supervisor.payloads import MessageStatusChanged
 from supervisor.retention import RetentionStatistics
+from supervisor.webhooks import settings as webhook_settings
 from tests.lifecycle_support import connected_device, sim_config, simulated
 from tests.webhook_support import add_device, configure
 
@@ -141,8 +142,16 @@ async def test_every_published_event_is_logged_in_order(
         rows = await sup.db.run(lambda r: r.events.after(
             0, until=10**9, limit=1000, query=EventQuery(device_ids=frozenset({device}))))
         assert [row.id for row in rows] == [e.id for e in published]
-        assert [row.envelope_text for row in rows] == [e.json_text for e in published]
         assert {"qr_code", "device_connected", "device_logged_out"} <= {r.type for r in rows}
+        for row, event in zip(rows, published, strict=True):
+            if row.type != "qr_code":
+                assert row.envelope_text == event.json_text
+                continue
+            # The log keeps a QR code without its image (qrString is the code).
+            live = json.loads(event.json_text)
+            assert live["data"]["qrCode"].startswith("data:image/png;base64,")
+            assert json.loads(row.envelope_text) == {
+                **live, "data": {**live["data"], "qrCode": None}}
 
 
 async def test_retention_prunes_at_start_and_every_interval_in_virtual_time(
@@ -168,3 +177,22 @@ async def test_retention_prunes_at_start_and_every_interval_in_virtual_time(
             assert retention.statistics() == RetentionStatistics(runs=2, deleted=6, failures=0)
             nursery.cancel_scope.cancel()
         assert await EventRetention(db, days=0).prune() == 0
+
+
+async def test_a_qr_code_delivery_keeps_its_image(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The log keeps no QR image, so a webhook delivery of a qr_code keeps its own body, with
+    the image and the event's id."""
+    async with simulated(sim_config(tmp_path)) as (sup, _, _):
+        row, _ = await sup.create_device("u1", "Shop")
+        settings, _ = webhook_settings.normalize(
+            {"url": "https://hooks.example/x", "events": ["qr_code"]}, None, now=now_epoch())
+        await sup.put_settings(row.id, "webhook", settings.to_stored())
+        with trio.fail_after(120):
+            async with sup.bus.subscribe(types=frozenset({"qr_code"})) as codes:
+                event = await codes.receive()  # the next code, in 60 s
+        (delivery,), _ = await sup.db.run(lambda r: r.outbox.list_deliveries(row.id))
+        assert delivery["payload"] == json.loads(event.json_text)
+        assert delivery["payload"]["id"] == event.id
+        assert delivery["payload"]["data"]["qrCode"].startswith("data:image/png;base64,")

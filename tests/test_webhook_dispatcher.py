@@ -400,6 +400,7 @@ async def test_enqueue_filters_by_settings(tmp_path: Path) -> None:
 
             calls = 0
             id = None  # not logged: the row keeps its body
+            logged_whole = False
 
             def __init__(self, type_: str) -> None:
                 self.type = type_
