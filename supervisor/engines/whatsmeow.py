@@ -66,6 +66,7 @@ from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, reda
 from . import whatsmeow_client as wc
 from . import whatsmeow_messages as wm
 from .whatsmeow_events import GoReports
+from .whatsmeow_groups import WhatsmeowGroups
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
 from .whatsmeow_outgoing import Unsendable
 from .whatsmeow_translate import download_reason, exit_event, short_error
@@ -106,6 +107,7 @@ class WhatsmeowSession:
     sink: Sink
     _link: Link | None = None
     reports: GoReports = attrs.field(init=False)
+    groups: WhatsmeowGroups = attrs.field(init=False, default=attrs.Factory(WhatsmeowGroups, True))
 
     def __attrs_post_init__(self) -> None:
         self.reports = GoReports(self.session_id, self.sink, lambda: self._link, self._hold,
