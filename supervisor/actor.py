@@ -49,7 +49,7 @@ import storage
 from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
-from . import actions, asks, event_log, incoming, outbound, pacing, reads
+from . import actions, asks, calls, event_log, incoming, outbound, pacing, reads
 from . import commands as cmd
 from . import engine as eng
 from . import state as sm
@@ -57,6 +57,7 @@ from .context import ActorContext
 from .errors import DeviceConflict, EngineError, Restarting, WasupError
 from .events import Event
 from .inbox import AnyCall, Delivery, Inbox, OpFailed, Timeout
+from .link_preview import LinkPreviews
 from .media_files import download
 from .operations import Operations
 from .payloads import (
@@ -98,7 +99,7 @@ class DeviceActor:
         self.ops = Operations(self.ctx, self.inbox)
         self.outbound = outbound.Outbound(
             self, self.ctx.db, self.session, self.ctx.config.sending, self.ctx.rng,
-            self.ctx.media,
+            self.ctx.media, previews=LinkPreviews(allow=self.ctx.config.allow_networks),
         )
 
     @property
@@ -301,6 +302,7 @@ class DeviceActor:
             case eng.PairingFailed(reason=reason, restart=restart):
                 await self._apply(sm.PairingFailed(reason, restart))
             case eng.Notice(payload=payload):  # a group change, a presence, a call
+                payload = await calls.screen(self, payload)  # auto-reject: calls.py
                 await self._log_and_publish([self._event(payload, now_iso())])
 
     async def _log_and_publish(self, events: list[Event]) -> None:
@@ -326,7 +328,7 @@ class DeviceActor:
             received = incoming.store(r.messages, self.id, ev, at)
             if received is None:
                 return None  # WhatsApp delivered this message before: nothing new
-            actions.apply_incoming(r.message_actions, self.id, ev, at)
+            actions.apply_incoming(r, self.id, ev, at)
             row = r.devices.increment_stats(self.id, received=received, at=at)
             self._enqueue(r, events)
             return row

@@ -13,8 +13,8 @@ from typing import Any
 import attrs
 import pytest
 from neonize.proto.Neonize_pb2 import JID, UploadResponse
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ExtendedTextMessage, ProtocolMessage
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
-from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ProtocolMessage
 from neonize.utils.enum import MediaType
 
 from supervisor import message_content as mc
@@ -22,7 +22,9 @@ from supervisor.engines import whatsmeow_client as wc
 from supervisor.engines import whatsmeow_outgoing as wo
 from supervisor.engines.whatsmeow_messages import content_of
 from supervisor.jid import Jid
+from supervisor.link_preview import LinkCard
 from supervisor.outgoing import Outgoing, Target
+from supervisor.thumbnails import Thumbnail
 
 ME = "15550000001@s.whatsapp.net"
 ALICE = "15557654321@s.whatsapp.net"
@@ -147,6 +149,27 @@ def test_actions_are_keyed_to_their_target() -> None:
     assert (inner.key.ID, inner.editedMessage.conversation) == ("3EB0TARGET", "fixed")
 
 
+def test_a_link_preview_carries_its_card() -> None:
+    url = "https://shop.example/spring"
+    thumb = Thumbnail(b"\xff\xd8\xff\xe0jpeg", 240, 120)
+    card = LinkCard(url, "Spring sale", "Half off", thumb)
+    text = mc.Text(f"new post: {url} !")
+    proto = WAMessage.FromString(
+        built(Outgoing(text, link_preview=True, card=card)).SerializeToString())
+    ext = proto.extendedTextMessage
+    assert (ext.text, ext.matchedText) == (text.text, url)
+    assert (ext.title, ext.description) == ("Spring sale", "Half off")
+    assert (ext.JPEGThumbnail, ext.thumbnailWidth, ext.thumbnailHeight) == (thumb.data, 240, 120)
+    assert ext.previewType == ExtendedTextMessage.PreviewType.NONE
+    assert content_of(proto)[0] == text
+    # A card without a picture; no card (the page could not be had): the link alone.
+    ext = built(Outgoing(text, link_preview=True, card=LinkCard(url, "Spring sale"))
+                ).extendedTextMessage
+    assert ext.title == "Spring sale" and not ext.HasField("JPEGThumbnail")
+    ext = built(Outgoing(text, link_preview=True)).extendedTextMessage
+    assert ext.matchedText == url and not ext.HasField("title")
+
+
 def test_a_poll_has_its_options_count_and_secret() -> None:
     single = built(Outgoing(mc.Poll("Lunch?", ("pizza", "sushi"))))
     assert single.pollCreationMessage.selectableOptionsCount == 1
@@ -223,3 +246,25 @@ def test_the_client_uploads_the_file_as_its_kind_and_sends_the_built_proto() -> 
     with pytest.raises(wo.Unsendable):
         go.send(to, Outgoing(mc.Image(info("image/png"))), None)
     assert len(api.sent) == 2
+
+
+def test_an_image_goes_with_a_jpeg_thumbnail_and_a_video_without() -> None:
+    import io
+
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (960, 480), (10, 160, 90)).save(picture, "PNG")
+    api = FakeApi()
+    go = client(api)
+    to = wc.neonize_jid(Jid.parse(ALICE))
+    go.send(to, Outgoing(mc.Image(info("image/png"), caption="a chart")), picture.getvalue())
+    image = api.sent[-1][1].imageMessage
+    thumb = Image.open(io.BytesIO(image.JPEGThumbnail))
+    assert (thumb.format, thumb.size) == ("JPEG", (240, 120))
+    assert image.caption == "a chart" and image.mediaKey == UPLOAD.MediaKey
+    # A file Pillow cannot read goes without one, as a video does.
+    go.send(to, Outgoing(mc.Image(info("image/png"))), FILE)
+    assert not api.sent[-1][1].imageMessage.HasField("JPEGThumbnail")
+    go.send(to, Outgoing(mc.Video(info("video/mp4"))), FILE)
+    assert not api.sent[-1][1].videoMessage.HasField("JPEGThumbnail")
