@@ -107,9 +107,12 @@ async def profile(devices: Devices, ref: str) -> Profile:
 async def update_profile(devices: Devices, ref: str, name: str | None,
                          about: str | None) -> Profile:
     """Set the push name and/or the about text (checked by the caller: at least one, within
-    :data:`NAME_MAX` / :data:`ABOUT_MAX`); returns the profile as WhatsApp has it then."""
+    :data:`NAME_MAX` / :data:`ABOUT_MAX`); returns the profile as WhatsApp has it then. A new
+    push name is the device's ``pushName`` from then on too."""
     if name is not None:
         await devices.ask(ref, lambda s: s.account.set_name(name), "profile name")
+        # The device's record shows the push name WhatsApp reported at the last connect.
+        await devices.update_device(ref, push_name=name)
     if about is not None:
         await devices.ask(ref, lambda s: s.account.set_about(about), "profile about")
     shown = await profile(devices, ref)

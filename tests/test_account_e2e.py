@@ -156,6 +156,8 @@ async def test_profile_read_and_set(tmp_path: Path) -> None:
                                                            "about": "Open 9-5"})
         assert r.status_code == 200, r.text
         assert r.json()["data"]["name"] == "Ann's Shop"
+        r = await api.get(f"/devices/{sid}")
+        assert r.json()["data"]["connectionInfo"]["pushName"] == "Ann's Shop"  # its record too
         r = await api.put(f"/devices/{sid}/profile", json={"about": ""})
         assert r.status_code == 200
         r = await api.get(f"/devices/{sid}/profile")
