@@ -43,13 +43,12 @@ class SqliteEvents:
         conn = self._db.conn
         ids: list[int] = []
         for event in events:
-            cur = conn.execute(
+            row = conn.execute(
                 "INSERT INTO events (device_id, session_id, type, data, timestamp)"
-                " VALUES (?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (event.device_id, event.session_id, event.type, event.data, event.timestamp),
-            )
-            assert cur.lastrowid is not None
-            ids.append(cur.lastrowid)
+            ).fetchone()
+            ids.append(int(row[0]))
         return ids
 
     def bounds(self) -> tuple[int, int]:

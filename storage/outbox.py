@@ -97,6 +97,9 @@ class SqliteOutbox:
     _db: sqlite_utils.Database
     _settings: SqliteSettings
 
+    #: The device ids in a JSON array parameter, as rows (the devices a query leaves out).
+    _EXCLUDED_DEVICES = "SELECT value FROM json_each(?)"
+
     def get_webhook_settings(self, device_id: int) -> dict[str, Any] | None:
         """The device's stored webhook settings, or None (one primary-key lookup)."""
         return self._settings.get(device_id, WEBHOOK_KIND)
@@ -196,7 +199,7 @@ class SqliteOutbox:
             "SELECT o.id, o.device_id, o.event_type, o.payload, o.attempts, o.created_at,"
             f" {_EVENT_COLS} FROM webhook_outbox o LEFT JOIN events e ON e.id = o.event_id "
             "WHERE o.status = 'pending' AND o.next_attempt_at <= ? "
-            "AND o.device_id NOT IN (SELECT value FROM json_each(?)) "
+            f"AND o.device_id NOT IN ({self._EXCLUDED_DEVICES}) "
             "ORDER BY o.next_attempt_at LIMIT ?",
             (now, json.dumps(full), limit + len(skip)),
         ).fetchall()
@@ -242,7 +245,7 @@ class SqliteOutbox:
         # Prepared SQL: with every claim (json_each, as in claim_due).
         for row in self._db.conn.execute(
             "SELECT id, next_attempt_at FROM webhook_outbox WHERE status = 'pending' "
-            "AND device_id NOT IN (SELECT value FROM json_each(?)) "
+            f"AND device_id NOT IN ({self._EXCLUDED_DEVICES}) "
             "ORDER BY next_attempt_at LIMIT ?",
             (json.dumps(sorted(set(exclude_devices))), len(skip) + 1),
         ):
@@ -372,12 +375,7 @@ class SqliteOutbox:
                 "error": a["error"],
                 "durationMs": a["duration_ms"],
             }
-            for a in self._db.table("webhook_attempts").rows_where(
-                "outbox_id = ?",
-                [row["id"]],
-                select="at, status_code, error, duration_ms",
-                order_by="id",
-            )
+            for a in self._attempts(row)
         ]
         return {
             "id": row["id"],
@@ -389,3 +387,14 @@ class SqliteOutbox:
             "payload": json.loads(payload) if payload else {},
             "attemptLog": attempts,
         }
+
+    def _attempts(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The attempts of the delivery ``row``, oldest first."""
+        return list(
+            self._db.table("webhook_attempts").rows_where(
+                "outbox_id = ?",
+                [row["id"]],
+                select="at, status_code, error, duration_ms",
+                order_by="id",
+            )
+        )
