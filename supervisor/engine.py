@@ -129,6 +129,16 @@ class MessageReceived:
 
 
 @attrs.frozen
+class Sent:
+    """What WhatsApp made of a send: its id of the message and, for a media kind, the engine's
+    reference to the uploaded file (as :attr:`MessageReceived.media_ref`: what
+    :meth:`EngineSession.download` fetches it again by once wasup's copy is evicted)."""
+
+    message_id: str
+    media_ref: str | None = None
+
+
+@attrs.frozen
 class MessageStatus:
     """A receipt for an outgoing message: sent, delivered, read or failed."""
 
@@ -197,9 +207,10 @@ class EngineSession(Protocol):
         """Connect with stored credentials; returns once connected (a :class:`Connected` event
         is reported too) or raises :class:`EngineError`."""
 
-    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> str:
+    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> Sent:
         """Send ``message`` (any kind) to ``to_jid``; ``media`` is the file of a media content
-        (its bytes as stored in the MediaStore), else None. Returns WhatsApp's message id.
+        (its bytes as stored in the MediaStore), else None. Returns WhatsApp's message id and
+        the uploaded file's ``media_ref``.
 
         Raises :class:`EngineError` (recoverable) when not connected; ``EngineError(reason,
         recoverable=False)`` when WhatsApp refuses it (an upload failed, a kind the engine

@@ -57,7 +57,7 @@ import attrs
 import trio
 
 from supervisor import proxy as proxy_checks
-from supervisor.engine import Sink
+from supervisor.engine import Sent, Sink
 from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
 from supervisor.outgoing import Outgoing
@@ -183,9 +183,10 @@ class WhatsmeowSession:
         link = await self._start(pairing=False, proxy=proxy)
         await self._wait(link, lambda lk: lk.state is LinkState.CONNECTED, starter=True)
 
-    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> str:
+    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> Sent:
         """Send ``message`` (any kind; ``media`` the file of a media kind) to a phone number or
-        JID; returns WhatsApp's message id (see :mod:`.whatsmeow_outgoing` for the protos).
+        JID; returns WhatsApp's message id and, for a media kind, the upload's ``media_ref``
+        (see :mod:`.whatsmeow_outgoing` for the protos).
 
         Raises EngineError ``not_connected`` (recoverable); final: ``invalid_recipient``,
         ``unsupported_kind``, ``target_missing``, ``media_missing``, ``send_failed: ...``
