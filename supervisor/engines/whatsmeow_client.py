@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 from neonize.client import NewClient
@@ -66,6 +67,8 @@ from . import whatsmeow_messages as wm
 from . import whatsmeow_outgoing as wo
 
 log = logging.getLogger("wasup.engine.whatsmeow")
+
+T = TypeVar("T")
 
 #: Seconds the gate stays fenced after a pairing succeeded (see the module docstring).
 FENCE_SECONDS = 2.0
@@ -431,6 +434,14 @@ class GoClient:
                 self.api.PairPhone(phone, True, ClientName.LINUX, ClientType.CHROME)
             )
 
+    def call(self, fn: Callable[[NewClient], T], gate: GoGate = GATE) -> T:
+        """Run ``fn`` on neonize's client: a request (presence, profile, calls...). Raises what
+        neonize raises."""
+        with gate.shared():
+            if self.stopped:
+                raise RuntimeError("client stopped")
+            return fn(self.api)
+
     # -- Go callbacks ------------------------------------------------------------------------
 
     def _go_qr(self, _uuid: int, data: int) -> None:
@@ -487,5 +498,7 @@ class GoClient:
             log.exception("whatsmeow callback failed")
 
 
-#: neonize's event codes wasup subscribes to (see neonize.events.EVENT_TO_INT).
-SUBSCRIBED_EVENTS = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 17, 18, 21, 22, 44})
+#: neonize's event codes wasup subscribes to (see neonize.events.EVENT_TO_INT); 19, 20, 36
+#: and 40 are presence and calls (:mod:`.whatsmeow_account`).
+SUBSCRIBED_EVENTS = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 17, 18, 19, 20, 21, 22, 36, 40,
+                               44})
