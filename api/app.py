@@ -41,6 +41,7 @@ from api import (
     routes_actions,
     routes_ai,
     routes_devices,
+    routes_events,
     routes_groups,
     routes_history,
     routes_media,
@@ -125,6 +126,7 @@ def create_app(
     app.register_blueprint(routes_proxy.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_account.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ops.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_events.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_groups.bp, url_prefix=API_PREFIX)
     simulator = settings.simulator_routes
     if simulator is None:
