@@ -39,6 +39,7 @@ from api import (
     protocol_errors,
     routes_actions,
     routes_ai,
+    routes_contacts,
     routes_devices,
     routes_history,
     routes_media,
@@ -47,6 +48,7 @@ from api import (
     routes_proxy,
     routes_simulator,
     routes_webhooks,
+    sim_contacts,
 )
 from api.auth import ONE_TOKEN, authenticate, charge, refuse
 from api.errors import ApiError
@@ -118,11 +120,13 @@ def create_app(
     app.register_blueprint(routes_ai.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_proxy.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ops.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_contacts.bp, url_prefix=API_PREFIX)
     simulator = settings.simulator_routes
     if simulator is None:
         simulator = isinstance(sup.engine, SimulatorEngine)
     if simulator:
         app.register_blueprint(routes_simulator.bp, url_prefix=API_PREFIX)
+        app.register_blueprint(sim_contacts.bp, url_prefix=API_PREFIX)
     app.register_blueprint(openapi.bp, url_prefix=API_PREFIX)
     metrics.install(app, sup, device_labels=settings.metrics_device_labels)
     app.register_blueprint(metrics.health_bp, url_prefix=API_PREFIX)

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import attrs
 
+from .engine_contacts import ContactsApi
 from .message_content import Content, Quoted, Text
 from .outgoing import Outgoing
 from .payloads import Payload
@@ -179,6 +180,9 @@ class Sink(Protocol):
 
 
 class EngineSession(Protocol):
+    @property
+    def contacts(self) -> ContactsApi: ...  # people at WhatsApp (supervisor/engine_contacts.py)
+
     async def start_pairing(self) -> None:
         """Connect without credentials; :class:`QrCode` events follow."""
 

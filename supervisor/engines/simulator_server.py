@@ -35,6 +35,7 @@ from supervisor.errors import EngineError
 from supervisor.message_content import Content, text_of
 from supervisor.outgoing import Outgoing
 
+from .simulator_contacts import ContactWorld
 from .simulator_queue import OfflineQueue
 
 #: Session operations a fault can be injected into; ``"any"`` means any of them.
@@ -203,6 +204,9 @@ class SimulatedServer:
     downloads: dict[int, int] = attrs.field(factory=dict)
     #: Seconds (Trio time) each download takes.
     download_latency: float = 0.0
+    #: Who is on WhatsApp, and each device's contacts (:mod:`.simulator_contacts`).
+    contacts: ContactWorld = attrs.field(
+        default=attrs.Factory(lambda s: ContactWorld(s.derive), takes_self=True))
 
     def keep_media(self, device_id: int, message_id: str, data: bytes) -> None:
         """Keep the file of a media message the device sent or received, under its message
@@ -249,6 +253,7 @@ class SimulatedServer:
         """Forget the device's faults, sent messages, read receipts, bans and media files
         (credentials are the caller's to delete)."""
         self.media.forget(device_id)
+        self.contacts.forget(device_id)
         self.downloads.pop(device_id, None)
         self.faults.pop(device_id, None)
         self.sent.pop(device_id, None)

@@ -37,6 +37,7 @@ from supervisor.message_content import (
 )
 from supervisor.outgoing import Outgoing
 
+from .simulator_contacts import SimulatorContacts
 from .simulator_server import ReadReceipt, SentMessage, SimulatedServer, b64
 
 #: What a QR string starts with: whatsmeow's (neonize 0.5.2's) link for the phone's camera.
@@ -99,6 +100,8 @@ class SimulatorSession:
     ref_draw: int = 0  # the draw the current QR ref derives from (0: no QR shown)
     pair_code: str | None = None  # the pair code issued, normalized ("ABCDEFGH")
     pair_phone: str | None = None  # the digits it was issued for
+    contacts: SimulatorContacts = attrs.field(
+        init=False, default=attrs.Factory(SimulatorContacts, takes_self=True))
 
     # -- the engine interface ------------------------------------------------------------
 

@@ -65,6 +65,7 @@ from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, reda
 
 from . import whatsmeow_client as wc
 from . import whatsmeow_messages as wm
+from .whatsmeow_contacts import WhatsmeowContacts
 from .whatsmeow_events import GoReports
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
 from .whatsmeow_outgoing import Unsendable
@@ -106,6 +107,7 @@ class WhatsmeowSession:
     sink: Sink
     _link: Link | None = None
     reports: GoReports = attrs.field(init=False)
+    contacts: WhatsmeowContacts = attrs.field(init=False, default=attrs.Factory(WhatsmeowContacts, True))
 
     def __attrs_post_init__(self) -> None:
         self.reports = GoReports(self.session_id, self.sink, lambda: self._link, self._hold,
