@@ -26,7 +26,9 @@ from supervisor.engines import whatsmeow_client as wc
 from supervisor.engines.whatsmeow_link import LinkState
 from supervisor.errors import EngineError, NotFound
 
-from .test_whatsmeow_engine import Sink, connected_session, fake_go  # noqa: F401
+from .test_whatsmeow_engine import Sink, connected_session, fake_go
+
+__all__ = ["fake_go"]  # the fixture, used by name
 
 PN = nz.JID(User="15551230001", Server="s.whatsapp.net")
 LID = nz.JID(User="200000000000001", Server="lid")
@@ -194,7 +196,7 @@ async def test_lid_mapping_and_block_list(tmp_path: Path, fake_go: Any) -> None:
 async def test_not_connected_and_a_connection_lost_midway_are_recoverable(
     tmp_path: Path, fake_go: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    session, client, api = await session_with(tmp_path, fake_go)
+    session, _client, api = await session_with(tmp_path, fake_go)
     link = session._link
 
     def dropped(*numbers: str) -> list[nz.IsOnWhatsAppResponse]:
