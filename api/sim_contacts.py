@@ -15,11 +15,14 @@ Errors: 400 naming the field; 404 for an unknown device.
 
 from __future__ import annotations
 
+import re
+
 from quart import Blueprint, Response
 
 from api.content_fields import fields, flag, string
 from api.routes_devices import ok, read_body
 from api.routes_simulator import _target
+from supervisor.contacts import PHONE_PATTERN
 from supervisor.errors import InvalidRequest
 from supervisor.jid import InvalidJid, Jid
 
@@ -34,8 +37,8 @@ async def put_contact(device_id: str) -> Response:
     body = fields(await read_body(), "body", frozenset({"phoneNumber", "onWhatsApp", "name"}))
     raw = body.get("phoneNumber")
     try:
-        if not isinstance(raw, str):
-            raise InvalidJid("not a string")
+        if not isinstance(raw, str) or re.fullmatch(PHONE_PATTERN, raw) is None:
+            raise InvalidJid("not a phone number")
         phone = Jid.phone(raw, strict=True).user
     except InvalidJid:
         raise InvalidRequest("phoneNumber: must be a phone number like +15551234567",

@@ -24,6 +24,7 @@ know, and :class:`RateLimited` over the hourly cap.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,12 @@ from .jid import InvalidJid, Jid, JidKind
 
 #: The window of the check cap, in seconds.
 HOUR = 3600.0
+#: What a checked phone number may be (docs/openapi.yaml ``PhoneNumber``): E.164, ``+``
+#: optional, matched whole.
+PHONE_PATTERN = r"\+?[1-9][0-9]{6,14}"
+#: What names a person in a path (docs/openapi.yaml ``Person``): a phone number, or a user or
+#: LID JID (a device part allowed), matched whole, then read by :meth:`Jid.parse`.
+PERSON_PATTERN = PHONE_PATTERN + r"|[0-9]{5,20}(:[0-9]{1,3})?@(s\.whatsapp\.net|lid)"
 
 _PERSON = "must be a phone number like +15551234567 or a person's jid like " \
           "15551234567@s.whatsapp.net or 123456789012345@lid"
@@ -69,8 +76,8 @@ def phone_numbers(body: Any, batch_max: int) -> list[str]:
     phones: dict[str, None] = {}
     for i, raw in enumerate(numbers):
         try:
-            if not isinstance(raw, str):
-                raise InvalidJid("not a string")
+            if not isinstance(raw, str) or re.fullmatch(PHONE_PATTERN, raw) is None:
+                raise InvalidJid("not a phone number")
             phones[Jid.phone(raw, strict=True).user] = None
         except InvalidJid:
             raise InvalidRequest(
@@ -80,17 +87,16 @@ def phone_numbers(body: Any, batch_max: int) -> list[str]:
 
 
 def person(field: str, raw: str) -> Jid:
-    """A person named in a path: a phone number, or a user or LID JID (strict spellings).
+    """A person named in a path: a phone number, or a user or LID JID (:data:`PERSON_PATTERN`).
 
     Raises: InvalidRequest naming ``field`` for anything else (a group, a broadcast list...).
     """
     try:
-        jid = Jid.parse(raw, strict=True)
+        if re.fullmatch(PERSON_PATTERN, raw) is None:
+            raise InvalidJid(_PERSON)
+        return Jid.parse(raw, strict=True)
     except InvalidJid:
         raise InvalidRequest(f"{field}: {_PERSON}", field=field) from None
-    if not jid.kind.is_direct:
-        raise InvalidRequest(f"{field}: {_PERSON}", field=field)
-    return jid
 
 
 # -- the requests ------------------------------------------------------------------------------

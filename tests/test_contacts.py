@@ -128,16 +128,17 @@ async def test_concurrent_checks_cannot_pass_the_cap_together(
 
 
 def test_check_bodies_and_people_are_validated() -> None:
-    assert phone_numbers({"phoneNumbers": ["+1 555 020 0000", "15550200000", "+15550200001"]},
+    assert phone_numbers({"phoneNumbers": ["+15550200000", "15550200000", "+15550200001"]},
                          5) == ["15550200000", "15550200001"]
     for body in (None, [], {"phoneNumbers": None}, {"phoneNumbers": []},
                  {"phoneNumbers": ["+15550200000"] * 6}, {"phoneNumbers": [None]},
-                 {"phoneNumbers": ["+0555"]}, {"phoneNumbers": ["12345@lid"]}, {"other": 1}):
+                 {"phoneNumbers": ["+0555"]}, {"phoneNumbers": ["+1 555 020 0000"]}, {"phoneNumbers": ["12345@lid"]}, {"other": 1}):
         with pytest.raises(InvalidRequest):
             phone_numbers(body, 5)
     assert person("contact", "+15550200000").canonical == "15550200000@s.whatsapp.net"
     assert person("contact", "123456789012345@lid").canonical == "123456789012345@lid"
-    for raw in ("120363000000000001@g.us", "status@broadcast", "1@newsletter", "x", "15550200000@c.us"):
+    for raw in ("120363000000000001@g.us", "status@broadcast", "1@newsletter", "x", "15550200000@c.us",
+                "+1 555 020 0000", "123-456@s.whatsapp.net"):
         with pytest.raises(InvalidRequest) as bad:
             person("lidOrPhone", raw)
         assert bad.value.field == "lidOrPhone"

@@ -64,7 +64,7 @@ async def test_check_says_who_is_on_whatsapp_and_answers_again_from_the_cache(
         derived = "+15550100003"
         expected = engine.server.contacts.on_whatsapp(derived[1:])
 
-        body = {"phoneNumbers": [ON, "+1 555-010-0002", derived, ON]}
+        body = {"phoneNumbers": [ON, OFF[1:], derived, ON]}
         r = await api.post(f"/devices/{sid}/contacts/check", json=body)
         assert r.status_code == 200, r.text
         first = r.json()["data"]
@@ -100,7 +100,7 @@ async def test_check_says_who_is_on_whatsapp_and_answers_again_from_the_cache(
 
         for bad in ({}, {"phoneNumbers": []}, {"phoneNumbers": "+15550100001"},
                     {"phoneNumbers": ["+15550100001", "hello"]}, {"phoneNumbers": [15550100001]},
-                    {"phoneNumbers": ["15550100001@g.us"]},
+                    {"phoneNumbers": ["15550100001@g.us"]}, {"phoneNumbers": ["+1 555-010-0001"]},
                     {"phoneNumbers": [f"+1555010{i:04d}" for i in range(51)]}):
             r = await api.post(f"/devices/{sid}/contacts/check", json=bad)
             refused(r, 400, "INVALID_REQUEST", "phoneNumbers")
