@@ -37,6 +37,8 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, Response, current_app, request
+from quart.blueprints import BlueprintSetupState
+from werkzeug.routing import BaseConverter
 
 from api import validation
 from api.auth import resolve_device
@@ -46,6 +48,19 @@ from supervisor.contacts import Contacts, person, phone_numbers
 from supervisor.engine_contacts import Contact, ContactInfo
 
 bp = Blueprint("contacts", __name__)
+
+
+class PersonConverter(BaseConverter):
+    """A path segment naming a person: any but ``check``, which is ``POST …/contacts/check``'s
+    (so ``GET …/contacts/check`` is 405, not a person called "check")."""
+
+    regex = r"(?!check\Z)[^/]+"
+
+
+@bp.record_once
+def _person_converter(state: BlueprintSetupState) -> None:
+    """Registers :class:`PersonConverter` with the app, before the blueprint's rules."""
+    state.app.url_map.converters.setdefault("person", PersonConverter)
 
 
 def contacts() -> Contacts:
@@ -106,7 +121,7 @@ async def address_book(device_id: str) -> Response:
               pagination={"total": len(book), "page": page, "limit": limit})
 
 
-@bp.get("/devices/<device_id>/contacts/<contact>")
+@bp.get("/devices/<device_id>/contacts/<person:contact>")
 async def info(device_id: str, contact: str) -> Response:
     row = await resolve_device(device_id)
     jid = person("contact", contact)
@@ -121,12 +136,12 @@ async def lid(device_id: str, lid_or_phone: str) -> Response:
     return ok({"jid": found.pn, "phoneNumber": _phone(found.pn), "lid": found.lid})
 
 
-@bp.post("/devices/<device_id>/contacts/<contact>/block")
+@bp.post("/devices/<device_id>/contacts/<person:contact>/block")
 async def block(device_id: str, contact: str) -> Response:
     return await _block(device_id, contact, True)
 
 
-@bp.post("/devices/<device_id>/contacts/<contact>/unblock")
+@bp.post("/devices/<device_id>/contacts/<person:contact>/unblock")
 async def unblock(device_id: str, contact: str) -> Response:
     return await _block(device_id, contact, False)
 

@@ -40,7 +40,7 @@ from .jid import InvalidJid, Jid, JidKind
 
 #: The window of the check cap, in seconds.
 HOUR = 3600.0
-#: What a checked phone number may be (docs/openapi.yaml ``PhoneNumber``): E.164, ``+``
+#: What a checked phone number may be (docs/openapi.yaml ``ContactPhoneNumber``): E.164, ``+``
 #: optional, matched whole.
 PHONE_PATTERN = r"\+?[1-9][0-9]{6,14}"
 #: What names a person in a path (docs/openapi.yaml ``Person``): a phone number, or a user or
