@@ -42,6 +42,7 @@ from werkzeug.routing import BaseConverter
 
 from api import validation
 from api.auth import resolve_device
+from api.content_fields import fields
 from api.routes_devices import ok, read_body
 from api.state import current_state
 from supervisor.contacts import Contacts, person, phone_numbers
@@ -100,7 +101,9 @@ async def check(device_id: str) -> Response:
     row = await resolve_device(device_id)
     service = contacts()
     config = service.config
-    phones = phone_numbers(await read_body(), min(config.check_batch_max, config.checks_per_hour))
+    body = fields(await read_body(), "body", frozenset({"phoneNumbers"}))
+    phones = phone_numbers(body.get("phoneNumbers"),
+                           min(config.check_batch_max, config.checks_per_hour))
     results = await service.check(row.id, phones)
     return ok([
         {"phoneNumber": "+" + c.result.phone, "onWhatsApp": c.result.on_whatsapp,

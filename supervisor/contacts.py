@@ -4,7 +4,7 @@ the LID mapping and the block list, asked of WhatsApp through the device's sessi
 Usage (the routes of :mod:`api.routes_contacts`)::
 
     contacts = Contacts(devices)
-    phones = phone_numbers(body, contacts.config.check_batch_max)   # InvalidRequest: 400
+    phones = phone_numbers(body["phoneNumbers"], contacts.config.check_batch_max)  # or 400
     results = await contacts.check(ref, phones)                     # [Checked(...)]
     info = await contacts.info(ref, person("contact", raw))
 
@@ -54,19 +54,13 @@ _PERSON = "must be a phone number like +15551234567 or a person's jid like " \
 # -- validation ---------------------------------------------------------------------------------
 
 
-def phone_numbers(body: Any, batch_max: int) -> list[str]:
-    """The distinct phone numbers (digits, in their first order) of a check request's body
-    ``{"phoneNumbers": [...]}``.
+def phone_numbers(numbers: Any, batch_max: int) -> list[str]:
+    """The distinct phone numbers (digits, in their first order) of a check request's
+    ``phoneNumbers``.
 
-    Raises: InvalidRequest naming ``body``, an unknown field, or ``phoneNumbers`` (missing, not
-    a list, empty, more than ``batch_max``, an entry that is not a phone number).
+    Raises: InvalidRequest naming ``phoneNumbers`` (missing, not a list, empty, more than
+    ``batch_max``, an entry that is not a phone number).
     """
-    if not isinstance(body, dict):
-        raise InvalidRequest("body: must be a JSON object", field="body")
-    for key in sorted(body):
-        if key != "phoneNumbers":
-            raise InvalidRequest(f"{key}: unknown field", field=key)
-    numbers = body.get("phoneNumbers")
     if not isinstance(numbers, list):
         raise InvalidRequest("phoneNumbers: is required, a list of phone numbers",
                              field="phoneNumbers")

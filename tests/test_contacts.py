@@ -6,6 +6,8 @@ And the validation of check bodies and of people named in paths."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ import trio
 
 from supervisor.config import ContactsConfig
 from supervisor.contacts import Contacts, person, phone_numbers
+from supervisor.devices import Devices
+from supervisor.engines.simulator import SimulatorEngine
 from supervisor.errors import DeviceConflict, InvalidRequest, RateLimited
 
 from .lifecycle_support import connected_device, sim_config, simulated, wait_status
@@ -23,12 +27,20 @@ def numbers(start: int, count: int) -> list[str]:
     return [f"1555020{n:04d}" for n in range(start, start + count)]
 
 
-async def test_the_cache_spares_whatsapp_until_it_expires(autojump_clock: Any,
-                                                          tmp_path: Path) -> None:
-    config = sim_config(tmp_path, contacts=ContactsConfig(check_cache_seconds=600))
+@asynccontextmanager
+async def checking(tmp_path: Path, **knobs: Any) -> AsyncIterator[
+    tuple[Devices, SimulatorEngine, int, Contacts]
+]:
+    """A supervisor with ``ContactsConfig(**knobs)``, a connected device and its Contacts."""
+    config = sim_config(tmp_path, contacts=ContactsConfig(**knobs))
     async with simulated(config) as (sup, engine, _rec):
         device = await connected_device(sup, engine)
-        contacts = Contacts(sup)
+        yield sup, engine, device, Contacts(sup)
+
+
+async def test_the_cache_spares_whatsapp_until_it_expires(autojump_clock: Any,
+                                                          tmp_path: Path) -> None:
+    async with checking(tmp_path, check_cache_seconds=600) as (_sup, engine, device, contacts):
         world = engine.server.contacts
         world.set_on_whatsapp("15550200000", True)
 
@@ -53,11 +65,9 @@ async def test_the_cache_spares_whatsapp_until_it_expires(autojump_clock: Any,
 async def test_the_cap_counts_numbers_asked_in_a_sliding_hour_per_device(
     autojump_clock: Any, tmp_path: Path
 ) -> None:
-    config = sim_config(tmp_path, contacts=ContactsConfig(checks_per_hour=10, check_batch_max=10))
-    async with simulated(config) as (sup, engine, _rec):
-        device = await connected_device(sup, engine)
+    async with checking(tmp_path, checks_per_hour=10, check_batch_max=10) as (
+            sup, engine, device, contacts):
         other = await connected_device(sup, engine, "Other")
-        contacts = Contacts(sup)
         start = trio.current_time()
 
         await contacts.check(device, numbers(0, 6))
@@ -93,10 +103,8 @@ async def test_the_cap_counts_numbers_asked_in_a_sliding_hour_per_device(
 async def test_a_check_that_never_reached_whatsapp_gives_its_room_back(
     autojump_clock: Any, tmp_path: Path
 ) -> None:
-    config = sim_config(tmp_path, contacts=ContactsConfig(checks_per_hour=5, check_batch_max=5))
-    async with simulated(config) as (sup, engine, _rec):
-        device = await connected_device(sup, engine)
-        contacts = Contacts(sup)
+    async with checking(tmp_path, checks_per_hour=5, check_batch_max=5) as (
+            sup, _engine, device, contacts):
         await sup.cancel(device)
         await wait_status(sup, device, "disconnected")
         with pytest.raises(DeviceConflict):
@@ -107,10 +115,8 @@ async def test_a_check_that_never_reached_whatsapp_gives_its_room_back(
 async def test_concurrent_checks_cannot_pass_the_cap_together(
     autojump_clock: Any, tmp_path: Path
 ) -> None:
-    config = sim_config(tmp_path, contacts=ContactsConfig(checks_per_hour=5, check_batch_max=5))
-    async with simulated(config) as (sup, engine, _rec):
-        device = await connected_device(sup, engine)
-        contacts = Contacts(sup)
+    async with checking(tmp_path, checks_per_hour=5, check_batch_max=5) as (
+            _sup, engine, device, contacts):
         outcomes: list[str] = []
 
         async def check(start: int) -> None:
@@ -128,13 +134,13 @@ async def test_concurrent_checks_cannot_pass_the_cap_together(
 
 
 def test_check_bodies_and_people_are_validated() -> None:
-    assert phone_numbers({"phoneNumbers": ["+15550200000", "15550200000", "+15550200001"]},
-                         5) == ["15550200000", "15550200001"]
-    for body in (None, [], {"phoneNumbers": None}, {"phoneNumbers": []},
-                 {"phoneNumbers": ["+15550200000"] * 6}, {"phoneNumbers": [None]},
-                 {"phoneNumbers": ["+0555"]}, {"phoneNumbers": ["+1 555 020 0000"]}, {"phoneNumbers": ["12345@lid"]}, {"other": 1}):
-        with pytest.raises(InvalidRequest):
-            phone_numbers(body, 5)
+    assert phone_numbers(["+15550200000", "15550200000", "+15550200001"], 5) == [
+        "15550200000", "15550200001"]
+    for value in (None, {}, "+15550200000", [], ["+15550200000"] * 6, [None], ["+0555"],
+                  ["+1 555 020 0000"], ["12345@lid"], [["+15550200000"]]):
+        with pytest.raises(InvalidRequest) as bad:
+            phone_numbers(value, 5)
+        assert bad.value.field == "phoneNumbers"
     assert person("contact", "+15550200000").canonical == "15550200000@s.whatsapp.net"
     assert person("contact", "123456789012345@lid").canonical == "123456789012345@lid"
     for raw in ("120363000000000001@g.us", "status@broadcast", "1@newsletter", "x", "15550200000@c.us",
