@@ -6,10 +6,10 @@ every route needs a credential (``X-API-TOKEN``, once: two are refused on every 
 the OpenAPI document; a request is authenticated, then charged to its credential's token
 bucket, then its body must be JSON (415 otherwise), then it is dispatched.
 
-A body may be ``ApiSettings.max_body`` bytes (413 beyond), except on the route that sends
-messages: it takes media files, as JSON (base64) or ``multipart/form-data``, up to
-:func:`api.send_media.body_max` of the media limits; its body is read only once the request is
-authenticated and charged.
+A body may be ``ApiSettings.max_body`` bytes (413 beyond), except on the routes that take media
+files (sending messages, setting a group's picture), as JSON (base64) or
+``multipart/form-data``, up to :func:`api.send_media.body_max` of the media limits; their body
+is read only once the request is authenticated and charged.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from api import (
     routes_ai,
     routes_contacts,
     routes_devices,
+    routes_groups,
     routes_history,
     routes_media,
     routes_messages,
@@ -49,6 +50,7 @@ from api import (
     routes_simulator,
     routes_webhooks,
     sim_contacts,
+    sim_groups,
 )
 from api.auth import ONE_TOKEN, authenticate, charge, refuse
 from api.errors import ApiError
@@ -78,10 +80,10 @@ PUBLIC_ENDPOINTS = frozenset(
     }
 ) | dashboard.PUBLIC_ENDPOINTS
 
-#: The route that takes media files (a larger body, JSON or multipart), and its path: a body's
-#: limit is set when the request is made, before routing.
-MEDIA_ENDPOINT = "messages.send_message"
-MEDIA_PATH_RE = re.compile(rf"{API_PREFIX}/devices/[^/]+/messages/?")
+#: The routes that take media files (a larger body, JSON or multipart), and their paths: a
+#: body's limit is set when the request is made, before routing.
+MEDIA_ENDPOINTS = frozenset({"messages.send_message", "groups.set_picture"})
+MEDIA_PATH_RE = re.compile(rf"{API_PREFIX}/devices/[^/]+/(?:messages|groups/[^/]+/picture)/?")
 MULTIPART = "multipart/form-data"
 
 
@@ -121,12 +123,14 @@ def create_app(
     app.register_blueprint(routes_proxy.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ops.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_contacts.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_groups.bp, url_prefix=API_PREFIX)
     simulator = settings.simulator_routes
     if simulator is None:
         simulator = isinstance(sup.engine, SimulatorEngine)
     if simulator:
         app.register_blueprint(routes_simulator.bp, url_prefix=API_PREFIX)
         app.register_blueprint(sim_contacts.bp, url_prefix=API_PREFIX)
+        app.register_blueprint(sim_groups.bp, url_prefix=API_PREFIX)
     app.register_blueprint(openapi.bp, url_prefix=API_PREFIX)
     metrics.install(app, sup, device_labels=settings.metrics_device_labels)
     app.register_blueprint(metrics.health_bp, url_prefix=API_PREFIX)
@@ -144,7 +148,7 @@ def create_app(
 async def _authenticate() -> None:
     """Authenticate and rate-limit every request that reached a route."""
     state = current_state()
-    media_route = request.endpoint == MEDIA_ENDPOINT
+    media_route = request.endpoint in MEDIA_ENDPOINTS
     limit = request.max_content_length or state.settings.max_body
     length = request.content_length
     if length is not None and length > limit:
@@ -196,7 +200,7 @@ def _request_class(max_body: int, media_max: int) -> type[TrioRequest]:
     class Request(TrioRequest):
         def __init__(self, method: str, scheme: str, path: str, *args: Any,
                      **kwargs: Any) -> None:
-            media = method == "POST" and MEDIA_PATH_RE.fullmatch(path) is not None
+            media = method in ("POST", "PUT") and MEDIA_PATH_RE.fullmatch(path) is not None
             limit = media_max if media else max_body
             kwargs["max_content_length"] = limit
             super().__init__(method, scheme, path, *args, **kwargs)

@@ -116,10 +116,13 @@ def error_response(
     *,
     headers: dict[str, str] | None = None,
     field: str | None = None,
+    reason: str | None = None,
 ) -> Response:
     body: dict[str, Any] = {"success": False, "error": message, "code": code}
     if field is not None:
         body["field"] = field
+    if reason is not None:
+        body["reason"] = reason
     response = jsonify(body)
     response.status_code = status
     for name, value in (headers or {}).items():
@@ -149,8 +152,10 @@ def response_for(exc: BaseException) -> Response:
         if type(exc) is WasupError:
             log.error("wasup error without a status: %r", exc)
         field = exc.field if isinstance(exc, InvalidRequest) else None
+        reason = exc.reason if isinstance(exc, WhatsAppRefused) else None  # WhatsApp's word
         return error_response(
-            status, code, str(exc) or code.lower(), headers=_domain_headers(exc), field=field
+            status, code, str(exc) or code.lower(), headers=_domain_headers(exc), field=field,
+            reason=reason,
         )
     if isinstance(exc, HTTPException):
         status = exc.code or 500

@@ -286,14 +286,14 @@ async def read_send(max_ttl: float) -> SendRequest:
     if request.mimetype == "multipart/form-data":
         form = await request.form
         files = await request.files
-        body, upload = await _from_form(form, files)
+        body, upload = await from_form(form, files)
         return parse(body, max_ttl, upload, form=True)
     data = await request.get_data()
     assert isinstance(data, bytes)
     return parse(validation.parse_json(data), max_ttl)
 
 
-async def _from_form(form: MultiDict[str, str],
+async def from_form(form: MultiDict[str, str],
                      files: MultiDict[str, Any]) -> tuple[dict[str, Any], Upload | None]:
     """A multipart request's fields as the JSON body they stand for, and its file."""
     body: dict[str, Any] = {}

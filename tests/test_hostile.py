@@ -72,6 +72,10 @@ def j(value: Any) -> bytes:
 
 
 SEND = "/devices/{a}/messages"
+GROUP = "/devices/{a}/groups/120363000000000001@g.us"
+PICTURE = f"{GROUP}/picture"
+#: The routes that take forms too, and the field an empty form is missing.
+FORM_ROUTES = {SEND: "to", PICTURE: "file"}
 BOUNDARY = "hostile-boundary"
 FORM = f"multipart/form-data; boundary={BOUNDARY}"
 
@@ -111,6 +115,15 @@ BODY_ROUTES: list[tuple[str, str]] = [
     ("POST", "/devices/{a}/contacts/+15551234567/block"),
     ("POST", "/devices/{a}/contacts/15551234567@s.whatsapp.net/unblock"),
     ("POST", "/simulator/devices/{a}/contacts"),
+    ("POST", "/devices/{a}/groups"),
+    ("PATCH", GROUP),
+    ("PUT", PICTURE),
+    ("POST", f"{GROUP}/participants"),
+    ("POST", "/devices/{a}/groups/join"),
+    ("POST", f"{GROUP}/leave"),
+    ("POST", "/simulator/devices/{a}/groups"),
+    ("PATCH", "/simulator/devices/{a}/groups/120363000000000001@g.us"),
+    ("POST", "/simulator/devices/{a}/groups/120363000000000001@g.us/participants"),
 ]
 
 #: Bodies no JSON route accepts, and the field named.
@@ -133,10 +146,10 @@ def body_cases() -> Iterator[Case]:
             yield Case(f"{method} {path}: {name}", method, path, body, field=field)
         for ctype in ["text/plain", "application/x-www-form-urlencoded", None,
                       "multipart/form-data; boundary=x", "application/jsonx"]:
-            if path == SEND and ctype is not None and ctype.startswith("multipart/"):
-                # the send route takes forms: this one holds no field
+            if path in FORM_ROUTES and ctype is not None and ctype.startswith("multipart/"):
+                # the send and picture routes take forms: this one holds no field
                 yield Case(f"{method} {path}: Content-Type {ctype}", method, path, b"{}",
-                           content_type=ctype, field="to")
+                           content_type=ctype, field=FORM_ROUTES[path])
                 continue
             yield Case(f"{method} {path}: Content-Type {ctype}", method, path, b"{}",
                        content_type=ctype, status=415, code="UNSUPPORTED_MEDIA_TYPE")
@@ -210,6 +223,10 @@ def text_cases() -> Iterator[Case]:
         ("POST", "/devices/{a}/contacts/check", {}, "phoneNumbers", True),
         ("POST", "/simulator/devices/{a}/contacts", {"phoneNumber": "+15551234567"}, "name",
          True),
+        ("POST", "/devices/{a}/groups", {"participants": ["+15551234567"]}, "subject", True),
+        ("PATCH", GROUP, {}, "subject", True),
+        ("PATCH", GROUP, {}, "topic", False),
+        ("POST", "/devices/{a}/groups/join", {}, "link", True),
     ]
     for method, path, fields, name, one_line in targets:
         bad = bad_anywhere + (not_in_a_line if one_line else [])
@@ -524,6 +541,41 @@ def field_cases() -> Iterator[Case]:
                         ({"phoneNumber": "+15551234567", "x": 1}, "x")]:
         yield Case(f"POST simulator contacts: {body}", "POST", "/simulator/devices/{a}/contacts",
                    j(body), field=field)
+    groups: list[tuple[str, str, Any, str]] = [
+        ("POST", "/devices/{a}/groups", {"subject": "G", "participants": []}, "participants"),
+        ("POST", "/devices/{a}/groups", {"subject": "G", "participants": ["nobody"]},
+         "participants"),
+        ("POST", "/devices/{a}/groups", {"subject": "x" * 101, "participants": ["+15551234567"]},
+         "subject"),
+        ("POST", "/devices/{a}/groups", {"subject": 5, "participants": ["+15551234567"]},
+         "subject"),
+        ("POST", "/devices/{a}/groups", {"subject": "G", "participants": "+15551234567"},
+         "participants"),
+        ("PATCH", GROUP, {}, "body"),
+        ("PATCH", GROUP, {"locked": "true"}, "locked"),
+        ("PATCH", GROUP, {"announce": None}, "announce"),
+        ("PATCH", GROUP, {"topic": "x" * 2049}, "topic"),
+        ("POST", f"{GROUP}/participants", {}, "body"),
+        ("POST", f"{GROUP}/participants", {"kick": ["+15551234567"]}, "kick"),
+        ("POST", f"{GROUP}/participants", {"add": [None]}, "add"),
+        ("POST", f"{GROUP}/participants", {"promote": ["+1" * 60]}, "promote"),
+        ("POST", "/devices/{a}/groups/join", {"link": "chat.whatsapp.com/short"}, "link"),
+        ("POST", "/devices/{a}/groups/join", {"link": 5}, "link"),
+        ("POST", f"{GROUP}/leave", {"force": True}, "force"),
+        ("PUT", PICTURE, {}, "media"),
+        ("PUT", PICTURE, {"media": {"url": "http://127.0.0.1:9/x.jpg"}}, "media.url"),
+        ("PUT", PICTURE, {"media": {"data": "AAAA"}, "caption": "x"}, "caption"),
+        ("PUT", PICTURE, {"media": {"url": f"http://{'a' * 70}.example/x.jpg"}}, "media.url"),
+        ("GET", "/devices/{a}/groups/120363000000000001", None, "groupId"),
+        ("GET", "/devices/{a}/groups/%00", None, "groupId"),
+        ("GET", f"{GROUP}/invite?revoke=yes", None, "revoke"),
+        ("POST", "/simulator/devices/{a}/groups", {"subject": "G", "participants": ["+1555123"]},
+         "owner"),
+        ("PATCH", "/simulator/devices/{a}/groups/120363000000000001@g.us", {"by": 5}, "by"),
+    ]
+    for method, path, body, field in groups:
+        yield Case(f"{method} {path[10:]}: {str(body)[:60]}", method, path,
+                   None if body is None else j(body), field=field)
     for route in ["disconnect", "unlink"]:
         yield Case(f"POST simulator {route}: a field", "POST",
                    f"/simulator/devices/{{a}}/{route}", j({"force": True}), field="force")

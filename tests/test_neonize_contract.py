@@ -77,6 +77,8 @@ EXPECTED_CODES = {
     12: nz.Disconnected,
     17: nz.Message,
     18: nz.Receipt,
+    21: nz.JoinedGroup,
+    22: nz.GroupInfoEvent,
     44: nz.UndecryptableMessage,
 }
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 import trio
@@ -37,9 +37,6 @@ import trio
 from supervisor.engine_contacts import Contact, ContactInfo, NumberCheck
 from supervisor.errors import EngineError, NotFound
 from supervisor.jid import Jid, JidKind
-
-if TYPE_CHECKING:
-    from .simulator_session import SimulatorSession
 
 #: ``SimulatedServer.derive``: (device, label, draw, size) -> bytes.
 Derive = Callable[[int, str, int, int], bytes]
@@ -170,11 +167,33 @@ class ContactWorld:
                        push_name=person.push_name, business_name=person.business_name)
 
 
+class _Server(Protocol):
+    """What contacts use of the :class:`~.simulator_server.SimulatedServer`."""
+
+    @property
+    def contacts(self) -> ContactWorld: ...
+
+
+class _Session(Protocol):
+    """What contacts use of the :class:`~.simulator_session.SimulatorSession`."""
+
+    @property
+    def server(self) -> _Server: ...
+
+    @property
+    def device_id(self) -> int: ...
+
+    @property
+    def epoch(self) -> int: ...
+
+    def online(self, epoch: int) -> bool: ...
+
+
 @attrs.define(eq=False)
 class SimulatorContacts:
     """A simulator session's :class:`~supervisor.engine_contacts.ContactsApi`."""
 
-    session: SimulatorSession
+    session: _Session
 
     @property
     def _world(self) -> ContactWorld:

@@ -36,6 +36,7 @@ from supervisor.message_content import Content, text_of
 from supervisor.outgoing import Outgoing
 
 from .simulator_contacts import ContactWorld
+from .simulator_groups import GroupWorld
 from .simulator_queue import OfflineQueue
 
 #: Session operations a fault can be injected into; ``"any"`` means any of them.
@@ -207,6 +208,9 @@ class SimulatedServer:
     #: Who is on WhatsApp, and each device's contacts (:mod:`.simulator_contacts`).
     contacts: ContactWorld = attrs.field(
         default=attrs.Factory(lambda s: ContactWorld(s.derive), takes_self=True))
+    #: Every device's groups (:mod:`supervisor.engines.simulator_groups`).
+    groups: GroupWorld = attrs.field(
+        default=attrs.Factory(lambda s: GroupWorld(s.derive), takes_self=True))
 
     def keep_media(self, device_id: int, message_id: str, data: bytes) -> None:
         """Keep the file of a media message the device sent or received, under its message
@@ -254,6 +258,7 @@ class SimulatedServer:
         (credentials are the caller's to delete)."""
         self.media.forget(device_id)
         self.contacts.forget(device_id)
+        self.groups.forget(device_id)
         self.downloads.pop(device_id, None)
         self.faults.pop(device_id, None)
         self.sent.pop(device_id, None)

@@ -38,6 +38,7 @@ from supervisor.message_content import (
 from supervisor.outgoing import Outgoing
 
 from .simulator_contacts import SimulatorContacts
+from .simulator_groups import SimulatorGroups
 from .simulator_server import ReadReceipt, SentMessage, SimulatedServer, b64
 
 #: What a QR string starts with: whatsmeow's (neonize 0.5.2's) link for the phone's camera.
@@ -102,6 +103,8 @@ class SimulatorSession:
     pair_phone: str | None = None  # the digits it was issued for
     contacts: SimulatorContacts = attrs.field(
         init=False, default=attrs.Factory(SimulatorContacts, takes_self=True))
+    groups: SimulatorGroups = attrs.field(init=False,
+                                          default=attrs.Factory(SimulatorGroups, takes_self=True))
 
     # -- the engine interface ------------------------------------------------------------
 

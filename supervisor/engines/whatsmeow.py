@@ -67,6 +67,7 @@ from . import whatsmeow_client as wc
 from . import whatsmeow_messages as wm
 from .whatsmeow_contacts import WhatsmeowContacts
 from .whatsmeow_events import GoReports
+from .whatsmeow_groups import WhatsmeowGroups
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
 from .whatsmeow_outgoing import Unsendable
 from .whatsmeow_translate import download_reason, exit_event, short_error
@@ -108,6 +109,7 @@ class WhatsmeowSession:
     _link: Link | None = None
     reports: GoReports = attrs.field(init=False)
     contacts: WhatsmeowContacts = attrs.field(init=False, default=attrs.Factory(WhatsmeowContacts, True))
+    groups: WhatsmeowGroups = attrs.field(init=False, default=attrs.Factory(WhatsmeowGroups, True))
 
     def __attrs_post_init__(self) -> None:
         self.reports = GoReports(self.session_id, self.sink, lambda: self._link, self._hold,

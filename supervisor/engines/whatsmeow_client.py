@@ -480,4 +480,4 @@ class GoClient:
 
 
 #: neonize's event codes wasup subscribes to (see neonize.events.EVENT_TO_INT).
-SUBSCRIBED_EVENTS = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 17, 18, 44})
+SUBSCRIBED_EVENTS = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 17, 18, 21, 22, 44})

@@ -1,9 +1,8 @@
 """Contacts through whatsmeow: the whatsmeow session's
 :class:`~supervisor.engine_contacts.ContactsApi`, and the translation of neonize's answers.
 
-Each request calls neonize's client on a worker thread, sharing the Go gate as a send does
-(:mod:`supervisor.engines.whatsmeow_client`), so requests run beside each other and beside the
-session's sends; a stop waits for one in flight. The calls (neonize 0.5.2):
+Each request calls neonize's client through :func:`.whatsmeow_requests.call` (a worker
+thread, the shared Go gate), beside other requests and sends. The calls (neonize 0.5.2):
 
 * check: ``is_on_whatsapp("+<digits>", ...)``, one usync request for the batch; each answer's
   ``Query`` (else its JID) says which number it is for, ``IsIn`` whether it has an account,
@@ -26,7 +25,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import attrs
 from neonize.client import NewClient
@@ -35,15 +34,11 @@ from neonize.utils.enum import BlocklistAction
 
 from supervisor.engine_contacts import Contact, ContactInfo, NumberCheck
 from supervisor.errors import EngineError, NotFound
-from supervisor.jid import InvalidJid, Jid, JidKind
+from supervisor.jid import JidKind
 
-from . import whatsmeow_client as wc
-from .whatsmeow_link import LinkState
-from .whatsmeow_messages import jid_string
+from .whatsmeow_requests import RequestSession, call, canonical
+from .whatsmeow_requests import neonize_arg as _neonize
 from .whatsmeow_translate import short_error
-
-if TYPE_CHECKING:
-    from .whatsmeow import WhatsmeowSession
 
 T = TypeVar("T")
 
@@ -52,7 +47,7 @@ T = TypeVar("T")
 class WhatsmeowContacts:
     """A whatsmeow session's contacts (see the module docstring)."""
 
-    session: WhatsmeowSession
+    session: RequestSession
 
     async def check(self, phones: Sequence[str]) -> list[NumberCheck]:
         queries = [f"+{p}" for p in phones]
@@ -106,48 +101,17 @@ class WhatsmeowContacts:
         return sorted({j for j in (_canonical(b) for b in found) if j})
 
     async def _call(self, fn: Callable[[NewClient], T]) -> T:
-        """``fn(neonize's client)`` on a worker thread under the shared gate; whatsmeow's
-        errors translated (see the module docstring)."""
-        link = self.session._connected_link()
-        client = link.client
-
-        def run() -> T:
-            with wc.GATE.shared():
-                if client.stopped:
-                    raise RuntimeError("client stopped")
-                return fn(client.api)
-
-        try:
-            return await self.session._thread(run, abandon=True)
-        except NotFound:
-            raise
-        except Exception as exc:
-            if not link.live or link.state is not LinkState.CONNECTED:
-                raise EngineError("not_connected", message=short_error(exc)) from exc
-            raise EngineError(f"contacts_failed: {short_error(exc)}", recoverable=False) from exc
+        """``fn(neonize's client)`` as a request (:func:`.whatsmeow_requests.call`)."""
+        return await call(self.session, fn, lambda exc: EngineError(
+            f"contacts_failed: {short_error(exc)}", recoverable=False))
 
 
 # -- translation --------------------------------------------------------------------------
 
 
-def _neonize(jid: str) -> nz.JID:
-    """A canonical JID (checked by the caller) as neonize's."""
-    try:
-        return wc.neonize_jid(Jid.parse(jid))
-    except InvalidJid:
-        raise EngineError("invalid_recipient", recoverable=False,
-                          message=f"not a jid: {jid!r}") from None
-
-
 def _canonical(jid: nz.JID) -> str | None:
-    """wasup's spelling of a neonize JID; None for an empty one."""
-    text = jid_string(jid)
-    if not text or not jid.User:
-        return None
-    try:
-        return Jid.parse(text).canonical
-    except InvalidJid:
-        return text
+    """wasup's spelling of a neonize JID; None for one without a user (an unknown mapping)."""
+    return canonical(jid) if jid.User else None
 
 
 def _verified_name(name: nz.VerifiedName) -> str | None:

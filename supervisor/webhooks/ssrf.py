@@ -143,11 +143,15 @@ def check_address(address: str, allow: Sequence[IPNetwork] = ()) -> IPAddress:
 async def system_resolver(host: str, port: int) -> list[str]:
     """Resolve ``host`` with the system resolver (in a worker thread unless it is numeric).
 
-    Error handling: ``socket.gaierror`` (an ``OSError``) if the name does not resolve.
+    Error handling: ``socket.gaierror`` (an ``OSError``) if the name does not resolve, or
+    cannot be a host name at all (a label over 63 characters fails IDNA encoding).
     """
-    infos = await trio.socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
+    try:
+        infos = await trio.socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+    except UnicodeError as exc:
+        raise socket.gaierror(f"{host[:64]}: not a valid host name ({exc})") from None
     addresses: list[str] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
         address = str(sockaddr[0])
