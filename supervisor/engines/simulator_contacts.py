@@ -167,37 +167,23 @@ class ContactWorld:
                        push_name=person.push_name, business_name=person.business_name)
 
 
-class _Server(Protocol):
-    """What contacts use of the :class:`~.simulator_server.SimulatedServer`."""
+class _Connection(Protocol):
+    """What contacts use of a :class:`~.simulator_session.SimulatorSession`: its device and
+    whether it is connected."""
 
-    @property
-    def contacts(self) -> ContactWorld: ...
-
-
-class _Session(Protocol):
-    """What contacts use of the :class:`~.simulator_session.SimulatorSession`."""
-
-    @property
-    def server(self) -> _Server: ...
-
-    @property
-    def device_id(self) -> int: ...
-
-    @property
-    def epoch(self) -> int: ...
+    device_id: int
+    epoch: int
 
     def online(self, epoch: int) -> bool: ...
 
 
 @attrs.define(eq=False)
 class SimulatorContacts:
-    """A simulator session's :class:`~supervisor.engine_contacts.ContactsApi`."""
+    """A simulator session's :class:`~supervisor.engine_contacts.ContactsApi` over the
+    server's world."""
 
-    session: _Session
-
-    @property
-    def _world(self) -> ContactWorld:
-        return self.session.server.contacts
+    _world: ContactWorld
+    session: _Connection
 
     @property
     def _device(self) -> int:

@@ -101,8 +101,8 @@ class SimulatorSession:
     ref_draw: int = 0  # the draw the current QR ref derives from (0: no QR shown)
     pair_code: str | None = None  # the pair code issued, normalized ("ABCDEFGH")
     pair_phone: str | None = None  # the digits it was issued for
-    contacts: SimulatorContacts = attrs.field(
-        init=False, default=attrs.Factory(SimulatorContacts, takes_self=True))
+    contacts: SimulatorContacts = attrs.field(init=False, default=attrs.Factory(
+        lambda s: SimulatorContacts(s.server.contacts, s), takes_self=True))
     groups: SimulatorGroups = attrs.field(init=False,
                                           default=attrs.Factory(SimulatorGroups, takes_self=True))
 
