@@ -24,7 +24,7 @@ Errors: 400 INVALID_REQUEST naming the field (``emoji``: one line of at most
 DEVICE_NOT_FOUND for an unknown device, NOT_FOUND for a message the device does not have;
 409 DEVICE_CONFLICT, saying why, for a message that has not left yet (or failed), an edit or
 revoke of someone else's message, an edit of a kind without text or after WhatsApp's
-15-minute window, an action on a revoked message or on an action, and when the device does
+15-minute window, a revoke after WhatsApp's 2 days, an action on a revoked message or on an action, and when the device does
 not take sends (or, to mark a chat read, is not connected); 429 when its outbound queue is
 full; 502 ENGINE_ERROR when WhatsApp refuses read receipts.
 """

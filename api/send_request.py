@@ -19,7 +19,10 @@ number, and the file in a part named ``file`` (instead of ``media``); a document
 ``filename`` defaults to the part's.
 
 :func:`read_send` reads and checks the current request; the file is not looked at beyond its
-base64 until :func:`api.send_media.prepare` checks it against the type.
+base64 until :func:`api.send_media.prepare` checks it against the type. A JSON body of
+:data:`BIG_BODY` bytes or more (a file in base64, up to the media caps) is parsed and decoded in
+a worker thread, at most :data:`BIG_BODY_THREADS` at once, so that one big upload does not
+hold up every other request and device meanwhile.
 
 Error handling: :class:`InvalidRequest` naming the field at fault (``type``, ``to``,
 ``mentions``, ``media.data``, ``mimetype``, ``file``, ``location.latitude``, ...).
@@ -27,7 +30,6 @@ Error handling: :class:`InvalidRequest` naming the field at fault (``type``, ``t
 
 from __future__ import annotations
 
-import base64
 import binascii
 import posixpath
 import re
@@ -51,6 +53,7 @@ from api.content_fields import (
 )
 from api.text import is_one_line
 from supervisor import message_content as mc
+from supervisor import threads
 from supervisor.errors import InvalidRequest
 from supervisor.jid import InvalidJid, Jid, JidKind
 
@@ -78,6 +81,14 @@ MENTIONS_MAX = 256
 URL_MAX = 2048
 TTL_MIN = 1
 MESSAGE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+#: A JSON body this large (bytes) is parsed and its base64 decoded in a worker thread.
+BIG_BODY = 256 * 1024
+#: Characters of base64 decoded at a time (a multiple of 4).
+BASE64_CHUNK = 1 << 20
+#: Big bodies parsed at once (each holds its body several times over in memory meanwhile).
+BIG_BODY_THREADS = 2
+_big_bodies: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("big_bodies")
 MIMETYPE_RE = re.compile(r"[a-z]+/[a-z0-9.+-]{1,100}(?: ?; ?[a-z0-9-]{1,30}=[a-z0-9.+-]{1,60})*",
                          re.IGNORECASE)
 #: Recipients a message may go to, and users a message may mention.
@@ -268,11 +279,23 @@ def _media_source(value: Any) -> MediaSource:
     data = given["data"]
     if not isinstance(data, str):
         raise InvalidRequest("media.data: must be the file in base64", field="media.data")
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest("media.data: must be the file in base64", field="media.data") from None
+    raw = decode_base64(data)
+    if raw is None:
+        raise InvalidRequest("media.data: must be the file in base64", field="media.data")
     return MediaSource(data=raw)
+
+
+def decode_base64(data: str) -> bytes | None:
+    """``data`` decoded as strict base64 (the standard alphabet, padded, nothing else), None if
+    it is not. Decoded :data:`BASE64_CHUNK` characters at a time, so that a worker thread
+    decoding a big file lets the Trio thread run between chunks."""
+    if not data.isascii() or len(data) % 4 or data.find("=", 0, len(data) - 2) != -1:
+        return None
+    try:
+        return b"".join(binascii.a2b_base64(data[at:at + BASE64_CHUNK], strict_mode=True)
+                        for at in range(0, len(data), BASE64_CHUNK))
+    except binascii.Error:
+        return None
 
 
 # -- the current request ----------------------------------------------------------------------
@@ -290,7 +313,24 @@ async def read_send(max_ttl: float) -> SendRequest:
         return parse(body, max_ttl, upload, form=True)
     data = await request.get_data()
     assert isinstance(data, bytes)
+    if len(data) < BIG_BODY:
+        return parse_body(data, max_ttl)
+    return await threads.run_sync(parse_body, data, max_ttl, limiter=_big_body_limiter())
+
+
+def parse_body(data: bytes, max_ttl: float) -> SendRequest:
+    """A JSON send request's body, parsed and checked (blocking for a big one: its base64 is
+    decoded here). Error handling: InvalidRequest naming the field at fault."""
     return parse(validation.parse_json(data), max_ttl)
+
+
+def _big_body_limiter() -> trio.CapacityLimiter:
+    try:
+        return _big_bodies.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(BIG_BODY_THREADS)
+        _big_bodies.set(limiter)
+        return limiter
 
 
 async def from_form(form: MultiDict[str, str],

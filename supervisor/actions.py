@@ -5,14 +5,17 @@ An action is a message of its own (stored and published as any other, type ``rea
 (:mod:`storage.message_actions`: an edit replaces the target's text and marks it edited, a
 revoke clears it and marks it revoked, a reaction sets or removes the sender's emoji). The
 device's actor applies an incoming action in the transaction that stores it
-(:func:`apply_incoming`); the outbound queue applies one the device sent once WhatsApp took
+(:func:`apply_incoming`; an edit that does not come from the sender of the message it edits
+changes nothing and is logged, still published as received); the outbound queue applies one the device sent once WhatsApp took
 it (:func:`apply`, with the device's own JID as the sender).
 
 The device's own actions are checked first (:func:`action_target`), with WhatsApp's rules:
 the target must be a message the device has, that left (WhatsApp knows it by an id), that is
 a message (not itself a reaction, edit, revoke, vote or undecryptable one) and not revoked; an
 edit or revoke only on the device's own messages; an edit only of a text or a caption, and
-only within :data:`EDIT_WINDOW` of its sending. Then the action is sent as any message::
+only within :data:`EDIT_WINDOW` of its sending; a revoke only within :data:`REVOKE_WINDOW`
+(WhatsApp refuses to delete older messages for everyone). Then the action is sent as any
+message::
 
     target = await action_target(db, device_id, "msg_...", "edit")   # NotFound, DeviceConflict
     await devices.send(device_id, target.chat, Outgoing(Edit(target.wa_id, "new"), target=target))
@@ -21,6 +24,7 @@ only within :data:`EDIT_WINDOW` of its sending. Then the action is sent as any m
 from __future__ import annotations
 
 import json
+import logging
 from typing import Literal
 
 import storage
@@ -37,6 +41,11 @@ from .outgoing import Target, resolve_target
 
 #: How long after sending WhatsApp lets the sender edit a message (seconds).
 EDIT_WINDOW = 15 * 60.0
+
+#: How long after sending WhatsApp lets the sender delete a message for everyone (seconds).
+REVOKE_WINDOW = 2 * 24 * 3600.0
+
+log = logging.getLogger("wasup.actions")
 
 #: What the device does to a message.
 Action = Literal["reaction", "edit", "revoke"]
@@ -72,13 +81,29 @@ def own_sender(jid: str | None) -> str:
 
 
 def apply_incoming(
-    actions: MessageActionRepository, device_id: int, ev: eng.MessageReceived, at: str
+    r: storage.Repositories, device_id: int, ev: eng.MessageReceived, at: str
 ) -> bool:
     """Apply an incoming message that is an action (from someone else, or from the account's
     own phone) to its target; ``at``: when it was stored, the time of an edit or revoke whose
-    message carries none."""
+    message carries none. An edit of a stored message by someone other than its sender
+    changes nothing (logged). Runs inside ``Database.run``."""
+    if isinstance(ev.content, mc.Edit):
+        target = resolve_target(r, device_id, ev.content.target_id)
+        if target is not None and not _by_author(target, ev):
+            log.warning("device %s: ignored an edit of %s by %s, who did not send it",
+                        device_id, target.message_id, ev.sender)
+            return False
     when = iso(ev.timestamp) if ev.timestamp else at
-    return apply(actions, device_id, ev.content, ev.sender, when)
+    return apply(r.message_actions, device_id, ev.content, ev.sender, when)
+
+
+def _by_author(target: Target, ev: eng.MessageReceived) -> bool:
+    """Whether ``ev`` comes from whoever sent ``target`` (the account itself, from its phone,
+    for the device's own messages; else the same sender, by phone number or LID)."""
+    if target.from_me or ev.from_me:
+        return target.from_me and ev.from_me
+    senders = {ev.sender, ev.sender_pn, ev.sender_lid} - {None}
+    return target.sender in senders
 
 
 def _revoked(row: MessageRow | None) -> bool:
@@ -119,6 +144,11 @@ async def action_target(
     verb = "edited" if action == "edit" else "revoked"
     if not target.from_me:
         raise DeviceConflict(f"only the device's own messages can be {verb}: this one is not")
+    if action == "revoke" and now_epoch() - parse_iso(target.at) > REVOKE_WINDOW:
+        raise DeviceConflict(
+            "WhatsApp lets a message be deleted for everyone for 2 days after it was sent: "
+            "this one is older"
+        )
     if action == "edit":
         if target.type not in EDITABLE_TYPES:
             raise DeviceConflict(

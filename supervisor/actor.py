@@ -57,6 +57,7 @@ from .context import ActorContext
 from .errors import DeviceConflict, EngineError, Restarting, WasupError
 from .events import Event
 from .inbox import AnyCall, Delivery, Inbox, OpFailed, Timeout
+from .link_preview import LinkPreviews
 from .media_files import download
 from .operations import Operations
 from .payloads import (
@@ -98,7 +99,7 @@ class DeviceActor:
         self.ops = Operations(self.ctx, self.inbox)
         self.outbound = outbound.Outbound(
             self, self.ctx.db, self.session, self.ctx.config.sending, self.ctx.rng,
-            self.ctx.media,
+            self.ctx.media, previews=LinkPreviews(allow=self.ctx.config.allow_networks),
         )
 
     @property
@@ -321,7 +322,7 @@ class DeviceActor:
             received = incoming.store(r.messages, self.id, ev, at)
             if received is None:
                 return None  # WhatsApp delivered this message before: nothing new
-            actions.apply_incoming(r.message_actions, self.id, ev, at)
+            actions.apply_incoming(r, self.id, ev, at)
             row = r.devices.increment_stats(self.id, received=received, at=at)
             self._enqueue(r, events)
             return row

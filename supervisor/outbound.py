@@ -15,7 +15,8 @@ it work then (:meth:`Outbound.tick`), and passes on WhatsApp's receipts
   ``media_missing``) and unpinned once the send is done, sent or failed, or refused, unless
   another queued send still needs it. A reaction, edit or revoke changes its target once
   WhatsApp took it (:mod:`supervisor.actions`, in the transaction that records it sent) and
-  does not count in ``messagesSent``.
+  does not count in ``messagesSent``. A ``linkPreview`` text gets its card as it leaves
+  (:mod:`supervisor.link_preview`; no page, no card).
 - **Tracked.** A send is stored (``sends`` and ``messages``, status ``pending``) before anything
   leaves, and answered at once: ``sent`` if it went out straight away, else ``pending``. Its
   status then moves ``pending`` -> ``sent`` -> ``delivered`` -> ``read``, or ``failed`` with a
@@ -68,6 +69,7 @@ from .config import SendingConfig
 from .engine import EngineSession
 from .errors import DeviceConflict, EngineError, InvalidRequest, QueueFull
 from .events import Event
+from .link_preview import LinkPreviews
 from .outgoing import Outgoing, resolve_target
 from .pacing import SETTINGS_KIND, Pacing, TokenBucket
 from .payloads import (
@@ -167,6 +169,7 @@ class Outbound:
     rng: random.Random
     media: MediaFiles
     queue: deque[SendRow] = attrs.field(factory=deque)
+    previews: LinkPreviews | None = None  # the cards of ``linkPreview`` texts (None: none)
     pacing: Pacing | None = None
     bucket: TokenBucket | None = None
     #: Trio time before which nothing is sent (the jitter pause, a retry pause).
@@ -379,6 +382,9 @@ class Outbound:
             if data is None:
                 await self._fail([row], "media_missing")
                 return False
+        if message.link_preview and self.previews is not None:
+            card = await self.previews.card(mc.text_of(message.content))
+            message = attrs.evolve(message, card=card)
         await self.db.run(lambda r: r.sends.update(device, row.message_id, state="sending"))
         try:
             wa_id = await self.session.send(row.chat, message, data)

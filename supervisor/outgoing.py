@@ -24,6 +24,7 @@ import cattrs
 import storage
 
 from . import message_content as mc
+from .link_preview import LinkCard
 
 
 @attrs.frozen
@@ -60,6 +61,9 @@ class Outgoing:
     target: Target | None = None  # required for Reaction / Edit / Revoke
     mentions: tuple[str, ...] = ()  # user JIDs mentioned in a text or caption
     link_preview: bool = False
+    #: The card of a text's link (``link_preview``), made by the outbound queue as the text
+    #: leaves; never stored with the send (:meth:`to_json` leaves it out).
+    card: LinkCard | None = None
 
     @property
     def media(self) -> mc.MediaInfo | None:

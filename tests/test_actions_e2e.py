@@ -96,11 +96,19 @@ async def test_incoming_actions_change_their_target_and_are_published_once(
         # An action on a message wasup never stored changes nothing and is still published.
         await receive(api, sid, {"type": "reaction", "messageId": "3ANOTSTORED", "emoji": "👍"})
 
-        await until(events, 11)
+        # Only the sender edits a message: an edit from someone else changes nothing.
+        theirs = await receive(api, sid, {"text": "the meeting is at noon"})
+        r = await api.post(f"/simulator/devices/{sid}/messages", json={
+            "from": OTHER, "type": "edit", "messageId": theirs, "text": "cancelled"})
+        assert r.status_code == 200, r.text
+        assert (await message(api, sid, theirs))["edited"] is False
+        assert (await message(api, sid, theirs))["text"] == "the meeting is at noon"
+
+        await until(events, 13)
         kinds = [e["data"]["type"] for e in events if e["type"] == "message_received"]
         assert kinds == ["text", "reaction", "reaction", "edit", "reaction", "image", "edit",
-                         "revoke", "edit", "reaction", "reaction"]
-        assert len(events) == 11  # exactly one event each
+                         "revoke", "edit", "reaction", "reaction", "text", "edit"]
+        assert len(events) == 13  # exactly one event each
 
 
 async def test_a_reaction_to_an_own_send_finds_it_by_whatsapps_id(tmp_path: Path) -> None:
@@ -327,8 +335,20 @@ async def test_an_edit_after_whatsapps_window_and_an_action_on_a_pending_send_ar
         assert r.status_code == 200, r.text
         assert simulator(server).sent_messages(did)[-1].content == mc.Edit(
             "3EB0FOURTEEN", "in time")
-        # A revoke has no such window here; a reaction neither.
+        # A revoke has a window of 2 days.
         r = await api.delete(f"/devices/{sid}/messages/msg_sixteen")
+        assert r.status_code == 200, r.text
+        day = 24 * 3600
+        await server.sup.db.run(lambda r: own(r, "msg_3days", "3EB0THREEDAYS", 3 * day))
+        await server.sup.db.run(lambda r: own(r, "msg_1day", "3EB0ONEDAY", 1 * day))
+        r = await api.delete(f"/devices/{sid}/messages/msg_3days")
+        assert r.status_code == 409 and "2 days" in r.json()["error"], r.text
+        assert (await message(api, sid, "msg_3days"))["revoked"] is False
+        r = await api.delete(f"/devices/{sid}/messages/msg_1day")
+        assert r.status_code == 200, r.text
+        assert simulator(server).sent_messages(did)[-1].content == mc.Revoke("3EB0ONEDAY")
+        # A reaction has no window.
+        r = await api.post(f"/devices/{sid}/messages/msg_3days/reaction", json={"emoji": "👍"})
         assert r.status_code == 200, r.text
 
         # Offline: a send waits in the queue; acting on it is refused until it left, and an

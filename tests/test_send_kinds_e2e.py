@@ -12,6 +12,7 @@ sockets and a real clock, every wait under a deadline.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from typing import Any
 import attrs
 import httpx
 import trio
+from PIL import Image
 from trio_websocket import open_websocket_url
 
 from api.server import Server
@@ -145,8 +147,8 @@ def sends(files: FileServer) -> list[Send]:
     files.files["photo.jpg"] = JPEG
     files.files["docs/q3.pdf"] = PDF
     return [
-        Send("text", {"text": "hi @15550001111 https://example.com", "linkPreview": True,
-                      "mentions": ["+15550001111"]}),
+        Send("text", {"text": f"hi @15550001111 {files.url('nothing-here')}",
+                      "linkPreview": True, "mentions": ["+15550001111"]}),
         Send("image", {"type": "image", "media": {"data": b64(PNG)}, "caption": "a chart"},
              type="image", content=mc.Image, data=PNG, mimetype="image/png"),
         Send("image, multipart", form={"type": "image", "caption": "by form"},
@@ -331,6 +333,45 @@ async def test_large_files_and_the_route_limit(tmp_path: Path) -> None:
         await setup.until("message_sent", 1)
         sent = setup.engine.sent_messages(setup.device["id"])
         assert len(sent) == 1 and sent[0].media is not None and sha256(sent[0].media) == sha256(big)
+
+
+async def test_a_text_with_link_preview_carries_its_pages_card(tmp_path: Path) -> None:
+    """The card is made when the text leaves (a queued text gets the page as it is then),
+    through the guard (loopback allowed here); a page that cannot be had sends the text
+    without a card."""
+    async with connected(tmp_path) as setup:
+        files, did = setup.files, setup.device["id"]
+        cover = io.BytesIO()
+        Image.new("RGB", (600, 300), (200, 30, 30)).save(cover, "PNG")
+        files.files["cover.png"] = cover.getvalue()
+        path = f"/devices/{setup.sid}/messages"
+        r = await setup.api.post(path, json={"to": PEER, "linkPreview": True,
+                                             "text": f"read {files.url('gone')} now"})
+        assert r.status_code in (200, 202), r.text
+        await setup.until("message_sent", 1)
+        plain = setup.engine.sent_messages(did)[-1].message
+        assert plain.link_preview is True and plain.card is None
+
+        await setup.engine.set_reachable(False)
+        await setup.engine.drop(did)
+        await wait_status(setup.api, setup.sid, "disconnected")
+        r = await setup.api.post(path, json={"to": PEER, "linkPreview": True,
+                                             "text": f"new post: {files.url('post')}"})
+        assert r.status_code == 202, r.text
+        files.files["post"] = (  # the page exists only once the text was queued
+            b'<html><head><meta property="og:title" content="Spring sale">'
+            b'<meta property="og:description" content="Half off">'
+            b'<meta property="og:image" content="/cover.png"></head></html>')
+        await setup.engine.set_reachable(True)
+        await setup.until("message_sent", 2)
+        card = setup.engine.sent_messages(did)[-1].message.card
+        assert card is not None
+        assert (card.url, card.title, card.description) == (files.url("post"), "Spring sale",
+                                                            "Half off")
+        assert card.thumbnail is not None and (card.thumbnail.width, card.thumbnail.height) == (
+            240, 120)
+        assert Image.open(io.BytesIO(card.thumbnail.data)).format == "JPEG"
+        assert files.requests[-2:] == ["/post", "/cover.png"]
 
 
 #: What the simulator delivers, and what message_received must show of it.

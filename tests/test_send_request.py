@@ -328,3 +328,27 @@ def test_the_body_limit_follows_the_largest_file_in_base64() -> None:
     assert body_max(MediaConfig()) == -(-(100 << 20) // 3) * 4 + 64 * 1024
     assert body_max(MediaConfig(max_document=3, max_video=3, max_image=3, max_audio=3,
                                 max_sticker=3)) == 4 + 64 * 1024
+
+
+def test_base64_is_decoded_strictly_chunk_by_chunk() -> None:
+    import base64
+    import os
+
+    from api.send_request import BASE64_CHUNK, decode_base64
+
+    for size in (0, 1, 2, 3, BASE64_CHUNK // 4 * 3, BASE64_CHUNK // 4 * 3 + 1, 3 * BASE64_CHUNK):
+        data = os.urandom(size)
+        assert decode_base64(base64.b64encode(data).decode()) == data
+    middle = "QUJD" * (BASE64_CHUNK // 4) + "QQ==" + "QUJD"  # padding inside: not base64
+    for bad in ("QUJ", "QU JD", "QUJ\n", "QUJD=", "Q===", "QQ==QQ==", "QUJ-", "é" * 4, middle):
+        assert decode_base64(bad) is None, bad
+
+
+def test_text_rules_on_ascii_and_beyond() -> None:
+    from api.text import text_problem
+
+    assert text_problem("a\tb\r\nc ~") is None
+    assert text_problem("ok ü ✓") is None
+    for bad in ("a\x00b", "\x7f", "x\x1b[0m", "ü\x01", "ü\x85"[1:] + "\x9f"):
+        assert text_problem(bad) == "must not contain control characters", repr(bad)
+    assert text_problem("\ud800") is not None

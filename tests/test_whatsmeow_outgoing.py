@@ -13,8 +13,8 @@ from typing import Any
 import attrs
 import pytest
 from neonize.proto.Neonize_pb2 import JID, UploadResponse
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ExtendedTextMessage, ProtocolMessage
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
-from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ProtocolMessage
 from neonize.utils.enum import MediaType
 
 from supervisor import message_content as mc
@@ -22,7 +22,9 @@ from supervisor.engines import whatsmeow_client as wc
 from supervisor.engines import whatsmeow_outgoing as wo
 from supervisor.engines.whatsmeow_messages import content_of
 from supervisor.jid import Jid
+from supervisor.link_preview import LinkCard
 from supervisor.outgoing import Outgoing, Target
+from supervisor.thumbnails import Thumbnail
 
 ME = "15550000001@s.whatsapp.net"
 ALICE = "15557654321@s.whatsapp.net"
@@ -145,6 +147,27 @@ def test_actions_are_keyed_to_their_target() -> None:
     inner = edit.editedMessage.message.protocolMessage
     assert inner.type == ProtocolMessage.MESSAGE_EDIT
     assert (inner.key.ID, inner.editedMessage.conversation) == ("3EB0TARGET", "fixed")
+
+
+def test_a_link_preview_carries_its_card() -> None:
+    url = "https://shop.example/spring"
+    thumb = Thumbnail(b"\xff\xd8\xff\xe0jpeg", 240, 120)
+    card = LinkCard(url, "Spring sale", "Half off", thumb)
+    text = mc.Text(f"new post: {url} !")
+    proto = WAMessage.FromString(
+        built(Outgoing(text, link_preview=True, card=card)).SerializeToString())
+    ext = proto.extendedTextMessage
+    assert (ext.text, ext.matchedText) == (text.text, url)
+    assert (ext.title, ext.description) == ("Spring sale", "Half off")
+    assert (ext.JPEGThumbnail, ext.thumbnailWidth, ext.thumbnailHeight) == (thumb.data, 240, 120)
+    assert ext.previewType == ExtendedTextMessage.PreviewType.NONE
+    assert content_of(proto)[0] == text
+    # A card without a picture; no card (the page could not be had): the link alone.
+    ext = built(Outgoing(text, link_preview=True, card=LinkCard(url, "Spring sale"))
+                ).extendedTextMessage
+    assert ext.title == "Spring sale" and not ext.HasField("JPEGThumbnail")
+    ext = built(Outgoing(text, link_preview=True)).extendedTextMessage
+    assert ext.matchedText == url and not ext.HasField("title")
 
 
 def test_a_poll_has_its_options_count_and_secret() -> None:

@@ -11,7 +11,10 @@ can be checked offline. Usage (the Go calls in :mod:`supervisor.engines.whatsmeo
     proto = build(message, me="1555@s.whatsapp.net", upload=upload, now_ms=…, secret=…)
 
 - Text: ``conversation``, or ``extendedTextMessage`` when it quotes, mentions or asks for a link
-  preview (wasup fetches no page for it: the link is marked as ``matchedText``).
+  preview: the link as ``matchedText`` and, with the card the outbound
+  queue made of its page (:mod:`supervisor.link_preview`) its ``title``, ``description`` and
+  ``JPEGThumbnail`` (with its width and height), ``previewType`` ``NONE`` (a page); without a
+  card (the page could not be had) the link alone.
 - Media: ``imageMessage``, ``videoMessage``, ``audioMessage`` (``PTT`` for a voice note),
   ``documentMessage``, ``stickerMessage`` with the upload's ``URL``, ``directPath``,
   ``mediaKey``, ``fileEncSHA256``, ``fileSHA256``, ``fileLength``.
@@ -29,8 +32,6 @@ a media kind without its upload.
 """
 
 from __future__ import annotations
-
-import re
 
 from neonize.proto.Neonize_pb2 import UploadResponse
 from neonize.proto.waCommon.WACommon_pb2 import MessageKey
@@ -55,6 +56,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.utils.enum import MediaType
 
 from supervisor import message_content as mc
+from supervisor.link_preview import first_link
 from supervisor.outgoing import Outgoing, Target
 
 #: The mimetype a media kind is sent with when the content does not say.
@@ -77,7 +79,6 @@ _MEDIA_TYPES = {
 }
 
 _GROUP_SERVER = "g.us"
-_URL = re.compile(r"https?://\S+")
 
 
 class Unsendable(ValueError):
@@ -115,10 +116,18 @@ def build(
             if context is None and not message.link_preview:
                 return WAMessage(conversation=text)
             extended = ExtendedTextMessage(text=text, contextInfo=context)
-            link = _URL.search(text) if message.link_preview else None
+            link = first_link(text) if message.link_preview else None
             if link is not None:
-                extended.matchedText = link.group(0)
+                extended.matchedText = link
                 extended.previewType = ExtendedTextMessage.PreviewType.NONE
+            card = message.card
+            if link is not None and card is not None:
+                extended.title = card.title
+                extended.description = card.description
+                if card.thumbnail is not None:
+                    extended.JPEGThumbnail = card.thumbnail.data
+                    extended.thumbnailWidth = card.thumbnail.width
+                    extended.thumbnailHeight = card.thumbnail.height
             return WAMessage(extendedTextMessage=extended)
         case mc.Image() | mc.Video() | mc.Audio() | mc.Voice() | mc.Document() | mc.Sticker():
             return _media(content, upload, context)
