@@ -7,7 +7,7 @@ the OpenAPI document; a request is authenticated, then charged to its credential
 bucket, then its body must be JSON (415 otherwise), then it is dispatched.
 
 A body may be ``ApiSettings.max_body`` bytes (413 beyond), except on the routes that take media
-files (sending messages, setting a group's picture), as JSON (base64) or
+files (sending messages, setting a group's or the profile's picture), as JSON (base64) or
 ``multipart/form-data``, up to :func:`api.send_media.body_max` of the media limits; their body
 is read only once the request is authenticated and charged.
 """
@@ -37,6 +37,7 @@ from api import (
     metrics,
     openapi,
     protocol_errors,
+    routes_account,
     routes_actions,
     routes_ai,
     routes_contacts,
@@ -50,6 +51,7 @@ from api import (
     routes_simulator,
     routes_webhooks,
     sim_contacts,
+    sim_account,
     sim_groups,
 )
 from api.auth import ONE_TOKEN, authenticate, charge, refuse
@@ -82,8 +84,10 @@ PUBLIC_ENDPOINTS = frozenset(
 
 #: The routes that take media files (a larger body, JSON or multipart), and their paths: a
 #: body's limit is set when the request is made, before routing.
-MEDIA_ENDPOINTS = frozenset({"messages.send_message", "groups.set_picture"})
-MEDIA_PATH_RE = re.compile(rf"{API_PREFIX}/devices/[^/]+/(?:messages|groups/[^/]+/picture)/?")
+MEDIA_ENDPOINTS = frozenset({"messages.send_message", "groups.set_picture",
+                             "account.put_picture"})
+MEDIA_PATH_RE = re.compile(
+    rf"{API_PREFIX}/devices/[^/]+/(?:messages|groups/[^/]+/picture|profile/picture)/?")
 MULTIPART = "multipart/form-data"
 
 
@@ -121,6 +125,7 @@ def create_app(
     app.register_blueprint(routes_webhooks.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ai.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_proxy.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_account.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ops.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_contacts.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_groups.bp, url_prefix=API_PREFIX)
@@ -131,6 +136,7 @@ def create_app(
         app.register_blueprint(routes_simulator.bp, url_prefix=API_PREFIX)
         app.register_blueprint(sim_contacts.bp, url_prefix=API_PREFIX)
         app.register_blueprint(sim_groups.bp, url_prefix=API_PREFIX)
+        app.register_blueprint(sim_account.bp, url_prefix=API_PREFIX)
     app.register_blueprint(openapi.bp, url_prefix=API_PREFIX)
     metrics.install(app, sup, device_labels=settings.metrics_device_labels)
     app.register_blueprint(metrics.health_bp, url_prefix=API_PREFIX)

@@ -5,6 +5,7 @@ Each option has an environment variable (the flag wins over the variable)::
     --host                   WASUP_HOST                   127.0.0.1
     --port                   WASUP_PORT                   3001
     --data-dir               WASUP_DATA_DIR               ./data
+    --database               WASUP_DATABASE_URL           (none: SQLite in the data directory)
     --engine                 WASUP_ENGINE                 whatsmeow  (or simulator)
     --max-concurrent-logins  WASUP_MAX_CONCURRENT_LOGINS  5
     --rate-limit             WASUP_RATE_LIMIT             50   requests/second per credential
@@ -73,6 +74,8 @@ log = logging.getLogger("wasup.cli")
 
 SHUTDOWN_DEADLINE = 15.0
 ENGINES = ("whatsmeow", "simulator")
+#: What a `--database` URL may start with (PostgreSQL's own two spellings).
+DATABASE_SCHEMES = ("postgresql://", "postgres://")
 WS_DEFAULTS = WsSettings()
 CONFIG_DEFAULTS = Config()
 #: MediaConfig's fields, each an option ``--media-<field>``, and their environment variables.
@@ -110,6 +113,7 @@ class ServeOptions:
     message_retention_count: int = CONFIG_DEFAULTS.message_retention_count
     media: MediaConfig = CONFIG_DEFAULTS.media
     metrics_device_labels: bool = False
+    database_url: str | None = None
 
 
 def _env(env: Mapping[str, str], name: str, default: str) -> str:
@@ -137,6 +141,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Ma
                        help="the port of the HTTP API and the WebSocket (default 3001)")
     serve.add_argument("--data-dir", type=Path, default=_env(env, "WASUP_DATA_DIR", "./data"),
                        help="where the database, credentials and token live (default ./data)")
+    serve.add_argument(
+        "--database", dest="database_url", default=env.get("WASUP_DATABASE_URL") or None,
+        help="keep wasup's data in PostgreSQL at this postgresql:// URL (default: SQLite, "
+        "wasup.db in the data directory)",
+    )
     serve.add_argument(
         "--engine", choices=ENGINES, default=_env(env, "WASUP_ENGINE", "whatsmeow"),
         help="whatsmeow (real WhatsApp through neonize) or simulator (default whatsmeow)",
@@ -246,6 +255,8 @@ def options_from(
         parser.error(f"WASUP_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
     if args.message_retention_days < 0 or args.message_retention_count < 0:
         parser.error("message-retention-days and -count must be 0 (no limit) or more")
+    if args.database_url is not None and not args.database_url.startswith(DATABASE_SCHEMES):
+        parser.error("database must be a postgresql:// URL")
     media = MediaConfig(**{f.name: getattr(args, "media_" + f.name) for f in MEDIA_FIELDS})
     for field in MEDIA_FIELDS:
         value = getattr(media, field.name)
@@ -276,6 +287,7 @@ def options_from(
         message_retention_count=args.message_retention_count,
         media=media,
         metrics_device_labels=args.metrics_device_labels,
+        database_url=args.database_url,
     )
 
 
@@ -324,6 +336,7 @@ def serve_config(options: ServeOptions) -> Config:
     """The supervisor's configuration from the command line's ``options``."""
     return Config(
         data_dir=options.data_dir,
+        database_url=options.database_url,
         engine=options.engine,
         max_concurrent_logins=options.max_concurrent_logins,
         allow_networks=options.webhook_allow_networks,

@@ -5,7 +5,8 @@ optional ``mimetype``), or ``multipart/form-data`` with the file in a part named
 It is read and checked as an image send is (:mod:`api.send_request`,
 :func:`api.send_media.prepare`: the URL fetched through the SSRF guard, the size limit of an
 image, the mimetype read from the bytes), and must be a JPEG, which is what WhatsApp takes
-for a picture::
+for a group picture (:func:`read_jpeg`); the profile picture takes any image
+(:func:`read_image`) and is made a JPEG by :mod:`supervisor.account`::
 
     jpeg = await read_jpeg(config.media, config.allow_networks)
 
@@ -36,8 +37,9 @@ FIELDS = frozenset({"media", "mimetype"})
 _NOWHERE = "+15550000000"
 
 
-async def read_jpeg(media: MediaConfig, allow: Sequence[IPNetwork]) -> bytes:
-    """The JPEG file of the current request (see the module docstring)."""
+async def read_image(media: MediaConfig, allow: Sequence[IPNetwork]) -> tuple[bytes, str, str]:
+    """The image file of the current request (any image type), its mimetype and the field that
+    carried it (``media`` or ``file``)."""
     upload = None
     form = request.mimetype == "multipart/form-data"
     if form:
@@ -55,10 +57,15 @@ async def read_jpeg(media: MediaConfig, allow: Sequence[IPNetwork]) -> bytes:
         return hashlib.sha256(data).hexdigest()
 
     message = await prepare(req, media, allow, keep)
-    field = "file" if form else "media"
     content = message.content
-    if not isinstance(content, mc.Image) or content.media.mimetype != "image/jpeg":
-        found = content.media.mimetype if isinstance(content, mc.Image) else "not an image"
+    assert isinstance(content, mc.Image)  # what prepare makes of an image request
+    return kept[0], content.media.mimetype or "", "file" if form else "media"
+
+
+async def read_jpeg(media: MediaConfig, allow: Sequence[IPNetwork]) -> bytes:
+    """The JPEG file of the current request (see the module docstring)."""
+    data, mimetype, field = await read_image(media, allow)
+    if mimetype != "image/jpeg":
         raise InvalidRequest(f"{field}: a picture must be a JPEG image (image/jpeg), this "
-                             f"file is {found}", field=field)
-    return kept[0]
+                             f"file is {mimetype}", field=field)
+    return data

@@ -95,6 +95,18 @@ class SqliteDevices:
     _db: sqlite_utils.Database
     _history: SqliteHistory
 
+    _INSERT = (
+        "INSERT INTO devices (session_id, user_id, alias, business_type, phone_number,"
+        " description, status, created_at, updated_at, api_key_hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    def _inserted_id(self, cursor: sqlite3.Cursor) -> int:
+        """The id of the device ``_INSERT`` just stored."""
+        device_id = cursor.lastrowid
+        assert device_id is not None
+        return device_id
+
     def insert(
         self,
         *,
@@ -119,11 +131,7 @@ class SqliteDevices:
         # database thread's CPU time in bench/supervisor_scale.py more than doubled.
         try:
             cursor = self._db.conn.execute(
-                """
-                INSERT INTO devices (session_id, user_id, alias, business_type, phone_number,
-                                     description, status, created_at, updated_at, api_key_hash)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
+                self._INSERT,
                 (
                     session_id,
                     user_id,
@@ -139,8 +147,7 @@ class SqliteDevices:
             )
         except sqlite3.IntegrityError as exc:
             raise translate_integrity_error(exc) from None
-        device_id = cursor.lastrowid
-        assert device_id is not None
+        device_id = self._inserted_id(cursor)
         self._history.append(device_id, None, str(status), CREATED_REASON, now)
         return self._require(device_id)
 

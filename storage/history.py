@@ -185,12 +185,11 @@ class SqliteMessageHistory:
                 SELECT 1 FROM messages INDEXED BY messages_chat_unread
                 WHERE device_id = ?1 AND chat = ?2 AND direction = 'in'
                     AND type NOT IN ('reaction', 'edit', 'revoke', 'poll_vote', 'undecryptable')
-                    AND id > max(
-                        coalesce((SELECT MAX(id) FROM messages INDEXED BY messages_chat_out
-                                  WHERE device_id = ?1 AND chat = ?2 AND direction = 'out'), 0),
-                        coalesce((SELECT last_id FROM chat_reads
-                                  WHERE device_id = ?1 AND chat = ?2), 0))
-                LIMIT ?3)
+                    AND id > coalesce((SELECT MAX(id) FROM messages INDEXED BY messages_chat_out
+                                       WHERE device_id = ?1 AND chat = ?2 AND direction = 'out'), 0)
+                    AND id > coalesce((SELECT last_id FROM chat_reads
+                                       WHERE device_id = ?1 AND chat = ?2), 0)
+                LIMIT ?3) AS unread
             """,
             (device_id, chat, UNREAD_CAP),
         ).fetchone()

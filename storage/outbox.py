@@ -76,6 +76,9 @@ class SqliteOutbox:
     _db: sqlite_utils.Database
     _settings: SqliteSettings
 
+    #: The device ids in a JSON array parameter, as rows (the devices a query leaves out).
+    _EXCLUDED_DEVICES = "SELECT value FROM json_each(?)"
+
     def get_webhook_settings(self, device_id: int) -> dict[str, Any] | None:
         """The device's stored webhook settings, or None (one primary-key lookup)."""
         return self._settings.get(device_id, WEBHOOK_KIND)
@@ -167,7 +170,7 @@ class SqliteOutbox:
         rows = conn.execute(
             "SELECT id, device_id, event_type, payload, attempts, created_at FROM webhook_outbox "
             "WHERE status = 'pending' AND next_attempt_at <= ? "
-            "AND device_id NOT IN (SELECT value FROM json_each(?)) "
+            f"AND device_id NOT IN ({self._EXCLUDED_DEVICES}) "
             "ORDER BY next_attempt_at LIMIT ?",
             (now, json.dumps(full), limit + len(skip)),
         ).fetchall()
@@ -213,7 +216,7 @@ class SqliteOutbox:
         # Prepared SQL: with every claim (json_each, as in claim_due).
         for row in self._db.conn.execute(
             "SELECT id, next_attempt_at FROM webhook_outbox WHERE status = 'pending' "
-            "AND device_id NOT IN (SELECT value FROM json_each(?)) "
+            f"AND device_id NOT IN ({self._EXCLUDED_DEVICES}) "
             "ORDER BY next_attempt_at LIMIT ?",
             (json.dumps(sorted(set(exclude_devices))), len(skip) + 1),
         ):
@@ -334,12 +337,7 @@ class SqliteOutbox:
                 "error": a["error"],
                 "durationMs": a["duration_ms"],
             }
-            for a in self._db.table("webhook_attempts").rows_where(
-                "outbox_id = ?",
-                [row["id"]],
-                select="at, status_code, error, duration_ms",
-                order_by="id",
-            )
+            for a in self._attempts(row)
         ]
         return {
             "id": row["id"],
@@ -351,3 +349,14 @@ class SqliteOutbox:
             "payload": json.loads(row["payload"]),
             "attemptLog": attempts,
         }
+
+    def _attempts(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The attempts of the delivery ``row``, oldest first."""
+        return list(
+            self._db.table("webhook_attempts").rows_where(
+                "outbox_id = ?",
+                [row["id"]],
+                select="at, status_code, error, duration_ms",
+                order_by="id",
+            )
+        )

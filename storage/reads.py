@@ -65,7 +65,7 @@ class SqliteReads:
                     AND type NOT IN ('reaction', 'edit', 'revoke', 'poll_vote', 'undecryptable')
                     AND id > coalesce((SELECT last_id FROM chat_reads
                                        WHERE device_id = ?1 AND chat = ?2), 0)
-                ORDER BY id DESC LIMIT ?3)
+                ORDER BY id DESC LIMIT ?3) AS unread
             ORDER BY id
             """,
             (device_id, chat, limit),

@@ -49,7 +49,7 @@ import storage
 from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
-from . import actions, asks, incoming, outbound, pacing, reads
+from . import actions, asks, calls, incoming, outbound, pacing, reads
 from . import commands as cmd
 from . import engine as eng
 from . import state as sm
@@ -302,7 +302,7 @@ class DeviceActor:
             case eng.PairingFailed(reason=reason, restart=restart):
                 await self._apply(sm.PairingFailed(reason, restart))
             case eng.Notice(payload=payload):
-                await self._notice(payload)
+                await self._notice(await calls.screen(self, payload))  # auto-reject: calls.py
 
     async def _notice(self, payload: Payload) -> None:
         """Publish what the engine reported (a group change, a presence, a call) as an event,

@@ -108,6 +108,9 @@ class ContactsConfig:
 @attrs.frozen
 class Config:
     data_dir: Path = attrs.field(default=Path("./data"), converter=Path)
+    #: PostgreSQL's URL (``postgresql://…``) to keep wasup's data in; None: SQLite,
+    #: ``data_dir/wasup.db``.
+    database_url: str | None = None
     engine: str = "whatsmeow"
     max_concurrent_logins: int = 5
     # QR codes: the first shows for 60 s, each next one for 20 s, at most 3 of them.

@@ -23,6 +23,7 @@ from typing import Protocol
 import attrs
 
 from .engine_contacts import ContactsApi
+from .engine_account import AccountApi
 from .engine_groups import GroupsApi
 from .message_content import Content, Quoted, Text
 from .outgoing import Outgoing
@@ -186,6 +187,8 @@ class EngineSession(Protocol):
 
     @property
     def groups(self) -> GroupsApi: ...  # the groups it is in (supervisor/engine_groups.py)
+    @property
+    def account(self) -> AccountApi: ...  # presence, profile, calls (engine_account.py)
 
     async def start_pairing(self) -> None:
         """Connect without credentials; :class:`QrCode` events follow."""

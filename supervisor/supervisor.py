@@ -22,12 +22,14 @@ import logging
 import random
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import attrs
 import trio
 
 import storage
+from storage.interface import Store
+from storage.pg import open_postgres
 
 from . import engine as eng
 from . import proxy
@@ -171,6 +173,14 @@ def make_engine(config: Config, db: storage.Store) -> eng.Engine:
     raise ValueError(f"unknown engine {config.engine!r} (use whatsmeow or simulator)")
 
 
+def open_store(config: Config) -> AbstractAsyncContextManager[Store]:
+    """The database of ``config``: PostgreSQL at ``database_url`` when it is set, else SQLite
+    in the data directory (``database_path``)."""
+    if config.database_url:
+        return open_postgres(config.database_url)
+    return storage.open_database(config.database_path)
+
+
 @asynccontextmanager
 async def open_supervisor(
     config: Config, *, engine: eng.Engine | None = None, bus: EventBus | None = None
@@ -181,7 +191,7 @@ async def open_supervisor(
     database are closed; every acknowledged write is committed by then.
     """
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    async with storage.open_database(config.database_path) as db:
+    async with open_store(config) as db:
         the_engine = engine if engine is not None else make_engine(config, db)
         try:
             async with trio.open_nursery() as ops_nursery, trio.open_nursery() as nursery:

@@ -16,7 +16,7 @@ and ``engine``. Real sockets and Trio's real clock: do not combine with ``autoju
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -29,6 +29,8 @@ import trio
 from api.server import Server, serve
 from api.state import ApiSettings
 from supervisor.config import Config
+from tests.pg_support import TestPostgres
+from tests.store_support import BACKENDS, Backend
 
 TEST_TOKEN = "test-operator-token"
 
@@ -79,3 +81,23 @@ async def wasup_server(tmp_path: Path) -> AsyncIterator[Server]:
 async def api(wasup_server: Server) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(wasup_server) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[TestPostgres]:
+    """A PostgreSQL server for the whole session (see tests/pg_support.py). Fails, never skips,
+    the tests that need it when PostgreSQL cannot start."""
+    server = TestPostgres.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """The test's database, once on SQLite and once on PostgreSQL (tests/store_support.py)."""
+    if request.param == "sqlite":
+        return Backend("sqlite", str(tmp_path / "data" / "wasup.db"))
+    server: TestPostgres = request.getfixturevalue("postgres_server")
+    return Backend("postgresql", server.create_database())

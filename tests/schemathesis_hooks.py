@@ -9,7 +9,7 @@ bodies with a whole float in a count field are not generated as valid data.
 A message send carries a file whose bytes must be what its type says (a schema cannot say
 that of base64): in the generated cases, a schema-valid file of a send becomes a real file of
 its type (with its mimetype where one is given), and a schema-valid ``media.url`` becomes that
-file inline, so that sends of every type go through (tests/test_media_fetch.py and
+file inline (a profile picture's becomes a real image too), so that sends of every type go through (tests/test_media_fetch.py and
 tests/test_send_kinds_e2e.py fetch URLs from 127.0.0.1; the schemathesis tests fetch none). A
 schema-valid ``replyTo`` is dropped: it names no message the device has (400, which the schema
 cannot tell either). Values that break the schema are left alone, so negative cases stay
@@ -50,6 +50,8 @@ def _valid(pattern: re.Pattern[str], value: Any, maximum: int) -> bool:
 
 @schemathesis.hook
 def map_body(context: Any, body: Any) -> Any:
+    if isinstance(body, dict) and set(body) in ({"media"}, {"file"}):
+        return _picture(body)
     if not isinstance(body, dict) or not isinstance(body.get("to"), str):
         return body
     body = dict(body)
@@ -69,4 +71,17 @@ def map_body(context: Any, body: Any) -> Any:
         body["file"] = data
     if _valid(MIMETYPE_RE, body.get("mimetype"), 255):
         body["mimetype"] = mimetype
+    return body
+
+
+def _picture(body: dict[str, Any]) -> dict[str, Any]:
+    """A profile picture's schema-valid file becomes a real image (PUT /profile/picture)."""
+    data, _ = SAMPLES["image"]
+    media = body.get("media")
+    if isinstance(media, dict) and len(media) == 1 and (
+        _valid(BASE64_RE, media.get("data"), 1 << 30) or _valid(URL_RE, media.get("url"), 2048)
+    ):
+        return {"media": {"data": b64(data)}}
+    if isinstance(body.get("file"), bytes | str):
+        return {"file": data}
     return body

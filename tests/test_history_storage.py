@@ -13,7 +13,9 @@ import pytest
 
 import storage
 from storage import Repositories, open_database
+from storage.pg.repositories import PgRepositories
 from storage.repositories import SqliteRepositories
+from tests.store_support import Backend
 from tests.test_storage import new_device
 
 
@@ -30,7 +32,8 @@ def add(r: Repositories, device: int, chat: str, direction: str, n: int) -> None
 
 
 def conn_of(r: Repositories) -> sqlite3.Connection:
-    assert isinstance(r, SqliteRepositories)
+    """The job's connection (on PostgreSQL, storage.pg.sql.PgSql, which takes the same calls)."""
+    assert isinstance(r, SqliteRepositories | PgRepositories)
     return r.devices._db.conn
 
 
@@ -39,8 +42,8 @@ B = "15550000002@s.whatsapp.net"
 G = "120363000000000001@g.us"
 
 
-async def test_chat_pages_newest_first_by_cursor_with_filters(tmp_path: Path) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+async def test_chat_pages_newest_first_by_cursor_with_filters(backend: Backend) -> None:
+    async with backend.open() as db:
 
         def fill(r: Repositories) -> int:
             d = new_device(r).id
@@ -106,8 +109,8 @@ async def test_chat_pages_newest_first_by_cursor_with_filters(tmp_path: Path) ->
         assert (await db.run(lambda r: r.message_history.page(d, G))).items == ()
 
 
-async def test_chat_list_most_recent_first_with_unread_counts(tmp_path: Path) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+async def test_chat_list_most_recent_first_with_unread_counts(backend: Backend) -> None:
+    async with backend.open() as db:
 
         def fill(r: Repositories) -> int:
             d = new_device(r).id
@@ -135,8 +138,8 @@ async def test_chat_list_most_recent_first_with_unread_counts(tmp_path: Path) ->
         assert (await db.run(lambda r: r.message_history.chats(999))).items == ()
 
 
-async def test_unread_count_is_capped(tmp_path: Path) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+async def test_unread_count_is_capped(backend: Backend) -> None:
+    async with backend.open() as db:
 
         def fill(r: Repositories) -> int:
             d = new_device(r).id
@@ -152,8 +155,8 @@ async def test_unread_count_is_capped(tmp_path: Path) -> None:
         assert page.items[0].unread == storage.UNREAD_CAP
 
 
-async def test_retention_by_age_and_by_count_in_batches(tmp_path: Path) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+async def test_retention_by_age_and_by_count_in_batches(backend: Backend) -> None:
+    async with backend.open() as db:
 
         def fill(r: Repositories) -> tuple[int, int]:
             d1 = new_device(r).id

@@ -74,8 +74,9 @@ def j(value: Any) -> bytes:
 SEND = "/devices/{a}/messages"
 GROUP = "/devices/{a}/groups/120363000000000001@g.us"
 PICTURE = f"{GROUP}/picture"
+PROFILE_PICTURE = "/devices/{a}/profile/picture"
 #: The routes that take forms too, and the field an empty form is missing.
-FORM_ROUTES = {SEND: "to", PICTURE: "file"}
+FORM_ROUTES = {SEND: "to", PICTURE: "file", PROFILE_PICTURE: "file"}
 BOUNDARY = "hostile-boundary"
 FORM = f"multipart/form-data; boundary={BOUNDARY}"
 
@@ -124,6 +125,15 @@ BODY_ROUTES: list[tuple[str, str]] = [
     ("POST", "/simulator/devices/{a}/groups"),
     ("PATCH", "/simulator/devices/{a}/groups/120363000000000001@g.us"),
     ("POST", "/simulator/devices/{a}/groups/120363000000000001@g.us/participants"),
+    ("POST", "/devices/{a}/presence"),
+    ("POST", "/devices/{a}/chats/15551234567@s.whatsapp.net/presence"),
+    ("POST", "/devices/{a}/contacts/15551234567@s.whatsapp.net/presence/subscribe"),
+    ("PUT", "/devices/{a}/profile"),
+    ("PUT", PROFILE_PICTURE),
+    ("POST", "/devices/{a}/calls/ABC123/reject"),
+    ("PUT", "/devices/{a}/settings/calls"),
+    ("POST", "/simulator/devices/{a}/calls"),
+    ("POST", "/simulator/devices/{a}/presence"),
 ]
 
 #: Bodies no JSON route accepts, and the field named.
@@ -227,6 +237,10 @@ def text_cases() -> Iterator[Case]:
         ("PATCH", GROUP, {}, "subject", True),
         ("PATCH", GROUP, {}, "topic", False),
         ("POST", "/devices/{a}/groups/join", {}, "link", True),
+        ("PUT", "/devices/{a}/profile", {}, "name", True),
+        ("PUT", "/devices/{a}/profile", {}, "about", True),
+        ("PUT", "/devices/{a}/settings/calls", {"autoReject": True}, "message", False),
+        ("POST", "/devices/{a}/calls/ABC123/reject", {}, "from", True),
     ]
     for method, path, fields, name, one_line in targets:
         bad = bad_anywhere + (not_in_a_line if one_line else [])
@@ -802,7 +816,57 @@ def ws_cases() -> Iterator[Case]:
         status=405, code="METHOD_NOT_ALLOWED")
 
 
-ALL_CASES = [*body_cases(), *text_cases(), *field_cases(), *path_cases(), *auth_cases(),
+def account_cases() -> Iterator[Case]:
+    """Presence, profile and calls: wrong states, addresses, lengths and types."""
+    chat = "/devices/{a}/chats/15551234567@s.whatsapp.net/presence"
+    rows: list[tuple[str, str, Any, str]] = [
+        ("POST", "/devices/{a}/presence", {"state": "typing"}, "state"),
+        ("POST", "/devices/{a}/presence", {"state": ["available"]}, "state"),
+        ("POST", "/devices/{a}/presence", {}, "state"),
+        ("POST", chat, {"state": "available"}, "state"),
+        ("POST", chat, {"state": None}, "state"),
+        ("POST", "/devices/{a}/chats/status@broadcast/presence", {"state": "typing"}, "chatId"),
+        ("POST", "/devices/{a}/contacts/120363000000000001@g.us/presence/subscribe", {},
+         "contact"),
+        ("POST", "/devices/{a}/contacts/15551234567/presence/subscribe", {"x": 1}, "x"),
+        ("PUT", "/devices/{a}/profile", {}, "body"),
+        ("PUT", "/devices/{a}/profile", {"name": "n" * 26}, "name"),
+        ("PUT", "/devices/{a}/profile", {"name": 7}, "name"),
+        ("PUT", "/devices/{a}/profile", {"about": "a" * 140}, "about"),
+        ("PUT", "/devices/{a}/profile", {"name": "Ann", "picture": "x"}, "picture"),
+        ("PUT", PROFILE_PICTURE, {}, "media"),
+        ("PUT", PROFILE_PICTURE, {"media": "x"}, "media"),
+        ("PUT", PROFILE_PICTURE, {"media": {"data": "%%%%"}}, "media.data"),
+        ("PUT", PROFILE_PICTURE, {"media": {"data": base64.b64encode(b"GIF8 not really").decode()}},
+         "media"),
+        ("PUT", PROFILE_PICTURE, {"media": {"url": "file:///etc/passwd"}}, "media.url"),
+        ("POST", "/devices/{a}/calls/ABC123/reject", {}, "from"),
+        ("POST", "/devices/{a}/calls/ABC123/reject", {"from": "120363000000000001@g.us"}, "from"),
+        ("POST", "/devices/{a}/calls/a.b/reject", {"from": "+15551234567"}, "callId"),
+        ("PUT", "/devices/{a}/settings/calls", {"message": "hi"}, "autoReject"),
+        ("PUT", "/devices/{a}/settings/calls", {"autoReject": 1}, "autoReject"),
+        ("PUT", "/devices/{a}/settings/calls", {"autoReject": True, "message": ""}, "message"),
+        ("PUT", "/devices/{a}/settings/calls", {"autoReject": True, "message": "m" * 1001},
+         "message"),
+        ("POST", "/simulator/devices/{a}/calls", {}, "from"),
+        ("POST", "/simulator/devices/{a}/calls", {"from": "+15551234567", "video": "yes"},
+         "video"),
+        ("POST", "/simulator/devices/{a}/presence", {"from": "+15551234567", "state": "x"},
+         "state"),
+        ("POST", "/simulator/devices/{a}/presence",
+         {"from": "+15551234567", "state": "available", "lastSeen": 1_750_000_000}, "lastSeen"),
+        ("POST", "/simulator/devices/{a}/presence",
+         {"from": "+15551234567", "state": "typing", "chat": "x"}, "chat"),
+    ]
+    for method, path, body, field in rows:
+        yield Case(f"{method} {path}: {body}"[:200], method, path, j(body), field=field)
+    yield Case("PUT profile/picture multipart: no file", "PUT", PROFILE_PICTURE,
+               form(("x", "1", None)), content_type=FORM, field="x")
+    yield Case("PUT profile/picture multipart: not an image", "PUT", PROFILE_PICTURE,
+               form(("file", b"plain text", "a.txt")), content_type=FORM, field="file")
+
+
+ALL_CASES = [*body_cases(), *text_cases(), *field_cases(), *account_cases(), *path_cases(), *auth_cases(),
              *raw_cases(), *ws_cases()]
 
 

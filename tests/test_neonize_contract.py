@@ -79,6 +79,10 @@ EXPECTED_CODES = {
     18: nz.Receipt,
     21: nz.JoinedGroup,
     22: nz.GroupInfoEvent,
+    19: nz.ChatPresence,
+    20: nz.Presence,
+    36: nz.CallOffer,
+    40: nz.CallOfferNotice,
     44: nz.UndecryptableMessage,
 }
 

@@ -20,6 +20,7 @@ from storage import Repositories, open_database
 from supervisor import reads
 from supervisor.engines import whatsmeow_client as wc
 from supervisor.errors import EngineError
+from tests.store_support import Backend
 from tests.test_history_storage import _plans, add, at
 from tests.test_storage import new_device
 from tests.test_whatsmeow_engine import Sink, connected_session, fake_go  # noqa: F401
@@ -34,8 +35,8 @@ def action(r: Repositories, device: int, chat: str, n: int, type: str) -> None:
                       text=None, status="received", at=at(n), type=type)
 
 
-async def test_the_read_mark_moves_only_forward_and_sets_the_unread_count(tmp_path: Path) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+async def test_the_read_mark_moves_only_forward_and_sets_the_unread_count(backend: Backend) -> None:
+    async with backend.open() as db:
 
         def fill(r: Repositories) -> int:
             d = new_device(r).id
@@ -113,8 +114,8 @@ async def test_read_queries_walk_an_index(tmp_path: Path, call: Any) -> None:
         assert "COVERING INDEX messages_chat_unread" in plan, plan
 
 
-async def test_actions_change_their_target_row(tmp_path: Path) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+async def test_actions_change_their_target_row(backend: Backend) -> None:
+    async with backend.open() as db:
 
         def fill(r: Repositories) -> int:
             d = new_device(r).id
@@ -165,8 +166,8 @@ class Receipts:
         self.calls.append((chat, list(messages)))
 
 
-async def test_a_group_names_each_sender_and_a_refusal_marks_nothing(tmp_path: Path) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+async def test_a_group_names_each_sender_and_a_refusal_marks_nothing(backend: Backend) -> None:
+    async with backend.open() as db:
 
         def fill(r: Repositories) -> int:
             d = new_device(r).id

@@ -36,17 +36,20 @@ def b64(data: bytes) -> str:
 @asynccontextmanager
 async def connected_device(
     tmp_path: Path,
+    events_filter: str = "message_received,message_undecryptable,message_sent,message_status",
+    scan: dict[str, Any] | None = None,
 ) -> AsyncIterator[tuple[Server, httpx.AsyncClient, dict[str, Any], list[dict[str, Any]]]]:
-    """A server with one connected device and the events a WebSocket subscriber receives."""
+    """A server with one connected device (paired with the simulator's ``scan`` body) and the
+    events of ``events_filter`` a WebSocket subscriber receives."""
     async with running_server(tmp_path / "data") as server, api_client(server) as api:
         device = await create(api, "Shop")
         sid = device["sessionId"]
         await wait_status(api, sid, "pending")
-        r = await api.post(f"/simulator/devices/{sid}/scan", json={})
+        r = await api.post(f"/simulator/devices/{sid}/scan", json=scan or {})
         assert r.status_code == 200, r.text
         await wait_status(api, sid, "connected")
         events: list[dict[str, Any]] = []
-        url = f"{server.ws_url}/?token={TEST_TOKEN}&events=message_received,message_undecryptable,message_sent,message_status"
+        url = f"{server.ws_url}/?token={TEST_TOKEN}&events={events_filter}"
         async with open_websocket_url(url) as ws, trio.open_nursery() as nursery:
 
             async def collect() -> None:

@@ -20,9 +20,11 @@ import stat
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import sqlite_utils
 import trio
@@ -43,6 +45,7 @@ from storage.migrations import MIGRATIONS
 from storage.models import DeliveryTarget
 from storage.repositories import SqliteRepositories
 from supervisor.state import Status as DeviceStatus
+from tests.store_support import Backend
 
 NOW = "2025-06-19T12:00:00.000Z"
 LATER = "2025-06-19T12:05:00.000Z"
@@ -527,6 +530,65 @@ async def test_failing_job_rolls_back_alone_within_its_batch(db_path: Path) -> N
         assert count(db_path, "state_history") == 2
 
 
+@attrs.define
+class ThreeJobs:
+    """Three jobs run side by side: ``a`` catches a Conflict and keeps its other writes, ``b``
+    raises after writing (its own device, and a change to the keeper's) and loses all of it,
+    ``c`` commits whole. ``check`` runs between their calls (a test of the transaction)."""
+
+    keeper: int
+    check: Callable[[Repositories], None] = lambda r: None
+    results: dict[str, Any] = attrs.field(factory=dict)
+
+    def a(self, r: Repositories) -> int:
+        row = new_device(r, "a")
+        self.check(r)
+        with pytest.raises(Conflict):
+            new_device(r, "a")  # rolled back to a savepoint of its own
+        self.check(r)
+        r.credentials.put(row.id, b"a")
+        r.settings.put(row.id, "ai", {"on": True})
+        assert r.settings.delete(row.id, "ai") is True
+        assert r.settings.delete(row.id, "ai") is False
+        self.check(r)
+        return row.id
+
+    def b(self, r: Repositories) -> None:
+        row = new_device(r, "b")
+        r.credentials.put(row.id, b"b")
+        r.settings.put(self.keeper, "ai", {"by": "b"})
+        assert r.devices.delete(self.keeper) is True
+        self.check(r)
+        raise ValueError("b failed")
+
+    def c(self, r: Repositories) -> int:
+        row = new_device(r, "c")
+        r.credentials.put(row.id, b"c")
+        self.check(r)
+        return row.id
+
+    def start(self, db: storage.Store, nursery: trio.Nursery) -> None:
+        async def submit(name: str, job: Callable[[Repositories], Any]) -> None:
+            try:
+                self.results[name] = await db.run(job)
+            except ValueError as exc:
+                self.results[name] = exc
+
+        for name, job in [("a", self.a), ("b", self.b), ("c", self.c)]:
+            nursery.start_soon(submit, name, job)
+
+    async def check_stored(self, db: storage.Store) -> None:
+        """Assert that a's and c's work is stored and none of b's."""
+        assert isinstance(self.results["b"], ValueError)
+        sessions = {row.session_id for row in await db.run(lambda r: r.devices.all())}
+        assert sessions == {f"user_u1_device_shop-{n}" for n in ("keeper", "a", "c")}
+        assert await db.run(lambda r: r.credentials.all()) == {
+            self.results["a"]: b"a",
+            self.results["c"]: b"c",
+        }
+        assert await db.run(lambda r: r.settings.get(self.keeper, "ai")) is None
+
+
 async def test_repository_calls_keep_the_batch_transaction(db_path: Path) -> None:
     # The repositories use sqlite-utils, whose writes wrap themselves in a savepoint: neither a
     # call that succeeds nor one that fails inside the library may commit or roll back the
@@ -534,50 +596,16 @@ async def test_repository_calls_keep_the_batch_transaction(db_path: Path) -> Non
     # that fails loses all of its own and nothing of its neighbours'.
     async with open_database(db_path) as db:
         keeper = await db.run(lambda r: new_device(r, "keeper"))
+
+        def still_open(r: Repositories) -> None:
+            assert writer(r).in_transaction
+
+        jobs = ThreeJobs(keeper.id, still_open)
         async with trio.open_nursery() as nursery:
             gate = Gate()
             await gate.close(db, nursery)
             before = db.statistics()
-            results: dict[str, Any] = {}
-
-            def still_open(r: Repositories) -> None:
-                assert writer(r).in_transaction
-
-            def catches_conflict(r: Repositories) -> int:
-                row = new_device(r, "a")
-                still_open(r)
-                with pytest.raises(Conflict):
-                    new_device(r, "a")  # rolled back inside the library, to its own savepoint
-                still_open(r)
-                r.credentials.put(row.id, b"a")
-                r.settings.put(row.id, "ai", {"on": True})
-                assert r.settings.delete(row.id, "ai") is True
-                assert r.settings.delete(row.id, "ai") is False
-                still_open(r)
-                return row.id
-
-            def fails(r: Repositories) -> None:
-                row = new_device(r, "b")
-                r.credentials.put(row.id, b"b")
-                r.settings.put(keeper.id, "ai", {"by": "b"})
-                assert r.devices.delete(keeper.id) is True
-                still_open(r)
-                raise ValueError("b failed")
-
-            def after_the_failure(r: Repositories) -> int:
-                row = new_device(r, "c")
-                r.credentials.put(row.id, b"c")
-                still_open(r)
-                return row.id
-
-            async def submit(name: str, job: Any) -> None:
-                try:
-                    results[name] = await db.run(job)
-                except ValueError as exc:
-                    results[name] = exc
-
-            for name, job in [("a", catches_conflict), ("b", fails), ("c", after_the_failure)]:
-                nursery.start_soon(submit, name, job)
+            jobs.start(db, nursery)
             await trio.testing.wait_all_tasks_blocked()
             assert db.statistics().queued == 3
             gate.release.set()
@@ -585,14 +613,18 @@ async def test_repository_calls_keep_the_batch_transaction(db_path: Path) -> Non
         after = db.statistics()
         assert after.batches - before.batches == 1
         assert after.failed_jobs - before.failed_jobs == 1
-        assert isinstance(results["b"], ValueError)
-        sessions = {row.session_id for row in await db.run(lambda r: r.devices.all())}
-        assert sessions == {f"user_u1_device_shop-{n}" for n in ("keeper", "a", "c")}
-        assert await db.run(lambda r: r.credentials.all()) == {
-            results["a"]: b"a",
-            results["c"]: b"c",
-        }
-        assert await db.run(lambda r: r.settings.get(keeper.id, "ai")) is None
+        await jobs.check_stored(db)
+
+
+async def test_a_failing_job_loses_its_own_work_only(backend: Backend) -> None:
+    # The same three jobs on either backend: each job's work is stored whole or not at all.
+    async with backend.open() as db:
+        keeper = await db.run(lambda r: new_device(r, "keeper"))
+        jobs = ThreeJobs(keeper.id)
+        async with trio.open_nursery() as nursery:
+            jobs.start(db, nursery)
+        await jobs.check_stored(db)
+    assert backend.count("state_history") == 3
 
 
 async def test_group_commit_batches_concurrent_callers(db_path: Path) -> None:
@@ -626,10 +658,10 @@ async def test_max_batch_bounds_a_transaction(db_path: Path) -> None:
         assert stats.commits >= 50 // 7
 
 
-async def test_close_finishes_queued_work(db_path: Path) -> None:
+async def test_close_finishes_queued_work(backend: Backend) -> None:
     done = []
     async with trio.open_nursery() as nursery:
-        async with open_database(db_path) as db:
+        async with backend.open() as db:
             gate = Gate()
             await gate.close(db, nursery)
 
@@ -645,16 +677,19 @@ async def test_close_finishes_queued_work(db_path: Path) -> None:
         with pytest.raises(DatabaseClosed):
             await db.run(lambda r: None)
     assert sorted(done) == list(range(20))
-    async with open_database(db_path) as db:
-        assert count(db_path, "devices") == 20
+    async with backend.open() as db:
+        assert backend.count("devices") == 20
 
 
-async def test_cancelled_caller_work_still_commits(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_cancelled_caller_work_still_commits(backend: Backend) -> None:
+    async with backend.open() as db:
         with trio.move_on_after(0) as scope:
             await db.run(new_device)  # submitted, then cancelled while waiting
         assert scope.cancelled_caught
-        # The job ran and committed anyway (documented): the next job sees it.
+        # The job ran and committed anyway (documented): once committed, the next job sees it
+        # (PostgreSQL runs jobs side by side: the next one may otherwise start first).
+        while db.statistics().commits < 1:
+            await trio.lowlevel.checkpoint()
         assert await db.run(lambda r: r.devices.get(1)) is not None
 
 
@@ -667,11 +702,11 @@ async def test_job_that_ends_the_transaction_is_refused(db_path: Path) -> None:
         assert row.id == 1
 
 
-async def test_data_survives_close_and_reopen(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_data_survives_close_and_reopen(backend: Backend) -> None:
+    async with backend.open() as db:
         row = await db.run(new_device)
         await db.run(lambda r: r.credentials.put(row.id, b"\x00secret\xff"))
-    async with open_database(db_path) as db:
+    async with backend.open() as db:
         assert await db.run(lambda r: r.devices.get(row.session_id)) == row
         assert await db.run(lambda r: r.credentials.get(row.id)) == b"\x00secret\xff"
 
@@ -732,8 +767,8 @@ class Status(enum.StrEnum):  # stands in for supervisor.state.Status (storage mu
     CONNECTED = "connected"
 
 
-async def test_insert_and_get_device(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_insert_and_get_device(backend: Backend) -> None:
+    async with backend.open() as db:
         row = await db.run(lambda r: new_device(r, 1, status=Status.PENDING))
         assert row.id == 1
         assert row.status == "pending" and type(row.status) is str
@@ -750,8 +785,8 @@ async def test_insert_and_get_device(db_path: Path) -> None:
         assert hist == [storage.HistoryRow(None, "pending", "created", NOW)]
 
 
-async def test_duplicates_conflict_and_lose_nothing(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_duplicates_conflict_and_lose_nothing(backend: Backend) -> None:
+    async with backend.open() as db:
         first = await db.run(new_device)
         clashes: dict[str, dict[str, Any]] = {
             "session_id": dict(alias="Other", api_key_hash="h2"),
@@ -763,16 +798,16 @@ async def test_duplicates_conflict_and_lose_nothing(db_path: Path) -> None:
                 await db.run(functools.partial(new_device, n=1, **over))
             assert info.value.field == field
         assert await db.run(lambda r: r.devices.all()) == [first]
-        assert count(db_path, "state_history") == 1
+        assert backend.count("state_history") == 1
         # The same alias for another user is fine.
         other = await db.run(
             lambda r: new_device(r, 1, user_id="u2", session_id="s2", api_key_hash="h2")
         )
-        assert other.id == 2
+        assert other.id > first.id  # ids only grow (PostgreSQL spends one on a failed insert)
 
 
-async def test_update_device(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_update_device(backend: Backend) -> None:
+    async with backend.open() as db:
         a = await db.run(lambda r: new_device(r, 1))
         await db.run(lambda r: new_device(r, 2))
         row = await db.run(
@@ -796,8 +831,8 @@ async def test_update_device(db_path: Path) -> None:
         assert await db.run(lambda r: r.devices.get(a.id)) == row
 
 
-async def test_record_transition_updates_and_appends_history(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_record_transition_updates_and_appends_history(backend: Backend) -> None:
+    async with backend.open() as db:
         a = await db.run(new_device)
         row = await db.run(
             lambda r: r.devices.record_transition(
@@ -825,7 +860,7 @@ async def test_record_transition_updates_and_appends_history(db_path: Path) -> N
                 )
             )
         # The schema refuses a status outside the six.
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(backend.integrity_error):
             await db.run(
                 lambda r: r.devices.record_transition(
                     a.id, from_status="connecting", to_status="bogus", reason=None, at=LATER
@@ -834,8 +869,8 @@ async def test_record_transition_updates_and_appends_history(db_path: Path) -> N
         assert len(await db.run(lambda r: r.history.of(a.id))) == 2
 
 
-async def test_list_and_count_devices(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_list_and_count_devices(backend: Backend) -> None:
+    async with backend.open() as db:
 
         def populate(r: Repositories) -> None:
             for n in range(1, 8):
@@ -863,8 +898,8 @@ async def test_list_and_count_devices(db_path: Path) -> None:
         assert [r.id for r in await db.run(lambda r: r.devices.all())] == list(range(1, 8))
 
 
-async def test_increment_stats(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_increment_stats(backend: Backend) -> None:
+    async with backend.open() as db:
         a = await db.run(new_device)
         await db.run(lambda r: r.devices.increment_stats(a.id, sent=2, at=NOW))
         row = await db.run(lambda r: r.devices.increment_stats(a.id, received=3, at=LATER))
@@ -873,7 +908,7 @@ async def test_increment_stats(db_path: Path) -> None:
             await db.run(lambda r: r.devices.increment_stats(99, sent=1, at=NOW))
 
 
-async def test_delete_cascades(db_path: Path) -> None:
+async def test_delete_cascades(backend: Backend) -> None:
     tables = [
         "devices",
         "settings",
@@ -902,14 +937,14 @@ async def test_delete_cascades(db_path: Path) -> None:
         )
         return row.id
 
-    async with open_database(db_path) as db:
+    async with backend.open() as db:
         device_id = await db.run(populate)
         other = await db.run(lambda r: new_device(r, 2).id)
-        counts = {t: count(db_path, t) for t in tables}
+        counts = {t: backend.count(t) for t in tables}
         assert all(counts.values()), counts
         assert await db.run(lambda r: r.devices.delete(device_id)) is True
         assert await db.run(lambda r: r.devices.delete(device_id)) is False
-        left = {t: count(db_path, t) for t in tables}
+        left = {t: backend.count(t) for t in tables}
         assert left == {t: 1 if t in ("devices", "state_history") else 0 for t in tables}
         # Ids are never reused after a delete.
         assert await db.run(lambda r: new_device(r, 3).id) == other + 1
@@ -918,8 +953,8 @@ async def test_delete_cascades(db_path: Path) -> None:
 # -- settings, credentials, messages -----------------------------------------------------------
 
 
-async def test_settings_roundtrip(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_settings_roundtrip(backend: Backend) -> None:
+    async with backend.open() as db:
         a = await db.run(new_device)
         assert await db.run(lambda r: r.settings.get(a.id, "ai")) is None
         value = {"enabled": True, "model": "m", "nested": {"x": [1, 2]}}
@@ -938,8 +973,8 @@ async def test_settings_roundtrip(db_path: Path) -> None:
         assert await db.run(lambda r: r.settings.get(a.id, "ai")) is None
 
 
-async def test_credentials_roundtrip(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_credentials_roundtrip(backend: Backend) -> None:
+    async with backend.open() as db:
         a = await db.run(new_device)
         assert await db.run(lambda r: r.credentials.get(a.id)) is None
         await db.run(lambda r: r.credentials.put(a.id, b"one"))
@@ -951,8 +986,8 @@ async def test_credentials_roundtrip(db_path: Path) -> None:
             await db.run(lambda r: r.credentials.put(99, b"x"))
 
 
-async def test_messages(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_messages(backend: Backend) -> None:
+    async with backend.open() as db:
         a = await db.run(new_device)
 
         def add(r: Repositories, n: int, chat: str = "chat1") -> storage.MessageRow:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,11 +16,11 @@ import trio
 from standardwebhooks.webhooks import Webhook
 
 from common import clock
-from storage.db import open_database
 from supervisor.config import Config
 from supervisor.webhooks import settings as webhook_settings
 from supervisor.webhooks.delivery import MAX_RETRY_AFTER, parse_retry_after
 from supervisor.webhooks.dispatcher import SCHEDULE, WebhookDispatcher, retry_delay
+from tests.store_support import Backend
 from tests.webhook_support import (
     add_device,
     configure,
@@ -73,8 +72,8 @@ async def only_id(db: Any, device_id: int) -> str:
     return str(items[0]["id"])
 
 
-async def test_delivery_is_signed_per_standard_webhooks(tmp_path: Path, autojump_clock: Any) -> None:
-    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+async def test_delivery_is_signed_per_standard_webhooks(backend: Backend, autojump_clock: Any) -> None:
+    async with backend.open() as db, trio.open_nursery() as nursery:
         receiver = await start_receiver(nursery)
         device_id, session_id = await add_device(db)
         _, secret = await configure(db, device_id, receiver.url)
@@ -108,8 +107,8 @@ async def _status_is(db: Any, device_id: int, outbox_id: str, status: str) -> bo
     return (await delivery(db, device_id, outbox_id))["status"] == status
 
 
-async def test_rotation_window_signs_with_old_and_new(tmp_path: Path, autojump_clock: Any) -> None:
-    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+async def test_rotation_window_signs_with_old_and_new(backend: Backend, autojump_clock: Any) -> None:
+    async with backend.open() as db, trio.open_nursery() as nursery:
         receiver = await start_receiver(nursery)
         device_id, session_id = await add_device(db)
         _, old = await configure(db, device_id, receiver.url)
@@ -141,10 +140,10 @@ async def test_rotation_window_signs_with_old_and_new(tmp_path: Path, autojump_c
         nursery.cancel_scope.cancel()
 
 
-async def test_retry_schedule_in_virtual_time(tmp_path: Path, autojump_clock: Any) -> None:
+async def test_retry_schedule_in_virtual_time(backend: Backend, autojump_clock: Any) -> None:
     """5xx, timeout, 3xx (to the metadata address), 429 with Retry-After, connection refused,
     then success: each retry at exactly the scheduled time, and the event arrives signed."""
-    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+    async with backend.open() as db, trio.open_nursery() as nursery:
         receiver = await start_receiver(
             nursery,
             500,
@@ -202,8 +201,8 @@ def _attempts_at_least(dispatcher: WebhookDispatcher, n: int) -> Any:
     return check
 
 
-async def test_schedule_exhausted_marks_failed(tmp_path: Path, autojump_clock: Any) -> None:
-    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+async def test_schedule_exhausted_marks_failed(backend: Backend, autojump_clock: Any) -> None:
+    async with backend.open() as db, trio.open_nursery() as nursery:
         receiver = await start_receiver(nursery, *[503] * 20)
         device_id, session_id = await add_device(db)
         await configure(db, device_id, receiver.url)
@@ -234,8 +233,8 @@ def test_jitter_stays_within_bounds() -> None:
     assert retry_delay(1, retry_after=60.0, jitter=0.0) == 60.0
 
 
-async def test_gone_disables_endpoint_with_event(tmp_path: Path, autojump_clock: Any) -> None:
-    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+async def test_gone_disables_endpoint_with_event(backend: Backend, autojump_clock: Any) -> None:
+    async with backend.open() as db, trio.open_nursery() as nursery:
         receiver = await start_receiver(nursery, "hang", 410)
         device_id, session_id = await add_device(db)
         await configure(db, device_id, receiver.url)
@@ -259,9 +258,9 @@ async def test_gone_disables_endpoint_with_event(tmp_path: Path, autojump_clock:
 
 
 async def test_endpoint_failing_for_five_days_is_disabled(
-    tmp_path: Path, autojump_clock: Any
+    backend: Backend, autojump_clock: Any
 ) -> None:
-    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+    async with backend.open() as db, trio.open_nursery() as nursery:
         receiver = await start_receiver(nursery)
         await receiver.down()
         device_id, session_id = await add_device(db)
@@ -284,8 +283,8 @@ async def test_endpoint_failing_for_five_days_is_disabled(
         nursery.cancel_scope.cancel()
 
 
-async def test_success_resets_failure_clock(tmp_path: Path, autojump_clock: Any) -> None:
-    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+async def test_success_resets_failure_clock(backend: Backend, autojump_clock: Any) -> None:
+    async with backend.open() as db, trio.open_nursery() as nursery:
         receiver = await start_receiver(nursery, 500)
         device_id, session_id = await add_device(db)
         await configure(db, device_id, receiver.url)
@@ -304,9 +303,9 @@ async def test_success_resets_failure_clock(tmp_path: Path, autojump_clock: Any)
 
 
 async def test_bounded_concurrency_and_all_arrive_after_recovery(
-    tmp_path: Path, autojump_clock: Any
+    backend: Backend, autojump_clock: Any
 ) -> None:
-    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+    async with backend.open() as db, trio.open_nursery() as nursery:
         receiver = await start_receiver(nursery, *["hang"] * 10)
         device_id, session_id = await add_device(db)
         _, secret = await configure(db, device_id, receiver.url)
@@ -337,13 +336,12 @@ async def test_bounded_concurrency_and_all_arrive_after_recovery(
         nursery.cancel_scope.cancel()
 
 
-async def test_restart_resumes_in_flight_and_pending(tmp_path: Path, autojump_clock: Any) -> None:
+async def test_restart_resumes_in_flight_and_pending(backend: Backend, autojump_clock: Any) -> None:
     """A dispatcher stopped mid-delivery (as in a crash) leaves the rows due; the next one
     delivers them all: nothing is lost, at-least-once."""
-    path = tmp_path / "wasup.db"
     async with trio.open_nursery() as nursery:
         receiver = await start_receiver(nursery, "hang", "hang", "hang")
-        async with open_database(path) as db:
+        async with backend.open() as db:
             device_id, session_id = await add_device(db)
             await configure(db, device_id, receiver.url)
             async with running(db) as dispatcher:
@@ -351,7 +349,7 @@ async def test_restart_resumes_in_flight_and_pending(tmp_path: Path, autojump_cl
                 dispatcher.notify()
                 await receiver.wait_requests(3)
             # cancelled while all three were waiting for an answer
-        async with open_database(path) as db:
+        async with backend.open() as db:
             items, _ = await db.run(lambda r: r.outbox.list_deliveries(device_id))
             assert {i["status"] for i in items} == {"pending"}
             async with running(db) as dispatcher:
@@ -368,8 +366,8 @@ async def test_restart_resumes_in_flight_and_pending(tmp_path: Path, autojump_cl
         nursery.cancel_scope.cancel()
 
 
-async def test_removed_settings_and_deleted_device(tmp_path: Path, autojump_clock: Any) -> None:
-    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+async def test_removed_settings_and_deleted_device(backend: Backend, autojump_clock: Any) -> None:
+    async with backend.open() as db, trio.open_nursery() as nursery:
         receiver = await start_receiver(nursery, "hang")
         device_id, session_id = await add_device(db)
         await configure(db, device_id, receiver.url, enabled=True)
@@ -384,8 +382,8 @@ async def test_removed_settings_and_deleted_device(tmp_path: Path, autojump_cloc
         nursery.cancel_scope.cancel()
 
 
-async def test_enqueue_filters_by_settings(tmp_path: Path) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+async def test_enqueue_filters_by_settings(backend: Backend) -> None:
+    async with backend.open() as db:
         device_id, session_id = await add_device(db)
         # No settings: nothing written.
         assert await enqueue(db, device_id, envelope(session_id)) == 0
@@ -430,9 +428,9 @@ def test_parse_retry_after() -> None:
 
 
 async def test_a_slow_endpoint_does_not_starve_the_others(
-    tmp_path: Path, autojump_clock: Any
+    backend: Backend, autojump_clock: Any
 ) -> None:
-    async with open_database(tmp_path / "wasup.db") as db, trio.open_nursery() as nursery:
+    async with backend.open() as db, trio.open_nursery() as nursery:
         slow = await start_receiver(nursery, *["hang"] * 100)
         fast = await start_receiver(nursery)
         slow_id, slow_sid = await add_device(db, "slow")

@@ -246,3 +246,25 @@ def test_the_client_uploads_the_file_as_its_kind_and_sends_the_built_proto() -> 
     with pytest.raises(wo.Unsendable):
         go.send(to, Outgoing(mc.Image(info("image/png"))), None)
     assert len(api.sent) == 2
+
+
+def test_an_image_goes_with_a_jpeg_thumbnail_and_a_video_without() -> None:
+    import io
+
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (960, 480), (10, 160, 90)).save(picture, "PNG")
+    api = FakeApi()
+    go = client(api)
+    to = wc.neonize_jid(Jid.parse(ALICE))
+    go.send(to, Outgoing(mc.Image(info("image/png"), caption="a chart")), picture.getvalue())
+    image = api.sent[-1][1].imageMessage
+    thumb = Image.open(io.BytesIO(image.JPEGThumbnail))
+    assert (thumb.format, thumb.size) == ("JPEG", (240, 120))
+    assert image.caption == "a chart" and image.mediaKey == UPLOAD.MediaKey
+    # A file Pillow cannot read goes without one, as a video does.
+    go.send(to, Outgoing(mc.Image(info("image/png"))), FILE)
+    assert not api.sent[-1][1].imageMessage.HasField("JPEGThumbnail")
+    go.send(to, Outgoing(mc.Video(info("video/mp4"))), FILE)
+    assert not api.sent[-1][1].videoMessage.HasField("JPEGThumbnail")

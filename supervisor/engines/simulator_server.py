@@ -36,6 +36,7 @@ from supervisor.message_content import Content, text_of
 from supervisor.outgoing import Outgoing
 
 from .simulator_contacts import ContactWorld
+from .simulator_account import AccountWorld
 from .simulator_groups import GroupWorld
 from .simulator_queue import OfflineQueue
 
@@ -211,6 +212,9 @@ class SimulatedServer:
     #: Every device's groups (:mod:`supervisor.engines.simulator_groups`).
     groups: GroupWorld = attrs.field(
         default=attrs.Factory(lambda s: GroupWorld(s.derive), takes_self=True))
+    #: Every device's presence, profile and calls (:mod:`.simulator_account`).
+    account: AccountWorld = attrs.field(
+        default=attrs.Factory(lambda s: AccountWorld(s.derive), takes_self=True))
 
     def keep_media(self, device_id: int, message_id: str, data: bytes) -> None:
         """Keep the file of a media message the device sent or received, under its message
@@ -259,6 +263,7 @@ class SimulatedServer:
         self.media.forget(device_id)
         self.contacts.forget(device_id)
         self.groups.forget(device_id)
+        self.account.forget(device_id)
         self.downloads.pop(device_id, None)
         self.faults.pop(device_id, None)
         self.sent.pop(device_id, None)

@@ -24,6 +24,7 @@ import trio
 
 from common.clock import now_epoch
 from supervisor.engine import Connected, QrCode, Sink
+from supervisor.engine_account import AccountApi
 from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
 from supervisor.message_content import (
@@ -38,6 +39,7 @@ from supervisor.message_content import (
 from supervisor.outgoing import Outgoing
 
 from .simulator_contacts import SimulatorContacts
+from .simulator_account import SimulatorAccount
 from .simulator_groups import SimulatorGroups
 from .simulator_server import ReadReceipt, SentMessage, SimulatedServer, b64
 
@@ -105,6 +107,8 @@ class SimulatorSession:
         lambda s: SimulatorContacts(s.server.contacts, s), takes_self=True))
     groups: SimulatorGroups = attrs.field(init=False,
                                           default=attrs.Factory(SimulatorGroups, takes_self=True))
+    account: AccountApi = attrs.field(
+        init=False, default=attrs.Factory(SimulatorAccount, takes_self=True))
 
     # -- the engine interface ------------------------------------------------------------
 

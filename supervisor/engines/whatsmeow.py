@@ -58,6 +58,7 @@ import trio
 
 from supervisor import proxy as proxy_checks
 from supervisor.engine import Sink
+from supervisor.engine_account import AccountApi
 from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
 from supervisor.outgoing import Outgoing
@@ -66,6 +67,7 @@ from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, reda
 from . import whatsmeow_client as wc
 from . import whatsmeow_messages as wm
 from .whatsmeow_contacts import WhatsmeowContacts
+from .whatsmeow_account import WhatsmeowAccount
 from .whatsmeow_events import GoReports
 from .whatsmeow_groups import WhatsmeowGroups
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
@@ -110,6 +112,8 @@ class WhatsmeowSession:
     reports: GoReports = attrs.field(init=False)
     contacts: WhatsmeowContacts = attrs.field(init=False, default=attrs.Factory(WhatsmeowContacts, True))
     groups: WhatsmeowGroups = attrs.field(init=False, default=attrs.Factory(WhatsmeowGroups, True))
+    account: AccountApi = attrs.field(
+        init=False, default=attrs.Factory(WhatsmeowAccount, takes_self=True))
 
     def __attrs_post_init__(self) -> None:
         self.reports = GoReports(self.session_id, self.sink, lambda: self._link, self._hold,

@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 from neonize.client import NewClient
@@ -55,13 +56,17 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.utils.enum import ClientName, ClientType, ReceiptType
 from neonize.utils.log import log_whatsmeow
 
+from supervisor import message_content as mc
 from supervisor.jid import Jid
 from supervisor.outgoing import Outgoing
+from supervisor.thumbnails import jpeg_thumbnail
 
 from . import neonize_go
 from . import whatsmeow_outgoing as wo
 
 log = logging.getLogger("wasup.engine.whatsmeow")
+
+T = TypeVar("T")
 
 #: Seconds the gate stays fenced after a pairing succeeded (see the module docstring).
 FENCE_SECONDS = 2.0
@@ -380,6 +385,9 @@ class GoClient:
         WhatsApp's id of it. Raises :class:`~.whatsmeow_outgoing.Unsendable` for what cannot
         be built, neonize's UploadError or SendMessageError when WhatsApp refuses."""
         kind = wo.media_type(message)
+        thumb = None
+        if media is not None and isinstance(message.content, mc.Image):
+            thumb = jpeg_thumbnail(media)
         with gate.shared():
             if self.stopped:
                 raise RuntimeError("client stopped")
@@ -393,7 +401,7 @@ class GoClient:
                 own = self.api.get_me().JID
                 me = f"{own.User}@{own.Server}"
             proto = wo.build(message, me=me, upload=upload, now_ms=int(time.time() * 1000),
-                             secret=os.urandom(32))
+                             secret=os.urandom(32), thumbnail=None if thumb is None else thumb.data)
             response = self.api.send_message(jid, proto)
         return str(response.ID)
 
@@ -422,6 +430,14 @@ class GoClient:
             return str(
                 self.api.PairPhone(phone, True, ClientName.LINUX, ClientType.CHROME)
             )
+
+    def call(self, fn: Callable[[NewClient], T], gate: GoGate = GATE) -> T:
+        """Run ``fn`` on neonize's client: a request (presence, profile, calls...). Raises what
+        neonize raises."""
+        with gate.shared():
+            if self.stopped:
+                raise RuntimeError("client stopped")
+            return fn(self.api)
 
     # -- Go callbacks ------------------------------------------------------------------------
 
@@ -479,5 +495,7 @@ class GoClient:
             log.exception("whatsmeow callback failed")
 
 
-#: neonize's event codes wasup subscribes to (see neonize.events.EVENT_TO_INT).
-SUBSCRIBED_EVENTS = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 17, 18, 21, 22, 44})
+#: neonize's event codes wasup subscribes to (see neonize.events.EVENT_TO_INT); 19, 20, 36
+#: and 40 are presence and calls (:mod:`.whatsmeow_account`).
+SUBSCRIBED_EVENTS = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 17, 18, 19, 20, 21, 22, 36, 40,
+                               44})

@@ -53,6 +53,7 @@ from supervisor.engine import (
 from supervisor.errors import DeliveryFailed, EngineError
 from supervisor.proxy import redact
 
+from .whatsmeow_account import notices as account_notices
 from .whatsmeow_groups import GROUP_CODES, group_notices
 from .whatsmeow_link import GoCallback, GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
 from .whatsmeow_translate import advice_for, exit_event, translate, translate_pairing_status
@@ -171,6 +172,9 @@ class GoReports:
             return []
         if what.code in GROUP_CODES:
             return group_notices(message, me=link.me)
+        noticed = account_notices(message)  # presence and calls
+        if noticed is not None:
+            return noticed
         return translate(message, now=now_epoch(), me=link.me)
 
     def reconnecting(self, link: Link, message: object) -> bool:

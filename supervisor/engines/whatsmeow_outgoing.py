@@ -17,7 +17,8 @@ can be checked offline. Usage (the Go calls in :mod:`supervisor.engines.whatsmeo
   card (the page could not be had) the link alone.
 - Media: ``imageMessage``, ``videoMessage``, ``audioMessage`` (``PTT`` for a voice note),
   ``documentMessage``, ``stickerMessage`` with the upload's ``URL``, ``directPath``,
-  ``mediaKey``, ``fileEncSHA256``, ``fileSHA256``, ``fileLength``.
+  ``mediaKey``, ``fileEncSHA256``, ``fileSHA256``, ``fileLength``; an image with its
+  ``JPEGThumbnail`` when one is given (a video goes without: no decoder for it).
 - ``locationMessage``, ``contactMessage`` (``contactsArrayMessage`` for several vCards),
   ``pollCreationMessage`` (``selectableOptionsCount`` 1, or 0 for any number; the message
   secret WhatsApp's votes are encrypted with in ``messageContextInfo``).
@@ -102,10 +103,12 @@ def build(
     upload: UploadResponse | None,
     now_ms: int,
     secret: bytes,
+    thumbnail: bytes | None = None,
 ) -> WAMessage:
     """The protobuf to send for ``message``; ``me`` is the device's own JID (the participant of
     a quoted own message), ``upload`` the upload of its file (media kinds), ``now_ms`` the time
-    (milliseconds) of a reaction or edit, ``secret`` 32 random bytes (a poll's message secret).
+    (milliseconds) of a reaction or edit, ``secret`` 32 random bytes (a poll's message secret),
+    ``thumbnail`` an image's JPEG thumbnail (:func:`supervisor.thumbnails.jpeg_thumbnail`).
 
     Error handling: raises :class:`Unsendable`.
     """
@@ -130,7 +133,7 @@ def build(
                     extended.thumbnailHeight = card.thumbnail.height
             return WAMessage(extendedTextMessage=extended)
         case mc.Image() | mc.Video() | mc.Audio() | mc.Voice() | mc.Document() | mc.Sticker():
-            return _media(content, upload, context)
+            return _media(content, upload, context, thumbnail)
         case mc.Location(latitude=lat, longitude=lng, name=name, address=address):
             return WAMessage(locationMessage=LocationMessage(
                 degreesLatitude=lat, degreesLongitude=lng, name=name, address=address,
@@ -186,7 +189,7 @@ def _context(message: Outgoing, me: str) -> ContextInfo | None:
 
 
 def _media(content: mc.MediaContent, upload: UploadResponse | None,
-           context: ContextInfo | None) -> WAMessage:
+           context: ContextInfo | None, thumbnail: bytes | None) -> WAMessage:
     if upload is None:
         raise Unsendable("media_missing", f"a {content.type} message needs its uploaded file")
     info = content.media
@@ -198,7 +201,8 @@ def _media(content: mc.MediaContent, upload: UploadResponse | None,
     )
     match content:
         case mc.Image(caption=caption):
-            return WAMessage(imageMessage=ImageMessage(caption=caption, **common))
+            return WAMessage(imageMessage=ImageMessage(caption=caption, JPEGThumbnail=thumbnail,
+                                                       **common))
         case mc.Video(caption=caption):
             return WAMessage(videoMessage=VideoMessage(caption=caption, **common))
         case mc.Audio(seconds=seconds) | mc.Voice(seconds=seconds):

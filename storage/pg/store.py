@@ -1,0 +1,301 @@
+"""The PostgreSQL store: a psycopg connection pool reached from Trio through worker threads.
+
+Synopsis::
+
+    async with open_postgres("postgresql://wasup@db/wasup", pool_size=10) as db:
+        row = await db.run(lambda repos: repos.devices.get(42))
+
+``PgStore`` is the PostgreSQL :class:`storage.interface.Store`. Each ``run`` job takes a
+connection of the pool in a worker thread (at most ``pool_size`` at a time; the jobs beyond
+wait their turn in order), runs in one transaction of its own and commits before its caller
+resumes: the job's work is stored whole or not at all, and a job that raises rolls back its own
+work only. There is no group commit here, unlike SQLite's single writer: PostgreSQL takes
+transactions side by side, each on its connection.
+
+Outages (:mod:`storage.outage`): a server that is down, restarting, refusing connections or out
+of disk space is not the job's fault: the job fails with :class:`StorageUnavailable` (answered
+503 with Retry-After), the first such failure logs one line, and the next job that commits ends
+the outage. The pool checks a connection before it lends it and connects again by itself, so the
+store recovers when the server returns; :meth:`PgStore.probe` tries a transaction now and then
+during an outage to find out.
+
+Nothing here touches the database on the Trio thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, TypeVar
+
+import attrs
+import psycopg
+import psycopg_pool
+import trio
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from common.virtual_time import holds_virtual_time
+from storage.errors import DatabaseClosed, StorageUnavailable
+from storage.interface import Repositories
+from storage.jobs import Job, set_all, wait_done
+from storage.models import DatabaseStatistics, Outage
+from storage.outage import RETRY_AFTER, OutageWatch
+from storage.pg.migrations import MIGRATIONS, Migration, migrate
+from storage.pg.repositories import PgRepositories
+from storage.pg.sql import PgSql
+
+log = logging.getLogger(__name__)
+
+# The pool logs every failed connection attempt as a warning; the outage's own line
+# (storage.outage) says it once.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+T = TypeVar("T")
+
+#: Default number of connections (and of jobs running at once).
+DEFAULT_POOL_SIZE = 10
+
+#: Seconds a job waits for a connection of the pool before it fails as an outage.
+CONNECT_TIMEOUT = 5.0
+
+#: SQLSTATE classes that mean "the database cannot serve now": connection exceptions,
+#: insufficient resources (disk full, too many connections), operator intervention (shutdown,
+#: restart, recovery).
+_OUTAGE_CLASSES = frozenset({"08", "53", "57"})
+_READ_ONLY = "25006"  # a standby, or default_transaction_read_only: no writes now
+
+
+def as_unavailable(exc: BaseException) -> StorageUnavailable | None:
+    """A :class:`StorageUnavailable` if ``exc`` means the server cannot serve now, else None."""
+    if isinstance(exc, StorageUnavailable):
+        return exc
+    if not isinstance(exc, psycopg.Error):
+        return None
+    state = exc.sqlstate
+    if state == _READ_ONLY or (
+        isinstance(exc, psycopg.OperationalError)
+        and (state is None or state[:2] in _OUTAGE_CLASSES)
+    ):
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        failure = StorageUnavailable(reason, RETRY_AFTER)
+        failure.__cause__ = exc
+        return failure
+    return None
+
+
+def describe(url: str) -> str:
+    """``url`` for a log line: host and database, no password."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql"
+    return f"postgresql {params.get('host', 'localhost')}/{params.get('dbname', '')}"
+
+
+@attrs.define(eq=False)
+class PgStore:
+    """A PostgreSQL database reached through a connection pool. Create with
+    :func:`open_postgres`."""
+
+    label: str
+    _pool: psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]]
+    _size: int
+    _connect_timeout: float
+    _token: trio.lowlevel.TrioToken
+    _watch: OutageWatch
+    _closing: bool = False
+    _running: int = 0  # worker threads busy with a job
+    _waiting: deque[Job[Any]] = attrs.field(factory=deque)  # jobs submitted, no thread yet
+    _idle: trio.Event = attrs.field(factory=trio.Event)
+    _jobs: int = 0
+    _failed_jobs: int = 0
+    _commits: int = 0
+
+    async def run(self, fn: Callable[[Repositories], T]) -> T:
+        """Run ``fn(repos)`` in a worker thread inside a transaction of its own; return its
+        result once committed.
+
+        Error handling: what ``fn`` raised (its work rolled back), except that a server that
+        cannot serve now (down, restarting, no connection within ``CONNECT_TIMEOUT`` s, out of
+        disk) raises ``StorageUnavailable``; then nothing ``fn`` wrote is stored, unless the
+        connection broke during the COMMIT itself (PostgreSQL may have stored it: the outcome
+        is unknown, as with any database client). ``DatabaseClosed`` if the store is closing
+        (``fn`` never ran).
+
+        Cancellation: once submitted, ``fn`` runs and commits regardless. A caller cancelled
+        while waiting gets ``trio.Cancelled`` and loses only the answer (as with SQLite's
+        ``Database.run``).
+        """
+        if self._closing:
+            raise DatabaseClosed("database is closed")
+        job: Job[T] = Job(fn)
+        if self._running < self._size:
+            self._running += 1
+            self._start(job)
+        else:
+            self._waiting.append(job)
+        await wait_done(job)
+        if job.error is not None:
+            error, job.error = job.error, None
+            raise error
+        return job.value  # type: ignore[return-value]  # None only for a job returning None
+
+    @property
+    def outage(self) -> Outage | None:
+        """The storage outage in progress, or None."""
+        return self._watch.outage
+
+    def raise_if_unavailable(self) -> None:
+        """Raise ``StorageUnavailable`` if a job failed for an outage moments ago."""
+        self._watch.raise_if_unavailable()
+
+    async def probe(self) -> Outage | None:
+        """The outage in progress, after checking (an empty transaction, at most every
+        ``RETRY_AFTER`` s) whether it is over; None if there is none. Raises nothing."""
+        if self._watch.outage is not None and not self._watch.recent():
+            try:
+                await self.run(lambda repos: None)
+            except (StorageUnavailable, DatabaseClosed):
+                pass
+        return self._watch.outage
+
+    def statistics(self) -> DatabaseStatistics:
+        """Counters of the store's work so far (a transaction per job: ``batches`` counts the
+        transactions begun, ``largest_batch`` is 1 once a job ran)."""
+        return DatabaseStatistics(
+            jobs=self._jobs,
+            failed_jobs=self._failed_jobs,
+            commits=self._commits,
+            batches=self._jobs,
+            largest_batch=1 if self._jobs else 0,
+            queued=len(self._waiting),
+        )
+
+    # -- worker threads ------------------------------------------------------------------------
+
+    def _start(self, job: Job[Any]) -> None:
+        trio.lowlevel.start_thread_soon(partial(self._work, job), partial(self._deliver, job))
+
+    def _work(self, job: Job[Any]) -> None:
+        """Run ``job`` in its own transaction (a worker thread)."""
+        try:
+            with self._pool.connection(timeout=self._connect_timeout) as conn:
+                with conn.transaction():
+                    job.value = job.fn(PgRepositories.bind(PgSql(conn)))
+        except BaseException as exc:
+            job.value = None
+            job.error = as_unavailable(exc) or exc
+
+    def _deliver(self, job: Job[Any], outcome: object) -> None:
+        """Hand the finished ``job`` back to Trio (any thread)."""
+        self._token.run_sync_soon(self._finish, job)
+
+    def _finish(self, job: Job[Any]) -> None:
+        """The Trio side of a finished job: counters, outage, wake the caller."""
+        if self._waiting:
+            self._start(self._waiting.popleft())  # the thread's slot passes on
+        else:
+            self._running -= 1
+        self._jobs += 1
+        if isinstance(job.error, StorageUnavailable):
+            self._failed_jobs += 1
+            self._watch.observe(job.error.reason, 1)
+        elif job.error is not None:
+            self._failed_jobs += 1
+        else:
+            self._commits += 1
+            if self._watch.outage is not None:
+                self._watch.observe(None, 0)
+        set_all([job])
+        if self._closing and self._running == 0:
+            self._idle.set()
+
+    async def _aclose(self) -> None:
+        """Refuse new jobs, let the running ones finish, close the pool. Idempotent."""
+        self._closing = True
+        if self._running:
+            if holds_virtual_time():
+                while self._running:  # see storage.jobs.wait_done
+                    await trio.lowlevel.checkpoint()
+            else:
+                await self._idle.wait()
+        await trio.to_thread.run_sync(self._pool.close)
+
+
+def _connect_and_migrate(url: str, migrations: list[Migration], timeout: float) -> None:
+    """Connect once and apply the pending migrations (a worker thread)."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout))) as conn:
+        before, after = migrate(conn, migrations)
+    if before != after:
+        log.info("database %s migrated from version %d to %d", describe(url), before, after)
+
+
+@asynccontextmanager
+async def open_postgres(
+    url: str,
+    *,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    migrations: list[Migration] | None = None,
+) -> AsyncIterator[PgStore]:
+    """Connect to the PostgreSQL database at ``url`` (a ``postgresql://`` URL or a libpq
+    connection string), apply pending migrations and yield the store.
+
+    Resource handling: a pool of up to ``pool_size`` connections, closed on exit (normal, error
+    or cancellation; shielded) once the running jobs are done. A job waits up to
+    ``connect_timeout`` s for a connection before it fails as an outage.
+
+    Error handling: a server that cannot be reached now is waited for, logged once and tried
+    again every ``RETRY_AFTER`` s; any other failure (a bad URL, authentication, a failed
+    migration: ``MigrationError``) is raised from here.
+    """
+    label = describe(url)
+    chosen = list(MIGRATIONS if migrations is None else migrations)
+    waited = False
+    while True:
+        try:
+            await trio.to_thread.run_sync(_connect_and_migrate, url, chosen, connect_timeout)
+            break
+        except psycopg.Error as exc:
+            failure = as_unavailable(exc)
+            if failure is None:
+                raise
+            if not waited:
+                log.error("cannot reach the database (%s): %s; trying again every %g s",
+                          label, failure.reason, RETRY_AFTER)
+                waited = True
+        await trio.sleep(RETRY_AFTER)
+    if waited:
+        log.warning("database reached: %s", label)
+    pool: psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = (
+        psycopg_pool.ConnectionPool(
+            make_conninfo(url),
+            min_size=1,
+            max_size=max(1, pool_size),
+            kwargs={"autocommit": True},
+            check=psycopg_pool.ConnectionPool.check_connection,
+            # Connect when a job needs a connection, and give up at the first failure: the job
+            # fails as an outage, and the next job tries again at once. (The pool's own
+            # schedule would back off for minutes, long after the server is back.)
+            reconnect_timeout=0,
+            open=False,
+            name="wasup",
+        )
+    )
+    await trio.to_thread.run_sync(partial(pool.open, wait=False))
+    store = PgStore(
+        label=label,
+        pool=pool,
+        size=max(1, pool_size),
+        connect_timeout=connect_timeout,
+        token=trio.lowlevel.current_trio_token(),
+        watch=OutageWatch(label),
+    )
+    try:
+        yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await store._aclose()
