@@ -50,8 +50,8 @@ from api import (
     routes_proxy,
     routes_simulator,
     routes_webhooks,
-    sim_contacts,
     sim_account,
+    sim_contacts,
     sim_groups,
 )
 from api.auth import ONE_TOKEN, authenticate, charge, refuse

@@ -22,8 +22,8 @@ from typing import Protocol
 
 import attrs
 
-from .engine_contacts import ContactsApi
 from .engine_account import AccountApi
+from .engine_contacts import ContactsApi
 from .engine_groups import GroupsApi
 from .message_content import Content, Quoted, Text
 from .outgoing import Outgoing

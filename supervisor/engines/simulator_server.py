@@ -35,8 +35,8 @@ from supervisor.errors import EngineError
 from supervisor.message_content import Content, text_of
 from supervisor.outgoing import Outgoing
 
-from .simulator_contacts import ContactWorld
 from .simulator_account import AccountWorld
+from .simulator_contacts import ContactWorld
 from .simulator_groups import GroupWorld
 from .simulator_queue import OfflineQueue
 

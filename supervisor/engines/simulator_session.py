@@ -38,8 +38,8 @@ from supervisor.message_content import (
 )
 from supervisor.outgoing import Outgoing
 
-from .simulator_contacts import SimulatorContacts
 from .simulator_account import SimulatorAccount
+from .simulator_contacts import SimulatorContacts
 from .simulator_groups import SimulatorGroups
 from .simulator_server import ReadReceipt, SentMessage, SimulatedServer, b64
 

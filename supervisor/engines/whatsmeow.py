@@ -66,8 +66,8 @@ from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, reda
 
 from . import whatsmeow_client as wc
 from . import whatsmeow_messages as wm
-from .whatsmeow_contacts import WhatsmeowContacts
 from .whatsmeow_account import WhatsmeowAccount
+from .whatsmeow_contacts import WhatsmeowContacts
 from .whatsmeow_events import GoReports
 from .whatsmeow_groups import WhatsmeowGroups
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
