@@ -42,6 +42,7 @@ from api import (
     routes_ai,
     routes_contacts,
     routes_devices,
+    routes_events,
     routes_groups,
     routes_history,
     routes_media,
@@ -128,6 +129,7 @@ def create_app(
     app.register_blueprint(routes_account.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ops.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_contacts.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_events.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_groups.bp, url_prefix=API_PREFIX)
     simulator = settings.simulator_routes
     if simulator is None:

@@ -111,6 +111,7 @@ class ServeOptions:
     ws_queue_size: int | None = None  # None: the event bus's (Config.event_queue_size)
     message_retention_days: int = CONFIG_DEFAULTS.message_retention_days
     message_retention_count: int = CONFIG_DEFAULTS.message_retention_count
+    event_retention_days: int = CONFIG_DEFAULTS.event_retention_days
     media: MediaConfig = CONFIG_DEFAULTS.media
     metrics_device_labels: bool = False
     database_url: str | None = None
@@ -212,6 +213,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Ma
         help="messages kept per device, the newest (0: no count limit)",
     )
     serve.add_argument(
+        "--event-retention-days",
+        type=int,
+        default=_env(env, "WASUP_EVENT_RETENTION_DAYS", str(CONFIG_DEFAULTS.event_retention_days)),
+        help="days events are kept in the event log (0: no age limit)",
+    )
+    serve.add_argument(
         "--metrics-device-labels", action="store_true",
         default=_env(env, "WASUP_METRICS_DEVICE_LABELS", "").lower() in ("1", "true", "yes", "on"),
         help="also show each device's status in /metrics, labelled with its sessionId (one "
@@ -255,6 +262,8 @@ def options_from(
         parser.error(f"WASUP_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
     if args.message_retention_days < 0 or args.message_retention_count < 0:
         parser.error("message-retention-days and -count must be 0 (no limit) or more")
+    if args.event_retention_days < 0:
+        parser.error("event-retention-days must be 0 (no limit) or more")
     if args.database_url is not None and not args.database_url.startswith(DATABASE_SCHEMES):
         parser.error("database must be a postgresql:// URL")
     media = MediaConfig(**{f.name: getattr(args, "media_" + f.name) for f in MEDIA_FIELDS})
@@ -285,6 +294,7 @@ def options_from(
         ws_queue_size=args.ws_queue_size,
         message_retention_days=args.message_retention_days,
         message_retention_count=args.message_retention_count,
+        event_retention_days=args.event_retention_days,
         media=media,
         metrics_device_labels=args.metrics_device_labels,
         database_url=args.database_url,
@@ -342,6 +352,7 @@ def serve_config(options: ServeOptions) -> Config:
         allow_networks=options.webhook_allow_networks,
         message_retention_days=options.message_retention_days,
         message_retention_count=options.message_retention_count,
+        event_retention_days=options.event_retention_days,
         media=options.media,
     )
 

@@ -13,6 +13,7 @@ Start order, each ready before the next starts (OTP's children in order; hyperco
 
     open_supervisor (database, engine, actors)
       -> MessageRetention (prunes stored messages: supervisor.retention)
+      -> EventRetention (prunes the event log: supervisor.event_retention)
       -> WebhookDispatcher (woken through sup.outbox_listeners)
         -> AutoReply
           -> create_app -> Hypercorn (HTTP and the WebSocket on one port)
@@ -20,7 +21,7 @@ Start order, each ready before the next starts (OTP's children in order; hyperco
 Shutdown runs the same chain in reverse: when ``shutdown_trigger`` returns (or
 :meth:`Server.shutdown` is called) WebSocket streams are closed with 1001, Hypercorn stops
 accepting and lets requests in flight finish for ``graceful_timeout`` seconds; then auto-reply
-is cancelled, then the dispatcher, then message retention, then the supervisor stops every
+is cancelled, then the dispatcher, then event and message retention, then the supervisor stops every
 actor, newest first, and closes the engine and the database. A caller wanting a hard deadline on all of that sets it on
 the enclosing cancel scope (``wasup serve`` does).
 
@@ -52,6 +53,7 @@ from supervisor.autoreply import AutoReply
 from supervisor.config import Config
 from supervisor.devices import Devices
 from supervisor.engine import Engine
+from supervisor.event_retention import EventRetention
 from supervisor.retention import MessageRetention
 from supervisor.supervisor import open_supervisor
 from supervisor.webhooks.dispatcher import WebhookDispatcher
@@ -180,6 +182,7 @@ async def serve(
         retention = MessageRetention(
             sup.db, days=config.message_retention_days, count=config.message_retention_count
         )
+        event_retention = EventRetention(sup.db, days=config.event_retention_days)
         app = create_app(sup, api_token, settings, autoreply=autoreply)
         operations = metrics.operations(app)
         sup.bus.tap(operations.observe)
@@ -210,7 +213,8 @@ async def serve(
 
         try:
             async with (
-                _running(retention.run), _running(dispatcher.run), _running(autoreply.run)
+                _running(retention.run), _running(event_retention.run),
+                _running(dispatcher.run), _running(autoreply.run)
             ):
                 async with trio.open_nursery() as http:
                     binds: list[str] = await http.start(run_http)

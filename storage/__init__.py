@@ -10,7 +10,7 @@ Usage::
 ``Database.run(job)`` runs ``job(repos)`` in the database thread inside a transaction and returns
 after the commit. ``repos`` (:class:`Repositories`) holds ``devices``, ``history``, ``messages``,
 ``message_history``, ``settings``, ``credentials``, ``outbox``, ``sends``,
-``message_actions`` and ``reads``, all bound to that
+``message_actions``, ``reads`` and ``events`` (the event log), all bound to that
 transaction, so several calls in one job are atomic together. :mod:`storage.interface` defines these as protocols: the core
 depends on them (and on :class:`Store`), never on SQLite. The repositories are the only layer
 that speaks SQL. ``storage`` imports nothing from ``supervisor`` or ``api``.
@@ -31,6 +31,7 @@ from storage.interface import (
     ColumnValue,
     CredentialRepository,
     DeviceRepository,
+    EventRepository,
     HistoryRepository,
     JsonObject,
     OutboundEvent,
@@ -51,7 +52,10 @@ from storage.models import (
     DatabaseStatistics,
     DeviceRow,
     Due,
+    EventQuery,
+    EventRow,
     HistoryRow,
+    LoggedEvent,
     MessageRow,
     Outage,
     SendRow,
@@ -72,9 +76,13 @@ __all__ = [
     "DeviceRepository",
     "DeviceRow",
     "Due",
+    "EventQuery",
+    "EventRepository",
+    "EventRow",
     "HistoryRepository",
     "HistoryRow",
     "JsonObject",
+    "LoggedEvent",
     "MessageActionRepository",
     "MessageHistoryRepository",
     "MessagePage",

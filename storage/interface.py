@@ -34,17 +34,22 @@ from storage.message_interface import (
     ReadRepository,
     SendRepository,
 )
-from storage.models import ColumnValue as ColumnValue
 from storage.models import (
+    ALL_EVENTS,
     DatabaseStatistics,
     DeliveryTarget,
     DeviceRow,
     Due,
+    EventQuery,
+    EventRow,
     HistoryEntry,
     HistoryRow,
+    LoggedEvent,
     Outage,
+    PrunedEvents,
     WebhookBacklog,
 )
+from storage.models import ColumnValue as ColumnValue
 from storage.models import JsonObject as JsonObject
 
 T = TypeVar("T")
@@ -52,14 +57,24 @@ T = TypeVar("T")
 
 
 class OutboundEvent(Protocol):
-    """An event the webhook outbox may store: its ``type``, and its envelope on demand.
+    """An event the webhook outbox may store: its ``type``, its ``id`` in the event log (None:
+    not logged), and its envelope on demand.
 
-    ``to_json()`` returns ``{"type", "sessionId", "data", "timestamp"}``; it is called only for
-    the events a device's webhook wants (it may render a QR image).
+    ``to_json()`` returns ``{"id", "type", "sessionId", "data", "timestamp"}``; it is called
+    only for the events a device's webhook wants (a body is stored only for those the log does
+    not keep whole; the others' are made from the log when they are delivered).
     """
 
     @property
     def type(self) -> str: ...
+
+    @property
+    def id(self) -> int | None: ...
+
+    @property
+    def logged_whole(self) -> bool:
+        """Whether the log keeps the whole envelope (else the outbox row keeps its body)."""
+        ...
 
     def to_json(self) -> Mapping[str, object]: ...
 
@@ -365,6 +380,51 @@ class OutboxRepository(Protocol):
         ...
 
 
+class EventRepository(Protocol):
+    """The durable event log: every published event, by increasing ``id``."""
+
+    def append(self, events: Sequence[LoggedEvent]) -> list[int]:
+        """Log ``events`` in order, in the transaction that stores their cause; their ids (each
+        larger than any id handed out before, never reused).
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def bounds(self) -> tuple[int, int]:
+        """``(oldest, newest)`` ids kept; ``(0, 0)`` when the log is empty.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def after(
+        self, since: int, *, until: int, limit: int, query: EventQuery = ALL_EVENTS
+    ) -> list[EventRow]:
+        """Up to ``limit`` events with ``since < id <= until`` that ``query`` lets through,
+        oldest first (the id range bounds the rows examined).
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def pinned(self, ids: Sequence[int]) -> set[int]:
+        """Which of ``ids`` a pending webhook delivery references (kept by retention).
+
+        Raises: nothing of its own.
+        """
+        ...
+
+    def prune(self, before: str, *, after: int, limit: int) -> PrunedEvents:
+        """Delete the events stamped before ``before`` (ISO) among the ``limit`` oldest with an
+        id above ``after``, keeping those :meth:`pinned`; a finished delivery of a deleted event
+        keeps its body in the outbox row.
+
+        Raises: nothing of its own.
+        """
+        ...
+
+
 class Repositories(Protocol):
     """Every repository, bound to one transaction (what a :meth:`Store.run` job receives)."""
 
@@ -397,6 +457,9 @@ class Repositories(Protocol):
 
     @property
     def reads(self) -> ReadRepository: ...
+
+    @property
+    def events(self) -> EventRepository: ...
 
 
 class Store(Protocol):

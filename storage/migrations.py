@@ -264,6 +264,33 @@ def _v8_message_media_ref(db: sqlite_utils.Database) -> None:
     execute_all(db, ["ALTER TABLE messages ADD COLUMN media_ref TEXT"])
 
 
+def _v9_event_log(db: sqlite_utils.Database) -> None:
+    """Version 9: the durable event log (``events``), and the webhook outbox's reference to
+    the logged event a delivery sends (``webhook_outbox.event_id``; its ``payload`` is then
+    empty until retention prunes the event, when the body moves into the row)."""
+    execute_all(
+        db,
+        [
+            # AUTOINCREMENT: an id is never handed out twice, even after retention has emptied
+            # the table, so a client resuming from an id never skips a newer event.
+            """
+            CREATE TABLE events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                device_id INTEGER NOT NULL,
+                session_id TEXT NOT NULL,
+                type TEXT NOT NULL,
+                data TEXT NOT NULL,
+                timestamp TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX events_device ON events (device_id, id)",
+            "ALTER TABLE webhook_outbox ADD COLUMN event_id INTEGER",
+            "CREATE INDEX webhook_outbox_event ON webhook_outbox (event_id)"
+            " WHERE event_id IS NOT NULL",
+        ],
+    )
+
+
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.
 MIGRATIONS: list[Migration] = [
     _v1_initial,
@@ -274,6 +301,7 @@ MIGRATIONS: list[Migration] = [
     _v6_send_payload,
     _v7_read_marks,
     _v8_message_media_ref,
+    _v9_event_log,
 ]
 
 

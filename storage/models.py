@@ -6,6 +6,7 @@ these values, so nothing outside ``storage`` sees a cursor or a row.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -252,3 +253,78 @@ class SendRow:
     #: The message to send as JSON (``supervisor.outgoing.Outgoing.to_json``); None for a row
     #: stored before sends carried more than ``text``.
     payload: JsonObject | None = None
+
+
+def envelope_text(
+    event_id: int | None, type_: str, session_id: str, data: str, timestamp: str
+) -> str:
+    """An event's envelope as compact JSON text, ``{"id", "type", "sessionId", "data",
+    "timestamp"}`` (no ``id`` when it was never logged); ``data`` is its JSON text already.
+
+    The one encoder of the envelope: the live stream, a replay from the log and a webhook body
+    all send the same bytes for the same event.
+    """
+    head = "" if event_id is None else f'"id":{int(event_id)},'
+    return (
+        f'{{{head}"type":{_text(type_)},"sessionId":{_text(session_id)},"data":{data},'
+        f'"timestamp":{_text(timestamp)}}}'
+    )
+
+
+def _text(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+@attrs.frozen
+class LoggedEvent:
+    """One event to append to the log: its device, type, ``data`` as JSON text, and when."""
+
+    device_id: int
+    session_id: str
+    type: str
+    data: str
+    timestamp: str
+
+
+@attrs.frozen
+class EventRow:
+    """One event of the log, as stored; ``id`` grows with every event appended."""
+
+    id: int
+    device_id: int
+    session_id: str
+    type: str
+    data: str
+    timestamp: str
+
+    @property
+    def envelope_text(self) -> str:
+        """The envelope the WebSocket and webhooks send for it (:func:`envelope_text`)."""
+        return envelope_text(self.id, self.type, self.session_id, self.data, self.timestamp)
+
+
+@attrs.frozen
+class EventQuery:
+    """Which logged events a reader may and wants to see (None: no limit of that kind).
+
+    ``device_ids`` is what the credential allows; ``selected_ids`` / ``selected_sessions``
+    are the devices the reader picked (an event matches either); ``types`` the event types.
+    """
+
+    device_ids: frozenset[int] | None = None
+    selected_ids: frozenset[int] | None = None
+    selected_sessions: frozenset[str] | None = None
+    types: frozenset[str] | None = None
+
+
+#: The query that lets every event through.
+ALL_EVENTS = EventQuery()
+
+
+@attrs.frozen
+class PrunedEvents:
+    """One retention batch: how many events it deleted, and the id to go on after (None:
+    nothing older than the cutoff is left past it)."""
+
+    deleted: int
+    after: int | None

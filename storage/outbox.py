@@ -35,7 +35,14 @@ import sqlite_utils
 from common.clock import iso, now_epoch, parse_iso
 from common.ids import new_message_id
 from storage.interface import OutboundEvent
-from storage.models import OUTBOX_STATUSES, DeliveryTarget, Due, WebhookBacklog
+from storage.models import (
+    OUTBOX_STATUSES,
+    DeliveryTarget,
+    Due,
+    EventRow,
+    WebhookBacklog,
+    envelope_text,
+)
 from storage.settings import SqliteSettings
 
 __all__ = ["STATUSES", "WEBHOOK_KIND", "Due", "SqliteOutbox", "body_of"]
@@ -45,15 +52,20 @@ STATUSES = OUTBOX_STATUSES
 
 
 def body_of(envelope: Mapping[str, object]) -> str:
-    """The exact JSON body sent (and signed) for an event envelope: ``{type, timestamp,
-    sessionId, data}``. Stored as is, so every retry sends the same bytes."""
-    body = {
-        "type": envelope["type"],
-        "timestamp": envelope.get("timestamp"),
-        "sessionId": envelope.get("sessionId"),
-        "data": envelope.get("data", {}),
-    }
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str)
+    """The exact JSON body sent (and signed) for an event envelope (``{"id", "type",
+    "sessionId", "data", "timestamp"}``, no ``id`` for an event that was not logged): the
+    same bytes as the WebSocket's (:func:`storage.models.envelope_text`)."""
+    event_id = envelope.get("id")
+    session_id = envelope.get("sessionId")
+    timestamp = envelope.get("timestamp")
+    return envelope_text(
+        event_id if isinstance(event_id, int) else None,
+        str(envelope["type"]),
+        session_id if isinstance(session_id, str) else "",
+        json.dumps(envelope.get("data", {}), separators=(",", ":"), ensure_ascii=False,
+                   default=str),
+        timestamp if isinstance(timestamp, str) else "",
+    )
 
 
 def _epoch(timestamp: object) -> float:
@@ -66,7 +78,16 @@ def _epoch(timestamp: object) -> float:
     return now_epoch()
 
 
-_COLUMNS = "id, device_id, event_type, created_at, next_attempt_at, attempts, status, payload"
+_COLUMNS = (
+    "id, device_id, event_type, created_at, next_attempt_at, attempts, status, payload, event_id"
+)
+_EVENT_COLS = "e.id, e.device_id, e.session_id, e.type, e.data, e.timestamp"
+
+
+def _body(payload: str, event: Sequence[Any]) -> str:
+    """A delivery's body: the row's own ``payload`` if it has one, else its logged event's
+    envelope (the ``events`` columns of a join)."""
+    return payload if payload or event[0] is None else EventRow(*event).envelope_text
 
 
 @attrs.define(eq=False)
@@ -113,27 +134,34 @@ class SqliteOutbox:
             return 0
         rows = []
         for event in events:
+            event_id: int | None = None
             if isinstance(event, Mapping):
                 kind = event.get("type")
                 if kind not in wanted:
                     continue
                 envelope: Mapping[str, object] = event
+                body = body_of(envelope)
             else:
                 kind = event.type
                 if kind not in wanted:
                     continue
+                event_id = event.id
                 envelope = event.to_json()
+                # The body of an event the log keeps whole is made from the log when it is
+                # delivered.
+                whole = event_id is not None and event.logged_whole
+                body = "" if whole else body_of(envelope)
             at = _epoch(envelope.get("timestamp")) if now is None else now
             created = envelope.get("timestamp")
             if not isinstance(created, str):
                 created = iso(at)
-            rows.append((new_message_id(), device_id, kind, body_of(envelope), created, at))
+            rows.append((new_message_id(), device_id, kind, body, created, at, event_id))
         if rows:
             # Prepared SQL: in the transaction of every state change and message.
             self._db.conn.executemany(
                 "INSERT INTO webhook_outbox "
                 "(id, device_id, event_type, payload, created_at, next_attempt_at, attempts,"
-                " status) VALUES (?, ?, ?, ?, ?, ?, 0, 'pending')",
+                " status, event_id) VALUES (?, ?, ?, ?, ?, ?, 0, 'pending', ?)",
                 rows,
             )
         return len(rows)
@@ -168,10 +196,11 @@ class SqliteOutbox:
         # Prepared SQL: the dispatcher's loop; the device filter goes through json_each, which
         # sqlite-utils has no call for.
         rows = conn.execute(
-            "SELECT id, device_id, event_type, payload, attempts, created_at FROM webhook_outbox "
-            "WHERE status = 'pending' AND next_attempt_at <= ? "
-            f"AND device_id NOT IN ({self._EXCLUDED_DEVICES}) "
-            "ORDER BY next_attempt_at LIMIT ?",
+            "SELECT o.id, o.device_id, o.event_type, o.payload, o.attempts, o.created_at,"
+            f" {_EVENT_COLS} FROM webhook_outbox o LEFT JOIN events e ON e.id = o.event_id "
+            "WHERE o.status = 'pending' AND o.next_attempt_at <= ? "
+            f"AND o.device_id NOT IN ({self._EXCLUDED_DEVICES}) "
+            "ORDER BY o.next_attempt_at LIMIT ?",
             (now, json.dumps(full), limit + len(skip)),
         ).fetchall()
         targets: dict[int, DeliveryTarget | None] = {}
@@ -196,7 +225,7 @@ class SqliteOutbox:
                     id=outbox_id,
                     device_id=device_id,
                     event_type=row[2],
-                    payload=row[3],
+                    payload=_body(row[3], row[6:]),
                     attempts=row[4],
                     created_at=row[5],
                     url=found.url,
@@ -330,6 +359,15 @@ class SqliteOutbox:
         return self.get_delivery(device_id, outbox_id)
 
     def _delivery(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        payload = row["payload"]
+        if not payload and row["event_id"] is not None:
+            logged = self._db.conn.execute(
+                "SELECT id, device_id, session_id, type, data, timestamp FROM events"
+                " WHERE id = ?",
+                (row["event_id"],),
+            ).fetchone()
+            if logged is not None:
+                payload = EventRow(*logged).envelope_text
         attempts = [
             {
                 "at": a["at"],
@@ -346,7 +384,7 @@ class SqliteOutbox:
             "attempts": row["attempts"],
             "createdAt": row["created_at"],
             "nextAttemptAt": iso(row["next_attempt_at"]) if row["status"] == "pending" else None,
-            "payload": json.loads(row["payload"]),
+            "payload": json.loads(payload) if payload else {},
             "attemptLog": attempts,
         }
 

@@ -20,6 +20,7 @@ import sqlite_utils
 
 from storage.credentials import SqliteCredentials
 from storage.devices import SqliteDevices, SqliteHistory
+from storage.events import SqliteEvents
 from storage.history import SqliteMessageHistory
 from storage.message_actions import SqliteMessageActions
 from storage.messages import SqliteMessages
@@ -56,6 +57,7 @@ class SqliteRepositories:
     sends: SqliteSends
     message_actions: SqliteMessageActions
     reads: SqliteReads
+    events: SqliteEvents
 
     @classmethod
     def bind(cls, db: sqlite_utils.Database) -> SqliteRepositories:
@@ -73,4 +75,5 @@ class SqliteRepositories:
             sends=SqliteSends(db),
             message_actions=SqliteMessageActions(db),
             reads=SqliteReads(db),
+            events=SqliteEvents(db),
         )

@@ -49,7 +49,7 @@ import storage
 from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
-from . import actions, asks, calls, incoming, outbound, pacing, reads
+from . import actions, asks, calls, event_log, incoming, outbound, pacing, reads
 from . import commands as cmd
 from . import engine as eng
 from . import state as sm
@@ -301,16 +301,22 @@ class DeviceActor:
                 await self.outbound.receipt(mid, status)
             case eng.PairingFailed(reason=reason, restart=restart):
                 await self._apply(sm.PairingFailed(reason, restart))
-            case eng.Notice(payload=payload):
-                await self._notice(await calls.screen(self, payload))  # auto-reject: calls.py
+            case eng.Notice(payload=payload):  # a group change, a presence, a call
+                payload = await calls.screen(self, payload)  # auto-reject: calls.py
+                await self._log_and_publish([self._event(payload, now_iso())])
 
-    async def _notice(self, payload: Payload) -> None:
-        """Publish what the engine reported (a group change, a presence, a call) as an event,
-        its webhook outbox rows stored first."""
-        at = now_iso()
-        events = [self._event(payload, at)]
-        if self.ctx.directory.has_webhook(self.id):
+    async def _log_and_publish(self, events: list[Event]) -> None:
+        """Log ``events`` (and queue their webhook deliveries) in a job of their own, then
+        publish them. Events a storage outage refused wait with the unsaved steps, and go
+        before these ones."""
+        if self.unsaved[0] or self.unsaved[1]:
+            await self._persist([], events, events[0].timestamp)
+            return
+        try:
             await self.ctx.db.run(lambda r: self._enqueue(r, events))
+        except storage.StorageUnavailable as exc:
+            self.unsaved, self.resave_at = ([], events), trio.current_time() + exc.retry_after
+            raise
         self._publish(events)
 
     async def _received(self, ev: eng.MessageReceived) -> None:
@@ -366,16 +372,15 @@ class DeviceActor:
                         events.append(self._event(payload, at))
         if any(s.persist for s in steps):
             await self._persist(steps, events, at)
-        elif events and self.ctx.directory.has_webhook(self.id):
-            await self.ctx.db.run(lambda r: self._enqueue(r, events))
-        self._publish(events)
+        elif events:
+            await self._log_and_publish(events)
         self._show()
 
     async def _persist(self, steps: list[sm.Step], events: list[Event], at: str) -> None:
-        """The one database job of a step: its state, history rows and outbox rows (and those
-        of the steps a storage outage refused, kept until they are stored)."""
-        earlier = self.unsaved[1]
-        steps, events = self.unsaved[0] + steps, earlier + events
+        """The one database job of a step: its state, history rows, logged events and outbox
+        rows (and those of the steps a storage outage refused, kept until they are stored);
+        then the events are published."""
+        steps, events = self.unsaved[0] + steps, self.unsaved[1] + events
         final = self.state
         fields: dict[str, storage.ColumnValue] = {}
         for s in steps:
@@ -411,7 +416,7 @@ class DeviceActor:
             self.unsaved, self.resave_at = (steps, events), trio.current_time() + exc.retry_after
             raise
         self.unsaved, self.resave_at = ([], []), math.inf
-        self._publish(earlier)
+        self._publish(events)
         for change in changes:
             log.info(
                 "device %s: %s -> %s (%s)", self.row.session_id, change.before.value,
@@ -455,8 +460,8 @@ class DeviceActor:
             expires_at_epoch=expires,
         )
         if self.ctx.bus.wants(QrShown.type, self.id) or self.ctx.directory.has_webhook(self.id):
-            # Somebody will read the PNG: render it in a worker thread now, so that neither
-            # the Trio thread nor the database thread pays for it later.
+            # Somebody will read the PNG (the event log keeps none): render it in a worker
+            # thread now, so that neither the Trio thread nor the database thread pays for it.
             await qr.render()
         return self._event(QrShown(qr), at)  # the PNG is taken when the event is read
 
@@ -495,12 +500,10 @@ class DeviceActor:
         self.ctx.directory.put(row)
 
     def _enqueue(self, repos: storage.Repositories, events: list[Event]) -> None:
-        """Write the webhook outbox rows for ``events``, inside the caller's transaction.
-
-        Webhook settings change only through this actor (``PutSettings``), so the directory's
-        set of devices with webhook settings is exact here, and a device without them costs no
-        query at all.
-        """
+        """Log ``events`` (each item then carries its id: :mod:`.event_log`) and write their
+        webhook outbox rows, inside the caller's transaction. Webhook settings change only
+        through this actor, so the directory knows exactly which devices have them."""
+        event_log.append(repos, events)
         if events and self.ctx.directory.has_webhook(self.id):
             if webhook_settings.enqueue(repos, self.id, events):
                 self.ctx.outbox.written = True

@@ -146,6 +146,8 @@ class Config:
     message_retention_days: int = 90
     #: At most this many messages are kept per device, the newest (0: no count limit).
     message_retention_count: int = 100_000
+    #: Events are kept in the event log this many days (0: no age limit).
+    event_retention_days: int = 7
     webhooks: WebhookConfig = attrs.field(factory=WebhookConfig)
     autoreply: AutoReplyConfig = attrs.field(factory=AutoReplyConfig)
     sending: SendingConfig = attrs.field(factory=SendingConfig)

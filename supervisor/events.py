@@ -25,7 +25,9 @@ from collections.abc import AsyncIterator, Callable
 import attrs
 import trio
 
-from .payloads import Payload, to_wire
+from storage.models import envelope_text
+
+from .payloads import Payload, QrShown, to_log, to_wire
 
 log = logging.getLogger("wasup.events")
 
@@ -34,15 +36,20 @@ log = logging.getLogger("wasup.events")
 class Event:
     """One thing that happened to one device: its payload record (``data``) and when.
 
-    Nothing is encoded when an event is made: :meth:`to_json` turns the payload into its wire
-    JSON through :func:`supervisor.payloads.to_wire` (a QR code's PNG is rendered then), and
-    :attr:`json_text` is that envelope encoded, once, however many subscribers send it.
+    ``id`` is its place in the durable event log (:mod:`supervisor.event_log`), set by the job
+    that logs it with its cause; an event is published only once logged. Nothing is encoded
+    when an event is made: :meth:`to_json` turns the payload into its wire JSON through
+    :func:`supervisor.payloads.to_wire` (a QR code's PNG is rendered then), and
+    :attr:`json_text` is that envelope encoded, once, however many subscribers send it
+    (from ``data_text``, the JSON the log stored, when there is one).
     """
 
     session_id: str
     device_id: int
     data: Payload
     timestamp: str
+    id: int | None = None
+    data_text: str | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def type(self) -> str:
@@ -50,18 +57,38 @@ class Event:
         return self.data.type
 
     def to_json(self) -> dict[str, object]:
-        """The envelope sent on the WebSocket and in webhooks."""
-        return {
+        """The envelope sent on the WebSocket and in webhooks (no ``id`` if not logged)."""
+        head: dict[str, object] = {} if self.id is None else {"id": self.id}
+        return head | {
             "type": self.data.type,
             "sessionId": self.session_id,
             "data": to_wire(self.data),
             "timestamp": self.timestamp,
         }
 
+    def wire_data(self) -> str:
+        """``data`` as compact JSON text."""
+        if self.data_text is not None:
+            return self.data_text
+        return json.dumps(to_wire(self.data), separators=(",", ":"), ensure_ascii=False)
+
+    def log_data(self) -> str:
+        """``data`` as the event log keeps it (:func:`supervisor.payloads.to_log`)."""
+        if self.logged_whole:
+            return self.wire_data()
+        return json.dumps(to_log(self.data), separators=(",", ":"), ensure_ascii=False)
+
+    @property
+    def logged_whole(self) -> bool:
+        """Whether the log keeps all of ``data`` (all but a QR code's image): a webhook body
+        can then be made from the log."""
+        return not isinstance(self.data, QrShown)
+
     @functools.cached_property
     def json_text(self) -> str:
         """:meth:`to_json` as compact JSON text, encoded on first use and then kept."""
-        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
+        return envelope_text(self.id, self.type, self.session_id, self.wire_data(),
+                             self.timestamp)
 
 
 @attrs.frozen

@@ -98,7 +98,8 @@ class OutboundHost(Protocol):
         ...
 
     def enqueue(self, repos: storage.Repositories, events: list[Event]) -> None:
-        """Write the webhook outbox rows of ``events`` in the caller's transaction."""
+        """Log ``events`` (each item then carries its log id) and write their webhook outbox
+        rows, in the caller's transaction."""
         ...
 
     def publish(self, events: list[Event]) -> None:
@@ -194,7 +195,7 @@ class Outbound:
                 r.sends.update(device, row.message_id, state="done", status="failed",
                                reason="interrupted")
                 r.messages.update_status(device, row.message_id, "failed")
-            self._write_failed(r, lost, "interrupted", events)
+            events[:] = self._write_failed(r, lost, "interrupted")
             return [row for row in rows if row.state == "queued"], r.settings.get(
                 device, SETTINGS_KIND)
 
@@ -438,7 +439,7 @@ class Outbound:
                 r.sends.update(device, row.message_id, state="done", status="failed",
                                reason=reason)
                 r.messages.update_status(device, row.message_id, "failed")
-            self._write_failed(r, rows, reason, events)
+            events[:] = self._write_failed(r, rows, reason)
 
         await self.db.run(job)
         gone = {row.message_id for row in rows}
@@ -471,13 +472,15 @@ class Outbound:
                 log.warning("media %s of device %s stays pinned: %s", sha256, self.host.id, exc)
 
     def _write_failed(
-        self, r: storage.Repositories, rows: Iterable[SendRow], reason: str, events: list[Event]
-    ) -> None:
+        self, r: storage.Repositories, rows: Iterable[SendRow], reason: str
+    ) -> list[Event]:
+        """Log (and queue for webhooks) one ``message_status`` ``failed`` event per row; the
+        events, with their ids (a job may run twice: the caller keeps the last ones)."""
         at = iso(now_epoch())
         made = [self.host.event(MessageStatusChanged(row.message_id, "failed", reason), at)
                 for row in rows]
         self.host.enqueue(r, made)
-        events.extend(made)
+        return made
 
     async def _flag_stuck(self, rows: list[SendRow]) -> None:
         if not rows:

@@ -380,3 +380,13 @@ def to_wire(payload: Payload) -> dict[str, object]:
     """The wire JSON object of ``payload`` (a :class:`QrShown` renders its PNG if not yet)."""
     wire: dict[str, object] = converter.unstructure(payload)
     return wire
+
+
+def to_log(payload: Payload) -> dict[str, object]:
+    """The wire JSON object of ``payload`` as the event log keeps it: :func:`to_wire`, but a
+    QR code's image (``qrCode``) is null. The code has expired long before anyone reads it
+    back, ``qrString`` is the code itself, and rendering every code of every pairing only
+    for the log would cost more than the pairing."""
+    if isinstance(payload, QrShown):
+        return {**payload.qr.to_json(""), "qrCode": None}
+    return to_wire(payload)

@@ -1,4 +1,5 @@
-"""Message retention: the service that prunes stored messages by age and by count per device.
+"""Retention: the services that prune what wasup keeps, here stored messages by age and by count
+per device (the event log's is :mod:`supervisor.event_retention`, on the same :class:`Retention`).
 
 Synopsis::
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import ClassVar
 
 import attrs
 import trio
@@ -46,17 +48,17 @@ class RetentionStatistics:
 
 
 @attrs.define(eq=False)
-class MessageRetention:
-    """Prunes messages older than ``days`` and beyond ``count`` per device (see the module)."""
+class Retention:
+    """A pruning service: :meth:`prune` (one pass; subclasses define it) at once, then every
+    ``interval`` seconds, with its counters. ``what`` names what it deletes, in its logs."""
 
     db: Store
-    days: int
-    count: int
-    interval: float = DEFAULT_INTERVAL
-    batch: int = DEFAULT_BATCH
-    _runs: int = 0
-    _deleted: int = 0
-    _failures: int = 0
+    interval: float = attrs.field(default=DEFAULT_INTERVAL, kw_only=True)
+    batch: int = attrs.field(default=DEFAULT_BATCH, kw_only=True)
+    _runs: int = attrs.field(default=0, init=False)
+    _deleted: int = attrs.field(default=0, init=False)
+    _failures: int = attrs.field(default=0, init=False)
+    what: ClassVar[str] = "rows"
 
     def statistics(self) -> RetentionStatistics:
         """Counters so far."""
@@ -73,11 +75,25 @@ class MessageRetention:
                 deleted = await self.prune()
             except StorageError as exc:
                 self._failures += 1
-                log.warning("message retention: pass failed, next in %g s: %s", self.interval, exc)
+                log.warning("%s retention: pass failed, next in %g s: %s", self.what,
+                            self.interval, exc)
             else:
                 if deleted:
-                    log.info("message retention: %d messages deleted", deleted)
+                    log.info("%s retention: %d deleted", self.what, deleted)
             await trio.sleep(self.interval)
+
+    async def prune(self) -> int:
+        """One pass; returns how many rows it deleted."""
+        raise NotImplementedError
+
+
+@attrs.define(eq=False)
+class MessageRetention(Retention):
+    """Prunes messages older than ``days`` and beyond ``count`` per device (see the module)."""
+
+    days: int = attrs.field(kw_only=True)
+    count: int = attrs.field(kw_only=True)
+    what: ClassVar[str] = "message"
 
     async def prune(self) -> int:
         """One pass; returns how many messages it deleted.

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
 
+import attrs
 import pytest
 
 from common.clock import parse_iso
@@ -116,7 +117,7 @@ def test_wire_json_is_the_documented_example(kind: str) -> None:
         assert isinstance(qr_code, str) and qr_code.startswith("data:image/png;base64,iVBOR")
         del example["data"]["qrCode"]  # the example's PNG is cut short
     assert wire == example["data"]
-    event = Event(example["sessionId"], 1, payload, example["timestamp"])
+    event = Event(example["sessionId"], 1, payload, example["timestamp"], id=example["id"])
     assert json.loads(event.json_text) == {**example, "data": to_wire(payload)}
 
 
@@ -138,10 +139,14 @@ def test_envelope_bytes() -> None:
         '"data":{"from":"connecting","to":"connected","reason":null},'
         '"timestamp":"2025-06-19T12:00:00.000Z"}'
     )
-    assert body_of(event.to_json()) == (
-        '{"type":"device_status","timestamp":"2025-06-19T12:00:00.000Z",'
-        '"sessionId":"user_u_device_d","data":{"from":"connecting","to":"connected","reason":null}}'
+    assert body_of(event.to_json()) == event.json_text
+    logged = attrs.evolve(event, id=42)
+    assert logged.json_text == (
+        '{"id":42,"type":"device_status","sessionId":"user_u_device_d",'
+        '"data":{"from":"connecting","to":"connected","reason":null},'
+        '"timestamp":"2025-06-19T12:00:00.000Z"}'
     )
+    assert body_of(logged.to_json()) == logged.json_text
     sent = Event("s", 1, MessageSent("m1", "49170@s.whatsapp.net", "caf\u00e9", origin="api"), "t")
     assert sent.json_text == (
         '{"type":"message_sent","sessionId":"s","data":{"messageId":"m1",'

@@ -373,6 +373,20 @@ SCHEMA_V8 = """
 ALTER TABLE messages ADD COLUMN media_ref TEXT;
 """
 
+SCHEMA_V9 = """
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id INTEGER NOT NULL,
+    session_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    timestamp TEXT NOT NULL
+);
+CREATE INDEX events_device ON events (device_id, id);
+ALTER TABLE webhook_outbox ADD COLUMN event_id INTEGER;
+CREATE INDEX webhook_outbox_event ON webhook_outbox (event_id) WHERE event_id IS NOT NULL;
+"""
+
 OLD_ROWS = """
 INSERT INTO devices (id, session_id, user_id, alias, business_type, status, status_reason,
     created_at, updated_at, paired, jid, messages_sent, api_key_hash)
@@ -474,7 +488,7 @@ async def test_a_new_database_has_the_shipped_schema(db_path: Path, tmp_path: Pa
     shipped = tmp_path / "shipped.db"
     conn = sqlite3.connect(shipped, isolation_level=None)
     conn.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_HISTORY + SCHEMA_V4 + SCHEMA_V5
-                       + SCHEMA_V6 + SCHEMA_V7 + SCHEMA_V8)
+                       + SCHEMA_V6 + SCHEMA_V7 + SCHEMA_V8 + SCHEMA_V9)
     conn.close()
     assert schema(db_path) == schema(shipped)
 

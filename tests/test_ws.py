@@ -47,7 +47,9 @@ from tests.conftest import running_server
 
 TOKEN = "op-token-for-ws-tests-0123456789"
 TIMEOUT = 30  # seconds of Trio clock for any one I/O test
-ENVELOPE_KEYS = {"type", "sessionId", "data", "timestamp"}
+ENVELOPE_KEYS = {"id", "type", "sessionId", "data", "timestamp"}
+#: Ids of the synthetic events, far above those of the log.
+SYNTHETIC_IDS = 10**12
 
 
 @attrs.frozen
@@ -154,6 +156,7 @@ def synthetic(i: int, size: int = 0, device_id: int = 1) -> Event:
         device_id=device_id,
         data=MessageStatusChanged(message_id=f"m{i}", status="delivered" + "x" * size),
         timestamp=now_iso(),
+        id=SYNTHETIC_IDS + i,
     )
 
 
@@ -518,13 +521,13 @@ async def test_one_encoding_for_many_connections(
 ) -> None:
     """An event sent to several connections is encoded to JSON once."""
     encoded: list[Event] = []
-    to_json = Event.to_json
+    wire_data = Event.wire_data
 
-    def counting(self: Event) -> dict[str, Any]:
+    def counting(self: Event) -> str:
         encoded.append(self)
-        return to_json(self)
+        return wire_data(self)
 
-    monkeypatch.setattr(Event, "to_json", counting)
+    monkeypatch.setattr(Event, "wire_data", counting)
     event = synthetic(1)
     with trio.fail_after(TIMEOUT):
         async with serve(tmp_path) as server:

@@ -20,6 +20,7 @@ from api.ws.handshake import Handshake, admit, connection_cap
 from api.ws.stream import Stream
 from api.ws.transport import current_websocket
 from supervisor.errors import InvalidRequest
+from supervisor.event_log import Replay
 
 log = logging.getLogger("wasup.api.ws")
 
@@ -120,7 +121,13 @@ async def events_socket() -> Response | None:
                     nursery.start_soon(stream.watch_sends, settings.send_timeout)
                 if principal.device_id is not None:
                     nursery.start_soon(stream.watch_device, state.sup, principal.device_id)
-                code, reason = await stream.pump()
+                replay = None
+                if stream_filter.since is not None:
+                    replay = Replay(
+                        state.sup.db, stream_filter.since,
+                        stream_filter.query(admitted.device_ids),
+                    )
+                code, reason = await stream.pump(replay)
                 nursery.cancel_scope.cancel()
         finally:
             streams.streams.discard(stream)

@@ -13,6 +13,7 @@ Usage::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import attrs
@@ -23,6 +24,7 @@ from api.auth import ONE_TOKEN, Principal, authenticate, charge, refuse
 from api.errors import ApiError
 from api.state import AppState
 from api.validation import check_params
+from storage import EventQuery
 from supervisor.errors import InvalidRequest
 from supervisor.events import DeviceSelection
 from supervisor.payloads import EVENT_TYPES
@@ -65,14 +67,16 @@ class StreamFilter:
 
     refs: frozenset[str] | None = None
     types: frozenset[str] | None = None
+    #: Resume after this event id (the log's events first, then the live stream); None: live.
+    since: int | None = None
 
     @classmethod
     def from_query(cls, args: MultiDict[str, str]) -> StreamFilter:
         """Parse ``sessionId`` and ``events`` (each repeated or a comma list; empty values are
-        ignored).
+        ignored) and ``since``.
 
         Raises: InvalidRequest (naming the parameter) for an unknown event type, too many
-        values or an over-long one.
+        values or an over-long one, a ``since`` that is not one event id.
         """
         refs = _split(args.getlist("sessionId"), "sessionId")
         types = _split(args.getlist("events"), "events")
@@ -80,12 +84,40 @@ class StreamFilter:
             unknown = sorted(types - EVENT_TYPES)
             if unknown:
                 raise InvalidRequest(f"unknown event type: {unknown[0]}", "events")
-        return cls(refs=refs, types=types)
+        return cls(refs=refs, types=types, since=since_param(args.getlist("since")))
+
+    def query(self, device_ids: frozenset[int] | None) -> EventQuery:
+        """What of the event log this connection sees, as a credential limited to
+        ``device_ids`` (None: all)."""
+        chosen = self.selection
+        return EventQuery(
+            device_ids=device_ids,
+            selected_ids=None if chosen is None else chosen.ids,
+            selected_sessions=None if chosen is None else chosen.session_ids,
+            types=self.types,
+        )
 
     @property
     def selection(self) -> DeviceSelection | None:
         """The devices ``refs`` name, for the bus to filter by (None: every device)."""
         return None if self.refs is None else DeviceSelection.of(self.refs)
+
+
+#: An event id a client may resume from: 0 (everything kept) or a positive id of at most 18
+#: digits; the same pattern is in docs/openapi.yaml (``EventId``).
+SINCE_PATTERN = r"^(0|[1-9][0-9]{0,17})$"
+
+
+def since_param(values: list[str]) -> int | None:
+    """The ``since`` query parameter (None when absent).
+
+    Raises: InvalidRequest(field="since") unless it is one event id.
+    """
+    if not values:
+        return None
+    if len(values) > 1 or re.fullmatch(SINCE_PATTERN, values[0]) is None:
+        raise InvalidRequest("since: must be one event id (a non-negative integer)", "since")
+    return int(values[0])
 
 
 def _split(values: Iterable[str], field: str) -> frozenset[str] | None:

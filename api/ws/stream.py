@@ -3,7 +3,9 @@ the watchdogs that end it.
 
 The bus has already filtered what reaches the subscription (devices and event types, resolved
 at the handshake), so the pump only sends: each event's JSON text is encoded once, on the
-:class:`supervisor.events.Event`, however many connections send it.
+:class:`supervisor.events.Event`, however many connections send it. A connection that resumes
+(``?since=``) first gets the logged events after its id (:class:`supervisor.event_log.Replay`,
+read in pages with the same filters), then the live ones.
 
 Resource handling: the subscription is the only buffer; a full one is dropped by the bus
 (close 1013). A send goes straight to the socket; :meth:`Stream.watch_sends` aborts a
@@ -19,8 +21,10 @@ import trio
 from quart.wrappers import Websocket
 
 from api.ws.transport import abort
+from storage import StorageError
 from supervisor.devices import Devices
 from supervisor.errors import DeviceNotFound
+from supervisor.event_log import Replay
 from supervisor.events import Subscription
 
 log = logging.getLogger("wasup.api.ws")
@@ -46,15 +50,30 @@ class Stream:
     revoked: bool = False
     _send_started: float | None = None
 
-    async def pump(self) -> tuple[int, str]:
-        """Send events until the subscription ends; returns the close code and reason."""
-        async for event in self.subscription:
-            self._send_started = trio.current_time()
+    async def pump(self, replay: Replay | None = None) -> tuple[int, str]:
+        """Send the ``replay`` (a resume's logged events), then the live events until the
+        subscription ends; returns the close code and reason.
+
+        The subscription was opened before the replay read the newest id, so together they
+        hold every event: those up to :attr:`Replay.newest` come from the log, and the live
+        ones with such an id (published while the replay ran) are skipped, neither missed nor
+        sent twice.
+        """
+        replayed = 0
+        if replay is not None:
             try:
-                await self.ws.send(event.json_text)
-            finally:
-                self._send_started = None
-            self.sent += 1
+                async for page in replay.pages():
+                    for row in page:
+                        await self._send(row.envelope_text)
+            except StorageError as exc:
+                log.warning("websocket resume failed: %s", exc)
+                self.outcome = "event log unavailable (closed with 1013)"
+                return CLOSE_TRY_AGAIN_LATER, "event log unavailable, try again"
+            replayed = replay.newest
+        async for event in self.subscription:
+            if event.id is not None and event.id <= replayed:
+                continue
+            await self._send(event.json_text)
         if self.aborted:
             return CLOSE_GOING_AWAY, "send stalled"
         if self.revoked:
@@ -65,6 +84,14 @@ class Stream:
             return CLOSE_TRY_AGAIN_LATER, "subscriber too slow"
         self.outcome = "server shutting down (closed with 1001)"
         return CLOSE_GOING_AWAY, "server shutting down"
+
+    async def _send(self, text: str) -> None:
+        self._send_started = trio.current_time()
+        try:
+            await self.ws.send(text)
+        finally:
+            self._send_started = None
+        self.sent += 1
 
     async def watch_sends(self, stall_after: float) -> None:
         """Abort the connection when one send has made no progress for ``stall_after`` s.

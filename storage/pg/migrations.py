@@ -179,8 +179,30 @@ def _v1_initial(conn: psycopg.Connection[tuple[object, ...]]) -> None:
         conn.execute(statement)
 
 
+def _v2_event_log(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """SQLite's version 9: the event log (``events``; an identity is never handed out twice)
+    and ``webhook_outbox.event_id``."""
+    for statement in [
+        """
+        CREATE TABLE events (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            device_id BIGINT NOT NULL,
+            session_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            data TEXT NOT NULL,
+            timestamp TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX events_device ON events (device_id, id)",
+        "ALTER TABLE webhook_outbox ADD COLUMN event_id BIGINT",
+        "CREATE INDEX webhook_outbox_event ON webhook_outbox (event_id)"
+        " WHERE event_id IS NOT NULL",
+    ]:
+        conn.execute(statement)
+
+
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.
-MIGRATIONS: list[Migration] = [_v1_initial]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_event_log]
 
 
 def migrate(

@@ -12,6 +12,7 @@ from typing import cast
 import attrs
 import sqlite_utils
 
+from storage.events import SqliteEvents
 from storage.history import SqliteMessageHistory
 from storage.message_actions import SqliteMessageActions
 from storage.pg.credentials import PgCredentials
@@ -38,6 +39,7 @@ class PgRepositories:
     sends: SqliteSends
     message_actions: SqliteMessageActions
     reads: SqliteReads
+    events: SqliteEvents
 
     @classmethod
     def bind(cls, sql: PgSql) -> PgRepositories:
@@ -58,4 +60,5 @@ class PgRepositories:
             sends=SqliteSends(db),
             message_actions=SqliteMessageActions(db),
             reads=SqliteReads(db),
+            events=SqliteEvents(db),
         )

@@ -52,6 +52,7 @@ from common import clock
 from storage.errors import StorageUnavailable
 from storage.interface import Repositories, Store
 from storage.models import DeliveryTarget
+from supervisor import event_log
 from supervisor.config import Config
 from supervisor.events import Event, EventBus
 from supervisor.payloads import WebhookDisabled
@@ -326,8 +327,10 @@ class WebhookDispatcher:
             )
             status = "failed" if delay is None else "pending"
         next_at = None if delay is None else now + delay
+        announced: list[Event] = []
 
         def write(repos: Repositories) -> str | None:
+            announced.clear()
             if not repos.outbox.record_attempt(
                 row.id,
                 at=at,
@@ -357,6 +360,11 @@ class WebhookDispatcher:
             off = settings.disabled(reason, clock.iso(now))
             repos.outbox.put_webhook_settings(row.device_id, off.to_stored())
             repos.outbox.disable_pending(row.device_id)
+            announced.append(Event(
+                session_id=_session_of(row), device_id=row.device_id,
+                data=WebhookDisabled(url=row.url, reason=reason), timestamp=clock.iso(now),
+            ))
+            event_log.append(repos, announced)  # logged with the settings that disable it
             return reason
 
         # Shielded: the attempt happened, so its record must not be lost to a cancellation
@@ -376,23 +384,18 @@ class WebhookDispatcher:
             )
         if disabled_reason is not None:
             self._disabled += 1
-            self._announce_disabled(row, disabled_reason)
-
-    def _announce_disabled(self, row: outbox.Due, reason: str) -> None:
-        try:
-            session_id = str(json.loads(row.payload).get("sessionId") or "")
-        except ValueError:
-            session_id = ""
-        log.warning(
-            "webhook of device %s (%s) disabled: %s", row.device_id, _host(row.url), reason
-        )
-        if self.bus is None:
-            return
-        self.bus.publish(
-            Event(
-                session_id=session_id,
-                device_id=row.device_id,
-                data=WebhookDisabled(url=row.url, reason=reason),
-                timestamp=clock.now_iso(),
+            log.warning(
+                "webhook of device %s (%s) disabled: %s", row.device_id, _host(row.url),
+                disabled_reason,
             )
-        )
+            if self.bus is not None:
+                for event in announced:
+                    self.bus.publish(event)
+
+
+def _session_of(row: outbox.Due) -> str:
+    """The session id in a delivery's body ("" if it has none)."""
+    try:
+        return str(json.loads(row.payload).get("sessionId") or "")
+    except ValueError:
+        return ""
