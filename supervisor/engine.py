@@ -23,6 +23,7 @@ from typing import Protocol
 import attrs
 
 from .engine_account import AccountApi
+from .engine_contacts import ContactsApi
 from .engine_groups import GroupsApi
 from .message_content import Content, Quoted, Text
 from .outgoing import Outgoing
@@ -191,6 +192,9 @@ class Sink(Protocol):
 
 
 class EngineSession(Protocol):
+    @property
+    def contacts(self) -> ContactsApi: ...  # people at WhatsApp (supervisor/engine_contacts.py)
+
     @property
     def groups(self) -> GroupsApi: ...  # the groups it is in (supervisor/engine_groups.py)
     @property

@@ -39,6 +39,7 @@ from supervisor.message_content import (
 from supervisor.outgoing import Outgoing
 
 from .simulator_account import SimulatorAccount
+from .simulator_contacts import SimulatorContacts
 from .simulator_groups import SimulatorGroups
 from .simulator_server import ReadReceipt, SentMessage, SimulatedServer, b64
 
@@ -102,6 +103,8 @@ class SimulatorSession:
     ref_draw: int = 0  # the draw the current QR ref derives from (0: no QR shown)
     pair_code: str | None = None  # the pair code issued, normalized ("ABCDEFGH")
     pair_phone: str | None = None  # the digits it was issued for
+    contacts: SimulatorContacts = attrs.field(init=False, default=attrs.Factory(
+        lambda s: SimulatorContacts(s.server.contacts, s), takes_self=True))
     groups: SimulatorGroups = attrs.field(init=False,
                                           default=attrs.Factory(SimulatorGroups, takes_self=True))
     account: AccountApi = attrs.field(

@@ -67,6 +67,7 @@ from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, reda
 from . import whatsmeow_client as wc
 from . import whatsmeow_messages as wm
 from .whatsmeow_account import WhatsmeowAccount
+from .whatsmeow_contacts import WhatsmeowContacts
 from .whatsmeow_events import GoReports
 from .whatsmeow_groups import WhatsmeowGroups
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
@@ -109,6 +110,7 @@ class WhatsmeowSession:
     sink: Sink
     _link: Link | None = None
     reports: GoReports = attrs.field(init=False)
+    contacts: WhatsmeowContacts = attrs.field(init=False, default=attrs.Factory(WhatsmeowContacts, True))
     groups: WhatsmeowGroups = attrs.field(init=False, default=attrs.Factory(WhatsmeowGroups, True))
     account: AccountApi = attrs.field(
         init=False, default=attrs.Factory(WhatsmeowAccount, takes_self=True))
