@@ -148,3 +148,21 @@ def test_check_bodies_and_people_are_validated() -> None:
         with pytest.raises(InvalidRequest) as bad:
             person("lidOrPhone", raw)
         assert bad.value.field == "lidOrPhone"
+
+
+def test_contact_check_knobs_come_from_flags_and_the_environment() -> None:
+    from api.cli import parse_options, serve_config
+
+    assert serve_config(parse_options(["serve"], {})).contacts == ContactsConfig()
+    options = parse_options(
+        ["serve", "--contacts-checks-per-hour", "40"],
+        {"WASUP_CONTACTS_CHECK_CACHE_SECONDS": "600", "WASUP_CONTACTS_CHECKS_PER_HOUR": "9",
+         "WASUP_CONTACTS_CHECK_BATCH_MAX": "5"},
+    )
+    assert serve_config(options).contacts == ContactsConfig(
+        check_cache_seconds=600.0, checks_per_hour=40, check_batch_max=5)
+    for bad in ({"WASUP_CONTACTS_CHECKS_PER_HOUR": "0"},
+                {"WASUP_CONTACTS_CHECK_CACHE_SECONDS": "-1"},
+                {"WASUP_CONTACTS_CHECK_BATCH_MAX": "many"}):
+        with pytest.raises(SystemExit):
+            parse_options(["serve"], bad)
