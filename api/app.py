@@ -40,6 +40,7 @@ from api import (
     routes_account,
     routes_actions,
     routes_ai,
+    routes_contacts,
     routes_devices,
     routes_events,
     routes_groups,
@@ -51,6 +52,7 @@ from api import (
     routes_simulator,
     routes_webhooks,
     sim_account,
+    sim_contacts,
     sim_groups,
 )
 from api.auth import ONE_TOKEN, authenticate, charge, refuse
@@ -126,6 +128,7 @@ def create_app(
     app.register_blueprint(routes_proxy.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_account.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_ops.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(routes_contacts.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_events.bp, url_prefix=API_PREFIX)
     app.register_blueprint(routes_groups.bp, url_prefix=API_PREFIX)
     simulator = settings.simulator_routes
@@ -133,6 +136,7 @@ def create_app(
         simulator = isinstance(sup.engine, SimulatorEngine)
     if simulator:
         app.register_blueprint(routes_simulator.bp, url_prefix=API_PREFIX)
+        app.register_blueprint(sim_contacts.bp, url_prefix=API_PREFIX)
         app.register_blueprint(sim_groups.bp, url_prefix=API_PREFIX)
         app.register_blueprint(sim_account.bp, url_prefix=API_PREFIX)
     app.register_blueprint(openapi.bp, url_prefix=API_PREFIX)

@@ -67,7 +67,7 @@ from api.logging import LOG_FORMATS, configure
 from api.ratelimit import RateLimitPolicy
 from api.server import serve
 from api.state import ApiSettings, WsSettings
-from supervisor.config import Config, MediaConfig
+from supervisor.config import Config, ContactsConfig, MediaConfig
 from supervisor.runtime import tune_gc
 
 log = logging.getLogger("wasup.cli")
@@ -89,6 +89,13 @@ MEDIA_ENV = {
     "max_sticker": "WASUP_MEDIA_MAX_STICKER",
     "url_timeout": "WASUP_MEDIA_URL_TIMEOUT",
     "download_timeout": "WASUP_MEDIA_DOWNLOAD_TIMEOUT",
+}
+#: ContactsConfig's fields, each an option ``--contacts-<field>`` and ``WASUP_CONTACTS_<FIELD>``.
+CONTACTS_FIELDS = attrs.fields(ContactsConfig)
+CONTACTS_HELP = {
+    "check_cache_seconds": "seconds a number's contact check is answered from the cache (0: never)",
+    "checks_per_hour": "numbers one device may ask whatsapp about per hour (cache hits are free)",
+    "check_batch_max": "the most phone numbers one contact check may hold",
 }
 
 
@@ -113,6 +120,7 @@ class ServeOptions:
     message_retention_count: int = CONFIG_DEFAULTS.message_retention_count
     event_retention_days: int = CONFIG_DEFAULTS.event_retention_days
     media: MediaConfig = CONFIG_DEFAULTS.media
+    contacts: ContactsConfig = CONFIG_DEFAULTS.contacts
     metrics_device_labels: bool = False
     database_url: str | None = None
 
@@ -232,6 +240,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Ma
             default=_env(env, MEDIA_ENV[field.name], str(field.default)),
             help=_media_help(field.name, field.default),
         )
+    for field in CONTACTS_FIELDS:
+        serve.add_argument(
+            "--contacts-" + field.name.replace("_", "-"),
+            dest="contacts_" + field.name,
+            type=type(field.default),  # float for the cache's seconds, else int
+            default=_env(env, "WASUP_CONTACTS_" + field.name.upper(), str(field.default)),
+            help=f"{CONTACTS_HELP[field.name]} (default {field.default})",
+        )
 
 
 def options_from(
@@ -271,6 +287,13 @@ def options_from(
         value = getattr(media, field.name)
         if not (math.isfinite(value) and value > 0):
             parser.error(f"media-{field.name.replace('_', '-')} must be a positive number")
+    contacts = ContactsConfig(
+        **{f.name: getattr(args, "contacts_" + f.name) for f in CONTACTS_FIELDS}
+    )
+    if not (math.isfinite(contacts.check_cache_seconds) and contacts.check_cache_seconds >= 0):
+        parser.error("contacts-check-cache-seconds must be 0 (no cache) or more")
+    if contacts.checks_per_hour < 1 or contacts.check_batch_max < 1:
+        parser.error("contacts-checks-per-hour and contacts-check-batch-max must be at least 1")
     networks = tuple(
         part.strip()
         for part in env.get("WASUP_WEBHOOK_ALLOW_NETWORKS", "").split(",")
@@ -296,6 +319,7 @@ def options_from(
         message_retention_count=args.message_retention_count,
         event_retention_days=args.event_retention_days,
         media=media,
+        contacts=contacts,
         metrics_device_labels=args.metrics_device_labels,
         database_url=args.database_url,
     )
@@ -354,6 +378,7 @@ def serve_config(options: ServeOptions) -> Config:
         message_retention_count=options.message_retention_count,
         event_retention_days=options.event_retention_days,
         media=options.media,
+        contacts=options.contacts,
     )
 
 

@@ -28,6 +28,7 @@ from supervisor.errors import (
     MediaExpired,
     NotFound,
     QueueFull,
+    RateLimited,
     Restarting,
     TooLarge,
     Unresponsive,
@@ -78,6 +79,7 @@ ERRORS: dict[type[Exception], tuple[int, str]] = {
     WhatsAppForbidden: (403, "FORBIDDEN"),
     Busy: (503, "SERVICE_UNAVAILABLE"),
     QueueFull: (429, "RATE_LIMIT_EXCEEDED"),
+    RateLimited: (429, "RATE_LIMIT_EXCEEDED"),
     Restarting: (503, "SERVICE_UNAVAILABLE"),
     StorageUnavailable: (503, "STORAGE_UNAVAILABLE"),
     Unresponsive: (504, "GATEWAY_TIMEOUT"),
@@ -135,7 +137,7 @@ def retry_after(seconds: float) -> str:
 
 def _domain_headers(exc: BaseException) -> dict[str, str] | None:
     """The headers a domain error adds: Retry-After when it says when to try again."""
-    if isinstance(exc, Busy | QueueFull | Restarting | StorageUnavailable):
+    if isinstance(exc, Busy | QueueFull | RateLimited | Restarting | StorageUnavailable):
         return {"Retry-After": retry_after(exc.retry_after)}
     return None
 

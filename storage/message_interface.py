@@ -67,6 +67,11 @@ class MessageRepository(Protocol):
         """
         ...
 
+    def set_media_ref(self, device_id: int, message_id: str, media_ref: str) -> None:
+        """Keep the engine's reference to the media file of the device's own send (once
+        WhatsApp took it). Raises: nothing of its own."""
+        ...
+
     def media_ref(self, device_id: int, message_id: str) -> str | None:
         """The engine's reference to the media file of the device's message
         (:attr:`supervisor.engine.MessageReceived.media_ref`), or None.

@@ -113,6 +113,13 @@ class SqliteMessages:
         ).fetchone()
         return None if row is None else MessageRow(*row)
 
+    def set_media_ref(self, device_id: int, message_id: str, media_ref: str) -> None:
+        """Keep the engine's reference to the media file of an own send."""
+        self._db.conn.execute(
+            "UPDATE messages SET media_ref = ? WHERE device_id = ? AND message_id = ?",
+            (media_ref, device_id, message_id),
+        )
+
     def media_ref(self, device_id: int, message_id: str) -> str | None:
         """The engine's reference to the media file of the device's message, or None (no such
         message, no media, or none kept)."""

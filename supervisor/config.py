@@ -7,7 +7,7 @@ Usage::
     config.allow_networks            # (IPv4Network('127.0.0.0/8'),)
 
 Every consumer takes the record it needs (``config.webhooks``, ``config.autoreply``,
-``config.sending``, ``config.media``), typed; nothing reads a field that may be absent. Error handling: a value that cannot be a network in
+``config.sending``, ``config.media``, ``config.contacts``), typed; nothing reads a field that may be absent. Error handling: a value that cannot be a network in
 ``allow_networks`` raises ``ValueError`` naming it, when the Config is built.
 """
 
@@ -92,6 +92,20 @@ class MediaConfig:
 
 
 @attrs.frozen
+class ContactsConfig:
+    """Contact checks' knobs (:mod:`supervisor.contacts`): how long an answer is reused, and
+    how many numbers a device may ask WhatsApp about (WhatsApp bans accounts that check too
+    many)."""
+
+    #: Seconds a number's check result is answered from wasup's cache (0: never cached).
+    check_cache_seconds: float = 86400.0
+    #: Numbers one device may ask WhatsApp about per hour (cache hits do not count).
+    checks_per_hour: int = 500
+    #: The most numbers one check request may hold.
+    check_batch_max: int = 50
+
+
+@attrs.frozen
 class Config:
     data_dir: Path = attrs.field(default=Path("./data"), converter=Path)
     #: PostgreSQL's URL (``postgresql://…``) to keep wasup's data in; None: SQLite,
@@ -138,6 +152,7 @@ class Config:
     autoreply: AutoReplyConfig = attrs.field(factory=AutoReplyConfig)
     sending: SendingConfig = attrs.field(factory=SendingConfig)
     media: MediaConfig = attrs.field(factory=MediaConfig)
+    contacts: ContactsConfig = attrs.field(factory=ContactsConfig)
 
     @property
     def database_path(self) -> Path:

@@ -23,6 +23,7 @@ from typing import Protocol
 import attrs
 
 from .engine_account import AccountApi
+from .engine_contacts import ContactsApi
 from .engine_groups import GroupsApi
 from .message_content import Content, Quoted, Text
 from .outgoing import Outgoing
@@ -130,6 +131,16 @@ class MessageReceived:
 
 
 @attrs.frozen
+class Sent:
+    """What WhatsApp made of a send: its id of the message and, for a media kind, the engine's
+    reference to the uploaded file (as :attr:`MessageReceived.media_ref`: what
+    :meth:`EngineSession.download` fetches it again by once wasup's copy is evicted)."""
+
+    message_id: str
+    media_ref: str | None = None
+
+
+@attrs.frozen
 class MessageStatus:
     """A receipt for an outgoing message: sent, delivered, read or failed."""
 
@@ -182,6 +193,9 @@ class Sink(Protocol):
 
 class EngineSession(Protocol):
     @property
+    def contacts(self) -> ContactsApi: ...  # people at WhatsApp (supervisor/engine_contacts.py)
+
+    @property
     def groups(self) -> GroupsApi: ...  # the groups it is in (supervisor/engine_groups.py)
     @property
     def account(self) -> AccountApi: ...  # presence, profile, calls (engine_account.py)
@@ -200,9 +214,10 @@ class EngineSession(Protocol):
         """Connect with stored credentials; returns once connected (a :class:`Connected` event
         is reported too) or raises :class:`EngineError`."""
 
-    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> str:
+    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> Sent:
         """Send ``message`` (any kind) to ``to_jid``; ``media`` is the file of a media content
-        (its bytes as stored in the MediaStore), else None. Returns WhatsApp's message id.
+        (its bytes as stored in the MediaStore), else None. Returns WhatsApp's message id and
+        the uploaded file's ``media_ref``.
 
         Raises :class:`EngineError` (recoverable) when not connected; ``EngineError(reason,
         recoverable=False)`` when WhatsApp refuses it (an upload failed, a kind the engine

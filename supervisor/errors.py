@@ -33,7 +33,8 @@ class DeviceNotFound(WasupError):
 
 class NotFound(WasupError):
     """Raised by the webhook routes when a device's delivery or webhook configuration does not
-    exist (a missing device is :class:`DeviceNotFound`)."""
+    exist (a missing device is :class:`DeviceNotFound`), and by an engine session when a person
+    asked about has no WhatsApp account or mapping."""
 
 
 class MediaExpired(WasupError):
@@ -75,6 +76,15 @@ class QueueFull(WasupError):
     ``outbound_queue_size`` sends already: try again after ``retry_after`` seconds."""
 
     def __init__(self, message: str = "the device's outbound queue is full", retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(WasupError):
+    """Raised by contact checks (:mod:`supervisor.contacts`) when a device asked WhatsApp about
+    as many numbers as it may this hour: room frees up after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

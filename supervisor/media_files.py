@@ -10,7 +10,7 @@ Usage::
         found.file.close()
 
 :meth:`MediaFiles.get` reads the message and the engine's reference to its file
-(``messages.media_ref``). A file the store holds under the message's sha256 is served from
+(``messages.media_ref``: a received message's, or the upload's of an own send). A file the store holds under the message's sha256 is served from
 there (a cache hit). Otherwise the device's actor downloads it (the
 :class:`~supervisor.commands.Download` command: engine calls are made by the actor only)
 within ``media.download_timeout``; the bytes are checked against the sha256 the message

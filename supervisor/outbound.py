@@ -388,7 +388,7 @@ class Outbound:
             message = attrs.evolve(message, card=card)
         await self.db.run(lambda r: r.sends.update(device, row.message_id, state="sending"))
         try:
-            wa_id = await self.session.send(row.chat, message, data)
+            sent = await self.session.send(row.chat, message, data)
         except EngineError as exc:
             if exc.recoverable:
                 await self.db.run(lambda r: r.sends.update(device, row.message_id, state="queued"))
@@ -414,8 +414,11 @@ class Outbound:
         me = actions.own_sender(self.host.jid)
 
         def job(r: storage.Repositories) -> DeviceRow:
-            r.sends.update(device, row.message_id, state="done", status="sent", wa_id=wa_id)
+            r.sends.update(device, row.message_id, state="done", status="sent",
+                           wa_id=sent.message_id)
             r.messages.update_status(device, row.message_id, "sent")
+            if sent.media_ref is not None:  # downloaded from WhatsApp once the cache lets go
+                r.messages.set_media_ref(device, row.message_id, sent.media_ref)
             actions.apply(r.message_actions, device, message.content, me, at)
             counted = 1 if mc.counted(message.content) else 0  # not reactions, edits, revokes
             stored = r.devices.increment_stats(device, sent=counted, at=at)

@@ -112,6 +112,10 @@ BODY_ROUTES: list[tuple[str, str]] = [
     ("POST", "/simulator/devices/{a}/messages"),
     ("POST", "/simulator/devices/{a}/receipts"),
     ("POST", "/simulator/devices/{a}/fail"),
+    ("POST", "/devices/{a}/contacts/check"),
+    ("POST", "/devices/{a}/contacts/+15551234567/block"),
+    ("POST", "/devices/{a}/contacts/15551234567@s.whatsapp.net/unblock"),
+    ("POST", "/simulator/devices/{a}/contacts"),
     ("POST", "/devices/{a}/groups"),
     ("PATCH", GROUP),
     ("PUT", PICTURE),
@@ -226,6 +230,9 @@ def text_cases() -> Iterator[Case]:
         ("POST", "/simulator/devices/{a}/messages", {"from": "+15551234567", "type": "reaction",
                                                      "messageId": "3A"}, "emoji", True),
         ("POST", "/simulator/devices/{a}/receipts", {"status": "read"}, "messageId", True),
+        ("POST", "/devices/{a}/contacts/check", {}, "phoneNumbers", True),
+        ("POST", "/simulator/devices/{a}/contacts", {"phoneNumber": "+15551234567"}, "name",
+         True),
         ("POST", "/devices/{a}/groups", {"participants": ["+15551234567"]}, "subject", True),
         ("PATCH", GROUP, {}, "subject", True),
         ("PATCH", GROUP, {}, "topic", False),
@@ -524,6 +531,30 @@ def field_cases() -> Iterator[Case]:
     for body, field in receipts:
         yield Case(f"POST simulator receipt: {str(body)[:40]}", "POST",
                    "/simulator/devices/{a}/receipts", j(body), field=field)
+    contacts: list[tuple[Any, str]] = [
+        ({}, "phoneNumbers"), ({"phoneNumbers": []}, "phoneNumbers"),
+        ({"phoneNumbers": None}, "phoneNumbers"), ({"phoneNumbers": "+15551234567"}, "phoneNumbers"),
+        ({"phoneNumbers": ["+15551234567"] * 51}, "phoneNumbers"),
+        ({"phoneNumbers": ["+15551234567", "nobody"]}, "phoneNumbers"),
+        ({"phoneNumbers": [15551234567]}, "phoneNumbers"),
+        ({"phoneNumbers": [["+15551234567"]]}, "phoneNumbers"),
+        ({"phoneNumbers": ["+0155512345"]}, "phoneNumbers"),
+        ({"phoneNumbers": ["120363000000000001@g.us"]}, "phoneNumbers"),
+        ({"phoneNumbers": ["+15551234567"], "x": 1}, "x"),
+    ]
+    for body, field in contacts:
+        yield Case(f"POST contacts/check: {str(body)[:60]}", "POST",
+                   "/devices/{a}/contacts/check", j(body), field=field)
+    for action in ("block", "unblock"):
+        yield Case(f"POST contacts/{action}: a field", "POST",
+                   f"/devices/{{a}}/contacts/+15551234567/{action}", j({"x": 1}), field="x")
+    for body, field in [({}, "phoneNumber"), ({"phoneNumber": "nobody"}, "phoneNumber"),
+                        ({"phoneNumber": "+15551234567", "onWhatsApp": "yes"}, "onWhatsApp"),
+                        ({"phoneNumber": "+15551234567", "name": ""}, "name"),
+                        ({"phoneNumber": "+15551234567", "name": "x" * 101}, "name"),
+                        ({"phoneNumber": "+15551234567", "x": 1}, "x")]:
+        yield Case(f"POST simulator contacts: {body}", "POST", "/simulator/devices/{a}/contacts",
+                   j(body), field=field)
     groups: list[tuple[str, str, Any, str]] = [
         ("POST", "/devices/{a}/groups", {"subject": "G", "participants": []}, "participants"),
         ("POST", "/devices/{a}/groups", {"subject": "G", "participants": ["nobody"]},
@@ -609,6 +640,18 @@ def path_cases() -> Iterator[Case]:
                  "15551234567@s.whatsapp.net%0A"]:
         yield Case(f"POST chats/{chat[:20]}/read", "POST", f"/devices/{{a}}/chats/{chat}/read",
                    field="chatId")
+    for person in ["%00", "nobody", "1", "120363000000000001@g.us", "status@broadcast",
+                   "15551234567@c.us", "%2B1%20555%20123%204567", "x" * 300,
+                   "15551234567@s.whatsapp.net%0A"]:
+        yield Case(f"GET contacts/{person[:20]}", "GET", f"/devices/{{a}}/contacts/{person}",
+                   field="contact")
+        yield Case(f"POST contacts/{person[:20]}/block", "POST",
+                   f"/devices/{{a}}/contacts/{person}/block", field="contact")
+        yield Case(f"GET lids/{person[:20]}", "GET", f"/devices/{{a}}/lids/{person}",
+                   field="lidOrPhone")
+    for query, field in [("page=0", "page"), ("limit=101", "limit"), ("page=%00", "page")]:
+        yield Case(f"GET contacts?{query}", "GET", f"/devices/{{a}}/contacts?{query}",
+                   field=field)
     yield Case("POST redeliver of no delivery", "POST",
                "/devices/{a}/webhook/deliveries/msg_nope/redeliver", status=404, code="NOT_FOUND")
     for method, path in [("GET", "/nope"), ("GET", "/devices/{a}/nope"), ("POST", "/admin"),

@@ -23,6 +23,7 @@ from supervisor.config import MediaConfig
 from supervisor.engines.simulator import SimulatorEngine
 
 from .conftest import TEST_TOKEN, api_client, running_server
+from .media_support import PNG
 from .test_messaging_e2e import create, wait_status
 from .webhook_support import start_receiver
 
@@ -306,3 +307,35 @@ async def test_concurrent_requests_for_an_expired_file_share_one_answer(tmp_path
                 nursery.start_soon(fetch)
         assert answers == [(410, "MEDIA_EXPIRED")] * 5
         assert sim.downloads(device["id"]) == 1
+
+
+async def test_an_own_sends_file_is_served_from_the_cache_then_from_whatsapp(
+    tmp_path: Path,
+) -> None:
+    size = 100_000
+    async with connected(tmp_path, media=MediaConfig(cache_bytes=2 * size)) as (
+        server, api, device
+    ):
+        sid = device["sessionId"]
+        mine = PNG + os.urandom(size - len(PNG))  # a real PNG's head: detected as image/png
+        r = await api.post(f"/devices/{sid}/messages", json={
+            "to": "+15557654321", "type": "image", "media": {"data": b64(mine)}})
+        assert r.status_code == 200 and r.json()["data"]["status"] == "sent", r.text
+        sent_id = r.json()["data"]["messageId"]
+        r = await api.get(f"/devices/{sid}/messages/{sent_id}/media")
+        assert r.status_code == 200 and r.content == mine
+        assert engine(server).downloads(device["id"]) == 0  # from wasup's own copy
+        # Two received files push the sent one out of the cache...
+        for seed in (8, 9):
+            data = png(size, seed=seed)
+            message_id = await deliver_image(api, sid, data)
+            r = await api.get(f"/devices/{sid}/messages/{message_id}/media")
+            assert r.status_code == 200 and r.content == data
+        cache = server.sup.config.media_dir / "cache"
+        assert hashlib.sha256(mine).hexdigest() not in {p.name for p in cache.iterdir()}
+        # ...and it comes back from WhatsApp, byte for byte, as a received one would.
+        before = engine(server).downloads(device["id"])
+        r = await api.get(f"/devices/{sid}/messages/{sent_id}/media")
+        assert r.status_code == 200 and r.content == mine
+        assert r.headers["content-type"] == "image/png"
+        assert engine(server).downloads(device["id"]) == before + 1

@@ -130,7 +130,8 @@ async def test_same_seed_same_values(autojump_clock):
         codes.append(await session.request_pair_code("+15550001111"))
         await engine.scan(1, code=codes[-1])
         await session.connect()
-        codes.append(await session.send("15550002222@s.whatsapp.net", Outgoing(Text("hi")), None))
+        sent = await session.send("15550002222@s.whatsapp.net", Outgoing(Text("hi")), None)
+        codes.append(sent.message_id)
         codes.append((await engine.incoming_message(1, "15550002222", "yo")).message_id)
     assert codes[:3] == codes[3:]
 
@@ -443,7 +444,9 @@ async def test_send_requires_a_connection(autojump_clock):
     assert info.value.reason == "not_connected" and info.value.recoverable
     assert engine.sent_messages(1) == []
     await session.connect()
-    message_id = await session.send("15550002222@s.whatsapp.net", Outgoing(Text("hello")), None)
+    sent_hello = await session.send("15550002222@s.whatsapp.net", Outgoing(Text("hello")), None)
+    message_id = sent_hello.message_id
+    assert sent_hello.media_ref is None  # no file: nothing to download
     assert re.fullmatch(r"3EB0[0-9A-F]{16}", message_id)
     [sent] = engine.sent_messages(1)
     assert (sent.message_id, sent.to_jid, sent.text) == (
@@ -451,13 +454,15 @@ async def test_send_requires_a_connection(autojump_clock):
         "15550002222@s.whatsapp.net",
         "hello",
     )
-    assert await session.send("15550003333@s.whatsapp.net", Outgoing(Text("again")), None) != message_id
+    again = await session.send("15550003333@s.whatsapp.net", Outgoing(Text("again")), None)
+    assert again.message_id != message_id
 
 
 async def test_ack_reports_message_status(autojump_clock):
     engine, _ = make()
     session, rec = await connected(engine)
-    message_id = await session.send("15550002222@s.whatsapp.net", Outgoing(Text("hello")), None)
+    sent = await session.send("15550002222@s.whatsapp.net", Outgoing(Text("hello")), None)
+    message_id = sent.message_id
     for status in ("delivered", "read"):
         await engine.ack(1, message_id, status)
         assert rec.last == MessageStatus(message_id, status)

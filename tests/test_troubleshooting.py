@@ -30,14 +30,14 @@ REASON_TAKERS = frozenset({
 })
 #: Functions whose returned strings are reasons (a failed connect's, a failed preflight's).
 REASON_MAKERS = frozenset({"connect_error_reason", "preflight", "preflight_through"})
-#: Engine errors that answer a command (send, pair code, logout, a group request) and never
-#: become a device's reason: the command's caller gets them as an error response, a failed
-#: send as its ``message_status`` reason.
+#: Engine errors that answer a command (send, pair code, logout, a group or contacts request)
+#: and never become a device's reason: the command's caller gets them as an error response, a
+#: failed send as its ``message_status`` reason.
 COMMAND_ONLY = frozenset({
     "invalid_phone_number", "pairing_not_ready", "pair_code_failed", "not_connected",
     "invalid_recipient", "send_failed", "logout_failed", "not_pairing",
     "unsupported_kind", "target_missing", "media_missing", "media_mismatch",
-    "mark_read_failed", "groups_failed",
+    "mark_read_failed", "groups_failed", "contacts_failed",
     "media_expired", "invalid_media_ref", "media_corrupt", "media_evicted", "download_failed",
 })
 

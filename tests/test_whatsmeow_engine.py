@@ -43,6 +43,7 @@ from supervisor.engine import (
     PairingFailed,
     QrCode,
     Retry,
+    Sent,
     TemporaryBan,
 )
 from supervisor.engines import whatsmeow_client as wc
@@ -387,12 +388,12 @@ async def test_connected_session_sends_and_receives(tmp_path: Path, fake_go: Any
     sent: list[tuple[str, str]] = []
 
     def send(self: wc.GoClient, jid: nz.JID, message: Outgoing, media: bytes | None,
-             gate: Any = None) -> str:
+             gate: Any = None) -> Sent:
         sent.append((f"{jid.User}@{jid.Server}", message.content.text))
-        return "3EB0SENT"
+        return Sent("3EB0SENT")
 
     monkeypatch.setattr(wc.GoClient, "send", send)
-    assert await session.send("+1 555 765 4321", Outgoing(Text("hi")), None) == "3EB0SENT"
+    assert await session.send("+1 555 765 4321", Outgoing(Text("hi")), None) == Sent("3EB0SENT")
     assert sent == [("15557654321@s.whatsapp.net", "hi")]
     with pytest.raises(EngineError) as info:
         await session.send("not a number", Outgoing(Text("hi")), None)

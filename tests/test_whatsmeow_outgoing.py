@@ -18,9 +18,10 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.utils.enum import MediaType
 
 from supervisor import message_content as mc
+from supervisor.engine import Sent
 from supervisor.engines import whatsmeow_client as wc
 from supervisor.engines import whatsmeow_outgoing as wo
-from supervisor.engines.whatsmeow_messages import content_of
+from supervisor.engines.whatsmeow_messages import content_of, message_of_ref
 from supervisor.jid import Jid
 from supervisor.link_preview import LinkCard
 from supervisor.outgoing import Outgoing, Target
@@ -234,14 +235,19 @@ def test_the_client_uploads_the_file_as_its_kind_and_sends_the_built_proto() -> 
     to = wc.neonize_jid(Jid.parse(ALICE))
     voice = Outgoing(mc.Voice(info("audio/ogg; codecs=opus"), seconds=3),
                      quoted=target(from_me=True))
-    assert go.send(to, voice, FILE) == "3EB0SENT"
+    sent = go.send(to, voice, FILE)
     assert api.uploads == [(FILE, MediaType.MediaAudio)]
     [(jid, proto)] = api.sent
+    # The own send's media_ref: the sent media part, downloadable as a received one is.
+    assert sent.message_id == "3EB0SENT" and sent.media_ref is not None
+    again = message_of_ref(sent.media_ref).audioMessage
+    assert (again.URL, again.directPath, again.mediaKey, again.fileSHA256) == (
+        UPLOAD.url, UPLOAD.DirectPath, UPLOAD.MediaKey, UPLOAD.FileSHA256)
     assert (jid.User, jid.Server) == ("15557654321", "s.whatsapp.net")
     assert proto.audioMessage.PTT and proto.audioMessage.contextInfo.participant == ME
     assert proto.audioMessage.mediaKey == UPLOAD.MediaKey
     # Nothing to upload for a text; a media kind without its file is refused before Go.
-    assert go.send(to, Outgoing(mc.Text("hi")), None) == "3EB0SENT"
+    assert go.send(to, Outgoing(mc.Text("hi")), None) == Sent("3EB0SENT")
     assert len(api.uploads) == 1 and api.sent[-1][1].conversation == "hi"
     with pytest.raises(wo.Unsendable):
         go.send(to, Outgoing(mc.Image(info("image/png"))), None)

@@ -36,6 +36,7 @@ from supervisor.message_content import Content, text_of
 from supervisor.outgoing import Outgoing
 
 from .simulator_account import AccountWorld
+from .simulator_contacts import ContactWorld
 from .simulator_groups import GroupWorld
 from .simulator_queue import OfflineQueue
 
@@ -205,6 +206,9 @@ class SimulatedServer:
     downloads: dict[int, int] = attrs.field(factory=dict)
     #: Seconds (Trio time) each download takes.
     download_latency: float = 0.0
+    #: Who is on WhatsApp, and each device's contacts (:mod:`.simulator_contacts`).
+    contacts: ContactWorld = attrs.field(
+        default=attrs.Factory(lambda s: ContactWorld(s.derive), takes_self=True))
     #: Every device's groups (:mod:`supervisor.engines.simulator_groups`).
     groups: GroupWorld = attrs.field(
         default=attrs.Factory(lambda s: GroupWorld(s.derive), takes_self=True))
@@ -257,6 +261,7 @@ class SimulatedServer:
         """Forget the device's faults, sent messages, read receipts, bans and media files
         (credentials are the caller's to delete)."""
         self.media.forget(device_id)
+        self.contacts.forget(device_id)
         self.groups.forget(device_id)
         self.account.forget(device_id)
         self.downloads.pop(device_id, None)

@@ -23,7 +23,7 @@ import attrs
 import trio
 
 from common.clock import now_epoch
-from supervisor.engine import Connected, QrCode, Sink
+from supervisor.engine import Connected, QrCode, Sent, Sink
 from supervisor.engine_account import AccountApi
 from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
@@ -39,6 +39,7 @@ from supervisor.message_content import (
 from supervisor.outgoing import Outgoing
 
 from .simulator_account import SimulatorAccount
+from .simulator_contacts import SimulatorContacts
 from .simulator_groups import SimulatorGroups
 from .simulator_server import ReadReceipt, SentMessage, SimulatedServer, b64
 
@@ -102,6 +103,8 @@ class SimulatorSession:
     ref_draw: int = 0  # the draw the current QR ref derives from (0: no QR shown)
     pair_code: str | None = None  # the pair code issued, normalized ("ABCDEFGH")
     pair_phone: str | None = None  # the digits it was issued for
+    contacts: SimulatorContacts = attrs.field(init=False, default=attrs.Factory(
+        lambda s: SimulatorContacts(s.server.contacts, s), takes_self=True))
     groups: SimulatorGroups = attrs.field(init=False,
                                           default=attrs.Factory(SimulatorGroups, takes_self=True))
     account: AccountApi = attrs.field(
@@ -187,10 +190,10 @@ class SimulatorSession:
         # Right after the login WhatsApp hands over what waited in the offline queue.
         await self.server.queue.flush(self.device_id, self.sink, lambda: self.online(epoch))
 
-    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> str:
-        """Send ``message`` to ``to_jid``; returns the message id (``3EB0`` + 16 hex digits).
-        The sent record keeps the message and its media file (see
-        ``SimulatorEngine.sent_messages``). No receipt is reported on its own: use
+    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> Sent:
+        """Send ``message`` to ``to_jid``; returns the message id (``3EB0`` + 16 hex digits),
+        also the ``media_ref`` of its file, kept to be downloaded like a received one. The sent
+        record keeps the message and its media file (see ``SimulatorEngine.sent_messages``). No receipt is reported on its own: use
         ``SimulatorEngine.ack``.
 
         Error handling: ``EngineError("not_connected")`` (recoverable) when not connected;
@@ -207,7 +210,10 @@ class SimulatorSession:
         message_id = "3EB0" + self.random_bytes(label, 8).hex().upper()
         sent = SentMessage(message_id, to_jid, message, now_epoch(), media)
         self.server.sent.setdefault(self.device_id, []).append(sent)
-        return message_id
+        if media is None:
+            return Sent(message_id)
+        self.server.keep_media(self.device_id, message_id, media)  # as WhatsApp keeps it
+        return Sent(message_id, media_ref=message_id)
 
     async def download(self, ref: str) -> bytes:
         """The file of a media message the device received (``ref``: its message id), as the

@@ -57,7 +57,7 @@ import attrs
 import trio
 
 from supervisor import proxy as proxy_checks
-from supervisor.engine import Sink
+from supervisor.engine import Sent, Sink
 from supervisor.engine_account import AccountApi
 from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
@@ -67,6 +67,7 @@ from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, reda
 from . import whatsmeow_client as wc
 from . import whatsmeow_messages as wm
 from .whatsmeow_account import WhatsmeowAccount
+from .whatsmeow_contacts import WhatsmeowContacts
 from .whatsmeow_events import GoReports
 from .whatsmeow_groups import WhatsmeowGroups
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
@@ -109,6 +110,7 @@ class WhatsmeowSession:
     sink: Sink
     _link: Link | None = None
     reports: GoReports = attrs.field(init=False)
+    contacts: WhatsmeowContacts = attrs.field(init=False, default=attrs.Factory(WhatsmeowContacts, True))
     groups: WhatsmeowGroups = attrs.field(init=False, default=attrs.Factory(WhatsmeowGroups, True))
     account: AccountApi = attrs.field(
         init=False, default=attrs.Factory(WhatsmeowAccount, takes_self=True))
@@ -187,9 +189,10 @@ class WhatsmeowSession:
         link = await self._start(pairing=False, proxy=proxy)
         await self._wait(link, lambda lk: lk.state is LinkState.CONNECTED, starter=True)
 
-    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> str:
+    async def send(self, to_jid: str, message: Outgoing, media: bytes | None) -> Sent:
         """Send ``message`` (any kind; ``media`` the file of a media kind) to a phone number or
-        JID; returns WhatsApp's message id (see :mod:`.whatsmeow_outgoing` for the protos).
+        JID; returns WhatsApp's message id and, for a media kind, the upload's ``media_ref``
+        (see :mod:`.whatsmeow_outgoing` for the protos).
 
         Raises EngineError ``not_connected`` (recoverable); final: ``invalid_recipient``,
         ``unsupported_kind``, ``target_missing``, ``media_missing``, ``send_failed: ...``

@@ -57,11 +57,13 @@ from neonize.utils.enum import ClientName, ClientType, ReceiptType
 from neonize.utils.log import log_whatsmeow
 
 from supervisor import message_content as mc
+from supervisor.engine import Sent
 from supervisor.jid import Jid
 from supervisor.outgoing import Outgoing
 from supervisor.thumbnails import jpeg_thumbnail
 
 from . import neonize_go
+from . import whatsmeow_messages as wm
 from . import whatsmeow_outgoing as wo
 
 log = logging.getLogger("wasup.engine.whatsmeow")
@@ -380,9 +382,10 @@ class GoClient:
     # -- calls (shared) ----------------------------------------------------------------------
 
     def send(self, jid: JID, message: Outgoing, media: bytes | None,
-             gate: GoGate = GATE) -> str:
+             gate: GoGate = GATE) -> Sent:
         """Send ``message`` (its file ``media`` uploaded first, for a media kind); returns
-        WhatsApp's id of it. Raises :class:`~.whatsmeow_outgoing.Unsendable` for what cannot
+        WhatsApp's id of it and the upload's ``media_ref`` (the sent media part, its URL and
+        keys: what a download of it takes). Raises :class:`~.whatsmeow_outgoing.Unsendable` for what cannot
         be built, neonize's UploadError or SendMessageError when WhatsApp refuses."""
         kind = wo.media_type(message)
         thumb = None
@@ -403,7 +406,7 @@ class GoClient:
             proto = wo.build(message, me=me, upload=upload, now_ms=int(time.time() * 1000),
                              secret=os.urandom(32), thumbnail=None if thumb is None else thumb.data)
             response = self.api.send_message(jid, proto)
-        return str(response.ID)
+        return Sent(str(response.ID), None if upload is None else wm.media_ref(proto))
 
     def download(self, message: WAMessage, gate: GoGate = GATE) -> bytes:
         """The decrypted file of the media ``message`` (a ``media_ref``'s message). Raises

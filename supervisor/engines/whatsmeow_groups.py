@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import attrs
 from neonize.client import NewClient
@@ -43,24 +43,16 @@ from supervisor.engine_groups import (
     participant_reason,
 )
 from supervisor.errors import EngineError, WasupError, WhatsAppForbidden, WhatsAppRefused
-from supervisor.jid import InvalidJid, Jid, JidKind
+from supervisor.jid import JidKind
 from supervisor.payloads import GroupJoined, GroupParticipants, GroupUpdated
 
-from . import whatsmeow_client as wc
-from .whatsmeow_link import Link, LinkState
-from .whatsmeow_messages import jid_string
+from .whatsmeow_requests import RequestSession, call
+from .whatsmeow_requests import canonical as _canonical
+from .whatsmeow_requests import neonize_arg as _neonize
 from .whatsmeow_translate import short_error
 
 T = TypeVar("T")
 
-
-class _Session(Protocol):
-    """What groups use of the :class:`~supervisor.engines.whatsmeow.WhatsmeowSession`: its
-    connected link, and its worker threads."""
-
-    def _connected_link(self) -> Link: ...
-
-    async def _thread(self, fn: Callable[[], T], *, abandon: bool = False) -> T: ...
 
 #: neonize's event codes of groups: JoinedGroup, GroupInfoEvent.
 GROUP_CODES = frozenset({21, 22})
@@ -73,7 +65,7 @@ _CHANGES = {"add": ParticipantChange.ADD, "remove": ParticipantChange.REMOVE,
 class WhatsmeowGroups:
     """A whatsmeow session's groups (see the module docstring)."""
 
-    session: _Session
+    session: RequestSession
 
     async def joined(self) -> list[GroupInfo]:
         groups = await self._call("joined groups", lambda api: list(api.get_joined_groups()))
@@ -135,46 +127,13 @@ class WhatsmeowGroups:
 
     async def _call(self, what: str, fn: Callable[[NewClient], T], *,
                     joining: bool = False) -> T:
-        """``fn(neonize's client)`` on a worker thread under the shared gate; whatsmeow's
-        errors translated (:func:`refusal`)."""
-        link = self.session._connected_link()
-        client = link.client
-
-        def run() -> T:
-            with wc.GATE.shared():
-                if client.stopped:
-                    raise RuntimeError("client stopped")
-                return fn(client.api)
-
-        try:
-            return await self.session._thread(run, abandon=True)
-        except Exception as exc:
-            if not link.live or link.state is not LinkState.CONNECTED:
-                raise EngineError("not_connected", message=short_error(exc)) from exc
-            raise refusal(str(exc), what, joining=joining) from exc
+        """``fn(neonize's client)`` as a request (:func:`.whatsmeow_requests.call`);
+        whatsmeow's errors translated (:func:`refusal`)."""
+        return await call(self.session, fn,
+                          lambda exc: refusal(str(exc), what, joining=joining))
 
 
 # -- translation --------------------------------------------------------------------------
-
-
-def _neonize(jid: str) -> nz.JID:
-    """A canonical JID (checked by the caller) as neonize's."""
-    try:
-        return wc.neonize_jid(Jid.parse(jid))
-    except InvalidJid:
-        raise EngineError("invalid_recipient", recoverable=False,
-                          message=f"not a jid: {jid!r}") from None
-
-
-def _canonical(jid: nz.JID) -> str | None:
-    """wasup's spelling of a neonize JID; None for an empty one."""
-    text = jid_string(jid)
-    if not text:
-        return None
-    try:
-        return Jid.parse(text).canonical
-    except InvalidJid:
-        return text
 
 
 def _person(jid: nz.JID, phone: nz.JID) -> str:
