@@ -90,8 +90,13 @@ MEDIA_ENV = {
     "url_timeout": "WASUP_MEDIA_URL_TIMEOUT",
     "download_timeout": "WASUP_MEDIA_DOWNLOAD_TIMEOUT",
 }
-#: ContactsConfig's fields, each an option ``--contacts-<field>`` and ``WASUP_CONTACTS_<FIELD>``.
+#: ContactsConfig's fields, each an option ``--contacts-<field>``, and their environment variables.
 CONTACTS_FIELDS = attrs.fields(ContactsConfig)
+CONTACTS_ENV = {
+    "check_cache_seconds": "WASUP_CONTACTS_CHECK_CACHE_SECONDS",
+    "checks_per_hour": "WASUP_CONTACTS_CHECKS_PER_HOUR",
+    "check_batch_max": "WASUP_CONTACTS_CHECK_BATCH_MAX",
+}
 CONTACTS_HELP = {
     "check_cache_seconds": "seconds a number's contact check is answered from the cache (0: never)",
     "checks_per_hour": "numbers one device may ask whatsapp about per hour (cache hits are free)",
@@ -245,7 +250,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Ma
             "--contacts-" + field.name.replace("_", "-"),
             dest="contacts_" + field.name,
             type=type(field.default),  # float for the cache's seconds, else int
-            default=_env(env, "WASUP_CONTACTS_" + field.name.upper(), str(field.default)),
+            default=_env(env, CONTACTS_ENV[field.name], str(field.default)),
             help=f"{CONTACTS_HELP[field.name]} (default {field.default})",
         )
 
