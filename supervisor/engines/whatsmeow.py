@@ -72,6 +72,7 @@ from .whatsmeow_events import GoReports
 from .whatsmeow_groups import WhatsmeowGroups
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
 from .whatsmeow_outgoing import Unsendable
+from .whatsmeow_requests import neonize_arg
 from .whatsmeow_translate import download_reason, exit_event, short_error
 
 log = logging.getLogger("wasup.engine.whatsmeow")
@@ -200,7 +201,7 @@ class WhatsmeowSession:
         the worker thread finishes the send.
         """
         link = self._connected_link()
-        jid = _recipient(to_jid)
+        jid = neonize_arg(to_jid)
         try:
             return await self._thread(lambda: link.client.send(jid, message, media),
                                       abandon=True)
@@ -239,7 +240,7 @@ class WhatsmeowSession:
         is no JID, ``mark_read_failed: ...`` (not recoverable) when WhatsApp refuses.
         """
         link = self._connected_link()
-        chat_jid = _recipient(chat)
+        chat_jid = neonize_arg(chat)
         by_sender: dict[str | None, list[str]] = {}
         for message_id, sender in messages:
             by_sender.setdefault(sender, []).append(message_id)
@@ -508,12 +509,3 @@ class WhatsmeowEngine:
                 log.exception("device %s: stop failed", session.session_id)
         self._sessions.clear()
 
-
-def _recipient(value: str) -> wc.JID:
-    """``value`` (a phone number or JID) as neonize's JID; EngineError ``invalid_recipient``
-    (final) when it is neither."""
-    try:
-        return wc.neonize_jid(Jid.parse(value))
-    except InvalidJid:
-        raise EngineError("invalid_recipient", recoverable=False,
-                          message=f"not a phone number or jid: {value!r}") from None

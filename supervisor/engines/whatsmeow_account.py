@@ -35,12 +35,11 @@ from common.clock import iso
 from supervisor.engine import EngineEvent, Notice
 from supervisor.engine_account import ChatState, PresenceState, Profile
 from supervisor.errors import EngineError
-from supervisor.jid import InvalidJid, Jid
 from supervisor.payloads import CallReceived, PresenceChanged
 
-from . import whatsmeow_client as wc
 from .whatsmeow_link import Link, LinkState
 from .whatsmeow_messages import jid_string
+from .whatsmeow_requests import neonize_arg
 from .whatsmeow_translate import short_error
 
 log = logging.getLogger("wasup.engine.whatsmeow")
@@ -75,12 +74,12 @@ class WhatsmeowAccount:
         await self._call("presence", lambda api: api.send_presence(presence))
 
     async def set_chat_presence(self, chat: str, state: ChatState) -> None:
-        jid = _jid(chat)
+        jid = neonize_arg(chat)
         presence, media = _CHAT_STATES[state]
         await self._call("chat_presence", lambda api: api.send_chat_presence(jid, presence, media))
 
     async def subscribe_presence(self, contact: str) -> None:
-        jid = _jid(contact)
+        jid = neonize_arg(contact)
         await self._call("subscribe_presence", lambda api: api.subscribe_presence(jid))
 
     async def profile(self) -> Profile:
@@ -96,7 +95,7 @@ class WhatsmeowAccount:
         return str(await self._call("set_picture", lambda api: api.set_profile_photo(jpeg)))
 
     async def reject_call(self, call_id: str, caller: str) -> None:
-        jid = _jid(caller)
+        jid = neonize_arg(caller)
         await self._call("reject_call", lambda api: api.reject_call(jid, call_id))
 
     async def _call(self, what: str, fn: Callable[[NewClient], T]) -> T:
@@ -108,14 +107,6 @@ class WhatsmeowAccount:
             if not link.live or link.state is not LinkState.CONNECTED:
                 raise EngineError("not_connected", message=short_error(exc)) from exc
             raise EngineError(f"{what}_failed: {short_error(exc)}", recoverable=False) from exc
-
-
-def _jid(value: str) -> wc.JID:
-    try:
-        return wc.neonize_jid(Jid.parse(value))
-    except InvalidJid:
-        raise EngineError("invalid_recipient", recoverable=False,
-                          message=f"not a jid: {value!r}") from None
 
 
 def _profile(api: NewClient) -> Profile:

@@ -63,13 +63,13 @@ async def call(session: RequestSession, fn: Callable[[NewClient], T],
 
 
 def neonize_arg(jid: str) -> nz.JID:
-    """A canonical JID (checked by the caller) as neonize's; EngineError
-    ``invalid_recipient`` (final) should it not be one."""
+    """A phone number or JID (checked by the caller) as neonize's; EngineError
+    ``invalid_recipient`` (final) should it be neither."""
     try:
         return wc.neonize_jid(Jid.parse(jid))
     except InvalidJid:
         raise EngineError("invalid_recipient", recoverable=False,
-                          message=f"not a jid: {jid!r}") from None
+                          message=f"not a phone number or jid: {jid!r}") from None
 
 
 def canonical(jid: nz.JID) -> str | None:
