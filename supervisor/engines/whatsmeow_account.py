@@ -37,9 +37,9 @@ from supervisor.engine_account import ChatState, PresenceState, Profile
 from supervisor.errors import EngineError
 from supervisor.payloads import CallReceived, PresenceChanged
 
-from .whatsmeow_link import Link, LinkState
+from .whatsmeow_link import Link
 from .whatsmeow_messages import jid_string
-from .whatsmeow_requests import neonize_arg
+from .whatsmeow_requests import call, neonize_arg
 from .whatsmeow_translate import short_error
 
 log = logging.getLogger("wasup.engine.whatsmeow")
@@ -99,14 +99,8 @@ class WhatsmeowAccount:
         await self._call("reject_call", lambda api: api.reject_call(jid, call_id))
 
     async def _call(self, what: str, fn: Callable[[NewClient], T]) -> T:
-        session = self.session
-        link = session._connected_link()
-        try:
-            return await session._thread(lambda: link.client.call(fn), abandon=True)
-        except Exception as exc:
-            if not link.live or link.state is not LinkState.CONNECTED:
-                raise EngineError("not_connected", message=short_error(exc)) from exc
-            raise EngineError(f"{what}_failed: {short_error(exc)}", recoverable=False) from exc
+        return await call(self.session, fn, lambda exc: EngineError(
+            f"{what}_failed: {short_error(exc)}", recoverable=False))
 
 
 def _profile(api: NewClient) -> Profile:

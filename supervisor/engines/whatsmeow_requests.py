@@ -44,16 +44,8 @@ async def call(session: RequestSession, fn: Callable[[NewClient], T],
     """``fn(neonize's client)`` on a worker thread under the shared gate (see the module
     docstring)."""
     link = session._connected_link()
-    client = link.client
-
-    def run() -> T:
-        with wc.GATE.shared():
-            if client.stopped:
-                raise RuntimeError("client stopped")
-            return fn(client.api)
-
     try:
-        return await session._thread(run, abandon=True)
+        return await session._thread(lambda: link.client.call(fn), abandon=True)
     except WasupError:
         raise
     except Exception as exc:
