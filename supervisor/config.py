@@ -106,6 +106,28 @@ class ContactsConfig:
 
 
 @attrs.frozen
+class ClusterConfig:
+    """One node of several on one PostgreSQL (``Config.cluster``; None: a single node)."""
+
+    #: This node's name, unique in the cluster.
+    node_id: str
+    #: The URL other nodes reach this node's API at (``http://host:port``).
+    advertise_url: str
+    #: The secret shared by every node: forwarded requests are signed with it.
+    secret: str = attrs.field(repr=False)
+    #: Devices this node runs at most (None: unbounded).
+    capacity: int | None = None
+    #: Seconds a device's lease lasts, by the database's clock.
+    lease_seconds: float = 15.0
+    #: Seconds between renewals of this node's leases (and its heartbeat).
+    renew_seconds: float = 5.0
+    #: Seconds between scans for free and expired devices.
+    scan_seconds: float = 2.0
+    #: Devices this node may take from others per minute when it joins (rebalancing).
+    rebalance_per_minute: int = 30
+
+
+@attrs.frozen
 class Config:
     data_dir: Path = attrs.field(default=Path("./data"), converter=Path)
     #: PostgreSQL's URL (``postgresql://…``) to keep wasup's data in; None: SQLite,
@@ -153,6 +175,10 @@ class Config:
     sending: SendingConfig = attrs.field(factory=SendingConfig)
     media: MediaConfig = attrs.field(factory=MediaConfig)
     contacts: ContactsConfig = attrs.field(factory=ContactsConfig)
+    #: Several nodes on one PostgreSQL (requires ``database_url``); None: one node.
+    cluster: ClusterConfig | None = None
+    #: A shared simulated WhatsApp (``wasup simulator serve``) at this URL; None: in process.
+    simulator_url: str | None = None
 
     @property
     def database_path(self) -> Path:

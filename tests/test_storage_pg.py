@@ -141,3 +141,34 @@ async def test_a_server_that_stops_is_an_outage_and_the_store_recovers(
         assert len(recovery) == 1 and "available again" in recovery[0].getMessage()
         ids = [d.id for d in await db.run(lambda r: r.devices.all())]
         assert kept.id in ids and stored.id in ids and len(ids) == 2
+
+
+async def test_changes_are_announced_to_listeners_at_commit(postgres_server: TestPostgres) -> None:
+    """Other nodes learn of a changed device, new events and new webhook deliveries from the
+    database's notifications, sent only when the change commits."""
+    url = postgres_server.create_database()
+    async with open_postgres(url) as db:
+        with psycopg.connect(url, autocommit=True) as listener:
+            for channel in ("wasup_devices", "wasup_events", "wasup_outbox"):
+                listener.execute(f"LISTEN {channel}")
+            row = await db.run(new_device)
+
+            def rolled_back(r: Repositories) -> None:
+                r.devices.update(row.id, alias="never")
+                raise RuntimeError("undo")
+
+            with pytest.raises(RuntimeError):
+                await db.run(rolled_back)
+            await db.run(lambda r: r.devices.update(row.id, alias="renamed"))
+            with psycopg.connect(url, autocommit=True) as other:
+                other.execute(
+                    "INSERT INTO events (device_id, session_id, type, data, timestamp)"
+                    " VALUES (%s, 's', 'x', '{}', 't'), (%s, 's', 'y', '{}', 't')",
+                    (row.id, row.id),
+                )
+            got = [(n.channel, n.payload) for n in listener.notifies(timeout=2, stop_after=3)]
+    assert got == [
+        ("wasup_devices", str(row.id)),  # the insert
+        ("wasup_devices", str(row.id)),  # the rename; the rolled-back change sent nothing
+        ("wasup_events", ""),  # one for the two events
+    ]

@@ -201,8 +201,80 @@ def _v2_event_log(conn: psycopg.Connection[tuple[object, ...]]) -> None:
         conn.execute(statement)
 
 
+def _v3_cluster(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Several nodes on one database (PostgreSQL only; SQLite is one node).
+
+    - ``nodes``: one row per node, its heartbeat by the database's clock.
+    - ``device_leases``: a device's owner node, its lease expiry by the database's clock and its
+      fencing epoch, which grows on every change of owner. No row, or ``owner`` NULL: free.
+    - ``device_qr``: the QR code a device shows now, so any node can answer for it.
+    - ``webhook_outbox.claimed_by`` / ``claimed_until``: a delivery taken by a node; another
+      node may take it again once ``claimed_until`` passed (the node died mid-delivery).
+    - Notifications, sent at commit: ``wasup_devices`` (payload: the device id) on every
+      change of a device's row, ``wasup_events`` on every batch of appended events and
+      ``wasup_outbox`` on every batch of enqueued webhook deliveries (no payload).
+    """
+    for statement in [
+        """
+        CREATE TABLE nodes (
+            node_id TEXT PRIMARY KEY,
+            advertise_url TEXT NOT NULL,
+            capacity INTEGER,
+            started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            draining BOOLEAN NOT NULL DEFAULT false
+        )
+        """,
+        """
+        CREATE TABLE device_leases (
+            device_id BIGINT PRIMARY KEY REFERENCES devices (id) ON DELETE CASCADE,
+            owner TEXT,
+            expires_at TIMESTAMPTZ,
+            epoch BIGINT NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX device_leases_owner ON device_leases (owner, expires_at)",
+        """
+        CREATE TABLE device_qr (
+            device_id BIGINT PRIMARY KEY REFERENCES devices (id) ON DELETE CASCADE,
+            qr_string TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            expires_at_epoch DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "ALTER TABLE webhook_outbox ADD COLUMN claimed_by TEXT",
+        "ALTER TABLE webhook_outbox ADD COLUMN claimed_until TIMESTAMPTZ",
+        """
+        CREATE FUNCTION wasup_notify_device() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'DELETE' THEN
+                PERFORM pg_notify('wasup_devices', OLD.id::text);
+            ELSE
+                PERFORM pg_notify('wasup_devices', NEW.id::text);
+            END IF;
+            RETURN NULL;
+        END $$
+        """,
+        "CREATE TRIGGER devices_notify AFTER INSERT OR UPDATE OR DELETE ON devices"
+        " FOR EACH ROW EXECUTE FUNCTION wasup_notify_device()",
+        """
+        CREATE FUNCTION wasup_notify_table() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify(TG_ARGV[0], '');
+            RETURN NULL;
+        END $$
+        """,
+        "CREATE TRIGGER events_notify AFTER INSERT ON events"
+        " FOR EACH STATEMENT EXECUTE FUNCTION wasup_notify_table('wasup_events')",
+        "CREATE TRIGGER outbox_notify AFTER INSERT ON webhook_outbox"
+        " FOR EACH STATEMENT EXECUTE FUNCTION wasup_notify_table('wasup_outbox')",
+    ]:
+        conn.execute(statement)
+
+
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_event_log]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_event_log, _v3_cluster]
 
 
 def migrate(
