@@ -133,6 +133,9 @@ class Devices:
         timeout = self.config.call_timeout if within is None else within
         with trio.move_on_after(timeout):
             return await call.reply.wait()
+        outage = self.db.outage
+        if outage is not None:  # the actor waits for the database: say so (503), not 504
+            raise storage.StorageUnavailable(outage.reason)
         raise Unresponsive(f"device {ref} did not answer within {timeout:g} s")
 
     # -- the facade --------------------------------------------------------------------------

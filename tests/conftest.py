@@ -10,8 +10,15 @@ Usage::
         server.url, server.api_url, server.ws_url, server.api_token, server.sup
 
 ``running_server`` takes any :class:`supervisor.config.Config` field as a keyword (defaults:
-the simulator engine with 10 ms latency) plus ``settings`` (:class:`api.state.ApiSettings`)
-and ``engine``. Real sockets and Trio's real clock: do not combine with ``autojump_clock``.
+the simulator engine with 10 ms latency, and the current test's database: see below) plus
+``settings`` (:class:`api.state.ApiSettings`) and ``engine``. Real sockets and Trio's real
+clock: do not combine with ``autojump_clock``.
+
+Backends: a test marked ``pytest.mark.both_backends`` (or in a module so marked) runs once on
+SQLite and once on PostgreSQL; ``running_server`` and ``tests.lifecycle_support.sim_config``
+then use a database of the session's test PostgreSQL per data directory. A test of such a
+module that is about SQLite itself is marked ``pytest.mark.sqlite_only``
+(``tests/store_support.py``).
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ import trio
 from api.server import Server, serve
 from api.state import ApiSettings
 from supervisor.config import Config
+from tests import store_support
 from tests.pg_support import TestPostgres
-from tests.store_support import BACKENDS, Backend
+from tests.store_support import BACKENDS, Backend, TestBackend
 
 TEST_TOKEN = "test-operator-token"
 
@@ -53,6 +61,8 @@ async def running_server(
         settings = ApiSettings(graceful_timeout=1.0)
     config_fields.setdefault("engine", "simulator")
     config_fields.setdefault("simulator_latency", 0.01)
+    if "database_url" not in config_fields:
+        config_fields["database_url"] = store_support.database_url_for(data_dir)
     config = Config(data_dir=data_dir, **config_fields)
     async with trio.open_nursery() as nursery:
         server: Server = await nursery.start(
@@ -101,3 +111,39 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return Backend("sqlite", str(tmp_path / "data" / "wasup.db"))
     server: TestPostgres = request.getfixturevalue("postgres_server")
     return Backend("postgresql", server.create_database())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_backends: run the test on SQLite and on PostgreSQL (tests/store_support.py)"
+    )
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): a test about SQLite itself, in a both_backends module"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``database_backend`` over both backends for the tests marked so that open a
+    data directory (take ``tmp_path`` or the ``wasup_server`` fixture): a test of such a module
+    that opens no database runs once."""
+    if metafunc.definition.get_closest_marker("both_backends") is None:
+        return
+    if metafunc.definition.get_closest_marker("sqlite_only") is not None:
+        return
+    if not {"tmp_path", "wasup_server"} & set(metafunc.fixturenames):
+        return
+    metafunc.parametrize("database_backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def database_backend(request: pytest.FixtureRequest) -> Iterator[TestBackend]:
+    """The backend of the supervisor and the server a test opens: SQLite unless the test is
+    marked ``both_backends`` and this is its PostgreSQL run."""
+    name = getattr(request, "param", "sqlite")
+    server = request.getfixturevalue("postgres_server") if name == "postgresql" else None
+    chosen = TestBackend(name, server)
+    store_support.use(chosen)
+    try:
+        yield chosen
+    finally:
+        store_support.use(TestBackend())

@@ -16,10 +16,14 @@ from supervisor.devices import Devices
 from supervisor.engines.simulator import SimulatorEngine
 from supervisor.events import Event
 from supervisor.supervisor import open_supervisor
+from tests import store_support
 
 
 def sim_config(data_dir: Path, **overrides: Any) -> Config:
+    """The simulator's config on ``data_dir``, on the current test's database
+    (``tests/store_support.py``)."""
     base: dict[str, Any] = dict(
+        database_url=store_support.database_url_for(data_dir),
         data_dir=data_dir,
         engine="simulator",
         simulator_latency=0.5,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -14,6 +15,8 @@ from supervisor.calls import SETTINGS_KIND, CallSettings
 from supervisor.engines.simulator_account import SimulatorAccount
 
 from .lifecycle_support import connected_device, settle, sim_config, simulated, wait_status
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 PEER = "15557654321@s.whatsapp.net"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from PIL import Image
 
@@ -24,6 +25,8 @@ from supervisor.engines.simulator_account import AccountState
 from .conftest import api_client, running_server
 from .test_messaging_e2e import create, wait_status
 from .test_receive_e2e import connected_device
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 DEADLINE = 10.0
 PEER = "+15557654321"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 import storage
@@ -19,6 +20,8 @@ from supervisor import message_content as mc
 from supervisor.engines.simulator import SimulatorEngine
 
 from .test_receive_e2e import connected_device, until
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 PEER = "+15557654321"
 PEER_JID = "15557654321@s.whatsapp.net"

@@ -28,6 +28,8 @@ from api.server import Server
 from api.state import ApiSettings
 from tests.conftest import TEST_TOKEN, api_client, running_server
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 PNG_URL = "data:image/png;base64,"
 SEED_SESSION = "user_user123_device_business-account-1"

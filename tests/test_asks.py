@@ -23,6 +23,8 @@ from supervisor.payloads import GroupUpdated
 
 from .lifecycle_support import connected_device, sim_config, simulated, wait_status
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 GROUP = "120363000000000001@g.us"
 
 

@@ -25,6 +25,8 @@ from tests.autoreply_support import FakeProvider
 
 from .conftest import api_client, running_server
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 DEADLINE = 10.0
 KEY = "sk-e2e-SECRET-abcdef0123456789"
 ALICE = "+4917011111111"

@@ -22,6 +22,8 @@ from supervisor.errors import DeviceConflict, InvalidRequest, RateLimited
 
 from .lifecycle_support import connected_device, sim_config, simulated, wait_status
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 
 def numbers(start: int, count: int) -> list[str]:
     return [f"1555020{n:04d}" for n in range(start, start + count)]

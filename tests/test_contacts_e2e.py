@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from supervisor.config import ContactsConfig
 from supervisor.engines.simulator import SimulatorEngine
@@ -17,6 +18,8 @@ from supervisor.engines.simulator_contacts import ADDRESS_BOOK_SIZE
 
 from .conftest import api_client, running_server
 from .test_messaging_e2e import create, wait_status
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 ON, OFF = "+15550100001", "+15550100002"
 

@@ -14,6 +14,8 @@ import yaml
 from api.dashboard import DASHBOARD_CSP, SWAGGER_FILES
 from tests.conftest import TEST_TOKEN, api_client, running_server
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 ASSETS = Path(__file__).resolve().parent.parent / "api" / "dashboard_assets"
 

@@ -18,6 +18,8 @@ from supervisor.inbox import Inbox, InboxSink
 
 from .lifecycle_support import connected_device, sim_config, simulated, wait_status
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 
 def message(n: int) -> eng.MessageReceived:
     return eng.MessageReceived(

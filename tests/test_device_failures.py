@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
 from common.clock import now_epoch, parse_iso
 from supervisor import engine as eng
 
 from .lifecycle_support import connected_device, sim_config, simulated, stored_row, wait_status
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 
 def _report(sup, device: int, event: eng.EngineEvent) -> None:  # type: ignore[no-untyped-def]

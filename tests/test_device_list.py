@@ -6,8 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import api_client, running_server
 from tests.test_ops_api import connected, created, wait_status
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 
 async def test_every_device_is_listed_whatever_its_status(tmp_path: Path) -> None:

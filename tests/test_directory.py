@@ -14,6 +14,8 @@ from supervisor.errors import DeviceNotFound, Restarting
 
 from .lifecycle_support import settle, sim_config, simulated, wait_status
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 
 def _row(device_id: int, alias: str) -> DeviceRow:
     now = "2026-01-01T00:00:00Z"

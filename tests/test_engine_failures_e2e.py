@@ -9,20 +9,23 @@ wait has an absolute deadline.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
 from api.server import Server
 from supervisor.engines.simulator import SimulatorEngine
+from tests.store_support import peek_config
 
 from .conftest import TEST_TOKEN, api_client, running_server
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 DEADLINE = 10.0
 #: A reconnect backoff short enough that a device which is not held would be back within the
@@ -68,12 +71,12 @@ async def connected_device(api: httpx.AsyncClient, alias: str) -> str:
 
 
 def credentials_of(server: Server, sid: str) -> bytes | None:
-    with sqlite3.connect(server.sup.config.database_path) as conn:
-        row = conn.execute(
-            "SELECT c.data FROM credentials c JOIN devices d ON d.id = c.device_id"
-            " WHERE d.session_id = ?", (sid,)
-        ).fetchone()
-    return None if row is None else bytes(row[0])
+    rows = peek_config(
+        server.sup.config,
+        "SELECT c.data FROM credentials c JOIN devices d ON d.id = c.device_id"
+        " WHERE d.session_id = ?", (sid,),
+    )
+    return bytes(rows[0][0]) if rows else None
 
 
 @asynccontextmanager

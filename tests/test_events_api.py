@@ -14,6 +14,8 @@ from supervisor import event_log
 from tests.conftest import api_client, running_server
 from tests.lifecycle_support import wait_status
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 TIMEOUT = 60
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 import httpx
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
@@ -26,6 +27,8 @@ from supervisor.engines.simulator import SimulatorEngine
 from tests.conftest import TEST_TOKEN, api_client, running_server
 from tests.media_support import JPEG, PNG, b64
 from tests.test_messaging_e2e import create, wait_status
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 DEADLINE = 20.0
 ME = "15550001111@s.whatsapp.net"

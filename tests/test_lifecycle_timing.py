@@ -13,6 +13,8 @@ from common.clock import now_epoch, parse_iso
 
 from .lifecycle_support import settle, sim_config, simulated, stored_row, wait_status, wait_until
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 
 async def test_qr_codes_rotate_then_time_out_at_exact_times(autojump_clock, tmp_path: Path) -> None:
     config = sim_config(tmp_path, qr_first_timeout=60, qr_next_timeout=20, qr_max_attempts=3)

@@ -14,6 +14,8 @@ from supervisor.errors import Busy, Unresponsive
 
 from .lifecycle_support import settle, sim_config, simulated, wait_status
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 
 async def test_full_command_inbox_is_refused_and_engine_events_still_arrive(
     autojump_clock, tmp_path: Path

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
@@ -26,6 +27,8 @@ from .conftest import TEST_TOKEN, api_client, running_server
 from .media_support import PNG
 from .test_messaging_e2e import create, wait_status
 from .webhook_support import start_receiver
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 DEADLINE = 10.0
 PEER = "+15557654321"

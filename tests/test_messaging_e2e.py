@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
 from supervisor.engines.simulator import SimulatorEngine
 
 from .conftest import TEST_TOKEN, api_client, running_server
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 DEADLINE = 10.0
 

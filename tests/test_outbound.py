@@ -16,6 +16,8 @@ from supervisor.errors import DeviceConflict, QueueFull
 
 from .lifecycle_support import connected_device, settle, sim_config, simulated, wait_status
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 TO = "15557654321@s.whatsapp.net"
 
 

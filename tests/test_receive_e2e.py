@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
@@ -21,6 +22,8 @@ from supervisor.engines.simulator import SimulatorEngine
 
 from .conftest import TEST_TOKEN, api_client, running_server
 from .test_messaging_e2e import create, wait_status
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 DEADLINE = 10.0
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(200))

@@ -7,15 +7,17 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 import trio
 
-import storage
 from supervisor import engine as eng
 from supervisor.inbox import Inbox, InboxSink
 from supervisor.state import LEGAL, Status
-from supervisor.supervisor import open_supervisor
+from supervisor.supervisor import open_store, open_supervisor
 
 from .lifecycle_support import sim_config, simulated, wait_status, wait_until
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 
 async def test_restart_restores_every_device(autojump_clock, tmp_path: Path) -> None:
@@ -65,7 +67,7 @@ async def test_restart_restores_every_device(autojump_clock, tmp_path: Path) -> 
             abrupt.cancel()
     assert abrupt.cancelled_caught
 
-    async with storage.open_database(config.database_path) as db:
+    async with open_store(config) as db:
         before = {r.id: r for r in await db.run(lambda r: r.devices.all())}
     assert len(before) == sum(len(v) for v in groups.values())
     for device in groups["qr_timeout"]:
@@ -158,7 +160,7 @@ async def test_a_scan_whose_commit_was_lost_is_paired_at_restore(autojump_clock,
     still `pending` and unpaired. The restore pairs it and connects, with no new scan."""
     config = sim_config(tmp_path)
     device = await _paired_and_closed(config)
-    async with storage.open_database(config.database_path) as db:
+    async with open_store(config) as db:
         await db.run(lambda r: r.devices.update(device, status="pending", paired=False, jid=None))
     async with simulated(config) as (sup, _engine, rec):
         await wait_status(sup, device, "connected", within=30)
@@ -172,7 +174,7 @@ async def test_a_scan_whose_commit_was_lost_is_paired_at_restore(autojump_clock,
 async def test_paired_without_credentials_is_logged_out_at_restore(autojump_clock, tmp_path: Path) -> None:
     config = sim_config(tmp_path)
     device = await _paired_and_closed(config)
-    async with storage.open_database(config.database_path) as db:
+    async with open_store(config) as db:
         await db.run(lambda r: r.credentials.delete(device))
     async with simulated(config) as (sup, _engine, rec):
         await wait_status(sup, device, "logged_out", within=30)
@@ -220,7 +222,10 @@ async def test_a_replaced_device_waits_for_login_across_a_restart(autojump_clock
         assert rec.of(device, "qr_code") == []
 
 
-async def test_whatsmeow_session_tells_whether_credentials_are_stored(tmp_path: Path) -> None:
+@pytest.mark.sqlite_only  # whatsmeow's own SQLite store in the data directory
+async def test_whatsmeow_sqlite_session_tells_whether_credentials_are_stored(
+    tmp_path: Path,
+) -> None:
     from supervisor.engines import whatsmeow_client as wc
     from supervisor.engines.whatsmeow import WhatsmeowEngine
 

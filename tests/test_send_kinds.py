@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,11 @@ from supervisor import message_content as mc
 from supervisor.errors import InvalidRequest
 from supervisor.outgoing import Outgoing, Target, resolve_target
 from supervisor.payloads import to_wire
+from tests.store_support import backend_of
 
 from .lifecycle_support import connected_device, sim_config, simulated, wait_status
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 TO = "15557654321@s.whatsapp.net"
 
@@ -242,10 +244,10 @@ async def test_a_stored_send_this_wasup_cannot_read_fails_and_the_queue_goes_on(
         await wait_status(sup, device, "disconnected")
         bad = await sup.send(device, TO, Outgoing(mc.Text("first")))
         good = await sup.send(device, TO, Outgoing(mc.Text("second")))
-    with sqlite3.connect(tmp_path / "wasup.db") as conn:  # as a later wasup might write it
-        conn.execute("UPDATE sends SET payload = ? WHERE message_id = ?",
-                     (json.dumps({"content": {"type": "hologram"}}), bad["messageId"]))
-    conn.close()
+    backend_of(config).execute(  # as a later wasup might write it
+        "UPDATE sends SET payload = ? WHERE message_id = ?",
+        (json.dumps({"content": {"type": "hologram"}}), bad["messageId"]),
+    )
     async with simulated(config) as (sup, engine, rec):
         await wait_status(sup, device, "connected")
         await trio.sleep(5)

@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 import httpx
+import pytest
 import trio
 from PIL import Image
 from trio_websocket import open_websocket_url
@@ -45,6 +46,8 @@ from tests.media_support import (
 )
 from tests.test_messaging_e2e import create, wait_status
 from tests.webhook_support import Receiver, start_receiver
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 DEADLINE = 20.0
 PEER = "+15557654321"

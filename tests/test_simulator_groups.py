@@ -13,6 +13,8 @@ from supervisor.errors import DeviceConflict, InvalidRequest, WhatsAppRefused
 
 from .lifecycle_support import connected_device, settle, sim_config, simulated, wait_status
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 ANA = "15557654321@s.whatsapp.net"
 BEN = "15550002222@s.whatsapp.net"
 

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import api_client, running_server
 from tests.webhook_support import Receiver, start_receiver
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 DEADLINE = 20.0
 

@@ -45,6 +45,8 @@ from supervisor.events import DeviceSelection, Event
 from supervisor.payloads import MessageStatusChanged
 from tests.conftest import running_server
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 TOKEN = "op-token-for-ws-tests-0123456789"
 TIMEOUT = 30  # seconds of Trio clock for any one I/O test
 ENVELOPE_KEYS = {"id", "type", "sessionId", "data", "timestamp"}

@@ -33,6 +33,8 @@ from tests.test_ws import (
     wait_for,
 )
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 
 async def logged_ids(sup: Devices, query: EventQuery = ALL_EVENTS, since: int = 0) -> list[int]:
     rows = await sup.db.run(lambda r: r.events.after(since, until=10**12, limit=10_000,
