@@ -32,6 +32,13 @@ def _marks(values: Iterable[object]) -> str:
     return ", ".join("?" for _ in values)
 
 
+def _among(column: str, values: Iterable[object]) -> str:
+    """``column IN (?, ...)``; for no values a condition that is false (PostgreSQL refuses an
+    empty ``IN ()``, which SQLite takes as false)."""
+    marks = _marks(values)
+    return f"{column} IN ({marks})" if marks else "1 = 0"
+
+
 @attrs.define(eq=False)
 class SqliteEvents:
     """The ``events`` table."""
@@ -64,16 +71,14 @@ class SqliteEvents:
         where = ["id > ?", "id <= ?"]
         params: list[object] = [since, until]
         if query.device_ids is not None:
-            where.append(f"device_id IN ({_marks(query.device_ids)})")
+            where.append(_among("device_id", query.device_ids))
             params += sorted(query.device_ids)
         if query.selected_ids is not None or query.selected_sessions is not None:
             ids, sessions = query.selected_ids or frozenset(), query.selected_sessions or frozenset()
-            where.append(
-                f"(device_id IN ({_marks(ids)}) OR session_id IN ({_marks(sessions)}))"
-            )
+            where.append(f"({_among('device_id', ids)} OR {_among('session_id', sessions)})")
             params += [*sorted(ids), *sorted(sessions)]
         if query.types is not None:
-            where.append(f"type IN ({_marks(query.types)})")
+            where.append(_among("type", query.types))
             params += sorted(query.types)
         params.append(max(0, limit))
         rows = self._db.conn.execute(

@@ -6,20 +6,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
 from common.clock import iso, now_epoch
-from storage import EventQuery, LoggedEvent, Repositories, open_database
+from storage import EventQuery, LoggedEvent, Repositories
 from storage.models import ALL_EVENTS
 from supervisor import event_log
 from supervisor.event_retention import EventRetention
 from supervisor.events import Event
 from supervisor.payloads import MessageStatusChanged
 from supervisor.retention import RetentionStatistics
+from supervisor.supervisor import open_store
 from supervisor.webhooks import settings as webhook_settings
 from tests.lifecycle_support import connected_device, sim_config, simulated
 from tests.webhook_support import add_device, configure
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 DAY = 86_400.0
 
@@ -30,7 +34,7 @@ def logged(device: int, type_: str = "message_status", at: str = "2025-06-19T12:
 
 
 async def test_ids_grow_and_are_never_reused(tmp_path: Path) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+    async with open_store(sim_config(tmp_path)) as db:
         first = await db.run(lambda r: r.events.append([logged(1), logged(2), logged(1)]))
         assert first == sorted(first) and len(set(first)) == 3
         assert await db.run(lambda r: r.events.bounds()) == (first[0], first[-1])
@@ -40,13 +44,13 @@ async def test_ids_grow_and_are_never_reused(tmp_path: Path) -> None:
         assert await db.run(lambda r: r.events.bounds()) == (0, 0)
         (after,) = await db.run(lambda r: r.events.append([logged(1)]))
         assert after > first[-1]
-    async with open_database(tmp_path / "wasup.db") as db:  # and after a restart
+    async with open_store(sim_config(tmp_path)) as db:  # and after a restart
         (again,) = await db.run(lambda r: r.events.append([logged(1)]))
         assert again == after + 1
 
 
 async def test_pages_by_id_with_filters(tmp_path: Path) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+    async with open_store(sim_config(tmp_path)) as db:
         ids = await db.run(lambda r: r.events.append([
             logged(1), logged(2, "qr_code"), logged(1, "device_status"), logged(3, session="s3"),
         ]))
@@ -80,7 +84,7 @@ async def test_pages_by_id_with_filters(tmp_path: Path) -> None:
 async def test_prune_keeps_pending_deliveries_and_the_bodies_of_finished_ones(
     tmp_path: Path,
 ) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+    async with open_store(sim_config(tmp_path)) as db:
         device, session = await add_device(db)
         await configure(db, device, "https://hooks.example/x", events=["*"])
         old = iso(now_epoch() - 10 * DAY)
@@ -116,7 +120,7 @@ async def test_prune_keeps_pending_deliveries_and_the_bodies_of_finished_ones(
 
 
 async def test_prune_walks_in_batches(tmp_path: Path) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+    async with open_store(sim_config(tmp_path)) as db:
         old, new = iso(now_epoch() - 10 * DAY), iso(now_epoch())
         await db.run(lambda r: r.events.append([logged(1, at=old) for _ in range(5)]
                                                + [logged(1, at=new)]))
@@ -157,7 +161,7 @@ async def test_every_published_event_is_logged_in_order(
 async def test_retention_prunes_at_start_and_every_interval_in_virtual_time(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+    async with open_store(sim_config(tmp_path)) as db:
         now = now_epoch()
         await db.run(lambda r: r.events.append(
             [logged(1, at=iso(now - 8 * DAY)) for _ in range(5)]

@@ -11,9 +11,13 @@ import trio.testing
 
 import storage
 from common.clock import iso, now_epoch
-from storage import Repositories, open_database
+from storage import Repositories
 from supervisor.retention import DAY, MessageRetention, RetentionStatistics
+from supervisor.supervisor import open_store
+from tests.lifecycle_support import sim_config
 from tests.test_storage import new_device
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 CHAT = "15550000001@s.whatsapp.net"
 
@@ -25,7 +29,7 @@ def add(r: Repositories, device: int, n: int, age_days: float, now: float) -> No
     )
 
 
-async def stored(db: storage.Database, device: int) -> list[str]:
+async def stored(db: storage.Store, device: int) -> list[str]:
     page = await db.run(lambda r: r.message_history.page(device, CHAT, limit=100))
     return [m.message_id for m in page.items]
 
@@ -33,7 +37,7 @@ async def stored(db: storage.Database, device: int) -> list[str]:
 async def test_prunes_by_age_and_count_at_start_and_every_interval(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+    async with open_store(sim_config(tmp_path)) as db:
         now = now_epoch()
 
         def fill(r: Repositories) -> tuple[int, int]:
@@ -69,7 +73,7 @@ async def test_prunes_by_age_and_count_at_start_and_every_interval(
 async def test_limits_of_zero_keep_everything(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+    async with open_store(sim_config(tmp_path)) as db:
         now = now_epoch()
         d = await db.run(lambda r: new_device(r).id)
         await db.run(lambda r: [add(r, d, n, 1000.0, now) for n in range(7)])
@@ -83,7 +87,7 @@ async def test_limits_of_zero_keep_everything(
 async def test_a_storage_failure_is_retried_next_interval(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with open_database(tmp_path / "wasup.db") as db:
+    async with open_store(sim_config(tmp_path)) as db:
         now = now_epoch()
         d = await db.run(lambda r: new_device(r).id)
         await db.run(lambda r: [add(r, d, n, 100.0, now) for n in range(3)])
