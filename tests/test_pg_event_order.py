@@ -9,7 +9,7 @@ from functools import partial
 
 import trio
 
-from storage import LoggedEvent, Repositories
+from storage import EventRow, LoggedEvent, Repositories
 from storage.pg import open_postgres
 from storage.pg.sql import pg_of
 from tests.pg_support import TestPostgres
@@ -40,6 +40,9 @@ async def test_a_tailing_reader_sees_every_id_in_order_while_many_append(
                 linger = rng.choice([0.0, 0.0, 0.001, 0.003])
                 appended.extend(await db.run(partial(job, rng.randint(1, 3), linger)))
 
+        def read(since: int, r: Repositories) -> list[EventRow]:
+            return r.events.after(since, until=2**62, limit=500)
+
         seen: list[int] = []
         last = 0
         finished = False
@@ -48,7 +51,7 @@ async def test_a_tailing_reader_sees_every_id_in_order_while_many_append(
             nonlocal last
             while True:
                 done = finished  # read after this: every append has committed
-                rows = await db.run(lambda r: r.events.after(last, until=2**62, limit=500))
+                rows = await db.run(partial(read, last))
                 for row in rows:
                     assert row.id > last
                     seen.append(row.id)
