@@ -62,6 +62,7 @@ from api.state import ApiSettings, AppState, current_state
 from api.ws import endpoint as ws_endpoint
 from supervisor.autoreply import AutoReply
 from supervisor.devices import Devices
+from supervisor.errors import NotFound
 from supervisor.engines.simulator import SimulatorEngine
 
 log = logging.getLogger("wasup.api")
@@ -182,6 +183,9 @@ async def _authenticate() -> None:
         refuse(state, _client_address())
     g.rate_limit_headers = charge(state, principal)
     g.principal = principal
+    if any("\x00" in str(value) for value in (request.view_args or {}).values()):
+        # No stored id holds a NUL (PostgreSQL refuses one in any statement): nothing by it.
+        raise NotFound("no such resource")
     if media_route:
         try:
             body = await request.get_data()

@@ -22,6 +22,8 @@ from supervisor.config import MediaConfig
 from tests.media_support import PDF, b64, sha256
 from tests.test_send_kinds_e2e import PEER, connected
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 #: How long the held parse waits for the other request before it gives up (a failure).
 HOLD = 60.0
 

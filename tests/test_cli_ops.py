@@ -25,6 +25,8 @@ from api.cli_doctor import Level
 from api.server import Server
 from tests.conftest import TEST_TOKEN, api_client, running_server
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 DEADLINE = 15.0
 REPO = Path(__file__).resolve().parents[1]
 

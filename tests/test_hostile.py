@@ -33,6 +33,8 @@ from api.state import ApiSettings
 from storage.interface import Repositories
 from tests.conftest import TEST_TOKEN, api_client, running_server
 
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
+
 SETTINGS = ApiSettings(
     rate_limit=RateLimitPolicy(rate=10_000, burst=100_000),
     auth_failure_limit=RateLimitPolicy(rate=10_000, burst=100_000, name="auth"),

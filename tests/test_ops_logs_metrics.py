@@ -10,6 +10,7 @@ import logging
 import re
 from pathlib import Path
 
+import pytest
 import trio
 
 from api.cli import api_settings, parse_options
@@ -17,6 +18,8 @@ from api.logging import JsonFormatter
 from api.state import ApiSettings
 from tests.conftest import api_client, running_server
 from tests.webhook_support import start_receiver
+
+pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
 DEADLINE = 15.0
 
