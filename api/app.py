@@ -62,8 +62,8 @@ from api.state import ApiSettings, AppState, current_state
 from api.ws import endpoint as ws_endpoint
 from supervisor.autoreply import AutoReply
 from supervisor.devices import Devices
-from supervisor.errors import NotFound
 from supervisor.engines.simulator import SimulatorEngine
+from supervisor.errors import NotFound
 
 log = logging.getLogger("wasup.api")
 
