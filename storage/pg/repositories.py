@@ -19,6 +19,7 @@ from storage.pg.credentials import PgCredentials
 from storage.pg.devices import PgDevices, PgHistory
 from storage.pg.messages import PgMessages
 from storage.pg.outbox import PgOutbox
+from storage.pg.qr import PgQr
 from storage.pg.settings import PgSettings
 from storage.pg.sql import PgSql
 from storage.reads import SqliteReads
@@ -40,6 +41,8 @@ class PgRepositories:
     message_actions: SqliteMessageActions
     reads: SqliteReads
     events: SqliteEvents
+    #: The QR code each pairing device shows (PostgreSQL only: :mod:`storage.pg.qr`).
+    qr: PgQr
 
     @classmethod
     def bind(cls, sql: PgSql) -> PgRepositories:
@@ -61,4 +64,5 @@ class PgRepositories:
             message_actions=SqliteMessageActions(db),
             reads=SqliteReads(db),
             events=SqliteEvents(db),
+            qr=PgQr(sql),
         )

@@ -1,0 +1,1 @@
+"""Several wasup nodes on one PostgreSQL."""
