@@ -70,18 +70,26 @@ class QrStore:
         task_status.started()
         while True:
             await self._wake.wait()
-            self._wake = trio.Event()
-            batch, self._newest = self._newest, {}
-            try:
-                await self.db.run(lambda r: self._write(_pg(r), batch))
-            except storage.StorageUnavailable as exc:
-                log.warning("the QR codes of %d devices were not stored: %s", len(batch), exc)
-                for device_id, qr in batch.items():
-                    self._newest.setdefault(device_id, qr)
+            if not await self.write_pending():
                 await trio.sleep(RETRY_SECONDS)
-                self._wake.set()
-                continue
-            self.writes += len(batch)
+
+    async def write_pending(self) -> bool:
+        """Write each device's newest QR code recorded since the last write; whether it
+        worked (on a database failure they stay pending, unless replaced meanwhile)."""
+        self._wake = trio.Event()
+        batch, self._newest = self._newest, {}
+        if not batch:
+            return True
+        try:
+            await self.db.run(lambda r: self._write(_pg(r), batch))
+        except storage.StorageUnavailable as exc:
+            log.warning("the QR codes of %d devices were not stored: %s", len(batch), exc)
+            for device_id, qr in batch.items():
+                self._newest.setdefault(device_id, qr)
+            self._wake.set()
+            return False
+        self.writes += len(batch)
+        return True
 
     def _write(self, repos: PgRepositories, batch: dict[int, QrAttempt | None]) -> None:
         for device_id, qr in batch.items():
