@@ -11,10 +11,12 @@ after its stored poll (:mod:`supervisor.polls`). A vote that cannot be decrypted
 lacks the poll's secret, the call fails or takes longer than :data:`DECRYPT_SECONDS`) keeps
 ``option_hashes`` None and is delivered all the same: never dropped.
 
-Go's decoding of the event dereferences fields the protobuf schema marks optional
-(``SenderAlt``, ``RecipientAlt``, ``BroadcastListOwner``); a nil one takes the whole process
-down. Go's own events always carry them; :func:`safe_for_go` checks before the call anyway.
-The call runs on a worker thread through :meth:`GoClient.call` (the shared gate).
+Go's decoding of the event dereferences its fields without a check (the message source's
+JIDs, the info's ``ServerID``, ...): a missing one takes the whole process down. Go's own
+events always carry them, but protobuf's parser does not insist on ``required`` fields, so
+:func:`safe_for_go` checks before the call (every required field, and the source's JIDs by
+name, in case a release makes them optional). The call runs on a worker thread through
+:meth:`GoClient.call` (the shared gate).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ log = logging.getLogger("wasup.engine.whatsmeow")
 #: vote is delivered undecrypted; the worker thread is abandoned, not killed.
 DECRYPT_SECONDS = 10.0
 
-#: The message source's JIDs Go's decoder dereferences although the schema has them optional.
+#: The message source's JIDs Go's decoder dereferences.
 _GO_NEEDS = ("Chat", "Sender", "SenderAlt", "RecipientAlt", "BroadcastListOwner")
 
 
