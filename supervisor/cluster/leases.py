@@ -20,8 +20,10 @@ Three tasks run while the node runs:
 - the watchdog: when the node's belief in its leases ends by its own clock (no successful
   renewal for ``lease - margin`` seconds, :mod:`.book`), every engine is stopped at once.
 
-Lease operations of the node run one at a time (a lock), so answers are applied in the order
-the statements ran. Error handling: a failed renewal or scan is logged (once per outage) and
+Lease operations of the node run one at a time (a lock, held until the database answered:
+their jobs are shielded from cancellation, since a cancelled job still runs to its end), so
+answers are applied in the order the statements ran, and the node's own transactions never
+wait for each other. Error handling: a failed renewal or scan is logged (once per outage) and
 tried again at the next period; the watchdog alone decides when the node stops its engines.
 """
 
@@ -29,8 +31,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import TypeVar
 
 import attrs
 import trio
@@ -47,6 +50,8 @@ from .book import LeaseBook, LeaseTiming, fair_share, plan_wants
 from .fence import FencedStore, leases_of
 
 log = logging.getLogger("wasup.cluster")
+
+T = TypeVar("T")
 
 #: Devices claimed at most per scan when the capacity is unbounded.
 UNBOUNDED_CLAIM = 10_000
@@ -105,7 +110,9 @@ class LeaseManager:
         return self.config.node_id
 
     def owns(self, device_id: int) -> bool:
-        return self.book.owns(device_id, trio.current_time())
+        """Whether this node holds the device's lease by its clock and its actor runs."""
+        return (self.book.owns(device_id, trio.current_time())
+                and device_id in self.supervisor.children)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -131,7 +138,7 @@ class LeaseManager:
 
         while True:
             try:
-                released = await self.db.run(job)
+                released = await self._db_run(job)
                 break
             except storage.StorageUnavailable as exc:
                 log.warning("cluster: cannot join yet (%s); trying again", exc)
@@ -168,6 +175,13 @@ class LeaseManager:
                 for device_id in gone:
                     self.supervisor.stop_child(device_id)
 
+    async def _db_run(self, job: Callable[[storage.Repositories], T]) -> T:
+        """Run a lease job to its end, even when the caller is cancelled meanwhile (the job
+        would run on regardless: see the module docstring)."""
+        with trio.CancelScope(shield=True):
+            result = await self.db.run(job)
+        return result
+
     def _book_changed(self) -> None:
         self._changed.set()
 
@@ -185,7 +199,7 @@ class LeaseManager:
         async with self._lock:
             sent = trio.current_time()
             try:
-                held = await self.db.run(job)
+                held = await self._db_run(job)
             except Exception as exc:
                 self.stats.failed_renewals += 1
                 if not self._failing:
@@ -223,7 +237,7 @@ class LeaseManager:
             try:
                 if room > 0:
                     sent = trio.current_time()
-                    granted = await self.db.run(
+                    granted = await self._db_run(
                         lambda r: leases_of(r).claim(cfg.node_id, cfg.lease_seconds, room)
                     )
                     await self._granted(sent, granted)
@@ -240,7 +254,7 @@ class LeaseManager:
             if self.draining or self._room() <= 0:
                 return False
             sent = trio.current_time()
-            granted = await self.db.run(
+            granted = await self._db_run(
                 lambda r: leases_of(r).claim(cfg.node_id, cfg.lease_seconds, 1, [device_id])
             )
             await self._granted(sent, granted)
@@ -259,12 +273,16 @@ class LeaseManager:
         scan. Error handling: a database that cannot be reached leaves the leases to expire."""
         self.draining = True
         self._scope.cancel()
+        async with self._lock:  # a lease job in flight ends first
+            await self._leave()
+
+    async def _leave(self) -> None:
         cfg = self.config
         ids = list(self.book.held)
         self.book.held.clear()
         self._book_changed()
         try:
-            await self.db.run(lambda r: leases_of(r).heartbeat(
+            await self._db_run(lambda r: leases_of(r).heartbeat(
                 cfg.node_id, cfg.advertise_url, cfg.capacity, True))
         except Exception as exc:
             log.error("cluster: cannot mark node %s draining: %s", cfg.node_id, exc)
@@ -272,12 +290,11 @@ class LeaseManager:
 
         def job(r: storage.Repositories) -> list[int]:
             leases = leases_of(r)
-            released = leases.release(cfg.node_id)
-            leases.leave(cfg.node_id)
-            return released
+            leases.leave(cfg.node_id)  # the nodes row first, as every job of the node locks
+            return leases.release(cfg.node_id)
 
         try:
-            released = await self.db.run(job)
+            released = await self._db_run(job)
         except Exception as exc:
             log.error("cluster: could not release the leases (%s); they expire by themselves",
                       exc)
@@ -316,7 +333,7 @@ class LeaseManager:
                 for d in device_ids
             ]
 
-        for device_id, row, hooked in await self.db.run(job):
+        for device_id, row, hooked in await self._db_run(job):
             epoch = self.book.epoch(device_id)
             if row is None or epoch is None:  # deleted meanwhile
                 self.book.drop(device_id)
@@ -344,7 +361,7 @@ class LeaseManager:
         self._book_changed()
         await self._stop_all(device_ids)
         cfg = self.config
-        released = await self.db.run(lambda r: leases_of(r).release(cfg.node_id, device_ids))
+        released = await self._db_run(lambda r: leases_of(r).release(cfg.node_id, device_ids))
         self.stats.handed_over += len(released)
         log.info("cluster: handed %d devices over to the nodes that asked", len(released))
 
@@ -365,7 +382,7 @@ class LeaseManager:
             leases = leases_of(r)
             return leases.nodes(), leases.unleased()
 
-        nodes, unleased = await self.db.run(job)
+        nodes, unleased = await self._db_run(job)
         live = [n for n in nodes if n.heartbeat_age < cfg.lease_seconds and not n.draining]
         if len(live) < 2:
             return
@@ -374,7 +391,7 @@ class LeaseManager:
         counts = {n.node_id: n.devices for n in live}
         counts[cfg.node_id] = len(self.book.held) + len(self._pending)
         for donor, count in plan_wants(cfg.node_id, counts, share, budget).items():
-            marked = await self.db.run(partial(_want, cfg.node_id, donor, count))
+            marked = await self._db_run(partial(_want, cfg.node_id, donor, count))
             for device_id in marked:
                 self._pending[device_id] = now
                 self._asked_at.append(now)
