@@ -173,6 +173,19 @@ async def test_an_incomplete_event_is_not_handed_to_go(tmp_path: Path, fake_go: 
     assert ev.content == PollVote("3EB0POLL") and go.got == []
 
 
+async def test_a_wrapped_vote_is_delivered_undecrypted(tmp_path: Path, fake_go: Any) -> None:  # noqa: F811
+    """whatsmeow unwraps a message before its event; one it left wrapped (an ephemeral
+    wrapper here) is still one vote, but Go's DecryptPollVote reads the top level only."""
+    event = vote_event()
+    inner = nz.Message()
+    inner.CopyFrom(event)
+    event.Message.ClearField("pollUpdateMessage")
+    event.Message.ephemeralMessage.message.CopyFrom(inner.Message)
+    go = Go(chosen=[sha("Yes")])
+    (ev,), _ = await deliver_vote(tmp_path, fake_go, go, event)
+    assert ev.content == PollVote("3EB0POLL") and go.got == []
+
+
 async def test_a_slow_decryption_delivers_the_vote_undecrypted(
     tmp_path: Path, fake_go: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:

@@ -68,8 +68,13 @@ async def decrypted(
     except Exception:
         log.warning("poll vote %s: not a message event", received.message_id)
         return received
-    if not event.Message.HasField("pollUpdateMessage") or not safe_for_go(event):
-        log.warning("poll vote %s: not decrypted (incomplete event)", received.message_id)
+    if not event.Message.HasField("pollUpdateMessage"):  # inside a wrapper whatsmeow kept
+        log.warning("poll vote %s: not decrypted (not a top-level pollUpdateMessage)",
+                    received.message_id)
+        return received
+    if not safe_for_go(event):
+        log.warning("poll vote %s: not decrypted (the event misses fields Go needs)",
+                    received.message_id)
         return received
     result: PollVoteMessage | None = None
     with trio.move_on_after(DECRYPT_SECONDS):
