@@ -12,11 +12,12 @@ from typing import cast
 import attrs
 import sqlite_utils
 
-from storage.events import SqliteEvents
 from storage.history import SqliteMessageHistory
 from storage.message_actions import SqliteMessageActions
 from storage.pg.credentials import PgCredentials
 from storage.pg.devices import PgDevices, PgHistory
+from storage.pg.events import PgEvents
+from storage.pg.leases import PgLeases
 from storage.pg.messages import PgMessages
 from storage.pg.outbox import PgOutbox
 from storage.pg.qr import PgQr
@@ -40,7 +41,9 @@ class PgRepositories:
     sends: SqliteSends
     message_actions: SqliteMessageActions
     reads: SqliteReads
-    events: SqliteEvents
+    events: PgEvents
+    #: Cluster membership and device leases (PostgreSQL only: :mod:`storage.pg.leases`).
+    leases: PgLeases
     #: The QR code each pairing device shows (PostgreSQL only: :mod:`storage.pg.qr`).
     qr: PgQr
 
@@ -63,6 +66,7 @@ class PgRepositories:
             sends=SqliteSends(db),
             message_actions=SqliteMessageActions(db),
             reads=SqliteReads(db),
-            events=SqliteEvents(db),
+            events=PgEvents(db),
+            leases=PgLeases(sql),
             qr=PgQr(sql),
         )
