@@ -46,6 +46,7 @@ import httpx
 import trio
 from quart import Quart, Response, current_app, g, request
 from quart.wrappers.response import ResponseBody
+from werkzeug.datastructures import Headers
 
 from api import cluster_signing
 from api.auth import Principal
@@ -270,7 +271,7 @@ async def before_request() -> Response | None:
         return None
     state = current_state()
     cluster: Cluster | None = state.sup.cluster
-    forwarded = cluster_signing.is_forwarded(request.headers)
+    forwarded = cluster_signing.is_forwarded(_signature_headers())
     if forwarded:
         await _check_signature(cluster)
     if cluster is None:
@@ -310,6 +311,12 @@ def _moving(device_id: int, retry: float, why: str) -> ApiError:
                     headers={"Retry-After": retry_after(retry)})
 
 
+def _signature_headers() -> dict[str, str]:
+    """The request's forwarding headers (named as :mod:`api.cluster_signing` names them)."""
+    return {name: value for name in cluster_signing.HEADERS
+            if (value := request.headers.get(name)) is not None}
+
+
 def _wire_path() -> bytes:
     """The request's path and query as they came on the wire."""
     raw = request.scope.get("raw_path") or request.path.encode()
@@ -326,7 +333,7 @@ async def _check_signature(cluster: Cluster | None) -> None:
     assert isinstance(body, bytes)
     try:
         cluster_signing.verify(cluster.secret, request.method, _wire_path(), body,
-                               request.headers, now=now_epoch())
+                               _signature_headers(), now=now_epoch())
     except cluster_signing.BadSignature as exc:
         log.warning("forwarded request refused: %s", exc)
         raise ApiError(401, "AUTHENTICATION_FAILED", f"forwarded request refused: {exc}") from None
@@ -386,8 +393,8 @@ def _unreachable(where: str, exc: Exception) -> ApiError:
 
 def _answer(upstream: httpx.Response, stream: bool) -> Response:
     """The caller's answer: the owner's status, end-to-end headers and body."""
-    headers = [(name, value) for name, value in upstream.headers.multi_items()
-               if name.lower() not in _HOP_BY_HOP]
+    headers = Headers([(name, value) for name, value in upstream.headers.multi_items()
+                       if name.lower() not in _HOP_BY_HOP])
     if not stream:
         return Response(upstream.content, status=upstream.status_code, headers=headers)
     response = Response(_StreamedBody(upstream), status=upstream.status_code, headers=headers)

@@ -29,12 +29,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 
 import attrs
 import trio
 
 import storage
 from storage.models import DeviceRow
+from storage.pg.store import PgStore
 
 from ..devices import Devices
 from ..directory import DeviceDirectory
@@ -82,8 +84,7 @@ class Mirror:
                 if RELOAD in batch:
                     await self._settle(self.reload)
                 else:
-                    ids = _ids(batch)
-                    await self._settle(lambda: self.refresh(ids))
+                    await self._settle(partial(self.refresh, _ids(batch)))
 
     async def _settle(self, work: Callable[[], Awaitable[None]]) -> None:
         """Do ``work``; on a database failure, reload every row until one succeeds."""
@@ -150,3 +151,14 @@ async def outbound_counts(devices: Devices, device_id: int) -> tuple[int, int]:
         return devices.outbound_counts(device_id)
     sends = await devices.db.run(lambda r: r.sends.open(device_id))
     return len(sends), sum(1 for s in sends if s.stuck)
+
+
+async def start_mirror(devices: Devices, nursery: trio.Nursery) -> Mirror:
+    """Run a :class:`Mirror` of ``devices``' directory in ``nursery`` (a cluster node: the
+    database is PostgreSQL); returns it once listening with every row loaded."""
+    cluster = devices.cluster
+    db = devices.db
+    assert cluster is not None and isinstance(db, PgStore), "a cluster node on PostgreSQL"
+    mirror = Mirror(db, db.listen, devices.directory, owns=cluster.owns)
+    await nursery.start(mirror.run)
+    return mirror

@@ -35,6 +35,7 @@ from common.clock import now_epoch
 from storage.pg.qr import StoredQr
 from storage.pg.repositories import PgRepositories
 
+from ..context import ActorContext
 from ..devices import Devices
 from ..errors import DeviceConflict
 from ..qr import QrAttempt
@@ -128,3 +129,12 @@ async def current_qr(devices: Devices, ref: str | int) -> QrAttempt:
     if found is None:
         raise DeviceConflict("the QR code is not ready yet, try again shortly")
     return found
+
+
+async def start_qr_store(devices: Devices, ctx: ActorContext, nursery: trio.Nursery) -> QrStore:
+    """Store the QR codes the actors of ``ctx`` show, from ``nursery`` (a cluster node)."""
+    assert devices.cluster is not None
+    store = QrStore(devices.db, devices.cluster.node_id)
+    ctx.qr_listeners.append(store.shown)
+    await nursery.start(store.run)
+    return store
