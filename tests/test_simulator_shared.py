@@ -49,7 +49,7 @@ class SharedSimulator:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        with open(self.log, "ab") as log:
+        with open(self.log, "ab") as log:  # noqa: ASYNC230
             self.process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "api.cli", "simulator", "serve", "--port", str(self.port),
                  "--latency", "0.05", "--log-level", "warning"],
@@ -110,13 +110,13 @@ class Node:
 
     async def wait_status(self, sid: str, *statuses: str, within: float = DEADLINE) -> str:
         with trio.fail_after(within):
-            while (status := (await self.device(sid))["status"]) not in statuses:
+            while (status := (await self.device(sid))["status"]) not in statuses:  # noqa: ASYNC110
                 await trio.sleep(0.05)
         return str(status)
 
     async def wait_qr(self, sid: str) -> dict[str, Any]:
         with trio.fail_after(DEADLINE):
-            while (r := await self.api.get(f"/devices/{sid}/qr")).status_code != 200:
+            while (r := await self.api.get(f"/devices/{sid}/qr")).status_code != 200:  # noqa: ASYNC110
                 await trio.sleep(0.05)
         data: dict[str, Any] = r.json()["data"]
         return data
@@ -193,7 +193,7 @@ async def test_a_node_pairs_sends_and_receives_through_the_shared_simulator(
                                  json={"messageId": sent["messageId"], "status": "read"})
             data(r)
             with trio.fail_after(DEADLINE):
-                while data(await a.api.get(f"/devices/{sid}/messages/{sent['messageId']}"))[
+                while data(await a.api.get(f"/devices/{sid}/messages/{sent['messageId']}"))[  # noqa: ASYNC110
                         "status"] != "read":
                     await trio.sleep(0.05)
 
@@ -230,7 +230,7 @@ async def test_a_node_pairs_sends_and_receives_through_the_shared_simulator(
                                   json={"reason": "stream_replaced"}))
             device = await a.device(sid)
             with trio.fail_after(DEADLINE):
-                while (device := await a.device(sid))["status"] == "connected":
+                while (device := await a.device(sid))["status"] == "connected":  # noqa: ASYNC110
                     await trio.sleep(0.05)
             assert device["statusReason"] == "stream_replaced"
 
