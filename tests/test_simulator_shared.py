@@ -25,6 +25,16 @@ import trio
 
 from api.cli import parse_options
 from api.cli_serve import serve_config
+from supervisor import engine as eng
+from supervisor import message_content as mc
+from supervisor.engine_contacts import ContactsApi
+from supervisor.engine_groups import GroupsApi
+from supervisor.engines import simulator_wire as wire
+from supervisor.engines.simulator_controls import SimulatorControls
+from supervisor.engines.simulator_server import SimulatedCrash
+from supervisor.errors import DeliveryFailed, EngineError, InvalidRequest, WhatsAppForbidden
+from supervisor.outgoing import Outgoing, Target
+from supervisor.payloads import CallReceived
 from tests.media_support import PNG
 from tests.pg_support import TestPostgres
 from tests.server_process import Launcher
@@ -169,6 +179,46 @@ def test_the_simulator_url_flag_and_variable(tmp_path: Path) -> None:
             assert exc.code == 2
         else:
             raise AssertionError(f"accepted {wrong}")
+
+
+def test_every_session_call_and_control_crosses_the_wire_typed() -> None:
+    calls = set(wire.SESSION_METHODS) | set(wire.DEVICE_METHODS)
+    for protocol, prefix in ((ContactsApi, "contacts."), (GroupsApi, "groups.")):
+        assert {n for n in vars(protocol) if not n.startswith("_")} <= {
+            c.removeprefix(prefix) for c in calls if c.startswith(prefix)}
+    assert {"start_pairing", "connect", "send", "download", "mark_read", "logout",
+            "delete"} <= calls
+    assert set(wire.CONTROL_METHODS) == {n for n in vars(SimulatorControls)
+                                         if not n.startswith("_")}
+    message = Outgoing(mc.Reaction("3EB0AA", "+1"), target=Target(
+        "3EB0AA", "1@s.whatsapp.net", None, True, "msg_1", "text", "2026-01-01T00:00:00Z"))
+    args = {"to_jid": "1@s.whatsapp.net", "message": message, "media": b"\x00\xff"}
+    sent = wire.encode_args(wire.SESSION_METHODS, "send", args)
+    assert wire.decode_args(wire.SESSION_METHODS, "send", sent) == args
+    for refused in ({"to_jid": 1}, {**sent, "extra": 1}, [1]):
+        try:
+            wire.decode_args(wire.SESSION_METHODS, "send", refused)
+        except wire.WireError:
+            pass
+        else:
+            raise AssertionError(refused)
+    events: list[eng.EngineEvent] = [
+        eng.QrCode("2@x"), eng.Paired("1@s.whatsapp.net", "+1", "A"),
+        eng.Disconnected("stream_replaced", retry=eng.Retry.HOLD),
+        eng.MessageReceived("3A", "c@g.us", "s@s.whatsapp.net", "hi", is_group=True,
+                            quoted=mc.Quoted("3B", chat="c@g.us")),
+        eng.Notice(CallReceived("c1", "s@s.whatsapp.net", video=True)),
+    ]
+    for event in events:
+        assert wire.decode_event(wire.encode_event(event)) == event
+    for error in (EngineError("not_connected", True), DeliveryFailed("device_deleted"),
+                  InvalidRequest("wrong pair code", "code"), SimulatedCrash("fault"),
+                  WhatsAppForbidden("not_admin", "only admins")):
+        encoded = wire.encode_error(error)
+        assert encoded is not None
+        back = wire.decode_error(encoded)
+        assert type(back) is type(error) and str(back) == str(error)
+        assert vars(back) == vars(error)
 
 
 async def test_a_node_pairs_sends_and_receives_through_the_shared_simulator(
