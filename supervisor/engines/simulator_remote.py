@@ -73,6 +73,8 @@ log = logging.getLogger("wasup.simulator_remote")
 HTTP_TIMEOUT = 60.0
 #: Seconds to open a connection before the simulated WhatsApp counts as unreachable.
 CONNECT_TIMEOUT = 10.0
+#: Seconds a stop waits for the process to let the device go.
+BYE_TIMEOUT = 2.0
 #: Events that end the connection they arrive on.
 _ENDINGS = (Disconnected, LoggedOut, TemporaryBan)
 
@@ -188,7 +190,18 @@ class RemoteSession:
             await self.engine.credentials.delete(self.device_id)
 
     async def stop(self) -> None:
-        self.close_link()
+        """End the connection: the process lets the device go (``bye``) before this returns,
+        so a node taking the device over next never finds it still connected here."""
+        link, self._link = self._link, None
+        if link is None:
+            return
+        if link.ws is not None and not link.scope.cancel_called:
+            with trio.move_on_after(BYE_TIMEOUT):
+                try:
+                    await _exchange(link, {"t": "bye"})
+                except EngineError:
+                    pass  # the connection is gone already
+        link.close(stopped=True)
 
     async def delete(self) -> None:
         """Stop and wipe credentials; the simulated WhatsApp forgets the device (when it is
@@ -231,21 +244,7 @@ class RemoteSession:
                                    "args": wire.encode_args(wire.SESSION_METHODS, method, named)}
         if credentials is not None:
             message["credentials"] = wire.converter.unstructure(credentials)
-        link.counter += 1
-        n, done, answer = link.counter, trio.Event(), list[Mapping[str, Any]]()
-        message["n"] = n
-        link.calls[n] = (done, answer)
-        try:
-            await link.ws.send_message(json.dumps(message))
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError,
-                trio.ClosedResourceError):
-            link.calls.pop(n, None)
-            raise EngineError("connection_lost", recoverable=True) from None
-        try:
-            await done.wait()
-        finally:
-            link.calls.pop(n, None)
-        reply = answer[0]
+        reply = await _exchange(link, message)
         if reply.get("t") == "error":
             raise wire.decode_error(reply)
         return wire.decode_result(wire.SESSION_METHODS, method, reply.get("value"))
@@ -365,6 +364,27 @@ class RemoteSession:
             link.close(stopped=False)
             self._link = None
         self.sink(event)
+
+
+async def _exchange(link: _Link, message: dict[str, Any]) -> Mapping[str, Any]:
+    """Send ``message`` (numbered here) over ``link``; the process's answer to it.
+
+    Error handling: a recoverable ``EngineError`` when the connection ends first.
+    """
+    assert link.ws is not None
+    link.counter += 1
+    n, done, answer = link.counter, trio.Event(), list[Mapping[str, Any]]()
+    message["n"] = n
+    link.calls[n] = (done, answer)
+    try:
+        await link.ws.send_message(json.dumps(message))
+        await done.wait()
+    except (trio_websocket.ConnectionClosed, trio.BrokenResourceError,
+            trio.ClosedResourceError):
+        raise EngineError("connection_lost", recoverable=True) from None
+    finally:
+        link.calls.pop(n, None)
+    return answer[0]
 
 
 def _named(method: str, args: tuple[object, ...], kwargs: Mapping[str, object],

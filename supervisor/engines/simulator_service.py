@@ -15,7 +15,8 @@ linked devices' credentials, offline queues, groups, contacts, media files) and 
 A connection carries JSON messages (:mod:`supervisor.engines.simulator_wire` encodes every
 value). The node sends ``{"t": "call", "n", "method", "args"}`` for a session call of
 ``SESSION_METHODS`` (``connect`` also carries the device's stored ``credentials``, base64) and
-``{"t": "ack" | "nack", "n"}`` for a delivery; the process answers ``{"t": "result" | "error",
+``{"t": "ack" | "nack", "n"}`` for a delivery, ``{"t": "bye", "n"}`` when it stops the
+device (the process lets the device go before it answers); the process answers ``{"t": "result" | "error",
 "n", ...}`` and reports what the device learns as ``{"t": "event", "event"}``, or ``{"t":
 "deliver", "n", "event"}`` for a message or a pairing the node must commit first (a pairing
 carries the new credentials, which the node stores as the device's side). A delivery counts
@@ -248,6 +249,9 @@ def create_service_app(service: SimulatorService) -> QuartTrio:
                     kind = message.get("t")
                     if kind == "call":
                         nursery.start_soon(_call, service, link, message)
+                    elif kind == "bye":  # the node stops the device: it is let go at once
+                        link.send({"t": "result", "n": message.get("n"), "value": None})
+                        service.detach(link)
                     elif kind in ("ack", "nack"):
                         waiting = link.deliveries.get(message.get("n"))
                         if waiting is not None:
