@@ -12,11 +12,11 @@ from typing import cast
 import attrs
 import sqlite_utils
 
-from storage.events import SqliteEvents
 from storage.history import SqliteMessageHistory
 from storage.message_actions import SqliteMessageActions
 from storage.pg.credentials import PgCredentials
 from storage.pg.devices import PgDevices, PgHistory
+from storage.pg.events import PgEvents
 from storage.pg.messages import PgMessages
 from storage.pg.outbox import PgOutbox
 from storage.pg.settings import PgSettings
@@ -39,7 +39,7 @@ class PgRepositories:
     sends: SqliteSends
     message_actions: SqliteMessageActions
     reads: SqliteReads
-    events: SqliteEvents
+    events: PgEvents
 
     @classmethod
     def bind(cls, sql: PgSql) -> PgRepositories:
@@ -60,5 +60,5 @@ class PgRepositories:
             sends=SqliteSends(db),
             message_actions=SqliteMessageActions(db),
             reads=SqliteReads(db),
-            events=SqliteEvents(db),
+            events=PgEvents(db),
         )

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
 
@@ -43,6 +43,7 @@ from storage.interface import Repositories
 from storage.jobs import Job, set_all, wait_done
 from storage.models import DatabaseStatistics, Outage
 from storage.outage import RETRY_AFTER, OutageWatch
+from storage.pg.listen import Listener, connector
 from storage.pg.migrations import MIGRATIONS, Migration, migrate
 from storage.pg.repositories import PgRepositories
 from storage.pg.sql import PgSql, configure
@@ -106,6 +107,8 @@ class PgStore:
     _connect_timeout: float
     _token: trio.lowlevel.TrioToken
     _watch: OutageWatch
+    _url: str = ""
+    _listener: Listener | None = None
     _closing: bool = False
     _running: int = 0  # worker threads busy with a job
     _waiting: deque[Job[Any]] = attrs.field(factory=deque)  # jobs submitted, no thread yet
@@ -142,6 +145,19 @@ class PgStore:
             error, job.error = job.error, None
             raise error
         return job.value  # type: ignore[return-value]  # None only for a job returning None
+
+    def listen(
+        self, channel: str
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[str]]:
+        """The payloads of the notifications on ``channel`` (``"*"``: some may have been
+        lost, reload), from transactions that commit once this is entered; see
+        :mod:`storage.pg.listen` (one listening connection for the store, opened on first use).
+
+        Raises: ValueError for a bad channel name, RuntimeError once the store is closing.
+        """
+        if self._listener is None:
+            self._listener = Listener(self.label, connector(self._url), self._token)
+        return self._listener.subscribe(channel)
 
     @property
     def outage(self) -> Outage | None:
@@ -216,6 +232,8 @@ class PgStore:
     async def _aclose(self) -> None:
         """Refuse new jobs, let the running ones finish, close the pool. Idempotent."""
         self._closing = True
+        if self._listener is not None:
+            await self._listener.aclose()
         if self._running:
             if holds_virtual_time():
                 while self._running:  # see storage.jobs.wait_done
@@ -294,6 +312,7 @@ async def open_postgres(
         connect_timeout=connect_timeout,
         token=trio.lowlevel.current_trio_token(),
         watch=OutageWatch(label),
+        url=url,
     )
     try:
         yield store
