@@ -274,6 +274,9 @@ async def test_a_node_pairs_sends_and_receives_through_the_shared_simulator(
 
             # The network drops: the device reconnects by itself.
             data(await a.api.post(f"/simulator/devices/{sid}/disconnect", json={}))
+            with trio.fail_after(DEADLINE):
+                while (await sim.stats())["connections"] < 2:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
             await a.wait_status(sid, "connected")
             # WhatsApp reports a failure: the same statuses as in process.
             data(await a.api.post(f"/simulator/devices/{sid}/fail",
