@@ -40,6 +40,7 @@ from storage.models import DeviceRow
 from supervisor.engines.simulator import FailReason
 from supervisor.engines.simulator_controls import SimulatorControls, simulator_controls
 from supervisor.errors import DeviceConflict, InvalidRequest
+from supervisor.message_content import PollVote
 
 bp = Blueprint("simulator", __name__)
 
@@ -95,8 +96,14 @@ async def unlink(device_id: str) -> Response:
 async def incoming_message(device_id: str) -> Response:
     engine, row = _target(device_id)
     req = sim_incoming(await _body_or_empty())
+    content = req.content
+    if isinstance(content, PollVote):  # a vote names the device's own poll by WhatsApp's id
+        poll_id = content.target_id
+        send = await current_state().sup.db.run(lambda r: r.sends.get(row.id, poll_id))
+        if send is not None and send.wa_id is not None:
+            content = attrs.evolve(content, target_id=send.wa_id)
     incoming = await engine.incoming_message(
-        row.id, req.sender, req.text, req.content, req.quoted, req.push_name, req.media)
+        row.id, req.sender, req.text, content, req.quoted, req.push_name, req.media)
     data = {"sessionId": row.session_id, "messageId": incoming.message_id}
     if incoming.delivered:
         return ok({**data, "status": "delivered"}, "Message delivered.")
