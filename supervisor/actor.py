@@ -325,7 +325,8 @@ class DeviceActor:
         events: list[Event] = []
 
         def job(r: storage.Repositories) -> DeviceRow | None:
-            message = polls.name_vote(r.message_actions, self.id, ev)  # a vote's options
+            # a vote's options named after the stored poll (supervisor/polls.py)
+            message = polls.name_vote(r.message_actions, self.id, ev)
             received = incoming.store(r.messages, self.id, message, at)
             if received is None:
                 return None  # WhatsApp delivered this message before: nothing new
