@@ -167,6 +167,10 @@ class DbQueueStore:
 
 
 def make_engine(config: Config, db: storage.Store) -> eng.Engine:
+    if config.engine == "simulator" and config.simulator_url:
+        from .engines.simulator_remote import RemoteSimulatorEngine
+
+        return RemoteSimulatorEngine(config.simulator_url, DbCredentialStore(db))
     if config.engine == "simulator":
         return SimulatorEngine(
             DbCredentialStore(db), queue=DbQueueStore(db), seed=config.simulator_seed,

@@ -91,7 +91,9 @@ async def decrypted(
         log.warning("poll vote %s: not decrypted (no pollUpdateMessage)", received.message_id)
         return received
     if inner is not event.Message:  # Go reads the vote at the top level only
-        event.Message.CopyFrom(inner)
+        vote_message = WAMessage()
+        vote_message.CopyFrom(inner)  # a copy first: inner lives inside event.Message
+        event.Message.CopyFrom(vote_message)
     if not safe_for_go(event):
         log.warning("poll vote %s: not decrypted (the event misses fields Go needs)",
                     received.message_id)
