@@ -286,10 +286,15 @@ async def test_a_node_pairs_sends_and_receives_through_the_shared_simulator(
                 while (device := await a.device(sid))["status"] == "connected":  # noqa: ASYNC110
                     await trio.sleep(0.05)
             assert device["statusReason"] == "stream_replaced"
+            # The phone unlinks the device while it is away: WhatsApp refuses its next login.
+            data(await a.api.post(f"/simulator/devices/{sid}/unlink", json={}))
+            data(await a.api.post(f"/devices/{sid}/login"))
+            await a.wait_status(sid, "logged_out")
+            assert (await a.device(sid))["statusReason"] == "unlinked"
 
             stats = await sim.stats()
             assert stats["streamReplaced"] == 0  # fail() is WhatsApp's report, not a double
-            assert stats["connections"] == 2  # the pairing (then its login), the reconnect
+            assert stats["connections"] == 3  # the pairing (then its login), reconnect, login
             assert await sim.stop(signal.SIGTERM) == 0  # a clean stop
 
 
