@@ -26,10 +26,10 @@ SECRET = "cluster-e2e-secret"
 DEADLINE = 60.0
 
 
-def _args(url: str, name: str, port: int) -> tuple[str, ...]:
+def _args(url: str, name: str, port: int, *more: str) -> tuple[str, ...]:
     return ("--database", url, "--node-id", name, "--advertise-url",
             f"http://127.0.0.1:{port}", "--cluster-secret", SECRET, "--qr-wait", "0",
-            "--rate-burst", "1000")
+            "--rate-burst", "1000", *more)
 
 
 def _api(port: int) -> httpx.AsyncClient:
@@ -61,7 +61,8 @@ async def test_node_a_answers_for_a_device_node_b_runs(
     (tmp_path / "b").mkdir()
     with trio.fail_after(300):
         async with (
-            Launcher(tmp_path / "a" / "data", port_a, env, _args(url, "a", port_a)) as node_a,
+            Launcher(tmp_path / "a" / "data", port_a, env,
+                     _args(url, "a", port_a, "--capacity", "1")) as node_a,
             Launcher(tmp_path / "b" / "data", port_b, env, _args(url, "b", port_b)) as node_b,
             _api(port_a) as a,
             _api(port_b) as b,
@@ -70,6 +71,21 @@ async def test_node_a_answers_for_a_device_node_b_runs(
             await node_b.start()
             await wait_ready(a)
             await wait_ready(b)
+
+            # created on A, which has room for one device: the second runs on B
+            r = await a.post("/devices", json={"userId": "u1", "alias": "On A"})
+            assert r.status_code == 201, r.text
+            on_a = r.json()["data"]["sessionId"]
+            r = await a.post("/devices", json={"userId": "u1", "alias": "No room on A"})
+            assert r.status_code == 201, r.text
+            moved = r.json()["data"]["sessionId"]
+            with trio.fail_after(DEADLINE):
+                while (await a.get(f"/devices/{moved}/qr")).status_code != 200:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            # node B answers for the device on A alike
+            login_b, login_a = await b.post(f"/devices/{on_a}/login"), await a.post(
+                f"/devices/{on_a}/login")
+            assert login_b.status_code == 200 and login_b.json() == login_a.json()
 
             # created on B: B runs it; A knows it at once
             r = await b.post("/devices", json={"userId": "u1", "alias": "On B"})
