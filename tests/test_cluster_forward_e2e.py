@@ -130,6 +130,16 @@ async def test_node_a_answers_for_a_device_node_b_runs(
             await _until_status(b, sid, "connected")
             device_a, device_b = await _data(a, f"/devices/{sid}"), await _data(b, f"/devices/{sid}")
             assert device_a == device_b
+            # a write on B, read on A: within a fraction of a second
+            r = await b.put(f"/devices/{sid}", json={"description": "written on B"})
+            assert r.status_code == 200, r.text
+            started = trio.current_time()
+            with trio.fail_after(DEADLINE):
+                while (await _data(a, f"/devices/{sid}"))["description"] != "written on B":  # noqa: ASYNC110
+                    await trio.sleep(0.005)
+            seconds = trio.current_time() - started
+            print(f"a device row written on B read on A after {seconds * 1000:.0f} ms")
+            assert seconds < 2.0  # typically ~0.1 s; loose for a loaded test machine
             qr_gone = await a.get(f"/devices/{sid}/qr")
             assert qr_gone.status_code == 409, qr_gone.text  # not pairing any more
 
