@@ -7,6 +7,7 @@ Each option has an environment variable (the flag wins over the variable)::
     --data-dir               WASUP_DATA_DIR               ./data
     --database               WASUP_DATABASE_URL           (none: SQLite in the data directory)
     --engine                 WASUP_ENGINE                 whatsmeow  (or simulator)
+    --simulator-url          WASUP_SIMULATOR_URL          (none: the simulator runs in process)
     --max-concurrent-logins  WASUP_MAX_CONCURRENT_LOGINS  5
     --rate-limit             WASUP_RATE_LIMIT             50   requests/second per credential
     --rate-burst             WASUP_RATE_BURST             100
@@ -28,6 +29,8 @@ Each option has an environment variable (the flag wins over the variable)::
     --media-max-sticker      WASUP_MEDIA_MAX_STICKER      1048576     largest sticker sent
     --media-url-timeout      WASUP_MEDIA_URL_TIMEOUT      30          seconds fetching a media URL may take
     --media-download-timeout WASUP_MEDIA_DOWNLOAD_TIMEOUT 120         seconds a download from WhatsApp may take
+    --node-id, --advertise-url, --cluster-secret, --capacity, --lease-…: a cluster node
+                             (api/cli_cluster.py; WASUP_NODE_ID, … ; docs/cluster.md)
                              WASUP_API_TOKEN              operator token (see below)
                              WASUP_WEBHOOK_ALLOW_NETWORKS comma-separated CIDRs
 
@@ -61,13 +64,13 @@ from pathlib import Path
 import attrs
 import trio
 
-from api import startup
+from api import cli_cluster, startup
 from api.cli_client import TOKEN_FILE
 from api.logging import LOG_FORMATS, configure
 from api.ratelimit import RateLimitPolicy
 from api.server import serve
 from api.state import ApiSettings, WsSettings
-from supervisor.config import Config, ContactsConfig, MediaConfig
+from supervisor.config import ClusterConfig, Config, ContactsConfig, MediaConfig
 from supervisor.runtime import tune_gc
 
 log = logging.getLogger("wasup.cli")
@@ -128,6 +131,8 @@ class ServeOptions:
     contacts: ContactsConfig = CONFIG_DEFAULTS.contacts
     metrics_device_labels: bool = False
     database_url: str | None = None
+    simulator_url: str | None = None  # a shared simulator (wasup simulator serve)
+    cluster: ClusterConfig | None = None
 
 
 def _env(env: Mapping[str, str], name: str, default: str) -> str:
@@ -163,6 +168,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Ma
     serve.add_argument(
         "--engine", choices=ENGINES, default=_env(env, "WASUP_ENGINE", "whatsmeow"),
         help="whatsmeow (real WhatsApp through neonize) or simulator (default whatsmeow)",
+    )
+    serve.add_argument(
+        "--simulator-url", default=env.get("WASUP_SIMULATOR_URL") or None,
+        help="with --engine simulator: use the shared simulator (wasup simulator serve) at "
+        "this http:// URL instead of one in process",
     )
     serve.add_argument(
         "--max-concurrent-logins",
@@ -253,6 +263,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Ma
             default=_env(env, CONTACTS_ENV[field.name], str(field.default)),
             help=f"{CONTACTS_HELP[field.name]} (default {field.default})",
         )
+    cli_cluster.add_arguments(serve, env)
 
 
 def options_from(
@@ -287,6 +298,10 @@ def options_from(
         parser.error("event-retention-days must be 0 (no limit) or more")
     if args.database_url is not None and not args.database_url.startswith(DATABASE_SCHEMES):
         parser.error("database must be a postgresql:// URL")
+    if args.simulator_url is not None and (
+        args.engine != "simulator" or not args.simulator_url.startswith(("http://", "https://"))
+    ):
+        parser.error("simulator-url must be an http:// URL, with --engine simulator")
     media = MediaConfig(**{f.name: getattr(args, "media_" + f.name) for f in MEDIA_FIELDS})
     for field in MEDIA_FIELDS:
         value = getattr(media, field.name)
@@ -327,6 +342,8 @@ def options_from(
         contacts=contacts,
         metrics_device_labels=args.metrics_device_labels,
         database_url=args.database_url,
+        simulator_url=args.simulator_url,
+        cluster=cli_cluster.cluster_from(args, parser),
     )
 
 
@@ -377,6 +394,7 @@ def serve_config(options: ServeOptions) -> Config:
         data_dir=options.data_dir,
         database_url=options.database_url,
         engine=options.engine,
+        simulator_url=options.simulator_url,
         max_concurrent_logins=options.max_concurrent_logins,
         allow_networks=options.webhook_allow_networks,
         message_retention_days=options.message_retention_days,
@@ -384,6 +402,7 @@ def serve_config(options: ServeOptions) -> Config:
         event_retention_days=options.event_retention_days,
         media=options.media,
         contacts=options.contacts,
+        cluster=options.cluster,
     )
 
 

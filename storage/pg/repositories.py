@@ -17,8 +17,10 @@ from storage.message_actions import SqliteMessageActions
 from storage.pg.credentials import PgCredentials
 from storage.pg.devices import PgDevices, PgHistory
 from storage.pg.events import PgEvents
+from storage.pg.leases import PgLeases
 from storage.pg.messages import PgMessages
 from storage.pg.outbox import PgOutbox
+from storage.pg.qr import PgQr
 from storage.pg.settings import PgSettings
 from storage.pg.sql import PgSql
 from storage.reads import SqliteReads
@@ -40,6 +42,10 @@ class PgRepositories:
     message_actions: SqliteMessageActions
     reads: SqliteReads
     events: PgEvents
+    #: Cluster membership and device leases (PostgreSQL only: :mod:`storage.pg.leases`).
+    leases: PgLeases
+    #: The QR code each pairing device shows (PostgreSQL only: :mod:`storage.pg.qr`).
+    qr: PgQr
 
     @classmethod
     def bind(cls, sql: PgSql) -> PgRepositories:
@@ -61,4 +67,6 @@ class PgRepositories:
             message_actions=SqliteMessageActions(db),
             reads=SqliteReads(db),
             events=PgEvents(db),
+            leases=PgLeases(sql),
+            qr=PgQr(sql),
         )
