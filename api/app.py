@@ -64,7 +64,6 @@ from api.ws import endpoint as ws_endpoint
 from supervisor.autoreply import AutoReply
 from supervisor.devices import Devices
 from supervisor.engines.simulator_controls import simulator_controls
-from supervisor.errors import NotFound
 
 log = logging.getLogger("wasup.api")
 
@@ -185,9 +184,6 @@ async def _authenticate() -> None:
         refuse(state, _client_address())
     g.rate_limit_headers = charge(state, principal)
     g.principal = principal
-    if any("\x00" in str(value) for value in (request.view_args or {}).values()):
-        # No stored id holds a NUL (PostgreSQL refuses one in any statement): nothing by it.
-        raise NotFound("no such resource")
     if media_route:
         try:
             body = await request.get_data()

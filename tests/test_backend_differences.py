@@ -43,7 +43,7 @@ async def test_a_chat_holding_a_nul_names_no_chat(tmp_path: Path) -> None:
         r = await api.post("/devices", json={"userId": "u1", "alias": "Shop"})
         sid = r.json()["data"]["sessionId"]
         r = await api.get(f"/devices/{sid}/chats/155500%0001/messages")
-        assert r.status_code == 404, r.text
+        assert r.status_code in (400, 404), r.text
         r = await api.get(f"/devices/{sid}/chats", params={"q": "a\x00b"})
         assert r.status_code < 500, r.text
         r = await api.get("/events", params={"sessionId": "a\x00b", "type": "qr\x00code"})
