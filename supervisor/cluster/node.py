@@ -99,6 +99,14 @@ class ClusterNode:
         row = await self.db.run(lambda r: leases_of(r).owner(device_id))
         return None if row is None else NodeInfo.of(row)
 
+    async def owner_id(self, device_id: int) -> str | None:
+        """The id of the node holding the device's live lease (this one's without a query),
+        or None while it moves."""
+        if self.owns(device_id):
+            return self.node_id
+        owner = await self.owner(device_id)
+        return None if owner is None else owner.node_id
+
     async def nodes(self) -> list[NodeInfo]:
         """Every node of the cluster, by id."""
         rows = await self.db.run(lambda r: leases_of(r).nodes())
