@@ -204,6 +204,9 @@ async def serve(
                 race.start_soon(first, stop.wait)
                 if shutdown_trigger is not None:
                     race.start_soon(first, shutdown_trigger)
+            # A cluster node hands its devices over first (docs/cluster.md), while it answers.
+            if sup.cluster is not None:
+                await sup.cluster.drain()
             # WebSocket clients get 1001 "server shutting down" within the grace period.
             close_streams(app)
 

@@ -16,13 +16,14 @@ while this node holds the device's lease and runs its actor. :meth:`ClusterNode.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import attrs
 import trio
 
 import storage
+from storage.models import DeviceRow
 from storage.pg.leases import NodeRow
 
 from ..children import DeviceSupervisor
@@ -112,9 +113,18 @@ class ClusterNode:
         rows = await self.db.run(lambda r: leases_of(r).nodes())
         return [NodeInfo.of(row) for row in rows]
 
-    async def adopt(self, device_id: int) -> bool:
-        """Claim a device just created on this node if there is room; whether it runs here."""
-        return await self.manager.adopt(device_id)
+    async def drain(self) -> None:
+        """Hand every device over and leave the cluster (shutdown; once: later calls return at
+        once). The node keeps answering meanwhile; its devices run elsewhere after."""
+        with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_DEADLINE):
+            await self.manager.drain()
+
+    async def create(
+        self, insert: Callable[[storage.Repositories], DeviceRow]
+    ) -> tuple[DeviceRow, bool]:
+        """Store a device created on this node and claim it in the same transaction if there is
+        room; the row and whether it runs here (:meth:`LeaseManager.create`)."""
+        return await self.manager.create(insert)
 
 
 @asynccontextmanager
@@ -127,14 +137,14 @@ async def open_node(
 ) -> AsyncIterator[ClusterNode]:
     """Join the cluster and run the lease manager in ``nursery``; yield the node.
 
-    Resource handling: on exit (normal or not) the node drains: every device is handed over
-    and the node's row removed, within ``DRAIN_DEADLINE`` seconds (shielded from cancellation);
-    what is left then expires by itself.
+    Resource handling: on exit (normal or not) the node drains (:meth:`ClusterNode.drain`, if
+    it did not before): every device is handed over and the node's row removed, within
+    ``DRAIN_DEADLINE`` seconds (shielded from cancellation); what is left expires by itself.
     """
     manager = LeaseManager(config, db, supervisor, directory)
     await nursery.start(manager.run)
+    node = ClusterNode(config, db, manager)
     try:
-        yield ClusterNode(config, db, manager)
+        yield node
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_DEADLINE):
-            await manager.drain()
+        await node.drain()
