@@ -49,7 +49,7 @@ import storage
 from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
-from . import actions, asks, calls, event_log, incoming, outbound, pacing, reads
+from . import actions, asks, calls, event_log, incoming, outbound, pacing, polls, reads
 from . import commands as cmd
 from . import engine as eng
 from . import state as sm
@@ -322,14 +322,17 @@ class DeviceActor:
     async def _received(self, ev: eng.MessageReceived) -> None:
         """Store an incoming message of any kind and publish it (see :mod:`.incoming`)."""
         at = now_iso()
-        events = [self._event(incoming.payload(ev, at), at)]
+        events: list[Event] = []
 
         def job(r: storage.Repositories) -> DeviceRow | None:
-            received = incoming.store(r.messages, self.id, ev, at)
+            # a vote's options named after the stored poll (supervisor/polls.py)
+            message = polls.name_vote(r.message_actions, self.id, ev)
+            received = incoming.store(r.messages, self.id, message, at)
             if received is None:
                 return None  # WhatsApp delivered this message before: nothing new
-            actions.apply_incoming(r, self.id, ev, at)
+            actions.apply_incoming(r, self.id, message, at)
             row = r.devices.increment_stats(self.id, received=received, at=at)
+            events[:] = [self._event(incoming.payload(message, at), at)]
             self._enqueue(r, events)
             return row
 
@@ -473,6 +476,9 @@ class DeviceActor:
         pending, stuck = self.outbound.counts() or (shown.pending_sends, shown.stuck_sends)
         if (not shown.live or shown.status is not self.state.status or shown.qr is not qr
                 or (shown.pending_sends, shown.stuck_sends) != (pending, stuck)):
+            if shown.qr is not qr:
+                for listener in self.ctx.qr_listeners:
+                    listener(self.id, qr)
             self.view.value = DeviceShown(self.state.status, qr, True, pending, stuck)
 
     def _event(self, payload: Payload, at: str) -> Event:
