@@ -1,0 +1,100 @@
+"""Webhook deliveries claimed by cluster nodes on PostgreSQL (storage/pg/outbox.py): a scan
+writes its claims with ``FOR UPDATE SKIP LOCKED``, so nodes scanning at once take disjoint rows
+without waiting for each other; another node's claim keeps a row out until it expires, then
+any node takes it; recording the attempt clears the claim. SQLite takes no claim (one node).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from common import clock
+from storage import Repositories, open_database
+from storage.models import Claim, DeliveryTarget
+from storage.pg import open_postgres
+from storage.pg.repositories import PgRepositories
+from storage.pg.sql import PgSql, configure
+from tests.pg_support import TestPostgres
+from tests.webhook_support import add_device, enqueue, envelope
+from tests.webhook_support import configure as configure_webhook
+
+TARGET = DeliveryTarget("http://127.0.0.1:9/hook", ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",))
+
+
+def claim(repos: Repositories, node: str, limit: int = 10, exclude: set[str] | None = None,
+          seconds: float = 30.0) -> list[str]:
+    due = repos.outbox.claim_due(
+        now=clock.now_epoch() + 1, limit=limit, exclude=exclude or set(),
+        target=lambda device_id: TARGET, claim=Claim(node, seconds),
+    )
+    return [row.id for row in due]
+
+
+@contextmanager
+def transaction(url: str) -> Iterator[PgRepositories]:
+    """The repositories in a transaction of a connection of its own, open for the body."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        configure(conn)
+        with conn.transaction():
+            yield PgRepositories.bind(PgSql(conn))
+
+
+def claims(url: str) -> dict[str, str | None]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT id, claimed_by FROM webhook_outbox").fetchall()
+    return {str(row[0]): None if row[1] is None else str(row[1]) for row in rows}
+
+
+async def test_nodes_claim_disjoint_rows_and_take_expired_claims(
+    postgres_server: TestPostgres,
+) -> None:
+    url = postgres_server.create_database()
+    async with open_postgres(url) as db:
+        device, session = await add_device(db)
+        await configure_webhook(db, device, TARGET.url)
+        assert await enqueue(db, device, *[envelope(session) for _ in range(6)]) == 6
+    with transaction(url) as a:
+        mine = claim(a, "a", limit=2)
+        # While a's scan holds its rows, b's scan passes them over instead of waiting.
+        with transaction(url) as b:
+            theirs = claim(b, "b")
+        assert len(mine) == 2 and len(theirs) == 4 and not set(mine) & set(theirs)
+    held = claims(url)
+    assert {held[i] for i in mine} == {"a"} and {held[i] for i in theirs} == {"b"}
+    with transaction(url) as c:
+        assert claim(c, "c") == []  # every row is claimed, and no claim has expired
+        upcoming = c.outbox.next_due(claim=Claim("c", 30.0))
+        assert upcoming is not None and upcoming > clock.now_epoch() + 20  # when they expire
+        # A node takes back its own claims (its in-flight rows are excluded by the caller).
+        assert sorted(claim(c, "b", exclude=set(theirs[:3]))) == sorted(theirs[3:])
+    # Node a died: once its claims expire, another node takes its rows.
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE webhook_outbox SET claimed_until = now() - interval '1 second'"
+                     " WHERE claimed_by = 'a'")
+    with transaction(url) as c:
+        assert sorted(claim(c, "c")) == sorted(mine)
+        assert c.outbox.record_attempt(mine[0], at=clock.now_iso(), status_code=200, error=None,
+                                       duration_ms=1.0, status="delivered")
+    assert claims(url)[mine[0]] is None  # recording the attempt clears the claim
+
+
+async def test_sqlite_takes_no_claim(tmp_path: Path) -> None:
+    async with open_database(tmp_path / "wasup.db") as db:
+        device, session = await add_device(db)
+        await configure_webhook(db, device, TARGET.url)
+        await enqueue(db, device, envelope(session))
+
+        def scan(r: Repositories) -> Any:
+            return claim(r, "a")
+
+        with pytest.raises(ValueError, match="PostgreSQL"):
+            await db.run(scan)
+        due = await db.run(lambda r: r.outbox.claim_due(
+            now=clock.now_epoch() + 1, limit=10, target=lambda d: TARGET))
+        assert len(due) == 1  # without a claim, as before
