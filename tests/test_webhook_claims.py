@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import trio
 
 from common import clock
 from storage import Repositories, open_database
@@ -20,8 +21,10 @@ from storage.models import Claim, DeliveryTarget
 from storage.pg import open_postgres
 from storage.pg.repositories import PgRepositories
 from storage.pg.sql import PgSql, configure
+from supervisor.config import ClusterConfig, Config
+from supervisor.webhooks.dispatcher import WebhookDispatcher
 from tests.pg_support import TestPostgres
-from tests.webhook_support import add_device, enqueue, envelope
+from tests.webhook_support import add_device, enqueue, envelope, start_receiver
 from tests.webhook_support import configure as configure_webhook
 
 TARGET = DeliveryTarget("http://127.0.0.1:9/hook", ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",))
@@ -98,3 +101,46 @@ async def test_sqlite_takes_no_claim(tmp_path: Path) -> None:
         due = await db.run(lambda r: r.outbox.claim_due(
             now=clock.now_epoch() + 1, limit=10, target=lambda d: TARGET))
         assert len(due) == 1  # without a claim, as before
+
+
+def node_config(node_id: str) -> Config:
+    return Config(
+        allow_networks=("127.0.0.0/8",),
+        cluster=ClusterConfig(node_id=node_id, advertise_url="http://127.0.0.1:1", secret="s"),
+    )
+
+
+async def test_two_nodes_dispatchers_share_the_outbox_and_deliver_each_row_once(
+    postgres_server: TestPostgres,
+) -> None:
+    """Two nodes' dispatchers on one outbox: rows queued through either node are delivered
+    by one or the other, each once (no row is taken by both), and a node's dispatcher wakes
+    when the other node queues rows (``wasup_outbox``), not a second later."""
+    url = postgres_server.create_database()
+    count = 40
+    async with (
+        open_postgres(url) as on_a, open_postgres(url) as on_b, trio.open_nursery() as nursery,
+    ):
+        receiver = await start_receiver(nursery)
+        device, session = await add_device(on_a)
+        await configure_webhook(on_a, device, receiver.url)
+        a = WebhookDispatcher(on_a, node_config("a"))
+        b = WebhookDispatcher(on_b, node_config("b"))
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        with trio.fail_after(30):
+            for n in range(count):
+                # Queued by node a only, as its device's actor would, without telling its
+                # own dispatcher: only the notification wakes them.
+                await enqueue(on_a, device, envelope(session, text=f"m{n}"))
+            await receiver.wait_requests(count)
+            ids = [request.headers["webhook-id"] for request in receiver.requests]
+            assert len(set(ids)) == count
+            # The attempts are recorded after the answer: nothing to wait on but the counters.
+            while a.statistics().attempts + b.statistics().attempts < count:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        # Both took part: each was woken by the other store's notifications alone.
+        assert a.statistics().attempts > 0 and b.statistics().attempts > 0
+        assert a.statistics().attempts + b.statistics().attempts == count  # none twice
+        assert all(held is None for held in claims(url).values())  # every claim cleared
+        nursery.cancel_scope.cancel()
