@@ -169,7 +169,8 @@ def make_engine(config: Config, db: storage.Store) -> eng.Engine:
     if config.engine == "whatsmeow":
         from .engines.whatsmeow import WhatsmeowEngine
 
-        return WhatsmeowEngine(config.data_dir, proxies=proxy.stored_proxies(db))
+        return WhatsmeowEngine(config.data_dir, proxies=proxy.stored_proxies(db),
+                               database_url=config.database_url)
     raise ValueError(f"unknown engine {config.engine!r} (use whatsmeow or simulator)")
 
 

@@ -221,14 +221,14 @@ async def test_a_replaced_device_waits_for_login_across_a_restart(autojump_clock
 
 
 async def test_whatsmeow_session_tells_whether_credentials_are_stored(tmp_path: Path) -> None:
-    from supervisor.engines import whatsmeow_client as wc
+    from supervisor.engines import whatsmeow_store as ws
     from supervisor.engines.whatsmeow import WhatsmeowEngine
 
     engine = WhatsmeowEngine(tmp_path, preflight_host=None)
     session = engine.session(7, "s7", InboxSink(Inbox(1, 1)))
     assert await session.has_credentials() is False  # no store at all
-    path = wc.store_path(tmp_path, 7)
-    wc.prepare_store(path)
+    path = ws.store_path(tmp_path, 7)
+    ws.prepare_store(path)
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE whatsmeow_device (jid TEXT PRIMARY KEY)")
     assert await session.has_credentials() is False  # whatsmeow's schema, no account

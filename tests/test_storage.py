@@ -1200,7 +1200,7 @@ async def test_new_database_is_private_to_its_owner(tmp_path: Path) -> None:
 def test_only_storage_speaks_sql() -> None:
     # The repositories are the only layer with SQL or a connection in it. The one exception is
     # the whatsmeow engine peeking into whatsmeow's own store file, which is not wasup's database.
-    foreign_store = REPO / "supervisor" / "engines" / "whatsmeow_client.py"
+    foreign_store = REPO / "supervisor" / "engines" / "whatsmeow_store.py"
     offenders = []
     for package in ("common", "supervisor", "api", "bench"):
         for path in sorted((REPO / package).rglob("*.py")):

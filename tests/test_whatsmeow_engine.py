@@ -47,6 +47,8 @@ from supervisor.engine import (
     TemporaryBan,
 )
 from supervisor.engines import whatsmeow_client as wc
+from supervisor.engines import whatsmeow_preflight
+from supervisor.engines import whatsmeow_store as ws
 from supervisor.engines.whatsmeow import WhatsmeowEngine, WhatsmeowSession
 from supervisor.engines.whatsmeow_translate import translate_pairing_status
 from supervisor.errors import DeliveryFailed, EngineError
@@ -127,7 +129,7 @@ async def make_schema(data_dir: Path, device_id: int) -> Path:
     with pytest.raises(EngineError):
         await session.start_pairing()
     await session.stop()
-    path = wc.store_path(data_dir, device_id)
+    path = ws.store_path(data_dir, device_id)
     assert path.exists()
     return path
 
@@ -193,7 +195,7 @@ async def test_connect_without_credentials_is_final(tmp_path: Path) -> None:
 async def test_paired_device_takes_the_reconnect_path_without_qr(tmp_path: Path) -> None:
     store = await make_schema(tmp_path, 3)
     fake_credentials(store)
-    assert wc.has_credentials(store)
+    assert ws.has_credentials(store)
     # A new engine, as after a restart.
     engine = WhatsmeowEngine(tmp_path, preflight_host=None)
     sink = Sink()
@@ -204,7 +206,7 @@ async def test_paired_device_takes_the_reconnect_path_without_qr(tmp_path: Path)
     assert info.value.recoverable
     assert not any(isinstance(e, QrCode) for e in sink.events)
     await session.stop()
-    assert wc.has_credentials(store)  # a failed connect keeps them
+    assert ws.has_credentials(store)  # a failed connect keeps them
     # The preflight fails the same way, before Go.
     session2 = WhatsmeowEngine(tmp_path).session(3, "s3", sink)
     with pytest.raises(EngineError) as info:
@@ -219,7 +221,7 @@ async def test_logout_and_delete_wipe_credentials(tmp_path: Path) -> None:
         session = WhatsmeowEngine(tmp_path, preflight_host=None).session(device_id, "s", Sink())
         await getattr(session, action)()
         assert not store.exists()
-        assert not wc.has_credentials(store)
+        assert not ws.has_credentials(store)
 
 
 async def test_start_pairing_wipes_old_credentials(tmp_path: Path) -> None:
@@ -228,7 +230,7 @@ async def test_start_pairing_wipes_old_credentials(tmp_path: Path) -> None:
     session = WhatsmeowEngine(tmp_path).session(6, "s", Sink())
     with pytest.raises(EngineError):
         await session.start_pairing()
-    assert not wc.has_credentials(store)
+    assert not ws.has_credentials(store)
 
 
 async def test_fifty_create_delete_cycles_leave_nothing_behind(tmp_path: Path) -> None:
@@ -249,7 +251,7 @@ async def test_fifty_create_delete_cycles_leave_nothing_behind(tmp_path: Path) -
                 fake_credentials(await make_schema(tmp_path, i))
                 await session.connect()
         await session.delete()
-        assert not wc.store_path(tmp_path, i).exists()
+        assert not ws.store_path(tmp_path, i).exists()
     assert python_threads() <= py_before
     # Go keeps a few OS threads around for reuse; it must not grow with the cycles.
     assert os_threads() <= os_before + 8
@@ -287,7 +289,7 @@ def fake_go(monkeypatch: pytest.MonkeyPatch) -> list[wc.GoClient]:
 
     monkeypatch.setattr(wc.GoClient, "start", start)
     monkeypatch.setattr(wc.GoClient, "stop", stop)
-    monkeypatch.setattr(wc, "preflight", lambda host, port=443, timeout=10.0: None)
+    monkeypatch.setattr(whatsmeow_preflight, "preflight", lambda host, port=443, timeout=10.0: None)
     monkeypatch.setattr(proxy_checks, "preflight_through",
                         lambda url, host, port=443, timeout=10.0: None)
     return started
@@ -369,8 +371,8 @@ async def test_scan_then_connect_uses_the_pairing_connection(tmp_path: Path, fak
 
 async def test_connected_session_sends_and_receives(tmp_path: Path, fake_go: Any,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    store = wc.store_path(tmp_path, 1)
-    wc.prepare_store(store)
+    store = ws.store_path(tmp_path, 1)
+    ws.prepare_store(store)
     with sqlite3.connect(store) as conn:
         conn.execute("CREATE TABLE whatsmeow_device (jid TEXT)")
         conn.execute("INSERT INTO whatsmeow_device VALUES ('1555:1@s.whatsapp.net')")
@@ -448,7 +450,7 @@ def test_go_callbacks_never_raise() -> None:
     def boom(*_: Any) -> None:
         raise RuntimeError("handler bug")
 
-    client = wc.GoClient(1, Path("/nonexistent"), True, on_qr=boom, on_status=boom,
+    client = wc.GoClient(1, "/nonexistent", True, on_qr=boom, on_status=boom,
                          on_event=boom, on_exit=boom)
     client._call(boom, "x")  # logged, not raised
 
@@ -499,7 +501,7 @@ def test_neonize_jid(to: str, jid: str) -> None:
 
 def test_end_of_qr_channel_fences_go_map_read_until_next_event() -> None:
     statuses: list[str] = []
-    client = wc.GoClient(1, Path("/nonexistent"), True, on_qr=lambda _c: None,
+    client = wc.GoClient(1, "/nonexistent", True, on_qr=lambda _c: None,
                          on_status=statuses.append, on_event=lambda _c, _d: None,
                          on_exit=lambda _e: None)
     client.launched = True
@@ -513,7 +515,7 @@ def test_end_of_qr_channel_fences_go_map_read_until_next_event() -> None:
 
 def test_end_of_qr_channel_after_stop_parks_go_instead_of_crashing() -> None:
     statuses: list[str] = []
-    client = wc.GoClient(1, Path("/nonexistent"), True, on_qr=lambda _c: None,
+    client = wc.GoClient(1, "/nonexistent", True, on_qr=lambda _c: None,
                          on_status=statuses.append, on_event=lambda _c, _d: None,
                          on_exit=lambda _e: None)
     client.launched = client.stopped = True
@@ -673,7 +675,7 @@ async def test_the_preflight_goes_through_the_proxy(tmp_path: Path, fake_go: Any
         dialled.append(f"{host} through {url}")
         return None
 
-    monkeypatch.setattr(wc, "preflight", preflight)
+    monkeypatch.setattr(whatsmeow_preflight, "preflight", preflight)
     monkeypatch.setattr(proxy_checks, "preflight_through", through)
     corp = "web.whatsapp.com through "
     for environ, expected in (({}, ["web.whatsapp.com"]),
@@ -723,8 +725,8 @@ async def connected_session(
     tmp_path: Path, fake_go: list[wc.GoClient], sink: Sink, **engine: Any
 ) -> tuple[WhatsmeowSession, wc.GoClient]:
     """A session connected with stored credentials (the fake Go said Connected)."""
-    store = wc.store_path(tmp_path, 1)
-    wc.prepare_store(store)
+    store = ws.store_path(tmp_path, 1)
+    ws.prepare_store(store)
     with sqlite3.connect(store) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS whatsmeow_device (jid TEXT)")
         conn.execute("INSERT INTO whatsmeow_device VALUES ('1555:1@s.whatsapp.net')")
@@ -805,7 +807,7 @@ async def test_delete_of_a_connected_device_logs_out_at_whatsapp_first(
     session, _client = await connected_session(tmp_path, fake_go, Sink())
     await session.delete()
     assert calls == ["logout", "stop"]
-    assert not wc.store_path(tmp_path, 1).exists()
+    assert not ws.store_path(tmp_path, 1).exists()
 
 
 async def test_delete_is_not_held_up_by_a_failing_or_slow_logout(
@@ -817,7 +819,7 @@ async def test_delete_is_not_held_up_by_a_failing_or_slow_logout(
     monkeypatch.setattr(wc.GoClient, "logout", refused)
     session, _client = await connected_session(tmp_path, fake_go, Sink())
     await session.delete()
-    assert not wc.store_path(tmp_path, 1).exists()
+    assert not ws.store_path(tmp_path, 1).exists()
     # Not connected: no logout at all (nothing to tell WhatsApp).
     monkeypatch.setattr(wc.GoClient, "logout", lambda self, gate=None: pytest.fail("logout"))
     idle = WhatsmeowEngine(tmp_path).session(2, "s2", Sink())
@@ -834,7 +836,7 @@ async def test_delete_waits_a_bounded_time_for_the_logout(
     start = trio.current_time()
     await session.delete()
     assert trio.current_time() - start == pytest.approx(10.0, abs=0.5)
-    assert not wc.store_path(tmp_path, 1).exists()
+    assert not ws.store_path(tmp_path, 1).exists()
     release.set()
 
 
@@ -1097,9 +1099,9 @@ async def test_sequence_stopped_while_pairing(tmp_path: Path, fake_go: Any) -> N
 async def reconnect(tmp_path: Path, fake_go: list[wc.GoClient], sink: Sink,
                     *events: tuple[int, bytes]) -> tuple[WhatsmeowSession, EngineError | None]:
     """connect() with stored credentials; Go plays event(0) and then ``events``."""
-    store = wc.store_path(tmp_path, 1)
-    if not wc.has_credentials(store):
-        wc.prepare_store(store)
+    store = ws.store_path(tmp_path, 1)
+    if not ws.has_credentials(store):
+        ws.prepare_store(store)
         with sqlite3.connect(store) as conn:
             conn.execute("CREATE TABLE whatsmeow_device (jid TEXT)")
             conn.execute("INSERT INTO whatsmeow_device VALUES ('15551234567:7@s.whatsapp.net')")
@@ -1159,7 +1161,7 @@ async def test_sequence_paired_reconnect_failures(
     if held:
         await until(lambda: fake_go[-1].stopped)  # no reconnect by whatsmeow itself
     # The engine never wipes the store on its own: only the actor's logout or delete does.
-    assert wc.has_credentials(wc.store_path(tmp_path, 1))
+    assert ws.has_credentials(ws.store_path(tmp_path, 1))
     await session.stop()
 
 
@@ -1194,7 +1196,7 @@ async def test_sequence_dial_failure(tmp_path: Path, fake_go: Any) -> None:
 
 def fake_credentials_row(store: Path) -> None:
     """What whatsmeow leaves in the store once the phone scanned (the account row)."""
-    wc.prepare_store(store)
+    ws.prepare_store(store)
     with sqlite3.connect(store) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS whatsmeow_device (jid TEXT)")
         conn.execute("INSERT INTO whatsmeow_device VALUES ('15551234567:7@s.whatsapp.net')")
@@ -1221,7 +1223,7 @@ async def test_a_held_disconnect_keeps_the_session_in_the_store(
         await from_go(pairing.on_qr, QR.format(1))
         await wait_status(sup, row.id, "pending", within=5)
         # The phone scans: whatsmeow stores the account, then reports it.
-        fake_credentials_row(wc.store_path(config.data_dir, row.id))
+        fake_credentials_row(ws.store_path(config.data_dir, row.id))
         await from_go(pairing.on_status, "success")
         await from_go(pairing.on_event, 0, event_bytes(ME))
         await from_go(pairing.on_event, 2, event_bytes(SUCCESS))
@@ -1231,14 +1233,14 @@ async def test_a_held_disconnect_keeps_the_session_in_the_store(
         await wait_status(sup, row.id, "disconnected", within=5)
         assert sup.get(row.id).status_reason == reason
         await until(lambda: pairing.stopped)
-        assert wc.has_credentials(wc.store_path(config.data_dir, row.id))  # not wiped
+        assert ws.has_credentials(ws.store_path(config.data_dir, row.id))  # not wiped
         # A login reconnects with the stored credentials: no QR, no new pairing.
         await sup.login(row.session_id)
         await until(lambda: len(fake_go) == 2)
         assert not fake_go[-1].pairing
         await from_go(fake_go[-1].on_event, 3, event_bytes(nz.Connected(status=True)))
         await wait_status(sup, row.id, "connected", within=5)
-        assert wc.has_credentials(wc.store_path(config.data_dir, row.id))
+        assert ws.has_credentials(ws.store_path(config.data_dir, row.id))
 
 
 def test_a_logout_waiting_for_whatsapp_does_not_hold_the_gate() -> None:
@@ -1250,7 +1252,7 @@ def test_a_logout_waiting_for_whatsapp_does_not_hold_the_gate() -> None:
             answered.wait(10)
 
     gate = wc.GoGate()
-    client = wc.GoClient(1, Path("/nonexistent"), False, on_qr=lambda _c: None,
+    client = wc.GoClient(1, "/nonexistent", False, on_qr=lambda _c: None,
                          on_status=lambda _s: None, on_event=lambda _c, _d: None,
                          on_exit=lambda _e: None)
     client._api = SlowApi()  # type: ignore[assignment]

@@ -7,7 +7,6 @@ uploads the file as its kind and sends the built proto."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -224,7 +223,7 @@ class FakeApi:
 
 
 def client(api: FakeApi) -> wc.GoClient:
-    go = wc.GoClient(1, Path("/nonexistent"), False, print, print, print, print)
+    go = wc.GoClient(1, "/nonexistent", False, print, print, print, print)
     go._api = api  # type: ignore[assignment]  # the Go-backed client, replaced
     return go
 

@@ -16,9 +16,11 @@ other blocking call (start, stop, send, read receipts, pair code, logout, file w
 ``trio.to_thread.run_sync`` under the engine's own ``CapacityLimiter``; starting, stopping and
 logging out are serialized through one gate (see :mod:`supervisor.engines.whatsmeow_client`).
 
-Credentials: whatsmeow's SQLite store, one file per device at
-``<data_dir>/whatsmeow/<device_id>.db`` (absolute, mode 0600, directory 0700). A paired device
-reconnects from it after a restart; pairing anew, logout and delete wipe it. Delete of a
+Credentials: whatsmeow's store, one per device (:mod:`supervisor.engines.whatsmeow_store`):
+a SQLite file ``<data_dir>/whatsmeow/<device_id>.db`` (absolute, mode 0600, directory 0700), or
+with a PostgreSQL ``database_url`` the schema ``whatsmeow_<device_id>`` in that database. A
+paired device reconnects from it after a restart (on any machine, with PostgreSQL); pairing
+anew, logout and delete wipe it. Delete of a
 connected device logs out at WhatsApp first (best effort, at most :data:`LOGOUT_TIMEOUT`
 seconds), so the phone does not keep a stale linked device.
 
@@ -31,10 +33,8 @@ handed to whatsmeow at each connection's start; without one, ``HTTPS_PROXY`` of 
 the process was started with (Go reads it itself), else ``ALL_PROXY`` (wasup passes it).
 
 Offline: before every connection attempt the engine checks the way to WhatsApp (the
-preflight): without a proxy it resolves and opens a TCP connection to ``web.whatsapp.com:443``;
-with one, it connects to the proxy (and has an ``http`` proxy open a tunnel to WhatsApp). When
-that fails the attempt fails at once with a readable reason (``unreachable: ...``) without
-starting a Go client. With the preflight off, the same failure comes from whatsmeow.
+preflight, :mod:`supervisor.engines.whatsmeow_preflight`): when that fails the attempt fails at
+once with a readable reason (``unreachable: ...``) without starting a Go client.
 
 Error handling: session methods raise :class:`EngineError` for what the state machine
 understands: ``unreachable: ...`` and ``connect_failed: ...`` (recoverable),
@@ -56,13 +56,13 @@ from typing import TypeVar
 import attrs
 import trio
 
-from supervisor import proxy as proxy_checks
+from storage.errors import StorageUnavailable
 from supervisor.engine import Sent, Sink
 from supervisor.engine_account import AccountApi
 from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
 from supervisor.outgoing import Outgoing
-from supervisor.proxy import ProxyLookup, effective_proxy, env_proxy, mask, redact
+from supervisor.proxy import ProxyLookup, redact
 
 from . import whatsmeow_client as wc
 from . import whatsmeow_messages as wm
@@ -72,7 +72,9 @@ from .whatsmeow_events import GoReports
 from .whatsmeow_groups import WhatsmeowGroups
 from .whatsmeow_link import GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
 from .whatsmeow_outgoing import Unsendable
+from .whatsmeow_preflight import checked_proxy
 from .whatsmeow_requests import neonize_arg
+from .whatsmeow_store import CredentialStores, credential_stores
 from .whatsmeow_translate import download_reason, exit_event, short_error
 
 log = logging.getLogger("wasup.engine.whatsmeow")
@@ -120,10 +122,6 @@ class WhatsmeowSession:
         self.reports = GoReports(self.session_id, self.sink, lambda: self._link, self._hold,
                                  self.engine.reconnect_grace)
 
-    @property
-    def store(self) -> Path:
-        return wc.store_path(self.engine.data_dir, self.device_id)
-
     # -- EngineSession -----------------------------------------------------------------------
 
     async def start_pairing(self) -> None:
@@ -132,8 +130,8 @@ class WhatsmeowSession:
         Raises EngineError (recoverable) when WhatsApp cannot be reached.
         """
         await self.stop()
-        store = self.store
-        await self._thread(lambda: wc.reset_store(store))
+        stores, device_id = self.engine.stores, self.device_id
+        await self._store(lambda: stores.reset(device_id))
         proxy = await self._proxy()
         link = await self._start(pairing=True, proxy=proxy)
         await self._wait(link, lambda lk: lk.state is not LinkState.STARTING, starter=True)
@@ -182,8 +180,7 @@ class WhatsmeowSession:
             await self._wait(link, lambda lk: lk.state is LinkState.CONNECTED)
             return
         await self.stop()
-        store = self.store
-        if not await self._thread(lambda: wc.has_credentials(store)):
+        if not await self._store(self._stored_credentials):
             raise EngineError("credentials_missing", recoverable=False,
                               message="no stored whatsapp credentials for this device")
         proxy = await self._proxy()
@@ -272,8 +269,7 @@ class WhatsmeowSession:
                 error = short_error(exc)
         if link is not None:
             await self._release(link)
-        store = self.store
-        await self._thread(lambda: wc.wipe_store(store))
+        await self._wipe()
         if error is not None:
             raise EngineError(f"logout_failed: {error}")
 
@@ -300,14 +296,28 @@ class WhatsmeowSession:
                 log.warning("device %s: whatsapp did not confirm the logout before delete",
                             self.session_id)
         await self.stop()
-        store = self.store
-        await self._thread(lambda: wc.wipe_store(store))
+        await self._wipe()
         self.engine._forget(self)
 
     async def has_credentials(self) -> bool:
-        """Whether whatsmeow's store holds a paired account for this device (read-only)."""
-        store = self.store
-        return await self._thread(lambda: wc.has_credentials(store))
+        """Whether whatsmeow's store holds a paired account for this device (read-only).
+        Raises StorageUnavailable when the PostgreSQL store cannot be reached."""
+        return await self._thread(self._stored_credentials)
+
+    def _stored_credentials(self) -> bool:
+        return self.engine.stores.has_credentials(self.device_id)
+
+    async def _wipe(self) -> None:
+        stores, device_id = self.engine.stores, self.device_id
+        await self._thread(lambda: stores.wipe(device_id))
+
+    async def _store(self, fn: Callable[[], T]) -> T:
+        """``fn`` of the store before a connection; a database that cannot serve now fails the
+        attempt as EngineError ``connect_failed: whatsmeow store: ...`` (recoverable)."""
+        try:
+            return await self._thread(fn)
+        except StorageUnavailable as exc:
+            raise EngineError(f"connect_failed: whatsmeow store: {exc.reason}") from exc
 
     # -- starting and stopping Go clients ----------------------------------------------------
 
@@ -319,7 +329,7 @@ class WhatsmeowSession:
 
         client = wc.GoClient(
             self.device_id,
-            self.store,
+            "",  # the store's address, below
             pairing,
             on_qr=lambda code: post(holder, GoQr(code)),
             on_status=lambda status: post(holder, GoStatus(status)),
@@ -327,6 +337,8 @@ class WhatsmeowSession:
             on_exit=lambda error: post(holder, GoExit(error)),
             proxy=proxy,
         )
+        stores, device_id, name = self.engine.stores, self.device_id, client.uuid.decode()
+        client.db = await self._store(lambda: stores.address(device_id, name))
         # waiting=1: the caller waits on this link (see _wait(starter=True)), so a failure that
         # arrives before it does is raised to it rather than reported as an event too.
         link = Link(client=client, pairing=pairing, proxy=proxy, waiting=1)
@@ -355,6 +367,7 @@ class WhatsmeowSession:
         link.stop_waiting()
         client = link.client
         wait = not link.pairing or link.paired
+        stores = self.engine.stores
 
         def stop_and_join() -> None:
             client.stop()
@@ -362,6 +375,8 @@ class WhatsmeowSession:
             # before the scan never does (neonize 0.5.2), so do not wait for that one.
             if wait or client.exited.is_set():
                 client.join(JOIN_TIMEOUT)
+            if client.exited.is_set():
+                stores.release(client.uuid.decode())  # the store neonize left open
 
         with trio.CancelScope(shield=True):
             await self._thread(stop_and_join)  # one worker thread hop, not two
@@ -394,33 +409,12 @@ class WhatsmeowSession:
             link.waiting -= 1
 
     async def _proxy(self) -> str | None:
-        """The proxy for the next connection, after the preflight; see :mod:`supervisor.proxy`.
-
-        The preflight checks the way to WhatsApp before a Go client is started: without a
-        proxy, a DNS lookup and TCP connect to WhatsApp; with one, that the proxy is reachable
-        and (an ``http`` proxy) opens a tunnel to WhatsApp. Raises EngineError (recoverable,
-        ``unreachable: ...``) when it fails.
-        """
+        """The proxy for the next connection, after the preflight (see
+        :func:`.whatsmeow_preflight.checked_proxy`)."""
         engine = self.engine
         own = None if engine.proxies is None else await engine.proxies(self.device_id)
-        found = env_proxy(engine.environ)
-        through = own if own is not None else (found[1] if found is not None else None)
-        if own is not None:
-            log.info("device %s: connecting through its proxy %s", self.session_id, mask(own))
-        elif found is not None:
-            log.info("device %s: connecting through the proxy of %s", self.session_id, found[0])
-        host = engine.preflight_host
-        if host is not None:
-            timeout = engine.preflight_timeout
-            if through is None:
-                reason = await self._thread(lambda: wc.preflight(host, timeout=timeout))
-            else:
-                reason = await self._thread(
-                    lambda: proxy_checks.preflight_through(through, host, timeout=timeout)
-                )
-            if reason is not None:
-                raise EngineError(redact(reason, through))
-        return effective_proxy(own, engine.environ)
+        return await checked_proxy(own, engine.environ, engine.preflight_host,
+                                   engine.preflight_timeout, self.session_id, self._thread)
 
     def _connected_link(self) -> Link:
         """The live, connected link; EngineError ``not_connected`` (recoverable) otherwise."""
@@ -448,10 +442,11 @@ class WhatsmeowEngine:
     connections are apart from it: one per connected or pairing device). ``preflight_host``
     None turns the preflight off. ``proxies`` reads a device's own proxy (the settings kind
     ``"proxy"``, :func:`supervisor.proxy.stored_proxies`); ``environ`` is the environment the
-    process was started with (Go reads ``HTTPS_PROXY`` from it).
+    process was started with (Go reads ``HTTPS_PROXY`` from it). ``database_url`` (wasup's
+    PostgreSQL database) puts the credentials there instead of in ``data_dir``.
 
-    Error handling: raises :class:`DataDirUnusable` when ``data_dir`` contains ``?``, ``#``
-    or ``%``. The stores' paths are absolute (``data_dir`` resolved), so a relative directory
+    Error handling: raises :class:`DataDirUnusable` when the stores are SQLite files and
+    ``data_dir`` contains ``?``, ``#`` or ``%``. The stores' paths are absolute (``data_dir`` resolved), so a relative directory
     such as ``postgres_data`` never reaches neonize as something it would take for a
     Postgres address.
     """
@@ -464,14 +459,17 @@ class WhatsmeowEngine:
     reconnect_grace: float = attrs.field(default=RECONNECT_GRACE, kw_only=True)
     proxies: ProxyLookup | None = attrs.field(default=None, kw_only=True)
     environ: Mapping[str, str] = attrs.field(factory=lambda: os.environ, kw_only=True)
+    database_url: str | None = attrs.field(default=None, kw_only=True, repr=False)
+    stores: CredentialStores = attrs.field(init=False)
     name: str = attrs.field(default="whatsmeow", init=False)
     limiter: trio.CapacityLimiter = attrs.field(init=False)
     _sessions: dict[int, WhatsmeowSession] = attrs.field(init=False, factory=dict)
     _clients: set[wc.GoClient] = attrs.field(init=False, factory=set)
 
     def __attrs_post_init__(self) -> None:
+        self.stores = credential_stores(self.data_dir, self.database_url)
         bad = sorted({c for c in str(self.data_dir) if c in URI_UNSAFE})
-        if bad:
+        if bad and not self.database_url:
             raise DataDirUnusable(
                 f"the whatsmeow engine cannot use the data directory {str(self.data_dir)!r}: "
                 f"its path contains {' '.join(repr(c) for c in bad)}, which SQLite would read "

@@ -28,9 +28,11 @@ Known limits of neonize 0.5.2 (not fixable from Python, see docs/engine-events.m
   on a QR channel that whatsmeow does not close after a local disconnect, and then spins in
   ``FetchMe`` while the store has no account): its thread is parked for good. The thread is a
   daemon thread, so it does not hold up the process's exit; :attr:`GoClient.parked` says so.
-* every ``Neonize()`` call opens a SQLite container that it never closes: one file
-  descriptor per connection attempt. The engine's preflight (a DNS lookup and TCP connect
-  before calling Go) keeps offline retries from reaching Go at all.
+* every ``Neonize()`` call opens whatsmeow's store (a database pool) and never closes it: one
+  file descriptor per connection attempt on SQLite, an idle server connection on PostgreSQL
+  (:meth:`~.whatsmeow_store.CredentialStores.release` ends those once the client stopped). The
+  engine's preflight (a DNS lookup and TCP connect before calling Go) keeps offline retries
+  from reaching Go at all.
 """
 
 from __future__ import annotations
@@ -40,12 +42,10 @@ import ctypes
 import itertools
 import logging
 import os
-import socket
-import sqlite3
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import TypeVar
 
 import attrs
@@ -78,8 +78,9 @@ LOGOUT_HOLD = 1.0
 GO_LOG_LEVEL = b"WARN"
 
 _uuids = itertools.count(1)
+_PROCESS = secrets.token_hex(4)
 
-#: Go's loggers keep this callback past the end of ``Neonize()`` (the SQLite container is never
+#: Go's loggers keep this callback past the end of ``Neonize()`` (the store's container is never
 #: closed, whatsmeow's goroutines may log while shutting down): one for the process, never
 #: freed. The other callbacks are only called from within ``Neonize()`` and live with the
 #: client (a parked client is kept for good, see :attr:`GoClient.parked`).
@@ -140,81 +141,6 @@ class GoGate:
 GATE = GoGate()
 
 
-# -- credentials: whatsmeow's SQLite store, one file per device --------------------------------
-
-
-def store_path(data_dir: Path, device_id: int) -> Path:
-    return data_dir / "whatsmeow" / f"{device_id}.db"
-
-
-def prepare_store(path: Path) -> None:
-    """Create the store's directory (0700) and an empty file (0600) for whatsmeow to fill.
-
-    SQLite keeps an existing file's mode and gives its journal the same, so credentials are
-    never readable by other users.
-    """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
-
-
-def wipe_store(path: Path) -> None:
-    """Delete the store and its journals; missing files are fine."""
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{path}{suffix}")
-
-
-def reset_store(path: Path) -> None:
-    """An empty store (0600) for a new pairing: the old credentials wiped."""
-    wipe_store(path)
-    prepare_store(path)
-
-
-def has_credentials(path: Path) -> bool:
-    """True when the store holds a paired account (whatsmeow's ``whatsmeow_device`` row)."""
-    if not path.exists():
-        return False
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return False
-    try:
-        row = conn.execute("SELECT count(*) FROM whatsmeow_device").fetchone()
-        return bool(row and row[0])
-    except sqlite3.Error:
-        return False
-    finally:
-        conn.close()
-
-
-def preflight(host: str, port: int = 443, timeout: float = 10.0) -> str | None:
-    """Resolve ``host`` and open (then close) a TCP connection to it.
-
-    Returns None when WhatsApp is reachable, else a ``statusReason`` such as
-    ``unreachable: lookup web.whatsapp.com: name or service not known``.
-    """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        detail = (exc.strerror or str(exc)).lower()
-        return f"unreachable: lookup {host}: {detail}"
-    last: OSError | None = None
-    for family, type_, proto, _name, addr in infos[:4]:
-        try:
-            with socket.socket(family, type_, proto) as sock:
-                sock.settimeout(timeout)
-                sock.connect(addr)
-            return None
-        except OSError as exc:
-            last = exc
-    detail = "timed out" if isinstance(last, TimeoutError) else (
-        (last.strerror or str(last)).lower() if last else "no address"
-    )
-    return f"unreachable: connect to {host}:{port}: {detail}"
-
-
 # -- recipients --------------------------------------------------------------------------------
 
 
@@ -249,14 +175,14 @@ class GoClient:
     client or at once when the connection fails; :meth:`join` waits for that. A pairing
     stopped before the scan stays parked (see module docstring). The thread is not taken from
     Trio's cache on purpose: the C allocator gives every thread a cache of freed blocks
-    (tcache) that the thread keeps until it ends, and Go's SQLite work inside ``Neonize()``
+    (tcache) that the thread keeps until it ends, and Go's store work inside ``Neonize()``
     fills it; a cached thread would carry that memory (measured: about 200 KiB per worker
     thread that ever ran ``Neonize()``) for as long as it idles, while a thread that ends
     hands it back and its arena goes to the next thread.
     """
 
     device_id: int
-    db_path: Path
+    db: str = attrs.field(repr=False)  # the store's address: a path, or a URL with a password
     pairing: bool
     on_qr: GoQr
     on_status: GoStatus
@@ -275,7 +201,8 @@ class GoClient:
     _fence_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
 
     def __attrs_post_init__(self) -> None:
-        self.uuid = f"wasup-{self.device_id}-{next(_uuids)}".encode()
+        # Unique across processes and machines: on PostgreSQL it names the store's connections.
+        self.uuid = f"wasup-{self.device_id}-{next(_uuids)}-{_PROCESS}".encode()
 
     @property
     def parked(self) -> bool:
@@ -287,7 +214,7 @@ class GoClient:
         if self._api is None:
             # Without neonize's finalizer, which would Stop() this uuid from whichever thread
             # collects it, outside the gate: wasup stops its clients itself.
-            self._api = neonize_go.api_client(str(self.db_path), self.uuid.decode())
+            self._api = neonize_go.api_client(self.db, self.uuid.decode())
         return self._api
 
     # -- lifecycle (exclusive) ---------------------------------------------------------------
@@ -303,7 +230,7 @@ class GoClient:
         status_cb = neonize_go.string_callback(self._go_status)
         event_cb = neonize_go.event_callback(self._go_event)
         self._refs = (qr_cb, status_cb, event_cb, subscribed, props)
-        db = str(self.db_path).encode()
+        db = self.db.encode()
 
         def run() -> None:
             error = ""
