@@ -28,6 +28,8 @@ Each option has an environment variable (the flag wins over the variable)::
     --media-max-sticker      WASUP_MEDIA_MAX_STICKER      1048576     largest sticker sent
     --media-url-timeout      WASUP_MEDIA_URL_TIMEOUT      30          seconds fetching a media URL may take
     --media-download-timeout WASUP_MEDIA_DOWNLOAD_TIMEOUT 120         seconds a download from WhatsApp may take
+    --node-id, --advertise-url, --cluster-secret, --capacity, --lease-…: a cluster node
+                             (api/cli_cluster.py; WASUP_NODE_ID, … ; docs/cluster.md)
                              WASUP_API_TOKEN              operator token (see below)
                              WASUP_WEBHOOK_ALLOW_NETWORKS comma-separated CIDRs
 
@@ -61,13 +63,13 @@ from pathlib import Path
 import attrs
 import trio
 
-from api import startup
+from api import cli_cluster, startup
 from api.cli_client import TOKEN_FILE
 from api.logging import LOG_FORMATS, configure
 from api.ratelimit import RateLimitPolicy
 from api.server import serve
 from api.state import ApiSettings, WsSettings
-from supervisor.config import Config, ContactsConfig, MediaConfig
+from supervisor.config import ClusterConfig, Config, ContactsConfig, MediaConfig
 from supervisor.runtime import tune_gc
 
 log = logging.getLogger("wasup.cli")
@@ -128,6 +130,7 @@ class ServeOptions:
     contacts: ContactsConfig = CONFIG_DEFAULTS.contacts
     metrics_device_labels: bool = False
     database_url: str | None = None
+    cluster: ClusterConfig | None = None
 
 
 def _env(env: Mapping[str, str], name: str, default: str) -> str:
@@ -253,6 +256,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Ma
             default=_env(env, CONTACTS_ENV[field.name], str(field.default)),
             help=f"{CONTACTS_HELP[field.name]} (default {field.default})",
         )
+    cli_cluster.add_arguments(serve, env)
 
 
 def options_from(
@@ -327,6 +331,7 @@ def options_from(
         contacts=contacts,
         metrics_device_labels=args.metrics_device_labels,
         database_url=args.database_url,
+        cluster=cli_cluster.cluster_from(args, parser),
     )
 
 
@@ -384,6 +389,7 @@ def serve_config(options: ServeOptions) -> Config:
         event_retention_days=options.event_retention_days,
         media=options.media,
         contacts=options.contacts,
+        cluster=options.cluster,
     )
 
 

@@ -42,6 +42,7 @@ from api.routes_devices import ok
 from api.state import current_state
 from api.validation import int_param
 from storage import ChatSummary, MessageRow
+from supervisor import polls
 from supervisor.errors import InvalidRequest, NotFound
 from supervisor.jid import InvalidJid, Jid, JidKind
 from supervisor.message_content import CONTENT_TYPES
@@ -160,7 +161,8 @@ def message_view(row: MessageRow) -> dict[str, Any]:
     """A stored message as the API shows it: its record and its stored content fields (the
     ``message_received`` shape; a message stored without them shows its type and text), with
     what actions did to it (``storage.message_actions``: ``edited``/``editedAt``,
-    ``revoked``/``revokedAt``, ``reactions`` by sender)."""
+    ``revoked``/``revokedAt``, ``reactions`` by sender; a poll's ``votes`` and ``tally``:
+    :func:`supervisor.polls.with_tally`)."""
     view: dict[str, Any] = {
         "messageId": row.message_id,
         "chatId": row.chat,
@@ -181,6 +183,8 @@ def message_view(row: MessageRow) -> dict[str, Any]:
         content = json.loads(row.content)
         if isinstance(content, dict):
             view.update(content)
+    if isinstance(view.get("poll"), dict):
+        view["poll"] = polls.with_tally(view["poll"])
     view["status"] = row.status
     view["timestamp"] = row.at
     return view

@@ -39,6 +39,7 @@ from api.state import current_state
 from storage.models import DeviceRow
 from supervisor.engines.simulator import FailReason, SimulatorEngine
 from supervisor.errors import DeviceConflict, InvalidRequest
+from supervisor.message_content import PollVote
 
 bp = Blueprint("simulator", __name__)
 
@@ -96,8 +97,14 @@ async def unlink(device_id: str) -> Response:
 async def incoming_message(device_id: str) -> Response:
     engine, row = _target(device_id)
     req = sim_incoming(await _body_or_empty())
+    content = req.content
+    if isinstance(content, PollVote):  # a vote names the device's own poll by WhatsApp's id
+        poll_id = content.target_id
+        send = await current_state().sup.db.run(lambda r: r.sends.get(row.id, poll_id))
+        if send is not None and send.wa_id is not None:
+            content = attrs.evolve(content, target_id=send.wa_id)
     incoming = await engine.incoming_message(
-        row.id, req.sender, req.text, content=req.content, quoted=req.quoted,
+        row.id, req.sender, req.text, content=content, quoted=req.quoted,
         push_name=req.push_name, media=req.media,
     )
     data = {"sessionId": row.session_id, "messageId": incoming.message_id}

@@ -8,11 +8,15 @@ accept the same bodies)::
     {"from": "+15551234567", "text": "hi"}
     {"from": "+15551234567", "type": "image", "media": {"data": "<base64>"}, "caption": "a cat"}
     {"from": "+15551234567", "type": "reaction", "messageId": "3EB0...", "emoji": "👍"}
+    {"from": "+15551234567", "type": "poll_vote", "messageId": "3EB0...", "options": ["Yes"]}
 
 :func:`sim_incoming` turns it into a :class:`SimIncoming`: the sender, the typed content
 (:mod:`supervisor.message_content`), the text, the quoted message id, the push name and the
 media file's bytes. A media message's metadata is computed from the bytes: size, SHA-256, and
-the mimetype when not given (from the file's first bytes, else the type's usual one).
+the mimetype when not given (from the file's first bytes, else the type's usual one). A poll
+vote names its choice (``options``, ``[]`` withdraws the vote); the simulator checks the names
+against the poll and carries their hashes, as WhatsApp does
+(:mod:`supervisor.engines.simulator_polls`).
 
 Error handling: :class:`InvalidRequest` naming the field at fault (``body``, ``type``,
 ``media.data``, ``location.latitude``, ...).
@@ -31,6 +35,8 @@ from api import validation
 from api.content_fields import (
     CAPTION_MAX,
     FILENAME_MAX,
+    OPTION_MAX,
+    POLL_OPTIONS,
     contact,
     fields,
     flag,
@@ -57,7 +63,7 @@ FIELDS: dict[str, frozenset[str]] = {
     "location": frozenset({"location"}),
     "contact": frozenset({"contact"}),
     "poll": frozenset({"poll"}),
-    "poll_vote": frozenset({"messageId"}),
+    "poll_vote": frozenset({"messageId", "options"}),
     "reaction": frozenset({"messageId", "emoji"}),
     "edit": frozenset({"messageId", "text"}),
     "revoke": frozenset({"messageId"}),
@@ -108,6 +114,19 @@ def _message_id(body: dict[str, Any], key: str, field: str) -> str:
     return value
 
 
+def _choice(value: Any) -> tuple[str, ...]:
+    """A vote's chosen options: a list of at most as many names as a poll has options
+    (empty: the vote is withdrawn), each given once."""
+    high = POLL_OPTIONS[1]
+    if not isinstance(value, list) or len(value) > high:
+        raise InvalidRequest(f"options: must be a list of 0 to {high} option names",
+                             field="options")
+    names = tuple(string({"o": o}, "o", "options", OPTION_MAX) or "" for o in value)
+    if len(set(names)) != len(names):
+        raise InvalidRequest("options: each option at most once", field="options")
+    return names
+
+
 def _media(kind: str, value: Any) -> tuple[mc.MediaInfo, bytes]:
     media = fields(value, "media", frozenset({"data", "mimetype", "filename"}))
     data = media.get("data")
@@ -155,7 +174,8 @@ def _content(kind: str, body: dict[str, Any]) -> tuple[mc.Content, bytes | None]
         case "poll":
             return poll(body.get("poll")), None
         case "poll_vote":
-            return mc.PollVote(_message_id(body, "messageId", "messageId")), None
+            return mc.PollVote(_message_id(body, "messageId", "messageId"),
+                               options=_choice(body.get("options"))), None
         case "reaction":
             target = _message_id(body, "messageId", "messageId")
             emoji = string(body, "emoji", "emoji", EMOJI_MAX, empty=True)

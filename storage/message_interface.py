@@ -1,6 +1,6 @@
 """The storage interface of messages: what is stored of each message, the tracked sends of the
 outbound queues, the reads of history (chats, pages by cursor) with its retention, what actions
-(reactions, edits, revokes) did to their targets, and the chats' read marks.
+(reactions, edits, revokes, poll votes) did to their targets, and the chats' read marks.
 
 Part of :mod:`storage.interface` (its :class:`~storage.interface.Repositories` holds these), in
 a module of its own so each stays one readable page; the same rules hold (see there).
@@ -8,9 +8,11 @@ a module of its own so each stays one readable page; the same rules hold (see th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from storage.history import ChatPage, MessagePage
+from storage.message_actions import StoredPoll
 from storage.models import JsonObject, MessageRow, SendRow
 from storage.reads import UnreadMessage
 
@@ -190,8 +192,8 @@ class MessageHistoryRepository(Protocol):
 
 
 class MessageActionRepository(Protocol):
-    """What reactions, edits and revokes did to their target (see
-    :mod:`storage.message_actions`); each returns False when it changed nothing."""
+    """What reactions, edits, revokes and poll votes did to their target (see
+    :mod:`storage.message_actions`); each change returns False when it changed nothing."""
 
     def react(self, device_id: int, target_id: str, *, sender: str, emoji: str) -> bool:
         """Set (``emoji == ""``: remove) ``sender``'s reaction on the target."""
@@ -203,6 +205,16 @@ class MessageActionRepository(Protocol):
 
     def revoke(self, device_id: int, target_id: str, *, at: str) -> bool:
         """Clear the target's text and content, marked revoked at ``at``."""
+        ...
+
+    def poll(self, device_id: int, target_id: str) -> StoredPoll | None:
+        """The poll ``target_id``: wasup's id of it and its options; None: no such poll."""
+        ...
+
+    def vote(
+        self, device_id: int, target_id: str, *, voter: str, options: Sequence[str]
+    ) -> bool:
+        """Set ``voter``'s choice on the poll (``options`` empty: remove the voter's vote)."""
         ...
 
 

@@ -3,7 +3,9 @@
 An action is a message of its own (stored and published as any other, type ``reaction``,
 ``edit`` or ``revoke``) that changes its target: :func:`apply` hands that change to storage
 (:mod:`storage.message_actions`: an edit replaces the target's text and marks it edited, a
-revoke clears it and marks it revoked, a reaction sets or removes the sender's emoji). The
+revoke clears it and marks it revoked, a reaction sets or removes the sender's emoji; an
+incoming poll vote, once named (:mod:`supervisor.polls`), sets or removes the voter's
+choice on the poll). The
 device's actor applies an incoming action in the transaction that stores it
 (:func:`apply_incoming`; an edit that does not come from the sender of the message it edits
 changes nothing and is logged, still published as received); the outbound queue applies one the device sent once WhatsApp took
@@ -66,6 +68,8 @@ def apply(
             return actions.edit(device_id, target, text, at=at)
         case mc.Revoke(target_id=target):
             return actions.revoke(device_id, target, at=at)
+        case mc.PollVote(target_id=target, options=options) if options is not None:
+            return actions.vote(device_id, target, voter=sender, options=options)
     return False
 
 

@@ -49,7 +49,7 @@ import storage
 from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
-from . import actions, asks, calls, event_log, incoming, outbound, pacing, reads
+from . import actions, asks, calls, event_log, incoming, outbound, pacing, polls, reads
 from . import commands as cmd
 from . import engine as eng
 from . import state as sm
@@ -322,14 +322,16 @@ class DeviceActor:
     async def _received(self, ev: eng.MessageReceived) -> None:
         """Store an incoming message of any kind and publish it (see :mod:`.incoming`)."""
         at = now_iso()
-        events = [self._event(incoming.payload(ev, at), at)]
+        events: list[Event] = []
 
         def job(r: storage.Repositories) -> DeviceRow | None:
-            received = incoming.store(r.messages, self.id, ev, at)
+            message = polls.name_vote(r.message_actions, self.id, ev)  # a vote's options
+            received = incoming.store(r.messages, self.id, message, at)
             if received is None:
                 return None  # WhatsApp delivered this message before: nothing new
-            actions.apply_incoming(r, self.id, ev, at)
+            actions.apply_incoming(r, self.id, message, at)
             row = r.devices.increment_stats(self.id, received=received, at=at)
+            events[:] = [self._event(incoming.payload(message, at), at)]
             self._enqueue(r, events)
             return row
 

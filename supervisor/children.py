@@ -17,6 +17,13 @@ directory, requests come through the facade.
 Resource handling: a child outlives its actor across restarts, with its inbox and view; when
 the device is deleted the child ends, its inbox is closed and waiting commands fail with
 :class:`DeviceNotFound`.
+
+In a cluster (:mod:`supervisor.cluster`) a child runs only while this node holds the device's
+lease: it is started with the actor's fenced view of the database (``db``), and
+:meth:`DeviceSupervisor.stop_child` ends it when the lease is lost or handed over; an actor
+whose write was fenced (:class:`~supervisor.cluster.fence.LeaseLost`) ends at once, its engine
+stopped, and is not restarted. Commands waiting for a stopped child fail with
+:class:`Restarting` (the device is moving to another node).
 """
 
 from __future__ import annotations
@@ -26,13 +33,15 @@ import logging
 import attrs
 import trio
 
+import storage
 from storage.models import DeviceRow
 
 from . import engine as eng
 from . import state as sm
 from .actor import EVENTS_PER_COMMAND, DeviceActor
+from .cluster.fence import LeaseLost
 from .context import ActorContext
-from .errors import DeviceNotFound
+from .errors import DeviceNotFound, Restarting
 from .inbox import Event, Inbox, InboxSink
 from .policy import ChildSpec, RestartIntensity, RestartType
 from .view import DeviceShown, DeviceView
@@ -63,6 +72,12 @@ class Child:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     actor: DeviceActor | None = None  # None while a crashed actor waits for its restart
     restarts: int = 0
+    #: The actor's database (a cluster's fenced view of it), or None: the shared one.
+    db: storage.Store | None = None
+    #: Set when the child's task ended.
+    done: trio.Event = attrs.field(factory=trio.Event)
+    #: Stopped (its lease lost or handed over) rather than deleted.
+    stopped: bool = False
 
 
 @attrs.define(eq=False)
@@ -90,19 +105,34 @@ class DeviceSupervisor:
         """The device's child, or None."""
         return self.children.get(device_id)
 
-    def _child_for(self, device_id: int, status: sm.Status) -> Child:
+    def _child_for(
+        self, device_id: int, status: sm.Status, db: storage.Store | None = None
+    ) -> Child:
         size = self.ctx.config.mailbox_size
         child = Child(
             device_id, self.spec(device_id), Inbox(size, size * EVENTS_PER_COMMAND),
-            DeviceView(DeviceShown(status)),
+            DeviceView(DeviceShown(status)), db=db,
         )
         self.children[device_id] = child
         return child
 
-    async def start_child(self, device_id: int, status: sm.Status) -> Child:
-        """Start the device's actor; returns once it runs (its first step may be under way)."""
-        child = self._child_for(device_id, status)
+    async def start_child(
+        self, device_id: int, status: sm.Status, db: storage.Store | None = None
+    ) -> Child:
+        """Start the device's actor (on ``db``: its fenced view in a cluster); returns once it
+        runs (its first step may be under way)."""
+        child = self._child_for(device_id, status, db)
         await self.nursery.start(self._run_child, child, name=f"device-{device_id}")
+        return child
+
+    def stop_child(self, device_id: int) -> Child | None:
+        """Stop the device's actor at once (its engine session is stopped as it ends) and
+        forget the child; the device stays in the directory. Await ``child.done`` for the end.
+        None if the device had no child."""
+        child = self.children.pop(device_id, None)
+        if child is not None:
+            child.stopped = True
+            child.scope.cancel()
         return child
 
     def restore_children(self, devices: list[tuple[int, sm.Status]]) -> None:
@@ -125,6 +155,7 @@ class DeviceSupervisor:
         intensity: RestartIntensity | None = None  # made at the first crash, if ever
         first: sm.Event = sm.Start()
         directory = self.ctx.directory
+        ctx = self.ctx if child.db is None else attrs.evolve(self.ctx, db=child.db)
         try:
             with child.scope:
                 while True:
@@ -132,7 +163,7 @@ class DeviceSupervisor:
                     if row is None:
                         return
                     actor = DeviceActor(
-                        ctx=self.ctx,
+                        ctx=ctx,
                         row=row,
                         state=state_from_row(row, self.ctx.config.qr_max_attempts),
                         session=self.engine.session(row.id, row.session_id, InboxSink(child.inbox)),
@@ -149,6 +180,10 @@ class DeviceSupervisor:
                             return  # a normal exit: the device was deleted
                         first = sm.Start()
                         continue
+                    except LeaseLost:
+                        log.warning("device %s: lease lost, engine stopped", actor.row.session_id)
+                        child.stopped = True
+                        return
                     except Exception:
                         child.actor = None
                         self.crashes += 1
@@ -172,11 +207,16 @@ class DeviceSupervisor:
         finally:
             child.actor = None
             task_status.started()  # a device deleted before its actor ran
-            if child.id not in directory:
+            if child.id not in directory or child.stopped:
                 if self.children.get(child.id) is child:
                     del self.children[child.id]
+                deleted = child.id not in directory
                 for call in child.inbox.close():
-                    call.reply.fail(DeviceNotFound(child.id))
+                    call.reply.fail(
+                        DeviceNotFound(child.id) if deleted
+                        else Restarting("the device is moving to another node")
+                    )
+            child.done.set()
 
     def aclose(self) -> None:
         """Stop every actor, newest first."""

@@ -38,6 +38,7 @@ from . import commands as cmd
 from . import engine as eng
 from . import state as sm
 from .children import Child, DeviceSupervisor
+from .cluster.node import ClusterNode
 from .config import Config
 from .context import OutboxSignal
 from .directory import DeviceDirectory, hash_key, session_id_for
@@ -94,6 +95,8 @@ class Devices:
     login_limiter: trio.CapacityLimiter
     outbox: OutboxSignal
     media: MediaStore
+    #: This node in a cluster (None: a single node; see supervisor.cluster).
+    cluster: ClusterNode | None = None
     media_files: MediaFiles = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -163,6 +166,8 @@ class Devices:
         description: str | None = None,
     ) -> tuple[DeviceRow, str]:
         """Store a new device and start its actor (pairing begins); returns it and its API key.
+        In a cluster the actor starts here if this node has room (else another node claims
+        the device at its next scan).
 
         Raises: DeviceConflict (the sessionId exists).
         """
@@ -183,7 +188,10 @@ class Devices:
         except storage.Conflict:
             raise DeviceConflict(f"device {session_id} already exists") from None
         self.directory.put(row)
-        await self.supervisor.start_child(row.id, sm.Status(row.status))
+        if self.cluster is None:
+            await self.supervisor.start_child(row.id, sm.Status(row.status))
+        elif not await self.cluster.adopt(row.id):
+            log.info("device %s: no room on this node; another node takes it", session_id)
         log.info("device %s created", session_id)
         return row, api_key
 

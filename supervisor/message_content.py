@@ -11,7 +11,8 @@ never holds more than what a webhook may carry. Usage::
     text_of(content)      # "hi": the text, or the caption of media ("" for the others)
 
 A reaction, an edit, a revoke and a poll vote name the message they act on
-(``target_id``); an empty reaction ``emoji`` removes the sender's reaction. A message wasup
+(``target_id``); an empty reaction ``emoji`` removes the sender's reaction, an empty vote the
+voter's vote. A message wasup
 does not know is :class:`Unsupported` with WhatsApp's name of its kind, never dropped; one
 WhatsApp could not decrypt for the device is :class:`Undecryptable` (the
 ``message_undecryptable`` event).
@@ -125,10 +126,19 @@ class Poll:
 
 @attrs.frozen
 class PollVote:
-    """A vote on the poll ``target_id`` (WhatsApp encrypts the choice itself)."""
+    """A vote on the poll ``target_id``: the voter's whole choice, replacing any earlier one.
+
+    WhatsApp carries the choice encrypted, as the SHA-256 of each chosen option's name; an
+    engine reports those hashes (hex) as ``option_hashes`` (None: the vote could not be
+    decrypted). ``options`` are the chosen options' names, matched against the poll wasup
+    stored (:mod:`supervisor.polls`); ``()`` withdraws the voter's vote; None when not known:
+    not decrypted, or ``unknown_poll`` (wasup has no such poll)."""
 
     type: ClassVar[str] = "poll_vote"
     target_id: str
+    options: tuple[str, ...] | None = None
+    option_hashes: tuple[str, ...] | None = None
+    unknown_poll: bool = False
 
 
 @attrs.frozen

@@ -9,7 +9,10 @@ Usage::
 :func:`open_supervisor` builds the parts in dependency order (database, engine, directory,
 timers, the media store under ``<data_dir>/media``, supervisor, the
 :class:`~supervisor.devices.Devices` facade), starts an actor for every stored device (boot
-restore) and yields the facade. Login handshakes share one
+restore) and yields the facade. In a cluster (``config.cluster``, PostgreSQL only) every stored
+device is in the directory, but actors run only for the devices this node holds leases on: the
+node (:mod:`supervisor.cluster`) joins, claims and starts them, and drains on exit
+(``Devices.cluster``). Login handshakes share one
 ``trio.CapacityLimiter(max_concurrent_logins)``.
 
 Resource handling: on exit every actor is stopped (newest first), then the engine and the
@@ -35,6 +38,7 @@ from . import engine as eng
 from . import proxy
 from . import state as sm
 from .children import DeviceSupervisor
+from .cluster.node import ClusterNode, open_node
 from .config import Config
 from .context import ActorContext, OutboxSignal
 from .devices import Devices
@@ -219,9 +223,11 @@ async def open_supervisor(
                         if isinstance(store, DbCredentialStore | DbQueueStore):
                             await store.preload()
                 await ops_nursery.start(timers.run)
-                await _restore(db, directory, supervisor)
+                await _restore(db, directory, supervisor, start=config.cluster is None)
                 try:
-                    yield devices
+                    async with _cluster(config, db, supervisor, directory, ops_nursery) as node:
+                        devices.cluster = node
+                        yield devices
                 finally:
                     supervisor.aclose()
                     ops_nursery.cancel_scope.cancel()
@@ -230,8 +236,28 @@ async def open_supervisor(
                 await the_engine.aclose()
 
 
-async def _restore(db: storage.Store, directory: DeviceDirectory, supervisor: DeviceSupervisor) -> None:
-    """Start an actor for every stored device (boot restore)."""
+@asynccontextmanager
+async def _cluster(
+    config: Config,
+    db: storage.Store,
+    supervisor: DeviceSupervisor,
+    directory: DeviceDirectory,
+    nursery: trio.Nursery,
+) -> AsyncIterator[ClusterNode | None]:
+    """The cluster node of ``config`` (None: a single node), joined; it drains on exit."""
+    if config.cluster is None:
+        yield None
+        return
+    async with open_node(config.cluster, db, supervisor, directory, nursery) as node:
+        yield node
+
+
+async def _restore(
+    db: storage.Store, directory: DeviceDirectory, supervisor: DeviceSupervisor, *, start: bool
+) -> None:
+    """Put every stored device in the directory and (``start``: a single node) start its
+    actor (boot restore). In a cluster the lease manager starts the actors of the devices
+    this node claims."""
     rows = await db.run(lambda r: r.devices.all())
     hooks = await db.run(lambda r: r.settings.devices_with("webhook"))
     for row in rows:
@@ -239,5 +265,6 @@ async def _restore(db: storage.Store, directory: DeviceDirectory, supervisor: De
     for device_id in hooks:
         if device_id in directory:
             directory.set_webhook(device_id)
-    supervisor.restore_children([(row.id, sm.Status(row.status)) for row in rows])
+    if start:
+        supervisor.restore_children([(row.id, sm.Status(row.status)) for row in rows])
     log.info("restored %d devices", len(rows))

@@ -273,8 +273,14 @@ def _v3_cluster(conn: psycopg.Connection[tuple[object, ...]]) -> None:
         conn.execute(statement)
 
 
+def _v4_lease_wanted(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Rebalancing: ``device_leases.wanted_by``, the node that asked the owner for the device
+    (the owner stops it, releases the lease, and the asking node claims it first)."""
+    conn.execute("ALTER TABLE device_leases ADD COLUMN wanted_by TEXT")
+
+
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_event_log, _v3_cluster]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_event_log, _v3_cluster, _v4_lease_wanted]
 
 
 def migrate(

@@ -17,6 +17,7 @@ from storage.message_actions import SqliteMessageActions
 from storage.pg.credentials import PgCredentials
 from storage.pg.devices import PgDevices, PgHistory
 from storage.pg.events import PgEvents
+from storage.pg.leases import PgLeases
 from storage.pg.messages import PgMessages
 from storage.pg.outbox import PgOutbox
 from storage.pg.settings import PgSettings
@@ -40,6 +41,8 @@ class PgRepositories:
     message_actions: SqliteMessageActions
     reads: SqliteReads
     events: PgEvents
+    #: Cluster membership and device leases (PostgreSQL only: :mod:`storage.pg.leases`).
+    leases: PgLeases
 
     @classmethod
     def bind(cls, sql: PgSql) -> PgRepositories:
@@ -61,4 +64,5 @@ class PgRepositories:
             message_actions=SqliteMessageActions(db),
             reads=SqliteReads(db),
             events=PgEvents(db),
+            leases=PgLeases(sql),
         )

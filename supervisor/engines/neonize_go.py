@@ -11,6 +11,12 @@ wasup drives whatsmeow's Go ``Neonize()`` entry point itself (see
 * ``NewClient._stop_finalizer``, a ``weakref.finalize`` that calls Go's ``Stop`` from whichever
   thread collects the client: :func:`api_client` detaches it, because wasup stops its clients
   itself, inside its gate.
+* ``_binder.consume_bytes_struct``, the errcheck that copies a Go-allocated ``Bytes`` result
+  into ``bytes`` and frees it: neonize 0.5.2 declares Go's ``DecryptPollVote`` to return such a
+  struct pointer but leaves that errcheck off it (it has it on every other such function), so
+  ``NewClient.decrypt_poll_vote`` fails on every call (``TypeError: expected bytes, LP_Bytes
+  found``). Importing this module puts it on (:func:`mend_decrypt_poll_vote`; a release that
+  has it already is left alone).
 
 Upgrading neonize: within the compatible range (:data:`NEONIZE_RANGE`, the same as
 pyproject.toml's pin) a new release installs as it is; ``tests/test_neonize_contract.py`` and
@@ -65,6 +71,7 @@ check_version(version("neonize"))
 
 from neonize._binder import (  # noqa: E402 -- only after the version check
     ProxySettings,
+    consume_bytes_struct,
     func_callback_bytes,
     func_callback_bytes2,
     func_string,
@@ -80,11 +87,21 @@ __all__ = [
     "check_version",
     "event_callback",
     "log_callback",
+    "mend_decrypt_poll_vote",
     "release",
     "run_client",
     "stop_client",
     "string_callback",
 ]
+
+def mend_decrypt_poll_vote() -> None:
+    """Give Go's ``DecryptPollVote`` the errcheck neonize 0.5.2 forgot (module docstring), so
+    ``NewClient.decrypt_poll_vote`` gets ``bytes`` and Go's buffer is freed; idempotent."""
+    if getattr(gocode.DecryptPollVote, "errcheck", None) is None:
+        gocode.DecryptPollVote.errcheck = consume_bytes_struct
+
+
+mend_decrypt_poll_vote()
 
 #: A ctypes callback object; it must stay referenced for as long as Go may call it.
 CallbackRef = object

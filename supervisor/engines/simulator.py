@@ -56,7 +56,7 @@ from supervisor.engine import (
 )
 from supervisor.errors import DeliveryFailed, DeviceConflict, DeviceNotFound, InvalidRequest
 from supervisor.jid import InvalidJid, Jid, JidKind
-from supervisor.message_content import Content
+from supervisor.message_content import Content, Poll, PollVote
 
 from .simulator_queue import MemoryQueueStore, OfflineQueue, QueuedMessage, QueueStore
 from .simulator_server import (
@@ -338,9 +338,12 @@ class SimulatorEngine:
         ``sender`` is a phone number or a JID; ``chat`` defaults to the sender's JID (a
         group message needs a ``...@g.us`` chat). ``content`` is what the message carries (a
         text of ``text`` when not given), ``quoted`` the id of the message it replies to;
-        ``media``, the file of a media message, is kept (:meth:`media`). Error handling: :class:`DeviceConflict`
-        when the device is not linked (no credentials, not connected); :class:`InvalidRequest`
-        for a malformed sender or chat.
+        ``media``, the file of a media message, is kept (:meth:`media`); a poll is kept for
+        the votes on it, and a :class:`PollVote` naming its ``options`` arrives as WhatsApp
+        carries it, by their hashes (:mod:`.simulator_polls`). Error handling:
+        :class:`DeviceConflict` when the device is not linked (no credentials, not connected);
+        :class:`InvalidRequest` for a malformed sender or chat, or a choice the poll does not
+        allow (``options``).
         """
         session = self.get_session(device_id)
         try:
@@ -356,7 +359,11 @@ class SimulatorEngine:
             device_id
         ):
             raise DeviceConflict(f"device {device_id} is not linked (not connected)")
+        if isinstance(content, PollVote):  # by option name: WhatsApp carries their hashes
+            content = self.server.polls.ballot(device_id, content)
         message_id = "3A" + session.random_bytes("incoming_id" + self.instance, 9).hex().upper()
+        if isinstance(content, Poll):
+            self.server.polls.keep(device_id, message_id, content)
         message = QueuedMessage(message_id, chat, sender_jid, text, is_group, now_epoch(),
                                 content, quoted, push_name)
         if media is not None:

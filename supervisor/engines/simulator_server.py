@@ -3,7 +3,7 @@
 Credentials (through a :class:`CredentialStore`), the offline queue
 (:mod:`supervisor.engines.simulator_queue`), temporary bans, the messages each device
 sent and the read receipts it sent, the files of incoming media messages (:class:`MediaStore`, in memory and bounded),
-injected faults, and whether the server is reachable. Sessions
+the polls it carried (:mod:`.simulator_polls`), injected faults, and whether the server is reachable. Sessions
 (:mod:`supervisor.engines.simulator_session`) act on it; the engine's controls
 (:mod:`supervisor.engines.simulator`) change it the way the phone or WhatsApp would.
 
@@ -38,6 +38,7 @@ from supervisor.outgoing import Outgoing
 from .simulator_account import AccountWorld
 from .simulator_contacts import ContactWorld
 from .simulator_groups import GroupWorld
+from .simulator_polls import SimulatedPolls
 from .simulator_queue import OfflineQueue
 
 #: Session operations a fault can be injected into; ``"any"`` means any of them.
@@ -215,6 +216,8 @@ class SimulatedServer:
     #: Every device's presence, profile and calls (:mod:`.simulator_account`).
     account: AccountWorld = attrs.field(
         default=attrs.Factory(lambda s: AccountWorld(s.derive), takes_self=True))
+    #: The polls each device sent or received (:mod:`.simulator_polls`).
+    polls: SimulatedPolls = attrs.field(factory=SimulatedPolls)
 
     def keep_media(self, device_id: int, message_id: str, data: bytes) -> None:
         """Keep the file of a media message the device sent or received, under its message
@@ -258,9 +261,10 @@ class SimulatedServer:
                 raise SimulatedCrash(f"simulated crash in {op} (device {device_id})")
 
     def forget(self, device_id: int) -> None:
-        """Forget the device's faults, sent messages, read receipts, bans and media files
-        (credentials are the caller's to delete)."""
+        """Forget the device's faults, sent messages, read receipts, bans, media files and
+        polls (credentials are the caller's to delete)."""
         self.media.forget(device_id)
+        self.polls.forget(device_id)
         self.contacts.forget(device_id)
         self.groups.forget(device_id)
         self.account.forget(device_id)

@@ -29,6 +29,7 @@ from supervisor.errors import EngineError
 from supervisor.jid import InvalidJid, Jid
 from supervisor.message_content import (
     Edit,
+    Poll,
     PollVote,
     Reaction,
     Revoke,
@@ -210,6 +211,8 @@ class SimulatorSession:
         message_id = "3EB0" + self.random_bytes(label, 8).hex().upper()
         sent = SentMessage(message_id, to_jid, message, now_epoch(), media)
         self.server.sent.setdefault(self.device_id, []).append(sent)
+        if isinstance(message.content, Poll):  # votes on it name it by this id
+            self.server.polls.keep(self.device_id, message_id, message.content)
         if media is None:
             return Sent(message_id)
         self.server.keep_media(self.device_id, message_id, media)  # as WhatsApp keeps it

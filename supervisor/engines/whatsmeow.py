@@ -120,7 +120,7 @@ class WhatsmeowSession:
 
     def __attrs_post_init__(self) -> None:
         self.reports = GoReports(self.session_id, self.sink, lambda: self._link, self._hold,
-                                 self.engine.reconnect_grace)
+                                 self.engine.reconnect_grace, limiter=self.engine.limiter)
 
     # -- EngineSession -----------------------------------------------------------------------
 

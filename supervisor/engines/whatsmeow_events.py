@@ -6,7 +6,7 @@ Trio. A lifecycle event (a QR code, a status, connected, disconnected...) goes w
 completed pairing goes with ``trio.from_thread.run`` to :meth:`GoReports.commit`, which hands it
 to the device with ``sink.deliver`` and returns only once the device committed it (the message
 stored with its webhook outbox rows, the pairing stored as paired): Go's callback returns only
-then. When the device cannot store it (``DeliveryFailed``), the failure is logged and counted
+then. A poll vote is decrypted first (:mod:`supervisor.engines.whatsmeow_votes`). When the device cannot store it (``DeliveryFailed``), the failure is logged and counted
 and Go carries on; nothing raises into Go.
 
 What that guarantees, and what it cannot: neonize 0.5.2 puts whatsmeow's events into a Go
@@ -51,12 +51,14 @@ from supervisor.engine import (
     TemporaryBan,
 )
 from supervisor.errors import DeliveryFailed, EngineError
+from supervisor.message_content import PollVote
 from supervisor.proxy import redact
 
 from .whatsmeow_account import notices as account_notices
 from .whatsmeow_groups import GROUP_CODES, group_notices
 from .whatsmeow_link import GoCallback, GoEvent, GoExit, GoQr, GoStatus, Link, LinkState
 from .whatsmeow_translate import advice_for, exit_event, translate, translate_pairing_status
+from .whatsmeow_votes import decrypted
 
 log = logging.getLogger("wasup.engine.whatsmeow")
 
@@ -81,6 +83,8 @@ class GoReports:
     hold: Callable[[Link], None]
     reconnect_grace: float
     token: trio.lowlevel.TrioToken | None = None
+    #: The engine's worker threads (a poll vote's decryption runs on one).
+    limiter: trio.CapacityLimiter | None = None
     #: Messages and pairings not stored (the device could not commit them), for statistics.
     not_stored: int = 0
 
@@ -119,6 +123,9 @@ class GoReports:
             for event in self.events_of(link, what):
                 if isinstance(event, MessageReceived | Paired):
                     self.note(link, event)
+                    if isinstance(event, MessageReceived) and isinstance(event.content, PollVote):
+                        # Before the commit's wait: a stop meanwhile does not lose the vote.
+                        event = await decrypted(link.client, what.data, event, self.limiter)
                     # Stopping the link stops waiting (see Link.commits): the device still
                     # commits what it was handed, and Go's thread is free to end.
                     with link.committing() as scope:

@@ -1,0 +1,216 @@
+"""Cluster membership and device leases in PostgreSQL (the ``nodes`` and ``device_leases``
+tables of migration 3, ``wanted_by`` of migration 4).
+
+Synopsis::
+
+    held = await db.run(lambda r: r.leases.renew("node-a", lease_seconds=15))
+    got = await db.run(lambda r: r.leases.claim("node-a", lease_seconds=15, limit=10))
+
+Every time here is the database's clock (``now()``: the transaction's start), never a node's:
+a lease ``expires_at`` is ``now() + lease``, a device is free when its row has no owner or its
+lease expired, and a node is live while its heartbeat is younger than the lease. The fencing
+``epoch`` grows by one on every change of owner (a claim, a release), so a write carrying an
+older epoch is refused by :meth:`PgLeases.holds`.
+
+Concurrency: a claim locks the rows it takes with ``FOR UPDATE SKIP LOCKED`` (two nodes
+claiming at once take different devices, neither waits); :meth:`PgLeases.holds` takes a share
+lock on the device's lease row, so a claim by another node waits for the fenced transaction to
+commit, or the fenced transaction sees the new owner and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import attrs
+
+from storage.pg.sql import pg_of
+
+
+@attrs.frozen
+class Lease:
+    """A lease this node holds: the device and its fencing epoch (and the node that asked for
+    the device, if one did: rebalancing)."""
+
+    device_id: int
+    epoch: int
+    wanted_by: str | None = None
+
+
+@attrs.frozen
+class NodeRow:
+    """A node's row with the number of live leases it holds, ages by the database's clock."""
+
+    node_id: str
+    advertise_url: str
+    capacity: int | None
+    devices: int
+    heartbeat_age: float
+    draining: bool
+    started_at: datetime
+
+
+def _leases(rows: Sequence[tuple[object, ...]]) -> list[Lease]:
+    return sorted(
+        (Lease(int(str(r[0])), int(str(r[1])), None if r[2] is None else str(r[2])) for r in rows),
+        key=lambda lease: lease.device_id,
+    )
+
+
+_NODES = """
+    SELECT n.node_id, n.advertise_url, n.capacity,
+           (SELECT count(*) FROM device_leases l
+             WHERE l.owner = n.node_id AND l.expires_at > now()),
+           EXTRACT(EPOCH FROM now() - n.heartbeat_at), n.draining, n.started_at
+      FROM nodes n
+"""
+
+
+def _node(r: Sequence[object]) -> NodeRow:
+    return NodeRow(
+        node_id=str(r[0]),
+        advertise_url=str(r[1]),
+        capacity=None if r[2] is None else int(str(r[2])),
+        devices=int(str(r[3])),
+        heartbeat_age=max(0.0, float(str(r[4]))),
+        draining=bool(r[5]),
+        started_at=r[6] if isinstance(r[6], datetime) else datetime.fromisoformat(str(r[6])),
+    )
+
+
+@attrs.define(eq=False)
+class PgLeases:
+    """The ``nodes`` and ``device_leases`` tables, inside one job's transaction."""
+
+    _db: object
+
+    def heartbeat(
+        self, node_id: str, advertise_url: str, capacity: int | None, draining: bool
+    ) -> None:
+        """Insert or refresh the node's row: its URL, capacity, draining flag and heartbeat
+        (now)."""
+        pg_of(self._db).execute(
+            "INSERT INTO nodes (node_id, advertise_url, capacity, draining)"
+            " VALUES (?, ?, ?, ? <> 0)"  # a bool is sent as 0/1 (storage.pg.sql)
+            " ON CONFLICT (node_id) DO UPDATE SET advertise_url = excluded.advertise_url,"
+            " capacity = excluded.capacity, draining = excluded.draining, heartbeat_at = now()",
+            (node_id, advertise_url, capacity, draining),
+        )
+
+    def leave(self, node_id: str) -> None:
+        """Remove the node's row (it stopped; its leases must be released first)."""
+        pg_of(self._db).execute("DELETE FROM nodes WHERE node_id = ?", (node_id,))
+
+    def claim(
+        self,
+        node_id: str,
+        lease_seconds: float,
+        limit: int,
+        device_ids: Sequence[int] | None = None,
+    ) -> list[Lease]:
+        """Take up to ``limit`` free or expired devices (only those of ``device_ids`` when
+        given) for ``lease_seconds``; returns them with their new epochs.
+
+        Devices another live node asked for (``wanted_by``, rebalancing) are left to it; those
+        this node asked for come first. Devices without a lease row get one here.
+        """
+        sql = pg_of(self._db)
+        if limit <= 0:
+            return []
+        ids = None if device_ids is None else list(device_ids)
+        sql.execute(
+            "INSERT INTO device_leases (device_id) SELECT d.id FROM devices d"
+            " WHERE NOT EXISTS (SELECT 1 FROM device_leases l WHERE l.device_id = d.id)"
+            + ("" if ids is None else " AND d.id = ANY(?)")
+            + " ON CONFLICT DO NOTHING",
+            () if ids is None else (ids,),
+        )
+        rows = sql.execute(
+            "UPDATE device_leases SET owner = ?1, expires_at = now() + make_interval(secs => ?2),"
+            " epoch = epoch + 1, wanted_by = NULL"
+            " WHERE device_id IN ("
+            "  SELECT l.device_id FROM device_leases l"
+            "   WHERE (l.owner IS NULL OR l.expires_at IS NULL OR l.expires_at <= now())"
+            "     AND (l.wanted_by IS NULL OR l.wanted_by = ?1 OR NOT EXISTS ("
+            "          SELECT 1 FROM nodes n WHERE n.node_id = l.wanted_by AND NOT n.draining"
+            "             AND n.heartbeat_at > now() - make_interval(secs => ?2)))"
+            + ("" if ids is None else " AND l.device_id = ANY(?4)")
+            + "   ORDER BY (l.wanted_by IS NOT DISTINCT FROM ?1) DESC, l.device_id"
+            "   LIMIT ?3 FOR UPDATE SKIP LOCKED)"
+            " RETURNING device_id, epoch, wanted_by",
+            (node_id, lease_seconds, limit) if ids is None else (node_id, lease_seconds, limit, ids),
+        ).fetchall()
+        return _leases(rows)
+
+    def renew(self, node_id: str, lease_seconds: float) -> list[Lease]:
+        """Extend every live lease of the node to ``now() + lease_seconds``, in one statement;
+        returns the leases it still holds (an expired one is not renewed: it may be another
+        node's by now), each with ``wanted_by`` if another node asked for the device."""
+        rows = pg_of(self._db).execute(
+            "UPDATE device_leases SET expires_at = now() + make_interval(secs => ?)"
+            " WHERE owner = ? AND expires_at > now()"
+            " RETURNING device_id, epoch, wanted_by",
+            (lease_seconds, node_id),
+        ).fetchall()
+        return _leases(rows)
+
+    def release(self, node_id: str, device_ids: Sequence[int] | None = None) -> list[int]:
+        """Give up the node's leases of ``device_ids`` (None: all of them): the devices are
+        free at once, with a new epoch. Returns the devices released."""
+        ids = None if device_ids is None else list(device_ids)
+        rows = pg_of(self._db).execute(
+            "UPDATE device_leases SET owner = NULL, expires_at = NULL, epoch = epoch + 1"
+            " WHERE owner = ?" + ("" if ids is None else " AND device_id = ANY(?)")
+            + " RETURNING device_id",
+            (node_id,) if ids is None else (node_id, ids),
+        ).fetchall()
+        return sorted(int(str(r[0])) for r in rows)
+
+    def holds(self, device_id: int, node_id: str, epoch: int) -> bool:
+        """Whether ``node_id`` holds the device's live lease with ``epoch`` now; the lease row
+        stays share-locked until the job's transaction ends (the fence of an actor's write)."""
+        row = pg_of(self._db).execute(
+            "SELECT 1 FROM device_leases WHERE device_id = ? AND owner = ? AND epoch = ?"
+            " AND expires_at > now() FOR SHARE",
+            (device_id, node_id, epoch),
+        ).fetchone()
+        return row is not None
+
+    def want(self, node_id: str, donor: str, count: int) -> list[int]:
+        """Ask ``donor`` for ``count`` of its devices (rebalancing): marks them ``wanted_by``
+        this node, skipping those already asked for; returns the devices marked."""
+        if count <= 0:
+            return []
+        rows = pg_of(self._db).execute(
+            "UPDATE device_leases SET wanted_by = ?1 WHERE device_id IN ("
+            " SELECT device_id FROM device_leases"
+            "  WHERE owner = ?2 AND expires_at > now() AND wanted_by IS NULL"
+            "  ORDER BY device_id DESC LIMIT ?3 FOR UPDATE SKIP LOCKED)"
+            " RETURNING device_id",
+            (node_id, donor, count),
+        ).fetchall()
+        return sorted(int(str(r[0])) for r in rows)
+
+    def nodes(self) -> list[NodeRow]:
+        """Every node's row with its live leases, by node id."""
+        rows = pg_of(self._db).execute(_NODES + " ORDER BY n.node_id").fetchall()
+        return [_node(r) for r in rows]
+
+    def owner(self, device_id: int) -> NodeRow | None:
+        """The node holding the device's live lease, or None (free, expired, or no such
+        device)."""
+        row = pg_of(self._db).execute(
+            _NODES + " JOIN device_leases d ON d.owner = n.node_id"
+            " WHERE d.device_id = ? AND d.expires_at > now()",
+            (device_id,),
+        ).fetchone()
+        return None if row is None else _node(row)
+
+    def unleased(self) -> int:
+        """Devices no node holds a live lease on."""
+        row = pg_of(self._db).execute(
+            "SELECT count(*) FROM devices d WHERE NOT EXISTS (SELECT 1 FROM device_leases l"
+            " WHERE l.device_id = d.id AND l.owner IS NOT NULL AND l.expires_at > now())"
+        ).fetchone()
+        return 0 if row is None else int(str(row[0]))

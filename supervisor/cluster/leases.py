@@ -1,0 +1,401 @@
+"""The lease manager: one node's heartbeat, renewals, claims, hand-overs and self-stop.
+
+Usage (by :class:`~supervisor.cluster.node.ClusterNode`)::
+
+    manager = LeaseManager(cluster_config, db, supervisor, directory)
+    await nursery.start(manager.run)      # joined: heartbeat written, old leases released
+    ...
+    await manager.drain()                 # every device handed over, the node's row removed
+
+Three tasks run while the node runs:
+
+- renewal, every ``renew_seconds``: the heartbeat and the renewal of every lease of the node
+  in one statement (:meth:`storage.pg.leases.PgLeases.renew`); a device the renewal no longer
+  returns is lost (its actor stopped), and a device another node asked for (``wanted_by``) is
+  handed over: its actor stopped, then its lease released;
+- the scan, every ``scan_seconds``: free and expired devices claimed up to the capacity, an
+  actor started for each; then rebalancing: a node below its fair share (devices / live nodes,
+  within its capacity) asks the most loaded nodes for devices, at most
+  ``rebalance_per_minute``;
+- the watchdog: when the node's belief in its leases ends by its own clock (no successful
+  renewal for ``lease - margin`` seconds, :mod:`.book`), every engine is stopped at once.
+
+Lease operations of the node run one at a time (a lock, held until the database answered:
+their jobs are shielded from cancellation, since a cancelled job still runs to its end), so
+answers are applied in the order the statements ran, and the node's own transactions never
+wait for each other. Error handling: a failed renewal or scan is logged (once per outage) and
+tried again at the next period; the watchdog alone decides when the node stops its engines.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TypeVar
+
+import attrs
+import trio
+
+import storage
+from storage.models import DeviceRow
+from storage.pg.leases import Lease, NodeRow
+
+from .. import state as sm
+from ..children import DeviceSupervisor
+from ..config import ClusterConfig
+from ..directory import DeviceDirectory
+from .book import LeaseBook, LeaseTiming, fair_share, plan_wants
+from .fence import FencedStore, leases_of
+
+log = logging.getLogger("wasup.cluster")
+
+T = TypeVar("T")
+
+#: Devices claimed at most per scan when the capacity is unbounded.
+UNBOUNDED_CLAIM = 10_000
+#: Leases (times lease_seconds) a device asked for (rebalancing) counts as coming here.
+WANT_PATIENCE_LEASES = 2
+
+
+@attrs.define
+class LeaseStats:
+    """Counters of one node's lease work since start (``/metrics``)."""
+
+    claimed: int = 0
+    lost: int = 0
+    handed_over: int = 0
+    self_stops: int = 0
+    fenced_writes: int = 0
+    renewals: int = 0
+    failed_renewals: int = 0
+    wanted: int = 0
+
+
+def _want(node_id: str, donor: str, count: int, r: storage.Repositories) -> list[int]:
+    return leases_of(r).want(node_id, donor, count)
+
+
+def timing_of(config: ClusterConfig) -> LeaseTiming:
+    return LeaseTiming(config.lease_seconds, config.renew_seconds, config.scan_seconds)
+
+
+@attrs.define(eq=False)
+class LeaseManager:
+    """See the module docstring."""
+
+    config: ClusterConfig
+    db: storage.Store
+    supervisor: DeviceSupervisor
+    directory: DeviceDirectory
+    book: LeaseBook = attrs.field(init=False)
+    stats: LeaseStats = attrs.field(factory=LeaseStats)
+    draining: bool = False
+    _lock: trio.Lock = attrs.field(factory=trio.Lock)
+    _changed: trio.Event = attrs.field(factory=trio.Event)
+    _scan_now: trio.Event = attrs.field(factory=trio.Event)
+    #: When this node asked for devices (trio time), for the rate of rebalancing.
+    _asked_at: deque[float] = attrs.field(factory=deque)
+    #: Devices asked for and not claimed yet, with when.
+    _pending: dict[int, float] = attrs.field(factory=dict)
+    _failing: bool = False
+    _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+    def __attrs_post_init__(self) -> None:
+        self.book = LeaseBook(timing_of(self.config))
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    def owns(self, device_id: int) -> bool:
+        """Whether this node holds the device's lease by its clock and its actor runs."""
+        return (self.book.owns(device_id, trio.current_time())
+                and device_id in self.supervisor.children)
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Join the cluster, then renew, scan and watch until cancelled or drained."""
+        with self._scope:
+            await self._join()
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._renewals)
+                nursery.start_soon(self._scans)
+                nursery.start_soon(self._watchdog)
+
+    async def _join(self) -> None:
+        """Write the heartbeat and release what a previous run of this node id still holds
+        (new epochs: nothing that run still writes is accepted); waits out an outage."""
+        cfg = self.config
+
+        def job(r: storage.Repositories) -> list[int]:
+            leases = leases_of(r)
+            leases.heartbeat(cfg.node_id, cfg.advertise_url, cfg.capacity, False)
+            return leases.release(cfg.node_id)
+
+        while True:
+            try:
+                released = await self._db_run(job)
+                break
+            except storage.StorageUnavailable as exc:
+                log.warning("cluster: cannot join yet (%s); trying again", exc)
+                await trio.sleep(self.config.renew_seconds)
+        log.info("cluster: node %s joined (%d leases of an earlier run released)",
+                 cfg.node_id, len(released))
+
+    async def _renewals(self) -> None:
+        while True:
+            await trio.sleep(self.config.renew_seconds)
+            await self.renew_once()
+
+    async def _scans(self) -> None:
+        while True:
+            await self.scan_once()
+            with trio.move_on_after(self.config.scan_seconds):
+                await self._scan_now.wait()
+            self._scan_now = trio.Event()
+
+    async def _watchdog(self) -> None:
+        """Stop every engine whose lease this node can no longer be sure of (the self-stop)."""
+        while True:
+            changed = self._changed = trio.Event()
+            with trio.move_on_at(self.book.deadline()):
+                await changed.wait()
+            now = trio.current_time()
+            gone = self.book.expired(now)
+            if gone:
+                self.stats.self_stops += 1
+                log.error(
+                    "cluster: no lease renewal for %.1f s: stopping the engines of %d devices",
+                    self.book.timing.lease - self.book.timing.margin, len(gone),
+                )
+                for device_id in gone:
+                    self.supervisor.stop_child(device_id)
+
+    async def _db_run(self, job: Callable[[storage.Repositories], T]) -> T:
+        """Run a lease job to its end, even when the caller is cancelled meanwhile (the job
+        would run on regardless: see the module docstring)."""
+        with trio.CancelScope(shield=True):
+            result = await self.db.run(job)
+        return result
+
+    def _book_changed(self) -> None:
+        self._changed.set()
+
+    # -- one round of each -------------------------------------------------------------------
+
+    async def renew_once(self) -> None:
+        """Heartbeat and renew; stop lost devices, hand over wanted ones, start found ones."""
+        cfg = self.config
+
+        def job(r: storage.Repositories) -> list[Lease]:
+            leases = leases_of(r)
+            leases.heartbeat(cfg.node_id, cfg.advertise_url, cfg.capacity, self.draining)
+            return leases.renew(cfg.node_id, cfg.lease_seconds)
+
+        async with self._lock:
+            sent = trio.current_time()
+            try:
+                held = await self._db_run(job)
+            except Exception as exc:
+                self.stats.failed_renewals += 1
+                if not self._failing:
+                    log.error("cluster: lease renewal failed (%s); the engines stop in %.1f s "
+                              "without one", exc, max(0.0, self.book.deadline() - sent))
+                self._failing = True
+                return
+            if self._failing:
+                log.warning("cluster: lease renewal works again")
+            self._failing = False
+            self.stats.renewals += 1
+            lost, gained = self.book.renewed(
+                sent, {lease.device_id: lease.epoch for lease in held}, trio.current_time()
+            )
+            self._book_changed()
+            for device_id in lost:
+                self.stats.lost += 1
+                log.warning("cluster: device %d: lease lost, engine stopped", device_id)
+                self.supervisor.stop_child(device_id)
+            await self._start(gained)
+            wanted = [
+                lease.device_id for lease in held
+                if lease.wanted_by not in (None, cfg.node_id) and self.book.owns(lease.device_id, sent)
+            ]
+            if wanted:
+                await self._hand_over(wanted)
+
+    async def scan_once(self) -> None:
+        """Claim free and expired devices up to the capacity, then ask for a fair share."""
+        if self.draining:
+            return
+        cfg = self.config
+        async with self._lock:
+            room = self._room()
+            try:
+                if room > 0:
+                    sent = trio.current_time()
+                    granted = await self._db_run(
+                        lambda r: leases_of(r).claim(cfg.node_id, cfg.lease_seconds, room)
+                    )
+                    await self._granted(sent, granted)
+                await self._rebalance()
+            except Exception as exc:
+                if not self._failing:
+                    log.error("cluster: scan for free devices failed: %s", exc)
+
+    async def adopt(self, device_id: int) -> bool:
+        """Claim a device created on this node at once, if there is room; whether it runs
+        here now (else another node claims it at its next scan)."""
+        cfg = self.config
+        async with self._lock:
+            if self.draining or self._room() <= 0:
+                return False
+            sent = trio.current_time()
+            granted = await self._db_run(
+                lambda r: leases_of(r).claim(cfg.node_id, cfg.lease_seconds, 1, [device_id])
+            )
+            await self._granted(sent, granted)
+        return self.owns(device_id)
+
+    def fenced(self, device_id: int) -> None:
+        """An actor's write was refused (the fence): the device is no longer this node's."""
+        self.stats.fenced_writes += 1
+        if self.book.drop(device_id):
+            self._book_changed()
+        log.error("cluster: device %d: a write was fenced (lease moved); engine stopped", device_id)
+
+    async def drain(self) -> None:
+        """Hand every device over and leave: mark the node draining, stop every actor, release
+        every lease and remove the node's row. The other nodes claim the devices at their next
+        scan. Error handling: a database that cannot be reached leaves the leases to expire."""
+        self.draining = True
+        self._scope.cancel()
+        async with self._lock:  # a lease job in flight ends first
+            await self._leave()
+
+    async def _leave(self) -> None:
+        cfg = self.config
+        ids = list(self.book.held)
+        self.book.held.clear()
+        self._book_changed()
+        try:
+            await self._db_run(lambda r: leases_of(r).heartbeat(
+                cfg.node_id, cfg.advertise_url, cfg.capacity, True))
+        except Exception as exc:
+            log.error("cluster: cannot mark node %s draining: %s", cfg.node_id, exc)
+        await self._stop_all(ids)
+
+        def job(r: storage.Repositories) -> list[int]:
+            leases = leases_of(r)
+            leases.leave(cfg.node_id)  # the nodes row first, as every job of the node locks
+            return leases.release(cfg.node_id)
+
+        try:
+            released = await self._db_run(job)
+        except Exception as exc:
+            log.error("cluster: could not release the leases (%s); they expire by themselves",
+                      exc)
+            return
+        self.stats.handed_over += len(released)
+        log.info("cluster: node %s drained: %d devices handed over", cfg.node_id, len(released))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _room(self) -> int:
+        capacity = self.config.capacity
+        if capacity is None:
+            return UNBOUNDED_CLAIM
+        return capacity - len(self.book.held)
+
+    async def _granted(self, sent: float, granted: Sequence[Lease]) -> None:
+        started = self.book.claimed(
+            sent, [(lease.device_id, lease.epoch) for lease in granted], trio.current_time()
+        )
+        self._book_changed()
+        for device_id in started:
+            self._pending.pop(device_id, None)
+        self.stats.claimed += len(started)
+        if started:
+            log.info("cluster: claimed %d devices", len(started))
+        await self._start(started)
+
+    async def _start(self, device_ids: Sequence[int]) -> None:
+        """Start the actors of devices just claimed, from their rows as stored now."""
+        if not device_ids:
+            return
+
+        def job(r: storage.Repositories) -> list[tuple[int, DeviceRow | None, bool]]:
+            return [
+                (d, r.devices.get(d), r.settings.get(d, "webhook") is not None)
+                for d in device_ids
+            ]
+
+        for device_id, row, hooked in await self._db_run(job):
+            epoch = self.book.epoch(device_id)
+            if row is None or epoch is None:  # deleted meanwhile
+                self.book.drop(device_id)
+                continue
+            self.directory.put(row)
+            if hooked:
+                self.directory.set_webhook(device_id)
+            old = self.supervisor.stop_child(device_id)
+            if old is not None:
+                await old.done.wait()
+            store = FencedStore(self.db, device_id, self.node_id, epoch, self.fenced)
+            await self.supervisor.start_child(device_id, sm.Status(row.status), db=store)
+
+    async def _stop_all(self, device_ids: Sequence[int]) -> None:
+        """Stop these actors together and wait until their engines stopped."""
+        children = [self.supervisor.stop_child(d) for d in device_ids]
+        for child in children:
+            if child is not None:
+                await child.done.wait()
+
+    async def _hand_over(self, device_ids: list[int]) -> None:
+        """Give devices other nodes asked for: stop their actors, then release the leases."""
+        for device_id in device_ids:
+            self.book.drop(device_id)
+        self._book_changed()
+        await self._stop_all(device_ids)
+        cfg = self.config
+        released = await self._db_run(lambda r: leases_of(r).release(cfg.node_id, device_ids))
+        self.stats.handed_over += len(released)
+        log.info("cluster: handed %d devices over to the nodes that asked", len(released))
+
+    async def _rebalance(self) -> None:
+        """Ask the most loaded nodes for devices, up to this node's fair share, within the
+        rate (``rebalance_per_minute``)."""
+        cfg = self.config
+        now = trio.current_time()
+        while self._asked_at and self._asked_at[0] <= now - 60:
+            self._asked_at.popleft()
+        patience = WANT_PATIENCE_LEASES * cfg.lease_seconds
+        self._pending = {d: t for d, t in self._pending.items() if t > now - patience}
+        budget = cfg.rebalance_per_minute - len(self._asked_at)
+        if budget <= 0:
+            return
+
+        def job(r: storage.Repositories) -> tuple[list[NodeRow], int]:
+            leases = leases_of(r)
+            return leases.nodes(), leases.unleased()
+
+        nodes, unleased = await self._db_run(job)
+        live = [n for n in nodes if n.heartbeat_age < cfg.lease_seconds and not n.draining]
+        if len(live) < 2:
+            return
+        total = sum(n.devices for n in nodes) + unleased
+        share = fair_share(total, len(live), cfg.capacity)
+        counts = {n.node_id: n.devices for n in live}
+        counts[cfg.node_id] = len(self.book.held) + len(self._pending)
+        for donor, count in plan_wants(cfg.node_id, counts, share, budget).items():
+            marked = await self._db_run(partial(_want, cfg.node_id, donor, count))
+            for device_id in marked:
+                self._pending[device_id] = now
+                self._asked_at.append(now)
+            self.stats.wanted += len(marked)
+            if marked:
+                log.info("cluster: asked node %s for %d devices (fair share %d)",
+                         donor, len(marked), share)

@@ -1,0 +1,132 @@
+"""This wasup node in a cluster, as the rest of wasup sees it: ``Devices.cluster``.
+
+Usage::
+
+    node = devices.cluster                # None on a single node
+    if node is not None and not node.owns(device_id):
+        owner = await node.owner(device_id)   # NodeInfo of the owner, or None (being moved)
+        ...forward the command to owner.advertise_url, signed with node.secret...
+    for info in await node.nodes(): ...
+
+:meth:`ClusterNode.owns` answers from this node's own lease book and clock (no I/O): True
+while this node holds the device's lease and runs its actor. :meth:`ClusterNode.owner` and
+:meth:`ClusterNode.nodes` read the database. The lease work itself is the
+:class:`~supervisor.cluster.leases.LeaseManager`'s; :func:`open_node` runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+import storage
+from storage.pg.leases import NodeRow
+
+from ..children import DeviceSupervisor
+from ..config import ClusterConfig
+from ..directory import DeviceDirectory
+from .fence import leases_of
+from .leases import LeaseManager, LeaseStats
+
+#: Seconds the drain at shutdown may take before the node leaves its leases to expire.
+DRAIN_DEADLINE = 10.0
+
+
+@attrs.frozen
+class NodeInfo:
+    """One node of the cluster as the database shows it (ages by the database's clock)."""
+
+    node_id: str
+    advertise_url: str
+    capacity: int | None
+    #: Devices it holds a live lease on.
+    devices: int
+    #: Seconds since its last heartbeat.
+    heartbeat_age: float
+    draining: bool
+
+    @classmethod
+    def of(cls, row: NodeRow) -> NodeInfo:
+        return cls(row.node_id, row.advertise_url, row.capacity, row.devices,
+                   row.heartbeat_age, row.draining)
+
+
+@attrs.define(eq=False)
+class ClusterNode:
+    """See the module docstring."""
+
+    config: ClusterConfig
+    db: storage.Store
+    manager: LeaseManager
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    @property
+    def secret(self) -> bytes:
+        """The cluster secret (forwarded requests are signed with it)."""
+        return self.config.secret.encode()
+
+    @property
+    def advertise_url(self) -> str:
+        return self.config.advertise_url
+
+    @property
+    def stats(self) -> LeaseStats:
+        return self.manager.stats
+
+    def owns(self, device_id: int) -> bool:
+        """Whether this node holds the device's live lease by its own clock (and runs its
+        actor)."""
+        return self.manager.owns(device_id)
+
+    def held(self) -> int:
+        """Devices this node holds now."""
+        now = trio.current_time()
+        return sum(1 for d in self.manager.book.held if self.manager.book.owns(d, now))
+
+    def alive(self, info: NodeInfo) -> bool:
+        """Whether ``info``'s node is live (its heartbeat younger than the lease)."""
+        return info.heartbeat_age < self.config.lease_seconds
+
+    async def owner(self, device_id: int) -> NodeInfo | None:
+        """The node holding the device's live lease (the database's view), or None while it is
+        free or expired (being moved), or for no such device."""
+        row = await self.db.run(lambda r: leases_of(r).owner(device_id))
+        return None if row is None else NodeInfo.of(row)
+
+    async def nodes(self) -> list[NodeInfo]:
+        """Every node of the cluster, by id."""
+        rows = await self.db.run(lambda r: leases_of(r).nodes())
+        return [NodeInfo.of(row) for row in rows]
+
+    async def adopt(self, device_id: int) -> bool:
+        """Claim a device just created on this node if there is room; whether it runs here."""
+        return await self.manager.adopt(device_id)
+
+
+@asynccontextmanager
+async def open_node(
+    config: ClusterConfig,
+    db: storage.Store,
+    supervisor: DeviceSupervisor,
+    directory: DeviceDirectory,
+    nursery: trio.Nursery,
+) -> AsyncIterator[ClusterNode]:
+    """Join the cluster and run the lease manager in ``nursery``; yield the node.
+
+    Resource handling: on exit (normal or not) the node drains: every device is handed over
+    and the node's row removed, within ``DRAIN_DEADLINE`` seconds (shielded from cancellation);
+    what is left then expires by itself.
+    """
+    manager = LeaseManager(config, db, supervisor, directory)
+    await nursery.start(manager.run)
+    try:
+        yield ClusterNode(config, db, manager)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_DEADLINE):
+            await manager.drain()

@@ -1,0 +1,193 @@
+"""The lease storage of a cluster (storage/pg/leases.py) on a real PostgreSQL: heartbeats,
+claims with SKIP LOCKED, renewals in one statement, releases, rebalancing requests and the
+fence a device's actor writes behind (supervisor/cluster/fence.py).
+
+A lease's expiry is the database's clock; to make one expire without waiting, a test moves
+``expires_at`` into the past with SQL of its own."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+import trio
+
+import storage
+from storage.pg import open_postgres
+from storage.pg.leases import PgLeases
+from supervisor.cluster.fence import FencedStore, LeaseLost, leases_of
+from tests.pg_support import TestPostgres
+from tests.test_storage import new_device
+
+LEASE = 15.0
+
+
+def L(r: storage.Repositories) -> PgLeases:
+    return leases_of(r)
+
+
+def expire(url: str, device_id: int | None = None) -> None:
+    """Move leases (one device's, or all) into the past, as if their time had run out."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if device_id is None:
+            conn.execute("UPDATE device_leases SET expires_at = now() - interval '1 second'")
+        else:
+            conn.execute(
+                "UPDATE device_leases SET expires_at = now() - interval '1 second'"
+                " WHERE device_id = %s", (device_id,),
+            )
+
+
+async def test_claims_take_free_devices_up_to_the_limit_with_new_epochs(
+    postgres_server: TestPostgres,
+) -> None:
+    url = postgres_server.create_database()
+    async with open_postgres(url) as db:
+        ids = [(await db.run(lambda r, n=n: new_device(r, n))).id for n in range(5)]
+        for node in ("a", "b"):
+            await db.run(lambda r, node=node: L(r).heartbeat(node, f"http://{node}", None, False))
+        got_a = await db.run(lambda r: L(r).claim("a", LEASE, 3))
+        got_b = await db.run(lambda r: L(r).claim("b", LEASE, 10))
+        assert [x.device_id for x in got_a] == ids[:3]
+        assert [x.device_id for x in got_b] == ids[3:]  # what a holds is not free
+        assert all(x.epoch == 1 for x in got_a + got_b)
+        assert await db.run(lambda r: L(r).claim("b", LEASE, 10)) == []
+        nodes = await db.run(lambda r: L(r).nodes())
+        assert [(n.node_id, n.devices, n.draining) for n in nodes] == [
+            ("a", 3, False), ("b", 2, False)]
+        assert all(0 <= n.heartbeat_age < 5 for n in nodes)
+        owner = await db.run(lambda r: L(r).owner(ids[0]))
+        assert owner is not None and owner.node_id == "a" and owner.advertise_url == "http://a"
+        assert await db.run(lambda r: L(r).unleased()) == 0
+        # A specific device (one just created on a node).
+        extra = await db.run(lambda r: new_device(r, 9))
+        got = await db.run(lambda r: L(r).claim("b", LEASE, 1, [extra.id]))
+        assert [(x.device_id, x.epoch) for x in got] == [(extra.id, 1)]
+
+
+async def test_an_expired_lease_is_claimed_by_another_node_with_a_higher_epoch(
+    postgres_server: TestPostgres,
+) -> None:
+    url = postgres_server.create_database()
+    async with open_postgres(url) as db:
+        device = await db.run(new_device)
+        for node in ("a", "b"):
+            await db.run(lambda r, node=node: L(r).heartbeat(node, f"http://{node}", None, False))
+        [first] = await db.run(lambda r: L(r).claim("a", LEASE, 1))
+        assert await db.run(lambda r: L(r).renew("a", LEASE)) == [first]
+        expire(url, device.id)
+        # An expired lease is not renewed: it may be another node's by now.
+        assert await db.run(lambda r: L(r).renew("a", LEASE)) == []
+        [second] = await db.run(lambda r: L(r).claim("b", LEASE, 1))
+        assert second.device_id == device.id and second.epoch == first.epoch + 1
+        assert await db.run(lambda r: L(r).renew("a", LEASE)) == []
+        assert await db.run(lambda r: L(r).holds(device.id, "a", first.epoch)) is False
+        assert await db.run(lambda r: L(r).holds(device.id, "b", second.epoch)) is True
+        owner = await db.run(lambda r: L(r).owner(device.id))
+        assert owner is not None and owner.node_id == "b"
+
+
+async def test_release_frees_at_once_and_bumps_the_epoch(postgres_server: TestPostgres) -> None:
+    url = postgres_server.create_database()
+    async with open_postgres(url) as db:
+        d1 = await db.run(lambda r: new_device(r, 1))
+        d2 = await db.run(lambda r: new_device(r, 2))
+        claimed = await db.run(lambda r: L(r).claim("a", LEASE, 5))
+        assert await db.run(lambda r: L(r).release("a", [d1.id])) == [d1.id]
+        assert await db.run(lambda r: L(r).owner(d1.id)) is None
+        [again] = await db.run(lambda r: L(r).claim("b", LEASE, 5))
+        assert again.device_id == d1.id and again.epoch == claimed[0].epoch + 2
+        assert await db.run(lambda r: L(r).release("a")) == [d2.id]  # all of a's
+        assert await db.run(lambda r: L(r).renew("a", LEASE)) == []
+
+
+async def test_a_device_asked_for_goes_to_the_node_that_asked(
+    postgres_server: TestPostgres,
+) -> None:
+    url = postgres_server.create_database()
+    async with open_postgres(url) as db:
+        ids = [(await db.run(lambda r, n=n: new_device(r, n))).id for n in range(4)]
+        for node in ("a", "b", "c"):
+            await db.run(lambda r, node=node: L(r).heartbeat(node, "http://x", None, False))
+        await db.run(lambda r: L(r).claim("a", LEASE, 10))
+        marked = await db.run(lambda r: L(r).want("b", "a", 2))
+        assert marked == ids[2:]
+        assert await db.run(lambda r: L(r).want("c", "a", 5)) == ids[:2]  # not asked twice
+        held = await db.run(lambda r: L(r).renew("a", LEASE))
+        assert {x.device_id: x.wanted_by for x in held} == {
+            ids[0]: "c", ids[1]: "c", ids[2]: "b", ids[3]: "b"}
+        await db.run(lambda r: L(r).release("a", marked))
+        # c is live and did not ask for these: it leaves them to b.
+        assert await db.run(lambda r: L(r).claim("c", LEASE, 10)) == []
+        got = await db.run(lambda r: L(r).claim("b", LEASE, 10))
+        assert [x.device_id for x in got] == marked and all(x.wanted_by is None for x in got)
+
+
+async def test_concurrent_claims_skip_locked_rows_and_never_share_a_device(
+    postgres_server: TestPostgres,
+) -> None:
+    url = postgres_server.create_database()
+    async with open_postgres(url, pool_size=8) as db:
+        for n in range(40):
+            await db.run(lambda r, n=n: new_device(r, n))
+        results: dict[str, list[int]] = {}
+
+        async def claim(node: str) -> None:
+            got = []
+            for _ in range(10):
+                got += [x.device_id for x in await db.run(lambda r: L(r).claim(node, LEASE, 2))]
+            results[node] = got
+
+        async with trio.open_nursery() as nursery:
+            for node in "abcdef":
+                nursery.start_soon(claim, node)
+        everything = [d for got in results.values() for d in got]
+        assert len(everything) == len(set(everything)) == 40
+
+
+async def test_a_fenced_write_changes_nothing_once_the_lease_moved(
+    postgres_server: TestPostgres,
+) -> None:
+    url = postgres_server.create_database()
+    async with open_postgres(url) as db:
+        device = await db.run(new_device)
+        [lease] = await db.run(lambda r: L(r).claim("a", LEASE, 1))
+        lost: list[int] = []
+        fenced = FencedStore(db, device.id, "a", lease.epoch, lost.append)
+
+        def write(r: storage.Repositories) -> storage.DeviceRow:
+            r.settings.put(device.id, "note", {"by": "a"})
+            return r.devices.update(device.id, description="written by a", updated_at="x")
+
+        row = await fenced.run(write)
+        assert row.description == "written by a" and lost == []
+        expire(url, device.id)
+        await db.run(lambda r: L(r).claim("b", LEASE, 1))
+
+        def late(r: storage.Repositories) -> None:
+            r.settings.put(device.id, "note", {"by": "a, late"})
+            r.devices.update(device.id, description="late", updated_at="y")
+
+        with pytest.raises(LeaseLost):
+            await fenced.run(late)
+        assert lost == [device.id]
+        stored = await db.run(lambda r: r.devices.get(device.id))
+        assert stored is not None and stored.description == "written by a"
+        assert await db.run(lambda r: r.settings.get(device.id, "note")) == {"by": "a"}
+
+
+async def test_deleting_a_device_removes_its_lease_and_leave_removes_the_node(
+    postgres_server: TestPostgres,
+) -> None:
+    url = postgres_server.create_database()
+    async with open_postgres(url) as db:
+        device = await db.run(new_device)
+        await db.run(lambda r: L(r).heartbeat("a", "http://a", 5, False))
+        [lease] = await db.run(lambda r: L(r).claim("a", LEASE, 1))
+        fenced = FencedStore(db, device.id, "a", lease.epoch, lambda d: None)
+        await fenced.run(lambda r: r.devices.delete(device.id))
+        assert await db.run(lambda r: L(r).renew("a", LEASE)) == []
+        await db.run(lambda r: L(r).heartbeat("a", "http://a", 5, True))
+        [node] = await db.run(lambda r: L(r).nodes())
+        assert node.draining and node.capacity == 5 and node.devices == 0
+        await db.run(lambda r: L(r).leave("a"))
+        assert await db.run(lambda r: L(r).nodes()) == []
