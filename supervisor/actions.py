@@ -5,11 +5,11 @@ An action is a message of its own (stored and published as any other, type ``rea
 (:mod:`storage.message_actions`: an edit replaces the target's text and marks it edited, a
 revoke clears it and marks it revoked, a reaction sets or removes the sender's emoji; an
 incoming poll vote, once named (:mod:`supervisor.polls`), sets or removes the voter's
-choice on the poll). The
-device's actor applies an incoming action in the transaction that stores it
-(:func:`apply_incoming`; an edit that does not come from the sender of the message it edits
-changes nothing and is logged, still published as received); the outbound queue applies one the device sent once WhatsApp took
-it (:func:`apply`, with the device's own JID as the sender).
+choice on the poll). The device's actor applies an incoming action in the transaction that
+stores it (:func:`apply_incoming`; an edit that does not come from the sender of the message
+it edits changes nothing and is logged, still published as received); the outbound queue
+applies one the device sent once WhatsApp took it (:func:`apply`, with the device's own JID
+as the sender).
 
 The device's own actions are checked first (:func:`action_target`), with WhatsApp's rules:
 the target must be a message the device has, that left (WhatsApp knows it by an id), that is

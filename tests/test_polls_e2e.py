@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from supervisor import message_content as mc
 from tests.test_send_kinds_e2e import PEER, PEER_JID, Setup, connected
 
 OTHER = "+15550001111"
@@ -140,3 +141,28 @@ async def test_a_received_multiple_choice_poll_and_an_unknown_one(tmp_path: Path
         assert r.status_code == 200, r.text
         assert await vote(setup, poll_id, ["olives"]) == 200
         assert (await voted(setup, 3, others=2))["pollVote"]["unknownPoll"] is True
+
+
+async def test_a_vote_waits_offline_and_arrives_named(tmp_path: Path) -> None:
+    """A vote for a device that is offline waits in the simulated WhatsApp's queue (kept in
+    wasup's database) as WhatsApp keeps it, by its hashes, and is named when it arrives."""
+    async with connected(tmp_path) as setup:
+        r = await setup.api.post(f"/devices/{setup.sid}/messages", json={
+            "to": PEER, "type": "poll",
+            "poll": {"question": "Open?", "options": ["Yes", "No"], "multiple": True}})
+        assert r.status_code == 200, r.text
+        poll_id = r.json()["data"]["messageId"]
+        await setup.until("message_sent", 1)
+        r = await setup.api.post(f"/simulator/devices/{setup.sid}/disconnect", json={})
+        assert r.status_code == 200, r.text
+        r = await setup.api.post(f"/simulator/devices/{setup.sid}/messages", json={
+            "from": PEER, "type": "poll_vote", "messageId": poll_id, "options": ["No", "Yes"]})
+        assert r.status_code == 202 and r.json()["data"]["status"] == "queued", r.text
+        (queued,) = setup.engine.queued(setup.device["id"])
+        assert queued.content == mc.PollVote(
+            setup.engine.sent_messages(setup.device["id"])[-1].message_id,
+            option_hashes=(sha("No"), sha("Yes")))  # no names on the way
+        assert (await setup.api.post(f"/devices/{setup.sid}/login")).status_code in (200, 202)
+        data = await voted(setup, 1)
+        assert data["pollVote"]["options"] == ["Yes", "No"]
+        assert (await poll_of(setup, poll_id))["tally"] == {"Yes": 1, "No": 1}

@@ -173,6 +173,22 @@ async def test_an_incomplete_event_is_not_handed_to_go(tmp_path: Path, fake_go: 
     assert ev.content == PollVote("3EB0POLL") and go.got == []
 
 
+async def test_a_wrapped_vote_is_handed_to_go_unwrapped(tmp_path: Path, fake_go: Any) -> None:  # noqa: F811
+    """whatsmeow unwraps a message before its event; one it left wrapped (an ephemeral
+    wrapper here) goes to Go unwrapped: its DecryptPollVote reads the top level only."""
+    event = vote_event()
+    update = event.Message.pollUpdateMessage
+    wrapped = nz.Message()
+    wrapped.CopyFrom(event)
+    wrapped.Message.ClearField("pollUpdateMessage")
+    wrapped.Message.ephemeralMessage.message.pollUpdateMessage.CopyFrom(update)
+    go = Go(chosen=[sha("Yes")])
+    (ev,), _ = await deliver_vote(tmp_path, fake_go, go, wrapped)
+    assert ev.content == PollVote("3EB0POLL", option_hashes=(sha("Yes").hex(),))
+    ((_, handed),) = go.got
+    assert handed == event  # the vote at the top level, the rest of the event as it was
+
+
 async def test_a_slow_decryption_delivers_the_vote_undecrypted(
     tmp_path: Path, fake_go: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:

@@ -6,8 +6,9 @@ Trio. A lifecycle event (a QR code, a status, connected, disconnected...) goes w
 completed pairing goes with ``trio.from_thread.run`` to :meth:`GoReports.commit`, which hands it
 to the device with ``sink.deliver`` and returns only once the device committed it (the message
 stored with its webhook outbox rows, the pairing stored as paired): Go's callback returns only
-then. A poll vote is decrypted first (:mod:`supervisor.engines.whatsmeow_votes`). When the device cannot store it (``DeliveryFailed``), the failure is logged and counted
-and Go carries on; nothing raises into Go.
+then. A poll vote is decrypted first (:mod:`supervisor.engines.whatsmeow_votes`). When the
+device cannot store it (``DeliveryFailed``), the failure is logged and counted and Go carries
+on; nothing raises into Go.
 
 What that guarantees, and what it cannot: neonize 0.5.2 puts whatsmeow's events into a Go
 channel of 100 slots and whatsmeow acknowledges a message to WhatsApp once its event is in

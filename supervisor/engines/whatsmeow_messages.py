@@ -159,7 +159,8 @@ POLLS = ("pollCreationMessage", "pollCreationMessageV2", "pollCreationMessageV3"
 
 _REVOKE = WAProtocolMessage.Type.REVOKE
 _EDIT = WAProtocolMessage.Type.MESSAGE_EDIT
-_MAX_DEPTH = 4
+#: How many wrappers deep a message is looked into.
+MAX_DEPTH = 4
 
 
 def content_of(message: WAMessage, depth: int = 0) -> tuple[Content, Quoted | None]:
@@ -169,7 +170,7 @@ def content_of(message: WAMessage, depth: int = 0) -> tuple[Content, Quoted | No
     for wrapper in WRAPPERS:
         if message.HasField(wrapper):
             inner = getattr(message, wrapper)
-            if inner.HasField("message") and depth < _MAX_DEPTH:
+            if inner.HasField("message") and depth < MAX_DEPTH:
                 return content_of(inner.message, depth + 1)
     if message.conversation:
         return Text(str(message.conversation)), None
@@ -201,7 +202,7 @@ def media_ref(message: WAMessage, depth: int = 0) -> str | None:
     for wrapper in WRAPPERS:
         if message.HasField(wrapper):
             inner = getattr(message, wrapper)
-            if inner.HasField("message") and depth < _MAX_DEPTH:
+            if inner.HasField("message") and depth < MAX_DEPTH:
                 return media_ref(inner.message, depth + 1)
     if message.conversation:
         return None

@@ -5,7 +5,9 @@ which whatsmeow keeps in its store for every poll it sent or received. neonize's
 ``NewClient.decrypt_poll_vote`` hands the whole message event (``Neonize_pb2.Message``, Info
 and Message) to whatsmeow's ``DecryptPollVote`` and returns a ``PollVoteMessage`` whose
 ``selectedOptions`` are the SHA-256 of each chosen option's name (empty: the vote was
-withdrawn). :func:`decrypted` puts them, in hex, into the vote's
+withdrawn); whatsmeow reads the vote at the event's top level, so one a wrapper still holds
+(whatsmeow unwraps its events itself) is handed over unwrapped. :func:`decrypted` puts the
+hashes, in hex, into the vote's
 :class:`~supervisor.message_content.PollVote` (``option_hashes``); the device names them
 after its stored poll (:mod:`supervisor.polls`). A vote that cannot be decrypted (whatsmeow
 lacks the poll's secret, the call fails or takes longer than :data:`DECRYPT_SECONDS`) keeps
@@ -26,12 +28,14 @@ import logging
 import attrs
 import trio
 from neonize.proto import Neonize_pb2 as nz
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import PollVoteMessage
 
 from supervisor.engine import MessageReceived
 from supervisor.message_content import PollVote
 
 from .whatsmeow_client import GoClient
+from .whatsmeow_messages import MAX_DEPTH, WRAPPERS
 
 log = logging.getLogger("wasup.engine.whatsmeow")
 
@@ -47,6 +51,20 @@ def safe_for_go(event: nz.Message) -> bool:
     """Whether Go can decode ``event`` without a nil dereference (see the module doc)."""
     source = event.Info.MessageSource
     return event.IsInitialized() and all(source.HasField(name) for name in _GO_NEEDS)
+
+
+def unwrapped(message: WAMessage, depth: int = 0) -> WAMessage | None:
+    """The message holding the ``pollUpdateMessage``: ``message`` itself, or the one inside
+    the wrappers whatsmeow may leave around it (as :func:`.whatsmeow_messages.content_of`
+    looks inside them); None when there is none."""
+    if message.HasField("pollUpdateMessage"):
+        return message
+    for wrapper in WRAPPERS:
+        if message.HasField(wrapper):
+            inner = getattr(message, wrapper)
+            if inner.HasField("message") and depth < MAX_DEPTH:
+                return unwrapped(inner.message, depth + 1)
+    return None
 
 
 def option_hashes(vote: PollVoteMessage) -> tuple[str, ...]:
@@ -68,8 +86,17 @@ async def decrypted(
     except Exception:
         log.warning("poll vote %s: not a message event", received.message_id)
         return received
-    if not event.Message.HasField("pollUpdateMessage") or not safe_for_go(event):
-        log.warning("poll vote %s: not decrypted (incomplete event)", received.message_id)
+    inner = unwrapped(event.Message)
+    if inner is None:
+        log.warning("poll vote %s: not decrypted (no pollUpdateMessage)", received.message_id)
+        return received
+    if inner is not event.Message:  # Go reads the vote at the top level only
+        vote_message = WAMessage()
+        vote_message.CopyFrom(inner)  # a copy first: inner lives inside event.Message
+        event.Message.CopyFrom(vote_message)
+    if not safe_for_go(event):
+        log.warning("poll vote %s: not decrypted (the event misses fields Go needs)",
+                    received.message_id)
         return received
     result: PollVoteMessage | None = None
     with trio.move_on_after(DECRYPT_SECONDS):
