@@ -91,9 +91,18 @@ async def test_node_a_answers_for_a_device_node_b_runs(
             r = await b.post("/devices", json={"userId": "u1", "alias": "On B"})
             assert r.status_code == 201, r.text
             sid = r.json()["data"]["sessionId"]
+            device_key = {"X-API-TOKEN": r.json()["data"]["apiKey"]}
             with trio.fail_after(DEADLINE):
                 while (await a.get(f"/devices/{sid}")).status_code != 200:  # noqa: ASYNC110
                     await trio.sleep(0.01)
+            # the device's own key works on A too, for reads and forwarded commands alike,
+            # and still on its own device only
+            assert (await a.get(f"/devices/{sid}", headers=device_key)).status_code == 200
+            r = await a.put(f"/devices/{sid}/settings/proxy", json={"url": None},
+                            headers=device_key)
+            assert r.status_code == 200, r.text
+            r = await a.post(f"/devices/{on_a}/logout", headers=device_key)
+            assert r.status_code == 404 and r.json()["code"] == "DEVICE_NOT_FOUND"
 
             # the QR code: stored by B, read on A
             with trio.fail_after(DEADLINE):
@@ -121,6 +130,16 @@ async def test_node_a_answers_for_a_device_node_b_runs(
             await _until_status(b, sid, "connected")
             device_a, device_b = await _data(a, f"/devices/{sid}"), await _data(b, f"/devices/{sid}")
             assert device_a == device_b
+            # a write on B, read on A: within a fraction of a second
+            r = await b.put(f"/devices/{sid}", json={"description": "written on B"})
+            assert r.status_code == 200, r.text
+            started = trio.current_time()
+            with trio.fail_after(DEADLINE):
+                while (await _data(a, f"/devices/{sid}"))["description"] != "written on B":  # noqa: ASYNC110
+                    await trio.sleep(0.005)
+            seconds = trio.current_time() - started
+            print(f"a device row written on B read on A after {seconds * 1000:.0f} ms")
+            assert seconds < 2.0  # typically ~0.1 s; loose for a loaded test machine
             qr_gone = await a.get(f"/devices/{sid}/qr")
             assert qr_gone.status_code == 409, qr_gone.text  # not pairing any more
 
