@@ -349,6 +349,14 @@ class OutboxRepository(Protocol):
         """
         ...
 
+    def release(self, claim: Claim) -> int:
+        """Clear the claims of ``claim``'s node on its pending rows (it stops delivering); how
+        many. PostgreSQL only.
+
+        Raises: ValueError on SQLite.
+        """
+        ...
+
     def disable_pending(self, device_id: int) -> int:
         """Mark the device's pending rows ``disabled``; how many.
 

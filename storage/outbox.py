@@ -261,6 +261,10 @@ class SqliteOutbox:
         """Write ``claim`` on the rows ``ids`` (PostgreSQL: :mod:`storage.pg.outbox`)."""
         raise ValueError("claims need PostgreSQL (a cluster)")
 
+    def release(self, claim: Claim) -> int:
+        """Clear the claims of ``claim``'s node (PostgreSQL: :mod:`storage.pg.outbox`)."""
+        raise ValueError("claims need PostgreSQL (a cluster)")
+
     def next_due(
         self,
         exclude: Iterable[str] = (),

@@ -149,3 +149,28 @@ async def test_two_nodes_dispatchers_share_the_outbox_and_deliver_each_row_once(
         assert a.statistics().attempts + b.statistics().attempts == count  # none twice
         assert all(held is None for held in claims(url).values())  # every claim cleared
         nursery.cancel_scope.cancel()
+
+
+async def test_a_node_that_stops_releases_its_claims_to_the_others(
+    postgres_server: TestPostgres,
+) -> None:
+    """A node's dispatcher that stops mid-delivery (a shutdown) clears its claims, so another
+    node delivers those rows at once rather than when the claims would have expired."""
+    url = postgres_server.create_database()
+    async with open_postgres(url) as db, trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery, "hang", "hang")
+        device, session = await add_device(db)
+        await configure_webhook(db, device, receiver.url)
+        with trio.fail_after(10):  # well within the claims' 30 s
+            async with trio.open_nursery() as node_a:
+                await node_a.start(WebhookDispatcher(db, node_config("a")).run)
+                await enqueue(db, device, envelope(session), envelope(session))
+                await receiver.wait_requests(2)
+                assert set(claims(url).values()) == {"a"}
+                node_a.cancel_scope.cancel()
+            assert set(claims(url).values()) == {None}
+            await nursery.start(WebhookDispatcher(db, node_config("b")).run)
+            await receiver.wait_requests(4)
+            while await db.run(partial(delivered, device)) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()

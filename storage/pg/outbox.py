@@ -8,7 +8,8 @@ over, not waited for) and writes ``claimed_by``/``claimed_until`` (now + the cla
 by the database's clock) on those it takes, in the scan's transaction. A row claimed by another
 node is left out until its claim expires: then the node that took it died or stalled, and any
 node may take it again (at-least-once). A node takes back its own claims at once (it knows
-which of them it has in flight). Recording an attempt clears the claim.
+which of them it has in flight). Recording an attempt clears the claim, and so does a node that
+stops (``release``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ class PgOutbox(SqliteOutbox):
             " claimed_until = now() + make_interval(secs => ?) WHERE id = ANY(?)",
             (claim.node_id, claim.seconds, ids),
         )
+
+    def release(self, claim: Claim) -> int:
+        """Clear the claims of ``claim``'s node on its pending rows (it stops delivering:
+        another node may take them at once); how many."""
+        cursor = pg_of(self._db).execute(
+            "UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL"
+            " WHERE claimed_by = ? AND status = 'pending'",
+            (claim.node_id,),
+        )
+        return cursor.rowcount
 
     def next_due(
         self,

@@ -18,8 +18,9 @@ In a cluster (``config.cluster``, PostgreSQL) every node runs a dispatcher over 
 A scan claims the rows it takes (``storage.outbox.Claim``: ``claimed_by``/``claimed_until`` in
 the scan's transaction, with ``FOR UPDATE SKIP LOCKED``) for the attempt's timeout plus
 :data:`CLAIM_MARGIN`, so two nodes never deliver a row at once; a node that dies mid-delivery
-leaves claims that expire, and another node takes those rows again then. ``wasup_outbox``
-notifications wake every node's dispatcher when any node enqueues rows.
+leaves claims that expire, and another node takes those rows again then; a node that stops
+releases its claims at once. ``wasup_outbox`` notifications wake every node's dispatcher when
+any node enqueues rows.
 
 Outcome of one attempt (made by :func:`supervisor.webhooks.delivery.attempt`, judged by
 :func:`classify`):
@@ -219,6 +220,26 @@ class WebhookDispatcher:
         here, and the loop tries again after its ``retry_after``); a delivery cancelled by
         shutdown leaves its row due, to be sent after the next start.
         """
+        assert self.concurrency is not None
+        try:
+            await self._run(task_status)
+        finally:
+            claim = self.claim
+            if claim is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await self._release(claim)
+
+    async def _release(self, claim: outbox.Claim) -> None:
+        """Give up this node's claims (it stops): another node may take the rows at once."""
+        try:
+            released = await self.db.run(lambda r: r.outbox.release(claim))
+        except Exception as exc:  # the claims expire by themselves
+            log.warning("webhook claims not released (%s): they expire by themselves", exc)
+            return
+        if released:
+            log.info("webhook deliveries released to the other nodes: %d", released)
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         assert self.concurrency is not None
         limiter = trio.CapacityLimiter(self.concurrency)
         async with self.make_client() as client, trio.open_nursery() as nursery:
