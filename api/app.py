@@ -32,6 +32,7 @@ from quart_trio.wrappers import TrioRequest
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from api import (
+    cluster_forward,
     dashboard,
     errors,
     metrics,
@@ -148,6 +149,7 @@ def create_app(
     app.register_blueprint(dashboard.bp)
 
     app.before_request(_authenticate)
+    cluster_forward.install(app)  # after authentication: forwards commands in a cluster
     app.after_request(_add_rate_limit_headers)
     app.asgi_app = _DropWhenClosing(app.asgi_app)  # type: ignore[method-assign]
     return app

@@ -286,10 +286,15 @@ async def test_a_node_pairs_sends_and_receives_through_the_shared_simulator(
                 while (device := await a.device(sid))["status"] == "connected":  # noqa: ASYNC110
                     await trio.sleep(0.05)
             assert device["statusReason"] == "stream_replaced"
+            # The phone unlinks the device while it is away: WhatsApp refuses its next login.
+            data(await a.api.post(f"/simulator/devices/{sid}/unlink", json={}))
+            data(await a.api.post(f"/devices/{sid}/login"))
+            await a.wait_status(sid, "logged_out")
+            assert (await a.device(sid))["statusReason"] == "unlinked"
 
             stats = await sim.stats()
             assert stats["streamReplaced"] == 0  # fail() is WhatsApp's report, not a double
-            assert stats["connections"] == 2  # the pairing (then its login), the reconnect
+            assert stats["connections"] == 3  # the pairing (then its login), reconnect, login
             assert await sim.stop(signal.SIGTERM) == 0  # a clean stop
 
 
@@ -322,6 +327,16 @@ async def test_a_second_node_connecting_the_device_replaces_the_first(
                                             json={"from": PEER, "text": "to b"}))
                 assert got["status"] == "delivered"
                 assert (await sim.stats())["streamReplaced"] == 1
+                # B lets the device go (a cancel stops its connection), then A logs in again:
+                # a hand-over, not a replacement.
+                data(await b.api.post(f"/sessions/{sid}/cancel"))
+                with trio.fail_after(DEADLINE):
+                    while (await sim.stats())["live"]:  # noqa: ASYNC110
+                        await trio.sleep(0.05)
+                data(await a.api.post(f"/devices/{sid}/login"))
+                await a.wait_status(sid, "connected")
+                stats = await sim.stats()
+                assert stats["streamReplaced"] == 1 and stats["live"] == 1
 
 
 async def test_the_node_reconnects_after_the_simulator_restarts(tmp_path: Path) -> None:
@@ -337,3 +352,5 @@ async def test_the_node_reconnects_after_the_simulator_restarts(tmp_path: Path) 
                                         json={"from": PEER, "text": "after the restart"}))
             assert got["status"] == "delivered"
             assert (await sim.stats())["streamReplaced"] == 0
+            assert await sim.stop(signal.SIGINT) == 0  # a clean stop with a device connected
+            await a.wait_status(sid, "disconnected", "connecting")

@@ -48,8 +48,8 @@ import trio
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
-from supervisor.engine import Disconnected, EngineEvent, Paired, Retry
-from supervisor.errors import DeliveryFailed, DeviceNotFound
+from supervisor.engine import Disconnected, EngineEvent, LoggedOut, Paired, Retry
+from supervisor.errors import DeliveryFailed, DeviceNotFound, EngineError
 
 from . import simulator_wire as wire
 from .simulator import SimulatorEngine
@@ -100,6 +100,24 @@ class Link:
 
 
 @attrs.define(eq=False)
+class WhatsAppCredentials(MemoryCredentialStore):
+    """WhatsApp's side of the links: the credentials of linked devices, and those it ended
+    (an unlink, a ban, a logout), which a device may not log in with again."""
+
+    revoked: dict[int, bytes] = attrs.field(factory=dict)
+
+    async def put(self, device_id: int, data: bytes) -> None:
+        self.revoked.pop(device_id, None)
+        await super().put(device_id, data)
+
+    async def delete(self, device_id: int) -> None:
+        old = self.data.get(device_id)
+        if old is not None:
+            self.revoked[device_id] = old
+        await super().delete(device_id)
+
+
+@attrs.define(eq=False)
 class LinkSink:
     """The :class:`~supervisor.engine.Sink` of a session served over a :class:`Link`."""
 
@@ -143,9 +161,9 @@ class SimulatorService:
         return LocalControls(self.engine)
 
     @property
-    def credentials(self) -> MemoryCredentialStore:
+    def credentials(self) -> WhatsAppCredentials:
         store = self.engine.credentials
-        assert isinstance(store, MemoryCredentialStore)
+        assert isinstance(store, WhatsAppCredentials)
         return store
 
     def attach(self, device_id: int, session_id: str, client: str) -> Link:
@@ -276,8 +294,12 @@ async def _call(service: SimulatorService, link: Link, message: dict[str, Any]) 
         session = link.session
         assert session is not None
         if method == "connect" and message.get("credentials") is not None:
-            # The device presents its stored credentials: WhatsApp knows (again) the link.
+            # The device presents its stored credentials: WhatsApp knows (again) the link,
+            # unless it ended it while the device was away (the phone unlinked it).
             blob = wire.converter.structure(message["credentials"], bytes)
+            if service.credentials.revoked.get(link.device_id) == blob:
+                session.sink(LoggedOut("unlinked"))
+                raise EngineError("unlinked", recoverable=False)
             await service.credentials.put(link.device_id, blob)
         target: Any = session
         for part in method.split("."):
@@ -293,7 +315,7 @@ async def _call(service: SimulatorService, link: Link, message: dict[str, Any]) 
 async def run_service(host: str, port: int, seed: int = 0, latency: float = 0.5) -> None:
     """Serve the shared simulator until SIGINT or SIGTERM; then stop cleanly."""
     service = SimulatorService(SimulatorEngine(
-        MemoryCredentialStore(), seed=seed, handshake_latency=latency,
+        WhatsAppCredentials(), seed=seed, handshake_latency=latency,
         instance=secrets.token_hex(4)))
     app = create_service_app(service)
     config = hypercorn.config.Config()
