@@ -32,6 +32,7 @@ from quart_trio.wrappers import TrioRequest
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from api import (
+    cluster_forward,
     dashboard,
     errors,
     metrics,
@@ -62,7 +63,7 @@ from api.state import ApiSettings, AppState, current_state
 from api.ws import endpoint as ws_endpoint
 from supervisor.autoreply import AutoReply
 from supervisor.devices import Devices
-from supervisor.engines.simulator import SimulatorEngine
+from supervisor.engines.simulator_controls import simulator_controls
 
 log = logging.getLogger("wasup.api")
 
@@ -133,7 +134,7 @@ def create_app(
     app.register_blueprint(routes_groups.bp, url_prefix=API_PREFIX)
     simulator = settings.simulator_routes
     if simulator is None:
-        simulator = isinstance(sup.engine, SimulatorEngine)
+        simulator = simulator_controls(sup.engine) is not None
     if simulator:
         app.register_blueprint(routes_simulator.bp, url_prefix=API_PREFIX)
         app.register_blueprint(sim_contacts.bp, url_prefix=API_PREFIX)
@@ -148,6 +149,7 @@ def create_app(
     app.register_blueprint(dashboard.bp)
 
     app.before_request(_authenticate)
+    cluster_forward.install(app)  # after authentication: forwards commands in a cluster
     app.after_request(_add_rate_limit_headers)
     app.asgi_app = _DropWhenClosing(app.asgi_app)  # type: ignore[method-assign]
     return app

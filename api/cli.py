@@ -7,6 +7,8 @@ running one (:mod:`api.cli_devices`: ``devices``, ``qr``, ``events``) or check t
     wasup qr DEVICE            draws the QR code in the terminal until the device connects
     wasup events [--device D] [--type T]
     wasup doctor               checks this machine before a first pairing
+    wasup simulator serve --port N [--host H] [--seed S] [--latency L]
+                               a simulated WhatsApp shared by several nodes (docs/simulator.md)
 
 ``wasup serve``'s options, token and start-up are in :mod:`api.cli_serve`; this module builds
 the one parser and dispatches. Every flag of every command has help text.
@@ -36,7 +38,45 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     cli_serve.add_parser(sub, env)
     cli_devices.add_parsers(sub)
     cli_doctor.add_parser(sub, env)
+    _add_simulator(sub)
     return parser
+
+
+def _add_simulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    simulator = sub.add_parser("simulator", help="the simulated WhatsApp as its own process")
+    actions = simulator.add_subparsers(dest="simulator_command", required=True)
+    serve = actions.add_parser(
+        "serve", help="serve a simulated WhatsApp that several wasup nodes share "
+        "(wasup serve --engine simulator --simulator-url http://HOST:PORT)")
+    serve.add_argument("--port", type=int, required=True, help="the port to listen on")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on "
+                       "(default 127.0.0.1)")
+    serve.add_argument("--seed", type=int, default=0,
+                       help="seed of the simulated values: QR codes, numbers, ids (default 0)")
+    serve.add_argument("--latency", type=float, default=0.5,
+                       help="seconds each pairing or login handshake takes (default 0.5)")
+    serve.add_argument("--log-level", default="info", help="debug, info, warning or error "
+                       "(default info)")
+
+
+def _run_simulator(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``wasup simulator serve``: until SIGINT or SIGTERM."""
+    import trio
+
+    from api.logging import configure
+    from supervisor.engines.simulator_service import run_service
+
+    if not 0 <= args.port <= 65535:
+        parser.error("port must be between 0 and 65535")
+    if not (0 <= args.latency <= 60):
+        parser.error("latency must be between 0 and 60 seconds")
+    configure(args.log_level)
+    try:
+        trio.run(run_service, args.host, args.port, args.seed, args.latency)
+    except OSError as exc:
+        print(f"wasup simulator: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> ServeOptions:
@@ -53,7 +93,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Entry point of the ``wasup`` console script; returns the exit status."""
     env = os.environ if env is None else env
     arguments = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(env).parse_args(arguments)
+    parser = build_parser(env)
+    args = parser.parse_args(arguments)
+    if args.command == "simulator":
+        return _run_simulator(args, parser)
     if args.command == "doctor":
         return cli_doctor.run(args)
     if args.command != "serve":

@@ -7,6 +7,7 @@ Each option has an environment variable (the flag wins over the variable)::
     --data-dir               WASUP_DATA_DIR               ./data
     --database               WASUP_DATABASE_URL           (none: SQLite in the data directory)
     --engine                 WASUP_ENGINE                 whatsmeow  (or simulator)
+    --simulator-url          WASUP_SIMULATOR_URL          (none: the simulator runs in process)
     --max-concurrent-logins  WASUP_MAX_CONCURRENT_LOGINS  5
     --rate-limit             WASUP_RATE_LIMIT             50   requests/second per credential
     --rate-burst             WASUP_RATE_BURST             100
@@ -130,6 +131,7 @@ class ServeOptions:
     contacts: ContactsConfig = CONFIG_DEFAULTS.contacts
     metrics_device_labels: bool = False
     database_url: str | None = None
+    simulator_url: str | None = None  # a shared simulator (wasup simulator serve)
     cluster: ClusterConfig | None = None
 
 
@@ -166,6 +168,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Ma
     serve.add_argument(
         "--engine", choices=ENGINES, default=_env(env, "WASUP_ENGINE", "whatsmeow"),
         help="whatsmeow (real WhatsApp through neonize) or simulator (default whatsmeow)",
+    )
+    serve.add_argument(
+        "--simulator-url", default=env.get("WASUP_SIMULATOR_URL") or None,
+        help="with --engine simulator: use the shared simulator (wasup simulator serve) at "
+        "this http:// URL instead of one in process",
     )
     serve.add_argument(
         "--max-concurrent-logins",
@@ -291,6 +298,10 @@ def options_from(
         parser.error("event-retention-days must be 0 (no limit) or more")
     if args.database_url is not None and not args.database_url.startswith(DATABASE_SCHEMES):
         parser.error("database must be a postgresql:// URL")
+    if args.simulator_url is not None and (
+        args.engine != "simulator" or not args.simulator_url.startswith(("http://", "https://"))
+    ):
+        parser.error("simulator-url must be an http:// URL, with --engine simulator")
     media = MediaConfig(**{f.name: getattr(args, "media_" + f.name) for f in MEDIA_FIELDS})
     for field in MEDIA_FIELDS:
         value = getattr(media, field.name)
@@ -331,6 +342,7 @@ def options_from(
         contacts=contacts,
         metrics_device_labels=args.metrics_device_labels,
         database_url=args.database_url,
+        simulator_url=args.simulator_url,
         cluster=cli_cluster.cluster_from(args, parser),
     )
 
@@ -382,6 +394,7 @@ def serve_config(options: ServeOptions) -> Config:
         data_dir=options.data_dir,
         database_url=options.database_url,
         engine=options.engine,
+        simulator_url=options.simulator_url,
         max_concurrent_logins=options.max_concurrent_logins,
         allow_networks=options.webhook_allow_networks,
         message_retention_days=options.message_retention_days,

@@ -16,6 +16,7 @@ from api import validation
 from api.auth import current_principal, require_operator, resolve_device
 from api.state import current_state
 from storage.models import DeviceRow
+from supervisor.cluster import mirror, qr_store
 from supervisor.errors import DeviceNotFound
 from supervisor.qr import QrAttempt
 
@@ -145,7 +146,7 @@ async def create_device() -> Response:
         phone_number=req.phone_number,
         description=req.description,
     )
-    attempt = await sup.wait_qr(row.session_id, state.settings.qr_wait)
+    attempt = await qr_store.wait_qr(sup, row.id, state.settings.qr_wait)
     qr_code = await _qr_url(attempt)
     with contextlib.suppress(DeviceNotFound):  # deleted meanwhile: answer what was created
         row = sup.get(row.session_id)
@@ -160,7 +161,7 @@ async def create_device() -> Response:
 async def get_device(device_id: str) -> Response:
     row = await resolve_device(device_id)
     data = device_json(row)
-    pending, stuck = current_state().sup.outbound_counts(row.id)
+    pending, stuck = await mirror.outbound_counts(current_state().sup, row.id)
     data["outboundQueue"] = {"pending": pending, "stuck": stuck}
     return ok(data)
 
@@ -183,7 +184,7 @@ async def delete_device(device_id: str) -> Response:
 @bp.get("/devices/<device_id>/qr")
 async def get_qr(device_id: str) -> Response:
     row = await resolve_device(device_id)
-    attempt = current_state().sup.current_qr(str(row.id))
+    attempt = await qr_store.current_qr(current_state().sup, row.id)
     return ok(attempt.to_json(await attempt.render()))
 
 

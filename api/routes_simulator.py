@@ -37,7 +37,8 @@ from api.routes_devices import ok
 from api.sim_messages import MESSAGE_ID_RE, sim_incoming
 from api.state import current_state
 from storage.models import DeviceRow
-from supervisor.engines.simulator import FailReason, SimulatorEngine
+from supervisor.engines.simulator import FailReason
+from supervisor.engines.simulator_controls import SimulatorControls, simulator_controls
 from supervisor.errors import DeviceConflict, InvalidRequest
 from supervisor.message_content import PollVote
 
@@ -50,22 +51,20 @@ async def _body_or_empty() -> Any:
     return {} if not data.strip() else validation.parse_json(data)
 
 
-def _target(device_id: str) -> tuple[SimulatorEngine, DeviceRow]:
+def _target(device_id: str) -> tuple[SimulatorControls, DeviceRow]:
     require_operator()
     sup = current_state().sup
-    engine = sup.engine
-    if not isinstance(engine, SimulatorEngine):  # registered only with the simulator
+    controls = simulator_controls(sup.engine)  # in process, or the shared simulator's
+    if controls is None:  # registered only with the simulator
         raise DeviceConflict("the simulator engine is not running")
-    return engine, sup.get(device_id)
+    return controls, sup.get(device_id)
 
 
 @bp.post("/simulator/devices/<device_id>/scan")
 async def scan(device_id: str) -> Response:
     engine, row = _target(device_id)
     req = validation.sim_scan(await _body_or_empty())
-    paired = await engine.scan(
-        row.id, phone_number=req.phone_number, push_name=req.push_name, code=req.code
-    )
+    paired = await engine.scan(row.id, req.phone_number, req.push_name, req.code)
     return ok(
         {
             "sessionId": row.session_id,
@@ -104,9 +103,7 @@ async def incoming_message(device_id: str) -> Response:
         if send is not None and send.wa_id is not None:
             content = attrs.evolve(content, target_id=send.wa_id)
     incoming = await engine.incoming_message(
-        row.id, req.sender, req.text, content=content, quoted=req.quoted,
-        push_name=req.push_name, media=req.media,
-    )
+        row.id, req.sender, req.text, content, req.quoted, req.push_name, req.media)
     data = {"sessionId": row.session_id, "messageId": incoming.message_id}
     if incoming.delivered:
         return ok({**data, "status": "delivered"}, "Message delivered.")

@@ -42,8 +42,7 @@ async def incoming_call(device_id: str) -> Response:
     body = fields(await _body_or_empty(), "body", frozenset({"from", "video", "group"}))
     caller = address(string(body, "from", "from", ADDRESS_MAX) or "", "from", CONTACT_KINDS)
     video, group = flag(body, "video"), flag(body, "group")
-    session = engine.get_session(row.id)
-    call_id = engine.server.account.incoming_call(session, caller, video, group)
+    call_id = await engine.incoming_call(row.id, caller, video, group)
     return ok({"sessionId": row.session_id, "callId": call_id, "from": caller},
               "The device is being called.")
 
@@ -67,8 +66,7 @@ async def contact_presence(device_id: str) -> Response:
         if state != "unavailable":
             raise InvalidRequest("lastSeen: only for unavailable", field="lastSeen")
         seen = float(number("lastSeen", body["lastSeen"], SEEN_MIN, SEEN_MAX, integer=True))
-    session = engine.get_session(row.id)
-    delivered = engine.server.account.contact_presence(session, contact, str(state), chat, seen)
+    delivered = await engine.contact_presence(row.id, contact, str(state), chat, seen)
     return ok({"sessionId": row.session_id, "delivered": delivered},
               "Presence delivered." if delivered else
               "Not delivered: the device did not subscribe to this contact or is unavailable.")

@@ -43,22 +43,16 @@ async def put_contact(device_id: str) -> Response:
     except InvalidJid:
         raise InvalidRequest("phoneNumber: must be a phone number like +15551234567",
                              field="phoneNumber") from None
-    world = engine.server.contacts
-    if "onWhatsApp" in body:
-        world.set_on_whatsapp(phone, flag(body, "onWhatsApp"))
+    on = flag(body, "onWhatsApp") if "onWhatsApp" in body else None
     name = string(body, "name", "name", NAME_MAX, required=False)
-    if name is not None:
-        world.add_contact(row.id, phone, name)
-    on = world.on_whatsapp(phone)
-    return ok({"phoneNumber": "+" + phone, "jid": f"{phone}@s.whatsapp.net", "onWhatsApp": on,
-               "lid": world.person(phone).lid + "@lid" if on else None, "name": name})
+    entry = await engine.put_contact(row.id, phone, on, name)
+    return ok({"phoneNumber": "+" + phone, "jid": f"{phone}@s.whatsapp.net",
+               "onWhatsApp": entry.on_whatsapp, "lid": entry.lid, "name": name})
 
 
 @bp.get("/simulator/devices/<device_id>/contacts")
 async def contacts_state(device_id: str) -> Response:
     engine, row = _target(device_id)
-    world = engine.server.contacts
-    done = world.checks(row.id)
-    return ok({"checkRequests": done.requests, "checkedNumbers": done.numbers,
-               "blocked": sorted(world.blocked(row.id)),
-               "addressBook": len(world.address_book(row.id))})
+    seen = await engine.contacts_seen(row.id)
+    return ok({"checkRequests": seen.check_requests, "checkedNumbers": seen.checked_numbers,
+               "blocked": list(seen.blocked), "addressBook": seen.address_book})

@@ -55,8 +55,7 @@ async def create(device_id: str) -> Response:
     member = flag(rest, "member") if "member" in rest else True
     rest.pop("member", None)
     subject, participants = create_request(rest)
-    session = engine.get_session(row.id)
-    created = await session.groups.others_create(owner, subject, participants, member=member)
+    created = await engine.group_create(row.id, owner, subject, participants, member)
     return ok({"groupId": created.id, "link": INVITE_PREFIX + created.code},
               "Group created by another member.", status=201)
 
@@ -68,9 +67,8 @@ async def change(device_id: str, group_id: str) -> Response:
     by, rest = _split(await read_body(), "by",
                       frozenset({"subject", "topic", "announce", "locked"}))
     wanted = change_request(rest)
-    await engine.get_session(row.id).groups.others_change(
-        group, by, subject=wanted.subject, topic=wanted.topic, announce=wanted.announce,
-        locked=wanted.locked)
+    await engine.group_change(row.id, group, by, wanted.subject, wanted.topic, wanted.announce,
+                              wanted.locked)
     return ok({"groupId": group}, "Group changed by another member.")
 
 
@@ -80,5 +78,5 @@ async def participants(device_id: str, group_id: str) -> Response:
     group = groups.group_jid(group_id)
     by, rest = _split(await read_body(), "by", frozenset(ACTIONS))
     action, jids = participants_request(rest)
-    await engine.get_session(row.id).groups.others_participants(group, by, action, jids)
+    await engine.group_participants(row.id, group, by, action, jids)
     return ok({"groupId": group}, "Participants changed by another member.")

@@ -476,6 +476,9 @@ class DeviceActor:
         pending, stuck = self.outbound.counts() or (shown.pending_sends, shown.stuck_sends)
         if (not shown.live or shown.status is not self.state.status or shown.qr is not qr
                 or (shown.pending_sends, shown.stuck_sends) != (pending, stuck)):
+            if shown.qr is not qr:
+                for listener in self.ctx.qr_listeners:
+                    listener(self.id, qr)
             self.view.value = DeviceShown(self.state.status, qr, True, pending, stuck)
 
     def _event(self, payload: Payload, at: str) -> Event:

@@ -20,6 +20,7 @@ from .directory import DeviceDirectory
 from .events import EventBus
 from .media import MediaStore
 from .policy import Backoff
+from .qr import QrAttempt
 from .timers import Timers
 
 
@@ -53,3 +54,5 @@ class ActorContext:
     backoff: Backoff
     outbox: OutboxSignal
     media: MediaStore
+    #: Told when the QR code a device shows changes (None: no QR code on show any more).
+    qr_listeners: list[Callable[[int, QrAttempt | None], None]] = attrs.field(factory=list)

@@ -38,7 +38,9 @@ from . import engine as eng
 from . import proxy
 from . import state as sm
 from .children import DeviceSupervisor
+from .cluster.mirror import start_mirror
 from .cluster.node import ClusterNode, open_node
+from .cluster.qr_store import start_qr_store
 from .config import Config
 from .context import ActorContext, OutboxSignal
 from .devices import Devices
@@ -165,6 +167,10 @@ class DbQueueStore:
 
 
 def make_engine(config: Config, db: storage.Store) -> eng.Engine:
+    if config.engine == "simulator" and config.simulator_url:
+        from .engines.simulator_remote import RemoteSimulatorEngine
+
+        return RemoteSimulatorEngine(config.simulator_url, DbCredentialStore(db))
     if config.engine == "simulator":
         return SimulatorEngine(
             DbCredentialStore(db), queue=DbQueueStore(db), seed=config.simulator_seed,
@@ -227,6 +233,9 @@ async def open_supervisor(
                 try:
                     async with _cluster(config, db, supervisor, directory, ops_nursery) as node:
                         devices.cluster = node
+                        if node is not None:  # any node answers for any device
+                            await start_mirror(devices, ops_nursery)
+                            await start_qr_store(devices, ctx, ops_nursery)
                         yield devices
                 finally:
                     supervisor.aclose()

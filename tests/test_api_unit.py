@@ -218,6 +218,7 @@ class _FakeSup:
         self.keys: dict[str, Any] = {}
         self.engine = object()  # not the simulator
         self.config = Config()  # the media limits size the send route's body
+        self.cluster = None  # a single node
 
     async def device_for_key(self, key: str) -> Any:
         return self.keys.get(key)

@@ -20,6 +20,7 @@ from storage.pg.events import PgEvents
 from storage.pg.leases import PgLeases
 from storage.pg.messages import PgMessages
 from storage.pg.outbox import PgOutbox
+from storage.pg.qr import PgQr
 from storage.pg.settings import PgSettings
 from storage.pg.sql import PgSql
 from storage.reads import SqliteReads
@@ -43,6 +44,8 @@ class PgRepositories:
     events: PgEvents
     #: Cluster membership and device leases (PostgreSQL only: :mod:`storage.pg.leases`).
     leases: PgLeases
+    #: The QR code each pairing device shows (PostgreSQL only: :mod:`storage.pg.qr`).
+    qr: PgQr
 
     @classmethod
     def bind(cls, sql: PgSql) -> PgRepositories:
@@ -65,4 +68,5 @@ class PgRepositories:
             reads=SqliteReads(db),
             events=PgEvents(db),
             leases=PgLeases(sql),
+            qr=PgQr(sql),
         )

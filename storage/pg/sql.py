@@ -10,10 +10,13 @@ method that uses only ``conn.execute`` runs unchanged on PostgreSQL:
 - SQLite's ``INDEXED BY`` hints are dropped (PostgreSQL's planner picks its indexes);
 - a Python ``bool`` is sent as the integer 0 or 1, as SQLite stores it (wasup's flags, such as
   ``devices.paired`` and ``sends.stuck``, are ``INTEGER`` columns on both);
-- an ``INSERT`` or ``UPDATE`` runs in a savepoint, so a unique or foreign-key violation raises
+- a unique or foreign-key violation of an ``INSERT`` or ``UPDATE`` raises
   :class:`~storage.errors.Conflict` / :class:`~storage.errors.NotFound` (as
-  ``storage._sql.translate_integrity_error`` does for SQLite) and leaves the job's
-  transaction usable: the job may catch it and go on, as it may on SQLite.
+  ``storage._sql.translate_integrity_error`` does for SQLite). A job may catch it and go on,
+  as it may on SQLite: in a *careful* :class:`PgSql` each such statement runs in a savepoint,
+  which keeps the transaction usable. An *optimistic* one runs without savepoints (a
+  savepoint costs two round trips) and notes in :attr:`PgSql.failed` that the transaction is
+  spoiled; :mod:`storage.pg.batch` then runs the job again, carefully.
 
 What SQLite alone has (sqlite-utils' table calls, ``json_each``) the PostgreSQL repositories in
 this package write themselves. Statements run in the job's transaction (see
@@ -64,9 +67,9 @@ def configure(conn: psycopg.Connection[tuple[object, ...]]) -> None:
 
 
 @functools.lru_cache(maxsize=1024)
-def translate(sql: str) -> tuple[str, tuple[int, ...] | None]:
-    """SQLite-style SQL as psycopg takes it, and the order of the parameters to pass (None:
-    as given)."""
+def translate(sql: str) -> tuple[str, tuple[int, ...] | None, bool]:
+    """SQLite-style SQL as psycopg takes it, the order of the parameters to pass (None: as
+    given), and whether it is an ``INSERT`` or ``UPDATE`` (whose violations are translated)."""
     text = _INDEXED_BY.sub("", sql).replace("%", "%%")
     order: list[int] = []
     numbered = False
@@ -81,7 +84,7 @@ def translate(sql: str) -> tuple[str, tuple[int, ...] | None]:
         return "%s"
 
     text = _PARAM.sub(placeholder, text)
-    return text, (tuple(order) if numbered else None)
+    return text, (tuple(order) if numbered else None), text.lstrip().upper().startswith(_GUARDED)
 
 
 def conflict_of(exc: psycopg.errors.UniqueViolation) -> Conflict:
@@ -95,13 +98,16 @@ class PgSql:
     """A psycopg connection inside a job's transaction, taking the repositories' SQL.
 
     ``conn`` is the object itself: the SQLite repositories reach their connection as
-    ``self._db.conn``.
+    ``self._db.conn``. ``careful``: violations in savepoints (see the module doc); ``failed``:
+    a statement failed in an optimistic transaction, which cannot commit now.
     """
 
-    __slots__ = ("pg",)
+    __slots__ = ("careful", "failed", "pg")
 
-    def __init__(self, pg: psycopg.Connection[tuple[object, ...]]) -> None:
+    def __init__(self, pg: psycopg.Connection[tuple[object, ...]], *, careful: bool = True) -> None:
         self.pg = pg
+        self.careful = careful
+        self.failed = False
 
     @property
     def conn(self) -> PgSql:
@@ -115,10 +121,19 @@ class PgSql:
         violation (of an ``INSERT`` or ``UPDATE``; the job's transaction stays usable);
         other ``psycopg`` errors propagate.
         """
-        text, order = translate(sql)
+        text, order, guarded = translate(sql)
         args = list(params) if order is None else [params[i] for i in order]
         cursor = self.pg.cursor()
-        if not text.lstrip().upper().startswith(_GUARDED):
+        if not self.careful:
+            try:
+                cursor.execute(text, args)
+            except psycopg.Error as exc:
+                self.failed = True  # the transaction is spoiled, whatever the job does next
+                if guarded:
+                    _translate_violation(exc)
+                raise
+            return cursor
+        if not guarded:
             cursor.execute(text, args)
             return cursor
         try:
@@ -132,8 +147,17 @@ class PgSql:
 
     def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
         """Run one statement for each of ``rows``, in one savepoint (errors as :meth:`execute`)."""
-        text, order = translate(sql)
+        text, order, _guarded = translate(sql)
         args = [list(r) if order is None else [r[i] for i in order] for r in rows]
+        if not self.careful:
+            try:
+                with self.pg.cursor() as cursor:
+                    cursor.executemany(text, args)
+            except psycopg.Error as exc:
+                self.failed = True
+                _translate_violation(exc)
+                raise
+            return
         try:
             with self.pg.transaction(), self.pg.cursor() as cursor:
                 cursor.executemany(text, args)
@@ -147,6 +171,15 @@ class PgSql:
         cursor = self.execute(sql, params)
         names = [column.name for column in cursor.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _translate_violation(exc: psycopg.Error) -> None:
+    """Raise the Conflict or NotFound a unique or foreign-key violation means; return for
+    any other error."""
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        raise conflict_of(exc) from None
+    if isinstance(exc, psycopg.errors.ForeignKeyViolation):
+        raise NotFound("device not found") from None
 
 
 def pg_of(db: object) -> PgSql:

@@ -5,19 +5,21 @@ Synopsis::
     async with open_postgres("postgresql://wasup@db/wasup", pool_size=10) as db:
         row = await db.run(lambda repos: repos.devices.get(42))
 
-``PgStore`` is the PostgreSQL :class:`storage.interface.Store`. Each ``run`` job takes a
-connection of the pool in a worker thread (at most ``pool_size`` at a time; the jobs beyond
-wait their turn in order), runs in one transaction of its own and commits before its caller
-resumes: the job's work is stored whole or not at all, and a job that raises rolls back its own
-work only. There is no group commit here, unlike SQLite's single writer: PostgreSQL takes
-transactions side by side, each on its connection.
+``PgStore`` is the PostgreSQL :class:`storage.interface.Store`. Each ``run`` job is run in a
+worker thread on a connection of the pool (at most ``pool_size`` threads at a time), and
+commits before its caller resumes: the job's work is stored whole or not at all, and a job that
+raises rolls back its own work only. A job that finds a thread free runs at once; the jobs that
+queued meanwhile run together, in order, as one batch in one transaction when a thread is next
+free (group commit, up to ``max_batch`` jobs: :mod:`storage.pg.batch`).
 
 Outages (:mod:`storage.outage`): a server that is down, restarting, refusing connections or out
 of disk space is not the job's fault: the job fails with :class:`StorageUnavailable` (answered
 503 with Retry-After), the first such failure logs one line, and the next job that commits ends
-the outage. The pool checks a connection before it lends it and connects again by itself, so the
-store recovers when the server returns; :meth:`PgStore.probe` tries a transaction now and then
-during an outage to find out.
+the outage. The pool checks a connection that idled for :data:`CHECK_IDLE` s or more before it
+lends it (a connection used moments ago goes unchecked, saving a round trip per batch; should
+it be broken all the same, its batch moves to another connection) and connects again by itself,
+so the store recovers when the server returns; :meth:`PgStore.probe` tries a transaction now and
+then during an outage to find out.
 
 Nothing here touches the database on the Trio thread.
 """
@@ -25,6 +27,8 @@ Nothing here touches the database on the Trio thread.
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -32,6 +36,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import attrs
+import outcome
 import psycopg
 import psycopg_pool
 import trio
@@ -43,10 +48,11 @@ from storage.interface import Repositories
 from storage.jobs import Job, set_all, wait_done
 from storage.models import DatabaseStatistics, Outage
 from storage.outage import RETRY_AFTER, OutageWatch
+from storage.pg.batch import Stale, run_batch
+from storage.pg.errors import as_unavailable
 from storage.pg.listen import Listener, connector
 from storage.pg.migrations import MIGRATIONS, Migration, migrate
-from storage.pg.repositories import PgRepositories
-from storage.pg.sql import PgSql, configure
+from storage.pg.sql import configure
 
 log = logging.getLogger(__name__)
 
@@ -62,30 +68,30 @@ DEFAULT_POOL_SIZE = 10
 #: Seconds a job waits for a connection of the pool before it fails as an outage.
 CONNECT_TIMEOUT = 5.0
 
-#: SQLSTATE classes that mean "the database cannot serve now": connection exceptions,
-#: insufficient resources (disk full, too many connections), operator intervention (shutdown,
-#: restart, recovery).
-_OUTAGE_CLASSES = frozenset({"08", "53", "57"})
-_READ_ONLY = "25006"  # a standby, or default_transaction_read_only: no writes now
+#: Most jobs of one batch (one transaction).
+DEFAULT_MAX_BATCH = 500
+
+#: Seconds a connection may idle in the pool and still be lent without a check.
+CHECK_IDLE = 1.0
+
+Connection = psycopg.Connection[tuple[Any, ...]]
 
 
-def as_unavailable(exc: BaseException) -> StorageUnavailable | None:
-    """A :class:`StorageUnavailable` if ``exc`` means the server cannot serve now, else None."""
-    if isinstance(exc, StorageUnavailable):
-        return exc
-    if not isinstance(exc, psycopg.Error):
-        return None
-    state = exc.sqlstate
-    if state == _READ_ONLY or (
-        isinstance(exc, psycopg.OperationalError)
-        and (state is None or state[:2] in _OUTAGE_CLASSES)
-    ):
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        failure = StorageUnavailable(reason, RETRY_AFTER)
-        failure.__cause__ = exc
-        return failure
-    return None
+class RecentCheck:
+    """The pool's check before it lends a connection: a round trip, unless the connection
+    was returned less than :data:`CHECK_IDLE` s ago (see the module doc)."""
 
+    def __init__(self) -> None:
+        self._returned: weakref.WeakKeyDictionary[Connection, float] = (
+            weakref.WeakKeyDictionary())
+
+    def used(self, conn: Connection) -> None:
+        self._returned[conn] = time.monotonic()
+
+    def __call__(self, conn: Connection) -> None:
+        returned = self._returned.get(conn)
+        if returned is None or time.monotonic() - returned >= CHECK_IDLE:
+            psycopg_pool.ConnectionPool.check_connection(conn)
 
 def describe(url: str) -> str:
     """``url`` for a log line: host and database, no password."""
@@ -112,14 +118,18 @@ class PgStore:
     _closing: bool = False
     _running: int = 0  # worker threads busy with a job
     _waiting: deque[Job[Any]] = attrs.field(factory=deque)  # jobs submitted, no thread yet
+    _check: RecentCheck = attrs.field(factory=RecentCheck)
+    _max_batch: int = DEFAULT_MAX_BATCH
+    _batches: int = 0
+    _largest_batch: int = 0
     _idle: trio.Event = attrs.field(factory=trio.Event)
     _jobs: int = 0
     _failed_jobs: int = 0
     _commits: int = 0
 
     async def run(self, fn: Callable[[Repositories], T]) -> T:
-        """Run ``fn(repos)`` in a worker thread inside a transaction of its own; return its
-        result once committed.
+        """Run ``fn(repos)`` in a worker thread inside a transaction (its own, or its batch's:
+        see the module doc); return its result once committed.
 
         Error handling: what ``fn`` raised (its work rolled back), except that a server that
         cannot serve now (down, restarting, no connection within ``CONNECT_TIMEOUT`` s, out of
@@ -137,7 +147,7 @@ class PgStore:
         job: Job[T] = Job(fn)
         if self._running < self._size:
             self._running += 1
-            self._start(job)
+            self._start([job])
         else:
             self._waiting.append(job)
         await wait_done(job)
@@ -179,53 +189,72 @@ class PgStore:
         return self._watch.outage
 
     def statistics(self) -> DatabaseStatistics:
-        """Counters of the store's work so far (a transaction per job: ``batches`` counts the
-        transactions begun, ``largest_batch`` is 1 once a job ran)."""
+        """Counters of the store's work so far (``batches``: the batches run, each first tried
+        as one transaction; ``commits``: the transactions committed)."""
         return DatabaseStatistics(
             jobs=self._jobs,
             failed_jobs=self._failed_jobs,
             commits=self._commits,
-            batches=self._jobs,
-            largest_batch=1 if self._jobs else 0,
+            batches=self._batches,
+            largest_batch=self._largest_batch,
             queued=len(self._waiting),
         )
 
     # -- worker threads ------------------------------------------------------------------------
 
-    def _start(self, job: Job[Any]) -> None:
-        trio.lowlevel.start_thread_soon(partial(self._work, job), partial(self._deliver, job))
+    def _start(self, batch: list[Job[Any]]) -> None:
+        self._batches += 1
+        self._largest_batch = max(self._largest_batch, len(batch))
+        trio.lowlevel.start_thread_soon(partial(self._work, batch), partial(self._deliver, batch))
 
-    def _work(self, job: Job[Any]) -> None:
-        """Run ``job`` in its own transaction (a worker thread)."""
-        try:
-            with self._pool.connection(timeout=self._connect_timeout) as conn:
-                with conn.transaction():
-                    job.value = job.fn(PgRepositories.bind(PgSql(conn)))
-        except BaseException as exc:
-            job.value = None
-            job.error = as_unavailable(exc) or exc
+    def _work(self, batch: list[Job[Any]]) -> int:
+        """Run ``batch`` (a worker thread; see :mod:`storage.pg.batch`); the transactions
+        committed. A connection found broken before anything ran is swapped for another, once."""
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection(timeout=self._connect_timeout) as conn:
+                    try:
+                        return run_batch(conn, batch)
+                    finally:
+                        self._check.used(conn)
+            except Stale as exc:
+                if attempt == 2:
+                    self._fail(batch, exc.__cause__ or exc)
+            except BaseException as exc:
+                self._fail(batch, exc)
+                break
+        return 0
 
-    def _deliver(self, job: Job[Any], outcome: object) -> None:
-        """Hand the finished ``job`` back to Trio (any thread)."""
-        self._token.run_sync_soon(self._finish, job)
+    @staticmethod
+    def _fail(batch: list[Job[Any]], exc: BaseException) -> None:
+        error = as_unavailable(exc) or exc
+        for job in batch:
+            job.value, job.error = None, error
 
-    def _finish(self, job: Job[Any]) -> None:
-        """The Trio side of a finished job: counters, outage, wake the caller."""
-        if self._waiting:
-            self._start(self._waiting.popleft())  # the thread's slot passes on
+    def _deliver(self, batch: list[Job[Any]], done: outcome.Outcome[int]) -> None:
+        """Hand the finished ``batch`` back to Trio (any thread)."""
+        commits = done.value if isinstance(done, outcome.Value) else 0
+        self._token.run_sync_soon(self._finish, batch, commits)
+
+    def _finish(self, batch: list[Job[Any]], commits: int) -> None:
+        """The Trio side of a finished batch: counters, outage, wake the callers."""
+        if self._waiting:  # the thread's slot passes on to what queued meanwhile
+            n = min(len(self._waiting), self._max_batch)
+            self._start([self._waiting.popleft() for _ in range(n)])
         else:
             self._running -= 1
-        self._jobs += 1
-        if isinstance(job.error, StorageUnavailable):
-            self._failed_jobs += 1
-            self._watch.observe(job.error.reason, 1)
-        elif job.error is not None:
-            self._failed_jobs += 1
-        else:
-            self._commits += 1
-            if self._watch.outage is not None:
-                self._watch.observe(None, 0)
-        set_all([job])
+        self._jobs += len(batch)
+        refused = [job for job in batch if isinstance(job.error, StorageUnavailable)]
+        failed = sum(1 for job in batch if job.error is not None)
+        self._failed_jobs += failed
+        self._commits += commits
+        if refused:
+            error = refused[0].error
+            assert isinstance(error, StorageUnavailable)
+            self._watch.observe(error.reason, len(refused))
+        elif len(batch) > failed and self._watch.outage is not None:
+            self._watch.observe(None, 0)
+        set_all(batch)
         if self._closing and self._running == 0:
             self._idle.set()
 
@@ -288,6 +317,7 @@ async def open_postgres(
         await trio.sleep(RETRY_AFTER)
     if waited:
         log.warning("database reached: %s", label)
+    recent = RecentCheck()
     pool: psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = (
         psycopg_pool.ConnectionPool(
             make_conninfo(url),
@@ -295,7 +325,7 @@ async def open_postgres(
             max_size=max(1, pool_size),
             kwargs={"autocommit": True},
             configure=configure,
-            check=psycopg_pool.ConnectionPool.check_connection,
+            check=recent,
             # Connect when a job needs a connection, and give up at the first failure: the job
             # fails as an outage, and the next job tries again at once. (The pool's own
             # schedule would back off for minutes, long after the server is back.)
@@ -313,6 +343,7 @@ async def open_postgres(
         token=trio.lowlevel.current_trio_token(),
         watch=OutageWatch(label),
         url=url,
+        check=recent,
     )
     try:
         yield store

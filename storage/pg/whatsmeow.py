@@ -58,7 +58,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from storage.errors import StorageUnavailable
-from storage.pg.store import CONNECT_TIMEOUT, as_unavailable
+from storage.pg.errors import as_unavailable
+from storage.pg.store import CONNECT_TIMEOUT
 
 #: The version table dbutil keeps (whatsmeow names it ``whatsmeow_version``), as dbutil
 #: creates it.
