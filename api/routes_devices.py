@@ -146,7 +146,7 @@ async def create_device() -> Response:
         phone_number=req.phone_number,
         description=req.description,
     )
-    attempt = await sup.wait_qr(row.session_id, state.settings.qr_wait)
+    attempt = await qr_store.wait_qr(sup, row.id, state.settings.qr_wait)
     qr_code = await _qr_url(attempt)
     with contextlib.suppress(DeviceNotFound):  # deleted meanwhile: answer what was created
         row = sup.get(row.session_id)

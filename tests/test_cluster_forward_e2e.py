@@ -26,10 +26,10 @@ SECRET = "cluster-e2e-secret"
 DEADLINE = 60.0
 
 
-def _args(url: str, name: str, port: int) -> tuple[str, ...]:
+def _args(url: str, name: str, port: int, *more: str) -> tuple[str, ...]:
     return ("--database", url, "--node-id", name, "--advertise-url",
             f"http://127.0.0.1:{port}", "--cluster-secret", SECRET, "--qr-wait", "0",
-            "--rate-burst", "1000")
+            "--rate-burst", "1000", *more)
 
 
 def _api(port: int) -> httpx.AsyncClient:
@@ -61,7 +61,8 @@ async def test_node_a_answers_for_a_device_node_b_runs(
     (tmp_path / "b").mkdir()
     with trio.fail_after(300):
         async with (
-            Launcher(tmp_path / "a" / "data", port_a, env, _args(url, "a", port_a)) as node_a,
+            Launcher(tmp_path / "a" / "data", port_a, env,
+                     _args(url, "a", port_a, "--capacity", "1")) as node_a,
             Launcher(tmp_path / "b" / "data", port_b, env, _args(url, "b", port_b)) as node_b,
             _api(port_a) as a,
             _api(port_b) as b,
@@ -71,13 +72,37 @@ async def test_node_a_answers_for_a_device_node_b_runs(
             await wait_ready(a)
             await wait_ready(b)
 
+            # created on A, which has room for one device: the second runs on B
+            r = await a.post("/devices", json={"userId": "u1", "alias": "On A"})
+            assert r.status_code == 201, r.text
+            on_a = r.json()["data"]["sessionId"]
+            r = await a.post("/devices", json={"userId": "u1", "alias": "No room on A"})
+            assert r.status_code == 201, r.text
+            moved = r.json()["data"]["sessionId"]
+            with trio.fail_after(DEADLINE):
+                while (await a.get(f"/devices/{moved}/qr")).status_code != 200:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            # node B answers for the device on A alike
+            login_b, login_a = await b.post(f"/devices/{on_a}/login"), await a.post(
+                f"/devices/{on_a}/login")
+            assert login_b.status_code == 200 and login_b.json() == login_a.json()
+
             # created on B: B runs it; A knows it at once
             r = await b.post("/devices", json={"userId": "u1", "alias": "On B"})
             assert r.status_code == 201, r.text
             sid = r.json()["data"]["sessionId"]
+            device_key = {"X-API-TOKEN": r.json()["data"]["apiKey"]}
             with trio.fail_after(DEADLINE):
                 while (await a.get(f"/devices/{sid}")).status_code != 200:  # noqa: ASYNC110
                     await trio.sleep(0.01)
+            # the device's own key works on A too, for reads and forwarded commands alike,
+            # and still on its own device only
+            assert (await a.get(f"/devices/{sid}", headers=device_key)).status_code == 200
+            r = await a.put(f"/devices/{sid}/settings/proxy", json={"url": None},
+                            headers=device_key)
+            assert r.status_code == 200, r.text
+            r = await a.post(f"/devices/{on_a}/logout", headers=device_key)
+            assert r.status_code == 404 and r.json()["code"] == "DEVICE_NOT_FOUND"
 
             # the QR code: stored by B, read on A
             with trio.fail_after(DEADLINE):
@@ -105,6 +130,16 @@ async def test_node_a_answers_for_a_device_node_b_runs(
             await _until_status(b, sid, "connected")
             device_a, device_b = await _data(a, f"/devices/{sid}"), await _data(b, f"/devices/{sid}")
             assert device_a == device_b
+            # a write on B, read on A: within a fraction of a second
+            r = await b.put(f"/devices/{sid}", json={"description": "written on B"})
+            assert r.status_code == 200, r.text
+            started = trio.current_time()
+            with trio.fail_after(DEADLINE):
+                while (await _data(a, f"/devices/{sid}"))["description"] != "written on B":  # noqa: ASYNC110
+                    await trio.sleep(0.005)
+            seconds = trio.current_time() - started
+            print(f"a device row written on B read on A after {seconds * 1000:.0f} ms")
+            assert seconds < 2.0  # typically ~0.1 s; loose for a loaded test machine
             qr_gone = await a.get(f"/devices/{sid}/qr")
             assert qr_gone.status_code == 409, qr_gone.text  # not pairing any more
 
@@ -150,3 +185,9 @@ async def test_node_a_answers_for_a_device_node_b_runs(
                     await trio.sleep(0.01)
             gone = await a.post(f"/devices/{sid}/logout")
             assert gone.status_code == 404 and gone.json()["code"] == "DEVICE_NOT_FOUND"
+
+            # counted on each node's /metrics
+            metrics_a = (await a.get("/metrics")).text
+            metrics_b = (await b.get("/metrics")).text
+            assert 'wasup_forwards_total{outcome="answered"}' in metrics_a
+            assert 'wasup_forwards_total{outcome="refused"} 1.0' in metrics_b

@@ -327,6 +327,16 @@ async def test_a_second_node_connecting_the_device_replaces_the_first(
                                             json={"from": PEER, "text": "to b"}))
                 assert got["status"] == "delivered"
                 assert (await sim.stats())["streamReplaced"] == 1
+                # B lets the device go (a cancel stops its connection), then A logs in again:
+                # a hand-over, not a replacement.
+                data(await b.api.post(f"/sessions/{sid}/cancel"))
+                with trio.fail_after(DEADLINE):
+                    while (await sim.stats())["live"]:  # noqa: ASYNC110
+                        await trio.sleep(0.05)
+                data(await a.api.post(f"/devices/{sid}/login"))
+                await a.wait_status(sid, "connected")
+                stats = await sim.stats()
+                assert stats["streamReplaced"] == 1 and stats["live"] == 1
 
 
 async def test_the_node_reconnects_after_the_simulator_restarts(tmp_path: Path) -> None:
@@ -342,3 +352,5 @@ async def test_the_node_reconnects_after_the_simulator_restarts(tmp_path: Path) 
                                         json={"from": PEER, "text": "after the restart"}))
             assert got["status"] == "delivered"
             assert (await sim.stats())["streamReplaced"] == 0
+            assert await sim.stop(signal.SIGINT) == 0  # a clean stop with a device connected
+            await a.wait_status(sid, "disconnected", "connecting")

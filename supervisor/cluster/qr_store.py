@@ -138,3 +138,17 @@ async def start_qr_store(devices: Devices, ctx: ActorContext, nursery: trio.Nurs
     ctx.qr_listeners.append(store.shown)
     await nursery.start(store.run)
     return store
+
+
+async def wait_qr(devices: Devices, ref: str | int, within: float) -> QrAttempt | None:
+    """The QR code on show, waiting up to ``within`` seconds for the first one on the node
+    that runs the device; on another node (a device created here and taken by another node
+    for want of room) the one stored now, if any. None when there is none.
+
+    Raises: DeviceNotFound; StorageUnavailable.
+    """
+    cluster = devices.cluster
+    device_id = devices.resolve(ref)
+    if cluster is None or cluster.owns(device_id):
+        return await devices.wait_qr(device_id, within)
+    return await stored_qr(devices.db, device_id)
