@@ -41,6 +41,7 @@ from api import (
     routes_account,
     routes_actions,
     routes_ai,
+    routes_cluster,
     routes_contacts,
     routes_devices,
     routes_events,
@@ -142,6 +143,7 @@ def create_app(
         app.register_blueprint(sim_account.bp, url_prefix=API_PREFIX)
     app.register_blueprint(openapi.bp, url_prefix=API_PREFIX)
     metrics.install(app, sup, device_labels=settings.metrics_device_labels)
+    routes_cluster.install(app, sup)
     app.register_blueprint(metrics.health_bp, url_prefix=API_PREFIX)
     app.register_blueprint(metrics.metrics_bp)
     app.register_blueprint(metrics.metrics_bp, url_prefix=API_PREFIX, name=PREFIXED_METRICS)

@@ -44,6 +44,7 @@ from typing import Protocol
 import attrs
 import httpx
 import trio
+from prometheus_client import Counter
 from quart import Quart, Response, current_app, g, request
 from quart.wrappers.response import ResponseBody
 from werkzeug.datastructures import Headers
@@ -204,6 +205,8 @@ ROUTES: Mapping[str, Forward | None] = {
     "dashboard.docs_asset": LOCAL,
 }
 
+_COUNTER = "wasup.forwards"
+
 #: The view argument naming the device, by route (``deviceId`` but for the session cancel).
 _DEVICE_ARGS = ("device_id", "session_id")
 
@@ -249,14 +252,28 @@ class Cluster(Protocol):
 
 
 def install(app: Quart) -> None:
-    """Check forwarded requests and forward commands; the hook runs after authentication."""
+    """Check forwarded requests and forward commands; the hook runs after authentication.
+    ``wasup_forwards_total{outcome}`` counts them on the app's metrics registry, if any:
+    ``answered`` (the owner's answer passed on, whatever its status), ``no_owner``,
+    ``unreachable``, ``timeout``, ``not_owner`` (a forwarded request for a device that moved
+    on) and ``refused`` (a bad signature)."""
     app.before_request(before_request)
+    metrics = app.extensions.get("wasup.metrics")
+    app.extensions[_COUNTER] = Counter(
+        "wasup_forwards", "Requests forwarded to a device's owner, and forwards refused",
+        ["outcome"], registry=metrics.registry if metrics is not None else None)
 
     @app.after_serving
     async def _close_client() -> None:
         client: httpx.AsyncClient | None = app.extensions.pop("wasup_forward_client", None)
         if client is not None:
             await client.aclose()
+
+
+def _count(outcome: str) -> None:
+    counter: Counter | None = current_app.extensions.get(_COUNTER)
+    if counter is not None:
+        counter.labels(outcome).inc()
 
 
 def route_of(endpoint: str | None) -> Forward | None:
@@ -285,9 +302,11 @@ async def before_request() -> Response | None:
         return None  # unknown or not the caller's: the route answers 404; or ours
     retry = state.sup.config.cluster.scan_seconds if state.sup.config.cluster else 2.0
     if forwarded:
+        _count("not_owner")
         raise _moving(device_id, retry, "is not on this node any more")
     owner = await cluster.owner(device_id)
     if owner is None or owner.node_id == cluster.node_id:
+        _count("no_owner")
         raise _moving(device_id, retry, "has no node right now (it is being moved)")
     limit = budget(route.budget, state.sup.config, state.settings)
     return await _forward(cluster, owner, limit, stream=route.stream)
@@ -336,6 +355,7 @@ async def _check_signature(cluster: Cluster | None) -> None:
                                _signature_headers(), now=now_epoch())
     except cluster_signing.BadSignature as exc:
         log.warning("forwarded request refused: %s", exc)
+        _count("refused")
         raise ApiError(401, "AUTHENTICATION_FAILED", f"forwarded request refused: {exc}") from None
 
 
@@ -376,16 +396,19 @@ async def _forward(cluster: Cluster, owner: OwnerNode, limit: float, *,
             await upstream.aclose()
         if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
             raise _unreachable(where, exc) from None
+        _count("timeout")
         raise ApiError(504, "GATEWAY_TIMEOUT",
                        f"the {where} did not answer within {limit:g} s") from None
     except httpx.HTTPError as exc:
         if upstream is not None:
             await upstream.aclose()
         raise _unreachable(where, exc) from None
+    _count("answered")
     return _answer(upstream, stream)
 
 
 def _unreachable(where: str, exc: Exception) -> ApiError:
+    _count("unreachable")
     log.warning("forwarding to the %s failed: %s", where, type(exc).__name__)
     return ApiError(503, "SERVICE_UNAVAILABLE", f"the {where} cannot be reached: try again",
                     headers={"Retry-After": retry_after(UNREACHABLE_RETRY)})

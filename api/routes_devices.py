@@ -163,6 +163,9 @@ async def get_device(device_id: str) -> Response:
     data = device_json(row)
     pending, stuck = await mirror.outbound_counts(current_state().sup, row.id)
     data["outboundQueue"] = {"pending": pending, "stuck": stuck}
+    cluster = current_state().sup.cluster
+    if cluster is not None:  # docs/cluster.md: the node holding the device's lease
+        data["node"] = await cluster.owner_id(row.id)
     return ok(data)
 
 

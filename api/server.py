@@ -35,7 +35,7 @@ import logging
 import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
 import attrs
@@ -50,6 +50,7 @@ from api.logging import REDACT
 from api.state import ApiSettings, WsSettings
 from api.ws.endpoint import MAX_CLIENT_MESSAGE, close_streams
 from supervisor.autoreply import AutoReply
+from supervisor.cluster.feed import cluster_feed
 from supervisor.config import Config
 from supervisor.devices import Devices
 from supervisor.engine import Engine
@@ -183,6 +184,8 @@ async def serve(
             sup.db, days=config.message_retention_days, count=config.message_retention_count
         )
         event_retention = EventRetention(sup.db, days=config.event_retention_days)
+        # A cluster's WebSocket streams read every node's events from the log.
+        feed = cluster_feed(config, sup.db, sup.bus)
         app = create_app(sup, api_token, settings, autoreply=autoreply)
         operations = metrics.operations(app)
         sup.bus.tap(operations.observe)
@@ -204,6 +207,9 @@ async def serve(
                 race.start_soon(first, stop.wait)
                 if shutdown_trigger is not None:
                     race.start_soon(first, shutdown_trigger)
+            # A cluster node hands its devices over first (docs/cluster.md), while it answers.
+            if sup.cluster is not None:
+                await sup.cluster.drain()
             # WebSocket clients get 1001 "server shutting down" within the grace period.
             close_streams(app)
 
@@ -214,7 +220,8 @@ async def serve(
         try:
             async with (
                 _running(retention.run), _running(event_retention.run),
-                _running(dispatcher.run), _running(autoreply.run)
+                _running(dispatcher.run), _running(autoreply.run),
+                _running(feed.run) if feed is not None else nullcontext(),
             ):
                 async with trio.open_nursery() as http:
                     binds: list[str] = await http.start(run_http)

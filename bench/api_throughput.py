@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python bench/api_throughput.py [--devices 1000] [--connections 32]
                                               [--duration 5] [--clients 2]
                                               [--database postgresql://…]
+                                              [--compare postgresql://…]
 
 The parent process starts the server in a subprocess (``--serve``): ``api.server.serve`` with
 the simulator engine, its data in SQLite or, with ``--database``, in that (empty) PostgreSQL
@@ -26,6 +27,9 @@ per turn), the endpoints taking turns over ``--rounds`` rounds:
 It prints requests per second and p50/p99 latency for each, the ratio device/bare (target:
 at least 0.7), and as its last line one JSON object with ``device_get_rps``,
 ``sessions_rps``, ``bare_rps``, ``device_get_p99_ms``, ``bare_p99_ms`` and ``ratio``.
+``--compare``: the whole run twice, on SQLite and then on that (empty) PostgreSQL database,
+ending with one JSON line of the PostgreSQL/SQLite ratios of each endpoint's requests per
+second.
 A non-2xx answer counts as an error and is reported; the run fails if any endpoint had one.
 """
 
@@ -268,6 +272,7 @@ def main_parent(args: argparse.Namespace) -> int:
     ratio = figures["device"]["rps"] / figures["bare"]["rps"] if figures["bare"]["rps"] else 0.0
     verdict = "ok" if ratio >= 0.7 else "BELOW TARGET"
     print(f"ratio device-GET / bare = {ratio:.3f} (target >= 0.7: {verdict})")
+    args.figures = figures
     print(json.dumps({
         "device_get_rps": round(figures["device"]["rps"], 1),
         "sessions_rps": round(figures["sessions"]["rps"], 1),
@@ -289,6 +294,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--database", help="an empty PostgreSQL database for the server's data "
                         "(default: SQLite in a temporary directory)")
+    parser.add_argument("--compare", metavar="URL", help="run on SQLite and on this empty "
+                        "PostgreSQL database; print the ratios")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
@@ -305,6 +312,15 @@ def main() -> int:
             args.sessions = json.loads(Path(args.sessions_file).read_text())
         trio.run(run_load, args)
         return 0
+    if args.compare:
+        failed = main_parent(args)
+        sqlite = args.figures
+        args.database = args.compare
+        failed |= main_parent(args)
+        print(json.dumps({f"{endpoint}_rps_pg_over_sqlite":
+                          round(args.figures[endpoint]["rps"] / sqlite[endpoint]["rps"], 3)
+                          if sqlite[endpoint]["rps"] else 0.0 for endpoint in ENDPOINTS}))
+        return failed
     return main_parent(args)
 
 

@@ -1,11 +1,12 @@
 """How far one wasup process goes: N simulated devices paired, then restored after a restart.
 
 Usage: ``python bench/supervisor_scale.py [--devices 10000] [--max-concurrent-logins 50]
-[--database postgresql://…]``
+[--database postgresql://… | --compare postgresql://…]``
 
 ``--database``: the devices part runs on that PostgreSQL database (it must be empty: the run
-leaves its devices there) instead of SQLite in a temporary directory; run it once with and once
-without on the same machine to compare the backends.
+leaves its devices there) instead of SQLite in a temporary directory. ``--compare``: the devices
+part runs twice, on SQLite and then on that (empty) PostgreSQL database, and the run ends with
+the PostgreSQL/SQLite ratios of pairing and restore (wall and CPU time) instead.
 
 In one run it measures, each part in a fresh child process so that neither sees the other's
 freed memory:
@@ -189,20 +190,26 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--max-concurrent-logins", type=int, default=50)
     parser.add_argument("--database", help="an empty PostgreSQL database (default: SQLite)")
+    parser.add_argument("--compare", metavar="URL",
+                        help="run on SQLite and on this empty PostgreSQL database; print ratios")
     parser.add_argument("--part", choices=["bare", "devices"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:
         child(args.part, args.devices, args.max_concurrent_logins, args.database)
         return
 
-    def run(part: str) -> dict:
+    def run(part: str, database: str | None = args.database) -> dict:
         proc = subprocess.run(
             [sys.executable, __file__, "--part", part, "--devices", str(args.devices),
              "--max-concurrent-logins", str(args.max_concurrent_logins),
-             *(["--database", args.database] if args.database else [])],
+             *(["--database", database] if database else [])],
             check=True, capture_output=True, text=True,
         )
         return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    if args.compare:
+        compare(args.devices, run("devices", None), run("devices", args.compare))
+        return
 
     devices = run("devices")
     bare = run("bare")
@@ -226,6 +233,19 @@ def main() -> None:
         "bytes_per_bare_task": round(bare["bytes_per_bare_task"]),
         "ratio_vs_bare_task": round(ratio, 3),
     }))
+
+
+def compare(n: int, sqlite: dict, pg: dict) -> None:
+    """Print both backends' figures and the PostgreSQL/SQLite ratios."""
+    ratios = {}
+    print(f"devices: {n}          {'SQLite':>10} {'PostgreSQL':>11} {'ratio':>7}")
+    for key, label in (("pair_all_s", "pair all (s)"), ("pair_cpu_s", "pair CPU (s)"),
+                       ("restore_all_s", "restore (s)"), ("restore_cpu_s", "restore CPU (s)")):
+        ratios[key] = pg[key] / sqlite[key] if sqlite[key] else 0.0
+        print(f"{label:20s} {sqlite[key]:10.2f} {pg[key]:11.2f} {ratios[key]:7.2f}")
+    print(f"database: {pg['db']}")
+    print(json.dumps({"devices": n, **{f"{k}_pg_over_sqlite": round(v, 3)
+                                       for k, v in ratios.items()}}))
 
 
 if __name__ == "__main__":

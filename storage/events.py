@@ -32,11 +32,13 @@ def _marks(values: Iterable[object]) -> str:
     return ", ".join("?" for _ in values)
 
 
-def _among(column: str, values: Iterable[object]) -> str:
-    """``column IN (?, ...)``; for no values a condition that is false (PostgreSQL refuses an
-    empty ``IN ()``, which SQLite takes as false)."""
-    marks = _marks(values)
-    return f"{column} IN ({marks})" if marks else "1 = 0"
+def _among(column: str, values: frozenset[int] | frozenset[str], params: list[object]) -> str:
+    """``column IN (...)`` for ``values`` (added to ``params``); a condition no row meets when
+    there are none (PostgreSQL refuses an empty ``IN ()``, which SQLite takes)."""
+    if not values:
+        return "0 = 1"
+    params += sorted(values)
+    return f"{column} IN ({_marks(values)})"
 
 
 @attrs.define(eq=False)
@@ -71,15 +73,14 @@ class SqliteEvents:
         where = ["id > ?", "id <= ?"]
         params: list[object] = [since, until]
         if query.device_ids is not None:
-            where.append(_among("device_id", query.device_ids))
-            params += sorted(query.device_ids)
+            where.append(_among("device_id", query.device_ids, params))
         if query.selected_ids is not None or query.selected_sessions is not None:
             ids, sessions = query.selected_ids or frozenset(), query.selected_sessions or frozenset()
-            where.append(f"({_among('device_id', ids)} OR {_among('session_id', sessions)})")
-            params += [*sorted(ids), *sorted(sessions)]
+            where.append(
+                f"({_among('device_id', ids, params)} OR {_among('session_id', sessions, params)})"
+            )
         if query.types is not None:
-            where.append(_among("type", query.types))
-            params += sorted(query.types)
+            where.append(_among("type", query.types, params))
         params.append(max(0, limit))
         rows = self._db.conn.execute(
             f"SELECT {_COLS} FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",

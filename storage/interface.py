@@ -36,6 +36,7 @@ from storage.message_interface import (
 )
 from storage.models import (
     ALL_EVENTS,
+    Claim,
     DatabaseStatistics,
     DeliveryTarget,
     DeviceRow,
@@ -308,18 +309,24 @@ class OutboxRepository(Protocol):
         busy: Mapping[int, int] | None = None,
         per_device: int | None = None,
         target: Callable[[int], DeliveryTarget | None],
+        claim: Claim | None = None,
     ) -> list[Due]:
         """Up to ``limit`` pending rows due at ``now``, with the URL and active secrets that
-        ``target(device_id)`` gives (None: the rows become ``disabled``).
+        ``target(device_id)`` gives (None: the rows become ``disabled``); with a ``claim`` (a
+        cluster node, PostgreSQL only), written as that node's until the claim expires.
 
         Raises: nothing of its own.
         """
         ...
 
     def next_due(
-        self, exclude: Iterable[str] = (), exclude_devices: Iterable[int] = ()
+        self,
+        exclude: Iterable[str] = (),
+        exclude_devices: Iterable[int] = (),
+        claim: Claim | None = None,
     ) -> float | None:
-        """When the earliest pending row is due (epoch), or None.
+        """When the earliest pending row is due (epoch; another node's claimed row: when the
+        claim expires), or None.
 
         Raises: nothing of its own.
         """
@@ -339,6 +346,14 @@ class OutboxRepository(Protocol):
         """Append an attempt and move the row to ``status``; False if the row is gone.
 
         Raises: ``ValueError`` for an unknown status.
+        """
+        ...
+
+    def release(self, claim: Claim) -> int:
+        """Clear the claims of ``claim``'s node on its pending rows (it stops delivering); how
+        many. PostgreSQL only.
+
+        Raises: ValueError on SQLite.
         """
         ...
 

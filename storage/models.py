@@ -186,6 +186,16 @@ class DeliveryTarget:
 
 
 @attrs.frozen
+class Claim:
+    """A cluster node taking the outbox rows it delivers (PostgreSQL only: see
+    ``storage.pg.outbox``): its id, and how long the claim holds (seconds, by the database's
+    clock)."""
+
+    node_id: str
+    seconds: float
+
+
+@attrs.frozen
 class Due:
     """A claimed outbox row with what its delivery needs (read in the claiming transaction)."""
 

@@ -37,6 +37,7 @@ from common.ids import new_message_id
 from storage.interface import OutboundEvent
 from storage.models import (
     OUTBOX_STATUSES,
+    Claim,
     DeliveryTarget,
     Due,
     EventRow,
@@ -45,7 +46,7 @@ from storage.models import (
 )
 from storage.settings import SqliteSettings
 
-__all__ = ["STATUSES", "WEBHOOK_KIND", "Due", "SqliteOutbox", "body_of"]
+__all__ = ["STATUSES", "WEBHOOK_KIND", "Claim", "Due", "SqliteOutbox", "body_of"]
 
 WEBHOOK_KIND = "webhook"
 STATUSES = OUTBOX_STATUSES
@@ -99,6 +100,8 @@ class SqliteOutbox:
 
     #: The device ids in a JSON array parameter, as rows (the devices a query leaves out).
     _EXCLUDED_DEVICES = "SELECT value FROM json_each(?)"
+    #: What recording an attempt also sets (PostgreSQL: clears the row's claim).
+    _RELEASE = ""
 
     def get_webhook_settings(self, device_id: int) -> dict[str, Any] | None:
         """The device's stored webhook settings, or None (one primary-key lookup)."""
@@ -175,6 +178,7 @@ class SqliteOutbox:
         busy: Mapping[int, int] | None = None,
         per_device: int | None = None,
         target: Callable[[int], DeliveryTarget | None],
+        claim: Claim | None = None,
     ) -> list[Due]:
         """Up to ``limit`` pending rows due at ``now`` (earliest first), leaving out ``exclude``
         (the rows already in flight), each with its device's URL and active secrets as
@@ -186,6 +190,11 @@ class SqliteOutbox:
         and a process that dies mid-delivery finds the row still due at the next start, which
         is what makes delivery at-least-once. Rows of a device whose webhook is gone or
         disabled become ``disabled`` instead.
+
+        With a ``claim`` (a cluster node; PostgreSQL only), the claimed rows are written as
+        its own until the claim expires, and rows another node claimed are left out until
+        theirs has: two nodes never deliver a row at once, and the rows of a node that died
+        are taken again once its claims expire. Recording the attempt clears the claim.
         """
         skip = set(exclude)
         if limit <= 0:
@@ -193,16 +202,7 @@ class SqliteOutbox:
         taken = dict(busy or {})
         full = [d for d, n in taken.items() if per_device is not None and n >= per_device]
         conn = self._db.conn
-        # Prepared SQL: the dispatcher's loop; the device filter goes through json_each, which
-        # sqlite-utils has no call for.
-        rows = conn.execute(
-            "SELECT o.id, o.device_id, o.event_type, o.payload, o.attempts, o.created_at,"
-            f" {_EVENT_COLS} FROM webhook_outbox o LEFT JOIN events e ON e.id = o.event_id "
-            "WHERE o.status = 'pending' AND o.next_attempt_at <= ? "
-            f"AND o.device_id NOT IN ({self._EXCLUDED_DEVICES}) "
-            "ORDER BY o.next_attempt_at LIMIT ?",
-            (now, json.dumps(full), limit + len(skip)),
-        ).fetchall()
+        rows = self._due_rows(now, full, limit + len(skip), claim)
         targets: dict[int, DeliveryTarget | None] = {}
         claimed: list[Due] = []
         for row in rows:
@@ -234,13 +234,49 @@ class SqliteOutbox:
             )
             if len(claimed) >= limit:
                 break
+        if claim is not None and claimed:
+            self._take([row.id for row in claimed], claim)
         return claimed
 
+    def _due_rows(
+        self, now: float, full: list[int], limit: int, claim: Claim | None
+    ) -> list[Sequence[Any]]:
+        """The pending rows due at ``now``, earliest first, but the devices in ``full``: the
+        outbox columns :meth:`claim_due` reads, then the logged event's."""
+        if claim is not None:
+            raise ValueError("claims need PostgreSQL (a cluster)")
+        # Prepared SQL: the dispatcher's loop; the device filter goes through json_each, which
+        # sqlite-utils has no call for.
+        rows: list[Sequence[Any]] = self._db.conn.execute(
+            "SELECT o.id, o.device_id, o.event_type, o.payload, o.attempts, o.created_at,"
+            f" {_EVENT_COLS} FROM webhook_outbox o LEFT JOIN events e ON e.id = o.event_id "
+            "WHERE o.status = 'pending' AND o.next_attempt_at <= ? "
+            f"AND o.device_id NOT IN ({self._EXCLUDED_DEVICES}) "
+            "ORDER BY o.next_attempt_at LIMIT ?",
+            (now, json.dumps(full), limit),
+        ).fetchall()
+        return rows
+
+    def _take(self, ids: list[str], claim: Claim) -> None:
+        """Write ``claim`` on the rows ``ids`` (PostgreSQL: :mod:`storage.pg.outbox`)."""
+        raise ValueError("claims need PostgreSQL (a cluster)")
+
+    def release(self, claim: Claim) -> int:
+        """Clear the claims of ``claim``'s node (PostgreSQL: :mod:`storage.pg.outbox`)."""
+        raise ValueError("claims need PostgreSQL (a cluster)")
+
     def next_due(
-        self, exclude: Iterable[str] = (), exclude_devices: Iterable[int] = ()
+        self,
+        exclude: Iterable[str] = (),
+        exclude_devices: Iterable[int] = (),
+        claim: Claim | None = None,
     ) -> float | None:
         """When the earliest pending row is due (epoch), leaving out the rows in ``exclude``
-        and the devices in ``exclude_devices``; None if there is none."""
+        and the devices in ``exclude_devices``; None if there is none. With a ``claim`` (a
+        cluster node, PostgreSQL only), a row another node claimed is due once its claim
+        expires."""
+        if claim is not None:
+            raise ValueError("claims need PostgreSQL (a cluster)")
         skip = set(exclude)
         # Prepared SQL: with every claim (json_each, as in claim_due).
         for row in self._db.conn.execute(
@@ -273,7 +309,7 @@ class SqliteOutbox:
         # Prepared SQL: once per delivery; an arithmetic update has no sqlite-utils equivalent.
         cur = conn.execute(
             "UPDATE webhook_outbox SET attempts = attempts + 1, status = ?, "
-            "next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
+            f"next_attempt_at = COALESCE(?, next_attempt_at){self._RELEASE} WHERE id = ?",
             (status, next_attempt_at, outbox_id),
         )
         if cur.rowcount == 0:

@@ -179,21 +179,26 @@ class Devices:
             raise DeviceConflict(f"device {session_id} already exists")
         api_key = "dev_" + secrets.token_hex(16)
         now = now_iso()
-        try:
-            row = await self.db.run(
-                lambda r: r.devices.insert(
-                    user_id=user_id, alias=alias, session_id=session_id,
-                    business_type=business_type, phone_number=phone_number,
-                    description=description, api_key_hash=hash_key(api_key),
-                    status=sm.Status.PENDING.value, now=now,
-                )
+
+        def insert(r: storage.Repositories) -> DeviceRow:
+            return r.devices.insert(
+                user_id=user_id, alias=alias, session_id=session_id,
+                business_type=business_type, phone_number=phone_number,
+                description=description, api_key_hash=hash_key(api_key),
+                status=sm.Status.PENDING.value, now=now,
             )
+
+        try:
+            if self.cluster is None:
+                row = await self.db.run(insert)
+            else:
+                row, here = await self.cluster.create(insert)
         except storage.Conflict:
             raise DeviceConflict(f"device {session_id} already exists") from None
         self.directory.put(row)
         if self.cluster is None:
             await self.supervisor.start_child(row.id, sm.Status(row.status))
-        elif not await self.cluster.adopt(row.id):
+        elif not here:
             log.info("device %s: no room on this node; another node takes it", session_id)
         log.info("device %s created", session_id)
         return row, api_key

@@ -190,6 +190,13 @@ def _client(cluster: _Cluster, call_timeout: float = 10.0) -> Any:
     return app.test_client()
 
 
+def _forwards(client: Any, outcome: str) -> float:
+    """``wasup_forwards_total{outcome}`` on the client's app."""
+    [family] = client.app.extensions["wasup.forwards"].collect()
+    return sum(float(sample.value) for sample in family.samples
+               if sample.name == "wasup_forwards_total" and sample.labels == {"outcome": outcome})
+
+
 async def test_a_command_goes_to_the_owner_and_its_answer_comes_back_unchanged(
     owner: _Owner,
 ) -> None:
@@ -212,6 +219,7 @@ async def test_a_command_goes_to_the_owner_and_its_answer_comes_back_unchanged(
     headers = {name.lower(): value for name, value in seen["headers"].items()}
     assert headers["x-api-token"] == TOKEN and headers["idempotency-key"] == "k-1"
     assert "cookie" not in headers
+    assert _forwards(client, "answered") == 1
 
 
 async def test_a_session_reference_and_a_delete_forward_too(owner: _Owner) -> None:
@@ -284,6 +292,7 @@ async def test_an_owner_that_cannot_be_reached_means_503() -> None:
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
     assert "cannot be reached" in (await response.get_json())["error"]
+    assert _forwards(client, "unreachable") == 1
 
 
 async def test_a_slow_owner_means_504_within_the_bound(
@@ -298,6 +307,7 @@ async def test_a_slow_owner_means_504_within_the_bound(
     assert response.status_code == 504
     assert (await response.get_json())["code"] == "GATEWAY_TIMEOUT"
     assert trio.current_time() - started < 2.0
+    assert _forwards(client, "timeout") == 1
 
 
 async def test_a_forwarded_request_is_never_forwarded_again(owner: _Owner) -> None:
@@ -311,6 +321,7 @@ async def test_a_forwarded_request_is_never_forwarded_again(owner: _Owner) -> No
     assert response.headers["Retry-After"] == "2"
     assert "not on this node" in (await response.get_json())["error"]
     assert owner.seen == [] and cluster.asked == 0
+    assert _forwards(client, "not_owner") == 1
 
 
 async def test_a_forged_forward_is_refused_unserved(owner: _Owner) -> None:
@@ -337,6 +348,7 @@ async def test_a_forged_forward_is_refused_unserved(owner: _Owner) -> None:
     # the genuine one is served here (the route answers: the fake supervisor has no device)
     assert (await client.post(path, headers={"X-API-TOKEN": TOKEN, **good})).status_code == 404
     assert owner.seen == []
+    assert _forwards(client, "refused") == 5
 
 
 async def test_a_signed_request_on_a_single_node_is_refused() -> None:

@@ -185,3 +185,9 @@ async def test_node_a_answers_for_a_device_node_b_runs(
                     await trio.sleep(0.01)
             gone = await a.post(f"/devices/{sid}/logout")
             assert gone.status_code == 404 and gone.json()["code"] == "DEVICE_NOT_FOUND"
+
+            # counted on each node's /metrics
+            metrics_a = (await a.get("/metrics")).text
+            metrics_b = (await b.get("/metrics")).text
+            assert 'wasup_forwards_total{outcome="answered"}' in metrics_a
+            assert 'wasup_forwards_total{outcome="refused"} 1.0' in metrics_b

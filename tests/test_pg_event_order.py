@@ -1,6 +1,6 @@
 """Event appends on PostgreSQL commit in id order (storage/pg/events.py): a reader tailing the
 log by id, as a resuming WebSocket or a node's cluster feed does, never skips an event,
-however many transactions append side by side."""
+however many transactions append side by side. And the log's filters on both backends."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from functools import partial
 
 import trio
 
-from storage import EventRow, LoggedEvent, Repositories
+from storage import EventQuery, EventRow, LoggedEvent, Repositories
 from storage.pg import open_postgres
 from storage.pg.sql import pg_of
 from tests.pg_support import TestPostgres
+from tests.store_support import Backend
 from tests.test_storage import new_device
 
 APPENDERS = 8
@@ -67,3 +68,24 @@ async def test_a_tailing_reader_sees_every_id_in_order_while_many_append(
             finished = True
     assert len(appended) >= APPENDERS * JOBS
     assert seen == sorted(appended)  # every id, in order, none skipped
+
+
+async def test_filters_that_name_sessions_only_or_nothing_page_on_both_backends(
+    backend: Backend,
+) -> None:
+    """A selection by session id alone (no numeric id), or a filter that names nothing, is a
+    query PostgreSQL takes too (``IN ()`` is SQLite's only)."""
+    async with backend.open() as db:
+        ids = await db.run(lambda r: r.events.append([
+            LoggedEvent(1, "s1", "message_received", "{}", "t"),
+            LoggedEvent(2, "s2", "qr_code", "{}", "t"),
+        ]))
+
+        async def page(query: EventQuery) -> list[int]:
+            rows = await db.run(lambda r: r.events.after(0, until=10**9, limit=10, query=query))
+            return [row.id for row in rows]
+
+        assert await page(EventQuery(selected_sessions=frozenset({"s2"}))) == [ids[1]]
+        assert await page(EventQuery(selected_ids=frozenset({1}))) == [ids[0]]
+        assert await page(EventQuery(device_ids=frozenset())) == []
+        assert await page(EventQuery(types=frozenset())) == []

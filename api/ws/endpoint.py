@@ -96,8 +96,9 @@ async def events_socket() -> Response | None:
         log.info("websocket refused: %s (from %s)", exc, _peer(ws))
         return response_for(exc)
     principal, stream_filter = admitted.principal, admitted.stream_filter
-    # Subscribe before accepting: nothing published after the handshake is missed.
-    subscription = state.sup.bus.subscribe(
+    # Subscribe before accepting: nothing published after the handshake is missed. In a
+    # cluster, the stream is every node's events, read from the log by this node's feed.
+    subscription = state.sup.bus.stream(
         device_ids=admitted.device_ids,
         selection=stream_filter.selection,
         types=stream_filter.types,

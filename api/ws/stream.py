@@ -5,7 +5,9 @@ The bus has already filtered what reaches the subscription (devices and event ty
 at the handshake), so the pump only sends: each event's JSON text is encoded once, on the
 :class:`supervisor.events.Event`, however many connections send it. A connection that resumes
 (``?since=``) first gets the logged events after its id (:class:`supervisor.event_log.Replay`,
-read in pages with the same filters), then the live ones.
+read in pages with the same filters), then the live ones. In a cluster the live ones are every
+node's, as the node's feed reads them from the log (:meth:`supervisor.events.EventBus.stream`),
+in id order.
 
 Resource handling: the subscription is the only buffer; a full one is dropped by the bus
 (close 1013). A send goes straight to the socket; :meth:`Stream.watch_sends` aborts a
@@ -25,7 +27,7 @@ from storage import StorageError
 from supervisor.devices import Devices
 from supervisor.errors import DeviceNotFound
 from supervisor.event_log import Replay
-from supervisor.events import Subscription
+from supervisor.events import Envelope, Subscription
 
 log = logging.getLogger("wasup.api.ws")
 
@@ -42,7 +44,7 @@ class Stream:
     """One connection's pump from its subscription to its socket, with its watchdogs."""
 
     ws: Websocket
-    subscription: Subscription
+    subscription: Subscription[Envelope]
     credential_id: str
     sent: int = 0
     outcome: str = "client left"

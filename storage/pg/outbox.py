@@ -1,15 +1,31 @@
 """The webhook outbox in PostgreSQL: SQLite's repository (:mod:`storage.outbox`) with the device
-filter as PostgreSQL's JSON function and the delivery views written in SQL."""
+filter as PostgreSQL's JSON function, the delivery views written in SQL, and the claims of a
+cluster's nodes.
+
+Claims (``Claim``: a node's id and how long it holds): a node's scan locks the due rows it
+reads with ``FOR UPDATE SKIP LOCKED`` (a row another node's scan holds right now is passed
+over, not waited for) and writes ``claimed_by``/``claimed_until`` (now + the claim's seconds,
+by the database's clock) on those it takes, in the scan's transaction. A row claimed by another
+node is left out until its claim expires: then the node that took it died or stalled, and any
+node may take it again (at-least-once). A node takes back its own claims at once (it knows
+which of them it has in flight). Recording an attempt clears the claim, and so does a node that
+stops (``release``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from storage.outbox import _COLUMNS, SqliteOutbox
+from storage.outbox import _COLUMNS, _EVENT_COLS, Claim, SqliteOutbox
 from storage.pg.sql import pg_of
+
+#: Rows free for ``claim`` to take: never claimed, claimed by a node whose claim expired, or
+#: by this node itself.
+_FREE = "(o.claimed_until IS NULL OR o.claimed_until < now() OR o.claimed_by = ?)"
 
 
 @attrs.define(eq=False)
@@ -17,6 +33,69 @@ class PgOutbox(SqliteOutbox):
     """The ``webhook_outbox`` and ``webhook_attempts`` tables."""
 
     _EXCLUDED_DEVICES = "SELECT value::bigint FROM json_array_elements_text(?::json)"
+    _RELEASE = ", claimed_by = NULL, claimed_until = NULL"
+
+    def _due_rows(
+        self, now: float, full: list[int], limit: int, claim: Claim | None
+    ) -> list[Sequence[Any]]:
+        if claim is None:
+            return super()._due_rows(now, full, limit, claim)
+        rows: list[Any] = pg_of(self._db).execute(
+            "SELECT o.id, o.device_id, o.event_type, o.payload, o.attempts, o.created_at,"
+            f" {_EVENT_COLS} FROM webhook_outbox o LEFT JOIN events e ON e.id = o.event_id "
+            "WHERE o.status = 'pending' AND o.next_attempt_at <= ? "
+            f"AND o.device_id NOT IN ({self._EXCLUDED_DEVICES}) AND {_FREE} "
+            "ORDER BY o.next_attempt_at LIMIT ? FOR UPDATE OF o SKIP LOCKED",
+            (now, json.dumps(full), claim.node_id, limit),
+        ).fetchall()
+        return rows
+
+    def _take(self, ids: list[str], claim: Claim) -> None:
+        pg_of(self._db).execute(
+            "UPDATE webhook_outbox SET claimed_by = ?,"
+            " claimed_until = now() + make_interval(secs => ?) WHERE id = ANY(?)",
+            (claim.node_id, claim.seconds, ids),
+        )
+
+    def release(self, claim: Claim) -> int:
+        """Clear the claims of ``claim``'s node on its pending rows (it stops delivering:
+        another node may take them at once); how many."""
+        cursor = pg_of(self._db).execute(
+            "UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL"
+            " WHERE claimed_by = ? AND status = 'pending'",
+            (claim.node_id,),
+        )
+        return cursor.rowcount
+
+    def next_due(
+        self,
+        exclude: Iterable[str] = (),
+        exclude_devices: Iterable[int] = (),
+        claim: Claim | None = None,
+    ) -> float | None:
+        if claim is None:
+            return super().next_due(exclude, exclude_devices)
+        sql = pg_of(self._db)
+        skip = set(exclude)
+        found: list[float] = []
+        for row in sql.execute(
+            "SELECT o.id, o.next_attempt_at FROM webhook_outbox o WHERE o.status = 'pending' "
+            f"AND o.device_id NOT IN ({self._EXCLUDED_DEVICES}) AND {_FREE} "
+            "ORDER BY o.next_attempt_at LIMIT ?",
+            (json.dumps(sorted(set(exclude_devices))), claim.node_id, len(skip) + 1),
+        ):
+            if row[0] not in skip:
+                found.append(float(str(row[1])))
+                break
+        # Another node's claim: due again when it expires (by the database's clock).
+        expiry = sql.execute(
+            "SELECT extract(epoch FROM min(claimed_until))::float8 FROM webhook_outbox"
+            " WHERE status = 'pending' AND claimed_until >= now() AND claimed_by <> ?",
+            (claim.node_id,),
+        ).fetchone()
+        if expiry is not None and expiry[0] is not None:
+            found.append(float(str(expiry[0])))
+        return min(found, default=None)
 
     def list_deliveries(
         self,

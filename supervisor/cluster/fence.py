@@ -22,7 +22,6 @@ from typing import TypeVar
 
 import attrs
 
-import storage
 from storage.interface import Repositories, Store
 from storage.models import DatabaseStatistics, Outage
 from storage.pg.leases import PgLeases
@@ -82,8 +81,3 @@ class FencedStore:
 
     async def probe(self) -> Outage | None:
         return await self.store.probe()
-
-
-def is_fenced(store: storage.Store) -> bool:
-    """Whether ``store`` is an actor's fenced view (cluster mode)."""
-    return isinstance(store, FencedStore)

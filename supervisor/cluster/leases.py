@@ -246,19 +246,28 @@ class LeaseManager:
                 if not self._failing:
                     log.error("cluster: scan for free devices failed: %s", exc)
 
-    async def adopt(self, device_id: int) -> bool:
-        """Claim a device created on this node at once, if there is room; whether it runs
-        here now (else another node claims it at its next scan)."""
+    async def create(
+        self, insert: Callable[[storage.Repositories], DeviceRow]
+    ) -> tuple[DeviceRow, bool]:
+        """Store a device created on this node (``insert``) and, in the same transaction,
+        claim it if there is room (no other node's scan can take it first); start its actor.
+        Returns the row and whether the device runs here (else another node claims it at its
+        next scan)."""
         cfg = self.config
         async with self._lock:
-            if self.draining or self._room() <= 0:
-                return False
+            room = 0 if self.draining else self._room()
+
+            def job(r: storage.Repositories) -> tuple[DeviceRow, list[Lease]]:
+                row = insert(r)
+                if room <= 0:
+                    return row, []
+                return row, leases_of(r).claim(cfg.node_id, cfg.lease_seconds, 1, [row.id])
+
             sent = trio.current_time()
-            granted = await self._db_run(
-                lambda r: leases_of(r).claim(cfg.node_id, cfg.lease_seconds, 1, [device_id])
-            )
+            row, granted = await self._db_run(job)
+            self.directory.put(row)
             await self._granted(sent, granted)
-        return self.owns(device_id)
+        return row, self.owns(row.id)
 
     def fenced(self, device_id: int) -> None:
         """An actor's write was refused (the fence): the device is no longer this node's."""
@@ -271,6 +280,8 @@ class LeaseManager:
         """Hand every device over and leave: mark the node draining, stop every actor, release
         every lease and remove the node's row. The other nodes claim the devices at their next
         scan. Error handling: a database that cannot be reached leaves the leases to expire."""
+        if self.draining:
+            return
         self.draining = True
         self._scope.cancel()
         async with self._lock:  # a lease job in flight ends first

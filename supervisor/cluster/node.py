@@ -16,13 +16,14 @@ while this node holds the device's lease and runs its actor. :meth:`ClusterNode.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import attrs
 import trio
 
 import storage
+from storage.models import DeviceRow
 from storage.pg.leases import NodeRow
 
 from ..children import DeviceSupervisor
@@ -99,14 +100,31 @@ class ClusterNode:
         row = await self.db.run(lambda r: leases_of(r).owner(device_id))
         return None if row is None else NodeInfo.of(row)
 
+    async def owner_id(self, device_id: int) -> str | None:
+        """The id of the node holding the device's live lease (this one's without a query),
+        or None while it moves."""
+        if self.owns(device_id):
+            return self.node_id
+        owner = await self.owner(device_id)
+        return None if owner is None else owner.node_id
+
     async def nodes(self) -> list[NodeInfo]:
         """Every node of the cluster, by id."""
         rows = await self.db.run(lambda r: leases_of(r).nodes())
         return [NodeInfo.of(row) for row in rows]
 
-    async def adopt(self, device_id: int) -> bool:
-        """Claim a device just created on this node if there is room; whether it runs here."""
-        return await self.manager.adopt(device_id)
+    async def drain(self) -> None:
+        """Hand every device over and leave the cluster (shutdown; once: later calls return at
+        once). The node keeps answering meanwhile; its devices run elsewhere after."""
+        with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_DEADLINE):
+            await self.manager.drain()
+
+    async def create(
+        self, insert: Callable[[storage.Repositories], DeviceRow]
+    ) -> tuple[DeviceRow, bool]:
+        """Store a device created on this node and claim it in the same transaction if there is
+        room; the row and whether it runs here (:meth:`LeaseManager.create`)."""
+        return await self.manager.create(insert)
 
 
 @asynccontextmanager
@@ -119,14 +137,14 @@ async def open_node(
 ) -> AsyncIterator[ClusterNode]:
     """Join the cluster and run the lease manager in ``nursery``; yield the node.
 
-    Resource handling: on exit (normal or not) the node drains: every device is handed over
-    and the node's row removed, within ``DRAIN_DEADLINE`` seconds (shielded from cancellation);
-    what is left then expires by itself.
+    Resource handling: on exit (normal or not) the node drains (:meth:`ClusterNode.drain`, if
+    it did not before): every device is handed over and the node's row removed, within
+    ``DRAIN_DEADLINE`` seconds (shielded from cancellation); what is left expires by itself.
     """
     manager = LeaseManager(config, db, supervisor, directory)
     await nursery.start(manager.run)
+    node = ClusterNode(config, db, manager)
     try:
-        yield ClusterNode(config, db, manager)
+        yield node
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_DEADLINE):
-            await manager.drain()
+        await node.drain()

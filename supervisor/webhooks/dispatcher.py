@@ -14,6 +14,14 @@ committed. A row in flight is remembered in memory only: if the process dies, th
 still due at the next start and is sent again (at-least-once; receivers deduplicate on
 ``webhook-id``, which is the same on every attempt).
 
+In a cluster (``config.cluster``, PostgreSQL) every node runs a dispatcher over the one outbox.
+A scan claims the rows it takes (``storage.outbox.Claim``: ``claimed_by``/``claimed_until`` in
+the scan's transaction, with ``FOR UPDATE SKIP LOCKED``) for the attempt's timeout plus
+:data:`CLAIM_MARGIN`, so two nodes never deliver a row at once; a node that dies mid-delivery
+leaves claims that expire, and another node takes those rows again then; a node that stops
+releases its claims at once. ``wasup_outbox`` notifications wake every node's dispatcher when
+any node enqueues rows.
+
 Outcome of one attempt (made by :func:`supervisor.webhooks.delivery.attempt`, judged by
 :func:`classify`):
 
@@ -52,6 +60,7 @@ from common import clock
 from storage.errors import StorageUnavailable
 from storage.interface import Repositories, Store
 from storage.models import DeliveryTarget
+from storage.pg import PgStore
 from supervisor import event_log
 from supervisor.config import Config
 from supervisor.events import Event, EventBus
@@ -71,6 +80,10 @@ ERROR_PAUSE = 30.0
 DEFAULT_CONCURRENCY = 32
 #: At most this many deliveries to one device's endpoint at once.
 DEFAULT_PER_DEVICE = 8
+#: Seconds a cluster node's claim on a row outlasts the attempt's timeout (time to record it).
+CLAIM_MARGIN = 15.0
+#: The notification channel of enqueued deliveries (cluster mode).
+OUTBOX_CHANNEL = "wasup_outbox"
 
 
 @attrs.frozen
@@ -166,6 +179,15 @@ class WebhookDispatcher:
             self.per_device = knobs.endpoint_concurrency
 
     @property
+    def claim(self) -> outbox.Claim | None:
+        """This node's claim on the rows it takes (a cluster node), or None (one node)."""
+        cluster = self.config.cluster
+        if cluster is None or not isinstance(self.db, PgStore):
+            return None
+        assert self.timeout is not None
+        return outbox.Claim(cluster.node_id, self.timeout + CLAIM_MARGIN)
+
+    @property
     def allow_networks(self) -> tuple[ssrf.IPNetwork, ...]:
         return self.config.allow_networks
 
@@ -199,8 +221,30 @@ class WebhookDispatcher:
         shutdown leaves its row due, to be sent after the next start.
         """
         assert self.concurrency is not None
+        try:
+            await self._run(task_status)
+        finally:
+            claim = self.claim
+            if claim is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await self._release(claim)
+
+    async def _release(self, claim: outbox.Claim) -> None:
+        """Give up this node's claims (it stops): another node may take the rows at once."""
+        try:
+            released = await self.db.run(lambda r: r.outbox.release(claim))
+        except Exception as exc:  # the claims expire by themselves
+            log.warning("webhook claims not released (%s): they expire by themselves", exc)
+            return
+        if released:
+            log.info("webhook deliveries released to the other nodes: %d", released)
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        assert self.concurrency is not None
         limiter = trio.CapacityLimiter(self.concurrency)
         async with self.make_client() as client, trio.open_nursery() as nursery:
+            if self.claim is not None and isinstance(self.db, PgStore):
+                await nursery.start(self._listen, self.db)
             task_status.started()
             while True:
                 # A fresh Event before looking, so a notify() during the scan is not lost.
@@ -242,6 +286,13 @@ class WebhookDispatcher:
                 with trio.move_on_after(wait):
                     await self._wake.wait()
 
+    async def _listen(self, db: PgStore, *, task_status: trio.TaskStatus[None]) -> None:
+        """Look whenever any node enqueued rows (cluster mode)."""
+        async with db.listen(OUTBOX_CHANNEL) as notes:
+            task_status.started()
+            async for _ in notes:
+                self.notify()
+
     def _scan(
         self,
         repos: Repositories,
@@ -255,6 +306,7 @@ class WebhookDispatcher:
             settings = webhook_settings.read(repos, device_id)
             return None if settings is None else settings.target(now)
 
+        claim = self.claim
         due = repos.outbox.claim_due(
             now=now,
             limit=free,
@@ -262,6 +314,7 @@ class WebhookDispatcher:
             busy=busy,
             per_device=self.per_device,
             target=target,
+            claim=claim,
         )
         taken = dict(busy)
         for row in due:
@@ -269,7 +322,7 @@ class WebhookDispatcher:
         assert self.per_device is not None
         full = [d for d, n in taken.items() if n >= self.per_device]
         upcoming = repos.outbox.next_due(
-            exclude=in_flight | {d.id for d in due}, exclude_devices=full
+            exclude=in_flight | {d.id for d in due}, exclude_devices=full, claim=claim
         )
         return due, upcoming
 
