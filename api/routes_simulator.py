@@ -38,7 +38,8 @@ from api.sim_messages import MESSAGE_ID_RE, sim_incoming
 from api.state import current_state
 from storage.models import DeviceRow
 from supervisor.engines.simulator import FailReason
-from supervisor.engines.simulator_controls import SimulatorControls, simulator_controls
+from supervisor.engines.simulator_controls import SimulatorControls
+from supervisor.engines.simulator_remote import simulator_controls
 from supervisor.errors import DeviceConflict, InvalidRequest
 from supervisor.message_content import PollVote
 

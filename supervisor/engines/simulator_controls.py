@@ -186,14 +186,3 @@ class LocalControls:
         groups = self.engine.get_session(device_id).groups
         await groups.others_participants(group, by, action, jids)
 
-
-def simulator_controls(engine: object) -> SimulatorControls | None:
-    """The controls of a running simulator engine (in process or remote), None for another."""
-    from .simulator import SimulatorEngine
-    from .simulator_remote import RemoteSimulatorEngine  # imports this module
-
-    if isinstance(engine, SimulatorEngine):
-        return LocalControls(engine)
-    if isinstance(engine, RemoteSimulatorEngine):
-        return engine.controls
-    return None

@@ -64,7 +64,7 @@ from supervisor.errors import DeliveryFailed, DeviceConflict, DeviceNotFound, En
 from supervisor.outgoing import Outgoing
 
 from . import simulator_wire as wire
-from .simulator_controls import SimulatorControls
+from .simulator_controls import LocalControls, SimulatorControls
 from .simulator_server import CredentialStore
 
 log = logging.getLogger("wasup.simulator_remote")
@@ -499,3 +499,14 @@ class RemoteSimulatorEngine:
         reply = await self.post(f"/devices/{device_id}/{name}", {})
         if "error" in reply:
             raise wire.decode_error(reply)
+
+
+def simulator_controls(engine: object) -> SimulatorControls | None:
+    """The controls of a running simulator engine (in process or remote), None for another."""
+    from .simulator import SimulatorEngine
+
+    if isinstance(engine, SimulatorEngine):
+        return LocalControls(engine)
+    if isinstance(engine, RemoteSimulatorEngine):
+        return engine.controls
+    return None
