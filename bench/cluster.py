@@ -238,6 +238,9 @@ class Run:
         self.nodes: list[Node] = []
         self.sids: list[str] = []
         self._turn = itertools.count()
+        self.rescans = 0  # QR codes scanned after the first (a pairing restarted elsewhere)
+        self.scan_refusals: list[str] = []
+        self.unseen: list[float] = []  # a device GET answered 404 after its creation: when
 
     def node(self) -> Node:
         """The next live node, round robin."""
@@ -263,15 +266,43 @@ class Run:
                 sid = created["sessionId"]
                 self.sids.append(sid)
 
-                async def qr_shown() -> bool:
-                    return (await self.node().api.get(f"/devices/{sid}/qr")).status_code == 200
-                await until(qr_shown, 60, f"device {sid}: its QR code", 0.05)
-                await self.node().data("POST", f"/simulator/devices/{sid}/scan", json={})
-
-                async def connected() -> bool:
-                    d = await self.node().data("GET", f"/devices/{sid}")
-                    return bool(d["status"] == "connected")
-                await until(connected, 60, f"device {sid}: connected after the scan", 0.1)
+                # Scan each QR code shown once; a device handed over between nodes meanwhile
+                # (rebalancing) answers 503 "try again shortly" and starts a new pairing on
+                # its new owner, whose QR code is scanned in turn.
+                scanned: set[str] = set()
+                deadline = time.perf_counter() + 120
+                created_at = time.perf_counter()
+                while True:
+                    node = self.node()
+                    r = await node.api.get(f"/devices/{sid}")
+                    if r.status_code == 404:  # not yet known on this node: its lag
+                        self.unseen.append(time.perf_counter() - created_at)
+                        if time.perf_counter() - created_at > 30:
+                            raise BenchError(f"device {sid}: still 404 on {node.name} 30 s "
+                                             "after its creation")
+                        await trio.sleep(0.05)
+                        continue
+                    if r.status_code != 200:
+                        raise BenchError(f"GET /devices/{sid} on {node.name}: {r.status_code} "
+                                         f"{r.text[:200]}")
+                    d = r.json()["data"]
+                    if d["status"] == "connected":
+                        break
+                    if time.perf_counter() > deadline:
+                        raise BenchError(f"device {sid}: not connected within 120 s "
+                                         f"(status {d['status']}, scans {len(scanned)})")
+                    r = await self.node().api.get(f"/devices/{sid}/qr")
+                    if r.status_code == 200 and r.json()["data"]["qrString"] not in scanned:
+                        qr = r.json()["data"]["qrString"]
+                        node = self.node()
+                        r = await node.api.post(f"/simulator/devices/{sid}/scan", json={})
+                        if r.status_code == 200:
+                            scanned.add(qr)
+                        else:  # scanned again at the next turn
+                            self.scan_refusals.append(
+                                f"{node.name} {sid}: {r.status_code} {r.text[:160]}")
+                    await trio.sleep(0.1)
+                self.rescans += max(0, len(scanned) - 1)
 
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
@@ -401,6 +432,16 @@ async def bench(args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]
             renumber(ctx["database"], k * 100_000)
             seconds = await run.pair(args.devices, args.pair_width)
             per["pair_s"] = round(seconds, 2)
+            per["pair_rescans"] = run.rescans
+            per["pair_scan_refusals"] = len(run.scan_refusals)
+            per["pair_404s"] = len(run.unseen)
+            per["pair_404_max_s"] = round(max(run.unseen, default=0.0), 3)
+            if run.unseen:
+                say(f"{k} node(s): {len(run.unseen)} device GETs answered 404 right after the "
+                    f"device's creation on another node (up to {per['pair_404_max_s']} s after)")
+            if run.scan_refusals:
+                say(f"{k} node(s): {len(run.scan_refusals)} scans refused, {run.rescans} QR codes "
+                    f"scanned again; first: {run.scan_refusals[:3]}")
             per["pairs_per_s"] = round(args.devices / seconds, 2)
             owners = await run.nodes[0].owners()
             per["devices_per_node"] = {n: d for n, (d, alive) in owners.items() if alive}
