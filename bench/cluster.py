@@ -121,22 +121,7 @@ def stop_all(processes: list[subprocess.Popen[bytes]], timeout: float = 20.0) ->
             PROCESSES.remove(process)
 
 
-def wipe(database: str) -> None:
-    """Empty the database (every table of the public schema) for the next run."""
-    import psycopg
-
-    with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-
-
-def renumber(database: str, first: int) -> None:
-    """Device ids from ``first`` on: the shared simulator knows a device by its id, and each
-    run starts on an empty database."""
-    import psycopg
-
-    with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute("SELECT setval(pg_get_serial_sequence('devices', 'id'), %s)", (first,))
+from tests.pg_support import renumber, wipe  # noqa: E402  (SQL stays out of bench/)
 
 
 async def until(check: Callable[[], Awaitable[bool]], within: float, what: str,

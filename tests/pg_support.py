@@ -151,3 +151,21 @@ class TestPostgres:
                 f"{Path(args[0]).name} failed ({result.returncode}): {result.stderr.strip()}"
                 f"\n{tail}"
             )
+
+
+def wipe(database: str) -> None:
+    """Empty the database (every table of the public schema) for the next run."""
+    import psycopg
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+
+
+def renumber(database: str, first: int) -> None:
+    """Device ids from ``first`` on: the shared simulator knows a device by its id, and each
+    run starts on an empty database."""
+    import psycopg
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("SELECT setval(pg_get_serial_sequence('devices', 'id'), %s)", (first,))
