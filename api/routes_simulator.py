@@ -39,9 +39,9 @@ from api.state import current_state
 from storage.models import DeviceRow
 from supervisor.engines.simulator import FailReason
 from supervisor.engines.simulator_controls import SimulatorControls
-from supervisor.engines.simulator_remote import simulator_controls
 from supervisor.errors import DeviceConflict, InvalidRequest
 from supervisor.message_content import PollVote
+from supervisor.supervisor import simulator_controls
 
 bp = Blueprint("simulator", __name__)
 

@@ -21,7 +21,8 @@ connect presents them, a logout, an unlink or a ban wipes them; so a device pair
 node connects from another.
 
 The simulator controls (:class:`~supervisor.engines.simulator_controls.SimulatorControls`)
-are HTTP requests to the process (:attr:`RemoteSimulatorEngine.controls`).
+are HTTP requests to the process (:attr:`RemoteSimulatorEngine.controls`,
+:mod:`supervisor.engines.simulator_remote_controls`).
 
 Resource handling: a connection runs in a Trio system task (the engine has no nursery of its
 own); :meth:`RemoteSimulatorEngine.aclose` ends them all.
@@ -60,11 +61,12 @@ from supervisor.engine import (
 from supervisor.engine_account import AccountApi
 from supervisor.engine_contacts import ContactsApi
 from supervisor.engine_groups import GroupsApi
-from supervisor.errors import DeliveryFailed, DeviceConflict, DeviceNotFound, EngineError
+from supervisor.errors import DeliveryFailed, EngineError
 from supervisor.outgoing import Outgoing
 
 from . import simulator_wire as wire
-from .simulator_controls import LocalControls, SimulatorControls
+from .simulator_controls import SimulatorControls
+from .simulator_remote_controls import RemoteControls
 from .simulator_server import CredentialStore
 
 log = logging.getLogger("wasup.simulator_remote")
@@ -123,7 +125,8 @@ class _Namespace:
             raise AttributeError(name)
 
         async def call(*args: object, **kwargs: object) -> object:
-            return await self.session.call(method, _named(method, args, kwargs))
+            named = wire.named_args(wire.SESSION_METHODS, method, args, kwargs)
+            return await self.session.call(method, named)
 
         return call
 
@@ -387,45 +390,9 @@ async def _exchange(link: _Link, message: dict[str, Any]) -> Mapping[str, Any]:
     return answer[0]
 
 
-def _named(method: str, args: tuple[object, ...], kwargs: Mapping[str, object],
-           table: Mapping[str, wire.Signature] = wire.SESSION_METHODS) -> dict[str, object]:
-    """A call's arguments by parameter name."""
-    params = list(table[method][0])
-    return {**dict(zip(params, args, strict=False)), **kwargs}
-
-
 def _needs_store(message: Mapping[str, Any]) -> bool:
     event = message.get("event")
     return isinstance(event, dict) and event.get(wire.TAG) == LoggedOut.__name__
-
-
-@attrs.define(eq=False)
-class _Controls:
-    """:class:`SimulatorControls` as HTTP requests to the process."""
-
-    engine: RemoteSimulatorEngine
-
-    def __getattr__(self, name: str) -> Any:
-        if name not in wire.CONTROL_METHODS:
-            raise AttributeError(name)
-
-        async def call(*args: object, **kwargs: object) -> object:
-            named = _named(name, args, kwargs, wire.CONTROL_METHODS)
-            body = {"args": wire.encode_args(wire.CONTROL_METHODS, name, named)}
-            try:
-                reply = await self.engine.post(f"/controls/{name}", body)
-            except EngineError as exc:
-                raise DeviceConflict(f"the simulated WhatsApp is unreachable ({exc})") from None
-            if "error" in reply:
-                error = wire.decode_error(reply)
-                if isinstance(error, DeviceNotFound):
-                    raise DeviceConflict(
-                        f"device {named.get('device_id')} has no connection to the simulated "
-                        "WhatsApp") from None
-                raise error
-            return wire.decode_result(wire.CONTROL_METHODS, name, reply.get("value"))
-
-        return call
 
 
 @attrs.define(eq=False)
@@ -450,7 +417,7 @@ class RemoteSimulatorEngine:
 
     @property
     def controls(self) -> SimulatorControls:
-        return cast(SimulatorControls, _Controls(self))
+        return cast(SimulatorControls, RemoteControls(self.post))
 
     def session(self, device_id: int, session_id: str, sink: Sink) -> RemoteSession:
         """A new session for the device; an earlier one of the same device is stopped."""
@@ -500,13 +467,3 @@ class RemoteSimulatorEngine:
         if "error" in reply:
             raise wire.decode_error(reply)
 
-
-def simulator_controls(engine: object) -> SimulatorControls | None:
-    """The controls of a running simulator engine (in process or remote), None for another."""
-    from .simulator import SimulatorEngine
-
-    if isinstance(engine, SimulatorEngine):
-        return LocalControls(engine)
-    if isinstance(engine, RemoteSimulatorEngine):
-        return engine.controls
-    return None
