@@ -25,7 +25,7 @@ are HTTP requests to the process (:attr:`RemoteSimulatorEngine.controls`,
 :mod:`supervisor.engines.simulator_remote_controls`).
 
 Resource handling: a connection runs in a Trio system task (the engine has no nursery of its
-own); :meth:`RemoteSimulatorEngine.aclose` ends them all.
+own); :meth:`RemoteSimulatorEngine.aclose` ends them all and waits until they returned.
 
 Error handling: an unreachable process is an unreachable WhatsApp: opening a connection fails
 with ``EngineError("network_unreachable: simulator ...", recoverable=True)``, a connection that
@@ -98,6 +98,7 @@ class _Link:
         factory=lambda: trio.open_memory_channel[Mapping[str, Any]](math.inf))
     busy: int = 0  # events queued or being handled
     closing: bool = False  # the process closed the connection
+    finished: trio.Event = attrs.field(factory=trio.Event)  # its task returned
 
     def close(self, stopped: bool) -> None:
         self.stopped = self.stopped or stopped
@@ -265,6 +266,7 @@ class RemoteSession:
             return
         self.close_link()
         link = self._link = _Link()
+        self.engine.links.add(link)
         trio.lowlevel.spawn_system_task(self._run, link, name=f"simulator link {self.device_id}")
         await link.ready.wait()
         if link.error is not None:
@@ -302,6 +304,8 @@ class RemoteSession:
                 if self._link is link:
                     self._link = None
                 self.sink(Disconnected("connection_lost: simulator", recoverable=True))
+            self.engine.links.discard(link)
+            link.finished.set()
 
     async def _read(self, link: _Link, ws: trio_websocket.WebSocketConnection) -> None:
         """Read until the process closes the connection; what it said before is still handed
@@ -410,6 +414,8 @@ class RemoteSimulatorEngine:
     #: quietly, another client's replace with ``stream_replaced``.
     client: str = attrs.field(factory=lambda: secrets.token_hex(6))
     sessions: dict[int, RemoteSession] = attrs.field(factory=dict, init=False)
+    #: The connections whose task is running (a replaced session's too).
+    links: set[_Link] = attrs.field(factory=set, init=False)
     _http: httpx.AsyncClient | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -429,9 +435,14 @@ class RemoteSimulatorEngine:
         return session
 
     async def aclose(self) -> None:
+        """End every connection and wait for their tasks: none is left handing an event over
+        (a commit to the database) once this returns."""
         for session in self.sessions.values():
             session.close_link()
         self.sessions.clear()
+        for link in list(self.links):
+            link.close(stopped=True)
+            await link.finished.wait()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
