@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 import storage
+from supervisor.cluster.fence import FencedStore
 from supervisor.config import ClusterConfig, Config
 from supervisor.devices import Devices
 from supervisor.errors import Restarting
@@ -162,3 +163,58 @@ async def test_a_device_created_on_a_full_node_is_left_to_another(
 
 def assert_devices(node: Devices, ids: set[int]) -> None:
     assert set(node.supervisor.children) == ids
+
+
+@attrs.define
+class Gate:
+    """The database as one actor sees it, holding back the answer of the next job once armed
+    (the job has committed; the actor has not resumed yet)."""
+
+    store: storage.Store
+    armed: bool = False
+    held: trio.Event = attrs.field(factory=trio.Event)
+    opened: trio.Event = attrs.field(factory=trio.Event)
+
+    async def run(self, job: Callable[[storage.Repositories], T]) -> T:
+        value = await self.store.run(job)
+        if self.armed:
+            self.armed = False
+            self.held.set()
+            await self.opened.wait()
+        return value
+
+    def __getattr__(self, name: str) -> object:  # the rest of storage.Store, as it is
+        return getattr(self.store, name)
+
+
+async def test_a_renewal_right_after_a_delete_leaves_the_deleting_actor_alone(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, postgres_server: TestPostgres
+) -> None:
+    url = postgres_server.create_database()
+    config = node_config(tmp_path, url, "a")
+    async with simulated(config) as (sup, engine, _rec):
+        node = sup.cluster
+        assert node is not None
+        device = await connected_device(sup, engine)
+        kept = await connected_device(sup, engine, alias="Kept")
+        fenced = sup.supervisor.children[device].db
+        assert isinstance(fenced, FencedStore)
+        gate = fenced.store = Gate(fenced.store)  # type: ignore[assignment]
+        gate.armed = True
+        async with trio.open_nursery() as nursery:
+            deleted = trio.Event()
+
+            async def delete() -> None:
+                await sup.delete_device(device)
+                deleted.set()
+
+            nursery.start_soon(delete)
+            await gate.held.wait()  # the device's row is gone, its actor not resumed yet
+            assert await sup.db.run(lambda r: r.devices.get(device)) is None
+            await node.manager.renew_once()
+            gate.opened.set()
+            with trio.fail_after(1):  # answered at once, not after the call timeout
+                await deleted.wait()
+        assert device not in sup.directory and device not in sup.supervisor.children
+        assert not node.owns(device) and node.owns(kept)
+        assert node.stats.lost == 0
