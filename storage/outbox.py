@@ -34,7 +34,7 @@ import sqlite_utils
 
 from common.clock import iso, now_epoch, parse_iso
 from common.ids import new_message_id
-from storage.interface import OutboundEvent
+from storage.event_interface import OutboundEvent
 from storage.models import (
     OUTBOX_STATUSES,
     Claim,
