@@ -258,6 +258,9 @@ class DeviceActor:
         except Exception:
             reply.fail(Restarting())
             raise
+        except trio.Cancelled:  # the actor is stopped (a lease lost or handed over, shutdown)
+            reply.fail(Restarting("the device's actor stopped; try again"))
+            raise
 
     async def _delete(self) -> None:
         self.stopped = True

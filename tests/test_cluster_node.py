@@ -221,3 +221,29 @@ async def test_a_renewal_right_after_a_delete_leaves_the_deleting_actor_alone(
         assert device not in sup.directory and device not in sup.supervisor.children
         assert not node.owns(device) and node.owns(kept)
         assert node.stats.lost == 0
+
+
+async def test_a_command_under_way_when_the_lease_goes_is_answered_at_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, postgres_server: TestPostgres
+) -> None:
+    async with connected_node(tmp_path, postgres_server.create_database()) as (
+        sup, _node, _engine, device
+    ):
+        fenced = sup.supervisor.children[device].db
+        assert isinstance(fenced, FencedStore)
+        gate = fenced.store = Gate(fenced.store)  # type: ignore[assignment]
+        gate.armed = True
+        async with trio.open_nursery() as nursery:
+            answered = trio.Event()
+
+            async def cancel() -> None:
+                with pytest.raises(Restarting):  # try again: the next owner answers
+                    await sup.cancel(device)
+                answered.set()
+
+            nursery.start_soon(cancel)
+            await gate.held.wait()  # the command's write is under way
+            sup.supervisor.stop_child(device)  # as a lost or handed-over lease does
+            with trio.fail_after(1):  # not after the call timeout (504)
+                await answered.wait()
+            gate.opened.set()
