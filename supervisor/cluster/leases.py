@@ -268,8 +268,7 @@ class LeaseManager:
 
             sent = trio.current_time()
             row, granted = await self._db_run(job)
-            self.directory.put(row)
-            await self._granted(sent, granted)
+            await self._granted(sent, granted)  # its actor starts from the row as stored
         return row, self.owns(row.id)
 
     def fenced(self, device_id: int) -> None:
