@@ -49,7 +49,7 @@ import storage
 from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
-from . import actions, asks, calls, event_log, incoming, outbound, pacing, polls, reads
+from . import actions, asks, calls, event_log, incoming, outbound, pacing, polls, reads, step_writes
 from . import commands as cmd
 from . import engine as eng
 from . import state as sm
@@ -376,31 +376,10 @@ class DeviceActor:
         then the events are published."""
         steps, events = self.unsaved[0] + steps, self.unsaved[1] + events
         final = self.state
-        fields: dict[str, storage.ColumnValue] = {}
-        for s in steps:
-            if s.reported is not None:
-                fields.update(s.reported.columns())
-        fields.update(
-            paired=final.paired,
-            status_reason=final.reason,
-            ban_until=final.ban_until,
-            reconnect_attempt=final.reconnect_attempt,
-        )
         changes = [s.change for s in steps if s.change is not None]
-        if any(c.after is sm.Status.CONNECTED for c in changes):
-            fields.update(last_connection=at, last_seen=at)
-        if final.status is sm.Status.LOGGED_OUT:
-            fields.update(jid=None)
 
         def job(r: storage.Repositories) -> DeviceRow:
-            row = None
-            for change in changes:
-                row = r.devices.record_transition(
-                    self.id, from_status=change.before.value, to_status=change.after.value,
-                    reason=change.reason, at=at, **fields,
-                )
-            if row is None:
-                row = r.devices.update(self.id, updated_at=at, **fields)
+            row = step_writes.write(r, self.id, steps, final, at)
             self.enqueue(r, events)
             return row
 
