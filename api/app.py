@@ -64,7 +64,7 @@ from api.state import ApiSettings, AppState, current_state
 from api.ws import endpoint as ws_endpoint
 from supervisor.autoreply import AutoReply
 from supervisor.devices import Devices
-from supervisor.engines.simulator_remote import simulator_controls
+from supervisor.supervisor import simulator_controls
 
 log = logging.getLogger("wasup.api")
 

@@ -25,6 +25,12 @@ lease as ``node`` (null while it moves between nodes): :func:`device_node`.
                                                because it could not renew in time
     wasup_cluster_fenced_writes_total          counter: actor writes refused by the fence
     wasup_cluster_renewals_total{outcome}      counter: ok / failed
+
+and, from its feed of the cluster's events (:class:`FeedCollector`,
+:mod:`supervisor.cluster.feed`)::
+
+    wasup_cluster_feed_events_total            counter: events handed to this node's streams
+    wasup_cluster_feed_reads_total             counter: reads of the event log
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from api.auth import require_operator
 from api.errors import ApiError
 from api.routes_devices import ok
 from api.state import current_state
+from supervisor.cluster.feed import ClusterFeed
 from supervisor.cluster.node import ClusterNode
 from supervisor.devices import Devices
 
@@ -113,3 +120,23 @@ def install(app: Quart, devices: Devices) -> None:
     app.register_blueprint(bp, url_prefix=API_PREFIX)
     if devices.cluster is not None:
         app.extensions["wasup.metrics"].registry.register(ClusterCollector(devices.cluster))
+
+
+class FeedCollector(Collector):
+    """The counters of a cluster node's event feed (see the module docstring)."""
+
+    def __init__(self, feed: ClusterFeed) -> None:
+        self.feed = feed
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("wasup_cluster_feed_events",
+                                  "Events the cluster feed handed to this node's streams",
+                                  value=float(self.feed.fed))
+        yield CounterMetricFamily("wasup_cluster_feed_reads", "Reads of the event log by the"
+                                  " cluster feed", value=float(self.feed.reads))
+
+
+def install_feed(app: Quart, feed: ClusterFeed) -> None:
+    """Register the metrics of a cluster node's event feed on ``app``'s registry (after
+    :func:`api.metrics.install`)."""
+    app.extensions["wasup.metrics"].registry.register(FeedCollector(feed))

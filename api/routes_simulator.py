@@ -39,9 +39,9 @@ from api.state import current_state
 from storage.models import DeviceRow
 from supervisor.engines.simulator import FailReason
 from supervisor.engines.simulator_controls import SimulatorControls
-from supervisor.engines.simulator_remote import simulator_controls
 from supervisor.errors import DeviceConflict, InvalidRequest
 from supervisor.message_content import PollVote
+from supervisor.supervisor import simulator_controls
 
 bp = Blueprint("simulator", __name__)
 
@@ -99,10 +99,8 @@ async def incoming_message(device_id: str) -> Response:
     req = sim_incoming(await _body_or_empty())
     content = req.content
     if isinstance(content, PollVote):  # a vote names the device's own poll by WhatsApp's id
-        poll_id = content.target_id
-        send = await current_state().sup.db.run(lambda r: r.sends.get(row.id, poll_id))
-        if send is not None and send.wa_id is not None:
-            content = attrs.evolve(content, target_id=send.wa_id)
+        poll_id = await current_state().sup.whatsapp_id(row.id, content.target_id)
+        content = attrs.evolve(content, target_id=poll_id)
     incoming = await engine.incoming_message(
         row.id, req.sender, req.text, content, req.quoted, req.push_name, req.media)
     data = {"sessionId": row.session_id, "messageId": incoming.message_id}

@@ -44,7 +44,7 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
-from api import metrics
+from api import metrics, routes_cluster
 from api.app import API_PREFIX, create_app
 from api.logging import REDACT
 from api.state import ApiSettings, WsSettings
@@ -187,6 +187,8 @@ async def serve(
         # A cluster's WebSocket streams read every node's events from the log.
         feed = cluster_feed(config, sup.db, sup.bus)
         app = create_app(sup, api_token, settings, autoreply=autoreply)
+        if feed is not None:
+            routes_cluster.install_feed(app, feed)
         operations = metrics.operations(app)
         sup.bus.tap(operations.observe)
         dispatcher.lag_observer = operations.observe_lag

@@ -34,7 +34,7 @@ import sqlite_utils
 
 from common.clock import iso, now_epoch, parse_iso
 from common.ids import new_message_id
-from storage.interface import OutboundEvent
+from storage.event_interface import OutboundEvent
 from storage.models import (
     OUTBOX_STATUSES,
     Claim,
@@ -241,21 +241,31 @@ class SqliteOutbox:
     def _due_rows(
         self, now: float, full: list[int], limit: int, claim: Claim | None
     ) -> list[Sequence[Any]]:
-        """The pending rows due at ``now``, earliest first, but the devices in ``full``: the
-        outbox columns :meth:`claim_due` reads, then the logged event's."""
-        if claim is not None:
-            raise ValueError("claims need PostgreSQL (a cluster)")
+        """The pending rows due at ``now``, earliest first, but the devices in ``full`` (and,
+        with a ``claim``, those another node claimed): the outbox columns :meth:`claim_due`
+        reads, then the logged event's."""
+        free, lock, params = self._claim_sql(claim)
         # Prepared SQL: the dispatcher's loop; the device filter goes through json_each, which
         # sqlite-utils has no call for.
         rows: list[Sequence[Any]] = self._db.conn.execute(
             "SELECT o.id, o.device_id, o.event_type, o.payload, o.attempts, o.created_at,"
             f" {_EVENT_COLS} FROM webhook_outbox o LEFT JOIN events e ON e.id = o.event_id "
             "WHERE o.status = 'pending' AND o.next_attempt_at <= ? "
-            f"AND o.device_id NOT IN ({self._EXCLUDED_DEVICES}) "
-            "ORDER BY o.next_attempt_at LIMIT ?",
-            (now, json.dumps(full), limit),
+            f"AND o.device_id NOT IN ({self._EXCLUDED_DEVICES}){free} "
+            f"ORDER BY o.next_attempt_at LIMIT ?{lock}",
+            (now, json.dumps(full), *params, limit),
         ).fetchall()
         return rows
+
+    def _claim_sql(self, claim: Claim | None) -> tuple[str, str, tuple[object, ...]]:
+        """What a scan under ``claim`` adds to its query: the filter of the rows free to take,
+        the row lock, and the filter's parameters (PostgreSQL: :mod:`storage.pg.outbox`).
+
+        Raises: ValueError for a claim (SQLite has no claims).
+        """
+        if claim is not None:
+            raise ValueError("claims need PostgreSQL (a cluster)")
+        return "", "", ()
 
     def _take(self, ids: list[str], claim: Claim) -> None:
         """Write ``claim`` on the rows ``ids`` (PostgreSQL: :mod:`storage.pg.outbox`)."""
@@ -275,15 +285,14 @@ class SqliteOutbox:
         and the devices in ``exclude_devices``; None if there is none. With a ``claim`` (a
         cluster node, PostgreSQL only), a row another node claimed is due once its claim
         expires."""
-        if claim is not None:
-            raise ValueError("claims need PostgreSQL (a cluster)")
+        free, _, params = self._claim_sql(claim)
         skip = set(exclude)
         # Prepared SQL: with every claim (json_each, as in claim_due).
         for row in self._db.conn.execute(
-            "SELECT id, next_attempt_at FROM webhook_outbox WHERE status = 'pending' "
-            f"AND device_id NOT IN ({self._EXCLUDED_DEVICES}) "
-            "ORDER BY next_attempt_at LIMIT ?",
-            (json.dumps(sorted(set(exclude_devices))), len(skip) + 1),
+            "SELECT o.id, o.next_attempt_at FROM webhook_outbox o WHERE o.status = 'pending' "
+            f"AND o.device_id NOT IN ({self._EXCLUDED_DEVICES}){free} "
+            "ORDER BY o.next_attempt_at LIMIT ?",
+            (json.dumps(sorted(set(exclude_devices))), *params, len(skip) + 1),
         ):
             if row[0] not in skip:
                 return float(row[1])

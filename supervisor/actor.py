@@ -49,7 +49,7 @@ import storage
 from common.clock import iso, now_epoch, now_iso
 from storage.models import DeviceRow
 
-from . import actions, asks, calls, event_log, incoming, outbound, pacing, polls, reads
+from . import actions, asks, calls, event_log, incoming, outbound, pacing, polls, reads, step_writes
 from . import commands as cmd
 from . import engine as eng
 from . import state as sm
@@ -258,6 +258,9 @@ class DeviceActor:
         except Exception:
             reply.fail(Restarting())
             raise
+        except trio.Cancelled:  # the actor is stopped (a lease lost or handed over, shutdown)
+            reply.fail(Restarting("the device's actor stopped; try again"))
+            raise
 
     async def _delete(self) -> None:
         self.stopped = True
@@ -269,7 +272,7 @@ class DeviceActor:
 
     async def _update(self, fields: Mapping[str, storage.ColumnValue]) -> DeviceRow:
         try:
-            self._stored(await self.ctx.db.run(
+            self.stored(await self.ctx.db.run(
                 lambda r: r.devices.update(self.id, **fields, updated_at=now_iso())
             ))
         except storage.Conflict as exc:
@@ -283,27 +286,15 @@ class DeviceActor:
 
     async def _engine_event(self, ev: eng.EngineEvent) -> None:
         match ev:
-            case eng.QrCode(code=code):
-                await self._apply(sm.QrReady(code))
-            case eng.Paired(jid=jid, phone_number=phone, push_name=push_name, platform=platform):
-                await self._apply(sm.Scanned(jid, phone, push_name, platform))
-            case eng.Connected(push_name=push_name, platform=platform):
-                await self._apply(sm.EngineConnected(push_name or None, platform or None))
-            case eng.Disconnected(reason=reason, recoverable=recoverable, retry=retry):
-                await self._apply(sm.connection_ended(reason, recoverable, retry))
-            case eng.LoggedOut(reason=reason):
-                await self._apply(sm.Unlinked(reason))
-            case eng.TemporaryBan(reason=reason, until_epoch=until):
-                await self._apply(sm.Banned(reason, until))
             case eng.MessageReceived():
                 await self._received(ev)
             case eng.MessageStatus(message_id=mid, status=status):
                 await self.outbound.receipt(mid, status)
-            case eng.PairingFailed(reason=reason, restart=restart):
-                await self._apply(sm.PairingFailed(reason, restart))
             case eng.Notice(payload=payload):  # a group change, a presence, a call
                 payload = await calls.screen(self, payload)  # auto-reject: calls.py
-                await self._log_and_publish([self._event(payload, now_iso())])
+                await self._log_and_publish([self.event(payload, now_iso())])
+            case _:  # the engine's reports on the session: the state machine's to handle
+                await self._apply(sm.from_engine(ev))
 
     async def _log_and_publish(self, events: list[Event]) -> None:
         """Log ``events`` (and queue their webhook deliveries) in a job of their own, then
@@ -313,11 +304,11 @@ class DeviceActor:
             await self._persist([], events, events[0].timestamp)
             return
         try:
-            await self.ctx.db.run(lambda r: self._enqueue(r, events))
+            await self.ctx.db.run(lambda r: self.enqueue(r, events))
         except storage.StorageUnavailable as exc:
             self.unsaved, self.resave_at = ([], events), trio.current_time() + exc.retry_after
             raise
-        self._publish(events)
+        self.publish(events)
 
     async def _received(self, ev: eng.MessageReceived) -> None:
         """Store an incoming message of any kind and publish it (see :mod:`.incoming`)."""
@@ -332,15 +323,15 @@ class DeviceActor:
                 return None  # WhatsApp delivered this message before: nothing new
             actions.apply_incoming(r, self.id, message, at)
             row = r.devices.increment_stats(self.id, received=received, at=at)
-            events[:] = [self._event(incoming.payload(message, at), at)]
-            self._enqueue(r, events)
+            events[:] = [self.event(incoming.payload(message, at), at)]
+            self.enqueue(r, events)
             return row
 
         row = await self.ctx.db.run(job)
         if row is None:
             return
-        self._stored(row)
-        self._publish(events)
+        self.stored(row)
+        self.publish(events)
 
     # -- the state machine -------------------------------------------------------------------
 
@@ -366,13 +357,13 @@ class DeviceActor:
         for s in steps:
             if s.change is not None:
                 change = StatusChanged(s.change.before, s.change.after, s.change.reason)
-                events.append(self._event(change, at))
+                events.append(self.event(change, at))
             for spec in s.events:
                 match spec:
                     case sm.ShowQr():
                         events.append(await self._show_qr(spec, at))
                     case sm.Emit(payload=payload):
-                        events.append(self._event(payload, at))
+                        events.append(self.event(payload, at))
         if any(s.persist for s in steps):
             await self._persist(steps, events, at)
         elif events:
@@ -385,41 +376,20 @@ class DeviceActor:
         then the events are published."""
         steps, events = self.unsaved[0] + steps, self.unsaved[1] + events
         final = self.state
-        fields: dict[str, storage.ColumnValue] = {}
-        for s in steps:
-            if s.reported is not None:
-                fields.update(s.reported.columns())
-        fields.update(
-            paired=final.paired,
-            status_reason=final.reason,
-            ban_until=final.ban_until,
-            reconnect_attempt=final.reconnect_attempt,
-        )
         changes = [s.change for s in steps if s.change is not None]
-        if any(c.after is sm.Status.CONNECTED for c in changes):
-            fields.update(last_connection=at, last_seen=at)
-        if final.status is sm.Status.LOGGED_OUT:
-            fields.update(jid=None)
 
         def job(r: storage.Repositories) -> DeviceRow:
-            row = None
-            for change in changes:
-                row = r.devices.record_transition(
-                    self.id, from_status=change.before.value, to_status=change.after.value,
-                    reason=change.reason, at=at, **fields,
-                )
-            if row is None:
-                row = r.devices.update(self.id, updated_at=at, **fields)
-            self._enqueue(r, events)
+            row = step_writes.write(r, self.id, steps, final, at)
+            self.enqueue(r, events)
             return row
 
         try:
-            self._stored(await self.ctx.db.run(job))
+            self.stored(await self.ctx.db.run(job))
         except storage.StorageUnavailable as exc:
             self.unsaved, self.resave_at = (steps, events), trio.current_time() + exc.retry_after
             raise
         self.unsaved, self.resave_at = ([], []), math.inf
-        self._publish(events)
+        self.publish(events)
         for change in changes:
             log.info(
                 "device %s: %s -> %s (%s)", self.row.session_id, change.before.value,
@@ -466,7 +436,7 @@ class DeviceActor:
             # Somebody will read the PNG (the event log keeps none): render it in a worker
             # thread now, so that neither the Trio thread nor the database thread pays for it.
             await qr.render()
-        return self._event(QrShown(qr), at)  # the PNG is taken when the event is read
+        return self.event(QrShown(qr), at)  # the PNG is taken when the event is read
 
     def _show(self) -> None:
         """Update the view if the status, the QR code on show or the outbound queue changed."""
@@ -481,31 +451,20 @@ class DeviceActor:
                     listener(self.id, qr)
             self.view.value = DeviceShown(self.state.status, qr, True, pending, stuck)
 
-    def _event(self, payload: Payload, at: str) -> Event:
+    def event(self, payload: Payload, at: str) -> Event:
         return Event(self.row.session_id, self.id, payload, at)
 
-    # The outbound queue's view of the actor (supervisor.outbound.OutboundHost).
-    def event(self, payload: Payload, at: str) -> Event:
-        return self._event(payload, at)
-
-    def enqueue(self, repos: storage.Repositories, events: list[Event]) -> None:
-        self._enqueue(repos, events)
-
-    def publish(self, events: list[Event]) -> None:
-        self._publish(events)
-
-    def stored(self, row: DeviceRow) -> None:
-        self._stored(row)
-
+    # What follows is also the outbound queue's view of the actor
+    # (supervisor.outbound.OutboundHost).
     @property
     def jid(self) -> str | None:
         return self.row.jid
 
-    def _stored(self, row: DeviceRow) -> None:
+    def stored(self, row: DeviceRow) -> None:
         self.row = row
         self.ctx.directory.put(row)
 
-    def _enqueue(self, repos: storage.Repositories, events: list[Event]) -> None:
+    def enqueue(self, repos: storage.Repositories, events: list[Event]) -> None:
         """Log ``events`` (each item then carries its id: :mod:`.event_log`) and write their
         webhook outbox rows, inside the caller's transaction. Webhook settings change only
         through this actor, so the directory knows exactly which devices have them."""
@@ -514,7 +473,7 @@ class DeviceActor:
             if webhook_settings.enqueue(repos, self.id, events):
                 self.ctx.outbox.written = True
 
-    def _publish(self, events: list[Event]) -> None:
+    def publish(self, events: list[Event]) -> None:
         for event in events:
             self.ctx.bus.publish(event)
         self.ctx.outbox.notify()

@@ -22,8 +22,8 @@ In a cluster (:mod:`supervisor.cluster`) a child runs only while this node holds
 lease: it is started with the actor's fenced view of the database (``db``), and
 :meth:`DeviceSupervisor.stop_child` ends it when the lease is lost or handed over; an actor
 whose write was fenced (:class:`~supervisor.cluster.fence.LeaseLost`) ends at once, its engine
-stopped, and is not restarted. Commands waiting for a stopped child fail with
-:class:`Restarting` (the device is moving to another node).
+stopped, and is not restarted. Commands waiting for a stopped child, and the one its actor
+was handling, fail with :class:`Restarting` (the device is moving to another node).
 """
 
 from __future__ import annotations

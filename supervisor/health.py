@@ -15,7 +15,8 @@ that status: a QR code pending for ten minutes is wrong), ``reconnectAttempts`` 
 outbox), ``stuckSends`` (the outbound queue as the actor shows it).
 
 :func:`assess` is pure: it turns :class:`DeviceFacts` into a :class:`HealthReport`.
-:func:`gather` reads the facts (the directory, the actor's view, one database job), and
+:func:`gather` reads the facts (the directory, what the device shows on any node:
+:func:`supervisor.cluster.mirror.shown`, one database job), and
 :func:`device_health` does both, plus the test send.
 
 Error handling: :func:`device_health` raises :class:`DeviceNotFound` for an unknown device and
@@ -35,6 +36,7 @@ import storage
 from common.clock import iso, now_epoch, parse_iso
 from storage.models import DeviceRow, HistoryEntry, WebhookBacklog
 
+from .cluster import mirror
 from .config import Config
 from .devices import Devices
 from .errors import DeviceNotFound, WasupError
@@ -309,8 +311,7 @@ async def gather(devices: Devices, ref: str | int) -> DeviceFacts:
     Raises: DeviceNotFound; storage.StorageUnavailable.
     """
     row = devices.get(ref)
-    child = devices.supervisor.child(row.id)
-    shown = child.view.value if child is not None else DeviceShown(Status(row.status))
+    shown = await mirror.shown(devices, row.id)  # on any node, as GET /devices/{id} shows it
 
     def job(r: storage.Repositories) -> tuple[list[HistoryEntry], WebhookBacklog]:
         return r.history.page(row.id, None, HISTORY_DEPTH), r.outbox.backlog(row.id)

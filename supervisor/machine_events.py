@@ -1,13 +1,15 @@
 """What the device state machine takes in: commands, engine reports and state timeouts.
 
 Each is a frozen record; :data:`Event` is their union, the second argument of
-:func:`supervisor.state.transition`.
+:func:`supervisor.state.transition`. :func:`from_engine` translates an engine's report on its
+session into the event it is.
 """
 
 from __future__ import annotations
 
 import attrs
 
+from . import engine as eng
 from .engine import Retry
 
 # -- events: commands ------------------------------------------------------------------------
@@ -160,3 +162,31 @@ Event = (
     | BackoffElapsed
     | HandshakeTimedOut
 )
+
+
+def from_engine(
+    report: eng.QrCode
+    | eng.Paired
+    | eng.Connected
+    | eng.Disconnected
+    | eng.LoggedOut
+    | eng.TemporaryBan
+    | eng.PairingFailed,
+) -> Event:
+    """The event for an engine's report on its session (the translation table at the engine's
+    edge; messages, receipts and notices are the actor's, not the state machine's)."""
+    match report:
+        case eng.QrCode(code=code):
+            return QrReady(code)
+        case eng.Paired(jid=jid, phone_number=phone, push_name=push_name, platform=platform):
+            return Scanned(jid, phone, push_name, platform)
+        case eng.Connected(push_name=push_name, platform=platform):
+            return EngineConnected(push_name or None, platform or None)
+        case eng.Disconnected(reason=reason, recoverable=recoverable, retry=retry):
+            return connection_ended(reason, recoverable, retry)
+        case eng.LoggedOut(reason=reason):
+            return Unlinked(reason)
+        case eng.TemporaryBan(reason=reason, until_epoch=until):
+            return Banned(reason, until)
+        case eng.PairingFailed(reason=reason, restart=restart):
+            return PairingFailed(reason, restart)

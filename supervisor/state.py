@@ -39,6 +39,7 @@ from .machine_events import (
     Start,
     Unlinked,
     connection_ended,
+    from_engine,
 )
 from .machine_steps import (
     Connect,
@@ -104,6 +105,7 @@ __all__ = [
     "TimeoutKind",
     "Unlinked",
     "connection_ended",
+    "from_engine",
     "retry_for",
 ]
 

@@ -46,6 +46,7 @@ from .context import ActorContext, OutboxSignal
 from .devices import Devices
 from .directory import DeviceDirectory
 from .engines.simulator import SimulatorEngine
+from .engines.simulator_controls import LocalControls, SimulatorControls
 from .engines.simulator_queue import QueuedMessage
 from .events import EventBus
 from .media import MediaStore
@@ -182,6 +183,18 @@ def make_engine(config: Config, db: storage.Store) -> eng.Engine:
         return WhatsmeowEngine(config.data_dir, proxies=proxy.stored_proxies(db),
                                database_url=config.database_url)
     raise ValueError(f"unknown engine {config.engine!r} (use whatsmeow or simulator)")
+
+
+def simulator_controls(engine: eng.Engine) -> SimulatorControls | None:
+    """The simulator controls of ``engine`` (:func:`make_engine`'s): the in-process simulator's,
+    or the shared simulator's through the remote engine; None for another engine."""
+    if isinstance(engine, SimulatorEngine):
+        return LocalControls(engine)
+    from .engines.simulator_remote import RemoteSimulatorEngine
+
+    if isinstance(engine, RemoteSimulatorEngine):
+        return engine.controls
+    return None
 
 
 def open_store(config: Config) -> AbstractAsyncContextManager[Store]:

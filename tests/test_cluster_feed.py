@@ -27,6 +27,11 @@ def node(node_id: str) -> ClusterConfig:
     return ClusterConfig(node_id=node_id, advertise_url="http://127.0.0.1:1", secret="s")
 
 
+def counter_value(metrics: str, name: str) -> float:
+    (line,) = [line for line in metrics.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
+
+
 @asynccontextmanager
 async def two_nodes(tmp_path: Path, url: str) -> AsyncIterator[tuple[Server, Server]]:
     async with (
@@ -62,6 +67,12 @@ async def test_a_websocket_on_one_node_sees_another_nodes_device_live_in_order(
                 logged = await logged_ids(b.sup)
                 assert got == logged[logged.index(qr["id"]):][: len(got)]
                 assert max(lags) < 1.0, lags
+                # A's feed counts what it handed on, in A's /metrics.
+                async with a.client() as on_a:
+                    metrics = (await on_a.get("/metrics")).text
+                fed = counter_value(metrics, "wasup_cluster_feed_events_total")
+                assert fed >= len(got), metrics
+                assert counter_value(metrics, "wasup_cluster_feed_reads_total") >= 1
                 # B's own subscribers still get B's events from its bus, as on one node.
                 assert (await local.receive()).session_id == device["sessionId"]
             print(f"feed latency: {max(lags) * 1000:.0f} ms (event timestamp to node A's socket)")

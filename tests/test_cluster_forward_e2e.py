@@ -130,6 +130,12 @@ async def test_node_a_answers_for_a_device_node_b_runs(
             await _until_status(b, sid, "connected")
             device_a, device_b = await _data(a, f"/devices/{sid}"), await _data(b, f"/devices/{sid}")
             assert device_a == device_b
+            # its health, answered on A without a test send, reads what B's actor shows
+            checks_a = (await _data(a, f"/devices/{sid}/health"))["checks"]
+            checks_b = (await _data(b, f"/devices/{sid}/health"))["checks"]
+            for name in ("engineLiveness", "stuckSends"):
+                assert checks_a[name]["status"] == checks_b[name]["status"] == "pass", checks_a
+            assert checks_a["stuckSends"] == checks_b["stuckSends"]
             # a write on B, read on A: within a fraction of a second
             r = await b.put(f"/devices/{sid}", json={"description": "written on B"})
             assert r.status_code == 200, r.text

@@ -8,7 +8,8 @@ is the safe direction: a node's belief in a lease ends earlier, never later, tha
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,8 +20,11 @@ import trio
 import trio.testing
 
 import storage
+from supervisor.cluster.fence import FencedStore
+from supervisor.cluster.node import ClusterNode
 from supervisor.config import ClusterConfig, Config
 from supervisor.devices import Devices
+from supervisor.engines.simulator import SimulatorEngine
 from supervisor.errors import Restarting
 from supervisor.supervisor import open_supervisor
 from tests.lifecycle_support import connected_device, sim_config, simulated, wait_status
@@ -56,6 +60,16 @@ def steal(url: str, device_id: int, node: str) -> None:
             "UPDATE device_leases SET owner = %s, epoch = epoch + 1,"
             " expires_at = now() + interval '1 hour' WHERE device_id = %s", (node, device_id),
         )
+
+
+@asynccontextmanager
+async def connected_node(
+    tmp_path: Path, url: str
+) -> AsyncIterator[tuple[Devices, ClusterNode, SimulatorEngine, int]]:
+    """Node ``a``, alone on the database at ``url``, with one connected device (its id)."""
+    async with simulated(node_config(tmp_path, url, "a")) as (sup, engine, _rec):
+        assert sup.cluster is not None
+        yield sup, sup.cluster, engine, await connected_device(sup, engine)
 
 
 async def eventually(check: Callable[[], bool], within: float = 60) -> None:
@@ -99,11 +113,7 @@ async def test_a_fenced_write_changes_nothing_and_stops_the_engine_at_once(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, postgres_server: TestPostgres
 ) -> None:
     url = postgres_server.create_database()
-    config = node_config(tmp_path, url, "a")
-    async with simulated(config) as (sup, engine, _rec):
-        node = sup.cluster
-        assert node is not None
-        device = await connected_device(sup, engine)
+    async with connected_node(tmp_path, url) as (sup, node, engine, device):
         session = engine.get_session(device)
         assert session.state.value == "connected"
         steal(url, device, "z")
@@ -122,12 +132,9 @@ async def test_a_fenced_write_changes_nothing_and_stops_the_engine_at_once(
 async def test_a_node_that_cannot_renew_stops_its_engines_before_the_lease_ends(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, postgres_server: TestPostgres
 ) -> None:
-    url = postgres_server.create_database()
-    config = node_config(tmp_path, url, "a")
-    async with simulated(config) as (sup, engine, _rec):
-        node = sup.cluster
-        assert node is not None
-        device = await connected_device(sup, engine)
+    async with connected_node(tmp_path, postgres_server.create_database()) as (
+        sup, node, engine, device
+    ):
         session = engine.get_session(device)
         partition = Partitioned(node.manager.db)
         node.manager.db = partition  # type: ignore[assignment]  # its lease work only
@@ -162,3 +169,81 @@ async def test_a_device_created_on_a_full_node_is_left_to_another(
 
 def assert_devices(node: Devices, ids: set[int]) -> None:
     assert set(node.supervisor.children) == ids
+
+
+@attrs.define
+class Gate:
+    """The database as one actor sees it, holding back the answer of the next job once armed
+    (the job has committed; the actor has not resumed yet)."""
+
+    store: storage.Store
+    armed: bool = False
+    held: trio.Event = attrs.field(factory=trio.Event)
+    opened: trio.Event = attrs.field(factory=trio.Event)
+
+    async def run(self, job: Callable[[storage.Repositories], T]) -> T:
+        value = await self.store.run(job)
+        if self.armed:
+            self.armed = False
+            self.held.set()
+            await self.opened.wait()
+        return value
+
+    def __getattr__(self, name: str) -> object:  # the rest of storage.Store, as it is
+        return getattr(self.store, name)
+
+
+async def test_a_renewal_right_after_a_delete_leaves_the_deleting_actor_alone(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, postgres_server: TestPostgres
+) -> None:
+    async with connected_node(tmp_path, postgres_server.create_database()) as (
+        sup, node, engine, device
+    ):
+        kept = await connected_device(sup, engine, alias="Kept")
+        fenced = sup.supervisor.children[device].db
+        assert isinstance(fenced, FencedStore)
+        gate = fenced.store = Gate(fenced.store)  # type: ignore[assignment]
+        gate.armed = True
+        async with trio.open_nursery() as nursery:
+            deleted = trio.Event()
+
+            async def delete() -> None:
+                await sup.delete_device(device)
+                deleted.set()
+
+            nursery.start_soon(delete)
+            await gate.held.wait()  # the device's row is gone, its actor not resumed yet
+            assert await sup.db.run(lambda r: r.devices.get(device)) is None
+            await node.manager.renew_once()
+            gate.opened.set()
+            with trio.fail_after(1):  # answered at once, not after the call timeout
+                await deleted.wait()
+        assert device not in sup.directory and device not in sup.supervisor.children
+        assert not node.owns(device) and node.owns(kept)
+        assert node.stats.lost == 0
+
+
+async def test_a_command_under_way_when_the_lease_goes_is_answered_at_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, postgres_server: TestPostgres
+) -> None:
+    async with connected_node(tmp_path, postgres_server.create_database()) as (
+        sup, _node, _engine, device
+    ):
+        fenced = sup.supervisor.children[device].db
+        assert isinstance(fenced, FencedStore)
+        gate = fenced.store = Gate(fenced.store)  # type: ignore[assignment]
+        gate.armed = True
+        async with trio.open_nursery() as nursery:
+            answered = trio.Event()
+
+            async def cancel() -> None:
+                with pytest.raises(Restarting):  # try again: the next owner answers
+                    await sup.cancel(device)
+                answered.set()
+
+            nursery.start_soon(cancel)
+            await gate.held.wait()  # the command's write is under way
+            sup.supervisor.stop_child(device)  # as a lost or handed-over lease does
+            with trio.fail_after(1):  # not after the call timeout (504)
+                await answered.wait()
+            gate.opened.set()

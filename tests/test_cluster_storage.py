@@ -25,6 +25,17 @@ def L(r: storage.Repositories) -> PgLeases:
     return leases_of(r)
 
 
+async def devices(db: storage.Store, count: int) -> list[int]:
+    """``count`` new devices, one at a time (in id order); their ids."""
+    return [(await db.run(lambda r, n=n: new_device(r, n))).id for n in range(count)]
+
+
+async def join(db: storage.Store, *nodes: str) -> None:
+    """Heartbeats of ``nodes`` (live, not draining, unbounded, at ``http://<node>``)."""
+    for node in nodes:
+        await db.run(lambda r, node=node: L(r).heartbeat(node, f"http://{node}", None, False))
+
+
 def expire(url: str, device_id: int | None = None) -> None:
     """Move leases (one device's, or all) into the past, as if their time had run out."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -42,9 +53,8 @@ async def test_claims_take_free_devices_up_to_the_limit_with_new_epochs(
 ) -> None:
     url = postgres_server.create_database()
     async with open_postgres(url) as db:
-        ids = [(await db.run(lambda r, n=n: new_device(r, n))).id for n in range(5)]
-        for node in ("a", "b"):
-            await db.run(lambda r, node=node: L(r).heartbeat(node, f"http://{node}", None, False))
+        ids = await devices(db, 5)
+        await join(db, "a", "b")
         got_a = await db.run(lambda r: L(r).claim("a", LEASE, 3))
         got_b = await db.run(lambda r: L(r).claim("b", LEASE, 10))
         assert [x.device_id for x in got_a] == ids[:3]
@@ -70,8 +80,7 @@ async def test_an_expired_lease_is_claimed_by_another_node_with_a_higher_epoch(
     url = postgres_server.create_database()
     async with open_postgres(url) as db:
         device = await db.run(new_device)
-        for node in ("a", "b"):
-            await db.run(lambda r, node=node: L(r).heartbeat(node, f"http://{node}", None, False))
+        await join(db, "a", "b")
         [first] = await db.run(lambda r: L(r).claim("a", LEASE, 1))
         assert await db.run(lambda r: L(r).renew("a", LEASE)) == [first]
         expire(url, device.id)
@@ -105,9 +114,8 @@ async def test_a_device_asked_for_goes_to_the_node_that_asked(
 ) -> None:
     url = postgres_server.create_database()
     async with open_postgres(url) as db:
-        ids = [(await db.run(lambda r, n=n: new_device(r, n))).id for n in range(4)]
-        for node in ("a", "b", "c"):
-            await db.run(lambda r, node=node: L(r).heartbeat(node, "http://x", None, False))
+        ids = await devices(db, 4)
+        await join(db, "a", "b", "c")
         await db.run(lambda r: L(r).claim("a", LEASE, 10))
         marked = await db.run(lambda r: L(r).want("b", "a", 2))
         assert marked == ids[2:]
@@ -127,8 +135,7 @@ async def test_concurrent_claims_skip_locked_rows_and_never_share_a_device(
 ) -> None:
     url = postgres_server.create_database()
     async with open_postgres(url, pool_size=8) as db:
-        for n in range(40):
-            await db.run(lambda r, n=n: new_device(r, n))
+        await devices(db, 40)
         results: dict[str, list[int]] = {}
 
         async def claim(node: str) -> None:

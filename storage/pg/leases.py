@@ -21,7 +21,6 @@ commit, or the fenced transaction sees the new owner and changes nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 import attrs
 
@@ -40,15 +39,17 @@ class Lease:
 
 @attrs.frozen
 class NodeRow:
-    """A node's row with the number of live leases it holds, ages by the database's clock."""
+    """A node of the cluster as the database shows it: its row with the number of live leases
+    it holds, ages by the database's clock."""
 
     node_id: str
     advertise_url: str
     capacity: int | None
+    #: Devices it holds a live lease on.
     devices: int
+    #: Seconds since its last heartbeat.
     heartbeat_age: float
     draining: bool
-    started_at: datetime
 
 
 def _leases(rows: Sequence[tuple[object, ...]]) -> list[Lease]:
@@ -62,7 +63,7 @@ _NODES = """
     SELECT n.node_id, n.advertise_url, n.capacity,
            (SELECT count(*) FROM device_leases l
              WHERE l.owner = n.node_id AND l.expires_at > now()),
-           EXTRACT(EPOCH FROM now() - n.heartbeat_at), n.draining, n.started_at
+           EXTRACT(EPOCH FROM now() - n.heartbeat_at), n.draining
       FROM nodes n
 """
 
@@ -75,7 +76,6 @@ def _node(r: Sequence[object]) -> NodeRow:
         devices=int(str(r[3])),
         heartbeat_age=max(0.0, float(str(r[4]))),
         draining=bool(r[5]),
-        started_at=r[6] if isinstance(r[6], datetime) else datetime.fromisoformat(str(r[6])),
     )
 
 

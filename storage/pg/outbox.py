@@ -14,13 +14,12 @@ stops (``release``).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
-from storage.outbox import _COLUMNS, _EVENT_COLS, Claim, SqliteOutbox
+from storage.outbox import _COLUMNS, Claim, SqliteOutbox
 from storage.pg.sql import pg_of
 
 #: Rows free for ``claim`` to take: never claimed, claimed by a node whose claim expired, or
@@ -35,20 +34,10 @@ class PgOutbox(SqliteOutbox):
     _EXCLUDED_DEVICES = "SELECT value::bigint FROM json_array_elements_text(?::json)"
     _RELEASE = ", claimed_by = NULL, claimed_until = NULL"
 
-    def _due_rows(
-        self, now: float, full: list[int], limit: int, claim: Claim | None
-    ) -> list[Sequence[Any]]:
+    def _claim_sql(self, claim: Claim | None) -> tuple[str, str, tuple[object, ...]]:
         if claim is None:
-            return super()._due_rows(now, full, limit, claim)
-        rows: list[Any] = pg_of(self._db).execute(
-            "SELECT o.id, o.device_id, o.event_type, o.payload, o.attempts, o.created_at,"
-            f" {_EVENT_COLS} FROM webhook_outbox o LEFT JOIN events e ON e.id = o.event_id "
-            "WHERE o.status = 'pending' AND o.next_attempt_at <= ? "
-            f"AND o.device_id NOT IN ({self._EXCLUDED_DEVICES}) AND {_FREE} "
-            "ORDER BY o.next_attempt_at LIMIT ? FOR UPDATE OF o SKIP LOCKED",
-            (now, json.dumps(full), claim.node_id, limit),
-        ).fetchall()
-        return rows
+            return "", "", ()
+        return f" AND {_FREE}", " FOR UPDATE OF o SKIP LOCKED", (claim.node_id,)
 
     def _take(self, ids: list[str], claim: Claim) -> None:
         pg_of(self._db).execute(
@@ -73,22 +62,12 @@ class PgOutbox(SqliteOutbox):
         exclude_devices: Iterable[int] = (),
         claim: Claim | None = None,
     ) -> float | None:
+        due = super().next_due(exclude, exclude_devices, claim)
         if claim is None:
-            return super().next_due(exclude, exclude_devices)
-        sql = pg_of(self._db)
-        skip = set(exclude)
-        found: list[float] = []
-        for row in sql.execute(
-            "SELECT o.id, o.next_attempt_at FROM webhook_outbox o WHERE o.status = 'pending' "
-            f"AND o.device_id NOT IN ({self._EXCLUDED_DEVICES}) AND {_FREE} "
-            "ORDER BY o.next_attempt_at LIMIT ?",
-            (json.dumps(sorted(set(exclude_devices))), claim.node_id, len(skip) + 1),
-        ):
-            if row[0] not in skip:
-                found.append(float(str(row[1])))
-                break
+            return due
+        found: list[float] = [] if due is None else [due]
         # Another node's claim: due again when it expires (by the database's clock).
-        expiry = sql.execute(
+        expiry = pg_of(self._db).execute(
             "SELECT extract(epoch FROM min(claimed_until))::float8 FROM webhook_outbox"
             " WHERE status = 'pending' AND claimed_until >= now() AND claimed_by <> ?",
             (claim.node_id,),

@@ -11,8 +11,9 @@ Three tasks run while the node runs:
 
 - renewal, every ``renew_seconds``: the heartbeat and the renewal of every lease of the node
   in one statement (:meth:`storage.pg.leases.PgLeases.renew`); a device the renewal no longer
-  returns is lost (its actor stopped), and a device another node asked for (``wanted_by``) is
-  handed over: its actor stopped, then its lease released;
+  returns is lost (its actor stopped) unless it was deleted (its actor, which deleted it,
+  ends by itself), and a device another node asked for (``wanted_by``) is handed over: its
+  actor stopped, then its lease released;
 - the scan, every ``scan_seconds``: free and expired devices claimed up to the capacity, an
   actor started for each; then rebalancing: a node below its fair share (devices / live nodes,
   within its capacity) asks the most loaded nodes for devices, at most
@@ -215,6 +216,8 @@ class LeaseManager:
                 sent, {lease.device_id: lease.epoch for lease in held}, trio.current_time()
             )
             self._book_changed()
+            if lost:
+                lost = await self._not_deleted(lost)
             for device_id in lost:
                 self.stats.lost += 1
                 log.warning("cluster: device %d: lease lost, engine stopped", device_id)
@@ -265,8 +268,7 @@ class LeaseManager:
 
             sent = trio.current_time()
             row, granted = await self._db_run(job)
-            self.directory.put(row)
-            await self._granted(sent, granted)
+            await self._granted(sent, granted)  # its actor starts from the row as stored
         return row, self.owns(row.id)
 
     def fenced(self, device_id: int) -> None:
@@ -357,6 +359,19 @@ class LeaseManager:
                 await old.done.wait()
             store = FencedStore(self.db, device_id, self.node_id, epoch, self.fenced)
             await self.supervisor.start_child(device_id, sm.Status(row.status), db=store)
+
+    async def _not_deleted(self, device_ids: list[int]) -> list[int]:
+        """Those of ``device_ids`` (leases the renewal did not find) whose devices still exist.
+        A deleted device's lease row went with it: its actor deleted it and ends by itself,
+        and stopping it could cancel the delete's answer to its caller."""
+
+        def job(r: storage.Repositories) -> list[int]:
+            return [d for d in device_ids if r.devices.get(d) is not None]
+
+        try:
+            return await self._db_run(job)
+        except Exception:  # cannot tell: stop them all, the safe side
+            return device_ids
 
     async def _stop_all(self, device_ids: Sequence[int]) -> None:
         """Stop these actors together and wait until their engines stopped."""

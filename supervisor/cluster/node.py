@@ -4,7 +4,7 @@ Usage::
 
     node = devices.cluster                # None on a single node
     if node is not None and not node.owns(device_id):
-        owner = await node.owner(device_id)   # NodeInfo of the owner, or None (being moved)
+        owner = await node.owner(device_id)   # NodeRow of the owner, or None (being moved)
         ...forward the command to owner.advertise_url, signed with node.secret...
     for info in await node.nodes(): ...
 
@@ -34,25 +34,6 @@ from .leases import LeaseManager, LeaseStats
 
 #: Seconds the drain at shutdown may take before the node leaves its leases to expire.
 DRAIN_DEADLINE = 10.0
-
-
-@attrs.frozen
-class NodeInfo:
-    """One node of the cluster as the database shows it (ages by the database's clock)."""
-
-    node_id: str
-    advertise_url: str
-    capacity: int | None
-    #: Devices it holds a live lease on.
-    devices: int
-    #: Seconds since its last heartbeat.
-    heartbeat_age: float
-    draining: bool
-
-    @classmethod
-    def of(cls, row: NodeRow) -> NodeInfo:
-        return cls(row.node_id, row.advertise_url, row.capacity, row.devices,
-                   row.heartbeat_age, row.draining)
 
 
 @attrs.define(eq=False)
@@ -90,15 +71,15 @@ class ClusterNode:
         now = trio.current_time()
         return sum(1 for d in self.manager.book.held if self.manager.book.owns(d, now))
 
-    def alive(self, info: NodeInfo) -> bool:
+    def alive(self, info: NodeRow) -> bool:
         """Whether ``info``'s node is live (its heartbeat younger than the lease)."""
         return info.heartbeat_age < self.config.lease_seconds
 
-    async def owner(self, device_id: int) -> NodeInfo | None:
+    async def owner(self, device_id: int) -> NodeRow | None:
         """The node holding the device's live lease (the database's view), or None while it is
         free or expired (being moved), or for no such device."""
-        row = await self.db.run(lambda r: leases_of(r).owner(device_id))
-        return None if row is None else NodeInfo.of(row)
+        owner: NodeRow | None = await self.db.run(lambda r: leases_of(r).owner(device_id))
+        return owner
 
     async def owner_id(self, device_id: int) -> str | None:
         """The id of the node holding the device's live lease (this one's without a query),
@@ -108,10 +89,10 @@ class ClusterNode:
         owner = await self.owner(device_id)
         return None if owner is None else owner.node_id
 
-    async def nodes(self) -> list[NodeInfo]:
+    async def nodes(self) -> list[NodeRow]:
         """Every node of the cluster, by id."""
-        rows = await self.db.run(lambda r: leases_of(r).nodes())
-        return [NodeInfo.of(row) for row in rows]
+        nodes: list[NodeRow] = await self.db.run(lambda r: leases_of(r).nodes())
+        return nodes
 
     async def drain(self) -> None:
         """Hand every device over and leave the cluster (shutdown; once: later calls return at

@@ -5,7 +5,8 @@ play the phone and the WhatsApp server through :class:`SimulatorControls`:
 :class:`LocalControls` drives the in-process :class:`~supervisor.engines.simulator.
 SimulatorEngine`, and the remote engine (:mod:`supervisor.engines.simulator_remote`) sends the
 same calls to a shared simulator process, which answers them with its own
-:class:`LocalControls`. :func:`simulator_controls` picks the one of a running engine.
+:class:`LocalControls`. :func:`supervisor.supervisor.simulator_controls` picks the one of a
+running engine.
 
 Error handling: as the engine's controls: :class:`DeviceNotFound` when the simulated WhatsApp
 has no session for the device, :class:`DeviceConflict` when the device's state does not allow

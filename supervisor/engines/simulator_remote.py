@@ -21,10 +21,11 @@ connect presents them, a logout, an unlink or a ban wipes them; so a device pair
 node connects from another.
 
 The simulator controls (:class:`~supervisor.engines.simulator_controls.SimulatorControls`)
-are HTTP requests to the process (:attr:`RemoteSimulatorEngine.controls`).
+are HTTP requests to the process (:attr:`RemoteSimulatorEngine.controls`,
+:mod:`supervisor.engines.simulator_remote_controls`).
 
 Resource handling: a connection runs in a Trio system task (the engine has no nursery of its
-own); :meth:`RemoteSimulatorEngine.aclose` ends them all.
+own); :meth:`RemoteSimulatorEngine.aclose` ends them all and waits until they returned.
 
 Error handling: an unreachable process is an unreachable WhatsApp: opening a connection fails
 with ``EngineError("network_unreachable: simulator ...", recoverable=True)``, a connection that
@@ -60,11 +61,12 @@ from supervisor.engine import (
 from supervisor.engine_account import AccountApi
 from supervisor.engine_contacts import ContactsApi
 from supervisor.engine_groups import GroupsApi
-from supervisor.errors import DeliveryFailed, DeviceConflict, DeviceNotFound, EngineError
+from supervisor.errors import DeliveryFailed, EngineError
 from supervisor.outgoing import Outgoing
 
 from . import simulator_wire as wire
-from .simulator_controls import LocalControls, SimulatorControls
+from .simulator_controls import SimulatorControls
+from .simulator_remote_controls import RemoteControls
 from .simulator_server import CredentialStore
 
 log = logging.getLogger("wasup.simulator_remote")
@@ -96,6 +98,7 @@ class _Link:
         factory=lambda: trio.open_memory_channel[Mapping[str, Any]](math.inf))
     busy: int = 0  # events queued or being handled
     closing: bool = False  # the process closed the connection
+    finished: trio.Event = attrs.field(factory=trio.Event)  # its task returned
 
     def close(self, stopped: bool) -> None:
         self.stopped = self.stopped or stopped
@@ -123,7 +126,8 @@ class _Namespace:
             raise AttributeError(name)
 
         async def call(*args: object, **kwargs: object) -> object:
-            return await self.session.call(method, _named(method, args, kwargs))
+            named = wire.named_args(wire.SESSION_METHODS, method, args, kwargs)
+            return await self.session.call(method, named)
 
         return call
 
@@ -262,6 +266,7 @@ class RemoteSession:
             return
         self.close_link()
         link = self._link = _Link()
+        self.engine.links.add(link)
         trio.lowlevel.spawn_system_task(self._run, link, name=f"simulator link {self.device_id}")
         await link.ready.wait()
         if link.error is not None:
@@ -299,6 +304,8 @@ class RemoteSession:
                 if self._link is link:
                     self._link = None
                 self.sink(Disconnected("connection_lost: simulator", recoverable=True))
+            self.engine.links.discard(link)
+            link.finished.set()
 
     async def _read(self, link: _Link, ws: trio_websocket.WebSocketConnection) -> None:
         """Read until the process closes the connection; what it said before is still handed
@@ -387,45 +394,9 @@ async def _exchange(link: _Link, message: dict[str, Any]) -> Mapping[str, Any]:
     return answer[0]
 
 
-def _named(method: str, args: tuple[object, ...], kwargs: Mapping[str, object],
-           table: Mapping[str, wire.Signature] = wire.SESSION_METHODS) -> dict[str, object]:
-    """A call's arguments by parameter name."""
-    params = list(table[method][0])
-    return {**dict(zip(params, args, strict=False)), **kwargs}
-
-
 def _needs_store(message: Mapping[str, Any]) -> bool:
     event = message.get("event")
     return isinstance(event, dict) and event.get(wire.TAG) == LoggedOut.__name__
-
-
-@attrs.define(eq=False)
-class _Controls:
-    """:class:`SimulatorControls` as HTTP requests to the process."""
-
-    engine: RemoteSimulatorEngine
-
-    def __getattr__(self, name: str) -> Any:
-        if name not in wire.CONTROL_METHODS:
-            raise AttributeError(name)
-
-        async def call(*args: object, **kwargs: object) -> object:
-            named = _named(name, args, kwargs, wire.CONTROL_METHODS)
-            body = {"args": wire.encode_args(wire.CONTROL_METHODS, name, named)}
-            try:
-                reply = await self.engine.post(f"/controls/{name}", body)
-            except EngineError as exc:
-                raise DeviceConflict(f"the simulated WhatsApp is unreachable ({exc})") from None
-            if "error" in reply:
-                error = wire.decode_error(reply)
-                if isinstance(error, DeviceNotFound):
-                    raise DeviceConflict(
-                        f"device {named.get('device_id')} has no connection to the simulated "
-                        "WhatsApp") from None
-                raise error
-            return wire.decode_result(wire.CONTROL_METHODS, name, reply.get("value"))
-
-        return call
 
 
 @attrs.define(eq=False)
@@ -443,6 +414,8 @@ class RemoteSimulatorEngine:
     #: quietly, another client's replace with ``stream_replaced``.
     client: str = attrs.field(factory=lambda: secrets.token_hex(6))
     sessions: dict[int, RemoteSession] = attrs.field(factory=dict, init=False)
+    #: The connections whose task is running (a replaced session's too).
+    links: set[_Link] = attrs.field(factory=set, init=False)
     _http: httpx.AsyncClient | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -450,7 +423,7 @@ class RemoteSimulatorEngine:
 
     @property
     def controls(self) -> SimulatorControls:
-        return cast(SimulatorControls, _Controls(self))
+        return cast(SimulatorControls, RemoteControls(self.post))
 
     def session(self, device_id: int, session_id: str, sink: Sink) -> RemoteSession:
         """A new session for the device; an earlier one of the same device is stopped."""
@@ -462,9 +435,14 @@ class RemoteSimulatorEngine:
         return session
 
     async def aclose(self) -> None:
+        """End every connection and wait for their tasks: none is left handing an event over
+        (a commit to the database) once this returns."""
         for session in self.sessions.values():
             session.close_link()
         self.sessions.clear()
+        for link in list(self.links):
+            link.close(stopped=True)
+            await link.finished.wait()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -500,13 +478,3 @@ class RemoteSimulatorEngine:
         if "error" in reply:
             raise wire.decode_error(reply)
 
-
-def simulator_controls(engine: object) -> SimulatorControls | None:
-    """The controls of a running simulator engine (in process or remote), None for another."""
-    from .simulator import SimulatorEngine
-
-    if isinstance(engine, SimulatorEngine):
-        return LocalControls(engine)
-    if isinstance(engine, RemoteSimulatorEngine):
-        return engine.controls
-    return None

@@ -8,7 +8,7 @@ simulated WhatsApp reports :data:`~supervisor.engine.EngineEvent` records. Their
 results are attrs records, ``str``, ``bytes``, numbers and sequences of them, so one cattrs
 converter carries them all as JSON: the tables below name the methods a call may name
 (:data:`SESSION_METHODS`, :data:`CONTROL_METHODS`), each with its interface's type hints, and
-:func:`encode_call` / :func:`decode_args` / :func:`encode_result` / :func:`decode_result` turn
+:func:`encode_args` / :func:`decode_args` / :func:`encode_result` / :func:`decode_result` turn
 a call into JSON and back. Records of a union (an event, a message's content, a notice's
 payload) carry their class name under ``"_type"``; ``bytes`` travel as base64.
 
@@ -142,6 +142,12 @@ def encode_args(table: Mapping[str, Signature], method: str, args: Mapping[str, 
     """``args`` of ``method`` as JSON, each by its parameter's type."""
     params, _ = table[method]
     return {name: converter.unstructure(args[name], params[name]) for name in params}
+
+
+def named_args(table: Mapping[str, Signature], method: str, args: tuple[object, ...],
+               kwargs: Mapping[str, object]) -> dict[str, object]:
+    """A call's arguments (positional ``args`` and ``kwargs``) by parameter name."""
+    return {**dict(zip(table[method][0], args, strict=False)), **kwargs}
 
 
 def decode_args(table: Mapping[str, Signature], method: str, data: object) -> dict[str, Any]:
