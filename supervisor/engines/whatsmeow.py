@@ -91,9 +91,6 @@ JOIN_TIMEOUT = 5.0
 RECONNECT_GRACE = 30.0
 #: How long :meth:`WhatsmeowSession.delete` waits for WhatsApp to confirm the logout.
 LOGOUT_TIMEOUT = 10.0
-#: Characters a data directory may not contain: neonize puts the store path unescaped into a
-#: SQLite URI (``file:<path>?_foreign_keys=on``).
-URI_UNSAFE = "?#%"
 
 
 @attrs.frozen
@@ -429,11 +426,6 @@ class WhatsmeowSession:
         )
 
 
-class DataDirUnusable(OSError):
-    """The data directory's path cannot hold whatsmeow's stores (raised when the engine is
-    made, so at start: an operator error, reported in one line)."""
-
-
 @attrs.define(eq=False)
 class WhatsmeowEngine:
     """Makes one :class:`WhatsmeowSession` per device; see the module docstring.
@@ -445,10 +437,10 @@ class WhatsmeowEngine:
     process was started with (Go reads ``HTTPS_PROXY`` from it). ``database_url`` (wasup's
     PostgreSQL database) puts the credentials there instead of in ``data_dir``.
 
-    Error handling: raises :class:`DataDirUnusable` when the stores are SQLite files and
-    ``data_dir`` contains ``?``, ``#`` or ``%``. The stores' paths are absolute (``data_dir`` resolved), so a relative directory
-    such as ``postgres_data`` never reaches neonize as something it would take for a
-    Postgres address.
+    Error handling: raises :class:`~.whatsmeow_store.DataDirUnusable` when the stores are
+    SQLite files and ``data_dir`` contains ``?``, ``#`` or ``%``. The stores' paths are
+    absolute (``data_dir`` resolved), so a relative directory such as ``postgres_data`` never
+    reaches neonize as something it would take for a Postgres address.
     """
 
     data_dir: Path = attrs.field(converter=lambda p: Path(p).resolve())
@@ -468,13 +460,6 @@ class WhatsmeowEngine:
 
     def __attrs_post_init__(self) -> None:
         self.stores = credential_stores(self.data_dir, self.database_url)
-        bad = sorted({c for c in str(self.data_dir) if c in URI_UNSAFE})
-        if bad and not self.database_url:
-            raise DataDirUnusable(
-                f"the whatsmeow engine cannot use the data directory {str(self.data_dir)!r}: "
-                f"its path contains {' '.join(repr(c) for c in bad)}, which SQLite would read "
-                "as part of a URI; choose a directory without '?', '#' or '%'"
-            )
         self.limiter = trio.CapacityLimiter(self.max_threads)
 
     def session(self, device_id: int, session_id: str, sink: Sink) -> WhatsmeowSession:

@@ -59,11 +59,32 @@ class CredentialStores(Protocol):
         ...
 
 
+#: Characters a data directory may not contain: neonize puts the store path unescaped into a
+#: SQLite URI (``file:<path>?_foreign_keys=on``).
+URI_UNSAFE = "?#%"
+
+
+class DataDirUnusable(OSError):
+    """The data directory's path cannot hold whatsmeow's stores (raised when the engine is
+    made, so at start: an operator error, reported in one line)."""
+
+
 def credential_stores(data_dir: Path, database_url: str | None) -> CredentialStores:
     """The stores for wasup's database: PostgreSQL schemas when ``database_url`` is set,
-    else SQLite files in ``data_dir``."""
+    else SQLite files in ``data_dir``.
+
+    Error handling: :class:`DataDirUnusable` when ``data_dir`` is needed and its path contains
+    ``?``, ``#`` or ``%``.
+    """
     if database_url:
         return WhatsmeowSchemas(database_url)
+    bad = sorted({c for c in str(data_dir) if c in URI_UNSAFE})
+    if bad:
+        raise DataDirUnusable(
+            f"the whatsmeow engine cannot use the data directory {str(data_dir)!r}: "
+            f"its path contains {' '.join(repr(c) for c in bad)}, which SQLite would read "
+            "as part of a URI; choose a directory without '?', '#' or '%'"
+        )
     return FileStores(data_dir)
 
 
