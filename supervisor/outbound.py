@@ -70,16 +70,9 @@ from .engine import EngineSession
 from .errors import DeviceConflict, EngineError, InvalidRequest, QueueFull
 from .events import Event
 from .link_preview import LinkPreviews
-from .outgoing import Outgoing, resolve_target
+from .outgoing import Outgoing, message_of, resolve_target, stored_content
 from .pacing import SETTINGS_KIND, Pacing, TokenBucket
-from .payloads import (
-    MessageSent,
-    MessageStatusChanged,
-    MessageStuck,
-    Payload,
-    content_wire,
-    converter,
-)
+from .payloads import MessageSent, MessageStatusChanged, MessageStuck, Payload
 
 log = logging.getLogger("wasup.outbound")
 
@@ -125,26 +118,6 @@ class MediaFiles(Protocol):
 
     async def unpin(self, sha256: str) -> None:
         """The file is no longer needed by a queued send (it may be evicted); idempotent."""
-
-
-def message_of(row: SendRow) -> Outgoing | None:
-    """The message a stored send carries (a row stored before payloads: its text); None for a
-    payload this wasup cannot read (the send fails with ``invalid_payload``)."""
-    if row.payload is None:
-        return Outgoing(mc.Text(row.text))
-    try:
-        return Outgoing.from_json(row.payload)
-    except TypeError:
-        return None
-
-
-def stored_content(message: Outgoing) -> storage.JsonObject:
-    """The content fields kept with an outgoing message in ``messages`` (the shape of
-    ``message_sent``'s, as incoming messages keep ``message_received``'s)."""
-    fields: storage.JsonObject = content_wire(converter, message.content)
-    fields["quoted"] = None if message.quoted is None else converter.unstructure(
-        message.quoted.quoted())
-    return fields
 
 
 def accepts_sends(state: sm.DeviceState) -> bool:

@@ -11,6 +11,10 @@ the bytes are in the :class:`~supervisor.media.MediaStore` under their sha256. U
     message = Outgoing(Text("yes"), quoted=target, mentions=("15551234567@s.whatsapp.net",))
     Outgoing.from_json(message.to_json()) == message      # True
 
+How a send keeps its message: :func:`message_of` reads it back from the stored send, and
+:func:`stored_content` gives the content fields its ``messages`` row keeps (the shape of
+``message_sent``'s, as :func:`supervisor.incoming.stored_content` gives ``message_received``'s).
+
 Error handling: :meth:`Outgoing.from_json` raises ``TypeError`` for anything it did not write.
 """
 
@@ -22,9 +26,11 @@ import attrs
 import cattrs
 
 import storage
+from storage.models import SendRow
 
 from . import message_content as mc
 from .link_preview import LinkCard
+from .payloads import content_wire, converter
 
 
 @attrs.frozen
@@ -123,3 +129,23 @@ def resolve_target(r: storage.Repositories, device_id: int, message_id: str) -> 
     return Target(wa_id=row.message_id, chat=row.chat, sender=None if from_me else row.sender,
                   from_me=from_me, message_id=row.message_id, type=row.type, at=row.at,
                   text=row.text or "")
+
+
+def message_of(row: SendRow) -> Outgoing | None:
+    """The message a stored send carries (a row stored before payloads: its text); None for a
+    payload this wasup cannot read (the send fails with ``invalid_payload``)."""
+    if row.payload is None:
+        return Outgoing(mc.Text(row.text))
+    try:
+        return Outgoing.from_json(row.payload)
+    except TypeError:
+        return None
+
+
+def stored_content(message: Outgoing) -> storage.JsonObject:
+    """The content fields kept with an outgoing message in ``messages`` (the shape of
+    ``message_sent``'s, as incoming messages keep ``message_received``'s)."""
+    fields: storage.JsonObject = content_wire(converter, message.content)
+    fields["quoted"] = None if message.quoted is None else converter.unstructure(
+        message.quoted.quoted())
+    return fields
