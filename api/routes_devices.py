@@ -161,8 +161,8 @@ async def create_device() -> Response:
 async def get_device(device_id: str) -> Response:
     row = await resolve_device(device_id)
     data = device_json(row)
-    shown = await mirror.shown(current_state().sup, row.id)
-    data["outboundQueue"] = {"pending": shown.pending_sends, "stuck": shown.stuck_sends}
+    pending, stuck = await mirror.outbound_counts(current_state().sup, row.id)
+    data["outboundQueue"] = {"pending": pending, "stuck": stuck}
     cluster = current_state().sup.cluster
     if cluster is not None:  # docs/cluster.md: the node holding the device's lease
         data["node"] = await cluster.owner_id(row.id)

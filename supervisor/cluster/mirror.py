@@ -143,10 +143,22 @@ def _ids(payloads: Iterable[str]) -> list[int]:
     return sorted(set(ids))
 
 
+async def outbound_counts(devices: Devices, device_id: int) -> tuple[int, int]:
+    """``(pending, stuck)`` sends of the device, on any node: as its actor shows them on the
+    node that runs it, else from the database (the ``sends`` not sent yet).
+
+    Raises: DeviceNotFound; StorageUnavailable.
+    """
+    if devices.supervisor.child(device_id) is not None:
+        return devices.outbound_counts(device_id)
+    sends = await devices.db.run(lambda r: r.sends.open(device_id))
+    return len(sends), sum(1 for s in sends if s.stuck)
+
+
 async def shown(devices: Devices, device_id: int) -> DeviceShown:
-    """What the device shows, on any node (what its detail and its health read): its actor's
-    view on the node that runs it; elsewhere its mirrored status, its sends not sent yet from
-    the database (``sends``), and ``live`` while a node holds its lease.
+    """What the device shows, on any node (what its health reads): its actor's view on the
+    node that runs it; elsewhere its mirrored status, :func:`outbound_counts` (the same as its
+    detail's), and ``live`` while a node holds its lease.
 
     Raises: DeviceNotFound; StorageUnavailable.
     """
@@ -154,11 +166,10 @@ async def shown(devices: Devices, device_id: int) -> DeviceShown:
     if child is not None:
         return child.view.value
     status = Status(devices.get(device_id).status)
-    sends = await devices.db.run(lambda r: r.sends.open(device_id))
+    pending, stuck = await outbound_counts(devices, device_id)
     cluster = devices.cluster
     live = cluster is not None and await cluster.owner_id(device_id) is not None
-    return DeviceShown(status, live=live, pending_sends=len(sends),
-                       stuck_sends=sum(1 for s in sends if s.stuck))
+    return DeviceShown(status, live=live, pending_sends=pending, stuck_sends=stuck)
 
 
 async def start_mirror(devices: Devices, nursery: trio.Nursery) -> Mirror:
