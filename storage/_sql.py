@@ -15,6 +15,13 @@ _FIELD_NAMES = {
 }
 
 
+def names_nothing(key: str) -> bool:
+    """Whether a lookup key (a message id from a request's path) holds a NUL character: no
+    row has one (wasup stores none), and PostgreSQL refuses one in any statement, so a lookup
+    by it answers None on both backends without asking the database."""
+    return "\x00" in key
+
+
 def translate_integrity_error(exc: sqlite3.IntegrityError) -> Exception:
     """Map SQLite's constraint failures onto ``Conflict`` / ``NotFound``; else return ``exc``."""
     text = str(exc)

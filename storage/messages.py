@@ -15,7 +15,7 @@ import sqlite3
 import attrs
 import sqlite_utils
 
-from storage._sql import translate_integrity_error
+from storage._sql import names_nothing, translate_integrity_error
 from storage.interface import JsonObject
 from storage.models import MessageRow
 
@@ -106,7 +106,10 @@ class SqliteMessages:
         return cursor.rowcount > 0
 
     def get(self, device_id: int, message_id: str) -> MessageRow | None:
-        """The device's message with this id, or None."""
+        """The device's message with this id, or None (also for an id holding a NUL:
+        :func:`storage._sql.names_nothing`)."""
+        if names_nothing(message_id):
+            return None
         row = self._db.conn.execute(
             f"SELECT {_COLS} FROM messages WHERE device_id = ? AND message_id = ?",
             (device_id, message_id),

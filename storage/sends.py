@@ -21,7 +21,7 @@ import sqlite3
 import attrs
 import sqlite_utils
 
-from storage._sql import translate_integrity_error
+from storage._sql import names_nothing, translate_integrity_error
 from storage.models import SendRow
 
 _COLS = (
@@ -76,7 +76,10 @@ class SqliteSends:
         return None if found is None else _row(found)
 
     def get(self, device_id: int, message_id: str) -> SendRow | None:
-        """The device's send with this (wasup) message id, or None."""
+        """The device's send with this (wasup) message id, or None (also for an id holding a
+        NUL: :func:`storage._sql.names_nothing`)."""
+        if names_nothing(message_id):
+            return None
         found = self._db.conn.execute(
             f"SELECT {_COLS} FROM sends WHERE device_id = ? AND message_id = ?",
             (device_id, message_id),
@@ -84,7 +87,10 @@ class SqliteSends:
         return None if found is None else _row(found)
 
     def by_wa_id(self, device_id: int, wa_id: str) -> SendRow | None:
-        """The device's send WhatsApp knows by ``wa_id``, or None (a message sent elsewhere)."""
+        """The device's send WhatsApp knows by ``wa_id``, or None (a message sent elsewhere;
+        an id holding a NUL: :func:`storage._sql.names_nothing`)."""
+        if names_nothing(wa_id):
+            return None
         found = self._db.conn.execute(
             f"SELECT {_COLS} FROM sends WHERE device_id = ? AND wa_id = ?", (device_id, wa_id)
         ).fetchone()

@@ -127,9 +127,6 @@ async def action_target(
     action breaks.
     """
 
-    if "\x00" in message_id:  # no stored id holds one (PostgreSQL refuses it in a query)
-        raise NotFound("no such message")
-
     def job(r: storage.Repositories) -> tuple[Target | None, MessageRow | None]:
         target = resolve_target(r, device_id, message_id)
         row = r.messages.get(device_id, message_id if target is None else target.message_id)

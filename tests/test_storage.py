@@ -1021,6 +1021,8 @@ async def test_messages(backend: Backend) -> None:
             await db.run(functools.partial(add, n=n))
         await db.run(lambda r: add(r, 7, chat="chat2"))
         assert await db.run(lambda r: r.messages.get(a.id, "m1")) == first
+        # An id holding a NUL names nothing, on both backends (PostgreSQL refuses it in a query).
+        assert await db.run(lambda r: r.messages.get(a.id, "m1\x00")) is None
         with pytest.raises(Conflict) as info:
             await db.run(lambda r: add(r, 1))
         assert info.value.field == "message_id"
@@ -1231,4 +1233,7 @@ async def test_sends_roundtrip(backend: Backend) -> None:
         )
         done = await db.run(lambda r: r.sends.by_wa_id(a.id, "3EB0"))
         assert done is not None and (done.state, done.status, done.stuck) == ("done", "sent", True)
+        # An id holding a NUL names nothing, on both backends (PostgreSQL refuses it in a query).
+        assert await db.run(lambda r: (r.sends.get(a.id, "msg_1\x00"),
+                                       r.sends.by_wa_id(a.id, "3EB0\x00"))) == (None, None)
         assert await db.run(lambda r: r.sends.open(a.id)) == []
