@@ -30,6 +30,7 @@ from supervisor.errors import (
     QueueFull,
     RateLimited,
     Restarting,
+    SimulatorUnreachable,
     TooLarge,
     Unresponsive,
     WasupError,
@@ -81,6 +82,7 @@ ERRORS: dict[type[Exception], tuple[int, str]] = {
     QueueFull: (429, "RATE_LIMIT_EXCEEDED"),
     RateLimited: (429, "RATE_LIMIT_EXCEEDED"),
     Restarting: (503, "SERVICE_UNAVAILABLE"),
+    SimulatorUnreachable: (503, "SERVICE_UNAVAILABLE"),
     StorageUnavailable: (503, "STORAGE_UNAVAILABLE"),
     Unresponsive: (504, "GATEWAY_TIMEOUT"),
     DetectionUnavailable: (503, "SERVICE_UNAVAILABLE"),
@@ -137,7 +139,8 @@ def retry_after(seconds: float) -> str:
 
 def _domain_headers(exc: BaseException) -> dict[str, str] | None:
     """The headers a domain error adds: Retry-After when it says when to try again."""
-    if isinstance(exc, Busy | QueueFull | RateLimited | Restarting | StorageUnavailable):
+    if isinstance(exc, Busy | QueueFull | RateLimited | Restarting | SimulatorUnreachable
+                  | StorageUnavailable):
         return {"Retry-After": retry_after(exc.retry_after)}
     return None
 

@@ -21,7 +21,8 @@ sent: ``delivered`` or ``read`` (a ``message_status`` event). ``fail`` makes Wha
 Errors: 400 naming the field for a malformed body; 404 for an unknown device; 409
 DEVICE_CONFLICT when the device's state does not allow the action (scan while not pairing,
 disconnect while idle, a message for a device that is not linked, a receipt while not
-connected, a failure its connection cannot have).
+connected, a failure its connection cannot have); 503 SERVICE_UNAVAILABLE with Retry-After
+when the shared simulator's process (``--simulator-url``) cannot be reached.
 """
 
 from __future__ import annotations

@@ -100,6 +100,15 @@ class Restarting(WasupError):
         self.retry_after = retry_after
 
 
+class SimulatorUnreachable(WasupError):
+    """Raised by the shared simulator's controls when its process cannot be reached (it is
+    down or restarting): try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unresponsive(WasupError):
     """Raised by the devices facade when the device's actor did not answer within the call
     timeout."""

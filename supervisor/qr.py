@@ -108,6 +108,25 @@ def render_data_url(qr_string: str) -> str:
     return url
 
 
+async def render_string(qr_string: str) -> str:
+    """:func:`render_data_url` from Trio: from :data:`render_cache` at once, else in a worker
+    thread, one render at a time.
+
+    Cancellation: if cancelled while rendering, the thread finishes in the background and its
+    result still lands in the cache.
+    """
+    cached = render_cache.get(qr_string)
+    if cached is not None:
+        return cached
+    try:
+        limiter = _render_limiter.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(1)
+        _render_limiter.set(limiter)
+    return await threads.run_sync(render_data_url, qr_string, limiter=limiter,
+                                  abandon_on_cancel=True)
+
+
 @attrs.frozen
 class QrAttempt:
     """One QR code shown to the user: attempt ``attempt`` of ``max_attempts``.
@@ -153,17 +172,7 @@ class QrAttempt:
         Cancellation: if cancelled while rendering, the thread finishes in the background and
         its result still lands in the cache.
         """
-        cached = render_cache.get(self.qr_string)
-        if cached is not None:
-            return cached
-        try:
-            limiter = _render_limiter.get()
-        except LookupError:
-            limiter = trio.CapacityLimiter(1)
-            _render_limiter.set(limiter)
-        return await threads.run_sync(
-            render_data_url, self.qr_string, limiter=limiter, abandon_on_cancel=True
-        )
+        return await render_string(self.qr_string)
 
     def to_json(self, data_url: str) -> dict[str, str | int]:
         """The QR JSON (``GET /qr`` and the ``qr_code`` event): qrCode, qrString,

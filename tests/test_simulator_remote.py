@@ -1,18 +1,23 @@
 """The remote simulator engine against a stand-in for the shared simulator's process (a
-WebSocket server in the test): closing the engine waits for its connections' tasks."""
+WebSocket server in the test): closing the engine waits for its connections' tasks; its
+controls when the process cannot be reached."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 import trio_websocket
 
+from api.errors import status_and_code
 from supervisor import engine as eng
 from supervisor.engines import simulator_wire as wire
 from supervisor.engines.simulator_remote import RemoteSimulatorEngine
+from supervisor.engines.simulator_remote_controls import RemoteControls
+from supervisor.errors import EngineError, SimulatorUnreachable
 
 
 class _Credentials:
@@ -80,3 +85,12 @@ async def test_aclose_waits_for_a_commit_in_flight() -> None:
             await closed.wait()
         assert sink.committed and not engine.links
         nursery.cancel_scope.cancel()
+
+
+async def test_a_control_with_the_process_unreachable_is_a_503() -> None:
+    async def post(path: str, body: object) -> Any:
+        raise EngineError("network_unreachable: simulator (refused)", recoverable=True)
+
+    with pytest.raises(SimulatorUnreachable) as info:
+        await RemoteControls(post).drop(1)
+    assert status_and_code(info.value) == (503, "SERVICE_UNAVAILABLE")

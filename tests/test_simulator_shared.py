@@ -346,6 +346,10 @@ async def test_the_node_reconnects_after_the_simulator_restarts(tmp_path: Path) 
             os.kill(sim.process.pid if sim.process else 0, signal.SIGKILL)
             await sim.close()
             await a.wait_status(sid, "disconnected", "connecting")  # unreachable: not a crash
+            r = await a.api.post(f"/simulator/devices/{sid}/messages",
+                                 json={"from": PEER, "text": "while it is down"})
+            assert r.status_code == 503, r.text
+            assert r.json()["code"] == "SERVICE_UNAVAILABLE" and r.headers["Retry-After"] == "1"
             await sim.start()  # the same port: WhatsApp is back, having forgotten everything
             await a.wait_status(sid, "connected", within=90)
             got = data(await a.api.post(f"/simulator/devices/{sid}/messages",

@@ -41,7 +41,7 @@ from supervisor.config import Config
 from supervisor.event_log import EventPage, read_page
 from supervisor.events import EventBus, LoggedEnvelope
 from supervisor.payloads import QrShown
-from supervisor.qr import render_cache, render_data_url
+from supervisor.qr import render_string
 
 log = logging.getLogger("wasup.cluster.feed")
 
@@ -132,8 +132,7 @@ class ClusterFeed:
             data = json.loads(row.data)
             qr_string = data.get("qrString")
             if data.get("qrCode") is None and isinstance(qr_string, str):
-                data["qrCode"] = render_cache.get(qr_string) or await trio.to_thread.run_sync(
-                    render_data_url, qr_string)
+                data["qrCode"] = await render_string(qr_string)
                 text = envelope_text(
                     row.id, row.type, row.session_id,
                     json.dumps(data, separators=(",", ":"), ensure_ascii=False), row.timestamp,

@@ -8,7 +8,8 @@ controls`): each control is ``POST /controls/<name>`` with its arguments in the 
 
 Error handling: the process's error as its exception, except :class:`DeviceNotFound` (the
 process does not know the device: it has no connection there), which is a
-:class:`DeviceConflict`, as is a process that cannot be reached.
+:class:`DeviceConflict`; :class:`SimulatorUnreachable` when the process cannot be reached
+(the API's 503, as for a cluster node that cannot be reached).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from supervisor.errors import DeviceConflict, DeviceNotFound, EngineError
+from supervisor.errors import DeviceConflict, DeviceNotFound, EngineError, SimulatorUnreachable
 
 from . import simulator_wire as wire
 
@@ -42,7 +43,8 @@ class RemoteControls:
             try:
                 reply = await self.post(f"/controls/{name}", body)
             except EngineError as exc:
-                raise DeviceConflict(f"the simulated WhatsApp is unreachable ({exc})") from None
+                raise SimulatorUnreachable(
+                    f"the simulated WhatsApp is unreachable ({exc}): try again") from None
             if "error" in reply:
                 error = wire.decode_error(reply)
                 if isinstance(error, DeviceNotFound):
