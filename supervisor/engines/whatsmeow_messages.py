@@ -163,15 +163,25 @@ _EDIT = WAProtocolMessage.Type.MESSAGE_EDIT
 MAX_DEPTH = 4
 
 
+def unwrap(message: WAMessage, depth: int = 0) -> tuple[WAMessage, int]:
+    """The message inside the :data:`WRAPPERS` around ``message`` (itself without one), and
+    its depth: at most :data:`MAX_DEPTH` wrappers are looked into."""
+    while depth < MAX_DEPTH:
+        for wrapper in WRAPPERS:
+            inner = getattr(message, wrapper)
+            if message.HasField(wrapper) and inner.HasField("message"):
+                message, depth = inner.message, depth + 1
+                break
+        else:
+            break
+    return message, depth
+
+
 def content_of(message: WAMessage, depth: int = 0) -> tuple[Content, Quoted | None]:
     """What ``message`` carries and the message it quotes. Never raises and never drops: a
     kind wasup does not model is :class:`Unsupported` with the name of its field (a
     protocol message other than revoke and edit: ``protocolMessage:<TYPE>``)."""
-    for wrapper in WRAPPERS:
-        if message.HasField(wrapper):
-            inner = getattr(message, wrapper)
-            if inner.HasField("message") and depth < MAX_DEPTH:
-                return content_of(inner.message, depth + 1)
+    message, depth = unwrap(message, depth)
     if message.conversation:
         return Text(str(message.conversation)), None
     for name in _present(message):
@@ -199,11 +209,7 @@ def media_ref(message: WAMessage, depth: int = 0) -> str | None:
     """The reference to download the file of ``message`` by (see the module docstring), or
     None for a message without a downloadable file. Looks inside the same wrappers as
     :func:`content_of`."""
-    for wrapper in WRAPPERS:
-        if message.HasField(wrapper):
-            inner = getattr(message, wrapper)
-            if inner.HasField("message") and depth < MAX_DEPTH:
-                return media_ref(inner.message, depth + 1)
+    message, _ = unwrap(message, depth)
     if message.conversation:
         return None
     for name in _present(message):

@@ -35,7 +35,7 @@ from supervisor.engine import MessageReceived
 from supervisor.message_content import PollVote
 
 from .whatsmeow_client import GoClient
-from .whatsmeow_messages import MAX_DEPTH, WRAPPERS
+from .whatsmeow_messages import unwrap
 
 log = logging.getLogger("wasup.engine.whatsmeow")
 
@@ -53,18 +53,12 @@ def safe_for_go(event: nz.Message) -> bool:
     return event.IsInitialized() and all(source.HasField(name) for name in _GO_NEEDS)
 
 
-def unwrapped(message: WAMessage, depth: int = 0) -> WAMessage | None:
+def unwrapped(message: WAMessage) -> WAMessage | None:
     """The message holding the ``pollUpdateMessage``: ``message`` itself, or the one inside
-    the wrappers whatsmeow may leave around it (as :func:`.whatsmeow_messages.content_of`
-    looks inside them); None when there is none."""
-    if message.HasField("pollUpdateMessage"):
-        return message
-    for wrapper in WRAPPERS:
-        if message.HasField(wrapper):
-            inner = getattr(message, wrapper)
-            if inner.HasField("message") and depth < MAX_DEPTH:
-                return unwrapped(inner.message, depth + 1)
-    return None
+    the wrappers whatsmeow may leave around it (:func:`.whatsmeow_messages.unwrap`, as
+    :func:`.whatsmeow_messages.content_of` reads the vote); None when there is none."""
+    inner, _ = unwrap(message)
+    return inner if inner.HasField("pollUpdateMessage") else None
 
 
 def option_hashes(vote: PollVoteMessage) -> tuple[str, ...]:
