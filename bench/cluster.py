@@ -121,9 +121,6 @@ def stop_all(processes: list[subprocess.Popen[bytes]], timeout: float = 20.0) ->
             PROCESSES.remove(process)
 
 
-from tests.pg_support import renumber, wipe  # noqa: E402  (SQL stays out of bench/)
-
-
 async def until(check: Callable[[], Awaitable[bool]], within: float, what: str,
                 interval: float = 0.1) -> float:
     """Wait until ``check()`` holds; the seconds it took. BenchError after ``within``."""
@@ -403,6 +400,8 @@ def say(line: str) -> None:
 
 
 async def bench(args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
+    from tests.pg_support import renumber, wipe  # the database's SQL stays out of bench/
+
     simulator: Simulator = ctx["simulator"]
     await simulator.ready()
     fig: dict[str, Any] = {"devices": args.devices, "nodes": {}}
