@@ -32,6 +32,7 @@ from api.server import Server
 from api.state import ApiSettings
 from storage.interface import Repositories
 from tests.conftest import TEST_TOKEN, api_client, running_server
+from tests.lifecycle_support import wait_status
 
 pytestmark = pytest.mark.both_backends  # tests/store_support.py
 
@@ -999,7 +1000,8 @@ async def hostile_server(tmp_path: Path) -> AsyncIterator[Fixture]:
         r = await api.put(f"/devices/{sid}/settings/webhook",
                           json={"url": "http://127.0.0.1:9/hook", "secret": "a-webhook-secret"})
         assert r.status_code == 200, r.text
-        assert {row.status for row in server.sup.sessions()} == {"connected"}
+        for row in server.sup.sessions():  # the scan answers before the connection is up
+            await wait_status(server.sup, row.id, "connected", within=30)
         yield fx
 
 
