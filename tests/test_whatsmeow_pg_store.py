@@ -19,7 +19,7 @@ import trio
 from psycopg.conninfo import conninfo_to_dict
 
 from storage.errors import StorageUnavailable
-from storage.pg.whatsmeow import WhatsmeowSchemas, schema_name
+from storage.pg.whatsmeow import POOL_SIZE, WhatsmeowSchemas, schema_name
 from supervisor.config import Config
 from supervisor.engine import QrCode
 from supervisor.engines.whatsmeow import WhatsmeowEngine
@@ -216,3 +216,25 @@ def test_serve_with_a_database_keeps_whatsmeow_credentials_there(tmp_path: Path)
     assert isinstance(engine.stores, WhatsmeowSchemas)
     sqlite = make_engine(Config(data_dir=tmp_path, engine="whatsmeow"), db=None)  # type: ignore[arg-type]
     assert not isinstance(sqlite.stores, WhatsmeowSchemas)  # type: ignore[attr-defined]
+
+
+def test_checking_many_stores_reuses_a_few_connections_and_close_ends_them(url: str) -> None:
+    """A restore or a reconnect storm checks every device's store: that costs no server
+    connection per check, and the engine's close leaves none of wasup's own behind."""
+
+    def backends() -> int:
+        [(count,)] = query(
+            url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        return int(str(count))
+
+    schemas = WhatsmeowSchemas(url)
+    schemas.reset(1)
+    assert [schemas.has_credentials(n) for n in range(1, 41)] == [False] * 40
+    opened = schemas._pool.get_stats()["connections_num"] if schemas._pool else 0
+    assert 1 <= opened <= POOL_SIZE
+    assert 1 <= backends() <= POOL_SIZE
+    schemas.close()
+    assert backends() == 0
+    assert not schemas.has_credentials(1)  # usable again: the pool opens anew
+    schemas.close()

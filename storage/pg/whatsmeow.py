@@ -37,7 +37,12 @@ the ``@``: neonize first tries the name as a SQLite file URI, and SQLite refuses
 authority at once (no stray file). A URL without a host gets the host psycopg actually used
 (libpq defaults to the Unix socket, lib/pq to ``localhost``).
 
-Connections: neonize 0.5.2 opens a database pool for every connection attempt and never closes
+wasup's own connections for this (checking, resetting, wiping a store; learning the host;
+ending a stopped client's connections) come from a small pool of their own (at most
+:data:`POOL_SIZE`), opened on first use and closed with the engine (:meth:`close`): a
+reconnect or a restore of many devices does not open a server connection per check.
+
+Connections of the Go side: neonize 0.5.2 opens a database pool for every connection attempt and never closes
 it, so each attempt would keep an idle server connection for good. :meth:`release` ends the
 connections of a client that has stopped (found by their ``application_name``).
 
@@ -50,10 +55,14 @@ from __future__ import annotations
 
 import getpass
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import attrs
 import psycopg
+import psycopg_pool
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
@@ -66,6 +75,8 @@ from storage.pg.store import CONNECT_TIMEOUT
 VERSION_TABLE = "CREATE TABLE {}.whatsmeow_version (version INTEGER, compat INTEGER)"
 #: Longest a wipe or reset waits for a lock on the device's tables.
 LOCK_TIMEOUT = "5s"
+#: wasup's own connections to the stores at most (they run in the engine's worker threads).
+POOL_SIZE = 4
 
 
 def schema_name(device_id: int) -> str:
@@ -82,6 +93,8 @@ class WhatsmeowSchemas:
     connect_timeout: float = CONNECT_TIMEOUT
     _base: dict[str, str] | None = attrs.field(init=False, default=None, repr=False)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
+    _pool: psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]] | None = (
+        attrs.field(init=False, default=None, repr=False))
 
     def address(self, device_id: int, client: str) -> str:
         """The lib/pq URL neonize opens ``device_id``'s store with, its connections named
@@ -139,15 +152,35 @@ class WhatsmeowSchemas:
             return 0
         return sum(1 for (ended,) in rows if ended)
 
+    def close(self) -> None:
+        """Close the pool of wasup's own connections (the engine is closing)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
     # -- connections -----------------------------------------------------------------------
 
-    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
-        """A new autocommit connection; StorageUnavailable when the server cannot serve."""
+    @contextmanager
+    def _connect(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """An autocommit connection of the pool, for the block; StorageUnavailable when the
+        server cannot serve."""
         try:
-            return psycopg.connect(self.url, autocommit=True,
-                                   connect_timeout=max(1, round(self.connect_timeout)))
+            with self._pool_now().connection(timeout=self.connect_timeout) as conn:
+                yield conn
         except psycopg.Error as exc:
             raise as_unavailable(exc) or exc from exc
+
+    def _pool_now(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]]:
+        with self._lock:
+            if self._pool is None:
+                self._pool = psycopg_pool.ConnectionPool(
+                    self.url, min_size=0, max_size=POOL_SIZE, open=True,
+                    kwargs={"autocommit": True,
+                            "connect_timeout": max(1, round(self.connect_timeout))},
+                    check=psycopg_pool.ConnectionPool.check_connection,
+                    name="whatsmeow-stores")
+            return self._pool
 
     def _target(self) -> dict[str, str]:
         """The URL's parameters with user, database and host filled in as psycopg resolved

@@ -484,11 +484,14 @@ class WhatsmeowEngine:
         )
 
     async def aclose(self) -> None:
-        """Stop every session's client (credentials stay for the next start)."""
+        """Stop every session's client (credentials stay for the next start), then close the
+        stores' own connections."""
         for session in list(self._sessions.values()):
             try:
                 await session.stop()
             except Exception:
                 log.exception("device %s: stop failed", session.session_id)
         self._sessions.clear()
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self.stores.close)
 

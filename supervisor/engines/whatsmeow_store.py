@@ -58,6 +58,10 @@ class CredentialStores(Protocol):
         """Free what the stopped Go client ``client`` left open in the store; how much."""
         ...
 
+    def close(self) -> None:
+        """Close what the stores hold open themselves (the engine is closing)."""
+        ...
+
 
 #: Characters a data directory may not contain: neonize puts the store path unescaped into a
 #: SQLite URI (``file:<path>?_foreign_keys=on``).
@@ -162,3 +166,6 @@ class FileStores:
 
     def release(self, client: str) -> int:
         return 0
+
+    def close(self) -> None:
+        pass
