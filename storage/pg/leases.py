@@ -144,7 +144,7 @@ class PgLeases:
             " VALUES (?, ?, ?, false, ?)"
             " ON CONFLICT (node_id) DO UPDATE SET advertise_url = excluded.advertise_url,"
             " capacity = excluded.capacity, draining = false, heartbeat_at = now(),"
-            " run_token = excluded.run_token",
+            " started_at = now(), run_token = excluded.run_token",
             (node_id, advertise_url, capacity, run_token),
         )
         rows = sql.execute(
