@@ -1,7 +1,7 @@
 """A cluster node's lease work against what could starve or confuse it, on one real PostgreSQL
 with in-process nodes (tests/test_cluster_node.py builds them the same way): a main store
 whose every connection is busy, an ask left by a node that died, and a second process started
-with the same node id.
+with the same node id (also with real ``wasup serve`` processes: the first exits with status 1).
 
 The database's clock is real and the nodes' clocks are virtual; where a test needs the
 database to work while the node's time goes on, the clock runs at a fixed rate instead of
@@ -27,6 +27,8 @@ from supervisor.engines.simulator import SimulatorEngine
 from tests.lifecycle_support import connected_device, simulated
 from tests.pg_support import TestPostgres
 from tests.test_cluster_node import connected_node, eventually, node_config
+from tests.test_cluster_processes import cluster_node
+from tests.test_webhook_crash import wait_connected
 
 #: Virtual seconds per real second while the main store is held busy.
 RATE = 4.0
@@ -149,3 +151,35 @@ async def test_a_second_process_with_the_same_node_id_takes_it_over_and_the_firs
             await eventually(lambda: new.cluster.owns(device))  # type: ignore[union-attr]
             assert new.cluster.stats.self_stops == 0
     assert both == []
+
+
+async def test_wasup_serve_exits_with_status_1_when_another_process_takes_its_node_id(
+    tmp_path: Path, postgres_server: TestPostgres
+) -> None:
+    url = postgres_server.create_database()
+    for run in ("first", "second"):
+        (tmp_path / run).mkdir()
+    with trio.fail_after(120):
+        async with cluster_node(tmp_path / "first", url, "a") as (first, on_first, _):
+            r = await on_first.post("/devices", json={"userId": "u1", "alias": "Shop"})
+            assert r.status_code == 201, r.text
+            sid = r.json()["data"]["sessionId"]
+            r = await on_first.post(f"/simulator/devices/{sid}/scan", json={})
+            assert r.status_code == 200, r.text
+            await wait_connected(on_first, sid)
+            async with cluster_node(tmp_path / "second", url, "a") as (_, on_second, _):
+                assert await first.wait() == 1  # at its next renewal (5 s)
+                said = (tmp_path / "first" / "a.log").read_text()
+                assert "node id a was taken over by another process" in said
+                assert "wasup: node id 'a' was taken over" in said  # the exit's reason
+                assert "Traceback" not in said
+                # The second runs the node and, once the lease ended, the device.
+                while True:
+                    r = await on_second.get("/cluster")
+                    assert r.status_code == 200, r.text
+                    [node] = r.json()["data"]["nodes"]
+                    if node["devices"] == 1:
+                        break
+                    await trio.sleep(0.2)
+                r = await on_second.get(f"/devices/{sid}")
+                assert r.json()["data"]["node"] == "a"
