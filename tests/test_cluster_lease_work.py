@@ -27,8 +27,7 @@ from supervisor.engines.simulator import SimulatorEngine
 from tests.lifecycle_support import connected_device, simulated
 from tests.pg_support import TestPostgres
 from tests.test_cluster_node import connected_node, eventually, node_config
-from tests.test_cluster_processes import cluster_node
-from tests.test_webhook_crash import wait_connected
+from tests.test_cluster_processes import cluster_node, paired
 
 #: Virtual seconds per real second while the main store is held busy.
 RATE = 4.0
@@ -161,12 +160,7 @@ async def test_wasup_serve_exits_with_status_1_when_another_process_takes_its_no
         (tmp_path / run).mkdir()
     with trio.fail_after(120):
         async with cluster_node(tmp_path / "first", url, "a") as (first, on_first, _):
-            r = await on_first.post("/devices", json={"userId": "u1", "alias": "Shop"})
-            assert r.status_code == 201, r.text
-            sid = r.json()["data"]["sessionId"]
-            r = await on_first.post(f"/simulator/devices/{sid}/scan", json={})
-            assert r.status_code == 200, r.text
-            await wait_connected(on_first, sid)
+            sid = await paired(on_first, "Shop")
             async with cluster_node(tmp_path / "second", url, "a") as (_, on_second, _):
                 assert await first.wait() == 1  # at its next renewal (5 s)
                 said = (tmp_path / "first" / "a.log").read_text()

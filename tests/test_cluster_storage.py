@@ -36,16 +36,19 @@ async def join(db: storage.Store, *nodes: str) -> None:
         await db.run(lambda r, node=node: L(r).heartbeat(node, f"http://{node}", None, False))
 
 
+def behind(url: str, statement: str, *params: object) -> None:
+    """Run ``statement`` on the database at ``url``, behind the nodes' backs."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement, params)
+
+
 def expire(url: str, device_id: int | None = None) -> None:
     """Move leases (one device's, or all) into the past, as if their time had run out."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        if device_id is None:
-            conn.execute("UPDATE device_leases SET expires_at = now() - interval '1 second'")
-        else:
-            conn.execute(
-                "UPDATE device_leases SET expires_at = now() - interval '1 second'"
-                " WHERE device_id = %s", (device_id,),
-            )
+    statement = "UPDATE device_leases SET expires_at = now() - interval '1 second'"
+    if device_id is None:
+        behind(url, statement)
+    else:
+        behind(url, statement + " WHERE device_id = %s", device_id)
 
 
 async def test_claims_take_free_devices_up_to_the_limit_with_new_epochs(
@@ -202,11 +205,8 @@ async def test_deleting_a_device_removes_its_lease_and_leave_removes_the_node(
 
 def age(url: str, node: str, seconds: float) -> None:
     """Make the node's heartbeat ``seconds`` old (a node that stopped beating)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE nodes SET heartbeat_at = now() - make_interval(secs => %s)"
-            " WHERE node_id = %s", (seconds, node),
-        )
+    behind(url, "UPDATE nodes SET heartbeat_at = now() - make_interval(secs => %s)"
+                " WHERE node_id = %s", seconds, node)
 
 
 async def test_a_renewal_keeps_asks_of_live_nodes_only_and_clears_the_others(
