@@ -184,7 +184,8 @@ async def _authenticate() -> None:
     principal = await authenticate(state, tokens[0] if tokens else None)
     if principal is None:
         refuse(state, _client_address())
-    g.rate_limit_headers = charge(state, principal)
+    if not await cluster_forward.signed_forward():  # else charged on the node it entered
+        g.rate_limit_headers = charge(state, principal)
     g.principal = principal
     if media_route:
         try:

@@ -288,9 +288,7 @@ async def before_request() -> Response | None:
         return None
     state = current_state()
     cluster: Cluster | None = state.sup.cluster
-    forwarded = cluster_signing.is_forwarded(_signature_headers())
-    if forwarded:
-        await _check_signature(cluster)
+    forwarded = await signed_forward()
     if cluster is None:
         return None
     route = route_of(request.endpoint)
@@ -310,6 +308,18 @@ async def before_request() -> Response | None:
         raise _moving(device_id, retry, "has no node right now (it is being moved)")
     limit = budget(route.budget, state.sup.config, state.settings)
     return await _forward(cluster, owner, limit, stream=route.stream)
+
+
+async def signed_forward() -> bool:
+    """Whether another node of this cluster forwarded the request: its signature is checked
+    once per request (ApiError 401 when it does not hold). Such a request was charged to the
+    caller's rate limit on the node it entered, and is not charged again here."""
+    if "forward_signed" not in g:
+        forwarded = cluster_signing.is_forwarded(_signature_headers())
+        if forwarded:
+            await _check_signature(current_state().sup.cluster)
+        g.forward_signed = forwarded
+    return bool(g.forward_signed)
 
 
 async def _device(principal: Principal | None) -> int | None:

@@ -23,6 +23,7 @@ from quart_trio import QuartTrio
 from api import cluster_forward, cluster_signing
 from api.app import create_app, routes
 from api.openapi import load_spec, spec_routes
+from api.ratelimit import RateLimitPolicy
 from api.state import ApiSettings
 from common.clock import now_epoch
 from supervisor.config import ClusterConfig, Config
@@ -361,3 +362,21 @@ async def test_a_signed_request_on_a_single_node_is_refused() -> None:
                                   node="node-c", now=now_epoch())
     response = await app.test_client().post(path, headers={"X-API-TOKEN": TOKEN, **signed})
     assert response.status_code == 401
+
+
+async def test_a_forwarded_request_is_not_charged_twice() -> None:
+    """The node a call entered charged the caller's rate limit; the owner does not again."""
+    cluster = _Cluster(None, mine={DEVICE})
+    app = create_app(_Sup(cluster), TOKEN, ApiSettings(
+        rate_limit=RateLimitPolicy(rate=0.001, burst=2)))
+    client = app.test_client()
+    path = f"/api/whatsapp/devices/{DEVICE}/logout"
+    for _ in range(4):  # forwarded by node C: served (404 from the fake supervisor), free
+        signed = cluster_signing.sign(SECRET.encode(), "POST", path.encode(), b"",
+                                      node="node-c", now=now_epoch())
+        response = await client.post(path, headers={"X-API-TOKEN": TOKEN, **signed})
+        assert response.status_code == 404
+        assert "RateLimit" not in response.headers
+    direct = [await client.post(path, headers={"X-API-TOKEN": TOKEN}) for _ in range(3)]
+    assert [r.status_code for r in direct] == [404, 404, 429]  # its own bucket was still full
+    assert "RateLimit" in direct[0].headers
