@@ -124,10 +124,11 @@ async def resolve_device(ref: str) -> DeviceRow:
     """The device ``ref`` (sessionId or numeric id) names, if the caller may act on it.
 
     Raises DeviceNotFound when there is no such device, and also when a device key asks for
-    another device (so a key cannot probe which devices exist).
+    another device (so a key cannot probe which devices exist). In a cluster a device created
+    on another node a moment ago is found too (``Devices.find``).
     """
     principal = current_principal()
-    row = current_state().sup.get(ref)
+    row = await current_state().sup.find(ref)
     if not principal.may_see(row.id):
         raise DeviceNotFound(ref)
     return row

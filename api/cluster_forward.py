@@ -295,7 +295,7 @@ async def before_request() -> Response | None:
     if route is None or (route.only_with is not None
                          and request.args.get(route.only_with) in (None, "false")):
         return None
-    device_id = _device(g.get("principal"))
+    device_id = await _device(g.get("principal"))
     if device_id is None or cluster.owns(device_id):
         return None  # unknown or not the caller's: the route answers 404; or ours
     retry = state.sup.config.cluster.scan_seconds if state.sup.config.cluster else 2.0
@@ -322,16 +322,21 @@ async def signed_forward() -> bool:
     return bool(g.forward_signed)
 
 
-def _device(principal: Principal | None) -> int | None:
-    """The id of the device the request names, if it exists and the caller may see it."""
+async def _device(principal: Principal | None) -> int | None:
+    """The id of the device the request names, if it exists and the caller may see it (one
+    created on another node a moment ago included: ``Devices.find``)."""
     args = request.view_args or {}
     ref = next((args[name] for name in _DEVICE_ARGS if name in args), None)
     if ref is None or principal is None:
         return None
+    sup = current_state().sup
     try:
-        device_id = current_state().sup.resolve(str(ref))
+        device_id = sup.resolve(str(ref))
     except DeviceNotFound:
-        return None
+        try:
+            device_id = (await sup.find(str(ref))).id
+        except DeviceNotFound:
+            return None
     return device_id if principal.may_see(device_id) else None
 
 

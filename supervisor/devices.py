@@ -160,6 +160,37 @@ class Devices:
             raise DeviceNotFound(ref)
         return row
 
+    async def find(self, ref: str | int) -> DeviceRow:
+        """The device's current row, as :meth:`get` answers it; in a cluster, a device the
+        directory does not know yet (created on another node a moment ago, its announcement
+        still on the way) is read from the database, one indexed read, and entered in the
+        directory. A single node answers from the directory alone.
+
+        Raises: DeviceNotFound; StorageUnavailable (in a cluster).
+        """
+        try:
+            return self.get(ref)
+        except DeviceNotFound:
+            wanted = self.directory.reference(ref)
+            if self.cluster is None or wanted is None:
+                raise
+        drops = self.directory.drops
+        row = await self.db.run(lambda r: r.devices.get(wanted))
+        if row is None:
+            raise DeviceNotFound(ref)
+        return self._entered(row, drops)
+
+    def _entered(self, row: DeviceRow, drops: int) -> DeviceRow:
+        """``row``, read from the database while the directory had no such device, entered in
+        it unless the directory learnt the device meanwhile (its row is newer) or dropped a
+        device (it may have been this one, deleted: the read would bring it back)."""
+        known = self.directory.get(row.id)
+        if known is not None:
+            return known
+        if self.directory.drops == drops:
+            self.directory.put(row)
+        return row
+
     async def create_device(
         self,
         user_id: str,
@@ -315,12 +346,18 @@ class Devices:
         return await self._call(ref, cmd.PutSettings(kind, value))
 
     async def device_for_key(self, api_key: str) -> DeviceRow | None:
-        """The device whose API key this is, or None; compares the hashes in constant time.
+        """The device whose API key this is, or None; compares the hashes in constant time. In a
+        cluster, a key the directory does not know is looked up in the database (one indexed
+        read, as :meth:`find`).
 
-        Raises: nothing.
+        Raises: StorageUnavailable (in a cluster).
         """
         digest = hash_key(api_key)
         row = self.directory.by_key_hash(digest)
+        if row is None and self.cluster is not None:  # a device another node just created?
+            drops = self.directory.drops
+            found = await self.db.run(lambda r: r.devices.get_by_key_hash(digest))
+            row = None if found is None else self._entered(found, drops)
         if row is None or not hmac.compare_digest(row.api_key_hash, digest):
             return None
         return row

@@ -8,6 +8,7 @@ Usage::
     row = directory.get(device_id)           # None if there is no such device
     directory.by_key_hash(digest)            # the device whose API key hashes to digest
     directory.drop(device_id)
+    directory.reference("user_7_device_shop")  # what a database read may look for, or None
 
 The directory is the in-memory truth the API reads without a database query: the actor that
 owns a device puts its row here after every write. It knows nothing of actors or supervision.
@@ -31,6 +32,9 @@ from storage.models import DeviceRow
 from .errors import DeviceNotFound
 
 _ID = re.compile(r"[0-9]{1,18}")
+#: The shape of every sessionId :func:`session_id_for` makes (a userId of the API's rule, a slug
+#: of an alias of at most 100 characters).
+_SESSION = re.compile(r"user_[A-Za-z0-9][A-Za-z0-9_.-]{0,63}_device_[a-z0-9-]{1,100}")
 
 
 def slugify(alias: str) -> str:
@@ -58,6 +62,8 @@ class DeviceDirectory:
     _by_session: dict[str, int] = attrs.field(factory=dict)
     _by_key_hash: dict[str, int] = attrs.field(factory=dict)
     _webhooks: set[int] = attrs.field(factory=set)
+    #: Devices dropped so far: a row read from the database before a drop may be stale.
+    drops: int = 0
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -92,6 +98,16 @@ class DeviceDirectory:
                 return found
         raise DeviceNotFound(ref)
 
+    @staticmethod
+    def reference(ref: str | int) -> int | str | None:
+        """What a reference :meth:`resolve` did not find may name in the database: a numeric id,
+        a sessionId, or None when no device can have it (nothing to read)."""
+        if isinstance(ref, int):
+            return ref if 0 <= ref < 10**18 else None
+        if _ID.fullmatch(ref):
+            return int(ref)
+        return ref if _SESSION.fullmatch(ref) else None
+
     def session_taken(self, session_id: str) -> bool:
         """Whether a device has this sessionId."""
         return session_id in self._by_session
@@ -114,6 +130,7 @@ class DeviceDirectory:
         """Forget the device; nothing happens if it is unknown."""
         row = self._rows.pop(device_id, None)
         if row is not None:
+            self.drops += 1
             self._by_session.pop(row.session_id, None)
             self._by_key_hash.pop(row.api_key_hash, None)
         self._webhooks.discard(device_id)

@@ -223,6 +223,12 @@ class _FakeSup:
     async def device_for_key(self, key: str) -> Any:
         return self.keys.get(key)
 
+    def get(self, ref: str) -> Any:
+        raise DeviceNotFound(ref)
+
+    async def find(self, ref: str) -> Any:
+        return self.get(ref)  # a single node: what the directory has
+
 
 class _Row:
     id = 7

@@ -1,6 +1,7 @@
 """Real ``wasup serve`` nodes on one PostgreSQL (tests/server_process.py), each with its own
-in-process simulator (so devices are left pairing: pairing across nodes is not meaningful
-here), with short lease timings passed by the flags:
+in-process simulator (pairing across nodes is not meaningful here: each device's pairing is
+cancelled, which leaves it ``disconnected``, free to move; a device in a login is never asked
+for), with short lease timings passed by the flags:
 
 - devices created on a node run there: the ownership splits between the nodes;
 - kill -9 of a node: the other claims its devices within lease + scan (measured, printed);
@@ -125,6 +126,8 @@ async def test_two_then_three_nodes_share_fail_over_fence_and_drain(
                     device = created.json()["data"]["id"]
                     detail = (await node.api.get(f"/devices/{device}")).json()["data"]
                     assert detail["node"] == node.name
+                    cancelled = await node.api.post(f"/sessions/{detail['sessionId']}/cancel")
+                    assert cancelled.status_code == 200, cancelled.text
             assert owners(url) == {"a": 3, "b": 3}
             view = await b.cluster()
             assert {n: (v["devices"], v["alive"]) for n, v in view.items()} == {

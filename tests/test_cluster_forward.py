@@ -128,6 +128,9 @@ class _Sup:
     def get(self, ref: str | int) -> Any:
         raise DeviceNotFound(ref)  # a route that runs here answers 404
 
+    async def find(self, ref: str | int) -> Any:
+        raise DeviceNotFound(ref)  # as get; the forwarder resolves first
+
 
 @attrs.define
 class _Owner:

@@ -117,20 +117,42 @@ async def test_a_device_asked_for_goes_to_the_node_that_asked(
 ) -> None:
     url = postgres_server.create_database()
     async with open_postgres(url) as db:
-        ids = await devices(db, 4)
+        ids = [(await db.run(lambda r, n=n: new_device(r, n, status="disconnected"))).id
+               for n in range(4)]
         await join(db, "a", "b", "c")
         await db.run(lambda r: L(r).claim("a", LEASE, 10))
-        marked = await db.run(lambda r: L(r).want("b", "a", 2))
+        marked = await db.run(lambda r: L(r).want("b", "a", 2, 0))
         assert marked == ids[2:]
-        assert await db.run(lambda r: L(r).want("c", "a", 5)) == ids[:2]  # not asked twice
+        assert await db.run(lambda r: L(r).want("c", "a", 5, 0)) == ids[:2]  # not asked twice
         held = await db.run(lambda r: L(r).renew("a", LEASE))
         assert {x.device_id: x.wanted_by for x in held} == {
             ids[0]: "c", ids[1]: "c", ids[2]: "b", ids[3]: "b"}
+        nodes = {n.node_id: n for n in await db.run(lambda r: L(r).nodes())}
+        assert [(nodes[n].devices, nodes[n].settled) for n in "abc"] == [(4, 0), (0, 2), (0, 2)]
         await db.run(lambda r: L(r).release("a", marked))
+        nodes = {n.node_id: n for n in await db.run(lambda r: L(r).nodes())}
+        assert [(nodes[n].devices, nodes[n].settled) for n in "abc"] == [(2, 0), (0, 2), (0, 2)]
         # c is live and did not ask for these: it leaves them to b.
         assert await db.run(lambda r: L(r).claim("c", LEASE, 10)) == []
         got = await db.run(lambda r: L(r).claim("b", LEASE, 10))
         assert [x.device_id for x in got] == marked and all(x.wanted_by is None for x in got)
+
+
+async def test_a_node_asks_for_settled_devices_only_and_leaves_the_donor_its_share(
+    postgres_server: TestPostgres,
+) -> None:
+    url = postgres_server.create_database()
+    statuses = ["pending", "connecting", "connected", "disconnected", "qr_timeout", "connected"]
+    async with open_postgres(url) as db:
+        ids = [(await db.run(lambda r, n=n, s=s: new_device(r, n, status=s))).id
+               for n, s in enumerate(statuses)]
+        await join(db, "a", "b", "c")
+        await db.run(lambda r: L(r).claim("a", LEASE, 10))
+        # a keeps 3 of its 6: b gets the two without a connection, then a connected one;
+        # c, asking next, gets nothing (a would go below 3), and a login is never asked for
+        assert await db.run(lambda r: L(r).want("b", "a", 3, 3)) == [ids[3], ids[4], ids[5]]
+        assert await db.run(lambda r: L(r).want("c", "a", 3, 2)) == [ids[2]]
+        assert await db.run(lambda r: L(r).want("c", "a", 3, 0)) == []  # pending, connecting
 
 
 async def test_concurrent_claims_skip_locked_rows_and_never_share_a_device(

@@ -57,6 +57,15 @@ class NodeRow:
     #: Seconds since its last heartbeat.
     heartbeat_age: float
     draining: bool
+    #: Of its devices, those another node asked for (leaving it: rebalancing).
+    giving: int = 0
+    #: Devices it asked for that are not its yet (coming to it).
+    coming: int = 0
+
+    @property
+    def settled(self) -> int:
+        """Its devices once the devices asked for moved."""
+        return self.devices - self.giving + self.coming
 
 
 @attrs.frozen
@@ -90,9 +99,19 @@ _NODES = """
     SELECT n.node_id, n.advertise_url, n.capacity,
            (SELECT count(*) FROM device_leases l
              WHERE l.owner = n.node_id AND l.expires_at > now()),
-           EXTRACT(EPOCH FROM now() - n.heartbeat_at), n.draining
+           EXTRACT(EPOCH FROM now() - n.heartbeat_at), n.draining,
+           (SELECT count(*) FROM device_leases l
+             WHERE l.owner = n.node_id AND l.expires_at > now()
+               AND l.wanted_by IS NOT NULL AND l.wanted_by <> n.node_id),
+           (SELECT count(*) FROM device_leases l
+             WHERE l.wanted_by = n.node_id AND (l.owner IS DISTINCT FROM n.node_id
+               OR l.expires_at IS NULL OR l.expires_at <= now()))
       FROM nodes n
 """
+
+#: Device statuses of a login under way (showing a QR code, pairing, connecting): such a
+#: device is never asked for (moving it would restart its pairing on another node).
+IN_LOGIN = ("pending", "connecting")
 
 
 def _node(r: Sequence[object]) -> NodeRow:
@@ -103,6 +122,8 @@ def _node(r: Sequence[object]) -> NodeRow:
         devices=int(str(r[3])),
         heartbeat_age=max(0.0, float(str(r[4]))),
         draining=bool(r[5]),
+        giving=int(str(r[6])),
+        coming=int(str(r[7])),
     )
 
 
@@ -249,18 +270,37 @@ class PgLeases:
         ).fetchone()
         return row is not None
 
-    def want(self, node_id: str, donor: str, count: int) -> list[int]:
-        """Ask ``donor`` for ``count`` of its devices (rebalancing): marks them ``wanted_by``
-        this node, skipping those already asked for; returns the devices marked."""
+    def want(self, node_id: str, donor: str, count: int, keep: int) -> list[int]:
+        """Ask ``donor`` for up to ``count`` of its devices (rebalancing), leaving it at least
+        ``keep`` of those no node asked for yet: marks them ``wanted_by`` this node; returns
+        the devices marked.
+
+        Never marked: a device in a login (:data:`IN_LOGIN`: its pairing would restart on
+        another node); those without a connection (``disconnected``, ``qr_timeout``,
+        ``logged_out``) come first, then connected ones. The donor's row is locked first, so
+        two nodes asking one donor at once take turns and the second sees the first's marks.
+        """
         if count <= 0:
             return []
-        rows = pg_of(self._db).execute(
+        sql = pg_of(self._db)
+        sql.execute("SELECT 1 FROM nodes WHERE node_id = ? FOR UPDATE", (donor,))
+        row = sql.execute(
+            "SELECT count(*) FROM device_leases WHERE owner = ? AND expires_at > now()"
+            " AND (wanted_by IS NULL OR wanted_by = owner)",
+            (donor,),
+        ).fetchone()
+        spare = (0 if row is None else int(str(row[0]))) - keep
+        if spare <= 0:
+            return []
+        rows = sql.execute(
             "UPDATE device_leases SET wanted_by = ?1 WHERE device_id IN ("
-            " SELECT device_id FROM device_leases"
-            "  WHERE owner = ?2 AND expires_at > now() AND wanted_by IS NULL"
-            "  ORDER BY device_id DESC LIMIT ?3 FOR UPDATE SKIP LOCKED)"
+            " SELECT l.device_id FROM device_leases l JOIN devices d ON d.id = l.device_id"
+            "  WHERE l.owner = ?2 AND l.expires_at > now() AND l.wanted_by IS NULL"
+            "    AND d.status <> ALL(?4)"
+            "  ORDER BY d.status = 'connected', l.device_id DESC LIMIT ?3"
+            "  FOR UPDATE OF l SKIP LOCKED)"
             " RETURNING device_id",
-            (node_id, donor, count),
+            (node_id, donor, min(count, spare), list(IN_LOGIN)),
         ).fetchall()
         return sorted(int(str(r[0])) for r in rows)
 

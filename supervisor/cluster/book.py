@@ -138,6 +138,12 @@ class LeaseBook:
         return min((h.until for h in self.held.values()), default=math.inf)
 
 
+#: A node asks for devices only when it lacks at least this many of its fair share ...
+MIN_SHORTFALL = 2
+#: ... and at least this part of it (rounded up): see :func:`shortfall_tolerance`.
+SHORTFALL_SHARE = 0.05
+
+
 def fair_share(devices: int, live_nodes: int, capacity: int | None) -> int:
     """The devices one of ``live_nodes`` should hold: its share, rounded up, within its
     ``capacity`` (None: unbounded)."""
@@ -145,13 +151,33 @@ def fair_share(devices: int, live_nodes: int, capacity: int | None) -> int:
     return share if capacity is None else min(share, capacity)
 
 
+def shortfall_tolerance(share: int) -> int:
+    """How many devices a node must lack of ``share`` before it asks for any: at least
+    :data:`MIN_SHORTFALL` and :data:`SHORTFALL_SHARE` of the share. While devices are being
+    created on every node the counts differ by a few at any moment; such a difference moves
+    nothing, a node that joins (it lacks its whole share) or comes back after a failover does.
+    """
+    return max(MIN_SHORTFALL, math.ceil(share * SHORTFALL_SHARE))
+
+
+def balanced(counts: Iterable[int], share: int) -> bool:
+    """Whether no node of these device ``counts`` would ask for devices (:func:`plan_wants`)."""
+    return all(share - count < shortfall_tolerance(share) for count in counts)
+
+
 def plan_wants(
     me: str, counts: Mapping[str, int], share: int, budget: int
 ) -> dict[str, int]:
-    """How many devices this node (``me``) asks each other node for: up to what it lacks of
-    its ``share`` and at most ``budget`` in all, from the nodes holding more than the share,
-    the most loaded first. ``counts``: live leases per live node (``me`` included)."""
-    need = min(budget, share - counts.get(me, 0))
+    """How many devices this node (``me``) asks each other node for: nothing unless it lacks
+    :func:`shortfall_tolerance` devices of its ``share`` or more; then up to what it lacks and
+    at most ``budget`` in all, from the nodes holding more than the share, the most loaded
+    first. ``counts``: the devices of each live node (``me`` included) as they will be once
+    the devices already asked for moved (:attr:`storage.pg.leases.NodeRow.settled`), so two
+    nodes asking at once never take a node below its share."""
+    lack = share - counts.get(me, 0)
+    if lack < shortfall_tolerance(share):
+        return {}
+    need = min(budget, lack)
     plan: dict[str, int] = {}
     for node, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         if need <= 0:

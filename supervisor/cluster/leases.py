@@ -19,9 +19,9 @@ Three tasks run while the node runs:
   ends by itself), and a device a live node asked for (``wanted_by``) is handed over: its
   actor stopped, then its lease released (the asks of dead or draining nodes are cleared);
 - the scan, every ``scan_seconds``: free and expired devices claimed up to the capacity, an
-  actor started for each; then rebalancing: a node below its fair share (devices / live nodes,
-  within its capacity) asks the most loaded nodes for devices, at most
-  ``rebalance_per_minute``;
+  actor started for each; then rebalancing: a node that lacks enough of its fair share
+  (devices / live nodes, within its capacity; :func:`.book.plan_wants`) asks the most loaded
+  nodes for devices not in a login, at most ``rebalance_per_minute``;
 - the watchdog: when the node's belief in its leases ends by its own clock (no successful
   renewal for ``lease - margin`` seconds, :mod:`.book`), every engine is stopped at once.
 
@@ -68,8 +68,6 @@ T = TypeVar("T")
 
 #: Devices claimed at most per scan when the capacity is unbounded.
 UNBOUNDED_CLAIM = 10_000
-#: Leases (times lease_seconds) a device asked for (rebalancing) counts as coming here.
-WANT_PATIENCE_LEASES = 2
 
 
 @attrs.define
@@ -98,8 +96,8 @@ class NodeIdTaken(Exception):
         self.node_id = node_id
 
 
-def _want(node_id: str, donor: str, count: int, r: storage.Repositories) -> list[int]:
-    return leases_of(r).want(node_id, donor, count)
+def _want(node_id: str, donor: str, count: int, keep: int, r: storage.Repositories) -> list[int]:
+    return leases_of(r).want(node_id, donor, count, keep)
 
 
 def timing_of(config: ClusterConfig) -> LeaseTiming:
@@ -129,8 +127,6 @@ class LeaseManager:
     _scan_now: trio.Event = attrs.field(factory=trio.Event)
     #: When this node asked for devices (trio time), for the rate of rebalancing.
     _asked_at: deque[float] = attrs.field(factory=deque)
-    #: Devices asked for and not claimed yet, with when.
-    _pending: dict[int, float] = attrs.field(factory=dict)
     _failing: bool = False
     _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
@@ -411,8 +407,6 @@ class LeaseManager:
             sent, [(lease.device_id, lease.epoch) for lease in granted], trio.current_time()
         )
         self._book_changed()
-        for device_id in started:
-            self._pending.pop(device_id, None)
         self.stats.claimed += len(started)
         if started:
             log.info("cluster: claimed %d devices", len(started))
@@ -475,14 +469,12 @@ class LeaseManager:
         log.info("cluster: handed %d devices over to the nodes that asked", len(released))
 
     async def _rebalance(self) -> None:
-        """Ask the most loaded nodes for devices, up to this node's fair share, within the
-        rate (``rebalance_per_minute``)."""
+        """Ask the most loaded nodes for devices when this node lacks enough of its fair share
+        (:func:`.book.plan_wants`), within the rate (``rebalance_per_minute``)."""
         cfg = self.config
         now = trio.current_time()
         while self._asked_at and self._asked_at[0] <= now - 60:
             self._asked_at.popleft()
-        patience = WANT_PATIENCE_LEASES * cfg.lease_seconds
-        self._pending = {d: t for d, t in self._pending.items() if t > now - patience}
         budget = cfg.rebalance_per_minute - len(self._asked_at)
         if budget <= 0:
             return
@@ -493,17 +485,15 @@ class LeaseManager:
 
         nodes, unleased = await self._db_run(job)
         live = [n for n in nodes if n.heartbeat_age < cfg.lease_seconds and not n.draining]
-        if len(live) < 2:
+        if len(live) < 2 or cfg.node_id not in {n.node_id for n in live}:
             return
         total = sum(n.devices for n in nodes) + unleased
         share = fair_share(total, len(live), cfg.capacity)
-        counts = {n.node_id: n.devices for n in live}
-        counts[cfg.node_id] = len(self.book.held) + len(self._pending)
+        keep = fair_share(total, len(live), None)  # what a donor keeps at least
+        counts = {n.node_id: n.settled for n in live}
         for donor, count in plan_wants(cfg.node_id, counts, share, budget).items():
-            marked = await self._db_run(partial(_want, cfg.node_id, donor, count))
-            for device_id in marked:
-                self._pending[device_id] = now
-                self._asked_at.append(now)
+            marked = await self._db_run(partial(_want, cfg.node_id, donor, count, keep))
+            self._asked_at.extend(now for _ in marked)
             self.stats.wanted += len(marked)
             if marked:
                 log.info("cluster: asked node %s for %d devices (fair share %d)",

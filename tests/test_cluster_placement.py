@@ -1,0 +1,123 @@
+"""Placement: a burst of device creations on several nodes moves no device, while a node that
+joins with no devices still takes its fair share, within the rate.
+
+The rule (supervisor/cluster/book.py, storage/pg/leases.py ``want``): a node asks for devices
+only when it lacks at least two of its fair share and at least 5 % of it, never for a device
+in a login (``pending``, ``connecting``: its pairing would restart), and counts the devices
+already asked for as moved, so two nodes asking at once never take a node below its share.
+
+Three (then four) supervisors in one process on one real PostgreSQL, in virtual time, each with
+its own in-process simulator: devices created on a node stay pairing there until their QR codes
+run out (``qr_timeout``: a device without a connection, free to move).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from supervisor.cluster.book import balanced, fair_share, plan_wants, shortfall_tolerance
+from supervisor.cluster.node import ClusterNode
+from supervisor.config import ClusterConfig, Config
+from supervisor.devices import Devices
+from supervisor.supervisor import open_supervisor
+from tests.lifecycle_support import sim_config
+from tests.pg_support import TestPostgres
+
+SECRET = "s3cret-s3cret-s3cret"
+SCAN = 2.0  # the default scan interval
+RATE = 6  # devices a node may take per minute
+
+
+def _config(tmp_path: Path, url: str, name: str) -> Config:
+    cluster = ClusterConfig(node_id=name, advertise_url=f"http://{name}.test", secret=SECRET,
+                            rebalance_per_minute=RATE)
+    return sim_config(tmp_path / name, database_url=url, cluster=cluster)
+
+
+@asynccontextmanager
+async def _node(tmp_path: Path, url: str, name: str) -> AsyncIterator[Devices]:
+    async with open_supervisor(_config(tmp_path, url, name)) as sup:
+        yield sup
+
+
+def _cluster(sup: Devices) -> ClusterNode:
+    assert sup.cluster is not None
+    return sup.cluster
+
+
+def _moves(nodes: list[Devices]) -> tuple[int, int]:
+    """Devices asked for and handed over, on all ``nodes``."""
+    stats = [_cluster(sup).stats for sup in nodes]
+    return sum(s.wanted for s in stats), sum(s.handed_over for s in stats)
+
+
+async def _eventually(check: Callable[[], bool], within: float) -> None:
+    with trio.fail_after(within):
+        while not check():  # noqa: ASYNC110
+            await trio.sleep(0.5)
+
+
+def test_the_rule_tolerates_a_few_devices_and_not_a_join() -> None:
+    assert [shortfall_tolerance(s) for s in (1, 20, 40, 41, 100, 1000)] == [2, 2, 2, 3, 5, 50]
+    # created in turns, one node a little ahead: nobody asks
+    assert plan_wants("c", {"a": 12, "b": 11, "c": 10}, 11, 30) == {}
+    assert plan_wants("c", {"a": 21, "b": 20, "c": 19}, 20, 30) == {}
+    # a node that joins asks the most loaded first, for what they hold over the share
+    assert plan_wants("d", {"a": 30, "b": 25, "c": 25, "d": 0}, 20, 30) == {
+        "a": 10, "b": 5, "c": 5}
+    assert plan_wants("d", {"a": 30, "b": 25, "c": 25, "d": 0}, 20, 6) == {"a": 6}
+    # the counts are those after the devices already asked for moved: a at 22 asked for 2
+    # by b counts 20, and c, short of 2, finds nothing to take
+    assert plan_wants("c", {"a": 20, "b": 20, "c": 18}, 20, 30) == {}
+    assert balanced([15, 15, 14, 16], fair_share(60, 4, None))
+    assert not balanced([20, 20, 20, 0], fair_share(60, 4, None))
+
+
+async def test_a_creation_burst_on_three_nodes_moves_no_device_and_a_join_still_balances(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, postgres_server: TestPostgres
+) -> None:
+    url = postgres_server.create_database()
+    async with AsyncExitStack() as stack:
+        nodes = [await stack.enter_async_context(_node(tmp_path, url, name))
+                 for name in ("a", "b", "c")]
+        created: dict[int, list[int]] = {i: [] for i in range(3)}
+        # The burst: each node in turn creates a few devices, and the scans (every 2 s) see
+        # the counts while one node or two are ahead: every device is still pairing.
+        for turn in range(8):
+            for i in (turn % 3, (turn + 1) % 3, (turn + 2) % 3):
+                for _ in range(3):
+                    row, _key = await nodes[i].create_device("u1", f"{i}-{len(created[i])}")
+                    created[i].append(row.id)
+                await trio.sleep(SCAN * 1.5)
+        await trio.sleep(60)
+        assert _moves(nodes) == (0, 0)
+        for i, sup in enumerate(nodes):
+            assert set(sup.supervisor.children) == set(created[i])
+
+        # The pairings end (their QR codes run out: qr_timeout, nothing to restart); the
+        # counts are even: nothing moves.
+        await trio.sleep(120)
+        for i, sup in enumerate(nodes):
+            assert {sup.get(d).status for d in created[i]} == {"qr_timeout"}
+        assert _moves(nodes) == (0, 0)
+
+        # A fourth node joins with no device: it asks for its share, RATE a minute at most.
+        d = await stack.enter_async_context(_node(tmp_path, url, "d"))
+        nodes.append(d)
+        total = sum(len(ids) for ids in created.values())
+        share = fair_share(total, 4, None)
+        await trio.sleep(59)
+        assert 0 < len(d.supervisor.children) <= RATE
+        await _eventually(
+            lambda: balanced([len(sup.supervisor.children) for sup in nodes], share), 600)
+        held = [len(sup.supervisor.children) for sup in nodes]
+        assert sum(held) == total and held[3] >= share - shortfall_tolerance(share) + 1
+        wanted, handed = _moves(nodes)
+        assert wanted == handed == held[3]  # every device it asked for came, none went back
+        await trio.sleep(120)
+        assert _moves(nodes) == (wanted, handed)  # balanced: nothing moves any more
