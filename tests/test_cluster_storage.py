@@ -236,11 +236,12 @@ async def test_a_renewal_keeps_asks_of_live_nodes_only_and_clears_the_others(
 ) -> None:
     url = postgres_server.create_database()
     async with open_postgres(url) as db:
-        ids = await devices(db, 3)
+        ids = [(await db.run(lambda r, n=n: new_device(r, n, status="disconnected"))).id
+               for n in range(3)]
         await join(db, "a", "live", "dead", "leaving")
         await db.run(lambda r: L(r).claim("a", LEASE, 10))
-        for asker, device in zip(("live", "dead", "leaving"), ids, strict=True):
-            await db.run(lambda r, asker=asker, device=device: L(r).want(asker, "a", 1))
+        for asker in ("live", "dead", "leaving"):
+            await db.run(lambda r, asker=asker: L(r).want(asker, "a", 1, 0))
         # want() takes the highest ids first: live asked for ids[2], dead ids[1], leaving ids[0].
         age(url, "dead", LEASE + 1)
         await db.run(lambda r: L(r).heartbeat("leaving", "http://leaving", None, True))
