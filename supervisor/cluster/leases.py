@@ -148,10 +148,8 @@ class LeaseManager:
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Join the cluster, then renew, scan and watch until cancelled or drained.
-
-        Raises :class:`NodeIdTaken` once another process took the node id over (every engine
-        stopped by then)."""
+        """Join the cluster, then renew, scan and watch until cancelled or drained. Raises
+        :class:`NodeIdTaken` once another process took the node id over (engines stopped)."""
         with self._scope:
             await self._join()
             task_status.started()
@@ -167,10 +165,9 @@ class LeaseManager:
         free what an earlier process of the id still holds (new epochs: nothing it still
         writes is accepted); waits out an outage."""
         cfg = self.config
-        token = self.run_token
 
         def job(r: storage.Repositories) -> Joined:
-            return leases_of(r).join(cfg.node_id, token, cfg.advertise_url, cfg.capacity)
+            return leases_of(r).join(cfg.node_id, self.run_token, cfg.advertise_url, cfg.capacity)
 
         while True:
             try:
