@@ -53,10 +53,13 @@ async def test_renewals_go_on_while_every_connection_of_the_main_store_is_busy(
         release = threading.Event()
         async with trio.open_nursery() as nursery:
             try:
-                # Every connection of the main store in a transaction that does not end, and
+                # Every connection of the main store in a transaction that does not end, the
+                # device's actor's writes (each holding its lease row against claims), and
                 # jobs queued behind them, as under a heavy load of the actors' writes.
-                for _ in range(DEFAULT_POOL_SIZE + 50):
-                    nursery.start_soon(sup.db.run, lambda r: release.wait())
+                fenced = sup.supervisor.children[device].db
+                for n in range(DEFAULT_POOL_SIZE + 50):
+                    store = fenced if n < DEFAULT_POOL_SIZE else sup.db
+                    nursery.start_soon(store.run, lambda r: release.wait())
                 await trio.sleep(1)
                 assert sup.db.statistics().queued >= 50
                 # Longer than the lease, twice what the node's belief lasts unrenewed.

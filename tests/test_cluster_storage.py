@@ -7,6 +7,8 @@ A lease's expiry is the database's clock; to make one expire without waiting, a 
 
 from __future__ import annotations
 
+import threading
+
 import psycopg
 import pytest
 import trio
@@ -288,3 +290,36 @@ async def test_a_join_takes_the_node_id_over_and_frees_its_devices_when_their_le
         # The same run joining again (a retried join) is no other process.
         again = await db.run(lambda r: L(r).join("a", "run-2", "http://a2", 3))
         assert again.previous_age is None and again.released == []
+
+
+async def test_a_fenced_write_in_flight_holds_off_claims_but_not_the_owners_renewals(
+    postgres_server: TestPostgres,
+) -> None:
+    url = postgres_server.create_database()
+    async with open_postgres(url) as db:
+        device = await db.run(new_device)
+        await join(db, "a", "b")
+        [lease] = await db.run(lambda r: L(r).claim("a", LEASE, 1))
+        fenced = FencedStore(db, device.id, "a", lease.epoch, lambda d: None)
+        inside, finish = threading.Event(), threading.Event()
+
+        def write(r: storage.Repositories) -> None:  # a slow transaction of the actor
+            r.settings.put(device.id, "note", {"by": "a"})
+            inside.set()
+            finish.wait(30)
+
+        async with trio.open_nursery() as nursery:
+            try:
+                nursery.start_soon(fenced.run, write)
+                await trio.to_thread.run_sync(inside.wait, 30)
+                with trio.fail_after(5):  # at once, not once the write committed
+                    held = await db.run(lambda r: L(r).renew("a", LEASE))
+                assert [x.device_id for x in held] == [device.id]
+                expire(url, device.id)  # a plain update of the row does not wait either
+                # No other node takes the device while the write is in flight.
+                assert await db.run(lambda r: L(r).claim("b", LEASE, 1)) == []
+            finally:
+                finish.set()
+        [moved] = await db.run(lambda r: L(r).claim("b", LEASE, 1))
+        assert moved.device_id == device.id
+        assert await db.run(lambda r: r.settings.get(device.id, "note")) == {"by": "a"}

@@ -20,9 +20,11 @@ its lease ends, since the first may still run them until it notices), and the fi
 lease job finds another token.
 
 Concurrency: a claim locks the rows it takes with ``FOR UPDATE SKIP LOCKED`` (two nodes
-claiming at once take different devices, neither waits); :meth:`PgLeases.holds` takes a share
-lock on the device's lease row, so a claim by another node waits for the fenced transaction to
-commit, or the fenced transaction sees the new owner and changes nothing.
+claiming at once take different devices, neither waits); :meth:`PgLeases.holds` takes a key
+share lock on the device's lease row, which only ``FOR UPDATE`` conflicts with: a claim by
+another node skips the device until the fenced transaction committed (or the fenced
+transaction sees the new owner and changes nothing), while the owner's renewals and releases,
+plain updates of the row, never wait for its actors' transactions.
 """
 
 from __future__ import annotations
@@ -262,10 +264,11 @@ class PgLeases:
 
     def holds(self, device_id: int, node_id: str, epoch: int) -> bool:
         """Whether ``node_id`` holds the device's live lease with ``epoch`` now; the lease row
-        stays share-locked until the job's transaction ends (the fence of an actor's write)."""
+        stays key-share-locked until the job's transaction ends (the fence of an actor's write:
+        no claim takes the device meanwhile, see the module docstring)."""
         row = pg_of(self._db).execute(
             "SELECT 1 FROM device_leases WHERE device_id = ? AND owner = ? AND epoch = ?"
-            " AND expires_at > now() FOR SHARE",
+            " AND expires_at > now() FOR KEY SHARE",
             (device_id, node_id, epoch),
         ).fetchone()
         return row is not None

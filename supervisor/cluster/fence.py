@@ -10,9 +10,9 @@ Every job of the actor (its state, history rows, logged events, webhook outbox r
 runs after :meth:`storage.pg.leases.PgLeases.holds` in the same transaction: if this node no
 longer holds the device's live lease with the epoch the actor was started with, the job does
 not run, the transaction changes nothing, ``on_lost`` is told (the node stops the actor's
-engine at once) and :class:`LeaseLost` is raised. The check share-locks the lease row, so a
-claim by another node waits for a fenced write in flight to commit, and the write that follows
-the claim is refused.
+engine at once) and :class:`LeaseLost` is raised. The check locks the lease row (a key share
+lock), so a claim by another node cannot take the device while a fenced write is in flight,
+and the write that follows the claim is refused; the owner's renewals do not wait for it.
 """
 
 from __future__ import annotations
