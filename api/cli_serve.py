@@ -46,7 +46,8 @@ raised to the hard limit.
 
 SIGINT or SIGTERM start a graceful shutdown (requests in flight finish, actors stop newest
 first, the database closes); anything left after ``SHUTDOWN_DEADLINE`` seconds is cancelled.
-A second signal cancels at once.
+A second signal cancels at once. A cluster node whose ``--node-id`` another process took over
+(started with the same id) stops its engines and exits with status 1.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ from api.logging import LOG_FORMATS, configure
 from api.ratelimit import RateLimitPolicy
 from api.server import serve
 from api.state import ApiSettings, WsSettings
+from supervisor.cluster.leases import NodeIdTaken
 from supervisor.config import ClusterConfig, Config, ContactsConfig, MediaConfig
 from supervisor.runtime import tune_gc
 
@@ -480,11 +482,13 @@ def run(options: ServeOptions, argv: Sequence[str] | None, env: Mapping[str, str
     except KeyboardInterrupt:
         return 130
     except (OSError, ExceptionGroup) as exc:
-        # A port in use or an unwritable data directory is an operator error, not a crash.
-        found = exc.subgroup(OSError) if isinstance(exc, ExceptionGroup) else exc
+        # A port in use, an unwritable data directory or a cluster node id another process
+        # took over is an operator error, not a crash.
+        operator = (OSError, NodeIdTaken)
+        found = exc.subgroup(operator) if isinstance(exc, ExceptionGroup) else exc
         if found is None:
             raise
-        first = found
+        first: BaseException = found
         while isinstance(first, ExceptionGroup):
             first = first.exceptions[0]
         print(f"wasup: {first}", file=sys.stderr)

@@ -54,6 +54,9 @@ from .timers import Timers
 
 log = logging.getLogger("wasup.supervisor")
 
+#: Connections of a cluster node's lease store (its lease jobs run one at a time).
+LEASE_POOL_SIZE = 1
+
 #: The settings kind the simulator's offline queue is stored under (:class:`DbQueueStore`).
 QUEUE_KIND = "simulator_queue"
 
@@ -266,11 +269,20 @@ async def _cluster(
     directory: DeviceDirectory,
     nursery: trio.Nursery,
 ) -> AsyncIterator[ClusterNode | None]:
-    """The cluster node of ``config`` (None: a single node), joined; it drains on exit."""
+    """The cluster node of ``config`` (None: a single node), joined; it drains on exit.
+
+    Resource handling: the node's lease work gets a store of its own with one connection
+    (:data:`LEASE_POOL_SIZE`), which no actor's job ever occupies, so renewals are not
+    delayed however busy the main store is; it is closed on exit, after the drain."""
     if config.cluster is None:
         yield None
         return
-    async with open_node(config.cluster, db, supervisor, directory, nursery) as node:
+    if config.database_url is None:
+        raise ValueError("a cluster needs PostgreSQL (a database URL)")
+    async with (
+        open_postgres(config.database_url, pool_size=LEASE_POOL_SIZE) as lease_db,
+        open_node(config.cluster, db, lease_db, supervisor, directory, nursery) as node,
+    ):
         yield node
 
 

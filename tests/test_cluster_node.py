@@ -136,8 +136,8 @@ async def test_a_node_that_cannot_renew_stops_its_engines_before_the_lease_ends(
         sup, node, engine, device
     ):
         session = engine.get_session(device)
-        partition = Partitioned(node.manager.db)
-        node.manager.db = partition  # type: ignore[assignment]  # its lease work only
+        partition = Partitioned(node.manager.lease_db)
+        node.manager.lease_db = partition  # type: ignore[assignment]  # its lease work only
         started = trio.current_time()
         await eventually(lambda: not node.owns(device), within=30)
         stopped_after = trio.current_time() - started

@@ -65,6 +65,18 @@ async def cluster_node(
                 await kill(process)
 
 
+async def paired(api: httpx.AsyncClient, alias: str) -> str:
+    """A new device of user ``u1`` on the node ``api`` talks to, paired through the
+    simulator and connected; its session id."""
+    r = await api.post("/devices", json={"userId": "u1", "alias": alias})
+    assert r.status_code == 201, r.text
+    sid = str(r.json()["data"]["sessionId"])
+    r = await api.post(f"/simulator/devices/{sid}/scan", json={})
+    assert r.status_code == 200, r.text
+    await wait_connected(api, sid)
+    return sid
+
+
 async def test_a_websocket_on_node_a_sees_node_bs_device_live_and_in_order(
     tmp_path: Path, postgres_server: TestPostgres
 ) -> None:
@@ -91,12 +103,7 @@ async def test_a_websocket_on_node_a_sees_node_bs_device_live_and_in_order(
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(read)
-                r = await on_b.post("/devices", json={"userId": "u1", "alias": "On B"})
-                assert r.status_code == 201, r.text
-                sid = r.json()["data"]["sessionId"]
-                r = await on_b.post(f"/simulator/devices/{sid}/scan", json={})
-                assert r.status_code == 200, r.text
-                await wait_connected(on_b, sid)
+                sid = await paired(on_b, "On B")
                 for text in texts:
                     r = await on_b.post(f"/simulator/devices/{sid}/messages",
                                         json={"from": "+15550001111", "text": text})

@@ -36,16 +36,19 @@ async def join(db: storage.Store, *nodes: str) -> None:
         await db.run(lambda r, node=node: L(r).heartbeat(node, f"http://{node}", None, False))
 
 
+def behind(url: str, statement: str, *params: object) -> None:
+    """Run ``statement`` on the database at ``url``, behind the nodes' backs."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement, params)
+
+
 def expire(url: str, device_id: int | None = None) -> None:
     """Move leases (one device's, or all) into the past, as if their time had run out."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        if device_id is None:
-            conn.execute("UPDATE device_leases SET expires_at = now() - interval '1 second'")
-        else:
-            conn.execute(
-                "UPDATE device_leases SET expires_at = now() - interval '1 second'"
-                " WHERE device_id = %s", (device_id,),
-            )
+    statement = "UPDATE device_leases SET expires_at = now() - interval '1 second'"
+    if device_id is None:
+        behind(url, statement)
+    else:
+        behind(url, statement + " WHERE device_id = %s", device_id)
 
 
 async def test_claims_take_free_devices_up_to_the_limit_with_new_epochs(
@@ -220,3 +223,68 @@ async def test_deleting_a_device_removes_its_lease_and_leave_removes_the_node(
         assert node.draining and node.capacity == 5 and node.devices == 0
         await db.run(lambda r: L(r).leave("a"))
         assert await db.run(lambda r: L(r).nodes()) == []
+
+
+def age(url: str, node: str, seconds: float) -> None:
+    """Make the node's heartbeat ``seconds`` old (a node that stopped beating)."""
+    behind(url, "UPDATE nodes SET heartbeat_at = now() - make_interval(secs => %s)"
+                " WHERE node_id = %s", seconds, node)
+
+
+async def test_a_renewal_keeps_asks_of_live_nodes_only_and_clears_the_others(
+    postgres_server: TestPostgres,
+) -> None:
+    url = postgres_server.create_database()
+    async with open_postgres(url) as db:
+        ids = [(await db.run(lambda r, n=n: new_device(r, n, status="disconnected"))).id
+               for n in range(3)]
+        await join(db, "a", "live", "dead", "leaving")
+        await db.run(lambda r: L(r).claim("a", LEASE, 10))
+        for asker in ("live", "dead", "leaving"):
+            await db.run(lambda r, asker=asker: L(r).want(asker, "a", 1, 0))
+        # want() takes the highest ids first: live asked for ids[2], dead ids[1], leaving ids[0].
+        age(url, "dead", LEASE + 1)
+        await db.run(lambda r: L(r).heartbeat("leaving", "http://leaving", None, True))
+        held = await db.run(lambda r: L(r).renew("a", LEASE))
+        assert {x.device_id: x.wanted_by for x in held} == {
+            ids[0]: None, ids[1]: None, ids[2]: "live"}
+        # The stale asks are gone from the rows, not only from the answer: a node that has
+        # room claims such a device at once should its owner release it.
+        await db.run(lambda r: L(r).release("a", ids[:2]))
+        got = await db.run(lambda r: L(r).claim("live", LEASE, 10))
+        assert sorted(x.device_id for x in got) == ids[:2]
+
+
+async def test_a_join_takes_the_node_id_over_and_frees_its_devices_when_their_leases_end(
+    postgres_server: TestPostgres,
+) -> None:
+    url = postgres_server.create_database()
+    async with open_postgres(url) as db:
+        ids = await devices(db, 2)
+        first = await db.run(lambda r: L(r).join("a", "run-1", "http://a", None))
+        assert first.released == [] and first.previous_age is None
+        claimed = await db.run(lambda r: L(r).claim("a", LEASE, 10))
+        assert await db.run(lambda r: L(r).runs("a", "run-1"))
+        # A second process with the same node id.
+        second = await db.run(lambda r: L(r).join("a", "run-2", "http://a2", 3))
+        assert second.released == ids
+        assert second.previous_age is not None and second.previous_age < 5
+        assert not await db.run(lambda r: L(r).runs("a", "run-1"))
+        assert await db.run(lambda r: L(r).runs("a", "run-2"))
+        [node] = await db.run(lambda r: L(r).nodes())
+        assert (node.advertise_url, node.capacity, node.devices) == ("http://a2", 3, 0)
+        # The first process's writes are refused (new epochs) ...
+        for lease in claimed:
+            assert not await db.run(
+                lambda r, x=lease: L(r).holds(x.device_id, "a", x.epoch))
+        assert await db.run(lambda r: L(r).renew("a", LEASE)) == []
+        # ... but it may run the devices until it notices: nobody claims them before their
+        # leases end, then anybody may.
+        assert await db.run(lambda r: L(r).claim("b", LEASE, 10)) == []
+        assert await db.run(lambda r: L(r).owner(ids[0])) is None
+        expire(url)
+        got = await db.run(lambda r: L(r).claim("b", LEASE, 10))
+        assert [(x.device_id, x.epoch) for x in got] == [(x.device_id, x.epoch + 2) for x in claimed]
+        # The same run joining again (a retried join) is no other process.
+        again = await db.run(lambda r: L(r).join("a", "run-2", "http://a2", 3))
+        assert again.previous_age is None and again.released == []

@@ -1,5 +1,5 @@
 """Cluster membership and device leases in PostgreSQL (the ``nodes`` and ``device_leases``
-tables of migration 3, ``wanted_by`` of migration 4).
+tables of migration 3, ``wanted_by`` of migration 4, ``nodes.run_token`` of migration 5).
 
 Synopsis::
 
@@ -11,6 +11,13 @@ a lease ``expires_at`` is ``now() + lease``, a device is free when its row has n
 lease expired, and a node is live while its heartbeat is younger than the lease. The fencing
 ``epoch`` grows by one on every change of owner (a claim, a release), so a write carrying an
 older epoch is refused by :meth:`PgLeases.holds`.
+
+A node id is run by one process at a time: the process writes a random ``run_token`` into the
+node's row when it joins (:meth:`PgLeases.join`), and each of its lease jobs first checks that
+the row still carries it (:meth:`PgLeases.runs`). A second process started with the same id
+takes the id over: its join replaces the token and frees the devices of the first (each once
+its lease ends, since the first may still run them until it notices), and the first's next
+lease job finds another token.
 
 Concurrency: a claim locks the rows it takes with ``FOR UPDATE SKIP LOCKED`` (two nodes
 claiming at once take different devices, neither waits); :meth:`PgLeases.holds` takes a share
@@ -59,6 +66,26 @@ class NodeRow:
     def settled(self) -> int:
         """Its devices once the devices asked for moved."""
         return self.devices - self.giving + self.coming
+
+
+@attrs.frozen
+class Joined:
+    """What a node's join found: the devices an earlier process of its id held (now free, each
+    once its lease ends), and that process's heartbeat age if it was another process's row."""
+
+    released: list[int]
+    #: Seconds since the heartbeat of the process that held the node id before (None: the
+    #: node had no row, or a row of this same run).
+    previous_age: float | None = None
+
+
+def _asker_live(lease: str) -> str:
+    """SQL: whether the node asking for the lease row ``l`` (``l.wanted_by``) is live (its
+    heartbeat younger than the lease, the parameter ``lease``) and not draining."""
+    return (
+        "EXISTS (SELECT 1 FROM nodes n WHERE n.node_id = l.wanted_by AND NOT n.draining"
+        f" AND n.heartbeat_at > now() - make_interval(secs => {lease}))"
+    )
 
 
 def _leases(rows: Sequence[tuple[object, ...]]) -> list[Lease]:
@@ -119,6 +146,48 @@ class PgLeases:
             (node_id, advertise_url, capacity, draining),
         )
 
+    def join(
+        self, node_id: str, run_token: str, advertise_url: str, capacity: int | None
+    ) -> Joined:
+        """Make ``run_token``'s process the node ``node_id``: insert or take over its row (live,
+        not draining) and free the leases an earlier process of the id holds, with new epochs
+        (nothing it still writes is accepted). Such a device stays unclaimable until its lease
+        ends, since that process may still run it until it notices (by its own clock, never
+        past the lease)."""
+        sql = pg_of(self._db)
+        before = sql.execute(
+            "SELECT run_token, EXTRACT(EPOCH FROM now() - heartbeat_at) FROM nodes"
+            " WHERE node_id = ? FOR UPDATE",
+            (node_id,),
+        ).fetchone()
+        sql.execute(
+            "INSERT INTO nodes (node_id, advertise_url, capacity, draining, run_token)"
+            " VALUES (?, ?, ?, false, ?)"
+            " ON CONFLICT (node_id) DO UPDATE SET advertise_url = excluded.advertise_url,"
+            " capacity = excluded.capacity, draining = false, heartbeat_at = now(),"
+            " started_at = now(), run_token = excluded.run_token",
+            (node_id, advertise_url, capacity, run_token),
+        )
+        rows = sql.execute(
+            "UPDATE device_leases SET owner = NULL, epoch = epoch + 1"
+            " WHERE owner = ? RETURNING device_id",
+            (node_id,),
+        ).fetchall()
+        previous = None
+        if before is not None and before[0] != run_token:
+            previous = max(0.0, float(str(before[1])))
+        return Joined(sorted(int(str(r[0])) for r in rows), previous)
+
+    def runs(self, node_id: str, run_token: str) -> bool:
+        """Whether the node's row carries ``run_token`` (its process still runs the node id);
+        the row stays share-locked until the job's transaction ends, so a join of another
+        process waits for it."""
+        row = pg_of(self._db).execute(
+            "SELECT 1 FROM nodes WHERE node_id = ? AND run_token = ? FOR SHARE",
+            (node_id, run_token),
+        ).fetchone()
+        return row is not None
+
     def leave(self, node_id: str) -> None:
         """Remove the node's row (it stopped; its leases must be released first)."""
         pg_of(self._db).execute("DELETE FROM nodes WHERE node_id = ?", (node_id,))
@@ -134,7 +203,8 @@ class PgLeases:
         given) for ``lease_seconds``; returns them with their new epochs.
 
         Devices another live node asked for (``wanted_by``, rebalancing) are left to it; those
-        this node asked for come first. Devices without a lease row get one here.
+        this node asked for come first. Devices without a lease row get one here. A device
+        freed by a join (:meth:`join`) is free once its lease ends.
         """
         sql = pg_of(self._db)
         if limit <= 0:
@@ -152,10 +222,8 @@ class PgLeases:
             " epoch = epoch + 1, wanted_by = NULL"
             " WHERE device_id IN ("
             "  SELECT l.device_id FROM device_leases l"
-            "   WHERE (l.owner IS NULL OR l.expires_at IS NULL OR l.expires_at <= now())"
-            "     AND (l.wanted_by IS NULL OR l.wanted_by = ?1 OR NOT EXISTS ("
-            "          SELECT 1 FROM nodes n WHERE n.node_id = l.wanted_by AND NOT n.draining"
-            "             AND n.heartbeat_at > now() - make_interval(secs => ?2)))"
+            "   WHERE (l.expires_at IS NULL OR l.expires_at <= now())"
+            "     AND (l.wanted_by IS NULL OR l.wanted_by = ?1 OR NOT " + _asker_live("?2") + ")"
             + ("" if ids is None else " AND l.device_id = ANY(?4)")
             + "   ORDER BY (l.wanted_by IS NOT DISTINCT FROM ?1) DESC, l.device_id"
             "   LIMIT ?3 FOR UPDATE SKIP LOCKED)"
@@ -167,11 +235,15 @@ class PgLeases:
     def renew(self, node_id: str, lease_seconds: float) -> list[Lease]:
         """Extend every live lease of the node to ``now() + lease_seconds``, in one statement;
         returns the leases it still holds (an expired one is not renewed: it may be another
-        node's by now), each with ``wanted_by`` if another node asked for the device."""
+        node's by now), each with ``wanted_by`` if another node asked for the device. Only a
+        live node that is not draining keeps its ask: the asks of dead or draining nodes are
+        cleared here (the device stays)."""
         rows = pg_of(self._db).execute(
-            "UPDATE device_leases SET expires_at = now() + make_interval(secs => ?)"
-            " WHERE owner = ? AND expires_at > now()"
-            " RETURNING device_id, epoch, wanted_by",
+            "UPDATE device_leases l SET expires_at = now() + make_interval(secs => ?1),"
+            " wanted_by = CASE WHEN l.wanted_by IS NULL OR " + _asker_live("?1")
+            + " THEN l.wanted_by END"
+            " WHERE l.owner = ?2 AND l.expires_at > now()"
+            " RETURNING l.device_id, l.epoch, l.wanted_by",
             (lease_seconds, node_id),
         ).fetchall()
         return _leases(rows)
@@ -205,13 +277,15 @@ class PgLeases:
 
         Never marked: a device in a login (:data:`IN_LOGIN`: its pairing would restart on
         another node); those without a connection (``disconnected``, ``qr_timeout``,
-        ``logged_out``) come first, then connected ones. The donor's row is locked first, so
-        two nodes asking one donor at once take turns and the second sees the first's marks.
+        ``logged_out``) come first, then connected ones. Asks of one donor take turns (a lock
+        of the transaction, named after the donor, that no other statement takes: no row of
+        ``nodes`` is locked, so two nodes asking each other at once cannot deadlock), so the
+        second sees the first's marks.
         """
         if count <= 0:
             return []
         sql = pg_of(self._db)
-        sql.execute("SELECT 1 FROM nodes WHERE node_id = ? FOR UPDATE", (donor,))
+        sql.execute("SELECT pg_advisory_xact_lock(hashtext(?))", ("wasup.want:" + donor,))
         row = sql.execute(
             "SELECT count(*) FROM device_leases WHERE owner = ? AND expires_at > now()"
             " AND (wanted_by IS NULL OR wanted_by = owner)",

@@ -279,8 +279,17 @@ def _v4_lease_wanted(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     conn.execute("ALTER TABLE device_leases ADD COLUMN wanted_by TEXT")
 
 
+def _v5_node_run_token(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """``nodes.run_token``: a random token the running process of a node id wrote when it
+    joined; its lease work goes on only while the row carries it (a second process started
+    with the same node id takes the id over, and the first one stops)."""
+    conn.execute("ALTER TABLE nodes ADD COLUMN run_token TEXT")
+
+
 #: Ordered; the schema version after applying ``MIGRATIONS[:n]`` is ``n``. Append only.
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_event_log, _v3_cluster, _v4_lease_wanted]
+MIGRATIONS: list[Migration] = [
+    _v1_initial, _v2_event_log, _v3_cluster, _v4_lease_wanted, _v5_node_run_token,
+]
 
 
 def migrate(

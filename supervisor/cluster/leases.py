@@ -2,24 +2,35 @@
 
 Usage (by :class:`~supervisor.cluster.node.ClusterNode`)::
 
-    manager = LeaseManager(cluster_config, db, supervisor, directory)
+    manager = LeaseManager(cluster_config, db, lease_db, supervisor, directory)
     await nursery.start(manager.run)      # joined: heartbeat written, old leases released
     ...
     await manager.drain()                 # every device handed over, the node's row removed
+
+``db`` is the store the devices' actors write through (each behind its lease's fence);
+``lease_db`` is the store of the lease work alone (a connection of its own, so the renewals
+never queue behind the actors' jobs however many there are).
 
 Three tasks run while the node runs:
 
 - renewal, every ``renew_seconds``: the heartbeat and the renewal of every lease of the node
   in one statement (:meth:`storage.pg.leases.PgLeases.renew`); a device the renewal no longer
   returns is lost (its actor stopped) unless it was deleted (its actor, which deleted it,
-  ends by itself), and a device another node asked for (``wanted_by``) is handed over: its
-  actor stopped, then its lease released;
+  ends by itself), and a device a live node asked for (``wanted_by``) is handed over: its
+  actor stopped, then its lease released (the asks of dead or draining nodes are cleared);
 - the scan, every ``scan_seconds``: free and expired devices claimed up to the capacity, an
   actor started for each; then rebalancing: a node that lacks enough of its fair share
   (devices / live nodes, within its capacity; :func:`.book.plan_wants`) asks the most loaded
   nodes for devices not in a login, at most ``rebalance_per_minute``;
 - the watchdog: when the node's belief in its leases ends by its own clock (no successful
   renewal for ``lease - margin`` seconds, :mod:`.book`), every engine is stopped at once.
+
+One process runs a node id at a time: :meth:`LeaseManager.run` joins with a random run token
+(:meth:`storage.pg.leases.PgLeases.join`), and every later lease job checks first that the
+node's row still carries it. When another process started with the same node id took the id
+over, the job finds another token: this node stops every engine at once, logs why, and
+:meth:`LeaseManager.run` raises :class:`NodeIdTaken` (``wasup serve`` exits with an error);
+its drain then leaves the database alone (the leases are the other process's now).
 
 Lease operations of the node run one at a time (a lock, held until the database answered:
 their jobs are shielded from cancellation, since a cancelled job still runs to its end), so
@@ -31,6 +42,7 @@ tried again at the next period; the watchdog alone decides when the node stops i
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -41,7 +53,7 @@ import trio
 
 import storage
 from storage.models import DeviceRow
-from storage.pg.leases import Lease, NodeRow
+from storage.pg.leases import Joined, Lease, NodeRow
 
 from .. import state as sm
 from ..children import DeviceSupervisor
@@ -72,6 +84,18 @@ class LeaseStats:
     wanted: int = 0
 
 
+class NodeIdTaken(Exception):
+    """Another process started with this node's id took it over: this one stopped its engines
+    and must end (its lease work would fight the other's)."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(
+            f"node id {node_id!r} was taken over by another process started with the same "
+            "node id: this one stopped its engines (give each node its own --node-id)"
+        )
+        self.node_id = node_id
+
+
 def _want(node_id: str, donor: str, count: int, keep: int, r: storage.Repositories) -> list[int]:
     return leases_of(r).want(node_id, donor, count, keep)
 
@@ -85,10 +109,17 @@ class LeaseManager:
     """See the module docstring."""
 
     config: ClusterConfig
+    #: The store the actors write through (fenced).
     db: storage.Store
+    #: The store of the lease work (its own connection; see the module docstring).
+    lease_db: storage.Store
     supervisor: DeviceSupervisor
     directory: DeviceDirectory
     book: LeaseBook = attrs.field(init=False)
+    #: This process's token in the node's row (see the module docstring).
+    run_token: str = attrs.field(factory=lambda: secrets.token_hex(16))
+    #: Whether another process took this node id over (the node stopped its engines).
+    taken_over: bool = False
     stats: LeaseStats = attrs.field(factory=LeaseStats)
     draining: bool = False
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
@@ -116,7 +147,10 @@ class LeaseManager:
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Join the cluster, then renew, scan and watch until cancelled or drained."""
+        """Join the cluster, then renew, scan and watch until cancelled or drained.
+
+        Raises :class:`NodeIdTaken` once another process took the node id over (every engine
+        stopped by then)."""
         with self._scope:
             await self._join()
             task_status.started()
@@ -124,26 +158,37 @@ class LeaseManager:
                 nursery.start_soon(self._renewals)
                 nursery.start_soon(self._scans)
                 nursery.start_soon(self._watchdog)
+        if self.taken_over and not self.draining:
+            raise NodeIdTaken(self.node_id)
 
     async def _join(self) -> None:
-        """Write the heartbeat and release what a previous run of this node id still holds
-        (new epochs: nothing that run still writes is accepted); waits out an outage."""
+        """Take the node id (this process's run token in its row, the heartbeat written) and
+        free what an earlier process of the id still holds (new epochs: nothing it still
+        writes is accepted); waits out an outage."""
         cfg = self.config
+        token = self.run_token
 
-        def job(r: storage.Repositories) -> list[int]:
-            leases = leases_of(r)
-            leases.heartbeat(cfg.node_id, cfg.advertise_url, cfg.capacity, False)
-            return leases.release(cfg.node_id)
+        def job(r: storage.Repositories) -> Joined:
+            return leases_of(r).join(cfg.node_id, token, cfg.advertise_url, cfg.capacity)
 
         while True:
             try:
-                released = await self._db_run(job)
+                with trio.CancelScope(shield=True):
+                    joined = await self.lease_db.run(job)
                 break
             except storage.StorageUnavailable as exc:
                 log.warning("cluster: cannot join yet (%s); trying again", exc)
                 await trio.sleep(self.config.renew_seconds)
+        age = joined.previous_age
+        if age is not None and age < cfg.lease_seconds:
+            log.error(
+                "cluster: node id %s was in use by another process (its heartbeat %.1f s ago): "
+                "this process takes the id over and that one stops its engines; its %d devices "
+                "are claimed again once their leases end (give each node its own --node-id)",
+                cfg.node_id, age, len(joined.released),
+            )
         log.info("cluster: node %s joined (%d leases of an earlier run released)",
-                 cfg.node_id, len(released))
+                 cfg.node_id, len(joined.released))
 
     async def _renewals(self) -> None:
         while True:
@@ -175,11 +220,42 @@ class LeaseManager:
                     self.supervisor.stop_child(device_id)
 
     async def _db_run(self, job: Callable[[storage.Repositories], T]) -> T:
-        """Run a lease job to its end, even when the caller is cancelled meanwhile (the job
-        would run on regardless: see the module docstring)."""
+        """Run a lease job on the lease store, to its end even when the caller is cancelled
+        meanwhile (the job would run on regardless: see the module docstring), after checking
+        in its transaction that this process still runs the node id.
+
+        Raises :class:`NodeIdTaken` (having stopped every engine) when it does not."""
+        node_id, token = self.node_id, self.run_token
+
+        def checked(r: storage.Repositories) -> T:
+            if not leases_of(r).runs(node_id, token):
+                raise NodeIdTaken(node_id)
+            return job(r)
+
         with trio.CancelScope(shield=True):
-            result = await self.db.run(job)
+            try:
+                result = await self.lease_db.run(checked)
+            except NodeIdTaken:
+                self._taken()
+                raise
         return result
+
+    def _taken(self) -> None:
+        """Another process runs this node id now: stop every engine at once and end."""
+        if self.taken_over:
+            return
+        self.taken_over = True
+        self.book.held.clear()
+        self._book_changed()
+        running = list(self.supervisor.children)
+        log.error(
+            "cluster: node id %s was taken over by another process started with the same node "
+            "id: stopping the engines of %d devices and leaving the node to it",
+            self.node_id, len(running),
+        )
+        for device_id in running:
+            self.supervisor.stop_child(device_id)
+        self._scope.cancel()
 
     def _book_changed(self) -> None:
         self._changed.set()
@@ -199,6 +275,8 @@ class LeaseManager:
             sent = trio.current_time()
             try:
                 held = await self._db_run(job)
+            except NodeIdTaken:
+                return  # every engine stopped; the manager ends
             except Exception as exc:
                 self.stats.failed_renewals += 1
                 if not self._failing:
@@ -285,6 +363,9 @@ class LeaseManager:
         self.draining = True
         self._scope.cancel()
         async with self._lock:  # a lease job in flight ends first
+            if self.taken_over:  # the leases and the row are the other process's
+                await self._stop_all(list(self.supervisor.children))
+                return
             await self._leave()
 
     async def _leave(self) -> None:
@@ -298,6 +379,8 @@ class LeaseManager:
         except Exception as exc:
             log.error("cluster: cannot mark node %s draining: %s", cfg.node_id, exc)
         await self._stop_all(ids)
+        if self.taken_over:  # found meanwhile: the leases are the other process's
+            return
 
         def job(r: storage.Repositories) -> list[int]:
             leases = leases_of(r)

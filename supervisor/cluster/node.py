@@ -11,7 +11,8 @@ Usage::
 :meth:`ClusterNode.owns` answers from this node's own lease book and clock (no I/O): True
 while this node holds the device's lease and runs its actor. :meth:`ClusterNode.owner` and
 :meth:`ClusterNode.nodes` read the database. The lease work itself is the
-:class:`~supervisor.cluster.leases.LeaseManager`'s; :func:`open_node` runs it.
+:class:`~supervisor.cluster.leases.LeaseManager`'s; :func:`open_node` runs it, on a store of
+its own (``lease_db``), so that the actors' jobs, however many, never delay a renewal.
 """
 
 from __future__ import annotations
@@ -112,17 +113,24 @@ class ClusterNode:
 async def open_node(
     config: ClusterConfig,
     db: storage.Store,
+    lease_db: storage.Store,
     supervisor: DeviceSupervisor,
     directory: DeviceDirectory,
     nursery: trio.Nursery,
 ) -> AsyncIterator[ClusterNode]:
-    """Join the cluster and run the lease manager in ``nursery``; yield the node.
+    """Join the cluster and run the lease manager in ``nursery``; yield the node. ``db`` is
+    the store the actors write through (and API reads use); ``lease_db`` the lease work's own
+    (its connection is never taken by an actor's job).
+
+    Error handling: when another process started with the same node id takes it over, the
+    manager stops every engine and raises :class:`~supervisor.cluster.leases.NodeIdTaken` in
+    ``nursery`` (the node must end).
 
     Resource handling: on exit (normal or not) the node drains (:meth:`ClusterNode.drain`, if
     it did not before): every device is handed over and the node's row removed, within
     ``DRAIN_DEADLINE`` seconds (shielded from cancellation); what is left expires by itself.
     """
-    manager = LeaseManager(config, db, supervisor, directory)
+    manager = LeaseManager(config, db, lease_db, supervisor, directory)
     await nursery.start(manager.run)
     node = ClusterNode(config, db, manager)
     try:
