@@ -354,18 +354,19 @@ class Run:
         return time.perf_counter() - start, len(held)
 
     async def join(self, name: str, within: float) -> tuple[float, dict[str, int]]:
-        from supervisor.cluster.book import balanced  # the rule the nodes follow
+        from supervisor.cluster.book import balanced, fair_share  # the nodes' own rule
 
         await self.add_node(name)
         start = time.perf_counter()
         live = len([n for n in self.nodes if n.alive])
+        share = fair_share(len(self.sids), live, None)
 
         async def done() -> bool:
             owners = await self.node().owners()
             counts = [d for d, alive in owners.values() if alive]
             if len(counts) < live or sum(counts) != len(self.sids):
                 return False
-            if not balanced(counts, len(self.sids)):  # a node would still ask: not done
+            if not balanced(counts, share):  # a node would still ask: not done moving
                 return False
             return await self.all_connected()
         await until(done, within, f"balance after {name} joined", 0.25)

@@ -77,8 +77,8 @@ def test_the_rule_tolerates_a_few_devices_and_not_a_join() -> None:
     # an odd number of devices: the donors keep the share rounded up, the last node is
     # left one short of it (126 on 4 nodes: 32, 32, 32, 30), and stops asking
     assert plan_wants("d", {"a": 32, "b": 32, "c": 32, "d": 30}, 126, None, 30) == {}
-    assert balanced([32, 32, 32, 30], 126) and balanced([16, 16, 14, 14], 60)
-    assert not balanced([42, 42, 42, 0], 126)
+    assert balanced([32, 32, 32, 30], 32) and balanced([16, 16, 14, 14], 15)
+    assert not balanced([42, 42, 42, 0], 32)
     # the counts are those after the devices already asked for moved: a at 22 asked for 2
     # by b counts 20, and c, short of 2, finds nothing to take
     assert plan_wants("c", {"a": 20, "b": 20, "c": 18}, 60, None, 30) == {}
@@ -137,12 +137,12 @@ async def test_a_creation_burst_on_three_nodes_moves_no_device_and_a_join_still_
         d = await stack.enter_async_context(_node(tmp_path, url, "d"))
         nodes.append(d)
         total = sum(len(ids) for ids in created.values())
+        share = fair_share(total, 4, None)
         await trio.sleep(59)
         assert 0 < len(d.supervisor.children) <= RATE
         await _eventually(
-            lambda: balanced([len(sup.supervisor.children) for sup in nodes], total), 900)
+            lambda: balanced([len(sup.supervisor.children) for sup in nodes], share), 900)
         held = [len(sup.supervisor.children) for sup in nodes]
-        share = fair_share(total, 4, None)
         assert sum(held) == total and held[:3] == [share] * 3  # 126: 32, 32, 32 and 30
         wanted, handed = _moves(nodes)
         assert wanted == handed == held[3]  # every device it asked for came, none went back

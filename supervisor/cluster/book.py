@@ -29,7 +29,7 @@ ever believe they own one device.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -172,11 +172,13 @@ def shortfall_tolerance(share: int, growing: bool = False) -> int:
     return max(tolerance, math.ceil(share / 2)) if growing else tolerance
 
 
-def balanced(counts: Sequence[int], devices: int) -> bool:
-    """Whether no node of these device ``counts`` (one per live node, unbounded capacities,
-    ``devices`` in all) would ask for devices once creations stopped (:func:`plan_wants`)."""
-    share = even_share(devices, len(counts), None)
-    return all(share - count < shortfall_tolerance(share) for count in counts)
+def balanced(counts: Iterable[int], share: int) -> bool:
+    """Whether no node of these device ``counts`` (one per live node, every device held,
+    unbounded capacities) would ask for devices once creations stopped (:func:`plan_wants`);
+    ``share``: their :func:`fair_share`."""
+    held = list(counts)
+    even = min(share, sum(held) // max(1, len(held)))
+    return all(even - count < shortfall_tolerance(even) for count in held)
 
 
 def plan_wants(
