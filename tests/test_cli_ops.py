@@ -138,7 +138,9 @@ async def test_qr_draws_the_code_and_again_after_each_rotation_until_connected(
     tmp_path: Path,
 ) -> None:
     async with running_server(
-        tmp_path / "data", qr_first_timeout=1.0, qr_next_timeout=1.0, qr_max_attempts=10
+        # Each code shows for 4 s: long enough for the test to read the one drawn even on a
+        # loaded machine, short enough to see a rotation.
+        tmp_path / "data", qr_first_timeout=4.0, qr_next_timeout=4.0, qr_max_attempts=10
     ) as server, api_client(server) as api:
         r = await api.post("/devices", json={"userId": "u1", "alias": "Shop"})
         sid = r.json()["data"]["sessionId"]
@@ -153,6 +155,7 @@ async def test_qr_draws_the_code_and_again_after_each_rotation_until_connected(
             nursery.start_soon(run_qr)
             await screen.wait_for("QR code ")
             r = await api.get(f"/devices/{sid}/qr")
+            assert r.status_code == 200, r.text
             first = r.json()["data"]
             drawing = screen.getvalue().split("QR code ")[0]
             assert decode_terminal_qr(drawing) == first["qrString"]

@@ -22,15 +22,20 @@ import trio.testing
 from storage.errors import DatabaseClosed
 from storage.pg.store import DEFAULT_POOL_SIZE, PgStore
 from supervisor.cluster.leases import NodeIdTaken
+from supervisor.config import ClusterConfig
 from supervisor.devices import Devices
 from supervisor.engines.simulator import SimulatorEngine
-from tests.lifecycle_support import connected_device, simulated
+from tests.lifecycle_support import connected_device, sim_config, simulated
 from tests.pg_support import TestPostgres
-from tests.test_cluster_node import connected_node, eventually, node_config
+from tests.test_cluster_node import SECRET, connected_node, eventually, node_config
 from tests.test_cluster_processes import cluster_node, paired
 
 #: Virtual seconds per real second while the main store is held busy.
 RATE = 4.0
+#: Devices created at once, and virtual seconds per real second meanwhile: the creations take
+#: longer than a lease, and a renewal is due every virtual second.
+BURST = 100
+BURST_RATE = 10.0
 
 
 async def test_renewals_go_on_while_every_connection_of_the_main_store_is_busy(
@@ -140,7 +145,8 @@ async def test_a_second_process_with_the_same_node_id_takes_it_over_and_the_firs
                 r.levelno == logging.ERROR and "node id a was taken over" in r.getMessage()
                 for r in caplog.records
             )
-            assert any("was in use by another process" in r.getMessage() for r in caplog.records)
+            assert any("node id a was in use by another process" in r.getMessage()
+                       for r in caplog.records)
             # Its drain left the node to the second: the row is the second's, and the device
             # is free once its lease ends (made to end now), then runs on the second.
             nodes = await new.cluster.nodes()
@@ -177,3 +183,30 @@ async def test_wasup_serve_exits_with_status_1_when_another_process_takes_its_no
                     await trio.sleep(0.2)
                 r = await on_second.get(f"/devices/{sid}")
                 assert r.json()["data"]["node"] == "a"
+
+
+async def test_renewals_go_on_through_a_burst_of_device_creations(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, postgres_server: TestPostgres
+) -> None:
+    url = postgres_server.create_database()
+    cluster = ClusterConfig(node_id="a", advertise_url="http://a.test", secret=SECRET,
+                            renew_seconds=1)
+    async with simulated(sim_config(tmp_path, database_url=url, cluster=cluster)) as (
+        sup, engine, _
+    ):
+        node = sup.cluster
+        assert node is not None
+        device = await connected_device(sup, engine)
+        autojump_clock.autojump_threshold = math.inf
+        autojump_clock.rate = BURST_RATE
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for n in range(BURST):
+                nursery.start_soon(sup.create_device, "u1", f"Burst {n}")
+        took = trio.current_time() - started
+        autojump_clock.rate = 0
+        autojump_clock.autojump_threshold = 0
+        print(f"\n{BURST} devices created in {took:.1f} virtual s; renewals "
+              f"{node.stats.renewals}, self-stops {node.stats.self_stops}")
+        assert node.stats.self_stops == 0 and node.owns(device)
+        assert len(sup.supervisor.children) == BURST + 1

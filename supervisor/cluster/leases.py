@@ -35,7 +35,8 @@ its drain then leaves the database alone (the leases are the other process's now
 Lease operations of the node run one at a time (a lock, held until the database answered:
 their jobs are shielded from cancellation, since a cancelled job still runs to its end), so
 answers are applied in the order the statements ran, and the node's own transactions never
-wait for each other. Error handling: a failed renewal or scan is logged (once per outage) and
+wait for each other. Creations queue among themselves before they queue for that lock, so a
+renewal waits for one creation at most, not for a burst of them. Error handling: a failed renewal or scan is logged (once per outage) and
 tried again at the next period; the watchdog alone decides when the node stops its engines.
 """
 
@@ -123,6 +124,8 @@ class LeaseManager:
     stats: LeaseStats = attrs.field(factory=LeaseStats)
     draining: bool = False
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
+    #: Taken by a creation before ``_lock`` (see the module docstring).
+    _creating: trio.Lock = attrs.field(factory=trio.Lock)
     _changed: trio.Event = attrs.field(factory=trio.Event)
     _scan_now: trio.Event = attrs.field(factory=trio.Event)
     #: When this node asked for devices (trio time), for the rate of rebalancing.
@@ -147,10 +150,8 @@ class LeaseManager:
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Join the cluster, then renew, scan and watch until cancelled or drained.
-
-        Raises :class:`NodeIdTaken` once another process took the node id over (every engine
-        stopped by then)."""
+        """Join the cluster, then renew, scan and watch until cancelled or drained. Raises
+        :class:`NodeIdTaken` once another process took the node id over (engines stopped)."""
         with self._scope:
             await self._join()
             task_status.started()
@@ -166,10 +167,9 @@ class LeaseManager:
         free what an earlier process of the id still holds (new epochs: nothing it still
         writes is accepted); waits out an outage."""
         cfg = self.config
-        token = self.run_token
 
         def job(r: storage.Repositories) -> Joined:
-            return leases_of(r).join(cfg.node_id, token, cfg.advertise_url, cfg.capacity)
+            return leases_of(r).join(cfg.node_id, self.run_token, cfg.advertise_url, cfg.capacity)
 
         while True:
             try:
@@ -181,10 +181,10 @@ class LeaseManager:
                 await trio.sleep(self.config.renew_seconds)
         age = joined.previous_age
         if age is not None and age < cfg.lease_seconds:
-            log.error(
-                "cluster: node id %s was in use by another process (its heartbeat %.1f s ago): "
-                "this process takes the id over and that one stops its engines; its %d devices "
-                "are claimed again once their leases end (give each node its own --node-id)",
+            log.warning(
+                "cluster: node id %s was in use by another process until %.1f s ago (an "
+                "earlier run that was killed, or a second process with this id, which now "
+                "stops its engines): its %d devices are claimed again once their leases end",
                 cfg.node_id, age, len(joined.released),
             )
         log.info("cluster: node %s joined (%d leases of an earlier run released)",
@@ -333,7 +333,7 @@ class LeaseManager:
         Returns the row and whether the device runs here (else another node claims it at its
         next scan)."""
         cfg = self.config
-        async with self._lock:
+        async with self._creating, self._lock:
             room = 0 if self.draining else self._room()
 
             def job(r: storage.Repositories) -> tuple[DeviceRow, list[Lease]]:
