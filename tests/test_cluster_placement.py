@@ -58,6 +58,26 @@ def _moves(nodes: list[Devices]) -> tuple[int, int]:
     return sum(s.wanted for s in stats), sum(s.handed_over for s in stats)
 
 
+async def _burst(
+    nodes: list[Devices], created: dict[int, list[int]], *, turns: int, settle: bool
+) -> None:
+    """Devices created in blocks of three, the nodes taking turns in a rotating order, a scan
+    and a half between blocks (``settle``: each one's pairing cancelled at once); then a minute
+    without creations. Nothing moved: each node runs exactly the devices it created."""
+    for turn in range(turns):
+        for i in (turn % 3, (turn + 1) % 3, (turn + 2) % 3):
+            for _ in range(3):
+                row, _key = await nodes[i].create_device("u1", f"{i}-{len(created[i])}")
+                if settle:
+                    await nodes[i].cancel(row.id)
+                created[i].append(row.id)
+            await trio.sleep(SCAN * 1.5)
+    await trio.sleep(60)
+    assert _moves(nodes) == (0, 0)
+    for i, sup in enumerate(nodes):
+        assert set(sup.supervisor.children) == set(created[i])
+
+
 async def _eventually(check: Callable[[], bool], within: float) -> None:
     with trio.fail_after(within):
         while not check():  # noqa: ASYNC110
@@ -100,16 +120,7 @@ async def test_a_creation_burst_on_three_nodes_moves_no_device_and_a_join_still_
         created: dict[int, list[int]] = {i: [] for i in range(3)}
         # The burst: each node in turn creates a few devices, and the scans (every 2 s) see
         # the counts while one node or two are ahead: every device is still pairing.
-        for turn in range(8):
-            for i in (turn % 3, (turn + 1) % 3, (turn + 2) % 3):
-                for _ in range(3):
-                    row, _key = await nodes[i].create_device("u1", f"{i}-{len(created[i])}")
-                    created[i].append(row.id)
-                await trio.sleep(SCAN * 1.5)
-        await trio.sleep(60)
-        assert _moves(nodes) == (0, 0)
-        for i, sup in enumerate(nodes):
-            assert set(sup.supervisor.children) == set(created[i])
+        await _burst(nodes, created, turns=8, settle=False)
 
         # The pairings end (their QR codes run out: qr_timeout, nothing to restart); the
         # counts are even: nothing moves.
@@ -121,17 +132,7 @@ async def test_a_creation_burst_on_three_nodes_moves_no_device_and_a_join_still_
         # A second burst of devices that settle at once (pairing cancelled: disconnected,
         # free to move): one node two blocks ahead of another moves nothing either, while
         # the devices grow; once they stop, the counts are even again.
-        for turn in range(6):
-            for i in (turn % 3, (turn + 1) % 3, (turn + 2) % 3):
-                for _ in range(3):
-                    row, _key = await nodes[i].create_device("u1", f"{i}-{len(created[i])}")
-                    await nodes[i].cancel(row.id)
-                    created[i].append(row.id)
-                await trio.sleep(SCAN * 1.5)
-        await trio.sleep(60)
-        assert _moves(nodes) == (0, 0)
-        for i, sup in enumerate(nodes):
-            assert set(sup.supervisor.children) == set(created[i])
+        await _burst(nodes, created, turns=6, settle=True)
 
         # A fourth node joins with no device: it asks for its share, RATE a minute at most.
         d = await stack.enter_async_context(_node(tmp_path, url, "d"))
