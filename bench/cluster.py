@@ -12,15 +12,16 @@ It starts one ``wasup simulator serve`` process and, without ``--database``, one
 1, 2 and 3 nodes in turn (each a real ``wasup serve --engine simulator --simulator-url …``
 process on a free 127.0.0.1 port, its own data directory, the lease timings of the options):
 
-- ``pair``: ``--devices`` devices created through the nodes in turn, each one's QR code read,
+- ``pair``: ``--devices`` devices created through the nodes in turn (the creations' own
+  turns: each node creates every k-th device), each one's QR code read,
   scanned through the simulator controls of the API (``POST /simulator/devices/{id}/scan``)
   and awaited until ``connected``, every call on some node (round robin, not the owner's):
-  devices paired per second.
+  devices paired per second, and the devices moved between nodes meanwhile (none should).
 - ``api``: ``--connections`` clients for ``--duration`` seconds, each call on the next node for
   a random device (any node for any device): three ``GET /devices/{id}`` to one
   ``POST /devices/{id}/messages``; calls per second. A non-2xx answer is an error.
 - with 3 nodes, ``join``: a fourth node joins; the seconds until the devices are balanced (no
-  node short of the fair share, devices / nodes rounded up, by the tolerance the nodes ask
+  node short of the even share, devices / nodes rounded down, by the tolerance the nodes ask
   from: ``supervisor.cluster.book.balanced``) and all connected, and the devices per node.
 - with 2 and 3 nodes, ``failover``: kill -9 of one node; the seconds until every device it
   held is ``connected`` on another node (its detail names a live owner, and the simulator
@@ -220,14 +221,15 @@ class Run:
         self.nodes: list[Node] = []
         self.sids: list[str] = []
         self._turn = itertools.count()
+        self._creations = itertools.count()  # creations take turns of their own
         self.rescans = 0  # QR codes scanned after the first (a pairing restarted elsewhere)
         self.scan_refusals: list[str] = []
         self.unseen: list[float] = []  # a device GET answered 404 after its creation: when
 
-    def node(self) -> Node:
-        """The next live node, round robin."""
+    def node(self, turns: itertools.count[int] | None = None) -> Node:
+        """The next live node, round robin (over ``turns``: the calls' own by default)."""
         live = [n for n in self.nodes if n.alive]
-        return live[next(self._turn) % len(live)]
+        return live[next(self._turn if turns is None else turns) % len(live)]
 
     async def add_node(self, name: str) -> Node:
         c = self.ctx
@@ -243,7 +245,7 @@ class Run:
 
         async def one(i: int) -> None:
             async with limiter:
-                created = await self.node().data(
+                created = await self.node(self._creations).data(
                     "POST", "/devices", (201,), json={"userId": "bench", "alias": f"b{self.k}-{i}"})
                 sid = created["sessionId"]
                 self.sids.append(sid)
@@ -352,7 +354,7 @@ class Run:
         return time.perf_counter() - start, len(held)
 
     async def join(self, name: str, within: float) -> tuple[float, dict[str, int]]:
-        from supervisor.cluster.book import balanced, fair_share  # the rule the nodes follow
+        from supervisor.cluster.book import balanced, fair_share  # the nodes' own rule
 
         await self.add_node(name)
         start = time.perf_counter()
@@ -422,6 +424,7 @@ async def bench(args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]
             per["pair_scan_refusals"] = len(run.scan_refusals)
             per["pair_404s"] = len(run.unseen)
             per["pair_404_max_s"] = round(max(run.unseen, default=0.0), 3)
+            per["pair_handovers"] = (await run.counters())["handovers"]  # should stay 0
             if run.unseen:
                 say(f"{k} node(s): {len(run.unseen)} device GETs answered 404 right after the "
                     f"device's creation on another node (up to {per['pair_404_max_s']} s after)")
@@ -435,7 +438,8 @@ async def bench(args: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]
                 raise BenchError(f"{k} nodes: leases {per['devices_per_node']} do not add up "
                                  f"to {args.devices} devices")
             say(f"{k} node(s): {args.devices} devices paired in {seconds:.2f} s = "
-                f"{per['pairs_per_s']:.2f}/s; owners {per['devices_per_node']}")
+                f"{per['pairs_per_s']:.2f}/s; owners {per['devices_per_node']}; "
+                f"{per['pair_handovers']} devices moved meanwhile")
             load = await run.load(args.duration, args.connections)
             per["api_rps"] = round(load["rps"], 1)
             per["api_gets"], per["api_sends"] = load["gets"], load["sends"]

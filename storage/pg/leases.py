@@ -280,13 +280,15 @@ class PgLeases:
 
         Never marked: a device in a login (:data:`IN_LOGIN`: its pairing would restart on
         another node); those without a connection (``disconnected``, ``qr_timeout``,
-        ``logged_out``) come first, then connected ones. The donor's row is locked first, so
-        two nodes asking one donor at once take turns and the second sees the first's marks.
+        ``logged_out``) come first, then connected ones. Asks of one donor take turns (a lock
+        of the transaction, named after the donor, that no other statement takes: no row of
+        ``nodes`` is locked, so two nodes asking each other at once cannot deadlock), so the
+        second sees the first's marks.
         """
         if count <= 0:
             return []
         sql = pg_of(self._db)
-        sql.execute("SELECT 1 FROM nodes WHERE node_id = ? FOR UPDATE", (donor,))
+        sql.execute("SELECT pg_advisory_xact_lock(hashtext(?))", ("wasup.want:" + donor,))
         row = sql.execute(
             "SELECT count(*) FROM device_leases WHERE owner = ? AND expires_at > now()"
             " AND (wanted_by IS NULL OR wanted_by = owner)",

@@ -138,51 +138,78 @@ class LeaseBook:
         return min((h.until for h in self.held.values()), default=math.inf)
 
 
-#: A node asks for devices only when it lacks at least this many of its fair share ...
+#: A node asks for devices only when it lacks at least this many of its even share ...
 MIN_SHORTFALL = 2
 #: ... and at least this part of it (rounded up): see :func:`shortfall_tolerance`.
 SHORTFALL_SHARE = 0.05
 
 
 def fair_share(devices: int, live_nodes: int, capacity: int | None) -> int:
-    """The devices one of ``live_nodes`` should hold: its share, rounded up, within its
-    ``capacity`` (None: unbounded)."""
+    """The devices one of ``live_nodes`` should hold at most: its share, rounded up, within its
+    ``capacity`` (None: unbounded). A node holding more gives the rest to a node that asks."""
     share = -(-devices // max(1, live_nodes))
     return share if capacity is None else min(share, capacity)
 
 
-def shortfall_tolerance(share: int) -> int:
-    """How many devices a node must lack of ``share`` before it asks for any: at least
-    :data:`MIN_SHORTFALL` and :data:`SHORTFALL_SHARE` of the share. While devices are being
-    created on every node the counts differ by a few at any moment; such a difference moves
-    nothing, a node that joins (it lacks its whole share) or comes back after a failover does.
+def even_share(devices: int, live_nodes: int, capacity: int | None) -> int:
+    """The devices one of ``live_nodes`` should hold at least: its share, rounded down, within
+    its ``capacity``. A node that lacks enough of it asks (:func:`plan_wants`)."""
+    share = devices // max(1, live_nodes)
+    return share if capacity is None else min(share, capacity)
+
+
+def shortfall_tolerance(share: int, growing: bool = False) -> int:
+    """How many devices a node must lack of its even ``share`` before it asks for any: at
+    least :data:`MIN_SHORTFALL` and :data:`SHORTFALL_SHARE` of the share; while the cluster's
+    devices are ``growing`` (devices created within the last lease), at least half the share.
+
+    While devices are being created on every node the counts differ by a few at any moment,
+    one node ahead now, another a moment later: such differences move nothing (what is left
+    once the creations stopped for a lease is evened out then). A node that joins (it lacks
+    its whole share) or comes back after a failover asks at once, creations or not.
     """
-    return max(MIN_SHORTFALL, math.ceil(share * SHORTFALL_SHARE))
+    tolerance = max(MIN_SHORTFALL, math.ceil(share * SHORTFALL_SHARE))
+    return max(tolerance, math.ceil(share / 2)) if growing else tolerance
 
 
 def balanced(counts: Iterable[int], share: int) -> bool:
-    """Whether no node of these device ``counts`` would ask for devices (:func:`plan_wants`)."""
-    return all(share - count < shortfall_tolerance(share) for count in counts)
+    """Whether no node of these device ``counts`` (one per live node, every device held,
+    unbounded capacities) would ask for devices once creations stopped (:func:`plan_wants`);
+    ``share``: their :func:`fair_share`."""
+    held = list(counts)
+    even = min(share, sum(held) // max(1, len(held)))
+    return all(even - count < shortfall_tolerance(even) for count in held)
 
 
 def plan_wants(
-    me: str, counts: Mapping[str, int], share: int, budget: int
+    me: str,
+    counts: Mapping[str, int],
+    devices: int,
+    capacity: int | None,
+    budget: int,
+    growing: bool = False,
 ) -> dict[str, int]:
-    """How many devices this node (``me``) asks each other node for: nothing unless it lacks
-    :func:`shortfall_tolerance` devices of its ``share`` or more; then up to what it lacks and
-    at most ``budget`` in all, from the nodes holding more than the share, the most loaded
-    first. ``counts``: the devices of each live node (``me`` included) as they will be once
-    the devices already asked for moved (:attr:`storage.pg.leases.NodeRow.settled`), so two
-    nodes asking at once never take a node below its share."""
-    lack = share - counts.get(me, 0)
-    if lack < shortfall_tolerance(share):
+    """How many devices this node (``me``, of ``capacity``) asks each other node for, of
+    ``devices`` in the cluster: nothing unless it lacks :func:`shortfall_tolerance` devices of
+    its :func:`even_share` or more (``growing``: devices were created within the last lease);
+    then up to its :func:`fair_share` and at most ``budget`` in all, from the nodes holding
+    more than the fair share (unbounded), the most loaded first.
+
+    ``counts``: the devices of each live node (``me`` included) as they will be once the
+    devices already asked for moved (:attr:`storage.pg.leases.NodeRow.settled`), so two nodes
+    asking at once never take a node below its share."""
+    live = len(counts)
+    mine = counts.get(me, 0)
+    even = even_share(devices, live, capacity)
+    if even - mine < shortfall_tolerance(even, growing):
         return {}
-    need = min(budget, lack)
+    need = min(budget, fair_share(devices, live, capacity) - mine)
+    keep = fair_share(devices, live, None)
     plan: dict[str, int] = {}
     for node, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         if need <= 0:
             break
-        excess = count - share
+        excess = count - keep
         if node == me or excess <= 0:
             continue
         take = min(excess, need)

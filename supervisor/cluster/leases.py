@@ -130,6 +130,8 @@ class LeaseManager:
     _scan_now: trio.Event = attrs.field(factory=trio.Event)
     #: When this node asked for devices (trio time), for the rate of rebalancing.
     _asked_at: deque[float] = attrs.field(factory=deque)
+    #: The cluster's device count at each rebalancing of the last lease (trio time, count).
+    _totals: deque[tuple[float, int]] = attrs.field(factory=deque)
     _failing: bool = False
     _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
@@ -488,13 +490,23 @@ class LeaseManager:
         if len(live) < 2 or cfg.node_id not in {n.node_id for n in live}:
             return
         total = sum(n.devices for n in nodes) + unleased
-        share = fair_share(total, len(live), cfg.capacity)
         keep = fair_share(total, len(live), None)  # what a donor keeps at least
         counts = {n.node_id: n.settled for n in live}
-        for donor, count in plan_wants(cfg.node_id, counts, share, budget).items():
+        growing = self._growing(now, total)
+        plan = plan_wants(cfg.node_id, counts, total, cfg.capacity, budget, growing)
+        for donor, count in plan.items():
             marked = await self._db_run(partial(_want, cfg.node_id, donor, count, keep))
             self._asked_at.extend(now for _ in marked)
             self.stats.wanted += len(marked)
             if marked:
-                log.info("cluster: asked node %s for %d devices (fair share %d)",
-                         donor, len(marked), share)
+                log.info("cluster: asked node %s for %d devices (%d devices on %d nodes)",
+                         donor, len(marked), total, len(live))
+
+    def _growing(self, now: float, total: int) -> bool:
+        """Whether the cluster had fewer than ``total`` devices at some rebalancing of the
+        last lease (devices are being created); notes ``total``."""
+        while self._totals and self._totals[0][0] < now - self.config.lease_seconds:
+            self._totals.popleft()
+        grew = any(before < total for _, before in self._totals)
+        self._totals.append((now, total))
+        return grew
