@@ -15,7 +15,7 @@ import trio
 
 import storage
 from storage.pg import open_postgres
-from storage.pg.leases import PgLeases
+from storage.pg.leases import Lease, PgLeases
 from supervisor.cluster.fence import FencedStore, LeaseLost, leases_of
 from tests.pg_support import TestPostgres
 from tests.test_storage import new_device
@@ -36,6 +36,14 @@ async def join(db: storage.Store, *nodes: str) -> None:
     """Heartbeats of ``nodes`` (live, not draining, unbounded, at ``http://<node>``)."""
     for node in nodes:
         await db.run(lambda r, node=node: L(r).heartbeat(node, f"http://{node}", None, False))
+
+
+async def claimed_by_a(db: storage.Store) -> tuple[storage.DeviceRow, Lease]:
+    """A new device, nodes ``a`` and ``b`` joined, and the device's lease claimed by ``a``."""
+    device = await db.run(new_device)
+    await join(db, "a", "b")
+    [lease] = await db.run(lambda r: L(r).claim("a", LEASE, 1))
+    return device, lease
 
 
 def behind(url: str, statement: str, *params: object) -> None:
@@ -84,9 +92,7 @@ async def test_an_expired_lease_is_claimed_by_another_node_with_a_higher_epoch(
 ) -> None:
     url = postgres_server.create_database()
     async with open_postgres(url) as db:
-        device = await db.run(new_device)
-        await join(db, "a", "b")
-        [first] = await db.run(lambda r: L(r).claim("a", LEASE, 1))
+        device, first = await claimed_by_a(db)
         assert await db.run(lambda r: L(r).renew("a", LEASE)) == [first]
         expire(url, device.id)
         # An expired lease is not renewed: it may be another node's by now.
@@ -297,9 +303,7 @@ async def test_a_fenced_write_in_flight_holds_off_claims_but_not_the_owners_rene
 ) -> None:
     url = postgres_server.create_database()
     async with open_postgres(url) as db:
-        device = await db.run(new_device)
-        await join(db, "a", "b")
-        [lease] = await db.run(lambda r: L(r).claim("a", LEASE, 1))
+        device, lease = await claimed_by_a(db)
         fenced = FencedStore(db, device.id, "a", lease.epoch, lambda d: None)
         inside, finish = threading.Event(), threading.Event()
 
