@@ -22,7 +22,13 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from supervisor.cluster.book import balanced, fair_share, plan_wants, shortfall_tolerance
+from supervisor.cluster.book import (
+    balanced,
+    claim_limit,
+    fair_share,
+    plan_wants,
+    shortfall_tolerance,
+)
 from supervisor.cluster.node import ClusterNode
 from supervisor.config import ClusterConfig, Config
 from supervisor.devices import Devices
@@ -76,6 +82,29 @@ async def _burst(
     assert _moves(nodes) == (0, 0)
     for i, sup in enumerate(nodes):
         assert set(sup.supervisor.children) == set(created[i])
+
+
+def test_the_survivors_of_a_dead_node_share_its_devices() -> None:
+    # 3 nodes of 100, one dies: the first survivor to scan takes half, the second the rest
+    first = claim_limit(100, 100, 300, 2, 2, None)
+    assert first == 50
+    assert claim_limit(100, 100 - first, 300, 2, 2, None) == 50
+    # four nodes of 15, one drains: each of the three takes 5, whichever order they scan in
+    takes = []
+    free = 15
+    for _ in range(3):
+        takes.append(claim_limit(15, free, 60, 3, 3, None))
+        free -= takes[-1]
+    assert takes == [5, 5, 5] and free == 0
+    # a lone node takes them all; a node with no free device claims nothing
+    assert claim_limit(0, 40, 40, 1, 1, None) == 40
+    assert claim_limit(20, 0, 20, 2, 2, None) == 0
+    # an odd count: the part rounded up, none left over
+    assert claim_limit(10, 7, 27, 2, 2, None) == 4 and claim_limit(10, 3, 27, 2, 2, None) >= 3
+    # a node far below its fair share (just back) takes what it lacks, not only its part
+    assert claim_limit(0, 10, 100, 2, 2, None) >= 10
+    # the others are full (no room): this one takes every free device it has room for
+    assert claim_limit(10, 30, 60, 3, 1, None) == 30
 
 
 async def _eventually(check: Callable[[], bool], within: float) -> None:

@@ -172,6 +172,24 @@ def shortfall_tolerance(share: int, growing: bool = False) -> int:
     return max(tolerance, math.ceil(share / 2)) if growing else tolerance
 
 
+def claim_limit(mine: int, free: int, devices: int, live_nodes: int, takers: int,
+                capacity: int | None) -> int:
+    """How many of the ``free`` devices (no live lease: a dead node's, released ones) this
+    node, holding ``mine`` of the cluster's ``devices``, claims at one scan: its part of them
+    among the ``takers`` (live nodes with room, itself included), rounded up, or what it lacks
+    of its :func:`fair_share` among the ``live_nodes`` if that is more.
+
+    Every live node scans within the scan interval, so a dead node's devices spread over the
+    survivors at once (each logs in its part through its own login limiter) instead of going
+    to whichever node scanned first and moving again later; the part rounded up, and the
+    fair-share term for the nodes that scan after the first, leave none unclaimed. A lone
+    node takes them all."""
+    if free <= 0:
+        return 0
+    part = -(-free // max(1, takers))
+    return max(part, fair_share(devices, live_nodes, capacity) - mine)
+
+
 def balanced(counts: Iterable[int], share: int) -> bool:
     """Whether no node of these device ``counts`` (one per live node, every device held,
     unbounded capacities) would ask for devices once creations stopped (:func:`plan_wants`);

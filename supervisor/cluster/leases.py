@@ -18,10 +18,11 @@ Three tasks run while the node runs:
   returns is lost (its actor stopped) unless it was deleted (its actor, which deleted it,
   ends by itself), and a device a live node asked for (``wanted_by``) is handed over: its
   actor stopped, then its lease released (the asks of dead or draining nodes are cleared);
-- the scan, every ``scan_seconds``: free and expired devices claimed up to the capacity, an
-  actor started for each; then rebalancing: a node that lacks enough of its fair share
-  (devices / live nodes, within its capacity; :func:`.book.plan_wants`) asks the most loaded
-  nodes for devices not in a login, at most ``rebalance_per_minute``;
+- the scan, every ``scan_seconds``: this node's part of the free and expired devices claimed
+  (the survivors of a dead node share its devices) up to the capacity, an actor started for
+  each; then rebalancing: a node that lacks enough of its fair share asks the most loaded
+  nodes for devices not in a login, at most ``rebalance_per_minute`` (both decisions:
+  :mod:`.placement`);
 - the watchdog: when the node's belief in its leases ends by its own clock (no successful
   renewal for ``lease - margin`` seconds, :mod:`.book`), every engine is stopped at once.
 
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TypeVar
@@ -54,14 +54,15 @@ import trio
 
 import storage
 from storage.models import DeviceRow
-from storage.pg.leases import Joined, Lease, NodeRow
+from storage.pg.leases import Joined, Lease
 
 from .. import state as sm
 from ..children import DeviceSupervisor
 from ..config import ClusterConfig
 from ..directory import DeviceDirectory
-from .book import LeaseBook, LeaseTiming, fair_share, plan_wants
+from .book import LeaseBook, LeaseTiming
 from .fence import FencedStore, leases_of
+from .placement import Placement
 
 log = logging.getLogger("wasup.cluster")
 
@@ -97,10 +98,6 @@ class NodeIdTaken(Exception):
         self.node_id = node_id
 
 
-def _want(node_id: str, donor: str, count: int, keep: int, r: storage.Repositories) -> list[int]:
-    return leases_of(r).want(node_id, donor, count, keep)
-
-
 def timing_of(config: ClusterConfig) -> LeaseTiming:
     return LeaseTiming(config.lease_seconds, config.renew_seconds, config.scan_seconds)
 
@@ -128,15 +125,13 @@ class LeaseManager:
     _creating: trio.Lock = attrs.field(factory=trio.Lock)
     _changed: trio.Event = attrs.field(factory=trio.Event)
     _scan_now: trio.Event = attrs.field(factory=trio.Event)
-    #: When this node asked for devices (trio time), for the rate of rebalancing.
-    _asked_at: deque[float] = attrs.field(factory=deque)
-    #: The cluster's device count at each rebalancing of the last lease (trio time, count).
-    _totals: deque[tuple[float, int]] = attrs.field(factory=deque)
+    placement: Placement = attrs.field(init=False)
     _failing: bool = False
     _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
     def __attrs_post_init__(self) -> None:
         self.book = LeaseBook(timing_of(self.config))
+        self.placement = Placement(self.config, self.stats)
 
     @property
     def node_id(self) -> str:
@@ -307,20 +302,18 @@ class LeaseManager:
                 await self._hand_over(wanted)
 
     async def scan_once(self) -> None:
-        """Claim free and expired devices up to the capacity, then ask for a fair share."""
+        """Claim this node's part of the free and expired devices up to the capacity, then ask
+        for a fair share."""
         if self.draining:
             return
-        cfg = self.config
         async with self._lock:
             room = self._room()
             try:
                 if room > 0:
                     sent = trio.current_time()
-                    granted = await self._db_run(
-                        lambda r: leases_of(r).claim(cfg.node_id, cfg.lease_seconds, room)
-                    )
+                    granted = await self._db_run(partial(self.placement.claim_part, room))
                     await self._granted(sent, granted)
-                await self._rebalance()
+                await self.placement.rebalance(self._db_run)
             except Exception as exc:
                 if not self._failing:
                     log.error("cluster: scan for free devices failed: %s", exc)
@@ -469,44 +462,3 @@ class LeaseManager:
         released = await self._db_run(lambda r: leases_of(r).release(cfg.node_id, device_ids))
         self.stats.handed_over += len(released)
         log.info("cluster: handed %d devices over to the nodes that asked", len(released))
-
-    async def _rebalance(self) -> None:
-        """Ask the most loaded nodes for devices when this node lacks enough of its fair share
-        (:func:`.book.plan_wants`), within the rate (``rebalance_per_minute``)."""
-        cfg = self.config
-        now = trio.current_time()
-        while self._asked_at and self._asked_at[0] <= now - 60:
-            self._asked_at.popleft()
-        budget = cfg.rebalance_per_minute - len(self._asked_at)
-        if budget <= 0:
-            return
-
-        def job(r: storage.Repositories) -> tuple[list[NodeRow], int]:
-            leases = leases_of(r)
-            return leases.nodes(), leases.unleased()
-
-        nodes, unleased = await self._db_run(job)
-        live = [n for n in nodes if n.heartbeat_age < cfg.lease_seconds and not n.draining]
-        if len(live) < 2 or cfg.node_id not in {n.node_id for n in live}:
-            return
-        total = sum(n.devices for n in nodes) + unleased
-        keep = fair_share(total, len(live), None)  # what a donor keeps at least
-        counts = {n.node_id: n.settled for n in live}
-        growing = self._growing(now, total)
-        plan = plan_wants(cfg.node_id, counts, total, cfg.capacity, budget, growing)
-        for donor, count in plan.items():
-            marked = await self._db_run(partial(_want, cfg.node_id, donor, count, keep))
-            self._asked_at.extend(now for _ in marked)
-            self.stats.wanted += len(marked)
-            if marked:
-                log.info("cluster: asked node %s for %d devices (%d devices on %d nodes)",
-                         donor, len(marked), total, len(live))
-
-    def _growing(self, now: float, total: int) -> bool:
-        """Whether the cluster had fewer than ``total`` devices at some rebalancing of the
-        last lease (devices are being created); notes ``total``."""
-        while self._totals and self._totals[0][0] < now - self.config.lease_seconds:
-            self._totals.popleft()
-        grew = any(before < total for _, before in self._totals)
-        self._totals.append((now, total))
-        return grew
