@@ -19,6 +19,7 @@ import pytest
 import trio
 import trio.testing
 
+from api.errors import status_and_code
 from storage.errors import DatabaseClosed
 from storage.pg.store import DEFAULT_POOL_SIZE, PgStore
 from supervisor.cluster.leases import NodeIdTaken
@@ -213,3 +214,8 @@ async def test_renewals_go_on_through_a_burst_of_device_creations(
               f"{node.stats.renewals}, self-stops {node.stats.self_stops}")
         assert node.stats.self_stops == 0 and node.owns(device)
         assert len(sup.supervisor.children) == BURST + 1
+
+
+def test_a_call_that_meets_the_takeover_answers_503_not_500() -> None:
+    """A device created on the old process in its last moments: another node serves it."""
+    assert status_and_code(NodeIdTaken("a")) == (503, "SERVICE_UNAVAILABLE")

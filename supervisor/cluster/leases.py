@@ -60,6 +60,7 @@ from .. import state as sm
 from ..children import DeviceSupervisor
 from ..config import ClusterConfig
 from ..directory import DeviceDirectory
+from ..errors import Restarting
 from .book import LeaseBook, LeaseTiming
 from .fence import FencedStore, leases_of
 from .placement import Placement
@@ -86,9 +87,10 @@ class LeaseStats:
     wanted: int = 0
 
 
-class NodeIdTaken(Exception):
+class NodeIdTaken(Restarting):
     """Another process started with this node's id took it over: this one stopped its engines
-    and must end (its lease work would fight the other's)."""
+    and must end (its lease work would fight the other's). A call that meets it meanwhile (a
+    device created here) answers 503: another node serves it."""
 
     def __init__(self, node_id: str) -> None:
         super().__init__(
