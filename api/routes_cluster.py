@@ -25,6 +25,14 @@ lease as ``node`` (null while it moves between nodes): :func:`device_node`.
                                                because it could not renew in time
     wasup_cluster_fenced_writes_total          counter: actor writes refused by the fence
     wasup_cluster_renewals_total{outcome}      counter: ok / failed
+    wasup_cluster_mirror_rows_read_total       counter: rows of other nodes' devices re-read
+                                               after their change was announced
+    wasup_cluster_mirror_reloads_total         counter: reloads of every row (at start, and
+                                               when announcements may have been lost)
+    wasup_cluster_qr_writes_total              counter: QR codes of this node's devices stored
+                                               (or cleared) for the other nodes to show
+    wasup_cluster_notify_reconnects_total      counter: the listening connection (LISTEN/
+                                               NOTIFY) opened again after it broke
 
 and, from its feed of the cluster's events (:class:`FeedCollector`,
 :mod:`supervisor.cluster.feed`)::
@@ -46,6 +54,7 @@ from api.auth import require_operator
 from api.errors import ApiError
 from api.routes_devices import ok
 from api.state import current_state
+from storage.pg.store import PgStore
 from supervisor.cluster.feed import ClusterFeed
 from supervisor.cluster.node import ClusterNode
 from supervisor.devices import Devices
@@ -112,6 +121,18 @@ class ClusterCollector(Collector):
         renewals.add_metric(["ok"], float(stats.renewals))
         renewals.add_metric(["failed"], float(stats.failed_renewals))
         yield renewals
+        node = self.node
+        for name, doc, count in (
+            ("wasup_cluster_mirror_rows_read", "Rows of other nodes' devices re-read",
+             0 if node.mirror is None else node.mirror.refreshed),
+            ("wasup_cluster_mirror_reloads", "Reloads of every device row by the mirror",
+             0 if node.mirror is None else node.mirror.reloads),
+            ("wasup_cluster_qr_writes", "QR codes of this node's devices stored or cleared",
+             0 if node.qr_store is None else node.qr_store.writes),
+            ("wasup_cluster_notify_reconnects", "Listening connection opened again after it "
+             "broke", node.db.notify_reconnects if isinstance(node.db, PgStore) else 0),
+        ):
+            yield CounterMetricFamily(name, doc, value=float(count))
 
 
 def install(app: Quart, devices: Devices) -> None:

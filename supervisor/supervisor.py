@@ -250,8 +250,8 @@ async def open_supervisor(
                     async with _cluster(config, db, supervisor, directory, ops_nursery) as node:
                         devices.cluster = node
                         if node is not None:  # any node answers for any device
-                            await start_mirror(devices, ops_nursery)
-                            await start_qr_store(devices, ctx, ops_nursery)
+                            node.mirror = await start_mirror(devices, ops_nursery)
+                            node.qr_store = await start_qr_store(devices, ctx, ops_nursery)
                         yield devices
                 finally:
                     supervisor.aclose()

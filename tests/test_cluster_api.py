@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import trio
+
 from supervisor.config import ClusterConfig
 from tests.conftest import api_client, running_server
 from tests.pg_support import TestPostgres
@@ -45,6 +47,16 @@ async def test_the_cluster_route_lists_the_nodes_for_the_operator_only(
             assert "wasup_cluster_leases_held 1.0" in metrics
             assert "wasup_cluster_fenced_writes_total 0.0" in metrics
             assert "wasup_cluster_lease_claims_total 1.0" in metrics
+            assert "wasup_cluster_mirror_reloads_total 1.0" in metrics  # every row, at start
+            assert "wasup_cluster_notify_reconnects_total 0.0" in metrics
+            # the device's QR code, stored for the other nodes (written just after it shows)
+            qr = await api.get(f"/devices/{device['id']}/qr")
+            assert qr.status_code == 200, qr.text
+            with trio.fail_after(10):
+                while "wasup_cluster_qr_writes_total 0.0" in metrics:
+                    await trio.sleep(0.05)
+                    metrics = (await api.get("/metrics")).text
+            assert "wasup_cluster_qr_writes_total" in metrics
         async with api_client(server, token=device["apiKey"]) as as_device:
             refused = await as_device.get("/cluster")
             assert refused.status_code == 403, refused.text

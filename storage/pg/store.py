@@ -170,6 +170,12 @@ class PgStore:
         return self._listener.subscribe(channel)
 
     @property
+    def notify_reconnects(self) -> int:
+        """How many times the listening connection (:meth:`listen`) was opened again after
+        it broke."""
+        return 0 if self._listener is None else self._listener.reconnects
+
+    @property
     def outage(self) -> Outage | None:
         """The storage outage in progress, or None."""
         return self._watch.outage

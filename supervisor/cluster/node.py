@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -33,6 +34,10 @@ from ..directory import DeviceDirectory
 from .fence import leases_of
 from .leases import LeaseManager, LeaseStats
 
+if TYPE_CHECKING:
+    from .mirror import Mirror
+    from .qr_store import QrStore
+
 #: Seconds the drain at shutdown may take before the node leaves its leases to expire.
 DRAIN_DEADLINE = 10.0
 
@@ -44,6 +49,10 @@ class ClusterNode:
     config: ClusterConfig
     db: storage.Store
     manager: LeaseManager
+    #: The mirror of the rows of other nodes' devices and the store of this node's QR codes,
+    #: once started (their counters are in ``/metrics``).
+    mirror: Mirror | None = None
+    qr_store: QrStore | None = None
 
     @property
     def node_id(self) -> str:
