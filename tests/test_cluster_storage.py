@@ -46,6 +46,16 @@ async def claimed_by_a(db: storage.Store) -> tuple[storage.DeviceRow, Lease]:
     return device, lease
 
 
+async def held_by_a(db: storage.Store, count: int, *others: str) -> list[int]:
+    """``count`` new disconnected devices (movable), nodes ``a`` and ``others`` joined, every
+    device claimed by ``a``; their ids."""
+    ids = [(await db.run(lambda r, n=n: new_device(r, n, status="disconnected"))).id
+           for n in range(count)]
+    await join(db, "a", *others)
+    await db.run(lambda r: L(r).claim("a", LEASE, count))
+    return ids
+
+
 def behind(url: str, statement: str, *params: object) -> None:
     """Run ``statement`` on the database at ``url``, behind the nodes' backs."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -125,10 +135,7 @@ async def test_a_device_asked_for_goes_to_the_node_that_asked(
 ) -> None:
     url = postgres_server.create_database()
     async with open_postgres(url) as db:
-        ids = [(await db.run(lambda r, n=n: new_device(r, n, status="disconnected"))).id
-               for n in range(4)]
-        await join(db, "a", "b", "c")
-        await db.run(lambda r: L(r).claim("a", LEASE, 10))
+        ids = await held_by_a(db, 4, "b", "c")
         marked = await db.run(lambda r: L(r).want("b", "a", 2, 0))
         assert marked == ids[2:]
         assert await db.run(lambda r: L(r).want("c", "a", 5, 0)) == ids[:2]  # not asked twice
@@ -244,10 +251,7 @@ async def test_a_renewal_keeps_asks_of_live_nodes_only_and_clears_the_others(
 ) -> None:
     url = postgres_server.create_database()
     async with open_postgres(url) as db:
-        ids = [(await db.run(lambda r, n=n: new_device(r, n, status="disconnected"))).id
-               for n in range(3)]
-        await join(db, "a", "live", "dead", "leaving")
-        await db.run(lambda r: L(r).claim("a", LEASE, 10))
+        ids = await held_by_a(db, 3, "live", "dead", "leaving")
         for asker in ("live", "dead", "leaving"):
             await db.run(lambda r, asker=asker: L(r).want(asker, "a", 1, 0))
         # want() takes the highest ids first: live asked for ids[2], dead ids[1], leaving ids[0].
