@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 import trio
@@ -34,12 +34,21 @@ from ..directory import DeviceDirectory
 from .fence import leases_of
 from .leases import LeaseManager, LeaseStats
 
-if TYPE_CHECKING:
-    from .mirror import Mirror
-    from .qr_store import QrStore
-
 #: Seconds the drain at shutdown may take before the node leaves its leases to expire.
 DRAIN_DEADLINE = 10.0
+
+
+class MirrorCounts(Protocol):
+    """The counters of :class:`~supervisor.cluster.mirror.Mirror`."""
+
+    refreshed: int
+    reloads: int
+
+
+class QrWrites(Protocol):
+    """The counter of :class:`~supervisor.cluster.qr_store.QrStore`."""
+
+    writes: int
 
 
 @attrs.define(eq=False)
@@ -51,8 +60,8 @@ class ClusterNode:
     manager: LeaseManager
     #: The mirror of the rows of other nodes' devices and the store of this node's QR codes,
     #: once started (their counters are in ``/metrics``).
-    mirror: Mirror | None = None
-    qr_store: QrStore | None = None
+    mirror: MirrorCounts | None = None
+    qr_store: QrWrites | None = None
 
     @property
     def node_id(self) -> str:
