@@ -38,7 +38,7 @@ from tests.pg_support import TestPostgres
 
 SECRET = "s3cret-s3cret-s3cret"
 SCAN = 2.0  # the default scan interval
-RATE = 6  # devices a node may take per minute
+RATE = 30  # devices a node may take per minute (below the joining node's share of 32)
 
 
 def _config(tmp_path: Path, url: str, name: str) -> Config:
