@@ -174,22 +174,18 @@ class Devices:
             wanted = self.directory.reference(ref)
             if self.cluster is None or wanted is None:
                 raise
-        drops = self.directory.drops
-        row = await self.db.run(lambda r: r.devices.get(wanted))
+        row = await self._read_missing(lambda r: r.devices.get(wanted))
         if row is None:
             raise DeviceNotFound(ref)
-        return self._entered(row, drops)
-
-    def _entered(self, row: DeviceRow, drops: int) -> DeviceRow:
-        """``row``, read from the database while the directory had no such device, entered in
-        it unless the directory learnt the device meanwhile (its row is newer) or dropped a
-        device (it may have been this one, deleted: the read would bring it back)."""
-        known = self.directory.get(row.id)
-        if known is not None:
-            return known
-        if self.directory.drops == drops:
-            self.directory.put(row)
         return row
+
+    async def _read_missing(
+        self, read: Callable[[storage.Repositories], DeviceRow | None]
+    ) -> DeviceRow | None:
+        """A device the directory missed, read from the database and learnt by it."""
+        drops = self.directory.drops
+        row = await self.db.run(read)
+        return None if row is None else self.directory.learned(row, drops)
 
     async def create_device(
         self,
@@ -355,9 +351,7 @@ class Devices:
         digest = hash_key(api_key)
         row = self.directory.by_key_hash(digest)
         if row is None and self.cluster is not None:  # a device another node just created?
-            drops = self.directory.drops
-            found = await self.db.run(lambda r: r.devices.get_by_key_hash(digest))
-            row = None if found is None else self._entered(found, drops)
+            row = await self._read_missing(lambda r: r.devices.get_by_key_hash(digest))
         if row is None or not hmac.compare_digest(row.api_key_hash, digest):
             return None
         return row

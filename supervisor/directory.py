@@ -108,6 +108,18 @@ class DeviceDirectory:
             return int(ref)
         return ref if _SESSION.fullmatch(ref) else None
 
+    def learned(self, row: DeviceRow, drops: int) -> DeviceRow:
+        """``row``, read from the database while this directory had no such device (``drops``:
+        :attr:`drops` before the read), entered unless the directory learnt the device
+        meanwhile (its row is newer: returned instead) or dropped a device (it may have been
+        this one, deleted: the read would bring it back)."""
+        known = self.get(row.id)
+        if known is not None:
+            return known
+        if self.drops == drops:
+            self.put(row)
+        return row
+
     def session_taken(self, session_id: str) -> bool:
         """Whether a device has this sessionId."""
         return session_id in self._by_session
